@@ -1,0 +1,435 @@
+/**
+ * The command-line conventions every script keeps: strict flags through
+ * `parseArgs` from `node:util`, `--help` on stdout with exit 0, one `error:`
+ * line and exit 2 for a usage error, one `error:` line and exit 1 for a
+ * runtime failure, never a stack trace for an expected failure.
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import { EndpointError } from "./endpoint.ts";
+import { flushStderrLog, stderrLog } from "./log.ts";
+import { listeningLine, type Server, type ServerOptions } from "./server.ts";
+
+/**
+ * The command line is wrong: the script prints `error: MESSAGE` and exits 2.
+ *
+ * @example
+ * ```ts
+ * import { UsageError } from "./cli.ts";
+ *
+ * const error = new UsageError("missing ADDRESS");
+ * if (error.name !== "UsageError") throw new Error("wrong name");
+ * ```
+ */
+export class UsageError extends Error {
+  /** Builds the error; `message` says what was expected. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** `--help` was given: {@linkcode runMain} prints `usage` and exits 0. */
+export class HelpRequested extends Error {
+  /** The text to print. */
+  readonly usage: string;
+
+  /** Builds the request for `usage`. */
+  constructor(usage: string) {
+    super("help requested");
+    this.name = "HelpRequested";
+    this.usage = usage;
+  }
+}
+
+/** What a script's command line accepts. */
+export interface CommandSpec<O extends ParseArgsOptionsConfig> {
+  /** The full `--help` text. */
+  usage: string;
+  /** Flags, as `parseArgs` takes them; `help` is added. */
+  options: O;
+  /** Fewest positional arguments. Default 0. */
+  minPositionals?: number;
+  /** Most positional arguments. Default 0. */
+  maxPositionals?: number;
+}
+
+/**
+ * Parses `args` strictly. Throws {@linkcode HelpRequested} for `--help` and
+ * {@linkcode UsageError} with a one-line message for anything wrong.
+ *
+ * @example
+ * ```ts
+ * import { parseCommandLine } from "./cli.ts";
+ *
+ * const { values, positionals } = parseCommandLine(["--port", "7", "host"], {
+ *   usage: "usage: x [--port P] HOST",
+ *   options: { port: { type: "string" } },
+ *   minPositionals: 1,
+ *   maxPositionals: 1,
+ * });
+ * if (values.port !== "7" || positionals[0] !== "host") throw new Error("bad parse");
+ * ```
+ */
+export function parseCommandLine<O extends ParseArgsOptionsConfig>(
+  args: string[],
+  spec: CommandSpec<O>,
+): {
+  values: ReturnType<typeof parseArgs<{ options: O; strict: true }>>["values"];
+  positionals: string[];
+} {
+  const options = { ...spec.options, help: { type: "boolean" as const } };
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options,
+      strict: true,
+      allowPositionals: true,
+      allowNegative: false,
+    });
+  } catch (error) {
+    throw new UsageError(describeParseError(error as Error));
+  }
+  if ((parsed.values as { help?: boolean }).help) {
+    throw new HelpRequested(spec.usage);
+  }
+  const { positionals } = parsed;
+  const min = spec.minPositionals ?? 0;
+  const max = spec.maxPositionals ?? 0;
+  if (positionals.length > max) {
+    throw new UsageError(
+      `unexpected argument '${positionals[max]}' (see --help)`,
+    );
+  }
+  if (positionals.length < min) {
+    throw new UsageError(`missing argument (see --help)`);
+  }
+  // deno-lint-ignore no-explicit-any
+  return { values: parsed.values as any, positionals };
+}
+
+function describeParseError(error: Error): string {
+  const code = (error as { code?: string }).code;
+  const flag = /'(-[^' ]+)/.exec(error.message)?.[1] ?? "";
+  switch (code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `unknown option '${flag}' (see --help)`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return /argument missing/.test(error.message)
+        ? `option '${flag}' needs a value`
+        : `option '${flag}' takes no value`;
+    default:
+      return error.message.split("\n")[0];
+  }
+}
+
+/**
+ * Parses an integer flag value in `[min, max]`, or throws
+ * {@linkcode UsageError} naming the flag.
+ *
+ * @example
+ * ```ts
+ * import { integerFlag } from "./cli.ts";
+ *
+ * if (integerFlag("--retries", "3", 0, 100) !== 3) throw new Error("bad value");
+ * ```
+ */
+export function integerFlag(
+  name: string,
+  text: string,
+  min: number,
+  max: number,
+): number {
+  if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected a whole number from ${min} to ${max}`,
+    );
+  }
+  return Number(text);
+}
+
+/**
+ * Parses a duration in seconds (fractions allowed, as `0.25`) into
+ * milliseconds, or throws {@linkcode UsageError} naming the flag.
+ *
+ * @example
+ * ```ts
+ * import { secondsFlag } from "./cli.ts";
+ *
+ * if (secondsFlag("--timeout", "1.5") !== 1500) throw new Error("bad value");
+ * ```
+ */
+export function secondsFlag(name: string, text: string): number {
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || Number(text) > 86_400 * 365) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected a number of seconds`,
+    );
+  }
+  return Math.round(Number(text) * 1000);
+}
+
+/**
+ * Turns an expected failure into the one line a user sees (without the
+ * `error: ` prefix): what happened and, where it helps, what to do.
+ *
+ * @example
+ * ```ts
+ * import { describeError } from "./cli.ts";
+ *
+ * const line = describeError(new Deno.errors.ConnectionRefused("refused"));
+ * if (!line.includes("refused")) throw new Error(line);
+ * ```
+ */
+export function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const first = (error.message || error.name).split("\n")[0];
+  return first.replace(/^error: /, "");
+}
+
+/**
+ * Runs a script's body and turns its outcome into an exit code: the number
+ * it returns (default 0); {@linkcode HelpRequested} prints usage and exits
+ * 0; {@linkcode UsageError} or a bad endpoint prints `error: ...` and exits
+ * 2; any other failure prints `error: ...` and exits 1.
+ *
+ * @example
+ * ```ts ignore
+ * import { runMain } from "./cli.ts";
+ *
+ * await runMain(async () => {
+ *   console.log("hello");
+ * });
+ * ```
+ */
+export async function runMain(
+  body: () => Promise<number | void>,
+): Promise<never> {
+  let code: number;
+  try {
+    code = (await body()) ?? 0;
+  } catch (error) {
+    flushStderrLog();
+    if (error instanceof HelpRequested) {
+      await writeText(Deno.stdout, error.usage.trimEnd() + "\n");
+      Deno.exit(0);
+    }
+    const usage = error instanceof UsageError ||
+      error instanceof EndpointError;
+    console.error(`error: ${describeError(error)}`);
+    Deno.exit(usage ? 2 : 1);
+  }
+  flushStderrLog();
+  Deno.exit(code);
+}
+
+async function writeText(
+  file: { write(p: Uint8Array): Promise<number> },
+  text: string,
+): Promise<void> {
+  const bytes = new TextEncoder().encode(text);
+  for (let offset = 0; offset < bytes.byteLength;) {
+    offset += await file.write(bytes.subarray(offset));
+  }
+}
+
+/**
+ * Runs servers as a script does: waits until all are bound, logs one
+ * `listening on` line each (labelled when there are several), shuts all
+ * down gracefully on SIGINT or SIGTERM, and resolves once all are
+ * finished.
+ *
+ * @example
+ * ```ts ignore
+ * import { runServers } from "./cli.ts";
+ * import { serveEcho } from "../servers/echo.ts";
+ *
+ * await runServers([{ server: serveEcho({ port: 0 }) }]);
+ * ```
+ */
+export async function runServers(
+  servers: { server: Server; label?: string }[],
+  log: (line: string) => void = stderrLog,
+): Promise<void> {
+  const stop = () => {
+    for (const { server } of servers) server.shutdown();
+  };
+  try {
+    await Promise.all(servers.map(({ server }) => server.ready));
+  } catch (error) {
+    stop();
+    throw error;
+  }
+  const labelled = servers.length > 1;
+  for (const { server, label } of servers) {
+    log(listeningLine(server.addr, labelled ? label : undefined));
+  }
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const signal of signals) Deno.addSignalListener(signal, stop);
+  try {
+    await Promise.all(servers.map(({ server }) => server.finished));
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, stop);
+  }
+}
+
+/**
+ * The flags every server takes, for {@linkcode parseCommandLine}; spread
+ * them into a script's own options. {@linkcode serverOptionsFromFlags} turns
+ * the parsed values into {@linkcode ServerOptions}.
+ *
+ * @example
+ * ```ts
+ * import { parseCommandLine, SERVER_FLAGS, serverOptionsFromFlags } from "./cli.ts";
+ *
+ * const { values } = parseCommandLine(["--port", "0", "--udp"], {
+ *   usage: "",
+ *   options: { ...SERVER_FLAGS },
+ * });
+ * const options = serverOptionsFromFlags(values);
+ * if (options.transport !== "udp" || options.port !== 0) throw new Error("bad options");
+ * ```
+ */
+export const SERVER_FLAGS = {
+  hostname: { type: "string" },
+  port: { type: "string" },
+  udp: { type: "boolean" },
+  unix: { type: "string" },
+  unixpacket: { type: "string" },
+  "max-connections": { type: "string" },
+  "idle-timeout": { type: "string" },
+  grace: { type: "string" },
+  "allow-low-ports": { type: "boolean" },
+  "udp-rate": { type: "string" },
+} as const;
+
+/** Parsed values of {@linkcode SERVER_FLAGS}. */
+export interface ServerFlagValues {
+  /** `--hostname H` */
+  hostname?: string;
+  /** `--port P` */
+  port?: string;
+  /** `--udp` */
+  udp?: boolean;
+  /** `--unix PATH` */
+  unix?: string;
+  /** `--unixpacket PATH` */
+  unixpacket?: string;
+  /** `--max-connections N` */
+  "max-connections"?: string;
+  /** `--idle-timeout SECONDS` */
+  "idle-timeout"?: string;
+  /** `--grace SECONDS` */
+  grace?: string;
+  /** `--allow-low-ports` */
+  "allow-low-ports"?: boolean;
+  /** `--udp-rate N` */
+  "udp-rate"?: string;
+}
+
+/**
+ * The `--help` lines for {@linkcode SERVER_FLAGS}, with `defaultPort` and
+ * `defaultHostname` filled in.
+ *
+ * @example
+ * ```ts
+ * import { serverFlagsHelp } from "./cli.ts";
+ *
+ * if (!serverFlagsHelp(7).includes("--port P")) throw new Error("no --port");
+ * ```
+ */
+export function serverFlagsHelp(
+  defaultPort: number,
+  defaultHostname = "0.0.0.0",
+): string {
+  return `  --hostname H           address to bind (default ${defaultHostname}; :: for IPv6)
+  --port P               port (default ${defaultPort}; 0 picks a free one)
+  --udp                  serve UDP instead of TCP (needs --unstable-net)
+  --unix PATH            serve a Unix stream socket at PATH
+  --unixpacket PATH      serve a Unix datagram socket at PATH (needs --unstable-net)
+  --max-connections N    most clients at once; more are closed at once (default 4096)
+  --idle-timeout S       close a connection idle for S seconds (default 0: never)
+  --grace S              on SIGINT/SIGTERM, wait up to S seconds for clients (default 10)
+  --allow-low-ports      UDP: answer source ports below 1024 (off: loop protection)
+  --udp-rate N           UDP: replies per second to one source (default 100; 0: no limit)
+  --help                 print this help and exit`;
+}
+
+/**
+ * Turns parsed {@linkcode SERVER_FLAGS} into {@linkcode ServerOptions};
+ * throws {@linkcode UsageError} naming a bad value or a clash of transports.
+ *
+ * @example
+ * ```ts
+ * import { serverOptionsFromFlags } from "./cli.ts";
+ *
+ * const options = serverOptionsFromFlags({ unix: "/tmp/echo.sock", "idle-timeout": "30" });
+ * if (options.transport !== "unix" || options.idleTimeoutMs !== 30000) {
+ *   throw new Error("bad options");
+ * }
+ * ```
+ */
+export function serverOptionsFromFlags(
+  values: ServerFlagValues,
+): ServerOptions {
+  const transports = [
+    values.udp && "--udp",
+    values.unix !== undefined && "--unix",
+    values.unixpacket !== undefined && "--unixpacket",
+  ].filter(Boolean);
+  if (transports.length > 1) {
+    throw new UsageError(`${transports.join(" and ")} cannot be used together`);
+  }
+  const options: ServerOptions = { transport: "tcp" };
+  if (values.udp) options.transport = "udp";
+  for (const kind of ["unix", "unixpacket"] as const) {
+    const path = values[kind];
+    if (path === undefined) continue;
+    if (path === "" || path.includes("\0")) {
+      throw new UsageError(`invalid socket path '${path}' for --${kind}`);
+    }
+    if (values.hostname !== undefined || values.port !== undefined) {
+      throw new UsageError(`--${kind} takes no --hostname or --port`);
+    }
+    options.transport = kind;
+    options.path = path;
+  }
+  if (values.hostname !== undefined) {
+    if (values.hostname === "" || /[\s\/\[\]]/.test(values.hostname)) {
+      throw new UsageError(`invalid value '${values.hostname}' for --hostname`);
+    }
+    options.hostname = values.hostname;
+  }
+  if (values.port !== undefined) {
+    options.port = integerFlag("--port", values.port, 0, 65535);
+  }
+  if (values["max-connections"] !== undefined) {
+    options.maxConnections = integerFlag(
+      "--max-connections",
+      values["max-connections"],
+      1,
+      1_000_000,
+    );
+  }
+  if (values["idle-timeout"] !== undefined) {
+    options.idleTimeoutMs = secondsFlag(
+      "--idle-timeout",
+      values["idle-timeout"],
+    );
+  }
+  if (values.grace !== undefined) {
+    options.gracePeriodMs = secondsFlag("--grace", values.grace);
+  }
+  if (values["allow-low-ports"]) options.allowLowPorts = true;
+  if (values["udp-rate"] !== undefined) {
+    options.udpRatePerSecond = integerFlag(
+      "--udp-rate",
+      values["udp-rate"],
+      0,
+      1_000_000,
+    );
+  }
+  return options;
+}

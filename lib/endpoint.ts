@@ -1,0 +1,230 @@
+/**
+ * Endpoints as strings: `tcp://host:port`, `udp://[::1]:7`, `unix:/path`,
+ * `unixpacket:/path`, and printing addresses the way the toolkit logs them
+ * (`127.0.0.1:7`, `[::1]:7`, or a socket path).
+ *
+ * @module
+ */
+
+/** The transports the toolkit serves and connects over. */
+export type Transport = "tcp" | "udp" | "unix" | "unixpacket";
+
+/** A network endpoint: host and port over TCP or UDP. */
+export interface NetEndpoint {
+  /** `tcp` or `udp`. */
+  transport: "tcp" | "udp";
+  /** Host name or IP literal, IPv6 without brackets. */
+  hostname: string;
+  /** Port, 0 to 65535. */
+  port: number;
+}
+
+/** A Unix-domain endpoint: a socket path. */
+export interface UnixEndpoint {
+  /** `unix` (stream) or `unixpacket` (datagram). */
+  transport: "unix" | "unixpacket";
+  /** Path of the socket file. */
+  path: string;
+}
+
+/** Where a server listens or a client connects. */
+export type Endpoint = NetEndpoint | UnixEndpoint;
+
+/**
+ * A string that is not a valid endpoint, port or address.
+ *
+ * @example
+ * ```ts
+ * import { EndpointError, parsePort } from "./endpoint.ts";
+ *
+ * try {
+ *   parsePort("70000");
+ *   throw new Error("accepted a bad port");
+ * } catch (error) {
+ *   if (!(error instanceof EndpointError)) throw error;
+ * }
+ * ```
+ */
+export class EndpointError extends Error {
+  /** The text that could not be parsed. */
+  readonly input: string;
+
+  /** Builds the error for `input` with a message saying what was expected. */
+  constructor(message: string, input: string) {
+    super(message);
+    this.name = "EndpointError";
+    this.input = input;
+  }
+}
+
+/**
+ * Parses a decimal port number, 0 to 65535 (0 asks the system for a free one).
+ *
+ * @example
+ * ```ts
+ * import { parsePort } from "./endpoint.ts";
+ *
+ * if (parsePort("15000") !== 15000) throw new Error("wrong port");
+ * ```
+ */
+export function parsePort(text: string): number {
+  if (!/^[0-9]{1,5}$/.test(text) || Number(text) > 65535) {
+    throw new EndpointError(
+      `invalid port '${text}': expected a number from 0 to 65535`,
+      text,
+    );
+  }
+  return Number(text);
+}
+
+/**
+ * Splits `host:port`, `[v6]:port` into host and port. The host keeps no
+ * brackets. A bare IPv6 literal without brackets is refused: its last group
+ * would read as a port.
+ *
+ * @example
+ * ```ts
+ * import { splitHostPort } from "./endpoint.ts";
+ *
+ * const { hostname, port } = splitHostPort("[::1]:7");
+ * if (hostname !== "::1" || port !== 7) throw new Error("wrong split");
+ * ```
+ */
+export function splitHostPort(
+  text: string,
+): { hostname: string; port: number } {
+  let hostname: string;
+  let portText: string;
+  if (text.startsWith("[")) {
+    const close = text.indexOf("]");
+    if (close === -1 || text[close + 1] !== ":") {
+      throw new EndpointError(
+        `invalid address '${text}': expected [IPv6]:PORT`,
+        text,
+      );
+    }
+    hostname = text.slice(1, close);
+    portText = text.slice(close + 2);
+    if (!hostname.includes(":")) {
+      throw new EndpointError(
+        `invalid address '${text}': brackets are for IPv6 literals`,
+        text,
+      );
+    }
+  } else {
+    const colon = text.lastIndexOf(":");
+    if (colon === -1) {
+      throw new EndpointError(
+        `invalid address '${text}': expected HOST:PORT`,
+        text,
+      );
+    }
+    hostname = text.slice(0, colon);
+    portText = text.slice(colon + 1);
+    if (hostname.includes(":")) {
+      throw new EndpointError(
+        `invalid address '${text}': write IPv6 addresses in brackets, as [::1]:7`,
+        text,
+      );
+    }
+  }
+  if (hostname === "" || /[\s/@?#\[\]]/.test(hostname)) {
+    throw new EndpointError(`invalid host in '${text}'`, text);
+  }
+  return { hostname, port: parsePort(portText) };
+}
+
+/**
+ * Parses an endpoint string: `tcp://host:port`, `udp://host:port` (IPv6 in
+ * brackets), `unix:/path`, `unixpacket:/path`, or a bare `host:port` (TCP).
+ *
+ * @example
+ * ```ts
+ * import { parseEndpoint } from "./endpoint.ts";
+ *
+ * const endpoint = parseEndpoint("udp://[::1]:7");
+ * if (endpoint.transport !== "udp" || endpoint.hostname !== "::1") {
+ *   throw new Error("wrong endpoint");
+ * }
+ * ```
+ */
+export function parseEndpoint(text: string): Endpoint {
+  const scheme = /^(tcp|udp):\/\/(.*)$/s.exec(text);
+  if (scheme) {
+    const { hostname, port } = splitHostPort(scheme[2]);
+    return { transport: scheme[1] as "tcp" | "udp", hostname, port };
+  }
+  const unix = /^(unix|unixpacket):(.*)$/s.exec(text);
+  if (unix) {
+    const path = unix[2].replace(/^\/\/(?=\/)/, "");
+    if (path === "" || path.includes("\0")) {
+      throw new EndpointError(
+        `invalid socket path in '${text}': expected ${unix[1]}:/path`,
+        text,
+      );
+    }
+    return { transport: unix[1] as "unix" | "unixpacket", path };
+  }
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
+    throw new EndpointError(
+      `unsupported scheme in '${text}': expected tcp://, udp://, unix: or unixpacket:`,
+      text,
+    );
+  }
+  const { hostname, port } = splitHostPort(text);
+  return { transport: "tcp", hostname, port };
+}
+
+/**
+ * Formats a host and port as the toolkit prints them: `127.0.0.1:7`,
+ * `[::1]:7`.
+ *
+ * @example
+ * ```ts
+ * import { joinHostPort } from "./endpoint.ts";
+ *
+ * if (joinHostPort("::1", 7) !== "[::1]:7") throw new Error("no brackets");
+ * ```
+ */
+export function joinHostPort(hostname: string, port: number): string {
+  return hostname.includes(":")
+    ? `[${hostname}]:${port}`
+    : `${hostname}:${port}`;
+}
+
+/**
+ * Formats a {@linkcode Deno.Addr} as the toolkit logs it: `127.0.0.1:7`,
+ * `[::1]:7`, or the Unix socket path (`(unnamed)` for an unbound peer).
+ *
+ * @example
+ * ```ts
+ * import { formatAddr } from "./endpoint.ts";
+ *
+ * const text = formatAddr({ transport: "tcp", hostname: "::1", port: 7 });
+ * if (text !== "[::1]:7") throw new Error(text);
+ * ```
+ */
+export function formatAddr(addr: Deno.Addr): string {
+  if ("hostname" in addr) return joinHostPort(addr.hostname, addr.port);
+  if ("path" in addr) return addr.path ? addr.path : "(unnamed)";
+  return `${addr.transport}:${addr.cid}:${addr.port}`;
+}
+
+/**
+ * Formats an {@linkcode Endpoint} as a string {@linkcode parseEndpoint}
+ * reads back.
+ *
+ * @example
+ * ```ts
+ * import { formatEndpoint, parseEndpoint } from "./endpoint.ts";
+ *
+ * const text = "udp://[::1]:7";
+ * if (formatEndpoint(parseEndpoint(text)) !== text) throw new Error("no round trip");
+ * ```
+ */
+export function formatEndpoint(endpoint: Endpoint): string {
+  if ("path" in endpoint) return `${endpoint.transport}:${endpoint.path}`;
+  return `${endpoint.transport}://${
+    joinHostPort(endpoint.hostname, endpoint.port)
+  }`;
+}

@@ -1,0 +1,291 @@
+/**
+ * Byte-stream utilities from the seed's "Reading and writing on a blocking
+ * socket": a socket's `read` and `write` may move fewer bytes than asked, so
+ * reading a known amount or writing a whole buffer takes a loop.
+ *
+ * @module
+ */
+
+/** Anything with a `read` like {@linkcode Deno.Conn}'s. */
+export interface ByteReader {
+  /** Reads up to `p.byteLength` bytes into `p`; `null` at end of stream. */
+  read(p: Uint8Array): Promise<number | null>;
+}
+
+/** Anything with a `write` like {@linkcode Deno.Conn}'s. */
+export interface ByteWriter {
+  /** Writes some prefix of `p` and resolves with how many bytes it wrote. */
+  write(p: Uint8Array): Promise<number>;
+}
+
+/**
+ * The peer closed the stream before the expected number of bytes arrived.
+ *
+ * @example Telling an early close from other failures
+ * ```ts
+ * import { readExact, UnexpectedEofError } from "./io.ts";
+ *
+ * let sent = false;
+ * const reader = {
+ *   read(p: Uint8Array): Promise<number | null> {
+ *     if (sent) return Promise.resolve(null);
+ *     sent = true;
+ *     p.set([1, 2, 3]);
+ *     return Promise.resolve(3);
+ *   },
+ * };
+ * const error = await readExact(reader, 8).catch((e) => e);
+ * if (!(error instanceof UnexpectedEofError)) throw new Error("no EOF error");
+ * if (error.bytesRead !== 3) throw new Error("expected 3 bytes");
+ * ```
+ */
+export class UnexpectedEofError extends Error {
+  /** How many bytes arrived before the stream ended. */
+  readonly bytesRead: number;
+  /** How many bytes were expected. */
+  readonly bytesExpected: number;
+
+  /** Builds the error for `bytesRead` of `bytesExpected` bytes. */
+  constructor(bytesRead: number, bytesExpected: number) {
+    super(
+      `unexpected end of stream: expected ${bytesExpected} bytes, got ${bytesRead}`,
+    );
+    this.name = "UnexpectedEofError";
+    this.bytesRead = bytesRead;
+    this.bytesExpected = bytesExpected;
+  }
+}
+
+/**
+ * Reads exactly `buffer.byteLength` bytes into `buffer`, looping over short
+ * reads. Rejects with {@linkcode UnexpectedEofError} when the stream ends
+ * first; the bytes that did arrive are at the start of `buffer`.
+ *
+ * @example Filling a reused buffer
+ * ```ts
+ * import { readExactInto } from "./io.ts";
+ *
+ * const chunks = [new Uint8Array([1, 2]), new Uint8Array([3, 4])];
+ * const reader = {
+ *   read(p: Uint8Array): Promise<number | null> {
+ *     const chunk = chunks.shift();
+ *     if (!chunk) return Promise.resolve(null);
+ *     p.set(chunk);
+ *     return Promise.resolve(chunk.byteLength);
+ *   },
+ * };
+ * const buffer = new Uint8Array(4);
+ * await readExactInto(reader, buffer);
+ * if (buffer.join() !== "1,2,3,4") throw new Error("wrong bytes");
+ * ```
+ */
+export async function readExactInto(
+  reader: ByteReader,
+  buffer: Uint8Array,
+): Promise<void> {
+  let filled = 0;
+  while (filled < buffer.byteLength) {
+    const n = await reader.read(buffer.subarray(filled));
+    if (n === null) throw new UnexpectedEofError(filled, buffer.byteLength);
+    filled += n;
+  }
+}
+
+/**
+ * Resolves with exactly `n` bytes read from `reader`, however many reads it
+ * takes; rejects with {@linkcode UnexpectedEofError} (saying how many bytes
+ * came) when the peer closes first.
+ *
+ * @example Reading a 4-byte RFC 868 time value
+ * ```ts
+ * import { readExact } from "./io.ts";
+ *
+ * const parts = [new Uint8Array([0xec]), new Uint8Array([0x4f, 0x2b, 0x00])];
+ * const reader = {
+ *   read(p: Uint8Array): Promise<number | null> {
+ *     const part = parts.shift();
+ *     if (!part) return Promise.resolve(null);
+ *     p.set(part);
+ *     return Promise.resolve(part.byteLength);
+ *   },
+ * };
+ * const bytes = await readExact(reader, 4);
+ * const seconds = new DataView(bytes.buffer).getUint32(0);
+ * if (seconds !== 0xec4f2b00) throw new Error("wrong value");
+ * ```
+ */
+export async function readExact(
+  reader: ByteReader,
+  n: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new RangeError(`byte count must be a non-negative integer, got ${n}`);
+  }
+  const buffer = new Uint8Array(n);
+  await readExactInto(reader, buffer);
+  return buffer;
+}
+
+/**
+ * Writes every byte of `bytes` to `writer`, looping over partial writes
+ * (`Deno.Conn.write` may write only part of its argument).
+ *
+ * @example Writing through a writer that takes one byte at a time
+ * ```ts
+ * import { writeAll } from "./io.ts";
+ *
+ * const written: number[] = [];
+ * const writer = {
+ *   write(p: Uint8Array): Promise<number> {
+ *     written.push(p[0]);
+ *     return Promise.resolve(1);
+ *   },
+ * };
+ * await writeAll(writer, new Uint8Array([7, 8, 9]));
+ * if (written.join() !== "7,8,9") throw new Error("lost bytes");
+ * ```
+ */
+export async function writeAll(
+  writer: ByteWriter,
+  bytes: Uint8Array,
+): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.byteLength) {
+    offset += await writer.write(bytes.subarray(offset));
+  }
+}
+
+/**
+ * A line was longer than the reader's `maxLength`; nothing was buffered past
+ * the limit.
+ *
+ * @example
+ * ```ts
+ * import { LineTooLongError } from "./io.ts";
+ *
+ * const error = new LineTooLongError(80);
+ * if (error.maxLength !== 80) throw new Error("wrong limit");
+ * ```
+ */
+export class LineTooLongError extends Error {
+  /** The limit that was exceeded, in bytes, not counting the line ending. */
+  readonly maxLength: number;
+
+  /** Builds the error for a line over `maxLength` bytes. */
+  constructor(maxLength: number) {
+    super(`line longer than ${maxLength} bytes`);
+    this.name = "LineTooLongError";
+    this.maxLength = maxLength;
+  }
+}
+
+/** Options for {@linkcode LineReader}. */
+export interface LineReaderOptions {
+  /** Longest line accepted, in bytes, without its ending. Default 8192. */
+  maxLength?: number;
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+
+/**
+ * Reads LF- or CRLF-terminated lines from a byte stream with a bounded
+ * buffer: a line over `maxLength` bytes rejects with
+ * {@linkcode LineTooLongError} instead of growing the buffer without end.
+ *
+ * @example Reading lines from a connection
+ * ```ts
+ * import { LineReader } from "./io.ts";
+ *
+ * const data = [new TextEncoder().encode("one\r\ntw"), new TextEncoder().encode("o\nrest")];
+ * const reader = {
+ *   read(p: Uint8Array): Promise<number | null> {
+ *     const chunk = data.shift();
+ *     if (!chunk) return Promise.resolve(null);
+ *     p.set(chunk);
+ *     return Promise.resolve(chunk.byteLength);
+ *   },
+ * };
+ * const lines = new LineReader(reader, { maxLength: 16 });
+ * const decoder = new TextDecoder();
+ * const seen: string[] = [];
+ * for (let line; (line = await lines.readLine()) !== null;) {
+ *   seen.push(decoder.decode(line));
+ * }
+ * if (seen.join("|") !== "one|two|rest") throw new Error(seen.join("|"));
+ * ```
+ */
+export class LineReader {
+  readonly #reader: ByteReader;
+  readonly #maxLength: number;
+  readonly #buffer: Uint8Array;
+  #start = 0;
+  #end = 0;
+  #eof = false;
+
+  /** Wraps `reader`; see {@linkcode LineReaderOptions}. */
+  constructor(reader: ByteReader, options: LineReaderOptions = {}) {
+    const maxLength = options.maxLength ?? 8192;
+    if (!Number.isSafeInteger(maxLength) || maxLength < 1) {
+      throw new RangeError(
+        `maxLength must be a positive integer, got ${maxLength}`,
+      );
+    }
+    this.#reader = reader;
+    this.#maxLength = maxLength;
+    // Room for the longest line plus CR LF.
+    this.#buffer = new Uint8Array(maxLength + 2);
+  }
+
+  /**
+   * Resolves with the next line without its ending, or `null` at end of
+   * stream. A last line without an ending is returned as a line.
+   */
+  async readLine(): Promise<Uint8Array | null> {
+    let scanFrom = this.#start;
+    while (true) {
+      const lf = this.#buffer.subarray(scanFrom, this.#end).indexOf(LF);
+      if (lf !== -1) {
+        const lineEnd = scanFrom + lf;
+        let contentEnd = lineEnd;
+        if (contentEnd > this.#start && this.#buffer[contentEnd - 1] === CR) {
+          contentEnd--;
+        }
+        if (contentEnd - this.#start > this.#maxLength) {
+          throw new LineTooLongError(this.#maxLength);
+        }
+        const line = this.#buffer.slice(this.#start, contentEnd);
+        this.#start = lineEnd + 1;
+        return line;
+      }
+      const pending = this.#end - this.#start;
+      // A pending CR may still be part of a CRLF, hence maxLength + 1.
+      if (pending > this.#maxLength + 1) {
+        throw new LineTooLongError(this.#maxLength);
+      }
+      if (this.#eof) {
+        if (pending === 0) return null;
+        if (pending > this.#maxLength) {
+          throw new LineTooLongError(this.#maxLength);
+        }
+        const line = this.#buffer.slice(this.#start, this.#end);
+        this.#start = this.#end;
+        return line;
+      }
+      if (this.#start > 0) {
+        this.#buffer.copyWithin(0, this.#start, this.#end);
+        this.#end = pending;
+        this.#start = 0;
+      }
+      scanFrom = this.#end;
+      const n = await this.#reader.read(this.#buffer.subarray(this.#end));
+      if (n === null) this.#eof = true;
+      else this.#end += n;
+    }
+  }
+
+  /** Iterates over the remaining lines. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
+    for (let line; (line = await this.readLine()) !== null;) yield line;
+  }
+}

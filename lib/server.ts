@@ -1,0 +1,714 @@
+/**
+ * The server life cycle every server here shares: listen on a transport, an
+ * accept loop that survives accept errors, a connection limit, a cheap idle
+ * timeout, graceful shutdown, and one log line per event. Servers look like
+ * `Deno.serve`'s: `addr`, `finished`, `shutdown()`, `[Symbol.asyncDispose]`.
+ *
+ * @module
+ */
+
+import { formatAddr, joinHostPort, type Transport } from "./endpoint.ts";
+import { FloodLog, type Log, stderrLog } from "./log.ts";
+import { prepareUnixPath } from "./unix.ts";
+
+/** A running server (or a group of them, see {@linkcode combineServers}). */
+export interface Server extends AsyncDisposable {
+  /** The bound address (for `port: 0`, the real port). */
+  readonly addr: Deno.Addr;
+  /**
+   * Settles once the socket is bound and serving; for TCP and UDP that is at
+   * once, for a Unix socket after a stale socket file was checked and
+   * replaced. Rejects when binding fails (the error is also logged).
+   */
+  readonly ready: Promise<void>;
+  /** Resolves once the server has stopped and every connection is closed. */
+  readonly finished: Promise<void>;
+  /**
+   * Stops accepting, lets connections in flight finish within the grace
+   * period, then closes the rest; resolves like `finished`.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** Which peers may use a server; see `AccessList` in `mod.ts`. */
+export interface AccessPolicy {
+  /** `true` when `addr` may be served. */
+  allows(addr: Deno.Addr): boolean;
+}
+
+/** Options every server takes. */
+export interface ServerOptions {
+  /** `tcp` (default), `udp`, `unix` (stream) or `unixpacket` (datagram). */
+  transport?: Transport;
+  /** Address to bind for TCP and UDP. Default `0.0.0.0`. */
+  hostname?: string;
+  /** Port for TCP and UDP; 0 picks a free one. Default: the service's own. */
+  port?: number;
+  /** Socket file for `unix` and `unixpacket`. */
+  path?: string;
+  /** Most connections served at once; the next is closed at once. Default 4096. */
+  maxConnections?: number;
+  /** Closes a connection idle this long, in ms; 0 (default) never. */
+  idleTimeoutMs?: number;
+  /** How long shutdown waits for connections in flight, in ms. Default 10000. */
+  gracePeriodMs?: number;
+  /** Who may connect; everyone when absent. */
+  access?: AccessPolicy;
+  /** UDP: answer datagrams from source ports below 1024. Default `false`. */
+  allowLowPorts?: boolean;
+  /** Datagram replies per second to one source address. Default 100. */
+  udpRatePerSecond?: number;
+  /** Where log lines go. Default {@linkcode stderrLog}. */
+  log?: Log;
+  /** Label for log lines of a server with several sockets (`echo/tcp`). */
+  label?: string;
+  /** Aborting this signal shuts the server down. */
+  signal?: AbortSignal;
+}
+
+/** What a stream handler learns about its connection. */
+export interface ConnectionContext {
+  /** The peer, formatted for logs (`127.0.0.1:5000`). */
+  readonly peer: string;
+  /** Call after moving data, so the idle timeout starts again. */
+  active(): void;
+  /** Bytes received, for the closing log line; handlers add to it. */
+  bytesIn: number;
+  /** Bytes sent, for the closing log line; handlers add to it. */
+  bytesOut: number;
+}
+
+/** Serves one accepted connection; the server closes it afterwards. */
+export type StreamHandler = (
+  conn: Deno.Conn,
+  context: ConnectionContext,
+) => Promise<void>;
+
+/**
+ * Answers one datagram: the reply to send back to its source, or nothing.
+ * `data` is only valid until the handler returns.
+ */
+export type DatagramHandler = (
+  data: Uint8Array,
+  source: Deno.Addr,
+) => Uint8Array | null | undefined | Promise<Uint8Array | null | undefined>;
+
+/** The handlers of a service: one per kind of transport it supports. */
+export interface Service {
+  /** Short name for log lines (`echo`). */
+  name: string;
+  /** Well-known port, used when `options.port` is absent. */
+  defaultPort: number;
+  /** Default bind address. Default `0.0.0.0`. */
+  defaultHostname?: string;
+  /** Handler for `tcp` and `unix`. */
+  stream?: StreamHandler;
+  /** Handler for `udp` and `unixpacket`. */
+  datagram?: DatagramHandler;
+}
+
+const DEFAULT_MAX_CONNECTIONS = 4096;
+const DEFAULT_GRACE_MS = 10_000;
+const DEFAULT_UDP_RATE = 100;
+const ACCEPT_BACKOFF_MIN_MS = 5;
+const ACCEPT_BACKOFF_MAX_MS = 1000;
+
+/**
+ * Starts `service` on the transport `options` name: the one entry point the
+ * servers in `servers/` build on. Binding TCP and UDP happens before it
+ * returns (so `addr` holds the real port); errors throw.
+ *
+ * @example An in-process echo server on a free port
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { silentLog } from "./log.ts";
+ *
+ * await using server = serve({
+ *   name: "echo",
+ *   defaultPort: 7,
+ *   async stream(conn) {
+ *     const buffer = new Uint8Array(1024);
+ *     for (let n; (n = await conn.read(buffer)) !== null;) {
+ *       await conn.write(buffer.subarray(0, n));
+ *     }
+ *   },
+ * }, { hostname: "127.0.0.1", port: 0, log: silentLog });
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+ * await conn.write(new TextEncoder().encode("hi"));
+ * const reply = new Uint8Array(2);
+ * await conn.read(reply);
+ * ```
+ */
+export function serve(service: Service, options: ServerOptions = {}): Server {
+  const transport = options.transport ?? "tcp";
+  if (transport === "tcp" || transport === "unix") {
+    if (!service.stream) {
+      throw new TypeError(`${service.name} does not serve ${transport}`);
+    }
+    return new StreamServer(service, service.stream, transport, options);
+  }
+  if (!service.datagram) {
+    throw new TypeError(`${service.name} does not serve ${transport}`);
+  }
+  return new DatagramServer(service, service.datagram, transport, options);
+}
+
+class Connection implements ConnectionContext {
+  readonly conn: Deno.Conn;
+  readonly peer: string;
+  idleTicks = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  closed = false;
+
+  constructor(conn: Deno.Conn) {
+    this.conn = conn;
+    this.peer = formatAddr(conn.remoteAddr);
+  }
+
+  active(): void {
+    this.idleTicks = 0;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed by the handler.
+    }
+  }
+}
+
+/**
+ * Binding failed: the message says where and what to do about it (another
+ * port, root for ports below 1024); `cause` is the system's error.
+ *
+ * @example
+ * ```ts
+ * import { ListenError, serve } from "./server.ts";
+ * import { silentLog } from "./log.ts";
+ *
+ * const service = { name: "discard", defaultPort: 9, async stream() {} };
+ * await using first = serve(service, { hostname: "127.0.0.1", port: 0, log: silentLog });
+ * const { port } = first.addr as Deno.NetAddr;
+ * try {
+ *   serve(service, { hostname: "127.0.0.1", port, log: silentLog });
+ *   throw new Error("bound twice");
+ * } catch (error) {
+ *   if (!(error instanceof ListenError)) throw error;
+ * }
+ * ```
+ */
+export class ListenError extends Error {
+  /** Where the server tried to listen (`0.0.0.0:13`, or a socket path). */
+  readonly address: string;
+
+  /** Builds the error; `cause` is the system's error. */
+  constructor(message: string, address: string, cause: unknown) {
+    super(message, { cause });
+    this.name = "ListenError";
+    this.address = address;
+  }
+}
+
+function bind<T>(listen: () => T, hostOrPath: string, port?: number): T {
+  try {
+    return listen();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    const address = port === undefined
+      ? hostOrPath
+      : joinHostPort(hostOrPath, port);
+    const reason = (error as Error).message.replace(/ \(os error \d+\)$/, "");
+    let message = `cannot listen on ${address}: ${reason}`;
+    if (error instanceof Deno.errors.AddrInUse) {
+      message = `address ${address} is already in use${
+        port === undefined ? "" : " (pick another port with --port)"
+      }`;
+    } else if (
+      error instanceof Deno.errors.PermissionDenied && port !== undefined &&
+      port < 1024
+    ) {
+      message = `permission denied listening on ${address}: ports below 1024 ` +
+        `need root or CAP_NET_BIND_SERVICE; pick another with --port ${
+          port + 10000
+        }`;
+    } else if (error instanceof Deno.errors.AddrNotAvailable) {
+      message = `cannot listen on ${address}: no such address on this host`;
+    }
+    throw new ListenError(message, address, error);
+  }
+}
+
+function unixPath(transport: Transport, options: ServerOptions): string {
+  if (!options.path) throw new TypeError(`${transport} needs a socket path`);
+  return options.path;
+}
+
+/** Shared by both kinds of server: state, logging and the stop sequence. */
+abstract class BaseServer implements Server {
+  readonly ready: Promise<void>;
+  readonly finished: Promise<void>;
+  protected readonly log: Log;
+  protected readonly prefix: string;
+  protected readonly gracePeriodMs: number;
+  protected closing = false;
+  #resolveFinished!: () => void;
+  #shutdownStarted = false;
+
+  constructor(options: ServerOptions, ready: Promise<void>) {
+    this.log = options.log ?? stderrLog;
+    this.prefix = options.label ? `${options.label}: ` : "";
+    this.gracePeriodMs = options.gracePeriodMs ?? DEFAULT_GRACE_MS;
+    this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    this.ready = ready;
+    // A rejected `ready` also settles `finished`; a caller that never awaits
+    // `ready` must not crash on an unhandled rejection.
+    ready.catch(() => {
+      this.closing = true;
+      this.#resolveFinished();
+    });
+    options.signal?.addEventListener("abort", () => this.shutdown(), {
+      once: true,
+    });
+  }
+
+  abstract get addr(): Deno.Addr;
+
+  /** Closes the socket and drains; resolves when all is closed. */
+  protected abstract stop(): Promise<void>;
+
+  shutdown(): Promise<void> {
+    if (!this.#shutdownStarted) {
+      this.#shutdownStarted = true;
+      this.closing = true;
+      this.ready.then(() => this.stop(), () => {}).finally(() =>
+        this.#resolveFinished()
+      );
+    }
+    return this.finished;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+}
+
+class StreamServer extends BaseServer {
+  readonly #handler: StreamHandler;
+  readonly #connections = new Set<Connection>();
+  readonly #maxConnections: number;
+  readonly #idleTimeoutMs: number;
+  readonly #access?: AccessPolicy;
+  readonly #refusedFull: FloodLog;
+  readonly #refusedAccess: FloodLog;
+  #idleTimer?: ReturnType<typeof setInterval>;
+  #idleTickMs = 0;
+  #backoffTimer?: ReturnType<typeof setTimeout>;
+  #wakeBackoff?: () => void;
+  #acceptLoopDone: Promise<void> = Promise.resolve();
+  #drained?: () => void;
+  readonly #addr: Deno.Addr;
+
+  constructor(
+    service: Service,
+    handler: StreamHandler,
+    transport: "tcp" | "unix",
+    options: ServerOptions,
+  ) {
+    let listener: Deno.Listener | undefined;
+    let ready: Promise<void>;
+    let addr: Deno.Addr;
+    if (transport === "tcp") {
+      const hostname = options.hostname ?? service.defaultHostname ??
+        "0.0.0.0";
+      const port = options.port ?? service.defaultPort;
+      listener = bind(
+        () => Deno.listen({ transport: "tcp", hostname, port }),
+        hostname,
+        port,
+      );
+      addr = listener.addr;
+      ready = Promise.resolve();
+    } else {
+      const path = unixPath(transport, options);
+      addr = { transport: "unix", path };
+      ready = prepareUnixPath(path).then(() => {
+        listener = bind(() => Deno.listen({ transport: "unix", path }), path);
+      });
+    }
+    super(options, ready);
+    this.#addr = addr;
+    this.#handler = handler;
+    this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 0;
+    this.#access = options.access;
+    this.#refusedFull = new FloodLog(this.log, `${this.prefix}refused`);
+    this.#refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
+    // A Unix listener exists once `ready` settles; a TCP one already does.
+    const start = (l: Deno.Listener) => {
+      this.#acceptLoopDone = this.#acceptLoop(l);
+      if (this.#idleTimeoutMs > 0) this.#startIdleSweep();
+    };
+    if (listener) {
+      this.#boundListener = listener;
+      start(listener);
+    } else {
+      ready.then(() => {
+        this.#boundListener = listener!;
+        if (this.closing) listener!.close();
+        else start(listener!);
+      }, () => {});
+    }
+  }
+
+  #boundListener?: Deno.Listener;
+
+  get addr(): Deno.Addr {
+    return this.#addr;
+  }
+
+  async #acceptLoop(listener: Deno.Listener): Promise<void> {
+    let backoffMs = 0;
+    while (!this.closing) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+        backoffMs = 0;
+      } catch (error) {
+        if (this.closing) break;
+        // EMFILE, ENFILE, ECONNABORTED...: back off and go on, as Go's
+        // http.Server does, instead of dying like the seed's loop.
+        backoffMs = Math.min(
+          Math.max(backoffMs * 2, ACCEPT_BACKOFF_MIN_MS),
+          ACCEPT_BACKOFF_MAX_MS,
+        );
+        this.log(
+          `${this.prefix}accept failed: ${
+            (error as Error).message
+          }; retrying in ${backoffMs} ms`,
+        );
+        await this.#sleep(backoffMs);
+        continue;
+      }
+      if (this.#access && !this.#access.allows(conn.remoteAddr)) {
+        this.#refusedAccess.event(
+          `${formatAddr(conn.remoteAddr)}: not allowed`,
+        );
+        conn.close();
+        continue;
+      }
+      if (this.#connections.size >= this.#maxConnections) {
+        this.#refusedFull.event(
+          `${
+            formatAddr(conn.remoteAddr)
+          }: too many connections (max ${this.#maxConnections})`,
+        );
+        conn.close();
+        continue;
+      }
+      this.#handle(new Connection(conn));
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.#wakeBackoff = resolve;
+      this.#backoffTimer = setTimeout(resolve, ms);
+    });
+  }
+
+  async #handle(connection: Connection): Promise<void> {
+    this.#connections.add(connection);
+    this.log(`${this.prefix}accepted ${connection.peer}`);
+    let failure = "";
+    try {
+      await this.#handler(connection.conn, connection);
+    } catch (error) {
+      if (!connection.closed) failure = `: ${(error as Error).message}`;
+    } finally {
+      const cut = connection.closed;
+      connection.close();
+      this.#connections.delete(connection);
+      this.log(
+        `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${
+          cut ? "" : failure
+        }`,
+      );
+      if (this.#connections.size === 0) this.#drained?.();
+    }
+  }
+
+  #startIdleSweep(): void {
+    // One timer for all connections: each tick ages every connection, and
+    // handlers reset the age with `active()`; no timer per connection.
+    this.#idleTickMs = Math.max(10, Math.min(1000, this.#idleTimeoutMs / 4));
+    const limit = Math.ceil(this.#idleTimeoutMs / this.#idleTickMs);
+    this.#idleTimer = setInterval(() => {
+      for (const connection of this.#connections) {
+        if (++connection.idleTicks >= limit) {
+          this.log(
+            `${this.prefix}idle timeout: closing ${connection.peer} after ${
+              this.#idleTimeoutMs / 1000
+            } s`,
+          );
+          connection.close();
+        }
+      }
+    }, this.#idleTickMs);
+  }
+
+  protected async stop(): Promise<void> {
+    try {
+      this.#boundListener?.close();
+    } catch {
+      // Already closed.
+    }
+    clearTimeout(this.#backoffTimer);
+    this.#wakeBackoff?.();
+    await this.#acceptLoopDone;
+    if (this.#connections.size > 0) {
+      this.log(
+        `${this.prefix}shutting down: waiting up to ${
+          this.gracePeriodMs / 1000
+        } s for ${this.#connections.size} connection(s)`,
+      );
+      const drained = new Promise<void>((resolve) => this.#drained = resolve);
+      let graceTimer: ReturnType<typeof setTimeout> | undefined;
+      const graceOver = new Promise<boolean>((resolve) =>
+        graceTimer = setTimeout(() => resolve(true), this.gracePeriodMs)
+      );
+      const cut = await Promise.race([drained.then(() => false), graceOver]);
+      clearTimeout(graceTimer);
+      if (cut) {
+        const count = this.#connections.size;
+        for (const connection of this.#connections) connection.close();
+        await drained;
+        this.log(
+          `${this.prefix}grace period over: closed ${count} connection(s) still in flight`,
+        );
+      }
+    }
+    clearInterval(this.#idleTimer);
+    this.#refusedAccess.flush();
+    this.#refusedFull.flush();
+  }
+}
+
+class DatagramServer extends BaseServer {
+  #socket?: Deno.DatagramConn;
+  readonly #handler: DatagramHandler;
+  readonly #allowLowPorts: boolean;
+  readonly #access?: AccessPolicy;
+  readonly #rate: SourceRateLimiter;
+  readonly #droppedLowPort: FloodLog;
+  readonly #droppedRate: FloodLog;
+  readonly #refusedAccess: FloodLog;
+  readonly #addr: Deno.Addr;
+  #loopDone: Promise<void> = Promise.resolve();
+
+  constructor(
+    service: Service,
+    handler: DatagramHandler,
+    transport: "udp" | "unixpacket",
+    options: ServerOptions,
+  ) {
+    let socket: Deno.DatagramConn | undefined;
+    let ready: Promise<void>;
+    let addr: Deno.Addr;
+    if (transport === "udp") {
+      const hostname = options.hostname ?? service.defaultHostname ??
+        "0.0.0.0";
+      const port = options.port ?? service.defaultPort;
+      socket = bind(
+        () => Deno.listenDatagram({ transport: "udp", hostname, port }),
+        hostname,
+        port,
+      );
+      addr = socket.addr;
+      ready = Promise.resolve();
+    } else {
+      const path = unixPath(transport, options);
+      addr = { transport: "unixpacket", path };
+      ready = prepareUnixPath(path).then(() => {
+        socket = bind(
+          () => Deno.listenDatagram({ transport: "unixpacket", path }),
+          path,
+        );
+      });
+    }
+    super(options, ready);
+    this.#addr = addr;
+    this.#handler = handler;
+    this.#allowLowPorts = options.allowLowPorts ?? false;
+    this.#access = options.access;
+    this.#rate = new SourceRateLimiter(
+      options.udpRatePerSecond ?? DEFAULT_UDP_RATE,
+    );
+    this.#droppedLowPort = new FloodLog(this.log, `${this.prefix}dropped`);
+    this.#droppedRate = new FloodLog(this.log, `${this.prefix}dropped`);
+    this.#refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
+    const start = (s: Deno.DatagramConn) => {
+      this.#socket = s;
+      if (this.closing) s.close();
+      else this.#loopDone = this.#receiveLoop(s);
+    };
+    if (socket) start(socket);
+    else ready.then(() => start(socket!), () => {});
+  }
+
+  get addr(): Deno.Addr {
+    return this.#addr;
+  }
+
+  async #receiveLoop(socket: Deno.DatagramConn): Promise<void> {
+    const buffer = new Uint8Array(65536);
+    while (!this.closing) {
+      let data: Uint8Array;
+      let source: Deno.Addr;
+      try {
+        [data, source] = await socket.receive(buffer);
+      } catch (error) {
+        if (this.closing) break;
+        this.log(`${this.prefix}receive failed: ${(error as Error).message}`);
+        continue;
+      }
+      const peer = formatAddr(source);
+      if ("port" in source && source.port < 1024 && !this.#allowLowPorts) {
+        // CVE-1999-0103: a reply to a privileged port (echo, chargen...)
+        // can start an endless loop between two services.
+        this.#droppedLowPort.event(
+          `datagram from ${peer}: source port below 1024`,
+        );
+        continue;
+      }
+      if (this.#access && !this.#access.allows(source)) {
+        this.#refusedAccess.event(`datagram from ${peer}: not allowed`);
+        continue;
+      }
+      if ("path" in source && !source.path) {
+        this.#droppedRate.event(
+          `datagram from an unbound Unix socket: no address to reply to`,
+        );
+        continue;
+      }
+      try {
+        const reply = await this.#handler(data, source);
+        if (!reply) continue;
+        if (!this.#rate.take(peer)) {
+          this.#droppedRate.event(
+            `reply to ${peer}: over ${this.#rate.perSecond} replies/s`,
+          );
+          continue;
+        }
+        await socket.send(reply, source);
+      } catch (error) {
+        if (this.closing) break;
+        this.log(
+          `${this.prefix}reply to ${peer} failed: ${(error as Error).message}`,
+        );
+      }
+    }
+  }
+
+  protected async stop(): Promise<void> {
+    try {
+      this.#socket?.close();
+    } catch {
+      // Already closed.
+    }
+    await this.#loopDone;
+    if ("path" in this.#addr) {
+      try {
+        Deno.removeSync(this.#addr.path);
+      } catch {
+        // Gone already.
+      }
+    }
+    this.#droppedLowPort.flush();
+    this.#droppedRate.flush();
+    this.#refusedAccess.flush();
+  }
+}
+
+/**
+ * Token bucket per source address: `perSecond` replies a second, bursts up
+ * to the same. The table is bounded: past 65536 sources it is cleared, which
+ * at worst lets a spoofing flood get one extra burst per source.
+ */
+class SourceRateLimiter {
+  readonly perSecond: number;
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(perSecond: number) {
+    this.perSecond = perSecond;
+  }
+
+  take(source: string): boolean {
+    if (this.perSecond <= 0) return true;
+    const now = performance.now();
+    let bucket = this.#buckets.get(source);
+    if (!bucket) {
+      if (this.#buckets.size >= 65536) this.#buckets.clear();
+      bucket = { tokens: this.perSecond, at: now };
+      this.#buckets.set(source, bucket);
+    } else {
+      bucket.tokens = Math.min(
+        this.perSecond,
+        bucket.tokens + (now - bucket.at) * this.perSecond / 1000,
+      );
+      bucket.at = now;
+    }
+    if (bucket.tokens < 1) return false;
+    bucket.tokens--;
+    return true;
+  }
+}
+
+/**
+ * Groups servers so they stop together: one `shutdown()` stops all,
+ * `finished` resolves when all have, and `addr` is the first one's.
+ *
+ * @example
+ * ```ts
+ * import { combineServers, serve } from "./server.ts";
+ * import { silentLog } from "./log.ts";
+ *
+ * const service = { name: "discard", defaultPort: 9, async stream() {}, datagram: () => null };
+ * await using servers = combineServers([
+ *   serve(service, { hostname: "127.0.0.1", port: 0, log: silentLog }),
+ * ]);
+ * ```
+ */
+export function combineServers(servers: Server[]): Server {
+  if (servers.length === 0) throw new TypeError("no servers to combine");
+  const finished = Promise.all(servers.map((s) => s.finished)).then(() => {});
+  const shutdown = () =>
+    Promise.all(servers.map((s) => s.shutdown())).then(() => {});
+  return {
+    addr: servers[0].addr,
+    ready: Promise.all(servers.map((s) => s.ready)).then(() => {}),
+    finished,
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
+  };
+}
+
+/**
+ * The line a server logs once bound: `listening on 127.0.0.1:7`, with
+ * `(echo/tcp)` after it when a process serves several sockets.
+ *
+ * @example
+ * ```ts
+ * import { listeningLine } from "./server.ts";
+ *
+ * const line = listeningLine({ transport: "tcp", hostname: "::1", port: 7 });
+ * if (line !== "listening on [::1]:7") throw new Error(line);
+ * ```
+ */
+export function listeningLine(addr: Deno.Addr, label?: string): string {
+  return `listening on ${formatAddr(addr)}${label ? ` (${label})` : ""}`;
+}

@@ -1,0 +1,149 @@
+/**
+ * Echo server (RFC 862), from the seed's "TCP Concurrent Echo Server": sends
+ * back every byte it receives, byte-exact, to many clients at once. Over
+ * TCP, a Unix stream socket, UDP or a Unix datagram socket.
+ *
+ *     deno run --allow-net=0.0.0.0:15000 servers/echo.ts
+ *     deno run --allow-net=127.0.0.1:15000 clients/connect.ts 127.0.0.1 15000
+ *     socat - TCP:127.0.0.1:15000
+ *
+ * UDP (a reply goes to whoever sent, so it needs host-wide net permission):
+ *
+ *     deno run --unstable-net --allow-net servers/echo.ts --udp
+ *     socat - UDP:127.0.0.1:15000,sourceport=40000
+ *
+ * Unix stream socket (likewise `--unixpacket PATH` for datagrams):
+ *
+ *     deno run --allow-net=unix:/tmp/echo.sock --allow-read=/tmp/echo.sock \
+ *       --allow-write=/tmp/echo.sock servers/echo.ts --unix /tmp/echo.sock
+ *     socat - UNIX-CONNECT:/tmp/echo.sock
+ *
+ * Unlike the seed, which forks a process per client and prints what it
+ * reads, this echoes it back (`--print` prints it too), holds at most
+ * `--max-connections` clients, and stops gracefully on SIGINT/SIGTERM.
+ *
+ * @module
+ */
+
+import {
+  type ConnectionContext,
+  parseCommandLine,
+  runMain,
+  runServers,
+  serve,
+  type Server,
+  SERVER_FLAGS,
+  serverFlagsHelp,
+  type ServerOptions,
+  serverOptionsFromFlags,
+  type Service,
+  writeAll,
+} from "../mod.ts";
+
+/** Options for {@linkcode serveEcho}. */
+export interface EchoOptions extends ServerOptions {
+  /** Also write every received byte to stdout, as the seed does. */
+  print?: boolean;
+}
+
+/** The echo service's well-known port in this toolkit (the seed's). */
+export const ECHO_PORT = 15000;
+
+const SMALL_BUFFER = 16 * 1024;
+const LARGE_BUFFER = 64 * 1024;
+
+/**
+ * The RFC 862 echo service, for {@linkcode serve} or an inetd.
+ *
+ * @example
+ * ```ts
+ * import { echoService } from "./echo.ts";
+ *
+ * if (echoService().name !== "echo") throw new Error("wrong name");
+ * ```
+ */
+export function echoService(
+  options: { print?: boolean; defaultPort?: number } = {},
+): Service {
+  const print = options.print ?? false;
+  return {
+    name: "echo",
+    defaultPort: options.defaultPort ?? ECHO_PORT,
+    stream: (conn, context) => echoStream(conn, context, print),
+    datagram: async (data) => {
+      if (print) await writeAll(Deno.stdout, data);
+      return data;
+    },
+  };
+}
+
+/**
+ * Echoes one stream connection until the peer half-closes: one reused
+ * buffer, read then write-all, so a client that does not read stops the
+ * server reading from it (backpressure) instead of growing a queue.
+ */
+async function echoStream(
+  conn: Deno.Conn,
+  context: ConnectionContext,
+  print: boolean,
+): Promise<void> {
+  let buffer = new Uint8Array(SMALL_BUFFER);
+  while (true) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    context.active();
+    context.bytesIn += n;
+    const chunk = buffer.subarray(0, n);
+    if (print) await writeAll(Deno.stdout, chunk);
+    await writeAll(conn, chunk);
+    context.bytesOut += n;
+    context.active();
+    // A busy stream earns a larger buffer; idle clients keep the small one.
+    if (n === buffer.byteLength && n < LARGE_BUFFER) {
+      buffer = new Uint8Array(LARGE_BUFFER);
+    }
+  }
+}
+
+/**
+ * Starts an echo server (default TCP on 0.0.0.0:15000).
+ *
+ * @example An echo server on a free port, stopped by `await using`
+ * ```ts
+ * import { serveEcho } from "./echo.ts";
+ *
+ * await using server = serveEcho({ hostname: "127.0.0.1", port: 0, log: () => {} });
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+ * await conn.write(new TextEncoder().encode("hi"));
+ * const reply = new Uint8Array(2);
+ * await conn.read(reply);
+ * ```
+ */
+export function serveEcho(options: EchoOptions = {}): Server {
+  return serve(echoService({ print: options.print }), options);
+}
+
+const USAGE = `usage: echo.ts [options]
+
+Echo server (RFC 862): sends back every byte it receives.
+
+  --print                also write what is received to stdout
+${serverFlagsHelp(ECHO_PORT)}
+
+Permissions: --allow-net=HOST:PORT for TCP; for --unix PATH,
+--allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
+--unstable-net and --allow-net (replies go to any sender).`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: { ...SERVER_FLAGS, print: { type: "boolean" } },
+    });
+    const options = serverOptionsFromFlags(values);
+    await runServers([{
+      server: serveEcho({ ...options, print: values.print }),
+    }]);
+  });
+}

@@ -1,0 +1,357 @@
+/**
+ * Test helpers: run scripts as real subprocesses with the exact permissions
+ * a user gives them, wait for their `listening on` line, and find real peers
+ * (socat, nc...) or say why a test is skipped.
+ *
+ * @module
+ */
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const decoder = new TextDecoder();
+
+/** Absolute path of a file in the repository. */
+export function repoPath(relative: string): string {
+  return ROOT + relative;
+}
+
+/** A script running as a subprocess. */
+export class ScriptProcess implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  /** Every stderr line so far. */
+  readonly stderrLines: string[] = [];
+  /** Every stdout byte so far. */
+  readonly stdoutChunks: Uint8Array[] = [];
+  readonly #waiters = new Set<() => void>();
+  readonly #stderrDone: Promise<void>;
+  readonly #stdoutDone: Promise<void>;
+  #status?: Deno.CommandStatus;
+  readonly statusPromise: Promise<Deno.CommandStatus>;
+
+  constructor(child: Deno.ChildProcess) {
+    this.child = child;
+    this.#stderrDone = this.#pumpStderr();
+    this.#stdoutDone = this.#pumpStdout();
+    this.statusPromise = child.status.then((status) => {
+      this.#status = status;
+      this.#notify();
+      return status;
+    });
+  }
+
+  async #pumpStderr(): Promise<void> {
+    let pending = "";
+    for await (const chunk of this.child.stderr) {
+      pending += decoder.decode(chunk, { stream: true });
+      const lines = pending.split("\n");
+      pending = lines.pop()!;
+      this.stderrLines.push(...lines);
+      this.#notify();
+    }
+    if (pending) this.stderrLines.push(pending);
+    this.#notify();
+  }
+
+  async #pumpStdout(): Promise<void> {
+    for await (const chunk of this.child.stdout) {
+      this.stdoutChunks.push(chunk);
+      this.#notify();
+    }
+  }
+
+  #notify(): void {
+    for (const wake of this.#waiters) wake();
+  }
+
+  /** Everything written to stdout so far, as text. */
+  get stdout(): string {
+    return decoder.decode(concat(this.stdoutChunks));
+  }
+
+  /** Everything written to stderr so far. */
+  get stderr(): string {
+    return this.stderrLines.join("\n");
+  }
+
+  /** Waits until `predicate` holds, or rejects after `timeoutMs`. */
+  async until(
+    predicate: () => boolean,
+    what: string,
+    timeoutMs = 10_000,
+  ): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!predicate()) {
+      const left = deadline - Date.now();
+      if (left <= 0 || (this.#status && !predicate())) {
+        if (this.#status) await this.#stderrDone;
+        if (predicate()) return;
+        throw new Error(
+          `timed out waiting for ${what}${
+            this.#status ? ` (process exited ${this.#status.code})` : ""
+          }; stderr:\n${this.stderr}`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, Math.min(left, 200));
+        function done() {
+          clearTimeout(timer);
+          resolve();
+        }
+        this.#waiters.add(done);
+      });
+      this.#waiters.clear();
+    }
+  }
+
+  /** Waits for a stderr line matching `pattern`; returns the match. */
+  async waitForStderr(
+    pattern: RegExp,
+    timeoutMs = 10_000,
+  ): Promise<RegExpMatchArray> {
+    let match: RegExpMatchArray | null = null;
+    await this.until(
+      () => {
+        for (const line of this.stderrLines) {
+          match = line.match(pattern);
+          if (match) return true;
+        }
+        return false;
+      },
+      `stderr to match ${pattern}`,
+      timeoutMs,
+    );
+    return match!;
+  }
+
+  /** Sends `signal` if the process still runs. */
+  kill(signal: Deno.Signal = "SIGTERM"): void {
+    if (this.#status) return;
+    try {
+      this.child.kill(signal);
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+
+  /** Waits for exit; returns code and all output. */
+  async finished(): Promise<{ code: number; stdout: string; stderr: string }> {
+    const status = await this.statusPromise;
+    await Promise.all([this.#stderrDone, this.#stdoutDone]);
+    return { code: status.code, stdout: this.stdout, stderr: this.stderr };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.kill("SIGKILL");
+    try {
+      await this.child.stdin?.close();
+    } catch {
+      // Not piped, or closed.
+    }
+    await this.finished();
+  }
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const total = chunks.reduce((sum, c) => sum + c.byteLength, 0);
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.byteLength;
+  }
+  return out;
+}
+
+/** How to start a script. */
+export interface SpawnOptions {
+  /** Deno flags, e.g. `["--allow-net=127.0.0.1:0"]`, exactly as a user gives them. */
+  permissions?: string[];
+  /** The script's own arguments. */
+  args?: string[];
+  /** Pipe stdin (default: none). */
+  stdin?: boolean;
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+}
+
+/** Starts `script` (a path relative to the repository) with `deno run`. */
+export function spawnScript(
+  script: string,
+  options: SpawnOptions = {},
+): ScriptProcess {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "--no-prompt",
+      ...(options.permissions ?? []),
+      repoPath(script),
+      ...(options.args ?? []),
+    ],
+    cwd: ROOT,
+    stdin: options.stdin ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...options.env },
+  }).spawn();
+  return new ScriptProcess(child);
+}
+
+/** Runs `script` to completion; returns exit code and output. */
+export async function runScript(
+  script: string,
+  options: SpawnOptions & { input?: Uint8Array | string } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  await using proc = spawnScript(script, {
+    ...options,
+    stdin: options.input !== undefined,
+  });
+  if (options.input !== undefined) {
+    const writer = proc.child.stdin.getWriter();
+    await writer.write(
+      typeof options.input === "string"
+        ? new TextEncoder().encode(options.input)
+        : options.input,
+    );
+    await writer.close();
+  }
+  return await proc.finished();
+}
+
+/** A server script started and listening. */
+export interface StartedServer {
+  proc: ScriptProcess;
+  /** The address from its `listening on` line, e.g. `127.0.0.1:40000`. */
+  address: string;
+  /** The port in that address (0 for a Unix socket). */
+  port: number;
+}
+
+/**
+ * Starts a server script and waits for its first `listening on ADDRESS` line.
+ */
+export async function startServer(
+  script: string,
+  options: SpawnOptions,
+): Promise<StartedServer & AsyncDisposable> {
+  const proc = spawnScript(script, options);
+  try {
+    const match = await proc.waitForStderr(/^listening on (\S+)/);
+    const address = match[1];
+    const port = Number(/:(\d+)$/.exec(address)?.[1] ?? 0);
+    return {
+      proc,
+      address,
+      port,
+      [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose](),
+    };
+  } catch (error) {
+    await proc[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
+/** A port that was free a moment ago on `hostname` (TCP and UDP). */
+export function freePort(hostname = "127.0.0.1"): number {
+  for (let i = 0; i < 50; i++) {
+    const listener = Deno.listen({ hostname, port: 0 });
+    const { port } = listener.addr as Deno.NetAddr;
+    listener.close();
+    try {
+      const udp = Deno.listenDatagram({ transport: "udp", hostname, port });
+      udp.close();
+      return port;
+    } catch {
+      // Taken on UDP: try another.
+    }
+  }
+  throw new Error("no free port found");
+}
+
+const peerCache = new Map<string, boolean>();
+
+/** Whether `command` is on PATH. */
+export function hasCommand(command: string): boolean {
+  let found = peerCache.get(command);
+  if (found === undefined) {
+    found = new Deno.Command("sh", {
+      args: ["-c", `command -v ${command}`],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+    peerCache.set(command, found);
+  }
+  return found;
+}
+
+/**
+ * For `Deno.test({ ignore })`: `true` (skip) when a peer is missing, after
+ * printing why, so a skip is never silent and never passes.
+ */
+export function missing(...commands: string[]): boolean {
+  const absent = commands.filter((c) => !hasCommand(c));
+  if (absent.length > 0) {
+    console.error(
+      `SKIP: ${absent.join(", ")} not installed (.ci/run installs it)`,
+    );
+  }
+  return absent.length > 0;
+}
+
+/** Reads `conn` to end of stream. */
+export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(65536);
+  for (let n; (n = await conn.read(buffer)) !== null;) {
+    chunks.push(buffer.slice(0, n));
+  }
+  return concat(chunks);
+}
+
+/** Runs a command to completion with optional stdin; returns its output. */
+export async function runCommand(
+  command: string,
+  args: string[],
+  input?: Uint8Array | string,
+  timeoutMs = 30_000,
+): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
+  const child = new Deno.Command(command, {
+    args,
+    stdin: input === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Exited.
+    }
+  }, timeoutMs);
+  if (input !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(
+      typeof input === "string" ? new TextEncoder().encode(input) : input,
+    );
+    await writer.close();
+  }
+  const output = await child.output();
+  clearTimeout(timer);
+  return {
+    code: output.code,
+    stdout: output.stdout,
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** Deterministic pseudo-random bytes (xorshift), so failures reproduce. */
+export function pseudoRandomBytes(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
