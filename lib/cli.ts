@@ -298,6 +298,7 @@ export const SERVER_FLAGS = {
   udp: { type: "boolean" },
   unix: { type: "string" },
   unixpacket: { type: "string" },
+  mode: { type: "string" },
   "max-connections": { type: "string" },
   "idle-timeout": { type: "string" },
   grace: { type: "string" },
@@ -317,6 +318,8 @@ export interface ServerFlagValues {
   unix?: string;
   /** `--unixpacket PATH` */
   unixpacket?: string;
+  /** `--mode OCTAL` (socket file mode for `--unix`, `--unixpacket`) */
+  mode?: string;
   /** `--max-connections N` */
   "max-connections"?: string;
   /** `--idle-timeout SECONDS` */
@@ -349,9 +352,11 @@ export function serverFlagsHelp(
   --udp                  serve UDP instead of TCP (needs --unstable-net)
   --unix PATH            serve a Unix stream socket at PATH
   --unixpacket PATH      serve a Unix datagram socket at PATH (needs --unstable-net)
+  --mode OCTAL           --unix/--unixpacket: socket file mode (default 0600: owner only)
   --max-connections N    most clients at once; more are closed at once (default 4096)
   --idle-timeout S       close a connection idle for S seconds (default 0: never)
-  --grace S              on SIGINT/SIGTERM, wait up to S seconds for clients (default 10)
+  --grace S              on SIGINT/SIGTERM, wait up to S seconds for clients (default
+                         10), then close the rest
   --allow-low-ports      UDP: answer source ports below 1024 (off: loop protection)
   --udp-rate N           UDP: replies per second to one source (default 100; 0: no limit)
   --help                 print this help and exit`;
@@ -395,6 +400,17 @@ export function serverOptionsFromFlags(
     }
     options.transport = kind;
     options.path = path;
+  }
+  if (values.mode !== undefined) {
+    if (options.path === undefined) {
+      throw new UsageError(`--mode needs --unix or --unixpacket`);
+    }
+    if (!/^0?[0-7]{3}$/.test(values.mode)) {
+      throw new UsageError(
+        `invalid value '${values.mode}' for --mode: expected octal permission bits such as 0600 or 0660`,
+      );
+    }
+    options.mode = parseInt(values.mode, 8);
   }
   if (values.hostname !== undefined) {
     if (values.hostname === "" || /[\s\/\[\]]/.test(values.hostname)) {

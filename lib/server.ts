@@ -9,7 +9,7 @@
 
 import { formatAddr, joinHostPort, type Transport } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
-import { prepareUnixPath } from "./unix.ts";
+import { createUnixSocket, prepareUnixPath } from "./unix.ts";
 
 /** A running server (or a group of them, see {@linkcode combineServers}). */
 export interface Server extends AsyncDisposable {
@@ -46,6 +46,11 @@ export interface ServerOptions {
   port?: number;
   /** Socket file for `unix` and `unixpacket`. */
   path?: string;
+  /**
+   * Permission bits of the socket file for `unix` and `unixpacket`. Default
+   * `0o600`: only the owner may connect.
+   */
+  mode?: number;
   /** Most connections served at once; the next is closed at once. Default 4096. */
   maxConnections?: number;
   /** Closes a connection idle this long, in ms; 0 (default) never. */
@@ -337,7 +342,15 @@ class StreamServer extends BaseServer {
       const path = unixPath(transport, options);
       addr = { transport: "unix", path };
       ready = prepareUnixPath(path).then(() => {
-        listener = bind(() => Deno.listen({ transport: "unix", path }), path);
+        listener = bind(
+          () =>
+            createUnixSocket(
+              path,
+              () => Deno.listen({ transport: "unix", path }),
+              options.mode,
+            ),
+          path,
+        );
       });
     }
     super(options, ready);
@@ -446,7 +459,9 @@ class StreamServer extends BaseServer {
     // One timer for all connections: each tick ages every connection, and
     // handlers reset the age with `active()`; no timer per connection.
     this.#idleTickMs = Math.max(10, Math.min(1000, this.#idleTimeoutMs / 4));
-    const limit = Math.ceil(this.#idleTimeoutMs / this.#idleTickMs);
+    // The first tick after `active()` comes up to one tick early, hence the
+    // extra tick: a connection closes after between S and S + tick idle.
+    const limit = Math.ceil(this.#idleTimeoutMs / this.#idleTickMs) + 1;
     this.#idleTimer = setInterval(() => {
       for (const connection of this.#connections) {
         if (++connection.idleTicks >= limit) {
@@ -508,6 +523,8 @@ class DatagramServer extends BaseServer {
   readonly #droppedRate: FloodLog;
   readonly #refusedAccess: FloodLog;
   readonly #addr: Deno.Addr;
+  /** The inode of the socket file this server created, once bound. */
+  readonly #socketFile: () => number | undefined;
   #loopDone: Promise<void> = Promise.resolve();
 
   constructor(
@@ -517,6 +534,7 @@ class DatagramServer extends BaseServer {
     options: ServerOptions,
   ) {
     let socket: Deno.DatagramConn | undefined;
+    let socketFile: number | undefined;
     let ready: Promise<void>;
     let addr: Deno.Addr;
     if (transport === "udp") {
@@ -535,13 +553,20 @@ class DatagramServer extends BaseServer {
       addr = { transport: "unixpacket", path };
       ready = prepareUnixPath(path).then(() => {
         socket = bind(
-          () => Deno.listenDatagram({ transport: "unixpacket", path }),
+          () =>
+            createUnixSocket(
+              path,
+              () => Deno.listenDatagram({ transport: "unixpacket", path }),
+              options.mode,
+            ),
           path,
         );
+        socketFile = Deno.lstatSync(path).ino ?? undefined;
       });
     }
     super(options, ready);
     this.#addr = addr;
+    this.#socketFile = () => socketFile;
     this.#handler = handler;
     this.#allowLowPorts = options.allowLowPorts ?? false;
     this.#access = options.access;
@@ -622,8 +647,13 @@ class DatagramServer extends BaseServer {
     }
     await this.#loopDone;
     if ("path" in this.#addr) {
+      // Remove only the socket this server created: whatever replaced it
+      // meanwhile (a file, another server's socket) is not ours to delete.
       try {
-        Deno.removeSync(this.#addr.path);
+        const info = Deno.lstatSync(this.#addr.path);
+        if (info.isSocket && info.ino === this.#socketFile()) {
+          Deno.removeSync(this.#addr.path);
+        }
       } catch {
         // Gone already.
       }

@@ -5,6 +5,8 @@
  * @module
  */
 
+import process from "node:process";
+
 /**
  * The path given for a Unix socket cannot be used: it is something other
  * than a socket (never deleted), a symbolic link (never followed), or a
@@ -88,5 +90,79 @@ async function isLive(path: string): Promise<boolean> {
       return true;
     }
     throw error;
+  }
+}
+
+/** Mode of a new Unix socket file unless told otherwise: owner only. */
+export const DEFAULT_UNIX_SOCKET_MODE = 0o600;
+
+/**
+ * Creates a Unix socket file at `path` with `bind` (a `Deno.listen` or
+ * `Deno.listenDatagram` call) so that it carries exactly `mode` (default
+ * {@linkcode DEFAULT_UNIX_SOCKET_MODE}; connecting needs write permission on
+ * the file, so 0600 lets only its owner in).
+ *
+ * With `--allow-sys` the process umask is narrowed around `bind`, so the file
+ * never exists with a wider mode. Without it (the least-privilege case) the
+ * file is created with the umask's mode (0755 under the usual umask 022,
+ * which lets nobody else connect either) and changed to `mode` in the same
+ * step, before anything is accepted. A path that is not the new socket by
+ * then (replaced meanwhile) is never changed: `chmod` would follow a link.
+ *
+ * Needs `--allow-write=PATH` besides what `bind` needs.
+ *
+ * @example
+ * ```ts
+ * import { createUnixSocket } from "./unix.ts";
+ *
+ * const dir = Deno.makeTempDirSync();
+ * const path = `${dir}/echo.sock`;
+ * const listener = createUnixSocket(
+ *   path,
+ *   () => Deno.listen({ transport: "unix", path }),
+ *   0o600,
+ * );
+ * const mode = Deno.lstatSync(path).mode! & 0o777;
+ * listener.close();
+ * Deno.removeSync(dir, { recursive: true });
+ * if (mode !== 0o600) throw new Error(`mode ${mode.toString(8)}`);
+ * ```
+ */
+export function createUnixSocket<T extends { close(): void }>(
+  path: string,
+  bind: () => T,
+  mode: number = DEFAULT_UNIX_SOCKET_MODE,
+): T {
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
+    throw new RangeError(`invalid socket file mode ${mode}`);
+  }
+  const previous = narrowUmask(~mode & 0o777);
+  let result: T;
+  try {
+    result = bind();
+  } finally {
+    if (previous !== undefined) process.umask(previous);
+  }
+  try {
+    const info = Deno.lstatSync(path);
+    if (info.isSocket && (info.mode! & 0o777) !== mode) {
+      Deno.chmodSync(path, mode);
+    }
+  } catch (error) {
+    result.close();
+    throw error;
+  }
+  return result;
+}
+
+/** Sets the umask when allowed to; returns the old one, or `undefined`. */
+function narrowUmask(mask: number): number | undefined {
+  if (Deno.permissions.querySync({ name: "sys" }).state !== "granted") {
+    return undefined;
+  }
+  try {
+    return process.umask(mask);
+  } catch {
+    return undefined;
   }
 }

@@ -131,6 +131,12 @@ Echo server (RFC 862): sends back every byte it receives.
   --print                also write what is received to stdout
 ${serverFlagsHelp(ECHO_PORT)}
 
+Limits: at most --max-connections clients (default 4096) with one buffer
+each (16 KiB, 64 KiB once busy); a client that does not read is not read
+from either (no queue grows); no line limit (bytes are not parsed); UDP
+datagrams up to 65507 bytes, replies limited by --udp-rate (default 100/s
+per source).
+
 Permissions: --allow-net=HOST:PORT for TCP; for --unix PATH,
 --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
 --unstable-net and --allow-net (replies go to any sender).`;
