@@ -35,3 +35,5 @@ export * from "./lib/log.ts";
 export * from "./lib/unix.ts";
 export * from "./lib/server.ts";
 export * from "./lib/cli.ts";
+export * from "./lib/access.ts";
+export * from "./lib/tls.ts";

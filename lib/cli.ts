@@ -8,9 +8,11 @@
  */
 
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import { AccessList, CidrError } from "./access.ts";
 import { EndpointError } from "./endpoint.ts";
 import { flushStderrLog, stderrLog } from "./log.ts";
 import { listeningLine, type Server, type ServerOptions } from "./server.ts";
+import { readTlsFiles } from "./tls.ts";
 
 /**
  * The command line is wrong: the script prints `error: MESSAGE` and exits 2.
@@ -304,6 +306,11 @@ export const SERVER_FLAGS = {
   grace: { type: "string" },
   "allow-low-ports": { type: "boolean" },
   "udp-rate": { type: "string" },
+  allow: { type: "string", multiple: true },
+  deny: { type: "string", multiple: true },
+  tls: { type: "boolean" },
+  cert: { type: "string" },
+  key: { type: "string" },
 } as const;
 
 /** Parsed values of {@linkcode SERVER_FLAGS}. */
@@ -330,6 +337,16 @@ export interface ServerFlagValues {
   "allow-low-ports"?: boolean;
   /** `--udp-rate N` */
   "udp-rate"?: string;
+  /** `--allow CIDR`, repeatable */
+  allow?: string[];
+  /** `--deny CIDR`, repeatable */
+  deny?: string[];
+  /** `--tls` */
+  tls?: boolean;
+  /** `--cert FILE` */
+  cert?: string;
+  /** `--key FILE` */
+  key?: string;
 }
 
 /**
@@ -359,12 +376,22 @@ export function serverFlagsHelp(
                          10), then close the rest
   --allow-low-ports      UDP: answer source ports below 1024 (off: loop protection)
   --udp-rate N           UDP: replies per second to one source (default 100; 0: no limit)
+  --allow CIDR           serve only peers in CIDR (repeatable; 10.0.0.0/8, ::1, fd00::/8);
+                         an IPv4-mapped IPv6 peer matches IPv4 blocks
+  --deny CIDR            refuse peers in CIDR (repeatable; checked before --allow)
+  --tls                  TCP: serve TLS, with --cert and --key
+  --cert FILE            TLS: PEM certificate chain (needs --allow-read=FILE)
+  --key FILE             TLS: PEM private key (needs --allow-read=FILE)
   --help                 print this help and exit`;
 }
 
 /**
  * Turns parsed {@linkcode SERVER_FLAGS} into {@linkcode ServerOptions};
  * throws {@linkcode UsageError} naming a bad value or a clash of transports.
+ * With `--tls` it reads the `--cert` and `--key` files (a missing or
+ * unreadable one throws `TlsFileError`: a runtime failure, exit 1).
+ * `--allow`/`--deny` are refused with `--unix`/`--unixpacket`: a Unix peer
+ * has no address to match.
  *
  * @example
  * ```ts
@@ -447,5 +474,51 @@ export function serverOptionsFromFlags(
       1_000_000,
     );
   }
+  accessFromFlags(values, options);
+  tlsFromFlags(values, options);
   return options;
+}
+
+function accessFromFlags(values: ServerFlagValues, options: ServerOptions) {
+  const allow = values.allow ?? [];
+  const deny = values.deny ?? [];
+  if (allow.length === 0 && deny.length === 0) return;
+  if (options.transport === "unix" || options.transport === "unixpacket") {
+    throw new UsageError(
+      `--allow and --deny match IP addresses; a --${options.transport} peer has none (use the socket file's permissions)`,
+    );
+  }
+  for (const [flag, list] of [["--allow", allow], ["--deny", deny]] as const) {
+    for (const text of list) {
+      try {
+        new AccessList({ allow: [text] });
+      } catch (error) {
+        if (!(error instanceof CidrError)) throw error;
+        throw new UsageError(
+          `invalid value '${text}' for ${flag}: ${error.reason}`,
+        );
+      }
+    }
+  }
+  options.access = new AccessList({ allow, deny });
+}
+
+function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
+  if (!values.tls) {
+    for (const flag of ["cert", "key"] as const) {
+      if (values[flag] !== undefined) {
+        throw new UsageError(`--${flag} needs --tls`);
+      }
+    }
+    return;
+  }
+  if (options.transport !== "tcp") {
+    throw new UsageError(
+      `--tls cannot be used with --${options.transport}: TLS is served over TCP only`,
+    );
+  }
+  if (!values.cert || !values.key) {
+    throw new UsageError("--tls needs --cert FILE and --key FILE");
+  }
+  options.tls = readTlsFiles(values.cert, values.key);
 }

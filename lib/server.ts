@@ -9,6 +9,7 @@
 
 import { formatAddr, joinHostPort, type Transport } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
+import type { TlsCertificate } from "./tls.ts";
 import { createUnixSocket, prepareUnixPath } from "./unix.ts";
 
 /** A running server (or a group of them, see {@linkcode combineServers}). */
@@ -59,6 +60,16 @@ export interface ServerOptions {
   gracePeriodMs?: number;
   /** Who may connect; everyone when absent. */
   access?: AccessPolicy;
+  /**
+   * Serve TLS (TCP only, with `Deno.listenTls`): the PEM certificate chain
+   * and key, e.g. from `readTlsFiles`. Plain TCP when absent.
+   */
+  tls?: TlsCertificate;
+  /**
+   * TLS: a client that has not completed its handshake this many ms after
+   * being accepted is closed (one log line). Default 10000.
+   */
+  handshakeTimeoutMs?: number;
   /** UDP: answer datagrams from source ports below 1024. Default `false`. */
   allowLowPorts?: boolean;
   /** Datagram replies per second to one source address. Default 100. */
@@ -114,6 +125,7 @@ export interface Service {
 
 const DEFAULT_MAX_CONNECTIONS = 4096;
 const DEFAULT_GRACE_MS = 10_000;
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 const DEFAULT_UDP_RATE = 100;
 const ACCEPT_BACKOFF_MIN_MS = 5;
 const ACCEPT_BACKOFF_MAX_MS = 1000;
@@ -243,6 +255,9 @@ function bind<T>(listen: () => T, hostOrPath: string, port?: number): T {
         }`;
     } else if (error instanceof Deno.errors.AddrNotAvailable) {
       message = `cannot listen on ${address}: no such address on this host`;
+    } else if (error instanceof Deno.errors.InvalidData) {
+      message =
+        `cannot listen on ${address}: bad TLS certificate or key: ${reason}`;
     }
     throw new ListenError(message, address, error);
   }
@@ -310,6 +325,9 @@ class StreamServer extends BaseServer {
   readonly #access?: AccessPolicy;
   readonly #refusedFull: FloodLog;
   readonly #refusedAccess: FloodLog;
+  readonly #handshakeFailed: FloodLog;
+  /** Set for TLS: the handshake deadline, in ms. */
+  readonly #handshakeTimeoutMs?: number;
   #idleTimer?: ReturnType<typeof setInterval>;
   #idleTickMs = 0;
   #backoffTimer?: ReturnType<typeof setTimeout>;
@@ -331,14 +349,25 @@ class StreamServer extends BaseServer {
       const hostname = options.hostname ?? service.defaultHostname ??
         "0.0.0.0";
       const port = options.port ?? service.defaultPort;
+      const tls = options.tls;
       listener = bind(
-        () => Deno.listen({ transport: "tcp", hostname, port }),
+        () =>
+          tls
+            ? Deno.listenTls({
+              transport: "tcp",
+              hostname,
+              port,
+              cert: tls.cert,
+              key: tls.key,
+            })
+            : Deno.listen({ transport: "tcp", hostname, port }),
         hostname,
         port,
       );
       addr = listener.addr;
       ready = Promise.resolve();
     } else {
+      if (options.tls) throw new TypeError("TLS is served over TCP only");
       const path = unixPath(transport, options);
       addr = { transport: "unix", path };
       ready = prepareUnixPath(path).then(() => {
@@ -361,6 +390,14 @@ class StreamServer extends BaseServer {
     this.#access = options.access;
     this.#refusedFull = new FloodLog(this.log, `${this.prefix}refused`);
     this.#refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
+    this.#handshakeFailed = new FloodLog(
+      this.log,
+      `${this.prefix}TLS handshake failed:`,
+    );
+    if (options.tls) {
+      this.#handshakeTimeoutMs = options.handshakeTimeoutMs ??
+        DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    }
     // A Unix listener exists once `ready` settles; a TCP one already does.
     const start = (l: Deno.Listener) => {
       this.#acceptLoopDone = this.#acceptLoop(l);
@@ -436,6 +473,17 @@ class StreamServer extends BaseServer {
 
   async #handle(connection: Connection): Promise<void> {
     this.#connections.add(connection);
+    if (this.#handshakeTimeoutMs !== undefined) {
+      const failure = await this.#handshake(connection);
+      if (failure !== undefined) {
+        // Closed by shutdown or the idle sweep: that logged already.
+        if (!connection.closed) this.#handshakeFailed.event(failure);
+        connection.close();
+        this.#connections.delete(connection);
+        if (this.#connections.size === 0) this.#drained?.();
+        return;
+      }
+    }
     this.log(`${this.prefix}accepted ${connection.peer}`);
     let failure = "";
     try {
@@ -452,6 +500,41 @@ class StreamServer extends BaseServer {
         }`,
       );
       if (this.#connections.size === 0) this.#drained?.();
+    }
+  }
+
+  /**
+   * Deno's TLS connections handshake lazily, on first read or write; doing
+   * it here, bounded in time, keeps a client that sends garbage or nothing
+   * to one log line instead of an error inside the handler. Resolves to
+   * the failure, or `undefined` once the handshake is done.
+   */
+  async #handshake(connection: Connection): Promise<string | undefined> {
+    const conn = connection.conn as Deno.TlsConn;
+    const timeoutMs = this.#handshakeTimeoutMs!;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<string>((resolve) =>
+      timer = setTimeout(
+        () =>
+          resolve(
+            `${connection.peer}: no handshake within ${timeoutMs / 1000} s`,
+          ),
+        timeoutMs,
+      )
+    );
+    try {
+      return await Promise.race([
+        conn.handshake().then(
+          () => undefined,
+          (error: Error) =>
+            `${connection.peer}: ${
+              error.message.replace(/ \(os error \d+\)$/, "")
+            }`,
+        ),
+        timedOut,
+      ]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -510,6 +593,7 @@ class StreamServer extends BaseServer {
     clearInterval(this.#idleTimer);
     this.#refusedAccess.flush();
     this.#refusedFull.flush();
+    this.#handshakeFailed.flush();
   }
 }
 

@@ -18,6 +18,14 @@
  *       --allow-write=/tmp/echo.sock servers/echo.ts --unix /tmp/echo.sock
  *     socat - UNIX-CONNECT:/tmp/echo.sock
  *
+ * TLS (see the README for making cert.pem and key.pem), and only for
+ * clients from 127.0.0.0/8 (`--allow`/`--deny` work on every transport with
+ * addresses):
+ *
+ *     deno run --allow-net=0.0.0.0:15000 --allow-read=cert.pem,key.pem \
+ *       servers/echo.ts --tls --cert cert.pem --key key.pem --allow 127.0.0.0/8
+ *     socat - OPENSSL:127.0.0.1:15000,cafile=cert.pem
+ *
  * Unlike the seed, which forks a process per client and prints what it
  * reads, this echoes it back (`--print` prints it too), holds at most
  * `--max-connections` clients, and stops gracefully on SIGINT/SIGTERM.
@@ -139,7 +147,8 @@ per source).
 
 Permissions: --allow-net=HOST:PORT for TCP; for --unix PATH,
 --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
---unstable-net and --allow-net (replies go to any sender).`;
+--unstable-net and --allow-net (replies go to any sender); for --tls,
+also --allow-read=CERT,KEY.`;
 
 if (import.meta.main) {
   await runMain(async () => {

@@ -1,0 +1,336 @@
+/**
+ * Access control by address, as xinetd's `only_from`/`no_access` and ncat's
+ * `--allow`/`--deny`: CIDR blocks parsed once into 32-bit words, matched
+ * with a few masks per peer. IPv4 and IPv6 share one 128-bit space (IPv4 as
+ * `::ffff:a.b.c.d`, the form a dual-stack socket reports), so an
+ * IPv4-mapped IPv6 peer matches IPv4 rules and `::/0` matches everyone.
+ *
+ * @module
+ */
+
+import type { AccessPolicy } from "./server.ts";
+
+/**
+ * A string that is not an IP address or CIDR block.
+ *
+ * @example
+ * ```ts
+ * import { Cidr, CidrError } from "./access.ts";
+ *
+ * try {
+ *   Cidr.parse("10.0.0.0/33");
+ *   throw new Error("accepted a bad prefix");
+ * } catch (error) {
+ *   if (!(error instanceof CidrError)) throw error;
+ * }
+ * ```
+ */
+export class CidrError extends Error {
+  /** The text that could not be parsed. */
+  readonly input: string;
+  /** What was expected, without the input (`expected 0 to 32`). */
+  readonly reason: string;
+
+  /** Builds the error for `input`; `reason` says what was expected. */
+  constructor(reason: string, input: string) {
+    super(`invalid address block '${input}': ${reason}`);
+    this.name = "CidrError";
+    this.input = input;
+    this.reason = reason;
+  }
+}
+
+/** 128 bits as four unsigned 32-bit words, most significant first. */
+type Words = [number, number, number, number];
+
+const MAPPED_PREFIX = 96;
+const IPV4_OCTET = /^(0|[1-9][0-9]{0,2})$/;
+const IPV6_GROUP = /^[0-9a-fA-F]{1,4}$/;
+
+function parseIPv4(text: string): number | undefined {
+  const parts = text.split(".");
+  if (parts.length !== 4) return undefined;
+  let value = 0;
+  for (const part of parts) {
+    // Leading zeros are refused: inet_aton reads `010` as octal 8.
+    if (!IPV4_OCTET.test(part) || Number(part) > 255) return undefined;
+    value = value * 256 + Number(part);
+  }
+  return value;
+}
+
+function parseIPv6(text: string): Words | undefined {
+  const halves = text.split("::");
+  if (halves.length > 2) return undefined;
+  const groups = (half: string): number[] | undefined => {
+    if (half === "") return [];
+    const out: number[] = [];
+    const parts = half.split(":");
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i];
+      if (i === parts.length - 1 && part.includes(".")) {
+        const v4 = parseIPv4(part);
+        if (v4 === undefined) return undefined;
+        out.push(v4 >>> 16, v4 & 0xffff);
+      } else if (IPV6_GROUP.test(part)) {
+        out.push(parseInt(part, 16));
+      } else {
+        return undefined;
+      }
+    }
+    return out;
+  };
+  const head = groups(halves[0]);
+  const tail = halves.length === 2 ? groups(halves[1]) : [];
+  if (!head || !tail) return undefined;
+  // An embedded IPv4 address may only end the address.
+  if (halves.length === 2 && halves[0].includes(".")) return undefined;
+  let all: number[];
+  if (halves.length === 2) {
+    const missing = 8 - head.length - tail.length;
+    if (missing < 1) return undefined;
+    all = [...head, ...new Array(missing).fill(0), ...tail];
+  } else {
+    all = head;
+  }
+  if (all.length !== 8) return undefined;
+  return [
+    ((all[0] << 16) | all[1]) >>> 0,
+    ((all[2] << 16) | all[3]) >>> 0,
+    ((all[4] << 16) | all[5]) >>> 0,
+    ((all[6] << 16) | all[7]) >>> 0,
+  ];
+}
+
+/**
+ * Parses an IPv4 or IPv6 literal (a `%zone` suffix is dropped) into the
+ * shared 128-bit space; IPv4 becomes `::ffff:a.b.c.d`. `undefined` when
+ * `text` is not an address.
+ */
+function parseAddress(
+  text: string,
+): { words: Words; v4: boolean } | undefined {
+  const v4 = parseIPv4(text);
+  if (v4 !== undefined) return { words: [0, 0, 0xffff, v4], v4: true };
+  const zone = text.indexOf("%");
+  const words = parseIPv6(zone === -1 ? text : text.slice(0, zone));
+  return words ? { words, v4: false } : undefined;
+}
+
+/**
+ * One CIDR block (`10.0.0.0/8`, `fd00::/8`, or a single address), parsed
+ * once into masked words so that {@linkcode Cidr.contains} costs four ANDs.
+ * Host bits below the prefix are ignored (`10.1.2.3/8` is `10.0.0.0/8`).
+ *
+ * @example
+ * ```ts
+ * import { Cidr } from "./access.ts";
+ *
+ * const block = Cidr.parse("192.168.0.0/16");
+ * if (!block.contains("192.168.4.2")) throw new Error("should contain");
+ * if (!block.contains("::ffff:192.168.4.2")) throw new Error("mapped should match");
+ * if (block.contains("10.0.0.1")) throw new Error("should not contain");
+ * ```
+ */
+export class Cidr {
+  /** The block as given, normalised (`10.0.0.0/8`, `fd00::/8`). */
+  readonly text: string;
+  /** Prefix length in the block's own family (0-32 for IPv4, 0-128 for IPv6). */
+  readonly prefix: number;
+  /** Whether the block was written as IPv4. */
+  readonly ipv4: boolean;
+  readonly #network: Words;
+  readonly #mask: Words;
+
+  private constructor(words: Words, prefix128: number, v4: boolean) {
+    this.#mask = [0, 1, 2, 3].map((i) => {
+      const bits = Math.min(32, Math.max(0, prefix128 - 32 * i));
+      return bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+    }) as Words;
+    this.#network = words.map((w, i) => (w & this.#mask[i]) >>> 0) as Words;
+    this.ipv4 = v4;
+    this.prefix = v4 ? prefix128 - MAPPED_PREFIX : prefix128;
+    this.text = `${formatWords(this.#network, v4)}/${this.prefix}`;
+  }
+
+  /**
+   * Parses `ADDRESS` or `ADDRESS/PREFIX`; throws {@linkcode CidrError}.
+   *
+   * @example
+   * ```ts
+   * import { Cidr } from "./access.ts";
+   *
+   * if (Cidr.parse("10.1.2.3/8").text !== "10.0.0.0/8") throw new Error("not masked");
+   * if (Cidr.parse("::1").prefix !== 128) throw new Error("not a host block");
+   * ```
+   */
+  static parse(text: string): Cidr {
+    const slash = text.indexOf("/");
+    const addressText = slash === -1 ? text : text.slice(0, slash);
+    const address = addressText.includes("%")
+      ? undefined
+      : parseAddress(addressText);
+    if (!address) {
+      throw new CidrError(
+        "expected an IP address or ADDRESS/PREFIX, as 10.0.0.0/8 or fd00::/8",
+        text,
+      );
+    }
+    const max = address.v4 ? 32 : 128;
+    let prefix = max;
+    if (slash !== -1) {
+      const prefixText = text.slice(slash + 1);
+      if (
+        !/^(0|[1-9][0-9]{0,2})$/.test(prefixText) || Number(prefixText) > max
+      ) {
+        throw new CidrError(
+          `expected a prefix length from 0 to ${max} after '/'`,
+          text,
+        );
+      }
+      prefix = Number(prefixText);
+    }
+    return new Cidr(
+      address.words,
+      address.v4 ? prefix + MAPPED_PREFIX : prefix,
+      address.v4,
+    );
+  }
+
+  /** Whether the IP literal `address` lies in the block (`false` for a non-address). */
+  contains(address: string): boolean {
+    const parsed = parseAddress(address);
+    return parsed !== undefined && this.#containsWords(parsed.words);
+  }
+
+  /** Whether an address already parsed into four 32-bit words lies in the block. */
+  containsWords(words: readonly number[]): boolean {
+    return this.#containsWords(words);
+  }
+
+  #containsWords(words: readonly number[]): boolean {
+    const mask = this.#mask;
+    const net = this.#network;
+    return ((words[0] & mask[0]) >>> 0) === net[0] &&
+      ((words[1] & mask[1]) >>> 0) === net[1] &&
+      ((words[2] & mask[2]) >>> 0) === net[2] &&
+      ((words[3] & mask[3]) >>> 0) === net[3];
+  }
+
+  /** The normalised block, as {@linkcode Cidr.text}. */
+  toString(): string {
+    return this.text;
+  }
+}
+
+function formatWords(words: Words, v4: boolean): string {
+  if (v4) {
+    const w = words[3];
+    return [w >>> 24, (w >>> 16) & 255, (w >>> 8) & 255, w & 255].join(".");
+  }
+  const groups = words.flatMap((w) => [w >>> 16, w & 0xffff]);
+  // The longest run of two or more zero groups becomes `::` (RFC 5952).
+  let best = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength) {
+      best = i;
+      bestLength = j - i;
+    }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (best === -1) return hex.join(":");
+  return `${hex.slice(0, best).join(":")}::${
+    hex.slice(best + bestLength).join(":")
+  }`;
+}
+
+/** The rules of an {@linkcode AccessList}, as the flags give them. */
+export interface AccessRules {
+  /** Blocks that may connect; when any is given, everyone else is refused. */
+  allow?: readonly string[];
+  /** Blocks that are always refused; deny wins over allow. */
+  deny?: readonly string[];
+}
+
+/**
+ * Who may use a server: `deny` blocks are refused first, then, when any
+ * `allow` block is given, only peers inside one are served. Parse once,
+ * pass as `access` in `ServerOptions`; the server applies it on accept (a
+ * refused TCP client is closed without a byte, before anything is read)
+ * and to each datagram (a refused one gets no reply).
+ *
+ * A peer without an IP address (a Unix socket) matches no block: it is
+ * served only when there is no `allow` rule. The command line refuses
+ * `--allow`/`--deny` with `--unix` or `--unixpacket` rather than guess.
+ *
+ * @example
+ * ```ts
+ * import { AccessList } from "./access.ts";
+ *
+ * const access = new AccessList({ allow: ["127.0.0.0/8", "::1"], deny: ["127.0.0.66"] });
+ * const peer = (hostname: string): Deno.NetAddr => ({ transport: "tcp", hostname, port: 5000 });
+ * if (!access.allows(peer("127.0.0.2"))) throw new Error("127.0.0.2 is allowed");
+ * if (!access.allows(peer("::ffff:127.0.0.2"))) throw new Error("mapped is allowed");
+ * if (access.allows(peer("127.0.0.66"))) throw new Error("deny wins");
+ * if (access.allows(peer("10.0.0.1"))) throw new Error("not in any allow block");
+ * ```
+ */
+export class AccessList implements AccessPolicy {
+  /** The parsed `allow` blocks. */
+  readonly allow: readonly Cidr[];
+  /** The parsed `deny` blocks. */
+  readonly deny: readonly Cidr[];
+
+  /** Parses every block now; throws {@linkcode CidrError} for the first bad one. */
+  constructor(rules: AccessRules) {
+    this.allow = (rules.allow ?? []).map((text) => Cidr.parse(text));
+    this.deny = (rules.deny ?? []).map((text) => Cidr.parse(text));
+  }
+
+  /** `true` when `addr` may be served. */
+  allows(addr: Deno.Addr): boolean {
+    if (!("hostname" in addr)) return this.allow.length === 0;
+    return this.allowsAddress(addr.hostname);
+  }
+
+  /**
+   * `true` when the IP literal `address` may be served; a string that is
+   * not an address is refused when any rule exists.
+   *
+   * @example
+   * ```ts
+   * import { AccessList } from "./access.ts";
+   *
+   * const access = new AccessList({ deny: ["10.0.0.0/8"] });
+   * if (access.allowsAddress("10.9.9.9")) throw new Error("denied");
+   * if (!access.allowsAddress("fd00::1")) throw new Error("not denied");
+   * ```
+   */
+  allowsAddress(address: string): boolean {
+    if (this.allow.length === 0 && this.deny.length === 0) return true;
+    const parsed = parseAddress(address);
+    if (!parsed) return false;
+    const words = parsed.words;
+    for (const block of this.deny) {
+      if (block.containsWords(words)) return false;
+    }
+    if (this.allow.length === 0) return true;
+    for (const block of this.allow) {
+      if (block.containsWords(words)) return true;
+    }
+    return false;
+  }
+
+  /** Whether any rule is set (an empty list allows everyone). */
+  get empty(): boolean {
+    return this.allow.length === 0 && this.deny.length === 0;
+  }
+}
