@@ -7,6 +7,9 @@
  * - Endpoints: {@linkcode parseEndpoint}, {@linkcode formatAddr}.
  * - The server life cycle: {@linkcode serve} (accept loop that survives
  *   errors, connection limit, idle timeout, graceful shutdown, logging).
+ * - Addresses and clients: {@linkcode checkHost}, {@linkcode unmapIPv4},
+ *   {@linkcode connectTcp} and {@linkcode readWithTimeout} (timeouts, one
+ *   clear {@linkcode ConnectError} line for every failure).
  * - The command-line conventions: {@linkcode runMain},
  *   {@linkcode parseCommandLine}, {@linkcode runServers}.
  *
@@ -37,3 +40,5 @@ export * from "./lib/server.ts";
 export * from "./lib/cli.ts";
 export * from "./lib/access.ts";
 export * from "./lib/tls.ts";
+export * from "./lib/address.ts";
+export * from "./lib/client.ts";

@@ -196,6 +196,27 @@ export function spawnScript(
   return new ScriptProcess(child);
 }
 
+/**
+ * Starts any command (a real peer such as `socat` or `nc`) with piped
+ * stdout and stderr, as a {@linkcode ScriptProcess}: wait for its ready
+ * line with `waitForStderr`, stop it with `await using`.
+ */
+export function spawnCommand(
+  command: string,
+  args: string[],
+  options: { stdin?: boolean; env?: Record<string, string> } = {},
+): ScriptProcess {
+  const child = new Deno.Command(command, {
+    args,
+    cwd: ROOT,
+    stdin: options.stdin ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...options.env },
+  }).spawn();
+  return new ScriptProcess(child);
+}
+
 /** Runs `script` to completion; returns exit code and output. */
 export async function runScript(
   script: string,

@@ -1,0 +1,190 @@
+/**
+ * IP addresses and host names as text: telling an IPv4 literal from an IPv6
+ * one or a host name, refusing what is none of them (the seed's
+ * `inet_pton` refuses `1.2.3`, which `getaddrinfo` would read as
+ * `1.2.0.3`), and printing an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`)
+ * as the IPv4 address it is.
+ *
+ * @module
+ */
+
+/**
+ * A client was given an address that is neither an IP literal nor a
+ * possible host name. Scripts print it as a runtime failure (exit 1).
+ *
+ * @example
+ * ```ts
+ * import { AddressError, checkHost } from "./address.ts";
+ *
+ * try {
+ *   checkHost("1.2.3");
+ *   throw new Error("accepted a bad address");
+ * } catch (error) {
+ *   if (!(error instanceof AddressError)) throw error;
+ * }
+ * ```
+ */
+export class AddressError extends Error {
+  /** The text that was refused. */
+  readonly input: string;
+
+  /** Builds the error for `input`. */
+  constructor(input: string) {
+    super(
+      `invalid address '${input}': expected an IPv4 address (192.0.2.1), ` +
+        `an IPv6 address (2001:db8::1) or a host name`,
+    );
+    this.name = "AddressError";
+    this.input = input;
+  }
+}
+
+/**
+ * Parses a dotted-quad IPv4 literal (exactly four decimal parts, 0 to 255,
+ * no leading zeros) into its four bytes, or returns `null`.
+ *
+ * @example
+ * ```ts
+ * import { parseIPv4 } from "./address.ts";
+ *
+ * if (parseIPv4("192.0.2.1")?.join(".") !== "192.0.2.1") throw new Error("no parse");
+ * if (parseIPv4("1.2.3") !== null) throw new Error("took three parts");
+ * ```
+ */
+export function parseIPv4(text: string): Uint8Array | null {
+  const parts = text.split(".");
+  if (parts.length !== 4) return null;
+  const bytes = new Uint8Array(4);
+  for (let i = 0; i < 4; i++) {
+    const part = parts[i];
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(part) || Number(part) > 255) {
+      return null;
+    }
+    bytes[i] = Number(part);
+  }
+  return bytes;
+}
+
+/**
+ * Parses an IPv6 literal (no brackets, no zone; an embedded dotted IPv4 tail
+ * allowed, as `::ffff:192.0.2.1`) into its eight 16-bit groups, or returns
+ * `null`.
+ *
+ * @example
+ * ```ts
+ * import { parseIPv6 } from "./address.ts";
+ *
+ * const groups = parseIPv6("2001:db8::1");
+ * if (groups?.[0] !== 0x2001 || groups[7] !== 1) throw new Error("no parse");
+ * if (parseIPv6("1::2::3") !== null) throw new Error("took two '::'");
+ * ```
+ */
+export function parseIPv6(text: string): Uint16Array | null {
+  if (!/^[0-9a-fA-F:.]+$/.test(text)) return null;
+  const halves = text.split("::");
+  if (halves.length > 2) return null;
+  const groupsOf = (half: string): number[] | null => {
+    if (half === "") return [];
+    const out: number[] = [];
+    const pieces = half.split(":");
+    for (let i = 0; i < pieces.length; i++) {
+      const piece = pieces[i];
+      if (i === pieces.length - 1 && piece.includes(".")) {
+        const v4 = parseIPv4(piece);
+        if (!v4) return null;
+        out.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
+      } else if (/^[0-9a-fA-F]{1,4}$/.test(piece)) {
+        out.push(parseInt(piece, 16));
+      } else {
+        return null;
+      }
+    }
+    return out;
+  };
+  const head = groupsOf(halves[0]);
+  const tail = halves.length === 2 ? groupsOf(halves[1]) : [];
+  if (!head || !tail) return null;
+  // An embedded IPv4 tail may only end the address.
+  if (halves.length === 2 && halves[0].includes(".")) return null;
+  const total = head.length + tail.length;
+  if (halves.length === 1 ? total !== 8 : total > 7) return null;
+  const groups = new Uint16Array(8);
+  groups.set(head, 0);
+  groups.set(tail, 8 - tail.length);
+  return groups;
+}
+
+/**
+ * Says what `host` is: `4` or `6` for an IP literal (IPv6 with or without
+ * brackets), `"name"` for a possible host name (letters, digits, `-`, `_`,
+ * dot-separated labels of 1 to 63 characters, at most 253 in all, not all
+ * digits and dots). Throws {@linkcode AddressError} for anything else.
+ *
+ * @example
+ * ```ts
+ * import { checkHost } from "./address.ts";
+ *
+ * if (checkHost("[::1]") !== 6) throw new Error("not IPv6");
+ * if (checkHost("127.0.0.1") !== 4) throw new Error("not IPv4");
+ * if (checkHost("localhost") !== "name") throw new Error("not a name");
+ * ```
+ */
+export function checkHost(host: string): 4 | 6 | "name" {
+  const bare = stripBrackets(host);
+  if (bare !== host || bare.includes(":")) {
+    if (parseIPv6(bare)) return 6;
+    throw new AddressError(host);
+  }
+  if (parseIPv4(bare)) return 4;
+  const name = bare.endsWith(".") ? bare.slice(0, -1) : bare;
+  const labels = name.split(".");
+  if (
+    name.length === 0 || name.length > 253 || /^[0-9.]+$/.test(name) ||
+    labels.some((label) =>
+      !/^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(label)
+    )
+  ) {
+    throw new AddressError(host);
+  }
+  return "name";
+}
+
+/**
+ * Removes the brackets of an IPv6 literal written as `[::1]`; returns any
+ * other text as it is.
+ *
+ * @example
+ * ```ts
+ * import { stripBrackets } from "./address.ts";
+ *
+ * if (stripBrackets("[::1]") !== "::1") throw new Error("kept brackets");
+ * ```
+ */
+export function stripBrackets(host: string): string {
+  return host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+}
+
+/**
+ * Prints an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, in any spelling)
+ * as the dotted IPv4 address it carries; returns anything else as it is.
+ * A dual-stack (`::`) socket reports IPv4 peers this way.
+ *
+ * @example
+ * ```ts
+ * import { unmapIPv4 } from "./address.ts";
+ *
+ * if (unmapIPv4("::ffff:127.0.0.1") !== "127.0.0.1") throw new Error("still mapped");
+ * if (unmapIPv4("::1") !== "::1") throw new Error("changed IPv6");
+ * ```
+ */
+export function unmapIPv4(host: string): string {
+  const groups = parseIPv6(stripBrackets(host));
+  if (
+    !groups || groups.subarray(0, 5).some((g) => g !== 0) ||
+    groups[5] !== 0xffff
+  ) {
+    return host;
+  }
+  return [groups[6] >> 8, groups[6] & 0xff, groups[7] >> 8, groups[7] & 0xff]
+    .join(".");
+}
