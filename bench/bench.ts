@@ -1,0 +1,571 @@
+/**
+ * `deno task bench [--quick] [--rounds N] [--only NAME,...]`: our servers
+ * against a C epoll reference, the seed's iterative C daytime server and
+ * Node's `net`, one after another with the same parameters, each server
+ * pinned to CPU 0 and the C load generator (`bench/loadgen.c`) to CPU 1.
+ * Prints one table and writes `bench/results/latest.json`.
+ *
+ * Our servers run exactly as users run them: `deno run` with the
+ * least-privilege permissions of their header, logging to a file.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const RESULTS = `${ROOT}bench/results`;
+const BIN = `${RESULTS}/bin`;
+const LOGS = `${RESULTS}/logs`;
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    quick: { type: "boolean" },
+    rounds: { type: "string" },
+    only: { type: "string" },
+    seconds: { type: "string" },
+    idle: { type: "string" },
+    help: { type: "boolean" },
+  },
+  strict: true,
+});
+if (flags.help) {
+  console.log(
+    `usage: deno task bench [--quick] [--rounds N] [--seconds S] [--idle N]
+                        [--only ours,ours-2w,c,c-iterative,node]
+
+  --quick      a few seconds in all, small counts (CI runs this; numbers mean little)
+  --rounds N   run every server N times, interleaved, and keep each figure's median
+  --seconds S  seconds per stream / ping-pong / connect measurement (default 3)
+  --idle N     idle connections (default 10000)`,
+  );
+  Deno.exit(0);
+}
+const quick = flags.quick ?? false;
+const rounds = Number(flags.rounds ?? 1);
+const seconds = Number(flags.seconds ?? (quick ? 0.3 : 3));
+const idleCount = Number(flags.idle ?? (quick ? 200 : 10000));
+const only = flags.only?.split(",");
+
+// Server on CPU 0, load generator on CPU 1; a 1-CPU machine pins nothing.
+const PIN = navigator.hardwareConcurrency >= 2;
+
+/** One measurement: what the load generator printed. */
+type Figure = Record<string, number | string | boolean>;
+
+interface Target {
+  /** Command line; `{PORT}` is replaced. */
+  command: string[];
+  /** Shown in the table. */
+  label: string;
+}
+
+// Each server kind, by scenario family.
+const DAYTIME_SCRIPT = existsSync(`${ROOT}servers/daytime.ts`)
+  ? "servers/daytime.ts"
+  : "bench/daytime_standin.ts";
+
+function ours(script: string, extra: string[] = [], read = false): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "--quiet",
+    "--allow-net=127.0.0.1:{PORT}",
+    ...(read ? [`--allow-read=${script}`] : []),
+    script,
+    "--hostname",
+    "127.0.0.1",
+    "--port",
+    "{PORT}",
+    ...extra,
+  ];
+}
+
+const ECHO_SERVERS: Record<string, Target> = {
+  ours: {
+    label: "ours (servers/echo.ts)",
+    command: ours("servers/echo.ts", [
+      "--max-connections",
+      String(idleCount + 1000),
+    ]),
+  },
+  "ours-2w": {
+    label: "ours --workers 2",
+    command: ours("servers/echo.ts", [
+      "--max-connections",
+      String(idleCount + 1000),
+      "--workers",
+      "2",
+    ], true),
+  },
+  c: { label: "C epoll", command: [`${BIN}/cserver`, "echo", "{PORT}"] },
+  node: {
+    label: "Node net",
+    command: ["node", `${ROOT}bench/node_server.mjs`, "echo", "{PORT}"],
+  },
+};
+
+const DAYTIME_SERVERS: Record<string, Target> = {
+  ours: { label: `ours (${DAYTIME_SCRIPT})`, command: ours(DAYTIME_SCRIPT) },
+  c: { label: "C epoll", command: [`${BIN}/cserver`, "daytime", "{PORT}"] },
+  "c-iterative": {
+    label: "C iterative (seed)",
+    command: [`${BIN}/daytime_iterative`, "{PORT}"],
+  },
+  node: {
+    label: "Node net",
+    command: ["node", `${ROOT}bench/node_server.mjs`, "daytime", "{PORT}"],
+  },
+};
+
+interface Scenario {
+  /** Row key, e.g. `pingpong-100`. */
+  key: string;
+  kind: "stream" | "pingpong" | "connect" | "idle";
+  connections: number;
+}
+
+const ECHO_SCENARIOS: Scenario[] = [
+  { key: "stream-1", kind: "stream", connections: 1 },
+  { key: "stream-64", kind: "stream", connections: 64 },
+  { key: "pingpong-1", kind: "pingpong", connections: 1 },
+  { key: "pingpong-100", kind: "pingpong", connections: 100 },
+  { key: `idle-${idleCount}`, kind: "idle", connections: idleCount },
+];
+const DAYTIME_SCENARIOS: Scenario[] = [
+  { key: "connect-1", kind: "connect", connections: 1 },
+  { key: "connect-32", kind: "connect", connections: 32 },
+];
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function run(
+  command: string[],
+  options: { cpu?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const args = options.cpu === undefined || !PIN
+    ? command
+    : ["taskset", "-c", String(options.cpu), ...command];
+  const output = await new Deno.Command(args[0], {
+    args: args.slice(1),
+    stdout: "piped",
+    stderr: "piped",
+    cwd: ROOT,
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+async function build(): Promise<void> {
+  Deno.mkdirSync(BIN, { recursive: true });
+  Deno.mkdirSync(LOGS, { recursive: true });
+  for (const name of ["loadgen", "cserver", "daytime_iterative"]) {
+    const result = await run([
+      "gcc",
+      "-O2",
+      "-Wall",
+      "-o",
+      `${BIN}/${name}`,
+      `${ROOT}bench/${name}.c`,
+    ]);
+    if (result.code !== 0) {
+      throw new Error(`gcc ${name}.c failed:\n${result.stderr}`);
+    }
+  }
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+interface Running {
+  pid: number;
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** Starts a server on CPU 0, stderr to a log file; waits for `listening on`. */
+async function startServer(
+  name: string,
+  target: Target,
+  family: string,
+): Promise<Running> {
+  const port = freePort();
+  const log = `${LOGS}/${family}-${name}.log`;
+  // A log left by an earlier run must not pass for this one's.
+  try {
+    Deno.removeSync(log);
+  } catch {
+    // None yet.
+  }
+  const command = target.command.map((part) =>
+    part.replaceAll("{PORT}", String(port))
+  );
+  // The shell raises the open-file limit for the idle scenario, pins the
+  // server to CPU 0 and sends its log lines to a file, as a service would.
+  const child = new Deno.Command("sh", {
+    args: [
+      "-c",
+      `ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; log=$1; shift; exec ${
+        PIN ? "taskset -c 0 " : ""
+      }"$@" 2>"$log"`,
+      "sh",
+      log,
+      ...command,
+    ],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const deadline = Date.now() + 15_000;
+  while (true) {
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(log);
+    } catch {
+      // Not created yet.
+    }
+    if (/listening on/.test(text)) break;
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`${name} did not start; its log:\n${text}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return {
+    pid: child.pid,
+    port,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Gone.
+      }
+      const timer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Gone.
+        }
+      }, 5000);
+      await child.status;
+      clearTimeout(timer);
+    },
+  };
+}
+
+async function measure(
+  scenario: Scenario,
+  server: Running,
+): Promise<Figure> {
+  const last = scenario.kind === "idle" ? String(server.pid) : String(seconds);
+  const result = await run([
+    `${BIN}/loadgen`,
+    scenario.kind,
+    "127.0.0.1",
+    String(server.port),
+    String(scenario.connections),
+    last,
+  ], { cpu: 1 });
+  if (result.code !== 0) {
+    return { error: result.stderr.trim() || `exit ${result.code}` };
+  }
+  return JSON.parse(result.stdout);
+}
+
+/** results[scenario][server] = figures of each round. */
+const results: Record<string, Record<string, Figure[]>> = {};
+
+async function runFamily(
+  family: string,
+  servers: Record<string, Target>,
+  scenarios: Scenario[],
+): Promise<void> {
+  for (const [name, target] of Object.entries(servers)) {
+    if (only && !only.includes(name)) continue;
+    if (name === "ours-2w" && !supportsWorkers()) continue;
+    let server: Running;
+    try {
+      server = await startServer(name, target, family);
+    } catch (error) {
+      console.error(`bench: ${(error as Error).message}`);
+      continue;
+    }
+    try {
+      for (const scenario of scenarios) {
+        const figure = await measure(scenario, server);
+        if (figure.error) {
+          console.error(`bench: ${name} ${scenario.key}: ${figure.error}`);
+        }
+        ((results[scenario.key] ??= {})[name] ??= []).push(figure);
+      }
+    } finally {
+      await server.stop();
+    }
+  }
+}
+
+function supportsWorkers(): boolean {
+  return Deno.readTextFileSync(`${ROOT}servers/echo.ts`).includes("workers");
+}
+
+interface Row {
+  scenario: string;
+  metric: string;
+  unit: string;
+  /** Which server the "C" column and ratio compare with. */
+  reference: "c" | "c-iterative";
+  higherIsBetter: boolean;
+  /** Ours / reference must be at least (or, lower-is-better, at most) this. */
+  targetVsC?: number;
+  targetVsNode?: number;
+}
+
+const ROWS: Row[] = [
+  {
+    scenario: "stream-1",
+    metric: "mb_per_s",
+    unit: "MB/s",
+    reference: "c",
+    higherIsBetter: true,
+  },
+  {
+    scenario: "stream-64",
+    metric: "mb_per_s",
+    unit: "MB/s",
+    reference: "c",
+    higherIsBetter: true,
+    targetVsC: 0.95,
+  },
+  {
+    scenario: "pingpong-1",
+    metric: "per_s",
+    unit: "trips/s",
+    reference: "c",
+    higherIsBetter: true,
+  },
+  {
+    scenario: "pingpong-1",
+    metric: "p50_us",
+    unit: "p50 µs",
+    reference: "c",
+    higherIsBetter: false,
+    targetVsC: 1.2,
+  },
+  {
+    scenario: "pingpong-1",
+    metric: "p99_us",
+    unit: "p99 µs",
+    reference: "c",
+    higherIsBetter: false,
+  },
+  {
+    scenario: "pingpong-100",
+    metric: "per_s",
+    unit: "trips/s",
+    reference: "c",
+    higherIsBetter: true,
+    targetVsC: 0.85,
+    targetVsNode: 1.2,
+  },
+  {
+    scenario: "pingpong-100",
+    metric: "p50_us",
+    unit: "p50 µs",
+    reference: "c",
+    higherIsBetter: false,
+  },
+  {
+    scenario: "pingpong-100",
+    metric: "p99_us",
+    unit: "p99 µs",
+    reference: "c",
+    higherIsBetter: false,
+  },
+  {
+    scenario: "connect-1",
+    metric: "per_s",
+    unit: "conn/s",
+    reference: "c-iterative",
+    higherIsBetter: true,
+    targetVsC: 0.6,
+  },
+  {
+    scenario: "connect-32",
+    metric: "per_s",
+    unit: "conn/s",
+    reference: "c-iterative",
+    higherIsBetter: true,
+    targetVsC: 1.0,
+  },
+  {
+    scenario: `idle-${idleCount}`,
+    metric: "bytes_per_connection",
+    unit: "B RSS/conn",
+    reference: "c",
+    higherIsBetter: false,
+    targetVsNode: 1.0,
+  },
+];
+
+function median(figures: Figure[] | undefined, metric: string): number | null {
+  const values = (figures ?? [])
+    .map((f) => f[metric])
+    .filter((v): v is number => typeof v === "number")
+    .sort((a, b) => a - b);
+  if (values.length === 0) return null;
+  return values[Math.floor(values.length / 2)];
+}
+
+function verdict(
+  ratio: number | null,
+  target: number | undefined,
+  higherIsBetter: boolean,
+): string {
+  if (ratio === null || target === undefined) return "";
+  const met = higherIsBetter ? ratio >= target : ratio <= target;
+  return `${met ? "met" : "MISSED"} (${higherIsBetter ? ">=" : "<="}${target})`;
+}
+
+function format(value: number | null): string {
+  if (value === null) return "-";
+  if (value >= 100) return Math.round(value).toString();
+  return value.toFixed(1);
+}
+
+function report(): Record<string, unknown>[] {
+  const table: Record<string, unknown>[] = [];
+  const lines: string[][] = [[
+    "scenario",
+    "unit",
+    "ours",
+    "2 workers",
+    "C epoll",
+    "C iter.",
+    "Node",
+    "ours/C",
+    "ours/Node",
+    "target vs C",
+    "target vs Node",
+  ]];
+  for (const row of ROWS) {
+    const figures = results[row.scenario] ?? {};
+    const value = (name: string) => median(figures[name], row.metric);
+    const ourValue = value("ours");
+    const ref = value(row.reference);
+    const node = value("node");
+    const vsC = ourValue !== null && ref ? ourValue / ref : null;
+    const vsNode = ourValue !== null && node ? ourValue / node : null;
+    const entry = {
+      scenario: row.scenario,
+      metric: row.metric,
+      unit: row.unit,
+      reference: row.reference,
+      ours: ourValue,
+      ours_2_workers: value("ours-2w"),
+      c_epoll: value("c"),
+      c_iterative: value("c-iterative"),
+      node,
+      ours_vs_c: vsC,
+      ours_vs_node: vsNode,
+      target_vs_c: verdict(vsC, row.targetVsC, row.higherIsBetter),
+      target_vs_node: verdict(vsNode, row.targetVsNode, row.higherIsBetter),
+    };
+    table.push(entry);
+    lines.push([
+      row.scenario,
+      row.unit,
+      format(ourValue),
+      format(entry.ours_2_workers),
+      format(entry.c_epoll),
+      format(entry.c_iterative),
+      format(node),
+      vsC === null ? "-" : vsC.toFixed(2),
+      vsNode === null ? "-" : vsNode.toFixed(2),
+      entry.target_vs_c,
+      entry.target_vs_node,
+    ]);
+  }
+  const widths = lines[0].map((_, i) =>
+    Math.max(...lines.map((line) => line[i].length))
+  );
+  for (const line of lines) {
+    console.log(
+      line.map((cell, i) =>
+        i < 2 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])
+      )
+        .join("  ").trimEnd(),
+    );
+  }
+  console.log(
+    "ours/C compares with C epoll, except connect rows: the seed's iterative C server.",
+  );
+  return table;
+}
+
+function loadAverage(): string {
+  try {
+    return Deno.loadavg().map((n) => n.toFixed(2)).join(" ");
+  } catch {
+    return "?";
+  }
+}
+
+if (import.meta.main) {
+  const started = new Date();
+  const loadBefore = loadAverage();
+  await build();
+  console.log(
+    `bench: ${
+      quick ? "quick, " : ""
+    }${rounds} round(s), ${seconds} s a measurement, ${idleCount} idle connections; load average ${loadBefore}; ${navigator.hardwareConcurrency} CPUs`,
+  );
+  for (let round = 0; round < rounds; round++) {
+    await runFamily("echo", ECHO_SERVERS, ECHO_SCENARIOS);
+    await runFamily("daytime", DAYTIME_SERVERS, DAYTIME_SCENARIOS);
+  }
+  const loadAfter = loadAverage();
+  const table = report();
+  console.log(`load average before ${loadBefore}, after ${loadAfter}`);
+  const json = {
+    started: started.toISOString(),
+    quick,
+    rounds,
+    seconds,
+    idleConnections: idleCount,
+    cpus: navigator.hardwareConcurrency,
+    loadAverage: { before: loadBefore, after: loadAfter },
+    deno: Deno.version.deno,
+    daytimeScript: DAYTIME_SCRIPT,
+    table,
+    raw: results,
+  };
+  Deno.writeTextFileSync(
+    `${RESULTS}/latest.json`,
+    JSON.stringify(json, null, 2) + "\n",
+  );
+  console.log("bench: wrote bench/results/latest.json");
+  // A scenario that failed (a wrong byte, a refused connection) fails the
+  // run; slow numbers never do.
+  const failed = Object.values(results).some((servers) =>
+    Object.values(servers).some((figures) => figures.some((f) => f.error))
+  );
+  Deno.exit(failed ? 1 : 0);
+}

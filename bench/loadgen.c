@@ -1,0 +1,298 @@
+/*
+ * Load generator for `deno task bench`: one thread, epoll, non-blocking
+ * sockets. Prints one JSON object on stdout.
+ *
+ *   loadgen stream   HOST PORT CONNS SECONDS   echo, continuous, verified
+ *   loadgen pingpong HOST PORT CONNS SECONDS   64-byte request/response
+ *   loadgen connect  HOST PORT CONNS SECONDS   connect/read to EOF/close
+ *   loadgen idle     HOST PORT CONNS PID       N idle connections, RSS of PID
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PERIOD 251            /* prime: a shifted or lost byte is caught */
+#define CHUNK 65536
+#define WINDOW (256 * 1024)   /* bytes in flight per stream connection */
+#define MSG 64
+
+static struct sockaddr_in server;
+static uint8_t pattern[PERIOD + CHUNK];
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what) {
+  fprintf(stderr, "loadgen: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+static int open_conn(int blocking) {
+  int fd = socket(AF_INET, SOCK_STREAM | (blocking ? 0 : SOCK_NONBLOCK), 0);
+  if (fd < 0) die("socket");
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(fd, (struct sockaddr *)&server, sizeof server) < 0 &&
+      errno != EINPROGRESS)
+    die("connect");
+  return fd;
+}
+
+struct conn {
+  int fd;
+  uint64_t sent, received;
+  double started;
+  int want_out;
+};
+
+static void watch(int ep, struct conn *c, int out) {
+  struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
+  if (epoll_ctl(ep, c->want_out == -1 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->fd, &ev) < 0)
+    die("epoll_ctl");
+  c->want_out = out;
+}
+
+static int stream(int conns, double seconds) {
+  int ep = epoll_create1(0);
+  struct conn *cs = calloc(conns, sizeof *cs);
+  static uint8_t buf[CHUNK];
+  for (int i = 0; i < conns; i++) {
+    cs[i].fd = open_conn(0);
+    cs[i].want_out = -1;
+    cs[i].sent = cs[i].received = (uint64_t)i * 17; /* per-connection phase */
+    watch(ep, &cs[i], 1);
+  }
+  struct epoll_event evs[256];
+  double start = now(), end = start + seconds;
+  uint64_t base = 0;
+  for (int i = 0; i < conns; i++) base += cs[i].received;
+  while (now() < end) {
+    int n = epoll_wait(ep, evs, 256, 100);
+    for (int e = 0; e < n; e++) {
+      struct conn *c = evs[e].data.ptr;
+      if (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        ssize_t r = read(c->fd, buf, sizeof buf);
+        if (r == 0 || (r < 0 && errno != EAGAIN)) {
+          fprintf(stderr, "loadgen: stream: server closed a connection\n");
+          return 1;
+        }
+        if (r > 0) {
+          if (memcmp(buf, pattern + c->received % PERIOD, r) != 0) {
+            fprintf(stderr, "loadgen: stream: echoed bytes differ at offset %llu\n",
+                    (unsigned long long)c->received);
+            return 1;
+          }
+          c->received += r;
+        }
+      }
+      if (evs[e].events & EPOLLOUT || c->sent - c->received < WINDOW) {
+        uint64_t room = WINDOW - (c->sent - c->received);
+        if (room > CHUNK) room = CHUNK;
+        if (room > 0) {
+          ssize_t w = write(c->fd, pattern + c->sent % PERIOD, room);
+          if (w > 0) c->sent += w;
+          else if (w < 0 && errno != EAGAIN) die("write");
+        }
+      }
+      int out = c->sent - c->received < WINDOW;
+      if (out != c->want_out) watch(ep, c, out);
+    }
+  }
+  double elapsed = now() - start;
+  uint64_t total = 0;
+  for (int i = 0; i < conns; i++) total += cs[i].received;
+  total -= base;
+  printf("{\"scenario\":\"stream\",\"connections\":%d,\"seconds\":%.3f,"
+         "\"bytes\":%llu,\"mb_per_s\":%.1f,\"verified\":true}\n",
+         conns, elapsed, (unsigned long long)total, total / elapsed / 1e6);
+  return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int pingpong(int conns, double seconds) {
+  int ep = epoll_create1(0);
+  struct conn *cs = calloc(conns, sizeof *cs);
+  size_t cap = 1 << 20, count = 0;
+  double *lat = malloc(cap * sizeof *lat);
+  uint8_t req[MSG], buf[MSG * 4];
+  for (int i = 0; i < MSG; i++) req[i] = 'a' + i % 26;
+  for (int i = 0; i < conns; i++) {
+    cs[i].fd = open_conn(0);
+    cs[i].want_out = -1;
+    watch(ep, &cs[i], 1);
+  }
+  struct epoll_event evs[256];
+  double start = now(), end = start + seconds;
+  uint64_t trips = 0;
+  int stopping = 0;
+  while (!stopping) {
+    int n = epoll_wait(ep, evs, 256, 100);
+    double t = now();
+    if (t >= end) break;
+    for (int e = 0; e < n; e++) {
+      struct conn *c = evs[e].data.ptr;
+      if (c->want_out && (evs[e].events & EPOLLOUT)) {
+        c->started = now();
+        ssize_t w = write(c->fd, req, MSG);
+        if (w != MSG) die("write");
+        c->received = 0;
+        watch(ep, c, 0);
+        continue;
+      }
+      if (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        ssize_t r = read(c->fd, buf + c->received, MSG - c->received);
+        if (r == 0 || (r < 0 && errno != EAGAIN)) {
+          fprintf(stderr, "loadgen: pingpong: server closed a connection\n");
+          return 1;
+        }
+        if (r < 0) continue;
+        c->received += r;
+        if (c->received < MSG) continue;
+        if (memcmp(buf, req, MSG) != 0) {
+          fprintf(stderr, "loadgen: pingpong: wrong reply\n");
+          return 1;
+        }
+        double done = now();
+        if (count == cap) lat = realloc(lat, (cap *= 2) * sizeof *lat);
+        lat[count++] = done - c->started;
+        trips++;
+        /* Next request at once: the socket is writable, it was just read. */
+        c->started = done;
+        if (write(c->fd, req, MSG) != MSG) die("write");
+        c->received = 0;
+      }
+    }
+  }
+  double elapsed = now() - start;
+  qsort(lat, count, sizeof *lat, cmp_double);
+  double p50 = count ? lat[count / 2] : 0, p99 = count ? lat[(size_t)(count * 0.99)] : 0;
+  printf("{\"scenario\":\"pingpong\",\"connections\":%d,\"seconds\":%.3f,"
+         "\"round_trips\":%llu,\"per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f}\n",
+         conns, elapsed, (unsigned long long)trips, trips / elapsed, p50 * 1e6,
+         p99 * 1e6);
+  return 0;
+}
+
+static int connect_bench(int conns, double seconds) {
+  int ep = epoll_create1(0);
+  struct conn *cs = calloc(conns, sizeof *cs);
+  uint8_t buf[256];
+  for (int i = 0; i < conns; i++) {
+    cs[i].fd = open_conn(0);
+    cs[i].want_out = -1;
+    cs[i].received = 0;
+    watch(ep, &cs[i], 0);
+  }
+  struct epoll_event evs[256];
+  double start = now(), end = start + seconds;
+  uint64_t done = 0, bad = 0;
+  while (now() < end) {
+    int n = epoll_wait(ep, evs, 256, 100);
+    for (int e = 0; e < n; e++) {
+      struct conn *c = evs[e].data.ptr;
+      ssize_t r = read(c->fd, buf + c->received, sizeof buf - c->received);
+      if (r < 0 && errno == EAGAIN) continue;
+      if (r > 0) {
+        c->received += r;
+        if (c->received < sizeof buf) continue;
+      }
+      /* EOF (or an error): one connection done. */
+      if (r < 0 || c->received < 3 || buf[c->received - 2] != '\r' ||
+          buf[c->received - 1] != '\n') {
+        if (bad++ == 0)
+          fprintf(stderr, "loadgen: connect: first failure: %s (%d bytes)\n",
+                  r < 0 ? strerror(errno) : "bad line", (int)c->received);
+      } else
+        done++;
+      epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+      close(c->fd);
+      c->fd = open_conn(0);
+      c->received = 0;
+      c->want_out = -1;
+      watch(ep, c, 0);
+    }
+  }
+  double elapsed = now() - start;
+  printf("{\"scenario\":\"connect\",\"connections\":%d,\"seconds\":%.3f,"
+         "\"completed\":%llu,\"failed\":%llu,\"per_s\":%.0f}\n",
+         conns, elapsed, (unsigned long long)done, (unsigned long long)bad,
+         done / elapsed);
+  return bad > done / 100 ? 1 : 0;
+}
+
+static long rss_kib(int pid) {
+  char path[64], line[256];
+  long kib = -1;
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) die("open /proc/PID/status");
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmRSS: %ld", &kib) == 1) break;
+  fclose(f);
+  return kib;
+}
+
+static int idle(int conns, int pid) {
+  int *fds = calloc(conns, sizeof *fds);
+  uint8_t b = 'x', r;
+  long before = rss_kib(pid);
+  for (int i = 0; i < conns; i++) {
+    /* Blocking, one at a time: a round trip proves the server took it. */
+    fds[i] = open_conn(1);
+    if (write(fds[i], &b, 1) != 1 || read(fds[i], &r, 1) != 1 || r != b) {
+      fprintf(stderr, "loadgen: idle: connection %d got no echo\n", i);
+      return 1;
+    }
+  }
+  usleep(500 * 1000);
+  long after = rss_kib(pid);
+  printf("{\"scenario\":\"idle\",\"connections\":%d,\"rss_before_kib\":%ld,"
+         "\"rss_after_kib\":%ld,\"bytes_per_connection\":%.0f}\n",
+         conns, before, after, (after - before) * 1024.0 / conns);
+  for (int i = 0; i < conns; i++) close(fds[i]);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 6) {
+    fprintf(stderr, "usage: loadgen stream|pingpong|connect|idle HOST PORT CONNS SECONDS|PID\n");
+    return 2;
+  }
+  server.sin_family = AF_INET;
+  server.sin_port = htons(atoi(argv[3]));
+  if (inet_pton(AF_INET, argv[2], &server.sin_addr) != 1) {
+    fprintf(stderr, "loadgen: bad address %s\n", argv[2]);
+    return 2;
+  }
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+  for (size_t i = 0; i < sizeof pattern; i++) pattern[i] = (i % PERIOD) * 7 + 3;
+  int conns = atoi(argv[4]);
+  if (!strcmp(argv[1], "stream")) return stream(conns, atof(argv[5]));
+  if (!strcmp(argv[1], "pingpong")) return pingpong(conns, atof(argv[5]));
+  if (!strcmp(argv[1], "connect")) return connect_bench(conns, atof(argv[5]));
+  if (!strcmp(argv[1], "idle")) return idle(conns, atoi(argv[5]));
+  fprintf(stderr, "loadgen: unknown scenario %s\n", argv[1]);
+  return 2;
+}
