@@ -10,6 +10,7 @@
  * - Addresses and clients: {@linkcode checkHost}, {@linkcode unmapIPv4},
  *   {@linkcode connectTcp} and {@linkcode readWithTimeout} (timeouts, one
  *   clear {@linkcode ConnectError} line for every failure).
+ * - TCP keepalive, tuned like Go's `KeepAliveConfig`: {@linkcode setKeepAlive}.
  * - The command-line conventions: {@linkcode runMain},
  *   {@linkcode parseCommandLine}, {@linkcode runServers}.
  *
@@ -36,6 +37,7 @@ export * from "./lib/io.ts";
 export * from "./lib/endpoint.ts";
 export * from "./lib/log.ts";
 export * from "./lib/unix.ts";
+export * from "./lib/keepalive.ts";
 export * from "./lib/server.ts";
 export * from "./lib/cli.ts";
 export * from "./lib/access.ts";

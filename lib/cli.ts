@@ -11,6 +11,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { AccessList, CidrError } from "./access.ts";
 import { EndpointError } from "./endpoint.ts";
 import { flushStderrLog, stderrLog } from "./log.ts";
+import type { KeepAliveConfig } from "./keepalive.ts";
 import { listeningLine, type Server, type ServerOptions } from "./server.ts";
 import { readTlsFiles } from "./tls.ts";
 
@@ -174,6 +175,48 @@ export function secondsFlag(name: string, text: string): number {
 }
 
 /**
+ * Parses a keepalive flag value: `on` (keepalive with the system's timing),
+ * `off` (`undefined`), or `IDLE[,INTERVAL[,COUNT]]` (whole seconds, then a
+ * number of probes; an absent part keeps the system's value). Throws
+ * {@linkcode UsageError} naming the flag.
+ *
+ * @example
+ * ```ts
+ * import { keepAliveFlag } from "./cli.ts";
+ *
+ * const config = keepAliveFlag("--keepalive", "1,1,3");
+ * if (config?.idle !== 1 || config.interval !== 1 || config.count !== 3) {
+ *   throw new Error(JSON.stringify(config));
+ * }
+ * if (keepAliveFlag("--keepalive", "off") !== undefined) throw new Error("on");
+ * ```
+ */
+export function keepAliveFlag(
+  name: string,
+  text: string,
+): KeepAliveConfig | undefined {
+  if (text === "off") return undefined;
+  if (text === "on") return {};
+  const parts = text.split(",");
+  if (parts.length > 3 || parts.some((part) => part === "")) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected on, off or IDLE[,INTERVAL[,COUNT]]`,
+    );
+  }
+  const [idle, interval, count] = parts;
+  const config: KeepAliveConfig = {
+    idle: integerFlag(`${name} idle`, idle, 1, 32767),
+  };
+  if (interval !== undefined) {
+    config.interval = integerFlag(`${name} interval`, interval, 1, 32767);
+  }
+  if (count !== undefined) {
+    config.count = integerFlag(`${name} count`, count, 1, 127);
+  }
+  return config;
+}
+
+/**
  * Turns an expected failure into the one line a user sees (without the
  * `error: ` prefix): what happened and, where it helps, what to do.
  *
@@ -311,6 +354,7 @@ export const SERVER_FLAGS = {
   tls: { type: "boolean" },
   cert: { type: "string" },
   key: { type: "string" },
+  keepalive: { type: "string" },
 } as const;
 
 /** Parsed values of {@linkcode SERVER_FLAGS}. */
@@ -347,6 +391,8 @@ export interface ServerFlagValues {
   cert?: string;
   /** `--key FILE` */
   key?: string;
+  /** `--keepalive on|off|IDLE[,INTERVAL[,COUNT]]` */
+  keepalive?: string;
 }
 
 /**
@@ -382,55 +428,10 @@ export function serverFlagsHelp(
   --tls                  TCP: serve TLS, with --cert and --key
   --cert FILE            TLS: PEM certificate chain (needs --allow-read=FILE)
   --key FILE             TLS: PEM private key (needs --allow-read=FILE)
+  --keepalive K          TCP keepalive: on (system timing), or IDLE[,INTERVAL[,COUNT]]
+                         in seconds and probes, e.g. 60,10,5 (needs --allow-ffi); a peer
+                         that stops answering is logged dead and closed (default off)
   --help                 print this help and exit`;
-}
-
-/**
- * Some of {@linkcode SERVER_FLAGS}, for a server that takes only those (a
- * TCP-only server has no `--udp`); an unknown flag is then a usage error.
- *
- * @example
- * ```ts
- * import { pickServerFlags } from "./cli.ts";
- *
- * const flags = pickServerFlags("hostname", "port");
- * if (Object.keys(flags).join() !== "hostname,port") throw new Error("wrong flags");
- * ```
- */
-export function pickServerFlags<K extends keyof typeof SERVER_FLAGS>(
-  ...names: K[]
-): Pick<typeof SERVER_FLAGS, K> {
-  const picked: Partial<Pick<typeof SERVER_FLAGS, K>> = {};
-  for (const name of names) picked[name] = SERVER_FLAGS[name];
-  return picked as Pick<typeof SERVER_FLAGS, K>;
-}
-
-/**
- * The lines of {@linkcode serverFlagsHelp} for the flags in `names` only
- * (and `--help`), for a server built with {@linkcode pickServerFlags}.
- *
- * @example
- * ```ts
- * import { serverFlagsHelpFor } from "./cli.ts";
- *
- * const help = serverFlagsHelpFor(["port"], 3500);
- * if (!help.includes("--port P") || help.includes("--udp")) throw new Error(help);
- * ```
- */
-export function serverFlagsHelpFor(
-  names: readonly string[],
-  defaultPort: number,
-  defaultHostname = "0.0.0.0",
-): string {
-  const wanted = new Set([...names, "help"]);
-  let keep = false;
-  return serverFlagsHelp(defaultPort, defaultHostname).split("\n").filter(
-    (line) => {
-      const flag = /^ {2}--([a-z-]+)/.exec(line);
-      if (flag) keep = wanted.has(flag[1]);
-      return keep;
-    },
-  ).join("\n");
 }
 
 /**
@@ -512,6 +513,13 @@ export function serverOptionsFromFlags(
   }
   if (values.grace !== undefined) {
     options.gracePeriodMs = secondsFlag("--grace", values.grace);
+  }
+  if (values.keepalive !== undefined) {
+    if (options.transport !== "tcp") {
+      throw new UsageError("--keepalive applies to TCP only");
+    }
+    const keepAlive = keepAliveFlag("--keepalive", values.keepalive);
+    if (keepAlive) options.keepAlive = keepAlive;
   }
   if (values["allow-low-ports"]) options.allowLowPorts = true;
   if (values["udp-rate"] !== undefined) {

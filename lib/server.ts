@@ -11,6 +11,12 @@ import { formatAddr, joinHostPort, type Transport } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
 import type { TlsCertificate } from "./tls.ts";
 import { createUnixSocket, prepareUnixPath } from "./unix.ts";
+import {
+  checkKeepAlive,
+  isKeepAliveTimeout,
+  type KeepAliveConfig,
+  setKeepAlive,
+} from "./keepalive.ts";
 
 /** A running server (or a group of them, see {@linkcode combineServers}). */
 export interface Server extends AsyncDisposable {
@@ -70,6 +76,13 @@ export interface ServerOptions {
    * being accepted is closed (one log line). Default 10000.
    */
   handshakeTimeoutMs?: number;
+  /**
+   * TCP keepalive on every accepted connection (`true`: on with the
+   * system's timing; a config also tunes it, which needs `--allow-ffi`, see
+   * {@linkcode setKeepAlive}). A peer that stops answering the probes is
+   * then logged as dead and its connection closed. Default off.
+   */
+  keepAlive?: KeepAliveConfig | boolean;
   /** UDP: answer datagrams from source ports below 1024. Default `false`. */
   allowLowPorts?: boolean;
   /** Datagram replies per second to one source address. Default 100. */
@@ -263,6 +276,14 @@ function bind<T>(listen: () => T, hostOrPath: string, port?: number): T {
   }
 }
 
+function keepAliveConfig(
+  option: KeepAliveConfig | boolean | undefined,
+): KeepAliveConfig | undefined {
+  if (option === undefined || option === false) return undefined;
+  if (option === true) return {};
+  return option.enable === false ? undefined : option;
+}
+
 function unixPath(transport: Transport, options: ServerOptions): string {
   if (!options.path) throw new TypeError(`${transport} needs a socket path`);
   return options.path;
@@ -323,6 +344,7 @@ class StreamServer extends BaseServer {
   readonly #maxConnections: number;
   readonly #idleTimeoutMs: number;
   readonly #access?: AccessPolicy;
+  readonly #keepAlive?: KeepAliveConfig;
   readonly #refusedFull: FloodLog;
   readonly #refusedAccess: FloodLog;
   readonly #handshakeFailed: FloodLog;
@@ -345,6 +367,14 @@ class StreamServer extends BaseServer {
     let listener: Deno.Listener | undefined;
     let ready: Promise<void>;
     let addr: Deno.Addr;
+    const keepAlive = transport === "tcp"
+      ? keepAliveConfig(options.keepAlive)
+      : undefined;
+    // Before binding: a missing --allow-ffi is one error at start, not one
+    // per client.
+    if (keepAlive) {
+      checkKeepAlive(keepAlive, { tls: options.tls !== undefined });
+    }
     if (transport === "tcp") {
       const hostname = options.hostname ?? service.defaultHostname ??
         "0.0.0.0";
@@ -388,6 +418,7 @@ class StreamServer extends BaseServer {
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 0;
     this.#access = options.access;
+    this.#keepAlive = keepAlive;
     this.#refusedFull = new FloodLog(this.log, `${this.prefix}refused`);
     this.#refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
     this.#handshakeFailed = new FloodLog(
@@ -460,6 +491,17 @@ class StreamServer extends BaseServer {
         conn.close();
         continue;
       }
+      if (this.#keepAlive) {
+        try {
+          setKeepAlive(conn, this.#keepAlive);
+        } catch (error) {
+          this.log(
+            `${this.prefix}keepalive not set for ${
+              formatAddr(conn.remoteAddr)
+            }: ${(error as Error).message}`,
+          );
+        }
+      }
       this.#handle(new Connection(conn));
     }
   }
@@ -489,7 +531,11 @@ class StreamServer extends BaseServer {
     try {
       await this.#handler(connection.conn, connection);
     } catch (error) {
-      if (!connection.closed) failure = `: ${(error as Error).message}`;
+      if (!connection.closed) {
+        failure = this.#keepAlive && isKeepAliveTimeout(error)
+          ? ": peer dead (keepalive probes unanswered)"
+          : `: ${(error as Error).message}`;
+      }
     } finally {
       const cut = connection.closed;
       connection.close();
@@ -610,8 +656,6 @@ class DatagramServer extends BaseServer {
   /** The inode of the socket file this server created, once bound. */
   readonly #socketFile: () => number | undefined;
   #loopDone: Promise<void> = Promise.resolve();
-  /** Settles once the datagram being handled has been answered. */
-  #inFlight?: Promise<void>;
 
   constructor(
     service: Service,
@@ -706,8 +750,6 @@ class DatagramServer extends BaseServer {
         );
         continue;
       }
-      let answered!: () => void;
-      this.#inFlight = new Promise((resolve) => answered = resolve);
       try {
         const reply = await this.#handler(data, source);
         if (!reply) continue;
@@ -723,27 +765,11 @@ class DatagramServer extends BaseServer {
         this.log(
           `${this.prefix}reply to ${peer} failed: ${(error as Error).message}`,
         );
-      } finally {
-        this.#inFlight = undefined;
-        answered();
       }
     }
   }
 
   protected async stop(): Promise<void> {
-    // A datagram being answered (a handler may even call `shutdown()`, as
-    // `--once` does) gets its reply before the socket closes, within the
-    // grace period, as stream connections in flight do.
-    if (this.#inFlight) {
-      let graceTimer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.#inFlight,
-        new Promise((resolve) =>
-          graceTimer = setTimeout(resolve, this.gracePeriodMs)
-        ),
-      ]);
-      clearTimeout(graceTimer);
-    }
     try {
       this.#socket?.close();
     } catch {

@@ -171,6 +171,8 @@ export interface SpawnOptions {
   stdin?: boolean;
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /** A command that runs `deno` for us, e.g. `["ip", "netns", "exec", "ns1"]`. */
+  prefix?: string[];
 }
 
 /** Starts `script` (a path relative to the repository) with `deno run`. */
@@ -178,8 +180,10 @@ export function spawnScript(
   script: string,
   options: SpawnOptions = {},
 ): ScriptProcess {
-  const child = new Deno.Command(Deno.execPath(), {
+  const [command, ...prefixArgs] = [...(options.prefix ?? []), Deno.execPath()];
+  const child = new Deno.Command(command, {
     args: [
+      ...prefixArgs,
       "run",
       "--quiet",
       "--no-prompt",

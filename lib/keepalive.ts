@@ -1,0 +1,518 @@
+/**
+ * TCP keepalive, tuned: from the seed's "Enabling TCP keepalive at server
+ * side". Deno's `TcpConn.setKeepAlive(on)` is on/off only, and Linux then
+ * waits 7200 s before the first probe. {@linkcode setKeepAlive} also sets
+ * the probe timing (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`) the way
+ * Go's `net.KeepAliveConfig` does, through libc's `setsockopt` over FFI.
+ *
+ * Permissions:
+ * - on/off (`setKeepAlive(conn, true)`): none beyond the connection itself.
+ * - tuning (`idle`, `interval` or `count`), Linux only: FFI access to libc,
+ *   at least `--allow-ffi=/lib/x86_64-linux-gnu/libc.so.6` (Debian and
+ *   Ubuntu on x86_64; `/lib/aarch64-linux-gnu/libc.so.6` on arm64), or
+ *   plain `--allow-ffi`. Nothing else: the connection's descriptor is found
+ *   through libc too (listing `/proc/self/fd` with `getdents64`, then
+ *   matching `getsockname`/`getpeername` against the connection's
+ *   addresses), so no `--allow-read` is needed. Mind that FFI runs native
+ *   code outside Deno's sandbox: grant it only to programs you trust.
+ *
+ * @module
+ */
+
+import { parseIPv4, parseIPv6 } from "./address.ts";
+
+/**
+ * Keepalive settings, shaped like Go's `net.KeepAliveConfig`; every time is
+ * in whole seconds, the kernel's granularity. An absent field leaves the
+ * system's value alone (Linux: idle 7200 s, interval 75 s, 9 probes).
+ */
+export interface KeepAliveConfig {
+  /** Turn keepalive on (default) or off. */
+  enable?: boolean;
+  /** Seconds a connection stays idle before the first probe (`TCP_KEEPIDLE`), 1 to 32767. */
+  idle?: number;
+  /** Seconds between unanswered probes (`TCP_KEEPINTVL`), 1 to 32767. */
+  interval?: number;
+  /** Unanswered probes before the kernel declares the peer dead (`TCP_KEEPCNT`), 1 to 127. */
+  count?: number;
+}
+
+/** Why keepalive could not be set as asked. */
+export type KeepAliveErrorReason =
+  | "unsupported"
+  | "permission"
+  | "invalid"
+  | "not-found"
+  | "failed";
+
+/**
+ * Keepalive could not be set as asked: `reason` says why (`permission`
+ * when `--allow-ffi` is missing, `unsupported` off Linux, `invalid` for an
+ * out-of-range value, `not-found` when the descriptor was not found,
+ * `failed` when `setsockopt` refused). The message is one line, naming
+ * the flag to add where a flag is missing.
+ *
+ * @example
+ * ```ts
+ * import { KeepAliveError } from "./keepalive.ts";
+ *
+ * const error = new KeepAliveError("permission", "needs --allow-ffi");
+ * if (error.reason !== "permission" || error.name !== "KeepAliveError") {
+ *   throw new Error("wrong error");
+ * }
+ * ```
+ */
+export class KeepAliveError extends Error {
+  /** What went wrong, for `instanceof`-and-switch handling. */
+  readonly reason: KeepAliveErrorReason;
+
+  /** Builds the error; `message` is the line a user sees. */
+  constructor(
+    reason: KeepAliveErrorReason,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "KeepAliveError";
+    this.reason = reason;
+  }
+}
+
+// From /usr/include: asm-generic/socket.h, netinet/in.h, netinet/tcp.h.
+const SOL_SOCKET = 1;
+const SO_KEEPALIVE = 9;
+const IPPROTO_TCP = 6;
+const TCP_KEEPIDLE = 4;
+const TCP_KEEPINTVL = 5;
+const TCP_KEEPCNT = 6;
+const AF_INET = 2;
+const AF_INET6 = 10;
+const O_RDONLY_DIRECTORY_CLOEXEC = 0o200000 | 0o2000000;
+
+/** Where distributions keep glibc; the first that FFI may open wins. */
+const LIBC_PATHS = [
+  "/lib/x86_64-linux-gnu/libc.so.6",
+  "/lib/aarch64-linux-gnu/libc.so.6",
+  "/usr/lib/x86_64-linux-gnu/libc.so.6",
+  "/usr/lib/aarch64-linux-gnu/libc.so.6",
+  "/lib64/libc.so.6",
+  "/usr/lib64/libc.so.6",
+  "/usr/lib/libc.so.6",
+  "/lib/libc.so.6",
+];
+
+/** The flag a user adds: scoped to this machine's libc where we know it. */
+function ffiFlag(): string {
+  const arch = Deno.build.arch === "aarch64" ? "aarch64" : "x86_64";
+  return `--allow-ffi=/lib/${arch}-linux-gnu/libc.so.6 (or --allow-ffi)`;
+}
+
+const SYMBOLS = {
+  // Only `buffer` arguments: reading native memory (UnsafePointerView)
+  // would need unscoped --allow-ffi.
+  setsockopt: {
+    parameters: ["i32", "i32", "i32", "buffer", "u32"],
+    result: "i32",
+  },
+  getsockopt: {
+    parameters: ["i32", "i32", "i32", "buffer", "buffer"],
+    result: "i32",
+  },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  getdents64: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
+} as const;
+
+type LibC = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+let libc: LibC | undefined;
+
+/**
+ * Opens libc once per process (the handle is cached, never closed); `what`
+ * names the feature in the error when FFI is not allowed.
+ */
+function openLibC(what = "tuning keepalive"): LibC {
+  if (libc) return libc;
+  if (Deno.build.os !== "linux") {
+    throw new KeepAliveError(
+      "unsupported",
+      `${what} is supported on Linux only, not ${Deno.build.os}; plain keepalive on a TCP connection works everywhere`,
+    );
+  }
+  const granted = (path?: string) => {
+    try {
+      return Deno.permissions.querySync({ name: "ffi", path }).state ===
+        "granted";
+    } catch {
+      return false;
+    }
+  };
+  // A scoped grant resolves a bare name against the working directory, so
+  // ask for absolute paths first; the bare soname only with full access.
+  const candidates = LIBC_PATHS.filter((path) => granted(path));
+  if (granted()) candidates.push("libc.so.6");
+  if (candidates.length === 0) {
+    throw new KeepAliveError(
+      "permission",
+      `${what} needs ${ffiFlag()}`,
+    );
+  }
+  let lastError: unknown;
+  for (const path of candidates) {
+    try {
+      libc = Deno.dlopen(path, SYMBOLS).symbols;
+      return libc;
+    } catch (error) {
+      lastError = error;
+    }
+  }
+  throw new KeepAliveError(
+    "unsupported",
+    `${what}: cannot open libc (tried ${candidates.join(", ")})`,
+    { cause: lastError },
+  );
+}
+
+const LIMITS = {
+  idle: [1, 32767],
+  interval: [1, 32767],
+  count: [1, 127],
+} as const;
+
+function checkConfig(config: KeepAliveConfig): void {
+  for (const key of ["idle", "interval", "count"] as const) {
+    const value = config[key];
+    if (value === undefined) continue;
+    const [min, max] = LIMITS[key];
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new KeepAliveError(
+        "invalid",
+        `keepalive ${key} must be a whole number from ${min} to ${max}, not ${value}`,
+      );
+    }
+  }
+}
+
+function wantsTuning(config: KeepAliveConfig): boolean {
+  return config.enable !== false &&
+    (config.idle !== undefined || config.interval !== undefined ||
+      config.count !== undefined);
+}
+
+/** Where keepalive will be applied, for {@linkcode checkKeepAlive}. */
+export interface KeepAliveTarget {
+  /**
+   * The connections are TLS: Deno's `TlsConn` has no `setKeepAlive`, so
+   * even plain keepalive goes through libc and needs FFI.
+   */
+  tls?: boolean;
+}
+
+/**
+ * Checks, without a connection, that `config` can be applied here: values
+ * in range and, when it tunes timing (or the connections are TLS), Linux
+ * and FFI access to libc. A server calls it at start so a missing
+ * `--allow-ffi` is one error line at once, not one per client.
+ *
+ * @example
+ * ```ts
+ * import { checkKeepAlive } from "./keepalive.ts";
+ *
+ * checkKeepAlive({}); // plain keepalive: always possible
+ * try {
+ *   checkKeepAlive({ count: 1000 });
+ *   throw new Error("accepted 1000 probes");
+ * } catch (error) {
+ *   if ((error as Error).name !== "KeepAliveError") throw error;
+ * }
+ * ```
+ */
+export function checkKeepAlive(
+  config: KeepAliveConfig,
+  target: KeepAliveTarget = {},
+): void {
+  checkConfig(config);
+  if (wantsTuning(config)) openLibC();
+  else if (target.tls && config.enable !== false) {
+    openLibC("keepalive on TLS connections");
+  }
+}
+
+/** The 16 bytes of an IP address, IPv4 as IPv4-mapped IPv6. */
+function ipBytes(hostname: string): Uint8Array | null {
+  const host = hostname.replace(/^\[|\]$/g, "").replace(/%.*$/, "");
+  const out = new Uint8Array(16);
+  const v4 = parseIPv4(host);
+  if (v4) {
+    out[10] = out[11] = 0xff;
+    out.set(v4, 12);
+    return out;
+  }
+  const groups = parseIPv6(host);
+  if (!groups) return null;
+  groups.forEach((group, i) => {
+    out[2 * i] = group >> 8;
+    out[2 * i + 1] = group & 0xff;
+  });
+  return out;
+}
+
+/** Bytes of a `sockaddr_in` / `sockaddr_in6` as address and port. */
+function sockaddrBytes(
+  buffer: Uint8Array,
+): { ip: Uint8Array; port: number } | null {
+  const view = new DataView(buffer.buffer, buffer.byteOffset);
+  const family = view.getUint16(0, true);
+  const port = view.getUint16(2, false);
+  if (family === AF_INET) {
+    const ip = new Uint8Array(16);
+    ip[10] = ip[11] = 0xff;
+    ip.set(buffer.subarray(4, 8), 12);
+    return { ip, port };
+  }
+  if (family === AF_INET6) return { ip: buffer.slice(8, 24), port };
+  return null;
+}
+
+function sameEndpoint(
+  buffer: Uint8Array,
+  want: { ip: Uint8Array; port: number },
+): boolean {
+  const got = sockaddrBytes(buffer);
+  return got !== null && got.port === want.port &&
+    got.ip.every((byte, i) => byte === want.ip[i]);
+}
+
+function netEndpoint(
+  addr: Deno.Addr,
+): { ip: Uint8Array; port: number } | null {
+  if (addr.transport !== "tcp") return null;
+  const ip = ipBytes(addr.hostname);
+  return ip ? { ip, port: addr.port } : null;
+}
+
+/** This process's open descriptors, from `/proc/self/fd`. */
+function openDescriptors(c: LibC): number[] {
+  const dir = c.open(
+    new TextEncoder().encode("/proc/self/fd\0"),
+    O_RDONLY_DIRECTORY_CLOEXEC,
+  );
+  if (dir < 0) {
+    throw new KeepAliveError("not-found", "cannot list /proc/self/fd");
+  }
+  const fds: number[] = [];
+  const buffer = new Uint8Array(32 * 1024);
+  const view = new DataView(buffer.buffer);
+  try {
+    while (true) {
+      const n = Number(c.getdents64(dir, buffer, BigInt(buffer.byteLength)));
+      if (n <= 0) break;
+      // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name.
+      for (let offset = 0; offset < n;) {
+        const length = view.getUint16(offset + 16, true);
+        let end = offset + 19;
+        while (buffer[end] !== 0) end++;
+        const name = String.fromCharCode(...buffer.subarray(offset + 19, end));
+        if (/^\d+$/.test(name) && Number(name) !== dir) fds.push(Number(name));
+        offset += length;
+      }
+    }
+  } finally {
+    c.close(dir);
+  }
+  return fds;
+}
+
+/**
+ * The descriptor of `conn`: the socket whose local and peer addresses are
+ * the connection's. One `getsockname` per open descriptor, so O(open
+ * descriptors) per call.
+ */
+function descriptorOf(c: LibC, conn: Deno.Conn): number {
+  const local = netEndpoint(conn.localAddr);
+  const remote = netEndpoint(conn.remoteAddr);
+  if (!local || !remote) {
+    throw new KeepAliveError(
+      "not-found",
+      "keepalive applies to TCP connections only",
+    );
+  }
+  const address = new Uint8Array(128);
+  const length = new Uint32Array(1);
+  for (const fd of openDescriptors(c)) {
+    length[0] = address.byteLength;
+    if (c.getsockname(fd, address, length) !== 0) continue;
+    if (!sameEndpoint(address, local)) continue;
+    length[0] = address.byteLength;
+    if (c.getpeername(fd, address, length) !== 0) continue;
+    if (sameEndpoint(address, remote)) return fd;
+  }
+  throw new KeepAliveError(
+    "not-found",
+    "cannot find the connection's socket (closed already?)",
+  );
+}
+
+function setOption(
+  c: LibC,
+  fd: number,
+  level: number,
+  option: number,
+  name: string,
+  value: number,
+): void {
+  if (c.setsockopt(fd, level, option, new Int32Array([value]), 4) !== 0) {
+    throw new KeepAliveError(
+      "failed",
+      `setsockopt(${name}, ${value}) failed on the connection's socket`,
+    );
+  }
+}
+
+function hasSetKeepAlive(conn: Deno.Conn): conn is Deno.TcpConn {
+  return typeof (conn as Deno.TcpConn).setKeepAlive === "function";
+}
+
+/**
+ * Turns TCP keepalive on (or off) for `conn` and, on Linux, tunes when the
+ * first probe goes out (`idle`), how often the next ones do (`interval`)
+ * and how many go unanswered before the kernel declares the peer dead
+ * (`count`): a read then fails with `Deno.errors.TimedOut`
+ * (see {@linkcode isKeepAliveTimeout}), about `idle + interval × count`
+ * seconds after the peer went silent.
+ *
+ * `true` or a config without timing needs no extra permission on a
+ * `TcpConn`; timing, or any keepalive on a `TlsConn` (which has no
+ * `setKeepAlive`), needs FFI access to libc (see the module's
+ * permissions). Throws {@linkcode KeepAliveError}.
+ *
+ * @example The seed's settings on an accepted connection
+ * ```ts
+ * import { getKeepAlive, setKeepAlive } from "./keepalive.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * using client = await Deno.connect({ ...(listener.addr as Deno.NetAddr), transport: "tcp" });
+ * using accepted = await listener.accept();
+ * setKeepAlive(accepted, { idle: 1, interval: 1, count: 10 });
+ * const applied = getKeepAlive(accepted);
+ * if (!applied.enable || applied.idle !== 1 || applied.count !== 10) {
+ *   throw new Error(JSON.stringify(applied));
+ * }
+ * ```
+ */
+export function setKeepAlive(
+  conn: Deno.Conn,
+  config: KeepAliveConfig | boolean = true,
+): void {
+  const settings = typeof config === "boolean" ? { enable: config } : config;
+  checkConfig(settings);
+  if (conn.remoteAddr.transport !== "tcp") {
+    throw new KeepAliveError(
+      "not-found",
+      "keepalive applies to TCP connections only",
+    );
+  }
+  const enable = settings.enable !== false;
+  const native = hasSetKeepAlive(conn);
+  if (native && !wantsTuning(settings)) {
+    conn.setKeepAlive(enable);
+    return;
+  }
+  const c = openLibC(
+    wantsTuning(settings) ? "tuning keepalive" : "keepalive on TLS connections",
+  );
+  const fd = descriptorOf(c, conn);
+  if (native) conn.setKeepAlive(enable);
+  else setOption(c, fd, SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE", +enable);
+  if (!enable) return;
+  if (settings.idle !== undefined) {
+    setOption(c, fd, IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", settings.idle);
+  }
+  if (settings.interval !== undefined) {
+    setOption(
+      c,
+      fd,
+      IPPROTO_TCP,
+      TCP_KEEPINTVL,
+      "TCP_KEEPINTVL",
+      settings.interval,
+    );
+  }
+  if (settings.count !== undefined) {
+    setOption(c, fd, IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", settings.count);
+  }
+}
+
+/**
+ * Reads back the kernel's keepalive settings of `conn` (`getsockopt`), all
+ * fields filled in. Linux only; needs the same FFI access as tuning.
+ *
+ * @example A fresh connection has keepalive off
+ * ```ts
+ * import { getKeepAlive } from "./keepalive.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * using client = await Deno.connect({ ...(listener.addr as Deno.NetAddr), transport: "tcp" });
+ * using accepted = await listener.accept();
+ * if (getKeepAlive(client).enable) throw new Error("keepalive was on");
+ * ```
+ */
+export function getKeepAlive(conn: Deno.Conn): Required<KeepAliveConfig> {
+  const c = openLibC();
+  const fd = descriptorOf(c, conn);
+  const read = (level: number, option: number, name: string): number => {
+    const value = new Int32Array(1);
+    const length = new Uint32Array([4]);
+    if (c.getsockopt(fd, level, option, value, length) !== 0) {
+      throw new KeepAliveError("failed", `getsockopt(${name}) failed`);
+    }
+    return value[0];
+  };
+  return {
+    enable: read(SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE") !== 0,
+    idle: read(IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE"),
+    interval: read(IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL"),
+    count: read(IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT"),
+  };
+}
+
+/**
+ * `true` when `error` (from a read or write) means the kernel gave up on
+ * the peer: keepalive probes went unanswered (`ETIMEDOUT`).
+ *
+ * @example
+ * ```ts
+ * import { isKeepAliveTimeout } from "./keepalive.ts";
+ *
+ * const error = new Deno.errors.TimedOut("Connection timed out (os error 110)");
+ * if (!isKeepAliveTimeout(error)) throw new Error("not recognised");
+ * ```
+ */
+export function isKeepAliveTimeout(error: unknown): boolean {
+  return error instanceof Deno.errors.TimedOut ||
+    (error instanceof Error && /\(os error 110\)/.test(error.message));
+}
+
+/**
+ * The formatted settings for a log line, e.g. `idle 1 s, interval 1 s,
+ * 3 probes` (`system defaults` for the untuned parts).
+ *
+ * @example
+ * ```ts
+ * import { describeKeepAlive } from "./keepalive.ts";
+ *
+ * const text = describeKeepAlive({ idle: 1, interval: 1, count: 3 });
+ * if (text !== "idle 1 s, interval 1 s, 3 probes") throw new Error(text);
+ * ```
+ */
+export function describeKeepAlive(config: KeepAliveConfig): string {
+  if (config.enable === false) return "off";
+  const parts = [
+    config.idle !== undefined && `idle ${config.idle} s`,
+    config.interval !== undefined && `interval ${config.interval} s`,
+    config.count !== undefined && `${config.count} probes`,
+  ].filter(Boolean);
+  return parts.length ? parts.join(", ") : "system defaults";
+}

@@ -1,0 +1,209 @@
+/**
+ * Server-side TCP keepalive, from the seed's "Enabling TCP keepalive at
+ * server side": one command starts a server on ADDRESS:12345 and a client
+ * that connects to it; the server accepts, turns keepalive on with idle 1 s,
+ * interval 1 s and 10 probes, and both sit idle until SIGINT or SIGTERM, so
+ * the kernel's probes (empty ACKs, one a second) show on the wire.
+ *
+ *     deno run --allow-net=127.0.0.1:12345 \
+ *       --allow-ffi=/lib/x86_64-linux-gnu/libc.so.6 servers/keepalive.ts 127.0.0.1
+ *     tcpdump -n -i lo port 12345
+ *
+ * Tuning the probes goes through libc's `setsockopt` (Linux only), hence
+ * `--allow-ffi` (scoped to libc as above, or plain `--allow-ffi`; on arm64,
+ * `/lib/aarch64-linux-gnu/libc.so.6`); without it the script stops with
+ * one `error:` line naming the flag. `--idle`, `--interval` and `--count`
+ * change the timing; `--port` the port.
+ *
+ * Unlike the seed, which forks, client and server share one process (Deno
+ * has no fork) and stop together; if the kernel declares the peer dead (the
+ * probes went unanswered: a read fails with ETIMEDOUT), the server says so
+ * on stderr (`closed PEER (...): peer dead (keepalive probes unanswered)`).
+ *
+ * @module
+ */
+
+import {
+  integerFlag,
+  type KeepAliveConfig,
+  type Log,
+  parseCommandLine,
+  runMain,
+  runServers,
+  serve,
+  type Server,
+  stderrLog,
+} from "../mod.ts";
+
+/** The seed's port. */
+export const KEEPALIVE_PORT = 12345;
+
+/** The seed's timing: first probe after 1 s idle, then every 1 s, 10 probes. */
+export const SEED_KEEPALIVE: Readonly<
+  Required<Omit<KeepAliveConfig, "enable">>
+> = {
+  idle: 1,
+  interval: 1,
+  count: 10,
+};
+
+/** Options for {@linkcode startKeepAliveDemo}. */
+export interface KeepAliveDemoOptions {
+  /** Address to listen on and connect to (IPv4 or IPv6). */
+  hostname: string;
+  /** Port; 0 picks a free one. Default {@linkcode KEEPALIVE_PORT}. */
+  port?: number;
+  /** Keepalive for the accepted connection. Default {@linkcode SEED_KEEPALIVE}. */
+  keepAlive?: KeepAliveConfig;
+  /** Where `connected` and `accepted` go. Default: a line on stdout. */
+  print?: (line: string) => void;
+  /** Where log lines go. Default {@linkcode stderrLog}. */
+  log?: Log;
+}
+
+const encoder = new TextEncoder();
+
+function printStdout(line: string): void {
+  const bytes = encoder.encode(line + "\n");
+  for (let offset = 0; offset < bytes.byteLength;) {
+    offset += Deno.stdout.writeSync(bytes.subarray(offset));
+  }
+}
+
+/** Waits until the peer closes or the read fails; keepalive does the rest. */
+async function waitForClose(conn: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(1024);
+  while ((await conn.read(buffer)) !== null) {
+    // The seed's peers send nothing; anything that comes is dropped.
+  }
+}
+
+/**
+ * Starts the seed's pair: a server on `hostname:port` that accepts one
+ * client and sets keepalive on it (through {@linkcode serve}'s `keepAlive`
+ * option), and that client, connected. Returns a {@linkcode Server}:
+ * `shutdown()` closes the client, then the server.
+ *
+ * @example Both ends on a free loopback port, stopped by `await using`
+ * ```ts
+ * import { startKeepAliveDemo } from "./keepalive.ts";
+ *
+ * const lines: string[] = [];
+ * await using demo = await startKeepAliveDemo({
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   print: (line) => lines.push(line),
+ *   log: () => {},
+ * });
+ * while (lines.length < 2) await new Promise((r) => setTimeout(r, 10));
+ * if (lines.join() !== "connected,accepted") throw new Error(lines.join());
+ * ```
+ */
+export async function startKeepAliveDemo(
+  options: KeepAliveDemoOptions,
+): Promise<Server> {
+  const print = options.print ?? printStdout;
+  const log = options.log ?? stderrLog;
+  let markConnected!: () => void;
+  const connected = new Promise<void>((resolve) => markConnected = resolve);
+  const server = serve({
+    name: "keepalive",
+    defaultPort: KEEPALIVE_PORT,
+    stream: async (conn) => {
+      // The seed's order: the client's line first.
+      await connected;
+      print("accepted");
+      await waitForClose(conn);
+    },
+  }, {
+    hostname: options.hostname,
+    port: options.port ?? KEEPALIVE_PORT,
+    keepAlive: options.keepAlive ?? SEED_KEEPALIVE,
+    // The seed's listen(server, 1): this demo serves its own client only.
+    maxConnections: 1,
+    gracePeriodMs: 1000,
+    log,
+  });
+  const { port } = server.addr as Deno.NetAddr;
+  let client: Deno.TcpConn;
+  try {
+    client = await Deno.connect({ hostname: options.hostname, port });
+  } catch (error) {
+    await server.shutdown();
+    throw error;
+  }
+  print("connected");
+  markConnected();
+  let closing = false;
+  const clientDone = waitForClose(client).catch((error) => {
+    if (!closing) log(`client: ${(error as Error).message}`);
+  });
+  const shutdown = async (): Promise<void> => {
+    if (!closing) {
+      closing = true;
+      try {
+        client.close();
+      } catch {
+        // Closed already.
+      }
+    }
+    await Promise.all([clientDone, server.shutdown()]);
+  };
+  return {
+    addr: server.addr,
+    ready: server.ready,
+    finished: server.finished.then(() => clientDone),
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
+  };
+}
+
+const USAGE = `usage: keepalive.ts [options] ADDRESS
+
+Starts a server on ADDRESS:${KEEPALIVE_PORT} and a client that connects to it;
+the server turns TCP keepalive on for the accepted connection, prints
+'accepted' (the client prints 'connected'), and both wait for SIGINT or
+SIGTERM. Watch the probes with: tcpdump -n -i lo port ${KEEPALIVE_PORT}
+
+  --port P               port (default ${KEEPALIVE_PORT}; 0 picks a free one)
+  --idle S               seconds idle before the first probe (default ${SEED_KEEPALIVE.idle})
+  --interval S           seconds between probes (default ${SEED_KEEPALIVE.interval})
+  --count N              unanswered probes before the peer is dead (default ${SEED_KEEPALIVE.count})
+  --help                 print this help and exit
+
+Permissions: --allow-net=ADDRESS:PORT and FFI access to libc for tuning,
+--allow-ffi=/lib/x86_64-linux-gnu/libc.so.6 (or --allow-ffi). Linux only.`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values, positionals } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: {
+        port: { type: "string" },
+        idle: { type: "string" },
+        interval: { type: "string" },
+        count: { type: "string" },
+      },
+      minPositionals: 1,
+      maxPositionals: 1,
+    });
+    const keepAlive: KeepAliveConfig = { ...SEED_KEEPALIVE };
+    if (values.idle !== undefined) {
+      keepAlive.idle = integerFlag("--idle", values.idle, 1, 32767);
+    }
+    if (values.interval !== undefined) {
+      keepAlive.interval = integerFlag("--interval", values.interval, 1, 32767);
+    }
+    if (values.count !== undefined) {
+      keepAlive.count = integerFlag("--count", values.count, 1, 127);
+    }
+    const demo = await startKeepAliveDemo({
+      hostname: positionals[0].replace(/^\[(.*)\]$/, "$1"),
+      port: values.port === undefined
+        ? KEEPALIVE_PORT
+        : integerFlag("--port", values.port, 0, 65535),
+      keepAlive,
+    });
+    await runServers([{ server: demo }]);
+  });
+}
