@@ -435,6 +435,54 @@ export function serverFlagsHelp(
 }
 
 /**
+ * Some of {@linkcode SERVER_FLAGS}, for a server that takes only those (a
+ * TCP-only server has no `--udp`); an unknown flag is then a usage error.
+ *
+ * @example
+ * ```ts
+ * import { pickServerFlags } from "./cli.ts";
+ *
+ * const flags = pickServerFlags("hostname", "port");
+ * if (Object.keys(flags).join() !== "hostname,port") throw new Error("wrong flags");
+ * ```
+ */
+export function pickServerFlags<K extends keyof typeof SERVER_FLAGS>(
+  ...names: K[]
+): Pick<typeof SERVER_FLAGS, K> {
+  const picked: Partial<Pick<typeof SERVER_FLAGS, K>> = {};
+  for (const name of names) picked[name] = SERVER_FLAGS[name];
+  return picked as Pick<typeof SERVER_FLAGS, K>;
+}
+
+/**
+ * The lines of {@linkcode serverFlagsHelp} for the flags in `names` only
+ * (and `--help`), for a server built with {@linkcode pickServerFlags}.
+ *
+ * @example
+ * ```ts
+ * import { serverFlagsHelpFor } from "./cli.ts";
+ *
+ * const help = serverFlagsHelpFor(["port"], 3500);
+ * if (!help.includes("--port P") || help.includes("--udp")) throw new Error(help);
+ * ```
+ */
+export function serverFlagsHelpFor(
+  names: readonly string[],
+  defaultPort: number,
+  defaultHostname = "0.0.0.0",
+): string {
+  const wanted = new Set([...names, "help"]);
+  let keep = false;
+  return serverFlagsHelp(defaultPort, defaultHostname).split("\n").filter(
+    (line) => {
+      const flag = /^ {2}--([a-z-]+)/.exec(line);
+      if (flag) keep = wanted.has(flag[1]);
+      return keep;
+    },
+  ).join("\n");
+}
+
+/**
  * Turns parsed {@linkcode SERVER_FLAGS} into {@linkcode ServerOptions};
  * throws {@linkcode UsageError} naming a bad value or a clash of transports.
  * With `--tls` it reads the `--cert` and `--key` files (a missing or

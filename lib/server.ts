@@ -656,6 +656,8 @@ class DatagramServer extends BaseServer {
   /** The inode of the socket file this server created, once bound. */
   readonly #socketFile: () => number | undefined;
   #loopDone: Promise<void> = Promise.resolve();
+  /** Settles once the datagram being handled has been answered. */
+  #inFlight?: Promise<void>;
 
   constructor(
     service: Service,
@@ -750,6 +752,8 @@ class DatagramServer extends BaseServer {
         );
         continue;
       }
+      let answered!: () => void;
+      this.#inFlight = new Promise((resolve) => answered = resolve);
       try {
         const reply = await this.#handler(data, source);
         if (!reply) continue;
@@ -765,11 +769,27 @@ class DatagramServer extends BaseServer {
         this.log(
           `${this.prefix}reply to ${peer} failed: ${(error as Error).message}`,
         );
+      } finally {
+        this.#inFlight = undefined;
+        answered();
       }
     }
   }
 
   protected async stop(): Promise<void> {
+    // A datagram being answered (a handler may even call `shutdown()`, as
+    // `--once` does) gets its reply before the socket closes, within the
+    // grace period, as stream connections in flight do.
+    if (this.#inFlight) {
+      let graceTimer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#inFlight,
+        new Promise((resolve) =>
+          graceTimer = setTimeout(resolve, this.gracePeriodMs)
+        ),
+      ]);
+      clearTimeout(graceTimer);
+    }
     try {
       this.#socket?.close();
     } catch {

@@ -1,0 +1,149 @@
+/**
+ * Hello client, from the seed's "TCP client snippet": connects to
+ * 127.0.0.1:3500, sends `hello` (or MESSAGE), and writes the reply (up to
+ * 512 bytes, or until the server closes) to stdout.
+ *
+ *     deno run --allow-net=127.0.0.1:3500 servers/hello.ts --once
+ *     deno run --allow-net=127.0.0.1:3500 clients/hello.ts
+ *     deno run --allow-net=127.0.0.1:3500 clients/hello.ts 'hi there'
+ *
+ * Any listener does on the other side, e.g. `nc -l 127.0.0.1 3500`.
+ *
+ * Unlike the snippet (which closes an undeclared `client_sock`), after
+ * sending it half-closes its side, so a server that reads to end of stream
+ * knows the message is complete; and every failure (refused, no such host,
+ * no reply within `--timeout` seconds, default 10) is one `error:` line,
+ * exit 1.
+ *
+ * @module
+ */
+
+import {
+  ConnectError,
+  connectTcp,
+  integerFlag,
+  joinHostPort,
+  parseCommandLine,
+  readWithTimeout,
+  runMain,
+  secondsFlag,
+  stripBrackets,
+  writeAll,
+} from "../mod.ts";
+
+/** The snippet's server port. */
+export const HELLO_PORT = 3500;
+
+/** The most of the reply that is kept (the snippet's `BUFSIZE`). */
+export const HELLO_REPLY_SIZE = 512;
+
+/** The default `--timeout`, in ms. */
+export const HELLO_CLIENT_TIMEOUT_MS = 10_000;
+
+/** Options for {@linkcode sayHello}. */
+export interface HelloClientOptions {
+  /** Server host name or IP literal. Default `127.0.0.1`. */
+  hostname?: string;
+  /** Server port. Default 3500. */
+  port?: number;
+  /** What to send. Default `hello`. */
+  message?: string | Uint8Array;
+  /**
+   * Gives up when connecting, or waiting for the reply, takes longer than
+   * this many ms; 0 waits forever. Default 10000.
+   */
+  timeoutMs?: number;
+}
+
+/**
+ * Sends the message and returns the reply: what the server sends until it
+ * closes, at most 512 bytes (a reply that stops without the server closing
+ * ends after `timeoutMs` of silence). Rejects with a `ConnectError` (from `mod.ts`)
+ * whose message is one clear line.
+ *
+ * @example Against the hello server
+ * ```ts
+ * import { sayHello } from "./hello.ts";
+ * import { serveHello } from "../servers/hello.ts";
+ *
+ * const output = { write: (p: Uint8Array) => Promise.resolve(p.length) };
+ * await using server = serveHello({ port: 0, output, log: () => {} });
+ * const { port } = server.addr as Deno.NetAddr;
+ * const reply = await sayHello({ port, message: "hi" });
+ * if (new TextDecoder().decode(reply) !== "hello") throw new Error("no hello");
+ * ```
+ */
+export async function sayHello(
+  options: HelloClientOptions = {},
+): Promise<Uint8Array> {
+  const hostname = options.hostname ?? "127.0.0.1";
+  const port = options.port ?? HELLO_PORT;
+  const timeoutMs = options.timeoutMs ?? HELLO_CLIENT_TIMEOUT_MS;
+  const target = joinHostPort(stripBrackets(hostname), port);
+  const message = typeof options.message === "string"
+    ? new TextEncoder().encode(options.message)
+    : options.message ?? new TextEncoder().encode("hello");
+  using conn = await connectTcp({ hostname, port, timeoutMs });
+  await writeAll(conn, message);
+  try {
+    await conn.closeWrite();
+  } catch {
+    // The server closed first: its reply (if any) is still readable.
+  }
+  const reply = new Uint8Array(HELLO_REPLY_SIZE);
+  let total = 0;
+  while (total < reply.byteLength) {
+    let n: number | null;
+    try {
+      n = await readWithTimeout(conn, reply.subarray(total), timeoutMs, target);
+    } catch (error) {
+      // A server that replied and then fell silent without closing has
+      // still replied: keep what came.
+      if (total > 0 && error instanceof ConnectError) break;
+      throw error;
+    }
+    if (n === null) break;
+    total += n;
+  }
+  return reply.slice(0, total);
+}
+
+const USAGE = `usage: hello.ts [options] [MESSAGE]
+
+Hello client (the seed's TCP client snippet): sends MESSAGE (default "hello")
+and prints the reply (up to ${HELLO_REPLY_SIZE} bytes, or until the server closes).
+
+  --hostname H   server address (default 127.0.0.1)
+  --port P       server port (default ${HELLO_PORT})
+  --timeout S    give up when connecting or waiting for the reply takes
+                 longer than S seconds (default ${
+  HELLO_CLIENT_TIMEOUT_MS / 1000
+}; 0: wait forever)
+  --help         print this help and exit
+
+Permissions: --allow-net=HOST:PORT (default 127.0.0.1:${HELLO_PORT}).`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values, positionals } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: {
+        hostname: { type: "string" },
+        port: { type: "string" },
+        timeout: { type: "string" },
+      },
+      maxPositionals: 1,
+    });
+    const reply = await sayHello({
+      hostname: values.hostname,
+      port: values.port === undefined
+        ? HELLO_PORT
+        : integerFlag("--port", values.port, 1, 65535),
+      timeoutMs: values.timeout === undefined
+        ? HELLO_CLIENT_TIMEOUT_MS
+        : secondsFlag("--timeout", values.timeout),
+      message: positionals[0],
+    });
+    await writeAll(Deno.stdout, reply);
+  });
+}

@@ -1,0 +1,179 @@
+/**
+ * Hello server, from the seed's "TCP server snippet": for each client it
+ * prints `Client with IP ADDRESS connected` on stdout, sends `hello`, reads
+ * what the client sends (one read, up to 512 bytes) and writes it to
+ * stdout. `--once` serves one client and exits 0, as the snippet does.
+ *
+ *     deno run --allow-net=127.0.0.1:3500 servers/hello.ts
+ *     deno run --allow-net=127.0.0.1:3500 clients/hello.ts
+ *     echo hi | socat - TCP:127.0.0.1:3500
+ *
+ * The seed's bugs are fixed: it `send`s and `recv`s on the listening socket
+ * instead of the accepted one (both fail with ENOTCONN), and it formats the
+ * peer with `inet_ntoa` on the listening address. Here the greeting goes to
+ * the client, and a client on an IPv6 socket prints its own address (an
+ * IPv4-mapped one dotted, as IPv4).
+ *
+ * @module
+ */
+
+import {
+  parseCommandLine,
+  pickServerFlags,
+  runMain,
+  runServers,
+  serve,
+  type Server,
+  serverFlagsHelpFor,
+  type ServerOptions,
+  serverOptionsFromFlags,
+  type Service,
+  stderrLog,
+  unmapIPv4,
+  writeAll,
+} from "../mod.ts";
+
+/** The snippet's port. */
+export const HELLO_PORT = 3500;
+
+/** The snippet's address: loopback only. */
+export const HELLO_HOSTNAME = "127.0.0.1";
+
+/** The most the server reads from a client (the snippet's `BUFSIZE`). */
+export const HELLO_READ_SIZE = 512;
+
+const GREETING = new TextEncoder().encode("hello");
+
+/** Options for {@linkcode serveHello}. */
+export interface HelloOptions extends ServerOptions {
+  /**
+   * Serve one client, then stop (`finished` resolves), as the snippet does;
+   * others arriving meanwhile are refused. Default `false`.
+   */
+  once?: boolean;
+  /** Where the `Client with IP` lines and payloads go. Default stdout. */
+  output?: { write(p: Uint8Array): Promise<number> };
+}
+
+/**
+ * The hello service, for {@linkcode serve}: greet, read once, print.
+ * `onClientDone` runs after each client is served.
+ *
+ * @example
+ * ```ts
+ * import { helloService } from "./hello.ts";
+ *
+ * if (helloService().defaultPort !== 3500) throw new Error("wrong port");
+ * ```
+ */
+export function helloService(
+  options: {
+    output?: { write(p: Uint8Array): Promise<number> };
+    log?: (line: string) => void;
+    onClientDone?: () => void;
+  } = {},
+): Service {
+  const output = options.output ?? Deno.stdout;
+  const log = options.log ?? stderrLog;
+  const encoder = new TextEncoder();
+  return {
+    name: "hello",
+    defaultPort: HELLO_PORT,
+    defaultHostname: HELLO_HOSTNAME,
+    async stream(conn, context) {
+      try {
+        const ip = "hostname" in conn.remoteAddr
+          ? unmapIPv4(conn.remoteAddr.hostname)
+          : context.peer;
+        await writeAll(
+          output,
+          encoder.encode(`Client with IP ${ip} connected\n`),
+        );
+        await writeAll(conn, GREETING);
+        context.bytesOut += GREETING.byteLength;
+        context.active();
+        const buffer = new Uint8Array(HELLO_READ_SIZE);
+        const n = await conn.read(buffer);
+        if (n === null) {
+          log(`${context.peer} closed the connection without sending anything`);
+          return;
+        }
+        context.bytesIn += n;
+        await writeAll(output, buffer.subarray(0, n));
+      } finally {
+        options.onClientDone?.();
+      }
+    },
+  };
+}
+
+/**
+ * Starts a hello server (default TCP on 127.0.0.1:3500).
+ *
+ * @example One client, then the server stops by itself
+ * ```ts
+ * import { serveHello } from "./hello.ts";
+ *
+ * const chunks: Uint8Array[] = [];
+ * const output = { write: (p: Uint8Array) => (chunks.push(p.slice()), Promise.resolve(p.length)) };
+ * const server = serveHello({ port: 0, once: true, output, log: () => {} });
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+ * const greeting = new Uint8Array(5);
+ * await conn.read(greeting);
+ * await conn.write(new TextEncoder().encode("hi"));
+ * await server.finished;
+ * if (new TextDecoder().decode(greeting) !== "hello") throw new Error("no greeting");
+ * ```
+ */
+export function serveHello(options: HelloOptions = {}): Server {
+  const once: { server?: Server } = {};
+  const service = helloService({
+    output: options.output,
+    log: options.log,
+    onClientDone: options.once ? () => server?.shutdown() : undefined,
+  });
+  const server = serve(service, {
+    ...options,
+    maxConnections: options.once ? 1 : options.maxConnections,
+  });
+  once.server = server;
+  return server;
+}
+
+const FLAGS = [
+  "hostname",
+  "port",
+  "max-connections",
+  "idle-timeout",
+  "grace",
+  "allow",
+  "deny",
+  "tls",
+  "cert",
+  "key",
+] as const;
+
+const USAGE = `usage: hello.ts [options]
+
+Hello server (the seed's TCP server snippet): prints "Client with IP ADDRESS
+connected", sends "hello", reads up to ${HELLO_READ_SIZE} bytes once and writes
+them to stdout.
+
+  --once                 serve one client, then exit 0
+${serverFlagsHelpFor(FLAGS, HELLO_PORT, HELLO_HOSTNAME)}
+
+Permissions: --allow-net=HOST:PORT (default 127.0.0.1:${HELLO_PORT}).`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: { ...pickServerFlags(...FLAGS), once: { type: "boolean" } },
+    });
+    const options = serverOptionsFromFlags(values);
+    await runServers([{
+      server: serveHello({ ...options, once: values.once }),
+    }]);
+  });
+}
