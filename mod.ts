@@ -44,3 +44,4 @@ export * from "./lib/access.ts";
 export * from "./lib/tls.ts";
 export * from "./lib/address.ts";
 export * from "./lib/client.ts";
+export * from "./lib/simple.ts";

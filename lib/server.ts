@@ -87,6 +87,12 @@ export interface ServerOptions {
   allowLowPorts?: boolean;
   /** Datagram replies per second to one source address. Default 100. */
   udpRatePerSecond?: number;
+  /**
+   * UDP: source ports never answered, even with `allowLowPorts`: the ports
+   * of services that answer anything (echo, chargen...), where a reply
+   * could start an endless loop. Default none.
+   */
+  dropSourcePorts?: Iterable<number>;
   /** Where log lines go. Default {@linkcode stderrLog}. */
   log?: Log;
   /** Label for log lines of a server with several sockets (`echo/tcp`). */
@@ -647,6 +653,7 @@ class DatagramServer extends BaseServer {
   #socket?: Deno.DatagramConn;
   readonly #handler: DatagramHandler;
   readonly #allowLowPorts: boolean;
+  readonly #dropSourcePorts: ReadonlySet<number>;
   readonly #access?: AccessPolicy;
   readonly #rate: SourceRateLimiter;
   readonly #droppedLowPort: FloodLog;
@@ -701,6 +708,7 @@ class DatagramServer extends BaseServer {
     this.#socketFile = () => socketFile;
     this.#handler = handler;
     this.#allowLowPorts = options.allowLowPorts ?? false;
+    this.#dropSourcePorts = new Set(options.dropSourcePorts ?? []);
     this.#access = options.access;
     this.#rate = new SourceRateLimiter(
       options.udpRatePerSecond ?? DEFAULT_UDP_RATE,
@@ -739,6 +747,12 @@ class DatagramServer extends BaseServer {
         // can start an endless loop between two services.
         this.#droppedLowPort.event(
           `datagram from ${peer}: source port below 1024`,
+        );
+        continue;
+      }
+      if ("port" in source && this.#dropSourcePorts.has(source.port)) {
+        this.#droppedLowPort.event(
+          `datagram from ${peer}: source port is a service port (loop protection)`,
         );
         continue;
       }

@@ -1,0 +1,275 @@
+/**
+ * Time client (RFC 868): asks ADDRESS (a name or an IPv4/IPv6 literal) for
+ * the time and prints it as ISO 8601 UTC to the second
+ * (`2026-11-25T13:40:42Z`). Over TCP it reads the 4 bytes the server sends
+ * before closing; with `--udp` it sends an empty datagram and reads the
+ * 4-byte reply. Values past 2036 are read in the era nearest the local
+ * clock, so the answer stays right after the 32-bit counter wraps.
+ *
+ *     deno run --allow-net=127.0.0.1:37 clients/time.ts 127.0.0.1
+ *     deno run --allow-net=127.0.0.1:10037 clients/time.ts 127.0.0.1 --port 10037
+ *     deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:10037 \
+ *       clients/time.ts 127.0.0.1 --port 10037 --udp
+ *
+ * The other side: `servers/time.ts`, `servers/inetd.ts`, or xinetd's
+ * internal `time` service.
+ *
+ * @module
+ */
+
+import {
+  dateFromRfc868,
+  integerFlag,
+  joinHostPort,
+  parseCommandLine,
+  readExact,
+  runMain,
+  secondsFlag,
+  SIMPLE_SERVICE_PORTS,
+  UnexpectedEofError,
+  UsageError,
+} from "../mod.ts";
+
+/** Asking a time server failed; the message is the one line a user sees. */
+export class TimeQueryError extends Error {
+  /** Builds the error; `cause` is the system's error, if any. */
+  constructor(message: string, cause?: unknown) {
+    super(message, { cause });
+    this.name = "TimeQueryError";
+  }
+}
+
+/** What {@linkcode queryTime} asks, and how. */
+export interface TimeQueryOptions {
+  /** Server name or IP literal (IPv6 with or without brackets). */
+  hostname: string;
+  /** Server port. Default 37. */
+  port?: number;
+  /** `tcp` (default) or `udp`. */
+  transport?: "tcp" | "udp";
+  /** Gives up after this many ms. Default 5000. */
+  timeoutMs?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 5000;
+// Over UDP the empty request is sent again this often until the timeout,
+// in case one datagram is lost.
+const UDP_RESEND_MS = 1000;
+
+/**
+ * `date` as the client prints it: ISO 8601 UTC to the second.
+ *
+ * @example
+ * ```ts
+ * import { formatIsoSeconds } from "./time.ts";
+ *
+ * const text = formatIsoSeconds(new Date("2026-11-25T13:40:42.789Z"));
+ * if (text !== "2026-11-25T13:40:42Z") throw new Error(text);
+ * ```
+ */
+export function formatIsoSeconds(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+function unbracket(hostname: string): string {
+  return /^\[.*\]$/.test(hostname) ? hostname.slice(1, -1) : hostname;
+}
+
+function systemReason(error: unknown): string {
+  return (error as Error).message.replace(/ \(os error \d+\)$/, "");
+}
+
+function decode(bytes: Uint8Array): Date {
+  return dateFromRfc868(
+    new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0),
+  );
+}
+
+/**
+ * Asks an RFC 868 time server for the time. Rejects with
+ * {@linkcode TimeQueryError} (refused, no such host, timed out, short
+ * reply) with a one-line message naming the server.
+ *
+ * @example
+ * ```ts
+ * import { queryTime } from "./time.ts";
+ * import { serveTime } from "../servers/time.ts";
+ *
+ * await using server = serveTime({ hostname: "127.0.0.1", port: 0, log: () => {} });
+ * const { port } = server.addr as Deno.NetAddr;
+ * const date = await queryTime({ hostname: "127.0.0.1", port });
+ * if (Math.abs(date.getTime() - Date.now()) > 5000) throw new Error(date.toISOString());
+ * ```
+ */
+export function queryTime(options: TimeQueryOptions): Promise<Date> {
+  const hostname = unbracket(options.hostname);
+  const port = options.port ?? SIMPLE_SERVICE_PORTS.time;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const target = joinHostPort(hostname, port);
+  return options.transport === "udp"
+    ? queryUdp(hostname, port, target, timeoutMs)
+    : queryTcp(hostname, port, target, timeoutMs);
+}
+
+async function queryTcp(
+  hostname: string,
+  port: number,
+  target: string,
+  timeoutMs: number,
+): Promise<Date> {
+  const controller = new AbortController();
+  let conn: Deno.TcpConn | undefined;
+  const timer = setTimeout(() => {
+    controller.abort();
+    try {
+      conn?.close();
+    } catch {
+      // Closed already.
+    }
+  }, timeoutMs);
+  try {
+    conn = await Deno.connect({ hostname, port, signal: controller.signal });
+    return decode(await readExact(conn, 4));
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    if (controller.signal.aborted) {
+      throw new TimeQueryError(
+        `timed out after ${timeoutMs / 1000} s asking ${target} for the time`,
+        error,
+      );
+    }
+    if (error instanceof UnexpectedEofError) {
+      throw new TimeQueryError(
+        `${target} closed after ${error.bytesRead} of the 4 bytes of an RFC 868 time`,
+        error,
+      );
+    }
+    if (error instanceof Deno.errors.ConnectionRefused) {
+      throw new TimeQueryError(`connection refused by ${target}`, error);
+    }
+    if (/failed to lookup address/.test((error as Error).message)) {
+      throw new TimeQueryError(`no such host '${hostname}'`, error);
+    }
+    throw new TimeQueryError(
+      `cannot get the time from ${target}: ${systemReason(error)}`,
+      error,
+    );
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn?.close();
+    } catch {
+      // Closed by the timeout.
+    }
+  }
+}
+
+async function queryUdp(
+  hostname: string,
+  port: number,
+  target: string,
+  timeoutMs: number,
+): Promise<Date> {
+  const socket = Deno.listenDatagram({
+    transport: "udp",
+    hostname: hostname.includes(":") ? "::" : "0.0.0.0",
+    port: 0,
+  });
+  const destination: Deno.NetAddr = { transport: "udp", hostname, port };
+  let timedOut = false;
+  let resend: ReturnType<typeof setInterval> | undefined;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    socket.close();
+  }, timeoutMs);
+  try {
+    // RFC 868: "send an empty datagram to port 37".
+    const request = new Uint8Array(0);
+    await socket.send(request, destination);
+    resend = setInterval(() => {
+      socket.send(request, destination).catch(() => {});
+    }, UDP_RESEND_MS);
+    const buffer = new Uint8Array(64);
+    while (true) {
+      const [data, source] = await socket.receive(buffer);
+      // Only the server's port may answer; a stray datagram is skipped.
+      if ((source as Deno.NetAddr).port !== port) continue;
+      if (data.byteLength !== 4) {
+        throw new TimeQueryError(
+          `${target} sent ${data.byteLength} bytes; an RFC 868 time is 4`,
+        );
+      }
+      return decode(data);
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    if (error instanceof TimeQueryError) throw error;
+    if (timedOut) {
+      throw new TimeQueryError(
+        `no reply from ${target} within ${timeoutMs / 1000} s (UDP)`,
+        error,
+      );
+    }
+    if (/failed to lookup address/.test((error as Error).message)) {
+      throw new TimeQueryError(`no such host '${hostname}'`, error);
+    }
+    if (error instanceof Deno.errors.ConnectionRefused) {
+      throw new TimeQueryError(`${target} refused the datagram (UDP)`, error);
+    }
+    throw new TimeQueryError(
+      `cannot get the time from ${target}: ${systemReason(error)}`,
+      error,
+    );
+  } finally {
+    clearTimeout(timer);
+    clearInterval(resend);
+    if (!timedOut) socket.close();
+  }
+}
+
+const USAGE = `usage: time.ts [options] ADDRESS
+
+Asks an RFC 868 time server for the time and prints it as ISO 8601 UTC.
+
+  --port P               server port (default ${SIMPLE_SERVICE_PORTS.time})
+  --udp                  ask over UDP (needs --unstable-net)
+  --timeout S            give up after S seconds (default ${
+  DEFAULT_TIMEOUT_MS / 1000
+})
+  --help                 print this help and exit
+
+Permissions: --allow-net=ADDRESS:PORT; with --udp, also 0.0.0.0:0 (or
+[::]:0 for IPv6) to bind the local socket.`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values, positionals } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: {
+        port: { type: "string" },
+        udp: { type: "boolean" },
+        timeout: { type: "string" },
+      },
+      minPositionals: 1,
+      maxPositionals: 1,
+    });
+    const hostname = positionals[0];
+    if (hostname === "" || /[\s\/]/.test(hostname)) {
+      throw new UsageError(`invalid address '${hostname}'`);
+    }
+    const port = values.port === undefined
+      ? undefined
+      : integerFlag("--port", values.port, 1, 65535);
+    const timeoutMs = values.timeout === undefined
+      ? undefined
+      : secondsFlag("--timeout", values.timeout);
+    if (timeoutMs === 0) throw new UsageError("--timeout must be above 0");
+    const date = await queryTime({
+      hostname,
+      port,
+      transport: values.udp ? "udp" : "tcp",
+      timeoutMs,
+    });
+    console.log(formatIsoSeconds(date));
+  });
+}

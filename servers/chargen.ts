@@ -1,0 +1,200 @@
+/**
+ * Character generator server (RFC 864): sends 72-character lines plus CRLF
+ * cut from the ring of the 95 printable ASCII characters (space to `~`),
+ * the first starting at `!`, each next one character further on, until the
+ * client goes away. What the client sends is read and thrown away.
+ *
+ *     deno run --allow-net=0.0.0.0:10019 servers/chargen.ts --port 10019
+ *     socat -u TCP:127.0.0.1:10019 - | head -n 3
+ *
+ * UDP (each datagram is answered with one datagram of pattern, at most 512
+ * bytes; replies go to whoever sent, so it needs host-wide net permission):
+ *
+ *     deno run --unstable-net --allow-net servers/chargen.ts --udp --port 10019
+ *     echo | socat - UDP:127.0.0.1:10019
+ *
+ * The stream is written as fast as the client reads and no faster: each
+ * write waits for the kernel to take the last one (backpressure), so a slow
+ * reader costs one buffer, not a growing queue. The UDP side never answers
+ * another simple service's port, and limits replies per source
+ * (CVE-1999-0103: chargen's UDP side was the classic amplifier).
+ *
+ * @module
+ */
+
+import {
+  type ConnectionContext,
+  MAX_SIMPLE_DATAGRAM,
+  parseCommandLine,
+  runMain,
+  runServers,
+  type Server,
+  SERVER_FLAGS,
+  serverFlagsHelp,
+  type ServerOptions,
+  serverOptionsFromFlags,
+  serveSimple,
+  type Service,
+  SIMPLE_SERVICE_PORTS,
+  writeAll,
+} from "../mod.ts";
+
+/** Characters in each line before its CRLF (RFC 864). */
+export const CHARGEN_LINE_LENGTH = 72;
+
+/** The ring: the 95 printable ASCII characters, space to `~`. */
+const RING_SIZE = 95;
+const RING_FIRST = 0x20;
+const LINE_BYTES = CHARGEN_LINE_LENGTH + 2;
+
+/**
+ * `count` lines of the RFC 864 pattern, each 72 characters plus CRLF,
+ * starting with line `first` (line 0 starts at `!`). The pattern repeats
+ * every 95 lines.
+ *
+ * @example
+ * ```ts
+ * import { chargenLines } from "./chargen.ts";
+ *
+ * const text = new TextDecoder().decode(chargenLines(0, 2));
+ * const [one, two] = text.split("\r\n");
+ * if (!one.startsWith("!\"#$%") || !two.startsWith("\"#$%&") || one.length !== 72) {
+ *   throw new Error(text);
+ * }
+ * ```
+ */
+export function chargenLines(first: number, count: number): Uint8Array {
+  const out = new Uint8Array(count * LINE_BYTES);
+  for (let line = 0; line < count; line++) {
+    // Line 0 starts at '!', one past the ring's first character (space).
+    const start = (first + line + 1) % RING_SIZE;
+    const at = line * LINE_BYTES;
+    for (let i = 0; i < CHARGEN_LINE_LENGTH; i++) {
+      out[at + i] = RING_FIRST + (start + i) % RING_SIZE;
+    }
+    out[at + CHARGEN_LINE_LENGTH] = 0x0d;
+    out[at + CHARGEN_LINE_LENGTH + 1] = 0x0a;
+  }
+  return out;
+}
+
+// Nine whole cycles of 95 lines (63 270 bytes): writing this block again
+// and again continues the pattern exactly, with few large writes.
+const STREAM_BLOCK = chargenLines(0, RING_SIZE * 9);
+// As many whole lines as fit in one datagram reply (6 lines, 444 bytes).
+const DATAGRAM_REPLY = chargenLines(
+  0,
+  Math.floor(MAX_SIMPLE_DATAGRAM / LINE_BYTES),
+);
+
+/**
+ * The RFC 864 chargen service, for {@linkcode serveSimple} or an inetd.
+ *
+ * @example
+ * ```ts
+ * import { chargenService } from "./chargen.ts";
+ *
+ * const reply = await chargenService().datagram!(new Uint8Array(1), {
+ *   transport: "udp",
+ *   hostname: "127.0.0.1",
+ *   port: 5000,
+ * });
+ * if (!reply || reply.byteLength > 512) throw new Error("too big");
+ * ```
+ */
+export function chargenService(): Service {
+  return {
+    name: "chargen",
+    defaultPort: SIMPLE_SERVICE_PORTS.chargen,
+    stream: chargenStream,
+    datagram: () => DATAGRAM_REPLY,
+  };
+}
+
+function isPeerGone(error: unknown): boolean {
+  return error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.BadResource ||
+    error instanceof Deno.errors.Interrupted;
+}
+
+async function chargenStream(
+  conn: Deno.Conn,
+  context: ConnectionContext,
+): Promise<void> {
+  // RFC 864: "data sent by the client is thrown away". Reading it keeps a
+  // chatty client from stalling on a full window; EOF only means the
+  // client has nothing more to say, not that it stopped reading.
+  const discarding = (async () => {
+    const sink = new Uint8Array(16 * 1024);
+    try {
+      for (let n; (n = await conn.read(sink)) !== null;) {
+        context.bytesIn += n;
+        context.active();
+      }
+    } catch {
+      // The connection closed under us: the writer notices too.
+    }
+  })();
+  try {
+    while (true) {
+      await writeAll(conn, STREAM_BLOCK);
+      context.bytesOut += STREAM_BLOCK.byteLength;
+      context.active();
+    }
+  } catch (error) {
+    // The client going away is how every chargen session ends.
+    if (!isPeerGone(error)) throw error;
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Closed by the server's idle sweep or shutdown.
+    }
+    await discarding;
+  }
+}
+
+/**
+ * Starts a chargen server (default TCP on 0.0.0.0:19).
+ *
+ * @example
+ * ```ts
+ * import { serveChargen } from "./chargen.ts";
+ * import { readExact } from "../mod.ts";
+ *
+ * await using server = serveChargen({ hostname: "127.0.0.1", port: 0, log: () => {} });
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+ * const line = new TextDecoder().decode(await readExact(conn, 74));
+ * if (!line.startsWith("!\"#") || !line.endsWith("\r\n")) throw new Error(line);
+ * ```
+ */
+export function serveChargen(options: ServerOptions = {}): Server {
+  return serveSimple(chargenService(), options);
+}
+
+const USAGE = `usage: chargen.ts [options]
+
+Character generator (RFC 864): sends 72-character lines of the printable
+ASCII ring until the client goes away; with --udp, one datagram of at most
+512 bytes per datagram received.
+
+${serverFlagsHelp(SIMPLE_SERVICE_PORTS.chargen)}
+
+Port 19 needs root; as a user, pick one above 1023 (--port 10019).
+Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
+--allow-net (replies go to any sender).`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: { ...SERVER_FLAGS },
+    });
+    await runServers([{
+      server: serveChargen(serverOptionsFromFlags(values)),
+    }]);
+  });
+}

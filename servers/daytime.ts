@@ -1,0 +1,151 @@
+/**
+ * Daytime server (RFC 867), from the seed's "TCP Daytime Iterative Server":
+ * on each connection, writes the local time as C's `ctime()` prints it, cut
+ * to 24 characters, plus CRLF (`Tue Nov  4 09:05:01 2026\r\n`), then closes.
+ * The time zone is the process's (`TZ` is honoured).
+ *
+ *     deno run --allow-net=0.0.0.0:13 servers/daytime.ts        # as root
+ *     deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port 10013
+ *     socat - TCP:127.0.0.1:10013
+ *
+ * UDP (any datagram is answered with the same line; replies go to whoever
+ * sent, so it needs host-wide net permission):
+ *
+ *     deno run --unstable-net --allow-net servers/daytime.ts --udp --port 10013
+ *     echo | socat - UDP:127.0.0.1:10013
+ *
+ * Unlike the seed, which serves one client at a time and dies on the first
+ * failed `accept`, this serves many at once, survives accept errors, says
+ * how to pick another port when port 13 needs root, and protects its UDP
+ * side against loops and floods.
+ *
+ * @module
+ */
+
+import {
+  parseCommandLine,
+  replyService,
+  runMain,
+  runServers,
+  type Server,
+  SERVER_FLAGS,
+  serverFlagsHelp,
+  type ServerOptions,
+  serverOptionsFromFlags,
+  serveSimple,
+  type Service,
+  SIMPLE_SERVICE_PORTS,
+} from "../mod.ts";
+
+const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS = [
+  "Jan",
+  "Feb",
+  "Mar",
+  "Apr",
+  "May",
+  "Jun",
+  "Jul",
+  "Aug",
+  "Sep",
+  "Oct",
+  "Nov",
+  "Dec",
+];
+
+function pad2(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
+}
+
+/**
+ * `date` in local time as C's `ctime()` prints it, without its newline:
+ * `Tue Nov  4 09:05:01 2026` (day of month padded with a space), always
+ * 24 characters (cut, as the seed cuts it, for years past 9999). The local
+ * time zone is the process's, so `TZ` is honoured.
+ *
+ * @example
+ * ```ts
+ * import { ctime } from "./daytime.ts";
+ *
+ * const line = ctime(new Date(2026, 10, 4, 9, 5, 1));
+ * if (line !== "Wed Nov  4 09:05:01 2026") throw new Error(line);
+ * ```
+ */
+export function ctime(date: Date): string {
+  const day = date.getDate();
+  const text = `${DAYS[date.getDay()]} ${MONTHS[date.getMonth()]} ${
+    day < 10 ? ` ${day}` : day
+  } ${pad2(date.getHours())}:${pad2(date.getMinutes())}:${
+    pad2(date.getSeconds())
+  } ${date.getFullYear()}`;
+  return text.slice(0, 24);
+}
+
+/**
+ * The RFC 867 daytime service: {@linkcode ctime} of now plus CRLF, for
+ * {@linkcode serveSimple} or an inetd. `now` is for tests.
+ *
+ * @example
+ * ```ts
+ * import { daytimeService } from "./daytime.ts";
+ *
+ * const service = daytimeService(() => new Date(2026, 0, 2, 3, 4, 5));
+ * const reply = await service.datagram!(new Uint8Array(0), {
+ *   transport: "udp",
+ *   hostname: "127.0.0.1",
+ *   port: 5000,
+ * });
+ * const text = new TextDecoder().decode(reply!);
+ * if (text !== "Fri Jan  2 03:04:05 2026\r\n") throw new Error(text);
+ * ```
+ */
+export function daytimeService(now: () => Date = () => new Date()): Service {
+  const encoder = new TextEncoder();
+  return replyService(
+    "daytime",
+    SIMPLE_SERVICE_PORTS.daytime,
+    () => encoder.encode(`${ctime(now())}\r\n`),
+  );
+}
+
+/**
+ * Starts a daytime server (default TCP on 0.0.0.0:13).
+ *
+ * @example
+ * ```ts
+ * import { serveDaytime } from "./daytime.ts";
+ * import { readExact } from "../mod.ts";
+ *
+ * await using server = serveDaytime({ hostname: "127.0.0.1", port: 0, log: () => {} });
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+ * const line = new TextDecoder().decode(await readExact(conn, 26));
+ * if (!/^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/.test(line)) throw new Error(line);
+ * ```
+ */
+export function serveDaytime(options: ServerOptions = {}): Server {
+  return serveSimple(daytimeService(), options);
+}
+
+const USAGE = `usage: daytime.ts [options]
+
+Daytime server (RFC 867): sends the local time as C's ctime() prints it
+(TZ honoured), CRLF, then closes; with --udp, answers each datagram.
+
+${serverFlagsHelp(SIMPLE_SERVICE_PORTS.daytime)}
+
+Port 13 needs root; as a user, pick one above 1023 (--port 10013).
+Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
+--allow-net (replies go to any sender).`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: { ...SERVER_FLAGS },
+    });
+    await runServers([{
+      server: serveDaytime(serverOptionsFromFlags(values)),
+    }]);
+  });
+}

@@ -1,0 +1,106 @@
+/**
+ * Discard server (RFC 863): reads everything a client sends and throws it
+ * away; the connection stays open until the client closes it. With `--udp`,
+ * datagrams are read and never answered.
+ *
+ *     deno run --allow-net=0.0.0.0:10009 servers/discard.ts --port 10009
+ *     socat -u - TCP:127.0.0.1:10009 < /dev/urandom
+ *
+ * UDP (nothing is ever sent, so binding is all the permission it needs):
+ *
+ *     deno run --unstable-net --allow-net=0.0.0.0:10009 servers/discard.ts --udp --port 10009
+ *     echo hello | socat - UDP:127.0.0.1:10009
+ *
+ * @module
+ */
+
+import {
+  type ConnectionContext,
+  parseCommandLine,
+  runMain,
+  runServers,
+  type Server,
+  SERVER_FLAGS,
+  serverFlagsHelp,
+  type ServerOptions,
+  serverOptionsFromFlags,
+  serveSimple,
+  type Service,
+  SIMPLE_SERVICE_PORTS,
+} from "../mod.ts";
+
+/**
+ * The RFC 863 discard service, for {@linkcode serveSimple} or an inetd.
+ *
+ * @example
+ * ```ts
+ * import { discardService } from "./discard.ts";
+ *
+ * const reply = await discardService().datagram!(new Uint8Array(3), {
+ *   transport: "udp",
+ *   hostname: "127.0.0.1",
+ *   port: 5000,
+ * });
+ * if (reply) throw new Error("discard answered");
+ * ```
+ */
+export function discardService(): Service {
+  return {
+    name: "discard",
+    defaultPort: SIMPLE_SERVICE_PORTS.discard,
+    stream: discardStream,
+    datagram: () => null,
+  };
+}
+
+async function discardStream(
+  conn: Deno.Conn,
+  context: ConnectionContext,
+): Promise<void> {
+  const sink = new Uint8Array(64 * 1024);
+  for (let n; (n = await conn.read(sink)) !== null;) {
+    context.bytesIn += n;
+    context.active();
+  }
+}
+
+/**
+ * Starts a discard server (default TCP on 0.0.0.0:9).
+ *
+ * @example
+ * ```ts
+ * import { serveDiscard } from "./discard.ts";
+ * import { writeAll } from "../mod.ts";
+ *
+ * await using server = serveDiscard({ hostname: "127.0.0.1", port: 0, log: () => {} });
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+ * await writeAll(conn, new Uint8Array(100_000));
+ * await conn.closeWrite();
+ * if (await conn.read(new Uint8Array(1)) !== null) throw new Error("discard sent data");
+ * ```
+ */
+export function serveDiscard(options: ServerOptions = {}): Server {
+  return serveSimple(discardService(), options);
+}
+
+const USAGE = `usage: discard.ts [options]
+
+Discard server (RFC 863): reads and throws away everything it receives.
+
+${serverFlagsHelp(SIMPLE_SERVICE_PORTS.discard)}
+
+Port 9 needs root; as a user, pick one above 1023 (--port 10009).
+Permissions: --allow-net=HOST:PORT (TCP), plus --unstable-net for --udp.`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: { ...SERVER_FLAGS },
+    });
+    await runServers([{
+      server: serveDiscard(serverOptionsFromFlags(values)),
+    }]);
+  });
+}

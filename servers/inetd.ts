@@ -1,0 +1,259 @@
+/**
+ * The six RFC simple services at once, as inetd's internal services are:
+ * echo, discard, daytime, qotd, chargen and time, each on TCP and UDP at
+ * `--base` + its well-known port (default base 10000: echo 10007, discard
+ * 10009, daytime 10013, qotd 10017, chargen 10019, time 10037). One life
+ * cycle: every socket is bound before the first `listening on` line, and
+ * one SIGINT or SIGTERM stops them all (exit 0).
+ *
+ *     deno run --unstable-net --allow-net servers/inetd.ts
+ *     deno run --unstable-net --allow-net servers/inetd.ts --only echo,time
+ *     socat - TCP:127.0.0.1:10013
+ *     rdate -p -o 10037 127.0.0.1
+ *
+ * (UDP replies go to whoever sent, so it needs host-wide net permission;
+ * with `--qotd-file FILE` add `--allow-read=FILE`.)
+ *
+ * The UDP sides never answer a source port below 1024 (`--allow-low-ports`
+ * to change that) nor any simple service's port, here or at the well-known
+ * ports, even with `--allow-low-ports` (CVE-1999-0103: two services
+ * answering each other forever), and limit replies per source
+ * (`--udp-rate`), counting what they drop in the log.
+ *
+ * @module
+ */
+
+import {
+  combineServers,
+  INETD_BASE,
+  integerFlag,
+  parseCommandLine,
+  runMain,
+  runServers,
+  serve,
+  type Server,
+  SERVER_FLAGS,
+  serverFlagsHelp,
+  type ServerOptions,
+  serverOptionsFromFlags,
+  type Service,
+  SIMPLE_SERVICE_PORTS,
+  simpleLoopPorts,
+  UsageError,
+} from "../mod.ts";
+import { chargenService } from "./chargen.ts";
+import { daytimeService } from "./daytime.ts";
+import { discardService } from "./discard.ts";
+import { echoService } from "./echo.ts";
+import { loadQuotations, qotdService } from "./qotd.ts";
+import { timeService } from "./time.ts";
+
+/** The name of a simple service. */
+export type SimpleServiceName = keyof typeof SIMPLE_SERVICE_PORTS;
+
+/** Every simple service, in the order inetd starts them. */
+export const SIMPLE_SERVICES: readonly SimpleServiceName[] = Object.freeze([
+  "echo",
+  "discard",
+  "daytime",
+  "qotd",
+  "chargen",
+  "time",
+]);
+
+/** Options for {@linkcode serveInetd}. */
+export interface InetdOptions extends Omit<ServerOptions, "port" | "path"> {
+  /** Each service listens at `base` + its well-known port. Default 10000. */
+  base?: number;
+  /** The services to run; default all six. */
+  services?: readonly SimpleServiceName[];
+  /** The transports to serve each on; default both. */
+  transports?: readonly ("tcp" | "udp")[];
+  /** Encoded quotations for qotd (see `parseQuotations` in `qotd.ts`). */
+  quotations?: readonly Uint8Array[];
+}
+
+/** One socket of an inetd: which service, on which transport. */
+export interface InetdSocket {
+  /** The service's name (`echo`). */
+  service: SimpleServiceName;
+  /** `tcp` or `udp`. */
+  transport: "tcp" | "udp";
+  /** `echo/tcp`, as the log labels it. */
+  label: string;
+  /** The server on that socket. */
+  server: Server;
+}
+
+/** A running inetd: all its sockets, stopped together. */
+export interface Inetd extends Server {
+  /** Every socket, in start order. */
+  readonly sockets: readonly InetdSocket[];
+}
+
+function serviceFor(
+  name: SimpleServiceName,
+  quotations?: readonly Uint8Array[],
+): Service {
+  switch (name) {
+    case "echo":
+      return echoService({ defaultPort: SIMPLE_SERVICE_PORTS.echo });
+    case "discard":
+      return discardService();
+    case "daytime":
+      return daytimeService();
+    case "qotd":
+      return qotdService(quotations);
+    case "chargen":
+      return chargenService();
+    case "time":
+      return timeService();
+  }
+}
+
+/**
+ * Starts the simple services on TCP and UDP at `base` + their well-known
+ * ports, all bound before it returns (if one cannot bind, those already
+ * bound are closed and the `ListenError` is thrown). One
+ * `shutdown()` stops them all.
+ *
+ * @example Daytime over TCP on a port that was just free
+ * ```ts
+ * import { serveInetd } from "./inetd.ts";
+ *
+ * const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const { port } = probe.addr as Deno.NetAddr;
+ * probe.close();
+ * await using inetd = serveInetd({
+ *   hostname: "127.0.0.1",
+ *   base: port - 13,
+ *   services: ["daytime"],
+ *   transports: ["tcp"],
+ *   log: () => {},
+ * });
+ * if (inetd.sockets[0].label !== "daytime/tcp") throw new Error();
+ * ```
+ */
+export function serveInetd(options: InetdOptions = {}): Inetd {
+  const {
+    base = INETD_BASE,
+    services = SIMPLE_SERVICES,
+    transports = ["tcp", "udp"],
+    quotations,
+    ...common
+  } = options;
+  const sockets: InetdSocket[] = [];
+  try {
+    for (const name of services) {
+      const service = serviceFor(name, quotations);
+      const port = base + SIMPLE_SERVICE_PORTS[name];
+      for (const transport of transports) {
+        const label = `${name}/${transport}`;
+        const server = serve(service, {
+          dropSourcePorts: simpleLoopPorts([0, INETD_BASE, base]),
+          ...common,
+          transport,
+          port,
+          label,
+        });
+        sockets.push({ service: name, transport, label, server });
+      }
+    }
+  } catch (error) {
+    for (const { server } of sockets) server.shutdown();
+    throw error;
+  }
+  const combined = combineServers(sockets.map((s) => s.server));
+  return Object.assign(combined, { sockets });
+}
+
+function serviceList(flag: string, text: string): SimpleServiceName[] {
+  const names = text.split(",").map((name) => name.trim()).filter(Boolean);
+  for (const name of names) {
+    if (!(SIMPLE_SERVICES as readonly string[]).includes(name)) {
+      throw new UsageError(
+        `unknown service '${name}' for ${flag}: expected some of ${
+          SIMPLE_SERVICES.join(",")
+        }`,
+      );
+    }
+  }
+  if (names.length === 0) {
+    throw new UsageError(`${flag} needs at least one service`);
+  }
+  return names as SimpleServiceName[];
+}
+
+const MAX_BASE = 65535 - Math.max(...Object.values(SIMPLE_SERVICE_PORTS));
+
+const INETD_FLAGS = {
+  base: { type: "string" },
+  only: { type: "string" },
+  except: { type: "string" },
+  "tcp-only": { type: "boolean" },
+  "udp-only": { type: "boolean" },
+  "qotd-file": { type: "string" },
+  hostname: SERVER_FLAGS.hostname,
+  "max-connections": SERVER_FLAGS["max-connections"],
+  "idle-timeout": SERVER_FLAGS["idle-timeout"],
+  grace: SERVER_FLAGS.grace,
+  "allow-low-ports": SERVER_FLAGS["allow-low-ports"],
+  "udp-rate": SERVER_FLAGS["udp-rate"],
+} as const;
+
+const USAGE = `usage: inetd.ts [options]
+
+Runs echo, discard, daytime, qotd, chargen and time on TCP and UDP at once,
+each at BASE + its well-known port (echo 7, discard 9, daytime 13, qotd 17,
+chargen 19, time 37).
+
+  --base B               base port (default ${INETD_BASE}; 0 for the well-known ports, as root)
+  --only LIST            run only these services (comma-separated)
+  --except LIST          run all but these services
+  --tcp-only             serve TCP only
+  --udp-only             serve UDP only
+  --qotd-file FILE       qotd serves the quotations in FILE, one per paragraph
+${
+  serverFlagsHelp(0).split("\n").filter((line) =>
+    !/^  --(port|udp|unix|unixpacket) /.test(line)
+  ).join("\n")
+}
+
+Permissions: --unstable-net --allow-net (UDP replies go to any sender),
+plus --allow-read=FILE with --qotd-file.`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: INETD_FLAGS,
+    });
+    const options: InetdOptions = serverOptionsFromFlags(values);
+    delete options.transport;
+    if (values.base !== undefined) {
+      options.base = integerFlag("--base", values.base, 0, MAX_BASE);
+    }
+    if (values.only !== undefined && values.except !== undefined) {
+      throw new UsageError("--only and --except cannot be used together");
+    }
+    if (values.only !== undefined) {
+      options.services = serviceList("--only", values.only);
+    } else if (values.except !== undefined) {
+      const except = serviceList("--except", values.except);
+      options.services = SIMPLE_SERVICES.filter((s) => !except.includes(s));
+      if (options.services.length === 0) {
+        throw new UsageError("--except leaves no service to run");
+      }
+    }
+    if (values["tcp-only"] && values["udp-only"]) {
+      throw new UsageError("--tcp-only and --udp-only cannot be used together");
+    }
+    if (values["tcp-only"]) options.transports = ["tcp"];
+    if (values["udp-only"]) options.transports = ["udp"];
+    if (values["qotd-file"] !== undefined) {
+      options.quotations = await loadQuotations(values["qotd-file"]);
+    }
+    const inetd = serveInetd(options);
+    await runServers([...inetd.sockets]);
+  });
+}

@@ -1,0 +1,232 @@
+/**
+ * Quote of the Day server (RFC 865): sends one quotation, its lines ending
+ * in CRLF, at most 512 bytes, and closes. With `--udp`, any datagram gets
+ * one quotation. `--file FILE` serves your own: one quotation per paragraph
+ * (paragraphs are separated by blank lines); each is picked at random.
+ *
+ *     deno run --allow-net=0.0.0.0:10017 servers/qotd.ts --port 10017
+ *     deno run --allow-net=0.0.0.0:10017 --allow-read=quotes.txt \
+ *       servers/qotd.ts --port 10017 --file quotes.txt
+ *     socat - TCP:127.0.0.1:10017
+ *
+ * UDP (replies go to whoever sent, so it needs host-wide net permission):
+ *
+ *     deno run --unstable-net --allow-net servers/qotd.ts --udp --port 10017
+ *     echo | socat - UDP:127.0.0.1:10017
+ *
+ * A quotation longer than 512 bytes on the wire is refused when the file is
+ * loaded, not cut on the wire: RFC 865 caps the message at 512 characters.
+ *
+ * @module
+ */
+
+import {
+  MAX_SIMPLE_DATAGRAM,
+  parseCommandLine,
+  replyService,
+  runMain,
+  runServers,
+  type Server,
+  SERVER_FLAGS,
+  serverFlagsHelp,
+  type ServerOptions,
+  serverOptionsFromFlags,
+  serveSimple,
+  type Service,
+  SIMPLE_SERVICE_PORTS,
+} from "../mod.ts";
+
+/** The quotations served when no file is given (all in the public domain). */
+export const DEFAULT_QUOTATIONS: readonly string[] = Object.freeze([
+  "Be conservative in what you do, be liberal in what you accept from others.\n  -- Jon Postel, RFC 761",
+  "The purpose of computing is insight, not numbers.\n  -- Richard Hamming",
+  "Simplicity is prerequisite for reliability.\n  -- Edsger W. Dijkstra",
+  "Well begun is half done.\n  -- Aristotle",
+  "Where there is much light, the shadow is deep.\n  -- Johann Wolfgang von Goethe",
+]);
+
+/** A quotation file is empty or holds a quotation that is too long. */
+export class QuotationError extends Error {
+  /** Builds the error; `message` says which quotation and why. */
+  constructor(message: string) {
+    super(message);
+    this.name = "QuotationError";
+  }
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * A quotation as it goes on the wire: every line ending in CRLF (trailing
+ * blanks and blank lines at either end dropped).
+ *
+ * @example
+ * ```ts
+ * import { quotationBytes } from "./qotd.ts";
+ *
+ * const text = new TextDecoder().decode(quotationBytes("To be.\n  -- Someone\n"));
+ * if (text !== "To be.\r\n  -- Someone\r\n") throw new Error(JSON.stringify(text));
+ * ```
+ */
+export function quotationBytes(quotation: string): Uint8Array {
+  const lines = quotation.replace(/\r\n?/g, "\n").split("\n")
+    .map((line) => line.trimEnd());
+  while (lines.length > 0 && lines[0] === "") lines.shift();
+  while (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
+  return encoder.encode(lines.map((line) => `${line}\r\n`).join(""));
+}
+
+/**
+ * Splits a quotation file into its paragraphs (separated by blank lines)
+ * and encodes each with {@linkcode quotationBytes}. Throws
+ * {@linkcode QuotationError} when there is none, or when one is longer
+ * than 512 bytes on the wire (RFC 865's limit), naming it.
+ *
+ * @example
+ * ```ts
+ * import { parseQuotations } from "./qotd.ts";
+ *
+ * const quotations = parseQuotations("One.\n -- A\n\n\nTwo.\n -- B\n");
+ * if (quotations.length !== 2) throw new Error(String(quotations.length));
+ * ```
+ */
+export function parseQuotations(text: string): Uint8Array[] {
+  const paragraphs = text.replace(/\r\n?/g, "\n").split(/\n[ \t]*\n/)
+    .filter((paragraph) => paragraph.trim() !== "");
+  if (paragraphs.length === 0) {
+    throw new QuotationError(
+      "no quotations (expected one per paragraph, separated by blank lines)",
+    );
+  }
+  return paragraphs.map((paragraph, index) => {
+    const bytes = quotationBytes(paragraph);
+    if (bytes.byteLength > MAX_SIMPLE_DATAGRAM) {
+      throw new QuotationError(
+        `quotation ${index + 1} ("${
+          paragraph.trim().slice(0, 30)
+        }...") is ${bytes.byteLength} bytes with CRLF line ends; RFC 865 allows at most ${MAX_SIMPLE_DATAGRAM}`,
+      );
+    }
+    return bytes;
+  });
+}
+
+/**
+ * The RFC 865 qotd service, for {@linkcode serveSimple} or an inetd: each
+ * reply is one of `quotations` (already encoded, e.g. by
+ * {@linkcode parseQuotations}), picked at random.
+ *
+ * @example
+ * ```ts
+ * import { parseQuotations, qotdService } from "./qotd.ts";
+ *
+ * const service = qotdService(parseQuotations("Only one.\n"));
+ * const reply = await service.datagram!(new Uint8Array(0), {
+ *   transport: "udp",
+ *   hostname: "127.0.0.1",
+ *   port: 5000,
+ * });
+ * if (new TextDecoder().decode(reply!) !== "Only one.\r\n") throw new Error();
+ * ```
+ */
+export function qotdService(
+  quotations: readonly Uint8Array[] = DEFAULT_QUOTATIONS.map(quotationBytes),
+): Service {
+  if (quotations.length === 0) throw new QuotationError("no quotations");
+  return replyService(
+    "qotd",
+    SIMPLE_SERVICE_PORTS.qotd,
+    () => quotations[Math.floor(Math.random() * quotations.length)],
+  );
+}
+
+/** Options for {@linkcode serveQotd}. */
+export interface QotdOptions extends ServerOptions {
+  /** Encoded quotations (see {@linkcode parseQuotations}); default the built-in ones. */
+  quotations?: readonly Uint8Array[];
+}
+
+/**
+ * Starts a qotd server (default TCP on 0.0.0.0:17).
+ *
+ * @example
+ * ```ts
+ * import { parseQuotations, serveQotd } from "./qotd.ts";
+ * import { readExact } from "../mod.ts";
+ *
+ * await using server = serveQotd({
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   quotations: parseQuotations("Hello.\n"),
+ *   log: () => {},
+ * });
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+ * const text = new TextDecoder().decode(await readExact(conn, 8));
+ * if (text !== "Hello.\r\n") throw new Error(text);
+ * ```
+ */
+export function serveQotd(options: QotdOptions = {}): Server {
+  const { quotations, ...rest } = options;
+  return serveSimple(qotdService(quotations), rest);
+}
+
+/**
+ * Reads and parses a quotation file (see {@linkcode parseQuotations}); the
+ * error names the file.
+ *
+ * @example
+ * ```ts
+ * import { loadQuotations } from "./qotd.ts";
+ *
+ * const path = await Deno.makeTempFile();
+ * await Deno.writeTextFile(path, "First.\n\nSecond.\n");
+ * if ((await loadQuotations(path)).length !== 2) throw new Error();
+ * await Deno.remove(path);
+ * ```
+ */
+export async function loadQuotations(path: string): Promise<Uint8Array[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    throw new QuotationError(
+      `cannot read ${path}: ${(error as Error).message.split(" (os error")[0]}`,
+    );
+  }
+  try {
+    return parseQuotations(text);
+  } catch (error) {
+    if (error instanceof QuotationError) {
+      throw new QuotationError(`${path}: ${error.message}`);
+    }
+    throw error;
+  }
+}
+
+const USAGE = `usage: qotd.ts [options]
+
+Quote of the Day server (RFC 865): sends one quotation (at most 512 bytes,
+CRLF line ends) and closes; with --udp, answers each datagram.
+
+  --file FILE            serve the quotations in FILE, one per paragraph
+${serverFlagsHelp(SIMPLE_SERVICE_PORTS.qotd)}
+
+Port 17 needs root; as a user, pick one above 1023 (--port 10017).
+Permissions: --allow-net=HOST:PORT for TCP (plus --allow-read=FILE with
+--file); for --udp, --unstable-net and --allow-net (replies go to any sender).`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: { ...SERVER_FLAGS, file: { type: "string" } },
+    });
+    const options = serverOptionsFromFlags(values);
+    const quotations = values.file === undefined
+      ? undefined
+      : await loadQuotations(values.file);
+    await runServers([{ server: serveQotd({ ...options, quotations }) }]);
+  });
+}
