@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import { readExact } from "../mod.ts";
+import { chargenLines, serveChargen } from "../servers/chargen.ts";
+import { startServer } from "./_helpers.ts";
+import { udpAsk } from "./_simple.ts";
+
+const PRINTABLE = Array.from(
+  { length: 95 },
+  (_, i) => String.fromCharCode(32 + i),
+)
+  .join("");
+
+Deno.test("chargenLines() follows RFC 864: 72 characters of the 95-character ring, CRLF", () => {
+  const text = new TextDecoder().decode(chargenLines(0, 96));
+  const lines = text.split("\r\n");
+  assert.equal(lines.pop(), "");
+  assert.equal(lines.length, 96);
+  for (const [i, line] of lines.entries()) {
+    const start = (i + 1) % 95;
+    assert.equal(
+      line,
+      (PRINTABLE + PRINTABLE).slice(start, start + 72),
+      `line ${i}`,
+    );
+  }
+  assert.equal(lines[0].slice(0, 5), '!"#$%');
+  assert.equal(lines[94].slice(0, 3), ' !"', "line 94 starts at the space");
+  assert.equal(lines[95], lines[0], "the pattern repeats every 95 lines");
+});
+
+Deno.test("chargen.ts, with its header's permissions, streams the pattern over TCP", async () => {
+  await using server = await startServer("servers/chargen.ts", {
+    permissions: ["--allow-net=127.0.0.1:0"],
+    args: ["--hostname", "127.0.0.1", "--port", "0"],
+  });
+  {
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    // Three whole rounds of the ring and then some: 300 lines.
+    assert.deepEqual(await readExact(conn, 300 * 74), chargenLines(0, 300));
+  }
+  await server.proc.waitForStderr(
+    /closed 127\.0\.0\.1:\d+ \(0 bytes in, \d+ bytes out\)$/,
+  );
+  assert.doesNotMatch(
+    server.proc.stderr,
+    /Broken pipe|reset/i,
+    "a client leaving is no error",
+  );
+  server.proc.kill("SIGTERM");
+  const { code, stderr } = await server.proc.finished();
+  assert.equal(code, 0, stderr);
+});
+
+Deno.test("chargen.ts --udp answers one datagram of whole lines, at most 512 bytes", async () => {
+  await using server = await startServer("servers/chargen.ts", {
+    permissions: ["--unstable-net", "--allow-net"],
+    args: ["--udp", "--hostname", "127.0.0.1", "--port", "0"],
+  });
+  const reply = await udpAsk(server.port, new Uint8Array(1000));
+  assert.deepEqual(reply, chargenLines(0, 6));
+  assert.ok(reply!.byteLength <= 512);
+});
+
+Deno.test("serveChargen() waits for a client that does not read, and marks writes as activity", async () => {
+  const lines: string[] = [];
+  await using server = serveChargen({
+    hostname: "127.0.0.1",
+    port: 0,
+    idleTimeoutMs: 600,
+    log: (line) => lines.push(line),
+  });
+  const { port } = server.addr as Deno.NetAddr;
+  // A reader that keeps reading outlives the idle timeout: writes count.
+  {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const buffer = new Uint8Array(65536);
+    const until = Date.now() + 1500;
+    while (Date.now() < until) {
+      assert.notEqual(await conn.read(buffer), null, "cut while reading");
+    }
+  }
+  // A client that never reads: the server stops writing once the socket
+  // buffers are full (no queue grows), goes idle and is closed.
+  {
+    using _conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const deadline = Date.now() + 10_000;
+    while (!lines.some((l) => l.startsWith("idle timeout"))) {
+      assert.ok(Date.now() < deadline, lines.join("\n"));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  await server.shutdown();
+  const closed = lines.filter((l) => l.startsWith("closed"));
+  assert.equal(closed.length, 2, lines.join("\n"));
+  const sent = Number(/(\d+) bytes out/.exec(closed[1])![1]);
+  // Loopback buffers hold a few MB at most; without backpressure this grows
+  // by hundreds of MB a second.
+  assert.ok(
+    sent < 32 * 1024 * 1024,
+    `${sent} bytes sent to a client that read nothing`,
+  );
+});

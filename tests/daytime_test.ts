@@ -1,0 +1,206 @@
+import assert from "node:assert/strict";
+import { ctime } from "../servers/daytime.ts";
+import {
+  missing,
+  readAll,
+  repoPath,
+  runCommand,
+  runScript,
+  startServer,
+} from "./_helpers.ts";
+import { udpAsk } from "./_simple.ts";
+
+const CTIME_LINE =
+  /^(Sun|Mon|Tue|Wed|Thu|Fri|Sat) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 123]\d \d\d:\d\d:\d\d \d{4}\r\n$/;
+
+// Seconds since 1970, chosen for single-digit days, DST changes in both
+// hemispheres, leap days, both sides of 1970 and of 2038.
+const MOMENTS = [
+  0,
+  -14182940, // 1969-07-20T20:17:40Z
+  946684799, // 1999-12-31T23:59:59Z
+  1709164800, // 2024-02-29T00:00:00Z
+  1772963999, // 2026-03-08T09:59:59Z (US DST starts at 10:00Z)
+  1774746000, // 2026-03-29T01:00:00Z (EU DST starts)
+  1775350800, // 2026-04-05 (southern hemisphere DST ends)
+  1793754301, // 2026-11-04T09:05:01Z
+  1794110400, // 2026-11-08
+  2147483648, // 2038-01-19T03:14:08Z
+  4107542400, // 2100-03-01T00:00:00Z
+];
+
+const ZONES = [
+  "UTC",
+  "America/New_York",
+  "Europe/Berlin",
+  "Asia/Kolkata",
+  "Australia/Lord_Howe",
+  "America/St_Johns",
+  "Pacific/Chatham",
+  "Pacific/Kiritimati",
+  "EST5EDT",
+  "JST-9",
+  ":Europe/Paris",
+];
+
+const C_FIXTURE = `#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    time_t t = (time_t)strtoll(argv[i], NULL, 10);
+    fputs(ctime(&t), stdout);
+  }
+  return 0;
+}
+`;
+
+async function run(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<string> {
+  const output = await new Deno.Command(command, {
+    args,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.equal(output.code, 0, stderr);
+  return new TextDecoder().decode(output.stdout);
+}
+
+Deno.test({
+  name: "ctime() prints what C's ctime() prints, in many time zones",
+  ignore: missing("gcc"),
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "simple5-ctime-" });
+    try {
+      await Deno.writeTextFile(`${dir}/ctime.c`, C_FIXTURE);
+      const compiled = await runCommand("gcc", [
+        "-o",
+        `${dir}/ctime`,
+        `${dir}/ctime.c`,
+      ]);
+      assert.equal(compiled.code, 0, compiled.stderr);
+      const args = MOMENTS.map(String);
+      const script = `import { ctime } from ${
+        JSON.stringify(repoPath("servers/daytime.ts"))
+      };
+for (const s of ${
+        JSON.stringify(MOMENTS)
+      }) console.log(ctime(new Date(s * 1000)));`;
+      for (const tz of ZONES) {
+        const [fromC, fromDeno] = await Promise.all([
+          run(`${dir}/ctime`, args, { TZ: tz }),
+          run(Deno.execPath(), ["eval", "--quiet", script], {
+            TZ: tz,
+            NO_COLOR: "1",
+          }),
+        ]);
+        assert.equal(fromC.split("\n").length, MOMENTS.length + 1);
+        assert.equal(fromDeno, fromC, `TZ=${tz}`);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("ctime() pads a single-digit day with a space and is 24 characters", () => {
+  const line = ctime(new Date(2026, 10, 4, 9, 5, 1));
+  assert.equal(line, "Wed Nov  4 09:05:01 2026");
+  assert.equal(
+    ctime(new Date(2026, 10, 24, 23, 37, 45)),
+    "Tue Nov 24 23:37:45 2026",
+  );
+  assert.equal(ctime(new Date(12026, 0, 1)).length, 24);
+});
+
+Deno.test("daytime.ts, with its header's permissions, sends the local time over TCP and UDP", async () => {
+  const before = Date.now();
+  {
+    await using server = await startServer("servers/daytime.ts", {
+      permissions: ["--allow-net=127.0.0.1:0"],
+      args: ["--hostname", "127.0.0.1", "--port", "0"],
+      env: { TZ: "Asia/Kolkata" },
+    });
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    const line = new TextDecoder().decode(await readAll(conn));
+    assert.match(line, CTIME_LINE);
+    // Asia/Kolkata is UTC+05:30, all year.
+    const sent = Date.parse(line.trim() + " GMT+0530");
+    assert.ok(Math.abs(sent - before) < 5000, `${line} vs ${new Date(before)}`);
+    server.proc.kill("SIGTERM");
+    const { code, stderr } = await server.proc.finished();
+    assert.equal(code, 0, stderr);
+    assert.match(
+      stderr,
+      /closed 127\.0\.0\.1:\d+ \(0 bytes in, 26 bytes out\)/,
+    );
+  }
+  {
+    await using server = await startServer("servers/daytime.ts", {
+      permissions: ["--unstable-net", "--allow-net"],
+      args: ["--hostname", "127.0.0.1", "--port", "0", "--udp"],
+      env: { TZ: "UTC" },
+    });
+    const reply = await udpAsk(server.port, "what time is it?");
+    assert.ok(reply, "a reply");
+    const line = new TextDecoder().decode(reply);
+    assert.match(line, CTIME_LINE);
+    assert.ok(
+      Math.abs(Date.parse(line.trim() + " UTC") - Date.now()) < 5000,
+      line,
+    );
+  }
+});
+
+Deno.test({
+  name:
+    "daytime.ts as an unprivileged user: port 13 fails with how to pick another port",
+  ignore: missing("setpriv") || Deno.uid() !== 0,
+  async fn() {
+    const denoDir = await Deno.makeTempDir({ prefix: "simple5-nobody-" });
+    try {
+      await Deno.chmod(denoDir, 0o777);
+      const { code, stderr } = await runCommand("setpriv", [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "env",
+        `DENO_DIR=${denoDir}`,
+        "NO_COLOR=1",
+        Deno.execPath(),
+        "run",
+        "--quiet",
+        "--no-prompt",
+        "--allow-net=0.0.0.0:13",
+        repoPath("servers/daytime.ts"),
+      ]);
+      assert.equal(code, 1, stderr);
+      assert.equal(
+        stderr,
+        "error: permission denied listening on 0.0.0.0:13: ports below 1024 " +
+          "need root or CAP_NET_BIND_SERVICE; pick another with --port 10013\n",
+      );
+    } finally {
+      await Deno.remove(denoDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("daytime.ts: --help exits 0, a bad flag exits 2 with one error line", async () => {
+  const help = await runScript("servers/daytime.ts", { args: ["--help"] });
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^usage: daytime\.ts/);
+  const bad = await runScript("servers/daytime.ts", {
+    args: ["--port", "70000"],
+  });
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /^error: invalid value '70000' for --port[^\n]*$/);
+});
