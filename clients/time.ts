@@ -18,15 +18,20 @@
  */
 
 import {
+  checkHost,
+  ConnectError,
+  connectTcp,
   dateFromRfc868,
+  describeConnectFailure,
+  formatSeconds,
   integerFlag,
   joinHostPort,
   parseCommandLine,
-  readExact,
+  readWithTimeout,
   runMain,
   secondsFlag,
   SIMPLE_SERVICE_PORTS,
-  UnexpectedEofError,
+  stripBrackets,
   UsageError,
 } from "../mod.ts";
 
@@ -71,14 +76,6 @@ export function formatIsoSeconds(date: Date): string {
   return date.toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
-function unbracket(hostname: string): string {
-  return /^\[.*\]$/.test(hostname) ? hostname.slice(1, -1) : hostname;
-}
-
-function systemReason(error: unknown): string {
-  return (error as Error).message.replace(/ \(os error \d+\)$/, "");
-}
-
 function decode(bytes: Uint8Array): Date {
   return dateFromRfc868(
     new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0),
@@ -86,9 +83,9 @@ function decode(bytes: Uint8Array): Date {
 }
 
 /**
- * Asks an RFC 868 time server for the time. Rejects with
- * {@linkcode TimeQueryError} (refused, no such host, timed out, short
- * reply) with a one-line message naming the server.
+ * Asks an RFC 868 time server for the time. Rejects with a one-line error
+ * naming the server: `ConnectError` (bad address, no such host, refused,
+ * timed out...) or {@linkcode TimeQueryError} (no UDP reply, short reply).
  *
  * @example
  * ```ts
@@ -102,77 +99,61 @@ function decode(bytes: Uint8Array): Date {
  * ```
  */
 export function queryTime(options: TimeQueryOptions): Promise<Date> {
-  const hostname = unbracket(options.hostname);
   const port = options.port ?? SIMPLE_SERVICE_PORTS.time;
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const target = joinHostPort(hostname, port);
   return options.transport === "udp"
-    ? queryUdp(hostname, port, target, timeoutMs)
-    : queryTcp(hostname, port, target, timeoutMs);
+    ? queryUdp(options.hostname, port, timeoutMs)
+    : queryTcp(options.hostname, port, timeoutMs);
 }
 
 async function queryTcp(
-  hostname: string,
+  host: string,
   port: number,
-  target: string,
   timeoutMs: number,
 ): Promise<Date> {
-  const controller = new AbortController();
-  let conn: Deno.TcpConn | undefined;
-  const timer = setTimeout(() => {
-    controller.abort();
-    try {
-      conn?.close();
-    } catch {
-      // Closed already.
-    }
-  }, timeoutMs);
-  try {
-    conn = await Deno.connect({ hostname, port, signal: controller.signal });
-    return decode(await readExact(conn, 4));
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
-    if (controller.signal.aborted) {
-      throw new TimeQueryError(
-        `timed out after ${timeoutMs / 1000} s asking ${target} for the time`,
-        error,
-      );
-    }
-    if (error instanceof UnexpectedEofError) {
-      throw new TimeQueryError(
-        `${target} closed after ${error.bytesRead} of the 4 bytes of an RFC 868 time`,
-        error,
-      );
-    }
-    if (error instanceof Deno.errors.ConnectionRefused) {
-      throw new TimeQueryError(`connection refused by ${target}`, error);
-    }
-    if (/failed to lookup address/.test((error as Error).message)) {
-      throw new TimeQueryError(`no such host '${hostname}'`, error);
-    }
-    throw new TimeQueryError(
-      `cannot get the time from ${target}: ${systemReason(error)}`,
-      error,
+  const deadline = Date.now() + timeoutMs;
+  const target = joinHostPort(stripBrackets(host), port);
+  using conn = await connectTcp({ hostname: host, port, timeoutMs });
+  const bytes = new Uint8Array(4);
+  let filled = 0;
+  while (filled < 4) {
+    const n = await readWithTimeout(
+      conn,
+      bytes.subarray(filled),
+      Math.max(1, deadline - Date.now()),
+      target,
     );
-  } finally {
-    clearTimeout(timer);
-    try {
-      conn?.close();
-    } catch {
-      // Closed by the timeout.
+    if (n === null) {
+      throw new TimeQueryError(
+        `${target} closed after ${filled} of the 4 bytes of an RFC 868 time`,
+      );
     }
+    filled += n;
   }
+  return decode(bytes);
 }
 
 async function queryUdp(
-  hostname: string,
+  host: string,
   port: number,
-  target: string,
   timeoutMs: number,
 ): Promise<Date> {
+  const hostname = stripBrackets(host);
+  const target = joinHostPort(hostname, port);
+  let family: 4 | 6 | "name";
+  try {
+    family = checkHost(host);
+  } catch (error) {
+    throw new ConnectError(
+      (error as Error).message,
+      "invalid-address",
+      target,
+      error,
+    );
+  }
   const socket = Deno.listenDatagram({
     transport: "udp",
-    hostname: hostname.includes(":") ? "::" : "0.0.0.0",
+    hostname: family === 6 ? "::" : "0.0.0.0",
     port: 0,
   });
   const destination: Deno.NetAddr = { transport: "udp", hostname, port };
@@ -202,24 +183,14 @@ async function queryUdp(
       return decode(data);
     }
   } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
     if (error instanceof TimeQueryError) throw error;
     if (timedOut) {
       throw new TimeQueryError(
-        `no reply from ${target} within ${timeoutMs / 1000} s (UDP)`,
+        `no reply from ${target} within ${formatSeconds(timeoutMs)} (UDP)`,
         error,
       );
     }
-    if (/failed to lookup address/.test((error as Error).message)) {
-      throw new TimeQueryError(`no such host '${hostname}'`, error);
-    }
-    if (error instanceof Deno.errors.ConnectionRefused) {
-      throw new TimeQueryError(`${target} refused the datagram (UDP)`, error);
-    }
-    throw new TimeQueryError(
-      `cannot get the time from ${target}: ${systemReason(error)}`,
-      error,
-    );
+    throw describeConnectFailure(error, target, hostname);
   } finally {
     clearTimeout(timer);
     clearInterval(resend);
@@ -254,9 +225,6 @@ if (import.meta.main) {
       maxPositionals: 1,
     });
     const hostname = positionals[0];
-    if (hostname === "" || /[\s\/]/.test(hostname)) {
-      throw new UsageError(`invalid address '${hostname}'`);
-    }
     const port = values.port === undefined
       ? undefined
       : integerFlag("--port", values.port, 1, 65535);

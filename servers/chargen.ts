@@ -4,6 +4,7 @@
  * the first starting at `!`, each next one character further on, until the
  * client goes away. What the client sends is read and thrown away.
  *
+ *     deno run --allow-net=0.0.0.0:19 servers/chargen.ts        # as root
  *     deno run --allow-net=0.0.0.0:10019 servers/chargen.ts --port 10019
  *     socat -u TCP:127.0.0.1:10019 - | head -n 3
  *

@@ -3,6 +3,7 @@
  * away; the connection stays open until the client closes it. With `--udp`,
  * datagrams are read and never answered.
  *
+ *     deno run --allow-net=0.0.0.0:9 servers/discard.ts        # as root
  *     deno run --allow-net=0.0.0.0:10009 servers/discard.ts --port 10009
  *     socat -u - TCP:127.0.0.1:10009 < /dev/urandom
  *

@@ -27,13 +27,14 @@ import {
   combineServers,
   INETD_BASE,
   integerFlag,
+  ListenError,
   parseCommandLine,
+  pickServerFlags,
   runMain,
   runServers,
   serve,
   type Server,
-  SERVER_FLAGS,
-  serverFlagsHelp,
+  serverFlagsHelpFor,
   type ServerOptions,
   serverOptionsFromFlags,
   type Service,
@@ -114,7 +115,7 @@ function serviceFor(
 /**
  * Starts the simple services on TCP and UDP at `base` + their well-known
  * ports, all bound before it returns (if one cannot bind, those already
- * bound are closed and the `ListenError` is thrown). One
+ * bound are closed and the {@linkcode ListenError} is thrown). One
  * `shutdown()` stops them all.
  *
  * @example Daytime over TCP on a port that was just free
@@ -161,6 +162,17 @@ export function serveInetd(options: InetdOptions = {}): Inetd {
     }
   } catch (error) {
     for (const { server } of sockets) server.shutdown();
+    // The shared wording suggests --port, which inetd does not have.
+    if (
+      error instanceof ListenError &&
+      error.cause instanceof Deno.errors.AddrInUse
+    ) {
+      throw new ListenError(
+        `address ${error.address} is already in use (pick another base with --base)`,
+        error.address,
+        error.cause,
+      );
+    }
     throw error;
   }
   const combined = combineServers(sockets.map((s) => s.server));
@@ -186,6 +198,17 @@ function serviceList(flag: string, text: string): SimpleServiceName[] {
 
 const MAX_BASE = 65535 - Math.max(...Object.values(SIMPLE_SERVICE_PORTS));
 
+const COMMON_FLAGS = [
+  "hostname",
+  "max-connections",
+  "idle-timeout",
+  "grace",
+  "allow-low-ports",
+  "udp-rate",
+  "allow",
+  "deny",
+] as const;
+
 const INETD_FLAGS = {
   base: { type: "string" },
   only: { type: "string" },
@@ -193,12 +216,7 @@ const INETD_FLAGS = {
   "tcp-only": { type: "boolean" },
   "udp-only": { type: "boolean" },
   "qotd-file": { type: "string" },
-  hostname: SERVER_FLAGS.hostname,
-  "max-connections": SERVER_FLAGS["max-connections"],
-  "idle-timeout": SERVER_FLAGS["idle-timeout"],
-  grace: SERVER_FLAGS.grace,
-  "allow-low-ports": SERVER_FLAGS["allow-low-ports"],
-  "udp-rate": SERVER_FLAGS["udp-rate"],
+  ...pickServerFlags(...COMMON_FLAGS),
 } as const;
 
 const USAGE = `usage: inetd.ts [options]
@@ -213,11 +231,7 @@ chargen 19, time 37).
   --tcp-only             serve TCP only
   --udp-only             serve UDP only
   --qotd-file FILE       qotd serves the quotations in FILE, one per paragraph
-${
-  serverFlagsHelp(0).split("\n").filter((line) =>
-    !/^  --(port|udp|unix|unixpacket) /.test(line)
-  ).join("\n")
-}
+${serverFlagsHelpFor(COMMON_FLAGS, 0)}
 
 Permissions: --unstable-net --allow-net (UDP replies go to any sender),
 plus --allow-read=FILE with --qotd-file.`;

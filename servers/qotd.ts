@@ -4,6 +4,7 @@
  * one quotation. `--file FILE` serves your own: one quotation per paragraph
  * (paragraphs are separated by blank lines); each is picked at random.
  *
+ *     deno run --allow-net=0.0.0.0:17 servers/qotd.ts        # as root
  *     deno run --allow-net=0.0.0.0:10017 servers/qotd.ts --port 10017
  *     deno run --allow-net=0.0.0.0:10017 --allow-read=quotes.txt \
  *       servers/qotd.ts --port 10017 --file quotes.txt

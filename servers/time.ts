@@ -4,6 +4,7 @@
  * to 0 on 2036-02-07T06:28:16Z and stays correct after it (clients pick the
  * era nearest their clock). With `--udp`, any datagram gets the 4 bytes.
  *
+ *     deno run --allow-net=0.0.0.0:37 servers/time.ts        # as root
  *     deno run --allow-net=0.0.0.0:10037 servers/time.ts --port 10037
  *     deno run --allow-net=127.0.0.1:10037 clients/time.ts 127.0.0.1 --port 10037
  *     rdate -p -o 10037 127.0.0.1

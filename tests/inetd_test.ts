@@ -129,7 +129,7 @@ Deno.test("inetd.ts: when one port is taken, nothing listens and it exits 1 with
     stderr,
     `error: address 127.0.0.1:${
       base + 19
-    } is already in use (pick another port with --port)`,
+    } is already in use (pick another base with --base)`,
   );
 });
 
