@@ -38,7 +38,7 @@ import {
   parseCommandLine,
   runMain,
   runServers,
-  serve,
+  serveSimple,
   type Server,
   SERVER_FLAGS,
   serverFlagsHelp,
@@ -129,7 +129,9 @@ async function echoStream(
  * ```
  */
 export function serveEcho(options: EchoOptions = {}): Server {
-  return serve(echoService({ print: options.print }), options);
+  // UDP: never answers another simple service's port (echo <-> chargen
+  // loops, CVE-1999-0103), even with allowLowPorts.
+  return serveSimple(echoService({ print: options.print }), options);
 }
 
 const USAGE = `usage: echo.ts [options]

@@ -176,3 +176,44 @@ Deno.test("chargen --udp --udp-rate limits replies per source and counts the dro
   // One drop is logged in full, the rest are counted.
   assert.equal(counted + 1, 40 - replies, stderr);
 });
+
+Deno.test({
+  name:
+    "echo.ts --udp --allow-low-ports still never answers chargen's port (the classic loop)",
+  ignore: !asRoot,
+  async fn() {
+    await using server = await startServer("servers/echo.ts", {
+      permissions: UDP_PERMISSIONS,
+      args: [
+        "--udp",
+        "--allow-low-ports",
+        "--hostname",
+        "127.0.0.1",
+        "--port",
+        "0",
+      ],
+    });
+    let sourcePort = 19;
+    try {
+      udpSocket({ sourcePort }).close();
+    } catch {
+      sourcePort = 10019; // 19 taken here: inetd's chargen port will do.
+    }
+    assert.equal(
+      await udpAsk(server.port, "x", { sourcePort, timeoutMs: 500 }),
+      null,
+    );
+    await server.proc.waitForStderr(
+      new RegExp(
+        `dropped datagram from 127\\.0\\.0\\.1:${sourcePort}: source port is a service port`,
+      ),
+    );
+    const lowPort = freeLowPort();
+    const control = await udpAsk(server.port, "x", { sourcePort: lowPort });
+    assert.equal(
+      new TextDecoder().decode(control!),
+      "x",
+      "control: another low port is answered",
+    );
+  },
+});
