@@ -38,12 +38,12 @@ import {
   parseCommandLine,
   runMain,
   runServers,
-  serveSimple,
   type Server,
   SERVER_FLAGS,
   serverFlagsHelp,
   type ServerOptions,
   serverOptionsFromFlags,
+  serveSimple,
   type Service,
   writeAll,
 } from "../mod.ts";
