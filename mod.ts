@@ -11,6 +11,8 @@
  *   {@linkcode connectTcp} and {@linkcode readWithTimeout} (timeouts, one
  *   clear {@linkcode ConnectError} line for every failure).
  * - TCP keepalive, tuned like Go's `KeepAliveConfig`: {@linkcode setKeepAlive}.
+ * - Clients: {@linkcode dialHost} (resolve, then Happy Eyeballs, RFC 8305),
+ *   {@linkcode relay} (stdin/stdout to a socket, with half-close, as `nc`).
  * - The command-line conventions: {@linkcode runMain},
  *   {@linkcode parseCommandLine}, {@linkcode runServers}.
  *
@@ -45,3 +47,5 @@ export * from "./lib/tls.ts";
 export * from "./lib/address.ts";
 export * from "./lib/client.ts";
 export * from "./lib/simple.ts";
+export * from "./lib/dial.ts";
+export * from "./lib/relay.ts";

@@ -1,0 +1,340 @@
+/**
+ * A tiny netcat, from the seed's "Connecting to a remote host": resolves
+ * NAME (A and AAAA, through the system resolver, so `/etc/hosts` names such
+ * as `localhost` work), prints each address on stderr, connects in Happy
+ * Eyeballs order (RFC 8305: IPv6 first, families interleaved, the next
+ * attempt after 250 ms or as soon as one fails, first to connect wins, the
+ * others are cancelled), prints `connected to ADDRESS` on stderr, then
+ * relays stdin to the socket and the socket to stdout. When stdin ends it
+ * half-closes the connection and keeps printing until the server closes.
+ * It is the toolkit's general client: every server here can be tried with it.
+ *
+ *     deno run --allow-net=127.0.0.1:15000 clients/connect.ts 127.0.0.1 15000
+ *
+ * A name needs permission to resolve it and to reach its addresses:
+ *
+ *     deno run --allow-net=localhost,127.0.0.1:15000,[::1]:15000 \
+ *       clients/connect.ts localhost 15000
+ *     deno run --allow-net clients/connect.ts example.com 80
+ *
+ * Unix stream socket, and UDP (each chunk read from stdin is one datagram;
+ * replies from the server go to stdout; after stdin ends it waits for
+ * replies until none has come for `--timeout` seconds, default 1):
+ *
+ *     deno run --allow-net=unix:/tmp/echo.sock --allow-read=/tmp/echo.sock \
+ *       --allow-write=/tmp/echo.sock clients/connect.ts --unix /tmp/echo.sock
+ *     deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:15000 \
+ *       clients/connect.ts --udp 127.0.0.1 15000
+ *
+ * The other side: `deno task echo`, or `socat TCP-LISTEN:15000,fork EXEC:cat`.
+ * Unlike the seed, which takes the first IPv4 address only and ignores
+ * failures, every failure here is one `error:` line and exit 1.
+ *
+ * @module
+ */
+
+import {
+  describeConnectError,
+  dialHost,
+  formatAddr,
+  joinHostPort,
+  type Log,
+  parseCommandLine,
+  relay,
+  relayDatagrams,
+  type RelayOptions,
+  type RelayResult,
+  resolveHost,
+  runMain,
+  secondsFlag,
+  stderrLog,
+  UsageError,
+} from "../mod.ts";
+
+/** Options for {@linkcode connectClient} and {@linkcode runConnect}. */
+export interface ConnectOptions {
+  /** Host name or IP literal (TCP and UDP). */
+  hostname?: string;
+  /** Port, 1 to 65535 (TCP and UDP). */
+  port?: number;
+  /** Connect to this Unix stream socket instead. */
+  unix?: string;
+  /** Use UDP instead of TCP. */
+  udp?: boolean;
+  /**
+   * TCP: give up connecting (resolving included) after this long. Default:
+   * never (the system's own timeouts apply). UDP: once stdin has ended, stop
+   * when no reply has come for this long. Default 1000 ms.
+   */
+  timeoutMs?: number;
+  /** RFC 8305's Connection Attempt Delay. Default 250 ms. */
+  attemptDelayMs?: number;
+  /** Also log each attempt and failure with its time (`trying ...`). */
+  verbose?: boolean;
+  /** Where the stderr lines go. Default: stderr. */
+  log?: Log;
+}
+
+/**
+ * Opens the stream connection `options` describe (TCP by Happy Eyeballs, or
+ * a Unix socket), logging each address and `connected to ADDRESS`.
+ *
+ * @example
+ * ```ts
+ * import { connectClient } from "./connect.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const accepting = listener.accept();
+ * const lines: string[] = [];
+ * using conn = await connectClient({
+ *   hostname: "127.0.0.1",
+ *   port: listener.addr.port,
+ *   log: (line) => lines.push(line),
+ * });
+ * using _server = await accepting;
+ * if (lines.at(-1) !== `connected to 127.0.0.1:${listener.addr.port}`) throw new Error(lines.join());
+ * ```
+ */
+export async function connectClient(
+  options: ConnectOptions,
+): Promise<Deno.TcpConn | Deno.UnixConn> {
+  const log = options.log ?? stderrLog;
+  if (options.unix !== undefined) {
+    const path = options.unix;
+    let conn: Deno.UnixConn;
+    try {
+      conn = await Deno.connect({ transport: "unix", path });
+    } catch (error) {
+      throw new ConnectError(
+        `cannot connect to ${path}: ${describeConnectError(error)}`,
+        { cause: error },
+      );
+    }
+    log(`connected to ${path}`);
+    return conn;
+  }
+  const { hostname, port } = netTarget(options);
+  const conn = await dialHost(hostname, port, {
+    timeoutMs: options.timeoutMs,
+    attemptDelayMs: options.attemptDelayMs,
+    onResolved: (addresses) => {
+      for (const address of addresses) {
+        log(`address ${joinHostPort(address, port)}`);
+      }
+    },
+    onAttempt: options.verbose
+      ? (address, ms) =>
+        log(`trying ${joinHostPort(address, port)} (+${ms} ms)`)
+      : undefined,
+    onFailure: options.verbose
+      ? (address, error, ms) =>
+        log(
+          `failed ${joinHostPort(address, port)}: ${
+            describeConnectError(error)
+          } (+${ms} ms)`,
+        )
+      : undefined,
+  });
+  // A TLS layer (--tls) wraps `conn` here, after the race: RFC 8305 races
+  // the TCP handshakes only.
+  log(`connected to ${formatAddr(conn.remoteAddr)}`);
+  return conn;
+}
+
+/**
+ * A connection could not be made (Unix socket missing or refused); TCP
+ * failures are the errors of `dialHost`.
+ *
+ * @example
+ * ```ts
+ * import { ConnectError } from "./connect.ts";
+ *
+ * if (new ConnectError("refused").name !== "ConnectError") throw new Error("wrong name");
+ * ```
+ */
+export class ConnectError extends Error {
+  /** Builds the error with the line the user sees. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConnectError";
+  }
+}
+
+function netTarget(
+  options: ConnectOptions,
+): { hostname: string; port: number } {
+  if (options.hostname === undefined || options.port === undefined) {
+    throw new TypeError("hostname and port are needed without unix");
+  }
+  return { hostname: options.hostname, port: options.port };
+}
+
+/**
+ * Connects as `options` say and relays `io` (default stdin and stdout) with
+ * the connection until the server closes (TCP, Unix), or until stdin has
+ * ended and the server has been quiet for `timeoutMs` (UDP).
+ *
+ * @example Talking to an echo server
+ * ```ts
+ * import { runConnect } from "./connect.ts";
+ * import { serveEcho } from "../servers/echo.ts";
+ *
+ * await using server = serveEcho({ hostname: "127.0.0.1", port: 0, log: () => {} });
+ * const { port } = server.addr as Deno.NetAddr;
+ * const request = new TextEncoder().encode("ping\n");
+ * let done = false;
+ * const input = {
+ *   read(p: Uint8Array): Promise<number | null> {
+ *     if (done) return Promise.resolve(null);
+ *     done = true;
+ *     p.set(request);
+ *     return Promise.resolve(request.byteLength);
+ *   },
+ * };
+ * let reply = "";
+ * const output = {
+ *   write(p: Uint8Array): Promise<number> {
+ *     reply += new TextDecoder().decode(p);
+ *     return Promise.resolve(p.byteLength);
+ *   },
+ * };
+ * await runConnect({ hostname: "127.0.0.1", port, log: () => {} }, { input, output });
+ * if (reply !== "ping\n") throw new Error(reply);
+ * ```
+ */
+export async function runConnect(
+  options: ConnectOptions,
+  io: RelayOptions = {},
+): Promise<RelayResult> {
+  if (options.udp) return await runDatagrams(options, io);
+  using conn = await connectClient(options);
+  return await relay(conn, io);
+}
+
+async function runDatagrams(
+  options: ConnectOptions,
+  io: RelayOptions,
+): Promise<RelayResult> {
+  const log = options.log ?? stderrLog;
+  const { hostname, port } = netTarget(options);
+  // Datagrams have no handshake to race: the resolver's first address
+  // (its RFC 6724 choice) is the peer, as for `nc -u`.
+  const addresses = await resolveHost(hostname);
+  for (const address of addresses) {
+    log(`address ${joinHostPort(address, port)}`);
+  }
+  const address = addresses[0];
+  const v6 = address.includes(":");
+  const socket = Deno.listenDatagram({
+    transport: "udp",
+    hostname: v6 ? "::" : "0.0.0.0",
+    port: 0,
+  });
+  const peer: Deno.NetAddr = { transport: "udp", hostname: address, port };
+  log(`connected to ${formatAddr(peer)}`);
+  return await relayDatagrams(socket, peer, {
+    ...io,
+    quietMs: options.timeoutMs ?? 1000,
+  });
+}
+
+const USAGE = `usage: connect.ts [options] NAME PORT
+       connect.ts [options] --unix PATH
+
+Connects to NAME (a host name or IP address) on PORT, trying its addresses
+in Happy Eyeballs order (RFC 8305), then relays stdin to the connection and
+the connection to stdout, like nc. Addresses and "connected to ADDRESS" are
+printed on stderr. When stdin ends, the connection is half-closed and the
+output is printed until the server closes.
+
+  --unix PATH            connect to a Unix stream socket instead
+  --udp                  UDP: each chunk of stdin is one datagram, replies
+                         go to stdout (needs --unstable-net)
+  --timeout S            TCP: give up connecting after S seconds (default:
+                         never); UDP: after stdin ends, exit once no reply
+                         has come for S seconds (default 1)
+  --attempt-delay S      Happy Eyeballs delay before the next address is
+                         tried (default 0.25; 0.01 to 10)
+  --verbose              also print each connection attempt and failure
+  --help                 print this help and exit
+
+Permissions: --allow-net=ADDRESS:PORT for an IP address; for a name also
+--allow-net=NAME (to resolve it) and each of its ADDRESS:PORT; for --unix
+PATH, --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
+--unstable-net and --allow-net=0.0.0.0:0 (or [::]:0 for IPv6) too.`;
+
+/** Turns the command line into {@linkcode ConnectOptions}. */
+function optionsFromArgs(args: string[]): ConnectOptions {
+  const { values, positionals } = parseCommandLine(args, {
+    usage: USAGE,
+    options: {
+      unix: { type: "string" },
+      udp: { type: "boolean" },
+      timeout: { type: "string" },
+      "attempt-delay": { type: "string" },
+      verbose: { type: "boolean" },
+    },
+    maxPositionals: 2,
+  });
+  const options: ConnectOptions = { verbose: values.verbose };
+  if (values.timeout !== undefined) {
+    options.timeoutMs = secondsFlag("--timeout", values.timeout);
+    if (options.timeoutMs === 0) {
+      throw new UsageError(
+        `invalid value '${values.timeout}' for --timeout: expected more than 0 seconds`,
+      );
+    }
+  }
+  if (values["attempt-delay"] !== undefined) {
+    const ms = secondsFlag("--attempt-delay", values["attempt-delay"]);
+    if (ms < 10 || ms > 10_000) {
+      throw new UsageError(
+        `invalid value '${
+          values["attempt-delay"]
+        }' for --attempt-delay: expected 0.01 to 10 seconds`,
+      );
+    }
+    options.attemptDelayMs = ms;
+  }
+  if (values.unix !== undefined) {
+    if (values.udp) {
+      throw new UsageError("--unix and --udp cannot be used together");
+    }
+    if (positionals.length > 0) {
+      throw new UsageError(`--unix PATH takes no NAME or PORT (see --help)`);
+    }
+    if (values.unix === "" || values.unix.includes("\0")) {
+      throw new UsageError(`invalid socket path '${values.unix}' for --unix`);
+    }
+    options.unix = values.unix;
+    return options;
+  }
+  if (positionals.length < 2) {
+    throw new UsageError(
+      positionals.length === 0
+        ? "missing NAME and PORT (see --help)"
+        : "missing PORT (see --help)",
+    );
+  }
+  const [hostname, portText] = positionals;
+  if (hostname === "" || /[\s/@?#]/.test(hostname)) {
+    throw new UsageError(`invalid host name '${hostname}'`);
+  }
+  const port = Number(portText);
+  if (!/^[0-9]{1,5}$/.test(portText) || port < 1 || port > 65535) {
+    throw new UsageError(
+      `invalid port '${portText}': expected a number from 1 to 65535`,
+    );
+  }
+  options.hostname = hostname;
+  options.port = port;
+  options.udp = values.udp;
+  return options;
+}
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const options = optionsFromArgs(Deno.args);
+    await runConnect(options);
+  });
+}

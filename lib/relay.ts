@@ -1,0 +1,286 @@
+/**
+ * Relaying between a local pair of streams (stdin and stdout) and a socket,
+ * as `nc` does: bytes both ways, half-close when the local input ends, done
+ * when the peer closes. And the datagram counterpart: one datagram per
+ * input chunk, replies to the output.
+ *
+ * @module
+ */
+
+import { type ByteReader, type ByteWriter, writeAll } from "./io.ts";
+
+const BUFFER_SIZE = 64 * 1024;
+
+/** A stream socket as {@linkcode relay} needs it. */
+export interface RelayConn extends ByteReader, ByteWriter {
+  /** Half-closes: sends end of stream, keeps reading. */
+  closeWrite(): Promise<void>;
+}
+
+/** Where {@linkcode relay} and {@linkcode relayDatagrams} read and write locally. */
+export interface RelayOptions {
+  /** What to send. Default: `Deno.stdin`. */
+  input?: ByteReader;
+  /** Where received bytes go. Default: `Deno.stdout`. */
+  output?: ByteWriter;
+}
+
+/** What a relay moved. */
+export interface RelayResult {
+  /** Bytes read from the input and sent. */
+  bytesSent: number;
+  /** Bytes received and written to the output. */
+  bytesReceived: number;
+  /** Whether the input reached its end (and the write side was closed). */
+  inputEnded: boolean;
+}
+
+function isGone(error: unknown): boolean {
+  return error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.NotConnected;
+}
+
+/**
+ * Copies `input` to `conn` and `conn` to `output` at once, byte-exact, with
+ * one reused buffer each way (a slow side holds the other back instead of
+ * growing a queue). When `input` ends it half-closes `conn` (`closeWrite`)
+ * and keeps copying until the peer closes; it resolves when the peer has
+ * closed (or `output` is gone), as `nc` exits then.
+ *
+ * A read of `input` still pending then is left running: `Deno.stdin` cannot
+ * be cancelled, a script simply exits. A read error on `conn` (e.g. a reset)
+ * rejects; a write to a peer that is gone stops sending.
+ *
+ * @example Sending a request, half-closing, reading the reply
+ * ```ts
+ * import { relay } from "./relay.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const serving = (async () => {
+ *   using peer = await listener.accept();
+ *   const buffer = new Uint8Array(16);
+ *   const n = await peer.read(buffer);
+ *   if (await peer.read(buffer) !== null) throw new Error("no half-close");
+ *   await peer.write(new TextEncoder().encode(`got ${n} bytes`));
+ * })();
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * const request = new TextEncoder().encode("hello");
+ * let sent = false;
+ * const input = {
+ *   read(p: Uint8Array): Promise<number | null> {
+ *     if (sent) return Promise.resolve(null);
+ *     sent = true;
+ *     p.set(request);
+ *     return Promise.resolve(request.byteLength);
+ *   },
+ * };
+ * let reply = "";
+ * const output = {
+ *   write(p: Uint8Array): Promise<number> {
+ *     reply += new TextDecoder().decode(p);
+ *     return Promise.resolve(p.byteLength);
+ *   },
+ * };
+ * const result = await relay(conn, { input, output });
+ * await serving;
+ * if (reply !== "got 5 bytes" || result.bytesSent !== 5) throw new Error(reply);
+ * ```
+ */
+export async function relay(
+  conn: RelayConn,
+  options: RelayOptions = {},
+): Promise<RelayResult> {
+  const input = options.input ?? Deno.stdin;
+  const output = options.output ?? Deno.stdout;
+  const result: RelayResult = {
+    bytesSent: 0,
+    bytesReceived: 0,
+    inputEnded: false,
+  };
+  let peerClosed = false;
+
+  const sending = (async () => {
+    const buffer = new Uint8Array(BUFFER_SIZE);
+    while (!peerClosed) {
+      const n = await input.read(buffer);
+      if (n === null) break;
+      if (peerClosed) return;
+      try {
+        await writeAll(conn, buffer.subarray(0, n));
+      } catch (error) {
+        if (isGone(error)) return; // The peer stopped reading: the receiver decides.
+        throw error;
+      }
+      result.bytesSent += n;
+    }
+    if (peerClosed) return;
+    result.inputEnded = true;
+    try {
+      await conn.closeWrite();
+    } catch (error) {
+      if (!isGone(error)) throw error;
+    }
+  })();
+
+  const receiving = (async () => {
+    const buffer = new Uint8Array(BUFFER_SIZE);
+    try {
+      while (true) {
+        const n = await conn.read(buffer);
+        if (n === null) return;
+        try {
+          await writeAll(output, buffer.subarray(0, n));
+        } catch (error) {
+          if (error instanceof Deno.errors.BrokenPipe) return; // `| head`
+          throw error;
+        }
+        result.bytesReceived += n;
+      }
+    } finally {
+      peerClosed = true;
+    }
+  })();
+
+  // A failure sending is reported at once; otherwise the receiver ends it.
+  // Once the peer has closed, a later failure of the input no longer matters.
+  sending.catch(() => {});
+  await Promise.race([receiving, sending.then(() => receiving)]);
+  return result;
+}
+
+/** A datagram socket as {@linkcode relayDatagrams} needs it. */
+export interface DatagramSocket {
+  /** Sends one datagram to `addr`. */
+  send(p: Uint8Array, addr: Deno.Addr): Promise<number>;
+  /** Receives one datagram and its sender. */
+  receive(p?: Uint8Array): Promise<[Uint8Array, Deno.Addr]>;
+  /** Closes the socket (ending a pending `receive`). */
+  close(): void;
+}
+
+/** Options for {@linkcode relayDatagrams}. */
+export interface DatagramRelayOptions extends RelayOptions {
+  /**
+   * After the input ends, stop once no reply has come for this long (a
+   * datagram peer never says it is done). Default 1000 ms.
+   */
+  quietMs?: number;
+}
+
+/** The datagram the largest IPv4 UDP payload fits in. */
+const MAX_DATAGRAM = 65_507;
+
+function sameAddr(a: Deno.Addr, b: Deno.Addr): boolean {
+  if ("hostname" in a && "hostname" in b) {
+    const strip = (h: string) => h.replace(/^::ffff:(?=\d+\.)/i, "");
+    return a.port === b.port && strip(a.hostname) === strip(b.hostname);
+  }
+  if ("path" in a && "path" in b) return a.path === b.path;
+  return false;
+}
+
+/**
+ * Sends each chunk read from `input` as one datagram to `peer` and writes
+ * each datagram that comes back from `peer` (others are ignored) to
+ * `output`. Once `input` ends it keeps printing replies and resolves when
+ * none has come for `quietMs`. It owns `socket`: it closes it when done.
+ *
+ * @example One datagram to an echo socket and its reply
+ * ```ts
+ * import { relayDatagrams } from "./relay.ts";
+ *
+ * const echo = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+ * const echoing = echo.receive().then(([data, from]) => echo.send(data, from));
+ * const socket = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+ * const chunks = [new TextEncoder().encode("ping")];
+ * const input = {
+ *   read(p: Uint8Array): Promise<number | null> {
+ *     const chunk = chunks.shift();
+ *     if (!chunk) return new Promise((resolve) => setTimeout(() => resolve(null), 50));
+ *     p.set(chunk);
+ *     return Promise.resolve(chunk.byteLength);
+ *   },
+ * };
+ * let reply = "";
+ * const output = {
+ *   write(p: Uint8Array): Promise<number> {
+ *     reply += new TextDecoder().decode(p);
+ *     return Promise.resolve(p.byteLength);
+ *   },
+ * };
+ * await relayDatagrams(socket, echo.addr, { input, output, quietMs: 200 });
+ * await echoing;
+ * echo.close();
+ * if (reply !== "ping") throw new Error(reply);
+ * ```
+ */
+export async function relayDatagrams(
+  socket: DatagramSocket,
+  peer: Deno.Addr,
+  options: DatagramRelayOptions = {},
+): Promise<RelayResult> {
+  const input = options.input ?? Deno.stdin;
+  const output = options.output ?? Deno.stdout;
+  const quietMs = options.quietMs ?? 1000;
+  const result: RelayResult = {
+    bytesSent: 0,
+    bytesReceived: 0,
+    inputEnded: false,
+  };
+  let lastActivity = performance.now();
+  let receiveError: unknown;
+  let outputGone = false;
+  let closing = false; // Closing the socket ends `receive` with an error.
+
+  // The receive loop runs until the socket is closed (below); it records
+  // activity so the quiet period restarts with every reply.
+  const receiving = (async () => {
+    const buffer = new Uint8Array(MAX_DATAGRAM);
+    while (true) {
+      let data: Uint8Array, from: Deno.Addr;
+      try {
+        [data, from] = await socket.receive(buffer);
+      } catch (error) {
+        if (!closing) receiveError = error;
+        return;
+      }
+      if (!sameAddr(from, peer)) continue;
+      lastActivity = performance.now();
+      try {
+        await writeAll(output, data);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.BrokenPipe)) receiveError = error;
+        outputGone = true;
+        return;
+      }
+      result.bytesReceived += data.byteLength;
+    }
+  })();
+
+  try {
+    const buffer = new Uint8Array(MAX_DATAGRAM);
+    while (!outputGone && receiveError === undefined) {
+      const n = await input.read(buffer);
+      if (n === null) {
+        result.inputEnded = true;
+        break;
+      }
+      await socket.send(buffer.subarray(0, n), peer);
+      result.bytesSent += n;
+      lastActivity = performance.now();
+    }
+    lastActivity = performance.now();
+    while (!outputGone && receiveError === undefined) {
+      const left = lastActivity + quietMs - performance.now();
+      if (left <= 0) break;
+      await new Promise((resolve) => setTimeout(resolve, left));
+    }
+  } finally {
+    closing = true;
+    socket.close();
+    await receiving;
+  }
+  if (receiveError !== undefined) throw receiveError;
+  return result;
+}

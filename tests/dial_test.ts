@@ -1,0 +1,352 @@
+import assert from "node:assert/strict";
+import {
+  addressFamily,
+  type ConnectFunction,
+  describeConnectError,
+  DialError,
+  dialHappyEyeballs,
+  dialHost,
+  DialTimeoutError,
+  happyEyeballsOrder,
+  HostNotFoundError,
+  relay,
+  resolveHost,
+} from "../mod.ts";
+import { pseudoRandomBytes, readAll } from "./_helpers.ts";
+
+Deno.test("happyEyeballsOrder() puts IPv6 first and interleaves the families", () => {
+  assert.deepEqual(
+    happyEyeballsOrder([
+      "192.0.2.1",
+      "192.0.2.2",
+      "192.0.2.3",
+      "2001:db8::1",
+      "2001:db8::2",
+    ]),
+    ["2001:db8::1", "192.0.2.1", "2001:db8::2", "192.0.2.2", "192.0.2.3"],
+  );
+});
+
+Deno.test("happyEyeballsOrder() keeps the resolver's order within a family and drops duplicates", () => {
+  assert.deepEqual(
+    happyEyeballsOrder(["10.0.0.2", "::2", "10.0.0.1", "::1", "::2"]),
+    ["::2", "10.0.0.2", "::1", "10.0.0.1"],
+  );
+});
+
+Deno.test("happyEyeballsOrder() honours First Address Family Count", () => {
+  assert.deepEqual(
+    happyEyeballsOrder(["10.0.0.1", "10.0.0.2", "::1", "::2", "::3"], 2),
+    ["::1", "::2", "10.0.0.1", "::3", "10.0.0.2"],
+  );
+});
+
+Deno.test("happyEyeballsOrder() with one family keeps it as given", () => {
+  assert.deepEqual(happyEyeballsOrder(["10.0.0.3", "10.0.0.1"]), [
+    "10.0.0.3",
+    "10.0.0.1",
+  ]);
+  assert.deepEqual(happyEyeballsOrder(["::3", "::1"]), ["::3", "::1"]);
+  assert.deepEqual(happyEyeballsOrder([]), []);
+});
+
+Deno.test("happyEyeballsOrder() treats IPv4-mapped IPv6 as IPv4", () => {
+  assert.equal(addressFamily("::ffff:10.0.0.1"), 4);
+  assert.equal(addressFamily("fe80::1"), 6);
+  assert.equal(addressFamily("localhost"), 0);
+  assert.deepEqual(happyEyeballsOrder(["::ffff:10.0.0.1", "::1"]), [
+    "::1",
+    "::ffff:10.0.0.1",
+  ]);
+});
+
+/** A scripted fake connection attempt, to test the race without a network. */
+interface Script {
+  /** Milliseconds until the outcome; `Infinity` hangs until aborted. */
+  afterMs: number;
+  outcome: "connect" | "refuse";
+  /** Connect even when aborted (a connection that completes too late). */
+  ignoreAbort?: boolean;
+}
+
+class FakeConn {
+  closed = false;
+  constructor(readonly address: string) {}
+  close(): void {
+    this.closed = true;
+  }
+}
+
+function fakeNetwork(scripts: Record<string, Script>) {
+  const began = performance.now();
+  const started: { address: string; atMs: number }[] = [];
+  const aborted: string[] = [];
+  const conns: FakeConn[] = [];
+  const connect: ConnectFunction<FakeConn> = (address, _port, signal) => {
+    started.push({ address, atMs: performance.now() - began });
+    const script = scripts[address];
+    return new Promise((resolve, reject) => {
+      const timer = Number.isFinite(script.afterMs)
+        ? setTimeout(() => {
+          signal.removeEventListener("abort", onAbort);
+          if (script.outcome === "refuse") {
+            reject(new Deno.errors.ConnectionRefused("Connection refused"));
+          } else {
+            const conn = new FakeConn(address);
+            conns.push(conn);
+            resolve(conn);
+          }
+        }, script.afterMs)
+        : undefined;
+      const onAbort = () => {
+        aborted.push(address);
+        if (script.ignoreAbort) return;
+        clearTimeout(timer);
+        reject(signal.reason);
+      };
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+    });
+  };
+  return { connect, started, aborted, conns };
+}
+
+Deno.test("dialHappyEyeballs() starts IPv4 after the attempt delay when IPv6 black-holes, and cancels IPv6", async () => {
+  const net = fakeNetwork({
+    "2001:db8::1": { afterMs: Infinity, outcome: "connect" },
+    "192.0.2.1": { afterMs: 5, outcome: "connect" },
+  });
+  const conn = await dialHappyEyeballs(["192.0.2.1", "2001:db8::1"], 80, {
+    connect: net.connect,
+    attemptDelayMs: 100,
+  });
+  assert.equal(conn.address, "192.0.2.1");
+  assert.deepEqual(net.started.map((s) => s.address), [
+    "2001:db8::1",
+    "192.0.2.1",
+  ]);
+  assert.ok(net.started[1].atMs >= 95, `IPv4 at ${net.started[1].atMs} ms`);
+  assert.deepEqual(net.aborted, ["2001:db8::1"]);
+});
+
+Deno.test("dialHappyEyeballs() lets a working IPv6 win without starting IPv4", async () => {
+  const net = fakeNetwork({
+    "2001:db8::1": { afterMs: 5, outcome: "connect" },
+    "192.0.2.1": { afterMs: 1, outcome: "connect" },
+  });
+  const conn = await dialHappyEyeballs(["192.0.2.1", "2001:db8::1"], 80, {
+    connect: net.connect,
+  });
+  assert.equal(conn.address, "2001:db8::1");
+  assert.deepEqual(net.started.map((s) => s.address), ["2001:db8::1"]);
+});
+
+Deno.test("dialHappyEyeballs() starts the next attempt at once when one fails", async () => {
+  const net = fakeNetwork({
+    "2001:db8::1": { afterMs: 5, outcome: "refuse" },
+    "192.0.2.1": { afterMs: 5, outcome: "connect" },
+  });
+  const conn = await dialHappyEyeballs(["2001:db8::1", "192.0.2.1"], 80, {
+    connect: net.connect,
+    attemptDelayMs: 2000,
+  });
+  assert.equal(conn.address, "192.0.2.1");
+  assert.ok(net.started[1].atMs < 1000, `next at ${net.started[1].atMs} ms`);
+});
+
+Deno.test("dialHappyEyeballs() staggers every attempt while all hang, in interleaved order", async () => {
+  const hang: Script = { afterMs: Infinity, outcome: "connect" };
+  const net = fakeNetwork({
+    "::1": hang,
+    "::2": hang,
+    "10.0.0.1": hang,
+    "10.0.0.2": { afterMs: 1, outcome: "connect" },
+  });
+  const conn = await dialHappyEyeballs(
+    ["10.0.0.1", "10.0.0.2", "::1", "::2"],
+    80,
+    { connect: net.connect, attemptDelayMs: 30 },
+  );
+  assert.equal(conn.address, "10.0.0.2");
+  assert.deepEqual(net.started.map((s) => s.address), [
+    "::1",
+    "10.0.0.1",
+    "::2",
+    "10.0.0.2",
+  ]);
+  for (let i = 1; i < net.started.length; i++) {
+    const gap = net.started[i].atMs - net.started[i - 1].atMs;
+    assert.ok(gap >= 25, `gap ${i}: ${gap} ms`);
+  }
+  assert.deepEqual(net.aborted.sort(), ["10.0.0.1", "::1", "::2"]);
+});
+
+Deno.test("dialHappyEyeballs() closes a loser that connects after the winner", async () => {
+  const net = fakeNetwork({
+    "::1": { afterMs: 60, outcome: "connect", ignoreAbort: true },
+    "10.0.0.1": { afterMs: 5, outcome: "connect" },
+  });
+  const conn = await dialHappyEyeballs(["::1", "10.0.0.1"], 80, {
+    connect: net.connect,
+    attemptDelayMs: 10,
+  });
+  assert.equal(conn.address, "10.0.0.1");
+  assert.equal(conn.closed, false);
+  // dialHappyEyeballs() waited for the loser to settle, then closed it.
+  const late = net.conns.find((c) => c.address === "::1");
+  assert.ok(late, "the late connection was made");
+  assert.equal(late.closed, true);
+});
+
+Deno.test("dialHappyEyeballs() rejects with every failure when all are refused", async () => {
+  const net = fakeNetwork({
+    "::1": { afterMs: 1, outcome: "refuse" },
+    "127.0.0.1": { afterMs: 1, outcome: "refuse" },
+  });
+  const error = await dialHappyEyeballs(["127.0.0.1", "::1"], 7, {
+    connect: net.connect,
+    target: "localhost:7",
+  }).catch((e) => e);
+  assert.ok(error instanceof DialError);
+  assert.deepEqual(error.failures.map((f) => f.address), ["::1", "127.0.0.1"]);
+  assert.equal(
+    error.message,
+    "cannot connect to localhost:7: connection refused ([::1]:7, 127.0.0.1:7)",
+  );
+});
+
+Deno.test("dialHappyEyeballs() times out and aborts every attempt", async () => {
+  const hang: Script = { afterMs: Infinity, outcome: "connect" };
+  const net = fakeNetwork({ "::1": hang, "127.0.0.1": hang });
+  const began = performance.now();
+  const error = await dialHappyEyeballs(["127.0.0.1", "::1"], 7, {
+    connect: net.connect,
+    attemptDelayMs: 20,
+    timeoutMs: 150,
+  }).catch((e) => e);
+  const tookMs = performance.now() - began;
+  assert.ok(error instanceof DialTimeoutError);
+  assert.equal(error.message, "timed out after 0.15 s");
+  assert.ok(tookMs >= 140 && tookMs < 2000, `took ${tookMs} ms`);
+  assert.deepEqual(net.aborted.sort(), ["127.0.0.1", "::1"]);
+});
+
+Deno.test("dialHappyEyeballs() stops when its signal aborts", async () => {
+  const net = fakeNetwork({ "::1": { afterMs: Infinity, outcome: "connect" } });
+  const controller = new AbortController();
+  const dialing = dialHappyEyeballs(["::1"], 7, {
+    connect: net.connect,
+    signal: controller.signal,
+  });
+  controller.abort(new Error("stop"));
+  await assert.rejects(dialing, /stop/);
+  assert.deepEqual(net.aborted, ["::1"]);
+});
+
+Deno.test("dialHappyEyeballs() with no address rejects with DialError", async () => {
+  await assert.rejects(dialHappyEyeballs([], 7), DialError);
+});
+
+Deno.test("dialHappyEyeballs() over real sockets: ::1 refused, 127.0.0.1 wins at once", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  const accepting = listener.accept();
+  const began = performance.now();
+  const failed: string[] = [];
+  using conn = await dialHappyEyeballs(["127.0.0.1", "::1"], port, {
+    attemptDelayMs: 2000,
+    onFailure: (address, error) =>
+      failed.push(`${address} ${describeConnectError(error)}`),
+  });
+  using _server = await accepting;
+  assert.ok(performance.now() - began < 1500, "did not wait the delay");
+  assert.equal((conn.remoteAddr as Deno.NetAddr).hostname, "127.0.0.1");
+  assert.equal(failed.length, 1);
+  assert.match(
+    failed[0],
+    /^::1 (connection refused|.*unreachable|.*not available)/,
+  );
+});
+
+Deno.test("resolveHost() returns literals as they are and resolves localhost", async () => {
+  assert.deepEqual(await resolveHost("192.0.2.7"), ["192.0.2.7"]);
+  assert.deepEqual(await resolveHost("[2001:db8::7]"), ["2001:db8::7"]);
+  const local = await resolveHost("localhost");
+  assert.ok(
+    local.every((a) => a === "127.0.0.1" || a === "::1"),
+    local.join(),
+  );
+});
+
+Deno.test("resolveHost() throws HostNotFoundError for an unknown name", async () => {
+  const error = await resolveHost("no-such-host.invalid").catch((e) => e);
+  assert.ok(error instanceof HostNotFoundError);
+  assert.equal(error.hostname, "no-such-host.invalid");
+});
+
+Deno.test("dialHost() reports addresses in attempt order and names the target in errors", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  let resolved: string[] = [];
+  const error = await dialHost("127.0.0.1", port, {
+    onResolved: (addresses) => resolved = addresses,
+  }).catch((e) => e);
+  assert.deepEqual(resolved, ["127.0.0.1"]);
+  assert.ok(error instanceof DialError);
+  assert.equal(
+    error.message,
+    `cannot connect to 127.0.0.1:${port}: connection refused (127.0.0.1:${port})`,
+  );
+});
+
+Deno.test("relay() moves megabytes both ways byte-exact, with half-close", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const upload = pseudoRandomBytes(3 * 1024 * 1024, 11);
+  const download = pseudoRandomBytes(2 * 1024 * 1024, 12);
+  const serving = (async () => {
+    using peer = await listener.accept();
+    const writing = (async () => {
+      for (let off = 0; off < download.byteLength;) {
+        off += await peer.write(download.subarray(off, off + 100_000));
+      }
+    })();
+    const received = await readAll(peer); // Ends only on the client's half-close.
+    await writing;
+    return received;
+  })();
+  using conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: listener.addr.port,
+  });
+  let offset = 0;
+  const input = {
+    read(p: Uint8Array): Promise<number | null> {
+      if (offset === upload.byteLength) return Promise.resolve(null);
+      const n = Math.min(p.byteLength, 50_000, upload.byteLength - offset);
+      p.set(upload.subarray(offset, offset + n));
+      offset += n;
+      return Promise.resolve(n);
+    },
+  };
+  const chunks: Uint8Array[] = [];
+  const output = {
+    write(p: Uint8Array): Promise<number> {
+      chunks.push(p.slice());
+      return Promise.resolve(p.byteLength);
+    },
+  };
+  const result = await relay(conn, { input, output });
+  const received = await serving;
+  assert.equal(result.bytesSent, upload.byteLength);
+  assert.equal(result.bytesReceived, download.byteLength);
+  assert.equal(result.inputEnded, true);
+  assert.deepEqual(received, upload);
+  const got = new Uint8Array(result.bytesReceived);
+  let at = 0;
+  for (const c of chunks) {
+    got.set(c, at);
+    at += c.byteLength;
+  }
+  assert.deepEqual(got, download);
+});
