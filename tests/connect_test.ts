@@ -1,0 +1,737 @@
+import assert from "node:assert/strict";
+import {
+  freePort,
+  missing,
+  pseudoRandomBytes,
+  readAll,
+  repoPath,
+  runCommand,
+  spawnScript,
+  startServer,
+} from "./_helpers.ts";
+
+const SCRIPT = "clients/connect.ts";
+const encoder = new TextEncoder();
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.byteLength;
+  }
+  return out;
+}
+
+interface ClientRun {
+  code: number;
+  stdout: Uint8Array;
+  stderr: string;
+  lines: string[];
+  tookMs: number;
+}
+
+/**
+ * Runs connect.ts with `permissions` (as its header says) and `args`,
+ * feeding `input` (in chunks, `pauseMs` apart) on stdin, then closing it.
+ */
+async function runClient(
+  permissions: string[],
+  args: string[],
+  input: (string | Uint8Array)[] = [],
+  options: { prefix?: string[]; pauseMs?: number } = {},
+): Promise<ClientRun> {
+  const began = performance.now();
+  await using proc = spawnScript(SCRIPT, {
+    permissions,
+    args,
+    stdin: true,
+    prefix: options.prefix,
+  });
+  const writer = proc.child.stdin.getWriter();
+  try {
+    for (const chunk of input) {
+      await writer.write(
+        typeof chunk === "string" ? encoder.encode(chunk) : chunk,
+      );
+      if (options.pauseMs) {
+        await new Promise((r) => setTimeout(r, options.pauseMs));
+      }
+    }
+    await writer.close();
+  } catch {
+    // The client exited before reading all its input.
+  }
+  const { code, stderr } = await proc.finished();
+  return {
+    code,
+    stdout: concat(proc.stdoutChunks),
+    stderr,
+    lines: proc.stderrLines,
+    tookMs: performance.now() - began,
+  };
+}
+
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+
+// ---------------------------------------------------------------- our echo server
+
+Deno.test("connect.ts relays 4 MB byte-exact through our echo server and exits 0", async () => {
+  await using server = await startServer("servers/echo.ts", {
+    permissions: ["--allow-net=127.0.0.1:0"],
+    args: ["--hostname", "127.0.0.1", "--port", "0"],
+  });
+  const data = pseudoRandomBytes(4 * 1024 * 1024, 3);
+  const run = await runClient(
+    [`--allow-net=127.0.0.1:${server.port}`],
+    ["127.0.0.1", String(server.port)],
+    [data.subarray(0, 1_000_000), data.subarray(1_000_000)],
+  );
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(run.stdout.byteLength, data.byteLength);
+  assert.deepEqual(run.stdout, data);
+  assert.deepEqual(run.lines, [
+    `address 127.0.0.1:${server.port}`,
+    `connected to 127.0.0.1:${server.port}`,
+  ]);
+});
+
+Deno.test("connect.ts resolves localhost through /etc/hosts with least privilege", async () => {
+  await using server = await startServer("servers/echo.ts", {
+    permissions: ["--allow-net=127.0.0.1:0"],
+    args: ["--hostname", "127.0.0.1", "--port", "0"],
+  });
+  const p = server.port;
+  const run = await runClient(
+    [`--allow-net=localhost,127.0.0.1:${p},[::1]:${p}`],
+    ["localhost", String(p)],
+    ["hello\n"],
+  );
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(text(run.stdout), "hello\n");
+  assert.ok(run.lines.includes(`address 127.0.0.1:${p}`), run.stderr);
+  assert.equal(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
+});
+
+Deno.test("connect.ts over a Unix socket to our echo server", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "seed3b-" });
+  const path = `${dir}/echo.sock`;
+  const unixPermissions = [
+    `--allow-net=unix:${path}`,
+    `--allow-read=${path}`,
+    `--allow-write=${path}`,
+  ];
+  try {
+    await using _server = await startServer("servers/echo.ts", {
+      permissions: unixPermissions,
+      args: ["--unix", path],
+    });
+    const run = await runClient(unixPermissions, ["--unix", path], [
+      "over unix\n",
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(text(run.stdout), "over unix\n");
+    assert.deepEqual(run.lines, [`connected to ${path}`]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("connect.ts --udp sends each stdin chunk as a datagram and exits after the quiet period", async () => {
+  await using server = await startServer("servers/echo.ts", {
+    permissions: ["--unstable-net", "--allow-net"],
+    args: ["--udp", "--hostname", "127.0.0.1", "--port", "0"],
+  });
+  const p = server.port;
+  const run = await runClient(
+    ["--unstable-net", `--allow-net=0.0.0.0:0,127.0.0.1:${p}`],
+    ["--udp", "--timeout", "0.5", "127.0.0.1", String(p)],
+    ["one\n", "two\n", "three\n"],
+    { pauseMs: 150 },
+  );
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(text(run.stdout), "one\ntwo\nthree\n");
+  assert.deepEqual(run.lines, [
+    `address 127.0.0.1:${p}`,
+    `connected to 127.0.0.1:${p}`,
+  ]);
+  // Three datagrams, each echoed as one: the server counted them.
+  server.proc.kill("SIGTERM");
+  await server.proc.finished();
+});
+
+Deno.test("connect.ts --udp ends with exit 0 when the server never answers", async () => {
+  const silent = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  const p = (silent.addr as Deno.NetAddr).port;
+  const run = await runClient(
+    ["--unstable-net", `--allow-net=0.0.0.0:0,127.0.0.1:${p}`],
+    ["--udp", "--timeout", "0.3", "127.0.0.1", String(p)],
+    ["anyone?\n"],
+  );
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(run.stdout.byteLength, 0);
+  const [data] = await silent.receive();
+  silent.close();
+  assert.equal(text(data), "anyone?\n");
+});
+
+// ---------------------------------------------------------------- half-close
+
+Deno.test("connect.ts half-closes on stdin EOF and prints until the server closes", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const p = listener.addr.port;
+  const serving = (async () => {
+    using conn = await listener.accept();
+    // Reads until the client's half-close, then answers late, in pieces.
+    const got = await readAll(conn);
+    for (const piece of [`got ${got.byteLength} bytes\n`, "still here\n"]) {
+      await new Promise((r) => setTimeout(r, 200));
+      await conn.write(encoder.encode(piece));
+    }
+  })();
+  const run = await runClient(
+    [`--allow-net=127.0.0.1:${p}`],
+    ["127.0.0.1", String(p)],
+    ["request body\n"],
+  );
+  await serving;
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(text(run.stdout), "got 13 bytes\nstill here\n");
+});
+
+Deno.test("connect.ts exits 0 when the server closes first, while stdin is still open", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const p = listener.addr.port;
+  const serving = (async () => {
+    using conn = await listener.accept();
+    await conn.write(encoder.encode("bye\n"));
+  })();
+  await using proc = spawnScript(SCRIPT, {
+    permissions: [`--allow-net=127.0.0.1:${p}`],
+    args: ["127.0.0.1", String(p)],
+    stdin: true, // Never closed: the server's close alone ends the client.
+  });
+  await serving;
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
+  const { code, stdout, stderr } = await proc.finished();
+  clearTimeout(timer);
+  assert.equal(code, 0, stderr);
+  assert.equal(stdout, "bye\n");
+});
+
+// ---------------------------------------------------------------- real peers
+
+/** Waits until something listens on TCP `port` (without connecting to it). */
+async function waitListening(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const { stdout } = await runCommand("ss", ["-Hltn", `sport = :${port}`]);
+    if (text(stdout).trim() !== "") return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+Deno.test({
+  name:
+    "connect.ts against a socat listener: 2 MB in, half-close, the peer's answer out",
+  ignore: missing("socat", "ss"),
+  async fn() {
+    const p = freePort();
+    const socat = new Deno.Command("socat", {
+      args: [`TCP-LISTEN:${p},bind=127.0.0.1,reuseaddr`, "SYSTEM:wc -c"],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    try {
+      await waitListening(p);
+      const data = pseudoRandomBytes(2 * 1024 * 1024, 5);
+      const run = await runClient(
+        [`--allow-net=127.0.0.1:${p}`],
+        ["127.0.0.1", String(p)],
+        [data],
+      );
+      assert.equal(run.code, 0, run.stderr);
+      // `wc -c` only answers after end of input: our half-close.
+      assert.equal(text(run.stdout).trim(), String(data.byteLength));
+    } finally {
+      try {
+        socat.kill("SIGKILL");
+      } catch {
+        // Exited.
+      }
+      await socat.output();
+    }
+  },
+});
+
+Deno.test({
+  name: "connect.ts against an nc listener: byte-exact both ways",
+  ignore: missing("nc.openbsd", "ss"),
+  async fn() {
+    const p = freePort();
+    const toClient = pseudoRandomBytes(1024 * 1024, 8);
+    const toServer = pseudoRandomBytes(1536 * 1024, 9);
+    const dir = await Deno.makeTempDir({ prefix: "seed3b-" });
+    await Deno.writeFile(`${dir}/in`, toClient);
+    // -N: shut down the write side after stdin's EOF, as we do.
+    const nc = new Deno.Command("sh", {
+      args: ["-c", `exec nc.openbsd -N -l 127.0.0.1 ${p} < ${dir}/in`],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    try {
+      await waitListening(p);
+      const run = await runClient(
+        [`--allow-net=127.0.0.1:${p}`],
+        ["127.0.0.1", String(p)],
+        [toServer],
+      );
+      const out = await nc.output();
+      assert.equal(run.code, 0, run.stderr);
+      assert.deepEqual(run.stdout, toClient);
+      assert.equal(out.code, 0, text(out.stderr));
+      assert.deepEqual(out.stdout, toServer);
+    } finally {
+      try {
+        nc.kill("SIGKILL");
+      } catch {
+        // Exited.
+      }
+      await nc.status;
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "connect.ts --udp against a socat UDP peer",
+  ignore: missing("socat"),
+  async fn() {
+    const p = freePort();
+    const socat = new Deno.Command("socat", {
+      args: [`UDP-RECVFROM:${p},bind=127.0.0.1,fork`, "SYSTEM:tr a-z A-Z"],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    try {
+      await new Promise((r) => setTimeout(r, 300)); // UDP: nothing to poll.
+      const run = await runClient(
+        ["--unstable-net", `--allow-net=0.0.0.0:0,127.0.0.1:${p}`],
+        ["--udp", "--timeout", "1", "127.0.0.1", String(p)],
+        ["shout\n"],
+      );
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal(text(run.stdout), "SHOUT\n");
+    } finally {
+      try {
+        socat.kill("SIGKILL");
+      } catch {
+        // Exited.
+      }
+      await socat.output();
+    }
+  },
+});
+
+// ---------------------------------------------------------------- errors
+
+async function expectError(
+  permissions: string[],
+  args: string[],
+  code: number,
+  message: string | RegExp,
+): Promise<void> {
+  const run = await runClient(permissions, args);
+  assert.equal(run.code, code, run.stderr);
+  const last = run.lines.filter((l) => l !== "").at(-1) ?? "";
+  if (typeof message === "string") assert.equal(last, message);
+  else assert.match(last, message);
+  assert.equal(
+    run.lines.filter((l) => l.startsWith("error:")).length,
+    1,
+    run.stderr,
+  );
+  assert.doesNotMatch(run.stderr, /^\s+at /m, "no stack trace");
+}
+
+Deno.test("connect.ts: host not found is one error line, exit 1", async () => {
+  await expectError(
+    ["--allow-net=no-such-host.invalid"],
+    ["no-such-host.invalid", "80"],
+    1,
+    "error: host not found: no-such-host.invalid",
+  );
+});
+
+Deno.test("connect.ts: refused is one error line, exit 1", async () => {
+  const p = freePort();
+  await expectError(
+    [`--allow-net=127.0.0.1:${p}`],
+    ["127.0.0.1", String(p)],
+    1,
+    `error: cannot connect to 127.0.0.1:${p}: connection refused (127.0.0.1:${p})`,
+  );
+});
+
+Deno.test("connect.ts: refused on every address of localhost lists them all", async () => {
+  const p = freePort();
+  const run = await runClient(
+    [`--allow-net=localhost,127.0.0.1:${p},[::1]:${p}`],
+    ["localhost", String(p)],
+  );
+  assert.equal(run.code, 1);
+  const addresses = run.lines.filter((l) => l.startsWith("address "))
+    .map((l) => l.slice("address ".length));
+  assert.ok(addresses.length >= 1);
+  assert.equal(
+    run.lines.at(-1),
+    `error: cannot connect to localhost:${p}: connection refused (${
+      addresses.join(", ")
+    })`,
+  );
+});
+
+Deno.test("connect.ts: a Unix socket that does not exist, exit 1", async () => {
+  const path = `/tmp/seed3b-none-${Deno.pid}.sock`;
+  await expectError(
+    [
+      `--allow-net=unix:${path}`,
+      `--allow-read=${path}`,
+      `--allow-write=${path}`,
+    ],
+    ["--unix", path],
+    1,
+    `error: cannot connect to ${path}: no such file or directory`,
+  );
+});
+
+Deno.test("connect.ts: missing permission to resolve the name, exit 1", async () => {
+  await expectError(
+    ["--allow-net=127.0.0.1:7"],
+    ["localhost", "7"],
+    1,
+    "error: no permission to resolve localhost (run with --allow-net=localhost)",
+  );
+});
+
+Deno.test("connect.ts: missing permission for the address, exit 1", async () => {
+  await expectError(
+    ["--allow-net=127.0.0.1:7"],
+    ["127.0.0.1", "8"],
+    1,
+    /^error: cannot connect to 127\.0\.0\.1:8: requires net access to "127\.0\.0\.1:8"/,
+  );
+});
+
+Deno.test("connect.ts: usage errors are one error line, exit 2", async (t) => {
+  const cases: [string[], string][] = [
+    [
+      ["localhost", "http"],
+      "error: invalid port 'http': expected a number from 1 to 65535",
+    ],
+    [
+      ["localhost", "0"],
+      "error: invalid port '0': expected a number from 1 to 65535",
+    ],
+    [
+      ["localhost", "70000"],
+      "error: invalid port '70000': expected a number from 1 to 65535",
+    ],
+    [["localhost", "-1"], "error: unknown option '-1' (see --help)"],
+    [[], "error: missing NAME and PORT (see --help)"],
+    [["localhost"], "error: missing PORT (see --help)"],
+    [["a", "1", "b"], "error: unexpected argument 'b' (see --help)"],
+    [["--bogus", "a", "1"], "error: unknown option '--bogus' (see --help)"],
+    [
+      ["--timeout", "soon", "a", "1"],
+      "error: invalid value 'soon' for --timeout: expected a number of seconds",
+    ],
+    [
+      ["--timeout", "0", "a", "1"],
+      "error: invalid value '0' for --timeout: expected more than 0 seconds",
+    ],
+    [
+      ["--attempt-delay", "0.001", "a", "1"],
+      "error: invalid value '0.001' for --attempt-delay: expected 0.01 to 10 seconds",
+    ],
+    [
+      ["--unix", "/tmp/x.sock", "a", "1"],
+      "error: --unix PATH takes no NAME or PORT (see --help)",
+    ],
+    [
+      ["--unix", "/tmp/x.sock", "--udp"],
+      "error: --unix and --udp cannot be used together",
+    ],
+    [["--unix", ""], "error: invalid socket path '' for --unix"],
+    [["bad host", "1"], "error: invalid host name 'bad host'"],
+  ];
+  for (const [args, message] of cases) {
+    await t.step(args.join(" ") || "(no arguments)", async () => {
+      await expectError([], args, 2, message);
+    });
+  }
+});
+
+Deno.test("connect.ts --help prints usage and exits 0", async () => {
+  const run = await runClient([], ["--help"]);
+  assert.equal(run.code, 0);
+  assert.match(text(run.stdout), /^usage: connect\.ts \[options\] NAME PORT/);
+  assert.match(text(run.stdout), /--attempt-delay S/);
+  assert.equal(run.stderr, "");
+});
+
+// ---------------------------------------------------------------- Happy Eyeballs
+
+const NETNS = `seed3b-he${Deno.pid % 100000}`;
+const BLACKHOLE = "2001:db8:3b::1";
+
+function netnsMissing(): boolean {
+  if (Deno.uid() !== 0) {
+    console.error("SKIP: Happy Eyeballs namespace tests need root");
+    return true;
+  }
+  if (missing("ip")) return true;
+  return false;
+}
+
+async function ip(...args: string[]): Promise<void> {
+  const { code, stderr } = await runCommand("ip", args);
+  if (code !== 0) throw new Error(`ip ${args.join(" ")}: ${stderr}`);
+}
+
+/**
+ * A network namespace where `he-blackhole.test` has an IPv6 address whose
+ * packets vanish (sent out a veth pair to a neighbour that does not exist,
+ * so no answer and no error: a kernel SYN timeout away) and an IPv4 address
+ * on loopback, and `he-dual.test` has ::1 and 127.0.0.1. `ip netns exec`
+ * uses `/etc/netns/NAME/hosts` as `/etc/hosts`.
+ */
+async function createNamespace(): Promise<void> {
+  await ip("netns", "add", NETNS);
+  await Deno.mkdir(`/etc/netns/${NETNS}`, { recursive: true });
+  await Deno.writeTextFile(
+    `/etc/netns/${NETNS}/hosts`,
+    [
+      "127.0.0.1 localhost",
+      "::1 localhost",
+      `${BLACKHOLE} he-blackhole.test`,
+      "127.0.0.1 he-blackhole.test",
+      "::1 he-dual.test",
+      "127.0.0.1 he-dual.test",
+      "",
+    ].join("\n"),
+  );
+  const n = ["-n", NETNS];
+  await ip(...n, "link", "set", "lo", "up");
+  await ip(
+    ...n,
+    "link",
+    "add",
+    "seed3b-v0",
+    "type",
+    "veth",
+    "peer",
+    "name",
+    "seed3b-v1",
+  );
+  await ip(...n, "link", "set", "seed3b-v0", "up");
+  await ip(...n, "link", "set", "seed3b-v1", "up");
+  await ip(
+    ...n,
+    "-6",
+    "addr",
+    "add",
+    "2001:db8:3b::2/64",
+    "dev",
+    "seed3b-v0",
+    "nodad",
+  );
+  await ip(
+    ...n,
+    "-6",
+    "neigh",
+    "add",
+    BLACKHOLE,
+    "lladdr",
+    "02:00:00:00:3b:01",
+    "dev",
+    "seed3b-v0",
+    "nud",
+    "permanent",
+  );
+}
+
+async function deleteNamespace(): Promise<void> {
+  await runCommand("ip", ["netns", "delete", NETNS]);
+  await Deno.remove(`/etc/netns/${NETNS}`, { recursive: true }).catch(() => {});
+}
+
+/** `trying ADDRESS (+N ms)` lines as [address, N]. */
+function attempts(lines: string[]): [string, number][] {
+  return lines.flatMap((line) => {
+    const m = /^trying (\S+) \(\+(\d+) ms\)$/.exec(line);
+    return m ? [[m[1], Number(m[2])] as [string, number]] : [];
+  });
+}
+
+Deno.test({
+  name: "connect.ts Happy Eyeballs in a network namespace",
+  ignore: netnsMissing(),
+  async fn(t) {
+    await deleteNamespace();
+    await createNamespace();
+    const prefix = ["ip", "netns", "exec", NETNS];
+    try {
+      await using server = await startServer("servers/echo.ts", {
+        prefix,
+        permissions: ["--allow-net=[::]:0"],
+        args: ["--hostname", "::", "--port", "0"],
+      });
+      const p = server.port;
+      const blackholePermissions = [
+        `--allow-net=he-blackhole.test,[${BLACKHOLE}]:${p},127.0.0.1:${p}`,
+      ];
+
+      await t.step(
+        "the IPv6 address really black-holes (no error, no answer)",
+        async () => {
+          const run = await runClient(
+            [`--allow-net=[${BLACKHOLE}]:${p}`],
+            ["--timeout", "1", BLACKHOLE, String(p)],
+            [],
+            { prefix },
+          );
+          assert.equal(run.code, 1, run.stderr);
+          assert.equal(
+            run.lines.at(-1),
+            `error: timed out after 1 s connecting to [${BLACKHOLE}]:${p}`,
+          );
+        },
+      );
+
+      await t.step(
+        "IPv6 black-holes: IPv4 connects after the 250 ms attempt delay",
+        async () => {
+          const run = await runClient(
+            blackholePermissions,
+            ["--verbose", "he-blackhole.test", String(p)],
+            ["ping\n"],
+            { prefix },
+          );
+          assert.equal(run.code, 0, run.stderr);
+          assert.equal(text(run.stdout), "ping\n");
+          assert.deepEqual(
+            run.lines.filter((l) => l.startsWith("address ")),
+            [`address [${BLACKHOLE}]:${p}`, `address 127.0.0.1:${p}`],
+          );
+          const tried = attempts(run.lines);
+          assert.deepEqual(tried.map(([a]) => a), [
+            `[${BLACKHOLE}]:${p}`,
+            `127.0.0.1:${p}`,
+          ]);
+          assert.ok(tried[0][1] < 100, run.stderr);
+          assert.ok(tried[1][1] >= 245 && tried[1][1] < 1500, run.stderr);
+          assert.equal(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
+          // The IPv6 attempt was cancelled, not failed: no kernel timeout waited.
+          assert.ok(!run.lines.some((l) => l.startsWith("failed")), run.stderr);
+          assert.ok(run.tookMs < 20_000, `took ${run.tookMs} ms`);
+        },
+      );
+
+      await t.step("--attempt-delay 1 makes IPv4 wait a second", async () => {
+        const run = await runClient(
+          blackholePermissions,
+          ["--verbose", "--attempt-delay", "1", "he-blackhole.test", String(p)],
+          [],
+          { prefix },
+        );
+        assert.equal(run.code, 0, run.stderr);
+        const tried = attempts(run.lines);
+        assert.equal(tried.length, 2, run.stderr);
+        assert.ok(tried[1][1] >= 995 && tried[1][1] < 3000, run.stderr);
+        assert.equal(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
+      });
+
+      await t.step(
+        "--timeout shorter than the delay: timed out, exit 1",
+        async () => {
+          const run = await runClient(
+            blackholePermissions,
+            [
+              "--timeout",
+              "0.2",
+              "--attempt-delay",
+              "2",
+              "he-blackhole.test",
+              String(p),
+            ],
+            [],
+            { prefix },
+          );
+          assert.equal(run.code, 1, run.stderr);
+          assert.equal(
+            run.lines.at(-1),
+            `error: timed out after 0.2 s connecting to he-blackhole.test:${p}`,
+          );
+        },
+      );
+
+      await t.step("IPv6 works: it wins and IPv4 is never tried", async () => {
+        const run = await runClient(
+          [`--allow-net=he-dual.test,[::1]:${p},127.0.0.1:${p}`],
+          ["--verbose", "he-dual.test", String(p)],
+          ["six\n"],
+          { prefix },
+        );
+        assert.equal(run.code, 0, run.stderr);
+        assert.equal(text(run.stdout), "six\n");
+        assert.deepEqual(attempts(run.lines).map(([a]) => a), [`[::1]:${p}`]);
+        assert.equal(run.lines.at(-1), `connected to [::1]:${p}`);
+      });
+
+      await t.step(
+        "refused on both: IPv4 tried at once after IPv6 fails, exit 1",
+        async () => {
+          const closed = p === 65535 ? p - 1 : p + 1;
+          const run = await runClient(
+            [`--allow-net=he-dual.test,[::1]:${closed},127.0.0.1:${closed}`],
+            [
+              "--verbose",
+              "--attempt-delay",
+              "5",
+              "he-dual.test",
+              String(closed),
+            ],
+            [],
+            { prefix },
+          );
+          assert.equal(run.code, 1, run.stderr);
+          const tried = attempts(run.lines);
+          assert.equal(tried.length, 2, run.stderr);
+          assert.ok(tried[1][1] < 2500, run.stderr);
+          assert.equal(
+            run.lines.at(-1),
+            `error: cannot connect to he-dual.test:${closed}: connection refused ([::1]:${closed}, 127.0.0.1:${closed})`,
+          );
+        },
+      );
+    } finally {
+      await deleteNamespace();
+      const { stdout } = await runCommand("ip", ["netns", "list"]);
+      assert.ok(!text(stdout).includes(NETNS), "namespace left behind");
+    }
+  },
+});
+
+Deno.test("connect.ts is in deno.json with its header's permissions", async () => {
+  const config = JSON.parse(await Deno.readTextFile(repoPath("deno.json")));
+  assert.equal(config.exports["./clients/connect"], "./clients/connect.ts");
+  assert.equal(
+    config.tasks.connect,
+    "deno run --allow-net=127.0.0.1:15000 clients/connect.ts 127.0.0.1 15000",
+  );
+});
