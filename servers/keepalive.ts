@@ -24,6 +24,7 @@
  */
 
 import {
+  describeKeepAlive,
   integerFlag,
   type KeepAliveConfig,
   type Log,
@@ -106,19 +107,21 @@ export async function startKeepAliveDemo(
   const log = options.log ?? stderrLog;
   let markConnected!: () => void;
   const connected = new Promise<void>((resolve) => markConnected = resolve);
+  const keepAlive = options.keepAlive ?? SEED_KEEPALIVE;
   const server = serve({
     name: "keepalive",
     defaultPort: KEEPALIVE_PORT,
-    stream: async (conn) => {
+    stream: async (conn, context) => {
       // The seed's order: the client's line first.
       await connected;
       print("accepted");
+      log(`keepalive on ${context.peer}: ${describeKeepAlive(keepAlive)}`);
       await waitForClose(conn);
     },
   }, {
     hostname: options.hostname,
     port: options.port ?? KEEPALIVE_PORT,
-    keepAlive: options.keepAlive ?? SEED_KEEPALIVE,
+    keepAlive,
     // The seed's listen(server, 1): this demo serves its own client only.
     maxConnections: 1,
     gracePeriodMs: 1000,
