@@ -49,3 +49,4 @@ export * from "./lib/client.ts";
 export * from "./lib/simple.ts";
 export * from "./lib/dial.ts";
 export * from "./lib/relay.ts";
+export * from "./lib/tz.ts";

@@ -2,7 +2,9 @@
  * Daytime server (RFC 867), from the seed's "TCP Daytime Iterative Server":
  * on each connection, writes the local time as C's `ctime()` prints it, cut
  * to 24 characters, plus CRLF (`Tue Nov  4 09:05:01 2026\r\n`), then closes.
- * The time zone is the process's (`TZ` is honoured).
+ * The time zone is the process's (`TZ` is honoured; add `--allow-env=TZ`
+ * for POSIX rule strings such as `TZ=CET-1CEST,M3.5.0,M10.5.0/3`, which
+ * `Date` alone reads as UTC).
  *
  *     deno run --allow-net=0.0.0.0:13 servers/daytime.ts        # as root
  *     deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port 10013
@@ -24,6 +26,8 @@
 
 import {
   parseCommandLine,
+  type PosixTimeZone,
+  posixZoneDateMisses,
   replyService,
   runMain,
   runServers,
@@ -57,27 +61,49 @@ function pad2(n: number): string {
   return n < 10 ? `0${n}` : String(n);
 }
 
+let processZone: PosixTimeZone | null | undefined;
+
 /**
  * `date` in local time as C's `ctime()` prints it, without its newline:
  * `Tue Nov  4 09:05:01 2026` (day of month padded with a space), always
- * 24 characters (cut, as the seed cuts it, for years past 9999). The local
- * time zone is the process's, so `TZ` is honoured.
+ * 24 characters (cut, as the seed cuts it, for years past 9999). Local
+ * time is the process's `TZ`, as `Date` reads it; a POSIX rule string that
+ * `Date` does not know (`CET-1CEST,M3.5.0,M10.5.0/3`) is applied as C
+ * applies it when `--allow-env=TZ` is granted (see `posixZoneDateMisses`),
+ * or pass `zone` to choose.
  *
  * @example
  * ```ts
  * import { ctime } from "./daytime.ts";
+ * import { parsePosixTimeZone } from "../mod.ts";
  *
  * const line = ctime(new Date(2026, 10, 4, 9, 5, 1));
  * if (line !== "Wed Nov  4 09:05:01 2026") throw new Error(line);
+ * const india = parsePosixTimeZone("IST-5:30");
+ * const utc = new Date("2026-11-04T03:35:01Z");
+ * if (ctime(utc, india) !== "Wed Nov  4 09:05:01 2026") throw new Error();
  * ```
  */
-export function ctime(date: Date): string {
-  const day = date.getDate();
-  const text = `${DAYS[date.getDay()]} ${MONTHS[date.getMonth()]} ${
+export function ctime(date: Date, zone?: PosixTimeZone | null): string {
+  if (zone === undefined) {
+    zone = processZone ??= posixZoneDateMisses();
+  }
+  let fields: Date = date;
+  let utc = false;
+  if (zone) {
+    fields = new Date(date.getTime() + zone.offsetSecondsAt(date) * 1000);
+    utc = true;
+  }
+  const day = utc ? fields.getUTCDate() : fields.getDate();
+  const weekday = utc ? fields.getUTCDay() : fields.getDay();
+  const month = utc ? fields.getUTCMonth() : fields.getMonth();
+  const year = utc ? fields.getUTCFullYear() : fields.getFullYear();
+  const hours = utc ? fields.getUTCHours() : fields.getHours();
+  const minutes = utc ? fields.getUTCMinutes() : fields.getMinutes();
+  const seconds = utc ? fields.getUTCSeconds() : fields.getSeconds();
+  const text = `${DAYS[weekday]} ${MONTHS[month]} ${
     day < 10 ? ` ${day}` : day
-  } ${pad2(date.getHours())}:${pad2(date.getMinutes())}:${
-    pad2(date.getSeconds())
-  } ${date.getFullYear()}`;
+  } ${pad2(hours)}:${pad2(minutes)}:${pad2(seconds)} ${year}`;
   return text.slice(0, 24);
 }
 
@@ -136,7 +162,9 @@ ${serverFlagsHelp(SIMPLE_SERVICE_PORTS.daytime)}
 
 Port 13 needs root; as a user, pick one above 1023 (--port 10013).
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
---allow-net (replies go to any sender).`;
+--allow-net (replies go to any sender). TZ names (Europe/Paris) need nothing
+more; POSIX rule strings (TZ=CET-1CEST,M3.5.0,M10.5.0/3) need
+--allow-env=TZ, or they are read as UTC.`;
 
 if (import.meta.main) {
   await runMain(async () => {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { parsePosixTimeZone } from "../mod.ts";
 import { ctime } from "../servers/daytime.ts";
 import {
   missing,
@@ -41,6 +42,16 @@ const ZONES = [
   "EST5EDT",
   "JST-9",
   ":Europe/Paris",
+  // POSIX rule strings, which ICU does not know: lib/tz.ts applies them.
+  "<+0530>-5:30",
+  "IST-5:30",
+  "CET-1CEST,M3.5.0,M10.5.0/3",
+  "AEST-10AEDT,M10.1.0,M4.1.0/3",
+  "NZST-12NZDT,M9.5.0,M4.1.0/3",
+  "<-03>3<-02>,M3.5.0/-2,M10.5.0/-1",
+  "EST5EDT4,M3.2.0/2,M11.1.0/2",
+  "WART4WARST,J1/0,J365/25",
+  "ABC-3DEF-4,100/2,300/3",
 ];
 
 const C_FIXTURE = `#include <stdio.h>
@@ -203,4 +214,38 @@ Deno.test("daytime.ts: --help exits 0, a bad flag exits 2 with one error line", 
   });
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /^error: invalid value '70000' for --port[^\n]*$/);
+});
+
+Deno.test("daytime.ts --allow-env=TZ applies a POSIX rule TZ that Date reads as UTC", async () => {
+  await using server = await startServer("servers/daytime.ts", {
+    permissions: ["--allow-net=127.0.0.1:0", "--allow-env=TZ"],
+    args: ["--hostname", "127.0.0.1", "--port", "0"],
+    env: { TZ: "<+0530>-5:30" },
+  });
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  const line = new TextDecoder().decode(await readAll(conn));
+  assert.match(line, CTIME_LINE);
+  const sent = Date.parse(line.trim() + " GMT+0530");
+  assert.ok(Math.abs(sent - Date.now()) < 5000, line);
+});
+
+Deno.test("parsePosixTimeZone() reads POSIX TZ strings and refuses anything else", () => {
+  const zone = parsePosixTimeZone("<-03>3<-02>,M3.5.0/-2,M10.5.0/-1")!;
+  assert.equal(zone.standardName, "-03");
+  assert.equal(zone.standardOffsetSeconds, -3 * 3600);
+  assert.equal(zone.daylightOffsetSeconds, -2 * 3600);
+  assert.equal(parsePosixTimeZone("IST-5:30")!.standardOffsetSeconds, 19800);
+  for (
+    const bad of [
+      "",
+      "Europe/Paris",
+      "UTC",
+      "AB-1",
+      "CET-1CEST,M13.1.0,M10.5.0",
+      "CET-1CEST,M3.5.0",
+      "X-1Y,J0,J1",
+    ]
+  ) {
+    assert.equal(parsePosixTimeZone(bad), null, bad);
+  }
 });
