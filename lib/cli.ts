@@ -121,9 +121,13 @@ function describeParseError(error: Error): string {
     case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
       return `unknown option '${flag}' (see --help)`;
     case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
-      return /argument missing/.test(error.message)
-        ? `option '${flag}' needs a value`
-        : `option '${flag}' takes no value`;
+      if (/argument missing/.test(error.message)) {
+        return `option '${flag}' needs a value`;
+      }
+      if (/ambiguous/.test(error.message)) {
+        return `option '${flag}' needs a value (write ${flag}=-X for one starting with '-')`;
+      }
+      return `option '${flag}' takes no value`;
     default:
       return error.message.split("\n")[0];
   }

@@ -12,11 +12,18 @@
  *     deno run --unstable-net --allow-net servers/echo.ts --udp
  *     socat - UDP:127.0.0.1:15000,sourceport=40000
  *
- * Unix stream socket (likewise `--unixpacket PATH` for datagrams):
+ * Unix stream socket:
  *
  *     deno run --allow-net=unix:/tmp/echo.sock --allow-read=/tmp/echo.sock \
  *       --allow-write=/tmp/echo.sock servers/echo.ts --unix /tmp/echo.sock
  *     socat - UNIX-CONNECT:/tmp/echo.sock
+ *
+ * Unix datagram socket (replies go to each client's own socket path, which
+ * Deno checks for net and write permission: here, clients bind in /tmp):
+ *
+ *     deno run --unstable-net --allow-net --allow-read=/tmp/echo.sock \
+ *       --allow-write=/tmp servers/echo.ts --unixpacket /tmp/echo.sock
+ *     socat - UNIX-SENDTO:/tmp/echo.sock,bind=/tmp/client.sock
  *
  * TLS (see the README for making cert.pem and key.pem), and only for
  * clients from 127.0.0.0/8 (`--allow`/`--deny` work on every transport with
@@ -149,8 +156,10 @@ per source).
 
 Permissions: --allow-net=HOST:PORT for TCP; for --unix PATH,
 --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
---unstable-net and --allow-net (replies go to any sender); for --tls,
-also --allow-read=CERT,KEY.`;
+--unstable-net and --allow-net (replies go to any sender); for
+--unixpacket PATH, --unstable-net --allow-net --allow-read=PATH and
+--allow-write for the directory where clients bind their sockets; for
+--tls, also --allow-read=CERT,KEY.`;
 
 if (import.meta.main) {
   await runMain(async () => {

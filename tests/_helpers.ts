@@ -64,7 +64,7 @@ export class ScriptProcess implements AsyncDisposable {
 
   /** Everything written to stdout so far, as text. */
   get stdout(): string {
-    return decoder.decode(concat(this.stdoutChunks));
+    return decoder.decode(concatBytes(this.stdoutChunks));
   }
 
   /** Everything written to stderr so far. */
@@ -150,7 +150,7 @@ export class ScriptProcess implements AsyncDisposable {
   }
 }
 
-function concat(chunks: Uint8Array[]): Uint8Array {
+export function concatBytes(chunks: Uint8Array[]): Uint8Array {
   const total = chunks.reduce((sum, c) => sum + c.byteLength, 0);
   const out = new Uint8Array(total);
   let offset = 0;
@@ -329,7 +329,7 @@ export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
   for (let n; (n = await conn.read(buffer)) !== null;) {
     chunks.push(buffer.slice(0, n));
   }
-  return concat(chunks);
+  return concatBytes(chunks);
 }
 
 /** Runs a command to completion with optional stdin; returns its output. */
@@ -379,4 +379,66 @@ export function pseudoRandomBytes(length: number, seed = 1): Uint8Array {
     out[i] = x & 0xff;
   }
   return out;
+}
+
+/** Makes a closeable resource usable with `using` (DatagramConn lacks it). */
+export function closing<T extends { close(): void }>(
+  resource: T,
+): T & Disposable {
+  return Object.assign(resource, {
+    [Symbol.dispose]() {
+      try {
+        resource.close();
+      } catch {
+        // Already closed.
+      }
+    },
+  });
+}
+
+/**
+ * Asserts two byte arrays are equal, fast, reporting the length and the
+ * first differing offset (`assert.deepEqual` on megabytes takes minutes to
+ * build its diff).
+ */
+export function assertBytes(
+  actual: Uint8Array,
+  expected: Uint8Array,
+  what = "bytes",
+): void {
+  if (actual.byteLength !== expected.byteLength) {
+    throw new Error(
+      `${what}: got ${actual.byteLength} bytes, expected ${expected.byteLength}`,
+    );
+  }
+  for (let i = 0; i < actual.byteLength; i++) {
+    if (actual[i] !== expected[i]) {
+      throw new Error(
+        `${what}: first difference at offset ${i}: got ${actual[i]}, expected ${
+          expected[i]
+        }`,
+      );
+    }
+  }
+}
+
+/** The next datagram on `socket`, or `null` when none comes within `ms`. */
+export async function receiveWithin(
+  socket: Deno.DatagramConn,
+  ms: number,
+): Promise<[Uint8Array, Deno.Addr] | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), ms);
+  });
+  const receiving = socket.receive();
+  try {
+    const result = await Promise.race([receiving, timeout]);
+    if (result === null) {
+      receiving.catch(() => {}); // Settles when the socket closes.
+    }
+    return result;
+  } finally {
+    clearTimeout(timer);
+  }
 }
