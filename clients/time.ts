@@ -117,12 +117,28 @@ async function queryTcp(
   const bytes = new Uint8Array(4);
   let filled = 0;
   while (filled < 4) {
-    const n = await readWithTimeout(
-      conn,
-      bytes.subarray(filled),
-      Math.max(1, deadline - Date.now()),
-      target,
-    );
+    let n: number | null;
+    try {
+      n = await readWithTimeout(
+        conn,
+        bytes.subarray(filled),
+        Math.max(1, deadline - Date.now()),
+        target,
+      );
+    } catch (error) {
+      // Name the whole --timeout, not what was left of it for this read.
+      if (error instanceof ConnectError && error.kind === "timeout") {
+        throw new ConnectError(
+          `timed out after ${
+            formatSeconds(timeoutMs)
+          } waiting for the time from ${target}`,
+          "timeout",
+          target,
+          error,
+        );
+      }
+      throw error;
+    }
     if (n === null) {
       throw new TimeQueryError(
         `${target} closed after ${filled} of the 4 bytes of an RFC 868 time`,

@@ -161,6 +161,20 @@ Deno.test("clients/time.ts fails clearly: refused, no reply, usage", async () =>
     silent.stderr,
     `error: no reply from 127.0.0.1:${port} within 0.5 s (UDP)`,
   );
+  // A server that accepts and never sends (discard) runs into --timeout.
+  await using discard = await startServer("servers/discard.ts", {
+    permissions: ["--allow-net=127.0.0.1:0"],
+    args: ["--hostname", "127.0.0.1", "--port", "0"],
+  });
+  const mute = await runScript("clients/time.ts", {
+    permissions: [`--allow-net=127.0.0.1:${discard.port}`],
+    args: ["127.0.0.1", "--port", String(discard.port), "--timeout", "0.5"],
+  });
+  assert.equal(mute.code, 1);
+  assert.equal(
+    mute.stderr,
+    `error: timed out after 0.5 s waiting for the time from 127.0.0.1:${discard.port}`,
+  );
   const usage = await runScript("clients/time.ts", { args: [] });
   assert.equal(usage.code, 2);
   assert.match(usage.stderr, /^error: missing argument/);
