@@ -259,42 +259,56 @@ function ipBytes(hostname: string): Uint8Array | null {
   return out;
 }
 
-/** Bytes of a `sockaddr_in` / `sockaddr_in6` as address and port. */
-function sockaddrBytes(
-  buffer: Uint8Array,
-): { ip: Uint8Array; port: number } | null {
-  const view = new DataView(buffer.buffer, buffer.byteOffset);
-  const family = view.getUint16(0, true);
-  const port = view.getUint16(2, false);
+/** An endpoint as `sockaddr` compares it: 16 address bytes and a port. */
+interface RawEndpoint {
+  /** IPv4 as IPv4-mapped IPv6. */
+  ip: Uint8Array;
+  port: number;
+  /** Whether `ip` is IPv4-mapped (only then can an `AF_INET` address match). */
+  mapped: boolean;
+}
+
+/**
+ * Whether the `sockaddr_in` / `sockaddr_in6` in `buffer` is `want`;
+ * allocation-free, as it runs once per open descriptor.
+ */
+function sameEndpoint(buffer: Uint8Array, want: RawEndpoint): boolean {
+  // sa_family is host-endian (little on x86_64 and arm64); the port is
+  // big-endian in both layouts, at offset 2.
+  const family = buffer[0] | (buffer[1] << 8);
+  if (((buffer[2] << 8) | buffer[3]) !== want.port) return false;
   if (family === AF_INET) {
-    const ip = new Uint8Array(16);
-    ip[10] = ip[11] = 0xff;
-    ip.set(buffer.subarray(4, 8), 12);
-    return { ip, port };
+    // struct sockaddr_in: family, port, 4 address bytes at offset 4.
+    if (!want.mapped) return false;
+    for (let i = 0; i < 4; i++) {
+      if (buffer[4 + i] !== want.ip[12 + i]) return false;
+    }
+    return true;
   }
-  if (family === AF_INET6) return { ip: buffer.slice(8, 24), port };
-  return null;
+  if (family === AF_INET6) {
+    // struct sockaddr_in6: family, port, flowinfo, 16 bytes at offset 8.
+    for (let i = 0; i < 16; i++) {
+      if (buffer[8 + i] !== want.ip[i]) return false;
+    }
+    return true;
+  }
+  return false;
 }
 
-function sameEndpoint(
-  buffer: Uint8Array,
-  want: { ip: Uint8Array; port: number },
-): boolean {
-  const got = sockaddrBytes(buffer);
-  return got !== null && got.port === want.port &&
-    got.ip.every((byte, i) => byte === want.ip[i]);
-}
-
-function netEndpoint(
-  addr: Deno.Addr,
-): { ip: Uint8Array; port: number } | null {
+function netEndpoint(addr: Deno.Addr): RawEndpoint | null {
   if (addr.transport !== "tcp") return null;
   const ip = ipBytes(addr.hostname);
-  return ip ? { ip, port: addr.port } : null;
+  if (!ip) return null;
+  const mapped = ip.subarray(0, 10).every((byte) => byte === 0) &&
+    ip[10] === 0xff && ip[11] === 0xff;
+  return { ip, port: addr.port, mapped };
 }
 
-/** This process's open descriptors, from `/proc/self/fd`. */
-function openDescriptors(c: LibC): number[] {
+/**
+ * This process's open descriptors, from `/proc/self/fd`, in ascending
+ * order, read a chunk at a time so a caller that stops early reads less.
+ */
+function* openDescriptors(c: LibC): Generator<number> {
   const dir = c.open(
     new TextEncoder().encode("/proc/self/fd\0"),
     O_RDONLY_DIRECTORY_CLOEXEC,
@@ -302,33 +316,40 @@ function openDescriptors(c: LibC): number[] {
   if (dir < 0) {
     throw new KeepAliveError("not-found", "cannot list /proc/self/fd");
   }
-  const fds: number[] = [];
-  const buffer = new Uint8Array(32 * 1024);
-  const view = new DataView(buffer.buffer);
+  const buffer = new Uint8Array(16 * 1024);
+  const size = BigInt(buffer.byteLength);
   try {
     while (true) {
-      const n = Number(c.getdents64(dir, buffer, BigInt(buffer.byteLength)));
+      const n = Number(c.getdents64(dir, buffer, size));
       if (n <= 0) break;
-      // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name.
+      // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type,
+      // then the NUL-terminated name: here a decimal number, or . and ..
       for (let offset = 0; offset < n;) {
-        const length = view.getUint16(offset + 16, true);
-        let end = offset + 19;
-        while (buffer[end] !== 0) end++;
-        const name = String.fromCharCode(...buffer.subarray(offset + 19, end));
-        if (/^\d+$/.test(name) && Number(name) !== dir) fds.push(Number(name));
-        offset += length;
+        let fd = 0;
+        let at = offset + 19;
+        for (; buffer[at] >= 0x30 && buffer[at] <= 0x39; at++) {
+          fd = fd * 10 + buffer[at] - 0x30;
+        }
+        if (at > offset + 19 && buffer[at] === 0 && fd !== dir) yield fd;
+        offset += buffer[offset + 16] | (buffer[offset + 17] << 8);
       }
     }
   } finally {
     c.close(dir);
   }
-  return fds;
 }
+
+/** Where the last search found a connection: the next is often beside it. */
+let lastFound = -1;
 
 /**
  * The descriptor of `conn`: the socket whose local and peer addresses are
- * the connection's. One `getsockname` per open descriptor, so O(open
- * descriptors) per call.
+ * the connection's. The descriptor after the last one found, then that
+ * one, are tried first (a server that grows gets one descriptor after
+ * another; `getKeepAlive` after `setKeepAlive` asks for the same); then
+ * every open descriptor in ascending order (the kernel hands out the
+ * lowest free one, so after churn the new socket tends to be low): one
+ * `getpeername` (about 1 µs) per descriptor in the worst case.
  */
 function descriptorOf(c: LibC, conn: Deno.Conn): number {
   const local = netEndpoint(conn.localAddr);
@@ -341,13 +362,21 @@ function descriptorOf(c: LibC, conn: Deno.Conn): number {
   }
   const address = new Uint8Array(128);
   const length = new Uint32Array(1);
+  // The peer first: a server's connections all share their local address,
+  // so the peer tells them apart in one call.
+  const matches = (fd: number): boolean => {
+    length[0] = address.byteLength;
+    if (c.getpeername(fd, address, length) !== 0) return false;
+    if (!sameEndpoint(address, remote)) return false;
+    length[0] = address.byteLength;
+    return c.getsockname(fd, address, length) === 0 &&
+      sameEndpoint(address, local);
+  };
+  for (const fd of [lastFound + 1, lastFound]) {
+    if (fd >= 0 && matches(fd)) return lastFound = fd;
+  }
   for (const fd of openDescriptors(c)) {
-    length[0] = address.byteLength;
-    if (c.getsockname(fd, address, length) !== 0) continue;
-    if (!sameEndpoint(address, local)) continue;
-    length[0] = address.byteLength;
-    if (c.getpeername(fd, address, length) !== 0) continue;
-    if (sameEndpoint(address, remote)) return fd;
+    if (matches(fd)) return lastFound = fd;
   }
   throw new KeepAliveError(
     "not-found",
