@@ -57,6 +57,39 @@ Deno.test("setKeepAlive() tunes the accepted socket and leaves its peer alone (I
   }
 });
 
+Deno.test("setKeepAlive() tunes the right socket among many, through churn", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const addr = {
+    ...(listener.addr as Deno.NetAddr),
+    transport: "tcp" as const,
+  };
+  const pairs: { client: Deno.Conn; accepted: Deno.Conn; idle: number }[] = [];
+  const open = async (idle: number) => {
+    const client = await Deno.connect(addr);
+    const accepted = await listener.accept();
+    setKeepAlive(accepted, { idle });
+    return { client, accepted, idle };
+  };
+  try {
+    for (let i = 0; i < 60; i++) pairs.push(await open(100 + i));
+    // Free descriptors in the middle, so new sockets reuse low numbers.
+    for (let i = 5; i < 60; i += 7) {
+      pairs[i].client.close();
+      pairs[i].accepted.close();
+      pairs[i] = await open(1000 + i);
+    }
+    for (const { client, accepted, idle } of pairs) {
+      assert.equal(getKeepAlive(accepted).idle, idle);
+      assert.equal(getKeepAlive(client).enable, false);
+    }
+  } finally {
+    for (const { client, accepted } of pairs) {
+      client.close();
+      accepted.close();
+    }
+  }
+});
+
 Deno.test("setKeepAlive() finds an IPv4 client accepted on an IPv6 wildcard socket", async () => {
   using listener = Deno.listen({ hostname: "::", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
