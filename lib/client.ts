@@ -8,7 +8,13 @@
  * @module
  */
 
-import { checkHost, stripBrackets } from "./address.ts";
+import {
+  checkHost,
+  parseIPv4,
+  parseIPv6,
+  stripBrackets,
+  unmapIPv4,
+} from "./address.ts";
 import { joinHostPort } from "./endpoint.ts";
 
 /** What went wrong, for callers that react differently to each. */
@@ -18,6 +24,7 @@ export type ConnectFailure =
   | "refused"
   | "unreachable"
   | "timeout"
+  | "no-reply"
   | "reset"
   | "other";
 
@@ -294,4 +301,138 @@ export async function readWithTimeout(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Options for {@linkcode requestDatagram}. */
+export interface DatagramRequestOptions {
+  /** Server: IP literal (IPv6 with or without brackets) or host name. */
+  hostname: string;
+  /** Server port, 1 to 65535. */
+  port: number;
+  /** The request datagram. */
+  message: Uint8Array;
+  /** How long to wait for a reply after each send, in ms. Default 1000. */
+  timeoutMs?: number;
+  /** How many times to send again when no reply came. Default 3. */
+  retries?: number;
+  /** Told about each retry (`no reply within 1 s; sending again (2 of 4)`). */
+  log?: (line: string) => void;
+}
+
+/**
+ * Sends a request datagram and waits for the reply, sending again after
+ * each `timeoutMs` without one, `retries` times. Only a datagram from the
+ * server's address and port counts as the reply (for a host name, from
+ * its port). The socket is bound to the wildcard address of the server's
+ * family (`0.0.0.0` or `::`), port 0: it needs `--allow-net=0.0.0.0:0`
+ * (or `[::]:0`) besides the server's address, and `--unstable-net`.
+ * When no reply comes, rejects with a {@linkcode ConnectError} of kind
+ * `no-reply`: `no reply from HOST:PORT after N attempts (T s each)`.
+ *
+ * @example Against an in-process UDP server that answers "hello"
+ * ```ts
+ * import { requestDatagram } from "./client.ts";
+ *
+ * const server = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+ * const { port } = server.addr as Deno.NetAddr;
+ * const answering = server.receive().then(([, source]) =>
+ *   server.send(new TextEncoder().encode("hello"), source)
+ * );
+ * const reply = await requestDatagram({
+ *   hostname: "127.0.0.1",
+ *   port,
+ *   message: new TextEncoder().encode("hi"),
+ * });
+ * await answering;
+ * server.close();
+ * if (new TextDecoder().decode(reply) !== "hello") throw new Error("no hello");
+ * ```
+ */
+export async function requestDatagram(
+  options: DatagramRequestOptions,
+): Promise<Uint8Array> {
+  const hostname = stripBrackets(options.hostname);
+  const target = joinHostPort(hostname, options.port);
+  let family: 4 | 6 | "name";
+  try {
+    family = checkHost(options.hostname);
+  } catch (error) {
+    throw new ConnectError(
+      (error as Error).message,
+      "invalid-address",
+      target,
+      error,
+    );
+  }
+  const timeoutMs = options.timeoutMs ?? 1000;
+  const attempts = 1 + (options.retries ?? 3);
+  const server = { transport: "udp" as const, hostname, port: options.port };
+  const wanted = family === "name" ? undefined : addressKey(hostname);
+  const socket = Deno.listenDatagram({
+    transport: "udp",
+    hostname: family === 6 ? "::" : "0.0.0.0",
+    port: 0,
+  });
+  const buffer = new Uint8Array(65536);
+  let receiving: Promise<[Uint8Array, Deno.Addr]> | undefined;
+  try {
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      if (attempt > 1) {
+        options.log?.(
+          `no reply within ${
+            formatSeconds(timeoutMs)
+          }; sending again (${attempt} of ${attempts})`,
+        );
+      }
+      try {
+        await socket.send(options.message, server);
+      } catch (error) {
+        if (error instanceof Deno.errors.NotCapable) throw error;
+        throw describeConnectFailure(error, target, hostname);
+      }
+      const deadline = Date.now() + timeoutMs;
+      while (true) {
+        receiving ??= socket.receive(buffer);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const received = await Promise.race([
+          receiving,
+          new Promise<undefined>((resolve) =>
+            timer = setTimeout(
+              () => resolve(undefined),
+              Math.max(0, deadline - Date.now()),
+            )
+          ),
+        ]);
+        clearTimeout(timer);
+        if (!received) break;
+        receiving = undefined;
+        const [data, source] = received;
+        if (
+          "hostname" in source && source.port === options.port &&
+          (wanted === undefined || addressKey(source.hostname) === wanted)
+        ) {
+          return data.slice();
+        }
+      }
+    }
+  } finally {
+    socket.close();
+    receiving?.catch(() => {});
+  }
+  throw new ConnectError(
+    `no reply from ${target} after ${attempts} attempt${
+      attempts === 1 ? "" : "s"
+    } (${formatSeconds(timeoutMs)} each)`,
+    "no-reply",
+    target,
+  );
+}
+
+/** One spelling per address, IPv4-mapped IPv6 as IPv4. */
+function addressKey(hostname: string): string {
+  const plain = unmapIPv4(hostname);
+  const v4 = parseIPv4(plain);
+  if (v4) return v4.join(".");
+  const v6 = parseIPv6(plain);
+  return v6 ? Array.from(v6, (g) => g.toString(16)).join(":") : plain;
 }

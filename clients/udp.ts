@@ -1,0 +1,129 @@
+/**
+ * UDP hello client, the client side of the seed's "UDP server snippet":
+ * sends MESSAGE (default `hello`) to 127.0.0.1:3500 and writes the reply to
+ * stdout. UDP may lose either datagram, so it sends again after each
+ * `--timeout` seconds without a reply (default 1), `--retries` times
+ * (default 3), and when none comes fails with `error: no reply ...`, exit 1.
+ *
+ *     deno run --unstable-net --allow-net=127.0.0.1 servers/udp.ts
+ *     deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:3500 clients/udp.ts
+ *     deno run --unstable-net --allow-net=[::]:0,[::1]:3500 clients/udp.ts --hostname ::1
+ *
+ * The permission names the socket it binds (any address, port 0; `[::]:0`
+ * for an IPv6 server) and the one server it sends to. Any UDP peer answers
+ * too, e.g. `socat UDP-RECVFROM:3500,bind=127.0.0.1 SYSTEM:'echo hi'`.
+ * Only a datagram from the server's address and port counts as its reply.
+ *
+ * @module
+ */
+
+import {
+  integerFlag,
+  parseCommandLine,
+  requestDatagram,
+  runMain,
+  secondsFlag,
+  stderrLog,
+  UsageError,
+  writeAll,
+} from "../mod.ts";
+
+/** The snippet's server port. */
+export const UDP_HELLO_PORT = 3500;
+
+/** Options for {@linkcode sendUdpHello}. */
+export interface UdpHelloClientOptions {
+  /** Server host name or IP literal. Default `127.0.0.1`. */
+  hostname?: string;
+  /** Server port. Default 3500. */
+  port?: number;
+  /** What to send. Default `hello`. */
+  message?: string | Uint8Array;
+  /** Wait for a reply this long after each send, in ms. Default 1000. */
+  timeoutMs?: number;
+  /** Send again this many times when no reply comes. Default 3. */
+  retries?: number;
+  /** Told about each retry. Default: nothing. */
+  log?: (line: string) => void;
+}
+
+/**
+ * Sends the message and returns the server's reply. Rejects with a
+ * `ConnectError` (from `mod.ts`) of kind `no-reply` when none comes.
+ *
+ * @example Against the UDP hello server
+ * ```ts
+ * import { sendUdpHello } from "./udp.ts";
+ * import { serveUdpHello } from "../servers/udp.ts";
+ *
+ * const output = { write: (p: Uint8Array) => Promise.resolve(p.length) };
+ * await using server = serveUdpHello({ port: 0, output, log: () => {} });
+ * const { port } = server.addr as Deno.NetAddr;
+ * const reply = await sendUdpHello({ port, message: "hi" });
+ * if (new TextDecoder().decode(reply) !== "hello") throw new Error("no hello");
+ * ```
+ */
+export function sendUdpHello(
+  options: UdpHelloClientOptions = {},
+): Promise<Uint8Array> {
+  const message = options.message ?? "hello";
+  return requestDatagram({
+    hostname: options.hostname ?? "127.0.0.1",
+    port: options.port ?? UDP_HELLO_PORT,
+    message: typeof message === "string"
+      ? new TextEncoder().encode(message)
+      : message,
+    timeoutMs: options.timeoutMs,
+    retries: options.retries,
+    log: options.log,
+  });
+}
+
+const USAGE = `usage: udp.ts [options] [MESSAGE]
+
+UDP hello client: sends MESSAGE (default "hello") in one datagram and prints
+the reply; sends again when none comes within the timeout.
+
+  --hostname H   server address (default 127.0.0.1)
+  --port P       server port (default ${UDP_HELLO_PORT})
+  --timeout S    wait S seconds for a reply after each send (default 1)
+  --retries N    send again up to N times (default 3)
+  --help         print this help and exit
+
+Permissions: --unstable-net --allow-net=0.0.0.0:0,HOST:PORT
+(for an IPv6 server: --allow-net=[::]:0,[HOST]:PORT).`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values, positionals } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: {
+        hostname: { type: "string" },
+        port: { type: "string" },
+        timeout: { type: "string" },
+        retries: { type: "string" },
+      },
+      maxPositionals: 1,
+    });
+    const port = values.port === undefined
+      ? UDP_HELLO_PORT
+      : integerFlag("--port", values.port, 1, 65535);
+    const timeoutMs = values.timeout === undefined
+      ? 1000
+      : secondsFlag("--timeout", values.timeout);
+    if (timeoutMs === 0) {
+      throw new UsageError("--timeout must be more than 0 seconds");
+    }
+    const reply = await sendUdpHello({
+      hostname: values.hostname,
+      port,
+      message: positionals[0],
+      timeoutMs,
+      retries: values.retries === undefined
+        ? 3
+        : integerFlag("--retries", values.retries, 0, 100),
+      log: stderrLog,
+    });
+    await writeAll(Deno.stdout, reply);
+  });
+}

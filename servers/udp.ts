@@ -1,0 +1,153 @@
+/**
+ * UDP hello server, from the seed's "UDP server snippet": for each
+ * datagram it prints `Client with IP ADDRESS sent datagram` on stdout,
+ * writes the payload to stdout and replies `hello`. `--once` answers one
+ * datagram and exits 0, as the snippet does.
+ *
+ *     deno run --unstable-net --allow-net=127.0.0.1 servers/udp.ts
+ *     deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:3500 clients/udp.ts
+ *     echo hi | socat - UDP:127.0.0.1:3500,sourceport=40000
+ *
+ * A reply goes to whoever sent, so the permission names the host without a
+ * port (`--allow-net=127.0.0.1`: bind port 3500, answer any port there).
+ *
+ * Unlike the snippet, it keeps the protections every UDP server here has
+ * (CVE-1999-0103): no reply to a source port below 1024 (a loop with
+ * another service), at most `--udp-rate` replies per second to one
+ * source, counted log lines for what it drops; and `--allow`/`--deny`.
+ *
+ * @module
+ */
+
+import {
+  parseCommandLine,
+  pickServerFlags,
+  runMain,
+  runServers,
+  serve,
+  type Server,
+  serverFlagsHelpFor,
+  type ServerOptions,
+  serverOptionsFromFlags,
+  type Service,
+  unmapIPv4,
+  writeAll,
+} from "../mod.ts";
+
+/** The snippet's port. */
+export const UDP_HELLO_PORT = 3500;
+
+/** The snippet's address: loopback only. */
+export const UDP_HELLO_HOSTNAME = "127.0.0.1";
+
+const GREETING = new TextEncoder().encode("hello");
+
+/** Options for {@linkcode serveUdpHello}. */
+export interface UdpHelloOptions extends Omit<ServerOptions, "transport"> {
+  /** Answer one datagram, then stop (`finished` resolves). Default `false`. */
+  once?: boolean;
+  /** Where the `Client with IP` lines and payloads go. Default stdout. */
+  output?: { write(p: Uint8Array): Promise<number> };
+}
+
+/**
+ * The UDP hello service, for {@linkcode serve}: print who sent and what,
+ * reply `hello`. `onDatagram` runs for each datagram handled.
+ *
+ * @example
+ * ```ts
+ * import { udpHelloService } from "./udp.ts";
+ *
+ * if (udpHelloService().defaultPort !== 3500) throw new Error("wrong port");
+ * ```
+ */
+export function udpHelloService(
+  options: {
+    output?: { write(p: Uint8Array): Promise<number> };
+    onDatagram?: () => void;
+  } = {},
+): Service {
+  const output = options.output ?? Deno.stdout;
+  const encoder = new TextEncoder();
+  return {
+    name: "udp",
+    defaultPort: UDP_HELLO_PORT,
+    defaultHostname: UDP_HELLO_HOSTNAME,
+    async datagram(data, source) {
+      const ip = "hostname" in source ? unmapIPv4(source.hostname) : "";
+      await writeAll(
+        output,
+        encoder.encode(`Client with IP ${ip} sent datagram\n`),
+      );
+      await writeAll(output, data);
+      options.onDatagram?.();
+      return GREETING;
+    },
+  };
+}
+
+/**
+ * Starts a UDP hello server (default 127.0.0.1:3500). Needs
+ * `--unstable-net`.
+ *
+ * @example One datagram, then the server stops by itself
+ * ```ts
+ * import { serveUdpHello } from "./udp.ts";
+ *
+ * const output = { write: (p: Uint8Array) => Promise.resolve(p.length) };
+ * const server = serveUdpHello({ port: 0, once: true, output, log: () => {} });
+ * const { port } = server.addr as Deno.NetAddr;
+ * const client = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+ * await client.send(new TextEncoder().encode("hi"), { transport: "udp", hostname: "127.0.0.1", port });
+ * const [reply] = await client.receive();
+ * client.close();
+ * await server.finished;
+ * if (new TextDecoder().decode(reply) !== "hello") throw new Error("no hello");
+ * ```
+ */
+export function serveUdpHello(options: UdpHelloOptions = {}): Server {
+  const once: { server?: Server } = {};
+  const service = udpHelloService({
+    output: options.output,
+    // The reply to this datagram is still sent: a datagram server answers
+    // the datagram in flight before it closes.
+    onDatagram: options.once ? () => once.server?.shutdown() : undefined,
+  });
+  const server = serve(service, { ...options, transport: "udp" });
+  once.server = server;
+  return server;
+}
+
+const FLAGS = [
+  "hostname",
+  "port",
+  "allow-low-ports",
+  "udp-rate",
+  "allow",
+  "deny",
+  "grace",
+] as const;
+
+const USAGE = `usage: udp.ts [options]
+
+UDP hello server (the seed's UDP server snippet): for each datagram prints
+"Client with IP ADDRESS sent datagram" and the payload, and replies "hello".
+
+  --once                 answer one datagram, then exit 0
+${serverFlagsHelpFor(FLAGS, UDP_HELLO_PORT, UDP_HELLO_HOSTNAME)}
+
+Permissions: --unstable-net --allow-net=HOST (replies go to any port there;
+default 127.0.0.1).`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      options: { ...pickServerFlags(...FLAGS), once: { type: "boolean" } },
+    });
+    const options = serverOptionsFromFlags({ ...values, udp: true });
+    await runServers([{
+      server: serveUdpHello({ ...options, once: values.once }),
+    }]);
+  });
+}

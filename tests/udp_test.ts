@@ -1,0 +1,353 @@
+import assert from "node:assert/strict";
+import { ConnectError, silentLog } from "../mod.ts";
+import { serveUdpHello } from "../servers/udp.ts";
+import { sendUdpHello } from "../clients/udp.ts";
+import {
+  freePort,
+  missing,
+  runCommand,
+  runScript,
+  spawnCommand,
+  startServer,
+} from "./_helpers.ts";
+
+const SERVER = "servers/udp.ts";
+const CLIENT = "clients/udp.ts";
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+function serverPermissions(host = "127.0.0.1"): string[] {
+  return ["--unstable-net", `--allow-net=${host}`];
+}
+
+function clientPermissions(port: number, v6 = false): string[] {
+  return [
+    "--unstable-net",
+    v6
+      ? `--allow-net=[::]:0,[::1]:${port}`
+      : `--allow-net=0.0.0.0:0,127.0.0.1:${port}`,
+  ];
+}
+
+function memoryOutput(): {
+  write(p: Uint8Array): Promise<number>;
+  text(): string;
+} {
+  const chunks: Uint8Array[] = [];
+  return {
+    write(p) {
+      chunks.push(p.slice());
+      return Promise.resolve(p.byteLength);
+    },
+    text: () => chunks.map((c) => decoder.decode(c)).join(""),
+  };
+}
+
+/** Receives one datagram on `socket`, or `null` after `ms`. */
+async function receiveWithin(
+  socket: Deno.DatagramConn,
+  ms: number,
+): Promise<[Uint8Array, Deno.Addr] | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const receiving = socket.receive();
+  receiving.catch(() => {});
+  const result = await Promise.race([
+    receiving,
+    new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), ms)),
+  ]);
+  clearTimeout(timer);
+  return result;
+}
+
+Deno.test("serveUdpHello() and sendUdpHello() talk in process; --once stops after one datagram", async () => {
+  const output = memoryOutput();
+  const server = serveUdpHello({ port: 0, once: true, output, log: silentLog });
+  const { port } = server.addr as Deno.NetAddr;
+  const reply = await sendUdpHello({ port, message: "hi there" });
+  await server.finished;
+  assert.equal(decoder.decode(reply), "hello");
+  assert.equal(
+    output.text(),
+    "Client with IP 127.0.0.1 sent datagram\nhi there",
+  );
+});
+
+Deno.test("udp.ts server and client scripts, with their header's permissions", async () => {
+  const port = freePort();
+  await using server = await startServer(SERVER, {
+    permissions: serverPermissions(),
+    args: ["--port", String(port), "--once"],
+  });
+  assert.equal(server.address, `127.0.0.1:${port}`);
+  const client = await runScript(CLIENT, {
+    permissions: clientPermissions(port),
+    args: ["--port", String(port), "hi udp"],
+  });
+  assert.equal(client.code, 0, client.stderr);
+  assert.equal(client.stdout, "hello");
+  assert.equal(client.stderr, "");
+  const { code, stdout, stderr } = await server.proc.finished();
+  assert.equal(code, 0, stderr);
+  assert.equal(stdout, "Client with IP 127.0.0.1 sent datagram\nhi udp");
+});
+
+Deno.test("udp.ts over IPv6: server on ::1, client sends 'hello' by default", async () => {
+  const port = freePort("::1");
+  await using server = await startServer(SERVER, {
+    permissions: serverPermissions("[::1]"),
+    args: ["--hostname", "::1", "--port", String(port)],
+  });
+  const client = await runScript(CLIENT, {
+    permissions: clientPermissions(port, true),
+    args: ["--hostname", "::1", "--port", String(port)],
+  });
+  assert.equal(client.code, 0, client.stderr);
+  assert.equal(client.stdout, "hello");
+  server.proc.kill("SIGTERM");
+  const { code, stdout } = await server.proc.finished();
+  assert.equal(code, 0);
+  assert.equal(stdout, "Client with IP ::1 sent datagram\nhello");
+});
+
+Deno.test("udp.ts server keeps the UDP protections: low source ports and the rate limit", async () => {
+  const port = freePort();
+  await using server = await startServer(SERVER, {
+    permissions: serverPermissions(),
+    args: ["--port", String(port), "--udp-rate", "2"],
+  });
+  const target = { transport: "udp" as const, hostname: "127.0.0.1", port };
+  // A privileged source port (we run as root in CI; else skip that half).
+  let low: Deno.DatagramConn | undefined;
+  for (let p = 1000; p > 900 && !low; p--) {
+    try {
+      low = Deno.listenDatagram({
+        transport: "udp",
+        hostname: "127.0.0.1",
+        port: p,
+      });
+    } catch {
+      // Taken or not permitted.
+    }
+  }
+  if (low) {
+    await low.send(encoder.encode("loop?"), target);
+    assert.equal(await receiveWithin(low, 300), null, "answered a low port");
+    low.close();
+    await server.proc.waitForStderr(/dropped.*source port below 1024/, 5000);
+  } else {
+    console.error("SKIP low-port half: cannot bind a port below 1024");
+  }
+  const client = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  for (let i = 0; i < 5; i++) {
+    await client.send(encoder.encode(`n${i}`), target);
+  }
+  let replies = 0;
+  while (await receiveWithin(client, 500)) replies++;
+  client.close();
+  assert.equal(replies, 2, "the rate limit let more than 2 replies through");
+  server.proc.kill("SIGTERM");
+  const { code, stderr } = await server.proc.finished();
+  assert.equal(code, 0);
+  assert.match(stderr, /dropped.*over 2 replies\/s/);
+});
+
+Deno.test({
+  name: "udp.ts server answers a socat client and an nc client",
+  ignore: missing("socat", "nc"),
+  async fn() {
+    const port = freePort();
+    await using server = await startServer(SERVER, {
+      permissions: serverPermissions(),
+      args: ["--port", String(port)],
+    });
+    const socat = await runCommand(
+      "socat",
+      ["-t", "1", "-", `UDP:127.0.0.1:${port}`],
+      "from socat",
+    );
+    assert.equal(socat.code, 0, socat.stderr);
+    assert.equal(decoder.decode(socat.stdout), "hello");
+    const nc = await runCommand(
+      "nc",
+      ["-u", "-w", "1", "127.0.0.1", String(port)],
+      "from nc",
+    );
+    assert.equal(decoder.decode(nc.stdout), "hello", nc.stderr);
+    server.proc.kill("SIGTERM");
+    const { code, stdout } = await server.proc.finished();
+    assert.equal(code, 0);
+    assert.equal(
+      stdout,
+      "Client with IP 127.0.0.1 sent datagram\nfrom socat" +
+        "Client with IP 127.0.0.1 sent datagram\nfrom nc",
+    );
+  },
+});
+
+Deno.test({
+  name: "udp.ts client against a socat UDP peer and an nc UDP listener",
+  ignore: missing("socat", "nc"),
+  async fn() {
+    const socatPort = freePort();
+    await using socat = spawnCommand("socat", [
+      "-d",
+      "-d",
+      `UDP-RECVFROM:${socatPort},bind=127.0.0.1`,
+      "PIPE",
+    ]);
+    await socat.waitForStderr(/receiving on/);
+    const viaSocat = await runScript(CLIENT, {
+      permissions: clientPermissions(socatPort),
+      args: ["--port", String(socatPort), "echo me"],
+    });
+    assert.equal(viaSocat.code, 0, viaSocat.stderr);
+    assert.equal(viaSocat.stdout, "echo me");
+
+    const ncPort = freePort();
+    await using nc = spawnCommand(
+      "nc",
+      ["-v", "-u", "-l", "127.0.0.1", String(ncPort)],
+      { stdin: true },
+    );
+    await nc.waitForStderr(/Bound on|[Ll]istening on/);
+    const writer = nc.child.stdin.getWriter();
+    await writer.write(encoder.encode("reply from nc"));
+    const viaNc = await runScript(CLIENT, {
+      permissions: clientPermissions(ncPort),
+      args: ["--port", String(ncPort)],
+    });
+    assert.equal(viaNc.code, 0, viaNc.stderr);
+    assert.equal(viaNc.stdout, "reply from nc");
+    await nc.until(() => nc.stdout === "hello", "nc to print hello");
+    await writer.close();
+  },
+});
+
+Deno.test("udp.ts client retries, then fails with 'error: no reply', exit 1", async () => {
+  // A silent peer that counts what it receives.
+  const silent = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  const { port } = silent.addr as Deno.NetAddr;
+  let received = 0;
+  const counting = (async () => {
+    try {
+      while (true) {
+        await silent.receive();
+        received++;
+      }
+    } catch {
+      // Closed.
+    }
+  })();
+  const started = performance.now();
+  const { code, stdout, stderr } = await runScript(CLIENT, {
+    permissions: clientPermissions(port),
+    args: ["--port", String(port), "--timeout", "0.2", "--retries", "2"],
+  });
+  const elapsed = performance.now() - started;
+  silent.close();
+  await counting;
+  assert.equal(code, 1);
+  assert.equal(stdout, "");
+  assert.deepEqual(stderr.trimEnd().split("\n"), [
+    "no reply within 0.2 s; sending again (2 of 3)",
+    "no reply within 0.2 s; sending again (3 of 3)",
+    `error: no reply from 127.0.0.1:${port} after 3 attempts (0.2 s each)`,
+  ]);
+  assert.equal(received, 3);
+  assert.ok(elapsed >= 600, `gave up after ${elapsed} ms`);
+});
+
+Deno.test("udp.ts client takes only the server's reply, and a late one counts", async () => {
+  const server = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  const other = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  const { port } = server.addr as Deno.NetAddr;
+  const answering = (async () => {
+    const [, source] = await server.receive();
+    // From another port: not the server's reply.
+    await other.send(encoder.encode("spoofed"), source);
+    // The first attempt times out; answer the first datagram late.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await server.send(encoder.encode("real"), source);
+  })();
+  const reply = await sendUdpHello({ port, timeoutMs: 300, retries: 2 });
+  await answering;
+  server.close();
+  other.close();
+  assert.equal(decoder.decode(reply), "real");
+});
+
+Deno.test("udp.ts client: a bad address is one error line, exit 1; usage errors exit 2", async () => {
+  const bad = await runScript(CLIENT, {
+    permissions: clientPermissions(3500),
+    args: ["--hostname", "1.2.3"],
+  });
+  assert.equal(bad.code, 1);
+  assert.match(
+    bad.stderr.trimEnd(),
+    /^error: invalid address '1\.2\.3': [^\n]*$/,
+  );
+  const error = await sendUdpHello({ hostname: "999.1.1.1" }).catch((e) => e);
+  assert.ok(error instanceof ConnectError && error.kind === "invalid-address");
+
+  const cases: [string, string[], RegExp][] = [
+    [CLIENT, ["--timeout", "0"], /^error: --timeout must be more than 0/],
+    [CLIENT, ["--retries", "x"], /^error: invalid value 'x' for --retries/],
+    [CLIENT, ["--port", "0"], /^error: invalid value '0' for --port/],
+    [CLIENT, ["a", "b"], /^error: unexpected argument 'b'/],
+    [SERVER, ["--unix", "/tmp/x"], /^error: unknown option '--unix'/],
+    [
+      SERVER,
+      ["--udp-rate", "many"],
+      /^error: invalid value 'many' for --udp-rate/,
+    ],
+  ];
+  for (const [script, args, pattern] of cases) {
+    const { code, stderr } = await runScript(script, {
+      permissions: clientPermissions(3500),
+      args,
+    });
+    assert.equal(code, 2, `${script} ${args.join(" ")}: ${stderr}`);
+    assert.match(stderr, pattern);
+    assert.equal(stderr.trimEnd().split("\n").length, 1, stderr);
+  }
+  for (const script of [CLIENT, SERVER]) {
+    const help = await runScript(script, { args: ["--help"] });
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /^usage: udp\.ts/);
+  }
+});
+
+Deno.test("udp.ts server: a port in use is one error line, exit 1", async () => {
+  const taken = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  const { port } = taken.addr as Deno.NetAddr;
+  const { code, stderr } = await runScript(SERVER, {
+    permissions: serverPermissions(),
+    args: ["--port", String(port)],
+  });
+  taken.close();
+  assert.equal(code, 1);
+  assert.equal(
+    stderr.trimEnd(),
+    `error: address 127.0.0.1:${port} is already in use (pick another port with --port)`,
+  );
+});
