@@ -356,6 +356,7 @@ class StreamServer extends BaseServer {
   readonly #handshakeFailed: FloodLog;
   /** Set for TLS: the handshake deadline, in ms. */
   readonly #handshakeTimeoutMs?: number;
+  readonly #abortedEarly: FloodLog;
   #idleTimer?: ReturnType<typeof setInterval>;
   #idleTickMs = 0;
   #backoffTimer?: ReturnType<typeof setTimeout>;
@@ -435,6 +436,7 @@ class StreamServer extends BaseServer {
       this.#handshakeTimeoutMs = options.handshakeTimeoutMs ??
         DEFAULT_HANDSHAKE_TIMEOUT_MS;
     }
+    this.#abortedEarly = new FloodLog(this.log, `${this.prefix}dropped`);
     // A Unix listener exists once `ready` settles; a TCP one already does.
     const start = (l: Deno.Listener) => {
       this.#acceptLoopDone = this.#acceptLoop(l);
@@ -467,7 +469,22 @@ class StreamServer extends BaseServer {
         backoffMs = 0;
       } catch (error) {
         if (this.closing) break;
-        // EMFILE, ENFILE, ECONNABORTED...: back off and go on, as Go's
+        if (
+          error instanceof Deno.errors.NotConnected ||
+          error instanceof Deno.errors.ConnectionAborted ||
+          error instanceof Deno.errors.ConnectionReset
+        ) {
+          // That one client reset before it was accepted (ENOTCONN from
+          // getpeername, ECONNABORTED): the next one is fine, so no
+          // backoff, which would make every queued client wait.
+          this.#abortedEarly.event(
+            `a connection reset before it was accepted: ${
+              (error as Error).message
+            }`,
+          );
+          continue;
+        }
+        // EMFILE, ENFILE, ENOBUFS...: back off and go on, as Go's
         // http.Server does, instead of dying like the seed's loop.
         backoffMs = Math.min(
           Math.max(backoffMs * 2, ACCEPT_BACKOFF_MIN_MS),
@@ -646,6 +663,7 @@ class StreamServer extends BaseServer {
     this.#refusedAccess.flush();
     this.#refusedFull.flush();
     this.#handshakeFailed.flush();
+    this.#abortedEarly.flush();
   }
 }
 

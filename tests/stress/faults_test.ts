@@ -1,0 +1,170 @@
+import assert from "node:assert/strict";
+import { pseudoRandomBytes } from "../_helpers.ts";
+import {
+  compileRudeClient,
+  countLines,
+  echoExchange,
+  fdCount,
+  figures,
+  missingGcc,
+  startEcho,
+} from "./_stress.ts";
+
+const port = (server: { port: number }) => ({
+  hostname: "127.0.0.1",
+  port: server.port,
+});
+
+async function runRude(rude: string, args: string[]): Promise<string> {
+  const { success, stdout, stderr } = await new Deno.Command(rude, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(stdout).trim();
+  assert.ok(success, `${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
+  return text;
+}
+
+async function waitFor(
+  predicate: () => boolean,
+  timeoutMs: number,
+): Promise<number> {
+  const started = performance.now();
+  while (!predicate()) {
+    if (performance.now() - started > timeoutMs) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return performance.now() - started;
+}
+
+Deno.test({
+  name:
+    "echo.ts survives resets, odd half-closes and vanishing clients: no crash, no leaked descriptor, others served byte-exact",
+  ignore: missingGcc(),
+  async fn() {
+    const rude = compileRudeClient();
+    await using server = await startEcho();
+    const data = pseudoRandomBytes(256 * 1024, 11);
+    // Warm up once so lazily opened descriptors count in the baseline.
+    {
+      using conn = await Deno.connect(port(server));
+      assert.ok((await echoExchange(conn, data)).exact);
+    }
+    await waitFor(() => countLines(server.proc, /^closed /) >= 1, 5000);
+    const baseline = fdCount(server.pid);
+    let peakFds = baseline;
+    const sampler = setInterval(() => {
+      peakFds = Math.max(peakFds, fdCount(server.pid));
+    }, 20);
+    const started = performance.now();
+    const faults = Promise.all([
+      // RST mid-stream (SO_LINGER 0), while the server is echoing.
+      runRude(rude, ["rst", "127.0.0.1", String(server.port), "200", "65536"]),
+      // Read side shut down, then bytes sent: the echo goes nowhere.
+      runRude(rude, [
+        "shutrd",
+        "127.0.0.1",
+        String(server.port),
+        "100",
+        "65536",
+      ]),
+      // Vanish: send 256 KiB and close without reading (the kernel resets).
+      Promise.all(Array.from({ length: 100 }, async () => {
+        const conn = await Deno.connect(port(server));
+        await conn.write(data.subarray(0, 65536));
+        conn.close();
+      })),
+      // Half-close at once, before sending anything: an empty echo.
+      Promise.all(Array.from({ length: 100 }, async () => {
+        using conn = await Deno.connect(port(server));
+        const { received, exact } = await echoExchange(conn, new Uint8Array());
+        assert.ok(exact && received === 0);
+      })),
+      // Half-close, read part of the echo, then close.
+      Promise.all(Array.from({ length: 100 }, async () => {
+        const conn = await Deno.connect(port(server));
+        await conn.write(data.subarray(0, 100_000));
+        await conn.closeWrite();
+        await conn.read(new Uint8Array(1000));
+        conn.close();
+      })),
+      // A process killed mid-transfer (SIGKILL: its kernel closes for it).
+      (async () => {
+        for (let i = 0; i < 10; i++) {
+          const child = new Deno.Command(rude, {
+            args: [
+              "push",
+              "127.0.0.1",
+              String(server.port),
+              "1073741824",
+              "60",
+            ],
+            stdin: "piped",
+            stdout: "null",
+          }).spawn();
+          await new Promise((resolve) => setTimeout(resolve, 30));
+          child.kill("SIGKILL");
+          await child.status;
+          await child.stdin.close().catch(() => {});
+        }
+      })(),
+    ]);
+    // Meanwhile, well-behaved clients get every byte back.
+    const good = await Promise.all(Array.from({ length: 50 }, async () => {
+      using conn = await Deno.connect(port(server));
+      return (await echoExchange(conn, data)).exact;
+    }));
+    await faults;
+    const faultSeconds = (performance.now() - started) / 1000;
+    const settleMs = await waitFor(
+      () => fdCount(server.pid) <= baseline,
+      15_000,
+    );
+    clearInterval(sampler);
+    const after = fdCount(server.pid);
+    const accepted = countLines(server.proc, /^accepted /);
+    await waitFor(
+      () => countLines(server.proc, /^closed /) >= accepted,
+      5000,
+    );
+    const closed = countLines(server.proc, /^closed /);
+    figures("faults", {
+      rst: 200,
+      shut_rd: 100,
+      vanished: 100,
+      empty_half_close: 100,
+      partial_read: 100,
+      killed_mid_transfer: 10,
+      good_exact: `${good.filter(Boolean).length}/50`,
+      seconds: faultSeconds.toFixed(1),
+      fds_baseline: baseline,
+      fds_peak: peakFds,
+      fds_after: after,
+      fds_settled_ms: settleMs.toFixed(0),
+      accepted,
+      closed,
+      reset_log_lines: countLines(server.proc, /reset|broken pipe/i),
+      dropped_before_accept: countLines(server.proc, /^dropped /),
+    });
+    assert.equal(good.filter(Boolean).length, 50);
+    assert.equal(after, baseline, "descriptors leaked");
+    assert.equal(closed, accepted, "connections never closed");
+    assert.equal(countLines(server.proc, /accept failed/), 0);
+    assert.ok(faultSeconds < 30, `the faults took ${faultSeconds} s`);
+    // Still serving after all that.
+    {
+      const t0 = performance.now();
+      using conn = await Deno.connect(port(server));
+      assert.ok((await echoExchange(conn, data)).exact);
+      const ms = performance.now() - t0;
+      // Resets before accept once put the loop in a 1 s backoff per reset,
+      // and every queued client waited minutes.
+      assert.ok(ms < 5000, `a client after the faults waited ${ms} ms`);
+    }
+    server.proc.kill("SIGTERM");
+    const { code, stderr } = await server.proc.finished();
+    assert.equal(code, 0, stderr.slice(-2000));
+    assert.doesNotMatch(stderr, /Uncaught|panicked|unhandled/i);
+  },
+});
