@@ -1,0 +1,451 @@
+/**
+ * Packaging: every script's header command, its deno.json task, its export
+ * and its README lines agree; `deno publish --dry-run` is clean; every
+ * script installs with `deno install -g` and the installed commands work;
+ * `deno task compile` builds binaries that pass the same smoke test, or,
+ * where Deno's runtime cannot be had, says so in one line.
+ */
+
+import assert from "node:assert/strict";
+import {
+  COMMAND_PREFIX,
+  commandName,
+  installLine,
+  listScripts,
+} from "../tasks/scripts.ts";
+import { repoPath, runCommand, ScriptProcess } from "./_helpers.ts";
+
+const decoder = new TextDecoder();
+const SCRIPTS = await listScripts(repoPath(""));
+const CONFIG = JSON.parse(await Deno.readTextFile(repoPath("deno.json")));
+const README = (await Deno.readTextFile(repoPath("README.md")))
+  .replace(/\\\n\s*/g, " ")
+  .replace(/[ \t]+/g, " ");
+const DENO = Deno.execPath();
+
+/** Runs `deno ARGS` in the repository; returns exit code and output. */
+async function deno(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(DENO, {
+    args,
+    cwd: repoPath(""),
+    stdin: "null",
+    env: { NO_COLOR: "1", ...env },
+  }).output();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+Deno.test("every script in servers/ and clients/ has a header command for itself", () => {
+  const names = SCRIPTS.map((s) => s.name);
+  assert.ok(SCRIPTS.some((s) => s.path === "servers/echo.ts"));
+  assert.ok(SCRIPTS.some((s) => s.path === "clients/connect.ts"));
+  assert.equal(new Set(names).size, names.length, `names collide: ${names}`);
+  for (const script of SCRIPTS) {
+    assert.ok(
+      script.permissions.some((p) => p.startsWith("--allow-")),
+      `${script.path}: its header command grants nothing: ${script.command}`,
+    );
+  }
+});
+
+for (const script of SCRIPTS) {
+  Deno.test(`${script.path}: deno.json task '${script.name}', export and README agree with its header`, () => {
+    const task: string | undefined = CONFIG.tasks[script.name];
+    assert.ok(
+      task,
+      `deno.json has no task '${script.name}'; add "${script.name}": "${script.command}${
+        script.args.length ? " " + script.args.join(" ") : ""
+      }"`,
+    );
+    const tokens = task.trim().split(/\s+/);
+    const at = tokens.indexOf(script.path);
+    assert.deepEqual(
+      tokens.slice(0, 2),
+      ["deno", "run"],
+      `task ${script.name}: ${task}`,
+    );
+    assert.ok(at > 0, `task ${script.name} does not run ${script.path}`);
+    assert.deepEqual(
+      [...tokens.slice(2, at)].sort(),
+      [...script.permissions].sort(),
+      `task ${script.name} (${task}) and the header of ${script.path} (${script.command}) grant different permissions`,
+    );
+    assert.equal(
+      CONFIG.exports[`./${script.path.slice(0, -3)}`],
+      `./${script.path}`,
+      `deno.json exports lacks "./${script.path.slice(0, -3)}"`,
+    );
+    assert.ok(
+      README.includes(script.command),
+      `README.md lacks the header's command: ${script.command}`,
+    );
+    assert.ok(
+      README.includes(installLine(script)),
+      `README.md lacks the install line: ${installLine(script)}`,
+    );
+  });
+}
+
+/** The files a `deno doc --lint` argument list names (`dir/*.ts` globs). */
+async function expand(patterns: string[]): Promise<Set<string>> {
+  const files = new Set<string>();
+  for (const pattern of patterns) {
+    const glob = /^([\w./-]+)\/\*\.ts$/.exec(pattern);
+    if (!glob) {
+      files.add(pattern.replace(/^\.\//, ""));
+      continue;
+    }
+    for await (const entry of Deno.readDir(repoPath(glob[1]))) {
+      if (entry.name.endsWith(".ts")) files.add(`${glob[1]}/${entry.name}`);
+    }
+  }
+  return files;
+}
+
+Deno.test("deno.json exports mod.ts and every script, and `deno task check` doc-lints them all", async () => {
+  assert.equal(CONFIG.exports["."], "./mod.ts");
+  assert.match(CONFIG.name, /^@[a-z0-9-]+\/[a-z0-9-]+$/);
+  assert.match(CONFIG.version, /^\d+\.\d+\.\d+/);
+  const targets = Object.values(CONFIG.exports as Record<string, string>)
+    .map((t) => t.replace(/^\.\//, ""));
+  for (const target of targets) {
+    await Deno.stat(repoPath(target)); // Throws for an export to nothing.
+  }
+  for (const script of SCRIPTS) assert.ok(targets.includes(script.path));
+  const lint = /deno doc --lint ([^&|;]+)/.exec(CONFIG.tasks.check);
+  assert.ok(
+    lint,
+    `the check task runs no deno doc --lint: ${CONFIG.tasks.check}`,
+  );
+  const linted = await expand(lint[1].trim().split(/\s+/));
+  for (const target of targets) {
+    assert.ok(
+      linted.has(target),
+      `deno task check does not doc-lint ${target}`,
+    );
+  }
+});
+
+Deno.test("deno publish --dry-run finds no problem but, until one is chosen, the license", async () => {
+  const { code, stdout, stderr } = await deno([
+    "publish",
+    "--dry-run",
+    "--allow-dirty",
+  ]);
+  const output = stdout + stderr;
+  const licensed = CONFIG.license !== undefined ||
+    [...Deno.readDirSync(repoPath(""))].some((e) =>
+      /^LICEN[CS]E/i.test(e.name)
+    );
+  if (code === 0) {
+    assert.match(output, /Dry run complete/);
+    assert.match(output, /mod\.ts/);
+    assert.doesNotMatch(
+      output,
+      /tests\/|tasks\/|bench\//,
+      "excluded files published",
+    );
+    return;
+  }
+  assert.ok(!licensed, `deno publish --dry-run failed:\n${output}`);
+  const problems = [...output.matchAll(/^error\[([\w-]+)\]/gm)].map((m) =>
+    m[1]
+  );
+  assert.deepEqual(problems, ["missing-license"], output);
+  assert.match(output, /Found 1 problem/);
+});
+
+/** Runs `fn` with a fresh network namespace (only loopback, up). */
+async function inNamespace(fn: (ns: string) => Promise<void>): Promise<void> {
+  const ns = `pkg7-${Deno.pid}-${namespaces++}`;
+  const add = await runCommand("ip", ["netns", "add", ns]);
+  assert.equal(add.code, 0, add.stderr);
+  try {
+    const up = await runCommand("ip", ["-n", ns, "link", "set", "lo", "up"]);
+    assert.equal(up.code, 0, up.stderr);
+    await fn(ns);
+  } finally {
+    await runCommand("ip", ["netns", "del", ns]);
+  }
+}
+let namespaces = 0;
+
+function noNamespaces(): boolean {
+  const why = Deno.build.os !== "linux"
+    ? "network namespaces are Linux only"
+    : Deno.uid() !== 0
+    ? "network namespaces need root (CI runs as root)"
+    : new Deno.Command("sh", { args: ["-c", "command -v ip"], stdout: "null" })
+        .outputSync().success
+    ? ""
+    : "ip (iproute2) not installed (.ci/run installs it)";
+  if (why) console.error(`SKIP: ${why}`);
+  return why !== "";
+}
+
+/** The PATH under which an installed command finds this `deno`. */
+const PATH = `${DENO.replace(/\/[^/]*$/, "")}:${Deno.env.get("PATH") ?? ""}`;
+
+/**
+ * The smoke test a script, its installed command and its compiled binary
+ * all pass: `--help` of each exits 0 with its usage; then, in a network
+ * namespace of its own (the commands hold only their header's permissions,
+ * so they use the scripts' own fixed ports, which nothing else there can
+ * hold): an echo round trip through `connect`, the hello pair (TCP and
+ * UDP), a daytime line and a time reading, each server stopped by SIGTERM with exit 0.
+ * `command(name)` is the argv that starts the script called `name`.
+ */
+async function smokeTest(
+  command: (name: string) => string[],
+  network: boolean,
+): Promise<void> {
+  const env = { PATH, NO_COLOR: "1" };
+  for (const script of SCRIPTS) {
+    const [cmd, ...args] = command(script.name);
+    const help = await new Deno.Command(cmd, {
+      args: [...args, "--help"],
+      stdin: "null",
+      env,
+    }).output();
+    assert.equal(
+      help.code,
+      0,
+      `${script.name} --help: ${decoder.decode(help.stderr)}`,
+    );
+    assert.match(
+      decoder.decode(help.stdout),
+      /^usage: /,
+      `${script.name} --help`,
+    );
+  }
+  if (!network) return;
+
+  await inNamespace(async (ns) => {
+    const start = (name: string, args: string[] = []): ScriptProcess =>
+      new ScriptProcess(
+        new Deno.Command("ip", {
+          args: ["netns", "exec", ns, ...command(name), ...args],
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+          env,
+        }).spawn(),
+      );
+    const client = async (name: string, args: string[], input = "") => {
+      const child = new Deno.Command("ip", {
+        args: ["netns", "exec", ns, ...command(name), ...args],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+        env,
+      }).spawn();
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode(input));
+      await writer.close();
+      const output = await child.output();
+      return {
+        code: output.code,
+        stdout: decoder.decode(output.stdout),
+        stderr: decoder.decode(output.stderr),
+      };
+    };
+    const stop = async (server: ScriptProcess, what: string) => {
+      server.kill("SIGTERM");
+      const { code, stderr } = await server.finished();
+      assert.equal(code, 0, `${what} on SIGTERM: ${stderr}`);
+    };
+
+    {
+      await using echo = start("echo");
+      await echo.waitForStderr(/^listening on 0\.0\.0\.0:15000$/);
+      const reply = await client("connect", ["127.0.0.1", "15000"], "ping\n");
+      assert.equal(reply.code, 0, reply.stderr);
+      assert.equal(reply.stdout, "ping\n");
+      assert.match(reply.stderr, /connected to 127\.0\.0\.1:15000/);
+      await stop(echo, "echo");
+    }
+    {
+      await using hello = start("hello", ["--once"]);
+      await hello.waitForStderr(/^listening on 127\.0\.0\.1:3500$/);
+      const reply = await client("hello-client", ["hi"]);
+      assert.equal(reply.code, 0, reply.stderr);
+      assert.equal(reply.stdout, "hello");
+      const served = await hello.finished();
+      assert.equal(served.code, 0, served.stderr);
+      assert.equal(served.stdout, "Client with IP 127.0.0.1 connected\nhi");
+    }
+    if (SCRIPTS.some((s) => s.name === "udp")) {
+      await using udp = start("udp", ["--once"]);
+      await udp.waitForStderr(/^listening on 127\.0\.0\.1:3500$/);
+      const reply = await client("udp-client", ["hi"]);
+      assert.equal(reply.code, 0, reply.stderr);
+      assert.equal(reply.stdout, "hello");
+      const served = await udp.finished();
+      assert.equal(served.code, 0, served.stderr);
+      assert.equal(served.stdout, "Client with IP 127.0.0.1 sent datagram\nhi");
+    }
+    {
+      await using daytime = start("daytime");
+      await daytime.waitForStderr(/^listening on 0\.0\.0\.0:13$/);
+      const reply = await client("daytime-client", ["127.0.0.1"]);
+      assert.equal(reply.code, 0, reply.stderr);
+      assert.match(
+        reply.stdout,
+        /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/,
+      );
+      await stop(daytime, "daytime");
+    }
+    {
+      await using time = start("time");
+      await time.waitForStderr(/^listening on 0\.0\.0\.0:37$/);
+      const reply = await client("time-client", ["127.0.0.1"]);
+      assert.equal(reply.code, 0, reply.stderr);
+      assert.match(reply.stdout, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n$/);
+      const skew = Math.abs(Date.parse(reply.stdout.trim()) - Date.now());
+      assert.ok(skew < 60_000, `time-client is ${skew} ms off`);
+      await stop(time, "time");
+    }
+  });
+}
+
+Deno.test({
+  name:
+    "the README's deno install -g lines install every script as a working command",
+  sanitizeResources: false,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "pkg7-install-" });
+    try {
+      for (const script of SCRIPTS) {
+        const [, , , , name, ...rest] = installLine(script).split(" ");
+        const { code, stderr } = await deno(
+          ["install", "-g", "-n", name, ...rest],
+          { DENO_INSTALL_ROOT: root },
+        );
+        assert.equal(code, 0, `${installLine(script)}: ${stderr}`);
+        const shim = await Deno.readTextFile(
+          `${root}/bin/${commandName(script)}`,
+        );
+        for (const permission of script.permissions) {
+          assert.ok(
+            shim.includes(`${permission}`),
+            `${commandName(script)} lacks ${permission}:\n${shim}`,
+          );
+        }
+        assert.doesNotMatch(shim, /--allow-all|\s-A\s/);
+      }
+      const network = !noNamespaces();
+      if (!network) console.error("SKIP: only --help of each command was run");
+      await smokeTest(
+        (name) => [`${root}/bin/${COMMAND_PREFIX}${name}`],
+        network,
+      );
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test(
+  "the smoke test passes for the scripts run with their header commands",
+  {
+    ignore: noNamespaces(),
+  },
+  async () => {
+    await smokeTest((name) => {
+      const script = SCRIPTS.find((s) => s.name === name)!;
+      return [
+        DENO,
+        "run",
+        "--quiet",
+        ...script.permissions,
+        repoPath(script.path),
+      ];
+    }, true);
+  },
+);
+
+/** `deno task compile ARGS` in the repository, as a user runs it. */
+function compileTask(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return deno(["task", "--quiet", "compile", ...args], env);
+}
+
+const DIST = await Deno.makeTempDir({ prefix: "pkg7-dist-" });
+addEventListener("unload", () => Deno.removeSync(DIST, { recursive: true }));
+/**
+ * Whether `deno compile` can get its runtime here (DENORT_BIN set, or the
+ * download works): the first compile is the probe.
+ */
+const PROBE = await compileTask(["--out", DIST, "echo"]);
+const RUNTIME = PROBE.code === 0;
+
+Deno.test("deno task compile builds, or says in one error line that it cannot get the runtime", async () => {
+  if (RUNTIME) {
+    assert.equal(
+      PROBE.stdout,
+      `${DIST}/echo  --allow-net=0.0.0.0:15000  servers/echo.ts\n`,
+    );
+    assert.ok((await Deno.stat(`${DIST}/echo`)).isFile);
+    return;
+  }
+  console.error(`compile: ${PROBE.stderr.trim()}`);
+  assert.equal(PROBE.code, 1, PROBE.stderr);
+  assert.match(
+    PROBE.stderr,
+    /^error: deno compile could not download its runtime \(denort \d+\.\d+\.\d+[^\n]*\); nothing built\. Set DENORT_BIN=\/path\/to\/denort [^\n]*\n$/,
+  );
+  await assert.rejects(Deno.stat(`${DIST}/echo`), Deno.errors.NotFound);
+});
+
+Deno.test("deno task compile: a DENORT_BIN that is not there, or an unknown name, is one error line", async () => {
+  const missingRuntime = await compileTask(["--out", DIST, "echo"], {
+    DENORT_BIN: "/nonexistent/denort",
+  });
+  assert.equal(missingRuntime.code, 1);
+  assert.equal(
+    missingRuntime.stderr,
+    "error: deno compile servers/echo.ts (DENORT_BIN=/nonexistent/denort): Could not find denort at '/nonexistent/denort': No such file or directory (os error 2)\n",
+  );
+  const unknown = await compileTask(["--out", DIST, "nope"]);
+  assert.equal(unknown.code, 2);
+  assert.match(
+    unknown.stderr,
+    /^error: no script named 'nope' \(names: [^\n]*echo[^\n]*\)\n$/,
+  );
+  const help = await compileTask(["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^usage: deno task compile/);
+});
+
+Deno.test({
+  name:
+    "compiled binaries hold only their header's permissions and pass the smoke test",
+  ignore: !RUNTIME && (console.error(
+    "SKIP: deno compile cannot get its runtime here (set DENORT_BIN=/path/to/denort to run this)",
+  ),
+    true),
+  async fn() {
+    const built = await compileTask(["--out", DIST]);
+    assert.equal(built.code, 0, built.stderr);
+    for (const script of SCRIPTS) {
+      assert.ok((await Deno.stat(`${DIST}/${script.name}`)).isFile);
+    }
+    // Baked in: another port is not granted, and no prompt is possible.
+    const other = await runCommand(`${DIST}/echo`, ["--port", "15001"]);
+    assert.equal(other.code, 1);
+    assert.match(
+      other.stderr,
+      /^error: [^\n]*(--allow-net|permission|NotCapable)/i,
+    );
+    const network = !noNamespaces();
+    await smokeTest((name) => [`${DIST}/${name}`], network);
+  },
+});
