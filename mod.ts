@@ -50,3 +50,4 @@ export * from "./lib/simple.ts";
 export * from "./lib/dial.ts";
 export * from "./lib/relay.ts";
 export * from "./lib/tz.ts";
+export * from "./lib/workers.ts";

@@ -64,7 +64,7 @@ interface Target {
 // Each server kind, by scenario family.
 const DAYTIME_SCRIPT = existsSync(`${ROOT}servers/daytime.ts`)
   ? "servers/daytime.ts"
-  : "bench/daytime_standin.ts";
+  : "";
 
 function ours(script: string, extra: string[] = [], read = false): string[] {
   return [
@@ -72,7 +72,7 @@ function ours(script: string, extra: string[] = [], read = false): string[] {
     "run",
     "--quiet",
     "--allow-net=127.0.0.1:{PORT}",
-    ...(read ? [`--allow-read=${script}`] : []),
+    ...(read ? [`--allow-read=${script},mod.ts,lib`] : []),
     script,
     "--hostname",
     "127.0.0.1",
@@ -300,7 +300,6 @@ async function runFamily(
 ): Promise<void> {
   for (const [name, target] of Object.entries(servers)) {
     if (only && !only.includes(name)) continue;
-    if (name === "ours-2w" && !supportsWorkers()) continue;
     let server: Running;
     try {
       server = await startServer(name, target, family);
@@ -320,10 +319,6 @@ async function runFamily(
       await server.stop();
     }
   }
-}
-
-function supportsWorkers(): boolean {
-  return Deno.readTextFileSync(`${ROOT}servers/echo.ts`).includes("workers");
 }
 
 interface Row {

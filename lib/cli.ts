@@ -14,6 +14,7 @@ import { flushStderrLog, stderrLog } from "./log.ts";
 import type { KeepAliveConfig } from "./keepalive.ts";
 import { listeningLine, type Server, type ServerOptions } from "./server.ts";
 import { readTlsFiles } from "./tls.ts";
+import { workerCount, workerInit } from "./workers.ts";
 
 /**
  * The command line is wrong: the script prints `error: MESSAGE` and exits 2.
@@ -311,6 +312,12 @@ export async function runServers(
     stop();
     throw error;
   }
+  if (workerInit) {
+    // A worker of a `--workers` group: the main thread logs and handles
+    // signals; shutdown comes as a message (lib/workers.ts).
+    await Promise.all(servers.map(({ server }) => server.finished));
+    return;
+  }
   const labelled = servers.length > 1;
   for (const { server, label } of servers) {
     log(listeningLine(server.addr, labelled ? label : undefined));
@@ -359,6 +366,7 @@ export const SERVER_FLAGS = {
   cert: { type: "string" },
   key: { type: "string" },
   keepalive: { type: "string" },
+  workers: { type: "string" },
 } as const;
 
 /** Parsed values of {@linkcode SERVER_FLAGS}. */
@@ -397,6 +405,8 @@ export interface ServerFlagValues {
   key?: string;
   /** `--keepalive on|off|IDLE[,INTERVAL[,COUNT]]` */
   keepalive?: string;
+  /** `--workers N|auto` */
+  workers?: string;
 }
 
 /**
@@ -435,6 +445,8 @@ export function serverFlagsHelp(
   --keepalive K          TCP keepalive: on (system timing), or IDLE[,INTERVAL[,COUNT]]
                          in seconds and probes, e.g. 60,10,5 (needs --allow-ffi); a peer
                          that stops answering is logged dead and closed (default off)
+  --workers N            TCP: serve on N threads sharing the port (SO_REUSEPORT, Linux);
+                         auto: one per CPU (needs --allow-read=SCRIPT; default 1)
   --help                 print this help and exit`;
 }
 
@@ -572,6 +584,16 @@ export function serverOptionsFromFlags(
     }
     const keepAlive = keepAliveFlag("--keepalive", values.keepalive);
     if (keepAlive) options.keepAlive = keepAlive;
+  }
+  if (values.workers !== undefined) {
+    if (options.transport !== "tcp") {
+      throw new UsageError("--workers applies to TCP only");
+    }
+    try {
+      options.workers = workerCount(values.workers);
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
   }
   if (values["allow-low-ports"]) options.allowLowPorts = true;
   if (values["udp-rate"] !== undefined) {

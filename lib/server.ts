@@ -11,6 +11,7 @@ import { formatAddr, joinHostPort, type Transport } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
 import type { TlsCertificate } from "./tls.ts";
 import { createUnixSocket, prepareUnixPath } from "./unix.ts";
+import { answerGroupShutdown, spawnWorkers, workerInit } from "./workers.ts";
 import {
   checkKeepAlive,
   isKeepAliveTimeout,
@@ -99,6 +100,13 @@ export interface ServerOptions {
   label?: string;
   /** Aborting this signal shuts the server down. */
   signal?: AbortSignal;
+  /**
+   * TCP: serve with this many threads, each with its own listener on the
+   * same port (`SO_REUSEPORT`, Linux), sharing `maxConnections` and
+   * shutdown; see `lib/workers.ts`. The workers run the main module again,
+   * so this is for scripts (`--workers N`). Default 1.
+   */
+  workers?: number;
 }
 
 /** What a stream handler learns about its connection. */
@@ -181,6 +189,9 @@ export function serve(service: Service, options: ServerOptions = {}): Server {
   if (transport === "tcp" || transport === "unix") {
     if (!service.stream) {
       throw new TypeError(`${service.name} does not serve ${transport}`);
+    }
+    if (transport === "tcp" && (options.workers ?? 1) > 1) {
+      return serveGroup(service, service.stream, options);
     }
     return new StreamServer(service, service.stream, transport, options);
   }
@@ -370,6 +381,7 @@ class StreamServer extends BaseServer {
     handler: StreamHandler,
     transport: "tcp" | "unix",
     options: ServerOptions,
+    group?: GroupShare,
   ) {
     let listener: Deno.Listener | undefined;
     let ready: Promise<void>;
@@ -396,8 +408,14 @@ class StreamServer extends BaseServer {
               port,
               cert: tls.cert,
               key: tls.key,
+              ...(group && { reusePort: true }),
             })
-            : Deno.listen({ transport: "tcp", hostname, port }),
+            : Deno.listen({
+              transport: "tcp",
+              hostname,
+              port,
+              ...(group && { reusePort: true }),
+            }),
         hostname,
         port,
       );
@@ -422,6 +440,7 @@ class StreamServer extends BaseServer {
     super(options, ready);
     this.#addr = addr;
     this.#handler = handler;
+    this.#groupConnections = group?.connections;
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 0;
     this.#access = options.access;
@@ -455,6 +474,25 @@ class StreamServer extends BaseServer {
   }
 
   #boundListener?: Deno.Listener;
+  /** For a worker group: connections open in the whole group. */
+  readonly #groupConnections?: Int32Array;
+
+  #open(): number {
+    return this.#groupConnections
+      ? Atomics.load(this.#groupConnections, 0)
+      : this.#connections.size;
+  }
+
+  #track(connection: Connection): void {
+    this.#connections.add(connection);
+    if (this.#groupConnections) Atomics.add(this.#groupConnections, 0, 1);
+  }
+
+  #untrack(connection: Connection): void {
+    if (this.#connections.delete(connection) && this.#groupConnections) {
+      Atomics.sub(this.#groupConnections, 0, 1);
+    }
+  }
 
   get addr(): Deno.Addr {
     return this.#addr;
@@ -505,7 +543,7 @@ class StreamServer extends BaseServer {
         conn.close();
         continue;
       }
-      if (this.#connections.size >= this.#maxConnections) {
+      if (this.#open() >= this.#maxConnections) {
         this.#refusedFull.event(
           `${
             formatAddr(conn.remoteAddr)
@@ -537,14 +575,14 @@ class StreamServer extends BaseServer {
   }
 
   async #handle(connection: Connection): Promise<void> {
-    this.#connections.add(connection);
+    this.#track(connection);
     if (this.#handshakeTimeoutMs !== undefined) {
       const failure = await this.#handshake(connection);
       if (failure !== undefined) {
         // Closed by shutdown or the idle sweep: that logged already.
         if (!connection.closed) this.#handshakeFailed.event(failure);
         connection.close();
-        this.#connections.delete(connection);
+        this.#untrack(connection);
         if (this.#connections.size === 0) this.#drained?.();
         return;
       }
@@ -562,7 +600,7 @@ class StreamServer extends BaseServer {
     } finally {
       const cut = connection.closed;
       connection.close();
-      this.#connections.delete(connection);
+      this.#untrack(connection);
       this.log(
         `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${
           cut ? "" : failure
@@ -665,6 +703,56 @@ class StreamServer extends BaseServer {
     this.#handshakeFailed.flush();
     this.#abortedEarly.flush();
   }
+}
+
+/** What the threads of a worker group share. */
+interface GroupShare {
+  connections: Int32Array;
+}
+
+/**
+ * A TCP server on `options.workers` threads: this thread listens first (so
+ * port 0 becomes a real port), then starts the others on that port. In a
+ * worker of the group, the same call joins the group instead.
+ */
+function serveGroup(
+  service: Service,
+  handler: StreamHandler,
+  options: ServerOptions,
+): Server {
+  const init = workerInit;
+  const index = init?.index ?? 0;
+  const connections = init?.connections ??
+    new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+  const label = `${options.label ? `${options.label} ` : ""}worker ${index}`;
+  const server = new StreamServer(service, handler, "tcp", {
+    ...options,
+    label,
+    port: init?.port ?? options.port,
+  }, { connections });
+  if (init) {
+    answerGroupShutdown(server);
+    return server;
+  }
+  const log = options.log ?? stderrLog;
+  const group = spawnWorkers(
+    options.workers!,
+    (server.addr as Deno.NetAddr).port,
+    connections,
+    log,
+  );
+  const finished = Promise.all([server.finished, group.finished]).then(
+    () => {},
+  );
+  const shutdown = () =>
+    Promise.all([server.shutdown(), group.shutdown()]).then(() => {});
+  return {
+    addr: server.addr,
+    ready: Promise.all([server.ready, group.ready]).then(() => {}),
+    finished,
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
+  };
 }
 
 class DatagramServer extends BaseServer {

@@ -1,0 +1,244 @@
+/**
+ * `--workers N`: a TCP server served by N threads, each with its own
+ * listener on the same port (`SO_REUSEPORT`, Linux: the kernel spreads new
+ * connections over them). The main thread is worker 0; workers 1..N-1 are
+ * Web Workers that run the main module again with the same arguments, so
+ * they build the very same server from the very same flags. They share one
+ * connection count (a `SharedArrayBuffer`, so `--max-connections` holds for
+ * the group) and one shutdown: SIGINT/SIGTERM in the main thread stops all.
+ *
+ * Threads rather than processes: a Worker needs no `--allow-run`, only read
+ * access to the modules it loads again
+ * (`--allow-read=servers/echo.ts,mod.ts,lib`).
+ *
+ * @module
+ */
+
+/** What a worker of a group learns when it starts. */
+export interface WorkerInit {
+  /** This worker's number, 1..count-1 (the main thread is 0). */
+  readonly index: number;
+  /** Threads in the group, the main thread included. */
+  readonly count: number;
+  /** The port the main thread bound (the real one when it asked for 0). */
+  readonly port: number;
+  /** Connections open in the whole group: `Atomics` on index 0. */
+  readonly connections: Int32Array;
+}
+
+/** Marks the Web Workers this module starts, among any others. */
+const WORKER_NAME = "sockets-worker";
+
+interface InitMessage {
+  type: "init";
+  index: number;
+  count: number;
+  port: number;
+  connections: SharedArrayBuffer;
+}
+
+// deno-lint-ignore no-explicit-any
+const scope = globalThis as any;
+const isGroupWorker = typeof scope.WorkerGlobalScope !== "undefined" &&
+  scope instanceof scope.WorkerGlobalScope &&
+  typeof scope.name === "string" && scope.name.startsWith(WORKER_NAME);
+
+/**
+ * In a worker this module started: its place in the group, received before
+ * any code that imports this module runs (so the script's `serve()` binds
+ * the group's port at once). `undefined` everywhere else.
+ *
+ * @example
+ * ```ts
+ * import { workerInit } from "./workers.ts";
+ *
+ * if (workerInit !== undefined) throw new Error("not a worker");
+ * ```
+ */
+export const workerInit: WorkerInit | undefined = isGroupWorker
+  ? await new Promise<WorkerInit>((resolve) => {
+    const onMessage = (event: MessageEvent<InitMessage>) => {
+      if (event.data?.type !== "init") return;
+      scope.removeEventListener("message", onMessage);
+      resolve({
+        index: event.data.index,
+        count: event.data.count,
+        port: event.data.port,
+        connections: new Int32Array(event.data.connections),
+      });
+    };
+    scope.addEventListener("message", onMessage);
+  })
+  : undefined;
+
+/**
+ * Turns a `--workers` value into a thread count: a whole number from 1 to
+ * 256, or `auto` for one per CPU.
+ *
+ * @example
+ * ```ts
+ * import { workerCount } from "./workers.ts";
+ *
+ * if (workerCount("2") !== 2) throw new Error("wrong count");
+ * if (workerCount("auto") !== navigator.hardwareConcurrency) throw new Error("not auto");
+ * ```
+ */
+export function workerCount(value: string): number {
+  if (value === "auto") return Math.max(1, navigator.hardwareConcurrency);
+  if (!/^[0-9]+$/.test(value) || Number(value) < 1 || Number(value) > 256) {
+    throw new RangeError(
+      `invalid value '${value}' for --workers: expected auto or a whole number from 1 to 256`,
+    );
+  }
+  return Number(value);
+}
+
+/** The part of a server a worker group needs: a `Server` is one. */
+export interface GroupMember {
+  /** Settles once the server listens; rejects when binding failed. */
+  readonly ready: Promise<void>;
+  /** Resolves once the server has stopped. */
+  readonly finished: Promise<void>;
+  /** Stops the server gracefully. */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * In a worker of a group: tells the main thread once `server` is ready (or
+ * failed to bind), shuts it down when the main thread says so, and tells the
+ * main thread once it has finished.
+ *
+ * @example
+ * ```ts
+ * import { answerGroupShutdown } from "./workers.ts";
+ *
+ * // Outside a worker this does nothing.
+ * answerGroupShutdown({
+ *   ready: Promise.resolve(),
+ *   finished: Promise.resolve(),
+ *   shutdown: () => Promise.resolve(),
+ * });
+ * ```
+ */
+export function answerGroupShutdown(server: GroupMember): void {
+  if (!workerInit) return;
+  scope.addEventListener("message", (event: MessageEvent) => {
+    if (event.data?.type === "shutdown") server.shutdown();
+  });
+  server.ready.then(
+    () => scope.postMessage({ type: "ready" }),
+    (error) =>
+      scope.postMessage({ type: "failed", message: (error as Error).message }),
+  );
+  server.finished.then(() => scope.postMessage({ type: "finished" }));
+}
+
+/** The Web Workers of a group, as the main thread sees them. */
+export interface WorkerGroup {
+  /** Settles when every worker listens (or failed; that is logged). */
+  readonly ready: Promise<void>;
+  /** Settles when every worker has finished (or died). */
+  readonly finished: Promise<void>;
+  /** Asks every worker to shut down gracefully; resolves like `finished`. */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Starts workers 1..count-1 of a group whose main thread already listens on
+ * `port` with `reusePort`. Each runs `module` (default: the main module)
+ * again, with the same `Deno.args`. `log` hears about a worker that dies.
+ *
+ * @example
+ * ```ts ignore
+ * import { spawnWorkers } from "./workers.ts";
+ *
+ * const connections = new Int32Array(new SharedArrayBuffer(4));
+ * const group = spawnWorkers(2, 15000, connections, console.error);
+ * await group.shutdown();
+ * ```
+ */
+export function spawnWorkers(
+  count: number,
+  port: number,
+  connections: Int32Array,
+  log: (line: string) => void,
+  module: string = Deno.mainModule,
+): WorkerGroup {
+  checkReadable(module);
+  const done: Promise<void>[] = [];
+  const ready: Promise<void>[] = [];
+  const workers: Worker[] = [];
+  for (let index = 1; index < count; index++) {
+    const worker = new Worker(module, {
+      type: "module",
+      name: `${WORKER_NAME} ${index}`,
+    });
+    workers.push(worker);
+    let listening!: () => void;
+    ready.push(new Promise<void>((resolve) => listening = resolve));
+    done.push(
+      new Promise<void>((resolve) => {
+        const failed = (message: string) => {
+          log(`worker ${index} failed: ${message}`);
+          listening();
+          resolve();
+        };
+        worker.addEventListener("message", (event) => {
+          const type = event.data?.type;
+          if (type === "ready") listening();
+          else if (type === "finished") resolve();
+          else if (type === "failed") failed(event.data.message);
+        });
+        worker.addEventListener("error", (event) => {
+          event.preventDefault();
+          failed(event.message);
+        });
+      }).then(() => worker.terminate()),
+    );
+    const init: InitMessage = {
+      type: "init",
+      index,
+      count,
+      port,
+      connections: connections.buffer as SharedArrayBuffer,
+    };
+    worker.postMessage(init);
+  }
+  const finished = Promise.all(done).then(() => {});
+  let asked = false;
+  return {
+    ready: Promise.all(ready).then(() => {}),
+    finished,
+    shutdown() {
+      if (!asked) {
+        asked = true;
+        for (const worker of workers) worker.postMessage({ type: "shutdown" });
+      }
+      return finished;
+    },
+  };
+}
+
+/**
+ * A worker loads its modules as files, under --allow-read: the script, and
+ * `mod.ts` and `lib/` that scripts here import. Without that it dies later
+ * with a stack trace; say it at start, in one line.
+ */
+function checkReadable(module: string): void {
+  if (!module.startsWith("file:")) return;
+  const paths = [
+    new URL(module).pathname,
+    new URL("../mod.ts", import.meta.url).pathname,
+    new URL(".", import.meta.url).pathname.replace(/\/$/, ""),
+  ].map(decodeURIComponent);
+  const missing = paths.filter((path) =>
+    Deno.permissions.querySync({ name: "read", path }).state !== "granted"
+  );
+  if (missing.length > 0) {
+    throw new Deno.errors.NotCapable(
+      `--workers needs read access to the modules each worker loads: add --allow-read=${
+        paths.join(",")
+      }`,
+    );
+  }
+}

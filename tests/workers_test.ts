@@ -1,0 +1,153 @@
+import assert from "node:assert/strict";
+import { readExact, writeAll } from "../mod.ts";
+import { freePort, runScript, startServer } from "./_helpers.ts";
+
+// Exactly the header's command: a worker loads the script, mod.ts and lib/.
+const READ = "--allow-read=servers/echo.ts,mod.ts,lib";
+const encode = (s: string) => new TextEncoder().encode(s);
+
+function workerServer(port: number, extra: string[] = []) {
+  return startServer("servers/echo.ts", {
+    permissions: [`--allow-net=127.0.0.1:${port}`, READ],
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--workers",
+      "2",
+      ...extra,
+    ],
+  });
+}
+
+/** Connects and proves the server took the connection with one echo. */
+async function echoedConnection(
+  port: number,
+  text: string,
+): Promise<Deno.Conn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(conn, encode(text));
+  assert.equal(
+    new TextDecoder().decode(await readExact(conn, text.length)),
+    text,
+  );
+  return conn;
+}
+
+/** Resolves true when the server closes `conn`, false on timeout. */
+async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
+  const buffer = new Uint8Array(16);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) =>
+    timer = setTimeout(() => resolve(false), ms)
+  );
+  const eof = (async () => {
+    try {
+      while ((await conn.read(buffer)) !== null) { /* drain */ }
+    } catch {
+      // Reset: closed too.
+    }
+    return true;
+  })();
+  try {
+    return await Promise.race([eof, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("echo.ts --workers 2 spreads connections over both workers and one SIGTERM stops all", async () => {
+  const port = freePort();
+  await using server = await workerServer(port, ["--grace", "0.5"]);
+  const conns: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 24; i++) {
+      conns.push(await echoedConnection(port, `hello ${i}\n`));
+    }
+    await server.proc.until(
+      () =>
+        server.proc.stderrLines.filter((l) => / accepted /.test(l)).length ===
+          24,
+      "24 accepted lines",
+    );
+    const per = [0, 1].map((w) =>
+      server.proc.stderrLines.filter((l) =>
+        l.startsWith(`worker ${w}: accepted`)
+      )
+        .length
+    );
+    // SO_REUSEPORT hashes each connection's addresses: all 24 on one
+    // listener would happen with probability 2^-23.
+    assert.ok(per[0] > 0 && per[1] > 0, `spread: ${per}`);
+    assert.equal(per[0] + per[1], 24);
+    server.proc.kill("SIGTERM");
+    // Both workers close their clients once the grace period is over.
+    const closed = await Promise.all(conns.map((c) => closedWithin(c, 10_000)));
+    assert.ok(closed.every(Boolean), "a connection outlived the shutdown");
+    const { code, stderr } = await server.proc.finished();
+    assert.equal(code, 0, stderr);
+    assert.match(stderr, /worker 0: grace period over/);
+    assert.match(stderr, /worker 1: grace period over/);
+  } finally {
+    for (const conn of conns) {
+      try {
+        conn.close();
+      } catch {
+        // Closed.
+      }
+    }
+  }
+});
+
+Deno.test("echo.ts --workers 2 shares --max-connections across the workers", async () => {
+  const port = freePort();
+  await using server = await workerServer(port, ["--max-connections", "3"]);
+  const held: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 3; i++) held.push(await echoedConnection(port, "x"));
+    // Whichever worker the kernel gives them, the group is full: each of
+    // these is closed at once.
+    for (let i = 0; i < 6; i++) {
+      using extra = await Deno.connect({ hostname: "127.0.0.1", port });
+      assert.ok(await closedWithin(extra, 10_000), `extra ${i} was served`);
+    }
+    const refusing = new Set(
+      server.proc.stderrLines.filter((l) => /: refused /.test(l)).map((l) =>
+        l.split(":")[0]
+      ),
+    );
+    assert.ok(refusing.size >= 1, server.proc.stderr);
+  } finally {
+    for (const conn of held) conn.close();
+  }
+});
+
+Deno.test("echo.ts --workers without read access to its modules: one error line, exit 1", async () => {
+  const port = freePort();
+  const { code, stderr } = await runScript("servers/echo.ts", {
+    permissions: [`--allow-net=127.0.0.1:${port}`],
+    args: ["--hostname", "127.0.0.1", "--port", String(port), "--workers", "2"],
+  });
+  assert.equal(code, 1);
+  const lines = stderr.trim().split("\n");
+  assert.equal(lines.length, 1, stderr);
+  assert.match(lines[0], /^error: --workers needs read access .*--allow-read=/);
+});
+
+Deno.test("echo.ts --workers rejects bad values and non-TCP transports (exit 2)", async () => {
+  for (
+    const args of [
+      ["--workers", "0"],
+      ["--workers", "many"],
+      ["--udp", "--workers", "2"],
+    ]
+  ) {
+    const { code, stderr } = await runScript("servers/echo.ts", {
+      permissions: ["--allow-net=127.0.0.1:0"],
+      args: ["--hostname", "127.0.0.1", "--port", "0", ...args],
+    });
+    assert.equal(code, 2, `${args}: ${stderr}`);
+    assert.match(stderr, /^error: .*--workers/, `${args}`);
+  }
+});
