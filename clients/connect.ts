@@ -34,7 +34,8 @@
  */
 
 import {
-  describeConnectError,
+  ConnectError,
+  connectFailureReason,
   dialHost,
   formatAddr,
   joinHostPort,
@@ -77,7 +78,9 @@ export interface ConnectOptions {
 
 /**
  * Opens the stream connection `options` describe (TCP by Happy Eyeballs, or
- * a Unix socket), logging each address and `connected to ADDRESS`.
+ * a Unix socket), logging each address and `connected to ADDRESS`. Every
+ * expected failure is a `ConnectError` (from `mod.ts`) whose message is the
+ * line a user sees.
  *
  * @example
  * ```ts
@@ -106,8 +109,10 @@ export async function connectClient(
       conn = await Deno.connect({ transport: "unix", path });
     } catch (error) {
       throw new ConnectError(
-        `cannot connect to ${path}: ${describeConnectError(error)}`,
-        { cause: error },
+        `cannot connect to ${path}: ${connectFailureReason(error)}`,
+        error instanceof Deno.errors.ConnectionRefused ? "refused" : "other",
+        path,
+        error,
       );
     }
     log(`connected to ${path}`);
@@ -130,7 +135,7 @@ export async function connectClient(
       ? (address, error, ms) =>
         log(
           `failed ${joinHostPort(address, port)}: ${
-            describeConnectError(error)
+            connectFailureReason(error)
           } (+${ms} ms)`,
         )
       : undefined,
@@ -139,25 +144,6 @@ export async function connectClient(
   // the TCP handshakes only.
   log(`connected to ${formatAddr(conn.remoteAddr)}`);
   return conn;
-}
-
-/**
- * A connection could not be made (Unix socket missing or refused); TCP
- * failures are the errors of `dialHost`.
- *
- * @example
- * ```ts
- * import { ConnectError } from "./connect.ts";
- *
- * if (new ConnectError("refused").name !== "ConnectError") throw new Error("wrong name");
- * ```
- */
-export class ConnectError extends Error {
-  /** Builds the error with the line the user sees. */
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "ConnectError";
-  }
 }
 
 function netTarget(
@@ -316,10 +302,9 @@ function optionsFromArgs(args: string[]): ConnectOptions {
         : "missing PORT (see --help)",
     );
   }
+  // An impossible host name is a runtime failure (exit 1), as for the other
+  // clients: `dialHost` checks it.
   const [hostname, portText] = positionals;
-  if (hostname === "" || /[\s/@?#]/.test(hostname)) {
-    throw new UsageError(`invalid host name '${hostname}'`);
-  }
   const port = Number(portText);
   if (!/^[0-9]{1,5}$/.test(portText) || port < 1 || port > 65535) {
     throw new UsageError(

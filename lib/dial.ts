@@ -10,7 +10,14 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { isIP } from "node:net";
+import {
+  checkHost,
+  parseIPv4,
+  parseIPv6,
+  stripBrackets,
+  unmapIPv4,
+} from "./address.ts";
+import { ConnectError, type ConnectFailure, formatSeconds } from "./client.ts";
 import { joinHostPort } from "./endpoint.ts";
 
 /** RFC 8305 §8: the recommended Connection Attempt Delay. */
@@ -21,7 +28,7 @@ export const MIN_ATTEMPT_DELAY_MS = 10;
 
 /**
  * A host name the resolver does not know (no A or AAAA record, no
- * `/etc/hosts` entry).
+ * `/etc/hosts` entry): a {@linkcode ConnectError} of kind `no-such-host`.
  *
  * @example
  * ```ts
@@ -32,13 +39,13 @@ export const MIN_ATTEMPT_DELAY_MS = 10;
  * if (error.message !== "host not found: no-such-host.invalid") throw error;
  * ```
  */
-export class HostNotFoundError extends Error {
+export class HostNotFoundError extends ConnectError {
   /** The name looked up. */
   readonly hostname: string;
 
   /** Builds the error for `hostname`. */
-  constructor(hostname: string) {
-    super(`host not found: ${hostname}`);
+  constructor(hostname: string, cause?: unknown) {
+    super(`host not found: ${hostname}`, "no-such-host", hostname, cause);
     this.name = "HostNotFoundError";
     this.hostname = hostname;
   }
@@ -46,7 +53,9 @@ export class HostNotFoundError extends Error {
 
 /**
  * The resolver failed for another reason than "no such host" (no
- * permission, resolver unreachable, temporary failure).
+ * permission, resolver unreachable, temporary failure): a
+ * {@linkcode ConnectError} of kind `no-such-host` (`other` for a missing
+ * permission).
  *
  * @example
  * ```ts
@@ -56,15 +65,25 @@ export class HostNotFoundError extends Error {
  * if (error.code !== "EAI_AGAIN") throw error;
  * ```
  */
-export class ResolveError extends Error {
+export class ResolveError extends ConnectError {
   /** The name looked up. */
   readonly hostname: string;
   /** The resolver's error code, e.g. `EAI_AGAIN`. */
   readonly code: string;
 
   /** Builds the error for `hostname` with the resolver's `code`. */
-  constructor(hostname: string, code: string, message: string) {
-    super(message);
+  constructor(
+    hostname: string,
+    code: string,
+    message: string,
+    cause?: unknown,
+  ) {
+    super(
+      message,
+      code === "EPERM" ? "other" : "no-such-host",
+      hostname,
+      cause,
+    );
     this.name = "ResolveError";
     this.hostname = hostname;
     this.code = code;
@@ -80,8 +99,10 @@ export interface DialFailure {
 }
 
 /**
- * Every address was tried and none connected. The message lists each
- * address with its reason, e.g. `connection refused ([::1]:7, 127.0.0.1:7)`.
+ * Every address was tried and none connected: a {@linkcode ConnectError}
+ * whose kind is the failures' own when they agree (`refused`,
+ * `unreachable`, `timeout`), else `other`. The message lists each address
+ * with its reason, e.g. `connection refused ([::1]:7, 127.0.0.1:7)`.
  *
  * @example
  * ```ts
@@ -95,7 +116,7 @@ export interface DialFailure {
  * if (error.message !== "connection refused ([::1]:7, 127.0.0.1:7)") throw error;
  * ```
  */
-export class DialError extends Error {
+export class DialError extends ConnectError {
   /** The port dialled. */
   readonly port: number;
   /** Each attempt's failure, in the order they failed. */
@@ -107,11 +128,35 @@ export class DialError extends Error {
    */
   constructor(port: number, failures: readonly DialFailure[], target?: string) {
     const detail = describeFailures(port, failures);
-    super(target ? `cannot connect to ${target}: ${detail}` : detail);
+    super(
+      target ? `cannot connect to ${target}: ${detail}` : detail,
+      failureKind(failures),
+      target ?? failures.map((f) => joinHostPort(f.address, port)).join(", "),
+      failures[0]?.error,
+    );
     this.name = "DialError";
     this.port = port;
     this.failures = failures;
   }
+}
+
+function failureKind(failures: readonly DialFailure[]): ConnectFailure {
+  const kinds = failures.map(({ error }): ConnectFailure => {
+    if (error instanceof Deno.errors.ConnectionRefused) return "refused";
+    if (error instanceof Deno.errors.TimedOut) return "timeout";
+    if (
+      error instanceof Deno.errors.NetworkUnreachable ||
+      ["EHOSTUNREACH", "ENETUNREACH"].includes(
+        (error as { code?: string })?.code ?? "",
+      )
+    ) {
+      return "unreachable";
+    }
+    return "other";
+  });
+  return kinds.length > 0 && kinds.every((k) => k === kinds[0])
+    ? kinds[0]
+    : "other";
 }
 
 function describeFailures(
@@ -119,7 +164,7 @@ function describeFailures(
   failures: readonly DialFailure[],
 ): string {
   if (failures.length === 0) return "no address to connect to";
-  const reasons = failures.map((f) => describeConnectError(f.error));
+  const reasons = failures.map((f) => connectFailureReason(f.error));
   const where = failures.map((f) => joinHostPort(f.address, port));
   if (reasons.every((reason) => reason === reasons[0])) {
     return `${reasons[0]} (${where.join(", ")})`;
@@ -128,7 +173,8 @@ function describeFailures(
 }
 
 /**
- * No connection was made within the connect timeout.
+ * No connection was made within the connect timeout: a
+ * {@linkcode ConnectError} of kind `timeout`.
  *
  * @example
  * ```ts
@@ -138,15 +184,17 @@ function describeFailures(
  * if (error.message !== "timed out after 1.5 s") throw error;
  * ```
  */
-export class DialTimeoutError extends Error {
+export class DialTimeoutError extends ConnectError {
   /** The timeout that passed, in milliseconds. */
   readonly timeoutMs: number;
 
   /** Builds the error for `timeoutMs`, naming `target` if given. */
   constructor(timeoutMs: number, target?: string) {
     super(
-      `timed out after ${timeoutMs / 1000} s` +
+      `timed out after ${formatSeconds(timeoutMs)}` +
         (target ? ` connecting to ${target}` : ""),
+      "timeout",
+      target ?? "",
     );
     this.name = "DialTimeoutError";
     this.timeoutMs = timeoutMs;
@@ -160,13 +208,13 @@ export class DialTimeoutError extends Error {
  *
  * @example
  * ```ts
- * import { describeConnectError } from "./dial.ts";
+ * import { connectFailureReason } from "./dial.ts";
  *
  * const error = new Deno.errors.ConnectionRefused("Connection refused (os error 111)");
- * if (describeConnectError(error) !== "connection refused") throw new Error("wrong text");
+ * if (connectFailureReason(error) !== "connection refused") throw new Error("wrong text");
  * ```
  */
-export function describeConnectError(error: unknown): string {
+export function connectFailureReason(error: unknown): string {
   if (error instanceof Deno.errors.ConnectionRefused) {
     return "connection refused";
   }
@@ -192,9 +240,9 @@ export function describeConnectError(error: unknown): string {
  * ```
  */
 export function addressFamily(address: string): 0 | 4 | 6 {
-  const family = isIP(address);
-  if (family === 6 && /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(address)) return 4;
-  return family as 0 | 4 | 6;
+  if (parseIPv4(address)) return 4;
+  if (!parseIPv6(address)) return 0;
+  return unmapIPv4(address) === address ? 6 : 4;
 }
 
 /**
@@ -238,7 +286,9 @@ export interface ResolveOptions {
 /**
  * Resolves `hostname` to its IP addresses (A and AAAA), in the system
  * resolver's order, without duplicates. An IP literal (IPv6 with or without
- * brackets) is returned as it is, without a lookup.
+ * brackets) is returned as it is, without a lookup; what is neither a
+ * literal nor a possible name (`1.2.3`) is refused with a `ConnectError` of
+ * kind `invalid-address`.
  *
  * This uses the system resolver (`getaddrinfo`, as `nc` and `curl` do), not
  * `Deno.resolveDns`: it honours `/etc/hosts`, `nsswitch.conf` and the local
@@ -259,8 +309,17 @@ export async function resolveHost(
   hostname: string,
   options: ResolveOptions = {},
 ): Promise<string[]> {
-  const bare = /^\[(.*)\]$/.exec(hostname)?.[1] ?? hostname;
-  if (isIP(bare)) return [bare];
+  const bare = stripBrackets(hostname);
+  try {
+    if (checkHost(hostname) !== "name") return [bare];
+  } catch (error) {
+    throw new ConnectError(
+      (error as Error).message,
+      "invalid-address",
+      hostname,
+      error,
+    );
+  }
   options.signal?.throwIfAborted();
   let answers: { address: string }[];
   try {
@@ -283,12 +342,13 @@ function resolveFailure(hostname: string, error: unknown): unknown {
     case "ENODATA":
     case "EAI_NONAME":
     case "EAI_NODATA":
-      return new HostNotFoundError(hostname);
+      return new HostNotFoundError(hostname, error);
     case "EPERM":
       return new ResolveError(
         hostname,
         code,
         `no permission to resolve ${hostname} (run with --allow-net=${hostname})`,
+        error,
       );
     case "EAI_AGAIN":
     case "ETIMEOUT":
@@ -296,12 +356,14 @@ function resolveFailure(hostname: string, error: unknown): unknown {
         hostname,
         code,
         `temporary failure resolving ${hostname} (the resolver did not answer)`,
+        error,
       );
     default:
       return new ResolveError(
         hostname,
         code,
         `cannot resolve ${hostname}: ${code}`,
+        error,
       );
   }
 }
@@ -500,7 +562,8 @@ export interface DialHostOptions<C extends Closable = Deno.TcpConn>
 /**
  * Resolves `hostname` ({@linkcode resolveHost}) and connects to it
  * ({@linkcode dialHappyEyeballs}): the one call a client needs. `timeoutMs`
- * covers both. Errors name the target: {@linkcode HostNotFoundError},
+ * covers both. Every failure is a `ConnectError` naming the target:
+ * `invalid address` (kind `invalid-address`), {@linkcode HostNotFoundError},
  * {@linkcode DialError} (`cannot connect to localhost:7: connection
  * refused ([::1]:7, 127.0.0.1:7)`), {@linkcode DialTimeoutError}
  * (`timed out after 5 s connecting to example.com:80`).
@@ -521,8 +584,9 @@ export async function dialHost<C extends Closable = Deno.TcpConn>(
   port: number,
   options: DialHostOptions<C> = {},
 ): Promise<C> {
-  const bare = /^\[(.*)\]$/.exec(hostname)?.[1] ?? hostname;
+  const bare = stripBrackets(hostname);
   const target = joinHostPort(bare, port);
+
   const began = performance.now();
   const { timeoutMs } = options;
   const timer = new AbortController();

@@ -395,6 +395,21 @@ Deno.test("connect.ts: refused on every address of localhost lists them all", as
   );
 });
 
+Deno.test("connect.ts: an impossible address is one error line, exit 1", async () => {
+  await expectError(
+    [],
+    ["1.2.3", "80"],
+    1,
+    "error: invalid address '1.2.3': expected an IPv4 address (192.0.2.1), an IPv6 address (2001:db8::1) or a host name",
+  );
+  await expectError(
+    [],
+    ["bad host", "80"],
+    1,
+    /^error: invalid address 'bad host'/,
+  );
+});
+
 Deno.test("connect.ts: a Unix socket that does not exist, exit 1", async () => {
   const path = `/tmp/seed3b-none-${Deno.pid}.sock`;
   await expectError(
@@ -467,7 +482,6 @@ Deno.test("connect.ts: usage errors are one error line, exit 2", async (t) => {
       "error: --unix and --udp cannot be used together",
     ],
     [["--unix", ""], "error: invalid socket path '' for --unix"],
-    [["bad host", "1"], "error: invalid host name 'bad host'"],
   ];
   for (const [args, message] of cases) {
     await t.step(args.join(" ") || "(no arguments)", async () => {

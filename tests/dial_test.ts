@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import {
   addressFamily,
+  ConnectError,
+  connectFailureReason,
   type ConnectFunction,
-  describeConnectError,
   DialError,
   dialHappyEyeballs,
   dialHost,
@@ -208,6 +209,8 @@ Deno.test("dialHappyEyeballs() rejects with every failure when all are refused",
     target: "localhost:7",
   }).catch((e) => e);
   assert.ok(error instanceof DialError);
+  assert.equal(error.kind, "refused");
+  assert.equal(error.target, "localhost:7");
   assert.deepEqual(error.failures.map((f) => f.address), ["::1", "127.0.0.1"]);
   assert.equal(
     error.message,
@@ -226,6 +229,7 @@ Deno.test("dialHappyEyeballs() times out and aborts every attempt", async () => 
   }).catch((e) => e);
   const tookMs = performance.now() - began;
   assert.ok(error instanceof DialTimeoutError);
+  assert.equal(error.kind, "timeout");
   assert.equal(error.message, "timed out after 0.15 s");
   assert.ok(tookMs >= 140 && tookMs < 2000, `took ${tookMs} ms`);
   assert.deepEqual(net.aborted.sort(), ["127.0.0.1", "::1"]);
@@ -256,7 +260,7 @@ Deno.test("dialHappyEyeballs() over real sockets: ::1 refused, 127.0.0.1 wins at
   using conn = await dialHappyEyeballs(["127.0.0.1", "::1"], port, {
     attemptDelayMs: 2000,
     onFailure: (address, error) =>
-      failed.push(`${address} ${describeConnectError(error)}`),
+      failed.push(`${address} ${connectFailureReason(error)}`),
   });
   using _server = await accepting;
   assert.ok(performance.now() - began < 1500, "did not wait the delay");
@@ -281,7 +285,15 @@ Deno.test("resolveHost() returns literals as they are and resolves localhost", a
 Deno.test("resolveHost() throws HostNotFoundError for an unknown name", async () => {
   const error = await resolveHost("no-such-host.invalid").catch((e) => e);
   assert.ok(error instanceof HostNotFoundError);
+  assert.ok(error instanceof ConnectError);
+  assert.equal(error.kind, "no-such-host");
   assert.equal(error.hostname, "no-such-host.invalid");
+});
+
+Deno.test("resolveHost() refuses what is neither an IP literal nor a name", async () => {
+  const error = await resolveHost("1.2.3").catch((e) => e);
+  assert.ok(error instanceof ConnectError);
+  assert.equal(error.kind, "invalid-address");
 });
 
 Deno.test("dialHost() reports addresses in attempt order and names the target in errors", async () => {
