@@ -70,18 +70,18 @@ export interface EchoProcess extends AsyncDisposable {
 
 /**
  * Starts `servers/echo.ts` on 127.0.0.1, port 0, with its header's
- * permissions; `ulimit` runs it under `sh -c 'ulimit -n N; exec deno ...'`.
+ * permissions (or `permissions`); `ulimit` runs it under `sh -c 'ulimit -n N; exec deno ...'`.
  */
 export async function startEcho(
   args: string[] = [],
-  options: { ulimit?: number } = {},
+  options: { ulimit?: number; permissions?: string[] } = {},
 ): Promise<EchoProcess> {
   const deno = [
     Deno.execPath(),
     "run",
     "--quiet",
     "--no-prompt",
-    "--allow-net=127.0.0.1:0",
+    ...(options.permissions ?? ["--allow-net=127.0.0.1:0"]),
     repoPath("servers/echo.ts"),
     "--hostname",
     "127.0.0.1",
