@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import fc from "npm:fast-check@3";
+import fc from "fast-check";
 import {
   EndpointError,
   formatEndpoint,
