@@ -234,7 +234,7 @@ async function startServer(
     stderr: "inherit",
     env: { NO_COLOR: "1" },
   }).spawn();
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + 60_000; // a loaded CI machine starts slowly
   while (true) {
     let text = "";
     try {

@@ -20,6 +20,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -258,6 +259,8 @@ static int idle(int conns, int pid) {
   for (int i = 0; i < conns; i++) {
     /* Blocking, one at a time: a round trip proves the server took it. */
     fds[i] = open_conn(1);
+    struct timeval limit = {.tv_sec = 10};
+    setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
     if (write(fds[i], &b, 1) != 1 || read(fds[i], &r, 1) != 1 || r != b) {
       fprintf(stderr, "loadgen: idle: connection %d got no echo\n", i);
       return 1;

@@ -117,10 +117,15 @@ async function echoStream(
   // Idle clients hold a small buffer (an idle connection costs memory, not
   // CPU); a read that fills it earns the large one for good.
   let buffer = new Uint8Array(SMALL_BUFFER);
+  // The bytes read, as a view kept while reads keep the same length (a
+  // ping-pong client, a full buffer): no allocation per chunk.
+  let chunk = buffer;
   for (let n; (n = await conn.read(buffer)) !== null;) {
     context.active();
     context.bytesIn += n;
-    const chunk = n === buffer.byteLength ? buffer : buffer.subarray(0, n);
+    if (chunk.byteLength !== n || chunk.buffer !== buffer.buffer) {
+      chunk = n === buffer.byteLength ? buffer : buffer.subarray(0, n);
+    }
     if (print) await writeAll(Deno.stdout, chunk);
     // One write nearly always takes it all; loop only when it does not.
     const written = await conn.write(chunk);
