@@ -223,6 +223,31 @@ Deno.test("connect.ts exits 0 when the server closes first, while stdin is still
   assert.equal(stdout, "bye\n");
 });
 
+Deno.test("connect.ts | head: a closed stdout ends the client quietly, exit 0", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const p = listener.addr.port;
+  const flooding = (async () => {
+    using conn = await listener.accept();
+    const chunk = new Uint8Array(65536).fill(0x41);
+    try {
+      while (true) await conn.write(chunk); // Until the client goes away.
+    } catch (error) {
+      return (error as Error).name;
+    }
+  })();
+  const deno = Deno.execPath();
+  const { code, stdout, stderr } = await runCommand("bash", [
+    "-c",
+    `"${deno}" run --quiet --no-prompt --allow-net=127.0.0.1:${p} ` +
+    `"${repoPath(SCRIPT)}" 127.0.0.1 ${p} </dev/null | head -c 100 | wc -c; ` +
+    "exit ${PIPESTATUS[0]}",
+  ]);
+  assert.equal(code, 0, stderr);
+  assert.equal(text(stdout).trim(), "100");
+  assert.doesNotMatch(stderr, /error/);
+  assert.match(await flooding, /BrokenPipe|ConnectionReset/);
+});
+
 // ---------------------------------------------------------------- real peers
 
 /** Waits until something listens on TCP `port` (without connecting to it). */

@@ -11,8 +11,11 @@ import {
   happyEyeballsOrder,
   HostNotFoundError,
   relay,
+  relayDatagrams,
   resolveHost,
 } from "../mod.ts";
+
+const encoder = new TextEncoder();
 import { pseudoRandomBytes, readAll } from "./_helpers.ts";
 
 Deno.test("happyEyeballsOrder() puts IPv6 first and interleaves the families", () => {
@@ -361,4 +364,64 @@ Deno.test("relay() moves megabytes both ways byte-exact, with half-close", async
     at += c.byteLength;
   }
   assert.deepEqual(got, download);
+});
+
+Deno.test("relayDatagrams() prints only the peer's datagrams, one per input chunk", async () => {
+  const peer = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  const stranger = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  const socket = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  const seen: string[] = [];
+  // The peer answers each datagram; a stranger also writes to our socket.
+  const answering = (async () => {
+    for (let i = 0; i < 2; i++) {
+      const [data, from] = await peer.receive();
+      seen.push(new TextDecoder().decode(data));
+      await stranger.send(encoder.encode("spoofed"), socket.addr);
+      await peer.send(encoder.encode(`re:${seen.at(-1)}`), from);
+    }
+  })();
+  const chunks = ["a", "b"].map((c) => encoder.encode(c));
+  const input = {
+    async read(p: Uint8Array): Promise<number | null> {
+      await new Promise((r) => setTimeout(r, 50));
+      const chunk = chunks.shift();
+      if (!chunk) return null;
+      p.set(chunk);
+      return chunk.byteLength;
+    },
+  };
+  let out = "";
+  const output = {
+    write(p: Uint8Array): Promise<number> {
+      out += new TextDecoder().decode(p);
+      return Promise.resolve(p.byteLength);
+    },
+  };
+  const result = await relayDatagrams(socket, peer.addr, {
+    input,
+    output,
+    quietMs: 300,
+  });
+  await answering;
+  peer.close();
+  stranger.close();
+  assert.deepEqual(seen, ["a", "b"]);
+  assert.equal(out, "re:are:b");
+  assert.deepEqual(result, {
+    bytesSent: 2,
+    bytesReceived: 8,
+    inputEnded: true,
+  });
 });
