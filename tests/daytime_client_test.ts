@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { ConnectError, writeAll } from "../mod.ts";
+import { ConnectError, serve, silentLog, writeAll } from "../mod.ts";
 import { fetchDaytime } from "../clients/daytime.ts";
+import { ctime, daytimeService } from "../servers/daytime.ts";
 import {
   freePort,
   missing,
@@ -9,6 +10,7 @@ import {
   runCommand,
   runScript,
   spawnCommand,
+  startServer,
 } from "./_helpers.ts";
 
 const SCRIPT = "clients/daytime.ts";
@@ -367,4 +369,38 @@ Deno.test("ConnectError from fetchDaytime() carries its kind", async () => {
   ) => e);
   assert.ok(error instanceof ConnectError);
   assert.equal(error.kind, "refused");
+});
+
+Deno.test("daytime.ts client against our servers/daytime.ts, in process and as scripts", async () => {
+  const fixed = new Date(2026, 10, 4, 9, 5, 1);
+  await using server = serve(daytimeService(() => fixed), {
+    hostname: "127.0.0.1",
+    port: 0,
+    log: silentLog,
+  });
+  const { port } = server.addr as Deno.NetAddr;
+  const bytes = await fetchDaytime({ hostname: "127.0.0.1", port });
+  assert.equal(decoder.decode(bytes), `${ctime(fixed)}\r\n`);
+  assert.equal(ctime(fixed), "Wed Nov  4 09:05:01 2026");
+
+  for (
+    const [host, permission] of [["127.0.0.1", "127.0.0.1"], ["::1", "[::1]"]]
+  ) {
+    const serverPort = freePort(host);
+    await using script = await startServer("servers/daytime.ts", {
+      permissions: [`--allow-net=${permission}:${serverPort}`],
+      args: ["--hostname", host, "--port", String(serverPort)],
+    });
+    const { code, stdout, stderr } = await runScript(SCRIPT, {
+      permissions: [`--allow-net=${permission}:${serverPort}`],
+      args: [host, "--port", String(serverPort)],
+    });
+    assert.equal(code, 0, stderr);
+    assert.match(
+      stdout,
+      /^[A-Z][a-z]{2} [A-Z][a-z]{2} [ 1-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9] [0-9]{4}\r\n$/,
+    );
+    script.proc.kill("SIGTERM");
+    assert.equal((await script.proc.finished()).code, 0);
+  }
 });

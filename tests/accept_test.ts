@@ -1,0 +1,221 @@
+import assert from "node:assert/strict";
+import { silentLog } from "../mod.ts";
+import { clientLine, serveAccept } from "../servers/accept.ts";
+import {
+  freePort,
+  missing,
+  readAll,
+  repoPath,
+  runCommand,
+  runScript,
+  spawnCommand,
+  startServer,
+} from "./_helpers.ts";
+
+const SERVER = "servers/accept.ts";
+const decoder = new TextDecoder();
+
+function permissions(port: number): string[] {
+  return [`--allow-net=[::]:${port},0.0.0.0:${port}`];
+}
+
+/** A port free on both families' wildcard addresses a moment ago. */
+function freeDualPort(): number {
+  for (let i = 0; i < 20; i++) {
+    const port = freePort();
+    try {
+      Deno.listen({ hostname: "::", port }).close();
+      return port;
+    } catch {
+      // Taken on IPv6: try another.
+    }
+  }
+  throw new Error("no free port");
+}
+
+async function ask(hostname: string, port: number): Promise<string> {
+  using conn = await Deno.connect({ hostname, port });
+  return decoder.decode(await readAll(conn));
+}
+
+Deno.test("clientLine() prints IPv4, IPv4-mapped and IPv6 clients", () => {
+  assert.equal(clientLine("127.0.0.1"), "IPv4 client 127.0.0.1\n");
+  assert.equal(clientLine("::ffff:10.1.2.3"), "IPv4 client 10.1.2.3\n");
+  assert.equal(clientLine("::1"), "IPv6 client ::1\n");
+  assert.equal(clientLine("fe80::1"), "IPv6 client fe80::1\n");
+});
+
+Deno.test("serveAccept() answers IPv4, IPv4-mapped and IPv6 clients on one port", async () => {
+  const chunks: string[] = [];
+  const output = {
+    write: (
+      p: Uint8Array,
+    ) => (chunks.push(decoder.decode(p)), Promise.resolve(p.byteLength)),
+  };
+  const port = freeDualPort();
+  await using server = serveAccept({ port, output, log: silentLog });
+  assert.equal(server.dualStack, true, "Linux's default is dual-stack");
+  assert.equal(await ask("127.0.0.1", port), "IPv4 client 127.0.0.1\n");
+  assert.equal(await ask("::ffff:127.0.0.1", port), "IPv4 client 127.0.0.1\n");
+  assert.equal(await ask("::1", port), "IPv6 client ::1\n");
+  await server.shutdown();
+  assert.equal(
+    chunks.join(""),
+    "IPv4 client 127.0.0.1\nIPv4 client 127.0.0.1\nIPv6 client ::1\n",
+  );
+});
+
+Deno.test("accept.ts, with its header's permissions, listens once on :: for both families", async () => {
+  const port = freeDualPort();
+  await using server = await startServer(SERVER, {
+    permissions: permissions(port),
+    args: ["--port", String(port)],
+  });
+  assert.equal(server.address, `[::]:${port}`);
+  assert.match(
+    server.proc.stderr,
+    /^listening on \[::\]:\d+ \(IPv4 and IPv6\)$/m,
+  );
+  assert.equal(await ask("127.0.0.1", port), "IPv4 client 127.0.0.1\n");
+  assert.equal(await ask("::1", port), "IPv6 client ::1\n");
+  server.proc.kill("SIGTERM");
+  const { code, stdout, stderr } = await server.proc.finished();
+  assert.equal(code, 0, stderr);
+  assert.equal(stdout, "IPv4 client 127.0.0.1\nIPv6 client ::1\n");
+});
+
+Deno.test({
+  name: "accept.ts answers socat and nc clients over IPv4 and IPv6",
+  ignore: missing("socat", "nc"),
+  async fn() {
+    const port = freeDualPort();
+    await using server = await startServer(SERVER, {
+      permissions: permissions(port),
+      args: ["--port", String(port)],
+    });
+    const runs: [string, string[], string][] = [
+      ["socat", ["-", `TCP:127.0.0.1:${port}`], "IPv4 client 127.0.0.1\n"],
+      ["socat", ["-", `TCP:[::1]:${port}`], "IPv6 client ::1\n"],
+      ["nc", ["-4", "127.0.0.1", String(port)], "IPv4 client 127.0.0.1\n"],
+      ["nc", ["-6", "::1", String(port)], "IPv6 client ::1\n"],
+    ];
+    for (const [command, args, expected] of runs) {
+      const { code, stdout, stderr } = await runCommand(command, args, "");
+      assert.equal(code, 0, `${command} ${args.join(" ")}: ${stderr}`);
+      assert.equal(decoder.decode(stdout), expected);
+    }
+    server.proc.kill("SIGTERM");
+    assert.equal((await server.proc.finished()).code, 0);
+  },
+});
+
+Deno.test("accept.ts: a port in use is one error line, exit 1; usage errors exit 2", async () => {
+  using taken = Deno.listen({ hostname: "0.0.0.0", port: 0 });
+  const { port } = taken.addr as Deno.NetAddr;
+  const inUse = await runScript(SERVER, {
+    permissions: permissions(port),
+    args: ["--port", String(port)],
+  });
+  assert.equal(inUse.code, 1);
+  assert.equal(
+    inUse.stderr.trimEnd(),
+    `error: address [::]:${port} is already in use (pick another port with --port)`,
+  );
+  const free = freeDualPort();
+  const denied = await runScript(SERVER, {
+    permissions: [`--allow-net=[::]:${free}`],
+    args: ["--port", String(free)],
+  });
+  assert.equal(denied.code, 1);
+  assert.match(
+    denied.stderr.trimEnd(),
+    /^error: Requires net access to "[^\n]*$/,
+  );
+  for (
+    const [args, pattern] of [
+      [["--udp"], /^error: unknown option '--udp'/],
+      [["--port", "65536"], /^error: invalid value '65536' for --port/],
+      [["x"], /^error: unexpected argument 'x'/],
+    ] as [string[], RegExp][]
+  ) {
+    const { code, stderr } = await runScript(SERVER, {
+      permissions: permissions(12345),
+      args,
+    });
+    assert.equal(code, 2, `${args.join(" ")}: ${stderr}`);
+    assert.match(stderr, pattern);
+  }
+  const help = await runScript(SERVER, { args: ["--help"] });
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^usage: accept\.ts/);
+});
+
+function netnsUnavailable(): boolean {
+  if (missing("ip", "socat")) return true;
+  if (Deno.uid() !== 0) {
+    console.error("SKIP: network namespaces need root");
+    return true;
+  }
+  return false;
+}
+
+// Where IPv6 sockets are IPv6-only (net.ipv6.bindv6only=1, set in a network
+// namespace of our own), the server needs and opens a second socket.
+Deno.test({
+  name: "accept.ts opens :: and 0.0.0.0 where IPv6 sockets are IPv6-only",
+  ignore: netnsUnavailable(),
+  async fn() {
+    const netns = `seed3a-acc${Deno.pid}`;
+    const ip = async (...args: string[]) => {
+      const { code, stderr } = await runCommand("ip", args);
+      if (code !== 0) throw new Error(`ip ${args.join(" ")}: ${stderr}`);
+    };
+    await ip("netns", "add", netns);
+    try {
+      await ip("-n", netns, "link", "set", "lo", "up");
+      await ip(
+        "netns",
+        "exec",
+        netns,
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv6.bindv6only=1",
+      );
+      const port = 12345;
+      await using server = spawnCommand("ip", [
+        "netns",
+        "exec",
+        netns,
+        Deno.execPath(),
+        "run",
+        "--quiet",
+        "--no-prompt",
+        ...permissions(port),
+        repoPath(SERVER),
+      ]);
+      await server.waitForStderr(/^listening on 0\.0\.0\.0:12345 \(IPv4\)$/);
+      assert.match(server.stderr, /^listening on \[::\]:12345 \(IPv6\)$/m);
+      for (
+        const [address, expected] of [
+          ["127.0.0.1", "IPv4 client 127.0.0.1\n"],
+          ["[::1]", "IPv6 client ::1\n"],
+        ]
+      ) {
+        const { code, stdout, stderr } = await runCommand(
+          "ip",
+          ["netns", "exec", netns, "socat", "-", `TCP:${address}:${port}`],
+          "",
+        );
+        assert.equal(code, 0, stderr);
+        assert.equal(decoder.decode(stdout), expected);
+      }
+      server.kill("SIGTERM");
+      const { code, stdout } = await server.finished();
+      assert.equal(code, 0);
+      assert.equal(stdout, "IPv4 client 127.0.0.1\nIPv6 client ::1\n");
+    } finally {
+      await runCommand("ip", ["netns", "del", netns]);
+    }
+  },
+});
