@@ -35,7 +35,25 @@ import {
   UsageError,
 } from "../mod.ts";
 
-/** Asking a time server failed; the message is the one line a user sees. */
+/**
+ * Asking a time server failed; the message is the one line a user sees.
+ *
+ * @example A server that closes before sending the 4 bytes
+ * ```ts
+ * import { queryTime, TimeQueryError } from "./time.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const { port } = listener.addr as Deno.NetAddr;
+ * const closing = listener.accept().then((conn) => conn.close());
+ * try {
+ *   await queryTime({ hostname: "127.0.0.1", port, timeoutMs: 2000 });
+ *   throw new Error("no error");
+ * } catch (error) {
+ *   if (!(error instanceof TimeQueryError)) throw error;
+ * }
+ * await closing;
+ * ```
+ */
 export class TimeQueryError extends Error {
   /** Builds the error; `cause` is the system's error, if any. */
   constructor(message: string, cause?: unknown) {

@@ -35,7 +35,21 @@ export class UsageError extends Error {
   }
 }
 
-/** `--help` was given: {@linkcode runMain} prints `usage` and exits 0. */
+/**
+ * `--help` was given: {@linkcode runMain} prints `usage` and exits 0.
+ *
+ * @example
+ * ```ts
+ * import { HelpRequested, parseCommandLine } from "./cli.ts";
+ *
+ * try {
+ *   parseCommandLine(["--help"], { usage: "usage: x", options: {} });
+ *   throw new Error("no help");
+ * } catch (error) {
+ *   if (!(error instanceof HelpRequested) || error.usage !== "usage: x") throw error;
+ * }
+ * ```
+ */
 export class HelpRequested extends Error {
   /** The text to print. */
   readonly usage: string;

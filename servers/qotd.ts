@@ -46,7 +46,21 @@ export const DEFAULT_QUOTATIONS: readonly string[] = Object.freeze([
   "Where there is much light, the shadow is deep.\n  -- Johann Wolfgang von Goethe",
 ]);
 
-/** A quotation file is empty or holds a quotation that is too long. */
+/**
+ * A quotation file is empty or holds a quotation that is too long.
+ *
+ * @example
+ * ```ts
+ * import { parseQuotations, QuotationError } from "./qotd.ts";
+ *
+ * try {
+ *   parseQuotations("\n\n");
+ *   throw new Error("accepted an empty file");
+ * } catch (error) {
+ *   if (!(error instanceof QuotationError)) throw error;
+ * }
+ * ```
+ */
 export class QuotationError extends Error {
   /** Builds the error; `message` says which quotation and why. */
   constructor(message: string) {

@@ -449,3 +449,40 @@ Deno.test({
     await smokeTest((name) => [`${DIST}/${name}`], network);
   },
 });
+
+Deno.test("every exported function and class has a JSDoc @example (deno test --doc runs them)", async () => {
+  const targets = Object.values(CONFIG.exports as Record<string, string>);
+  const { code, stdout, stderr } = await deno(["doc", "--json", ...targets]);
+  assert.equal(code, 0, stderr);
+  const doc = JSON.parse(stdout) as {
+    nodes: Record<string, {
+      symbols: {
+        name: string;
+        declarations: {
+          kind: string;
+          jsDoc?: { tags?: { kind: string }[] };
+        }[];
+      }[];
+    }>;
+  };
+  const lacking: string[] = [];
+  let checked = 0;
+  for (const [module, { symbols }] of Object.entries(doc.nodes)) {
+    for (const symbol of symbols) {
+      for (const declaration of symbol.declarations) {
+        // Constants, interfaces and types are documented, not run.
+        if (!["function", "class"].includes(declaration.kind)) continue;
+        checked++;
+        if (!declaration.jsDoc?.tags?.some((t) => t.kind === "example")) {
+          lacking.push(
+            `${
+              module.replace(/^.*?\/(?=[^/]+\/[^/]+$|mod\.ts$)/, "")
+            }: ${symbol.name}`,
+          );
+        }
+      }
+    }
+  }
+  assert.ok(checked > 50, `only ${checked} functions and classes found`);
+  assert.deepEqual(lacking, [], `no @example: ${lacking.join(", ")}`);
+});
