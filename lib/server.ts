@@ -154,6 +154,8 @@ const DEFAULT_MAX_CONNECTIONS = 4096;
 const DEFAULT_GRACE_MS = 10_000;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 const DEFAULT_UDP_RATE = 100;
+/** How long handlers get to return once shutdown closed their connections. */
+const HANDLER_STOP_MS = 1000;
 const ACCEPT_BACKOFF_MIN_MS = 5;
 const ACCEPT_BACKOFF_MAX_MS = 1000;
 
@@ -691,10 +693,24 @@ class StreamServer extends BaseServer {
       if (cut) {
         const count = this.#connections.size;
         for (const connection of this.#connections) connection.close();
-        await drained;
+        // A handler blocked on something other than its connection (a full
+        // stdout pipe, say) would hold the exit forever: wait a moment only.
+        let stuckTimer: ReturnType<typeof setTimeout> | undefined;
+        const stuck = await Promise.race([
+          drained.then(() => false),
+          new Promise<boolean>((resolve) =>
+            stuckTimer = setTimeout(() => resolve(true), HANDLER_STOP_MS)
+          ),
+        ]);
+        clearTimeout(stuckTimer);
         this.log(
           `${this.prefix}grace period over: closed ${count} connection(s) still in flight`,
         );
+        if (stuck) {
+          this.log(
+            `${this.prefix}${this.#connections.size} handler(s) did not stop after their connection closed; stopping anyway`,
+          );
+        }
       }
     }
     clearInterval(this.#idleTimer);

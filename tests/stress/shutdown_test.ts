@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readExact, writeAll } from "../../mod.ts";
+import { readExact, serve, writeAll } from "../../mod.ts";
 import { pseudoRandomBytes } from "../_helpers.ts";
 import { countLines, figures, sameBytes, startEcho } from "./_stress.ts";
 
@@ -120,4 +120,47 @@ Deno.test("echo.ts: past the grace period the transfers still open are closed, c
   );
   assert.ok(Math.min(...cutAfter) >= 0.95, "cut before the grace period");
   assert.ok(exitedAfter < 1 + 5, `exited after ${exitedAfter} s`);
+});
+
+Deno.test("serve(): past the grace period, a handler stuck on something other than its connection does not hold shutdown forever", async () => {
+  const lines: string[] = [];
+  const server = serve({
+    name: "stuck",
+    defaultPort: 0,
+    // Blocked on something that closing the connection does not wake (a
+    // full stdout pipe, say).
+    stream: () => new Promise<void>(() => {}),
+  }, {
+    hostname: "127.0.0.1",
+    port: 0,
+    gracePeriodMs: 200,
+    log: (line) => lines.push(line),
+  });
+  const { port } = server.addr as Deno.NetAddr;
+  const conns = await Promise.all(
+    Array.from(
+      { length: 3 },
+      () => Deno.connect({ hostname: "127.0.0.1", port }),
+    ),
+  );
+  while (lines.filter((l) => l.startsWith("accepted")).length < 3) {
+    await sleep(10);
+  }
+  const started = performance.now();
+  await server.shutdown();
+  const seconds = (performance.now() - started) / 1000;
+  for (const conn of conns) conn.close();
+  figures("shutdown-stuck-handler", {
+    handlers: 3,
+    grace_s: 0.2,
+    stopped_after_s: seconds.toFixed(2),
+  });
+  assert.ok(seconds < 5, `shutdown took ${seconds} s`);
+  assert.ok(
+    lines.includes("grace period over: closed 3 connection(s) still in flight"),
+  );
+  assert.ok(
+    lines.some((l) => /^3 handler\(s\) did not stop/.test(l)),
+    lines.join("\n"),
+  );
 });
