@@ -59,6 +59,8 @@ interface Target {
   command: string[];
   /** Shown in the table. */
   label: string;
+  /** CPUs the server may use (`taskset -c`). Default `0`. */
+  cpus?: string;
 }
 
 // Each server kind, by scenario family.
@@ -92,6 +94,9 @@ const ECHO_SERVERS: Record<string, Target> = {
   },
   "ours-2w": {
     label: "ours --workers 2",
+    // Both CPUs, the load generator's included: what a user of a 2-CPU
+    // machine gets from a second thread while the client runs there too.
+    cpus: "0,1",
     command: ours("servers/echo.ts", [
       "--max-connections",
       String(idleCount + 1000),
@@ -222,7 +227,7 @@ async function startServer(
     args: [
       "-c",
       `ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; log=$1; shift; exec ${
-        PIN ? "taskset -c 0 " : ""
+        PIN ? `taskset -c ${target.cpus ?? "0"} ` : ""
       }"$@" 2>"$log"`,
       "sh",
       log,
