@@ -89,6 +89,12 @@ for (const script of SCRIPTS) {
       README.includes(installLine(script)),
       `README.md lacks the install line: ${installLine(script)}`,
     );
+    assert.ok(
+      README.split("\n").some((line) =>
+        line.startsWith("### ") && line.includes(`\`${script.path}`)
+      ),
+      `README.md has no "### \`${script.path}\` ..." section under "Each script"`,
+    );
   });
 }
 
