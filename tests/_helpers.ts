@@ -352,14 +352,22 @@ export async function runCommand(
       // Exited.
     }
   }, timeoutMs);
+  // Collect the output while writing the input: a peer that echoes (socat
+  // to an echo server) blocks on a full stdout pipe otherwise, and then so
+  // does our write to its stdin.
+  const collecting = child.output();
   if (input !== undefined) {
     const writer = child.stdin.getWriter();
-    await writer.write(
-      typeof input === "string" ? new TextEncoder().encode(input) : input,
-    );
-    await writer.close();
+    try {
+      await writer.write(
+        typeof input === "string" ? new TextEncoder().encode(input) : input,
+      );
+      await writer.close();
+    } catch {
+      // It exited without reading all of its input; its output says why.
+    }
   }
-  const output = await child.output();
+  const output = await collecting;
   clearTimeout(timer);
   return {
     code: output.code,
