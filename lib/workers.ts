@@ -71,6 +71,19 @@ export const workerInit: WorkerInit | undefined = isGroupWorker
   })
   : undefined;
 
+/** Whether this worker's server reported to the main thread. */
+let answered = false;
+
+// A worker that exits before it serves (its flags or its bind failed: the
+// script printed why) must not leave the main thread waiting for it.
+if (workerInit) {
+  scope.addEventListener("unload", () => {
+    if (!answered) {
+      scope.postMessage({ type: "failed", message: "exited before serving" });
+    }
+  });
+}
+
 /**
  * Turns a `--workers` value into a thread count: a whole number from 1 to
  * 256, or `auto` for one per CPU.
@@ -122,6 +135,7 @@ export interface GroupMember {
  */
 export function answerGroupShutdown(server: GroupMember): void {
   if (!workerInit) return;
+  answered = true;
   scope.addEventListener("message", (event: MessageEvent) => {
     if (event.data?.type === "shutdown") server.shutdown();
   });
