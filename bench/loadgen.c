@@ -6,9 +6,14 @@
  *   loadgen pingpong HOST PORT CONNS SECONDS   64-byte request/response
  *   loadgen connect  HOST PORT CONNS SECONDS   connect/read to EOF/close
  *   loadgen idle     HOST PORT CONNS PID       N idle connections, RSS of PID
+ *
+ * With a server PID as a sixth argument, the first three also print the
+ * CPU time the server's threads used during the run (`server_cpu_ms`), a
+ * figure a loaded machine disturbs far less than throughput.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -30,6 +35,27 @@
 #define MSG 64
 
 static struct sockaddr_in server;
+static int server_pid;
+
+/* Seconds on CPU of every thread of the server (schedstat: nanoseconds). */
+static double server_cpu(void) {
+  char path[320];
+  if (server_pid <= 0) return 0;
+  snprintf(path, sizeof path, "/proc/%d/task", server_pid);
+  DIR *dir = opendir(path);
+  if (!dir) return 0;
+  double total = 0;
+  for (struct dirent *e; (e = readdir(dir));) {
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", server_pid, e->d_name);
+    FILE *f = fopen(path, "r");
+    unsigned long long ns;
+    if (f && fscanf(f, "%llu", &ns) == 1) total += ns / 1e9;
+    if (f) fclose(f);
+  }
+  closedir(dir);
+  return total;
+}
 static uint8_t pattern[PERIOD + CHUNK];
 
 static double now(void) {
@@ -79,7 +105,7 @@ static int stream(int conns, double seconds) {
     watch(ep, &cs[i], 1);
   }
   struct epoll_event evs[256];
-  double start = now(), end = start + seconds;
+  double cpu = server_cpu(), start = now(), end = start + seconds;
   uint64_t base = 0;
   for (int i = 0; i < conns; i++) base += cs[i].received;
   while (now() < end) {
@@ -118,9 +144,10 @@ static int stream(int conns, double seconds) {
   uint64_t total = 0;
   for (int i = 0; i < conns; i++) total += cs[i].received;
   total -= base;
+  cpu = server_cpu() - cpu;
   printf("{\"scenario\":\"stream\",\"connections\":%d,\"seconds\":%.3f,"
-         "\"bytes\":%llu,\"mb_per_s\":%.1f,\"verified\":true}\n",
-         conns, elapsed, (unsigned long long)total, total / elapsed / 1e6);
+         "\"bytes\":%llu,\"mb_per_s\":%.1f,\"verified\":true,\"server_cpu_ms\":%.1f}\n",
+         conns, elapsed, (unsigned long long)total, total / elapsed / 1e6, cpu * 1e3);
   return 0;
 }
 
@@ -142,7 +169,7 @@ static int pingpong(int conns, double seconds) {
     watch(ep, &cs[i], 1);
   }
   struct epoll_event evs[256];
-  double start = now(), end = start + seconds;
+  double cpu = server_cpu(), start = now(), end = start + seconds;
   uint64_t trips = 0;
   int stopping = 0;
   while (!stopping) {
@@ -184,12 +211,14 @@ static int pingpong(int conns, double seconds) {
     }
   }
   double elapsed = now() - start;
+  cpu = server_cpu() - cpu;
   qsort(lat, count, sizeof *lat, cmp_double);
   double p50 = count ? lat[count / 2] : 0, p99 = count ? lat[(size_t)(count * 0.99)] : 0;
   printf("{\"scenario\":\"pingpong\",\"connections\":%d,\"seconds\":%.3f,"
-         "\"round_trips\":%llu,\"per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f}\n",
+         "\"round_trips\":%llu,\"per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+         "\"server_cpu_ms\":%.1f}\n",
          conns, elapsed, (unsigned long long)trips, trips / elapsed, p50 * 1e6,
-         p99 * 1e6);
+         p99 * 1e6, cpu * 1e3);
   return 0;
 }
 
@@ -204,7 +233,7 @@ static int connect_bench(int conns, double seconds) {
     watch(ep, &cs[i], 0);
   }
   struct epoll_event evs[256];
-  double start = now(), end = start + seconds;
+  double cpu = server_cpu(), start = now(), end = start + seconds;
   uint64_t done = 0, bad = 0;
   while (now() < end) {
     int n = epoll_wait(ep, evs, 256, 100);
@@ -233,10 +262,11 @@ static int connect_bench(int conns, double seconds) {
     }
   }
   double elapsed = now() - start;
+  cpu = server_cpu() - cpu;
   printf("{\"scenario\":\"connect\",\"connections\":%d,\"seconds\":%.3f,"
-         "\"completed\":%llu,\"failed\":%llu,\"per_s\":%.0f}\n",
+         "\"completed\":%llu,\"failed\":%llu,\"per_s\":%.0f,\"server_cpu_ms\":%.1f}\n",
          conns, elapsed, (unsigned long long)done, (unsigned long long)bad,
-         done / elapsed);
+         done / elapsed, cpu * 1e3);
   return bad > done / 100 ? 1 : 0;
 }
 
@@ -276,8 +306,8 @@ static int idle(int conns, int pid) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 6) {
-    fprintf(stderr, "usage: loadgen stream|pingpong|connect|idle HOST PORT CONNS SECONDS|PID\n");
+  if (argc != 6 && argc != 7) {
+    fprintf(stderr, "usage: loadgen stream|pingpong|connect|idle HOST PORT CONNS SECONDS|PID [SERVER_PID]\n");
     return 2;
   }
   server.sin_family = AF_INET;
@@ -292,6 +322,7 @@ int main(int argc, char **argv) {
   setrlimit(RLIMIT_NOFILE, &rl);
   for (size_t i = 0; i < sizeof pattern; i++) pattern[i] = (i % PERIOD) * 7 + 3;
   int conns = atoi(argv[4]);
+  if (argc == 7) server_pid = atoi(argv[6]);
   if (!strcmp(argv[1], "stream")) return stream(conns, atof(argv[5]));
   if (!strcmp(argv[1], "pingpong")) return pingpong(conns, atof(argv[5]));
   if (!strcmp(argv[1], "connect")) return connect_bench(conns, atof(argv[5]));
