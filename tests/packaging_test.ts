@@ -13,7 +13,7 @@ import {
   installLine,
   listScripts,
 } from "../tasks/scripts.ts";
-import { repoPath, runCommand, ScriptProcess } from "./_helpers.ts";
+import { hasCommand, repoPath, runCommand, ScriptProcess } from "./_helpers.ts";
 
 const decoder = new TextDecoder();
 const SCRIPTS = await listScripts(repoPath(""));
@@ -204,7 +204,8 @@ const PATH = `${DENO.replace(/\/[^/]*$/, "")}:${Deno.env.get("PATH") ?? ""}`;
  * namespace of its own (the commands hold only their header's permissions,
  * so they use the scripts' own fixed ports, which nothing else there can
  * hold): an echo round trip through `connect`, the hello pair (TCP and
- * UDP), a daytime line and a time reading, each server stopped by SIGTERM with exit 0.
+ * UDP), both families at the accept server (with socat), a daytime line
+ * and a time reading, each server stopped by SIGTERM with exit 0.
  * `command(name)` is the argv that starts the script called `name`.
  */
 async function smokeTest(
@@ -306,6 +307,28 @@ async function smokeTest(
         /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/,
       );
       await stop(daytime, "daytime");
+    }
+    if (SCRIPTS.some((s) => s.name === "accept") && hasCommand("socat")) {
+      await using accept = start("accept");
+      await accept.waitForStderr(/^listening on /);
+      for (
+        const [target, line] of [
+          ["127.0.0.1", "IPv4 client 127.0.0.1\n"],
+          ["[::1]", "IPv6 client ::1\n"],
+        ]
+      ) {
+        const reply = await runCommand("ip", [
+          "netns",
+          "exec",
+          ns,
+          "socat",
+          "-",
+          `TCP:${target}:12345`,
+        ], "");
+        assert.equal(reply.code, 0, reply.stderr);
+        assert.equal(decoder.decode(reply.stdout), line);
+      }
+      await stop(accept, "accept");
     }
     {
       await using time = start("time");
