@@ -72,7 +72,16 @@ export interface EchoProcess extends AsyncDisposable {
  * Starts `servers/echo.ts` on 127.0.0.1, port 0, with its header's
  * permissions (or `permissions`); `ulimit` runs it under `sh -c 'ulimit -n N; exec deno ...'`.
  */
-export async function startEcho(
+export function startEcho(
+  args: string[] = [],
+  options: { ulimit?: number; permissions?: string[] } = {},
+): Promise<EchoProcess> {
+  return startServerScript("servers/echo.ts", args, options);
+}
+
+/** Like {@linkcode startEcho}, for any server script in the repository. */
+export async function startServerScript(
+  script: string,
   args: string[] = [],
   options: { ulimit?: number; permissions?: string[] } = {},
 ): Promise<EchoProcess> {
@@ -82,7 +91,7 @@ export async function startEcho(
     "--quiet",
     "--no-prompt",
     ...(options.permissions ?? ["--allow-net=127.0.0.1:0"]),
-    repoPath("servers/echo.ts"),
+    repoPath(script),
     "--hostname",
     "127.0.0.1",
     "--port",
