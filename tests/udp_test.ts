@@ -81,7 +81,7 @@ Deno.test("udp.ts server and client scripts, with their header's permissions", a
   assert.equal(server.address, `127.0.0.1:${port}`);
   const client = await runScript(CLIENT, {
     permissions: clientPermissions(port),
-    args: ["--port", String(port), "hi udp"],
+    args: ["--port", String(port), "--timeout", "3", "hi udp"],
   });
   assert.equal(client.code, 0, client.stderr);
   assert.equal(client.stdout, "hello");
@@ -99,7 +99,7 @@ Deno.test("udp.ts over IPv6: server on ::1, client sends 'hello' by default", as
   });
   const client = await runScript(CLIENT, {
     permissions: clientPermissions(port, true),
-    args: ["--hostname", "::1", "--port", String(port)],
+    args: ["--hostname", "::1", "--port", String(port), "--timeout", "3"],
   });
   assert.equal(client.code, 0, client.stderr);
   assert.equal(client.stdout, "hello");
@@ -142,13 +142,19 @@ Deno.test("udp.ts server keeps the UDP protections: low source ports and the rat
     hostname: "127.0.0.1",
     port: 0,
   });
-  for (let i = 0; i < 5; i++) {
+  // 2 replies/s, a burst of 2: of 10 datagrams at once most go unanswered
+  // (a loaded machine may stretch the burst enough to refill a token).
+  for (let i = 0; i < 10; i++) {
     await client.send(encoder.encode(`n${i}`), target);
   }
   let replies = 0;
-  while (await receiveWithin(client, 500)) replies++;
+  while (await receiveWithin(client, 1000)) replies++;
   client.close();
-  assert.equal(replies, 2, "the rate limit let more than 2 replies through");
+  assert.ok(replies >= 2, `only ${replies} replies`);
+  assert.ok(
+    replies <= 4,
+    `the rate limit let ${replies} of 10 replies through`,
+  );
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
   assert.equal(code, 0);
@@ -166,14 +172,14 @@ Deno.test({
     });
     const socat = await runCommand(
       "socat",
-      ["-t", "1", "-", `UDP:127.0.0.1:${port}`],
+      ["-t", "5", "-", `UDP:127.0.0.1:${port}`],
       "from socat",
     );
     assert.equal(socat.code, 0, socat.stderr);
     assert.equal(decoder.decode(socat.stdout), "hello");
     const nc = await runCommand(
       "nc",
-      ["-u", "-w", "1", "127.0.0.1", String(port)],
+      ["-u", "-w", "5", "127.0.0.1", String(port)],
       "from nc",
     );
     assert.equal(decoder.decode(nc.stdout), "hello", nc.stderr);
@@ -202,7 +208,7 @@ Deno.test({
     await socat.waitForStderr(/receiving on/);
     const viaSocat = await runScript(CLIENT, {
       permissions: clientPermissions(socatPort),
-      args: ["--port", String(socatPort), "echo me"],
+      args: ["--port", String(socatPort), "--timeout", "3", "echo me"],
     });
     assert.equal(viaSocat.code, 0, viaSocat.stderr);
     assert.equal(viaSocat.stdout, "echo me");
@@ -218,7 +224,7 @@ Deno.test({
     await writer.write(encoder.encode("reply from nc"));
     const viaNc = await runScript(CLIENT, {
       permissions: clientPermissions(ncPort),
-      args: ["--port", String(ncPort)],
+      args: ["--port", String(ncPort), "--timeout", "3"],
     });
     assert.equal(viaNc.code, 0, viaNc.stderr);
     assert.equal(viaNc.stdout, "reply from nc");
@@ -285,7 +291,7 @@ Deno.test("udp.ts client takes only the server's reply, and a late one counts", 
     await new Promise((resolve) => setTimeout(resolve, 400));
     await server.send(encoder.encode("real"), source);
   })();
-  const reply = await sendUdpHello({ port, timeoutMs: 300, retries: 2 });
+  const reply = await sendUdpHello({ port, timeoutMs: 300, retries: 20 });
   await answering;
   server.close();
   other.close();
