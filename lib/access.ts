@@ -8,6 +8,7 @@
  * @module
  */
 
+import { parseIPv4 as ipv4Bytes, parseIPv6 as ipv6Groups } from "./address.ts";
 import type { AccessPolicy } from "./server.ts";
 
 /**
@@ -44,61 +45,24 @@ export class CidrError extends Error {
 type Words = [number, number, number, number];
 
 const MAPPED_PREFIX = 96;
-const IPV4_OCTET = /^(0|[1-9][0-9]{0,2})$/;
-const IPV6_GROUP = /^[0-9a-fA-F]{1,4}$/;
 
+/** An IPv4 literal as one unsigned 32-bit number (see `parseIPv4`). */
 function parseIPv4(text: string): number | undefined {
-  const parts = text.split(".");
-  if (parts.length !== 4) return undefined;
-  let value = 0;
-  for (const part of parts) {
-    // Leading zeros are refused: inet_aton reads `010` as octal 8.
-    if (!IPV4_OCTET.test(part) || Number(part) > 255) return undefined;
-    value = value * 256 + Number(part);
-  }
-  return value;
+  const b = ipv4Bytes(text);
+  return b
+    ? ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0
+    : undefined;
 }
 
+/** An IPv6 literal as four 32-bit words (see `parseIPv6`). */
 function parseIPv6(text: string): Words | undefined {
-  const halves = text.split("::");
-  if (halves.length > 2) return undefined;
-  const groups = (half: string): number[] | undefined => {
-    if (half === "") return [];
-    const out: number[] = [];
-    const parts = half.split(":");
-    for (let i = 0; i < parts.length; i++) {
-      const part = parts[i];
-      if (i === parts.length - 1 && part.includes(".")) {
-        const v4 = parseIPv4(part);
-        if (v4 === undefined) return undefined;
-        out.push(v4 >>> 16, v4 & 0xffff);
-      } else if (IPV6_GROUP.test(part)) {
-        out.push(parseInt(part, 16));
-      } else {
-        return undefined;
-      }
-    }
-    return out;
-  };
-  const head = groups(halves[0]);
-  const tail = halves.length === 2 ? groups(halves[1]) : [];
-  if (!head || !tail) return undefined;
-  // An embedded IPv4 address may only end the address.
-  if (halves.length === 2 && halves[0].includes(".")) return undefined;
-  let all: number[];
-  if (halves.length === 2) {
-    const missing = 8 - head.length - tail.length;
-    if (missing < 1) return undefined;
-    all = [...head, ...new Array(missing).fill(0), ...tail];
-  } else {
-    all = head;
-  }
-  if (all.length !== 8) return undefined;
+  const g = ipv6Groups(text);
+  if (!g) return undefined;
   return [
-    ((all[0] << 16) | all[1]) >>> 0,
-    ((all[2] << 16) | all[3]) >>> 0,
-    ((all[4] << 16) | all[5]) >>> 0,
-    ((all[6] << 16) | all[7]) >>> 0,
+    ((g[0] << 16) | g[1]) >>> 0,
+    ((g[2] << 16) | g[3]) >>> 0,
+    ((g[4] << 16) | g[5]) >>> 0,
+    ((g[6] << 16) | g[7]) >>> 0,
   ];
 }
 
