@@ -300,3 +300,18 @@ Deno.test("hello.ts server: a port in use is one error line, exit 1", async () =
     `error: address 127.0.0.1:${port} is already in use (pick another port with --port)`,
   );
 });
+
+Deno.test("serveHello({ once }) refuses a second client while serving the first", async () => {
+  const output = memoryOutput();
+  const server = serveHello({ port: 0, once: true, output, log: silentLog });
+  const { port } = server.addr as Deno.NetAddr;
+  using first = await Deno.connect({ hostname: "127.0.0.1", port });
+  assert.equal(decoder.decode(await readExact(first, 5)), "hello");
+  {
+    using second = await Deno.connect({ hostname: "127.0.0.1", port });
+    assert.equal((await readAll(second)).byteLength, 0, "second was served");
+  }
+  await writeAll(first, new TextEncoder().encode("first"));
+  await server.finished;
+  assert.equal(output.text(), "Client with IP 127.0.0.1 connected\nfirst");
+});
