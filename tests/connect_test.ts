@@ -673,7 +673,7 @@ Deno.test({
             `127.0.0.1:${p}`,
           ]);
           assert.ok(tried[0][1] < 100, run.stderr);
-          assert.ok(tried[1][1] >= 245 && tried[1][1] < 1500, run.stderr);
+          assert.ok(tried[1][1] >= 245 && tried[1][1] < 4000, run.stderr);
           assert.equal(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
           // The IPv6 attempt was cancelled, not failed: no kernel timeout waited.
           assert.ok(!run.lines.some((l) => l.startsWith("failed")), run.stderr);
@@ -691,7 +691,7 @@ Deno.test({
         assert.equal(run.code, 0, run.stderr);
         const tried = attempts(run.lines);
         assert.equal(tried.length, 2, run.stderr);
-        assert.ok(tried[1][1] >= 995 && tried[1][1] < 3000, run.stderr);
+        assert.ok(tried[1][1] >= 995 && tried[1][1] < 6000, run.stderr);
         assert.equal(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
       });
 
@@ -751,7 +751,7 @@ Deno.test({
           assert.equal(run.code, 1, run.stderr);
           const tried = attempts(run.lines);
           assert.equal(tried.length, 2, run.stderr);
-          assert.ok(tried[1][1] < 2500, run.stderr);
+          assert.ok(tried[1][1] < 4000, run.stderr); // Not the 5 s delay.
           assert.equal(
             run.lines.at(-1),
             `error: cannot connect to he-dual.test:${closed}: connection refused ([::1]:${closed}, 127.0.0.1:${closed})`,
