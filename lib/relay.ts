@@ -23,6 +23,12 @@ export interface RelayOptions {
   input?: ByteReader;
   /** Where received bytes go. Default: `Deno.stdout`. */
   output?: ByteWriter;
+  /**
+   * Streams: once the peer has finished sending, keep sending the input
+   * while it keeps coming (the peer may have only half-closed) and stop
+   * when none has come for this long. Default 500 ms.
+   */
+  lingerMs?: number;
 }
 
 /** What a relay moved. */
@@ -45,12 +51,14 @@ function isGone(error: unknown): boolean {
  * Copies `input` to `conn` and `conn` to `output` at once, byte-exact, with
  * one reused buffer each way (a slow side holds the other back instead of
  * growing a queue). When `input` ends it half-closes `conn` (`closeWrite`)
- * and keeps copying until the peer closes; it resolves when the peer has
- * closed (or `output` is gone), as `nc` exits then.
+ * and keeps copying until the peer closes. When the peer finishes first,
+ * it goes on sending what `input` still has (the peer may only have
+ * half-closed) and resolves once `input` ends or has been idle for
+ * `lingerMs` (an interactive stdin may never end: `nc` exits then too).
  *
  * A read of `input` still pending then is left running: `Deno.stdin` cannot
- * be cancelled, a script simply exits. A read error on `conn` (e.g. a reset)
- * rejects; a write to a peer that is gone stops sending.
+ * be cancelled, a script simply exits. A read error on `conn` rejects; a
+ * write to a peer that is gone stops sending.
  *
  * @example Sending a request, half-closing, reading the reply
  * ```ts
@@ -98,23 +106,30 @@ export async function relay(
     bytesReceived: 0,
     inputEnded: false,
   };
-  let peerClosed = false;
+  const lingerMs = options.lingerMs ?? 500;
+  let stopped = false; // Relay over: the sender must not write any more.
+  let writing = false;
+  let lastInputMs = performance.now();
 
   const sending = (async () => {
     const buffer = new Uint8Array(BUFFER_SIZE);
-    while (!peerClosed) {
+    while (true) {
       const n = await input.read(buffer);
+      lastInputMs = performance.now();
+      if (stopped) return;
       if (n === null) break;
-      if (peerClosed) return;
+      writing = true;
       try {
         await writeAll(conn, buffer.subarray(0, n));
       } catch (error) {
-        if (isGone(error)) return; // The peer stopped reading: the receiver decides.
+        if (isGone(error)) return; // The peer stopped reading: nothing to send.
         throw error;
+      } finally {
+        writing = false;
+        lastInputMs = performance.now();
       }
       result.bytesSent += n;
     }
-    if (peerClosed) return;
     result.inputEnded = true;
     try {
       await conn.closeWrite();
@@ -122,30 +137,50 @@ export async function relay(
       if (!isGone(error)) throw error;
     }
   })();
+  let sent = false;
+  const sendingSettled = sending.then(
+    () => sent = true,
+    () => sent = true,
+  );
 
   const receiving = (async () => {
     const buffer = new Uint8Array(BUFFER_SIZE);
-    try {
-      while (true) {
-        const n = await conn.read(buffer);
-        if (n === null) return;
-        try {
-          await writeAll(output, buffer.subarray(0, n));
-        } catch (error) {
-          if (error instanceof Deno.errors.BrokenPipe) return; // `| head`
-          throw error;
-        }
-        result.bytesReceived += n;
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      try {
+        await writeAll(output, buffer.subarray(0, n));
+      } catch (error) {
+        if (error instanceof Deno.errors.BrokenPipe) return; // `| head`
+        throw error;
       }
-    } finally {
-      peerClosed = true;
+      result.bytesReceived += n;
     }
   })();
 
-  // A failure sending is reported at once; otherwise the receiver ends it.
-  // Once the peer has closed, a later failure of the input no longer matters.
-  sending.catch(() => {});
-  await Promise.race([receiving, sending.then(() => receiving)]);
+  try {
+    // A failure sending is reported at once; otherwise the receiver ends it.
+    await Promise.race([receiving, sending.then(() => receiving)]);
+    // The peer has finished sending, but it may only have half-closed and
+    // still read: keep sending while input keeps coming, and stop once it
+    // has been idle for `lingerMs` (an interactive stdin may never end).
+    while (!sent) {
+      const idleMs = performance.now() - lastInputMs;
+      if (!writing && idleMs >= lingerMs) break;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        sendingSettled,
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, Math.max(10, lingerMs - idleMs));
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    await (sent ? sending : undefined);
+  } finally {
+    stopped = true;
+    sending.catch(() => {}); // A read of `input` may still be pending.
+  }
   return result;
 }
 

@@ -450,3 +450,23 @@ export async function receiveWithin(
     clearTimeout(timer);
   }
 }
+
+/**
+ * Asserts two byte arrays are equal, failing with the length and the first
+ * differing offset. (`assert.deepEqual` on megabytes that differ builds a
+ * diff of every element: gigabytes of memory, minutes of CPU.)
+ */
+export function assertSameBytes(
+  actual: Uint8Array,
+  expected: Uint8Array,
+  what = "bytes",
+): void {
+  const n = Math.min(actual.byteLength, expected.byteLength);
+  let i = 0;
+  while (i < n && actual[i] === expected[i]) i++;
+  if (i === n && actual.byteLength === expected.byteLength) return;
+  throw new Error(
+    `${what}: got ${actual.byteLength} bytes, expected ${expected.byteLength}; ` +
+      `first difference at offset ${i}`,
+  );
+}

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  assertSameBytes,
   freePort,
   missing,
   pseudoRandomBytes,
@@ -48,6 +49,14 @@ async function runClient(
     stdin: true,
     prefix: options.prefix,
   });
+  // A test must not eat the machine if the client meets the wrong peer:
+  // more than 64 MiB of output or a minute of running kills it.
+  const watchdog = setInterval(() => {
+    const bytes = proc.stdoutChunks.reduce((n, c) => n + c.byteLength, 0);
+    if (bytes > 64 * 1024 * 1024 || performance.now() - began > 60_000) {
+      proc.kill("SIGKILL");
+    }
+  }, 100);
   const writer = proc.child.stdin.getWriter();
   try {
     for (const chunk of input) {
@@ -62,7 +71,9 @@ async function runClient(
   } catch {
     // The client exited before reading all its input.
   }
-  const { code, stderr } = await proc.finished();
+  const { code, stderr } = await proc.finished().finally(() =>
+    clearInterval(watchdog)
+  );
   return {
     code,
     stdout: concat(proc.stdoutChunks),
@@ -89,7 +100,7 @@ Deno.test("connect.ts relays 4 MB byte-exact through our echo server and exits 0
   );
   assert.equal(run.code, 0, run.stderr);
   assert.equal(run.stdout.byteLength, data.byteLength);
-  assert.deepEqual(run.stdout, data);
+  assertSameBytes(run.stdout, data, "stdout");
   assert.deepEqual(run.lines, [
     `address 127.0.0.1:${server.port}`,
     `connected to 127.0.0.1:${server.port}`,
@@ -250,14 +261,22 @@ Deno.test("connect.ts | head: a closed stdout ends the client quietly, exit 0", 
 
 // ---------------------------------------------------------------- real peers
 
-/** Waits until something listens on TCP `port` (without connecting to it). */
-async function waitListening(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const { stdout } = await runCommand("ss", ["-Hltn", `sport = :${port}`]);
-    if (text(stdout).trim() !== "") return;
+/**
+ * Waits until process `pid` listens on TCP `port` (seen with `ss`, without
+ * connecting to it). Another program on that port (the port was free a
+ * moment ago, but other test runs share the machine) fails the test at once
+ * instead of letting the client talk to a stranger (a chargen server would
+ * never stop sending).
+ */
+async function waitListening(port: number, pid: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const { stdout } = await runCommand("ss", ["-Hltnp", `sport = :${port}`]);
+    const line = text(stdout).trim();
+    if (line.includes(`pid=${pid},`)) return;
+    if (line !== "") throw new Error(`port ${port} is taken by: ${line}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`nothing listens on ${port}`);
+  throw new Error(`process ${pid} does not listen on ${port}`);
 }
 
 Deno.test({
@@ -272,7 +291,7 @@ Deno.test({
       stderr: "piped",
     }).spawn();
     try {
-      await waitListening(p);
+      await waitListening(p, socat.pid);
       const data = pseudoRandomBytes(2 * 1024 * 1024, 5);
       const run = await runClient(
         [`--allow-net=127.0.0.1:${p}`],
@@ -308,25 +327,27 @@ Deno.test({
       stdout: "piped",
       stderr: "piped",
     }).spawn();
+    // Drained while the client runs: nc must never block on its stdout.
+    const output = nc.output();
     try {
-      await waitListening(p);
+      await waitListening(p, nc.pid);
       const run = await runClient(
         [`--allow-net=127.0.0.1:${p}`],
         ["127.0.0.1", String(p)],
         [toServer],
       );
-      const out = await nc.output();
+      const out = await output;
       assert.equal(run.code, 0, run.stderr);
-      assert.deepEqual(run.stdout, toClient);
+      assertSameBytes(run.stdout, toClient, "client stdout");
       assert.equal(out.code, 0, text(out.stderr));
-      assert.deepEqual(out.stdout, toServer);
+      assertSameBytes(out.stdout, toServer, "nc stdout");
     } finally {
       try {
         nc.kill("SIGKILL");
       } catch {
         // Exited.
       }
-      await nc.status;
+      await output.catch(() => {});
       await Deno.remove(dir, { recursive: true });
     }
   },

@@ -16,7 +16,7 @@ import {
 } from "../mod.ts";
 
 const encoder = new TextEncoder();
-import { pseudoRandomBytes, readAll } from "./_helpers.ts";
+import { assertSameBytes, pseudoRandomBytes, readAll } from "./_helpers.ts";
 
 Deno.test("happyEyeballsOrder() puts IPv6 first and interleaves the families", () => {
   assert.deepEqual(
@@ -356,14 +356,14 @@ Deno.test("relay() moves megabytes both ways byte-exact, with half-close", async
   assert.equal(result.bytesSent, upload.byteLength);
   assert.equal(result.bytesReceived, download.byteLength);
   assert.equal(result.inputEnded, true);
-  assert.deepEqual(received, upload);
+  assertSameBytes(received, upload, "upload");
   const got = new Uint8Array(result.bytesReceived);
   let at = 0;
   for (const c of chunks) {
     got.set(c, at);
     at += c.byteLength;
   }
-  assert.deepEqual(got, download);
+  assertSameBytes(got, download, "download");
 });
 
 Deno.test("relayDatagrams() prints only the peer's datagrams, one per input chunk", async () => {
@@ -424,4 +424,72 @@ Deno.test("relayDatagrams() prints only the peer's datagrams, one per input chun
     bytesReceived: 8,
     inputEnded: true,
   });
+});
+
+Deno.test("relay() keeps sending after the peer half-closes first, until the input ends", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const upload = pseudoRandomBytes(3 * 1024 * 1024, 21);
+  const serving = (async () => {
+    using peer = await listener.accept();
+    await peer.write(encoder.encode("ready\n"));
+    await peer.closeWrite(); // Done sending; still reading.
+    return await readAll(peer);
+  })();
+  using conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: listener.addr.port,
+  });
+  let offset = 0;
+  const input = {
+    async read(p: Uint8Array): Promise<number | null> {
+      // A slow producer: the peer's end of stream comes long before ours.
+      if (offset % (512 * 1024) === 0) {
+        await new Promise((r) => setTimeout(r, 30));
+      }
+      if (offset === upload.byteLength) return null;
+      const n = Math.min(p.byteLength, 64 * 1024, upload.byteLength - offset);
+      p.set(upload.subarray(offset, offset + n));
+      offset += n;
+      return n;
+    },
+  };
+  let reply = "";
+  const output = {
+    write(p: Uint8Array): Promise<number> {
+      reply += new TextDecoder().decode(p);
+      return Promise.resolve(p.byteLength);
+    },
+  };
+  const result = await relay(conn, { input, output });
+  assert.equal(reply, "ready\n");
+  assert.equal(result.inputEnded, true);
+  assertSameBytes(await serving, upload, "upload");
+});
+
+Deno.test("relay() stops once the peer has closed and the input stays idle for lingerMs", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    using peer = await listener.accept();
+    await peer.write(encoder.encode("bye\n"));
+  })();
+  using conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: listener.addr.port,
+  });
+  let release = () => {};
+  const input = {
+    read(_p: Uint8Array): Promise<number | null> {
+      // An interactive stdin: nothing typed, never ends (until released).
+      return new Promise((resolve) => release = () => resolve(null));
+    },
+  };
+  const output = { write: (p: Uint8Array) => Promise.resolve(p.byteLength) };
+  const began = performance.now();
+  const result = await relay(conn, { input, output, lingerMs: 200 });
+  const tookMs = performance.now() - began;
+  await serving;
+  release();
+  assert.equal(result.bytesReceived, 4);
+  assert.equal(result.inputEnded, false);
+  assert.ok(tookMs >= 150 && tookMs < 5000, `took ${tookMs} ms`);
 });
