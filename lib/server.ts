@@ -10,6 +10,11 @@
 import { formatAddr, joinHostPort, type Transport } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
 import type { TlsCertificate } from "./tls.ts";
+import {
+  checkTlsCertificate,
+  ServerTlsConn,
+  tlsServerContext,
+} from "./tls_server.ts";
 import { createUnixSocket, prepareUnixPath } from "./unix.ts";
 import { answerGroupShutdown, spawnWorkers, workerInit } from "./workers.ts";
 import {
@@ -68,8 +73,10 @@ export interface ServerOptions {
   /** Who may connect; everyone when absent. */
   access?: AccessPolicy;
   /**
-   * Serve TLS (TCP only, with `Deno.listenTls`): the PEM certificate chain
-   * and key, e.g. from `readTlsFiles`. Plain TCP when absent.
+   * Serve TLS (TCP only): the PEM certificate chain and key, e.g. from
+   * `readTlsFiles`. Plain TCP when absent. Handlers get a
+   * {@linkcode Deno.TlsConn} whose handshake is already done; a client
+   * refused by `access` or `maxConnections` is closed before any TLS byte.
    */
   tls?: TlsCertificate;
   /**
@@ -370,6 +377,7 @@ class StreamServer extends BaseServer {
   /** Set for TLS: the handshake deadline, in ms. */
   readonly #handshakeTimeoutMs?: number;
   readonly #abortedEarly: FloodLog;
+  readonly #tlsContext?: ReturnType<typeof tlsServerContext>;
   #idleTimer?: ReturnType<typeof setInterval>;
   #idleTickMs = 0;
   #backoffTimer?: ReturnType<typeof setTimeout>;
@@ -394,35 +402,43 @@ class StreamServer extends BaseServer {
     // Before binding: a missing --allow-ffi is one error at start, not one
     // per client.
     if (keepAlive) {
-      checkKeepAlive(keepAlive, { tls: options.tls !== undefined });
+      // Set on the plain TCP connection, before TLS starts: no FFI needed
+      // for plain keepalive on a TLS server.
+      checkKeepAlive(keepAlive);
     }
     if (transport === "tcp") {
       const hostname = options.hostname ?? service.defaultHostname ??
         "0.0.0.0";
       const port = options.port ?? service.defaultPort;
-      const tls = options.tls;
       listener = bind(
         () =>
-          tls
-            ? Deno.listenTls({
-              transport: "tcp",
-              hostname,
-              port,
-              cert: tls.cert,
-              key: tls.key,
-              ...(group && { reusePort: true }),
-            })
-            : Deno.listen({
-              transport: "tcp",
-              hostname,
-              port,
-              ...(group && { reusePort: true }),
-            }),
+          Deno.listen({
+            transport: "tcp",
+            hostname,
+            port,
+            ...(group && { reusePort: true }),
+          }),
         hostname,
         port,
       );
       addr = listener.addr;
       ready = Promise.resolve();
+      if (options.tls) {
+        // A key that does not fit its certificate fails here, once.
+        const bound = listener;
+        ready = checkTlsCertificate(options.tls).catch((error) => {
+          bound.close();
+          throw new ListenError(
+            `cannot serve TLS on ${
+              formatAddr(addr)
+            }: certificate and key do not work together (does the key match the certificate?): ${
+              (error as Error).message.split("\n")[0]
+            }`,
+            formatAddr(addr),
+            error,
+          );
+        });
+      }
     } else {
       if (options.tls) throw new TypeError("TLS is served over TCP only");
       const path = unixPath(transport, options);
@@ -456,14 +472,16 @@ class StreamServer extends BaseServer {
     if (options.tls) {
       this.#handshakeTimeoutMs = options.handshakeTimeoutMs ??
         DEFAULT_HANDSHAKE_TIMEOUT_MS;
+      this.#tlsContext = tlsServerContext(options.tls);
     }
     this.#abortedEarly = new FloodLog(this.log, `${this.prefix}dropped`);
-    // A Unix listener exists once `ready` settles; a TCP one already does.
+    // A Unix listener exists once `ready` settles; a TCP one already does,
+    // but with TLS it accepts only once the certificate passed its check.
     const start = (l: Deno.Listener) => {
       this.#acceptLoopDone = this.#acceptLoop(l);
       if (this.#idleTimeoutMs > 0) this.#startIdleSweep();
     };
-    if (listener) {
+    if (listener && !options.tls) {
       this.#boundListener = listener;
       start(listener);
     } else {
@@ -565,6 +583,9 @@ class StreamServer extends BaseServer {
           );
         }
       }
+      // TLS starts only now, after the refusals above: a refused client
+      // never gets a TLS byte.
+      if (this.#tlsContext) conn = new ServerTlsConn(conn, this.#tlsContext);
       this.#handle(new Connection(conn));
     }
   }
@@ -613,8 +634,7 @@ class StreamServer extends BaseServer {
   }
 
   /**
-   * Deno's TLS connections handshake lazily, on first read or write; doing
-   * it here, bounded in time, keeps a client that sends garbage or nothing
+   * Handshakes before the handler runs; doing it here, bounded in time, keeps a client that sends garbage or nothing
    * to one log line instead of an error inside the handler. Resolves to
    * the failure, or `undefined` once the handshake is done.
    */

@@ -470,3 +470,90 @@ export function assertSameBytes(
       `first difference at offset ${i}`,
   );
 }
+
+/** Certificates made by `openssl` for a test, in a temporary directory. */
+export interface TestCertificates extends AsyncDisposable {
+  /** The directory holding every file. */
+  dir: string;
+  /** The test CA's certificate (PEM file). */
+  ca: string;
+  /** The server certificate, signed by `ca`, for localhost, 127.0.0.1, ::1. */
+  cert: string;
+  /** The server's private key. */
+  key: string;
+  /** A CA that signed nothing here: verifying against it must fail. */
+  wrongCa: string;
+}
+
+/**
+ * Makes a CA, a server certificate it signs (SAN localhost, 127.0.0.1,
+ * ::1; ECDSA P-256) and an unrelated CA with `openssl`; the directory is
+ * removed on dispose.
+ */
+export async function makeCertificates(): Promise<TestCertificates> {
+  const dir = await Deno.makeTempDir({ prefix: "sockets-tls-" });
+  const path = (name: string) => `${dir}/${name}`;
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+  const run = async (args: string[]) => {
+    const { code, stderr } = await runCommand("openssl", args);
+    if (code !== 0) throw new Error(`openssl ${args[0]} failed: ${stderr}`);
+  };
+  await Deno.writeTextFile(
+    path("server.ext"),
+    "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n" +
+      "basicConstraints=critical,CA:FALSE\n" +
+      "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+  );
+  for (const name of ["ca", "wrong-ca"]) {
+    await run([
+      "req",
+      "-x509",
+      ...ec,
+      "-nodes",
+      "-days",
+      "2",
+      "-keyout",
+      path(`${name}.key`),
+      "-out",
+      path(`${name}.pem`),
+      "-subj",
+      `/CN=sockets test ${name}`,
+    ]);
+  }
+  await run([
+    "req",
+    ...ec,
+    "-nodes",
+    "-keyout",
+    path("key.pem"),
+    "-out",
+    path("server.csr"),
+    "-subj",
+    "/CN=localhost",
+  ]);
+  await run([
+    "x509",
+    "-req",
+    "-in",
+    path("server.csr"),
+    "-days",
+    "2",
+    "-CA",
+    path("ca.pem"),
+    "-CAkey",
+    path("ca.key"),
+    "-CAcreateserial",
+    "-extfile",
+    path("server.ext"),
+    "-out",
+    path("cert.pem"),
+  ]);
+  return {
+    dir,
+    ca: path("ca.pem"),
+    cert: path("cert.pem"),
+    key: path("key.pem"),
+    wrongCa: path("wrong-ca.pem"),
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}

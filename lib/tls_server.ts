@@ -1,0 +1,376 @@
+/**
+ * Server-side TLS over an already accepted TCP connection, for the server
+ * life cycle. `Deno.listenTls` starts the handshake itself the moment it
+ * accepts, in a task that holds the socket until the client finishes or
+ * leaves: `close()` cannot cut a silent client, and a client refused by
+ * `--allow` or `--max-connections` would still be sent a ServerHello. So
+ * the servers accept plain TCP, refuse at once what they refuse, and only
+ * then start TLS here (with `node:tls`, whose socket closes when told),
+ * handing handlers a {@linkcode Deno.TlsConn}.
+ *
+ * @module
+ */
+
+import { Duplex } from "node:stream";
+import {
+  connect,
+  createSecureContext,
+  type SecureContext,
+  TLSSocket,
+} from "node:tls";
+import type { TlsCertificate } from "./tls.ts";
+
+const HIGH_WATER = 64 * 1024;
+/** How long `close()` lets a close_notify (and data before it) drain. */
+const CLOSE_NOTIFY_WAIT_MS = 1000;
+
+/**
+ * A Deno.Conn as a node Duplex, so `node:tls` can run over it. Each read of
+ * the socket first awaits `gate()`: pausing the TLS socket does not stop
+ * `node:tls` reading what is under it, so backpressure is applied here.
+ */
+function duplexOf(conn: Deno.Conn, gate: () => Promise<void>): Duplex {
+  const buffer = new Uint8Array(HIGH_WATER);
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  };
+  return new Duplex({
+    allowHalfOpen: true,
+    read() {
+      gate().then(() => conn.read(buffer)).then(
+        (n) => this.push(n === null ? null : buffer.slice(0, n)),
+        (error) => this.destroy(closed ? undefined : error),
+      );
+    },
+    write(chunk: Uint8Array, _encoding, callback) {
+      (async () => {
+        for (let offset = 0; offset < chunk.byteLength;) {
+          offset += await conn.write(chunk.subarray(offset));
+        }
+      })().then(() => callback(), (error) => callback(error));
+    },
+    final(callback) {
+      conn.closeWrite().then(() => callback(), () => callback());
+    },
+    destroy(error, callback) {
+      close();
+      callback(error);
+    },
+  });
+}
+
+/**
+ * Builds the reusable TLS context once per server.
+ *
+ * @example
+ * ```ts ignore
+ * const context = tlsServerContext({ cert, key });
+ * ```
+ */
+export function tlsServerContext(certificate: TlsCertificate): SecureContext {
+  return createSecureContext({
+    cert: certificate.cert,
+    key: certificate.key,
+  });
+}
+
+/**
+ * Checks that `certificate` works by running one handshake in memory (a
+ * key that does not match its certificate, or PEM that does not parse,
+ * fails here, at start, rather than on every client). Resolves, or rejects
+ * with the TLS library's reason.
+ *
+ * @example
+ * ```ts ignore
+ * await checkTlsCertificate({ cert, key });
+ * ```
+ */
+export function checkTlsCertificate(
+  certificate: TlsCertificate,
+): Promise<void> {
+  const [a, b] = duplexPair();
+  const server = new TLSSocket(a, {
+    isServer: true,
+    secureContext: tlsServerContext(certificate),
+  });
+  const client = connect({ socket: b, rejectUnauthorized: false });
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => done(new Error("TLS self-check timed out")),
+      5000,
+    );
+    function done(error?: Error) {
+      clearTimeout(timer);
+      server.destroy();
+      client.destroy();
+      if (error) reject(error);
+      else resolve();
+    }
+    server.once("secure", () => done());
+    server.once("error", (error: Error) => done(error));
+    client.once("error", (error: Error) => done(error));
+  });
+}
+
+function duplexPair(): [Duplex, Duplex] {
+  const make = (): Duplex & { other?: Duplex } => {
+    const side: Duplex & { other?: Duplex } = new Duplex({
+      read() {},
+      write(chunk, _encoding, callback) {
+        side.other!.push(chunk);
+        callback();
+      },
+      final(callback) {
+        side.other!.push(null);
+        callback();
+      },
+    });
+    return side;
+  };
+  const a = make();
+  const b = make();
+  a.other = b;
+  b.other = a;
+  return [a, b];
+}
+
+/**
+ * The server side of a TLS connection over an accepted TCP connection, as
+ * a {@linkcode Deno.TlsConn}: `handshake()`, `read`, `write` (resolves once
+ * the bytes are handed to the socket: backpressure), `closeWrite` (sends
+ * close_notify, then shuts down the TCP write side), and `close()`, which
+ * closes the TCP socket at once, mid-handshake too.
+ *
+ * @example
+ * ```ts ignore
+ * const conn = new ServerTlsConn(await listener.accept(), tlsServerContext(certificate));
+ * await conn.handshake();
+ * ```
+ */
+export class ServerTlsConn implements Deno.TlsConn {
+  /** Our address. */
+  readonly localAddr: Deno.NetAddr;
+  /** The peer's address. */
+  readonly remoteAddr: Deno.NetAddr;
+  readonly #raw: Deno.Conn;
+  readonly #duplex: Duplex;
+  readonly #socket: TLSSocket;
+  readonly #handshake: Promise<Deno.TlsHandshakeInfo>;
+  readonly #chunks: Uint8Array[] = [];
+  readonly #waiters = new Set<() => void>();
+  readonly #pendingWrites = new Set<(error: Error) => void>();
+  #buffered = 0;
+  #resumeReading?: () => void;
+  #ended = false;
+  #error?: Error;
+  #closed = false;
+  #secure = false;
+  #readable?: ReadableStream<Uint8Array<ArrayBuffer>>;
+  #writable?: WritableStream<Uint8Array<ArrayBufferLike>>;
+
+  /** Starts the server side of TLS over `raw` (which this now owns). */
+  constructor(raw: Deno.Conn, context: SecureContext) {
+    this.#raw = raw;
+    this.localAddr = raw.localAddr as Deno.NetAddr;
+    this.remoteAddr = raw.remoteAddr as Deno.NetAddr;
+    this.#duplex = duplexOf(raw, () => this.#readGate());
+    const socket = new TLSSocket(this.#duplex, {
+      isServer: true,
+      secureContext: context,
+    });
+    this.#socket = socket;
+    this.#handshake = new Promise((resolve, reject) => {
+      socket.once("secure", () => {
+        this.#secure = true;
+        resolve({ alpnProtocol: null });
+      });
+      socket.once("error", reject);
+      socket.once(
+        "close",
+        () =>
+          reject(
+            new Deno.errors.ConnectionReset("closed before the TLS handshake"),
+          ),
+      );
+    });
+    this.#handshake.catch(() => {});
+    socket.on("data", (chunk: Uint8Array) => {
+      this.#chunks.push(chunk);
+      this.#buffered += chunk.byteLength;
+      this.#wake();
+    });
+    socket.on("end", () => {
+      this.#ended = true;
+      this.#wake();
+    });
+    socket.on("error", (error: Error) => {
+      this.#error ??= error;
+      this.#failWrites(error);
+      this.#wake();
+    });
+    socket.on("close", () => {
+      this.#ended = true;
+      this.#failWrites(
+        this.#error ?? new Deno.errors.BrokenPipe("connection closed"),
+      );
+      this.#wake();
+    });
+  }
+
+  /**
+   * Resolves when the socket may be read: at once, unless the handler has
+   * left HIGH_WATER bytes unread (then it waits until they are read, so a
+   * client that writes and never reads stalls instead of filling memory).
+   */
+  #readGate(): Promise<void> {
+    if (this.#buffered < HIGH_WATER || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#resumeReading = resolve);
+  }
+
+  #wake(): void {
+    for (const wake of this.#waiters) wake();
+    this.#waiters.clear();
+  }
+
+  #failWrites(error: Error): void {
+    for (const fail of this.#pendingWrites) fail(error);
+    this.#pendingWrites.clear();
+  }
+
+  /** Resolves once the handshake is done; rejects if it fails. */
+  handshake(): Promise<Deno.TlsHandshakeInfo> {
+    return this.#handshake;
+  }
+
+  /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */
+  async read(p: Uint8Array): Promise<number | null> {
+    while (this.#chunks.length === 0) {
+      if (this.#closed) throw new Deno.errors.BadResource("connection closed");
+      if (this.#error) throw this.#error;
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => this.#waiters.add(resolve));
+    }
+    const chunk = this.#chunks[0];
+    const n = Math.min(p.byteLength, chunk.byteLength);
+    p.set(chunk.subarray(0, n));
+    if (n === chunk.byteLength) this.#chunks.shift();
+    else this.#chunks[0] = chunk.subarray(n);
+    this.#buffered -= n;
+    if (this.#buffered < HIGH_WATER / 2 && this.#resumeReading) {
+      const resume = this.#resumeReading;
+      this.#resumeReading = undefined;
+      resume();
+    }
+    return n;
+  }
+
+  /** Encrypts and sends `p`; resolves once it is handed to the socket. */
+  write(p: Uint8Array): Promise<number> {
+    if (this.#closed) {
+      return Promise.reject(new Deno.errors.BadResource("connection closed"));
+    }
+    if (this.#error) return Promise.reject(this.#error);
+    if (p.byteLength === 0) return Promise.resolve(0);
+    return new Promise<number>((resolve, reject) => {
+      const fail = (error: Error) => reject(error);
+      this.#pendingWrites.add(fail);
+      this.#socket.write(p, (error?: Error | null) => {
+        this.#pendingWrites.delete(fail);
+        if (error) reject(error);
+        else resolve(p.byteLength);
+      });
+    });
+  }
+
+  /** Sends close_notify and shuts down the write side; reading goes on. */
+  closeWrite(): Promise<void> {
+    if (this.#closed) {
+      return Promise.reject(new Deno.errors.BadResource("connection closed"));
+    }
+    return new Promise<void>((resolve) => {
+      this.#socket.end(() => resolve());
+    });
+  }
+
+  /**
+   * Closes the connection. After a handshake, sends close_notify first (as
+   * TLS asks, so the peer can tell the end from a cut), waiting at most
+   * {@linkcode CLOSE_NOTIFY_WAIT_MS} for it to leave; otherwise, and for a
+   * peer still in its handshake, closes the TCP socket at once.
+   */
+  close(): void {
+    if (this.#closed) throw new Deno.errors.BadResource("connection closed");
+    this.#closed = true;
+    this.#failWrites(new Deno.errors.BadResource("connection closed"));
+    this.#wake();
+    this.#resumeReading?.();
+    const destroy = () => {
+      clearTimeout(timer);
+      this.#socket.destroy();
+      this.#duplex.destroy();
+    };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (this.#secure && !this.#error && !this.#socket.writableEnded) {
+      timer = setTimeout(destroy, CLOSE_NOTIFY_WAIT_MS);
+      this.#socket.end(destroy);
+    } else if (this.#secure && !this.#error && !this.#socket.writableFinished) {
+      // closeWrite() already sent close_notify; let it finish leaving.
+      timer = setTimeout(destroy, CLOSE_NOTIFY_WAIT_MS);
+      this.#socket.once("finish", destroy);
+    } else {
+      destroy();
+    }
+  }
+
+  /** Keeps the event loop alive while open (the default). */
+  ref(): void {
+    this.#raw.ref();
+  }
+
+  /** Lets the event loop finish while this is open. */
+  unref(): void {
+    this.#raw.unref();
+  }
+
+  /** The decrypted bytes as a stream. */
+  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    return this.#readable ??= new ReadableStream<Uint8Array<ArrayBuffer>>({
+      pull: async (controller) => {
+        const buffer = new Uint8Array(16 * 1024);
+        const n = await this.read(buffer);
+        if (n === null) controller.close();
+        else controller.enqueue(buffer.subarray(0, n));
+      },
+      cancel: () => {
+        if (!this.#closed) this.close();
+      },
+    });
+  }
+
+  /** A stream that encrypts and sends what is written to it. */
+  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
+    return this.#writable ??= new WritableStream<Uint8Array<ArrayBufferLike>>({
+      write: async (chunk) => {
+        for (let offset = 0; offset < chunk.byteLength;) {
+          offset += await this.write(chunk.subarray(offset));
+        }
+      },
+      close: () => this.closeWrite(),
+      abort: () => {
+        if (!this.#closed) this.close();
+      },
+    });
+  }
+
+  /** Closes, unless already closed. */
+  [Symbol.dispose](): void {
+    if (!this.#closed) this.close();
+  }
+}

@@ -1,0 +1,431 @@
+import assert from "node:assert/strict";
+import {
+  AccessList,
+  readExact,
+  readTlsFiles,
+  type TlsCertificate,
+  writeAll,
+} from "../mod.ts";
+import { serveEcho } from "../servers/echo.ts";
+import {
+  makeCertificates,
+  missing,
+  pseudoRandomBytes,
+  readAll,
+  runCommand,
+  runScript,
+  startServer,
+  type TestCertificates,
+} from "./_helpers.ts";
+
+const noOpenssl = missing("openssl");
+
+/** echo.ts with `--tls`, run with exactly its header's permissions. */
+function startTlsEcho(certs: TestCertificates, extra: string[] = []) {
+  return startServer("servers/echo.ts", {
+    permissions: [
+      "--allow-net=127.0.0.1:0",
+      `--allow-read=${certs.cert},${certs.key}`,
+    ],
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--tls",
+      "--cert",
+      certs.cert,
+      "--key",
+      certs.key,
+      ...extra,
+    ],
+  });
+}
+
+/** A Deno TLS client trusting only `ca` (the certificate names 127.0.0.1). */
+function connectTls(port: number, ca: string): Promise<Deno.TlsConn> {
+  return Deno.connectTls({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [Deno.readTextFileSync(ca)],
+  });
+}
+
+function tlsOf(certs: TestCertificates): TlsCertificate {
+  return readTlsFiles(certs.cert, certs.key);
+}
+
+Deno.test({
+  name:
+    "echo.ts --tls echoes 4 MB byte-exact to socat OPENSSL:, verifying our CA",
+  ignore: noOpenssl || missing("socat"),
+  async fn() {
+    await using certs = await makeCertificates();
+    await using server = await startTlsEcho(certs);
+    const data = pseudoRandomBytes(4 * 1024 * 1024, 11);
+    const { code, stdout, stderr } = await runCommand("socat", [
+      "-t",
+      "30",
+      "-",
+      `OPENSSL:127.0.0.1:${server.port},cafile=${certs.ca},commonname=localhost`,
+    ], data);
+    assert.equal(code, 0, stderr);
+    assert.equal(stdout.byteLength, data.byteLength);
+    assert.deepEqual(stdout, data);
+    await server.proc.waitForStderr(
+      new RegExp(
+        `^closed 127\\.0\\.0\\.1:\\d+ \\(${data.byteLength} bytes in, ${data.byteLength} bytes out\\)$`,
+      ),
+    );
+  },
+});
+
+Deno.test({
+  name: "echo.ts --tls echoes 3 MB byte-exact to openssl s_client",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    await using server = await startTlsEcho(certs);
+    const data = pseudoRandomBytes(3 * 1024 * 1024, 12);
+    const child = new Deno.Command("openssl", {
+      args: [
+        "s_client",
+        "-quiet",
+        "-verify_return_error",
+        "-CAfile",
+        certs.ca,
+        "-servername",
+        "localhost",
+        "-verify_hostname",
+        "localhost",
+        "-connect",
+        `127.0.0.1:${server.port}`,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderrText = new Response(child.stderr).text();
+    // s_client never half-closes on end of input: read exactly what was
+    // sent, then stop it.
+    const received = new Uint8Array(data.byteLength);
+    const reading = (async () => {
+      let offset = 0;
+      for await (const chunk of child.stdout) {
+        received.set(
+          chunk.subarray(0, received.byteLength - offset),
+          offset,
+        );
+        offset += chunk.byteLength;
+        if (offset >= data.byteLength) break;
+      }
+      return offset;
+    })();
+    const writer = child.stdin.getWriter();
+    await writer.write(data);
+    const total = await reading;
+    child.kill("SIGTERM");
+    await writer.close().catch(() => {});
+    await child.status;
+    await stderrText;
+    assert.equal(total, data.byteLength);
+    assert.deepEqual(received, data);
+  },
+});
+
+Deno.test({
+  name:
+    "a client sending garbage, or nothing, instead of a handshake disturbs no one",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    const lines: string[] = [];
+    await using server = serveEcho({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: tlsOf(certs),
+      handshakeTimeoutMs: 1500,
+      log: (line) => lines.push(line),
+    });
+    const { port } = server.addr as Deno.NetAddr;
+    // A good client mid-conversation.
+    using good = await connectTls(port, certs.ca);
+    await writeAll(good, new TextEncoder().encode("before "));
+    assert.equal(
+      new TextDecoder().decode(await readExact(good, 7)),
+      "before ",
+    );
+    // A client that sends garbage, and one that sends nothing at all.
+    using garbage = await Deno.connect({ hostname: "127.0.0.1", port });
+    using silent = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(garbage, new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n"));
+    // Whatever comes back is a TLS alert record (type 21), never an echo.
+    const answer = await readAll(garbage).catch(() => new Uint8Array());
+    assert.ok(answer.byteLength === 0 || answer[0] === 21, String(answer));
+    // The good client and a new one are served meanwhile.
+    await writeAll(good, new TextEncoder().encode("after"));
+    assert.equal(new TextDecoder().decode(await readExact(good, 5)), "after");
+    {
+      using fresh = await connectTls(port, certs.ca);
+      await writeAll(fresh, new TextEncoder().encode("fresh"));
+      assert.equal(
+        new TextDecoder().decode(await readExact(fresh, 5)),
+        "fresh",
+      );
+    }
+    // The silent one is closed at the handshake deadline.
+    const silentEnd = await readAll(silent).catch(() => new Uint8Array());
+    assert.equal(silentEnd.byteLength, 0);
+    await good.closeWrite();
+    assert.equal((await readAll(good)).byteLength, 0);
+    await server.shutdown();
+    // One line for the garbage; the silent one has its own line, or is
+    // counted when it fell within a second of the first.
+    const failed = lines.filter((l) => l.startsWith("TLS handshake failed:"));
+    assert.ok(failed.length >= 1 && failed.length <= 2, lines.join("\n"));
+    assert.match(
+      failed[0],
+      /^TLS handshake failed: 127\.0\.0\.1:\d+: .*(corrupt|wrong version)/,
+    );
+    assert.match(
+      failed[1] ?? "",
+      /: no handshake within 1\.5 s$|^TLS handshake failed: 1 more/,
+    );
+    assert.equal(
+      lines.filter((l) => l.startsWith("accepted")).length,
+      2,
+      lines.join("\n"),
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "TLS echo: half-close, backpressure, idle timeout and graceful shutdown hold",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    const lines: string[] = [];
+    const server = serveEcho({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: tlsOf(certs),
+      idleTimeoutMs: 1500,
+      gracePeriodMs: 5000,
+      log: (line) => lines.push(line),
+    });
+    const { port } = server.addr as Deno.NetAddr;
+
+    // Half-close: everything owed still arrives after close_notify.
+    {
+      using conn = await connectTls(port, certs.ca);
+      const data = pseudoRandomBytes(256 * 1024, 3);
+      const reading = readAll(conn);
+      await writeAll(conn, data);
+      await conn.closeWrite();
+      assert.deepEqual(await reading, data);
+    }
+
+    // Backpressure: a client that does not read stops the server reading,
+    // so its own writes stall instead of filling the server's memory.
+    {
+      using conn = await connectTls(port, certs.ca);
+      const data = pseudoRandomBytes(32 * 1024 * 1024, 4);
+      let written = false;
+      const writing = writeAll(conn, data).then(() => written = true);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      assert.equal(written, false, "32 MB written to a client not reading");
+      const back = await readExact(conn, data.byteLength);
+      await writing;
+      assert.equal(back.byteLength, data.byteLength);
+      assert.ok(back.every((b, i) => b === data[i]), "echo differs");
+    }
+
+    // Idle timeout: a TLS client that goes quiet is closed.
+    {
+      using conn = await connectTls(port, certs.ca);
+      await writeAll(conn, new TextEncoder().encode("x"));
+      await readExact(conn, 1);
+      const started = performance.now();
+      const rest = await readAll(conn).catch(() => new Uint8Array());
+      assert.equal(rest.byteLength, 0);
+      assert.ok(performance.now() - started >= 1000, "closed too early");
+      assert.ok(lines.some((l) => l.startsWith("idle timeout: closing")));
+    }
+
+    // Graceful shutdown: a connection in flight keeps being served.
+    using conn = await connectTls(port, certs.ca);
+    await writeAll(conn, new TextEncoder().encode("one"));
+    await readExact(conn, 3);
+    const stopping = server.shutdown();
+    await writeAll(conn, new TextEncoder().encode("two"));
+    assert.equal(new TextDecoder().decode(await readExact(conn, 3)), "two");
+    await conn.closeWrite();
+    await readAll(conn);
+    await stopping;
+    assert.ok(lines.some((l) => l.startsWith("shutting down: waiting")));
+    assert.ok(!lines.some((l) => l.startsWith("grace period over")));
+  },
+});
+
+Deno.test({
+  name:
+    "TLS: a client verifying against the wrong CA fails; the server logs one line and serves on",
+  ignore: noOpenssl || missing("socat"),
+  async fn() {
+    await using certs = await makeCertificates();
+    await using server = await startTlsEcho(certs);
+    const wrong = await runCommand("socat", [
+      "-t",
+      "5",
+      "-",
+      `OPENSSL:127.0.0.1:${server.port},cafile=${certs.wrongCa},commonname=localhost`,
+    ], "secret\n");
+    assert.notEqual(wrong.code, 0);
+    assert.equal(wrong.stdout.byteLength, 0);
+    assert.match(wrong.stderr, /certificate verify failed/);
+    await assert.rejects(
+      connectTls(server.port, certs.wrongCa).then((c) =>
+        c.handshake().finally(() => c.close())
+      ),
+      /invalid peer certificate|UnknownIssuer/,
+    );
+    await server.proc.waitForStderr(/^TLS handshake failed: 127\.0\.0\.1:\d+/);
+    const right = await runCommand("socat", [
+      "-t",
+      "5",
+      "-",
+      `OPENSSL:127.0.0.1:${server.port},cafile=${certs.ca},commonname=localhost`,
+    ], "still here\n");
+    assert.equal(new TextDecoder().decode(right.stdout), "still here\n");
+  },
+});
+
+Deno.test({
+  name:
+    "TLS with --allow: a refused client gets no byte, not even a ServerHello",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    await using server = await startTlsEcho(certs, ["--allow", "127.0.0.2"]);
+    await assert.rejects(
+      connectTls(server.port, certs.ca).then((c) =>
+        c.handshake().finally(() => c.close())
+      ),
+    );
+    using raw = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    const got = await readAll(raw).catch(() => new Uint8Array());
+    assert.equal(got.byteLength, 0);
+    await server.proc.waitForStderr(/^refused 127\.0\.0\.1:\d+: not allowed$/);
+    assert.ok(!server.proc.stderrLines.some((l) => l.startsWith("accepted")));
+  },
+});
+
+Deno.test({
+  name:
+    "echo.ts --tls: missing or unreadable files exit 1 with one line; bad flags exit 2",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    const run = (permissions: string[], args: string[]) =>
+      runScript("servers/echo.ts", {
+        permissions: ["--allow-net=127.0.0.1:0", ...permissions],
+        args: ["--hostname", "127.0.0.1", "--port", "0", ...args],
+      });
+    const oneLine = (stderr: string, pattern: RegExp) => {
+      const lines = stderr.trimEnd().split("\n");
+      assert.equal(lines.length, 1, stderr);
+      assert.match(lines[0], pattern);
+    };
+    const missingCert = `${certs.dir}/nope.pem`;
+    let result = await run(
+      [`--allow-read=${missingCert},${certs.key}`],
+      ["--tls", "--cert", missingCert, "--key", certs.key],
+    );
+    assert.equal(result.code, 1, result.stderr);
+    oneLine(
+      result.stderr,
+      /^error: cannot read certificate file '.*nope\.pem': no such file$/,
+    );
+    result = await run([], ["--tls", "--cert", certs.cert, "--key", certs.key]);
+    assert.equal(result.code, 1, result.stderr);
+    oneLine(
+      result.stderr,
+      /^error: cannot read certificate file '.*cert\.pem': no read permission \(run with --allow-read=.*cert\.pem,.*key\.pem\)$/,
+    );
+    // A key file that is a certificate: exit 1, naming the file.
+    result = await run(
+      [`--allow-read=${certs.cert}`],
+      ["--tls", "--cert", certs.cert, "--key", certs.cert],
+    );
+    assert.equal(result.code, 1, result.stderr);
+    oneLine(
+      result.stderr,
+      /^error: private key file '.*cert\.pem' holds no PEM private key/,
+    );
+    // A key that does not match the certificate.
+    const wrongKey = `${certs.dir}/wrong-ca.key`;
+    result = await run(
+      [`--allow-read=${certs.cert},${wrongKey}`],
+      ["--tls", "--cert", certs.cert, "--key", wrongKey],
+    );
+    assert.equal(result.code, 1, result.stderr);
+    oneLine(
+      result.stderr,
+      /^error: cannot serve TLS on .*do not work together/,
+    );
+    for (
+      const [args, pattern] of [
+        [["--tls"], /^error: --tls needs --cert FILE and --key FILE$/],
+        [["--cert", certs.cert], /^error: --cert needs --tls$/],
+        [
+          ["--tls", "--udp", "--cert", certs.cert, "--key", certs.key],
+          /^error: --tls cannot be used with --udp/,
+        ],
+      ] as const
+    ) {
+      result = await run([], [...args]);
+      assert.equal(result.code, 2, result.stderr);
+      oneLine(result.stderr, pattern);
+    }
+  },
+});
+
+Deno.test({
+  name: "TLS: --max-connections counts clients in their handshake too",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    const lines: string[] = [];
+    await using server = serveEcho({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: tlsOf(certs),
+      maxConnections: 1,
+      access: new AccessList({ allow: ["127.0.0.0/8"] }),
+      log: (line) => lines.push(line),
+    });
+    const { port } = server.addr as Deno.NetAddr;
+    using first = await connectTls(port, certs.ca);
+    await writeAll(first, new TextEncoder().encode("1"));
+    await readExact(first, 1);
+    await assert.rejects(
+      connectTls(port, certs.ca).then(async (c) => {
+        try {
+          await c.handshake();
+          await writeAll(c, new TextEncoder().encode("2"));
+          await readExact(c, 1);
+        } finally {
+          c.close();
+        }
+      }),
+    );
+    assert.ok(
+      lines.some((l) => /too many connections \(max 1\)/.test(l)),
+      lines.join("\n"),
+    );
+  },
+});
