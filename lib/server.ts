@@ -634,9 +634,9 @@ class StreamServer extends BaseServer {
   }
 
   /**
-   * Handshakes before the handler runs; doing it here, bounded in time, keeps a client that sends garbage or nothing
-   * to one log line instead of an error inside the handler. Resolves to
-   * the failure, or `undefined` once the handshake is done.
+   * Handshakes before the handler runs, bounded in time, so a client that
+   * sends garbage or nothing is one log line, not an error inside the
+   * handler. Resolves to the failure, or `undefined` once done.
    */
   async #handshake(connection: Connection): Promise<string | undefined> {
     const conn = connection.conn as Deno.TlsConn;
