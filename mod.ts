@@ -44,6 +44,7 @@ export * from "./lib/server.ts";
 export * from "./lib/cli.ts";
 export * from "./lib/access.ts";
 export * from "./lib/tls.ts";
+export * from "./lib/tls_client.ts";
 export * from "./lib/address.ts";
 export * from "./lib/client.ts";
 export * from "./lib/simple.ts";

@@ -26,7 +26,15 @@
  *     deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:15000 \
  *       clients/connect.ts --udp 127.0.0.1 15000
  *
- * The other side: `deno task echo`, or `socat TCP-LISTEN:15000,fork EXEC:cat`.
+ * TLS (`--tls`), verifying the server against a CA file (`--ca`, which
+ * needs read permission) for a name (`--servername`, default NAME), or not
+ * at all (`--insecure`, with a warning):
+ *
+ *     deno run --allow-net=127.0.0.1:15000 --allow-read=ca.pem \
+ *       clients/connect.ts --tls --ca ca.pem --servername localhost 127.0.0.1 15000
+ *
+ * The other side: `deno task echo`, or `socat TCP-LISTEN:15000,fork EXEC:cat`
+ * (TLS: `socat OPENSSL-LISTEN:15000,fork,cert=cert.pem,key=key.pem,verify=0 EXEC:cat`).
  * Unlike the seed, which takes the first IPv4 address only and ignores
  * failures, every failure here is one `error:` line and exit 1.
  *
@@ -41,6 +49,7 @@ import {
   joinHostPort,
   type Log,
   parseCommandLine,
+  readCaFile,
   relay,
   relayDatagrams,
   type RelayOptions,
@@ -48,6 +57,7 @@ import {
   resolveHost,
   runMain,
   secondsFlag,
+  startClientTls,
   stderrLog,
   UsageError,
 } from "../mod.ts";
@@ -74,6 +84,18 @@ export interface ConnectOptions {
   verbose?: boolean;
   /** Where the stderr lines go. Default: stderr. */
   log?: Log;
+  /** TCP: speak TLS over the connection. */
+  tls?: ConnectTlsOptions;
+}
+
+/** TLS settings of {@linkcode ConnectOptions}. */
+export interface ConnectTlsOptions {
+  /** PEM CA certificates to trust instead of Deno's default roots. */
+  caCerts?: string[];
+  /** The name to verify (and send as SNI). Default: the host dialled. */
+  serverName?: string;
+  /** Do not verify the server at all (a warning is logged). */
+  insecure?: boolean;
 }
 
 /**
@@ -100,7 +122,7 @@ export interface ConnectOptions {
  */
 export async function connectClient(
   options: ConnectOptions,
-): Promise<Deno.TcpConn | Deno.UnixConn> {
+): Promise<Deno.TcpConn | Deno.UnixConn | Deno.TlsConn> {
   const log = options.log ?? stderrLog;
   if (options.unix !== undefined) {
     const path = options.unix;
@@ -140,10 +162,22 @@ export async function connectClient(
         )
       : undefined,
   });
-  // A TLS layer (--tls) wraps `conn` here, after the race: RFC 8305 races
-  // the TCP handshakes only.
   log(`connected to ${formatAddr(conn.remoteAddr)}`);
-  return conn;
+  if (!options.tls) return conn;
+  // TLS starts after the race: RFC 8305 races the TCP handshakes only.
+  if (options.tls.insecure) {
+    log(
+      "warning: --insecure: the server's certificate is not verified; anyone on the path can read and change this connection",
+    );
+  }
+  const tls = await startClientTls(conn, {
+    serverName: options.tls.serverName ?? hostname,
+    caCerts: options.tls.caCerts,
+    insecure: options.tls.insecure,
+    handshakeTimeoutMs: options.timeoutMs,
+  });
+  log(`TLS handshake done with ${formatAddr(conn.remoteAddr)}`);
+  return tls;
 }
 
 function netTarget(
@@ -242,9 +276,16 @@ output is printed until the server closes.
   --attempt-delay S      Happy Eyeballs delay before the next address is
                          tried (default 0.25; 0.01 to 10)
   --verbose              also print each connection attempt and failure
+  --tls                  speak TLS (verifies the server's certificate)
+  --ca FILE              TLS: trust the PEM CA certificates in FILE instead
+                         of the default roots (needs --allow-read=FILE)
+  --servername NAME      TLS: the name to verify and send as SNI (default:
+                         NAME as given)
+  --insecure             TLS: do not verify the server at all (warns)
   --help                 print this help and exit
 
-Permissions: --allow-net=ADDRESS:PORT for an IP address; for a name also
+Permissions: --allow-net=ADDRESS:PORT for an IP address (and
+--allow-read=FILE for --ca FILE); for a name also
 --allow-net=NAME (to resolve it) and each of its ADDRESS:PORT; for --unix
 PATH, --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
 --unstable-net and --allow-net=0.0.0.0:0 (or [::]:0 for IPv6) too.`;
@@ -259,10 +300,43 @@ function optionsFromArgs(args: string[]): ConnectOptions {
       timeout: { type: "string" },
       "attempt-delay": { type: "string" },
       verbose: { type: "boolean" },
+      tls: { type: "boolean" },
+      ca: { type: "string" },
+      servername: { type: "string" },
+      insecure: { type: "boolean" },
     },
     maxPositionals: 2,
   });
   const options: ConnectOptions = { verbose: values.verbose };
+  if (!values.tls) {
+    for (const flag of ["ca", "servername", "insecure"] as const) {
+      if (values[flag] !== undefined) {
+        throw new UsageError(`--${flag} needs --tls`);
+      }
+    }
+  } else {
+    if (values.udp || values.unix !== undefined) {
+      throw new UsageError(
+        `--tls cannot be used with --${values.udp ? "udp" : "unix"}`,
+      );
+    }
+    if (values.insecure && values.ca !== undefined) {
+      throw new UsageError("--insecure and --ca cannot be used together");
+    }
+    if (
+      values.servername !== undefined && !/^[^\s/]+$/.test(values.servername)
+    ) {
+      throw new UsageError(
+        `invalid value '${values.servername}' for --servername`,
+      );
+    }
+    options.tls = {
+      serverName: values.servername,
+      insecure: values.insecure,
+      // A missing or unreadable file is a runtime failure (exit 1).
+      caCerts: values.ca === undefined ? undefined : [readCaFile(values.ca)],
+    };
+  }
   if (values.timeout !== undefined) {
     options.timeoutMs = secondsFlag("--timeout", values.timeout);
     if (options.timeoutMs === 0) {

@@ -12,9 +12,9 @@ import { FloodLog, type Log, stderrLog } from "./log.ts";
 import type { TlsCertificate } from "./tls.ts";
 import {
   checkTlsCertificate,
-  ServerTlsConn,
+  NodeTlsConn,
   tlsServerContext,
-} from "./tls_server.ts";
+} from "./tls_node.ts";
 import { createUnixSocket, prepareUnixPath } from "./unix.ts";
 import { answerGroupShutdown, spawnWorkers, workerInit } from "./workers.ts";
 import {
@@ -585,7 +585,9 @@ class StreamServer extends BaseServer {
       }
       // TLS starts only now, after the refusals above: a refused client
       // never gets a TLS byte.
-      if (this.#tlsContext) conn = new ServerTlsConn(conn, this.#tlsContext);
+      if (this.#tlsContext) {
+        conn = new NodeTlsConn(conn, { server: this.#tlsContext });
+      }
       this.#handle(new Connection(conn));
     }
   }

@@ -8,12 +8,15 @@ import {
 } from "../mod.ts";
 import { serveEcho } from "../servers/echo.ts";
 import {
+  freePort,
   makeCertificates,
   missing,
   pseudoRandomBytes,
   readAll,
+  repoPath,
   runCommand,
   runScript,
+  spawnCommand,
   startServer,
   type TestCertificates,
 } from "./_helpers.ts";
@@ -429,3 +432,194 @@ Deno.test({
     );
   },
 });
+
+/** socat as a TLS echo server with our certificate; stopped on dispose. */
+async function socatTlsEcho(certs: TestCertificates) {
+  for (let attempt = 0;; attempt++) {
+    const port = freePort();
+    const proc = spawnCommand("socat", [
+      "-d",
+      "-d",
+      `OPENSSL-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork,cert=${certs.cert},key=${certs.key},verify=0`,
+      "EXEC:cat",
+    ]);
+    try {
+      await proc.waitForStderr(/listening on/);
+      return { port, [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose]() };
+    } catch (error) {
+      await proc[Symbol.asyncDispose]();
+      if (attempt >= 3) throw error;
+    }
+  }
+}
+
+Deno.test({
+  name:
+    "connect.ts --tls --ca relays 1 MB byte-exact with socat OPENSSL-LISTEN",
+  ignore: noOpenssl || missing("socat"),
+  async fn() {
+    await using certs = await makeCertificates();
+    await using server = await socatTlsEcho(certs);
+    const data = pseudoRandomBytes(1024 * 1024, 21);
+    const { code, stdout, stderr } = await runScriptBytes(
+      "clients/connect.ts",
+      {
+        permissions: [
+          `--allow-net=127.0.0.1:${server.port}`,
+          `--allow-read=${certs.ca}`,
+        ],
+        args: [
+          "--tls",
+          "--ca",
+          certs.ca,
+          "--servername",
+          "localhost",
+          "127.0.0.1",
+          String(server.port),
+        ],
+        input: data,
+      },
+    );
+    assert.equal(code, 0, stderr);
+    assert.equal(stdout.byteLength, data.byteLength);
+    assert.deepEqual(stdout, data);
+    assert.match(stderr, /^TLS handshake done with 127\.0\.0\.1:\d+$/m);
+    assert.doesNotMatch(stderr, /warning/);
+  },
+});
+
+Deno.test({
+  name:
+    "connect.ts --tls: the wrong CA or the wrong name is exit 1 with one clear line; --insecure warns and connects",
+  ignore: noOpenssl || missing("socat"),
+  async fn() {
+    await using certs = await makeCertificates();
+    await using server = await socatTlsEcho(certs);
+    const port = String(server.port);
+    const net = `--allow-net=127.0.0.1:${server.port}`;
+    let result = await runScript("clients/connect.ts", {
+      permissions: [net, `--allow-read=${certs.wrongCa}`],
+      args: ["--tls", "--ca", certs.wrongCa, "127.0.0.1", port],
+      input: "secret\n",
+    });
+    assert.equal(result.code, 1, result.stderr);
+    assert.equal(result.stdout, "");
+    let errors = result.stderr.split("\n").filter((l) =>
+      l.startsWith("error:")
+    );
+    assert.deepEqual(errors, [
+      `error: TLS handshake with 127.0.0.1:${port} failed: invalid peer certificate: UnknownIssuer`,
+    ]);
+    result = await runScript("clients/connect.ts", {
+      permissions: [net, `--allow-read=${certs.ca}`],
+      args: [
+        "--tls",
+        "--ca",
+        certs.ca,
+        "--servername",
+        "example.com",
+        "127.0.0.1",
+        port,
+      ],
+      input: "secret\n",
+    });
+    assert.equal(result.code, 1, result.stderr);
+    errors = result.stderr.split("\n").filter((l) => l.startsWith("error:"));
+    assert.equal(errors.length, 1, result.stderr);
+    assert.match(
+      errors[0],
+      /failed: invalid peer certificate: certificate not valid for name "example\.com"/,
+    );
+    // Deno's own roots do not know our test CA either.
+    result = await runScript("clients/connect.ts", {
+      permissions: [net],
+      args: ["--tls", "127.0.0.1", port],
+      input: "secret\n",
+    });
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /^error: TLS handshake with .* failed: invalid peer certificate: UnknownIssuer$/m,
+    );
+    result = await runScript("clients/connect.ts", {
+      permissions: [net],
+      args: ["--tls", "--insecure", "127.0.0.1", port],
+      input: "not verified\n",
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "not verified\n");
+    assert.match(
+      result.stderr,
+      /^warning: --insecure: the server's certificate is not verified/m,
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "connect.ts --tls talks to echo.ts --tls; flag misuse is exit 2, a missing CA file exit 1",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    await using server = await startTlsEcho(certs);
+    const net = `--allow-net=127.0.0.1:${server.port}`;
+    let result = await runScript("clients/connect.ts", {
+      permissions: [net, `--allow-read=${certs.ca}`],
+      args: ["--tls", "--ca", certs.ca, "127.0.0.1", String(server.port)],
+      input: "round trip\n",
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "round trip\n");
+    for (
+      const [args, pattern] of [
+        [["--ca", certs.ca, "127.0.0.1", "1"], /^error: --ca needs --tls$/],
+        [["--insecure", "127.0.0.1", "1"], /^error: --insecure needs --tls$/],
+        [
+          ["--tls", "--udp", "127.0.0.1", "1"],
+          /^error: --tls cannot be used with --udp$/,
+        ],
+        [
+          ["--tls", "--insecure", "--ca", certs.ca, "127.0.0.1", "1"],
+          /^error: --insecure and --ca cannot be used together$/,
+        ],
+      ] as const
+    ) {
+      result = await runScript("clients/connect.ts", {
+        permissions: [net],
+        args: [...args],
+      });
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr.trimEnd(), pattern);
+    }
+    result = await runScript("clients/connect.ts", {
+      permissions: [net, `--allow-read=${certs.dir}`],
+      args: [
+        "--tls",
+        "--ca",
+        `${certs.dir}/none.pem`,
+        "127.0.0.1",
+        String(server.port),
+      ],
+    });
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr.trimEnd(),
+      /^error: cannot read certificate file '.*none\.pem': no such file$/,
+    );
+  },
+});
+
+/** runScript, with stdout as bytes. */
+async function runScriptBytes(
+  script: string,
+  options: { permissions: string[]; args: string[]; input: Uint8Array },
+): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
+  return await runCommand(Deno.execPath(), [
+    "run",
+    "--quiet",
+    "--no-prompt",
+    ...options.permissions,
+    repoPath(script),
+    ...options.args,
+  ], options.input);
+}

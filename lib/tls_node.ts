@@ -14,6 +14,7 @@
 import { Duplex } from "node:stream";
 import {
   connect,
+  type ConnectionOptions,
   createSecureContext,
   type SecureContext,
   TLSSocket,
@@ -141,20 +142,27 @@ function duplexPair(): [Duplex, Duplex] {
   return [a, b];
 }
 
+/** Which side of TLS a {@linkcode NodeTlsConn} runs. */
+export type TlsSide =
+  | { server: SecureContext }
+  | { client: Omit<ConnectionOptions, "socket"> };
+
 /**
- * The server side of a TLS connection over an accepted TCP connection, as
- * a {@linkcode Deno.TlsConn}: `handshake()`, `read`, `write` (resolves once
+ * One side of a TLS connection over a Deno TCP connection, run by
+ * `node:tls`, as a {@linkcode Deno.TlsConn}: the server side for the
+ * server life cycle, the client side for `--insecure` (which Deno's own
+ * `startTls` cannot do: it always verifies). `handshake()`, `read`, `write` (resolves once
  * the bytes are handed to the socket: backpressure), `closeWrite` (sends
  * close_notify, then shuts down the TCP write side), and `close()`, which
  * closes the TCP socket at once, mid-handshake too.
  *
  * @example
  * ```ts ignore
- * const conn = new ServerTlsConn(await listener.accept(), tlsServerContext(certificate));
+ * const conn = new NodeTlsConn(await listener.accept(), { server: tlsServerContext(certificate) });
  * await conn.handshake();
  * ```
  */
-export class ServerTlsConn implements Deno.TlsConn {
+export class NodeTlsConn implements Deno.TlsConn {
   /** Our address. */
   readonly localAddr: Deno.NetAddr;
   /** The peer's address. */
@@ -175,19 +183,21 @@ export class ServerTlsConn implements Deno.TlsConn {
   #readable?: ReadableStream<Uint8Array<ArrayBuffer>>;
   #writable?: WritableStream<Uint8Array<ArrayBufferLike>>;
 
-  /** Starts the server side of TLS over `raw` (which this now owns). */
-  constructor(raw: Deno.Conn, context: SecureContext) {
+  /** Starts TLS over `raw` (which this now owns). */
+  constructor(raw: Deno.Conn, side: TlsSide) {
     this.#raw = raw;
     this.localAddr = raw.localAddr as Deno.NetAddr;
     this.remoteAddr = raw.remoteAddr as Deno.NetAddr;
     this.#duplex = duplexOf(raw, () => this.#readGate());
-    const socket = new TLSSocket(this.#duplex, {
-      isServer: true,
-      secureContext: context,
-    });
+    const socket = "server" in side
+      ? new TLSSocket(this.#duplex, {
+        isServer: true,
+        secureContext: side.server,
+      })
+      : connect({ ...side.client, socket: this.#duplex });
     this.#socket = socket;
     this.#handshake = new Promise((resolve, reject) => {
-      socket.once("secure", () => {
+      socket.once("server" in side ? "secure" : "secureConnect", () => {
         this.#secure = true;
         resolve({ alpnProtocol: null });
       });
