@@ -8,6 +8,7 @@ import {
 } from "../mod.ts";
 import { serveEcho } from "../servers/echo.ts";
 import {
+  assertSameBytes,
   freePort,
   makeCertificates,
   missing,
@@ -74,7 +75,7 @@ Deno.test({
     ], data);
     assert.equal(code, 0, stderr);
     assert.equal(stdout.byteLength, data.byteLength);
-    assert.deepEqual(stdout, data);
+    assertSameBytes(stdout, data, "echo");
     await server.proc.waitForStderr(
       new RegExp(
         `^closed 127\\.0\\.0\\.1:\\d+ \\(${data.byteLength} bytes in, ${data.byteLength} bytes out\\)$`,
@@ -132,7 +133,7 @@ Deno.test({
     await child.status;
     await stderrText;
     assert.equal(total, data.byteLength);
-    assert.deepEqual(received, data);
+    assertSameBytes(received, data, "echo");
   },
 });
 
@@ -226,7 +227,7 @@ Deno.test({
       const reading = readAll(conn);
       await writeAll(conn, data);
       await conn.closeWrite();
-      assert.deepEqual(await reading, data);
+      assertSameBytes(await reading, data, "echo");
     }
 
     // Backpressure: a client that does not read stops the server reading,
@@ -482,7 +483,7 @@ Deno.test({
     );
     assert.equal(code, 0, stderr);
     assert.equal(stdout.byteLength, data.byteLength);
-    assert.deepEqual(stdout, data);
+    assertSameBytes(stdout, data, "relayed");
     assert.match(stderr, /^TLS handshake done with 127\.0\.0\.1:\d+$/m);
     assert.doesNotMatch(stderr, /warning/);
   },
