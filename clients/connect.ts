@@ -7,6 +7,9 @@
  * others are cancelled), prints `connected to ADDRESS` on stderr, then
  * relays stdin to the socket and the socket to stdout. When stdin ends it
  * half-closes the connection and keeps printing until the server closes.
+ * When the server finishes first, what stdin still has is sent on (the
+ * server may only have half-closed); it exits once stdin ends or has been
+ * idle for half a second.
  * It is the toolkit's general client: every server here can be tried with it.
  *
  *     deno run --allow-net=127.0.0.1:15000 clients/connect.ts 127.0.0.1 15000
