@@ -86,7 +86,9 @@ let processZone: PosixTimeZone | null | undefined;
  */
 export function ctime(date: Date, zone?: PosixTimeZone | null): string {
   if (zone === undefined) {
-    zone = processZone ??= posixZoneDateMisses();
+    // Looked up once: `??=` would look again on every call while it is null.
+    if (processZone === undefined) processZone = posixZoneDateMisses();
+    zone = processZone;
   }
   let fields: Date = date;
   let utc = false;
