@@ -404,32 +404,6 @@ export function closing<T extends { close(): void }>(
   });
 }
 
-/**
- * Asserts two byte arrays are equal, fast, reporting the length and the
- * first differing offset (`assert.deepEqual` on megabytes takes minutes to
- * build its diff).
- */
-export function assertBytes(
-  actual: Uint8Array,
-  expected: Uint8Array,
-  what = "bytes",
-): void {
-  if (actual.byteLength !== expected.byteLength) {
-    throw new Error(
-      `${what}: got ${actual.byteLength} bytes, expected ${expected.byteLength}`,
-    );
-  }
-  for (let i = 0; i < actual.byteLength; i++) {
-    if (actual[i] !== expected[i]) {
-      throw new Error(
-        `${what}: first difference at offset ${i}: got ${actual[i]}, expected ${
-          expected[i]
-        }`,
-      );
-    }
-  }
-}
-
 /** The next datagram on `socket`, or `null` when none comes within `ms`. */
 export async function receiveWithin(
   socket: Deno.DatagramConn,

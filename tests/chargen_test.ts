@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readExact } from "../mod.ts";
 import { chargenLines, serveChargen } from "../servers/chargen.ts";
-import { startServer } from "./_helpers.ts";
+import { assertSameBytes, startServer } from "./_helpers.ts";
 import { udpAsk } from "./_simple.ts";
 
 const PRINTABLE = Array.from(
@@ -39,7 +39,11 @@ Deno.test("chargen.ts, with its header's permissions, streams the pattern over T
       port: server.port,
     });
     // Three whole rounds of the ring and then some: 300 lines.
-    assert.deepEqual(await readExact(conn, 300 * 74), chargenLines(0, 300));
+    assertSameBytes(
+      await readExact(conn, 300 * 74),
+      chargenLines(0, 300),
+      "300 lines",
+    );
   }
   await server.proc.waitForStderr(
     /closed 127\.0\.0\.1:\d+ \(0 bytes in, \d+ bytes out\)$/,

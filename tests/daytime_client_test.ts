@@ -3,6 +3,7 @@ import { ConnectError, serve, silentLog, writeAll } from "../mod.ts";
 import { fetchDaytime } from "../clients/daytime.ts";
 import { ctime, daytimeService } from "../servers/daytime.ts";
 import {
+  assertSameBytes,
   freePort,
   missing,
   pseudoRandomBytes,
@@ -70,7 +71,7 @@ Deno.test("daytime.ts copies the server's bytes to stdout byte-exact and exits 0
   }).output();
   await server.served;
   assert.equal(child.code, 0, decoder.decode(child.stderr));
-  assert.deepEqual(child.stdout, payload);
+  assertSameBytes(child.stdout, payload, "payload on stdout");
   assert.equal(decoder.decode(child.stderr), "");
 });
 

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readExact, silentLog, writeAll } from "../mod.ts";
 import { serveEcho } from "../servers/echo.ts";
 import {
-  assertBytes,
+  assertSameBytes,
   closing,
   concatBytes,
   missing,
@@ -53,7 +53,7 @@ Deno.test("serveEcho() echoes bytes back exactly, in process", async () => {
   const data = pseudoRandomBytes(100_000, 7);
   const reading = readExact(conn, data.byteLength);
   await writeAll(conn, data);
-  assertBytes(await reading, data);
+  assertSameBytes(await reading, data);
 });
 
 Deno.test("echo.ts prints the real port for --port 0 and exits 0 on SIGTERM", async () => {
@@ -81,7 +81,7 @@ Deno.test("echo.ts echoes 16 concurrent clients x 512 KiB byte-exact", async () 
     const data = pseudoRandomBytes(512 * 1024, i + 1);
     const echoed = await roundTrip(server.port, data);
     assert.equal(echoed.byteLength, data.byteLength, `client ${i}`);
-    assertBytes(echoed, data, `client ${i}`);
+    assertSameBytes(echoed, data, `client ${i}`);
   });
   await Promise.all(clients);
 });
@@ -98,7 +98,7 @@ Deno.test("echo.ts sends everything owed after the client half-closes", async ()
   const reading = readAll(conn);
   await writeAll(conn, data);
   await conn.closeWrite();
-  assertBytes(await reading, data);
+  assertSameBytes(await reading, data);
 });
 
 Deno.test("echo.ts stops reading from a client that does not read (backpressure)", async () => {
@@ -134,7 +134,7 @@ Deno.test("echo.ts stops reading from a client that does not read (backpressure)
   const last = await blocked;
   sent.push(chunk.subarray(0, last));
   await conn.closeWrite();
-  assertBytes(await reading, concatBytes(sent), "echo after backpressure");
+  assertSameBytes(await reading, concatBytes(sent), "echo after backpressure");
 });
 
 Deno.test("echo.ts --print also writes what it receives to stdout", async () => {
@@ -169,7 +169,7 @@ Deno.test("echo.ts finishes a transfer in flight on SIGTERM, then exits 0", asyn
   // ...but the one in flight completes.
   await writeAll(conn, data.subarray(1024 * 1024));
   await conn.closeWrite();
-  assertBytes(await reading, data);
+  assertSameBytes(await reading, data);
   const { code, stderr } = await server.proc.finished();
   assert.equal(code, 0, stderr);
 });
@@ -237,7 +237,7 @@ Deno.test("echo.ts over a Unix stream socket, file removed on shutdown", async (
     const reading = readAll(conn);
     await writeAll(conn, data);
     await conn.closeWrite();
-    assertBytes(await reading, data);
+    assertSameBytes(await reading, data);
     server.proc.kill("SIGTERM");
     assert.equal((await server.proc.finished()).code, 0);
     assert.throws(() => Deno.lstatSync(path), Deno.errors.NotFound);
@@ -332,7 +332,7 @@ Deno.test("echo.ts --udp sends each datagram back to its sender", async () => {
     await client.send(data, target);
     const received = await receiveWithin(client, 5000);
     assert.ok(received, `no reply to ${size} bytes`);
-    assertBytes(received[0], data, `datagram of ${size} bytes`);
+    assertSameBytes(received[0], data, `datagram of ${size} bytes`);
     assert.equal((received[1] as Deno.NetAddr).port, server.port);
   }
 });
@@ -393,7 +393,7 @@ Deno.test("echo.ts --unixpacket echoes datagrams over a Unix socket", async () =
     await client.send(data, { transport: "unixpacket", path });
     const received = await receiveWithin(client, 5000);
     assert.ok(received, `no reply; server log:\n${server.proc.stderr}`);
-    assertBytes(received[0], data);
+    assertSameBytes(received[0], data);
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
@@ -478,7 +478,7 @@ Deno.test({
       data,
     );
     assert.equal(code, 0, stderr);
-    assertBytes(stdout, data);
+    assertSameBytes(stdout, data);
   },
 });
 
