@@ -531,3 +531,28 @@ export async function makeCertificates(): Promise<TestCertificates> {
     [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
   };
 }
+
+/**
+ * Runs `script` with `args` and asserts the usage-error contract: exit 2,
+ * nothing on stdout, and exactly one stderr line, matching `pattern`.
+ */
+export async function assertUsageError(
+  script: string,
+  permissions: string[],
+  args: string[],
+  pattern: RegExp,
+): Promise<void> {
+  const { code, stdout, stderr } = await runScript(script, {
+    permissions,
+    args,
+  });
+  const what = `${script} ${args.join(" ")}`;
+  if (code !== 2) throw new Error(`${what}: exit ${code}, not 2: ${stderr}`);
+  if (!pattern.test(stderr)) {
+    throw new Error(`${what}: stderr does not match ${pattern}: ${stderr}`);
+  }
+  if (stderr.trimEnd().split("\n").length !== 1) {
+    throw new Error(`${what}: more than one stderr line: ${stderr}`);
+  }
+  if (stdout !== "") throw new Error(`${what}: wrote to stdout: ${stdout}`);
+}

@@ -4,6 +4,7 @@ import { fetchDaytime } from "../clients/daytime.ts";
 import { ctime, daytimeService } from "../servers/daytime.ts";
 import {
   assertSameBytes,
+  assertUsageError,
   freePort,
   missing,
   pseudoRandomBytes,
@@ -219,13 +220,7 @@ Deno.test("daytime.ts: usage errors exit 2, --help exits 0", async () => {
     [["--bogus", "x"], /^error: unknown option '--bogus'/],
   ];
   for (const [args, pattern] of cases) {
-    const { code, stderr } = await runScript(SCRIPT, {
-      permissions: ["--allow-net=127.0.0.1:13"],
-      args,
-    });
-    assert.equal(code, 2, `${args.join(" ")}: ${stderr}`);
-    assert.match(stderr, pattern);
-    assert.equal(stderr.trimEnd().split("\n").length, 1, stderr);
+    await assertUsageError(SCRIPT, ["--allow-net=127.0.0.1:13"], args, pattern);
   }
   const help = await runScript(SCRIPT, { args: ["--help"] });
   assert.equal(help.code, 0);

@@ -3,6 +3,7 @@ import { readExact, silentLog, writeAll } from "../mod.ts";
 import { serveEcho } from "../servers/echo.ts";
 import {
   assertSameBytes,
+  assertUsageError,
   closing,
   concatBytes,
   missing,
@@ -419,14 +420,7 @@ Deno.test("echo.ts usage errors print one error: line and exit 2", async () => {
     [["extra"], /^error: unexpected argument 'extra'/],
   ];
   for (const [args, expected] of cases) {
-    const { code, stderr, stdout } = await runScript("servers/echo.ts", {
-      permissions: TCP_PERMISSIONS,
-      args,
-    });
-    assert.equal(code, 2, `${args.join(" ")}: ${stderr}`);
-    assert.match(stderr, expected);
-    assert.equal(stderr.trim().split("\n").length, 1, stderr);
-    assert.equal(stdout, "");
+    await assertUsageError("servers/echo.ts", TCP_PERMISSIONS, args, expected);
   }
 });
 

@@ -3,6 +3,7 @@ import { readExact, silentLog, writeAll } from "../mod.ts";
 import { serveHello } from "../servers/hello.ts";
 import { sayHello } from "../clients/hello.ts";
 import {
+  assertUsageError,
   freePort,
   missing,
   pseudoRandomBytes,
@@ -272,13 +273,12 @@ Deno.test("hello.ts: usage errors exit 2 with one line, --help exits 0", async (
     [SERVER, ["extra"], /^error: unexpected argument 'extra'/],
   ];
   for (const [script, args, pattern] of cases) {
-    const { code, stderr } = await runScript(script, {
-      permissions: ["--allow-net=127.0.0.1:3500"],
+    await assertUsageError(
+      script,
+      ["--allow-net=127.0.0.1:3500"],
       args,
-    });
-    assert.equal(code, 2, `${script} ${args.join(" ")}: ${stderr}`);
-    assert.match(stderr, pattern);
-    assert.equal(stderr.trimEnd().split("\n").length, 1, stderr);
+      pattern,
+    );
   }
   for (const script of [CLIENT, SERVER]) {
     const help = await runScript(script, { args: ["--help"] });

@@ -3,6 +3,7 @@ import { ConnectError, silentLog } from "../mod.ts";
 import { serveUdpHello } from "../servers/udp.ts";
 import { sendUdpHello } from "../clients/udp.ts";
 import {
+  assertUsageError,
   freePort,
   missing,
   runCommand,
@@ -324,13 +325,7 @@ Deno.test("udp.ts client: a bad address is one error line, exit 1; usage errors 
     ],
   ];
   for (const [script, args, pattern] of cases) {
-    const { code, stderr } = await runScript(script, {
-      permissions: clientPermissions(3500),
-      args,
-    });
-    assert.equal(code, 2, `${script} ${args.join(" ")}: ${stderr}`);
-    assert.match(stderr, pattern);
-    assert.equal(stderr.trimEnd().split("\n").length, 1, stderr);
+    await assertUsageError(script, clientPermissions(3500), args, pattern);
   }
   for (const script of [CLIENT, SERVER]) {
     const help = await runScript(script, { args: ["--help"] });
