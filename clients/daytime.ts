@@ -22,13 +22,12 @@
  */
 
 import {
+  clientPortAndTimeout,
   connectTcp,
-  integerFlag,
   joinHostPort,
   parseCommandLine,
   readWithTimeout,
   runMain,
-  secondsFlag,
   stripBrackets,
   writeAll,
 } from "../mod.ts";
@@ -137,12 +136,11 @@ if (import.meta.main) {
       minPositionals: 1,
       maxPositionals: 1,
     });
-    const port = values.port === undefined
-      ? DAYTIME_PORT
-      : integerFlag("--port", values.port, 1, 65535);
-    const timeoutMs = values.timeout === undefined
-      ? DAYTIME_CLIENT_TIMEOUT_MS
-      : secondsFlag("--timeout", values.timeout);
+    const { port, timeoutMs } = clientPortAndTimeout(values, {
+      port: DAYTIME_PORT,
+      timeoutMs: DAYTIME_CLIENT_TIMEOUT_MS,
+      zeroTimeout: true,
+    });
     await fetchDaytime({
       hostname: positionals[0],
       port,

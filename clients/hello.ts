@@ -19,14 +19,13 @@
  */
 
 import {
+  clientPortAndTimeout,
   ConnectError,
   connectTcp,
-  integerFlag,
   joinHostPort,
   parseCommandLine,
   readWithTimeout,
   runMain,
-  secondsFlag,
   stripBrackets,
   writeAll,
 } from "../mod.ts";
@@ -136,12 +135,11 @@ if (import.meta.main) {
     });
     const reply = await sayHello({
       hostname: values.hostname,
-      port: values.port === undefined
-        ? HELLO_PORT
-        : integerFlag("--port", values.port, 1, 65535),
-      timeoutMs: values.timeout === undefined
-        ? HELLO_CLIENT_TIMEOUT_MS
-        : secondsFlag("--timeout", values.timeout),
+      ...clientPortAndTimeout(values, {
+        port: HELLO_PORT,
+        timeoutMs: HELLO_CLIENT_TIMEOUT_MS,
+        zeroTimeout: true,
+      }),
       message: positionals[0],
     });
     await writeAll(Deno.stdout, reply);

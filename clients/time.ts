@@ -19,20 +19,18 @@
 
 import {
   checkHost,
+  clientPortAndTimeout,
   ConnectError,
   connectTcp,
   dateFromRfc868,
   describeConnectFailure,
   formatSeconds,
-  integerFlag,
   joinHostPort,
   parseCommandLine,
   readWithTimeout,
   runMain,
-  secondsFlag,
   SIMPLE_SERVICE_PORTS,
   stripBrackets,
-  UsageError,
 } from "../mod.ts";
 
 /**
@@ -259,13 +257,10 @@ if (import.meta.main) {
       maxPositionals: 1,
     });
     const hostname = positionals[0];
-    const port = values.port === undefined
-      ? undefined
-      : integerFlag("--port", values.port, 1, 65535);
-    const timeoutMs = values.timeout === undefined
-      ? undefined
-      : secondsFlag("--timeout", values.timeout);
-    if (timeoutMs === 0) throw new UsageError("--timeout must be above 0");
+    const { port, timeoutMs } = clientPortAndTimeout(values, {
+      port: SIMPLE_SERVICE_PORTS.time,
+      timeoutMs: DEFAULT_TIMEOUT_MS,
+    });
     const date = await queryTime({
       hostname,
       port,

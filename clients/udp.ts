@@ -18,13 +18,12 @@
  */
 
 import {
+  clientPortAndTimeout,
   integerFlag,
   parseCommandLine,
   requestDatagram,
   runMain,
-  secondsFlag,
   stderrLog,
-  UsageError,
   writeAll,
 } from "../mod.ts";
 
@@ -105,15 +104,10 @@ if (import.meta.main) {
       },
       maxPositionals: 1,
     });
-    const port = values.port === undefined
-      ? UDP_HELLO_PORT
-      : integerFlag("--port", values.port, 1, 65535);
-    const timeoutMs = values.timeout === undefined
-      ? 1000
-      : secondsFlag("--timeout", values.timeout);
-    if (timeoutMs === 0) {
-      throw new UsageError("--timeout must be more than 0 seconds");
-    }
+    const { port, timeoutMs } = clientPortAndTimeout(values, {
+      port: UDP_HELLO_PORT,
+      timeoutMs: 1000,
+    });
     const reply = await sendUdpHello({
       hostname: values.hostname,
       port,

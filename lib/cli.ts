@@ -666,3 +666,36 @@ function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
   }
   options.tls = readTlsFiles(values.cert, values.key);
 }
+
+/**
+ * The common client flags `--port P` (1 to 65535) and `--timeout SECONDS`,
+ * with the client's own defaults for what is absent; throws
+ * {@linkcode UsageError} naming a bad value (and a zero timeout, unless
+ * `zeroTimeout` says 0 means "wait forever").
+ *
+ * @example
+ * ```ts
+ * import { clientPortAndTimeout } from "./cli.ts";
+ *
+ * const { port, timeoutMs } = clientPortAndTimeout({ timeout: "2" }, {
+ *   port: 13,
+ *   timeoutMs: 10_000,
+ * });
+ * if (port !== 13 || timeoutMs !== 2000) throw new Error("bad values");
+ * ```
+ */
+export function clientPortAndTimeout(
+  values: { port?: string; timeout?: string },
+  defaults: { port: number; timeoutMs: number; zeroTimeout?: boolean },
+): { port: number; timeoutMs: number } {
+  const port = values.port === undefined
+    ? defaults.port
+    : integerFlag("--port", values.port, 1, 65535);
+  const timeoutMs = values.timeout === undefined
+    ? defaults.timeoutMs
+    : secondsFlag("--timeout", values.timeout);
+  if (timeoutMs === 0 && !defaults.zeroTimeout) {
+    throw new UsageError("--timeout must be more than 0 seconds");
+  }
+  return { port, timeoutMs };
+}
