@@ -42,6 +42,7 @@ export * from "./lib/unix.ts";
 export * from "./lib/keepalive.ts";
 export * from "./lib/server.ts";
 export * from "./lib/cli.ts";
+export * from "./lib/server_cli.ts";
 export * from "./lib/access.ts";
 export * from "./lib/tls.ts";
 export * from "./lib/tls_client.ts";

@@ -11,41 +11,68 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { ProgressBar } from "@std/cli/unstable-progress-bar";
+import {
+  flag,
+  flagsHelp,
+  HelpRequested,
+  parseCommandLine,
+  UsageError,
+} from "../lib/cli.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const RESULTS = `${ROOT}bench/results`;
 const BIN = `${RESULTS}/bin`;
 const LOGS = `${RESULTS}/logs`;
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    quick: { type: "boolean" },
-    rounds: { type: "string" },
-    only: { type: "string" },
-    seconds: { type: "string" },
-    idle: { type: "string" },
-    help: { type: "boolean" },
-  },
-  strict: true,
-});
-if (flags.help) {
-  console.log(
-    `usage: deno task bench [--quick] [--rounds N] [--seconds S] [--idle N]
-                        [--only ours,ours-2w,c,c-iterative,node]
+const FLAGS = {
+  quick: flag.boolean(
+    "a few seconds in all, small counts (CI runs this; numbers mean little)",
+  ),
+  rounds: flag.integer(
+    "N",
+    "run every server N times, interleaved, and keep each figure's median",
+    { min: 1, max: 100, default: 1 },
+  ),
+  seconds: flag.seconds(
+    "S",
+    "seconds per stream / ping-pong / connect measurement",
+    { shown: "3; 0.3 with --quick" },
+  ),
+  idle: flag.integer("N", "idle connections", {
+    min: 1,
+    max: 1_000_000,
+    shown: "10000; 200 with --quick",
+  }),
+  only: flag.string(
+    "LIST",
+    "only these servers: ours,ours-2w,c,c-iterative,node",
+  ),
+};
 
-  --quick      a few seconds in all, small counts (CI runs this; numbers mean little)
-  --rounds N   run every server N times, interleaved, and keep each figure's median
-  --seconds S  seconds per stream / ping-pong / connect measurement (default 3)
-  --idle N     idle connections (default 10000)`,
-  );
-  Deno.exit(0);
+const USAGE = `usage: deno task bench [options]
+
+${flagsHelp(FLAGS)}`;
+
+function parseFlags() {
+  try {
+    return parseCommandLine(Deno.args, { usage: USAGE, flags: FLAGS }).values;
+  } catch (error) {
+    if (error instanceof HelpRequested) {
+      console.log(error.usage);
+      Deno.exit(0);
+    }
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`error: ${error.message}`);
+    Deno.exit(2);
+  }
 }
-const quick = flags.quick ?? false;
-const rounds = Number(flags.rounds ?? 1);
-const seconds = Number(flags.seconds ?? (quick ? 0.3 : 3));
-const idleCount = Number(flags.idle ?? (quick ? 200 : 10000));
+
+const flags = parseFlags();
+const quick = flags.quick;
+const rounds = flags.rounds;
+const seconds = (flags.seconds ?? (quick ? 300 : 3000)) / 1000;
+const idleCount = flags.idle ?? (quick ? 200 : 10000);
 const only = flags.only?.split(",");
 
 // Server on CPU 0, load generator on CPU 1; a 1-CPU machine pins nothing.
@@ -68,13 +95,19 @@ const DAYTIME_SCRIPT = existsSync(`${ROOT}servers/daytime.ts`)
   ? "servers/daytime.ts"
   : "";
 
+// A worker loads the script's modules again, under the script's permissions:
+// with JSR_URL a file: mirror (no JSR reachable), its files too.
+const JSR_MIRROR = Deno.env.get("JSR_URL")?.startsWith("file:")
+  ? `,${new URL(Deno.env.get("JSR_URL")!).pathname}`
+  : "";
+
 function ours(script: string, extra: string[] = [], read = false): string[] {
   return [
     Deno.execPath(),
     "run",
     "--quiet",
     "--allow-net=127.0.0.1:{PORT}",
-    ...(read ? [`--allow-read=${script},mod.ts,lib`] : []),
+    ...(read ? [`--allow-read=${script},mod.ts,lib${JSR_MIRROR}`] : []),
     script,
     "--hostname",
     "127.0.0.1",
@@ -302,6 +335,50 @@ async function measure(
   return figure;
 }
 
+/**
+ * Where the run is, on stderr: a progress bar on a terminal, a plain line
+ * a measurement otherwise (a CI log).
+ */
+class Progress {
+  readonly #total: number;
+  #done = 0;
+  readonly #bar?: ProgressBar;
+
+  constructor(total: number) {
+    this.#total = total;
+    if (Deno.stderr.isTerminal()) {
+      this.#bar = new ProgressBar({
+        max: total,
+        formatter: (f) =>
+          `[${f.styledTime}] [${f.progressBar}] ${f.value}/${f.max} measurements`,
+      });
+    }
+  }
+
+  step(what: string): void {
+    this.#done++;
+    if (this.#bar) this.#bar.value = this.#done - 1;
+    else console.error(`bench: [${this.#done}/${this.#total}] ${what}`);
+  }
+
+  async stop(): Promise<void> {
+    if (this.#bar) {
+      this.#bar.value = this.#total;
+      await this.#bar.stop();
+    }
+  }
+}
+
+function selected(servers: Record<string, Target>): number {
+  return Object.keys(servers).filter((name) => !only || only.includes(name))
+    .length;
+}
+
+const progress = new Progress(
+  rounds * (selected(ECHO_SERVERS) * ECHO_SCENARIOS.length +
+    selected(DAYTIME_SERVERS) * DAYTIME_SCENARIOS.length),
+);
+
 /** results[scenario][server] = figures of each round. */
 const results: Record<string, Record<string, Figure[]>> = {};
 
@@ -321,6 +398,7 @@ async function runFamily(
     }
     try {
       for (const scenario of scenarios) {
+        progress.step(`${name} ${scenario.key}`);
         const figure = await measure(scenario, server);
         if (figure.error) {
           console.error(`bench: ${name} ${scenario.key}: ${figure.error}`);
@@ -582,6 +660,7 @@ if (import.meta.main) {
     await runFamily("echo", ECHO_SERVERS, ECHO_SCENARIOS);
     await runFamily("daytime", DAYTIME_SERVERS, DAYTIME_SCENARIOS);
   }
+  await progress.stop();
   const loadAfter = loadAverage();
   const table = report();
   console.log(`load average before ${loadBefore}, after ${loadAfter}`);

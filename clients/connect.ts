@@ -47,10 +47,14 @@
 import {
   ConnectError,
   connectFailureReason,
+  DEFAULT_ATTEMPT_DELAY_MS,
   dialHost,
+  flag,
+  flagsHelp,
   formatAddr,
   joinHostPort,
   type Log,
+  MIN_ATTEMPT_DELAY_MS,
   parseCommandLine,
   readCaFile,
   relay,
@@ -261,6 +265,47 @@ async function runDatagrams(
   });
 }
 
+/** The longest Happy Eyeballs delay `--attempt-delay` takes. */
+const MAX_ATTEMPT_DELAY_MS = 10_000;
+
+const FLAGS = {
+  unix: flag.custom(
+    "PATH",
+    "connect to a Unix stream socket instead",
+    socketPath,
+  ),
+  udp: flag.boolean(
+    "UDP: each chunk of stdin is one datagram, replies\ngo to stdout (needs --unstable-net)",
+  ),
+  timeout: flag.custom(
+    "S",
+    "TCP: give up connecting after S seconds (default:\nnever); UDP: after stdin ends, exit once no reply\nhas come for S seconds (default 1)",
+    positiveSeconds,
+  ),
+  "attempt-delay": flag.custom(
+    "S",
+    `Happy Eyeballs delay before the next address is\ntried {default}`,
+    attemptDelay,
+    {
+      shown: `${DEFAULT_ATTEMPT_DELAY_MS / 1000}; ${
+        MIN_ATTEMPT_DELAY_MS / 1000
+      } to ${MAX_ATTEMPT_DELAY_MS / 1000}`,
+    },
+  ),
+  verbose: flag.boolean("also print each connection attempt and failure"),
+  tls: flag.boolean("speak TLS (verifies the server's certificate)"),
+  ca: flag.string(
+    "FILE",
+    "TLS: trust the PEM CA certificates in FILE instead\nof the default roots (needs --allow-read=FILE)",
+  ),
+  servername: flag.custom(
+    "NAME",
+    "TLS: the name to verify and send as SNI (default:\nNAME as given)",
+    serverName,
+  ),
+  insecure: flag.boolean("TLS: do not verify the server at all (warns)"),
+};
+
 const USAGE = `usage: connect.ts [options] NAME PORT
        connect.ts [options] --unix PATH
 
@@ -270,22 +315,7 @@ the connection to stdout, like nc. Addresses and "connected to ADDRESS" are
 printed on stderr. When stdin ends, the connection is half-closed and the
 output is printed until the server closes.
 
-  --unix PATH            connect to a Unix stream socket instead
-  --udp                  UDP: each chunk of stdin is one datagram, replies
-                         go to stdout (needs --unstable-net)
-  --timeout S            TCP: give up connecting after S seconds (default:
-                         never); UDP: after stdin ends, exit once no reply
-                         has come for S seconds (default 1)
-  --attempt-delay S      Happy Eyeballs delay before the next address is
-                         tried (default 0.25; 0.01 to 10)
-  --verbose              also print each connection attempt and failure
-  --tls                  speak TLS (verifies the server's certificate)
-  --ca FILE              TLS: trust the PEM CA certificates in FILE instead
-                         of the default roots (needs --allow-read=FILE)
-  --servername NAME      TLS: the name to verify and send as SNI (default:
-                         NAME as given)
-  --insecure             TLS: do not verify the server at all (warns)
-  --help                 print this help and exit
+${flagsHelp(FLAGS)}
 
 Permissions: --allow-net=ADDRESS:PORT for an IP address (and
 --allow-read=FILE for --ca FILE); for a name also
@@ -293,29 +323,58 @@ Permissions: --allow-net=ADDRESS:PORT for an IP address (and
 PATH, --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
 --unstable-net and --allow-net=0.0.0.0:0 (or [::]:0 for IPv6) too.`;
 
+function socketPath(text: string, name: string): string {
+  if (text === "" || text.includes("\0")) {
+    throw new UsageError(`invalid socket path '${text}' for ${name}`);
+  }
+  return text;
+}
+
+function positiveSeconds(text: string, name: string): number {
+  const ms = secondsFlag(name, text);
+  if (ms === 0) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected more than 0 seconds`,
+    );
+  }
+  return ms;
+}
+
+function attemptDelay(text: string, name: string): number {
+  const ms = secondsFlag(name, text);
+  if (ms < MIN_ATTEMPT_DELAY_MS || ms > MAX_ATTEMPT_DELAY_MS) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected ${
+        MIN_ATTEMPT_DELAY_MS / 1000
+      } to ${MAX_ATTEMPT_DELAY_MS / 1000} seconds`,
+    );
+  }
+  return ms;
+}
+
+function serverName(text: string, name: string): string {
+  if (!/^[^\s/]+$/.test(text)) {
+    throw new UsageError(`invalid value '${text}' for ${name}`);
+  }
+  return text;
+}
+
 /** Turns the command line into {@linkcode ConnectOptions}. */
 function optionsFromArgs(args: string[]): ConnectOptions {
   const { values, positionals } = parseCommandLine(args, {
     usage: USAGE,
-    options: {
-      unix: { type: "string" },
-      udp: { type: "boolean" },
-      timeout: { type: "string" },
-      "attempt-delay": { type: "string" },
-      verbose: { type: "boolean" },
-      tls: { type: "boolean" },
-      ca: { type: "string" },
-      servername: { type: "string" },
-      insecure: { type: "boolean" },
-    },
-    maxPositionals: 2,
+    flags: FLAGS,
+    positionals: ["NAME", "PORT"],
+    min: 0,
   });
-  const options: ConnectOptions = { verbose: values.verbose };
+  const options: ConnectOptions = {
+    verbose: values.verbose,
+    timeoutMs: values.timeout,
+    attemptDelayMs: values["attempt-delay"],
+  };
   if (!values.tls) {
     for (const flag of ["ca", "servername", "insecure"] as const) {
-      if (values[flag] !== undefined) {
-        throw new UsageError(`--${flag} needs --tls`);
-      }
+      if (values[flag]) throw new UsageError(`--${flag} needs --tls`);
     }
   } else {
     if (values.udp || values.unix !== undefined) {
@@ -326,13 +385,6 @@ function optionsFromArgs(args: string[]): ConnectOptions {
     if (values.insecure && values.ca !== undefined) {
       throw new UsageError("--insecure and --ca cannot be used together");
     }
-    if (
-      values.servername !== undefined && !/^[^\s/]+$/.test(values.servername)
-    ) {
-      throw new UsageError(
-        `invalid value '${values.servername}' for --servername`,
-      );
-    }
     options.tls = {
       serverName: values.servername,
       insecure: values.insecure,
@@ -340,34 +392,12 @@ function optionsFromArgs(args: string[]): ConnectOptions {
       caCerts: values.ca === undefined ? undefined : [readCaFile(values.ca)],
     };
   }
-  if (values.timeout !== undefined) {
-    options.timeoutMs = secondsFlag("--timeout", values.timeout);
-    if (options.timeoutMs === 0) {
-      throw new UsageError(
-        `invalid value '${values.timeout}' for --timeout: expected more than 0 seconds`,
-      );
-    }
-  }
-  if (values["attempt-delay"] !== undefined) {
-    const ms = secondsFlag("--attempt-delay", values["attempt-delay"]);
-    if (ms < 10 || ms > 10_000) {
-      throw new UsageError(
-        `invalid value '${
-          values["attempt-delay"]
-        }' for --attempt-delay: expected 0.01 to 10 seconds`,
-      );
-    }
-    options.attemptDelayMs = ms;
-  }
   if (values.unix !== undefined) {
     if (values.udp) {
       throw new UsageError("--unix and --udp cannot be used together");
     }
     if (positionals.length > 0) {
       throw new UsageError(`--unix PATH takes no NAME or PORT (see --help)`);
-    }
-    if (values.unix === "" || values.unix.includes("\0")) {
-      throw new UsageError(`invalid socket path '${values.unix}' for --unix`);
     }
     options.unix = values.unix;
     return options;
@@ -382,13 +412,13 @@ function optionsFromArgs(args: string[]): ConnectOptions {
   // An impossible host name is a runtime failure (exit 1), as for the other
   // clients: `dialHost` checks it.
   const [hostname, portText] = positionals;
+  options.hostname = hostname;
   const port = Number(portText);
   if (!/^[0-9]{1,5}$/.test(portText) || port < 1 || port > 65535) {
     throw new UsageError(
       `invalid port '${portText}': expected a number from 1 to 65535`,
     );
   }
-  options.hostname = hostname;
   options.port = port;
   options.udp = values.udp;
   return options;

@@ -22,8 +22,9 @@
  */
 
 import {
-  clientPortAndTimeout,
+  clientFlags,
   connectTcp,
+  flagsHelp,
   joinHostPort,
   parseCommandLine,
   readWithTimeout,
@@ -111,17 +112,18 @@ export async function fetchDaytime(
   return all;
 }
 
+const FLAGS = clientFlags({
+  port: DAYTIME_PORT,
+  timeoutMs: DAYTIME_CLIENT_TIMEOUT_MS,
+  zeroTimeout: "wait forever",
+});
+
 const USAGE = `usage: daytime.ts [options] ADDRESS
 
 Daytime client (RFC 867): prints what the daytime server at ADDRESS sends.
 ADDRESS is a host name, an IPv4 address or an IPv6 address.
 
-  --port P       server port (default ${DAYTIME_PORT})
-  --timeout S    give up when connecting or waiting for data takes longer
-                 than S seconds (default ${
-  DAYTIME_CLIENT_TIMEOUT_MS / 1000
-}; 0: wait forever)
-  --help         print this help and exit
+${flagsHelp(FLAGS)}
 
 Permissions: --allow-net=ADDRESS:PORT (IPv6 in brackets: --allow-net=[::1]:13).`;
 
@@ -129,22 +131,13 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values, positionals } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: {
-        port: { type: "string" },
-        timeout: { type: "string" },
-      },
-      minPositionals: 1,
-      maxPositionals: 1,
-    });
-    const { port, timeoutMs } = clientPortAndTimeout(values, {
-      port: DAYTIME_PORT,
-      timeoutMs: DAYTIME_CLIENT_TIMEOUT_MS,
-      zeroTimeout: true,
+      flags: FLAGS,
+      positionals: ["ADDRESS"],
     });
     await fetchDaytime({
       hostname: positionals[0],
-      port,
-      timeoutMs,
+      port: values.port,
+      timeoutMs: values.timeout,
       output: Deno.stdout,
     });
   });

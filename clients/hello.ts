@@ -19,9 +19,11 @@
  */
 
 import {
-  clientPortAndTimeout,
+  clientFlags,
   ConnectError,
   connectTcp,
+  flag,
+  flagsHelp,
   joinHostPort,
   parseCommandLine,
   readWithTimeout,
@@ -107,18 +109,23 @@ export async function sayHello(
   return reply.slice(0, total);
 }
 
+const FLAGS = {
+  hostname: flag.string("H", "server address", { default: "127.0.0.1" }),
+  ...clientFlags({
+    port: HELLO_PORT,
+    timeoutMs: HELLO_CLIENT_TIMEOUT_MS,
+    zeroTimeout: "wait forever",
+    timeoutHelp:
+      "give up when connecting or waiting for the reply takes\nlonger than S seconds",
+  }),
+};
+
 const USAGE = `usage: hello.ts [options] [MESSAGE]
 
 Hello client (the seed's TCP client snippet): sends MESSAGE (default "hello")
 and prints the reply (up to ${HELLO_REPLY_SIZE} bytes, or until the server closes).
 
-  --hostname H   server address (default 127.0.0.1)
-  --port P       server port (default ${HELLO_PORT})
-  --timeout S    give up when connecting or waiting for the reply takes
-                 longer than S seconds (default ${
-  HELLO_CLIENT_TIMEOUT_MS / 1000
-}; 0: wait forever)
-  --help         print this help and exit
+${flagsHelp(FLAGS)}
 
 Permissions: --allow-net=HOST:PORT (default 127.0.0.1:${HELLO_PORT}).`;
 
@@ -126,20 +133,14 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values, positionals } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: {
-        hostname: { type: "string" },
-        port: { type: "string" },
-        timeout: { type: "string" },
-      },
-      maxPositionals: 1,
+      flags: FLAGS,
+      positionals: ["MESSAGE"],
+      min: 0,
     });
     const reply = await sayHello({
       hostname: values.hostname,
-      ...clientPortAndTimeout(values, {
-        port: HELLO_PORT,
-        timeoutMs: HELLO_CLIENT_TIMEOUT_MS,
-        zeroTimeout: true,
-      }),
+      port: values.port,
+      timeoutMs: values.timeout,
       message: positionals[0],
     });
     await writeAll(Deno.stdout, reply);

@@ -19,11 +19,13 @@
 
 import {
   checkHost,
-  clientPortAndTimeout,
+  clientFlags,
   ConnectError,
   connectTcp,
   dateFromRfc868,
   describeConnectFailure,
+  flag,
+  flagsHelp,
   formatSeconds,
   joinHostPort,
   parseCommandLine,
@@ -230,16 +232,20 @@ async function queryUdp(
   }
 }
 
+const FLAGS = {
+  ...clientFlags({
+    port: SIMPLE_SERVICE_PORTS.time,
+    timeoutMs: DEFAULT_TIMEOUT_MS,
+    timeoutHelp: "give up after S seconds",
+  }),
+  udp: flag.boolean("ask over UDP (needs --unstable-net)"),
+};
+
 const USAGE = `usage: time.ts [options] ADDRESS
 
 Asks an RFC 868 time server for the time and prints it as ISO 8601 UTC.
 
-  --port P               server port (default ${SIMPLE_SERVICE_PORTS.time})
-  --udp                  ask over UDP (needs --unstable-net)
-  --timeout S            give up after S seconds (default ${
-  DEFAULT_TIMEOUT_MS / 1000
-})
-  --help                 print this help and exit
+${flagsHelp(FLAGS)}
 
 Permissions: --allow-net=ADDRESS:PORT; with --udp, also 0.0.0.0:0 (or
 [::]:0 for IPv6) to bind the local socket.`;
@@ -248,24 +254,14 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values, positionals } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: {
-        port: { type: "string" },
-        udp: { type: "boolean" },
-        timeout: { type: "string" },
-      },
-      minPositionals: 1,
-      maxPositionals: 1,
-    });
-    const hostname = positionals[0];
-    const { port, timeoutMs } = clientPortAndTimeout(values, {
-      port: SIMPLE_SERVICE_PORTS.time,
-      timeoutMs: DEFAULT_TIMEOUT_MS,
+      flags: FLAGS,
+      positionals: ["ADDRESS"],
     });
     const date = await queryTime({
-      hostname,
-      port,
+      hostname: positionals[0],
+      port: values.port,
       transport: values.udp ? "udp" : "tcp",
-      timeoutMs,
+      timeoutMs: values.timeout,
     });
     console.log(formatIsoSeconds(date));
   });

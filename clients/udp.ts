@@ -18,8 +18,9 @@
  */
 
 import {
-  clientPortAndTimeout,
-  integerFlag,
+  clientFlags,
+  flag,
+  flagsHelp,
   parseCommandLine,
   requestDatagram,
   runMain,
@@ -78,16 +79,26 @@ export function sendUdpHello(
   });
 }
 
+const FLAGS = {
+  hostname: flag.string("H", "server address", { default: "127.0.0.1" }),
+  ...clientFlags({
+    port: UDP_HELLO_PORT,
+    timeoutMs: 1000,
+    timeoutHelp: "wait S seconds for a reply after each send",
+  }),
+  retries: flag.integer("N", "send again up to N times", {
+    min: 0,
+    max: 100,
+    default: 3,
+  }),
+};
+
 const USAGE = `usage: udp.ts [options] [MESSAGE]
 
 UDP hello client: sends MESSAGE (default "hello") in one datagram and prints
 the reply; sends again when none comes within the timeout.
 
-  --hostname H   server address (default 127.0.0.1)
-  --port P       server port (default ${UDP_HELLO_PORT})
-  --timeout S    wait S seconds for a reply after each send (default 1)
-  --retries N    send again up to N times (default 3)
-  --help         print this help and exit
+${flagsHelp(FLAGS)}
 
 Permissions: --unstable-net --allow-net=0.0.0.0:0,HOST:PORT
 (for an IPv6 server: --allow-net=[::]:0,[HOST]:PORT).`;
@@ -96,26 +107,16 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values, positionals } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: {
-        hostname: { type: "string" },
-        port: { type: "string" },
-        timeout: { type: "string" },
-        retries: { type: "string" },
-      },
-      maxPositionals: 1,
-    });
-    const { port, timeoutMs } = clientPortAndTimeout(values, {
-      port: UDP_HELLO_PORT,
-      timeoutMs: 1000,
+      flags: FLAGS,
+      positionals: ["MESSAGE"],
+      min: 0,
     });
     const reply = await sendUdpHello({
       hostname: values.hostname,
-      port,
+      port: values.port,
       message: positionals[0],
-      timeoutMs,
-      retries: values.retries === undefined
-        ? 3
-        : integerFlag("--retries", values.retries, 0, 100),
+      timeoutMs: values.timeout,
+      retries: values.retries,
       log: stderrLog,
     });
     await writeAll(Deno.stdout, reply);

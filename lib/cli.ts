@@ -1,30 +1,34 @@
 /**
- * The command-line conventions every script keeps: strict flags through
- * `parseArgs` from `node:util`, `--help` on stdout with exit 0, one `error:`
- * line and exit 2 for a usage error, one `error:` line and exit 1 for a
- * runtime failure, never a stack trace for an expected failure.
+ * The command-line conventions every script keeps, over `parseArgs` from
+ * `@std/cli`: each flag's name, type, default and help line live in one
+ * table ({@linkcode FlagTable}), from which the parser, the typed values and
+ * the `--help` lines all come. `--help` (or `-h`) prints the usage on stdout
+ * and exits 0; a usage error is one `error:` line and exit 2; a runtime
+ * failure one `error:` line and exit 1; never a stack trace for an expected
+ * failure.
+ *
+ * The layer is strict where `parseArgs` is lenient, so every script keeps
+ * the same contract: an unknown flag, a missing value, a value given to a
+ * switch (`--udp=1`, `--udp true`), a single-valued flag given twice and a
+ * bad number are all usage errors naming the flag; `--flag=value` and
+ * `--flag value` both work; `--` ends the flags.
  *
  * @module
  */
 
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { AccessList, CidrError } from "./access.ts";
-import { EndpointError } from "./endpoint.ts";
-import { flushStderrLog, stderrLog } from "./log.ts";
-import type { KeepAliveConfig } from "./keepalive.ts";
-import { listeningLine, type Server, type ServerOptions } from "./server.ts";
-import { readTlsFiles } from "./tls.ts";
-import { workerCount, workerInit } from "./workers.ts";
+import { parseArgs } from "@std/cli/parse-args";
+import { writeAll } from "./io.ts";
+import { flushStderrLog } from "./log.ts";
 
 /**
  * The command line is wrong: the script prints `error: MESSAGE` and exits 2.
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { UsageError } from "./cli.ts";
  *
- * const error = new UsageError("missing ADDRESS");
- * if (error.name !== "UsageError") throw new Error("wrong name");
+ * assertEquals(new UsageError("missing HOST").name, "UsageError");
  * ```
  */
 export class UsageError extends Error {
@@ -40,14 +44,14 @@ export class UsageError extends Error {
  *
  * @example
  * ```ts
+ * import { assertThrows } from "@std/assert";
  * import { HelpRequested, parseCommandLine } from "./cli.ts";
  *
- * try {
- *   parseCommandLine(["--help"], { usage: "usage: x", options: {} });
- *   throw new Error("no help");
- * } catch (error) {
- *   if (!(error instanceof HelpRequested) || error.usage !== "usage: x") throw error;
- * }
+ * const error = assertThrows(
+ *   () => parseCommandLine(["-h"], { usage: "usage: x", flags: {} }),
+ *   HelpRequested,
+ * );
+ * if (error.usage !== "usage: x") throw new Error(error.usage);
  * ```
  */
 export class HelpRequested extends Error {
@@ -62,91 +66,39 @@ export class HelpRequested extends Error {
   }
 }
 
-/** What a script's command line accepts. */
-export interface CommandSpec<O extends ParseArgsOptionsConfig> {
-  /** The full `--help` text. */
-  usage: string;
-  /** Flags, as `parseArgs` takes them; `help` is added. */
-  options: O;
-  /** Fewest positional arguments. Default 0. */
-  minPositionals?: number;
-  /** Most positional arguments. Default 0. */
-  maxPositionals?: number;
-}
-
 /**
- * Parses `args` strictly. Throws {@linkcode HelpRequested} for `--help` and
- * {@linkcode UsageError} with a one-line message for anything wrong.
- *
- * @example
- * ```ts
- * import { parseCommandLine } from "./cli.ts";
- *
- * const { values, positionals } = parseCommandLine(["--port", "7", "host"], {
- *   usage: "usage: x [--port P] HOST",
- *   options: { port: { type: "string" } },
- *   minPositionals: 1,
- *   maxPositionals: 1,
- * });
- * if (values.port !== "7" || positionals[0] !== "host") throw new Error("bad parse");
- * ```
+ * One flag of a {@linkcode FlagTable}: what it takes, how its text becomes a
+ * value, its default and its help line. Build one with {@linkcode flag}.
  */
-export function parseCommandLine<O extends ParseArgsOptionsConfig>(
-  args: string[],
-  spec: CommandSpec<O>,
-): {
-  values: ReturnType<typeof parseArgs<{ options: O; strict: true }>>["values"];
-  positionals: string[];
-} {
-  const options = { ...spec.options, help: { type: "boolean" as const } };
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options,
-      strict: true,
-      allowPositionals: true,
-      allowNegative: false,
-    });
-  } catch (error) {
-    throw new UsageError(describeParseError(error as Error));
-  }
-  if ((parsed.values as { help?: boolean }).help) {
-    throw new HelpRequested(spec.usage);
-  }
-  const { positionals } = parsed;
-  const min = spec.minPositionals ?? 0;
-  const max = spec.maxPositionals ?? 0;
-  if (positionals.length > max) {
-    throw new UsageError(
-      `unexpected argument '${positionals[max]}' (see --help)`,
-    );
-  }
-  if (positionals.length < min) {
-    throw new UsageError(`missing argument (see --help)`);
-  }
-  // deno-lint-ignore no-explicit-any
-  return { values: parsed.values as any, positionals };
+export interface Flag<T = unknown, HasDefault extends boolean = boolean> {
+  /** The value's name in the help (`P`, `SECONDS`); absent for a switch. */
+  readonly arg?: string;
+  /** The help text; `\n` starts an indented continuation line. */
+  readonly help: string;
+  /** Turns the text given into the value, or throws {@linkcode UsageError}. */
+  readonly parse: (text: string, name: string) => T;
+  /** Repeatable: the value is the list of every occurrence. */
+  readonly multiple?: boolean;
+  /** The value when the flag is absent. */
+  readonly default?: HasDefault extends true ? T : undefined;
+  /** How the help shows the default (`(default ...)`), if it has one. */
+  readonly shownDefault?: string;
 }
 
-function describeParseError(error: Error): string {
-  const code = (error as { code?: string }).code;
-  const flag = /'(-[^' ]+)/.exec(error.message)?.[1] ?? "";
-  switch (code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return `unknown option '${flag}' (see --help)`;
-    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
-      if (/argument missing/.test(error.message)) {
-        return `option '${flag}' needs a value`;
-      }
-      if (/ambiguous/.test(error.message)) {
-        return `option '${flag}' needs a value (write ${flag}=-X for one starting with '-')`;
-      }
-      return `option '${flag}' takes no value`;
-    default:
-      return error.message.split("\n")[0];
-  }
-}
+/** Flags by name (without the leading `--`). */
+export type FlagTable = Readonly<Record<string, Flag>>;
+
+/** The typed values of a {@linkcode FlagTable}: absent ones are `undefined`. */
+export type FlagValues<F extends FlagTable> = {
+  -readonly [K in keyof F]: F[K] extends Flag<infer T, infer D>
+    ? (D extends true ? T : T | undefined)
+    : never;
+};
+
+/** A non-negative decimal: digits, with an optional fraction. */
+const DECIMAL = /^[0-9]+(\.[0-9]+)?$/;
+/** The longest duration a flag takes: a year. */
+const MAX_SECONDS = 86_400 * 365;
 
 /**
  * Parses an integer flag value in `[min, max]`, or throws
@@ -154,9 +106,11 @@ function describeParseError(error: Error): string {
  *
  * @example
  * ```ts
- * import { integerFlag } from "./cli.ts";
+ * import { assertEquals, assertThrows } from "@std/assert";
+ * import { integerFlag, UsageError } from "./cli.ts";
  *
- * if (integerFlag("--retries", "3", 0, 100) !== 3) throw new Error("bad value");
+ * assertEquals(integerFlag("--retries", "3", 0, 100), 3);
+ * assertThrows(() => integerFlag("--retries", "1e3", 0, 100), UsageError, "--retries");
  * ```
  */
 export function integerFlag(
@@ -174,77 +128,398 @@ export function integerFlag(
 }
 
 /**
- * Parses a duration in seconds (fractions allowed, as `0.25`) into
- * milliseconds, or throws {@linkcode UsageError} naming the flag.
+ * Parses a duration in seconds (fractions allowed, as `0.25`) into whole
+ * milliseconds, or throws {@linkcode UsageError} naming the flag. A positive
+ * value below half a millisecond rounds up to 1 ms, never down to 0 (which
+ * flags read as "off"); every duration flag goes through here.
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { secondsFlag } from "./cli.ts";
  *
- * if (secondsFlag("--timeout", "1.5") !== 1500) throw new Error("bad value");
+ * assertEquals(secondsFlag("--timeout", "1.5"), 1500);
+ * assertEquals(secondsFlag("--timeout", "0.0004"), 1);
+ * assertEquals(secondsFlag("--timeout", "0"), 0);
  * ```
  */
 export function secondsFlag(name: string, text: string): number {
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || Number(text) > 86_400 * 365) {
+  if (!DECIMAL.test(text) || Number(text) > MAX_SECONDS) {
     throw new UsageError(
       `invalid value '${text}' for ${name}: expected a number of seconds`,
     );
   }
-  return Math.round(Number(text) * 1000);
+  const seconds = Number(text);
+  return seconds > 0 ? Math.max(1, Math.round(seconds * 1000)) : 0;
+}
+
+function stringValue(text: string, name: string): string {
+  if (text === "" || text.includes("\0")) {
+    throw new UsageError(`invalid value '${text}' for ${name}: it is empty`);
+  }
+  return text;
+}
+
+function defaultOf<T>(value: T | undefined, shown?: string) {
+  return {
+    ...(value === undefined ? {} : { default: value }),
+    ...(shown === undefined && value === undefined
+      ? {}
+      : { shownDefault: shown ?? String(value) }),
+  };
+}
+
+/** The builders in {@linkcode flag}. */
+export interface FlagBuilders {
+  /** A switch: `true` when given, else `false`. */
+  boolean(help: string): Flag<boolean, true>;
+  /** A string (never empty). */
+  string<D extends string | undefined = undefined>(
+    arg: string,
+    help: string,
+    options?: { default?: D; shown?: string },
+  ): Flag<string, undefined extends D ? false : true>;
+  /** A repeatable string: every occurrence, in order. */
+  list(arg: string, help: string): Flag<string[], false>;
+  /** A whole number in `[min, max]`. */
+  integer<D extends number | undefined = undefined>(
+    arg: string,
+    help: string,
+    options: { min: number; max: number; default?: D; shown?: string },
+  ): Flag<number, undefined extends D ? false : true>;
+  /** A duration given in seconds, as milliseconds ({@linkcode secondsFlag}). */
+  seconds<D extends number | undefined = undefined>(
+    arg: string,
+    help: string,
+    options?: { default?: D; shown?: string },
+  ): Flag<number, undefined extends D ? false : true>;
+  /** Any value `parse` turns the text into. */
+  custom<T, D extends T | undefined = undefined>(
+    arg: string,
+    help: string,
+    parse: (text: string, name: string) => T,
+    options?: { default?: D; shown?: string },
+  ): Flag<T, undefined extends D ? false : true>;
 }
 
 /**
- * Parses a keepalive flag value: `on` (keepalive with the system's timing),
- * `off` (`undefined`), or `IDLE[,INTERVAL[,COUNT]]` (whole seconds, then a
- * number of probes; an absent part keeps the system's value). Throws
- * {@linkcode UsageError} naming the flag.
+ * Builders for {@linkcode Flag}s. A string flag refuses an empty value; a
+ * number flag its range; a duration is given in seconds and held in
+ * milliseconds. `shown` overrides how the help prints the default (a default
+ * that another layer applies is shown with `shown` alone).
  *
  * @example
  * ```ts
- * import { keepAliveFlag } from "./cli.ts";
+ * import { assertEquals } from "@std/assert";
+ * import { flag, parseCommandLine } from "./cli.ts";
  *
- * const config = keepAliveFlag("--keepalive", "1,1,3");
- * if (config?.idle !== 1 || config.interval !== 1 || config.count !== 3) {
- *   throw new Error(JSON.stringify(config));
- * }
- * if (keepAliveFlag("--keepalive", "off") !== undefined) throw new Error("on");
+ * const FLAGS = {
+ *   port: flag.integer("P", "port", { min: 1, max: 65535, default: 13 }),
+ *   timeout: flag.seconds("S", "give up after S seconds", { default: 10_000 }),
+ *   verbose: flag.boolean("say more"),
+ *   header: flag.list("H", "add a header (repeatable)"),
+ * };
+ * const { values } = parseCommandLine(["--timeout=0.5", "--header", "a", "--header", "b"], {
+ *   usage: "",
+ *   flags: FLAGS,
+ * });
+ * assertEquals(values, { port: 13, timeout: 500, verbose: false, header: ["a", "b"] });
  * ```
  */
-export function keepAliveFlag(
-  name: string,
-  text: string,
-): KeepAliveConfig | undefined {
-  if (text === "off") return undefined;
-  if (text === "on") return {};
-  const parts = text.split(",");
-  if (parts.length > 3 || parts.some((part) => part === "")) {
-    throw new UsageError(
-      `invalid value '${text}' for ${name}: expected on, off or IDLE[,INTERVAL[,COUNT]]`,
+export const flag: FlagBuilders = {
+  /** A switch: `true` when given, else `false`. */
+  boolean(help: string): Flag<boolean, true> {
+    return { help, parse: () => true, default: false };
+  },
+  /** A string (never empty). */
+  string<D extends string | undefined = undefined>(
+    arg: string,
+    help: string,
+    options: { default?: D; shown?: string } = {},
+  ): Flag<string, undefined extends D ? false : true> {
+    return {
+      arg,
+      help,
+      parse: stringValue,
+      ...defaultOf(options.default, options.shown),
+    } as Flag<string, undefined extends D ? false : true>;
+  },
+  /** A repeatable string: every occurrence, in order. */
+  list(arg: string, help: string): Flag<string[], false> {
+    return { arg, help, multiple: true, parse: (t, n) => [stringValue(t, n)] };
+  },
+  /** A whole number in `[min, max]`. */
+  integer<D extends number | undefined = undefined>(
+    arg: string,
+    help: string,
+    options: { min: number; max: number; default?: D; shown?: string },
+  ): Flag<number, undefined extends D ? false : true> {
+    return {
+      arg,
+      help,
+      parse: (text, name) => integerFlag(name, text, options.min, options.max),
+      ...defaultOf(options.default, options.shown),
+    } as Flag<number, undefined extends D ? false : true>;
+  },
+  /** A duration given in seconds, as milliseconds ({@linkcode secondsFlag}). */
+  seconds<D extends number | undefined = undefined>(
+    arg: string,
+    help: string,
+    options: { default?: D; shown?: string } = {},
+  ): Flag<number, undefined extends D ? false : true> {
+    return {
+      arg,
+      help,
+      parse: (text, name) => secondsFlag(name, text),
+      ...defaultOf(
+        options.default,
+        options.shown ??
+          (options.default === undefined
+            ? undefined
+            : String(options.default / 1000)),
+      ),
+    } as Flag<number, undefined extends D ? false : true>;
+  },
+  /** Any value `parse` turns the text into. */
+  custom<T, D extends T | undefined = undefined>(
+    arg: string,
+    help: string,
+    parse: (text: string, name: string) => T,
+    options: { default?: D; shown?: string } = {},
+  ): Flag<T, undefined extends D ? false : true> {
+    return {
+      arg,
+      help,
+      parse,
+      ...defaultOf(options.default, options.shown),
+    } as Flag<T, undefined extends D ? false : true>;
+  },
+};
+
+/**
+ * The flags of `table` named in `names`, in that order, for a script that
+ * takes only those; an unknown flag is then a usage error and the help
+ * shows only these.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { flag, pickFlags } from "./cli.ts";
+ *
+ * const table = { a: flag.boolean("a"), b: flag.boolean("b"), c: flag.boolean("c") };
+ * assertEquals(Object.keys(pickFlags(table, "c", "a")), ["c", "a"]);
+ * ```
+ */
+export function pickFlags<F extends FlagTable, K extends keyof F>(
+  table: F,
+  ...names: K[]
+): Pick<F, K> {
+  const picked: Partial<Pick<F, K>> = {};
+  for (const name of names) picked[name] = table[name];
+  return picked as Pick<F, K>;
+}
+
+/** Where the help text starts: `  --max-connections N    most ...`. */
+const HELP_COLUMN = 25;
+
+/**
+ * The `--help` lines of `flags`, one or more each, aligned, then the line
+ * for `--help` itself; a default shows as `(default X)` where the help says
+ * `{default}`, else at its end.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { flag, flagsHelp } from "./cli.ts";
+ *
+ * const help = flagsHelp({ port: flag.integer("P", "port", { min: 0, max: 9, default: 7 }) });
+ * assertEquals(help.split("\n")[0], "  --port P               port (default 7)");
+ * ```
+ */
+export function flagsHelp(flags: FlagTable): string {
+  const lines: string[] = [];
+  for (const [name, spec] of Object.entries(flags)) {
+    const head = `  --${name}${spec.arg ? ` ${spec.arg}` : ""}`;
+    let text = spec.help;
+    if (spec.shownDefault !== undefined) {
+      const shown = `(default ${spec.shownDefault})`;
+      text = text.includes("{default}")
+        ? text.replace("{default}", shown)
+        : `${text} ${shown}`;
+    }
+    const [first, ...rest] = text.split("\n");
+    lines.push(
+      head.length < HELP_COLUMN
+        ? head.padEnd(HELP_COLUMN) + first
+        : `${head}  ${first}`,
+      ...rest.map((line) => " ".repeat(HELP_COLUMN) + line),
     );
   }
-  const [idle, interval, count] = parts;
-  const config: KeepAliveConfig = {
-    idle: integerFlag(`${name} idle`, idle, 1, 32767),
-  };
-  if (interval !== undefined) {
-    config.interval = integerFlag(`${name} interval`, interval, 1, 32767);
+  lines.push("  -h, --help".padEnd(HELP_COLUMN) + "print this help and exit");
+  return lines.join("\n");
+}
+
+/** What a script's command line accepts. */
+export interface CommandSpec<F extends FlagTable> {
+  /** The full `--help` text (build its flag lines with {@linkcode flagsHelp}). */
+  usage: string;
+  /** The flags; `--help` and `-h` are added. */
+  flags: F;
+  /**
+   * The positional arguments' names, for messages (`missing HOST`); the
+   * first `min` are required. Default none.
+   */
+  positionals?: readonly string[];
+  /** Fewest positional arguments. Default: all of `positionals`. */
+  min?: number;
+  /** Most positional arguments. Default: `positionals.length`. */
+  max?: number;
+}
+
+/**
+ * Parses `args` strictly against `spec.flags`: `parseArgs` from
+ * `@std/cli` does the parsing, after one pass that keeps the contract
+ * (see the module doc). Throws {@linkcode HelpRequested} for `--help` or
+ * `-h` and {@linkcode UsageError} with a one-line message for anything wrong.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals, assertThrows } from "@std/assert";
+ * import { flag, parseCommandLine, UsageError } from "./cli.ts";
+ *
+ * const spec = {
+ *   usage: "usage: x [--port P] HOST",
+ *   flags: { port: flag.integer("P", "port", { min: 1, max: 65535 }) },
+ *   positionals: ["HOST"],
+ * };
+ * const { values, positionals } = parseCommandLine(["--port", "7", "host"], spec);
+ * assertEquals([values.port, positionals], [7, ["host"]]);
+ * assertThrows(() => parseCommandLine(["--port", "7"], spec), UsageError, "missing argument HOST");
+ * assertThrows(
+ *   () => parseCommandLine(["--port", "7", "--port", "8", "h"], spec),
+ *   UsageError,
+ *   "given twice",
+ * );
+ * ```
+ */
+export function parseCommandLine<F extends FlagTable>(
+  args: readonly string[],
+  spec: CommandSpec<F>,
+): { values: FlagValues<F>; positionals: string[] } {
+  const flags = spec.flags;
+  const { tokens, positionals } = checkTokens(args, flags, spec.usage);
+  const names = Object.keys(flags);
+  const parsed = parseArgs(tokens, {
+    string: names.filter((name) => flags[name].arg !== undefined),
+    boolean: names.filter((name) => flags[name].arg === undefined),
+    collect: names,
+  });
+  const values: Record<string, unknown> = {};
+  for (const name of names) {
+    const spec = flags[name];
+    const given = parsed[name] as (string | boolean)[] | undefined;
+    if (given === undefined || given.length === 0) {
+      values[name] = spec.default;
+    } else if (spec.multiple) {
+      values[name] = given.flatMap((text) =>
+        spec.parse(String(text), `--${name}`) as unknown[]
+      );
+    } else if (given.length > 1) {
+      throw new UsageError(
+        `option '--${name}' given twice (it takes one value)`,
+      );
+    } else {
+      values[name] = spec.parse(String(given[0]), `--${name}`);
+    }
   }
-  if (count !== undefined) {
-    config.count = integerFlag(`${name} count`, count, 1, 127);
+  const named = spec.positionals ?? [];
+  const max = spec.max ?? named.length;
+  const min = spec.min ?? named.length;
+  if (positionals.length > max) {
+    throw new UsageError(
+      `unexpected argument '${positionals[max]}' (see --help)`,
+    );
   }
-  return config;
+  if (positionals.length < min) {
+    const missing = named[positionals.length] ?? "";
+    throw new UsageError(
+      `missing argument${missing ? ` ${missing}` : ""} (see --help)`,
+    );
+  }
+  return { values: values as FlagValues<F>, positionals };
+}
+
+/**
+ * Checks every token before `--` and sorts them: flags in the one form
+ * `parseArgs` reads as we do (`--name=value` for a value, `--name` for a
+ * switch), positionals as given (`parseArgs` would turn `1e3` into `1000`).
+ */
+function checkTokens(
+  args: readonly string[],
+  flags: FlagTable,
+  usage: string,
+): { tokens: string[]; positionals: string[] } {
+  const tokens: string[] = [];
+  const positionals: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") {
+      positionals.push(...args.slice(i + 1));
+      break;
+    }
+    if (arg === "--help" || arg === "-h") throw new HelpRequested(usage);
+    if (!arg.startsWith("-") || arg === "-") {
+      positionals.push(arg);
+      continue;
+    }
+    const match = /^--([^=]+)(=(.*))?$/s.exec(arg);
+    const name = match?.[1];
+    const spec = name !== undefined && Object.hasOwn(flags, name)
+      ? flags[name]
+      : undefined;
+    if (spec === undefined) {
+      throw new UsageError(
+        `unknown option '${arg.split("=")[0]}' (see --help)`,
+      );
+    }
+    const inline = match?.[3];
+    if (spec.arg === undefined) {
+      if (inline !== undefined) {
+        throw new UsageError(`option '--${name}' takes no value`);
+      }
+      tokens.push(`--${name}`);
+      continue;
+    }
+    if (inline !== undefined) {
+      tokens.push(`--${name}=${inline}`);
+      continue;
+    }
+    const next = args[i + 1];
+    if (next === undefined) {
+      throw new UsageError(`option '--${name}' needs a value`);
+    }
+    if (next.startsWith("-") && next !== "-") {
+      throw new UsageError(
+        `option '--${name}' needs a value (write --${name}=-X for one starting with '-')`,
+      );
+    }
+    tokens.push(`--${name}=${next}`);
+    i++;
+  }
+  return { tokens, positionals };
 }
 
 /**
  * Turns an expected failure into the one line a user sees (without the
- * `error: ` prefix): what happened and, where it helps, what to do.
+ * `error: ` prefix): its first line.
  *
  * @example
  * ```ts
+ * import { assertStringIncludes } from "@std/assert";
  * import { describeError } from "./cli.ts";
  *
  * const line = describeError(new Deno.errors.ConnectionRefused("refused"));
- * if (!line.includes("refused")) throw new Error(line);
+ * assertStringIncludes(line, "refused");
  * ```
  */
 export function describeError(error: unknown): string {
@@ -256,8 +531,8 @@ export function describeError(error: unknown): string {
 /**
  * Runs a script's body and turns its outcome into an exit code: the number
  * it returns (default 0); {@linkcode HelpRequested} prints usage and exits
- * 0; {@linkcode UsageError} or a bad endpoint prints `error: ...` and exits
- * 2; any other failure prints `error: ...` and exits 1.
+ * 0; {@linkcode UsageError} prints `error: ...` and exits 2; any other
+ * failure prints `error: ...` and exits 1.
  *
  * @example
  * ```ts ignore
@@ -277,425 +552,69 @@ export async function runMain(
   } catch (error) {
     flushStderrLog();
     if (error instanceof HelpRequested) {
-      await writeText(Deno.stdout, error.usage.trimEnd() + "\n");
+      await writeAll(
+        Deno.stdout,
+        new TextEncoder().encode(error.usage.trimEnd() + "\n"),
+      );
       Deno.exit(0);
     }
-    const usage = error instanceof UsageError ||
-      error instanceof EndpointError;
     console.error(`error: ${describeError(error)}`);
-    Deno.exit(usage ? 2 : 1);
+    Deno.exit(error instanceof UsageError ? 2 : 1);
   }
   flushStderrLog();
   Deno.exit(code);
 }
 
-async function writeText(
-  file: { write(p: Uint8Array): Promise<number> },
-  text: string,
-): Promise<void> {
-  const bytes = new TextEncoder().encode(text);
-  for (let offset = 0; offset < bytes.byteLength;) {
-    offset += await file.write(bytes.subarray(offset));
-  }
-}
-
 /**
- * Runs servers as a script does: waits until all are bound, logs one
- * `listening on` line each (labelled when there are several), shuts all
- * down gracefully on SIGINT or SIGTERM, and resolves once all are
- * finished.
+ * The flags most clients share: `--port P` (1 to 65535) and
+ * `--timeout SECONDS` (held in milliseconds), with the client's own
+ * defaults. A zero timeout is refused unless `zeroTimeout` says what 0
+ * means (e.g. "wait forever").
  *
  * @example
- * ```ts ignore
- * import { runServers } from "./cli.ts";
- * import { serveEcho } from "../servers/echo.ts";
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { clientFlags, parseCommandLine } from "./cli.ts";
  *
- * await runServers([{ server: serveEcho({ port: 0 }) }]);
+ * const flags = clientFlags({ port: 13, timeoutMs: 10_000 });
+ * const { values } = parseCommandLine(["--timeout", "2"], { usage: "", flags });
+ * assertEquals(values, { port: 13, timeout: 2000 });
  * ```
  */
-export async function runServers(
-  servers: { server: Server; label?: string }[],
-  log: (line: string) => void = stderrLog,
-): Promise<void> {
-  const stop = () => {
-    for (const { server } of servers) server.shutdown();
+export function clientFlags(defaults: {
+  port: number;
+  timeoutMs: number;
+  /** What `--timeout 0` means; absent, 0 is refused. */
+  zeroTimeout?: string;
+  /** The help of `--timeout`, if not the usual. */
+  timeoutHelp?: string;
+}): { port: Flag<number, true>; timeout: Flag<number, true> } {
+  const timeoutHelp = defaults.timeoutHelp ??
+    "give up when connecting or waiting for data takes\nlonger than S seconds";
+  return {
+    port: flag.integer("P", "port", {
+      min: 1,
+      max: 65535,
+      default: defaults.port,
+    }),
+    timeout: flag.custom(
+      "S",
+      timeoutHelp,
+      (text, name) => {
+        const ms = secondsFlag(name, text);
+        if (ms === 0 && defaults.zeroTimeout === undefined) {
+          throw new UsageError(`${name} must be more than 0 seconds`);
+        }
+        return ms;
+      },
+      {
+        default: defaults.timeoutMs,
+        shown: `${defaults.timeoutMs / 1000}${
+          defaults.zeroTimeout === undefined
+            ? ""
+            : `; 0: ${defaults.zeroTimeout}`
+        }`,
+      },
+    ),
   };
-  try {
-    await Promise.all(servers.map(({ server }) => server.ready));
-  } catch (error) {
-    stop();
-    throw error;
-  }
-  if (workerInit) {
-    // A worker of a `--workers` group: the main thread logs and handles
-    // signals; shutdown comes as a message (lib/workers.ts).
-    await Promise.all(servers.map(({ server }) => server.finished));
-    return;
-  }
-  const labelled = servers.length > 1;
-  for (const { server, label } of servers) {
-    log(listeningLine(server.addr, labelled ? label : undefined));
-  }
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  for (const signal of signals) Deno.addSignalListener(signal, stop);
-  try {
-    await Promise.all(servers.map(({ server }) => server.finished));
-  } finally {
-    for (const signal of signals) Deno.removeSignalListener(signal, stop);
-  }
-}
-
-/**
- * The flags every server takes, for {@linkcode parseCommandLine}; spread
- * them into a script's own options. {@linkcode serverOptionsFromFlags} turns
- * the parsed values into {@linkcode ServerOptions}.
- *
- * @example
- * ```ts
- * import { parseCommandLine, SERVER_FLAGS, serverOptionsFromFlags } from "./cli.ts";
- *
- * const { values } = parseCommandLine(["--port", "0", "--udp"], {
- *   usage: "",
- *   options: { ...SERVER_FLAGS },
- * });
- * const options = serverOptionsFromFlags(values);
- * if (options.transport !== "udp" || options.port !== 0) throw new Error("bad options");
- * ```
- */
-export const SERVER_FLAGS = {
-  hostname: { type: "string" },
-  port: { type: "string" },
-  udp: { type: "boolean" },
-  unix: { type: "string" },
-  unixpacket: { type: "string" },
-  mode: { type: "string" },
-  "max-connections": { type: "string" },
-  "idle-timeout": { type: "string" },
-  grace: { type: "string" },
-  "allow-low-ports": { type: "boolean" },
-  "udp-rate": { type: "string" },
-  allow: { type: "string", multiple: true },
-  deny: { type: "string", multiple: true },
-  tls: { type: "boolean" },
-  cert: { type: "string" },
-  key: { type: "string" },
-  keepalive: { type: "string" },
-  workers: { type: "string" },
-} as const;
-
-/** Parsed values of {@linkcode SERVER_FLAGS}. */
-export interface ServerFlagValues {
-  /** `--hostname H` */
-  hostname?: string;
-  /** `--port P` */
-  port?: string;
-  /** `--udp` */
-  udp?: boolean;
-  /** `--unix PATH` */
-  unix?: string;
-  /** `--unixpacket PATH` */
-  unixpacket?: string;
-  /** `--mode OCTAL` (socket file mode for `--unix`, `--unixpacket`) */
-  mode?: string;
-  /** `--max-connections N` */
-  "max-connections"?: string;
-  /** `--idle-timeout SECONDS` */
-  "idle-timeout"?: string;
-  /** `--grace SECONDS` */
-  grace?: string;
-  /** `--allow-low-ports` */
-  "allow-low-ports"?: boolean;
-  /** `--udp-rate N` */
-  "udp-rate"?: string;
-  /** `--allow CIDR`, repeatable */
-  allow?: string[];
-  /** `--deny CIDR`, repeatable */
-  deny?: string[];
-  /** `--tls` */
-  tls?: boolean;
-  /** `--cert FILE` */
-  cert?: string;
-  /** `--key FILE` */
-  key?: string;
-  /** `--keepalive on|off|IDLE[,INTERVAL[,COUNT]]` */
-  keepalive?: string;
-  /** `--workers N|auto` */
-  workers?: string;
-}
-
-/**
- * The `--help` lines for {@linkcode SERVER_FLAGS}, with `defaultPort` and
- * `defaultHostname` filled in.
- *
- * @example
- * ```ts
- * import { serverFlagsHelp } from "./cli.ts";
- *
- * if (!serverFlagsHelp(7).includes("--port P")) throw new Error("no --port");
- * ```
- */
-export function serverFlagsHelp(
-  defaultPort: number,
-  defaultHostname = "0.0.0.0",
-): string {
-  return `  --hostname H           address to bind (default ${defaultHostname}; :: for IPv6)
-  --port P               port (default ${defaultPort}; 0 picks a free one)
-  --udp                  serve UDP instead of TCP (needs --unstable-net)
-  --unix PATH            serve a Unix stream socket at PATH
-  --unixpacket PATH      serve a Unix datagram socket at PATH (needs --unstable-net)
-  --mode OCTAL           --unix/--unixpacket: socket file mode (default 0600: owner only)
-  --max-connections N    most clients at once; more are closed at once (default 4096)
-  --idle-timeout S       close a connection idle for S seconds (default 0: never)
-  --grace S              on SIGINT/SIGTERM, wait up to S seconds for clients (default
-                         10), then close the rest
-  --allow-low-ports      UDP: answer source ports below 1024 (off: loop protection)
-  --udp-rate N           UDP: replies per second to one source (default 100; 0: no limit)
-  --allow CIDR           serve only peers in CIDR (repeatable; 10.0.0.0/8, ::1, fd00::/8);
-                         an IPv4-mapped IPv6 peer matches IPv4 blocks
-  --deny CIDR            refuse peers in CIDR (repeatable; checked before --allow)
-  --tls                  TCP: serve TLS, with --cert and --key
-  --cert FILE            TLS: PEM certificate chain (needs --allow-read=FILE)
-  --key FILE             TLS: PEM private key (needs --allow-read=FILE)
-  --keepalive K          TCP keepalive: on (system timing), or IDLE[,INTERVAL[,COUNT]]
-                         in seconds and probes, e.g. 60,10,5 (needs --allow-ffi); a peer
-                         that stops answering is logged dead and closed (default off)
-  --workers N            TCP: serve on N threads sharing the port (SO_REUSEPORT, Linux);
-                         auto: one per CPU (needs --allow-read=SCRIPT; default 1)
-  --help                 print this help and exit`;
-}
-
-/**
- * Some of {@linkcode SERVER_FLAGS}, for a server that takes only those (a
- * TCP-only server has no `--udp`); an unknown flag is then a usage error.
- *
- * @example
- * ```ts
- * import { pickServerFlags } from "./cli.ts";
- *
- * const flags = pickServerFlags("hostname", "port");
- * if (Object.keys(flags).join() !== "hostname,port") throw new Error("wrong flags");
- * ```
- */
-export function pickServerFlags<K extends keyof typeof SERVER_FLAGS>(
-  ...names: K[]
-): Pick<typeof SERVER_FLAGS, K> {
-  const picked: Partial<Pick<typeof SERVER_FLAGS, K>> = {};
-  for (const name of names) picked[name] = SERVER_FLAGS[name];
-  return picked as Pick<typeof SERVER_FLAGS, K>;
-}
-
-/**
- * The lines of {@linkcode serverFlagsHelp} for the flags in `names` only
- * (and `--help`), for a server built with {@linkcode pickServerFlags}.
- *
- * @example
- * ```ts
- * import { serverFlagsHelpFor } from "./cli.ts";
- *
- * const help = serverFlagsHelpFor(["port"], 3500);
- * if (!help.includes("--port P") || help.includes("--udp")) throw new Error(help);
- * ```
- */
-export function serverFlagsHelpFor(
-  names: readonly string[],
-  defaultPort: number,
-  defaultHostname = "0.0.0.0",
-): string {
-  const wanted = new Set([...names, "help"]);
-  let keep = false;
-  return serverFlagsHelp(defaultPort, defaultHostname).split("\n").filter(
-    (line) => {
-      const flag = /^ {2}--([a-z-]+)/.exec(line);
-      if (flag) keep = wanted.has(flag[1]);
-      return keep;
-    },
-  ).join("\n");
-}
-
-/**
- * Turns parsed {@linkcode SERVER_FLAGS} into {@linkcode ServerOptions};
- * throws {@linkcode UsageError} naming a bad value or a clash of transports.
- * With `--tls` it reads the `--cert` and `--key` files (a missing or
- * unreadable one throws `TlsFileError`: a runtime failure, exit 1).
- * `--allow`/`--deny` are refused with `--unix`/`--unixpacket`: a Unix peer
- * has no address to match.
- *
- * @example
- * ```ts
- * import { serverOptionsFromFlags } from "./cli.ts";
- *
- * const options = serverOptionsFromFlags({ unix: "/tmp/echo.sock", "idle-timeout": "30" });
- * if (options.transport !== "unix" || options.idleTimeoutMs !== 30000) {
- *   throw new Error("bad options");
- * }
- * ```
- */
-export function serverOptionsFromFlags(
-  values: ServerFlagValues,
-): ServerOptions {
-  const transports = [
-    values.udp && "--udp",
-    values.unix !== undefined && "--unix",
-    values.unixpacket !== undefined && "--unixpacket",
-  ].filter(Boolean);
-  if (transports.length > 1) {
-    throw new UsageError(`${transports.join(" and ")} cannot be used together`);
-  }
-  const options: ServerOptions = { transport: "tcp" };
-  if (values.udp) options.transport = "udp";
-  for (const kind of ["unix", "unixpacket"] as const) {
-    const path = values[kind];
-    if (path === undefined) continue;
-    if (path === "" || path.includes("\0")) {
-      throw new UsageError(`invalid socket path '${path}' for --${kind}`);
-    }
-    if (values.hostname !== undefined || values.port !== undefined) {
-      throw new UsageError(`--${kind} takes no --hostname or --port`);
-    }
-    options.transport = kind;
-    options.path = path;
-  }
-  if (values.mode !== undefined) {
-    if (options.path === undefined) {
-      throw new UsageError(`--mode needs --unix or --unixpacket`);
-    }
-    if (!/^0?[0-7]{3}$/.test(values.mode)) {
-      throw new UsageError(
-        `invalid value '${values.mode}' for --mode: expected octal permission bits such as 0600 or 0660`,
-      );
-    }
-    options.mode = parseInt(values.mode, 8);
-  }
-  if (values.hostname !== undefined) {
-    if (values.hostname === "" || /[\s\/\[\]]/.test(values.hostname)) {
-      throw new UsageError(`invalid value '${values.hostname}' for --hostname`);
-    }
-    options.hostname = values.hostname;
-  }
-  if (values.port !== undefined) {
-    options.port = integerFlag("--port", values.port, 0, 65535);
-  }
-  if (values["max-connections"] !== undefined) {
-    options.maxConnections = integerFlag(
-      "--max-connections",
-      values["max-connections"],
-      1,
-      1_000_000,
-    );
-  }
-  if (values["idle-timeout"] !== undefined) {
-    options.idleTimeoutMs = secondsFlag(
-      "--idle-timeout",
-      values["idle-timeout"],
-    );
-  }
-  if (values.grace !== undefined) {
-    options.gracePeriodMs = secondsFlag("--grace", values.grace);
-  }
-  if (values.keepalive !== undefined) {
-    if (options.transport !== "tcp") {
-      throw new UsageError("--keepalive applies to TCP only");
-    }
-    const keepAlive = keepAliveFlag("--keepalive", values.keepalive);
-    if (keepAlive) options.keepAlive = keepAlive;
-  }
-  if (values.workers !== undefined) {
-    if (options.transport !== "tcp") {
-      throw new UsageError("--workers applies to TCP only");
-    }
-    try {
-      options.workers = workerCount(values.workers);
-    } catch (error) {
-      throw new UsageError((error as Error).message);
-    }
-  }
-  if (values["allow-low-ports"]) options.allowLowPorts = true;
-  if (values["udp-rate"] !== undefined) {
-    options.udpRatePerSecond = integerFlag(
-      "--udp-rate",
-      values["udp-rate"],
-      0,
-      1_000_000,
-    );
-  }
-  accessFromFlags(values, options);
-  tlsFromFlags(values, options);
-  return options;
-}
-
-function accessFromFlags(values: ServerFlagValues, options: ServerOptions) {
-  const allow = values.allow ?? [];
-  const deny = values.deny ?? [];
-  if (allow.length === 0 && deny.length === 0) return;
-  if (options.transport === "unix" || options.transport === "unixpacket") {
-    throw new UsageError(
-      `--allow and --deny match IP addresses; a --${options.transport} peer has none (use the socket file's permissions)`,
-    );
-  }
-  for (const [flag, list] of [["--allow", allow], ["--deny", deny]] as const) {
-    for (const text of list) {
-      try {
-        new AccessList({ allow: [text] });
-      } catch (error) {
-        if (!(error instanceof CidrError)) throw error;
-        throw new UsageError(
-          `invalid value '${text}' for ${flag}: ${error.reason}`,
-        );
-      }
-    }
-  }
-  options.access = new AccessList({ allow, deny });
-}
-
-function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
-  if (!values.tls) {
-    for (const flag of ["cert", "key"] as const) {
-      if (values[flag] !== undefined) {
-        throw new UsageError(`--${flag} needs --tls`);
-      }
-    }
-    return;
-  }
-  if (options.transport !== "tcp") {
-    throw new UsageError(
-      `--tls cannot be used with --${options.transport}: TLS is served over TCP only`,
-    );
-  }
-  if (!values.cert || !values.key) {
-    throw new UsageError("--tls needs --cert FILE and --key FILE");
-  }
-  options.tls = readTlsFiles(values.cert, values.key);
-}
-
-/**
- * The common client flags `--port P` (1 to 65535) and `--timeout SECONDS`,
- * with the client's own defaults for what is absent; throws
- * {@linkcode UsageError} naming a bad value (and a zero timeout, unless
- * `zeroTimeout` says 0 means "wait forever").
- *
- * @example
- * ```ts
- * import { clientPortAndTimeout } from "./cli.ts";
- *
- * const { port, timeoutMs } = clientPortAndTimeout({ timeout: "2" }, {
- *   port: 13,
- *   timeoutMs: 10_000,
- * });
- * if (port !== 13 || timeoutMs !== 2000) throw new Error("bad values");
- * ```
- */
-export function clientPortAndTimeout(
-  values: { port?: string; timeout?: string },
-  defaults: { port: number; timeoutMs: number; zeroTimeout?: boolean },
-): { port: number; timeoutMs: number } {
-  const port = values.port === undefined
-    ? defaults.port
-    : integerFlag("--port", values.port, 1, 65535);
-  const timeoutMs = values.timeout === undefined
-    ? defaults.timeoutMs
-    : secondsFlag("--timeout", values.timeout);
-  if (timeoutMs === 0 && !defaults.zeroTimeout) {
-    throw new UsageError("--timeout must be more than 0 seconds");
-  }
-  return { port, timeoutMs };
 }

@@ -175,17 +175,29 @@ function openLibC(what = "tuning keepalive"): LibC {
   );
 }
 
-const LIMITS = {
-  idle: [1, 32767],
-  interval: [1, 32767],
-  count: [1, 127],
+/**
+ * The range the kernel takes for each keepalive setting (Linux:
+ * `TCP_KEEPIDLE`, `TCP_KEEPINTVL` in seconds, `TCP_KEEPCNT` probes).
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { KEEPALIVE_LIMITS } from "./keepalive.ts";
+ *
+ * assertEquals(KEEPALIVE_LIMITS.count, { min: 1, max: 127 });
+ * ```
+ */
+export const KEEPALIVE_LIMITS = {
+  idle: { min: 1, max: 32767 },
+  interval: { min: 1, max: 32767 },
+  count: { min: 1, max: 127 },
 } as const;
 
 function checkConfig(config: KeepAliveConfig): void {
   for (const key of ["idle", "interval", "count"] as const) {
     const value = config[key];
     if (value === undefined) continue;
-    const [min, max] = LIMITS[key];
+    const { min, max } = KEEPALIVE_LIMITS[key];
     if (!Number.isInteger(value) || value < min || value > max) {
       throw new KeepAliveError(
         "invalid",

@@ -157,10 +157,13 @@ export interface Service {
   datagram?: DatagramHandler;
 }
 
-const DEFAULT_MAX_CONNECTIONS = 4096;
-const DEFAULT_GRACE_MS = 10_000;
+/** Most clients at once unless `maxConnections` says otherwise. */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
+/** Grace period on shutdown unless `gracePeriodMs` says otherwise. */
+export const DEFAULT_GRACE_MS = 10_000;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
-const DEFAULT_UDP_RATE = 100;
+/** UDP replies a second to one source unless `udpRatePerSecond` says otherwise. */
+export const DEFAULT_UDP_RATE = 100;
 /** How long handlers get to return once shutdown closed their connections. */
 const HANDLER_STOP_MS = 1000;
 const ACCEPT_BACKOFF_MIN_MS = 5;

@@ -24,16 +24,17 @@
 
 import {
   combineServers,
+  flagsHelp,
   ListenError,
   type Log,
   parseCommandLine,
   parseIPv4,
-  pickServerFlags,
+  pickFlags,
   runMain,
   runServers,
   serve,
   type Server,
-  serverFlagsHelpFor,
+  serverFlags,
   type ServerOptions,
   serverOptionsFromFlags,
   type Service,
@@ -189,18 +190,21 @@ function group(
   };
 }
 
-const FLAGS = [
-  "hostname",
-  "port",
-  "max-connections",
-  "idle-timeout",
-  "grace",
-  "allow",
-  "deny",
-  "tls",
-  "cert",
-  "key",
-] as const;
+const FLAGS = {
+  ...pickFlags(
+    serverFlags({ port: ACCEPT_PORT, hostname: ":: and 0.0.0.0" }),
+    "hostname",
+    "port",
+    "max-connections",
+    "idle-timeout",
+    "grace",
+    "allow",
+    "deny",
+    "tls",
+    "cert",
+    "key",
+  ),
+};
 
 const USAGE = `usage: accept.ts [options]
 
@@ -208,12 +212,7 @@ Accept server: listens on all IPv4 and IPv6 addresses, prints "IPv4 client
 A.B.C.D" or "IPv6 client ADDRESS" for each client, sends that line back and
 closes.
 
-${
-  serverFlagsHelpFor(FLAGS, ACCEPT_PORT, ":: and 0.0.0.0").replace(
-    "; :: for IPv6)",
-    ")",
-  )
-}
+${flagsHelp(FLAGS)}
 
 Permissions: --allow-net=[::]:PORT,0.0.0.0:PORT (default port ${ACCEPT_PORT});
 with --port 0: --allow-net=[::]:0,0.0.0.0.`;
@@ -222,7 +221,7 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: pickServerFlags(...FLAGS),
+      flags: FLAGS,
     });
     const server = serveAccept(serverOptionsFromFlags(values));
     await runServers(

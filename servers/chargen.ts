@@ -25,13 +25,13 @@
 
 import {
   type ConnectionContext,
+  flagsHelp,
   MAX_SIMPLE_DATAGRAM,
   parseCommandLine,
   runMain,
   runServers,
   type Server,
-  SERVER_FLAGS,
-  serverFlagsHelp,
+  serverFlags,
   type ServerOptions,
   serverOptionsFromFlags,
   serveSimple,
@@ -176,13 +176,17 @@ export function serveChargen(options: ServerOptions = {}): Server {
   return serveSimple(chargenService(), options);
 }
 
+const FLAGS = {
+  ...serverFlags({ port: SIMPLE_SERVICE_PORTS.chargen }),
+};
+
 const USAGE = `usage: chargen.ts [options]
 
 Character generator (RFC 864): sends 72-character lines of the printable
 ASCII ring until the client goes away; with --udp, one datagram of at most
 512 bytes per datagram received.
 
-${serverFlagsHelp(SIMPLE_SERVICE_PORTS.chargen)}
+${flagsHelp(FLAGS)}
 
 Port 19 needs root; as a user, pick one above 1023 (--port 10019).
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
@@ -192,7 +196,7 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: { ...SERVER_FLAGS },
+      flags: FLAGS,
     });
     await runServers([{
       server: serveChargen(serverOptionsFromFlags(values)),

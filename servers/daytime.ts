@@ -25,6 +25,7 @@
  */
 
 import {
+  flagsHelp,
   parseCommandLine,
   type PosixTimeZone,
   posixZoneDateMisses,
@@ -32,8 +33,7 @@ import {
   runMain,
   runServers,
   type Server,
-  SERVER_FLAGS,
-  serverFlagsHelp,
+  serverFlags,
   type ServerOptions,
   serverOptionsFromFlags,
   serveSimple,
@@ -155,12 +155,16 @@ export function serveDaytime(options: ServerOptions = {}): Server {
   return serveSimple(daytimeService(), options);
 }
 
+const FLAGS = {
+  ...serverFlags({ port: SIMPLE_SERVICE_PORTS.daytime }),
+};
+
 const USAGE = `usage: daytime.ts [options]
 
 Daytime server (RFC 867): sends the local time as C's ctime() prints it
 (TZ honoured), CRLF, then closes; with --udp, answers each datagram.
 
-${serverFlagsHelp(SIMPLE_SERVICE_PORTS.daytime)}
+${flagsHelp(FLAGS)}
 
 Port 13 needs root; as a user, pick one above 1023 (--port 10013).
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
@@ -172,7 +176,7 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: { ...SERVER_FLAGS },
+      flags: FLAGS,
     });
     await runServers([{
       server: serveDaytime(serverOptionsFromFlags(values)),

@@ -17,12 +17,12 @@
 
 import {
   type ConnectionContext,
+  flagsHelp,
   parseCommandLine,
   runMain,
   runServers,
   type Server,
-  SERVER_FLAGS,
-  serverFlagsHelp,
+  serverFlags,
   type ServerOptions,
   serverOptionsFromFlags,
   serveSimple,
@@ -85,11 +85,15 @@ export function serveDiscard(options: ServerOptions = {}): Server {
   return serveSimple(discardService(), options);
 }
 
+const FLAGS = {
+  ...serverFlags({ port: SIMPLE_SERVICE_PORTS.discard }),
+};
+
 const USAGE = `usage: discard.ts [options]
 
 Discard server (RFC 863): reads and throws away everything it receives.
 
-${serverFlagsHelp(SIMPLE_SERVICE_PORTS.discard)}
+${flagsHelp(FLAGS)}
 
 Port 9 needs root; as a user, pick one above 1023 (--port 10009).
 Permissions: --allow-net=HOST:PORT (TCP), plus --unstable-net for --udp.`;
@@ -98,7 +102,7 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: { ...SERVER_FLAGS },
+      flags: FLAGS,
     });
     await runServers([{
       server: serveDiscard(serverOptionsFromFlags(values)),

@@ -48,12 +48,15 @@
 
 import {
   type ConnectionContext,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_UDP_RATE,
+  flag,
+  flagsHelp,
   parseCommandLine,
   runMain,
   runServers,
   type Server,
-  SERVER_FLAGS,
-  serverFlagsHelp,
+  serverFlags,
   type ServerOptions,
   serverOptionsFromFlags,
   serveSimple,
@@ -159,18 +162,24 @@ export function serveEcho(options: EchoOptions = {}): Server {
   return serveSimple(echoService({ print: options.print }), options);
 }
 
+const FLAGS = {
+  print: flag.boolean("also write what is received to stdout"),
+  ...serverFlags({ port: ECHO_PORT }),
+};
+
 const USAGE = `usage: echo.ts [options]
 
 Echo server (RFC 862): sends back every byte it receives.
 
-  --print                also write what is received to stdout
-${serverFlagsHelp(ECHO_PORT)}
+${flagsHelp(FLAGS)}
 
-Limits: at most --max-connections clients (default 4096) with one buffer
-each (16 KiB, 64 KiB once busy); a client that does not read is not read
-from either (no queue grows); no line limit (bytes are not parsed); UDP
-datagrams up to 65507 bytes, replies limited by --udp-rate (default 100/s
-per source).
+Limits: at most --max-connections clients (default ${DEFAULT_MAX_CONNECTIONS}) with one buffer
+each (${SMALL_BUFFER} bytes, ${
+  LARGE_BUFFER / 1024
+} KiB once busy); a client that does not read is
+not read from either (no queue grows); no line limit (bytes are not parsed);
+UDP datagrams up to 65507 bytes, replies limited by --udp-rate (default
+${DEFAULT_UDP_RATE}/s per source).
 
 Permissions: --allow-net=HOST:PORT for TCP; for --unix PATH,
 --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
@@ -183,7 +192,7 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: { ...SERVER_FLAGS, print: { type: "boolean" } },
+      flags: FLAGS,
     });
     const options = serverOptionsFromFlags(values);
     await runServers([{

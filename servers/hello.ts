@@ -18,13 +18,15 @@
  */
 
 import {
+  flag,
+  flagsHelp,
   parseCommandLine,
-  pickServerFlags,
+  pickFlags,
   runMain,
   runServers,
   serve,
   type Server,
-  serverFlagsHelpFor,
+  serverFlags,
   type ServerOptions,
   serverOptionsFromFlags,
   type Service,
@@ -141,18 +143,22 @@ export function serveHello(options: HelloOptions = {}): Server {
   return server;
 }
 
-const FLAGS = [
-  "hostname",
-  "port",
-  "max-connections",
-  "idle-timeout",
-  "grace",
-  "allow",
-  "deny",
-  "tls",
-  "cert",
-  "key",
-] as const;
+const FLAGS = {
+  once: flag.boolean("serve one client, then exit 0"),
+  ...pickFlags(
+    serverFlags({ port: HELLO_PORT, hostname: HELLO_HOSTNAME }),
+    "hostname",
+    "port",
+    "max-connections",
+    "idle-timeout",
+    "grace",
+    "allow",
+    "deny",
+    "tls",
+    "cert",
+    "key",
+  ),
+};
 
 const USAGE = `usage: hello.ts [options]
 
@@ -160,8 +166,7 @@ Hello server (the seed's TCP server snippet): prints "Client with IP ADDRESS
 connected", sends "hello", reads up to ${HELLO_READ_SIZE} bytes once and writes
 them to stdout.
 
-  --once                 serve one client, then exit 0
-${serverFlagsHelpFor(FLAGS, HELLO_PORT, HELLO_HOSTNAME)}
+${flagsHelp(FLAGS)}
 
 Permissions: --allow-net=HOST:PORT (default 127.0.0.1:${HELLO_PORT}).`;
 
@@ -169,7 +174,7 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: { ...pickServerFlags(...FLAGS), once: { type: "boolean" } },
+      flags: FLAGS,
     });
     const options = serverOptionsFromFlags(values);
     await runServers([{

@@ -25,16 +25,17 @@
 
 import {
   combineServers,
+  flag,
+  flagsHelp,
   INETD_BASE,
-  integerFlag,
   ListenError,
   parseCommandLine,
-  pickServerFlags,
+  pickFlags,
   runMain,
   runServers,
   serve,
   type Server,
-  serverFlagsHelpFor,
+  serverFlags,
   type ServerOptions,
   serverOptionsFromFlags,
   type Service,
@@ -179,45 +180,60 @@ export function serveInetd(options: InetdOptions = {}): Inetd {
   return Object.assign(combined, { sockets });
 }
 
-function serviceList(flag: string, text: string): SimpleServiceName[] {
+function serviceList(text: string, name: string): SimpleServiceName[] {
   const names = text.split(",").map((name) => name.trim()).filter(Boolean);
-  for (const name of names) {
-    if (!(SIMPLE_SERVICES as readonly string[]).includes(name)) {
+  const seen = new Set<string>();
+  for (const service of names) {
+    if (!(SIMPLE_SERVICES as readonly string[]).includes(service)) {
       throw new UsageError(
-        `unknown service '${name}' for ${flag}: expected some of ${
+        `unknown service '${service}' for ${name}: expected some of ${
           SIMPLE_SERVICES.join(",")
         }`,
       );
     }
+    if (seen.has(service)) {
+      throw new UsageError(`service '${service}' named twice in ${name}`);
+    }
+    seen.add(service);
   }
   if (names.length === 0) {
-    throw new UsageError(`${flag} needs at least one service`);
+    throw new UsageError(`${name} needs at least one service`);
   }
   return names as SimpleServiceName[];
 }
 
 const MAX_BASE = 65535 - Math.max(...Object.values(SIMPLE_SERVICE_PORTS));
 
-const COMMON_FLAGS = [
-  "hostname",
-  "max-connections",
-  "idle-timeout",
-  "grace",
-  "allow-low-ports",
-  "udp-rate",
-  "allow",
-  "deny",
-] as const;
-
-const INETD_FLAGS = {
-  base: { type: "string" },
-  only: { type: "string" },
-  except: { type: "string" },
-  "tcp-only": { type: "boolean" },
-  "udp-only": { type: "boolean" },
-  "qotd-file": { type: "string" },
-  ...pickServerFlags(...COMMON_FLAGS),
-} as const;
+const FLAGS = {
+  base: flag.integer("B", "base port", {
+    min: 0,
+    max: MAX_BASE,
+    shown: `${INETD_BASE}; 0 for the well-known ports, as root`,
+  }),
+  only: flag.custom(
+    "LIST",
+    "run only these services (comma-separated)",
+    serviceList,
+  ),
+  except: flag.custom("LIST", "run all but these services", serviceList),
+  "tcp-only": flag.boolean("serve TCP only"),
+  "udp-only": flag.boolean("serve UDP only"),
+  "qotd-file": flag.string(
+    "FILE",
+    "qotd serves the quotations in FILE, one per paragraph",
+  ),
+  ...pickFlags(
+    serverFlags({ port: 0 }),
+    "hostname",
+    "max-connections",
+    "idle-timeout",
+    "grace",
+    "allow-low-ports",
+    "udp-rate",
+    "allow",
+    "deny",
+  ),
+};
 
 const USAGE = `usage: inetd.ts [options]
 
@@ -225,13 +241,7 @@ Runs echo, discard, daytime, qotd, chargen and time on TCP and UDP at once,
 each at BASE + its well-known port (echo 7, discard 9, daytime 13, qotd 17,
 chargen 19, time 37).
 
-  --base B               base port (default ${INETD_BASE}; 0 for the well-known ports, as root)
-  --only LIST            run only these services (comma-separated)
-  --except LIST          run all but these services
-  --tcp-only             serve TCP only
-  --udp-only             serve UDP only
-  --qotd-file FILE       qotd serves the quotations in FILE, one per paragraph
-${serverFlagsHelpFor(COMMON_FLAGS, 0)}
+${flagsHelp(FLAGS)}
 
 Permissions: --unstable-net --allow-net (UDP replies go to any sender),
 plus --allow-read=FILE with --qotd-file.`;
@@ -240,31 +250,38 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: INETD_FLAGS,
+      flags: FLAGS,
     });
-    const options: InetdOptions = serverOptionsFromFlags(values);
-    delete options.transport;
-    if (values.base !== undefined) {
-      options.base = integerFlag("--base", values.base, 0, MAX_BASE);
-    }
     if (values.only !== undefined && values.except !== undefined) {
       throw new UsageError("--only and --except cannot be used together");
     }
-    if (values.only !== undefined) {
-      options.services = serviceList("--only", values.only);
-    } else if (values.except !== undefined) {
-      const except = serviceList("--except", values.except);
+    if (values["tcp-only"] && values["udp-only"]) {
+      throw new UsageError("--tcp-only and --udp-only cannot be used together");
+    }
+    const transports: ("tcp" | "udp")[] = values["tcp-only"]
+      ? ["tcp"]
+      : values["udp-only"]
+      ? ["udp"]
+      : ["tcp", "udp"];
+    const options: InetdOptions = serverOptionsFromFlags(values, transports);
+    delete options.transport;
+    options.transports = transports;
+    if (values.base !== undefined) options.base = values.base;
+    if (values.only !== undefined) options.services = values.only;
+    if (values.except !== undefined) {
+      const except = values.except;
       options.services = SIMPLE_SERVICES.filter((s) => !except.includes(s));
       if (options.services.length === 0) {
         throw new UsageError("--except leaves no service to run");
       }
     }
-    if (values["tcp-only"] && values["udp-only"]) {
-      throw new UsageError("--tcp-only and --udp-only cannot be used together");
-    }
-    if (values["tcp-only"]) options.transports = ["tcp"];
-    if (values["udp-only"]) options.transports = ["udp"];
+    const services = options.services ?? SIMPLE_SERVICES;
     if (values["qotd-file"] !== undefined) {
+      if (!services.includes("qotd")) {
+        throw new UsageError(
+          "--qotd-file does nothing without the qotd service",
+        );
+      }
       options.quotations = await loadQuotations(values["qotd-file"]);
     }
     const inetd = serveInetd(options);

@@ -25,7 +25,9 @@
 
 import {
   describeKeepAlive,
-  integerFlag,
+  flag,
+  flagsHelp,
+  KEEPALIVE_LIMITS,
   type KeepAliveConfig,
   type Log,
   parseCommandLine,
@@ -34,6 +36,7 @@ import {
   serve,
   type Server,
   stderrLog,
+  UsageError,
 } from "../mod.ts";
 
 /** The seed's port. */
@@ -161,6 +164,26 @@ export async function startKeepAliveDemo(
   };
 }
 
+const FLAGS = {
+  port: flag.integer("P", "port", {
+    min: 0,
+    max: 65535,
+    shown: `${KEEPALIVE_PORT}; 0 picks a free one`,
+  }),
+  idle: flag.integer("S", "seconds idle before the first probe", {
+    ...KEEPALIVE_LIMITS.idle,
+    default: SEED_KEEPALIVE.idle,
+  }),
+  interval: flag.integer("S", "seconds between probes", {
+    ...KEEPALIVE_LIMITS.interval,
+    default: SEED_KEEPALIVE.interval,
+  }),
+  count: flag.integer("N", "unanswered probes before the peer is dead", {
+    ...KEEPALIVE_LIMITS.count,
+    default: SEED_KEEPALIVE.count,
+  }),
+};
+
 const USAGE = `usage: keepalive.ts [options] ADDRESS
 
 Starts a server on ADDRESS:${KEEPALIVE_PORT} and a client that connects to it;
@@ -168,11 +191,7 @@ the server turns TCP keepalive on for the accepted connection, prints
 'accepted' (the client prints 'connected'), and both wait for SIGINT or
 SIGTERM. Watch the probes with: tcpdump -n -i lo port ${KEEPALIVE_PORT}
 
-  --port P               port (default ${KEEPALIVE_PORT}; 0 picks a free one)
-  --idle S               seconds idle before the first probe (default ${SEED_KEEPALIVE.idle})
-  --interval S           seconds between probes (default ${SEED_KEEPALIVE.interval})
-  --count N              unanswered probes before the peer is dead (default ${SEED_KEEPALIVE.count})
-  --help                 print this help and exit
+${flagsHelp(FLAGS)}
 
 Permissions: --allow-net=ADDRESS:PORT and FFI access to libc for tuning,
 --allow-ffi=/lib/x86_64-linux-gnu/libc.so.6 (or --allow-ffi). Linux only.`;
@@ -181,31 +200,19 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values, positionals } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: {
-        port: { type: "string" },
-        idle: { type: "string" },
-        interval: { type: "string" },
-        count: { type: "string" },
-      },
-      minPositionals: 1,
-      maxPositionals: 1,
+      flags: FLAGS,
+      positionals: ["ADDRESS"],
     });
-    const keepAlive: KeepAliveConfig = { ...SEED_KEEPALIVE };
-    if (values.idle !== undefined) {
-      keepAlive.idle = integerFlag("--idle", values.idle, 1, 32767);
-    }
-    if (values.interval !== undefined) {
-      keepAlive.interval = integerFlag("--interval", values.interval, 1, 32767);
-    }
-    if (values.count !== undefined) {
-      keepAlive.count = integerFlag("--count", values.count, 1, 127);
-    }
+    const hostname = positionals[0].replace(/^\[(.*)\]$/, "$1");
+    if (hostname === "") throw new UsageError("ADDRESS is empty (see --help)");
     const demo = await startKeepAliveDemo({
-      hostname: positionals[0].replace(/^\[(.*)\]$/, "$1"),
-      port: values.port === undefined
-        ? KEEPALIVE_PORT
-        : integerFlag("--port", values.port, 0, 65535),
-      keepAlive,
+      hostname,
+      port: values.port ?? KEEPALIVE_PORT,
+      keepAlive: {
+        idle: values.idle,
+        interval: values.interval,
+        count: values.count,
+      },
     });
     await runServers([{ server: demo }]);
   });

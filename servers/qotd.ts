@@ -22,14 +22,15 @@
  */
 
 import {
+  flag,
+  flagsHelp,
   MAX_SIMPLE_DATAGRAM,
   parseCommandLine,
   replyService,
   runMain,
   runServers,
   type Server,
-  SERVER_FLAGS,
-  serverFlagsHelp,
+  serverFlags,
   type ServerOptions,
   serverOptionsFromFlags,
   serveSimple,
@@ -220,13 +221,17 @@ export async function loadQuotations(path: string): Promise<Uint8Array[]> {
   }
 }
 
+const FLAGS = {
+  file: flag.string("FILE", "serve the quotations in FILE, one per paragraph"),
+  ...serverFlags({ port: SIMPLE_SERVICE_PORTS.qotd }),
+};
+
 const USAGE = `usage: qotd.ts [options]
 
 Quote of the Day server (RFC 865): sends one quotation (at most 512 bytes,
 CRLF line ends) and closes; with --udp, answers each datagram.
 
-  --file FILE            serve the quotations in FILE, one per paragraph
-${serverFlagsHelp(SIMPLE_SERVICE_PORTS.qotd)}
+${flagsHelp(FLAGS)}
 
 Port 17 needs root; as a user, pick one above 1023 (--port 10017).
 Permissions: --allow-net=HOST:PORT for TCP (plus --allow-read=FILE with
@@ -236,7 +241,7 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: { ...SERVER_FLAGS, file: { type: "string" } },
+      flags: FLAGS,
     });
     const options = serverOptionsFromFlags(values);
     const quotations = values.file === undefined

@@ -19,13 +19,13 @@
 
 import {
   encodeRfc868,
+  flagsHelp,
   parseCommandLine,
   replyService,
   runMain,
   runServers,
   type Server,
-  SERVER_FLAGS,
-  serverFlagsHelp,
+  serverFlags,
   type ServerOptions,
   serverOptionsFromFlags,
   serveSimple,
@@ -80,12 +80,16 @@ export function serveTime(options: ServerOptions = {}): Server {
   return serveSimple(timeService(), options);
 }
 
+const FLAGS = {
+  ...serverFlags({ port: SIMPLE_SERVICE_PORTS.time }),
+};
+
 const USAGE = `usage: time.ts [options]
 
 Time server (RFC 868): sends seconds since 1900 (32-bit, big-endian, modulo
 2^32) and closes; with --udp, answers each datagram.
 
-${serverFlagsHelp(SIMPLE_SERVICE_PORTS.time)}
+${flagsHelp(FLAGS)}
 
 Port 37 needs root; as a user, pick one above 1023 (--port 10037).
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
@@ -95,7 +99,7 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: { ...SERVER_FLAGS },
+      flags: FLAGS,
     });
     await runServers([{ server: serveTime(serverOptionsFromFlags(values)) }]);
   });

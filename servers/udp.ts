@@ -20,13 +20,15 @@
  */
 
 import {
+  flag,
+  flagsHelp,
   parseCommandLine,
-  pickServerFlags,
+  pickFlags,
   runMain,
   runServers,
   serve,
   type Server,
-  serverFlagsHelpFor,
+  serverFlags,
   type ServerOptions,
   serverOptionsFromFlags,
   type Service,
@@ -118,23 +120,26 @@ export function serveUdpHello(options: UdpHelloOptions = {}): Server {
   return server;
 }
 
-const FLAGS = [
-  "hostname",
-  "port",
-  "allow-low-ports",
-  "udp-rate",
-  "allow",
-  "deny",
-  "grace",
-] as const;
+const FLAGS = {
+  once: flag.boolean("answer one datagram, then exit 0"),
+  ...pickFlags(
+    serverFlags({ port: UDP_HELLO_PORT, hostname: UDP_HELLO_HOSTNAME }),
+    "hostname",
+    "port",
+    "allow-low-ports",
+    "udp-rate",
+    "allow",
+    "deny",
+    "grace",
+  ),
+};
 
 const USAGE = `usage: udp.ts [options]
 
 UDP hello server (the seed's UDP server snippet): for each datagram prints
 "Client with IP ADDRESS sent datagram" and the payload, and replies "hello".
 
-  --once                 answer one datagram, then exit 0
-${serverFlagsHelpFor(FLAGS, UDP_HELLO_PORT, UDP_HELLO_HOSTNAME)}
+${flagsHelp(FLAGS)}
 
 Permissions: --unstable-net --allow-net=HOST (replies go to any port there;
 default 127.0.0.1).`;
@@ -143,7 +148,7 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: { ...pickServerFlags(...FLAGS), once: { type: "boolean" } },
+      flags: FLAGS,
     });
     const options = serverOptionsFromFlags({ ...values, udp: true });
     await runServers([{

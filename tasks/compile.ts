@@ -15,15 +15,25 @@
  * Deno version (from the release page, next to `deno` itself) and
  * `deno compile` uses it instead.
  *
- * The binaries are built with `--no-config`: what they may do is the
- * header's flags and nothing from this repository's deno.json, as for an
- * installed command.
+ * The binaries are built with this repository's `deno.json` (its import map
+ * resolves `@std/...`; it turns on the unstable `net` API that UDP needs)
+ * and the header's permission flags: deno.json grants no permission.
  *
  * @module
  */
 
-import { parseCommandLine, runMain, UsageError } from "../mod.ts";
+import {
+  flag,
+  flagsHelp,
+  parseCommandLine,
+  runMain,
+  UsageError,
+} from "../lib/cli.ts";
 import { listScripts, type ScriptInfo } from "./scripts.ts";
+
+const FLAGS = {
+  out: flag.string("DIR", "where to put the executables", { default: "dist" }),
+};
 
 const USAGE = `usage: deno task compile [--out DIR] [NAME...]
 
@@ -31,7 +41,7 @@ Builds each script (all of them, or those NAMEd) into DIR/NAME (default
 dist/) with deno compile and the permissions of its header command.
 NAME is the script's deno.json task name: echo, daytime-client, connect...
 
-  --out DIR   where to put the executables (default: dist)
+${flagsHelp(FLAGS)}
 
 Environment: DENORT_BIN=/path/to/denort uses that runtime (same Deno
 version) instead of downloading it.`;
@@ -54,7 +64,7 @@ export function compileArgs(script: ScriptInfo, output: string): string[] {
   return [
     "compile",
     "--quiet",
-    "--no-config",
+    "--config=deno.json",
     ...script.permissions,
     "--output",
     output,
@@ -115,8 +125,10 @@ if (import.meta.main) {
   await runMain(async () => {
     const { values, positionals } = parseCommandLine(Deno.args, {
       usage: USAGE,
-      options: { out: { type: "string", default: "dist" } },
-      maxPositionals: Infinity,
+      flags: FLAGS,
+      positionals: ["NAME"],
+      min: 0,
+      max: Infinity,
     });
     const root = new URL("../", import.meta.url);
     const all = await listScripts(root);

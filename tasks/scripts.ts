@@ -137,11 +137,17 @@ export function commandName(script: ScriptInfo): string {
   return COMMAND_PREFIX + script.name;
 }
 
-/** The `deno install -g` line that installs `script` as a command. */
+/**
+ * The `deno install -g` line that installs `script` as a command; it names
+ * this repository's `deno.json`, whose import map resolves `@std/...` and
+ * which turns on `--unstable-net` for UDP (an installed command reads no
+ * config file it is not given).
+ */
 export function installLine(script: ScriptInfo): string {
   return [
     "deno install -g -n",
     commandName(script),
+    "--config=deno.json",
     ...script.permissions,
     script.path,
   ].join(" ");

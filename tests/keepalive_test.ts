@@ -3,7 +3,9 @@ import {
   getKeepAlive,
   KeepAliveError,
   keepAliveFlag,
+  parseCommandLine,
   serve,
+  serverFlags,
   serverOptionsFromFlags,
   setKeepAlive,
   silentLog,
@@ -212,7 +214,11 @@ Deno.test("--keepalive parses on, off and IDLE[,INTERVAL[,COUNT]]", () => {
   assert.deepEqual(keepAliveFlag("--keepalive", "on"), {});
   assert.equal(keepAliveFlag("--keepalive", "off"), undefined);
   assert.deepEqual(keepAliveFlag("--keepalive", "60"), { idle: 60 });
-  assert.deepEqual(serverOptionsFromFlags({ keepalive: "1,1,3" }).keepAlive, {
+  const { values } = parseCommandLine(["--keepalive", "1,1,3"], {
+    usage: "",
+    flags: serverFlags({ port: 0 }),
+  });
+  assert.deepEqual(serverOptionsFromFlags(values).keepAlive, {
     idle: 1,
     interval: 1,
     count: 3,
@@ -225,7 +231,7 @@ Deno.test("--keepalive parses on, off and IDLE[,INTERVAL[,COUNT]]", () => {
     );
   }
   assert.throws(
-    () => serverOptionsFromFlags({ udp: true, keepalive: "on" }),
+    () => serverOptionsFromFlags({ udp: true, keepalive: {} }),
     /--keepalive applies to TCP only/,
   );
 });

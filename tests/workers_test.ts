@@ -3,7 +3,12 @@ import { readExact, writeAll } from "../mod.ts";
 import { freePort, runScript, startServer } from "./_helpers.ts";
 
 // Exactly the header's command: a worker loads the script, mod.ts and lib/.
-const READ = "--allow-read=servers/echo.ts,mod.ts,lib";
+// A worker loads the script's modules again, under the script's permissions:
+// with JSR_URL a file: mirror (no JSR reachable), its files too.
+const JSR_MIRROR = Deno.env.get("JSR_URL")?.startsWith("file:")
+  ? `,${new URL(Deno.env.get("JSR_URL")!).pathname}`
+  : "";
+const READ = `--allow-read=servers/echo.ts,mod.ts,lib${JSR_MIRROR}`;
 const encode = (s: string) => new TextEncoder().encode(s);
 
 function workerServer(port: number, extra: string[] = []) {

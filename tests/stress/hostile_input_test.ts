@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   EndpointError,
+  flag,
   formatEndpoint,
   HelpRequested,
   joinHostPort,
@@ -10,7 +11,7 @@ import {
   parseCommandLine,
   parseEndpoint,
   parsePort,
-  SERVER_FLAGS,
+  serverFlags,
   serverOptionsFromFlags,
   splitHostPort,
   UsageError,
@@ -177,7 +178,7 @@ Deno.test("parsePort, splitHostPort, parseEndpoint: 10,000 hostile strings each,
 });
 
 const flagNames = [
-  ...Object.keys(SERVER_FLAGS).map((name) => `--${name}`),
+  ...Object.keys(serverFlags({ port: 7 })).map((name) => `--${name}`),
   "--help",
   "--print",
   "--nope",
@@ -223,7 +224,10 @@ Deno.test("server command lines: 10,000 hostile ones, only UsageError or HelpReq
       try {
         const { values } = parseCommandLine(args, {
           usage: "usage",
-          options: { ...SERVER_FLAGS, print: { type: "boolean" } },
+          flags: {
+            ...serverFlags({ port: 7 }),
+            print: flag.boolean("print"),
+          },
         });
         const options = serverOptionsFromFlags(values);
         accepted++;

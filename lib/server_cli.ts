@@ -1,0 +1,506 @@
+/**
+ * The servers' side of the command line: the flags every server takes, in
+ * one table ({@linkcode serverFlags}) with their help lines and defaults
+ * (pick some with {@linkcode pickFlags} from `cli.ts`);
+ * {@linkcode serverOptionsFromFlags} to turn them into
+ * {@linkcode ServerOptions}; {@linkcode runServers} to run servers as a
+ * script does (one `listening on` line each, graceful stop on SIGINT and
+ * SIGTERM).
+ *
+ * @module
+ */
+
+import { AccessList, CidrError } from "./access.ts";
+import {
+  type Flag,
+  flag,
+  type FlagValues,
+  integerFlag,
+  UsageError,
+} from "./cli.ts";
+import type { Transport } from "./endpoint.ts";
+import { KEEPALIVE_LIMITS, type KeepAliveConfig } from "./keepalive.ts";
+import { stderrLog } from "./log.ts";
+import {
+  DEFAULT_GRACE_MS,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_UDP_RATE,
+  listeningLine,
+  type Server,
+  type ServerOptions,
+} from "./server.ts";
+import { readTlsFiles } from "./tls.ts";
+import { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
+import { workerCount, workerInit } from "./workers.ts";
+
+/**
+ * Parses a keepalive flag value: `on` (keepalive with the system's timing),
+ * `off` (`undefined`), or `IDLE[,INTERVAL[,COUNT]]` (whole seconds, then a
+ * number of probes; an absent part keeps the system's value). Throws
+ * {@linkcode UsageError} naming the flag.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { keepAliveFlag } from "./server_cli.ts";
+ *
+ * assertEquals(keepAliveFlag("--keepalive", "1,1,3"), { idle: 1, interval: 1, count: 3 });
+ * assertEquals(keepAliveFlag("--keepalive", "off"), undefined);
+ * ```
+ */
+export function keepAliveFlag(
+  name: string,
+  text: string,
+): KeepAliveConfig | undefined {
+  if (text === "off") return undefined;
+  if (text === "on") return {};
+  const parts = text.split(",");
+  if (parts.length > 3 || parts.some((part) => part === "")) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected on, off or IDLE[,INTERVAL[,COUNT]]`,
+    );
+  }
+  const [idle, interval, count] = parts;
+  const config: KeepAliveConfig = {};
+  for (
+    const [key, part] of [["idle", idle], ["interval", interval], [
+      "count",
+      count,
+    ]] as const
+  ) {
+    if (part === undefined) continue;
+    const { min, max } = KEEPALIVE_LIMITS[key];
+    config[key] = integerFlag(`${name} ${key}`, part, min, max);
+  }
+  return config;
+}
+
+/** A server flag: a {@linkcode Flag} and the transports it means something for. */
+export type ServerFlag<T, D extends boolean> = Flag<T, D> & {
+  /** Given with another transport, the flag is a usage error. */
+  readonly transports: readonly Transport[];
+};
+
+const ALL: readonly Transport[] = ["tcp", "udp", "unix", "unixpacket"];
+const TCP: readonly Transport[] = ["tcp"];
+const UDP: readonly Transport[] = ["udp"];
+const IP: readonly Transport[] = ["tcp", "udp"];
+const STREAM: readonly Transport[] = ["tcp", "unix"];
+const DATAGRAM: readonly Transport[] = ["udp", "unixpacket"];
+const UNIX: readonly Transport[] = ["unix", "unixpacket"];
+
+function on<T, D extends boolean>(
+  transports: readonly Transport[],
+  spec: Flag<T, D>,
+): ServerFlag<T, D> {
+  return { ...spec, transports };
+}
+
+/** `0.0.0.0; :: for IPv6`, unless the default already names IPv6. */
+function ipv6Hint(hostname: string): string {
+  return hostname.includes(":") ? hostname : `${hostname}; :: for IPv6`;
+}
+
+function socketPath(text: string, name: string): string {
+  if (text === "" || text.includes("\0")) {
+    throw new UsageError(`invalid socket path '${text}' for ${name}`);
+  }
+  return text;
+}
+
+function hostnameValue(text: string, name: string): string {
+  if (text === "" || /[\s\/\[\]]/.test(text)) {
+    throw new UsageError(`invalid value '${text}' for ${name}`);
+  }
+  return text;
+}
+
+function modeValue(text: string, name: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected octal permission bits such as 0600 or 0660`,
+    );
+  }
+  return parseInt(text, 8);
+}
+
+function workersValue(text: string): number {
+  try {
+    return workerCount(text);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+/** The table {@linkcode serverFlags} returns: a flag, its value's type. */
+export type ServerFlags = {
+  /** `--hostname H` */
+  readonly hostname: ServerFlag<string, false>;
+  /** `--port P` */
+  readonly port: ServerFlag<number, false>;
+  /** `--udp` */
+  readonly udp: ServerFlag<boolean, true>;
+  /** `--unix PATH` */
+  readonly unix: ServerFlag<string, false>;
+  /** `--unixpacket PATH` */
+  readonly unixpacket: ServerFlag<string, false>;
+  /** `--mode OCTAL`: the permission bits */
+  readonly mode: ServerFlag<number, false>;
+  /** `--max-connections N` */
+  readonly "max-connections": ServerFlag<number, false>;
+  /** `--idle-timeout S`, in milliseconds */
+  readonly "idle-timeout": ServerFlag<number, false>;
+  /** `--grace S`, in milliseconds */
+  readonly grace: ServerFlag<number, false>;
+  /** `--allow-low-ports` */
+  readonly "allow-low-ports": ServerFlag<boolean, true>;
+  /** `--udp-rate N` */
+  readonly "udp-rate": ServerFlag<number, false>;
+  /** `--allow CIDR`, repeatable */
+  readonly allow: ServerFlag<string[], false>;
+  /** `--deny CIDR`, repeatable */
+  readonly deny: ServerFlag<string[], false>;
+  /** `--tls` */
+  readonly tls: ServerFlag<boolean, true>;
+  /** `--cert FILE` */
+  readonly cert: ServerFlag<string, false>;
+  /** `--key FILE` */
+  readonly key: ServerFlag<string, false>;
+  /** `--keepalive K`; `off` is `undefined` */
+  readonly keepalive: ServerFlag<KeepAliveConfig | undefined, false>;
+  /** `--workers N|auto` */
+  readonly workers: ServerFlag<number, false>;
+};
+
+/**
+ * The flags every server takes, with `port` and `hostname` as the server's
+ * own defaults; each flag's help line and default come from here (the
+ * defaults from the constants the server applies). A server that takes
+ * only some picks them with `pickFlags`.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { parseCommandLine } from "./cli.ts";
+ * import { serverFlags, serverOptionsFromFlags } from "./server_cli.ts";
+ *
+ * const flags = serverFlags({ port: 7 });
+ * const { values } = parseCommandLine(["--port", "0", "--udp"], { usage: "", flags });
+ * const options = serverOptionsFromFlags(values);
+ * assertEquals([options.transport, options.port], ["udp", 0]);
+ * ```
+ */
+export function serverFlags(
+  defaults: { port: number; hostname?: string },
+): ServerFlags {
+  return {
+    hostname: on(
+      IP,
+      flag.custom("H", "address to bind", hostnameValue, {
+        shown: ipv6Hint(defaults.hostname ?? "0.0.0.0"),
+      }),
+    ),
+    port: on(
+      IP,
+      flag.integer("P", "port", {
+        min: 0,
+        max: 65535,
+        shown: `${defaults.port}; 0 picks a free one`,
+      }),
+    ),
+    udp: on(
+      ALL,
+      flag.boolean("serve UDP instead of TCP (needs --unstable-net)"),
+    ),
+    unix: on(
+      ALL,
+      flag.custom("PATH", "serve a Unix stream socket at PATH", socketPath),
+    ),
+    unixpacket: on(
+      ALL,
+      flag.custom(
+        "PATH",
+        "serve a Unix datagram socket at PATH (needs --unstable-net)",
+        socketPath,
+      ),
+    ),
+    mode: on(
+      UNIX,
+      flag.custom(
+        "OCTAL",
+        "--unix/--unixpacket: socket file mode {default}",
+        modeValue,
+        {
+          shown: `0${DEFAULT_UNIX_SOCKET_MODE.toString(8)}: owner only`,
+        },
+      ),
+    ),
+    "max-connections": on(
+      STREAM,
+      flag.integer(
+        "N",
+        "most clients at once; more are closed at once",
+        { min: 1, max: 1_000_000, shown: String(DEFAULT_MAX_CONNECTIONS) },
+      ),
+    ),
+    "idle-timeout": on(
+      STREAM,
+      flag.seconds("S", "close a connection idle for S seconds", {
+        shown: "0: never",
+      }),
+    ),
+    grace: on(
+      ALL,
+      flag.seconds(
+        "S",
+        "on SIGINT/SIGTERM, wait up to S seconds for clients {default},\nthen close the rest",
+        { shown: String(DEFAULT_GRACE_MS / 1000) },
+      ),
+    ),
+    "allow-low-ports": on(
+      UDP,
+      flag.boolean(
+        "UDP: answer source ports below 1024 (off: loop protection)",
+      ),
+    ),
+    "udp-rate": on(
+      DATAGRAM,
+      flag.integer("N", "UDP: replies per second to one source {default}", {
+        min: 0,
+        max: 1_000_000,
+        shown: `${DEFAULT_UDP_RATE}; 0: no limit`,
+      }),
+    ),
+    allow: on(
+      IP,
+      flag.list(
+        "CIDR",
+        "serve only peers in CIDR (repeatable; 10.0.0.0/8, ::1, fd00::/8);\nan IPv4-mapped IPv6 peer matches IPv4 blocks",
+      ),
+    ),
+    deny: on(
+      IP,
+      flag.list(
+        "CIDR",
+        "refuse peers in CIDR (repeatable; checked before --allow)",
+      ),
+    ),
+    tls: on(TCP, flag.boolean("TCP: serve TLS, with --cert and --key")),
+    cert: on(
+      TCP,
+      flag.string(
+        "FILE",
+        "TLS: PEM certificate chain (needs --allow-read=FILE)",
+      ),
+    ),
+    key: on(
+      TCP,
+      flag.string("FILE", "TLS: PEM private key (needs --allow-read=FILE)"),
+    ),
+    keepalive: on(
+      TCP,
+      flag.custom(
+        "K",
+        "TCP keepalive: on (system timing), or IDLE[,INTERVAL[,COUNT]]\nin seconds and probes, e.g. 60,10,5 (needs --allow-ffi); a peer\nthat stops answering is logged dead and closed {default}",
+        (text, name) => keepAliveFlag(name, text),
+        { shown: "off" },
+      ),
+    ),
+    workers: on(
+      TCP,
+      flag.custom(
+        "N",
+        "TCP: serve on N threads sharing the port {default};\nauto: one per CPU (SO_REUSEPORT, Linux; needs --allow-read=SCRIPT)",
+        workersValue,
+        { shown: "1" },
+      ),
+    ),
+  } as const;
+}
+
+/** Parsed values of some of {@linkcode serverFlags}. */
+export type ServerFlagValues = Partial<FlagValues<ServerFlags>>;
+
+const TRANSPORT_NAMES: Record<Transport, string> = {
+  tcp: "TCP",
+  udp: "--udp",
+  unix: "--unix",
+  unixpacket: "--unixpacket",
+};
+
+/**
+ * Turns parsed server flags into {@linkcode ServerOptions}; throws
+ * {@linkcode UsageError} for a clash of transports or a flag that means
+ * nothing for the transport served (`--udp-rate` over TCP,
+ * `--idle-timeout` with `--udp`). `serving` names the transports when the
+ * script serves several at once (inetd). With `--tls` it reads the
+ * `--cert` and `--key` files (a missing or unreadable one throws
+ * `TlsFileError`: a runtime failure, exit 1).
+ *
+ * @example
+ * ```ts
+ * import { assertEquals, assertThrows } from "@std/assert";
+ * import { UsageError } from "./cli.ts";
+ * import { serverOptionsFromFlags } from "./server_cli.ts";
+ *
+ * const options = serverOptionsFromFlags({ unix: "/tmp/echo.sock", "idle-timeout": 30_000 });
+ * assertEquals([options.transport, options.idleTimeoutMs], ["unix", 30_000]);
+ * assertThrows(() => serverOptionsFromFlags({ "udp-rate": 5 }), UsageError, "--udp-rate");
+ * ```
+ */
+export function serverOptionsFromFlags(
+  values: ServerFlagValues,
+  serving?: readonly Transport[],
+): ServerOptions {
+  const transports = [
+    values.udp && "--udp",
+    values.unix !== undefined && "--unix",
+    values.unixpacket !== undefined && "--unixpacket",
+  ].filter(Boolean);
+  if (transports.length > 1) {
+    throw new UsageError(`${transports.join(" and ")} cannot be used together`);
+  }
+  const options: ServerOptions = { transport: "tcp" };
+  if (values.udp) options.transport = "udp";
+  for (const kind of ["unix", "unixpacket"] as const) {
+    const path = values[kind];
+    if (path === undefined) continue;
+    if (values.hostname !== undefined || values.port !== undefined) {
+      throw new UsageError(`--${kind} takes no --hostname or --port`);
+    }
+    options.transport = kind;
+    options.path = path;
+  }
+  checkFlagsApply(values, serving ?? [options.transport!]);
+  const set = <K extends keyof ServerOptions>(
+    key: K,
+    value: ServerOptions[K] | undefined,
+  ) => {
+    if (value !== undefined) options[key] = value;
+  };
+  set("mode", values.mode);
+  set("hostname", values.hostname);
+  set("port", values.port);
+  set("maxConnections", values["max-connections"]);
+  set("idleTimeoutMs", values["idle-timeout"]);
+  set("gracePeriodMs", values.grace);
+  set("keepAlive", values.keepalive);
+  set("workers", values.workers);
+  if (values["allow-low-ports"]) options.allowLowPorts = true;
+  set("udpRatePerSecond", values["udp-rate"]);
+  accessFromFlags(values, options);
+  tlsFromFlags(values, options);
+  return options;
+}
+
+/** Refuses a given flag that means nothing for any transport in `serving`. */
+function checkFlagsApply(
+  values: ServerFlagValues,
+  serving: readonly Transport[],
+): void {
+  const table = serverFlags({ port: 0 });
+  for (const [name, value] of Object.entries(values)) {
+    if (value === undefined || value === false) continue;
+    if (Array.isArray(value) && value.length === 0) continue;
+    const spec = table[name as keyof ServerFlags];
+    if (!spec || spec.transports.some((t) => serving.includes(t))) continue;
+    const where = serving.map((t) => TRANSPORT_NAMES[t]).join(" or ");
+    const applies = spec.transports.map((t) => TRANSPORT_NAMES[t]).join(
+      " and ",
+    );
+    if (name === "mode") {
+      throw new UsageError(`--mode needs --unix or --unixpacket`);
+    }
+    if (name === "allow" || name === "deny") {
+      throw new UsageError(
+        `--allow and --deny match IP addresses; a ${where} peer has none (use the socket file's permissions)`,
+      );
+    }
+    if (name === "tls") {
+      throw new UsageError(
+        `--tls cannot be used with ${where}: TLS is served over TCP only`,
+      );
+    }
+    throw new UsageError(`--${name} applies to ${applies} only`);
+  }
+}
+
+function accessFromFlags(values: ServerFlagValues, options: ServerOptions) {
+  const allow = values.allow ?? [];
+  const deny = values.deny ?? [];
+  if (allow.length === 0 && deny.length === 0) return;
+  for (const [flag, list] of [["--allow", allow], ["--deny", deny]] as const) {
+    for (const text of list) {
+      try {
+        new AccessList({ allow: [text] });
+      } catch (error) {
+        if (!(error instanceof CidrError)) throw error;
+        throw new UsageError(
+          `invalid value '${text}' for ${flag}: ${error.reason}`,
+        );
+      }
+    }
+  }
+  options.access = new AccessList({ allow, deny });
+}
+
+function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
+  if (!values.tls) {
+    for (const flag of ["cert", "key"] as const) {
+      if (values[flag] !== undefined) {
+        throw new UsageError(`--${flag} needs --tls`);
+      }
+    }
+    return;
+  }
+  if (!values.cert || !values.key) {
+    throw new UsageError("--tls needs --cert FILE and --key FILE");
+  }
+  options.tls = readTlsFiles(values.cert, values.key);
+}
+
+/**
+ * Runs servers as a script does: waits until all are bound, logs one
+ * `listening on` line each (labelled when there are several), shuts all
+ * down gracefully on SIGINT or SIGTERM, and resolves once all are
+ * finished.
+ *
+ * @example
+ * ```ts ignore
+ * import { runServers } from "./server_cli.ts";
+ * import { serveEcho } from "../servers/echo.ts";
+ *
+ * await runServers([{ server: serveEcho({ port: 0 }) }]);
+ * ```
+ */
+export async function runServers(
+  servers: { server: Server; label?: string }[],
+  log: (line: string) => void = stderrLog,
+): Promise<void> {
+  const stop = () => {
+    for (const { server } of servers) server.shutdown();
+  };
+  try {
+    await Promise.all(servers.map(({ server }) => server.ready));
+  } catch (error) {
+    stop();
+    throw error;
+  }
+  if (workerInit) {
+    // A worker of a `--workers` group: the main thread logs and handles
+    // signals; shutdown comes as a message (lib/workers.ts).
+    await Promise.all(servers.map(({ server }) => server.finished));
+    return;
+  }
+  const labelled = servers.length > 1;
+  for (const { server, label } of servers) {
+    log(listeningLine(server.addr, labelled ? label : undefined));
+  }
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const signal of signals) Deno.addSignalListener(signal, stop);
+  try {
+    await Promise.all(servers.map(({ server }) => server.finished));
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, stop);
+  }
+}
