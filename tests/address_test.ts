@@ -1,7 +1,10 @@
-import { assertEquals, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertFalse, assertThrows } from "@std/assert";
+import { isIPv4, isIPv6, matchSubnets } from "@std/net/unstable-ip";
 import {
   AddressError,
   checkHost,
+  Cidr,
+  CidrError,
   parseIPv4,
   parseIPv6,
   unmapIPv4,
@@ -91,4 +94,41 @@ Deno.test("unmapIPv4() prints IPv4-mapped IPv6 addresses dotted", () => {
   assertEquals(unmapIPv4("::ffff:1:127.0.0.1"), "::ffff:1:127.0.0.1");
   assertEquals(unmapIPv4("64:ff9b::192.0.2.1"), "64:ff9b::192.0.2.1");
   assertEquals(unmapIPv4("10.0.0.1"), "10.0.0.1");
+});
+
+// lib/address.ts keeps its own parser instead of @std/net/unstable-ip; its
+// module doc names these cases. A failing `std ...` assertion means std
+// changed: update that note (and maybe adopt std).
+Deno.test("@std/net/unstable-ip accepts what our parser refuses, and misses mapped IPv4", () => {
+  for (
+    const [text, block] of [
+      ["1.2.3.", "1.2.3.0/24"],
+      ["0x7f.0.0.1", "127.0.0.0/8"],
+      ["01.2.3.4", "1.2.3.0/24"],
+    ]
+  ) {
+    assert(isIPv4(text), `std isIPv4 now refuses '${text}'`);
+    assert(
+      matchSubnets(text, [block]),
+      `std matchSubnets no longer puts '${text}' in ${block}`,
+    );
+    assertEquals(parseIPv4(text), null, `parseIPv4 took '${text}'`);
+    assertFalse(Cidr.parse(block).contains(text), `${block} took '${text}'`);
+    assertThrows(() => Cidr.parse(`${text}/8`), CidrError, `'${text}/8'`);
+  }
+  for (const text of ["1.2.3.", "01.2.3.4"]) {
+    assertThrows(() => checkHost(text), AddressError, `'${text}'`);
+  }
+
+  assert(isIPv6("1g::"), "std isIPv6 now refuses '1g::'");
+  assertEquals(parseIPv6("1g::"), null);
+  assertThrows(() => checkHost("1g::"), AddressError, "'1g::'");
+  assertThrows(() => Cidr.parse("1g::/16"), CidrError, "'1g::/16'");
+
+  const mapped = "::ffff:10.1.2.3";
+  assertFalse(
+    matchSubnets(mapped, ["10.0.0.0/8"]),
+    `std matchSubnets now puts ${mapped} in 10.0.0.0/8`,
+  );
+  assert(Cidr.parse("10.0.0.0/8").contains(mapped));
 });
