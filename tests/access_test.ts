@@ -1,4 +1,11 @@
-import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertMatch,
+  assertThrows,
+} from "@std/assert";
 import { AccessList, Cidr, CidrError } from "../mod.ts";
 import { serveEcho } from "../servers/echo.ts";
 import {
@@ -397,8 +404,8 @@ Deno.test("a flood of refused clients is logged counted, not line by line", asyn
   const total = refused.length +
     counted.reduce((sum, m) => sum + Number(m![1]), 0);
   assertEquals(total, 40, lines.join("\n"));
-  assert(refused.length < 10, lines.join("\n"));
-  assert(counted.length >= 1, lines.join("\n"));
+  assertLess(refused.length, 10, lines.join("\n"));
+  assertGreaterOrEqual(counted.length, 1, lines.join("\n"));
   assert(!lines.some((l) => l.startsWith("accepted")), lines.join("\n"));
 });
 

@@ -1,6 +1,8 @@
 import {
   assert,
   assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
   assertMatch,
   assertNotMatch,
   fail,
@@ -429,7 +431,7 @@ Deno.test("connect.ts: refused on every address of localhost lists them all", as
   assertEquals(run.code, 1);
   const addresses = run.lines.filter((l) => l.startsWith("address "))
     .map((l) => l.slice("address ".length));
-  assert(addresses.length >= 1);
+  assertGreaterOrEqual(addresses.length, 1);
   assertEquals(
     run.lines.at(-1),
     `error: cannot connect to localhost:${p}: connection refused (${
@@ -690,12 +692,12 @@ Deno.test({
             `[${BLACKHOLE}]:${p}`,
             `127.0.0.1:${p}`,
           ]);
-          assert(tried[0][1] < 100, run.stderr);
+          assertLess(tried[0][1], 100, run.stderr);
           assert(tried[1][1] >= 245 && tried[1][1] < 4000, run.stderr);
           assertEquals(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
           // The IPv6 attempt was cancelled, not failed: no kernel timeout waited.
           assert(!run.lines.some((l) => l.startsWith("failed")), run.stderr);
-          assert(run.tookMs < 20_000, `took ${run.tookMs} ms`);
+          assertLess(run.tookMs, 20_000, `took ${run.tookMs} ms`);
         },
       );
 
@@ -769,7 +771,7 @@ Deno.test({
           assertEquals(run.code, 1, run.stderr);
           const tried = attempts(run.lines);
           assertEquals(tried.length, 2, run.stderr);
-          assert(tried[1][1] < 4000, run.stderr); // Not the 5 s delay.
+          assertLess(tried[1][1], 4000, run.stderr); // Not the 5 s delay.
           assertEquals(
             run.lines.at(-1),
             `error: cannot connect to he-dual.test:${closed}: connection refused ([::1]:${closed}, 127.0.0.1:${closed})`,

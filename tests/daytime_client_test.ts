@@ -1,4 +1,9 @@
-import { assert, assertEquals, assertMatch } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertMatch,
+} from "@std/assert";
 import { ConnectError, serve, silentLog, writeAll } from "../mod.ts";
 import { fetchDaytime } from "../clients/daytime.ts";
 import { ctime, daytimeService } from "../servers/daytime.ts";
@@ -207,7 +212,7 @@ Deno.test("daytime.ts: a server that never sends times out after --timeout, exit
     stderr.trimEnd(),
     `error: timed out after 0.5 s waiting for data from 127.0.0.1:${port}`,
   );
-  assert(elapsed >= 500, `took only ${elapsed} ms`);
+  assertGreaterOrEqual(elapsed, 500, `took only ${elapsed} ms`);
 });
 
 Deno.test("daytime.ts: usage errors exit 2, --help exits 0", async () => {
@@ -352,7 +357,7 @@ Deno.test({
           stderr.trimEnd(),
           `error: timed out after 0.5 s connecting to ${shown}`,
         );
-        assert(ms >= 500, `gave up after ${ms} ms`);
+        assertGreaterOrEqual(ms, 500, `gave up after ${ms} ms`);
       }
     });
   },

@@ -1,4 +1,11 @@
-import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertMatch,
+  assertRejects,
+} from "@std/assert";
 import { concat } from "@std/bytes";
 import {
   addressFamily,
@@ -130,7 +137,11 @@ Deno.test("dialHappyEyeballs() starts IPv4 after the attempt delay when IPv6 bla
     "2001:db8::1",
     "192.0.2.1",
   ]);
-  assert(net.started[1].atMs >= 95, `IPv4 at ${net.started[1].atMs} ms`);
+  assertGreaterOrEqual(
+    net.started[1].atMs,
+    95,
+    `IPv4 at ${net.started[1].atMs} ms`,
+  );
   assertEquals(net.aborted, ["2001:db8::1"]);
 });
 
@@ -156,7 +167,7 @@ Deno.test("dialHappyEyeballs() starts the next attempt at once when one fails", 
     attemptDelayMs: 2000,
   });
   assertEquals(conn.address, "192.0.2.1");
-  assert(net.started[1].atMs < 1000, `next at ${net.started[1].atMs} ms`);
+  assertLess(net.started[1].atMs, 1000, `next at ${net.started[1].atMs} ms`);
 });
 
 Deno.test("dialHappyEyeballs() staggers every attempt while all hang, in interleaved order", async () => {
@@ -181,7 +192,7 @@ Deno.test("dialHappyEyeballs() staggers every attempt while all hang, in interle
   ]);
   for (let i = 1; i < net.started.length; i++) {
     const gap = net.started[i].atMs - net.started[i - 1].atMs;
-    assert(gap >= 25, `gap ${i}: ${gap} ms`);
+    assertGreaterOrEqual(gap, 25, `gap ${i}: ${gap} ms`);
   }
   assertEquals(net.aborted.sort(), ["10.0.0.1", "::1", "::2"]);
 });
@@ -268,7 +279,7 @@ Deno.test("dialHappyEyeballs() over real sockets: ::1 refused, 127.0.0.1 wins at
       failed.push(`${address} ${connectFailureReason(error)}`),
   });
   using _server = await accepting;
-  assert(performance.now() - began < 4000, "did not wait the delay");
+  assertLess(performance.now() - began, 4000, "did not wait the delay");
   assertEquals((conn.remoteAddr as Deno.NetAddr).hostname, "127.0.0.1");
   assertEquals(failed.length, 1);
   assertMatch(

@@ -1,4 +1,10 @@
-import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertLessOrEqual,
+  assertMatch,
+  assertRejects,
+} from "@std/assert";
 import {
   type ByteReader,
   LineReader,
@@ -124,7 +130,7 @@ Deno.test("LineReader rejects a line over maxLength without buffering it all", a
   const error = await lines.readLine().catch((e) => e);
   assert(error instanceof LineTooLongError);
   assertEquals(error.maxLength, 100);
-  assert(served <= 102, `read ${served} bytes for a 100-byte limit`);
+  assertLessOrEqual(served, 102, `read ${served} bytes for a 100-byte limit`);
 });
 
 Deno.test("LineReader rejects an over-long last line without an ending", async () => {

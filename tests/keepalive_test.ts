@@ -1,4 +1,10 @@
-import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertMatch,
+  assertThrows,
+} from "@std/assert";
 import {
   getKeepAlive,
   KeepAliveError,
@@ -361,7 +367,11 @@ Deno.test({
       const gap = probes[i].time - probes[i - 1].time;
       assert(gap > 0.6 && gap < 1.8, `probe gap ${gap} s`);
     }
-    assert(replies.length >= probes.length - 1, "probes went unanswered");
+    assertGreaterOrEqual(
+      replies.length,
+      probes.length - 1,
+      "probes went unanswered",
+    );
     console.log(
       `probes at +${
         probes.map((p) => (p.time - syn.time).toFixed(3)).join(", +")

@@ -9,6 +9,8 @@
 import {
   assert,
   assertEquals,
+  assertGreater,
+  assertLess,
   assertMatch,
   assertNotMatch,
   assertRejects,
@@ -82,7 +84,7 @@ for (const script of SCRIPTS) {
       ["deno", "run"],
       `task ${script.name}: ${task}`,
     );
-    assert(at > 0, `task ${script.name} does not run ${script.path}`);
+    assertGreater(at, 0, `task ${script.name} does not run ${script.path}`);
     assertEquals(
       [...tokens.slice(2, at)].sort(),
       [...script.permissions].sort(),
@@ -416,7 +418,7 @@ async function smokeTest(
       assertEquals(reply.code, 0, reply.stderr);
       assertMatch(reply.stdout, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n$/);
       const skew = Math.abs(Date.parse(reply.stdout.trim()) - Date.now());
-      assert(skew < 60_000, `time-client is ${skew} ms off`);
+      assertLess(skew, 60_000, `time-client is ${skew} ms off`);
       await stop(time, "time");
     }
   });
@@ -591,6 +593,6 @@ Deno.test("every exported function and class has a JSDoc @example (deno test --d
       }
     }
   }
-  assert(checked > 50, `only ${checked} functions and classes found`);
+  assertGreater(checked, 50, `only ${checked} functions and classes found`);
   assertEquals(lacking, [], `no @example: ${lacking.join(", ")}`);
 });

@@ -1,4 +1,11 @@
-import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLessOrEqual,
+  assertMatch,
+  assertThrows,
+} from "@std/assert";
 import {
   DEFAULT_QUOTATIONS,
   parseQuotations,
@@ -42,7 +49,7 @@ Deno.test("qotd.ts serves a built-in quotation over TCP and UDP, within 512 byte
       port: server.port,
     });
     const bytes = await readAll(conn);
-    assert(bytes.byteLength <= 512);
+    assertLessOrEqual(bytes.byteLength, 512);
     assert(known.includes(decoder.decode(bytes)), decoder.decode(bytes));
   }
   await using server = await startServer("servers/qotd.ts", {
@@ -81,7 +88,7 @@ Deno.test("qotd.ts --file serves only that file's quotations, with --allow-read 
     for (const text of seen) {
       assert(expected.includes(text), JSON.stringify(text));
     }
-    assert(seen.size >= 2, "picks among them");
+    assertGreaterOrEqual(seen.size, 2, "picks among them");
   } finally {
     await Deno.remove(path);
   }

@@ -1,4 +1,9 @@
-import { assert, assertEquals, assertMatch } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertMatch,
+} from "@std/assert";
 import { ConnectError, silentLog } from "../mod.ts";
 import { serveUdpHello } from "../servers/udp.ts";
 import { sendUdpHello } from "../clients/udp.ts";
@@ -151,7 +156,7 @@ Deno.test("udp.ts server keeps the UDP protections: low source ports and the rat
   let replies = 0;
   while (await receiveWithin(client, 1000)) replies++;
   client.close();
-  assert(replies >= 2, `only ${replies} replies`);
+  assertGreaterOrEqual(replies, 2, `only ${replies} replies`);
   assert(
     replies <= 4,
     `the rate limit let ${replies} of 10 replies through`,
@@ -269,7 +274,7 @@ Deno.test("udp.ts client retries, then fails with 'error: no reply', exit 1", as
     `error: no reply from 127.0.0.1:${port} after 3 attempts (0.2 s each)`,
   ]);
   assertEquals(received, 3);
-  assert(elapsed >= 600, `gave up after ${elapsed} ms`);
+  assertGreaterOrEqual(elapsed, 600, `gave up after ${elapsed} ms`);
 });
 
 Deno.test("udp.ts client takes only the server's reply, and a late one counts", async () => {

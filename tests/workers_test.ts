@@ -1,4 +1,9 @@
-import { assert, assertEquals, assertMatch } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertMatch,
+} from "@std/assert";
 import { readExact, writeAll } from "../mod.ts";
 import { freePort, runScript, startServer } from "./_helpers.ts";
 
@@ -117,7 +122,7 @@ Deno.test("echo.ts --workers 2 shares --max-connections across the workers", asy
         l.split(":")[0]
       ),
     );
-    assert(refusing.size >= 1, server.proc.stderr);
+    assertGreaterOrEqual(refusing.size, 1, server.proc.stderr);
   } finally {
     for (const conn of held) conn.close();
   }

@@ -1,4 +1,10 @@
-import { assert, assertEquals, assertNotMatch } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertNotMatch,
+} from "@std/assert";
 import { readExact, writeAll } from "../../mod.ts";
 import { countLines, fdCount, figures, startEcho } from "./_stress.ts";
 
@@ -70,7 +76,7 @@ Deno.test("echo.ts under `ulimit -n 64`: out of descriptors, accept backs off, l
   });
   assert(stillAlive);
   // Full indeed (the listing is not atomic: it may count one twice).
-  assert(full >= LIMIT - 2, `only ${full} descriptors open`);
+  assertGreaterOrEqual(full, LIMIT - 2, `only ${full} descriptors open`);
   assert(served > 0 && served < LIMIT, `served ${served}`);
   // Backoff: 5 ms doubling to 1 s is 8 lines in the first 1.3 s, then one a
   // second, not one per retry in a hot loop.
@@ -79,7 +85,7 @@ Deno.test("echo.ts under `ulimit -n 64`: out of descriptors, accept backs off, l
     `${failures} accept failure lines in ${fullSeconds.toFixed(1)} s`,
   );
   assert(recovered, "not serving after descriptors freed");
-  assert(recoveredMs < 5000, `recovered after ${recoveredMs} ms`);
+  assertLess(recoveredMs, 5000, `recovered after ${recoveredMs} ms`);
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
   assertEquals(code, 0, stderr.slice(-2000));

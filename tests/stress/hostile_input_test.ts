@@ -1,4 +1,12 @@
-import { assert, assertEquals, assertMatch, assertNotMatch } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreater,
+  assertGreaterOrEqual,
+  assertLess,
+  assertMatch,
+  assertNotMatch,
+} from "@std/assert";
 import fc from "fast-check";
 import {
   EndpointError,
@@ -136,7 +144,7 @@ Deno.test("parsePort, splitHostPort, parseEndpoint: 10,000 hostile strings each,
       if (
         only([EndpointError], () => {
           const { hostname, port } = splitHostPort(text);
-          assert(hostname.length > 0);
+          assertGreater(hostname.length, 0);
           assert(Number.isInteger(port) && port >= 0 && port <= 65535);
           // What parsed prints and parses back the same.
           assertEquals(splitHostPort(joinHostPort(hostname, port)), {
@@ -231,7 +239,7 @@ Deno.test("server command lines: 10,000 hostile ones, only UsageError or HelpReq
           assert(options.port >= 0 && options.port <= 65535);
         }
         if (options.maxConnections !== undefined) {
-          assert(options.maxConnections >= 1);
+          assertGreaterOrEqual(options.maxConnections, 1);
         }
         for (const ms of [options.idleTimeoutMs, options.gracePeriodMs]) {
           if (ms !== undefined) assert(Number.isFinite(ms) && ms >= 0);
@@ -381,7 +389,7 @@ Deno.test("echo.ts --udp: datagrams of every size 0..65507 come back byte-exact,
       // Lost on a loaded machine (or the late reply arrives next: then the
       // size check below fails loudly instead of passing by accident).
       retries++;
-      assert(attempt < 3, `no reply to a ${size}-byte datagram`);
+      assertLess(attempt, 3, `no reply to a ${size}-byte datagram`);
     }
   }
   const seconds = (performance.now() - started) / 1000;

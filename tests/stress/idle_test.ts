@@ -1,4 +1,12 @@
-import { assert, assertEquals, assertMatch, assertNotMatch } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertLessOrEqual,
+  assertMatch,
+  assertNotMatch,
+} from "@std/assert";
 import { readExact, writeAll } from "../../mod.ts";
 import { countLines, figures, startEcho } from "./_stress.ts";
 
@@ -95,8 +103,16 @@ Deno.test("echo.ts --idle-timeout 2: 2,000 silent clients are all closed after 2
   });
   // Not before the timeout (5 ms for timer granularity), and on time: the
   // sweep ticks every 0.5 s; 2 s more is for a loaded machine.
-  assert(min >= timeoutMs - 5, `closed after only ${min.toFixed(0)} ms`);
-  assert(max <= timeoutMs + 500 + 2000, `closed after ${max.toFixed(0)} ms`);
+  assertGreaterOrEqual(
+    min,
+    timeoutMs - 5,
+    `closed after only ${min.toFixed(0)} ms`,
+  );
+  assertLessOrEqual(
+    max,
+    timeoutMs + 500 + 2000,
+    `closed after ${max.toFixed(0)} ms`,
+  );
   assertEquals(activeOk, 8);
   assert(activeStillOk, "the active client was closed");
   await server.proc.until(
@@ -167,9 +183,9 @@ Deno.test("echo.ts --max-connections 1000: of 2,000 silent clients the last 1,00
     ),
   });
   assertEquals(working, max);
-  assert(refusedSeconds < 10, `refusing took ${refusedSeconds} s`);
+  assertLess(refusedSeconds, 10, `refusing took ${refusedSeconds} s`);
   assert(served, "no new client served after a slot freed");
-  assert(servedAfterMs < 2000, `served after ${servedAfterMs} ms`);
+  assertLess(servedAfterMs, 2000, `served after ${servedAfterMs} ms`);
   assertMatch(
     server.proc.stderr,
     /refused 127\.0\.0\.1:\d+: too many connections \(max 1000\)/,

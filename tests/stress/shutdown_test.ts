@@ -1,4 +1,11 @@
-import { assert, assertEquals, assertMatch, assertNotMatch } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertMatch,
+  assertNotMatch,
+} from "@std/assert";
 import { readExact, serve, writeAll } from "../../mod.ts";
 import { pseudoRandomBytes } from "../_helpers.ts";
 import { countLines, figures, sameBytes, startEcho } from "./_stress.ts";
@@ -67,7 +74,7 @@ Deno.test("echo.ts: SIGTERM during 50 transfers lets all finish byte-exact withi
     /shutting down: waiting up to 60 s for 50 connection\(s\)/,
   );
   assertNotMatch(stderr, /grace period over/);
-  assert(exitedAfter < 60);
+  assertLess(exitedAfter, 60);
   assertEquals(
     countLines(
       server.proc,
@@ -118,8 +125,12 @@ Deno.test("echo.ts: past the grace period the transfers still open are closed, c
     stderr,
     /grace period over: closed 50 connection\(s\) still in flight/,
   );
-  assert(Math.min(...cutAfter) >= 0.95, "cut before the grace period");
-  assert(exitedAfter < 1 + 5, `exited after ${exitedAfter} s`);
+  assertGreaterOrEqual(
+    Math.min(...cutAfter),
+    0.95,
+    "cut before the grace period",
+  );
+  assertLess(exitedAfter, 1 + 5, `exited after ${exitedAfter} s`);
 });
 
 Deno.test("serve(): past the grace period, a handler stuck on something other than its connection does not hold shutdown forever", async () => {
@@ -155,7 +166,7 @@ Deno.test("serve(): past the grace period, a handler stuck on something other th
     grace_s: 0.2,
     stopped_after_s: seconds.toFixed(2),
   });
-  assert(seconds < 5, `shutdown took ${seconds} s`);
+  assertLess(seconds, 5, `shutdown took ${seconds} s`);
   assert(
     lines.includes("grace period over: closed 3 connection(s) still in flight"),
   );
