@@ -5,6 +5,14 @@
  * `1.2.0.3`), and printing an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`)
  * as the IPv4 address it is.
  *
+ * We keep this parser rather than `@std/net/unstable-ip` (measured against
+ * @std/net 1.0.6): its `isIPv4` takes `1.2.3.` (an empty part counts as 0),
+ * `0x7f.0.0.1` and `01.2.3.4` (each part goes through `Number`), its
+ * `isIPv6` takes `1g::` (`parseInt` stops at the `g`), and its
+ * `matchSubnets` does not put `::ffff:10.1.2.3` (an IPv4 peer of a
+ * dual-stack socket) in `10.0.0.0/8`, which `Cidr` from `./access.ts`
+ * does. `tests/address_test.ts` asserts each of these differences.
+ *
  * @module
  */
 

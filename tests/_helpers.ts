@@ -6,6 +6,11 @@
  * @module
  */
 
+import { assertEquals, AssertionError, assertMatch } from "@std/assert";
+import { concat, equals } from "@std/bytes";
+import { getAvailablePort } from "@std/net";
+import { TextLineStream } from "@std/streams";
+
 const ROOT = new URL("../", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
@@ -39,15 +44,13 @@ export class ScriptProcess implements AsyncDisposable {
   }
 
   async #pumpStderr(): Promise<void> {
-    let pending = "";
-    for await (const chunk of this.child.stderr) {
-      pending += decoder.decode(chunk, { stream: true });
-      const lines = pending.split("\n");
-      pending = lines.pop()!;
-      this.stderrLines.push(...lines);
+    const lines = this.child.stderr
+      .pipeThrough(new TextDecoderStream())
+      .pipeThrough(new TextLineStream());
+    for await (const line of lines) {
+      this.stderrLines.push(line);
       this.#notify();
     }
-    if (pending) this.stderrLines.push(pending);
     this.#notify();
   }
 
@@ -64,7 +67,7 @@ export class ScriptProcess implements AsyncDisposable {
 
   /** Everything written to stdout so far, as text. */
   get stdout(): string {
-    return decoder.decode(concatBytes(this.stdoutChunks));
+    return decoder.decode(concat(this.stdoutChunks));
   }
 
   /** Everything written to stderr so far. */
@@ -148,17 +151,6 @@ export class ScriptProcess implements AsyncDisposable {
     }
     await this.finished();
   }
-}
-
-export function concatBytes(chunks: Uint8Array[]): Uint8Array {
-  const total = chunks.reduce((sum, c) => sum + c.byteLength, 0);
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.byteLength;
-  }
-  return out;
 }
 
 /** How to start a script. */
@@ -275,19 +267,27 @@ export async function startServer(
   }
 }
 
-/** A port that was free a moment ago on `hostname` (TCP and UDP). */
+/** Whether `port` can be bound on `hostname` over both TCP and UDP now. */
+export function bindable(hostname: string, port: number): boolean {
+  try {
+    Deno.listen({ hostname, port }).close();
+    Deno.listenDatagram({ transport: "udp", hostname, port }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A port that was free a moment ago on `hostname` (TCP and UDP):
+ * `getAvailablePort` finds one free on TCP (on every IPv4 address), and it
+ * must also be {@linkcode bindable} on `hostname`, UDP included (a UDP
+ * service or an IPv6-only listener may hold it).
+ */
 export function freePort(hostname = "127.0.0.1"): number {
   for (let i = 0; i < 50; i++) {
-    const listener = Deno.listen({ hostname, port: 0 });
-    const { port } = listener.addr as Deno.NetAddr;
-    listener.close();
-    try {
-      const udp = Deno.listenDatagram({ transport: "udp", hostname, port });
-      udp.close();
-      return port;
-    } catch {
-      // Taken on UDP: try another.
-    }
+    const port = getAvailablePort();
+    if (bindable(hostname, port)) return port;
   }
   throw new Error("no free port found");
 }
@@ -329,7 +329,7 @@ export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
   for (let n; (n = await conn.read(buffer)) !== null;) {
     chunks.push(buffer.slice(0, n));
   }
-  return concatBytes(chunks);
+  return concat(chunks);
 }
 
 /** Runs a command to completion with optional stdin; returns its output. */
@@ -426,22 +426,30 @@ export async function receiveWithin(
 }
 
 /**
- * Asserts two byte arrays are equal, failing with the length and the first
- * differing offset. (`assert.deepEqual` on megabytes that differ builds a
- * diff of every element: gigabytes of memory, minutes of CPU.)
+ * Asserts two byte arrays are equal (`equals` from `@std/bytes`), failing
+ * with both lengths, the first differing offset and the bytes around it.
+ * (`assertEquals` on megabytes that differ builds a diff of every element:
+ * gigabytes of memory, minutes of CPU.)
  */
 export function assertSameBytes(
   actual: Uint8Array,
   expected: Uint8Array,
   what = "bytes",
 ): void {
+  if (equals(actual, expected)) return;
   const n = Math.min(actual.byteLength, expected.byteLength);
   let i = 0;
   while (i < n && actual[i] === expected[i]) i++;
-  if (i === n && actual.byteLength === expected.byteLength) return;
-  throw new Error(
+  const from = Math.max(0, i - 8);
+  const around = (bytes: Uint8Array) =>
+    Array.from(
+      bytes.subarray(from, i + 8),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join(" ") || "(none)";
+  throw new AssertionError(
     `${what}: got ${actual.byteLength} bytes, expected ${expected.byteLength}; ` +
-      `first difference at offset ${i}`,
+      `first difference at offset ${i}; bytes from offset ${from}:\n` +
+      `  actual:   ${around(actual)}\n  expected: ${around(expected)}`,
   );
 }
 
@@ -547,12 +555,12 @@ export async function assertUsageError(
     args,
   });
   const what = `${script} ${args.join(" ")}`;
-  if (code !== 2) throw new Error(`${what}: exit ${code}, not 2: ${stderr}`);
-  if (!pattern.test(stderr)) {
-    throw new Error(`${what}: stderr does not match ${pattern}: ${stderr}`);
-  }
-  if (stderr.trimEnd().split("\n").length !== 1) {
-    throw new Error(`${what}: more than one stderr line: ${stderr}`);
-  }
-  if (stdout !== "") throw new Error(`${what}: wrote to stdout: ${stdout}`);
+  assertEquals(code, 2, `${what}: exit code; stderr: ${stderr}`);
+  assertMatch(stderr, pattern, `${what}: stderr`);
+  assertEquals(
+    stderr.trimEnd().split("\n").length,
+    1,
+    `${what}: more than one stderr line: ${stderr}`,
+  );
+  assertEquals(stdout, "", `${what}: wrote to stdout`);
 }

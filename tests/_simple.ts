@@ -7,6 +7,7 @@
  */
 
 import { SIMPLE_SERVICE_PORTS } from "../mod.ts";
+import { bindable } from "./_helpers.ts";
 
 /** Where a test datagram comes from and how long to wait for a reply. */
 export interface UdpAskOptions {
@@ -80,16 +81,6 @@ export async function readUpTo(
     filled += n;
   }
   return out.subarray(0, filled);
-}
-
-function bindable(hostname: string, port: number): boolean {
-  try {
-    Deno.listen({ hostname, port }).close();
-    Deno.listenDatagram({ transport: "udp", hostname, port }).close();
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

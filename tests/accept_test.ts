@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assertEquals, assertMatch } from "@std/assert";
 import { silentLog } from "../mod.ts";
 import { clientLine, serveAccept } from "../servers/accept.ts";
 import {
@@ -39,10 +39,10 @@ async function ask(hostname: string, port: number): Promise<string> {
 }
 
 Deno.test("clientLine() prints IPv4, IPv4-mapped and IPv6 clients", () => {
-  assert.equal(clientLine("127.0.0.1"), "IPv4 client 127.0.0.1\n");
-  assert.equal(clientLine("::ffff:10.1.2.3"), "IPv4 client 10.1.2.3\n");
-  assert.equal(clientLine("::1"), "IPv6 client ::1\n");
-  assert.equal(clientLine("fe80::1"), "IPv6 client fe80::1\n");
+  assertEquals(clientLine("127.0.0.1"), "IPv4 client 127.0.0.1\n");
+  assertEquals(clientLine("::ffff:10.1.2.3"), "IPv4 client 10.1.2.3\n");
+  assertEquals(clientLine("::1"), "IPv6 client ::1\n");
+  assertEquals(clientLine("fe80::1"), "IPv6 client fe80::1\n");
 });
 
 Deno.test("serveAccept() answers IPv4, IPv4-mapped and IPv6 clients on one port", async () => {
@@ -54,12 +54,12 @@ Deno.test("serveAccept() answers IPv4, IPv4-mapped and IPv6 clients on one port"
   };
   const port = freeDualPort();
   await using server = serveAccept({ port, output, log: silentLog });
-  assert.equal(server.dualStack, true, "Linux's default is dual-stack");
-  assert.equal(await ask("127.0.0.1", port), "IPv4 client 127.0.0.1\n");
-  assert.equal(await ask("::ffff:127.0.0.1", port), "IPv4 client 127.0.0.1\n");
-  assert.equal(await ask("::1", port), "IPv6 client ::1\n");
+  assertEquals(server.dualStack, true, "Linux's default is dual-stack");
+  assertEquals(await ask("127.0.0.1", port), "IPv4 client 127.0.0.1\n");
+  assertEquals(await ask("::ffff:127.0.0.1", port), "IPv4 client 127.0.0.1\n");
+  assertEquals(await ask("::1", port), "IPv6 client ::1\n");
   await server.shutdown();
-  assert.equal(
+  assertEquals(
     chunks.join(""),
     "IPv4 client 127.0.0.1\nIPv4 client 127.0.0.1\nIPv6 client ::1\n",
   );
@@ -71,17 +71,17 @@ Deno.test("accept.ts, with its header's permissions, listens once on :: for both
     permissions: permissions(port),
     args: ["--port", String(port)],
   });
-  assert.equal(server.address, `[::]:${port}`);
-  assert.match(
+  assertEquals(server.address, `[::]:${port}`);
+  assertMatch(
     server.proc.stderr,
     /^listening on \[::\]:\d+ \(IPv4 and IPv6\)$/m,
   );
-  assert.equal(await ask("127.0.0.1", port), "IPv4 client 127.0.0.1\n");
-  assert.equal(await ask("::1", port), "IPv6 client ::1\n");
+  assertEquals(await ask("127.0.0.1", port), "IPv4 client 127.0.0.1\n");
+  assertEquals(await ask("::1", port), "IPv6 client ::1\n");
   server.proc.kill("SIGTERM");
   const { code, stdout, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr);
-  assert.equal(stdout, "IPv4 client 127.0.0.1\nIPv6 client ::1\n");
+  assertEquals(code, 0, stderr);
+  assertEquals(stdout, "IPv4 client 127.0.0.1\nIPv6 client ::1\n");
 });
 
 Deno.test({
@@ -101,11 +101,11 @@ Deno.test({
     ];
     for (const [command, args, expected] of runs) {
       const { code, stdout, stderr } = await runCommand(command, args, "");
-      assert.equal(code, 0, `${command} ${args.join(" ")}: ${stderr}`);
-      assert.equal(decoder.decode(stdout), expected);
+      assertEquals(code, 0, `${command} ${args.join(" ")}: ${stderr}`);
+      assertEquals(decoder.decode(stdout), expected);
     }
     server.proc.kill("SIGTERM");
-    assert.equal((await server.proc.finished()).code, 0);
+    assertEquals((await server.proc.finished()).code, 0);
   },
 });
 
@@ -116,8 +116,8 @@ Deno.test("accept.ts: a port in use is one error line, exit 1; usage errors exit
     permissions: permissions(port),
     args: ["--port", String(port)],
   });
-  assert.equal(inUse.code, 1);
-  assert.equal(
+  assertEquals(inUse.code, 1);
+  assertEquals(
     inUse.stderr.trimEnd(),
     `error: address [::]:${port} is already in use (pick another port with --port)`,
   );
@@ -126,8 +126,8 @@ Deno.test("accept.ts: a port in use is one error line, exit 1; usage errors exit
     permissions: [`--allow-net=[::]:${free}`],
     args: ["--port", String(free)],
   });
-  assert.equal(denied.code, 1);
-  assert.match(
+  assertEquals(denied.code, 1);
+  assertMatch(
     denied.stderr.trimEnd(),
     /^error: Requires net access to "[^\n]*$/,
   );
@@ -142,12 +142,12 @@ Deno.test("accept.ts: a port in use is one error line, exit 1; usage errors exit
       permissions: permissions(12345),
       args,
     });
-    assert.equal(code, 2, `${args.join(" ")}: ${stderr}`);
-    assert.match(stderr, pattern);
+    assertEquals(code, 2, `${args.join(" ")}: ${stderr}`);
+    assertMatch(stderr, pattern);
   }
   const help = await runScript(SERVER, { args: ["--help"] });
-  assert.equal(help.code, 0);
-  assert.match(help.stdout, /^usage: accept\.ts/);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /^usage: accept\.ts/);
 });
 
 function netnsUnavailable(): boolean {
@@ -195,7 +195,7 @@ Deno.test({
         repoPath(SERVER),
       ]);
       await server.waitForStderr(/^listening on 0\.0\.0\.0:12345 \(IPv4\)$/);
-      assert.match(server.stderr, /^listening on \[::\]:12345 \(IPv6\)$/m);
+      assertMatch(server.stderr, /^listening on \[::\]:12345 \(IPv6\)$/m);
       for (
         const [address, expected] of [
           ["127.0.0.1", "IPv4 client 127.0.0.1\n"],
@@ -207,13 +207,13 @@ Deno.test({
           ["netns", "exec", netns, "socat", "-", `TCP:${address}:${port}`],
           "",
         );
-        assert.equal(code, 0, stderr);
-        assert.equal(decoder.decode(stdout), expected);
+        assertEquals(code, 0, stderr);
+        assertEquals(decoder.decode(stdout), expected);
       }
       server.kill("SIGTERM");
       const { code, stdout } = await server.finished();
-      assert.equal(code, 0);
-      assert.equal(stdout, "IPv4 client 127.0.0.1\nIPv6 client ::1\n");
+      assertEquals(code, 0);
+      assertEquals(stdout, "IPv4 client 127.0.0.1\nIPv6 client ::1\n");
     } finally {
       await runCommand("ip", ["netns", "del", netns]);
     }

@@ -1,4 +1,11 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertMatch,
+  assertThrows,
+} from "@std/assert";
 import { AccessList, Cidr, CidrError } from "../mod.ts";
 import { serveEcho } from "../servers/echo.ts";
 import {
@@ -130,21 +137,21 @@ Deno.test("Cidr matches 10,000 random cases exactly as BigInt arithmetic does", 
     const expected = referenceContains(block.value, prefix128, peer.value);
     if (expected) inside++;
     const cidr = Cidr.parse(blockText);
-    assert.equal(
+    assertEquals(
       cidr.contains(peerText),
       expected,
       `case ${n}: ${peerText} in ${blockText}`,
     );
-    assert.equal(cidr.prefix, prefix, `case ${n}: prefix of ${blockText}`);
+    assertEquals(cidr.prefix, prefix, `case ${n}: prefix of ${blockText}`);
     // The normalised text parses back to the same block.
-    assert.equal(Cidr.parse(cidr.text).contains(peerText), expected);
+    assertEquals(Cidr.parse(cidr.text).contains(peerText), expected);
     const access = new AccessList({ allow: [blockText] });
-    assert.equal(access.allowsAddress(peerText), expected, `case ${n}`);
+    assertEquals(access.allowsAddress(peerText), expected, `case ${n}`);
     const denied = new AccessList({ deny: [blockText] });
-    assert.equal(denied.allowsAddress(peerText), !expected, `case ${n}`);
+    assertEquals(denied.allowsAddress(peerText), !expected, `case ${n}`);
   }
   // Both outcomes are well represented.
-  assert.ok(inside > 3000 && inside < 7000, `${inside} inside`);
+  assert(inside > 3000 && inside < 7000, `${inside} inside`);
 });
 
 Deno.test("Cidr.parse() refuses what is not an address block, naming it", () => {
@@ -172,22 +179,22 @@ Deno.test("Cidr.parse() refuses what is not an address block, naming it", () => 
       " 10.0.0.1",
     ]
   ) {
-    assert.throws(
+    const error = assertThrows(
       () => Cidr.parse(bad),
-      (error: unknown) =>
-        error instanceof CidrError && error.input === bad &&
-        error.message.includes(`'${bad}'`),
+      CidrError,
+      `'${bad}'`,
       `accepted '${bad}'`,
     );
+    assertEquals(error.input, bad);
   }
-  assert.equal(Cidr.parse("10.1.2.3/8").text, "10.0.0.0/8");
-  assert.equal(
+  assertEquals(Cidr.parse("10.1.2.3/8").text, "10.0.0.0/8");
+  assertEquals(
     Cidr.parse("2001:DB8:0:0:1:0:0:1/128").text,
     "2001:db8::1:0:0:1/128",
   );
-  assert.equal(Cidr.parse("::ffff:10.0.0.1/104").contains("10.9.9.9"), true);
-  assert.equal(Cidr.parse("::/0").contains("192.0.2.1"), true);
-  assert.equal(Cidr.parse("0.0.0.0/0").contains("::1"), false);
+  assertEquals(Cidr.parse("::ffff:10.0.0.1/104").contains("10.9.9.9"), true);
+  assertEquals(Cidr.parse("::/0").contains("192.0.2.1"), true);
+  assertEquals(Cidr.parse("0.0.0.0/0").contains("::1"), false);
 });
 
 Deno.test("AccessList: deny before allow, any allow refuses the rest, Unix peers", () => {
@@ -201,20 +208,20 @@ Deno.test("AccessList: deny before allow, any allow refuses the rest, Unix peers
     allow: ["10.0.0.0/8", "fd00::/8"],
     deny: ["10.6.0.0/16", "fd00::66"],
   });
-  assert.equal(list.allows(tcp("10.1.1.1")), true);
-  assert.equal(list.allows(tcp("::ffff:10.1.1.1")), true);
-  assert.equal(list.allows(tcp("10.6.1.1")), false);
-  assert.equal(list.allows(tcp("::ffff:10.6.1.1")), false);
-  assert.equal(list.allows(tcp("fd00::1")), true);
-  assert.equal(list.allows(tcp("fd00::66")), false);
-  assert.equal(list.allows(tcp("fe80::1%2")), false);
-  assert.equal(list.allows(tcp("11.0.0.1")), false);
-  assert.equal(list.allows(unix), false);
+  assertEquals(list.allows(tcp("10.1.1.1")), true);
+  assertEquals(list.allows(tcp("::ffff:10.1.1.1")), true);
+  assertEquals(list.allows(tcp("10.6.1.1")), false);
+  assertEquals(list.allows(tcp("::ffff:10.6.1.1")), false);
+  assertEquals(list.allows(tcp("fd00::1")), true);
+  assertEquals(list.allows(tcp("fd00::66")), false);
+  assertEquals(list.allows(tcp("fe80::1%2")), false);
+  assertEquals(list.allows(tcp("11.0.0.1")), false);
+  assertEquals(list.allows(unix), false);
   const denyOnly = new AccessList({ deny: ["127.0.0.1"] });
-  assert.equal(denyOnly.allows(tcp("127.0.0.2")), true);
-  assert.equal(denyOnly.allows(tcp("127.0.0.1")), false);
-  assert.equal(denyOnly.allows(unix), true);
-  assert.equal(new AccessList({}).empty, true);
+  assertEquals(denyOnly.allows(tcp("127.0.0.2")), true);
+  assertEquals(denyOnly.allows(tcp("127.0.0.1")), false);
+  assertEquals(denyOnly.allows(unix), true);
+  assertEquals(new AccessList({}).empty, true);
 });
 
 /** Connects from `bind` with socat, sends `line`, returns what came back. */
@@ -245,8 +252,8 @@ Deno.test({
       args: ["--hostname", "0.0.0.0", "--port", "0", "--allow", "127.0.0.2/32"],
     });
     const target = `127.0.0.1:${server.port}`;
-    assert.equal(await socatFrom("127.0.0.2", target, "hello\n"), "hello\n");
-    assert.equal(await socatFrom("127.0.0.1", target, "hello\n"), "");
+    assertEquals(await socatFrom("127.0.0.2", target, "hello\n"), "hello\n");
+    assertEquals(await socatFrom("127.0.0.1", target, "hello\n"), "");
     // A refused client gets end of stream (or a reset), never a byte.
     using conn = await Deno.connect({
       hostname: "127.0.0.1",
@@ -256,18 +263,18 @@ Deno.test({
     try {
       received = await readAll(conn);
     } catch (error) {
-      assert.ok(error instanceof Deno.errors.ConnectionReset, String(error));
+      assert(error instanceof Deno.errors.ConnectionReset, String(error));
       received = new Uint8Array();
     }
-    assert.equal(received.byteLength, 0);
+    assertEquals(received.byteLength, 0);
     await server.proc.waitForStderr(/^refused 127\.0\.0\.1:\d+: not allowed$/);
-    assert.ok(
+    assert(
       server.proc.stderrLines.some((l) =>
         /^accepted 127\.0\.0\.2:\d+$/.test(l)
       ),
       server.proc.stderr,
     );
-    assert.ok(
+    assert(
       !server.proc.stderrLines.some((l) => /^accepted 127\.0\.0\.1:/.test(l)),
       server.proc.stderr,
     );
@@ -284,11 +291,11 @@ Deno.test({
         permissions: ["--allow-net=[::]:0"],
         args: ["--hostname", "::", "--port", "0", "--allow", "::1/128"],
       });
-      assert.equal(
+      assertEquals(
         await socatFrom("[::1]", `[::1]:${server.port}`, "six\n"),
         "six\n",
       );
-      assert.equal(
+      assertEquals(
         await socatFrom("127.0.0.1", `127.0.0.1:${server.port}`, "four\n"),
         "",
       );
@@ -301,11 +308,11 @@ Deno.test({
         permissions: ["--allow-net=[::]:0"],
         args: ["--hostname", "::", "--port", "0", "--allow", "127.0.0.2/32"],
       });
-      assert.equal(
+      assertEquals(
         await socatFrom("127.0.0.2", `127.0.0.1:${server.port}`, "mapped\n"),
         "mapped\n",
       );
-      assert.equal(
+      assertEquals(
         await socatFrom("[::1]", `[::1]:${server.port}`, "six\n"),
         "",
       );
@@ -316,11 +323,11 @@ Deno.test({
         permissions: ["--allow-net=[::]:0"],
         args: ["--hostname", "::", "--port", "0", "--deny", "::1"],
       });
-      assert.equal(
+      assertEquals(
         await socatFrom("[::1]", `[::1]:${server.port}`, "six\n"),
         "",
       );
-      assert.equal(
+      assertEquals(
         await socatFrom("127.0.0.1", `127.0.0.1:${server.port}`, "four\n"),
         "four\n",
       );
@@ -364,8 +371,8 @@ Deno.test("echo.ts --udp with --allow 127.0.0.2/32 answers 127.0.0.2 only", asyn
     socket.close();
     return reply;
   };
-  assert.equal(await ask("127.0.0.2"), "from 127.0.0.2");
-  assert.equal(await ask("127.0.0.1"), null);
+  assertEquals(await ask("127.0.0.2"), "from 127.0.0.2");
+  assertEquals(await ask("127.0.0.1"), null);
   await server.proc.waitForStderr(
     /^refused datagram from 127\.0\.0\.1:\d+: not allowed$/,
   );
@@ -383,9 +390,9 @@ Deno.test("a flood of refused clients is logged counted, not line by line", asyn
   for (let i = 0; i < 40; i++) {
     using conn = await Deno.connect({ hostname: "127.0.0.1", port });
     try {
-      assert.equal(await conn.read(new Uint8Array(16)), null);
+      assertEquals(await conn.read(new Uint8Array(16)), null);
     } catch (error) {
-      assert.ok(error instanceof Deno.errors.ConnectionReset, String(error));
+      assert(error instanceof Deno.errors.ConnectionReset, String(error));
     }
   }
   await server.shutdown();
@@ -396,10 +403,10 @@ Deno.test("a flood of refused clients is logged counted, not line by line", asyn
     .filter(Boolean);
   const total = refused.length +
     counted.reduce((sum, m) => sum + Number(m![1]), 0);
-  assert.equal(total, 40, lines.join("\n"));
-  assert.ok(refused.length < 10, lines.join("\n"));
-  assert.ok(counted.length >= 1, lines.join("\n"));
-  assert.ok(!lines.some((l) => l.startsWith("accepted")), lines.join("\n"));
+  assertEquals(total, 40, lines.join("\n"));
+  assertLess(refused.length, 10, lines.join("\n"));
+  assertGreaterOrEqual(counted.length, 1, lines.join("\n"));
+  assert(!lines.some((l) => l.startsWith("accepted")), lines.join("\n"));
 });
 
 Deno.test("--allow/--deny usage errors: a bad block, or a Unix socket", async () => {
@@ -427,9 +434,9 @@ Deno.test("--allow/--deny usage errors: a bad block, or a Unix socket", async ()
       permissions: ["--allow-net=0.0.0.0:0"],
       args: [...args],
     });
-    assert.equal(code, 2, stderr);
+    assertEquals(code, 2, stderr);
     const lines = stderr.trimEnd().split("\n");
-    assert.equal(lines.length, 1, stderr);
-    assert.match(lines[0], pattern);
+    assertEquals(lines.length, 1, stderr);
+    assertMatch(lines[0], pattern);
   }
 });

@@ -1,4 +1,10 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertLess,
+  assertNotEquals,
+  assertNotMatch,
+} from "@std/assert";
 import { readExact } from "../mod.ts";
 import { chargenLines, serveChargen } from "../servers/chargen.ts";
 import { assertSameBytes, startServer } from "./_helpers.ts";
@@ -13,19 +19,19 @@ const PRINTABLE = Array.from(
 Deno.test("chargenLines() follows RFC 864: 72 characters of the 95-character ring, CRLF", () => {
   const text = new TextDecoder().decode(chargenLines(0, 96));
   const lines = text.split("\r\n");
-  assert.equal(lines.pop(), "");
-  assert.equal(lines.length, 96);
+  assertEquals(lines.pop(), "");
+  assertEquals(lines.length, 96);
   for (const [i, line] of lines.entries()) {
     const start = (i + 1) % 95;
-    assert.equal(
+    assertEquals(
       line,
       (PRINTABLE + PRINTABLE).slice(start, start + 72),
       `line ${i}`,
     );
   }
-  assert.equal(lines[0].slice(0, 5), '!"#$%');
-  assert.equal(lines[94].slice(0, 3), ' !"', "line 94 starts at the space");
-  assert.equal(lines[95], lines[0], "the pattern repeats every 95 lines");
+  assertEquals(lines[0].slice(0, 5), '!"#$%');
+  assertEquals(lines[94].slice(0, 3), ' !"', "line 94 starts at the space");
+  assertEquals(lines[95], lines[0], "the pattern repeats every 95 lines");
 });
 
 Deno.test("chargen.ts, with its header's permissions, streams the pattern over TCP", async () => {
@@ -48,14 +54,14 @@ Deno.test("chargen.ts, with its header's permissions, streams the pattern over T
   await server.proc.waitForStderr(
     /closed 127\.0\.0\.1:\d+ \(0 bytes in, \d+ bytes out\)$/,
   );
-  assert.doesNotMatch(
+  assertNotMatch(
     server.proc.stderr,
     /Broken pipe|reset/i,
     "a client leaving is no error",
   );
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr);
+  assertEquals(code, 0, stderr);
 });
 
 Deno.test("chargen.ts --udp answers one datagram of whole lines, at most 512 bytes", async () => {
@@ -64,8 +70,8 @@ Deno.test("chargen.ts --udp answers one datagram of whole lines, at most 512 byt
     args: ["--udp", "--hostname", "127.0.0.1", "--port", "0"],
   });
   const reply = await udpAsk(server.port, new Uint8Array(1000));
-  assert.deepEqual(reply, chargenLines(0, 6));
-  assert.ok(reply!.byteLength <= 512);
+  assertEquals(reply, chargenLines(0, 6));
+  assert(reply!.byteLength <= 512);
 });
 
 Deno.test("serveChargen() waits for a client that does not read, and marks writes as activity", async () => {
@@ -83,7 +89,7 @@ Deno.test("serveChargen() waits for a client that does not read, and marks write
     const buffer = new Uint8Array(65536);
     const until = Date.now() + 1500;
     while (Date.now() < until) {
-      assert.notEqual(await conn.read(buffer), null, "cut while reading");
+      assertNotEquals(await conn.read(buffer), null, "cut while reading");
     }
   }
   // A client that never reads: the server stops writing once the socket
@@ -92,17 +98,17 @@ Deno.test("serveChargen() waits for a client that does not read, and marks write
     using _conn = await Deno.connect({ hostname: "127.0.0.1", port });
     const deadline = Date.now() + 10_000;
     while (!lines.some((l) => l.startsWith("idle timeout"))) {
-      assert.ok(Date.now() < deadline, lines.join("\n"));
+      assertLess(Date.now(), deadline, lines.join("\n"));
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
   await server.shutdown();
   const closed = lines.filter((l) => l.startsWith("closed"));
-  assert.equal(closed.length, 2, lines.join("\n"));
+  assertEquals(closed.length, 2, lines.join("\n"));
   const sent = Number(/(\d+) bytes out/.exec(closed[1])![1]);
   // Loopback buffers hold a few MB at most; without backpressure this grows
   // by hundreds of MB a second.
-  assert.ok(
+  assert(
     sent < 32 * 1024 * 1024,
     `${sent} bytes sent to a client that read nothing`,
   );

@@ -1,4 +1,13 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertMatch,
+  assertNotMatch,
+  fail,
+} from "@std/assert";
+import { concat } from "@std/bytes";
 import {
   assertSameBytes,
   freePort,
@@ -13,16 +22,6 @@ import {
 
 const SCRIPT = "clients/connect.ts";
 const encoder = new TextEncoder();
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.byteLength;
-  }
-  return out;
-}
 
 interface ClientRun {
   code: number;
@@ -98,10 +97,10 @@ Deno.test("connect.ts relays 4 MB byte-exact through our echo server and exits 0
     ["127.0.0.1", String(server.port)],
     [data.subarray(0, 1_000_000), data.subarray(1_000_000)],
   );
-  assert.equal(run.code, 0, run.stderr);
-  assert.equal(run.stdout.byteLength, data.byteLength);
+  assertEquals(run.code, 0, run.stderr);
+  assertEquals(run.stdout.byteLength, data.byteLength);
   assertSameBytes(run.stdout, data, "stdout");
-  assert.deepEqual(run.lines, [
+  assertEquals(run.lines, [
     `address 127.0.0.1:${server.port}`,
     `connected to 127.0.0.1:${server.port}`,
   ]);
@@ -118,10 +117,10 @@ Deno.test("connect.ts resolves localhost through /etc/hosts with least privilege
     ["localhost", String(p)],
     ["hello\n"],
   );
-  assert.equal(run.code, 0, run.stderr);
-  assert.equal(text(run.stdout), "hello\n");
-  assert.ok(run.lines.includes(`address 127.0.0.1:${p}`), run.stderr);
-  assert.equal(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
+  assertEquals(run.code, 0, run.stderr);
+  assertEquals(text(run.stdout), "hello\n");
+  assert(run.lines.includes(`address 127.0.0.1:${p}`), run.stderr);
+  assertEquals(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
 });
 
 Deno.test("connect.ts over a Unix socket to our echo server", async () => {
@@ -140,9 +139,9 @@ Deno.test("connect.ts over a Unix socket to our echo server", async () => {
     const run = await runClient(unixPermissions, ["--unix", path], [
       "over unix\n",
     ]);
-    assert.equal(run.code, 0, run.stderr);
-    assert.equal(text(run.stdout), "over unix\n");
-    assert.deepEqual(run.lines, [`connected to ${path}`]);
+    assertEquals(run.code, 0, run.stderr);
+    assertEquals(text(run.stdout), "over unix\n");
+    assertEquals(run.lines, [`connected to ${path}`]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -160,9 +159,9 @@ Deno.test("connect.ts --udp sends each stdin chunk as a datagram and exits after
     ["one\n", "two\n", "three\n"],
     { pauseMs: 150 },
   );
-  assert.equal(run.code, 0, run.stderr);
-  assert.equal(text(run.stdout), "one\ntwo\nthree\n");
-  assert.deepEqual(run.lines, [
+  assertEquals(run.code, 0, run.stderr);
+  assertEquals(text(run.stdout), "one\ntwo\nthree\n");
+  assertEquals(run.lines, [
     `address 127.0.0.1:${p}`,
     `connected to 127.0.0.1:${p}`,
   ]);
@@ -183,11 +182,11 @@ Deno.test("connect.ts --udp ends with exit 0 when the server never answers", asy
     ["--udp", "--timeout", "0.3", "127.0.0.1", String(p)],
     ["anyone?\n"],
   );
-  assert.equal(run.code, 0, run.stderr);
-  assert.equal(run.stdout.byteLength, 0);
+  assertEquals(run.code, 0, run.stderr);
+  assertEquals(run.stdout.byteLength, 0);
   const [data] = await silent.receive();
   silent.close();
-  assert.equal(text(data), "anyone?\n");
+  assertEquals(text(data), "anyone?\n");
 });
 
 // ---------------------------------------------------------------- half-close
@@ -210,8 +209,8 @@ Deno.test("connect.ts half-closes on stdin EOF and prints until the server close
     ["request body\n"],
   );
   await serving;
-  assert.equal(run.code, 0, run.stderr);
-  assert.equal(text(run.stdout), "got 13 bytes\nstill here\n");
+  assertEquals(run.code, 0, run.stderr);
+  assertEquals(text(run.stdout), "got 13 bytes\nstill here\n");
 });
 
 Deno.test("connect.ts exits 0 when the server closes first, while stdin is still open", async () => {
@@ -230,8 +229,8 @@ Deno.test("connect.ts exits 0 when the server closes first, while stdin is still
   const timer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
   const { code, stdout, stderr } = await proc.finished();
   clearTimeout(timer);
-  assert.equal(code, 0, stderr);
-  assert.equal(stdout, "bye\n");
+  assertEquals(code, 0, stderr);
+  assertEquals(stdout, "bye\n");
 });
 
 Deno.test("connect.ts | head: a closed stdout ends the client quietly, exit 0", async () => {
@@ -253,10 +252,10 @@ Deno.test("connect.ts | head: a closed stdout ends the client quietly, exit 0", 
     `"${repoPath(SCRIPT)}" 127.0.0.1 ${p} </dev/null | head -c 100 | wc -c; ` +
     "exit ${PIPESTATUS[0]}",
   ]);
-  assert.equal(code, 0, stderr);
-  assert.equal(text(stdout).trim(), "100");
-  assert.doesNotMatch(stderr, /error/);
-  assert.match(await flooding, /BrokenPipe|ConnectionReset/);
+  assertEquals(code, 0, stderr);
+  assertEquals(text(stdout).trim(), "100");
+  assertNotMatch(stderr, /error/);
+  assertMatch(await flooding, /BrokenPipe|ConnectionReset/);
 });
 
 // ---------------------------------------------------------------- real peers
@@ -273,10 +272,10 @@ async function waitListening(port: number, pid: number): Promise<void> {
     const { stdout } = await runCommand("ss", ["-Hltnp", `sport = :${port}`]);
     const line = text(stdout).trim();
     if (line.includes(`pid=${pid},`)) return;
-    if (line !== "") throw new Error(`port ${port} is taken by: ${line}`);
+    assertEquals(line, "", `port ${port} is taken by another process`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`process ${pid} does not listen on ${port}`);
+  fail(`process ${pid} does not listen on ${port}`);
 }
 
 Deno.test({
@@ -298,9 +297,9 @@ Deno.test({
         ["127.0.0.1", String(p)],
         [data],
       );
-      assert.equal(run.code, 0, run.stderr);
+      assertEquals(run.code, 0, run.stderr);
       // `wc -c` only answers after end of input: our half-close.
-      assert.equal(text(run.stdout).trim(), String(data.byteLength));
+      assertEquals(text(run.stdout).trim(), String(data.byteLength));
     } finally {
       try {
         socat.kill("SIGKILL");
@@ -337,9 +336,9 @@ Deno.test({
         [toServer],
       );
       const out = await output;
-      assert.equal(run.code, 0, run.stderr);
+      assertEquals(run.code, 0, run.stderr);
       assertSameBytes(run.stdout, toClient, "client stdout");
-      assert.equal(out.code, 0, text(out.stderr));
+      assertEquals(out.code, 0, text(out.stderr));
       assertSameBytes(out.stdout, toServer, "nc stdout");
     } finally {
       try {
@@ -370,8 +369,8 @@ Deno.test({
         ["--udp", "--timeout", "1", "127.0.0.1", String(p)],
         ["shout\n"],
       );
-      assert.equal(run.code, 0, run.stderr);
-      assert.equal(text(run.stdout), "SHOUT\n");
+      assertEquals(run.code, 0, run.stderr);
+      assertEquals(text(run.stdout), "SHOUT\n");
     } finally {
       try {
         socat.kill("SIGKILL");
@@ -392,16 +391,16 @@ async function expectError(
   message: string | RegExp,
 ): Promise<void> {
   const run = await runClient(permissions, args);
-  assert.equal(run.code, code, run.stderr);
+  assertEquals(run.code, code, run.stderr);
   const last = run.lines.filter((l) => l !== "").at(-1) ?? "";
-  if (typeof message === "string") assert.equal(last, message);
-  else assert.match(last, message);
-  assert.equal(
+  if (typeof message === "string") assertEquals(last, message);
+  else assertMatch(last, message);
+  assertEquals(
     run.lines.filter((l) => l.startsWith("error:")).length,
     1,
     run.stderr,
   );
-  assert.doesNotMatch(run.stderr, /^\s+at /m, "no stack trace");
+  assertNotMatch(run.stderr, /^\s+at /m, "no stack trace");
 }
 
 Deno.test("connect.ts: host not found is one error line, exit 1", async () => {
@@ -429,11 +428,11 @@ Deno.test("connect.ts: refused on every address of localhost lists them all", as
     [`--allow-net=localhost,127.0.0.1:${p},[::1]:${p}`],
     ["localhost", String(p)],
   );
-  assert.equal(run.code, 1);
+  assertEquals(run.code, 1);
   const addresses = run.lines.filter((l) => l.startsWith("address "))
     .map((l) => l.slice("address ".length));
-  assert.ok(addresses.length >= 1);
-  assert.equal(
+  assertGreaterOrEqual(addresses.length, 1);
+  assertEquals(
     run.lines.at(-1),
     `error: cannot connect to localhost:${p}: connection refused (${
       addresses.join(", ")
@@ -538,10 +537,10 @@ Deno.test("connect.ts: usage errors are one error line, exit 2", async (t) => {
 
 Deno.test("connect.ts --help prints usage and exits 0", async () => {
   const run = await runClient([], ["--help"]);
-  assert.equal(run.code, 0);
-  assert.match(text(run.stdout), /^usage: connect\.ts \[options\] NAME PORT/);
-  assert.match(text(run.stdout), /--attempt-delay S/);
-  assert.equal(run.stderr, "");
+  assertEquals(run.code, 0);
+  assertMatch(text(run.stdout), /^usage: connect\.ts \[options\] NAME PORT/);
+  assertMatch(text(run.stdout), /--attempt-delay S/);
+  assertEquals(run.stderr, "");
 });
 
 // ---------------------------------------------------------------- Happy Eyeballs
@@ -665,8 +664,8 @@ Deno.test({
             [],
             { prefix },
           );
-          assert.equal(run.code, 1, run.stderr);
-          assert.equal(
+          assertEquals(run.code, 1, run.stderr);
+          assertEquals(
             run.lines.at(-1),
             `error: timed out after 1 s connecting to [${BLACKHOLE}]:${p}`,
           );
@@ -682,23 +681,23 @@ Deno.test({
             ["ping\n"],
             { prefix },
           );
-          assert.equal(run.code, 0, run.stderr);
-          assert.equal(text(run.stdout), "ping\n");
-          assert.deepEqual(
+          assertEquals(run.code, 0, run.stderr);
+          assertEquals(text(run.stdout), "ping\n");
+          assertEquals(
             run.lines.filter((l) => l.startsWith("address ")),
             [`address [${BLACKHOLE}]:${p}`, `address 127.0.0.1:${p}`],
           );
           const tried = attempts(run.lines);
-          assert.deepEqual(tried.map(([a]) => a), [
+          assertEquals(tried.map(([a]) => a), [
             `[${BLACKHOLE}]:${p}`,
             `127.0.0.1:${p}`,
           ]);
-          assert.ok(tried[0][1] < 100, run.stderr);
-          assert.ok(tried[1][1] >= 245 && tried[1][1] < 4000, run.stderr);
-          assert.equal(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
+          assertLess(tried[0][1], 100, run.stderr);
+          assert(tried[1][1] >= 245 && tried[1][1] < 4000, run.stderr);
+          assertEquals(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
           // The IPv6 attempt was cancelled, not failed: no kernel timeout waited.
-          assert.ok(!run.lines.some((l) => l.startsWith("failed")), run.stderr);
-          assert.ok(run.tookMs < 20_000, `took ${run.tookMs} ms`);
+          assert(!run.lines.some((l) => l.startsWith("failed")), run.stderr);
+          assertLess(run.tookMs, 20_000, `took ${run.tookMs} ms`);
         },
       );
 
@@ -709,11 +708,11 @@ Deno.test({
           [],
           { prefix },
         );
-        assert.equal(run.code, 0, run.stderr);
+        assertEquals(run.code, 0, run.stderr);
         const tried = attempts(run.lines);
-        assert.equal(tried.length, 2, run.stderr);
-        assert.ok(tried[1][1] >= 995 && tried[1][1] < 6000, run.stderr);
-        assert.equal(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
+        assertEquals(tried.length, 2, run.stderr);
+        assert(tried[1][1] >= 995 && tried[1][1] < 6000, run.stderr);
+        assertEquals(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
       });
 
       await t.step(
@@ -732,8 +731,8 @@ Deno.test({
             [],
             { prefix },
           );
-          assert.equal(run.code, 1, run.stderr);
-          assert.equal(
+          assertEquals(run.code, 1, run.stderr);
+          assertEquals(
             run.lines.at(-1),
             `error: timed out after 0.2 s connecting to he-blackhole.test:${p}`,
           );
@@ -747,10 +746,10 @@ Deno.test({
           ["six\n"],
           { prefix },
         );
-        assert.equal(run.code, 0, run.stderr);
-        assert.equal(text(run.stdout), "six\n");
-        assert.deepEqual(attempts(run.lines).map(([a]) => a), [`[::1]:${p}`]);
-        assert.equal(run.lines.at(-1), `connected to [::1]:${p}`);
+        assertEquals(run.code, 0, run.stderr);
+        assertEquals(text(run.stdout), "six\n");
+        assertEquals(attempts(run.lines).map(([a]) => a), [`[::1]:${p}`]);
+        assertEquals(run.lines.at(-1), `connected to [::1]:${p}`);
       });
 
       await t.step(
@@ -769,11 +768,11 @@ Deno.test({
             [],
             { prefix },
           );
-          assert.equal(run.code, 1, run.stderr);
+          assertEquals(run.code, 1, run.stderr);
           const tried = attempts(run.lines);
-          assert.equal(tried.length, 2, run.stderr);
-          assert.ok(tried[1][1] < 4000, run.stderr); // Not the 5 s delay.
-          assert.equal(
+          assertEquals(tried.length, 2, run.stderr);
+          assertLess(tried[1][1], 4000, run.stderr); // Not the 5 s delay.
+          assertEquals(
             run.lines.at(-1),
             `error: cannot connect to he-dual.test:${closed}: connection refused ([::1]:${closed}, 127.0.0.1:${closed})`,
           );
@@ -782,15 +781,15 @@ Deno.test({
     } finally {
       await deleteNamespace();
       const { stdout } = await runCommand("ip", ["netns", "list"]);
-      assert.ok(!text(stdout).includes(NETNS), "namespace left behind");
+      assert(!text(stdout).includes(NETNS), "namespace left behind");
     }
   },
 });
 
 Deno.test("connect.ts is in deno.json with its header's permissions", async () => {
   const config = JSON.parse(await Deno.readTextFile(repoPath("deno.json")));
-  assert.equal(config.exports["./clients/connect"], "./clients/connect.ts");
-  assert.equal(
+  assertEquals(config.exports["./clients/connect"], "./clients/connect.ts");
+  assertEquals(
     config.tasks.connect,
     "deno run --allow-net=127.0.0.1:15000 clients/connect.ts 127.0.0.1 15000",
   );

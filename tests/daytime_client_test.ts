@@ -1,4 +1,9 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertMatch,
+} from "@std/assert";
 import { ConnectError, serve, silentLog, writeAll } from "../mod.ts";
 import { fetchDaytime } from "../clients/daytime.ts";
 import { ctime, daytimeService } from "../servers/daytime.ts";
@@ -50,7 +55,7 @@ Deno.test("fetchDaytime() returns what the server sent, in process", async () =>
     port: server.port,
   });
   await server.served;
-  assert.equal(decoder.decode(bytes), LINE);
+  assertEquals(decoder.decode(bytes), LINE);
 });
 
 Deno.test("daytime.ts copies the server's bytes to stdout byte-exact and exits 0", async () => {
@@ -71,9 +76,9 @@ Deno.test("daytime.ts copies the server's bytes to stdout byte-exact and exits 0
     stderr: "piped",
   }).output();
   await server.served;
-  assert.equal(child.code, 0, decoder.decode(child.stderr));
+  assertEquals(child.code, 0, decoder.decode(child.stderr));
   assertSameBytes(child.stdout, payload, "payload on stdout");
-  assert.equal(decoder.decode(child.stderr), "");
+  assertEquals(decoder.decode(child.stderr), "");
 });
 
 for (const address of ["::1", "[::1]"]) {
@@ -84,8 +89,8 @@ for (const address of ["::1", "[::1]"]) {
       args: [address, "--port", String(server.port)],
     });
     await server.served;
-    assert.equal(code, 0, stderr);
-    assert.equal(stdout, LINE);
+    assertEquals(code, 0, stderr);
+    assertEquals(stdout, LINE);
   });
 }
 
@@ -96,8 +101,8 @@ Deno.test("daytime.ts resolves a host name (localhost)", async () => {
     args: ["localhost", "--port", String(server.port)],
   });
   await server.served;
-  assert.equal(code, 0, stderr);
-  assert.equal(stdout, LINE);
+  assertEquals(code, 0, stderr);
+  assertEquals(stdout, LINE);
 });
 
 Deno.test({
@@ -121,9 +126,9 @@ Deno.test({
       args: ["127.0.0.1", "--port", String(port)],
     });
     await Deno.remove(file);
-    assert.equal(code, 0, stderr);
-    assert.equal(stdout, text);
-    assert.equal((await peer.finished()).code, 0);
+    assertEquals(code, 0, stderr);
+    assertEquals(stdout, text);
+    assertEquals((await peer.finished()).code, 0);
   },
 });
 
@@ -145,8 +150,8 @@ Deno.test({
       permissions: [`--allow-net=[::1]:${port}`],
       args: ["::1", "--port", String(port)],
     });
-    assert.equal(code, 0, stderr);
-    assert.equal(stdout, LINE);
+    assertEquals(code, 0, stderr);
+    assertEquals(stdout, LINE);
   },
 });
 
@@ -156,9 +161,9 @@ Deno.test("daytime.ts: invalid addresses are one error line, exit 1", async () =
       permissions: ["--allow-net=127.0.0.1:13"],
       args: [address],
     });
-    assert.equal(code, 1, `${address}: ${stderr}`);
-    assert.equal(stdout, "");
-    assert.equal(
+    assertEquals(code, 1, `${address}: ${stderr}`);
+    assertEquals(stdout, "");
+    assertEquals(
       stderr.trimEnd(),
       `error: invalid address '${address}': expected an IPv4 address (192.0.2.1), an IPv6 address (2001:db8::1) or a host name`,
     );
@@ -171,8 +176,8 @@ Deno.test("daytime.ts: a refused connection is one error line, exit 1", async ()
     permissions: [`--allow-net=127.0.0.1:${port}`],
     args: ["127.0.0.1", "--port", String(port)],
   });
-  assert.equal(code, 1);
-  assert.equal(
+  assertEquals(code, 1);
+  assertEquals(
     stderr.trimEnd(),
     `error: connection refused by 127.0.0.1:${port}`,
   );
@@ -183,9 +188,9 @@ Deno.test("daytime.ts: an unknown host is one error line, exit 1", async () => {
     permissions: ["--allow-net=no-such-host.invalid:13"],
     args: ["no-such-host.invalid"],
   });
-  assert.equal(code, 1);
+  assertEquals(code, 1);
   // Without a resolver (a sandbox) the lookup fails differently; both say so.
-  assert.match(
+  assertMatch(
     stderr.trimEnd(),
     /^error: (no such host|cannot resolve host) 'no-such-host\.invalid'[^\n]*$/,
   );
@@ -202,12 +207,12 @@ Deno.test("daytime.ts: a server that never sends times out after --timeout, exit
   });
   const elapsed = performance.now() - started;
   (await accepted).close();
-  assert.equal(code, 1);
-  assert.equal(
+  assertEquals(code, 1);
+  assertEquals(
     stderr.trimEnd(),
     `error: timed out after 0.5 s waiting for data from 127.0.0.1:${port}`,
   );
-  assert.ok(elapsed >= 500, `took only ${elapsed} ms`);
+  assertGreaterOrEqual(elapsed, 500, `took only ${elapsed} ms`);
 });
 
 Deno.test("daytime.ts: usage errors exit 2, --help exits 0", async () => {
@@ -223,8 +228,8 @@ Deno.test("daytime.ts: usage errors exit 2, --help exits 0", async () => {
     await assertUsageError(SCRIPT, ["--allow-net=127.0.0.1:13"], args, pattern);
   }
   const help = await runScript(SCRIPT, { args: ["--help"] });
-  assert.equal(help.code, 0);
-  assert.match(help.stdout, /^usage: daytime\.ts/);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /^usage: daytime\.ts/);
 });
 
 // Unreachable networks and black holes, made deterministic inside a network
@@ -331,8 +336,8 @@ Deno.test({
           `--allow-net=${shown}`,
           [address],
         );
-        assert.equal(code, 1, stderr);
-        assert.equal(
+        assertEquals(code, 1, stderr);
+        assertEquals(
           stderr.trimEnd(),
           `error: cannot connect to ${shown}: network is unreachable`,
         );
@@ -347,12 +352,12 @@ Deno.test({
           `--allow-net=${shown}`,
           [address, "--timeout", "0.5"],
         );
-        assert.equal(code, 1, stderr);
-        assert.equal(
+        assertEquals(code, 1, stderr);
+        assertEquals(
           stderr.trimEnd(),
           `error: timed out after 0.5 s connecting to ${shown}`,
         );
-        assert.ok(ms >= 500, `gave up after ${ms} ms`);
+        assertGreaterOrEqual(ms, 500, `gave up after ${ms} ms`);
       }
     });
   },
@@ -363,8 +368,8 @@ Deno.test("ConnectError from fetchDaytime() carries its kind", async () => {
   const error = await fetchDaytime({ hostname: "127.0.0.1", port }).catch((
     e,
   ) => e);
-  assert.ok(error instanceof ConnectError);
-  assert.equal(error.kind, "refused");
+  assert(error instanceof ConnectError);
+  assertEquals(error.kind, "refused");
 });
 
 Deno.test("daytime.ts client against our servers/daytime.ts, in process and as scripts", async () => {
@@ -376,8 +381,8 @@ Deno.test("daytime.ts client against our servers/daytime.ts, in process and as s
   });
   const { port } = server.addr as Deno.NetAddr;
   const bytes = await fetchDaytime({ hostname: "127.0.0.1", port });
-  assert.equal(decoder.decode(bytes), `${ctime(fixed)}\r\n`);
-  assert.equal(ctime(fixed), "Wed Nov  4 09:05:01 2026");
+  assertEquals(decoder.decode(bytes), `${ctime(fixed)}\r\n`);
+  assertEquals(ctime(fixed), "Wed Nov  4 09:05:01 2026");
 
   for (
     const [host, permission] of [["127.0.0.1", "127.0.0.1"], ["::1", "[::1]"]]
@@ -391,12 +396,12 @@ Deno.test("daytime.ts client against our servers/daytime.ts, in process and as s
       permissions: [`--allow-net=${permission}:${serverPort}`],
       args: [host, "--port", String(serverPort)],
     });
-    assert.equal(code, 0, stderr);
-    assert.match(
+    assertEquals(code, 0, stderr);
+    assertMatch(
       stdout,
       /^[A-Z][a-z]{2} [A-Z][a-z]{2} [ 1-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9] [0-9]{4}\r\n$/,
     );
     script.proc.kill("SIGTERM");
-    assert.equal((await script.proc.finished()).code, 0);
+    assertEquals((await script.proc.finished()).code, 0);
   }
 });

@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertLess, assertMatch } from "@std/assert";
 import { parsePosixTimeZone } from "../mod.ts";
 import { ctime } from "../servers/daytime.ts";
 import {
@@ -78,7 +78,7 @@ async function run(
     stderr: "piped",
   }).output();
   const stderr = new TextDecoder().decode(output.stderr);
-  assert.equal(output.code, 0, stderr);
+  assertEquals(output.code, 0, stderr);
   return new TextDecoder().decode(output.stdout);
 }
 
@@ -94,7 +94,7 @@ Deno.test({
         `${dir}/ctime`,
         `${dir}/ctime.c`,
       ]);
-      assert.equal(compiled.code, 0, compiled.stderr);
+      assertEquals(compiled.code, 0, compiled.stderr);
       const args = MOMENTS.map(String);
       const script = `import { ctime } from ${
         JSON.stringify(repoPath("servers/daytime.ts"))
@@ -110,8 +110,8 @@ for (const s of ${
             NO_COLOR: "1",
           }),
         ]);
-        assert.equal(fromC.split("\n").length, MOMENTS.length + 1);
-        assert.equal(fromDeno, fromC, `TZ=${tz}`);
+        assertEquals(fromC.split("\n").length, MOMENTS.length + 1);
+        assertEquals(fromDeno, fromC, `TZ=${tz}`);
       }
     } finally {
       await Deno.remove(dir, { recursive: true });
@@ -121,12 +121,12 @@ for (const s of ${
 
 Deno.test("ctime() pads a single-digit day with a space and is 24 characters", () => {
   const line = ctime(new Date(2026, 10, 4, 9, 5, 1));
-  assert.equal(line, "Wed Nov  4 09:05:01 2026");
-  assert.equal(
+  assertEquals(line, "Wed Nov  4 09:05:01 2026");
+  assertEquals(
     ctime(new Date(2026, 10, 24, 23, 37, 45)),
     "Tue Nov 24 23:37:45 2026",
   );
-  assert.equal(ctime(new Date(12026, 0, 1)).length, 24);
+  assertEquals(ctime(new Date(12026, 0, 1)).length, 24);
 });
 
 Deno.test("daytime.ts, with its header's permissions, sends the local time over TCP and UDP", async () => {
@@ -142,14 +142,14 @@ Deno.test("daytime.ts, with its header's permissions, sends the local time over 
       port: server.port,
     });
     const line = new TextDecoder().decode(await readAll(conn));
-    assert.match(line, CTIME_LINE);
+    assertMatch(line, CTIME_LINE);
     // Asia/Kolkata is UTC+05:30, all year.
     const sent = Date.parse(line.trim() + " GMT+0530");
-    assert.ok(Math.abs(sent - before) < 5000, `${line} vs ${new Date(before)}`);
+    assertLess(Math.abs(sent - before), 5000, `${line} vs ${new Date(before)}`);
     server.proc.kill("SIGTERM");
     const { code, stderr } = await server.proc.finished();
-    assert.equal(code, 0, stderr);
-    assert.match(
+    assertEquals(code, 0, stderr);
+    assertMatch(
       stderr,
       /closed 127\.0\.0\.1:\d+ \(0 bytes in, 26 bytes out\)/,
     );
@@ -161,10 +161,10 @@ Deno.test("daytime.ts, with its header's permissions, sends the local time over 
       env: { TZ: "UTC" },
     });
     const reply = await udpAsk(server.port, "what time is it?");
-    assert.ok(reply, "a reply");
+    assert(reply, "a reply");
     const line = new TextDecoder().decode(reply);
-    assert.match(line, CTIME_LINE);
-    assert.ok(
+    assertMatch(line, CTIME_LINE);
+    assert(
       Math.abs(Date.parse(line.trim() + " UTC") - Date.now()) < 5000,
       line,
     );
@@ -193,8 +193,8 @@ Deno.test({
         "--allow-net=0.0.0.0:13",
         repoPath("servers/daytime.ts"),
       ]);
-      assert.equal(code, 1, stderr);
-      assert.equal(
+      assertEquals(code, 1, stderr);
+      assertEquals(
         stderr,
         "error: permission denied listening on 0.0.0.0:13: ports below 1024 " +
           "need root or CAP_NET_BIND_SERVICE; pick another with --port 10013\n",
@@ -207,13 +207,13 @@ Deno.test({
 
 Deno.test("daytime.ts: --help exits 0, a bad flag exits 2 with one error line", async () => {
   const help = await runScript("servers/daytime.ts", { args: ["--help"] });
-  assert.equal(help.code, 0);
-  assert.match(help.stdout, /^usage: daytime\.ts/);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /^usage: daytime\.ts/);
   const bad = await runScript("servers/daytime.ts", {
     args: ["--port", "70000"],
   });
-  assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /^error: invalid value '70000' for --port[^\n]*$/);
+  assertEquals(bad.code, 2);
+  assertMatch(bad.stderr, /^error: invalid value '70000' for --port[^\n]*$/);
 });
 
 Deno.test("daytime.ts --allow-env=TZ applies a POSIX rule TZ that Date reads as UTC", async () => {
@@ -224,17 +224,17 @@ Deno.test("daytime.ts --allow-env=TZ applies a POSIX rule TZ that Date reads as 
   });
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   const line = new TextDecoder().decode(await readAll(conn));
-  assert.match(line, CTIME_LINE);
+  assertMatch(line, CTIME_LINE);
   const sent = Date.parse(line.trim() + " GMT+0530");
-  assert.ok(Math.abs(sent - Date.now()) < 5000, line);
+  assertLess(Math.abs(sent - Date.now()), 5000, line);
 });
 
 Deno.test("parsePosixTimeZone() reads POSIX TZ strings and refuses anything else", () => {
   const zone = parsePosixTimeZone("<-03>3<-02>,M3.5.0/-2,M10.5.0/-1")!;
-  assert.equal(zone.standardName, "-03");
-  assert.equal(zone.standardOffsetSeconds, -3 * 3600);
-  assert.equal(zone.daylightOffsetSeconds, -2 * 3600);
-  assert.equal(parsePosixTimeZone("IST-5:30")!.standardOffsetSeconds, 19800);
+  assertEquals(zone.standardName, "-03");
+  assertEquals(zone.standardOffsetSeconds, -3 * 3600);
+  assertEquals(zone.daylightOffsetSeconds, -2 * 3600);
+  assertEquals(parsePosixTimeZone("IST-5:30")!.standardOffsetSeconds, 19800);
   for (
     const bad of [
       "",
@@ -246,6 +246,6 @@ Deno.test("parsePosixTimeZone() reads POSIX TZ strings and refuses anything else
       "X-1Y,J0,J1",
     ]
   ) {
-    assert.equal(parsePosixTimeZone(bad), null, bad);
+    assertEquals(parsePosixTimeZone(bad), null, bad);
   }
 });

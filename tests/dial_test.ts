@@ -1,4 +1,12 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertMatch,
+  assertRejects,
+} from "@std/assert";
+import { concat } from "@std/bytes";
 import {
   addressFamily,
   ConnectError,
@@ -19,7 +27,7 @@ const encoder = new TextEncoder();
 import { assertSameBytes, pseudoRandomBytes, readAll } from "./_helpers.ts";
 
 Deno.test("happyEyeballsOrder() puts IPv6 first and interleaves the families", () => {
-  assert.deepEqual(
+  assertEquals(
     happyEyeballsOrder([
       "192.0.2.1",
       "192.0.2.2",
@@ -32,33 +40,33 @@ Deno.test("happyEyeballsOrder() puts IPv6 first and interleaves the families", (
 });
 
 Deno.test("happyEyeballsOrder() keeps the resolver's order within a family and drops duplicates", () => {
-  assert.deepEqual(
+  assertEquals(
     happyEyeballsOrder(["10.0.0.2", "::2", "10.0.0.1", "::1", "::2"]),
     ["::2", "10.0.0.2", "::1", "10.0.0.1"],
   );
 });
 
 Deno.test("happyEyeballsOrder() honours First Address Family Count", () => {
-  assert.deepEqual(
+  assertEquals(
     happyEyeballsOrder(["10.0.0.1", "10.0.0.2", "::1", "::2", "::3"], 2),
     ["::1", "::2", "10.0.0.1", "::3", "10.0.0.2"],
   );
 });
 
 Deno.test("happyEyeballsOrder() with one family keeps it as given", () => {
-  assert.deepEqual(happyEyeballsOrder(["10.0.0.3", "10.0.0.1"]), [
+  assertEquals(happyEyeballsOrder(["10.0.0.3", "10.0.0.1"]), [
     "10.0.0.3",
     "10.0.0.1",
   ]);
-  assert.deepEqual(happyEyeballsOrder(["::3", "::1"]), ["::3", "::1"]);
-  assert.deepEqual(happyEyeballsOrder([]), []);
+  assertEquals(happyEyeballsOrder(["::3", "::1"]), ["::3", "::1"]);
+  assertEquals(happyEyeballsOrder([]), []);
 });
 
 Deno.test("happyEyeballsOrder() treats IPv4-mapped IPv6 as IPv4", () => {
-  assert.equal(addressFamily("::ffff:10.0.0.1"), 4);
-  assert.equal(addressFamily("fe80::1"), 6);
-  assert.equal(addressFamily("localhost"), 0);
-  assert.deepEqual(happyEyeballsOrder(["::ffff:10.0.0.1", "::1"]), [
+  assertEquals(addressFamily("::ffff:10.0.0.1"), 4);
+  assertEquals(addressFamily("fe80::1"), 6);
+  assertEquals(addressFamily("localhost"), 0);
+  assertEquals(happyEyeballsOrder(["::ffff:10.0.0.1", "::1"]), [
     "::1",
     "::ffff:10.0.0.1",
   ]);
@@ -124,13 +132,17 @@ Deno.test("dialHappyEyeballs() starts IPv4 after the attempt delay when IPv6 bla
     connect: net.connect,
     attemptDelayMs: 100,
   });
-  assert.equal(conn.address, "192.0.2.1");
-  assert.deepEqual(net.started.map((s) => s.address), [
+  assertEquals(conn.address, "192.0.2.1");
+  assertEquals(net.started.map((s) => s.address), [
     "2001:db8::1",
     "192.0.2.1",
   ]);
-  assert.ok(net.started[1].atMs >= 95, `IPv4 at ${net.started[1].atMs} ms`);
-  assert.deepEqual(net.aborted, ["2001:db8::1"]);
+  assertGreaterOrEqual(
+    net.started[1].atMs,
+    95,
+    `IPv4 at ${net.started[1].atMs} ms`,
+  );
+  assertEquals(net.aborted, ["2001:db8::1"]);
 });
 
 Deno.test("dialHappyEyeballs() lets a working IPv6 win without starting IPv4", async () => {
@@ -141,8 +153,8 @@ Deno.test("dialHappyEyeballs() lets a working IPv6 win without starting IPv4", a
   const conn = await dialHappyEyeballs(["192.0.2.1", "2001:db8::1"], 80, {
     connect: net.connect,
   });
-  assert.equal(conn.address, "2001:db8::1");
-  assert.deepEqual(net.started.map((s) => s.address), ["2001:db8::1"]);
+  assertEquals(conn.address, "2001:db8::1");
+  assertEquals(net.started.map((s) => s.address), ["2001:db8::1"]);
 });
 
 Deno.test("dialHappyEyeballs() starts the next attempt at once when one fails", async () => {
@@ -154,8 +166,8 @@ Deno.test("dialHappyEyeballs() starts the next attempt at once when one fails", 
     connect: net.connect,
     attemptDelayMs: 2000,
   });
-  assert.equal(conn.address, "192.0.2.1");
-  assert.ok(net.started[1].atMs < 1000, `next at ${net.started[1].atMs} ms`);
+  assertEquals(conn.address, "192.0.2.1");
+  assertLess(net.started[1].atMs, 1000, `next at ${net.started[1].atMs} ms`);
 });
 
 Deno.test("dialHappyEyeballs() staggers every attempt while all hang, in interleaved order", async () => {
@@ -171,8 +183,8 @@ Deno.test("dialHappyEyeballs() staggers every attempt while all hang, in interle
     80,
     { connect: net.connect, attemptDelayMs: 30 },
   );
-  assert.equal(conn.address, "10.0.0.2");
-  assert.deepEqual(net.started.map((s) => s.address), [
+  assertEquals(conn.address, "10.0.0.2");
+  assertEquals(net.started.map((s) => s.address), [
     "::1",
     "10.0.0.1",
     "::2",
@@ -180,9 +192,9 @@ Deno.test("dialHappyEyeballs() staggers every attempt while all hang, in interle
   ]);
   for (let i = 1; i < net.started.length; i++) {
     const gap = net.started[i].atMs - net.started[i - 1].atMs;
-    assert.ok(gap >= 25, `gap ${i}: ${gap} ms`);
+    assertGreaterOrEqual(gap, 25, `gap ${i}: ${gap} ms`);
   }
-  assert.deepEqual(net.aborted.sort(), ["10.0.0.1", "::1", "::2"]);
+  assertEquals(net.aborted.sort(), ["10.0.0.1", "::1", "::2"]);
 });
 
 Deno.test("dialHappyEyeballs() closes a loser that connects after the winner", async () => {
@@ -194,12 +206,12 @@ Deno.test("dialHappyEyeballs() closes a loser that connects after the winner", a
     connect: net.connect,
     attemptDelayMs: 10,
   });
-  assert.equal(conn.address, "10.0.0.1");
-  assert.equal(conn.closed, false);
+  assertEquals(conn.address, "10.0.0.1");
+  assertEquals(conn.closed, false);
   // dialHappyEyeballs() waited for the loser to settle, then closed it.
   const late = net.conns.find((c) => c.address === "::1");
-  assert.ok(late, "the late connection was made");
-  assert.equal(late.closed, true);
+  assert(late, "the late connection was made");
+  assertEquals(late.closed, true);
 });
 
 Deno.test("dialHappyEyeballs() rejects with every failure when all are refused", async () => {
@@ -211,11 +223,11 @@ Deno.test("dialHappyEyeballs() rejects with every failure when all are refused",
     connect: net.connect,
     target: "localhost:7",
   }).catch((e) => e);
-  assert.ok(error instanceof DialError);
-  assert.equal(error.kind, "refused");
-  assert.equal(error.target, "localhost:7");
-  assert.deepEqual(error.failures.map((f) => f.address), ["::1", "127.0.0.1"]);
-  assert.equal(
+  assert(error instanceof DialError);
+  assertEquals(error.kind, "refused");
+  assertEquals(error.target, "localhost:7");
+  assertEquals(error.failures.map((f) => f.address), ["::1", "127.0.0.1"]);
+  assertEquals(
     error.message,
     "cannot connect to localhost:7: connection refused ([::1]:7, 127.0.0.1:7)",
   );
@@ -231,11 +243,11 @@ Deno.test("dialHappyEyeballs() times out and aborts every attempt", async () => 
     timeoutMs: 150,
   }).catch((e) => e);
   const tookMs = performance.now() - began;
-  assert.ok(error instanceof DialTimeoutError);
-  assert.equal(error.kind, "timeout");
-  assert.equal(error.message, "timed out after 0.15 s");
-  assert.ok(tookMs >= 140 && tookMs < 2000, `took ${tookMs} ms`);
-  assert.deepEqual(net.aborted.sort(), ["127.0.0.1", "::1"]);
+  assert(error instanceof DialTimeoutError);
+  assertEquals(error.kind, "timeout");
+  assertEquals(error.message, "timed out after 0.15 s");
+  assert(tookMs >= 140 && tookMs < 2000, `took ${tookMs} ms`);
+  assertEquals(net.aborted.sort(), ["127.0.0.1", "::1"]);
 });
 
 Deno.test("dialHappyEyeballs() stops when its signal aborts", async () => {
@@ -246,12 +258,13 @@ Deno.test("dialHappyEyeballs() stops when its signal aborts", async () => {
     signal: controller.signal,
   });
   controller.abort(new Error("stop"));
-  await assert.rejects(dialing, /stop/);
-  assert.deepEqual(net.aborted, ["::1"]);
+  const stopped = await assertRejects(() => dialing, Error);
+  assertMatch(stopped.message, /stop/);
+  assertEquals(net.aborted, ["::1"]);
 });
 
 Deno.test("dialHappyEyeballs() with no address rejects with DialError", async () => {
-  await assert.rejects(dialHappyEyeballs([], 7), DialError);
+  await assertRejects(() => dialHappyEyeballs([], 7), DialError);
 });
 
 Deno.test("dialHappyEyeballs() over real sockets: ::1 refused, 127.0.0.1 wins at once", async () => {
@@ -266,20 +279,20 @@ Deno.test("dialHappyEyeballs() over real sockets: ::1 refused, 127.0.0.1 wins at
       failed.push(`${address} ${connectFailureReason(error)}`),
   });
   using _server = await accepting;
-  assert.ok(performance.now() - began < 4000, "did not wait the delay");
-  assert.equal((conn.remoteAddr as Deno.NetAddr).hostname, "127.0.0.1");
-  assert.equal(failed.length, 1);
-  assert.match(
+  assertLess(performance.now() - began, 4000, "did not wait the delay");
+  assertEquals((conn.remoteAddr as Deno.NetAddr).hostname, "127.0.0.1");
+  assertEquals(failed.length, 1);
+  assertMatch(
     failed[0],
     /^::1 (connection refused|.*unreachable|.*not available)/,
   );
 });
 
 Deno.test("resolveHost() returns literals as they are and resolves localhost", async () => {
-  assert.deepEqual(await resolveHost("192.0.2.7"), ["192.0.2.7"]);
-  assert.deepEqual(await resolveHost("[2001:db8::7]"), ["2001:db8::7"]);
+  assertEquals(await resolveHost("192.0.2.7"), ["192.0.2.7"]);
+  assertEquals(await resolveHost("[2001:db8::7]"), ["2001:db8::7"]);
   const local = await resolveHost("localhost");
-  assert.ok(
+  assert(
     local.every((a) => a === "127.0.0.1" || a === "::1"),
     local.join(),
   );
@@ -287,16 +300,16 @@ Deno.test("resolveHost() returns literals as they are and resolves localhost", a
 
 Deno.test("resolveHost() throws HostNotFoundError for an unknown name", async () => {
   const error = await resolveHost("no-such-host.invalid").catch((e) => e);
-  assert.ok(error instanceof HostNotFoundError);
-  assert.ok(error instanceof ConnectError);
-  assert.equal(error.kind, "no-such-host");
-  assert.equal(error.hostname, "no-such-host.invalid");
+  assert(error instanceof HostNotFoundError);
+  assert(error instanceof ConnectError);
+  assertEquals(error.kind, "no-such-host");
+  assertEquals(error.hostname, "no-such-host.invalid");
 });
 
 Deno.test("resolveHost() refuses what is neither an IP literal nor a name", async () => {
   const error = await resolveHost("1.2.3").catch((e) => e);
-  assert.ok(error instanceof ConnectError);
-  assert.equal(error.kind, "invalid-address");
+  assert(error instanceof ConnectError);
+  assertEquals(error.kind, "invalid-address");
 });
 
 Deno.test("dialHost() reports addresses in attempt order and names the target in errors", async () => {
@@ -307,9 +320,9 @@ Deno.test("dialHost() reports addresses in attempt order and names the target in
   const error = await dialHost("127.0.0.1", port, {
     onResolved: (addresses) => resolved = addresses,
   }).catch((e) => e);
-  assert.deepEqual(resolved, ["127.0.0.1"]);
-  assert.ok(error instanceof DialError);
-  assert.equal(
+  assertEquals(resolved, ["127.0.0.1"]);
+  assert(error instanceof DialError);
+  assertEquals(
     error.message,
     `cannot connect to 127.0.0.1:${port}: connection refused (127.0.0.1:${port})`,
   );
@@ -353,17 +366,11 @@ Deno.test("relay() moves megabytes both ways byte-exact, with half-close", async
   };
   const result = await relay(conn, { input, output });
   const received = await serving;
-  assert.equal(result.bytesSent, upload.byteLength);
-  assert.equal(result.bytesReceived, download.byteLength);
-  assert.equal(result.inputEnded, true);
+  assertEquals(result.bytesSent, upload.byteLength);
+  assertEquals(result.bytesReceived, download.byteLength);
+  assertEquals(result.inputEnded, true);
   assertSameBytes(received, upload, "upload");
-  const got = new Uint8Array(result.bytesReceived);
-  let at = 0;
-  for (const c of chunks) {
-    got.set(c, at);
-    at += c.byteLength;
-  }
-  assertSameBytes(got, download, "download");
+  assertSameBytes(concat(chunks), download, "download");
 });
 
 Deno.test("relayDatagrams() prints only the peer's datagrams, one per input chunk", async () => {
@@ -417,9 +424,9 @@ Deno.test("relayDatagrams() prints only the peer's datagrams, one per input chun
   await answering;
   peer.close();
   stranger.close();
-  assert.deepEqual(seen, ["a", "b"]);
-  assert.equal(out, "re:are:b");
-  assert.deepEqual(result, {
+  assertEquals(seen, ["a", "b"]);
+  assertEquals(out, "re:are:b");
+  assertEquals(result, {
     bytesSent: 2,
     bytesReceived: 8,
     inputEnded: true,
@@ -461,8 +468,8 @@ Deno.test("relay() keeps sending after the peer half-closes first, until the inp
     },
   };
   const result = await relay(conn, { input, output });
-  assert.equal(reply, "ready\n");
-  assert.equal(result.inputEnded, true);
+  assertEquals(reply, "ready\n");
+  assertEquals(result.inputEnded, true);
   assertSameBytes(await serving, upload, "upload");
 });
 
@@ -489,7 +496,7 @@ Deno.test("relay() stops once the peer has closed and the input stays idle for l
   const tookMs = performance.now() - began;
   await serving;
   release();
-  assert.equal(result.bytesReceived, 4);
-  assert.equal(result.inputEnded, false);
-  assert.ok(tookMs >= 150 && tookMs < 5000, `took ${tookMs} ms`);
+  assertEquals(result.bytesReceived, 4);
+  assertEquals(result.inputEnded, false);
+  assert(tookMs >= 150 && tookMs < 5000, `took ${tookMs} ms`);
 });

@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assertEquals, assertNotMatch } from "@std/assert";
 import { writeAll } from "../mod.ts";
 import { pseudoRandomBytes, readAll, startServer } from "./_helpers.ts";
 import { udpAsk } from "./_simple.ts";
@@ -16,13 +16,13 @@ Deno.test("discard.ts, with its header's permissions, reads everything and sends
     const reading = readAll(conn);
     await writeAll(conn, pseudoRandomBytes(1_000_000, 11));
     await conn.closeWrite();
-    assert.equal((await reading).byteLength, 0);
+    assertEquals((await reading).byteLength, 0);
   }
   await server.proc.waitForStderr(
     /closed 127\.0\.0\.1:\d+ \(1000000 bytes in, 0 bytes out\)/,
   );
   server.proc.kill("SIGTERM");
-  assert.equal((await server.proc.finished()).code, 0);
+  assertEquals((await server.proc.finished()).code, 0);
 });
 
 Deno.test("discard.ts --udp needs only its own address and never answers", async () => {
@@ -37,9 +37,9 @@ Deno.test("discard.ts --udp needs only its own address and never answers", async
     permissions: ["--unstable-net", `--allow-net=127.0.0.1:${port}`],
     args: ["--udp", "--hostname", "127.0.0.1", "--port", String(port)],
   });
-  assert.equal(await udpAsk(server.port, "anyone?", { timeoutMs: 500 }), null);
+  assertEquals(await udpAsk(server.port, "anyone?", { timeoutMs: 500 }), null);
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr);
-  assert.doesNotMatch(stderr, /failed/);
+  assertEquals(code, 0, stderr);
+  assertNotMatch(stderr, /failed/);
 });

@@ -1,11 +1,20 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertMatch,
+  assertNotEquals,
+  assertRejects,
+  assertThrows,
+} from "@std/assert";
+import { concat } from "@std/bytes";
 import { readExact, silentLog, writeAll } from "../mod.ts";
 import { serveEcho } from "../servers/echo.ts";
 import {
   assertSameBytes,
   assertUsageError,
   closing,
-  concatBytes,
   missing,
   pseudoRandomBytes,
   readAll,
@@ -62,15 +71,15 @@ Deno.test("echo.ts prints the real port for --port 0 and exits 0 on SIGTERM", as
     permissions: TCP_PERMISSIONS,
     args: TCP_ARGS,
   });
-  assert.match(server.address, /^127\.0\.0\.1:\d+$/);
-  assert.notEqual(server.port, 0);
-  assert.deepEqual(
+  assertMatch(server.address, /^127\.0\.0\.1:\d+$/);
+  assertNotEquals(server.port, 0);
+  assertEquals(
     decode(await roundTrip(server.port, encode("hello\n"))),
     "hello\n",
   );
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr);
+  assertEquals(code, 0, stderr);
 });
 
 Deno.test("echo.ts echoes 16 concurrent clients x 512 KiB byte-exact", async () => {
@@ -81,7 +90,7 @@ Deno.test("echo.ts echoes 16 concurrent clients x 512 KiB byte-exact", async () 
   const clients = Array.from({ length: 16 }, async (_, i) => {
     const data = pseudoRandomBytes(512 * 1024, i + 1);
     const echoed = await roundTrip(server.port, data);
-    assert.equal(echoed.byteLength, data.byteLength, `client ${i}`);
+    assertEquals(echoed.byteLength, data.byteLength, `client ${i}`);
     assertSameBytes(echoed, data, `client ${i}`);
   });
   await Promise.all(clients);
@@ -128,14 +137,14 @@ Deno.test("echo.ts stops reading from a client that does not read (backpressure)
     sent.push(chunk.subarray(0, n));
     written += n;
   }
-  assert.ok(blocked, `wrote ${written} bytes without the server pushing back`);
-  assert.ok(written < 64 * 1024 * 1024, `server buffered ${written} bytes`);
+  assert(blocked, `wrote ${written} bytes without the server pushing back`);
+  assertLess(written, 64 * 1024 * 1024, `server buffered ${written} bytes`);
   // The blocked write finishes once we read; all bytes come back in order.
   const reading = readAll(conn);
   const last = await blocked;
   sent.push(chunk.subarray(0, last));
   await conn.closeWrite();
-  assertSameBytes(await reading, concatBytes(sent), "echo after backpressure");
+  assertSameBytes(await reading, concat(sent), "echo after backpressure");
 });
 
 Deno.test("echo.ts --print also writes what it receives to stdout", async () => {
@@ -163,8 +172,8 @@ Deno.test("echo.ts finishes a transfer in flight on SIGTERM, then exits 0", asyn
   server.proc.kill("SIGTERM");
   await server.proc.waitForStderr(/shutting down/);
   // New connections are refused once shutdown began...
-  await assert.rejects(
-    Deno.connect({ hostname: "127.0.0.1", port: server.port }),
+  await assertRejects(
+    () => Deno.connect({ hostname: "127.0.0.1", port: server.port }),
     Deno.errors.ConnectionRefused,
   );
   // ...but the one in flight completes.
@@ -172,7 +181,7 @@ Deno.test("echo.ts finishes a transfer in flight on SIGTERM, then exits 0", asyn
   await conn.closeWrite();
   assertSameBytes(await reading, data);
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr);
+  assertEquals(code, 0, stderr);
 });
 
 Deno.test("echo.ts cuts connections after --grace and still exits 0", async () => {
@@ -185,9 +194,9 @@ Deno.test("echo.ts cuts connections after --grace and still exits 0", async () =
   await readExact(conn, 1);
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr);
-  assert.match(stderr, /grace period over: closed 1 connection/);
-  assert.equal(await conn.read(new Uint8Array(1)), null);
+  assertEquals(code, 0, stderr);
+  assertMatch(stderr, /grace period over: closed 1 connection/);
+  assertEquals(await conn.read(new Uint8Array(1)), null);
 });
 
 Deno.test("echo.ts --max-connections closes the extra client at once", async () => {
@@ -205,11 +214,11 @@ Deno.test("echo.ts --max-connections closes the extra client at once", async () 
     hostname: "127.0.0.1",
     port: server.port,
   });
-  assert.equal(await second.read(new Uint8Array(1)).catch(() => null), null);
+  assertEquals(await second.read(new Uint8Array(1)).catch(() => null), null);
   await server.proc.waitForStderr(/refused .*too many connections \(max 1\)/);
   // The first is still served.
   await writeAll(first, encode("b"));
-  assert.equal(decode(await readExact(first, 1)), "b");
+  assertEquals(decode(await readExact(first, 1)), "b");
 });
 
 Deno.test("echo.ts --idle-timeout closes a silent client", async () => {
@@ -219,9 +228,9 @@ Deno.test("echo.ts --idle-timeout closes a silent client", async () => {
   });
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   const started = Date.now();
-  assert.equal(await conn.read(new Uint8Array(1)), null);
+  assertEquals(await conn.read(new Uint8Array(1)), null);
   const waited = Date.now() - started;
-  assert.ok(waited >= 450, `closed after ${waited} ms`);
+  assertGreaterOrEqual(waited, 450, `closed after ${waited} ms`);
   await server.proc.waitForStderr(/idle timeout: closing 127\.0\.0\.1:\d+/);
 });
 
@@ -232,7 +241,7 @@ Deno.test("echo.ts over a Unix stream socket, file removed on shutdown", async (
       permissions: unixPermissions(path),
       args: ["--unix", path],
     });
-    assert.equal(server.address, path);
+    assertEquals(server.address, path);
     using conn = await Deno.connect({ transport: "unix", path });
     const data = pseudoRandomBytes(1024 * 1024, 11);
     const reading = readAll(conn);
@@ -240,8 +249,8 @@ Deno.test("echo.ts over a Unix stream socket, file removed on shutdown", async (
     await conn.closeWrite();
     assertSameBytes(await reading, data);
     server.proc.kill("SIGTERM");
-    assert.equal((await server.proc.finished()).code, 0);
-    assert.throws(() => Deno.lstatSync(path), Deno.errors.NotFound);
+    assertEquals((await server.proc.finished()).code, 0);
+    assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
@@ -258,16 +267,16 @@ Deno.test("echo.ts replaces a stale Unix socket file", async () => {
         JSON.stringify(path)
       })`,
     ]);
-    assert.equal(made.code, 0, made.stderr);
-    assert.ok(Deno.lstatSync(path).isSocket);
+    assertEquals(made.code, 0, made.stderr);
+    assert(Deno.lstatSync(path).isSocket);
     await using server = await startServer("servers/echo.ts", {
       permissions: unixPermissions(path),
       args: ["--unix", path],
     });
-    assert.equal(server.address, path);
+    assertEquals(server.address, path);
     using conn = await Deno.connect({ transport: "unix", path });
     await writeAll(conn, encode("fresh"));
-    assert.equal(decode(await readExact(conn, 5)), "fresh");
+    assertEquals(decode(await readExact(conn, 5)), "fresh");
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
@@ -284,13 +293,13 @@ Deno.test("echo.ts refuses a live Unix socket: address in use, exit 1", async ()
       permissions: unixPermissions(path),
       args: ["--unix", path],
     });
-    assert.equal(second.code, 1);
-    assert.match(second.stderr, /^error: .*in use/m);
-    assert.equal(second.stderr.trim().split("\n").length, 1);
+    assertEquals(second.code, 1);
+    assertMatch(second.stderr, /^error: .*in use/m);
+    assertEquals(second.stderr.trim().split("\n").length, 1);
     // The first server is untouched.
     using conn = await Deno.connect({ transport: "unix", path });
     await writeAll(conn, encode("ok"));
-    assert.equal(decode(await readExact(conn, 2)), "ok");
+    assertEquals(decode(await readExact(conn, 2)), "ok");
     first.proc.kill("SIGTERM");
   } finally {
     Deno.removeSync(dir, { recursive: true });
@@ -305,9 +314,9 @@ Deno.test("echo.ts never deletes a path that is not a socket", async () => {
       permissions: unixPermissions(path),
       args: ["--unix", path],
     });
-    assert.equal(result.code, 1);
-    assert.match(result.stderr, /^error: .*not a socket/m);
-    assert.equal(Deno.readTextFileSync(path), "precious");
+    assertEquals(result.code, 1);
+    assertMatch(result.stderr, /^error: .*not a socket/m);
+    assertEquals(Deno.readTextFileSync(path), "precious");
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
@@ -332,9 +341,9 @@ Deno.test("echo.ts --udp sends each datagram back to its sender", async () => {
     const data = pseudoRandomBytes(size, size + 1);
     await client.send(data, target);
     const received = await receiveWithin(client, 5000);
-    assert.ok(received, `no reply to ${size} bytes`);
+    assert(received, `no reply to ${size} bytes`);
     assertSameBytes(received[0], data, `datagram of ${size} bytes`);
-    assert.equal((received[1] as Deno.NetAddr).port, server.port);
+    assertEquals((received[1] as Deno.NetAddr).port, server.port);
   }
 });
 
@@ -356,7 +365,7 @@ Deno.test("echo.ts --udp never answers a source port below 1024", async () => {
       // Taken; try the next.
     }
   }
-  assert.ok(low, "could not bind a port below 1024");
+  assert(low, "could not bind a port below 1024");
   using socket = closing(low);
   const target: Deno.NetAddr = {
     transport: "udp",
@@ -364,7 +373,7 @@ Deno.test("echo.ts --udp never answers a source port below 1024", async () => {
     port: server.port,
   };
   await socket.send(encode("loop?"), target);
-  assert.equal(await receiveWithin(socket, 500), null);
+  assertEquals(await receiveWithin(socket, 500), null);
   await server.proc.waitForStderr(
     /dropped datagram from .*source port below 1024/,
   );
@@ -385,7 +394,7 @@ Deno.test("echo.ts --unixpacket echoes datagrams over a Unix socket", async () =
       ],
       args: ["--unixpacket", path],
     });
-    assert.equal(server.address, path);
+    assertEquals(server.address, path);
     using client = closing(Deno.listenDatagram({
       transport: "unixpacket",
       path: clientPath,
@@ -393,7 +402,7 @@ Deno.test("echo.ts --unixpacket echoes datagrams over a Unix socket", async () =
     const data = pseudoRandomBytes(4096, 2);
     await client.send(data, { transport: "unixpacket", path });
     const received = await receiveWithin(client, 5000);
-    assert.ok(received, `no reply; server log:\n${server.proc.stderr}`);
+    assert(received, `no reply; server log:\n${server.proc.stderr}`);
     assertSameBytes(received[0], data);
   } finally {
     Deno.removeSync(dir, { recursive: true });
@@ -428,10 +437,10 @@ Deno.test("echo.ts --help prints usage on stdout and exits 0", async () => {
   const { code, stdout, stderr } = await runScript("servers/echo.ts", {
     args: ["--help"],
   });
-  assert.equal(code, 0);
-  assert.match(stdout, /^usage: echo\.ts/);
-  assert.match(stdout, /--max-connections N/);
-  assert.equal(stderr, "");
+  assertEquals(code, 0);
+  assertMatch(stdout, /^usage: echo\.ts/);
+  assertMatch(stdout, /--max-connections N/);
+  assertEquals(stderr, "");
 });
 
 Deno.test("echo.ts on a port in use: one error line, exit 1", async () => {
@@ -441,8 +450,8 @@ Deno.test("echo.ts on a port in use: one error line, exit 1", async () => {
     permissions: [`--allow-net=127.0.0.1:${port}`],
     args: ["--hostname", "127.0.0.1", "--port", String(port)],
   });
-  assert.equal(code, 1);
-  assert.equal(
+  assertEquals(code, 1);
+  assertEquals(
     stderr.trim(),
     `error: address 127.0.0.1:${port} is already in use (pick another port with --port)`,
   );
@@ -452,9 +461,9 @@ Deno.test("echo.ts without net permission: one error line naming the flag, exit 
   const { code, stderr } = await runScript("servers/echo.ts", {
     args: TCP_ARGS,
   });
-  assert.equal(code, 1);
-  assert.match(stderr.trim(), /^error: .*--allow-net/);
-  assert.equal(stderr.trim().split("\n").length, 1);
+  assertEquals(code, 1);
+  assertMatch(stderr.trim(), /^error: .*--allow-net/);
+  assertEquals(stderr.trim().split("\n").length, 1);
 });
 
 Deno.test({
@@ -471,7 +480,7 @@ Deno.test({
       ["-t", "5", "-", `TCP:127.0.0.1:${server.port}`],
       data,
     );
-    assert.equal(code, 0, stderr);
+    assertEquals(code, 0, stderr);
     assertSameBytes(stdout, data);
   },
 });
@@ -491,8 +500,8 @@ Deno.test({
       ["-N", "127.0.0.1", String(server.port)],
       input,
     );
-    assert.equal(code, 0, stderr);
-    assert.equal(decode(stdout), input);
+    assertEquals(code, 0, stderr);
+    assertEquals(decode(stdout), input);
   },
 });
 
@@ -509,7 +518,7 @@ Deno.test({
       ["-t", "1", "-", `UDP:127.0.0.1:${udp.port}`],
       "datagram\n",
     );
-    assert.equal(decode(viaUdp.stdout), "datagram\n", viaUdp.stderr);
+    assertEquals(decode(viaUdp.stdout), "datagram\n", viaUdp.stderr);
 
     const { dir, path } = unixPaths();
     try {
@@ -522,7 +531,7 @@ Deno.test({
         ["-t", "5", "-", `UNIX-CONNECT:${path}`],
         "over unix\n",
       );
-      assert.equal(decode(viaUnix.stdout), "over unix\n", viaUnix.stderr);
+      assertEquals(decode(viaUnix.stdout), "over unix\n", viaUnix.stderr);
       unix.proc.kill("SIGTERM");
     } finally {
       Deno.removeSync(dir, { recursive: true });
@@ -545,10 +554,10 @@ Deno.test("echo.ts survives a client that resets mid-stream", async () => {
     await writeAll(conn, pseudoRandomBytes(256 * 1024, i));
     conn.close();
   }
-  assert.deepEqual(
+  assertEquals(
     decode(await roundTrip(server.port, encode("still here"))),
     "still here",
   );
   const proc = spawnScript("servers/echo.ts", { args: ["--help"] });
-  assert.equal((await proc.finished()).code, 0);
+  assertEquals((await proc.finished()).code, 0);
 });

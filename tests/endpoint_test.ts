@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assertEquals, assertThrows } from "@std/assert";
 import {
   EndpointError,
   formatAddr,
@@ -10,25 +10,25 @@ import {
 } from "../mod.ts";
 
 Deno.test("parseEndpoint() reads every transport, IPv6 in brackets", () => {
-  assert.deepEqual(parseEndpoint("tcp://127.0.0.1:7"), {
+  assertEquals(parseEndpoint("tcp://127.0.0.1:7"), {
     transport: "tcp",
     hostname: "127.0.0.1",
     port: 7,
   });
-  assert.deepEqual(parseEndpoint("udp://[::1]:13"), {
+  assertEquals(parseEndpoint("udp://[::1]:13"), {
     transport: "udp",
     hostname: "::1",
     port: 13,
   });
-  assert.deepEqual(parseEndpoint("unix:/tmp/echo.sock"), {
+  assertEquals(parseEndpoint("unix:/tmp/echo.sock"), {
     transport: "unix",
     path: "/tmp/echo.sock",
   });
-  assert.deepEqual(parseEndpoint("unixpacket:/run/x.sock"), {
+  assertEquals(parseEndpoint("unixpacket:/run/x.sock"), {
     transport: "unixpacket",
     path: "/run/x.sock",
   });
-  assert.deepEqual(parseEndpoint("example.com:80"), {
+  assertEquals(parseEndpoint("example.com:80"), {
     transport: "tcp",
     hostname: "example.com",
     port: 80,
@@ -53,36 +53,46 @@ Deno.test("parseEndpoint() rejects malformed input with EndpointError", () => {
       ":80",
     ]
   ) {
-    assert.throws(() => parseEndpoint(bad), EndpointError, `'${bad}'`);
+    assertThrows(
+      () => parseEndpoint(bad),
+      EndpointError,
+      undefined,
+      `accepted '${bad}'`,
+    );
   }
 });
 
 Deno.test("parsePort() takes 0..65535 in decimal only", () => {
-  assert.equal(parsePort("0"), 0);
-  assert.equal(parsePort("65535"), 65535);
+  assertEquals(parsePort("0"), 0);
+  assertEquals(parsePort("65535"), 65535);
   for (const bad of ["65536", "", " 1", "0x10", "1e3", "-0", "99999"]) {
-    assert.throws(() => parsePort(bad), EndpointError, `'${bad}'`);
+    assertThrows(
+      () => parsePort(bad),
+      EndpointError,
+      undefined,
+      `accepted '${bad}'`,
+    );
   }
 });
 
 Deno.test("splitHostPort() and joinHostPort() round-trip", () => {
   for (const text of ["127.0.0.1:7", "[::1]:7", "[fe80::1%eth0]:22", "a.b:1"]) {
     const { hostname, port } = splitHostPort(text);
-    assert.equal(joinHostPort(hostname, port), text);
+    assertEquals(joinHostPort(hostname, port), text);
   }
 });
 
 Deno.test("formatAddr() prints addresses as the logs show them", () => {
-  assert.equal(
+  assertEquals(
     formatAddr({ transport: "tcp", hostname: "127.0.0.1", port: 7 }),
     "127.0.0.1:7",
   );
-  assert.equal(
+  assertEquals(
     formatAddr({ transport: "udp", hostname: "::1", port: 7 }),
     "[::1]:7",
   );
-  assert.equal(formatAddr({ transport: "unix", path: "/tmp/s" }), "/tmp/s");
-  assert.equal(formatAddr({ transport: "unix", path: "" }), "(unnamed)");
+  assertEquals(formatAddr({ transport: "unix", path: "/tmp/s" }), "/tmp/s");
+  assertEquals(formatAddr({ transport: "unix", path: "" }), "(unnamed)");
 });
 
 Deno.test("formatEndpoint() output parses back to the same endpoint", () => {
@@ -94,6 +104,6 @@ Deno.test("formatEndpoint() output parses back to the same endpoint", () => {
       "unixpacket:/tmp/b",
     ]
   ) {
-    assert.equal(formatEndpoint(parseEndpoint(text)), text);
+    assertEquals(formatEndpoint(parseEndpoint(text)), text);
   }
 });

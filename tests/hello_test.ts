@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assertEquals, assertMatch } from "@std/assert";
 import { readExact, silentLog, writeAll } from "../mod.ts";
 import { serveHello } from "../servers/hello.ts";
 import { sayHello } from "../clients/hello.ts";
@@ -39,8 +39,8 @@ Deno.test("serveHello() and sayHello() talk in process; --once stops the server"
   const { port } = server.addr as Deno.NetAddr;
   const reply = await sayHello({ port, message: "hi there" });
   await server.finished;
-  assert.equal(decoder.decode(reply), "hello");
-  assert.equal(output.text(), "Client with IP 127.0.0.1 connected\nhi there");
+  assertEquals(decoder.decode(reply), "hello");
+  assertEquals(output.text(), "Client with IP 127.0.0.1 connected\nhi there");
 });
 
 Deno.test("hello.ts server and client scripts, with their header's permissions", async () => {
@@ -49,17 +49,17 @@ Deno.test("hello.ts server and client scripts, with their header's permissions",
     permissions: [`--allow-net=127.0.0.1:${port}`],
     args: ["--port", String(port), "--once"],
   });
-  assert.equal(server.address, `127.0.0.1:${port}`);
+  assertEquals(server.address, `127.0.0.1:${port}`);
   const client = await runScript(CLIENT, {
     permissions: [`--allow-net=127.0.0.1:${port}`],
     args: ["--port", String(port), "hi there"],
   });
-  assert.equal(client.code, 0, client.stderr);
-  assert.equal(client.stdout, "hello");
-  assert.equal(client.stderr, "");
+  assertEquals(client.code, 0, client.stderr);
+  assertEquals(client.stdout, "hello");
+  assertEquals(client.stderr, "");
   const { code, stdout, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr);
-  assert.equal(stdout, "Client with IP 127.0.0.1 connected\nhi there");
+  assertEquals(code, 0, stderr);
+  assertEquals(stdout, "Client with IP 127.0.0.1 connected\nhi there");
 });
 
 Deno.test("hello.ts client sends 'hello' by default", async () => {
@@ -70,10 +70,10 @@ Deno.test("hello.ts client sends 'hello' by default", async () => {
     permissions: [`--allow-net=127.0.0.1:${port}`],
     args: ["--port", String(port)],
   });
-  assert.equal(client.code, 0, client.stderr);
-  assert.equal(client.stdout, "hello");
+  assertEquals(client.code, 0, client.stderr);
+  assertEquals(client.stdout, "hello");
   await server.shutdown();
-  assert.equal(output.text(), "Client with IP 127.0.0.1 connected\nhello");
+  assertEquals(output.text(), "Client with IP 127.0.0.1 connected\nhello");
 });
 
 Deno.test("hello.ts server reads at most 512 bytes, once", async () => {
@@ -87,10 +87,10 @@ Deno.test("hello.ts server reads at most 512 bytes, once", async () => {
     await writeAll(conn, new TextEncoder().encode("TAIL NOT READ"));
     // The server closes with the tail unread (a reset may follow): read
     // just the greeting.
-    assert.equal(decoder.decode(await readExact(conn, 5)), "hello");
+    assertEquals(decoder.decode(await readExact(conn, 5)), "hello");
   }
   await server.shutdown();
-  assert.equal(
+  assertEquals(
     output.text(),
     `Client with IP 127.0.0.1 connected\n${decoder.decode(payload)}`,
   );
@@ -104,19 +104,19 @@ Deno.test("hello.ts server serves clients one after another until SIGTERM, exit 
   });
   for (const message of ["one", "two"]) {
     const reply = await sayHello({ port, message });
-    assert.equal(decoder.decode(reply), "hello");
+    assertEquals(decoder.decode(reply), "hello");
   }
   {
     // A client that sends nothing: the server says so on stderr.
     using conn = await Deno.connect({ hostname: "127.0.0.1", port });
     await conn.closeWrite();
-    assert.equal(decoder.decode(await readAll(conn)), "hello");
+    assertEquals(decoder.decode(await readAll(conn)), "hello");
   }
   await server.proc.waitForStderr(/closed the connection without sending/);
   server.proc.kill("SIGTERM");
   const { code, stdout, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr);
-  assert.equal(
+  assertEquals(code, 0, stderr);
+  assertEquals(
     stdout,
     "Client with IP 127.0.0.1 connected\none" +
       "Client with IP 127.0.0.1 connected\ntwo" +
@@ -134,8 +134,8 @@ Deno.test("hello.ts server on :: prints an IPv4 client dotted and an IPv6 one as
   await sayHello({ hostname: "::1", port });
   server.proc.kill("SIGTERM");
   const { code, stdout } = await server.proc.finished();
-  assert.equal(code, 0);
-  assert.equal(
+  assertEquals(code, 0);
+  assertEquals(
     stdout,
     "Client with IP 127.0.0.1 connected\nhello" +
       "Client with IP ::1 connected\nhello",
@@ -156,19 +156,19 @@ Deno.test({
       ["-", `TCP:127.0.0.1:${port}`],
       "from socat",
     );
-    assert.equal(socat.code, 0, socat.stderr);
-    assert.equal(decoder.decode(socat.stdout), "hello");
+    assertEquals(socat.code, 0, socat.stderr);
+    assertEquals(decoder.decode(socat.stdout), "hello");
     const nc = await runCommand(
       "nc",
       ["-N", "127.0.0.1", String(port)],
       "from nc",
     );
-    assert.equal(nc.code, 0, nc.stderr);
-    assert.equal(decoder.decode(nc.stdout), "hello");
+    assertEquals(nc.code, 0, nc.stderr);
+    assertEquals(decoder.decode(nc.stdout), "hello");
     server.proc.kill("SIGTERM");
     const { code, stdout } = await server.proc.finished();
-    assert.equal(code, 0);
-    assert.equal(
+    assertEquals(code, 0);
+    assertEquals(
       stdout,
       "Client with IP 127.0.0.1 connected\nfrom socat" +
         "Client with IP 127.0.0.1 connected\nfrom nc",
@@ -194,9 +194,9 @@ Deno.test({
       permissions: [`--allow-net=127.0.0.1:${ncPort}`],
       args: ["--port", String(ncPort)],
     });
-    assert.equal(viaNc.code, 0, viaNc.stderr);
-    assert.equal(viaNc.stdout, "hey from nc");
-    assert.equal((await nc.finished()).stdout, "hello");
+    assertEquals(viaNc.code, 0, viaNc.stderr);
+    assertEquals(viaNc.stdout, "hey from nc");
+    assertEquals((await nc.finished()).stdout, "hello");
 
     const socatPort = freePort();
     await using socat = spawnCommand("socat", [
@@ -210,8 +210,8 @@ Deno.test({
       permissions: [`--allow-net=127.0.0.1:${socatPort}`],
       args: ["--port", String(socatPort), "echo me"],
     });
-    assert.equal(viaSocat.code, 0, viaSocat.stderr);
-    assert.equal(viaSocat.stdout, "echo me");
+    assertEquals(viaSocat.code, 0, viaSocat.stderr);
+    assertEquals(viaSocat.stdout, "echo me");
   },
 });
 
@@ -221,8 +221,8 @@ Deno.test("hello.ts client: refused, unknown host, bad address and timeout are o
     permissions: [`--allow-net=127.0.0.1:${port}`],
     args: ["--port", String(port)],
   });
-  assert.equal(refused.code, 1);
-  assert.equal(
+  assertEquals(refused.code, 1);
+  assertEquals(
     refused.stderr.trimEnd(),
     `error: connection refused by 127.0.0.1:${port}`,
   );
@@ -231,8 +231,8 @@ Deno.test("hello.ts client: refused, unknown host, bad address and timeout are o
     permissions: ["--allow-net=no-such-host.invalid:3500"],
     args: ["--hostname", "no-such-host.invalid"],
   });
-  assert.equal(unknown.code, 1);
-  assert.match(
+  assertEquals(unknown.code, 1);
+  assertMatch(
     unknown.stderr.trimEnd(),
     /^error: (no such host|cannot resolve host) 'no-such-host\.invalid'[^\n]*$/,
   );
@@ -241,8 +241,8 @@ Deno.test("hello.ts client: refused, unknown host, bad address and timeout are o
     permissions: ["--allow-net=127.0.0.1:3500"],
     args: ["--hostname", "1.2.3"],
   });
-  assert.equal(bad.code, 1);
-  assert.match(
+  assertEquals(bad.code, 1);
+  assertMatch(
     bad.stderr.trimEnd(),
     /^error: invalid address '1\.2\.3': [^\n]*$/,
   );
@@ -255,8 +255,8 @@ Deno.test("hello.ts client: refused, unknown host, bad address and timeout are o
     args: ["--port", String(silentPort), "--timeout", "0.3"],
   });
   (await accepted).close();
-  assert.equal(silent.code, 1);
-  assert.equal(
+  assertEquals(silent.code, 1);
+  assertEquals(
     silent.stderr.trimEnd(),
     `error: timed out after 0.3 s waiting for data from 127.0.0.1:${silentPort}`,
   );
@@ -282,8 +282,8 @@ Deno.test("hello.ts: usage errors exit 2 with one line, --help exits 0", async (
   }
   for (const script of [CLIENT, SERVER]) {
     const help = await runScript(script, { args: ["--help"] });
-    assert.equal(help.code, 0);
-    assert.match(help.stdout, /^usage: hello\.ts/);
+    assertEquals(help.code, 0);
+    assertMatch(help.stdout, /^usage: hello\.ts/);
   }
 });
 
@@ -294,8 +294,8 @@ Deno.test("hello.ts server: a port in use is one error line, exit 1", async () =
     permissions: [`--allow-net=127.0.0.1:${port}`],
     args: ["--port", String(port)],
   });
-  assert.equal(code, 1);
-  assert.equal(
+  assertEquals(code, 1);
+  assertEquals(
     stderr.trimEnd(),
     `error: address 127.0.0.1:${port} is already in use (pick another port with --port)`,
   );
@@ -306,12 +306,12 @@ Deno.test("serveHello({ once }) refuses a second client while serving the first"
   const server = serveHello({ port: 0, once: true, output, log: silentLog });
   const { port } = server.addr as Deno.NetAddr;
   using first = await Deno.connect({ hostname: "127.0.0.1", port });
-  assert.equal(decoder.decode(await readExact(first, 5)), "hello");
+  assertEquals(decoder.decode(await readExact(first, 5)), "hello");
   {
     using second = await Deno.connect({ hostname: "127.0.0.1", port });
-    assert.equal((await readAll(second)).byteLength, 0, "second was served");
+    assertEquals((await readAll(second)).byteLength, 0, "second was served");
   }
   await writeAll(first, new TextEncoder().encode("first"));
   await server.finished;
-  assert.equal(output.text(), "Client with IP 127.0.0.1 connected\nfirst");
+  assertEquals(output.text(), "Client with IP 127.0.0.1 connected\nfirst");
 });

@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert";
 import { readExact, SIMPLE_SERVICE_PORTS, writeAll } from "../mod.ts";
 import { chargenLines } from "../servers/chargen.ts";
 import { readAll, runScript, spawnScript } from "./_helpers.ts";
@@ -25,7 +25,7 @@ Deno.test("inetd.ts serves all six services on TCP and UDP; one SIGTERM stops al
       `listening on 127.0.0.1:${base + port} (${name}/${t})`
     )
   );
-  assert.deepEqual(listening.toSorted(), expected.toSorted());
+  assertEquals(listening.toSorted(), expected.toSorted());
   const port = (name: keyof typeof SIMPLE_SERVICE_PORTS) =>
     base + SIMPLE_SERVICE_PORTS[name];
   const connect = () => ({ hostname: "127.0.0.1" });
@@ -34,52 +34,52 @@ Deno.test("inetd.ts serves all six services on TCP and UDP; one SIGTERM stops al
   {
     using conn = await Deno.connect({ ...connect(), port: port("echo") });
     await writeAll(conn, new TextEncoder().encode("ping"));
-    assert.equal(decoder.decode(await readExact(conn, 4)), "ping");
+    assertEquals(decoder.decode(await readExact(conn, 4)), "ping");
   }
   {
     using conn = await Deno.connect({ ...connect(), port: port("discard") });
     await writeAll(conn, new Uint8Array(1000));
     await conn.closeWrite();
-    assert.equal((await readAll(conn)).byteLength, 0);
+    assertEquals((await readAll(conn)).byteLength, 0);
   }
   {
     using conn = await Deno.connect({ ...connect(), port: port("daytime") });
-    assert.match(decoder.decode(await readAll(conn)), CTIME);
+    assertMatch(decoder.decode(await readAll(conn)), CTIME);
   }
   {
     using conn = await Deno.connect({ ...connect(), port: port("qotd") });
     const quotation = await readAll(conn);
-    assert.ok(quotation.byteLength > 0 && quotation.byteLength <= 512);
-    assert.ok(decoder.decode(quotation).endsWith("\r\n"));
+    assert(quotation.byteLength > 0 && quotation.byteLength <= 512);
+    assert(decoder.decode(quotation).endsWith("\r\n"));
   }
   {
     using conn = await Deno.connect({ ...connect(), port: port("chargen") });
-    assert.deepEqual(await readUpTo(conn, 740), chargenLines(0, 10));
+    assertEquals(await readUpTo(conn, 740), chargenLines(0, 10));
   }
   {
     using conn = await Deno.connect({ ...connect(), port: port("time") });
-    assert.equal((await readAll(conn)).byteLength, 4);
+    assertEquals((await readAll(conn)).byteLength, 4);
   }
   // UDP
-  assert.equal(decoder.decode((await udpAsk(port("echo"), "pong"))!), "pong");
-  assert.equal(await udpAsk(port("discard"), "x", { timeoutMs: 300 }), null);
-  assert.match(decoder.decode((await udpAsk(port("daytime")))!), CTIME);
+  assertEquals(decoder.decode((await udpAsk(port("echo"), "pong"))!), "pong");
+  assertEquals(await udpAsk(port("discard"), "x", { timeoutMs: 300 }), null);
+  assertMatch(decoder.decode((await udpAsk(port("daytime")))!), CTIME);
   const quotation = await udpAsk(port("qotd"));
-  assert.ok(quotation && quotation.byteLength <= 512);
-  assert.deepEqual(await udpAsk(port("chargen")), chargenLines(0, 6));
-  assert.equal((await udpAsk(port("time")))?.byteLength, 4);
+  assert(quotation && quotation.byteLength <= 512);
+  assertEquals(await udpAsk(port("chargen")), chargenLines(0, 6));
+  assertEquals((await udpAsk(port("time")))?.byteLength, 4);
 
   proc.kill("SIGTERM");
   const { code, stderr } = await proc.finished();
-  assert.equal(code, 0, stderr);
+  assertEquals(code, 0, stderr);
   // Every socket is closed: nothing answers any more.
   for (
     const name of Object.keys(
       SIMPLE_SERVICE_PORTS,
     ) as (keyof typeof SIMPLE_SERVICE_PORTS)[]
   ) {
-    await assert.rejects(
-      Deno.connect({ ...connect(), port: port(name) }),
+    await assertRejects(
+      () => Deno.connect({ ...connect(), port: port(name) }),
       Deno.errors.ConnectionRefused,
     );
   }
@@ -111,9 +111,9 @@ Deno.test("inetd.ts --only and --except choose services; --tcp-only the transpor
     const labels = proc.stderrLines.flatMap((l) =>
       /^listening on \S+ \((.*)\)$/.exec(l)?.[1] ?? []
     );
-    assert.deepEqual(labels, names);
+    assertEquals(labels, [...names]);
     proc.kill("SIGTERM");
-    assert.equal((await proc.finished()).code, 0);
+    assertEquals((await proc.finished()).code, 0);
   }
 });
 
@@ -124,8 +124,8 @@ Deno.test("inetd.ts: when one port is taken, nothing listens and it exits 1 with
     permissions: PERMISSIONS,
     args: ["--hostname", "127.0.0.1", "--base", String(base)],
   });
-  assert.equal(code, 1);
-  assert.equal(
+  assertEquals(code, 1);
+  assertEquals(
     stderr,
     `error: address 127.0.0.1:${
       base + 19
@@ -152,8 +152,8 @@ Deno.test("inetd.ts: usage errors exit 2 with one error line", async () => {
       permissions: PERMISSIONS,
       args: [...args],
     });
-    assert.equal(code, 2, stderr);
-    assert.match(stderr, message);
-    assert.equal(stderr.split("\n").length, 1, stderr);
+    assertEquals(code, 2, stderr);
+    assertMatch(stderr, message);
+    assertEquals(stderr.split("\n").length, 1, stderr);
   }
 });

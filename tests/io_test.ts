@@ -1,4 +1,10 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertLessOrEqual,
+  assertMatch,
+  assertRejects,
+} from "@std/assert";
 import {
   type ByteReader,
   LineReader,
@@ -29,30 +35,30 @@ const text = (s: string) => new TextEncoder().encode(s);
 
 Deno.test("readExact() gathers exactly n bytes across one-byte reads", async () => {
   const reader = chunkedReader([1, 2, 3, 4, 5].map((b) => bytes(b)));
-  assert.deepEqual(await readExact(reader, 4), bytes(1, 2, 3, 4));
-  assert.deepEqual(await readExact(reader, 1), bytes(5));
+  assertEquals(await readExact(reader, 4), bytes(1, 2, 3, 4));
+  assertEquals(await readExact(reader, 1), bytes(5));
 });
 
 Deno.test("readExact() of 0 bytes resolves at once without reading", async () => {
   const reader: ByteReader = {
     read: () => Promise.reject(new Error("read called")),
   };
-  assert.equal((await readExact(reader, 0)).byteLength, 0);
+  assertEquals((await readExact(reader, 0)).byteLength, 0);
 });
 
 Deno.test("readExact() rejects with UnexpectedEofError saying how many came", async () => {
   const reader = chunkedReader([bytes(1, 2), bytes(3)]);
   const error = await readExact(reader, 10).catch((e) => e);
-  assert.ok(error instanceof UnexpectedEofError);
-  assert.equal(error.bytesRead, 3);
-  assert.equal(error.bytesExpected, 10);
-  assert.match(error.message, /expected 10 bytes, got 3/);
+  assert(error instanceof UnexpectedEofError);
+  assertEquals(error.bytesRead, 3);
+  assertEquals(error.bytesExpected, 10);
+  assertMatch(error.message, /expected 10 bytes, got 3/);
 });
 
 Deno.test("readExact() rejects a negative or fractional count", async () => {
   const reader = chunkedReader([]);
-  await assert.rejects(readExact(reader, -1), RangeError);
-  await assert.rejects(readExact(reader, 1.5), RangeError);
+  await assertRejects(() => readExact(reader, -1), RangeError);
+  await assertRejects(() => readExact(reader, 1.5), RangeError);
 });
 
 Deno.test("readExact() over a real socket with a peer writing in pieces", async () => {
@@ -68,11 +74,11 @@ Deno.test("readExact() over a real socket with a peer writing in pieces", async 
     client.closeWrite();
   })();
   const data = await readExact(server, 100_000);
-  for (let i = 0; i < 100; i++) assert.equal(data[i * 1000 + 999], i);
+  for (let i = 0; i < 100; i++) assertEquals(data[i * 1000 + 999], i);
   await writing;
   const error = await readExact(server, 1).catch((e) => e);
-  assert.ok(error instanceof UnexpectedEofError);
-  assert.equal(error.bytesRead, 0);
+  assert(error instanceof UnexpectedEofError);
+  assertEquals(error.bytesRead, 0);
 });
 
 Deno.test("writeAll() loops over partial writes and loses no byte", async () => {
@@ -88,8 +94,8 @@ Deno.test("writeAll() loops over partial writes and loses no byte", async () => 
   };
   const data = bytes(...Array.from({ length: 20 }, (_, i) => i));
   await writeAll(writer, data);
-  assert.deepEqual(written, [...data]);
-  assert.equal(calls, 7);
+  assertEquals(written, [...data]);
+  assertEquals(calls, 7);
 });
 
 Deno.test("LineReader splits LF and CRLF lines across chunk borders", async () => {
@@ -99,16 +105,16 @@ Deno.test("LineReader splits LF and CRLF lines across chunk borders", async () =
   );
   const seen: string[] = [];
   for await (const line of lines) seen.push(new TextDecoder().decode(line));
-  assert.deepEqual(seen, ["a", "bb", "", "ccc", "last"]);
+  assertEquals(seen, ["a", "bb", "", "ccc", "last"]);
 });
 
 Deno.test("LineReader accepts a line of exactly maxLength, with CRLF", async () => {
   const lines = new LineReader(chunkedReader([text("abcd\r\nefgh\n")]), {
     maxLength: 4,
   });
-  assert.deepEqual(await lines.readLine(), text("abcd"));
-  assert.deepEqual(await lines.readLine(), text("efgh"));
-  assert.equal(await lines.readLine(), null);
+  assertEquals(await lines.readLine(), text("abcd"));
+  assertEquals(await lines.readLine(), text("efgh"));
+  assertEquals(await lines.readLine(), null);
 });
 
 Deno.test("LineReader rejects a line over maxLength without buffering it all", async () => {
@@ -122,14 +128,14 @@ Deno.test("LineReader rejects a line over maxLength without buffering it all", a
   };
   const lines = new LineReader(endless, { maxLength: 100 });
   const error = await lines.readLine().catch((e) => e);
-  assert.ok(error instanceof LineTooLongError);
-  assert.equal(error.maxLength, 100);
-  assert.ok(served <= 102, `read ${served} bytes for a 100-byte limit`);
+  assert(error instanceof LineTooLongError);
+  assertEquals(error.maxLength, 100);
+  assertLessOrEqual(served, 102, `read ${served} bytes for a 100-byte limit`);
 });
 
 Deno.test("LineReader rejects an over-long last line without an ending", async () => {
   const lines = new LineReader(chunkedReader([text("abcdef")]), {
     maxLength: 5,
   });
-  await assert.rejects(lines.readLine(), LineTooLongError);
+  await assertRejects(() => lines.readLine(), LineTooLongError);
 });

@@ -1,4 +1,10 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertMatch,
+  assertThrows,
+} from "@std/assert";
 import {
   getKeepAlive,
   KeepAliveError,
@@ -46,16 +52,16 @@ Deno.test("setKeepAlive() tunes the accepted socket and leaves its peer alone (I
     using accepted = await listener.accept();
     const before = getKeepAlive(client);
     setKeepAlive(accepted, { idle: 2, interval: 3, count: 4 });
-    assert.deepEqual(getKeepAlive(accepted), {
+    assertEquals(getKeepAlive(accepted), {
       enable: true,
       idle: 2,
       interval: 3,
       count: 4,
     });
-    assert.deepEqual(getKeepAlive(client), before);
-    assert.equal(before.enable, false);
+    assertEquals(getKeepAlive(client), before);
+    assertEquals(before.enable, false);
     setKeepAlive(accepted, false);
-    assert.equal(getKeepAlive(accepted).enable, false);
+    assertEquals(getKeepAlive(accepted).enable, false);
   }
 });
 
@@ -81,8 +87,8 @@ Deno.test("setKeepAlive() tunes the right socket among many, through churn", asy
       pairs[i] = await open(1000 + i);
     }
     for (const { client, accepted, idle } of pairs) {
-      assert.equal(getKeepAlive(accepted).idle, idle);
-      assert.equal(getKeepAlive(client).enable, false);
+      assertEquals(getKeepAlive(accepted).idle, idle);
+      assertEquals(getKeepAlive(client).enable, false);
     }
   } finally {
     for (const { client, accepted } of pairs) {
@@ -98,8 +104,8 @@ Deno.test("setKeepAlive() finds an IPv4 client accepted on an IPv6 wildcard sock
   using _client = await Deno.connect({ hostname: "127.0.0.1", port });
   using accepted = await listener.accept();
   setKeepAlive(accepted, { idle: 5 });
-  assert.equal(getKeepAlive(accepted).idle, 5);
-  assert.equal(getKeepAlive(accepted).enable, true);
+  assertEquals(getKeepAlive(accepted).idle, 5);
+  assertEquals(getKeepAlive(accepted).enable, true);
 });
 
 Deno.test("setKeepAlive() rejects out-of-range values with a KeepAliveError", async () => {
@@ -110,10 +116,11 @@ Deno.test("setKeepAlive() rejects out-of-range values with a KeepAliveError", as
   });
   using accepted = await listener.accept();
   for (const bad of [{ idle: 0 }, { interval: 1.5 }, { count: 128 }]) {
-    assert.throws(
+    const error = assertThrows(
       () => setKeepAlive(accepted, bad),
-      (error) => error instanceof KeepAliveError && error.reason === "invalid",
+      KeepAliveError,
     );
+    assertEquals(error.reason, "invalid");
   }
 });
 
@@ -139,7 +146,7 @@ Deno.test("serve() with keepAlive tunes every accepted TCP connection", async ()
     });
     await conn.read(new Uint8Array(1));
   }
-  assert.deepEqual(seen, [
+  assertEquals(seen, [
     { enable: true, idle: 7, interval: 2, count: 5 },
     { enable: true, idle: 7, interval: 2, count: 5 },
   ]);
@@ -170,7 +177,7 @@ Deno.test({
       ];
       for (const args of commands) {
         const made = await runCommand("openssl", args);
-        assert.equal(made.code, 0, made.stderr);
+        assertEquals(made.code, 0, made.stderr);
       }
       const ca = await Deno.readTextFile(f("ca.pem"));
       const cert = await Deno.readTextFile(`${dir}/cert.pem`);
@@ -198,10 +205,10 @@ Deno.test({
           caCerts: [ca],
         });
         await conn.read(new Uint8Array(1));
-        assert.equal(seen.length, 1);
-        assert.equal((seen[0] as { enable: boolean }).enable, true);
+        assertEquals(seen.length, 1);
+        assertEquals((seen[0] as { enable: boolean }).enable, true);
         if ("idle" in keepAlive) {
-          assert.deepEqual(seen[0], { enable: true, ...keepAlive });
+          assertEquals(seen[0], { enable: true, ...keepAlive });
         }
       }
     } finally {
@@ -211,28 +218,30 @@ Deno.test({
 });
 
 Deno.test("--keepalive parses on, off and IDLE[,INTERVAL[,COUNT]]", () => {
-  assert.deepEqual(keepAliveFlag("--keepalive", "on"), {});
-  assert.equal(keepAliveFlag("--keepalive", "off"), undefined);
-  assert.deepEqual(keepAliveFlag("--keepalive", "60"), { idle: 60 });
+  assertEquals(keepAliveFlag("--keepalive", "on"), {});
+  assertEquals(keepAliveFlag("--keepalive", "off"), undefined);
+  assertEquals(keepAliveFlag("--keepalive", "60"), { idle: 60 });
   const { values } = parseCommandLine(["--keepalive", "1,1,3"], {
     usage: "",
     flags: serverFlags({ port: 0 }),
   });
-  assert.deepEqual(serverOptionsFromFlags(values).keepAlive, {
+  assertEquals(serverOptionsFromFlags(values).keepAlive, {
     idle: 1,
     interval: 1,
     count: 3,
   });
   for (const bad of ["", "1,,3", "1,1,3,4", "0", "1,1,200", "x", "1.5"]) {
-    assert.throws(
+    assertThrows(
       () => keepAliveFlag("--keepalive", bad),
       UsageError,
+      undefined,
       `accepted '${bad}'`,
     );
   }
-  assert.throws(
+  assertThrows(
     () => serverOptionsFromFlags({ udp: true, keepalive: {} }),
-    /--keepalive applies to TCP only/,
+    Error,
+    "--keepalive applies to TCP only",
   );
 });
 
@@ -241,12 +250,12 @@ Deno.test("keepalive.ts without --allow-ffi: one error line naming the flag, exi
     permissions: ["--allow-net=127.0.0.1"],
     args: ["--port", "0", "127.0.0.1"],
   });
-  assert.equal(result.code, 1);
-  assert.match(
+  assertEquals(result.code, 1);
+  assertMatch(
     result.stderr,
     /^error: tuning keepalive needs --allow-ffi=\/\S+libc\.so\.6 \(or --allow-ffi\)\n?$/,
   );
-  assert.equal(result.stdout, "");
+  assertEquals(result.stdout, "");
 });
 
 Deno.test("echo.ts --keepalive 1,1,3 without --allow-ffi fails at start; --keepalive on needs no FFI", async () => {
@@ -254,9 +263,9 @@ Deno.test("echo.ts --keepalive 1,1,3 without --allow-ffi fails at start; --keepa
     permissions: ["--allow-net=127.0.0.1"],
     args: ["--hostname", "127.0.0.1", "--port", "0", "--keepalive", "1,1,3"],
   });
-  assert.equal(tuned.code, 1);
-  assert.match(tuned.stderr, /^error: tuning keepalive needs --allow-ffi\S*/);
-  assert.equal(tuned.stderr.trim().split("\n").length, 1);
+  assertEquals(tuned.code, 1);
+  assertMatch(tuned.stderr, /^error: tuning keepalive needs --allow-ffi\S*/);
+  assertEquals(tuned.stderr.trim().split("\n").length, 1);
 
   // Plain keepalive: on, with the system's timing, seen by `ss` from outside.
   await using server = await startServer("servers/echo.ts", {
@@ -272,18 +281,18 @@ Deno.test("echo.ts --keepalive 1,1,3 without --allow-ffi fails at start; --keepa
     "established",
     `( sport = :${server.port} )`,
   ]);
-  assert.match(new TextDecoder().decode(ss.stdout), /timer:\(keepalive,/);
+  assertMatch(new TextDecoder().decode(ss.stdout), /timer:\(keepalive,/);
 });
 
 Deno.test("keepalive.ts: usage errors exit 2, --help exits 0", async () => {
   const bad = await runScript(SCRIPT, { args: ["--count", "0", "127.0.0.1"] });
-  assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /^error: invalid value '0' for --count/);
+  assertEquals(bad.code, 2);
+  assertMatch(bad.stderr, /^error: invalid value '0' for --count/);
   const none = await runScript(SCRIPT, {});
-  assert.equal(none.code, 2);
+  assertEquals(none.code, 2);
   const help = await runScript(SCRIPT, { args: ["--help"] });
-  assert.equal(help.code, 0);
-  assert.match(help.stdout, /--interval S/);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /--interval S/);
 });
 
 /** A capture of `lo` limited to one port, started before the script. */
@@ -323,8 +332,8 @@ Deno.test({
     const stoppedAt = Date.now() / 1000;
     script.kill("SIGINT");
     const result = await script.finished();
-    assert.equal(result.code, 0, result.stderr);
-    assert.equal(result.stdout, "connected\naccepted\n");
+    assertEquals(result.code, 0, result.stderr);
+    assertEquals(result.stdout, "connected\naccepted\n");
     await sleep(200);
     tcpdump.kill("SIGTERM");
     const capture = await tcpdump.finished();
@@ -342,7 +351,7 @@ Deno.test({
       };
     }).filter((p) => p !== null);
     const syn = packets.find((p) => p.flags === "S");
-    assert.ok(syn, `no SYN in:\n${capture.stdout}`);
+    assert(syn, `no SYN in:\n${capture.stdout}`);
     // Before the stop, the server sends nothing but its SYN-ACK and the
     // keepalive probes: empty ACKs from the server's port.
     const probes = packets.filter((p) =>
@@ -354,17 +363,21 @@ Deno.test({
       p.time > probes[0]?.time && p.time < stoppedAt
     );
     const within5 = probes.filter((p) => p.time - syn.time <= 5.5);
-    assert.ok(
+    assert(
       within5.length >= 3,
       `${within5.length} probes in 5 s:\n${capture.stdout}`,
     );
     const first = probes[0].time - syn.time;
-    assert.ok(first > 0.6 && first < 2.5, `first probe after ${first} s`);
+    assert(first > 0.6 && first < 2.5, `first probe after ${first} s`);
     for (let i = 1; i < probes.length; i++) {
       const gap = probes[i].time - probes[i - 1].time;
-      assert.ok(gap > 0.6 && gap < 1.8, `probe gap ${gap} s`);
+      assert(gap > 0.6 && gap < 1.8, `probe gap ${gap} s`);
     }
-    assert.ok(replies.length >= probes.length - 1, "probes went unanswered");
+    assertGreaterOrEqual(
+      replies.length,
+      probes.length - 1,
+      "probes went unanswered",
+    );
     console.log(
       `probes at +${
         probes.map((p) => (p.time - syn.time).toFixed(3)).join(", +")
@@ -492,15 +505,15 @@ for (const family of [4, 6] as const) {
         20_000,
       );
       const seconds = (Date.now() - cutAt) / 1000;
-      assert.ok(
+      assert(
         seconds > 2.5 && seconds < 9,
         `declared dead after ${seconds} s: ${line}`,
       );
-      assert.match(line, /\(5 bytes in, 5 bytes out\)/);
+      assertMatch(line, /\(5 bytes in, 5 bytes out\)/);
       console.log(`declared dead ${seconds.toFixed(2)} s after the cut`);
       // The server goes on serving, and stops cleanly.
       server.proc.kill("SIGTERM");
-      assert.equal((await server.proc.finished()).code, 0);
+      assertEquals((await server.proc.finished()).code, 0);
       await writer.close().catch(() => {});
     },
   });
@@ -533,11 +546,11 @@ Deno.test({
       const seconds = (Date.now() - cutAt) / 1000;
       // Probes have run since accept, so death comes interval × count
       // (3 s) after the last answered one: at most idle + interval × count.
-      assert.ok(seconds > 1.5 && seconds < 9, `dead after ${seconds} s`);
+      assert(seconds > 1.5 && seconds < 9, `dead after ${seconds} s`);
       console.log(`declared dead ${seconds.toFixed(2)} s after lo went down`);
       script.kill("SIGINT");
       const result = await script.finished();
-      assert.equal(result.code, 0, result.stderr);
+      assertEquals(result.code, 0, result.stderr);
     } finally {
       await runCommand("ip", ["netns", "del", ns]);
     }

@@ -6,14 +6,28 @@
  * where Deno's runtime cannot be had, says so in one line.
  */
 
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreater,
+  assertLess,
+  assertMatch,
+  assertNotMatch,
+  assertRejects,
+} from "@std/assert";
 import {
   COMMAND_PREFIX,
   commandName,
   installLine,
   listScripts,
 } from "../tasks/scripts.ts";
-import { hasCommand, repoPath, runCommand, ScriptProcess } from "./_helpers.ts";
+import {
+  hasCommand,
+  missing,
+  repoPath,
+  runCommand,
+  ScriptProcess,
+} from "./_helpers.ts";
 
 const decoder = new TextDecoder();
 const SCRIPTS = await listScripts(repoPath(""));
@@ -43,11 +57,11 @@ async function deno(
 
 Deno.test("every script in servers/ and clients/ has a header command for itself", () => {
   const names = SCRIPTS.map((s) => s.name);
-  assert.ok(SCRIPTS.some((s) => s.path === "servers/echo.ts"));
-  assert.ok(SCRIPTS.some((s) => s.path === "clients/connect.ts"));
-  assert.equal(new Set(names).size, names.length, `names collide: ${names}`);
+  assert(SCRIPTS.some((s) => s.path === "servers/echo.ts"));
+  assert(SCRIPTS.some((s) => s.path === "clients/connect.ts"));
+  assertEquals(new Set(names).size, names.length, `names collide: ${names}`);
   for (const script of SCRIPTS) {
-    assert.ok(
+    assert(
       script.permissions.some((p) => p.startsWith("--allow-")),
       `${script.path}: its header command grants nothing: ${script.command}`,
     );
@@ -57,7 +71,7 @@ Deno.test("every script in servers/ and clients/ has a header command for itself
 for (const script of SCRIPTS) {
   Deno.test(`${script.path}: deno.json task '${script.name}', export and README agree with its header`, () => {
     const task: string | undefined = CONFIG.tasks[script.name];
-    assert.ok(
+    assert(
       task,
       `deno.json has no task '${script.name}'; add "${script.name}": "${script.command}${
         script.args.length ? " " + script.args.join(" ") : ""
@@ -65,31 +79,31 @@ for (const script of SCRIPTS) {
     );
     const tokens = task.trim().split(/\s+/);
     const at = tokens.indexOf(script.path);
-    assert.deepEqual(
+    assertEquals(
       tokens.slice(0, 2),
       ["deno", "run"],
       `task ${script.name}: ${task}`,
     );
-    assert.ok(at > 0, `task ${script.name} does not run ${script.path}`);
-    assert.deepEqual(
+    assertGreater(at, 0, `task ${script.name} does not run ${script.path}`);
+    assertEquals(
       [...tokens.slice(2, at)].sort(),
       [...script.permissions].sort(),
       `task ${script.name} (${task}) and the header of ${script.path} (${script.command}) grant different permissions`,
     );
-    assert.equal(
+    assertEquals(
       CONFIG.exports[`./${script.path.slice(0, -3)}`],
       `./${script.path}`,
       `deno.json exports lacks "./${script.path.slice(0, -3)}"`,
     );
-    assert.ok(
+    assert(
       README.includes(script.command),
       `README.md lacks the header's command: ${script.command}`,
     );
-    assert.ok(
+    assert(
       README.includes(installLine(script)),
       `README.md lacks the install line: ${installLine(script)}`,
     );
-    assert.ok(
+    assert(
       README.split("\n").some((line) =>
         line.startsWith("### ") && line.includes(`\`${script.path}`)
       ),
@@ -115,27 +129,104 @@ async function expand(patterns: string[]): Promise<Set<string>> {
 }
 
 Deno.test("deno.json exports mod.ts and every script, and `deno task check` doc-lints them all", async () => {
-  assert.equal(CONFIG.exports["."], "./mod.ts");
-  assert.match(CONFIG.name, /^@[a-z0-9-]+\/[a-z0-9-]+$/);
-  assert.match(CONFIG.version, /^\d+\.\d+\.\d+/);
+  assertEquals(CONFIG.exports["."], "./mod.ts");
+  assertMatch(CONFIG.name, /^@[a-z0-9-]+\/[a-z0-9-]+$/);
+  assertMatch(CONFIG.version, /^\d+\.\d+\.\d+/);
   const targets = Object.values(CONFIG.exports as Record<string, string>)
     .map((t) => t.replace(/^\.\//, ""));
   for (const target of targets) {
     await Deno.stat(repoPath(target)); // Throws for an export to nothing.
   }
-  for (const script of SCRIPTS) assert.ok(targets.includes(script.path));
+  for (const script of SCRIPTS) assert(targets.includes(script.path));
   const lint = /deno doc --lint ([^&|;]+)/.exec(CONFIG.tasks.check);
-  assert.ok(
+  assert(
     lint,
     `the check task runs no deno doc --lint: ${CONFIG.tasks.check}`,
   );
   const linted = await expand(lint[1].trim().split(/\s+/));
   for (const target of targets) {
-    assert.ok(
+    assert(
       linted.has(target),
       `deno task check does not doc-lint ${target}`,
     );
   }
+});
+
+/** Runs `git ARGS` in the repository; `undefined` when git cannot (no git, not a checkout). */
+async function git(args: string[]): Promise<string | undefined> {
+  if (!hasCommand("git")) return undefined;
+  const { code, stdout } = await runCommand("git", [
+    "-C",
+    repoPath(""),
+    ...args,
+  ]);
+  return code === 0 ? decoder.decode(stdout) : undefined;
+}
+
+const IN_GIT = (await git(["rev-parse", "--is-inside-work-tree"]))?.trim() ===
+  "true";
+if (!IN_GIT) console.error("SKIP: git checks: not a git checkout, or no git");
+
+/** Each lock file git tracks (any directory), as committed to the index. */
+async function trackedLocks(): Promise<{ path: string; lock: unknown }[]> {
+  const listed = await git([
+    "ls-files",
+    "-z",
+    "--",
+    "deno.lock",
+    "**/deno.lock",
+  ]);
+  const paths = (listed ?? "").split("\0").filter((p) => p !== "");
+  return await Promise.all(paths.map(async (path) => ({
+    path,
+    lock: JSON.parse((await git(["show", `:${path}`])) ?? "{}"),
+  })));
+}
+
+/** Whether a parsed deno.lock pins JSR packages (v4+ `jsr`, v3 `packages.jsr`). */
+function hasJsrSection(lock: unknown): boolean {
+  const l = lock as { jsr?: unknown; packages?: { jsr?: unknown } };
+  return l?.jsr !== undefined || l?.packages?.jsr !== undefined;
+}
+
+Deno.test({
+  name:
+    "no deno.lock tracked by git pins jsr packages, and deno.json keeps the lock off",
+  ignore: !IN_GIT,
+  async fn() {
+    // JSR is reached through an offline mirror here (JSR_URL): hashes it
+    // writes into a lock need not match jsr.io's, so none may be committed.
+    const locks = await trackedLocks();
+    for (const { path, lock } of locks) {
+      assert(!hasJsrSection(lock), `${path} is tracked and has a jsr section`);
+    }
+    // And none gets written: with the lock on, any run would make one.
+    assertEquals(CONFIG.lock, false, 'deno.json must keep "lock": false');
+  },
+});
+
+Deno.test({
+  name: "the code uses @std, not the node: util and assert modules",
+  ignore: missing("grep"),
+  async fn() {
+    const SCOPE = "";
+    const { code, stdout, stderr } = await runCommand("grep", [
+      "-rn",
+      "--include=*.ts",
+      "node:\\(util\\|assert\\)",
+      repoPath(SCOPE),
+    ]);
+    assert(code === 0 || code === 1, `grep failed: ${stderr}`);
+    const offending = decoder.decode(stdout).split("\n").filter((hit) => {
+      const text = hit.replace(/^[^:]*:\d+:/, "").trim();
+      return hit !== "" && !/^(\/\/|\/\*|\*)/.test(text);
+    });
+    assertEquals(
+      offending,
+      [],
+      "non-comment lines name the node: util or assert module",
+    );
+  },
 });
 
 Deno.test("deno publish --dry-run is clean and publishes no tests, tasks or bench", async () => {
@@ -145,10 +236,10 @@ Deno.test("deno publish --dry-run is clean and publishes no tests, tasks or benc
     "--allow-dirty",
   ]);
   const output = stdout + stderr;
-  assert.equal(code, 0, `deno publish --dry-run failed:\n${output}`);
-  assert.match(output, /Dry run complete/);
-  assert.match(output, /mod\.ts/);
-  assert.doesNotMatch(
+  assertEquals(code, 0, `deno publish --dry-run failed:\n${output}`);
+  assertMatch(output, /Dry run complete/);
+  assertMatch(output, /mod\.ts/);
+  assertNotMatch(
     output,
     /tests\/|tasks\/|bench\//,
     "excluded files published",
@@ -159,10 +250,10 @@ Deno.test("deno publish --dry-run is clean and publishes no tests, tasks or benc
 async function inNamespace(fn: (ns: string) => Promise<void>): Promise<void> {
   const ns = `pkg7-${Deno.pid}-${namespaces++}`;
   const add = await runCommand("ip", ["netns", "add", ns]);
-  assert.equal(add.code, 0, add.stderr);
+  assertEquals(add.code, 0, add.stderr);
   try {
     const up = await runCommand("ip", ["-n", ns, "link", "set", "lo", "up"]);
-    assert.equal(up.code, 0, up.stderr);
+    assertEquals(up.code, 0, up.stderr);
     await fn(ns);
   } finally {
     await runCommand("ip", ["netns", "del", ns]);
@@ -208,12 +299,12 @@ async function smokeTest(
       stdin: "null",
       env,
     }).output();
-    assert.equal(
+    assertEquals(
       help.code,
       0,
       `${script.name} --help: ${decoder.decode(help.stderr)}`,
     );
-    assert.match(
+    assertMatch(
       decoder.decode(help.stdout),
       /^usage: /,
       `${script.name} --help`,
@@ -253,44 +344,44 @@ async function smokeTest(
     const stop = async (server: ScriptProcess, what: string) => {
       server.kill("SIGTERM");
       const { code, stderr } = await server.finished();
-      assert.equal(code, 0, `${what} on SIGTERM: ${stderr}`);
+      assertEquals(code, 0, `${what} on SIGTERM: ${stderr}`);
     };
 
     {
       await using echo = start("echo");
       await echo.waitForStderr(/^listening on 0\.0\.0\.0:15000$/);
       const reply = await client("connect", ["127.0.0.1", "15000"], "ping\n");
-      assert.equal(reply.code, 0, reply.stderr);
-      assert.equal(reply.stdout, "ping\n");
-      assert.match(reply.stderr, /connected to 127\.0\.0\.1:15000/);
+      assertEquals(reply.code, 0, reply.stderr);
+      assertEquals(reply.stdout, "ping\n");
+      assertMatch(reply.stderr, /connected to 127\.0\.0\.1:15000/);
       await stop(echo, "echo");
     }
     {
       await using hello = start("hello", ["--once"]);
       await hello.waitForStderr(/^listening on 127\.0\.0\.1:3500$/);
       const reply = await client("hello-client", ["hi"]);
-      assert.equal(reply.code, 0, reply.stderr);
-      assert.equal(reply.stdout, "hello");
+      assertEquals(reply.code, 0, reply.stderr);
+      assertEquals(reply.stdout, "hello");
       const served = await hello.finished();
-      assert.equal(served.code, 0, served.stderr);
-      assert.equal(served.stdout, "Client with IP 127.0.0.1 connected\nhi");
+      assertEquals(served.code, 0, served.stderr);
+      assertEquals(served.stdout, "Client with IP 127.0.0.1 connected\nhi");
     }
     if (SCRIPTS.some((s) => s.name === "udp")) {
       await using udp = start("udp", ["--once"]);
       await udp.waitForStderr(/^listening on 127\.0\.0\.1:3500$/);
       const reply = await client("udp-client", ["hi"]);
-      assert.equal(reply.code, 0, reply.stderr);
-      assert.equal(reply.stdout, "hello");
+      assertEquals(reply.code, 0, reply.stderr);
+      assertEquals(reply.stdout, "hello");
       const served = await udp.finished();
-      assert.equal(served.code, 0, served.stderr);
-      assert.equal(served.stdout, "Client with IP 127.0.0.1 sent datagram\nhi");
+      assertEquals(served.code, 0, served.stderr);
+      assertEquals(served.stdout, "Client with IP 127.0.0.1 sent datagram\nhi");
     }
     {
       await using daytime = start("daytime");
       await daytime.waitForStderr(/^listening on 0\.0\.0\.0:13$/);
       const reply = await client("daytime-client", ["127.0.0.1"]);
-      assert.equal(reply.code, 0, reply.stderr);
-      assert.match(
+      assertEquals(reply.code, 0, reply.stderr);
+      assertMatch(
         reply.stdout,
         /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/,
       );
@@ -313,8 +404,8 @@ async function smokeTest(
           "-",
           `TCP:${target}:12345`,
         ], "");
-        assert.equal(reply.code, 0, reply.stderr);
-        assert.equal(decoder.decode(reply.stdout), line);
+        assertEquals(reply.code, 0, reply.stderr);
+        assertEquals(decoder.decode(reply.stdout), line);
       }
       await stop(accept, "accept");
     }
@@ -322,10 +413,10 @@ async function smokeTest(
       await using time = start("time");
       await time.waitForStderr(/^listening on 0\.0\.0\.0:37$/);
       const reply = await client("time-client", ["127.0.0.1"]);
-      assert.equal(reply.code, 0, reply.stderr);
-      assert.match(reply.stdout, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n$/);
+      assertEquals(reply.code, 0, reply.stderr);
+      assertMatch(reply.stdout, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n$/);
       const skew = Math.abs(Date.parse(reply.stdout.trim()) - Date.now());
-      assert.ok(skew < 60_000, `time-client is ${skew} ms off`);
+      assertLess(skew, 60_000, `time-client is ${skew} ms off`);
       await stop(time, "time");
     }
   });
@@ -344,17 +435,17 @@ Deno.test({
           ["install", "-g", "-n", name, ...rest],
           { DENO_INSTALL_ROOT: root },
         );
-        assert.equal(code, 0, `${installLine(script)}: ${stderr}`);
+        assertEquals(code, 0, `${installLine(script)}: ${stderr}`);
         const shim = await Deno.readTextFile(
           `${root}/bin/${commandName(script)}`,
         );
         for (const permission of script.permissions) {
-          assert.ok(
+          assert(
             shim.includes(`${permission}`),
             `${commandName(script)} lacks ${permission}:\n${shim}`,
           );
         }
-        assert.doesNotMatch(shim, /--allow-all|\s-A\s/);
+        assertNotMatch(shim, /--allow-all|\s-A\s/);
       }
       const network = !noNamespaces();
       if (!network) console.error("SKIP: only --help of each command was run");
@@ -406,40 +497,40 @@ const RUNTIME = PROBE.code === 0;
 
 Deno.test("deno task compile builds, or says in one error line that it cannot get the runtime", async () => {
   if (RUNTIME) {
-    assert.equal(
+    assertEquals(
       PROBE.stdout,
       `${DIST}/echo  --allow-net=0.0.0.0:15000  servers/echo.ts\n`,
     );
-    assert.ok((await Deno.stat(`${DIST}/echo`)).isFile);
+    assert((await Deno.stat(`${DIST}/echo`)).isFile);
     return;
   }
   console.error(`compile: ${PROBE.stderr.trim()}`);
-  assert.equal(PROBE.code, 1, PROBE.stderr);
-  assert.match(
+  assertEquals(PROBE.code, 1, PROBE.stderr);
+  assertMatch(
     PROBE.stderr,
     /^error: deno compile could not download its runtime \(denort \d+\.\d+\.\d+[^\n]*\); nothing built\. Set DENORT_BIN=\/path\/to\/denort [^\n]*\n$/,
   );
-  await assert.rejects(Deno.stat(`${DIST}/echo`), Deno.errors.NotFound);
+  await assertRejects(() => Deno.stat(`${DIST}/echo`), Deno.errors.NotFound);
 });
 
 Deno.test("deno task compile: a DENORT_BIN that is not there, or an unknown name, is one error line", async () => {
   const missingRuntime = await compileTask(["--out", DIST, "echo"], {
     DENORT_BIN: "/nonexistent/denort",
   });
-  assert.equal(missingRuntime.code, 1);
-  assert.equal(
+  assertEquals(missingRuntime.code, 1);
+  assertEquals(
     missingRuntime.stderr,
     "error: deno compile servers/echo.ts (DENORT_BIN=/nonexistent/denort): Could not find denort at '/nonexistent/denort': No such file or directory (os error 2)\n",
   );
   const unknown = await compileTask(["--out", DIST, "nope"]);
-  assert.equal(unknown.code, 2);
-  assert.match(
+  assertEquals(unknown.code, 2);
+  assertMatch(
     unknown.stderr,
     /^error: no script named 'nope' \(names: [^\n]*echo[^\n]*\)\n$/,
   );
   const help = await compileTask(["--help"]);
-  assert.equal(help.code, 0);
-  assert.match(help.stdout, /^usage: deno task compile/);
+  assertEquals(help.code, 0);
+  assertMatch(help.stdout, /^usage: deno task compile/);
 });
 
 Deno.test({
@@ -451,14 +542,14 @@ Deno.test({
     true),
   async fn() {
     const built = await compileTask(["--out", DIST]);
-    assert.equal(built.code, 0, built.stderr);
+    assertEquals(built.code, 0, built.stderr);
     for (const script of SCRIPTS) {
-      assert.ok((await Deno.stat(`${DIST}/${script.name}`)).isFile);
+      assert((await Deno.stat(`${DIST}/${script.name}`)).isFile);
     }
     // Baked in: another port is not granted, and no prompt is possible.
     const other = await runCommand(`${DIST}/echo`, ["--port", "15001"]);
-    assert.equal(other.code, 1);
-    assert.match(
+    assertEquals(other.code, 1);
+    assertMatch(
       other.stderr,
       /^error: [^\n]*(--allow-net|permission|NotCapable)/i,
     );
@@ -470,7 +561,7 @@ Deno.test({
 Deno.test("every exported function and class has a JSDoc @example (deno test --doc runs them)", async () => {
   const targets = Object.values(CONFIG.exports as Record<string, string>);
   const { code, stdout, stderr } = await deno(["doc", "--json", ...targets]);
-  assert.equal(code, 0, stderr);
+  assertEquals(code, 0, stderr);
   const doc = JSON.parse(stdout) as {
     nodes: Record<string, {
       symbols: {
@@ -500,6 +591,6 @@ Deno.test("every exported function and class has a JSDoc @example (deno test --d
       }
     }
   }
-  assert.ok(checked > 50, `only ${checked} functions and classes found`);
-  assert.deepEqual(lacking, [], `no @example: ${lacking.join(", ")}`);
+  assertGreater(checked, 50, `only ${checked} functions and classes found`);
+  assertEquals(lacking, [], `no @example: ${lacking.join(", ")}`);
 });

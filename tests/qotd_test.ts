@@ -1,4 +1,11 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLessOrEqual,
+  assertMatch,
+  assertThrows,
+} from "@std/assert";
 import {
   DEFAULT_QUOTATIONS,
   parseQuotations,
@@ -14,18 +21,18 @@ Deno.test("parseQuotations() takes one quotation per paragraph, CRLF line ends, 
   const quotations = parseQuotations(
     "First line\nsecond line\n\n  \nSecond.\r\n -- B\n\n",
   );
-  assert.deepEqual(quotations.map((q) => decoder.decode(q)), [
+  assertEquals(quotations.map((q) => decoder.decode(q)), [
     "First line\r\nsecond line\r\n",
     "Second.\r\n -- B\r\n",
   ]);
   // 510 characters + CRLF = 512 bytes: allowed; one more is not.
-  assert.equal(parseQuotations("x".repeat(510))[0].byteLength, 512);
-  assert.throws(
+  assertEquals(parseQuotations("x".repeat(510))[0].byteLength, 512);
+  const tooLong = assertThrows(
     () => parseQuotations("ok\n\n" + "y".repeat(511)),
-    (e) =>
-      e instanceof QuotationError && /quotation 2 .* 513 bytes/.test(e.message),
+    QuotationError,
   );
-  assert.throws(() => parseQuotations("\n \n"), QuotationError);
+  assertMatch(tooLong.message, /quotation 2 .* 513 bytes/);
+  assertThrows(() => parseQuotations("\n \n"), QuotationError);
 });
 
 Deno.test("qotd.ts serves a built-in quotation over TCP and UDP, within 512 bytes", async () => {
@@ -42,16 +49,16 @@ Deno.test("qotd.ts serves a built-in quotation over TCP and UDP, within 512 byte
       port: server.port,
     });
     const bytes = await readAll(conn);
-    assert.ok(bytes.byteLength <= 512);
-    assert.ok(known.includes(decoder.decode(bytes)), decoder.decode(bytes));
+    assertLessOrEqual(bytes.byteLength, 512);
+    assert(known.includes(decoder.decode(bytes)), decoder.decode(bytes));
   }
   await using server = await startServer("servers/qotd.ts", {
     permissions: ["--unstable-net", "--allow-net"],
     args: ["--udp", "--hostname", "127.0.0.1", "--port", "0"],
   });
   const reply = await udpAsk(server.port);
-  assert.ok(reply && reply.byteLength <= 512);
-  assert.ok(known.includes(decoder.decode(reply)));
+  assert(reply && reply.byteLength <= 512);
+  assert(known.includes(decoder.decode(reply)));
 });
 
 Deno.test("qotd.ts --file serves only that file's quotations, with --allow-read for it alone", async () => {
@@ -79,9 +86,9 @@ Deno.test("qotd.ts --file serves only that file's quotations, with --allow-read 
       "Gamma, the\r\nlast.\r\n",
     ];
     for (const text of seen) {
-      assert.ok(expected.includes(text), JSON.stringify(text));
+      assert(expected.includes(text), JSON.stringify(text));
     }
-    assert.ok(seen.size >= 2, "picks among them");
+    assertGreaterOrEqual(seen.size, 2, "picks among them");
   } finally {
     await Deno.remove(path);
   }
@@ -95,8 +102,8 @@ Deno.test("qotd.ts refuses a quotation over 512 bytes and a missing file, exit 1
       permissions: ["--allow-net=127.0.0.1:0", `--allow-read=${path}`],
       args: ["--hostname", "127.0.0.1", "--port", "0", "--file", path],
     });
-    assert.equal(long.code, 1);
-    assert.match(
+    assertEquals(long.code, 1);
+    assertMatch(
       long.stderr,
       /^error: .*: quotation 2 \("z+\.\.\."\) is 602 bytes with CRLF line ends; RFC 865 allows at most 512$/,
     );
@@ -105,8 +112,8 @@ Deno.test("qotd.ts refuses a quotation over 512 bytes and a missing file, exit 1
       permissions: ["--allow-net=127.0.0.1:0", `--allow-read=${missingFile}`],
       args: ["--hostname", "127.0.0.1", "--port", "0", "--file", missingFile],
     });
-    assert.equal(gone.code, 1);
-    assert.equal(
+    assertEquals(gone.code, 1);
+    assertEquals(
       gone.stderr,
       `error: cannot read ${missingFile}: No such file or directory`,
     );

@@ -1,4 +1,10 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertLessOrEqual,
+  assertMatch,
+  assertThrows,
+} from "@std/assert";
 import { dateFromRfc868, encodeRfc868, rfc868Seconds } from "../mod.ts";
 import { formatIsoSeconds } from "../clients/time.ts";
 import {
@@ -12,16 +18,16 @@ import {
 import { udpAsk } from "./_simple.ts";
 
 Deno.test("rfc868Seconds() counts from 1900 modulo 2^32, past 2036", () => {
-  assert.equal(rfc868Seconds(new Date("1900-01-01T00:00:00Z")), 0);
-  assert.equal(rfc868Seconds(new Date("1970-01-01T00:00:00Z")), 2_208_988_800);
-  assert.equal(rfc868Seconds(new Date("2036-02-07T06:28:15Z")), 2 ** 32 - 1);
-  assert.equal(rfc868Seconds(new Date("2036-02-07T06:28:16Z")), 0);
-  assert.equal(rfc868Seconds(new Date("2040-01-01T00:00:00Z")), 123_010_304);
-  assert.equal(
+  assertEquals(rfc868Seconds(new Date("1900-01-01T00:00:00Z")), 0);
+  assertEquals(rfc868Seconds(new Date("1970-01-01T00:00:00Z")), 2_208_988_800);
+  assertEquals(rfc868Seconds(new Date("2036-02-07T06:28:15Z")), 2 ** 32 - 1);
+  assertEquals(rfc868Seconds(new Date("2036-02-07T06:28:16Z")), 0);
+  assertEquals(rfc868Seconds(new Date("2040-01-01T00:00:00Z")), 123_010_304);
+  assertEquals(
     rfc868Seconds(new Date("2026-11-25T13:40:42.999Z")),
     4_004_602_842,
   );
-  assert.deepEqual([...encodeRfc868(new Date("2036-02-07T06:28:15Z"))], [
+  assertEquals([...encodeRfc868(new Date("2036-02-07T06:28:15Z"))], [
     255,
     255,
     255,
@@ -44,14 +50,14 @@ Deno.test("dateFromRfc868() reads the era nearest the local clock", () => {
     const date = new Date(iso);
     const value = rfc868Seconds(date);
     for (const near of [before, after, date]) {
-      assert.equal(
+      assertEquals(
         dateFromRfc868(value, near).toISOString(),
         date.toISOString(),
         `${iso} near ${near.toISOString()}`,
       );
     }
   }
-  assert.throws(() => dateFromRfc868(2 ** 32), RangeError);
+  assertThrows(() => dateFromRfc868(2 ** 32), RangeError);
 });
 
 Deno.test("time.ts and clients/time.ts, each with its header's permissions, over TCP and UDP", async () => {
@@ -65,16 +71,20 @@ Deno.test("time.ts and clients/time.ts, each with its header's permissions, over
       port: server.port,
     });
     const bytes = await readAll(conn);
-    assert.equal(bytes.byteLength, 4);
+    assertEquals(bytes.byteLength, 4);
     const value = new DataView(bytes.buffer).getUint32(0);
-    assert.ok(Math.abs(value - rfc868Seconds(new Date())) <= 2, String(value));
+    assertLessOrEqual(
+      Math.abs(value - rfc868Seconds(new Date())),
+      2,
+      String(value),
+    );
     const client = await runScript("clients/time.ts", {
       permissions: [`--allow-net=127.0.0.1:${server.port}`],
       args: ["127.0.0.1", "--port", String(server.port)],
     });
-    assert.equal(client.code, 0, client.stderr);
-    assert.match(client.stdout, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n$/);
-    assert.ok(
+    assertEquals(client.code, 0, client.stderr);
+    assertMatch(client.stdout, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n$/);
+    assert(
       Math.abs(Date.parse(client.stdout.trim()) - Date.now()) <= 3000,
       client.stdout,
     );
@@ -84,7 +94,7 @@ Deno.test("time.ts and clients/time.ts, each with its header's permissions, over
     args: ["--udp", "--hostname", "127.0.0.1", "--port", "0"],
   });
   const reply = await udpAsk(server.port);
-  assert.equal(reply?.byteLength, 4);
+  assertEquals(reply?.byteLength, 4);
   const client = await runScript("clients/time.ts", {
     permissions: [
       "--unstable-net",
@@ -92,8 +102,8 @@ Deno.test("time.ts and clients/time.ts, each with its header's permissions, over
     ],
     args: ["127.0.0.1", "--port", String(server.port), "--udp"],
   });
-  assert.equal(client.code, 0, client.stderr);
-  assert.ok(
+  assertEquals(client.code, 0, client.stderr);
+  assert(
     Math.abs(Date.parse(client.stdout.trim()) - Date.now()) <= 3000,
     client.stdout,
   );
@@ -128,15 +138,15 @@ Deno.test({
         undefined,
         10_000,
       );
-      assert.equal(code, 0, stderr);
+      assertEquals(code, 0, stderr);
       // `Wed Nov 25 14:28:47 UTC 2026` (rdate prints in its local zone).
       const text = new TextDecoder().decode(stdout).trim();
       const m = /^\w{3} (\w{3}) +(\d+) (\d\d:\d\d:\d\d) (\S+) (\d{4})$/.exec(
         text,
       );
-      assert.ok(m, text);
+      assert(m, text);
       const printed = Date.parse(`${m[1]} ${m[2]} ${m[5]} ${m[3]} UTC`);
-      assert.ok(Math.abs(printed - Date.now()) <= 3000, text);
+      assertLessOrEqual(Math.abs(printed - Date.now()), 3000, text);
     }
   },
 });
@@ -147,8 +157,8 @@ Deno.test("clients/time.ts fails clearly: refused, no reply, usage", async () =>
     permissions: [`--allow-net=127.0.0.1:${port}`],
     args: ["127.0.0.1", "--port", String(port)],
   });
-  assert.equal(refused.code, 1);
-  assert.equal(
+  assertEquals(refused.code, 1);
+  assertEquals(
     refused.stderr,
     `error: connection refused by 127.0.0.1:${port}`,
   );
@@ -156,8 +166,8 @@ Deno.test("clients/time.ts fails clearly: refused, no reply, usage", async () =>
     permissions: ["--unstable-net", `--allow-net=0.0.0.0:0,127.0.0.1:${port}`],
     args: ["127.0.0.1", "--port", String(port), "--udp", "--timeout", "0.5"],
   });
-  assert.equal(silent.code, 1);
-  assert.equal(
+  assertEquals(silent.code, 1);
+  assertEquals(
     silent.stderr,
     `error: no reply from 127.0.0.1:${port} within 0.5 s (UDP)`,
   );
@@ -170,13 +180,13 @@ Deno.test("clients/time.ts fails clearly: refused, no reply, usage", async () =>
     permissions: [`--allow-net=127.0.0.1:${discard.port}`],
     args: ["127.0.0.1", "--port", String(discard.port), "--timeout", "0.5"],
   });
-  assert.equal(mute.code, 1);
-  assert.equal(
+  assertEquals(mute.code, 1);
+  assertEquals(
     mute.stderr,
     `error: timed out after 0.5 s waiting for the time from 127.0.0.1:${discard.port}`,
   );
   const usage = await runScript("clients/time.ts", { args: [] });
-  assert.equal(usage.code, 2);
-  assert.match(usage.stderr, /^error: missing argument/);
-  assert.equal(formatIsoSeconds(new Date(0)), "1970-01-01T00:00:00Z");
+  assertEquals(usage.code, 2);
+  assertMatch(usage.stderr, /^error: missing argument/);
+  assertEquals(formatIsoSeconds(new Date(0)), "1970-01-01T00:00:00Z");
 });

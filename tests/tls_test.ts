@@ -1,4 +1,12 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertMatch,
+  assertNotEquals,
+  assertNotMatch,
+  assertRejects,
+} from "@std/assert";
 import {
   AccessList,
   readExact,
@@ -73,8 +81,8 @@ Deno.test({
       "-",
       `OPENSSL:127.0.0.1:${server.port},cafile=${certs.ca},commonname=localhost`,
     ], data);
-    assert.equal(code, 0, stderr);
-    assert.equal(stdout.byteLength, data.byteLength);
+    assertEquals(code, 0, stderr);
+    assertEquals(stdout.byteLength, data.byteLength);
     assertSameBytes(stdout, data, "echo");
     await server.proc.waitForStderr(
       new RegExp(
@@ -132,7 +140,7 @@ Deno.test({
     await writer.close().catch(() => {});
     await child.status;
     await stderrText;
-    assert.equal(total, data.byteLength);
+    assertEquals(total, data.byteLength);
     assertSameBytes(received, data, "echo");
   },
 });
@@ -155,7 +163,7 @@ Deno.test({
     // A good client mid-conversation.
     using good = await connectTls(port, certs.ca);
     await writeAll(good, new TextEncoder().encode("before "));
-    assert.equal(
+    assertEquals(
       new TextDecoder().decode(await readExact(good, 7)),
       "before ",
     );
@@ -165,37 +173,37 @@ Deno.test({
     await writeAll(garbage, new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n"));
     // Whatever comes back is a TLS alert record (type 21), never an echo.
     const answer = await readAll(garbage).catch(() => new Uint8Array());
-    assert.ok(answer.byteLength === 0 || answer[0] === 21, String(answer));
+    assert(answer.byteLength === 0 || answer[0] === 21, String(answer));
     // The good client and a new one are served meanwhile.
     await writeAll(good, new TextEncoder().encode("after"));
-    assert.equal(new TextDecoder().decode(await readExact(good, 5)), "after");
+    assertEquals(new TextDecoder().decode(await readExact(good, 5)), "after");
     {
       using fresh = await connectTls(port, certs.ca);
       await writeAll(fresh, new TextEncoder().encode("fresh"));
-      assert.equal(
+      assertEquals(
         new TextDecoder().decode(await readExact(fresh, 5)),
         "fresh",
       );
     }
     // The silent one is closed at the handshake deadline.
     const silentEnd = await readAll(silent).catch(() => new Uint8Array());
-    assert.equal(silentEnd.byteLength, 0);
+    assertEquals(silentEnd.byteLength, 0);
     await good.closeWrite();
-    assert.equal((await readAll(good)).byteLength, 0);
+    assertEquals((await readAll(good)).byteLength, 0);
     await server.shutdown();
     // One line for the garbage; the silent one has its own line, or is
     // counted when it fell within a second of the first.
     const failed = lines.filter((l) => l.startsWith("TLS handshake failed:"));
-    assert.ok(failed.length >= 1 && failed.length <= 2, lines.join("\n"));
-    assert.match(
+    assert(failed.length >= 1 && failed.length <= 2, lines.join("\n"));
+    assertMatch(
       failed[0],
       /^TLS handshake failed: 127\.0\.0\.1:\d+: .*(corrupt|wrong version)/,
     );
-    assert.match(
+    assertMatch(
       failed[1] ?? "",
       /: no handshake within 1\.5 s$|^TLS handshake failed: 1 more/,
     );
-    assert.equal(
+    assertEquals(
       lines.filter((l) => l.startsWith("accepted")).length,
       2,
       lines.join("\n"),
@@ -238,11 +246,11 @@ Deno.test({
       let written = false;
       const writing = writeAll(conn, data).then(() => written = true);
       await new Promise((resolve) => setTimeout(resolve, 1000));
-      assert.equal(written, false, "32 MB written to a client not reading");
+      assertEquals(written, false, "32 MB written to a client not reading");
       const back = await readExact(conn, data.byteLength);
       await writing;
-      assert.equal(back.byteLength, data.byteLength);
-      assert.ok(back.every((b, i) => b === data[i]), "echo differs");
+      assertEquals(back.byteLength, data.byteLength);
+      assert(back.every((b, i) => b === data[i]), "echo differs");
     }
 
     // Idle timeout: a TLS client that goes quiet is closed.
@@ -252,9 +260,13 @@ Deno.test({
       await readExact(conn, 1);
       const started = performance.now();
       const rest = await readAll(conn).catch(() => new Uint8Array());
-      assert.equal(rest.byteLength, 0);
-      assert.ok(performance.now() - started >= 1000, "closed too early");
-      assert.ok(lines.some((l) => l.startsWith("idle timeout: closing")));
+      assertEquals(rest.byteLength, 0);
+      assertGreaterOrEqual(
+        performance.now() - started,
+        1000,
+        "closed too early",
+      );
+      assert(lines.some((l) => l.startsWith("idle timeout: closing")));
     }
 
     // Graceful shutdown: a connection in flight keeps being served.
@@ -263,12 +275,12 @@ Deno.test({
     await readExact(conn, 3);
     const stopping = server.shutdown();
     await writeAll(conn, new TextEncoder().encode("two"));
-    assert.equal(new TextDecoder().decode(await readExact(conn, 3)), "two");
+    assertEquals(new TextDecoder().decode(await readExact(conn, 3)), "two");
     await conn.closeWrite();
     await readAll(conn);
     await stopping;
-    assert.ok(lines.some((l) => l.startsWith("shutting down: waiting")));
-    assert.ok(!lines.some((l) => l.startsWith("grace period over")));
+    assert(lines.some((l) => l.startsWith("shutting down: waiting")));
+    assert(!lines.some((l) => l.startsWith("grace period over")));
   },
 });
 
@@ -285,15 +297,17 @@ Deno.test({
       "-",
       `OPENSSL:127.0.0.1:${server.port},cafile=${certs.wrongCa},commonname=localhost`,
     ], "secret\n");
-    assert.notEqual(wrong.code, 0);
-    assert.equal(wrong.stdout.byteLength, 0);
-    assert.match(wrong.stderr, /certificate verify failed/);
-    await assert.rejects(
-      connectTls(server.port, certs.wrongCa).then((c) =>
-        c.handshake().finally(() => c.close())
-      ),
-      /invalid peer certificate|UnknownIssuer/,
+    assertNotEquals(wrong.code, 0);
+    assertEquals(wrong.stdout.byteLength, 0);
+    assertMatch(wrong.stderr, /certificate verify failed/);
+    const refused = await assertRejects(
+      () =>
+        connectTls(server.port, certs.wrongCa).then((c) =>
+          c.handshake().finally(() => c.close())
+        ),
+      Error,
     );
+    assertMatch(refused.message, /invalid peer certificate|UnknownIssuer/);
     await server.proc.waitForStderr(/^TLS handshake failed: 127\.0\.0\.1:\d+/);
     const right = await runCommand("socat", [
       "-t",
@@ -301,7 +315,7 @@ Deno.test({
       "-",
       `OPENSSL:127.0.0.1:${server.port},cafile=${certs.ca},commonname=localhost`,
     ], "still here\n");
-    assert.equal(new TextDecoder().decode(right.stdout), "still here\n");
+    assertEquals(new TextDecoder().decode(right.stdout), "still here\n");
   },
 });
 
@@ -312,19 +326,19 @@ Deno.test({
   async fn() {
     await using certs = await makeCertificates();
     await using server = await startTlsEcho(certs, ["--allow", "127.0.0.2"]);
-    await assert.rejects(
+    await assertRejects(() =>
       connectTls(server.port, certs.ca).then((c) =>
         c.handshake().finally(() => c.close())
-      ),
+      )
     );
     using raw = await Deno.connect({
       hostname: "127.0.0.1",
       port: server.port,
     });
     const got = await readAll(raw).catch(() => new Uint8Array());
-    assert.equal(got.byteLength, 0);
+    assertEquals(got.byteLength, 0);
     await server.proc.waitForStderr(/^refused 127\.0\.0\.1:\d+: not allowed$/);
-    assert.ok(!server.proc.stderrLines.some((l) => l.startsWith("accepted")));
+    assert(!server.proc.stderrLines.some((l) => l.startsWith("accepted")));
   },
 });
 
@@ -341,21 +355,21 @@ Deno.test({
       });
     const oneLine = (stderr: string, pattern: RegExp) => {
       const lines = stderr.trimEnd().split("\n");
-      assert.equal(lines.length, 1, stderr);
-      assert.match(lines[0], pattern);
+      assertEquals(lines.length, 1, stderr);
+      assertMatch(lines[0], pattern);
     };
     const missingCert = `${certs.dir}/nope.pem`;
     let result = await run(
       [`--allow-read=${missingCert},${certs.key}`],
       ["--tls", "--cert", missingCert, "--key", certs.key],
     );
-    assert.equal(result.code, 1, result.stderr);
+    assertEquals(result.code, 1, result.stderr);
     oneLine(
       result.stderr,
       /^error: cannot read certificate file '.*nope\.pem': no such file$/,
     );
     result = await run([], ["--tls", "--cert", certs.cert, "--key", certs.key]);
-    assert.equal(result.code, 1, result.stderr);
+    assertEquals(result.code, 1, result.stderr);
     oneLine(
       result.stderr,
       /^error: cannot read certificate file '.*cert\.pem': no read permission \(run with --allow-read=.*cert\.pem,.*key\.pem\)$/,
@@ -365,7 +379,7 @@ Deno.test({
       [`--allow-read=${certs.cert}`],
       ["--tls", "--cert", certs.cert, "--key", certs.cert],
     );
-    assert.equal(result.code, 1, result.stderr);
+    assertEquals(result.code, 1, result.stderr);
     oneLine(
       result.stderr,
       /^error: private key file '.*cert\.pem' holds no PEM private key/,
@@ -376,7 +390,7 @@ Deno.test({
       [`--allow-read=${certs.cert},${wrongKey}`],
       ["--tls", "--cert", certs.cert, "--key", wrongKey],
     );
-    assert.equal(result.code, 1, result.stderr);
+    assertEquals(result.code, 1, result.stderr);
     oneLine(
       result.stderr,
       /^error: cannot serve TLS on .*do not work together/,
@@ -392,7 +406,7 @@ Deno.test({
       ] as const
     ) {
       result = await run([], [...args]);
-      assert.equal(result.code, 2, result.stderr);
+      assertEquals(result.code, 2, result.stderr);
       oneLine(result.stderr, pattern);
     }
   },
@@ -416,7 +430,7 @@ Deno.test({
     using first = await connectTls(port, certs.ca);
     await writeAll(first, new TextEncoder().encode("1"));
     await readExact(first, 1);
-    await assert.rejects(
+    await assertRejects(() =>
       connectTls(port, certs.ca).then(async (c) => {
         try {
           await c.handshake();
@@ -425,9 +439,9 @@ Deno.test({
         } finally {
           c.close();
         }
-      }),
+      })
     );
-    assert.ok(
+    assert(
       lines.some((l) => /too many connections \(max 1\)/.test(l)),
       lines.join("\n"),
     );
@@ -481,11 +495,11 @@ Deno.test({
         input: data,
       },
     );
-    assert.equal(code, 0, stderr);
-    assert.equal(stdout.byteLength, data.byteLength);
+    assertEquals(code, 0, stderr);
+    assertEquals(stdout.byteLength, data.byteLength);
     assertSameBytes(stdout, data, "relayed");
-    assert.match(stderr, /^TLS handshake done with 127\.0\.0\.1:\d+$/m);
-    assert.doesNotMatch(stderr, /warning/);
+    assertMatch(stderr, /^TLS handshake done with 127\.0\.0\.1:\d+$/m);
+    assertNotMatch(stderr, /warning/);
   },
 });
 
@@ -503,12 +517,12 @@ Deno.test({
       args: ["--tls", "--ca", certs.wrongCa, "127.0.0.1", port],
       input: "secret\n",
     });
-    assert.equal(result.code, 1, result.stderr);
-    assert.equal(result.stdout, "");
+    assertEquals(result.code, 1, result.stderr);
+    assertEquals(result.stdout, "");
     let errors = result.stderr.split("\n").filter((l) =>
       l.startsWith("error:")
     );
-    assert.deepEqual(errors, [
+    assertEquals(errors, [
       `error: TLS handshake with 127.0.0.1:${port} failed: invalid peer certificate: UnknownIssuer`,
     ]);
     result = await runScript("clients/connect.ts", {
@@ -524,10 +538,10 @@ Deno.test({
       ],
       input: "secret\n",
     });
-    assert.equal(result.code, 1, result.stderr);
+    assertEquals(result.code, 1, result.stderr);
     errors = result.stderr.split("\n").filter((l) => l.startsWith("error:"));
-    assert.equal(errors.length, 1, result.stderr);
-    assert.match(
+    assertEquals(errors.length, 1, result.stderr);
+    assertMatch(
       errors[0],
       /failed: invalid peer certificate: certificate not valid for name "example\.com"/,
     );
@@ -537,8 +551,8 @@ Deno.test({
       args: ["--tls", "127.0.0.1", port],
       input: "secret\n",
     });
-    assert.equal(result.code, 1, result.stderr);
-    assert.match(
+    assertEquals(result.code, 1, result.stderr);
+    assertMatch(
       result.stderr,
       /^error: TLS handshake with .* failed: invalid peer certificate: UnknownIssuer$/m,
     );
@@ -547,9 +561,9 @@ Deno.test({
       args: ["--tls", "--insecure", "127.0.0.1", port],
       input: "not verified\n",
     });
-    assert.equal(result.code, 0, result.stderr);
-    assert.equal(result.stdout, "not verified\n");
-    assert.match(
+    assertEquals(result.code, 0, result.stderr);
+    assertEquals(result.stdout, "not verified\n");
+    assertMatch(
       result.stderr,
       /^warning: --insecure: the server's certificate is not verified/m,
     );
@@ -569,8 +583,8 @@ Deno.test({
       args: ["--tls", "--ca", certs.ca, "127.0.0.1", String(server.port)],
       input: "round trip\n",
     });
-    assert.equal(result.code, 0, result.stderr);
-    assert.equal(result.stdout, "round trip\n");
+    assertEquals(result.code, 0, result.stderr);
+    assertEquals(result.stdout, "round trip\n");
     for (
       const [args, pattern] of [
         [["--ca", certs.ca, "127.0.0.1", "1"], /^error: --ca needs --tls$/],
@@ -589,8 +603,8 @@ Deno.test({
         permissions: [net],
         args: [...args],
       });
-      assert.equal(result.code, 2, result.stderr);
-      assert.match(result.stderr.trimEnd(), pattern);
+      assertEquals(result.code, 2, result.stderr);
+      assertMatch(result.stderr.trimEnd(), pattern);
     }
     result = await runScript("clients/connect.ts", {
       permissions: [net, `--allow-read=${certs.dir}`],
@@ -602,8 +616,8 @@ Deno.test({
         String(server.port),
       ],
     });
-    assert.equal(result.code, 1, result.stderr);
-    assert.match(
+    assertEquals(result.code, 1, result.stderr);
+    assertMatch(
       result.stderr.trimEnd(),
       /^error: cannot read certificate file '.*none\.pem': no such file$/,
     );

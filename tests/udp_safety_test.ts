@@ -3,7 +3,12 @@
  * (CVE-1999-0103): each test has a control that gets an answer, so it fails
  * if the protection is missing, not only if the server is down.
  */
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertLessOrEqual,
+  assertMatch,
+} from "@std/assert";
 import { simpleLoopPorts } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
 import { freeBase, receiveOrNull, udpAsk, udpSocket } from "./_simple.ts";
@@ -42,11 +47,11 @@ Deno.test({
     const lowPort = freeLowPort();
     {
       await using server = await startChargen();
-      assert.ok(
+      assert(
         await udpAsk(server.port, "x"),
         "control: a high port is answered",
       );
-      assert.equal(
+      assertEquals(
         await udpAsk(server.port, "x", { sourcePort: lowPort, timeoutMs: 500 }),
         null,
       );
@@ -59,8 +64,8 @@ Deno.test({
     {
       await using server = await startChargen(["--allow-low-ports"]);
       const reply = await udpAsk(server.port, "x", { sourcePort: lowPort });
-      assert.ok(reply, "--allow-low-ports answers a low port");
-      assert.ok(reply.byteLength <= 512);
+      assert(reply, "--allow-low-ports answers a low port");
+      assertLessOrEqual(reply.byteLength, 512);
     }
   },
 });
@@ -80,7 +85,7 @@ Deno.test({
         continue; // Taken on this host: nothing to prove with it.
       }
       socket.close();
-      assert.equal(
+      assertEquals(
         await udpAsk(server.port, "x", { sourcePort, timeoutMs: 400 }),
         null,
         `answered source port ${sourcePort}`,
@@ -89,7 +94,7 @@ Deno.test({
     await server.proc.waitForStderr(
       /dropped datagram from 127\.0\.0\.1:(7|19|10019): source port is a service port \(loop protection\)/,
     );
-    assert.ok(
+    assert(
       await udpAsk(server.port, "x"),
       "control: a high port is answered",
     );
@@ -112,7 +117,7 @@ Deno.test("inetd.ts never answers a datagram from one of its own services' ports
   await server.proc.waitForStderr(/\(chargen\/udp\)/);
   // Another inetd's echo at the same base on another address (127.0.0.2)
   // talking to ours: each would answer the other forever.
-  assert.equal(
+  assertEquals(
     await udpAsk(base + 19, "x", {
       sourceHostname: "127.0.0.2",
       sourcePort: base + 7,
@@ -128,7 +133,7 @@ Deno.test("inetd.ts never answers a datagram from one of its own services' ports
     ),
   );
   const control = await udpAsk(base + 19, "x", { sourceHostname: "127.0.0.2" });
-  assert.ok(control, "control: an ordinary port on 127.0.0.2 is answered");
+  assert(control, "control: an ordinary port on 127.0.0.2 is answered");
 });
 
 async function burst(port: number, count: number): Promise<number> {
@@ -153,7 +158,7 @@ async function burst(port: number, count: number): Promise<number> {
 Deno.test("chargen --udp --udp-rate limits replies per source and counts the drops in the log", async () => {
   {
     await using server = await startChargen(["--udp-rate", "0"]);
-    assert.equal(
+    assertEquals(
       await burst(server.port, 40),
       40,
       "control: no limit answers all",
@@ -164,14 +169,14 @@ Deno.test("chargen --udp --udp-rate limits replies per source and counts the dro
   const replies = await burst(server.port, 40);
   const elapsedSeconds = (performance.now() - started) / 1000;
   // A burst of 5, plus at most 5/s refilled while the 40 were answered.
-  assert.ok(
+  assert(
     replies >= 5 && replies <= 5 + Math.ceil(elapsedSeconds * 5),
     `${replies} replies in ${elapsedSeconds} s`,
   );
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr);
-  assert.match(stderr, /dropped reply to 127\.0\.0\.1:\d+: over 5 replies\/s/);
+  assertEquals(code, 0, stderr);
+  assertMatch(stderr, /dropped reply to 127\.0\.0\.1:\d+: over 5 replies\/s/);
   const counted = [
     ...stderr.matchAll(
       /dropped (\d+) more \(counted, not logged one by one\)/g,
@@ -179,7 +184,7 @@ Deno.test("chargen --udp --udp-rate limits replies per source and counts the dro
   ]
     .reduce((sum, m) => sum + Number(m[1]), 0);
   // One drop is logged in full, the rest are counted.
-  assert.equal(counted + 1, 40 - replies, stderr);
+  assertEquals(counted + 1, 40 - replies, stderr);
 });
 
 Deno.test({
@@ -204,7 +209,7 @@ Deno.test({
     } catch {
       sourcePort = 10019; // 19 taken here: inetd's chargen port will do.
     }
-    assert.equal(
+    assertEquals(
       await udpAsk(server.port, "x", { sourcePort, timeoutMs: 500 }),
       null,
     );
@@ -215,7 +220,7 @@ Deno.test({
     );
     const lowPort = freeLowPort();
     const control = await udpAsk(server.port, "x", { sourcePort: lowPort });
-    assert.equal(
+    assertEquals(
       new TextDecoder().decode(control!),
       "x",
       "control: another low port is answered",

@@ -1,4 +1,9 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertMatch,
+} from "@std/assert";
 import { ConnectError, silentLog } from "../mod.ts";
 import { serveUdpHello } from "../servers/udp.ts";
 import { sendUdpHello } from "../clients/udp.ts";
@@ -66,8 +71,8 @@ Deno.test("serveUdpHello() and sendUdpHello() talk in process; --once stops afte
   const { port } = server.addr as Deno.NetAddr;
   const reply = await sendUdpHello({ port, message: "hi there" });
   await server.finished;
-  assert.equal(decoder.decode(reply), "hello");
-  assert.equal(
+  assertEquals(decoder.decode(reply), "hello");
+  assertEquals(
     output.text(),
     "Client with IP 127.0.0.1 sent datagram\nhi there",
   );
@@ -79,17 +84,17 @@ Deno.test("udp.ts server and client scripts, with their header's permissions", a
     permissions: serverPermissions(),
     args: ["--port", String(port), "--once"],
   });
-  assert.equal(server.address, `127.0.0.1:${port}`);
+  assertEquals(server.address, `127.0.0.1:${port}`);
   const client = await runScript(CLIENT, {
     permissions: clientPermissions(port),
     args: ["--port", String(port), "--timeout", "3", "hi udp"],
   });
-  assert.equal(client.code, 0, client.stderr);
-  assert.equal(client.stdout, "hello");
-  assert.equal(client.stderr, "");
+  assertEquals(client.code, 0, client.stderr);
+  assertEquals(client.stdout, "hello");
+  assertEquals(client.stderr, "");
   const { code, stdout, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr);
-  assert.equal(stdout, "Client with IP 127.0.0.1 sent datagram\nhi udp");
+  assertEquals(code, 0, stderr);
+  assertEquals(stdout, "Client with IP 127.0.0.1 sent datagram\nhi udp");
 });
 
 Deno.test("udp.ts over IPv6: server on ::1, client sends 'hello' by default", async () => {
@@ -102,12 +107,12 @@ Deno.test("udp.ts over IPv6: server on ::1, client sends 'hello' by default", as
     permissions: clientPermissions(port, true),
     args: ["--hostname", "::1", "--port", String(port), "--timeout", "3"],
   });
-  assert.equal(client.code, 0, client.stderr);
-  assert.equal(client.stdout, "hello");
+  assertEquals(client.code, 0, client.stderr);
+  assertEquals(client.stdout, "hello");
   server.proc.kill("SIGTERM");
   const { code, stdout } = await server.proc.finished();
-  assert.equal(code, 0);
-  assert.equal(stdout, "Client with IP ::1 sent datagram\nhello");
+  assertEquals(code, 0);
+  assertEquals(stdout, "Client with IP ::1 sent datagram\nhello");
 });
 
 Deno.test("udp.ts server keeps the UDP protections: low source ports and the rate limit", async () => {
@@ -132,7 +137,7 @@ Deno.test("udp.ts server keeps the UDP protections: low source ports and the rat
   }
   if (low) {
     await low.send(encoder.encode("loop?"), target);
-    assert.equal(await receiveWithin(low, 300), null, "answered a low port");
+    assertEquals(await receiveWithin(low, 300), null, "answered a low port");
     low.close();
     await server.proc.waitForStderr(/dropped.*source port below 1024/, 5000);
   } else {
@@ -151,15 +156,15 @@ Deno.test("udp.ts server keeps the UDP protections: low source ports and the rat
   let replies = 0;
   while (await receiveWithin(client, 1000)) replies++;
   client.close();
-  assert.ok(replies >= 2, `only ${replies} replies`);
-  assert.ok(
+  assertGreaterOrEqual(replies, 2, `only ${replies} replies`);
+  assert(
     replies <= 4,
     `the rate limit let ${replies} of 10 replies through`,
   );
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0);
-  assert.match(stderr, /dropped.*over 2 replies\/s/);
+  assertEquals(code, 0);
+  assertMatch(stderr, /dropped.*over 2 replies\/s/);
 });
 
 Deno.test({
@@ -176,18 +181,18 @@ Deno.test({
       ["-t", "5", "-", `UDP:127.0.0.1:${port}`],
       "from socat",
     );
-    assert.equal(socat.code, 0, socat.stderr);
-    assert.equal(decoder.decode(socat.stdout), "hello");
+    assertEquals(socat.code, 0, socat.stderr);
+    assertEquals(decoder.decode(socat.stdout), "hello");
     const nc = await runCommand(
       "nc",
       ["-u", "-w", "5", "127.0.0.1", String(port)],
       "from nc",
     );
-    assert.equal(decoder.decode(nc.stdout), "hello", nc.stderr);
+    assertEquals(decoder.decode(nc.stdout), "hello", nc.stderr);
     server.proc.kill("SIGTERM");
     const { code, stdout } = await server.proc.finished();
-    assert.equal(code, 0);
-    assert.equal(
+    assertEquals(code, 0);
+    assertEquals(
       stdout,
       "Client with IP 127.0.0.1 sent datagram\nfrom socat" +
         "Client with IP 127.0.0.1 sent datagram\nfrom nc",
@@ -211,8 +216,8 @@ Deno.test({
       permissions: clientPermissions(socatPort),
       args: ["--port", String(socatPort), "--timeout", "3", "echo me"],
     });
-    assert.equal(viaSocat.code, 0, viaSocat.stderr);
-    assert.equal(viaSocat.stdout, "echo me");
+    assertEquals(viaSocat.code, 0, viaSocat.stderr);
+    assertEquals(viaSocat.stdout, "echo me");
 
     const ncPort = freePort();
     await using nc = spawnCommand(
@@ -227,8 +232,8 @@ Deno.test({
       permissions: clientPermissions(ncPort),
       args: ["--port", String(ncPort), "--timeout", "3"],
     });
-    assert.equal(viaNc.code, 0, viaNc.stderr);
-    assert.equal(viaNc.stdout, "reply from nc");
+    assertEquals(viaNc.code, 0, viaNc.stderr);
+    assertEquals(viaNc.stdout, "reply from nc");
     await nc.until(() => nc.stdout === "hello", "nc to print hello");
     await writer.close();
   },
@@ -261,15 +266,15 @@ Deno.test("udp.ts client retries, then fails with 'error: no reply', exit 1", as
   const elapsed = performance.now() - started;
   silent.close();
   await counting;
-  assert.equal(code, 1);
-  assert.equal(stdout, "");
-  assert.deepEqual(stderr.trimEnd().split("\n"), [
+  assertEquals(code, 1);
+  assertEquals(stdout, "");
+  assertEquals(stderr.trimEnd().split("\n"), [
     "no reply within 0.2 s; sending again (2 of 3)",
     "no reply within 0.2 s; sending again (3 of 3)",
     `error: no reply from 127.0.0.1:${port} after 3 attempts (0.2 s each)`,
   ]);
-  assert.equal(received, 3);
-  assert.ok(elapsed >= 600, `gave up after ${elapsed} ms`);
+  assertEquals(received, 3);
+  assertGreaterOrEqual(elapsed, 600, `gave up after ${elapsed} ms`);
 });
 
 Deno.test("udp.ts client takes only the server's reply, and a late one counts", async () => {
@@ -296,7 +301,7 @@ Deno.test("udp.ts client takes only the server's reply, and a late one counts", 
   await answering;
   server.close();
   other.close();
-  assert.equal(decoder.decode(reply), "real");
+  assertEquals(decoder.decode(reply), "real");
 });
 
 Deno.test("udp.ts client: a bad address is one error line, exit 1; usage errors exit 2", async () => {
@@ -304,13 +309,13 @@ Deno.test("udp.ts client: a bad address is one error line, exit 1; usage errors 
     permissions: clientPermissions(3500),
     args: ["--hostname", "1.2.3"],
   });
-  assert.equal(bad.code, 1);
-  assert.match(
+  assertEquals(bad.code, 1);
+  assertMatch(
     bad.stderr.trimEnd(),
     /^error: invalid address '1\.2\.3': [^\n]*$/,
   );
   const error = await sendUdpHello({ hostname: "999.1.1.1" }).catch((e) => e);
-  assert.ok(error instanceof ConnectError && error.kind === "invalid-address");
+  assert(error instanceof ConnectError && error.kind === "invalid-address");
 
   const cases: [string, string[], RegExp][] = [
     [CLIENT, ["--timeout", "0"], /^error: --timeout must be more than 0/],
@@ -329,8 +334,8 @@ Deno.test("udp.ts client: a bad address is one error line, exit 1; usage errors 
   }
   for (const script of [CLIENT, SERVER]) {
     const help = await runScript(script, { args: ["--help"] });
-    assert.equal(help.code, 0);
-    assert.match(help.stdout, /^usage: udp\.ts/);
+    assertEquals(help.code, 0);
+    assertMatch(help.stdout, /^usage: udp\.ts/);
   }
 });
 
@@ -346,8 +351,8 @@ Deno.test("udp.ts server: a port in use is one error line, exit 1", async () => 
     args: ["--port", String(port)],
   });
   taken.close();
-  assert.equal(code, 1);
-  assert.equal(
+  assertEquals(code, 1);
+  assertEquals(
     stderr.trimEnd(),
     `error: address 127.0.0.1:${port} is already in use (pick another port with --port)`,
   );

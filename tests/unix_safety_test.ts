@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import { readExact, writeAll } from "../mod.ts";
 import { runScript, startServer } from "./_helpers.ts";
 
@@ -44,16 +44,16 @@ Deno.test("echo.ts --unix creates its socket file with mode 0600, --mode 0660 wi
       permissions: unixPermissions(path),
       args: ["--unix", path, ...args],
     });
-    assert.equal(
+    assertEquals(
       modeOf(path).toString(8),
       expected.toString(8),
       `mode with ${args.join(" ") || "no --mode"}`,
     );
-    assert.ok(await echoes(path));
+    assert(await echoes(path));
     server.proc.kill("SIGTERM");
     const { code, stderr } = await server.proc.finished();
-    assert.equal(code, 0, stderr);
-    assert.throws(() => Deno.lstatSync(path), Deno.errors.NotFound);
+    assertEquals(code, 0, stderr);
+    assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
   }
 });
 
@@ -64,11 +64,11 @@ Deno.test("echo.ts --unixpacket creates its socket file with mode 0600 and remov
     permissions: ["--unstable-net", ...unixPermissions(path)],
     args: ["--unixpacket", path],
   });
-  assert.equal(modeOf(path).toString(8), "600");
+  assertEquals(modeOf(path).toString(8), "600");
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr);
-  assert.throws(() => Deno.lstatSync(path), Deno.errors.NotFound);
+  assertEquals(code, 0, stderr);
+  assertThrows(() => Deno.lstatSync(path), Deno.errors.NotFound);
 });
 
 Deno.test("echo.ts --mode is refused without a Unix socket or with a bad value", async () => {
@@ -84,9 +84,9 @@ Deno.test("echo.ts --mode is refused without a Unix socket or with a bad value",
       permissions: unixPermissions("/tmp/rel6-never.sock"),
       args,
     });
-    assert.equal(code, 2, `${args.join(" ")}: ${stderr}`);
-    assert.match(stderr, /^error: .*--mode/);
-    assert.equal(stderr.trim().split("\n").length, 1);
+    assertEquals(code, 2, `${args.join(" ")}: ${stderr}`);
+    assertMatch(stderr, /^error: .*--mode/);
+    assertEquals(stderr.trim().split("\n").length, 1);
   }
 });
 
@@ -101,11 +101,11 @@ Deno.test("echo.ts --unix never deletes a regular file or a directory at its pat
       permissions: unixPermissions(path),
       args: ["--unix", path],
     });
-    assert.equal(code, 1, stderr);
-    assert.match(stderr, /^error: .*not a socket/);
+    assertEquals(code, 1, stderr);
+    assertMatch(stderr, /^error: .*not a socket/);
   }
-  assert.equal(Deno.readTextFileSync(file), "keep me");
-  assert.ok(Deno.statSync(dir).isDirectory);
+  assertEquals(Deno.readTextFileSync(file), "keep me");
+  assert(Deno.statSync(dir).isDirectory);
 });
 
 Deno.test("echo.ts --unix does not follow a symbolic link at its path: the link and its target survive", async () => {
@@ -116,7 +116,7 @@ Deno.test("echo.ts --unix does not follow a symbolic link at its path: the link 
   const staleTarget = `${tmp.dir}/stale.sock`;
   Deno.listen({ transport: "unix", path: staleTarget }).close();
   Deno.listenDatagram({ transport: "unixpacket", path: staleTarget }).close();
-  assert.ok(Deno.lstatSync(staleTarget).isSocket);
+  assert(Deno.lstatSync(staleTarget).isSocket);
   for (const [name, to] of [["a.sock", target], ["b.sock", staleTarget]]) {
     const link = `${tmp.dir}/${name}`;
     Deno.symlinkSync(to, link);
@@ -124,12 +124,12 @@ Deno.test("echo.ts --unix does not follow a symbolic link at its path: the link 
       permissions: unixPermissions(link),
       args: ["--unix", link],
     });
-    assert.equal(code, 1, stderr);
-    assert.match(stderr, /^error: .*symbolic link/);
-    assert.ok(Deno.lstatSync(link).isSymlink, "the link is still there");
+    assertEquals(code, 1, stderr);
+    assertMatch(stderr, /^error: .*symbolic link/);
+    assert(Deno.lstatSync(link).isSymlink, "the link is still there");
   }
-  assert.equal(Deno.readTextFileSync(target), "keep me");
-  assert.ok(Deno.lstatSync(staleTarget).isSocket, "the link's target survives");
+  assertEquals(Deno.readTextFileSync(target), "keep me");
+  assert(Deno.lstatSync(staleTarget).isSocket, "the link's target survives");
 });
 
 Deno.test("echo.ts --unix refuses a live socket and leaves its server working; replaces a stale one", async () => {
@@ -144,11 +144,11 @@ Deno.test("echo.ts --unix refuses a live socket and leaves its server working; r
       permissions: unixPermissions(path),
       args: ["--unix", path],
     });
-    assert.equal(code, 1, stderr);
-    assert.match(stderr, /^error: .*in use/);
-    assert.ok(await echoes(path), "the first server still serves");
+    assertEquals(code, 1, stderr);
+    assertMatch(stderr, /^error: .*in use/);
+    assert(await echoes(path), "the first server still serves");
     first.proc.kill("SIGTERM");
-    assert.equal((await first.proc.finished()).code, 0);
+    assertEquals((await first.proc.finished()).code, 0);
   }
   // A stale socket, as a crashed server leaves it (SIGKILL: no clean-up).
   {
@@ -159,13 +159,13 @@ Deno.test("echo.ts --unix refuses a live socket and leaves its server working; r
     crashed.proc.kill("SIGKILL");
     await crashed.proc.finished();
   }
-  assert.ok(Deno.lstatSync(path).isSocket, "a stale socket is left");
+  assert(Deno.lstatSync(path).isSocket, "a stale socket is left");
   await using _second = await startServer("servers/echo.ts", {
     permissions: unixPermissions(path),
     args: ["--unix", path],
   });
-  assert.ok(await echoes(path));
-  assert.equal(modeOf(path).toString(8), "600");
+  assert(await echoes(path));
+  assertEquals(modeOf(path).toString(8), "600");
 });
 
 Deno.test("a unixpacket server removes only its own socket file on shutdown", async () => {
@@ -182,5 +182,5 @@ Deno.test("a unixpacket server removes only its own socket file on shutdown", as
   Deno.removeSync(path);
   Deno.writeTextFileSync(path, "not yours");
   await server.shutdown();
-  assert.equal(Deno.readTextFileSync(path), "not yours");
+  assertEquals(Deno.readTextFileSync(path), "not yours");
 });

@@ -1,4 +1,9 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertMatch,
+} from "@std/assert";
 import { readExact, writeAll } from "../mod.ts";
 import { freePort, runScript, startServer } from "./_helpers.ts";
 
@@ -33,7 +38,7 @@ async function echoedConnection(
 ): Promise<Deno.Conn> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   await writeAll(conn, encode(text));
-  assert.equal(
+  assertEquals(
     new TextDecoder().decode(await readExact(conn, text.length)),
     text,
   );
@@ -84,16 +89,16 @@ Deno.test("echo.ts --workers 2 spreads connections over both workers and one SIG
     );
     // SO_REUSEPORT hashes each connection's addresses: all 24 on one
     // listener would happen with probability 2^-23.
-    assert.ok(per[0] > 0 && per[1] > 0, `spread: ${per}`);
-    assert.equal(per[0] + per[1], 24);
+    assert(per[0] > 0 && per[1] > 0, `spread: ${per}`);
+    assertEquals(per[0] + per[1], 24);
     server.proc.kill("SIGTERM");
     // Both workers close their clients once the grace period is over.
     const closed = await Promise.all(conns.map((c) => closedWithin(c, 10_000)));
-    assert.ok(closed.every(Boolean), "a connection outlived the shutdown");
+    assert(closed.every(Boolean), "a connection outlived the shutdown");
     const { code, stderr } = await server.proc.finished();
-    assert.equal(code, 0, stderr);
-    assert.match(stderr, /worker 0: grace period over/);
-    assert.match(stderr, /worker 1: grace period over/);
+    assertEquals(code, 0, stderr);
+    assertMatch(stderr, /worker 0: grace period over/);
+    assertMatch(stderr, /worker 1: grace period over/);
   } finally {
     for (const conn of conns) {
       try {
@@ -115,14 +120,14 @@ Deno.test("echo.ts --workers 2 shares --max-connections across the workers", asy
     // these is closed at once.
     for (let i = 0; i < 6; i++) {
       using extra = await Deno.connect({ hostname: "127.0.0.1", port });
-      assert.ok(await closedWithin(extra, 10_000), `extra ${i} was served`);
+      assert(await closedWithin(extra, 10_000), `extra ${i} was served`);
     }
     const refusing = new Set(
       server.proc.stderrLines.filter((l) => /: refused /.test(l)).map((l) =>
         l.split(":")[0]
       ),
     );
-    assert.ok(refusing.size >= 1, server.proc.stderr);
+    assertGreaterOrEqual(refusing.size, 1, server.proc.stderr);
   } finally {
     for (const conn of held) conn.close();
   }
@@ -134,10 +139,10 @@ Deno.test("echo.ts --workers without read access to its modules: one error line,
     permissions: [`--allow-net=127.0.0.1:${port}`],
     args: ["--hostname", "127.0.0.1", "--port", String(port), "--workers", "2"],
   });
-  assert.equal(code, 1);
+  assertEquals(code, 1);
   const lines = stderr.trim().split("\n");
-  assert.equal(lines.length, 1, stderr);
-  assert.match(lines[0], /^error: --workers needs read access .*--allow-read=/);
+  assertEquals(lines.length, 1, stderr);
+  assertMatch(lines[0], /^error: --workers needs read access .*--allow-read=/);
 });
 
 Deno.test("echo.ts --workers rejects bad values and non-TCP transports (exit 2)", async () => {
@@ -152,7 +157,7 @@ Deno.test("echo.ts --workers rejects bad values and non-TCP transports (exit 2)"
       permissions: ["--allow-net=127.0.0.1:0"],
       args: ["--hostname", "127.0.0.1", "--port", "0", ...args],
     });
-    assert.equal(code, 2, `${args}: ${stderr}`);
-    assert.match(stderr, /^error: .*--workers/, `${args}`);
+    assertEquals(code, 2, `${args}: ${stderr}`);
+    assertMatch(stderr, /^error: .*--workers/, `${args}`);
   }
 });

@@ -3,7 +3,12 @@
  * byte for byte where the protocol is deterministic (chargen's first lines,
  * echo, discard), by format and value where it is not (daytime, time).
  */
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertLessOrEqual,
+  assertMatch,
+} from "@std/assert";
 import { SIMPLE_SERVICE_PORTS, writeAll } from "../mod.ts";
 import { chargenLines } from "../servers/chargen.ts";
 import {
@@ -47,7 +52,7 @@ async function startOurs() {
     async [Symbol.asyncDispose]() {
       proc.kill("SIGTERM");
       const { code, stderr } = await proc.finished();
-      assert.equal(code, 0, stderr);
+      assertEquals(code, 0, stderr);
     },
   };
 }
@@ -99,7 +104,7 @@ Deno.test({
           null,
           length,
         );
-        assert.equal(theirs.byteLength, length);
+        assertEquals(theirs.byteLength, length);
         assertSameBytes(mine, theirs, "chargen, ours vs xinetd");
         assertSameBytes(mine, chargenLines(0, 22), "chargen pattern");
       },
@@ -110,10 +115,10 @@ Deno.test({
       async () => {
         const theirs = await udpAsk(port(xinetd.base, "chargen"), "x");
         const mine = await udpAsk(port(ours.base, "chargen"), "x");
-        assert.ok(theirs && mine, "a reply from each");
-        assert.equal(mine.byteLength, 6 * 74);
-        assert.ok(mine.byteLength <= 512);
-        assert.deepEqual(mine, theirs.subarray(0, mine.byteLength));
+        assert(theirs && mine, "a reply from each");
+        assertEquals(mine.byteLength, 6 * 74);
+        assertLessOrEqual(mine.byteLength, 512);
+        assertEquals(mine, theirs.subarray(0, mine.byteLength));
       },
     );
 
@@ -121,13 +126,13 @@ Deno.test({
       const data = pseudoRandomBytes(200_000, 5);
       const theirs = await tcpExchange(port(xinetd.base, "echo"), data);
       const mine = await tcpExchange(port(ours.base, "echo"), data);
-      assert.equal(theirs.byteLength, data.byteLength);
+      assertEquals(theirs.byteLength, data.byteLength);
       assertSameBytes(mine, theirs, "echo, ours vs xinetd");
       const datagram = pseudoRandomBytes(1000, 9);
       const theirReply = await udpAsk(port(xinetd.base, "echo"), datagram);
       const myReply = await udpAsk(port(ours.base, "echo"), datagram);
-      assert.deepEqual(theirReply, datagram);
-      assert.deepEqual(myReply, theirReply);
+      assertEquals(theirReply, datagram);
+      assertEquals(myReply, theirReply);
     });
 
     await t.step(
@@ -136,13 +141,13 @@ Deno.test({
         const data = pseudoRandomBytes(300_000, 3);
         const theirs = await tcpExchange(port(xinetd.base, "discard"), data);
         const mine = await tcpExchange(port(ours.base, "discard"), data);
-        assert.equal(theirs.byteLength, 0);
-        assert.equal(mine.byteLength, 0);
-        assert.equal(
+        assertEquals(theirs.byteLength, 0);
+        assertEquals(mine.byteLength, 0);
+        assertEquals(
           await udpAsk(port(xinetd.base, "discard"), "x", { timeoutMs: 300 }),
           null,
         );
-        assert.equal(
+        assertEquals(
           await udpAsk(port(ours.base, "discard"), "x", { timeoutMs: 300 }),
           null,
         );
@@ -162,7 +167,7 @@ Deno.test({
         // xinetd: `25 NOV 2026 14:28:46 UTC\r\n`; ours: ctime's form.
         const x = /^(\d\d) ([A-Z]{3}) (\d{4}) (\d\d):(\d\d):(\d\d) UTC\r\n$/
           .exec(theirs);
-        assert.ok(x, JSON.stringify(theirs));
+        assert(x, JSON.stringify(theirs));
         const theirTime = Date.UTC(
           +x[3],
           MONTHS.indexOf(x[2]),
@@ -171,24 +176,28 @@ Deno.test({
           +x[5],
           +x[6],
         );
-        assert.match(
+        assertMatch(
           mine,
           /^[A-Z][a-z]{2} [A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \d{4}\r\n$/,
         );
         const myTime = Date.parse(mine.trim() + " UTC");
-        assert.ok(Math.abs(myTime - theirTime) <= 2000, `${mine} vs ${theirs}`);
-        assert.ok(Math.abs(myTime - Date.now()) <= 3000, mine);
+        assertLessOrEqual(
+          Math.abs(myTime - theirTime),
+          2000,
+          `${mine} vs ${theirs}`,
+        );
+        assertLessOrEqual(Math.abs(myTime - Date.now()), 3000, mine);
         const myDatagram = decoder.decode(
           (await udpAsk(port(ours.base, "daytime")))!,
         );
         const theirDatagram = decoder.decode(
           (await udpAsk(port(xinetd.base, "daytime")))!,
         );
-        assert.match(
+        assertMatch(
           myDatagram,
           /^[A-Z][a-z]{2} [A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \d{4}\r\n$/,
         );
-        assert.match(
+        assertMatch(
           theirDatagram,
           /^\d\d [A-Z]{3} \d{4} \d\d:\d\d:\d\d UTC\r\n$/,
         );
@@ -203,11 +212,11 @@ Deno.test({
             udp ? udpAsk(p).then((r) => r!) : tcpExchange(p, null);
           const theirs = await ask(port(xinetd.base, "time"));
           const mine = await ask(port(ours.base, "time"));
-          assert.equal(theirs.byteLength, 4);
-          assert.equal(mine.byteLength, 4);
+          assertEquals(theirs.byteLength, 4);
+          assertEquals(mine.byteLength, 4);
           const value = (b: Uint8Array) =>
             new DataView(b.buffer, b.byteOffset).getUint32(0);
-          assert.ok(
+          assert(
             Math.abs(value(mine) - value(theirs)) <= 2,
             `${value(mine)} vs ${value(theirs)}`,
           );
@@ -234,9 +243,9 @@ Deno.test({
               ...(udp ? ["--udp"] : []),
             ],
           });
-          assert.equal(code, 0, stderr);
-          assert.match(stdout, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n$/);
-          assert.ok(
+          assertEquals(code, 0, stderr);
+          assertMatch(stdout, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n$/);
+          assert(
             Math.abs(Date.parse(stdout.trim()) - Date.now()) <= 3000,
             stdout,
           );

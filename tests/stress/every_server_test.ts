@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertNotMatch } from "@std/assert";
 import { readAll } from "../_helpers.ts";
 import {
   compileRudeClient,
@@ -58,7 +58,7 @@ for (const { script, probe } of SERVERS) {
         "--idle-timeout",
         "1",
       ], { permissions: ["--allow-net=127.0.0.1:0"] });
-      assert.ok(await serves(server.port, probe), "not serving at start");
+      assert(await serves(server.port, probe), "not serving at start");
       await settle(() => countLines(server.proc, /^closed /) >= 1, 5000);
       const baseline = fdCount(server.pid);
       const before = memoryKiB(server.pid);
@@ -126,21 +126,21 @@ for (const { script, probe } of SERVERS) {
         accepted: countLines(server.proc, /^accepted /),
         closed: countLines(server.proc, /^closed /),
       });
-      assert.deepEqual(faults, [true, true, true]);
-      assert.ok(stillServing, "not serving after the faults");
+      assertEquals(faults, [true, true, true]);
+      assert(stillServing, "not serving after the faults");
       // A server that writes must stop writing to a client that does not
       // read (backpressure): < 32 MiB. Discard reads the pusher's bytes as
       // fast as they come, and only the garbage of that shows: < 64 MiB.
       const limitMiB = probe === "writes" ? 64 : 32;
-      assert.ok(
+      assert(
         during.rss - before.rss < limitMiB * 1024,
         `grew ${mib(during.rss - before.rss)} MiB`,
       );
-      assert.equal(after, baseline, "descriptors leaked");
+      assertEquals(after, baseline, "descriptors leaked");
       server.proc.kill("SIGTERM");
       const { code, stderr } = await server.proc.finished();
-      assert.equal(code, 0, stderr.slice(-2000));
-      assert.doesNotMatch(stderr, /Uncaught|panicked/);
+      assertEquals(code, 0, stderr.slice(-2000));
+      assertNotMatch(stderr, /Uncaught|panicked/);
     },
   });
 }

@@ -1,4 +1,10 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertNotMatch,
+} from "@std/assert";
 import { readExact, writeAll } from "../../mod.ts";
 import { countLines, fdCount, figures, startEcho } from "./_stress.ts";
 
@@ -68,20 +74,20 @@ Deno.test("echo.ts under `ulimit -n 64`: out of descriptors, accept backs off, l
     recovered_after_ms: recoveredMs.toFixed(0),
     attempts,
   });
-  assert.ok(stillAlive);
+  assert(stillAlive);
   // Full indeed (the listing is not atomic: it may count one twice).
-  assert.ok(full >= LIMIT - 2, `only ${full} descriptors open`);
-  assert.ok(served > 0 && served < LIMIT, `served ${served}`);
+  assertGreaterOrEqual(full, LIMIT - 2, `only ${full} descriptors open`);
+  assert(served > 0 && served < LIMIT, `served ${served}`);
   // Backoff: 5 ms doubling to 1 s is 8 lines in the first 1.3 s, then one a
   // second, not one per retry in a hot loop.
-  assert.ok(
+  assert(
     failures <= 10 + fullSeconds,
     `${failures} accept failure lines in ${fullSeconds.toFixed(1)} s`,
   );
-  assert.ok(recovered, "not serving after descriptors freed");
-  assert.ok(recoveredMs < 5000, `recovered after ${recoveredMs} ms`);
+  assert(recovered, "not serving after descriptors freed");
+  assertLess(recoveredMs, 5000, `recovered after ${recoveredMs} ms`);
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr.slice(-2000));
-  assert.doesNotMatch(stderr, /Uncaught|panicked/);
+  assertEquals(code, 0, stderr.slice(-2000));
+  assertNotMatch(stderr, /Uncaught|panicked/);
 });

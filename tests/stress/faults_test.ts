@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertLess, assertNotMatch } from "@std/assert";
 import { pseudoRandomBytes } from "../_helpers.ts";
 import {
   compileRudeClient,
@@ -22,7 +22,7 @@ async function runRude(rude: string, args: string[]): Promise<string> {
     stderr: "piped",
   }).output();
   const text = new TextDecoder().decode(stdout).trim();
-  assert.ok(success, `${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
+  assert(success, `${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
   return text;
 }
 
@@ -49,7 +49,7 @@ Deno.test({
     // Warm up once so lazily opened descriptors count in the baseline.
     {
       using conn = await Deno.connect(port(server));
-      assert.ok((await echoExchange(conn, data)).exact);
+      assert((await echoExchange(conn, data)).exact);
     }
     await waitFor(() => countLines(server.proc, /^closed /) >= 1, 5000);
     const baseline = fdCount(server.pid);
@@ -79,7 +79,7 @@ Deno.test({
       Promise.all(Array.from({ length: 100 }, async () => {
         using conn = await Deno.connect(port(server));
         const { received, exact } = await echoExchange(conn, new Uint8Array());
-        assert.ok(exact && received === 0);
+        assert(exact && received === 0);
       })),
       // Half-close, read part of the echo, then close.
       Promise.all(Array.from({ length: 100 }, async () => {
@@ -147,24 +147,24 @@ Deno.test({
       reset_log_lines: countLines(server.proc, /reset|broken pipe/i),
       dropped_before_accept: countLines(server.proc, /^dropped /),
     });
-    assert.equal(good.filter(Boolean).length, 50);
-    assert.equal(after, baseline, "descriptors leaked");
-    assert.equal(closed, accepted, "connections never closed");
-    assert.equal(countLines(server.proc, /accept failed/), 0);
-    assert.ok(faultSeconds < 30, `the faults took ${faultSeconds} s`);
+    assertEquals(good.filter(Boolean).length, 50);
+    assertEquals(after, baseline, "descriptors leaked");
+    assertEquals(closed, accepted, "connections never closed");
+    assertEquals(countLines(server.proc, /accept failed/), 0);
+    assertLess(faultSeconds, 30, `the faults took ${faultSeconds} s`);
     // Still serving after all that.
     {
       const t0 = performance.now();
       using conn = await Deno.connect(port(server));
-      assert.ok((await echoExchange(conn, data)).exact);
+      assert((await echoExchange(conn, data)).exact);
       const ms = performance.now() - t0;
       // Resets before accept once put the loop in a 1 s backoff per reset,
       // and every queued client waited minutes.
-      assert.ok(ms < 5000, `a client after the faults waited ${ms} ms`);
+      assertLess(ms, 5000, `a client after the faults waited ${ms} ms`);
     }
     server.proc.kill("SIGTERM");
     const { code, stderr } = await server.proc.finished();
-    assert.equal(code, 0, stderr.slice(-2000));
-    assert.doesNotMatch(stderr, /Uncaught|panicked|unhandled/i);
+    assertEquals(code, 0, stderr.slice(-2000));
+    assertNotMatch(stderr, /Uncaught|panicked|unhandled/i);
   },
 });

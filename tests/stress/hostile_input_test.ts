@@ -1,4 +1,12 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreater,
+  assertGreaterOrEqual,
+  assertLess,
+  assertMatch,
+  assertNotMatch,
+} from "@std/assert";
 import fc from "fast-check";
 import {
   EndpointError,
@@ -124,9 +132,9 @@ Deno.test("parsePort, splitHostPort, parseEndpoint: 10,000 hostile strings each,
       if (
         only([EndpointError], () => {
           const port = parsePort(text);
-          assert.ok(Number.isInteger(port) && port >= 0 && port <= 65535);
-          assert.match(text, /^[0-9]{1,5}$/);
-          assert.equal(port, Number(text));
+          assert(Number.isInteger(port) && port >= 0 && port <= 65535);
+          assertMatch(text, /^[0-9]{1,5}$/);
+          assertEquals(port, Number(text));
         })
       ) counts.port++;
     }),
@@ -137,10 +145,10 @@ Deno.test("parsePort, splitHostPort, parseEndpoint: 10,000 hostile strings each,
       if (
         only([EndpointError], () => {
           const { hostname, port } = splitHostPort(text);
-          assert.ok(hostname.length > 0);
-          assert.ok(Number.isInteger(port) && port >= 0 && port <= 65535);
+          assertGreater(hostname.length, 0);
+          assert(Number.isInteger(port) && port >= 0 && port <= 65535);
           // What parsed prints and parses back the same.
-          assert.deepEqual(splitHostPort(joinHostPort(hostname, port)), {
+          assertEquals(splitHostPort(joinHostPort(hostname, port)), {
             hostname,
             port,
           });
@@ -155,13 +163,13 @@ Deno.test("parsePort, splitHostPort, parseEndpoint: 10,000 hostile strings each,
         only([EndpointError], () => {
           const endpoint = parseEndpoint(text);
           if ("path" in endpoint) {
-            assert.ok(
+            assert(
               endpoint.path.length > 0 && !endpoint.path.includes("\0"),
             );
           } else {
-            assert.ok(endpoint.port >= 0 && endpoint.port <= 65535);
+            assert(endpoint.port >= 0 && endpoint.port <= 65535);
           }
-          assert.deepEqual(parseEndpoint(formatEndpoint(endpoint)), endpoint);
+          assertEquals(parseEndpoint(formatEndpoint(endpoint)), endpoint);
         })
       ) counts.endpoint++;
     }),
@@ -174,7 +182,7 @@ Deno.test("parsePort, splitHostPort, parseEndpoint: 10,000 hostile strings each,
     parseEndpoint_accepted: counts.endpoint,
   });
   // The generator reaches both sides of each parser.
-  assert.ok(counts.port > 100 && counts.split > 100 && counts.endpoint > 100);
+  assert(counts.port > 100 && counts.split > 100 && counts.endpoint > 100);
 });
 
 const flagNames = [
@@ -232,17 +240,17 @@ Deno.test("server command lines: 10,000 hostile ones, only UsageError or HelpReq
         const options = serverOptionsFromFlags(values);
         accepted++;
         if (options.port !== undefined) {
-          assert.ok(options.port >= 0 && options.port <= 65535);
+          assert(options.port >= 0 && options.port <= 65535);
         }
         if (options.maxConnections !== undefined) {
-          assert.ok(options.maxConnections >= 1);
+          assertGreaterOrEqual(options.maxConnections, 1);
         }
         for (const ms of [options.idleTimeoutMs, options.gracePeriodMs]) {
-          if (ms !== undefined) assert.ok(Number.isFinite(ms) && ms >= 0);
+          if (ms !== undefined) assert(Number.isFinite(ms) && ms >= 0);
         }
         if (options.mode !== undefined) {
-          assert.ok(options.mode >= 0 && options.mode <= 0o777);
-          assert.ok(options.path !== undefined);
+          assert(options.mode >= 0 && options.mode <= 0o777);
+          assert(options.path !== undefined);
         }
       } catch (error) {
         if (error instanceof UsageError) usage++;
@@ -253,7 +261,7 @@ Deno.test("server command lines: 10,000 hostile ones, only UsageError or HelpReq
     { numRuns: RUNS, seed: SEED },
   );
   figures("cli", { runs: RUNS, accepted, usage_errors: usage, help });
-  assert.ok(accepted > 100 && usage > 100 && help > 10);
+  assert(accepted > 100 && usage > 100 && help > 10);
 });
 
 /** A reader handing out `data` in the given chunk sizes. */
@@ -333,9 +341,9 @@ Deno.test("LineReader: 10,000 hostile streams in hostile chunks give the referen
           if (!(error instanceof LineTooLongError)) throw error;
           threw = true;
         }
-        assert.equal(threw, expected.tooLong);
-        assert.equal(got.length, expected.lines.length);
-        got.forEach((line, i) => assert.ok(sameBytes(line, expected.lines[i])));
+        assertEquals(threw, expected.tooLong);
+        assertEquals(got.length, expected.lines.length);
+        got.forEach((line, i) => assert(sameBytes(line, expected.lines[i])));
         if (threw) tooLong++;
         lineCount += got.length;
       },
@@ -343,7 +351,7 @@ Deno.test("LineReader: 10,000 hostile streams in hostile chunks give the referen
     { numRuns: RUNS, seed: SEED },
   );
   figures("line-reader", { runs: RUNS, lines: lineCount, too_long: tooLong });
-  assert.ok(tooLong > 100 && tooLong < RUNS - 100);
+  assert(tooLong > 100 && tooLong < RUNS - 100);
 });
 
 Deno.test("echo.ts --udp: datagrams of every size 0..65507 come back byte-exact, and it keeps running", async () => {
@@ -385,7 +393,7 @@ Deno.test("echo.ts --udp: datagrams of every size 0..65507 come back byte-exact,
       // Lost on a loaded machine (or the late reply arrives next: then the
       // size check below fails loudly instead of passing by accident).
       retries++;
-      assert.ok(attempt < 3, `no reply to a ${size}-byte datagram`);
+      assertLess(attempt, 3, `no reply to a ${size}-byte datagram`);
     }
   }
   const seconds = (performance.now() - started) / 1000;
@@ -397,9 +405,9 @@ Deno.test("echo.ts --udp: datagrams of every size 0..65507 come back byte-exact,
     seconds: seconds.toFixed(1),
     MiB_each_way: ((MAX * (MAX + 1) / 2) / 1048576).toFixed(0),
   });
-  assert.equal(exact, MAX + 1);
+  assertEquals(exact, MAX + 1);
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr.slice(-2000));
-  assert.doesNotMatch(stderr, /Uncaught|panicked|failed/);
+  assertEquals(code, 0, stderr.slice(-2000));
+  assertNotMatch(stderr, /Uncaught|panicked|failed/);
 });

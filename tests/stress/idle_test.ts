@@ -1,4 +1,12 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertLessOrEqual,
+  assertMatch,
+  assertNotMatch,
+} from "@std/assert";
 import { readExact, writeAll } from "../../mod.ts";
 import { countLines, figures, startEcho } from "./_stress.ts";
 
@@ -95,18 +103,26 @@ Deno.test("echo.ts --idle-timeout 2: 2,000 silent clients are all closed after 2
   });
   // Not before the timeout (5 ms for timer granularity), and on time: the
   // sweep ticks every 0.5 s; 2 s more is for a loaded machine.
-  assert.ok(min >= timeoutMs - 5, `closed after only ${min.toFixed(0)} ms`);
-  assert.ok(max <= timeoutMs + 500 + 2000, `closed after ${max.toFixed(0)} ms`);
-  assert.equal(activeOk, 8);
-  assert.ok(activeStillOk, "the active client was closed");
+  assertGreaterOrEqual(
+    min,
+    timeoutMs - 5,
+    `closed after only ${min.toFixed(0)} ms`,
+  );
+  assertLessOrEqual(
+    max,
+    timeoutMs + 500 + 2000,
+    `closed after ${max.toFixed(0)} ms`,
+  );
+  assertEquals(activeOk, 8);
+  assert(activeStillOk, "the active client was closed");
   await server.proc.until(
     () => countLines(server.proc, /idle timeout: closing/) >= IDLE_CLIENTS,
     "idle log lines",
   );
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr.slice(-2000));
-  assert.doesNotMatch(stderr, /Uncaught|panicked/);
+  assertEquals(code, 0, stderr.slice(-2000));
+  assertNotMatch(stderr, /Uncaught|panicked/);
 });
 
 Deno.test("echo.ts --max-connections 1000: of 2,000 silent clients the last 1,000 are closed at once, the first keep working, a freed slot serves a new client", async () => {
@@ -166,17 +182,17 @@ Deno.test("echo.ts --max-connections 1000: of 2,000 silent clients the last 1,00
       /too many connections|more \(counted/,
     ),
   });
-  assert.equal(working, max);
-  assert.ok(refusedSeconds < 10, `refusing took ${refusedSeconds} s`);
-  assert.ok(served, "no new client served after a slot freed");
-  assert.ok(servedAfterMs < 2000, `served after ${servedAfterMs} ms`);
-  assert.match(
+  assertEquals(working, max);
+  assertLess(refusedSeconds, 10, `refusing took ${refusedSeconds} s`);
+  assert(served, "no new client served after a slot freed");
+  assertLess(servedAfterMs, 2000, `served after ${servedAfterMs} ms`);
+  assertMatch(
     server.proc.stderr,
     /refused 127\.0\.0\.1:\d+: too many connections \(max 1000\)/,
   );
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr.slice(-2000));
-  assert.match(stderr, /refused \d+ more \(counted/);
-  assert.doesNotMatch(stderr, /Uncaught|panicked/);
+  assertEquals(code, 0, stderr.slice(-2000));
+  assertMatch(stderr, /refused \d+ more \(counted/);
+  assertNotMatch(stderr, /Uncaught|panicked/);
 });

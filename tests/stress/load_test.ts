@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertNotMatch } from "@std/assert";
 import { pseudoRandomBytes } from "../_helpers.ts";
 import {
   echoExchange,
@@ -46,14 +46,14 @@ Deno.test("echo.ts: 1,000 concurrent clients × 256 KiB all come back byte-exact
     hwm_MiB: mib(after.hwm),
     ceiling_MiB: RSS_CEILING_MIB,
   });
-  assert.equal(exact, CLIENTS);
-  assert.equal(bytes, CLIENTS * BYTES);
-  assert.ok(
+  assertEquals(exact, CLIENTS);
+  assertEquals(bytes, CLIENTS * BYTES);
+  assert(
     after.hwm < RSS_CEILING_MIB * 1024,
     `peak RSS ${mib(after.hwm)} MiB over ${RSS_CEILING_MIB} MiB`,
   );
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
-  assert.equal(code, 0, stderr.slice(-2000));
-  assert.doesNotMatch(stderr, /Uncaught|panicked/);
+  assertEquals(code, 0, stderr.slice(-2000));
+  assertNotMatch(stderr, /Uncaught|panicked/);
 });

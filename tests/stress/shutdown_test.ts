@@ -1,4 +1,11 @@
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertMatch,
+  assertNotMatch,
+} from "@std/assert";
 import { readExact, serve, writeAll } from "../../mod.ts";
 import { pseudoRandomBytes } from "../_helpers.ts";
 import { countLines, figures, sameBytes, startEcho } from "./_stress.ts";
@@ -59,16 +66,16 @@ Deno.test("echo.ts: SIGTERM during 50 transfers lets all finish byte-exact withi
     exited_after_s: exitedAfter.toFixed(2),
     grace_s: 60,
   });
-  assert.equal(exact, CLIENTS);
-  assert.ok(refused, "a new client was accepted after SIGTERM");
-  assert.equal(code, 0, stderr.slice(-2000));
-  assert.match(
+  assertEquals(exact, CLIENTS);
+  assert(refused, "a new client was accepted after SIGTERM");
+  assertEquals(code, 0, stderr.slice(-2000));
+  assertMatch(
     stderr,
     /shutting down: waiting up to 60 s for 50 connection\(s\)/,
   );
-  assert.doesNotMatch(stderr, /grace period over/);
-  assert.ok(exitedAfter < 60);
-  assert.equal(
+  assertNotMatch(stderr, /grace period over/);
+  assertLess(exitedAfter, 60);
+  assertEquals(
     countLines(
       server.proc,
       /^closed .*\(4194304 bytes in, 4194304 bytes out\)$/,
@@ -113,13 +120,17 @@ Deno.test("echo.ts: past the grace period the transfers still open are closed, c
     exited_after_s: exitedAfter.toFixed(2),
     code,
   });
-  assert.equal(code, 0, stderr.slice(-2000));
-  assert.match(
+  assertEquals(code, 0, stderr.slice(-2000));
+  assertMatch(
     stderr,
     /grace period over: closed 50 connection\(s\) still in flight/,
   );
-  assert.ok(Math.min(...cutAfter) >= 0.95, "cut before the grace period");
-  assert.ok(exitedAfter < 1 + 5, `exited after ${exitedAfter} s`);
+  assertGreaterOrEqual(
+    Math.min(...cutAfter),
+    0.95,
+    "cut before the grace period",
+  );
+  assertLess(exitedAfter, 1 + 5, `exited after ${exitedAfter} s`);
 });
 
 Deno.test("serve(): past the grace period, a handler stuck on something other than its connection does not hold shutdown forever", async () => {
@@ -155,11 +166,11 @@ Deno.test("serve(): past the grace period, a handler stuck on something other th
     grace_s: 0.2,
     stopped_after_s: seconds.toFixed(2),
   });
-  assert.ok(seconds < 5, `shutdown took ${seconds} s`);
-  assert.ok(
+  assertLess(seconds, 5, `shutdown took ${seconds} s`);
+  assert(
     lines.includes("grace period over: closed 3 connection(s) still in flight"),
   );
-  assert.ok(
+  assert(
     lines.some((l) => /^3 handler\(s\) did not stop/.test(l)),
     lines.join("\n"),
   );

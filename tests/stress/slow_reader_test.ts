@@ -1,4 +1,5 @@
-import assert from "node:assert/strict";
+import { assertEquals, assertLess, assertNotMatch } from "@std/assert";
+import { TextLineStream } from "@std/streams";
 import { pseudoRandomBytes } from "../_helpers.ts";
 import {
   compileRudeClient,
@@ -32,7 +33,7 @@ Deno.test({
     const rude = compileRudeClient();
     await using server = await startEcho();
     // Warm up, so the baseline includes what serving any client costs.
-    assert.equal(await otherClients(server.port, 4), 4);
+    assertEquals(await otherClients(server.port, 4), 4);
     const before = memoryKiB(server.pid);
     using sampler = new RssSampler(server.pid);
     const pusher = new Deno.Command(rude, {
@@ -43,15 +44,13 @@ Deno.test({
     }).spawn();
     const started = performance.now();
     const line = (async () => {
-      const reader = pusher.stdout.getReader();
-      let text = "";
-      while (!text.includes("\n")) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        text += new TextDecoder().decode(value);
-      }
+      const reader = pusher.stdout
+        .pipeThrough(new TextDecoderStream())
+        .pipeThrough(new TextLineStream())
+        .getReader();
+      const { value } = await reader.read();
       reader.releaseLock();
-      return text.trim();
+      return (value ?? "").trim();
     })();
     // Meanwhile other clients are served.
     const servedDuring = await otherClients(server.port, 20);
@@ -79,14 +78,14 @@ Deno.test({
     });
     await pusher.stdin.close();
     await pusher.status;
-    assert.equal(why, "stalled", report);
-    assert.ok(sent < GIB, report);
-    assert.ok(growthKiB < 32 * 1024, `grew ${mib(growthKiB)} MiB`);
-    assert.equal(servedDuring, 20);
-    assert.equal(servedAfter, 20);
+    assertEquals(why, "stalled", report);
+    assertLess(sent, GIB, report);
+    assertLess(growthKiB, 32 * 1024, `grew ${mib(growthKiB)} MiB`);
+    assertEquals(servedDuring, 20);
+    assertEquals(servedAfter, 20);
     server.proc.kill("SIGTERM");
     const { code, stderr } = await server.proc.finished();
-    assert.equal(code, 0, stderr.slice(-2000));
-    assert.doesNotMatch(stderr, /Uncaught|panicked/);
+    assertEquals(code, 0, stderr.slice(-2000));
+    assertNotMatch(stderr, /Uncaught|panicked/);
   },
 });
