@@ -261,9 +261,12 @@ async function runDatagrams(
   log(`connected to ${formatAddr(peer)}`);
   return await relayDatagrams(socket, peer, {
     ...io,
-    quietMs: options.timeoutMs ?? 1000,
+    quietMs: options.timeoutMs ?? DEFAULT_UDP_QUIET_MS,
   });
 }
+
+/** UDP: how long after stdin ends to wait for more replies, by default. */
+const DEFAULT_UDP_QUIET_MS = 1000;
 
 /** The longest Happy Eyeballs delay `--attempt-delay` takes. */
 const MAX_ATTEMPT_DELAY_MS = 10_000;
@@ -279,7 +282,9 @@ const FLAGS = {
   ),
   timeout: flag.custom(
     "S",
-    "TCP: give up connecting after S seconds (default:\nnever); UDP: after stdin ends, exit once no reply\nhas come for S seconds (default 1)",
+    `TCP: give up connecting after S seconds (default:\nnever); UDP: after stdin ends, exit once no reply\nhas come for S seconds (default ${
+      DEFAULT_UDP_QUIET_MS / 1000
+    })`,
     positiveSeconds,
   ),
   "attempt-delay": flag.custom(

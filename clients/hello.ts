@@ -35,6 +35,9 @@ import {
 /** The snippet's server port. */
 export const HELLO_PORT = 3500;
 
+/** The server address asked by default (the seed's). */
+export const HELLO_HOSTNAME = "127.0.0.1";
+
 /** The most of the reply that is kept (the snippet's `BUFSIZE`). */
 export const HELLO_REPLY_SIZE = 512;
 
@@ -77,7 +80,7 @@ export interface HelloClientOptions {
 export async function sayHello(
   options: HelloClientOptions = {},
 ): Promise<Uint8Array> {
-  const hostname = options.hostname ?? "127.0.0.1";
+  const hostname = options.hostname ?? HELLO_HOSTNAME;
   const port = options.port ?? HELLO_PORT;
   const timeoutMs = options.timeoutMs ?? HELLO_CLIENT_TIMEOUT_MS;
   const target = joinHostPort(stripBrackets(hostname), port);
@@ -110,7 +113,7 @@ export async function sayHello(
 }
 
 const FLAGS = {
-  hostname: flag.string("H", "server address", { default: "127.0.0.1" }),
+  hostname: flag.string("H", "server address", { default: HELLO_HOSTNAME }),
   ...clientFlags({
     port: HELLO_PORT,
     timeoutMs: HELLO_CLIENT_TIMEOUT_MS,
@@ -127,7 +130,7 @@ and prints the reply (up to ${HELLO_REPLY_SIZE} bytes, or until the server close
 
 ${flagsHelp(FLAGS)}
 
-Permissions: --allow-net=HOST:PORT (default 127.0.0.1:${HELLO_PORT}).`;
+Permissions: --allow-net=HOST:PORT (default ${HELLO_HOSTNAME}:${HELLO_PORT}).`;
 
 if (import.meta.main) {
   await runMain(async () => {

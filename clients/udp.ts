@@ -31,6 +31,9 @@ import {
 /** The snippet's server port. */
 export const UDP_HELLO_PORT = 3500;
 
+/** The server address asked by default (the seed's). */
+export const UDP_HELLO_HOSTNAME = "127.0.0.1";
+
 /** Options for {@linkcode sendUdpHello}. */
 export interface UdpHelloClientOptions {
   /** Server host name or IP literal. Default `127.0.0.1`. */
@@ -68,7 +71,7 @@ export function sendUdpHello(
 ): Promise<Uint8Array> {
   const message = options.message ?? "hello";
   return requestDatagram({
-    hostname: options.hostname ?? "127.0.0.1",
+    hostname: options.hostname ?? UDP_HELLO_HOSTNAME,
     port: options.port ?? UDP_HELLO_PORT,
     message: typeof message === "string"
       ? new TextEncoder().encode(message)
@@ -80,7 +83,7 @@ export function sendUdpHello(
 }
 
 const FLAGS = {
-  hostname: flag.string("H", "server address", { default: "127.0.0.1" }),
+  hostname: flag.string("H", "server address", { default: UDP_HELLO_HOSTNAME }),
   ...clientFlags({
     port: UDP_HELLO_PORT,
     timeoutMs: 1000,

@@ -168,7 +168,7 @@ them to stdout.
 
 ${flagsHelp(FLAGS)}
 
-Permissions: --allow-net=HOST:PORT (default 127.0.0.1:${HELLO_PORT}).`;
+Permissions: --allow-net=HOST:PORT (default ${HELLO_HOSTNAME}:${HELLO_PORT}).`;
 
 if (import.meta.main) {
   await runMain(async () => {

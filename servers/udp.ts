@@ -142,7 +142,7 @@ UDP hello server (the seed's UDP server snippet): for each datagram prints
 ${flagsHelp(FLAGS)}
 
 Permissions: --unstable-net --allow-net=HOST (replies go to any port there;
-default 127.0.0.1).`;
+default ${UDP_HELLO_HOSTNAME}).`;
 
 if (import.meta.main) {
   await runMain(async () => {
