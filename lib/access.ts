@@ -293,7 +293,7 @@ export class AccessList implements AccessPolicy {
     return false;
   }
 
-  /** Whether any rule is set (an empty list allows everyone). */
+  /** `true` when no rule is set: the list allows everyone. */
   get empty(): boolean {
     return this.allow.length === 0 && this.deny.length === 0;
   }
