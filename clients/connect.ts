@@ -45,8 +45,8 @@
  */
 
 import {
-  ConnectError,
   connectFailureReason,
+  describeConnectFailure,
   dialHost,
   formatAddr,
   joinHostPort,
@@ -133,12 +133,7 @@ export async function connectClient(
     try {
       conn = await Deno.connect({ transport: "unix", path });
     } catch (error) {
-      throw new ConnectError(
-        `cannot connect to ${path}: ${connectFailureReason(error)}`,
-        error instanceof Deno.errors.ConnectionRefused ? "refused" : "other",
-        path,
-        error,
-      );
+      throw describeConnectFailure(error, path);
     }
     log(`connected to ${path}`);
     return conn;
@@ -231,7 +226,9 @@ export async function runConnect(
 ): Promise<RelayResult> {
   if (options.udp) return await runDatagrams(options, io);
   using conn = await connectClient(options);
-  return await relay(conn, io);
+  // A reset while relaying names the peer, as a failure to connect does.
+  const peer = options.unix ?? formatAddr(conn.remoteAddr);
+  return await relay(conn, { peer, ...io });
 }
 
 async function runDatagrams(
@@ -256,6 +253,7 @@ async function runDatagrams(
   const peer: Deno.NetAddr = { transport: "udp", hostname: address, port };
   log(`connected to ${formatAddr(peer)}`);
   return await relayDatagrams(socket, peer, {
+    peer: formatAddr(peer),
     ...io,
     quietMs: options.timeoutMs ?? 1000,
   });

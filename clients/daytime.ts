@@ -21,9 +21,12 @@
  * @module
  */
 
+import { concat } from "@std/bytes";
+import { LimitedBytesTransformStream } from "@std/streams";
 import {
   clientPortAndTimeout,
-  connectTcp,
+  dialHost,
+  formatBytes,
   joinHostPort,
   parseCommandLine,
   readWithTimeout,
@@ -37,6 +40,46 @@ export const DAYTIME_PORT = 13;
 
 /** The default `--timeout`, in ms. */
 export const DAYTIME_CLIENT_TIMEOUT_MS = 10_000;
+
+/**
+ * The most a daytime answer may be, in bytes: RFC 867's answer is one line;
+ * what sends more (chargen answering on the daytime port) is cut off with
+ * a {@linkcode DaytimeReplyTooLongError} instead of filling memory or the
+ * terminal.
+ */
+export const DAYTIME_MAX_BYTES = 64 * 1024;
+
+/**
+ * The server sent more than {@linkcode DAYTIME_MAX_BYTES}: not a daytime
+ * answer. The message is the one line a user sees.
+ *
+ * @example
+ * ```ts
+ * import { DaytimeReplyTooLongError } from "./daytime.ts";
+ *
+ * const error = new DaytimeReplyTooLongError("127.0.0.1:13", 65536);
+ * if (!error.message.startsWith("127.0.0.1:13 sent more than 64 KiB")) throw error;
+ * ```
+ */
+export class DaytimeReplyTooLongError extends Error {
+  /** The server, as `host:port`. */
+  readonly target: string;
+  /** The limit that was passed, in bytes. */
+  readonly maxBytes: number;
+
+  /** Builds the error for `target`, past `maxBytes`. */
+  constructor(target: string, maxBytes: number, cause?: unknown) {
+    super(
+      `${target} sent more than ${
+        formatBytes(maxBytes)
+      }; a daytime answer is one line (is it a daytime server?)`,
+      { cause },
+    );
+    this.name = "DaytimeReplyTooLongError";
+    this.target = target;
+    this.maxBytes = maxBytes;
+  }
+}
 
 /** Options for {@linkcode fetchDaytime}. */
 export interface DaytimeClientOptions {
@@ -57,9 +100,10 @@ export interface DaytimeClientOptions {
 }
 
 /**
- * Connects to a daytime server and reads until it closes; returns all it
- * sent, or copies it to `output` as it arrives. Rejects with a
- * `ConnectError` (from `mod.ts`) whose message is one clear line.
+ * Connects to a daytime server and reads until it closes, at most
+ * {@linkcode DAYTIME_MAX_BYTES}; returns all it sent, or copies it to
+ * `output` as it arrives. Rejects with a `ConnectError` (from `mod.ts`)
+ * whose message is one clear line, or {@linkcode DaytimeReplyTooLongError}.
  *
  * @example Against an in-process server
  * ```ts
@@ -84,31 +128,33 @@ export async function fetchDaytime(
   const port = options.port ?? DAYTIME_PORT;
   const timeoutMs = options.timeoutMs ?? DAYTIME_CLIENT_TIMEOUT_MS;
   const target = joinHostPort(stripBrackets(options.hostname), port);
-  using conn = await connectTcp({
-    hostname: options.hostname,
-    port,
-    timeoutMs,
-  });
+  using conn = await dialHost(options.hostname, port, { timeoutMs });
+  const buffer = new Uint8Array(16 * 1024);
+  const received = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const n = await readWithTimeout(conn, buffer, timeoutMs, target);
+      if (n === null) controller.close();
+      else controller.enqueue(buffer.slice(0, n));
+    },
+  }, { highWaterMark: 0 });
   const chunks: Uint8Array[] = [];
-  let total = 0;
-  const buffer = new Uint8Array(1024);
-  while (true) {
-    const n = await readWithTimeout(conn, buffer, timeoutMs, target);
-    if (n === null) break;
-    if (options.output) {
-      await writeAll(options.output, buffer.subarray(0, n));
-      continue;
+  try {
+    for await (
+      const chunk of received.pipeThrough(
+        new LimitedBytesTransformStream(DAYTIME_MAX_BYTES, { error: true }),
+      )
+    ) {
+      if (options.output) await writeAll(options.output, chunk);
+      else chunks.push(chunk);
     }
-    chunks.push(buffer.slice(0, n));
-    total += n;
+  } catch (error) {
+    // Only the limit throws a RangeError here.
+    if (error instanceof RangeError) {
+      throw new DaytimeReplyTooLongError(target, DAYTIME_MAX_BYTES, error);
+    }
+    throw error;
   }
-  const all = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    all.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return all;
+  return concat(chunks);
 }
 
 const USAGE = `usage: daytime.ts [options] ADDRESS

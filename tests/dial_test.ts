@@ -311,7 +311,7 @@ Deno.test("dialHost() reports addresses in attempt order and names the target in
   assert.ok(error instanceof DialError);
   assert.equal(
     error.message,
-    `cannot connect to 127.0.0.1:${port}: connection refused (127.0.0.1:${port})`,
+    `connection refused by 127.0.0.1:${port}`,
   );
 });
 
