@@ -22,7 +22,9 @@
  *
  * Unix stream socket, and UDP (each chunk read from stdin is one datagram;
  * replies from the server go to stdout; after stdin ends it waits for
- * replies until none has come for `--timeout` seconds, default 1):
+ * replies until none has come for `--timeout` seconds, default 1; when none
+ * came at all it says `no reply from ADDRESS` on stderr and still exits 0,
+ * as a closed UDP port cannot be told from a server that never answers):
  *
  *     deno run --allow-net=unix:/tmp/echo.sock --allow-read=/tmp/echo.sock \
  *       --allow-write=/tmp/echo.sock clients/connect.ts --unix /tmp/echo.sock
@@ -252,11 +254,23 @@ async function runDatagrams(
   });
   const peer: Deno.NetAddr = { transport: "udp", hostname: address, port };
   log(`connected to ${formatAddr(peer)}`);
-  return await relayDatagrams(socket, peer, {
+  const result = await relayDatagrams(socket, peer, {
     peer: formatAddr(peer),
     ...io,
     quietMs: options.timeoutMs ?? 1000,
   });
+  // Linux does not tell an unconnected UDP socket (all Deno has) about the
+  // ICMP "port unreachable" of a closed port, so a closed port cannot be
+  // told from a server that never answers (discard): not an error, but
+  // not silence either.
+  if (result.bytesSent > 0 && result.bytesReceived === 0) {
+    log(
+      `no reply from ${
+        formatAddr(peer)
+      } (over UDP a closed port and a silent server look alike)`,
+    );
+  }
+  return result;
 }
 
 const USAGE = `usage: connect.ts [options] NAME PORT

@@ -58,7 +58,7 @@ export const DAYTIME_MAX_BYTES = 64 * 1024;
  * import { DaytimeReplyTooLongError } from "./daytime.ts";
  *
  * const error = new DaytimeReplyTooLongError("127.0.0.1:13", 65536);
- * if (!error.message.startsWith("127.0.0.1:13 sent more than 64 KiB")) throw error;
+ * if (!error.message.startsWith("127.0.0.1:13 sent more than 64 KiB,")) throw error;
  * ```
  */
 export class DaytimeReplyTooLongError extends Error {
@@ -72,7 +72,7 @@ export class DaytimeReplyTooLongError extends Error {
     super(
       `${target} sent more than ${
         formatBytes(maxBytes)
-      }; a daytime answer is one line (is it a daytime server?)`,
+      }, so it is not a daytime server (its answer is one line): check the address and --port`,
       { cause },
     );
     this.name = "DaytimeReplyTooLongError";

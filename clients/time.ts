@@ -184,7 +184,7 @@ async function queryTcp(
     );
     if (more) {
       throw new TimeQueryError(
-        `${target} sent more than 4 bytes; an RFC 868 time is 4 (is it a time server?)`,
+        `${target} sent more than 4 bytes, so it is not an RFC 868 time server: check the address and --port`,
       );
     }
     return decode(bytes, target);

@@ -81,6 +81,14 @@ function readPem(
 /** Parses every PEM certificate in `text`; the first is returned. */
 function parseCertificates(text: string, path: string): X509Certificate {
   const blocks = text.match(CERTIFICATE_BLOCK) ?? [];
+  if (blocks.length === 0) {
+    throw new TlsFileError(
+      `certificate file '${
+        escapeControlChars(path)
+      }' is damaged: no -----END CERTIFICATE----- line; give the certificate as PEM, as openssl writes it`,
+      path,
+    );
+  }
   const parsed = blocks.map((block, i) => {
     try {
       return new X509Certificate(block);
@@ -88,24 +96,18 @@ function parseCertificates(text: string, path: string): X509Certificate {
       const which = blocks.length === 1
         ? "its certificate"
         : `certificate ${i + 1} of ${blocks.length}`;
+      // The parser's own words ("BER error: Unexpected Tag ...") stay in
+      // `cause`: they tell a user nothing.
       throw new TlsFileError(
         `certificate file '${
           escapeControlChars(path)
-        }' is damaged: ${which} does not parse (${
-          firstLine(error)
-        }); give the certificate as PEM, as openssl writes it`,
+        }' is damaged: ${which} does not parse as X.509; give the certificate as PEM, as openssl writes it`,
         path,
         error,
       );
     }
   });
   return parsed[0];
-}
-
-function firstLine(error: unknown): string {
-  return escapeControlChars(
-    ((error as Error)?.message ?? String(error)).split("\n")[0],
-  );
 }
 
 const CERTIFICATE_PEM = /-----BEGIN CERTIFICATE-----/;
@@ -156,9 +158,7 @@ export function readTlsFiles(
     throw new TlsFileError(
       `private key file '${
         escapeControlChars(keyFile)
-      }' is damaged: its key does not parse (${
-        firstLine(error)
-      }); give the key as PEM, as openssl writes it`,
+      }' is damaged: its key does not parse; give the key as PEM (PKCS#8, PKCS#1 or SEC1), as openssl writes it`,
       keyFile,
       error,
     );
