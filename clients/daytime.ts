@@ -1,7 +1,9 @@
 /**
  * Daytime client (RFC 867), from the seed's "TCP Daytime Client": connects
  * to ADDRESS (a host name, an IPv4 or an IPv6 address) on port 13 and
- * copies everything the server sends to stdout until it closes.
+ * copies everything the server sends to stdout until it closes, at most
+ * 64 KiB: a daytime answer is one line, so more (chargen on the port) is
+ * an error, not an endless stream.
  *
  *     deno run --allow-net=127.0.0.1:13 clients/daytime.ts 127.0.0.1
  *     deno run --allow-net=[::1]:10013 clients/daytime.ts ::1 --port 10013

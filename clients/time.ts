@@ -2,9 +2,12 @@
  * Time client (RFC 868): asks ADDRESS (a name or an IPv4/IPv6 literal) for
  * the time and prints it as ISO 8601 UTC to the second
  * (`2026-11-25T13:40:42Z`). Over TCP it reads the 4 bytes the server sends
- * before closing; with `--udp` it sends an empty datagram and reads the
- * 4-byte reply. Values past 2036 are read in the era nearest the local
- * clock, so the answer stays right after the 32-bit counter wraps.
+ * before closing; with `--udp` it sends an empty datagram (again about
+ * every second until `--timeout`) and reads the 4-byte reply. Anything
+ * else is not a time and is refused with one error line: fewer bytes, or
+ * more (a daytime or chargen server on the port), over TCP as over UDP.
+ * Values past 2036 are read in the era nearest the local clock, so the
+ * answer stays right after the 32-bit counter wraps.
  *
  *     deno run --allow-net=127.0.0.1:37 clients/time.ts 127.0.0.1
  *     deno run --allow-net=127.0.0.1:10037 clients/time.ts 127.0.0.1 --port 10037

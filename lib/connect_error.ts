@@ -10,6 +10,7 @@
 
 import { checkHost, stripBrackets } from "./address.ts";
 import { joinHostPort } from "./endpoint.ts";
+import { escapeControlChars } from "./files.ts";
 
 /** What went wrong, for callers that react differently to each. */
 export type ConnectFailure =
@@ -110,8 +111,9 @@ export function checkConnectHost(hostname: string, port?: number): ConnectHost {
   try {
     return { hostname: bare, family: checkHost(hostname), target };
   } catch (error) {
+    // What was typed is echoed: not its control characters.
     throw new ConnectError(
-      (error as Error).message,
+      escapeControlChars((error as Error).message),
       "invalid-address",
       target,
       error,

@@ -149,3 +149,15 @@ Deno.test("daytime.ts with only --allow-net=localhost:PORT still connects (Deno 
   assertEquals(run.code, 0, run.stderr);
   assertEquals(run.stdout, "Tue Nov  4 09:05:01 2026\r\n");
 });
+
+Deno.test("an invalid address is echoed without its control characters", async () => {
+  const run = await runScript("clients/daytime.ts", {
+    permissions: ["--allow-net=127.0.0.1:13"],
+    args: ["a\x1b[2Jb"],
+  });
+  assertEquals(run.code, 1, run.stderr);
+  assertEquals(
+    run.stderr.trimEnd(),
+    "error: invalid address 'a\\x1b[2Jb': expected an IPv4 address (192.0.2.1), an IPv6 address (2001:db8::1) or a host name",
+  );
+});
