@@ -468,7 +468,12 @@ export async function dialHost<C extends Closable = Deno.TcpConn>(
 
 /** Whether `--allow-net` covers `host` (`name` or `name:port`), without asking. */
 function granted(host: string): boolean {
-  return Deno.permissions.querySync({ name: "net", host }).state === "granted";
+  try {
+    return Deno.permissions.querySync({ name: "net", host }).state ===
+      "granted";
+  } catch {
+    return false; // A host Deno's permission syntax does not take.
+  }
 }
 
 /** One attempt by name, resolved and raced by `Deno.connect` itself. */
