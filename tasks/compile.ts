@@ -16,8 +16,9 @@
  * `deno compile` uses it instead.
  *
  * The binaries are built with `--no-config`: what they may do is the
- * header's flags and nothing from this repository's deno.json, as for an
- * installed command.
+ * header's flags and nothing from this repository's deno.json (but its
+ * import map, for the bare `@std/...` imports), as for an installed
+ * command.
  *
  * @module
  */
@@ -55,6 +56,8 @@ export function compileArgs(script: ScriptInfo, output: string): string[] {
     "compile",
     "--quiet",
     "--no-config",
+    // The import map only: the bare `@std/...` imports resolve through it.
+    "--import-map=deno.json",
     ...script.permissions,
     "--output",
     output,

@@ -142,6 +142,9 @@ export function installLine(script: ScriptInfo): string {
   return [
     "deno install -g -n",
     commandName(script),
+    // An installed command reads no deno.json, but the scripts' bare
+    // `@std/...` imports need its import map.
+    "--import-map=deno.json",
     ...script.permissions,
     script.path,
   ].join(" ");
