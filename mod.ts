@@ -8,8 +8,9 @@
  * - The server life cycle: {@linkcode serve} (accept loop that survives
  *   errors, connection limit, idle timeout, graceful shutdown, logging).
  * - Addresses and clients: {@linkcode checkHost}, {@linkcode unmapIPv4},
- *   {@linkcode connectTcp} and {@linkcode readWithTimeout} (timeouts, one
- *   clear {@linkcode ConnectError} line for every failure).
+ *   {@linkcode readWithTimeout}, {@linkcode requestDatagram} (timeouts, one
+ *   clear {@linkcode ConnectError} line for every failure, from one table:
+ *   {@linkcode classifyConnectFailure}).
  * - TCP keepalive, tuned like Go's `KeepAliveConfig`: {@linkcode setKeepAlive}.
  * - Clients: {@linkcode dialHost} (resolve, then Happy Eyeballs, RFC 8305),
  *   {@linkcode relay} (stdin/stdout to a socket, with half-close, as `nc`).
@@ -44,9 +45,11 @@ export * from "./lib/server.ts";
 export * from "./lib/cli.ts";
 export * from "./lib/server_cli.ts";
 export * from "./lib/access.ts";
+export * from "./lib/files.ts";
 export * from "./lib/tls.ts";
 export * from "./lib/tls_client.ts";
 export * from "./lib/address.ts";
+export * from "./lib/connect_error.ts";
 export * from "./lib/client.ts";
 export * from "./lib/simple.ts";
 export * from "./lib/dial.ts";

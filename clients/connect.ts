@@ -22,7 +22,9 @@
  *
  * Unix stream socket, and UDP (each chunk read from stdin is one datagram;
  * replies from the server go to stdout; after stdin ends it waits for
- * replies until none has come for `--timeout` seconds, default 1):
+ * replies until none has come for `--timeout` seconds, default 1; when none
+ * came at all it says `no reply from ADDRESS` on stderr and still exits 0,
+ * as a closed UDP port cannot be told from a server that never answers):
  *
  *     deno run --allow-net=unix:/tmp/echo.sock --allow-read=/tmp/echo.sock \
  *       --allow-write=/tmp/echo.sock clients/connect.ts --unix /tmp/echo.sock
@@ -45,15 +47,17 @@
  */
 
 import {
-  ConnectError,
   connectFailureReason,
   DEFAULT_ATTEMPT_DELAY_MS,
+  describeConnectFailure,
   dialHost,
   flag,
   flagsHelp,
   formatAddr,
+  formatBytes,
   joinHostPort,
   type Log,
+  MAX_SMALL_FILE_BYTES,
   MIN_ATTEMPT_DELAY_MS,
   parseCommandLine,
   readCaFile,
@@ -137,12 +141,7 @@ export async function connectClient(
     try {
       conn = await Deno.connect({ transport: "unix", path });
     } catch (error) {
-      throw new ConnectError(
-        `cannot connect to ${path}: ${connectFailureReason(error)}`,
-        error instanceof Deno.errors.ConnectionRefused ? "refused" : "other",
-        path,
-        error,
-      );
+      throw describeConnectFailure(error, path);
     }
     log(`connected to ${path}`);
     return conn;
@@ -235,7 +234,9 @@ export async function runConnect(
 ): Promise<RelayResult> {
   if (options.udp) return await runDatagrams(options, io);
   using conn = await connectClient(options);
-  return await relay(conn, io);
+  // A reset while relaying names the peer, as a failure to connect does.
+  const peer = options.unix ?? formatAddr(conn.remoteAddr);
+  return await relay(conn, { peer, ...io });
 }
 
 async function runDatagrams(
@@ -259,10 +260,23 @@ async function runDatagrams(
   });
   const peer: Deno.NetAddr = { transport: "udp", hostname: address, port };
   log(`connected to ${formatAddr(peer)}`);
-  return await relayDatagrams(socket, peer, {
+  const result = await relayDatagrams(socket, peer, {
+    peer: formatAddr(peer),
     ...io,
     quietMs: options.timeoutMs ?? DEFAULT_UDP_QUIET_MS,
   });
+  // Linux does not tell an unconnected UDP socket (all Deno has) about the
+  // ICMP "port unreachable" of a closed port, so a closed port cannot be
+  // told from a server that never answers (discard): not an error, but
+  // not silence either.
+  if (result.bytesSent > 0 && result.bytesReceived === 0) {
+    log(
+      `no reply from ${
+        formatAddr(peer)
+      } (over UDP a closed port and a silent server look alike)`,
+    );
+  }
+  return result;
 }
 
 /** UDP: how long after stdin ends to wait for more replies, by default. */
@@ -301,7 +315,9 @@ const FLAGS = {
   tls: flag.boolean("speak TLS (verifies the server's certificate)"),
   ca: flag.string(
     "FILE",
-    "TLS: trust the PEM CA certificates in FILE instead\nof the default roots (needs --allow-read=FILE)",
+    `TLS: trust the PEM CA certificates in FILE instead\nof the default roots (needs --allow-read=FILE; a\nregular file of at most ${
+      formatBytes(MAX_SMALL_FILE_BYTES)
+    })`,
   ),
   servername: flag.custom(
     "NAME",

@@ -1,7 +1,9 @@
 /**
  * Daytime client (RFC 867), from the seed's "TCP Daytime Client": connects
  * to ADDRESS (a host name, an IPv4 or an IPv6 address) on port 13 and
- * copies everything the server sends to stdout until it closes.
+ * copies everything the server sends to stdout until it closes, at most
+ * 64 KiB: a daytime answer is one line, so more (chargen on the port) is
+ * an error, not an endless stream.
  *
  *     deno run --allow-net=127.0.0.1:13 clients/daytime.ts 127.0.0.1
  *     deno run --allow-net=[::1]:10013 clients/daytime.ts ::1 --port 10013
@@ -21,10 +23,13 @@
  * @module
  */
 
+import { concat } from "@std/bytes";
+import { LimitedBytesTransformStream } from "@std/streams";
 import {
   clientFlags,
-  connectTcp,
+  dialHost,
   flagsHelp,
+  formatBytes,
   joinHostPort,
   parseCommandLine,
   readWithTimeout,
@@ -38,6 +43,46 @@ export const DAYTIME_PORT = 13;
 
 /** The default `--timeout`, in ms. */
 export const DAYTIME_CLIENT_TIMEOUT_MS = 10_000;
+
+/**
+ * The most a daytime answer may be, in bytes: RFC 867's answer is one line;
+ * what sends more (chargen answering on the daytime port) is cut off with
+ * a {@linkcode DaytimeReplyTooLongError} instead of filling memory or the
+ * terminal.
+ */
+export const DAYTIME_MAX_BYTES = 64 * 1024;
+
+/**
+ * The server sent more than {@linkcode DAYTIME_MAX_BYTES}: not a daytime
+ * answer. The message is the one line a user sees.
+ *
+ * @example
+ * ```ts
+ * import { DaytimeReplyTooLongError } from "./daytime.ts";
+ *
+ * const error = new DaytimeReplyTooLongError("127.0.0.1:13", 65536);
+ * if (!error.message.startsWith("127.0.0.1:13 sent more than 64 KiB,")) throw error;
+ * ```
+ */
+export class DaytimeReplyTooLongError extends Error {
+  /** The server, as `host:port`. */
+  readonly target: string;
+  /** The limit that was passed, in bytes. */
+  readonly maxBytes: number;
+
+  /** Builds the error for `target`, past `maxBytes`. */
+  constructor(target: string, maxBytes: number, cause?: unknown) {
+    super(
+      `${target} sent more than ${
+        formatBytes(maxBytes)
+      }, so it is not a daytime server (its answer is one line): check the address and --port`,
+      { cause },
+    );
+    this.name = "DaytimeReplyTooLongError";
+    this.target = target;
+    this.maxBytes = maxBytes;
+  }
+}
 
 /** Options for {@linkcode fetchDaytime}. */
 export interface DaytimeClientOptions {
@@ -58,9 +103,10 @@ export interface DaytimeClientOptions {
 }
 
 /**
- * Connects to a daytime server and reads until it closes; returns all it
- * sent, or copies it to `output` as it arrives. Rejects with a
- * `ConnectError` (from `mod.ts`) whose message is one clear line.
+ * Connects to a daytime server and reads until it closes, at most
+ * {@linkcode DAYTIME_MAX_BYTES}; returns all it sent, or copies it to
+ * `output` as it arrives. Rejects with a `ConnectError` (from `mod.ts`)
+ * whose message is one clear line, or {@linkcode DaytimeReplyTooLongError}.
  *
  * @example Against an in-process server
  * ```ts
@@ -85,31 +131,33 @@ export async function fetchDaytime(
   const port = options.port ?? DAYTIME_PORT;
   const timeoutMs = options.timeoutMs ?? DAYTIME_CLIENT_TIMEOUT_MS;
   const target = joinHostPort(stripBrackets(options.hostname), port);
-  using conn = await connectTcp({
-    hostname: options.hostname,
-    port,
-    timeoutMs,
-  });
+  using conn = await dialHost(options.hostname, port, { timeoutMs });
+  const buffer = new Uint8Array(16 * 1024);
+  const received = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const n = await readWithTimeout(conn, buffer, timeoutMs, target);
+      if (n === null) controller.close();
+      else controller.enqueue(buffer.slice(0, n));
+    },
+  }, { highWaterMark: 0 });
   const chunks: Uint8Array[] = [];
-  let total = 0;
-  const buffer = new Uint8Array(1024);
-  while (true) {
-    const n = await readWithTimeout(conn, buffer, timeoutMs, target);
-    if (n === null) break;
-    if (options.output) {
-      await writeAll(options.output, buffer.subarray(0, n));
-      continue;
+  try {
+    for await (
+      const chunk of received.pipeThrough(
+        new LimitedBytesTransformStream(DAYTIME_MAX_BYTES, { error: true }),
+      )
+    ) {
+      if (options.output) await writeAll(options.output, chunk);
+      else chunks.push(chunk);
     }
-    chunks.push(buffer.slice(0, n));
-    total += n;
+  } catch (error) {
+    // Only the limit throws a RangeError here.
+    if (error instanceof RangeError) {
+      throw new DaytimeReplyTooLongError(target, DAYTIME_MAX_BYTES, error);
+    }
+    throw error;
   }
-  const all = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    all.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return all;
+  return concat(chunks);
 }
 
 const FLAGS = clientFlags({
@@ -120,7 +168,10 @@ const FLAGS = clientFlags({
 
 const USAGE = `usage: daytime.ts [options] ADDRESS
 
-Daytime client (RFC 867): prints what the daytime server at ADDRESS sends.
+Daytime client (RFC 867): prints what the daytime server at ADDRESS sends,
+at most ${
+  formatBytes(DAYTIME_MAX_BYTES)
+} (more is an error: not a daytime server).
 ADDRESS is a host name, an IPv4 address or an IPv6 address.
 
 ${flagsHelp(FLAGS)}

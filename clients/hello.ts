@@ -21,7 +21,8 @@
 import {
   clientFlags,
   ConnectError,
-  connectTcp,
+  describeConnectFailure,
+  dialHost,
   flag,
   flagsHelp,
   joinHostPort,
@@ -87,8 +88,10 @@ export async function sayHello(
   const message = typeof options.message === "string"
     ? new TextEncoder().encode(options.message)
     : options.message ?? new TextEncoder().encode("hello");
-  using conn = await connectTcp({ hostname, port, timeoutMs });
-  await writeAll(conn, message);
+  using conn = await dialHost(hostname, port, { timeoutMs });
+  await writeAll(conn, message).catch((error) => {
+    throw describeConnectFailure(error, target);
+  });
   try {
     await conn.closeWrite();
   } catch {

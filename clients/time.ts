@@ -2,9 +2,12 @@
  * Time client (RFC 868): asks ADDRESS (a name or an IPv4/IPv6 literal) for
  * the time and prints it as ISO 8601 UTC to the second
  * (`2026-11-25T13:40:42Z`). Over TCP it reads the 4 bytes the server sends
- * before closing; with `--udp` it sends an empty datagram and reads the
- * 4-byte reply. Values past 2036 are read in the era nearest the local
- * clock, so the answer stays right after the 32-bit counter wraps.
+ * before closing; with `--udp` it sends an empty datagram (again about
+ * every second until `--timeout`) and reads the 4-byte reply. Anything
+ * else is not a time and is refused with one error line: fewer bytes, or
+ * more (a daytime or chargen server on the port), over TCP as over UDP.
+ * Values past 2036 are read in the era nearest the local clock, so the
+ * answer stays right after the 32-bit counter wraps.
  *
  *     deno run --allow-net=127.0.0.1:37 clients/time.ts 127.0.0.1
  *     deno run --allow-net=127.0.0.1:10037 clients/time.ts 127.0.0.1 --port 10037
@@ -18,25 +21,29 @@
  */
 
 import {
-  checkHost,
   clientFlags,
   ConnectError,
-  connectTcp,
   dateFromRfc868,
   describeConnectFailure,
+  dialHost,
   flag,
   flagsHelp,
   formatSeconds,
   joinHostPort,
   parseCommandLine,
-  readWithTimeout,
+  readExact,
+  requestDatagram,
   runMain,
   SIMPLE_SERVICE_PORTS,
   stripBrackets,
+  UnexpectedEofError,
 } from "../mod.ts";
 
 /**
- * Asking a time server failed; the message is the one line a user sees.
+ * A time server answered with something that is not an RFC 868 time: it
+ * closed before the 4 bytes, or sent more (a daytime or chargen server
+ * answering on the time port). The message is the one line a user sees.
+ * (No reply at all over UDP is a `NoReplyError`, as for every UDP client.)
  *
  * @example A server that closes before sending the 4 bytes
  * ```ts
@@ -75,9 +82,11 @@ export interface TimeQueryOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 5000;
-// Over UDP the empty request is sent again this often until the timeout,
-// in case one datagram is lost.
+// Over UDP the empty request is sent again about this often until the
+// timeout, in case one datagram is lost.
 const UDP_RESEND_MS = 1000;
+/** RFC 868: the time is a 32-bit number, 4 bytes. */
+const TIME_BYTES = 4;
 
 /**
  * `date` as the client prints it: ISO 8601 UTC to the second.
@@ -94,16 +103,22 @@ export function formatIsoSeconds(date: Date): string {
   return date.toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
-function decode(bytes: Uint8Array): Date {
+function decode(bytes: Uint8Array, target: string): Date {
+  if (bytes.byteLength !== TIME_BYTES) {
+    throw new TimeQueryError(
+      `${target} sent ${bytes.byteLength} bytes; an RFC 868 time is ${TIME_BYTES}`,
+    );
+  }
   return dateFromRfc868(
-    new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0),
+    new DataView(bytes.buffer, bytes.byteOffset, TIME_BYTES).getUint32(0),
   );
 }
 
 /**
  * Asks an RFC 868 time server for the time. Rejects with a one-line error
  * naming the server: `ConnectError` (bad address, no such host, refused,
- * timed out...) or {@linkcode TimeQueryError} (no UDP reply, short reply).
+ * timed out, and `NoReplyError` for no UDP reply) or
+ * {@linkcode TimeQueryError} (a reply that is not 4 bytes).
  *
  * @example
  * ```ts
@@ -129,107 +144,76 @@ async function queryTcp(
   port: number,
   timeoutMs: number,
 ): Promise<Date> {
-  const deadline = Date.now() + timeoutMs;
   const target = joinHostPort(stripBrackets(host), port);
-  using conn = await connectTcp({ hostname: host, port, timeoutMs });
-  const bytes = new Uint8Array(4);
-  let filled = 0;
-  while (filled < 4) {
-    let n: number | null;
-    try {
-      n = await readWithTimeout(
-        conn,
-        bytes.subarray(filled),
-        Math.max(1, deadline - Date.now()),
-        target,
-      );
-    } catch (error) {
-      // Name the whole --timeout, not what was left of it for this read.
-      if (error instanceof ConnectError && error.kind === "timeout") {
-        throw new ConnectError(
+  // One deadline for connecting and reading: the whole --timeout.
+  const began = performance.now();
+  using conn = await dialHost(host, port, { timeoutMs });
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () =>
+      controller.abort(
+        new ConnectError(
           `timed out after ${
             formatSeconds(timeoutMs)
           } waiting for the time from ${target}`,
           "timeout",
           target,
-          error,
+        ),
+      ),
+    Math.max(1, timeoutMs - (performance.now() - began)),
+  );
+  try {
+    const { signal } = controller;
+    let bytes: Uint8Array;
+    try {
+      bytes = await readExact(conn, TIME_BYTES, { signal });
+    } catch (error) {
+      if (error instanceof UnexpectedEofError) {
+        throw new TimeQueryError(
+          `${target} closed after ${error.bytesRead} of the 4 bytes of an RFC 868 time`,
         );
       }
-      throw error;
+      throw describeConnectFailure(error, target);
     }
-    if (n === null) {
+    // RFC 868: the server sends the 4 bytes and closes. More is not a time
+    // (a daytime or chargen server on the time port): refuse, as over UDP.
+    const more = await readExact(conn, 1, { signal }).then(
+      () => true,
+      (error) => {
+        if (error instanceof UnexpectedEofError) return false;
+        // The 4 bytes came and nothing more before the deadline: a server
+        // slow to close still gave the time.
+        if (signal.aborted) return false;
+        throw describeConnectFailure(error, target);
+      },
+    );
+    if (more) {
       throw new TimeQueryError(
-        `${target} closed after ${filled} of the 4 bytes of an RFC 868 time`,
+        `${target} sent more than 4 bytes, so it is not an RFC 868 time server: check the address and --port`,
       );
     }
-    filled += n;
+    return decode(bytes, target);
+  } finally {
+    clearTimeout(timer);
   }
-  return decode(bytes);
 }
 
 async function queryUdp(
-  host: string,
+  hostname: string,
   port: number,
   timeoutMs: number,
 ): Promise<Date> {
-  const hostname = stripBrackets(host);
-  const target = joinHostPort(hostname, port);
-  let family: 4 | 6 | "name";
-  try {
-    family = checkHost(host);
-  } catch (error) {
-    throw new ConnectError(
-      (error as Error).message,
-      "invalid-address",
-      target,
-      error,
-    );
-  }
-  const socket = Deno.listenDatagram({
-    transport: "udp",
-    hostname: family === 6 ? "::" : "0.0.0.0",
-    port: 0,
+  // RFC 868: "send an empty datagram to port 37". Resent about every
+  // second, all attempts together taking the whole timeout.
+  const attempts = Math.max(1, Math.ceil(timeoutMs / UDP_RESEND_MS));
+  const reply = await requestDatagram({
+    hostname,
+    port,
+    message: new Uint8Array(0),
+    timeoutMs: timeoutMs / attempts,
+    retries: attempts - 1,
   });
-  const destination: Deno.NetAddr = { transport: "udp", hostname, port };
-  let timedOut = false;
-  let resend: ReturnType<typeof setInterval> | undefined;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    socket.close();
-  }, timeoutMs);
-  try {
-    // RFC 868: "send an empty datagram to port 37".
-    const request = new Uint8Array(0);
-    await socket.send(request, destination);
-    resend = setInterval(() => {
-      socket.send(request, destination).catch(() => {});
-    }, UDP_RESEND_MS);
-    const buffer = new Uint8Array(64);
-    while (true) {
-      const [data, source] = await socket.receive(buffer);
-      // Only the server's port may answer; a stray datagram is skipped.
-      if ((source as Deno.NetAddr).port !== port) continue;
-      if (data.byteLength !== 4) {
-        throw new TimeQueryError(
-          `${target} sent ${data.byteLength} bytes; an RFC 868 time is 4`,
-        );
-      }
-      return decode(data);
-    }
-  } catch (error) {
-    if (error instanceof TimeQueryError) throw error;
-    if (timedOut) {
-      throw new TimeQueryError(
-        `no reply from ${target} within ${formatSeconds(timeoutMs)} (UDP)`,
-        error,
-      );
-    }
-    throw describeConnectFailure(error, target, hostname);
-  } finally {
-    clearTimeout(timer);
-    clearInterval(resend);
-    if (!timedOut) socket.close();
-  }
+  return decode(reply, joinHostPort(stripBrackets(hostname), port));
 }
 
 const FLAGS = {

@@ -10,220 +10,22 @@
  */
 
 import { lookup } from "node:dns/promises";
+import { parseIPv4, parseIPv6, unmapIPv4 } from "./address.ts";
 import {
-  checkHost,
-  parseIPv4,
-  parseIPv6,
-  stripBrackets,
-  unmapIPv4,
-} from "./address.ts";
-import { ConnectError, type ConnectFailure, formatSeconds } from "./client.ts";
-import { joinHostPort } from "./endpoint.ts";
+  checkConnectHost,
+  ConnectError,
+  DialError,
+  type DialFailure,
+  DialTimeoutError,
+  HostNotFoundError,
+  ResolveError,
+} from "./connect_error.ts";
 
 /** RFC 8305 §8: the recommended Connection Attempt Delay. */
 export const DEFAULT_ATTEMPT_DELAY_MS = 250;
 
 /** RFC 8305 §5: a Connection Attempt Delay must never be below 10 ms. */
 export const MIN_ATTEMPT_DELAY_MS = 10;
-
-/**
- * A host name the resolver does not know (no A or AAAA record, no
- * `/etc/hosts` entry): a {@linkcode ConnectError} of kind `no-such-host`.
- *
- * @example
- * ```ts
- * import { HostNotFoundError, resolveHost } from "./dial.ts";
- *
- * const error = await resolveHost("no-such-host.invalid").catch((e) => e);
- * if (!(error instanceof HostNotFoundError)) throw error;
- * if (error.message !== "host not found: no-such-host.invalid") throw error;
- * ```
- */
-export class HostNotFoundError extends ConnectError {
-  /** The name looked up. */
-  readonly hostname: string;
-
-  /** Builds the error for `hostname`. */
-  constructor(hostname: string, cause?: unknown) {
-    super(`host not found: ${hostname}`, "no-such-host", hostname, cause);
-    this.name = "HostNotFoundError";
-    this.hostname = hostname;
-  }
-}
-
-/**
- * The resolver failed for another reason than "no such host" (no
- * permission, resolver unreachable, temporary failure): a
- * {@linkcode ConnectError} of kind `no-such-host` (`other` for a missing
- * permission).
- *
- * @example
- * ```ts
- * import { ResolveError } from "./dial.ts";
- *
- * const error = new ResolveError("example.com", "EAI_AGAIN", "temporary failure");
- * if (error.code !== "EAI_AGAIN") throw error;
- * ```
- */
-export class ResolveError extends ConnectError {
-  /** The name looked up. */
-  readonly hostname: string;
-  /** The resolver's error code, e.g. `EAI_AGAIN`. */
-  readonly code: string;
-
-  /** Builds the error for `hostname` with the resolver's `code`. */
-  constructor(
-    hostname: string,
-    code: string,
-    message: string,
-    cause?: unknown,
-  ) {
-    super(
-      message,
-      code === "EPERM" ? "other" : "no-such-host",
-      hostname,
-      cause,
-    );
-    this.name = "ResolveError";
-    this.hostname = hostname;
-    this.code = code;
-  }
-}
-
-/** One failed connection attempt. */
-export interface DialFailure {
-  /** The address tried (an IP literal). */
-  address: string;
-  /** Why it failed. */
-  error: unknown;
-}
-
-/**
- * Every address was tried and none connected: a {@linkcode ConnectError}
- * whose kind is the failures' own when they agree (`refused`,
- * `unreachable`, `timeout`), else `other`. The message lists each address
- * with its reason, e.g. `connection refused ([::1]:7, 127.0.0.1:7)`.
- *
- * @example
- * ```ts
- * import { DialError } from "./dial.ts";
- *
- * const refused = new Deno.errors.ConnectionRefused("Connection refused (os error 111)");
- * const error = new DialError(7, [
- *   { address: "::1", error: refused },
- *   { address: "127.0.0.1", error: refused },
- * ]);
- * if (error.message !== "connection refused ([::1]:7, 127.0.0.1:7)") throw error;
- * ```
- */
-export class DialError extends ConnectError {
-  /** The port dialled. */
-  readonly port: number;
-  /** Each attempt's failure, in the order they failed. */
-  readonly failures: readonly DialFailure[];
-
-  /**
-   * Builds the error from the attempts' `failures`; with `target` (e.g.
-   * `example.com:80`) the message starts `cannot connect to TARGET: `.
-   */
-  constructor(port: number, failures: readonly DialFailure[], target?: string) {
-    const detail = describeFailures(port, failures);
-    super(
-      target ? `cannot connect to ${target}: ${detail}` : detail,
-      failureKind(failures),
-      target ?? failures.map((f) => joinHostPort(f.address, port)).join(", "),
-      failures[0]?.error,
-    );
-    this.name = "DialError";
-    this.port = port;
-    this.failures = failures;
-  }
-}
-
-function failureKind(failures: readonly DialFailure[]): ConnectFailure {
-  const kinds = failures.map(({ error }): ConnectFailure => {
-    if (error instanceof Deno.errors.ConnectionRefused) return "refused";
-    if (error instanceof Deno.errors.TimedOut) return "timeout";
-    if (
-      error instanceof Deno.errors.NetworkUnreachable ||
-      ["EHOSTUNREACH", "ENETUNREACH"].includes(
-        (error as { code?: string })?.code ?? "",
-      )
-    ) {
-      return "unreachable";
-    }
-    return "other";
-  });
-  return kinds.length > 0 && kinds.every((k) => k === kinds[0])
-    ? kinds[0]
-    : "other";
-}
-
-function describeFailures(
-  port: number,
-  failures: readonly DialFailure[],
-): string {
-  if (failures.length === 0) return "no address to connect to";
-  const reasons = failures.map((f) => connectFailureReason(f.error));
-  const where = failures.map((f) => joinHostPort(f.address, port));
-  if (reasons.every((reason) => reason === reasons[0])) {
-    return `${reasons[0]} (${where.join(", ")})`;
-  }
-  return failures.map((_, i) => `${where[i]}: ${reasons[i]}`).join("; ");
-}
-
-/**
- * No connection was made within the connect timeout: a
- * {@linkcode ConnectError} of kind `timeout`.
- *
- * @example
- * ```ts
- * import { DialTimeoutError } from "./dial.ts";
- *
- * const error = new DialTimeoutError(1500);
- * if (error.message !== "timed out after 1.5 s") throw error;
- * ```
- */
-export class DialTimeoutError extends ConnectError {
-  /** The timeout that passed, in milliseconds. */
-  readonly timeoutMs: number;
-
-  /** Builds the error for `timeoutMs`, naming `target` if given. */
-  constructor(timeoutMs: number, target?: string) {
-    super(
-      `timed out after ${formatSeconds(timeoutMs)}` +
-        (target ? ` connecting to ${target}` : ""),
-      "timeout",
-      target ?? "",
-    );
-    this.name = "DialTimeoutError";
-    this.timeoutMs = timeoutMs;
-  }
-}
-
-/**
- * A connection failure as a short lower-case phrase for a one-line error:
- * `connection refused`, `network is unreachable`, `timed out`, or the
- * permission message for a missing `--allow-net`.
- *
- * @example
- * ```ts
- * import { connectFailureReason } from "./dial.ts";
- *
- * const error = new Deno.errors.ConnectionRefused("Connection refused (os error 111)");
- * if (connectFailureReason(error) !== "connection refused") throw new Error("wrong text");
- * ```
- */
-export function connectFailureReason(error: unknown): string {
-  if (error instanceof Deno.errors.ConnectionRefused) {
-    return "connection refused";
-  }
-  if (error instanceof Deno.errors.TimedOut) return "timed out";
-  if (!(error instanceof Error)) return String(error);
-  const first = (error.message || error.name).split("\n")[0]
-    .replace(/ \(os error \d+\)$/, "");
-  return first.charAt(0).toLowerCase() + first.slice(1);
-}
 
 /**
  * Which family an address belongs to: 6 for IPv6 (an IPv4-mapped IPv6
@@ -309,17 +111,8 @@ export async function resolveHost(
   hostname: string,
   options: ResolveOptions = {},
 ): Promise<string[]> {
-  const bare = stripBrackets(hostname);
-  try {
-    if (checkHost(hostname) !== "name") return [bare];
-  } catch (error) {
-    throw new ConnectError(
-      (error as Error).message,
-      "invalid-address",
-      hostname,
-      error,
-    );
-  }
+  const { hostname: bare, family } = checkConnectHost(hostname);
+  if (family !== "name") return [bare];
   options.signal?.throwIfAborted();
   let answers: { address: string }[];
   try {
@@ -334,35 +127,58 @@ export async function resolveHost(
   return addresses;
 }
 
+/** Resolver error codes (node's, and getaddrinfo's) and what each means. */
+const RESOLVER_CODES: Record<string, "not-found" | "permission" | "again"> = {
+  ENOTFOUND: "not-found",
+  ENODATA: "not-found",
+  EAI_NONAME: "not-found",
+  EAI_NODATA: "not-found",
+  EPERM: "permission",
+  EAI_AGAIN: "again",
+  ETIMEOUT: "again",
+};
+
+/**
+ * A resolver failure as a `ConnectError`: node's `lookup` error (with a
+ * `code`), or `Deno.connect`'s when it resolved a name itself (`failed to
+ * lookup address information: DETAIL`, no code). Anything else is returned
+ * as it is.
+ */
 function resolveFailure(hostname: string, error: unknown): unknown {
-  const code = (error as { code?: unknown })?.code;
+  let code = (error as { code?: unknown })?.code;
+  const detail = error instanceof Error
+    ? /^failed to lookup address information: (.*)$/.exec(error.message)?.[1]
+    : undefined;
+  if (detail !== undefined) {
+    code = /not known|no address associated|non-recoverable/i.test(detail)
+      ? "EAI_NONAME"
+      : /temporary failure/i.test(detail)
+      ? "EAI_AGAIN"
+      : detail;
+  }
   if (typeof code !== "string") return error;
-  switch (code) {
-    case "ENOTFOUND":
-    case "ENODATA":
-    case "EAI_NONAME":
-    case "EAI_NODATA":
+  switch (RESOLVER_CODES[code]) {
+    case "not-found":
       return new HostNotFoundError(hostname, error);
-    case "EPERM":
+    case "permission":
       return new ResolveError(
         hostname,
         code,
         `no permission to resolve ${hostname} (run with --allow-net=${hostname})`,
         error,
       );
-    case "EAI_AGAIN":
-    case "ETIMEOUT":
+    case "again":
       return new ResolveError(
         hostname,
         code,
-        `temporary failure resolving ${hostname} (the resolver did not answer)`,
+        `cannot resolve host '${hostname}': temporary failure (the resolver did not answer)`,
         error,
       );
     default:
       return new ResolveError(
         hostname,
         code,
-        `cannot resolve ${hostname}: ${code}`,
+        `cannot resolve host '${hostname}': ${code}`,
         error,
       );
   }
@@ -561,12 +377,21 @@ export interface DialHostOptions<C extends Closable = Deno.TcpConn>
 
 /**
  * Resolves `hostname` ({@linkcode resolveHost}) and connects to it
- * ({@linkcode dialHappyEyeballs}): the one call a client needs. `timeoutMs`
- * covers both. Every failure is a `ConnectError` naming the target:
- * `invalid address` (kind `invalid-address`), {@linkcode HostNotFoundError},
- * {@linkcode DialError} (`cannot connect to localhost:7: connection
- * refused ([::1]:7, 127.0.0.1:7)`), {@linkcode DialTimeoutError}
- * (`timed out after 5 s connecting to example.com:80`).
+ * ({@linkcode dialHappyEyeballs}): the one dialer every client here uses.
+ * `timeoutMs` covers both. Every failure is a `ConnectError` naming the
+ * target: `invalid address` (kind `invalid-address`),
+ * {@linkcode HostNotFoundError} (`no such host 'example.invalid'`),
+ * {@linkcode DialError} (`connection refused by 127.0.0.1:7`, `cannot
+ * connect to localhost:7: connection refused ([::1]:7, 127.0.0.1:7)`),
+ * {@linkcode DialTimeoutError} (`timed out after 5 s connecting to
+ * example.com:80`).
+ *
+ * Permissions: an IP literal needs `--allow-net=ADDRESS:PORT`. A name is
+ * looked up here when `--allow-net=NAME` is granted, and then each address
+ * needs its own `ADDRESS:PORT`; with only `--allow-net=NAME:PORT`, the name
+ * is handed to `Deno.connect`, which resolves it and races its addresses
+ * itself (Happy Eyeballs too, with the same attempt delay; `onResolved`
+ * is not called then).
  *
  * @example
  * ```ts
@@ -584,9 +409,7 @@ export async function dialHost<C extends Closable = Deno.TcpConn>(
   port: number,
   options: DialHostOptions<C> = {},
 ): Promise<C> {
-  const bare = stripBrackets(hostname);
-  const target = joinHostPort(bare, port);
-
+  const { hostname: bare, family, target } = checkConnectHost(hostname, port);
   const began = performance.now();
   const { timeoutMs } = options;
   const timer = new AbortController();
@@ -596,19 +419,30 @@ export async function dialHost<C extends Closable = Deno.TcpConn>(
   const signal = options.signal
     ? AbortSignal.any([options.signal, timer.signal])
     : timer.signal;
+  // With only --allow-net=NAME:PORT, the addresses cannot be looked up nor
+  // dialled one by one: Deno resolves the name and races them itself.
+  const byName = family === "name" && options.connect === undefined &&
+    !granted(bare) && granted(target);
   try {
     let addresses: string[];
     try {
-      addresses = await resolveHost(bare, { signal });
+      addresses = byName ? [bare] : await resolveHost(bare, { signal });
     } catch (error) {
       if (timer.signal.aborted) throw new DialTimeoutError(timeoutMs!, target);
       throw error;
     }
-    options.onResolved?.(
-      happyEyeballsOrder(addresses, options.firstFamilyCount),
-    );
+    if (!byName) {
+      options.onResolved?.(
+        happyEyeballsOrder(addresses, options.firstFamilyCount),
+      );
+    }
     return await dialHappyEyeballs(addresses, port, {
       ...options,
+      connect: byName
+        ? connectByName(options.attemptDelayMs) as unknown as ConnectFunction<
+          C
+        >
+        : options.connect,
       signal: options.signal,
       timeoutMs: timeout === undefined
         ? undefined
@@ -618,9 +452,44 @@ export async function dialHost<C extends Closable = Deno.TcpConn>(
       if (error instanceof DialTimeoutError) {
         throw new DialTimeoutError(timeoutMs!, target);
       }
+      // Deno could not resolve the name: say so, as resolveHost does.
+      const first = error instanceof DialError && error.failures.length === 1
+        ? error.failures[0].error
+        : undefined;
+      if (first instanceof ConnectError && first.kind === "no-such-host") {
+        throw first;
+      }
       throw error;
     });
   } finally {
     clearTimeout(timeout);
   }
+}
+
+/** Whether `--allow-net` covers `host` (`name` or `name:port`), without asking. */
+function granted(host: string): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "net", host }).state ===
+      "granted";
+  } catch {
+    return false; // A host Deno's permission syntax does not take.
+  }
+}
+
+/** One attempt by name, resolved and raced by `Deno.connect` itself. */
+function connectByName(
+  attemptDelayMs = DEFAULT_ATTEMPT_DELAY_MS,
+): ConnectFunction<Deno.TcpConn> {
+  return (hostname, port, signal) =>
+    Deno.connect({
+      hostname,
+      port,
+      signal,
+      autoSelectFamilyAttemptDelay: Math.max(
+        MIN_ATTEMPT_DELAY_MS,
+        attemptDelayMs,
+      ),
+    }).catch((error) => {
+      throw resolveFailure(hostname, error);
+    });
 }

@@ -56,10 +56,22 @@ export class UnexpectedEofError extends Error {
   }
 }
 
+/** Options for {@linkcode readExact} and {@linkcode readExactInto}. */
+export interface ReadExactOptions {
+  /**
+   * Gives up when this aborts, rejecting with its reason (e.g. a deadline:
+   * `AbortSignal.timeout(ms)`). A read still pending then is not cancelled
+   * (`read` takes no signal): close the reader to end it, as a connection's
+   * `close()` does.
+   */
+  signal?: AbortSignal;
+}
+
 /**
  * Reads exactly `buffer.byteLength` bytes into `buffer`, looping over short
  * reads. Rejects with {@linkcode UnexpectedEofError} when the stream ends
- * first; the bytes that did arrive are at the start of `buffer`.
+ * first (the bytes that did arrive are at the start of `buffer`), or with
+ * the reason of `options.signal` once it aborts.
  *
  * @example Filling a reused buffer
  * ```ts
@@ -82,19 +94,39 @@ export class UnexpectedEofError extends Error {
 export async function readExactInto(
   reader: ByteReader,
   buffer: Uint8Array,
+  options: ReadExactOptions = {},
 ): Promise<void> {
+  const { signal } = options;
   let filled = 0;
   while (filled < buffer.byteLength) {
-    const n = await reader.read(buffer.subarray(filled));
+    signal?.throwIfAborted();
+    const reading = reader.read(buffer.subarray(filled));
+    const n = signal ? await untilAborted(reading, signal) : await reading;
     if (n === null) throw new UnexpectedEofError(filled, buffer.byteLength);
     filled += n;
   }
 }
 
+/** `promise`, or a rejection with `signal.reason` once it aborts. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      promise.catch(() => {}); // Ends when the caller closes the reader.
+      reject(signal.reason);
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() =>
+      signal.removeEventListener("abort", onAbort)
+    );
+  });
+}
+
 /**
  * Resolves with exactly `n` bytes read from `reader`, however many reads it
  * takes; rejects with {@linkcode UnexpectedEofError} (saying how many bytes
- * came) when the peer closes first.
+ * came) when the peer closes first, or with the reason of `options.signal`
+ * once it aborts (see {@linkcode ReadExactOptions}).
  *
  * @example Reading a 4-byte RFC 868 time value
  * ```ts
@@ -113,16 +145,31 @@ export async function readExactInto(
  * const seconds = new DataView(bytes.buffer).getUint32(0);
  * if (seconds !== 0xec4f2b00) throw new Error("wrong value");
  * ```
+ *
+ * @example Giving up on a silent connection
+ * ```ts
+ * import { readExact } from "./io.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * using _silent = await listener.accept(); // never sends anything
+ * const controller = new AbortController();
+ * const timer = setTimeout(() => controller.abort(new Error("too slow")), 50);
+ * const error = await readExact(conn, 4, { signal: controller.signal }).catch((e) => e);
+ * clearTimeout(timer);
+ * if (error.message !== "too slow") throw error;
+ * ```
  */
 export async function readExact(
   reader: ByteReader,
   n: number,
+  options: ReadExactOptions = {},
 ): Promise<Uint8Array<ArrayBuffer>> {
   if (!Number.isSafeInteger(n) || n < 0) {
     throw new RangeError(`byte count must be a non-negative integer, got ${n}`);
   }
   const buffer = new Uint8Array(n);
-  await readExactInto(reader, buffer);
+  await readExactInto(reader, buffer, options);
   return buffer;
 }
 

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { describeConnectFailure } from "./connect_error.ts";
 import { type ByteReader, type ByteWriter, writeAll } from "./io.ts";
 
 const BUFFER_SIZE = 64 * 1024;
@@ -29,6 +30,20 @@ export interface RelayOptions {
    * when none has come for this long. Default 500 ms.
    */
   lingerMs?: number;
+  /**
+   * How a failure of the connection (a reset...) names the peer, e.g.
+   * `127.0.0.1:7`: it then rejects with a one-line `ConnectError`
+   * (`connection to 127.0.0.1:7 was reset by the peer`). Without it, with
+   * the system's own error.
+   */
+  peer?: string;
+}
+
+/** A failure of the connection, named as `options.peer` asks. */
+function connectionFailure(error: unknown, options: RelayOptions): unknown {
+  return options.peer === undefined
+    ? error
+    : describeConnectFailure(error, options.peer);
 }
 
 /** What a relay moved. */
@@ -123,7 +138,7 @@ export async function relay(
         await writeAll(conn, buffer.subarray(0, n));
       } catch (error) {
         if (isGone(error)) return; // The peer stopped reading: nothing to send.
-        throw error;
+        throw connectionFailure(error, options);
       } finally {
         writing = false;
         lastInputMs = performance.now();
@@ -134,7 +149,7 @@ export async function relay(
     try {
       await conn.closeWrite();
     } catch (error) {
-      if (!isGone(error)) throw error;
+      if (!isGone(error)) throw connectionFailure(error, options);
     }
   })();
   let sent = false;
@@ -146,7 +161,9 @@ export async function relay(
   const receiving = (async () => {
     const buffer = new Uint8Array(BUFFER_SIZE);
     while (true) {
-      const n = await conn.read(buffer);
+      const n = await conn.read(buffer).catch((error) => {
+        throw connectionFailure(error, options);
+      });
       if (n === null) return;
       try {
         await writeAll(output, buffer.subarray(0, n));
@@ -277,7 +294,7 @@ export async function relayDatagrams(
       try {
         [data, from] = await socket.receive(buffer);
       } catch (error) {
-        if (!closing) receiveError = error;
+        if (!closing) receiveError = connectionFailure(error, options);
         return;
       }
       if (!sameAddr(from, peer)) continue;
@@ -301,7 +318,9 @@ export async function relayDatagrams(
         result.inputEnded = true;
         break;
       }
-      await socket.send(buffer.subarray(0, n), peer);
+      await socket.send(buffer.subarray(0, n), peer).catch((error) => {
+        throw connectionFailure(error, options);
+      });
       result.bytesSent += n;
       lastActivity = performance.now();
     }

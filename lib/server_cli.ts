@@ -29,6 +29,7 @@ import {
   type Server,
   type ServerOptions,
 } from "./server.ts";
+import { formatBytes, MAX_SMALL_FILE_BYTES } from "./files.ts";
 import { readTlsFiles } from "./tls.ts";
 import { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
 import { workerCount, workerInit } from "./workers.ts";
@@ -295,7 +296,12 @@ export function serverFlags(
     ),
     key: on(
       TCP,
-      flag.string("FILE", "TLS: PEM private key (needs --allow-read=FILE)"),
+      flag.string(
+        "FILE",
+        `TLS: PEM private key (needs --allow-read=FILE;\na regular file of at most ${
+          formatBytes(MAX_SMALL_FILE_BYTES)
+        })`,
+      ),
     ),
     keepalive: on(
       TCP,

@@ -1,11 +1,21 @@
 /**
  * TLS material from files: a PEM certificate chain and private key for
  * servers (`--cert FILE --key FILE`), CA certificates for clients
- * (`--ca FILE`), read once at start with one clear error line when a file
- * is missing, unreadable, or holds no PEM of the right kind.
+ * (`--ca FILE`), read once at start (each a regular file of at most 1 MiB)
+ * and checked then (every certificate parses, the key parses and is the
+ * certificate's), with one clear error line when a file is missing,
+ * unreadable, not a regular file, too large, damaged, or holds no PEM of
+ * the right kind.
  *
  * @module
  */
+
+import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import {
+  escapeControlChars,
+  FileReadError,
+  readSmallTextFile,
+} from "./files.ts";
 
 /** A server's certificate chain and private key, both PEM text. */
 export interface TlsCertificate {
@@ -50,41 +60,68 @@ function readPem(
 ): string {
   let text: string;
   try {
-    text = Deno.readTextFileSync(path);
+    text = readSmallTextFile(path, `${what} file`, {
+      permissionPaths: allFiles,
+    });
   } catch (error) {
-    let reason = (error as Error).message.replace(/ \(os error \d+\).*$/, "")
-      .replace(/:.*$/, "");
-    if (error instanceof Deno.errors.NotCapable) {
-      reason = `no read permission (run with --allow-read=${
-        allFiles.join(",")
-      })`;
-    } else if (error instanceof Deno.errors.NotFound) {
-      reason = "no such file";
-    } else if (error instanceof Deno.errors.PermissionDenied) {
-      reason = "permission denied by the file system";
-    }
-    throw new TlsFileError(
-      `cannot read ${what} file '${path}': ${reason}`,
-      path,
-      error,
-    );
+    if (!(error instanceof FileReadError)) throw error;
+    throw new TlsFileError(error.message, path, error);
   }
   if (!marker.test(text)) {
     throw new TlsFileError(
-      `${what} file '${path}' holds no PEM ${what} (expected a -----BEGIN ...----- block)`,
+      `${what} file '${
+        escapeControlChars(path)
+      }' holds no PEM ${what} (expected a -----BEGIN ...----- block)`,
       path,
     );
   }
   return text;
 }
 
+/** Parses every PEM certificate in `text`; the first is returned. */
+function parseCertificates(text: string, path: string): X509Certificate {
+  const blocks = text.match(CERTIFICATE_BLOCK) ?? [];
+  if (blocks.length === 0) {
+    throw new TlsFileError(
+      `certificate file '${
+        escapeControlChars(path)
+      }' is damaged: no -----END CERTIFICATE----- line; give the certificate as PEM, as openssl writes it`,
+      path,
+    );
+  }
+  const parsed = blocks.map((block, i) => {
+    try {
+      return new X509Certificate(block);
+    } catch (error) {
+      const which = blocks.length === 1
+        ? "its certificate"
+        : `certificate ${i + 1} of ${blocks.length}`;
+      // The parser's own words ("BER error: Unexpected Tag ...") stay in
+      // `cause`: they tell a user nothing.
+      throw new TlsFileError(
+        `certificate file '${
+          escapeControlChars(path)
+        }' is damaged: ${which} does not parse as X.509; give the certificate as PEM, as openssl writes it`,
+        path,
+        error,
+      );
+    }
+  });
+  return parsed[0];
+}
+
 const CERTIFICATE_PEM = /-----BEGIN CERTIFICATE-----/;
+const CERTIFICATE_BLOCK =
+  /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 const KEY_PEM = /-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----/;
 
 /**
- * Reads a server's PEM certificate chain and private key; throws
+ * Reads a server's PEM certificate chain and private key and checks them:
+ * each a regular file of at most 1 MiB, every certificate parses, the key
+ * parses and belongs to the (first) certificate. Throws
  * {@linkcode TlsFileError} with one line naming the file and what to do
- * (for a missing permission, the exact `--allow-read=` to give).
+ * (for a missing permission, the exact `--allow-read=` to give; for a key
+ * that is not the certificate's, `certificate and key do not match`).
  *
  * @example
  * ```ts
@@ -107,7 +144,34 @@ export function readTlsFiles(
   const key = readPem(keyFile, "private key", KEY_PEM, files);
   if (/-----BEGIN ENCRYPTED PRIVATE KEY-----/.test(key)) {
     throw new TlsFileError(
-      `private key file '${keyFile}' is encrypted: make one without a passphrase (openssl ... -noenc)`,
+      `private key file '${
+        escapeControlChars(keyFile)
+      }' is encrypted: make one without a passphrase (openssl ... -noenc)`,
+      keyFile,
+    );
+  }
+  const certificate = parseCertificates(cert, certFile);
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (error) {
+    throw new TlsFileError(
+      `private key file '${
+        escapeControlChars(keyFile)
+      }' is damaged: its key does not parse; give the key as PEM (PKCS#8, PKCS#1 or SEC1), as openssl writes it`,
+      keyFile,
+      error,
+    );
+  }
+  // Checked here, once: a key that is not the certificate's otherwise
+  // fails every handshake with a misleading "unsupported protocol".
+  if (!certificate.checkPrivateKey(privateKey)) {
+    throw new TlsFileError(
+      `certificate and key do not match: the key in '${
+        escapeControlChars(keyFile)
+      }' is not the one '${
+        escapeControlChars(certFile)
+      }' was made for; give the key of that certificate`,
       keyFile,
     );
   }
@@ -115,8 +179,10 @@ export function readTlsFiles(
 }
 
 /**
- * Reads a client's CA certificates (PEM, one or more) for `--ca FILE`;
- * throws {@linkcode TlsFileError} like {@linkcode readTlsFiles}.
+ * Reads a client's CA certificates (PEM, one or more) for `--ca FILE`, and
+ * checks that each parses, so a damaged file is reported at start rather
+ * than after connecting; throws {@linkcode TlsFileError} like
+ * {@linkcode readTlsFiles}.
  *
  * @example
  * ```ts
@@ -130,5 +196,8 @@ export function readTlsFiles(
  * ```
  */
 export function readCaFile(caFile: string): string {
-  return readPem(caFile, "certificate", CERTIFICATE_PEM, [caFile]);
+  const text = readPem(caFile, "certificate", CERTIFICATE_PEM, [caFile]);
+  // Damaged PEM is found here, at start, not after connecting.
+  parseCertificates(text, caFile);
+  return text;
 }

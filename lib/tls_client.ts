@@ -8,7 +8,7 @@
  */
 
 import { isIP } from "node:net";
-import { ConnectError } from "./client.ts";
+import { ConnectError } from "./connect_error.ts";
 import { formatAddr } from "./endpoint.ts";
 import { NodeTlsConn } from "./tls_node.ts";
 
@@ -30,8 +30,9 @@ const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
  * Runs the TLS handshake over `conn` and returns the TLS connection; a
  * failure (certificate not trusted, wrong name, not TLS at all, too slow)
  * closes `conn` and throws a `ConnectError` whose message is the line to
- * show (`TLS handshake with 127.0.0.1:443 failed: invalid peer
- * certificate: UnknownIssuer`).
+ * show, the problem and its fix (`TLS handshake with 127.0.0.1:443 failed:
+ * certificate not trusted (unknown issuer): give --ca FILE with the CA
+ * that signed it, or --insecure to skip the check`).
  *
  * @example
  * ```ts
@@ -108,9 +109,78 @@ function closeQuietly(conn: { close(): void }): void {
   }
 }
 
+/** IPv6 as usually written (`0::1` -> `::1`); anything else as it is. */
+function canonicalIP(text: string): string {
+  if (!text.includes(":")) return text;
+  try {
+    return new URL(`http://[${text}]/`).hostname.slice(1, -1);
+  } catch {
+    return text;
+  }
+}
+
+/**
+ * What the TLS library says (rustls's words, some of them Rust debug
+ * structs) and the line a user sees for it: the problem, then the fix.
+ */
+const HANDSHAKE_FAILURES: readonly [
+  RegExp,
+  (match: RegExpMatchArray) => string,
+][] = [
+  [
+    /UnknownIssuer/,
+    () =>
+      "certificate not trusted (unknown issuer): give --ca FILE with the CA that signed it, or --insecure to skip the check",
+  ],
+  [
+    /certificate not valid for name "([^"]*)"(?:; certificate is only valid for (.*))?/,
+    (m) => {
+      const names = [
+        ...(m[2] ?? "").matchAll(/DnsName\("([^"]*)"\)|IpAddress\(([^)]*)\)/g),
+      ].map((n) => n[1] ?? canonicalIP(n[2]));
+      return `certificate not valid for name '${m[1]}'` +
+        (names.length > 0 ? ` (it is for ${names.join(", ")})` : "") +
+        ": give --servername with a name the certificate holds";
+    },
+  ],
+  [
+    /CaUsedAsEndEntity/,
+    () =>
+      "the server presented a CA certificate as its own: it needs a server certificate signed by that CA",
+  ],
+  [
+    /NotValidYet|not valid yet/i,
+    () => "certificate not valid yet: check the clocks of both machines",
+  ],
+  [
+    /Expired|expired/,
+    () => "certificate expired: the server needs a new one",
+  ],
+  [
+    /Revoked/,
+    () => "certificate revoked: the server needs a new one",
+  ],
+  [
+    /BadEncoding|BadDer/,
+    () => "the server's certificate does not parse",
+  ],
+  [
+    /InvalidContentType|corrupt message|InvalidMessage|unexpected message/i,
+    () =>
+      "the server does not speak TLS there (is it a plain TCP port? drop --tls)",
+  ],
+];
+
 function handshakeError(target: string, error: unknown): ConnectError {
-  const reason = (error as Error).message.split("\n")[0]
+  const said = ((error as Error)?.message ?? String(error)).split("\n")[0]
     .replace(/ \(os error \d+\)$/, "");
+  const known = HANDSHAKE_FAILURES.map(([pattern, describe]) => {
+    const match = pattern.exec(said);
+    return match && describe(match);
+  }).find((line) => line);
+  // Whatever else: without Rust's wrappers (`Other(OtherError(...))`).
+  const reason = known ??
+    said.replace(/\b(?:Other|OtherError)\(/g, "").replace(/\)+$/, "");
   return new ConnectError(
     `TLS handshake with ${target} failed: ${reason}`,
     error instanceof Deno.errors.TimedOut ? "timeout" : "other",

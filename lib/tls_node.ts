@@ -19,6 +19,7 @@ import {
   type SecureContext,
   TLSSocket,
 } from "node:tls";
+import { writeAll } from "./io.ts";
 import type { TlsCertificate } from "./tls.ts";
 
 const HIGH_WATER = 64 * 1024;
@@ -51,11 +52,7 @@ function duplexOf(conn: Deno.Conn, gate: () => Promise<void>): Duplex {
       );
     },
     write(chunk: Uint8Array, _encoding, callback) {
-      (async () => {
-        for (let offset = 0; offset < chunk.byteLength;) {
-          offset += await conn.write(chunk.subarray(offset));
-        }
-      })().then(() => callback(), (error) => callback(error));
+      writeAll(conn, chunk).then(() => callback(), (error) => callback(error));
     },
     final(callback) {
       conn.closeWrite().then(() => callback(), () => callback());
@@ -367,11 +364,7 @@ export class NodeTlsConn implements Deno.TlsConn {
   /** A stream that encrypts and sends what is written to it. */
   get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
     return this.#writable ??= new WritableStream<Uint8Array<ArrayBufferLike>>({
-      write: async (chunk) => {
-        for (let offset = 0; offset < chunk.byteLength;) {
-          offset += await this.write(chunk.subarray(offset));
-        }
-      },
+      write: (chunk) => writeAll(this, chunk),
       close: () => this.closeWrite(),
       abort: () => {
         if (!this.#closed) this.close();

@@ -22,10 +22,14 @@
  */
 
 import {
+  escapeControlChars,
   flag,
   flagsHelp,
+  formatBytes,
   MAX_SIMPLE_DATAGRAM,
+  MAX_SMALL_FILE_BYTES,
   parseCommandLine,
+  readSmallTextFile,
   replyService,
   runMain,
   runServers,
@@ -117,9 +121,10 @@ export function parseQuotations(text: string): Uint8Array[] {
   return paragraphs.map((paragraph, index) => {
     const bytes = quotationBytes(paragraph);
     if (bytes.byteLength > MAX_SIMPLE_DATAGRAM) {
+      // Escaped: the file's control bytes must not reach the terminal.
       throw new QuotationError(
         `quotation ${index + 1} ("${
-          paragraph.trim().slice(0, 30)
+          escapeControlChars(paragraph.trim().slice(0, 30))
         }...") is ${bytes.byteLength} bytes with CRLF line ends; RFC 865 allows at most ${MAX_SIMPLE_DATAGRAM}`,
       );
     }
@@ -188,8 +193,9 @@ export function serveQotd(options: QotdOptions = {}): Server {
 }
 
 /**
- * Reads and parses a quotation file (see {@linkcode parseQuotations}); the
- * error names the file.
+ * Reads and parses a quotation file (see {@linkcode parseQuotations}): a
+ * regular file of at most 1 MiB, else a `FileReadError` (from `mod.ts`);
+ * every error names the file, its control characters escaped.
  *
  * @example
  * ```ts
@@ -201,28 +207,28 @@ export function serveQotd(options: QotdOptions = {}): Server {
  * await Deno.remove(path);
  * ```
  */
-export async function loadQuotations(path: string): Promise<Uint8Array[]> {
-  let text: string;
+export function loadQuotations(path: string): Promise<Uint8Array[]> {
   try {
-    text = await Deno.readTextFile(path);
+    // A FIFO or /dev/zero is refused before it is opened (no hang, no
+    // unbounded read).
+    const text = readSmallTextFile(path, "quotation file");
+    return Promise.resolve(parseQuotations(text));
   } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
-    throw new QuotationError(
-      `cannot read ${path}: ${(error as Error).message.split(" (os error")[0]}`,
+    return Promise.reject(
+      error instanceof QuotationError
+        ? new QuotationError(`${escapeControlChars(path)}: ${error.message}`)
+        : error,
     );
-  }
-  try {
-    return parseQuotations(text);
-  } catch (error) {
-    if (error instanceof QuotationError) {
-      throw new QuotationError(`${path}: ${error.message}`);
-    }
-    throw error;
   }
 }
 
 const FLAGS = {
-  file: flag.string("FILE", "serve the quotations in FILE, one per paragraph"),
+  file: flag.string(
+    "FILE",
+    `serve the quotations in FILE, one per paragraph (a\nregular file of at most ${
+      formatBytes(MAX_SMALL_FILE_BYTES)
+    })`,
+  ),
   ...serverFlags({ port: SIMPLE_SERVICE_PORTS.qotd }),
 };
 

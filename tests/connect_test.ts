@@ -408,7 +408,7 @@ Deno.test("connect.ts: host not found is one error line, exit 1", async () => {
     ["--allow-net=no-such-host.invalid"],
     ["no-such-host.invalid", "80"],
     1,
-    "error: host not found: no-such-host.invalid",
+    "error: no such host 'no-such-host.invalid'",
   );
 });
 
@@ -418,7 +418,7 @@ Deno.test("connect.ts: refused is one error line, exit 1", async () => {
     [`--allow-net=127.0.0.1:${p}`],
     ["127.0.0.1", String(p)],
     1,
-    `error: cannot connect to 127.0.0.1:${p}: connection refused (127.0.0.1:${p})`,
+    `error: connection refused by 127.0.0.1:${p}`,
   );
 });
 

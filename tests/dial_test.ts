@@ -324,7 +324,7 @@ Deno.test("dialHost() reports addresses in attempt order and names the target in
   assert(error instanceof DialError);
   assertEquals(
     error.message,
-    `cannot connect to 127.0.0.1:${port}: connection refused (127.0.0.1:${port})`,
+    `connection refused by 127.0.0.1:${port}`,
   );
 });
 

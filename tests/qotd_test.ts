@@ -115,7 +115,7 @@ Deno.test("qotd.ts refuses a quotation over 512 bytes and a missing file, exit 1
     assertEquals(gone.code, 1);
     assertEquals(
       gone.stderr,
-      `error: cannot read ${missingFile}: No such file or directory`,
+      `error: cannot read quotation file '${missingFile}': no such file`,
     );
   } finally {
     await Deno.remove(path);

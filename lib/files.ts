@@ -1,0 +1,252 @@
+/**
+ * Reading the small files the toolkit is given (certificates, keys, CA
+ * certificates, quotations) safely: only a regular file, only up to a
+ * stated size, checked before it is opened, so `--cert /dev/zero` or a FIFO
+ * given as `--file` is one error line instead of a process that grows
+ * without end or hangs. And printing what such a file holds, or its name,
+ * in an error line without writing control bytes to the terminal.
+ *
+ * @module
+ */
+
+/** The most {@linkcode readSmallFile} reads by default: 1 MiB. */
+export const MAX_SMALL_FILE_BYTES = 1024 * 1024;
+
+/**
+ * Formats a byte count as the toolkit prints limits: `512 bytes`,
+ * `64 KiB`, `1 MiB`, `1.5 MiB`.
+ *
+ * @example
+ * ```ts
+ * import { formatBytes } from "./files.ts";
+ *
+ * if (formatBytes(64 * 1024) !== "64 KiB") throw new Error(formatBytes(65536));
+ * if (formatBytes(1024 * 1024) !== "1 MiB") throw new Error("MiB");
+ * if (formatBytes(100) !== "100 bytes") throw new Error("bytes");
+ * ```
+ */
+export function formatBytes(bytes: number): string {
+  for (const [unit, size] of [["MiB", 1024 * 1024], ["KiB", 1024]] as const) {
+    if (bytes >= size) return `${Number((bytes / size).toFixed(2))} ${unit}`;
+  }
+  return `${bytes} bytes`;
+}
+
+// C0, DEL and C1 controls, and the bidirectional marks and overrides:
+// matching control characters is the point here.
+// deno-lint-ignore no-control-regex
+const CONTROL = new RegExp(
+  "[\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]",
+  "g",
+);
+
+/**
+ * Escapes what a terminal would act on instead of printing (C0 and C1
+ * control characters such as ESC, DEL, line breaks, and the bidirectional
+ * overrides) as `\n`, `\t`, `\r`, `\xHH` or `\u{HHHH}`, so a file name or a
+ * file's text shown in an error line stays one plain line.
+ *
+ * @example
+ * ```ts
+ * import { escapeControlChars } from "./files.ts";
+ *
+ * const shown = escapeControlChars("red\x1b[31m\nnext");
+ * if (shown !== "red\\x1b[31m\\nnext") throw new Error(shown);
+ * ```
+ */
+export function escapeControlChars(text: string): string {
+  return text.replace(CONTROL, (c) => {
+    if (c === "\n") return "\\n";
+    if (c === "\r") return "\\r";
+    if (c === "\t") return "\\t";
+    const code = c.charCodeAt(0);
+    return code < 0x100
+      ? `\\x${code.toString(16).padStart(2, "0")}`
+      : `\\u{${code.toString(16)}}`;
+  });
+}
+
+/** Why {@linkcode readSmallFile} refused or failed. */
+export type FileReadFailure =
+  | "not-found"
+  | "permission"
+  | "not-regular"
+  | "too-large"
+  | "other";
+
+/**
+ * A file could not be read: missing, no permission, not a regular file
+ * (a FIFO, a device, a directory), or over the size limit. The message is
+ * the one line a user sees, naming the file.
+ *
+ * @example
+ * ```ts
+ * import { FileReadError, readSmallFile } from "./files.ts";
+ *
+ * const error = (() => {
+ *   try {
+ *     return readSmallFile("/dev/null", "certificate file");
+ *   } catch (e) {
+ *     return e;
+ *   }
+ * })();
+ * if (!(error instanceof FileReadError) || error.reason !== "not-regular") throw error;
+ * ```
+ */
+export class FileReadError extends Error {
+  /** The file at fault, as given. */
+  readonly path: string;
+  /** Why it was not read. */
+  readonly reason: FileReadFailure;
+
+  /** Builds the error; `message` is the whole line without `error: `. */
+  constructor(
+    message: string,
+    path: string,
+    reason: FileReadFailure,
+    cause?: unknown,
+  ) {
+    super(message, { cause });
+    this.name = "FileReadError";
+    this.path = path;
+    this.reason = reason;
+  }
+}
+
+/** Options for {@linkcode readSmallFile}. */
+export interface ReadSmallFileOptions {
+  /** The most bytes accepted. Default {@linkcode MAX_SMALL_FILE_BYTES}. */
+  maxBytes?: number;
+  /**
+   * Every file the program needs to read, for the `--allow-read=` a
+   * missing permission asks for. Default: this one.
+   */
+  permissionPaths?: readonly string[];
+}
+
+function kindOf(info: Deno.FileInfo): string {
+  if (info.isDirectory) return "a directory";
+  if (info.isFifo) return "a FIFO";
+  if (info.isCharDevice) return "a character device";
+  if (info.isBlockDevice) return "a block device";
+  if (info.isSocket) return "a socket";
+  return "not a regular file";
+}
+
+/**
+ * Reads a whole small file, refusing before it opens it anything that is
+ * not a regular file (a FIFO would block the open, `/dev/zero` never ends)
+ * or is larger than `maxBytes` (default 1 MiB); the read itself stops one
+ * byte past the limit, so a file that grows after the check cannot get
+ * past it either. Every failure is a {@linkcode FileReadError} whose message
+ * names `what` and the file: `cannot read certificate file '/dev/zero': a
+ * character device, not a regular file`.
+ *
+ * @example
+ * ```ts
+ * import { readSmallFile } from "./files.ts";
+ *
+ * const path = Deno.makeTempFileSync();
+ * Deno.writeTextFileSync(path, "hello");
+ * const bytes = readSmallFile(path, "quotation file");
+ * Deno.removeSync(path);
+ * if (new TextDecoder().decode(bytes) !== "hello") throw new Error("wrong bytes");
+ * ```
+ */
+export function readSmallFile(
+  path: string,
+  what: string,
+  options: ReadSmallFileOptions = {},
+): Uint8Array<ArrayBuffer> {
+  const maxBytes = options.maxBytes ?? MAX_SMALL_FILE_BYTES;
+  const prefix = `cannot read ${what} '${escapeControlChars(path)}'`;
+  const refuse = (reason: FileReadFailure, detail: string) =>
+    new FileReadError(`${prefix}: ${detail}`, path, reason);
+  const check = (info: Deno.FileInfo, size: number) => {
+    if (!info.isFile) {
+      return refuse("not-regular", `${kindOf(info)}, not a regular file`);
+    }
+    if (size > maxBytes) {
+      return refuse(
+        "too-large",
+        `larger than ${formatBytes(maxBytes)}, the most accepted`,
+      );
+    }
+  };
+  try {
+    const info = Deno.statSync(path);
+    const refused = check(info, info.size);
+    if (refused) throw refused;
+    using file = Deno.openSync(path, { read: true });
+    const buffer = new Uint8Array(maxBytes + 1);
+    let filled = 0;
+    while (filled < buffer.byteLength) {
+      const n = file.readSync(buffer.subarray(filled));
+      if (n === null) break;
+      filled += n;
+    }
+    const changed = check(file.statSync(), filled);
+    if (changed) throw changed;
+    return buffer.slice(0, filled);
+  } catch (error) {
+    if (error instanceof FileReadError) throw error;
+    if (error instanceof Deno.errors.NotCapable) {
+      const paths = options.permissionPaths ?? [path];
+      throw new FileReadError(
+        `${prefix}: no read permission (run with --allow-read=${
+          escapeControlChars(paths.join(","))
+        })`,
+        path,
+        "permission",
+        error,
+      );
+    }
+    if (error instanceof Deno.errors.NotFound) {
+      throw new FileReadError(
+        `${prefix}: no such file`,
+        path,
+        "not-found",
+        error,
+      );
+    }
+    if (error instanceof Deno.errors.PermissionDenied) {
+      throw new FileReadError(
+        `${prefix}: permission denied by the file system`,
+        path,
+        "permission",
+        error,
+      );
+    }
+    const reason = (error as Error).message.replace(/ \(os error \d+\).*$/, "")
+      .replace(/:.*$/, "");
+    throw new FileReadError(
+      `${prefix}: ${escapeControlChars(reason)}`,
+      path,
+      "other",
+      error,
+    );
+  }
+}
+
+/**
+ * {@linkcode readSmallFile}, decoded as UTF-8 (an invalid sequence reads as
+ * U+FFFD).
+ *
+ * @example
+ * ```ts
+ * import { readSmallTextFile } from "./files.ts";
+ *
+ * const path = Deno.makeTempFileSync();
+ * Deno.writeTextFileSync(path, "héllo");
+ * const text = readSmallTextFile(path, "quotation file");
+ * Deno.removeSync(path);
+ * if (text !== "héllo") throw new Error(text);
+ * ```
+ */
+export function readSmallTextFile(
+  path: string,
+  what: string,
+  options: ReadSmallFileOptions = {},
+): string {
+  return new TextDecoder().decode(readSmallFile(path, what, options));
+}
