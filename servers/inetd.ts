@@ -31,6 +31,7 @@ import {
   ListenError,
   parseCommandLine,
   pickFlags,
+  rerunCommand,
   runMain,
   runServers,
   serve,
@@ -170,6 +171,21 @@ export function serveInetd(options: InetdOptions = {}): Inetd {
     ) {
       throw new ListenError(
         `address ${error.address} is already in use (pick another base with --base)`,
+        error.address,
+        error.cause,
+      );
+    }
+    if (
+      error instanceof ListenError &&
+      error.cause instanceof Deno.errors.PermissionDenied
+    ) {
+      const hint = rerunCommand(["--unstable-net", "--allow-net"], {
+        base: String(INETD_BASE),
+      });
+      throw new ListenError(
+        `permission denied listening on ${error.address}: ports below 1024 need root or CAP_NET_BIND_SERVICE; ${
+          hint ? `as a user: ${hint}` : `as a user, give --base ${INETD_BASE}`
+        }`,
         error.address,
         error.cause,
       );
