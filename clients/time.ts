@@ -4,12 +4,31 @@
  * (`2026-11-25T13:40:42Z`). Over TCP it reads the 4 bytes the server sends
  * before closing; with `--udp` it sends an empty datagram and reads the
  * 4-byte reply. Values past 2036 are read in the era nearest the local
- * clock, so the answer stays right after the 32-bit counter wraps.
+ * clock, so the answer stays right after the 32-bit counter wraps. No seed
+ * example: the client side of the RFC time service (the seed: the classic
+ * C socket examples page this toolkit ports).
  *
- *     deno run --allow-net=127.0.0.1:37 clients/time.ts 127.0.0.1
- *     deno run --allow-net=127.0.0.1:10037 clients/time.ts 127.0.0.1 --port 10037
- *     deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:10037 \
- *       clients/time.ts 127.0.0.1 --port 10037 --udp
+ * `deno task time-client ADDRESS` asks port 10037, where `deno task time`
+ * and `servers/inetd.ts` serve it; port 37 is the default otherwise:
+ *
+ * ```sh
+ * $ deno run --allow-net=127.0.0.1:10037 clients/time.ts --port=10037 127.0.0.1
+ * error: connection refused by 127.0.0.1:10037
+ * $ deno task inetd --only time &
+ * listening on 0.0.0.0:10037 (time/tcp)
+ * listening on 0.0.0.0:10037 (time/udp)
+ * $ deno task time-client 127.0.0.1
+ * 2026-11-25T14:59:13Z
+ * $ deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:10037 \
+ *     clients/time.ts 127.0.0.1 --port 10037 --udp
+ * 2026-11-25T14:59:13Z
+ * $ deno run --allow-net=127.0.0.1:37 clients/time.ts 127.0.0.1
+ * error: connection refused by 127.0.0.1:37
+ * $ deno install -g -f -n sock-time-client --config=deno.json --allow-net=127.0.0.1:10037 clients/time.ts -- --port=10037
+ * ...
+ * $ sock-time-client 127.0.0.1
+ * 2026-11-25T14:59:13Z
+ * ```
  *
  * The other side: `servers/time.ts`, `servers/inetd.ts`, or xinetd's
  * internal `time` service.

@@ -530,6 +530,10 @@ export function describeError(error: unknown): string {
     // deno.json saying "unstable": ["net"] for this script).
     /\bDeno\.listenDatagram is not a function\b.*/,
     "UDP and Unix datagram sockets need Deno's unstable net API: run with --unstable-net",
+  ).replace(
+    // Deno's NotCapable: name the flag with its value, ready to paste.
+    /(requires (\w+) access to "([^"]+)"), run again with the --allow-\2 flag/i,
+    "$1: run again with --allow-$2=$3",
   );
 }
 

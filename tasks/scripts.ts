@@ -7,8 +7,8 @@
  * `tests/packaging_test.ts` checks that they agree.
  *
  * The header command is the first `$ deno run FLAGS PATH [ARGS]` line of
- * the script's module doc (in a session block; a trailing `&` or
- * `# comment` is dropped). Its arguments that start with `--` (written
+ * the script's module doc (in a session block; a pipe into it, a
+ * trailing `&` or a `# comment` is dropped). Its arguments that start with `--` (written
  * `--name=value` when they take a value, so they cannot be mistaken for a
  * positional) are part of the command: the task, the installed command and
  * the binary pass them on every run (`--port=10013`, so that a user who is
@@ -91,9 +91,9 @@ export function headerCommand(
     joined.push(line);
   }
   for (const line of joined) {
-    const tokens = line.replace(/\s+#.*$/, "").replace(/\s*&$/, "").split(
-      /\s+/,
-    );
+    const tokens = line.replace(/\s+#.*$/, "").replace(/\s*&$/, "")
+      .replace(/^.*\|\s*(?=deno run )/, "") // `echo ping | deno run ...`
+      .split(/\s+/);
     if (tokens[0] !== "deno" || tokens[1] !== "run") continue;
     const scriptAt = tokens.findIndex((t, i) => i >= 2 && !t.startsWith("-"));
     if (scriptAt < 0 || tokens[scriptAt] !== path) continue;

@@ -13,7 +13,8 @@
  * - `$ COMMAND` runs COMMAND with `sh -c`, stdout and stderr together (as
  *   a terminal shows them); a `\` at the end of a line continues it.
  * - `$ COMMAND &` starts COMMAND in the background; the lines under it are
- *   waited for in its output (the server's `listening on ...`); it gets
+ *   waited for in its output, in any order (the server's `listening on
+ *   ...`; stdout and stderr interleave as they will); it gets
  *   SIGTERM when the block ends and must then exit 0.
  * - The lines under a foreground command are its output, exactly, except
  *   that a background command's lines may come between them (a terminal
@@ -22,8 +23,11 @@
  * - What changes from run to run matches whatever it is in the docs: a
  *   `ctime` date, an ISO 8601 time, a port from 20000 up, a clock time
  *   with microseconds, the four bytes `od` prints of a time.
+ * - A background command must not print an error the docs do not show.
  * - `npx -y deno@2.9.6` runs as `deno` (the same version: npx would need
  *   the npm registry, which a network namespace cannot reach).
+ * - Where `JSR_URL` is a `file:` mirror, a `--workers` command gets the
+ *   mirror added to its `--allow-read`, as the docs tell such a user to.
  *
  * @module
  */
@@ -83,7 +87,7 @@ export function sessionsIn(file: string, text: string): Session[] {
         command = `${command.slice(0, -1).trimEnd()} ${block[++j].trim()}`;
       }
       const root = /#\s*as root\b/.test(command);
-      command = command.replace(/\s+#\s.*$/, "").trim();
+      command = withoutComment(command);
       const background = command.endsWith(" &");
       if (background) command = command.slice(0, -2).trim();
       steps.push({ command, expected: [], background, root, line });
@@ -91,6 +95,22 @@ export function sessionsIn(file: string, text: string): Session[] {
     if (steps.length > 0) sessions.push({ where: `${file}:${start}`, steps });
   }
   return sessions;
+}
+
+/** `command` without a trailing `# comment` (a `#` in quotes stays). */
+function withoutComment(command: string): string {
+  let quote: string | undefined;
+  for (let i = 0; i < command.length; i++) {
+    const c = command[i];
+    if (quote) {
+      if (c === quote) quote = undefined;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+    } else if (c === "#" && /\s/.test(command[i - 1] ?? "")) {
+      return command.slice(0, i).trim();
+    }
+  }
+  return command.trim();
 }
 
 /** The module doc of a script (its first `/** ... *\/`), without the `*`s. */
@@ -317,24 +337,46 @@ export class Workspace implements AsyncDisposable {
           );
         }
       }
+      const shown = new Set(
+        session.steps.flatMap((step) => step.expected.map(normalize)),
+      );
       for (const job of background) {
         const status = await job.stop();
+        const hidden = job.lines().filter((line) =>
+          /^error|\bfailed\b|Uncaught/.test(line) && !shown.has(line)
+        );
+        assertEquals(
+          hidden,
+          [],
+          `$ ${job.step.command} (started at line ${job.step.line}) printed errors the docs do not show`,
+        );
         const ours = /^(deno|sock-)/.test(job.step.command);
         assert(
-          status.code === 0 || (!ours && status.signal === "SIGTERM"),
+          status.code === 0 ||
+            (!ours && (status.signal === "SIGTERM" || status.code === 143)),
           `$ ${job.step.command} (started at line ${job.step.line}) ended with ${status.code} ${
             status.signal ?? ""
           } on SIGTERM:\n${job.output}`,
         );
       }
     } finally {
+      await killNamespace(ns);
       for (const job of background) await job.kill();
       await runCommand("ip", ["netns", "del", ns]);
     }
   }
 
   #spawn(ns: string, step: Step): Deno.ChildProcess {
-    const command = step.command.replace(/^npx -y deno@2\.9\.6 /, "deno ");
+    let command = step.command.replace(/^npx -y deno@2\.9\.6 /, "deno ");
+    const mirror = Deno.env.get("JSR_URL");
+    if (command.includes("--workers") && mirror?.startsWith("file:")) {
+      // As the docs say: a worker reads @std from a file: mirror too.
+      const path = new URL(mirror).pathname.replace(/\/$/, "");
+      command = command.replace(
+        /--allow-read=(\S+)/,
+        `--allow-read=$1,${path}`,
+      );
+    }
     const env = Object.entries(this.env()).map(([k, v]) => `${k}=${v}`);
     const user = step.root ? [] : [
       "setpriv",
@@ -346,6 +388,8 @@ export class Workspace implements AsyncDisposable {
     const script = `cd ${this.work} && exec 2>&1 && ${
       step.background ? "exec " : ""
     }${command}`;
+    // `ip netns exec`, setpriv, env and `exec` replace themselves: the
+    // child's pid is the command's (a background one gets the SIGTERM).
     return new Deno.Command("ip", {
       args: [
         "netns",
@@ -367,13 +411,17 @@ export class Workspace implements AsyncDisposable {
 
   async #step(ns: string, step: Step, background: Background[]) {
     if (step.background) {
-      const job = new Background(step, this.#spawn(ns, step));
+      const job = new Background(step, this.#spawn(ns, step), ns);
       background.push(job);
       await job.waitFor(step.expected.map(normalize), 15_000);
+      // A peer that prints nothing (socat) gets a moment to bind.
+      if (step.expected.length === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      }
       return;
     }
     const child = this.#spawn(ns, step);
-    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    const timer = setTimeout(() => killNamespace(ns), 20_000);
     const output = await child.output();
     clearTimeout(timer);
     const text = decoder.decode(output.stdout);
@@ -423,7 +471,11 @@ class Background {
   readonly status: Promise<Deno.CommandStatus>;
   readonly #done: Promise<void>;
 
-  constructor(readonly step: Step, readonly child: Deno.ChildProcess) {
+  constructor(
+    readonly step: Step,
+    readonly child: Deno.ChildProcess,
+    readonly ns: string,
+  ) {
     this.#done = (async () => {
       for await (const chunk of child.stdout) {
         this.output += decoder.decode(chunk, { stream: true });
@@ -436,23 +488,26 @@ class Background {
     return outputLines(this.output);
   }
 
-  /** Waits until `expected` have all been printed, in order. */
+  /**
+   * Waits until every line of `expected` has been printed (in any order:
+   * stdout and stderr reach the pipe in an order no one controls).
+   */
   async waitFor(expected: string[], timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let exited = false;
     this.status.then(() => exited = true);
     while (true) {
-      const lines = this.lines();
-      let at = 0;
-      for (const line of lines) {
-        if (at < expected.length && line === expected[at]) at++;
+      const missing = [...expected];
+      for (const line of this.lines()) {
+        const at = missing.indexOf(line);
+        if (at >= 0) missing.splice(at, 1);
       }
-      if (at === expected.length) return;
+      if (missing.length === 0) return;
       if (exited || Date.now() > deadline) {
-        await this.#done;
+        if (exited) await this.#done;
         fail(
           `${exited ? "exited" : "waited 15 s"}; the docs show ${
-            JSON.stringify(expected[at])
+            JSON.stringify(missing[0])
           }, it printed:\n${this.output}`,
         );
       }
@@ -474,12 +529,23 @@ class Background {
   }
 
   async kill(): Promise<void> {
+    await killNamespace(this.ns);
+    await this.status;
+    await this.#done;
+  }
+}
+
+/**
+ * Kills every process in the network namespace `ns`: all a session
+ * started (a pipeline's last process may hold the output open).
+ */
+async function killNamespace(ns: string): Promise<void> {
+  const { stdout } = await runCommand("ip", ["netns", "pids", ns]);
+  for (const pid of decoder.decode(stdout).split(/\s+/).filter(Boolean)) {
     try {
-      this.child.kill("SIGKILL");
+      Deno.kill(Number(pid), "SIGKILL");
     } catch {
       // Already gone.
     }
-    await this.status;
-    await this.#done;
   }
 }

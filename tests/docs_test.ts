@@ -4,10 +4,17 @@
  * outside one: the docs cannot drift from what the commands do.
  */
 
-import { assertEquals, assertGreater } from "@std/assert";
+import {
+  assertEquals,
+  assertGreater,
+  AssertionError,
+  assertThrows,
+} from "@std/assert";
 import {
   cannotRunHere,
+  matchOutput,
   moduleDoc,
+  normalize,
   notRunReason,
   type Session,
   sessionsIn,
@@ -16,6 +23,8 @@ import {
 } from "./_docs.ts";
 import { repoPath } from "./_helpers.ts";
 
+// DOCS_ONLY=servers/echo.ts runs the sessions of one file (while writing).
+const ONLY = Deno.env.get("DOCS_ONLY");
 const FILES = ["README.md"];
 for (const dir of ["servers", "clients"]) {
   for (
@@ -33,9 +42,8 @@ function docText(file: string): string {
   return file.endsWith(".md") ? text : moduleDoc(text);
 }
 
-const SESSIONS: Session[] = FILES.flatMap((file) =>
-  sessionsIn(file, docText(file))
-);
+const SESSIONS: Session[] = FILES.filter((file) => !ONLY || file === ONLY)
+  .flatMap((file) => sessionsIn(file, docText(file)));
 
 Deno.test("the README and every script's module doc show their commands in sh sessions only", () => {
   for (const file of FILES) {
@@ -79,3 +87,45 @@ for (const session of SESSIONS) {
     },
   });
 }
+
+Deno.test("a session's output check: shown lines must be printed, printed lines shown; ... stands for any", () => {
+  assertEquals(matchOutput(["a", "b"], ["a", "b"]), []);
+  // A line not printed by the command is left for a background command.
+  assertEquals(matchOutput(["a"], ["a", "accepted 127.0.0.1:50000"]), [
+    "accepted 127.0.0.1:<port>",
+  ]);
+  assertEquals(matchOutput(["x", "y", "z"], ["x", "...", "z"]), []);
+  assertEquals(matchOutput(["x", "y"], ["x", "..."]), []);
+  assertThrows(() => matchOutput(["a", "b"], ["a"]), AssertionError, '"b"');
+  assertEquals(
+    normalize("Wed Nov 25 14:59:03 2026 at 127.0.0.1:43122, 12:00:01.123456"),
+    "<date> at 127.0.0.1:<port>, <clock>",
+  );
+  assertEquals(
+    normalize("listening on 0.0.0.0:15000"),
+    "listening on 0.0.0.0:15000",
+  );
+});
+
+Deno.test("sessions parse: continuations, background, root, comments", () => {
+  const [session] = sessionsIn(
+    "x.md",
+    "```sh\n$ deno run a \\\n    b &   # as root\nlistening on x\n$ echo 'hi # there'  # note\nhi # there\n```\n",
+  );
+  assertEquals(session.steps, [
+    {
+      command: "deno run a b",
+      expected: ["listening on x"],
+      background: true,
+      root: true,
+      line: 2,
+    },
+    {
+      command: "echo 'hi # there'",
+      expected: ["hi # there"],
+      background: false,
+      root: false,
+      line: 5,
+    },
+  ]);
+});
