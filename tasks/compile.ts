@@ -1,12 +1,18 @@
 /**
  * `deno task compile`: builds every script in `servers/` and `clients/` into
  * a self-contained executable `dist/NAME` with `deno compile`, baking in
- * exactly the permissions of the script's header command (see
+ * exactly the permissions and flags of the script's header command (see
  * `tasks/scripts.ts` for names and where they come from).
  *
- *     deno task compile                    # all, into dist/
- *     deno task compile echo connect       # some
- *     DENORT_BIN=/path/to/denort deno task compile
+ * ```sh
+ * $ deno task compile                    # all, into dist/
+ * ...
+ * $ deno task compile echo connect       # some
+ * dist/echo  --allow-net=0.0.0.0:15000  servers/echo.ts
+ * dist/connect  --allow-net=127.0.0.1:15000  clients/connect.ts
+ * $ DENORT_BIN=/usr/bin/true deno task compile echo
+ * error: DENORT_BIN=/usr/bin/true is not a Deno runtime (denort): run alone, it exits 0 and prints nothing
+ * ```
  *
  * `deno compile` joins the program to `denort`, Deno's runtime without its
  * tooling, which it downloads once for its own version. Where that download

@@ -25,7 +25,11 @@
  *
  * ```sh
  * $ deno run --allow-read=. tasks/scripts.ts            # the tasks
+ * accept	deno run --allow-net=[::]:12345,0.0.0.0:12345 servers/accept.ts
+ * ...
  * $ deno run --allow-read=. tasks/scripts.ts --install  # install lines
+ * deno install -g -f -n sock-accept --config=deno.json --allow-net=[::]:12345,0.0.0.0:12345 servers/accept.ts
+ * ...
  * ```
  *
  * @module

@@ -148,8 +148,8 @@ const DATE =
 /** A line with what changes between runs replaced by a name for it. */
 export function normalize(line: string): string {
   return line
-    // deno task's colours are off (NO_COLOR); other escapes go too.
-    .replace(/\x1b\[[0-9;]*m/g, "")
+    // deno task's colours are off (NO_COLOR); any left go too.
+    .replace(new RegExp(String.fromCharCode(27) + "\\[[0-9;]*m", "g"), "")
     .replace(/\r$/, "")
     .replace(DATE, "<date>")
     .replace(/\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z\b/g, "<iso time>")

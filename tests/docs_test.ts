@@ -26,7 +26,7 @@ import { repoPath } from "./_helpers.ts";
 // DOCS_ONLY=servers/echo.ts runs the sessions of one file (while writing).
 const ONLY = Deno.env.get("DOCS_ONLY");
 const FILES = ["README.md"];
-for (const dir of ["servers", "clients"]) {
+for (const dir of ["servers", "clients", "tasks"]) {
   for (
     const entry of [...Deno.readDirSync(repoPath(dir))].sort((a, b) =>
       a.name < b.name ? -1 : 1
@@ -52,7 +52,7 @@ Deno.test("the README and every script's module doc show their commands in sh se
       [],
       `${file} shows commands outside a \`\`\`sh block (the tests run only those)`,
     );
-    if (file !== "README.md") {
+    if (/^(servers|clients)\//.test(file)) {
       assertGreater(
         sessionsIn(file, docText(file)).length,
         0,
