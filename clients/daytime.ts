@@ -140,7 +140,9 @@ ADDRESS is a host name, an IPv4 address or an IPv6 address.
 
 ${flagsHelp(FLAGS)}
 
-Permissions: --allow-net=ADDRESS:PORT (IPv6 in brackets: --allow-net=[::1]:13).`;
+Permissions: --allow-net=ADDRESS:PORT (IPv6 in brackets: --allow-net=[::1]:13).
+deno task daytime-client ADDRESS asks 127.0.0.1 only, on port 10013, where
+deno task daytime and servers/inetd.ts serve daytime as a user.`;
 
 if (import.meta.main) {
   await runMain(async () => {

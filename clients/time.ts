@@ -267,7 +267,9 @@ Asks an RFC 868 time server for the time and prints it as ISO 8601 UTC.
 ${flagsHelp(FLAGS)}
 
 Permissions: --allow-net=ADDRESS:PORT; with --udp, also 0.0.0.0:0 (or
-[::]:0 for IPv6) to bind the local socket.`;
+[::]:0 for IPv6) to bind the local socket.
+deno task time-client ADDRESS asks 127.0.0.1 only, on port 10037, where
+deno task time and servers/inetd.ts serve time as a user.`;
 
 if (import.meta.main) {
   await runMain(async () => {
