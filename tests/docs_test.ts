@@ -67,7 +67,11 @@ if (WHY_NOT) console.error(`SKIP: doc sessions: ${WHY_NOT}`);
 const space = WHY_NOT ? undefined : await Workspace.create();
 if (space) {
   addEventListener("unload", () => {
-    Deno.removeSync(space.root, { recursive: true });
+    try {
+      Deno.removeSync(space.root, { recursive: true });
+    } catch {
+      // Removed by the last test below.
+    }
   });
 }
 
@@ -128,4 +132,12 @@ Deno.test("sessions parse: continuations, background, root, comments", () => {
       line: 5,
     },
   ]);
+});
+
+Deno.test({
+  name: "doc sessions: the workspace is removed",
+  ignore: !space,
+  async fn() {
+    await space![Symbol.asyncDispose]();
+  },
 });
