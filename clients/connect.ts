@@ -1,45 +1,90 @@
 /**
- * A tiny netcat, from the seed's "Connecting to a remote host": resolves
- * NAME (A and AAAA, through the system resolver, so `/etc/hosts` names such
- * as `localhost` work), prints each address on stderr, connects in Happy
+ * A tiny netcat, from the seed's "Connecting to a remote host" (the seed:
+ * the classic C socket examples page this toolkit ports): resolves NAME
+ * (A and AAAA, through the system resolver, so `/etc/hosts` names such as
+ * `localhost` work), prints each address on stderr, connects in Happy
  * Eyeballs order (RFC 8305: IPv6 first, families interleaved, the next
- * attempt after 250 ms or as soon as one fails, first to connect wins, the
- * others are cancelled), prints `connected to ADDRESS` on stderr, then
- * relays stdin to the socket and the socket to stdout. When stdin ends it
- * half-closes the connection and keeps printing until the server closes.
- * When the server finishes first, what stdin still has is sent on (the
- * server may only have half-closed); it exits once stdin ends or has been
- * idle for half a second.
- * It is the toolkit's general client: every server here can be tried with it.
+ * attempt after 250 ms (`--attempt-delay`) or as soon as one fails, first
+ * to connect wins, the others are cancelled), prints `connected to
+ * ADDRESS` on stderr, then relays stdin to the socket and the socket to
+ * stdout. When stdin ends it half-closes the connection and keeps printing
+ * until the server closes. When the server finishes first, what stdin
+ * still has is sent on (the server may only have half-closed); it exits
+ * once stdin ends or has been idle for half a second. It is the toolkit's
+ * general client: every server here can be tried with it.
  *
- *     deno run --allow-net=127.0.0.1:15000 clients/connect.ts 127.0.0.1 15000
+ * `deno task connect NAME PORT` may reach 127.0.0.1:15000 only; a name
+ * needs permission to resolve it and to reach its addresses:
  *
- * A name needs permission to resolve it and to reach its addresses:
+ * ```sh
+ * $ echo ping | deno run --allow-net=127.0.0.1:15000 clients/connect.ts 127.0.0.1 15000
+ * address 127.0.0.1:15000
+ * error: connection refused by 127.0.0.1:15000
+ * $ socat TCP-LISTEN:15000,reuseaddr,fork EXEC:cat &
+ * $ echo ping | deno task connect 127.0.0.1 15000
+ * address 127.0.0.1:15000
+ * connected to 127.0.0.1:15000
+ * ping
+ * $ echo ping | deno run --allow-net=localhost,127.0.0.1:15000,[::1]:15000 \
+ *     clients/connect.ts localhost 15000
+ * address 127.0.0.1:15000
+ * connected to 127.0.0.1:15000
+ * ping
+ * ```
  *
- *     deno run --allow-net=localhost,127.0.0.1:15000,[::1]:15000 \
- *       clients/connect.ts localhost 15000
- *     deno run --allow-net clients/connect.ts example.com 80
+ * A Unix stream socket, and UDP (each chunk read from stdin is one
+ * datagram; replies go to stdout; after stdin ends it waits until none has
+ * come for `--timeout` seconds, default 1):
  *
- * Unix stream socket, and UDP (each chunk read from stdin is one datagram;
- * replies from the server go to stdout; after stdin ends it waits for
- * replies until none has come for `--timeout` seconds, default 1; when none
- * came at all it says `no reply from ADDRESS` on stderr and still exits 0,
- * as a closed UDP port cannot be told from a server that never answers):
+ * ```sh
+ * $ socat UNIX-LISTEN:/tmp/echo.sock,fork EXEC:cat &
+ * $ echo ping | deno run --allow-net=unix:/tmp/echo.sock --allow-read=/tmp/echo.sock \
+ *     --allow-write=/tmp/echo.sock clients/connect.ts --unix /tmp/echo.sock
+ * connected to /tmp/echo.sock
+ * ping
+ * $ socat UDP-RECVFROM:15000,bind=127.0.0.1,fork EXEC:cat &
+ * $ echo ping | deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:15000 \
+ *     clients/connect.ts --udp 127.0.0.1 15000
+ * address 127.0.0.1:15000
+ * connected to 127.0.0.1:15000
+ * ping
+ * ```
  *
- *     deno run --allow-net=unix:/tmp/echo.sock --allow-read=/tmp/echo.sock \
- *       --allow-write=/tmp/echo.sock clients/connect.ts --unix /tmp/echo.sock
- *     deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:15000 \
- *       clients/connect.ts --udp 127.0.0.1 15000
+ * TLS (`--tls`) verifies the server against Deno's root certificates or a
+ * CA file (`--ca`, which needs read permission) for a name
+ * (`--servername`, default NAME, also sent as SNI), or not at all
+ * (`--insecure`, with a warning). Against socat as the server, with the
+ * certificates of the README's recipe:
  *
- * TLS (`--tls`), verifying the server against a CA file (`--ca`, which
- * needs read permission) for a name (`--servername`, default NAME), or not
- * at all (`--insecure`, with a warning):
+ * ```sh
+ * $ socat OPENSSL-LISTEN:15000,reuseaddr,fork,cert=cert.pem,key=key.pem,verify=0 EXEC:cat &
+ * $ echo "over tls" | deno run --allow-net=127.0.0.1:15000 --allow-read=ca.pem \
+ *     clients/connect.ts --tls --ca ca.pem --servername localhost 127.0.0.1 15000
+ * address 127.0.0.1:15000
+ * connected to 127.0.0.1:15000
+ * TLS handshake done with 127.0.0.1:15000
+ * over tls
+ * $ echo x | deno task connect --tls 127.0.0.1 15000
+ * address 127.0.0.1:15000
+ * connected to 127.0.0.1:15000
+ * error: TLS handshake with 127.0.0.1:15000 failed: certificate not trusted (unknown issuer): give --ca FILE with the CA that signed it, or --insecure to skip the check
+ * $ deno install -g -f -n sock-connect --config=deno.json --allow-net=127.0.0.1:15000 clients/connect.ts
+ * ...
+ * $ echo x | sock-connect 127.0.0.1 15001
+ * address 127.0.0.1:15001
+ * error: cannot connect to 127.0.0.1:15001: requires net access to "127.0.0.1:15001": run again with --allow-net=127.0.0.1:15001
+ * ```
  *
- *     deno run --allow-net=127.0.0.1:15000 --allow-read=ca.pem \
- *       clients/connect.ts --tls --ca ca.pem --servername localhost 127.0.0.1 15000
+ * The same with ncat and socat:
  *
- * The other side: `deno task echo`, or `socat TCP-LISTEN:15000,fork EXEC:cat`
- * (TLS: `socat OPENSSL-LISTEN:15000,fork,cert=cert.pem,key=key.pem,verify=0 EXEC:cat`).
+ * | here                     | ncat                                        | socat                               |
+ * | ------------------------ | ------------------------------------------- | ----------------------------------- |
+ * | `connect.ts NAME PORT`   | `ncat NAME PORT`                            | `socat - TCP:NAME:PORT`             |
+ * | `--tls`                  | `--ssl --ssl-verify` (no verify by default) | `OPENSSL:NAME:PORT` (verifies)      |
+ * | `--ca FILE`              | `--ssl-trustfile FILE`                      | `cafile=FILE`                       |
+ * | `--servername NAME`      | `--ssl-servername NAME`                     | `commonname=NAME`, `snihost=NAME`   |
+ * | `--insecure`             | `--ssl` without `--ssl-verify`              | `verify=0`                          |
+ *
  * Unlike the seed, which takes the first IPv4 address only and ignores
  * failures, every failure here is one `error:` line and exit 1.
  *

@@ -1,24 +1,38 @@
 /**
- * Daytime client (RFC 867), from the seed's "TCP Daytime Client": connects
- * to ADDRESS (a host name, an IPv4 or an IPv6 address) on port 13 and
- * copies everything the server sends to stdout until it closes, at most
- * 64 KiB: a daytime answer is one line, so more (chargen on the port) is
- * an error, not an endless stream.
- *
- *     deno run --allow-net=127.0.0.1:13 clients/daytime.ts 127.0.0.1
- *     deno run --allow-net=[::1]:10013 clients/daytime.ts ::1 --port 10013
- *     deno run --allow-net=localhost:13 clients/daytime.ts localhost
+ * Daytime client (RFC 867), from the seed's "TCP Daytime Client" (the
+ * seed: the classic C socket examples page this toolkit ports): connects
+ * to ADDRESS (a host name, an IPv4 or an IPv6 address) on port 13
+ * (`--port`) and copies everything the server sends to stdout until it
+ * closes, at most 64 KiB: a daytime answer is one line, so more (chargen
+ * on the port) is an error, not an endless stream.
  *
  * The permission names exactly the server asked for (`HOST:PORT`, IPv6 in
- * brackets). On the other side: `servers/daytime.ts`, xinetd's daytime
- * service, or `socat TCP-LISTEN:13,reuseaddr,fork SYSTEM:date`.
+ * brackets). `deno task daytime-client ADDRESS` asks 127.0.0.1 on 10013,
+ * where `deno task daytime` and `servers/inetd.ts` serve it:
  *
- * Unlike the seed, which ignores the results of `inet_pton` and `connect`
- * (a bad address or a refused connection reads as silence), every failure
- * is one `error:` line and exit 1: an invalid address, no such host,
- * connection refused, network unreachable, or no answer within
- * `--timeout` seconds (default 10), while connecting or while waiting for
- * data.
+ * ```sh
+ * $ deno run --allow-net=127.0.0.1:10013 clients/daytime.ts --port=10013 127.0.0.1
+ * error: connection refused by 127.0.0.1:10013
+ * $ socat TCP-LISTEN:10013,reuseaddr,fork SYSTEM:date &
+ * $ deno task daytime-client 127.0.0.1
+ * Wed Nov 25 15:10:00 UTC 2026
+ * $ deno run --allow-net=[::1]:10013 clients/daytime.ts ::1 --port 10013
+ * error: connection refused by [::1]:10013
+ * $ deno run --allow-net=127.0.0.1:13 clients/daytime.ts 127.0.0.1
+ * error: connection refused by 127.0.0.1:13
+ * $ deno install -g -f -n sock-daytime-client --config=deno.json --allow-net=127.0.0.1:10013 clients/daytime.ts -- --port=10013
+ * ...
+ * $ sock-daytime-client 127.0.0.1
+ * Wed Nov 25 15:10:00 UTC 2026
+ * ```
+ *
+ * (The last but one asks port 13, where a system daytime service, xinetd's
+ * for one, would answer.) Unlike the seed, which ignores the results of
+ * `inet_pton` and `connect` (a bad address or a refused connection reads
+ * as silence), every failure is one `error:` line and exit 1: an invalid
+ * address, no such host, connection refused, network unreachable, or no
+ * answer within `--timeout` seconds (default 10), while connecting or
+ * while waiting for data.
  *
  * @module
  */
@@ -176,7 +190,9 @@ ADDRESS is a host name, an IPv4 address or an IPv6 address.
 
 ${flagsHelp(FLAGS)}
 
-Permissions: --allow-net=ADDRESS:PORT (IPv6 in brackets: --allow-net=[::1]:13).`;
+Permissions: --allow-net=ADDRESS:PORT (IPv6 in brackets: --allow-net=[::1]:13).
+deno task daytime-client ADDRESS asks 127.0.0.1 only, on port 10013, where
+deno task daytime and servers/inetd.ts serve daytime as a user.`;
 
 if (import.meta.main) {
   await runMain(async () => {

@@ -1,13 +1,23 @@
 /**
- * Hello client, from the seed's "TCP client snippet": connects to
+ * Hello client, from the seed's "TCP client snippet" (the seed: the
+ * classic C socket examples page this toolkit ports): connects to
  * 127.0.0.1:3500, sends `hello` (or MESSAGE), and writes the reply (up to
- * 512 bytes, or until the server closes) to stdout.
+ * 512 bytes, or until the server closes) to stdout. The other side:
+ * `servers/hello.ts`, or any listener, e.g. `nc -l 127.0.0.1 3500`.
  *
- *     deno run --allow-net=127.0.0.1:3500 servers/hello.ts --once
- *     deno run --allow-net=127.0.0.1:3500 clients/hello.ts
- *     deno run --allow-net=127.0.0.1:3500 clients/hello.ts 'hi there'
- *
- * Any listener does on the other side, e.g. `nc -l 127.0.0.1 3500`.
+ * ```sh
+ * $ deno task hello --once &
+ * listening on 127.0.0.1:3500
+ * $ deno run --allow-net=127.0.0.1:3500 clients/hello.ts 'hi there'
+ * hello
+ * Client with IP 127.0.0.1 connected
+ * accepted 127.0.0.1:50420
+ * hi thereclosed 127.0.0.1:50420 (8 bytes in, 5 bytes out)
+ * $ deno install -g -f -n sock-hello-client --config=deno.json --allow-net=127.0.0.1:3500 clients/hello.ts
+ * ...
+ * $ sock-hello-client 'hi there'
+ * error: connection refused by 127.0.0.1:3500
+ * ```
  *
  * Unlike the snippet (which closes an undeclared `client_sock`), after
  * sending it half-closes its side, so a server that reads to end of stream

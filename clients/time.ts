@@ -7,12 +7,31 @@
  * else is not a time and is refused with one error line: fewer bytes, or
  * more (a daytime or chargen server on the port), over TCP as over UDP.
  * Values past 2036 are read in the era nearest the local clock, so the
- * answer stays right after the 32-bit counter wraps.
+ * answer stays right after the 32-bit counter wraps. No seed example: the
+ * client side of the RFC time service (the seed: the classic C socket
+ * examples page this toolkit ports).
  *
- *     deno run --allow-net=127.0.0.1:37 clients/time.ts 127.0.0.1
- *     deno run --allow-net=127.0.0.1:10037 clients/time.ts 127.0.0.1 --port 10037
- *     deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:10037 \
- *       clients/time.ts 127.0.0.1 --port 10037 --udp
+ * `deno task time-client ADDRESS` asks port 10037, where `deno task time`
+ * and `servers/inetd.ts` serve it; port 37 is the default otherwise:
+ *
+ * ```sh
+ * $ deno run --allow-net=127.0.0.1:10037 clients/time.ts --port=10037 127.0.0.1
+ * error: connection refused by 127.0.0.1:10037
+ * $ deno task inetd --only time &
+ * listening on 0.0.0.0:10037 (time/tcp)
+ * listening on 0.0.0.0:10037 (time/udp)
+ * $ deno task time-client 127.0.0.1
+ * 2026-11-25T14:59:13Z
+ * $ deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:10037 \
+ *     clients/time.ts 127.0.0.1 --port 10037 --udp
+ * 2026-11-25T14:59:13Z
+ * $ deno run --allow-net=127.0.0.1:37 clients/time.ts 127.0.0.1
+ * error: connection refused by 127.0.0.1:37
+ * $ deno install -g -f -n sock-time-client --config=deno.json --allow-net=127.0.0.1:10037 clients/time.ts -- --port=10037
+ * ...
+ * $ sock-time-client 127.0.0.1
+ * 2026-11-25T14:59:13Z
+ * ```
  *
  * The other side: `servers/time.ts`, `servers/inetd.ts`, or xinetd's
  * internal `time` service.
@@ -232,7 +251,9 @@ Asks an RFC 868 time server for the time and prints it as ISO 8601 UTC.
 ${flagsHelp(FLAGS)}
 
 Permissions: --allow-net=ADDRESS:PORT; with --udp, also 0.0.0.0:0 (or
-[::]:0 for IPv6) to bind the local socket.`;
+[::]:0 for IPv6) to bind the local socket.
+deno task time-client ADDRESS asks 127.0.0.1 only, on port 10037, where
+deno task time and servers/inetd.ts serve time as a user.`;
 
 if (import.meta.main) {
   await runMain(async () => {

@@ -1,18 +1,38 @@
 /**
- * UDP hello client, the client side of the seed's "UDP server snippet":
- * sends MESSAGE (default `hello`) to 127.0.0.1:3500 and writes the reply to
+ * UDP hello client, the client side of the seed's "UDP server snippet"
+ * (the seed: the classic C socket examples page this toolkit ports): sends
+ * MESSAGE (default `hello`) to 127.0.0.1:3500 and writes the reply to
  * stdout. UDP may lose either datagram, so it sends again after each
  * `--timeout` seconds without a reply (default 1), `--retries` times
  * (default 3), and when none comes fails with `error: no reply ...`, exit 1.
  *
- *     deno run --unstable-net --allow-net=127.0.0.1 servers/udp.ts
- *     deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:3500 clients/udp.ts
- *     deno run --unstable-net --allow-net=[::]:0,[::1]:3500 clients/udp.ts --hostname ::1
+ * ```sh
+ * $ socat UDP-RECVFROM:3500,bind=127.0.0.1,fork SYSTEM:'echo hi' &
+ * $ deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:3500 clients/udp.ts
+ * hi
+ * $ deno task udp-client hello
+ * hi
+ * $ deno install -g -f -n sock-udp-client --config=deno.json --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:3500 clients/udp.ts
+ * ...
+ * $ sock-udp-client
+ * hi
+ * ```
+ *
+ * With no server:
+ *
+ * ```sh
+ * $ deno task udp-client --timeout 0.2
+ * no reply within 0.2 s; sending again (2 of 4)
+ * no reply within 0.2 s; sending again (3 of 4)
+ * no reply within 0.2 s; sending again (4 of 4)
+ * error: no reply from 127.0.0.1:3500 after 4 attempts (0.2 s each)
+ * ```
  *
  * The permission names the socket it binds (any address, port 0; `[::]:0`
- * for an IPv6 server) and the one server it sends to. Any UDP peer answers
- * too, e.g. `socat UDP-RECVFROM:3500,bind=127.0.0.1 SYSTEM:'echo hi'`.
- * Only a datagram from the server's address and port counts as its reply.
+ * for an IPv6 server, as in
+ * `--allow-net=[::]:0,[::1]:3500 clients/udp.ts --hostname ::1`) and the
+ * one server it sends to. Only a datagram from the server's address and
+ * port counts as its reply. The other side: `servers/udp.ts`.
  *
  * @module
  */

@@ -525,7 +525,69 @@ function checkTokens(
 export function describeError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const first = (error.message || error.name).split("\n")[0];
-  return first.replace(/^error: /, "");
+  return first.replace(/^error: /, "").replace(
+    // Deno without its unstable net API (no --unstable-net, and no
+    // deno.json saying "unstable": ["net"] for this script).
+    /\bDeno\.listenDatagram is not a function\b.*/,
+    "UDP and Unix datagram sockets need Deno's unstable net API: run with --unstable-net",
+  ).replace(
+    // Deno's NotCapable: name the flag with its value, ready to paste.
+    /(requires (\w+) access to "([^"]+)"), run again with the --allow-\2 flag/i,
+    "$1: run again with --allow-$2=$3",
+  );
+}
+
+/**
+ * The command that runs this script again with `permissions` and the flags
+ * in `replace` set (each replacing what the command line gave): a hint a
+ * user can paste, e.g. `deno run --allow-net=0.0.0.0:10013
+ * servers/daytime.ts --port 10013`. `undefined` when the main module is
+ * not one of the toolkit's scripts.
+ *
+ * @example
+ * ```ts
+ * import { rerunCommand } from "./cli.ts";
+ *
+ * const hint = rerunCommand(["--allow-net=0.0.0.0:10013"], { port: "10013" });
+ * if (hint !== undefined && !hint.startsWith("deno run --allow-net=0.0.0.0:10013 ")) {
+ *   throw new Error(hint);
+ * }
+ * ```
+ */
+export function rerunCommand(
+  permissions: readonly string[],
+  replace: Readonly<Record<string, string>>,
+): string | undefined {
+  const script = /\/((?:servers|clients)\/[\w-]+\.ts)$/.exec(
+    Deno.mainModule,
+  )?.[1];
+  if (script === undefined) return undefined;
+  const args: string[] = [];
+  for (let i = 0; i < Deno.args.length; i++) {
+    const arg = Deno.args[i];
+    if (arg === "--") {
+      args.push(...Deno.args.slice(i));
+      break;
+    }
+    const match = /^--([^=]+)(=.*)?$/s.exec(arg);
+    if (match && Object.hasOwn(replace, match[1])) {
+      if (match[2] === undefined) i++; // `--port 13`: its value too.
+      continue;
+    }
+    args.push(arg);
+  }
+  const flags = Object.entries(replace).flatMap(([name, value]) => [
+    `--${name}`,
+    value,
+  ]);
+  const at = args.indexOf("--");
+  if (at >= 0) args.splice(at, 0, ...flags);
+  else args.push(...flags);
+  const quote = (word: string) =>
+    /^[\w@%+=:,./[\]-]+$/.test(word)
+      ? word
+      : `'${word.replaceAll("'", `'\\''`)}'`;
+  return ["deno", "run", ...permissions, script, ...args].map(quote).join(" ");
 }
 
 /**

@@ -101,11 +101,18 @@ const LIBC_PATHS = [
   "/lib/libc.so.6",
 ];
 
-/** The flag a user adds: scoped to this machine's libc where we know it. */
+/**
+ * The flag a user adds: scoped to libc where Debian and Ubuntu keep it for
+ * this architecture, and how to find it elsewhere (Fedora's `/lib64`,
+ * Arch's `/usr/lib`): without read permission there is no looking.
+ */
 function ffiFlag(): string {
   const arch = Deno.build.arch === "aarch64" ? "aarch64" : "x86_64";
-  return `--allow-ffi=/lib/${arch}-linux-gnu/libc.so.6 (or --allow-ffi)`;
+  return `--allow-ffi=/lib/${arch}-linux-gnu/libc.so.6 (Debian, Ubuntu; ${LIBC_WHERE}), or --allow-ffi`;
 }
+
+/** How a user finds the path to grant. */
+const LIBC_WHERE = "find yours with `ldconfig -p | grep libc.so.6`";
 
 const SYMBOLS = {
   // Only `buffer` arguments: reading native memory (UnsafePointerView)
@@ -170,7 +177,9 @@ function openLibC(what = "tuning keepalive"): LibC {
   }
   throw new KeepAliveError(
     "unsupported",
-    `${what}: cannot open libc (tried ${candidates.join(", ")})`,
+    `${what}: cannot open libc at ${
+      candidates.join(", ")
+    }: grant this machine's libc with --allow-ffi=PATH (${LIBC_WHERE}), or --allow-ffi`,
     { cause: lastError },
   );
 }

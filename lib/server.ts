@@ -7,6 +7,7 @@
  * @module
  */
 
+import { rerunCommand } from "./cli.ts";
 import { formatAddr, joinHostPort, type Transport } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
 import type { TlsCertificate } from "./tls.ts";
@@ -292,9 +293,7 @@ function bind<T>(listen: () => T, hostOrPath: string, port?: number): T {
       port < 1024
     ) {
       message = `permission denied listening on ${address}: ports below 1024 ` +
-        `need root or CAP_NET_BIND_SERVICE; pick another with --port ${
-          port + 10000
-        }`;
+        `need root or CAP_NET_BIND_SERVICE; ${userPortHint(hostOrPath, port)}`;
     } else if (error instanceof Deno.errors.AddrNotAvailable) {
       message = `cannot listen on ${address}: no such address on this host`;
     } else if (error instanceof Deno.errors.InvalidData) {
@@ -303,6 +302,19 @@ function bind<T>(listen: () => T, hostOrPath: string, port?: number): T {
     }
     throw new ListenError(message, address, error);
   }
+}
+
+/** The command that runs this script on port + 10000, as inetd would. */
+function userPortHint(hostname: string, port: number): string {
+  const user = String(port + 10000);
+  const udp = Deno.args.includes("--udp");
+  const command = rerunCommand(
+    udp
+      ? ["--unstable-net", "--allow-net"]
+      : [`--allow-net=${joinHostPort(hostname, port + 10000)}`],
+    { port: user },
+  );
+  return command ? `as a user: ${command}` : `as a user, pick --port ${user}`;
 }
 
 function keepAliveConfig(

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { stderrLog } from "./log.ts";
+
 /** One end of daylight saving time in a POSIX `TZ` rule. */
 interface TransitionRule {
   /** `J` (1-365, Feb 29 never counted), `N` (0-365), or `M` (month.week.day). */
@@ -195,27 +197,33 @@ export function parsePosixTimeZone(text: string): PosixTimeZone | null {
  * `TZ` when it is a POSIX rule string that ICU does not know (ICU then
  * falls back to UTC). `null` when `Date`'s own local time is right, or when
  * `TZ` may not be read (`--allow-env=TZ` is not granted; it is never
- * prompted for).
+ * prompted for). In that last case, when local time is UTC, `warn` gets one
+ * line saying so (once per process; default: stderr), since a POSIX `TZ`
+ * may be what became UTC.
  *
  * @example
  * ```ts
  * import { posixZoneDateMisses } from "./tz.ts";
  *
- * const zone = posixZoneDateMisses();
+ * const zone = posixZoneDateMisses(() => {});
  * if (zone !== null && typeof zone.offsetSecondsAt !== "function") throw new Error();
  * ```
  */
-export function posixZoneDateMisses(): PosixTimeZone | null {
+export function posixZoneDateMisses(
+  warn: (line: string) => void = stderrLog,
+): PosixTimeZone | null {
   let tz: string | undefined;
   try {
     if (
       Deno.permissions.querySync({ name: "env", variable: "TZ" }).state !==
         "granted"
     ) {
+      warnUnreadableTz(warn);
       return null;
     }
     tz = Deno.env.get("TZ");
   } catch {
+    warnUnreadableTz(warn);
     return null;
   }
   if (!tz || tz.startsWith(":")) return null;
@@ -226,4 +234,21 @@ export function posixZoneDateMisses(): PosixTimeZone | null {
   const isPlainUtc = zone.standardOffsetSeconds === 0 &&
     zone.daylightName === undefined;
   return isPlainUtc ? null : zone;
+}
+
+let warnedUnreadableTz = false;
+
+/**
+ * Without `--allow-env=TZ` there is no telling a POSIX rule that ICU read
+ * as UTC (`TZ=CET-1CEST,M3.5.0,M10.5.0/3`) from a host that is on UTC:
+ * when local time is UTC, say once how to have the rule applied.
+ */
+function warnUnreadableTz(warn: (line: string) => void): void {
+  if (warnedUnreadableTz) return;
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (zone !== undefined && !/^(Etc\/)?(UTC|Unknown)$/.test(zone)) return;
+  warnedUnreadableTz = true;
+  warn(
+    "local time is UTC; if TZ is a POSIX rule (TZ=CET-1CEST,M3.5.0,M10.5.0/3), run with --allow-env=TZ to apply it",
+  );
 }

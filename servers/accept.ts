@@ -1,14 +1,31 @@
 /**
  * Accept server, from the seed's "Accepting connections on a blocking
- * socket": listens on every IPv4 and IPv6 address (port 12345) and tells
+ * socket" (the seed: the classic C socket examples page this toolkit
+ * ports): listens on every IPv4 and IPv6 address (port 12345) and tells
  * each client which family it came over: prints `IPv4 client A.B.C.D` or
  * `IPv6 client ADDRESS` on stdout, sends the same line (ending in LF) back,
  * and closes. An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`) counts as
  * IPv4 and prints dotted.
  *
- *     deno run --allow-net=[::]:12345,0.0.0.0:12345 servers/accept.ts
- *     socat - TCP:127.0.0.1:12345      # IPv4 client 127.0.0.1
- *     socat - TCP:[::1]:12345          # IPv6 client ::1
+ * ```sh
+ * $ deno run --allow-net=[::]:12345,0.0.0.0:12345 servers/accept.ts &
+ * listening on [::]:12345 (IPv4 and IPv6)
+ * $ socat - TCP:127.0.0.1:12345
+ * IPv4 client 127.0.0.1
+ * IPv4 client 127.0.0.1
+ * accepted [::ffff:127.0.0.1]:32798
+ * closed [::ffff:127.0.0.1]:32798 (0 bytes in, 22 bytes out)
+ * $ socat - TCP:[::1]:12345
+ * IPv6 client ::1
+ * IPv6 client ::1
+ * accepted [::1]:55856
+ * closed [::1]:55856 (0 bytes in, 16 bytes out)
+ * $ deno install -g -f -n sock-accept --config=deno.json --allow-net=[::]:12345,0.0.0.0:12345 servers/accept.ts
+ * ...
+ * $ sock-accept --help
+ * usage: accept.ts [options]
+ * ...
+ * ```
  *
  * The seed binds `INADDR_ANY`, IPv4 only, and its `sockaddr_storage` test
  * never sees an IPv6 client. Here one socket on `::` takes both families

@@ -2,23 +2,47 @@
  * Character generator server (RFC 864): sends 72-character lines plus CRLF
  * cut from the ring of the 95 printable ASCII characters (space to `~`),
  * the first starting at `!`, each next one character further on, until the
- * client goes away. What the client sends is read and thrown away.
+ * client goes away. What the client sends is read and thrown away. No seed
+ * example: one of the RFC simple services the seed's servers are the start
+ * of (the seed: the classic C socket examples page this toolkit ports).
  *
- *     deno run --allow-net=0.0.0.0:19 servers/chargen.ts        # as root
- *     deno run --allow-net=0.0.0.0:10019 servers/chargen.ts --port 10019
- *     socat -u TCP:127.0.0.1:10019 - | head -n 3
+ * As a user, on port 10019, where inetd puts it (`deno task chargen`):
  *
- * UDP (each datagram is answered with one datagram of pattern, at most 512
- * bytes; replies go to whoever sent, so it needs host-wide net permission):
- *
- *     deno run --unstable-net --allow-net servers/chargen.ts --udp --port 10019
- *     echo | socat - UDP:127.0.0.1:10019
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:10019 servers/chargen.ts --port=10019 &
+ * listening on 0.0.0.0:10019
+ * $ socat -u TCP:127.0.0.1:10019 - 2>/dev/null | head -n 3
+ * !"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefgh
+ * "#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghi
+ * #$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghij
+ * accepted 127.0.0.1:50524
+ * ```
  *
  * The stream is written as fast as the client reads and no faster: each
  * write waits for the kernel to take the last one (backpressure), so a slow
- * reader costs one buffer, not a growing queue. The UDP side never answers
- * another simple service's port, and limits replies per source
- * (CVE-1999-0103: chargen's UDP side was the classic amplifier).
+ * reader costs one buffer, not a growing queue.
+ *
+ * UDP: each datagram is answered with one datagram of pattern, 444 bytes
+ * (six lines; RFC 864 caps it at 512). Replies go to whoever sent, so it
+ * needs host-wide net permission. Port 19 itself needs root:
+ *
+ * ```sh
+ * $ deno run --unstable-net --allow-net servers/chargen.ts --udp --port=10019 &
+ * listening on 0.0.0.0:10019
+ * $ echo | socat - UDP:127.0.0.1:10019,sourceport=40000 | wc -c
+ * 444
+ * $ deno run --allow-net=0.0.0.0:19 servers/chargen.ts &   # as root
+ * listening on 0.0.0.0:19
+ * $ deno install -g -f -n sock-chargen --config=deno.json --allow-net=0.0.0.0:10019 servers/chargen.ts -- --port=10019
+ * ...
+ * $ sock-chargen --help
+ * usage: chargen.ts [options]
+ * ...
+ * ```
+ *
+ * The UDP side never answers another simple service's port and limits
+ * replies per source (CVE-1999-0103: chargen's UDP side was the classic
+ * amplifier).
  *
  * @module
  */
@@ -188,7 +212,9 @@ ASCII ring until the client goes away; with --udp, one datagram of at most
 
 ${flagsHelp(FLAGS)}
 
-Port 19 needs root; as a user, pick one above 1023 (--port 10019).
+Port 19 needs root; as a user, use 10019 (as inetd does):
+deno run --allow-net=0.0.0.0:10019 servers/chargen.ts --port 10019
+(deno task chargen runs that).
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
 --allow-net (replies go to any sender).`;
 

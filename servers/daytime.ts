@@ -1,25 +1,58 @@
 /**
- * Daytime server (RFC 867), from the seed's "TCP Daytime Iterative Server":
- * on each connection, writes the local time as C's `ctime()` prints it, cut
- * to 24 characters, plus CRLF (`Tue Nov  4 09:05:01 2026\r\n`), then closes.
- * The time zone is the process's (`TZ` is honoured; add `--allow-env=TZ`
- * for POSIX rule strings such as `TZ=CET-1CEST,M3.5.0,M10.5.0/3`, which
- * `Date` alone reads as UTC).
+ * Daytime server (RFC 867), from the seed's "TCP Daytime Iterative Server"
+ * (the seed: the classic C socket examples page this toolkit ports): on
+ * each connection, writes the local time as C's `ctime()` prints it, cut to
+ * 24 characters, plus CRLF (`Tue Nov  4 09:05:01 2026\r\n`), then closes.
+ * With `--udp`, any datagram is answered with the same line.
  *
- *     deno run --allow-net=0.0.0.0:13 servers/daytime.ts        # as root
- *     deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port 10013
- *     socat - TCP:127.0.0.1:10013
+ * Port 13 needs root, so the command a user runs puts it where inetd
+ * does, on 10013 (`deno task daytime` runs this one):
  *
- * UDP (any datagram is answered with the same line; replies go to whoever
- * sent, so it needs host-wide net permission):
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port=10013 &
+ * listening on 0.0.0.0:10013
+ * $ socat - TCP:127.0.0.1:10013
+ * Wed Nov 25 14:59:03 2026
+ * local time is UTC; if TZ is a POSIX rule (TZ=CET-1CEST,M3.5.0,M10.5.0/3), run with --allow-env=TZ to apply it
+ * accepted 127.0.0.1:50380
+ * closed 127.0.0.1:50380 (0 bytes in, 26 bytes out)
+ * $ deno task daytime-client 127.0.0.1
+ * Wed Nov 25 14:59:03 2026
+ * ```
  *
- *     deno run --unstable-net --allow-net servers/daytime.ts --udp --port 10013
- *     echo | socat - UDP:127.0.0.1:10013
+ * The time zone is the process's: `TZ` names (`Europe/Paris`) need nothing
+ * more; POSIX rule strings (`TZ=CET-1CEST,M3.5.0,M10.5.0/3`) need
+ * `--allow-env=TZ` to be applied as C applies them, and without it the
+ * server says so in its log (above: this host is on UTC).
+ *
+ * Port 13 itself needs root; as a user, the error gives the command above:
+ *
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:13 servers/daytime.ts
+ * error: permission denied listening on 0.0.0.0:13: ports below 1024 need root or CAP_NET_BIND_SERVICE; as a user: deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port 10013
+ * $ deno run --allow-net=0.0.0.0:13 servers/daytime.ts &   # as root
+ * listening on 0.0.0.0:13
+ * ```
+ *
+ * UDP (a reply goes to whoever sent, so it needs host-wide net permission),
+ * and as an installed command:
+ *
+ * ```sh
+ * $ deno run --unstable-net --allow-net servers/daytime.ts --udp --port=10013 &
+ * listening on 0.0.0.0:10013
+ * $ echo | socat - UDP:127.0.0.1:10013,sourceport=40000
+ * Wed Nov 25 14:59:03 2026
+ * $ deno install -g -f -n sock-daytime --config=deno.json --allow-net=0.0.0.0:10013 servers/daytime.ts -- --port=10013
+ * ...
+ * $ sock-daytime --help
+ * usage: daytime.ts [options]
+ * ...
+ * ```
  *
  * Unlike the seed, which serves one client at a time and dies on the first
- * failed `accept`, this serves many at once, survives accept errors, says
- * how to pick another port when port 13 needs root, and protects its UDP
- * side against loops and floods.
+ * failed `accept`, this serves many at once, survives accept errors, gives
+ * the command to run as a user when port 13 needs root, and protects its
+ * UDP side against loops and floods.
  *
  * @module
  */
@@ -166,7 +199,9 @@ Daytime server (RFC 867): sends the local time as C's ctime() prints it
 
 ${flagsHelp(FLAGS)}
 
-Port 13 needs root; as a user, pick one above 1023 (--port 10013).
+Port 13 needs root; as a user, use 10013 (as inetd does):
+deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port 10013
+(deno task daytime runs that).
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
 --allow-net (replies go to any sender). TZ names (Europe/Paris) need nothing
 more; POSIX rule strings (TZ=CET-1CEST,M3.5.0,M10.5.0/3) need

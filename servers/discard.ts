@@ -1,16 +1,36 @@
 /**
  * Discard server (RFC 863): reads everything a client sends and throws it
- * away; the connection stays open until the client closes it. With `--udp`,
- * datagrams are read and never answered.
+ * away, with backpressure; the connection stays open until the client
+ * closes it. With `--udp`, datagrams are read and never answered. No seed
+ * example: it is one of the RFC simple services the seed's echo and
+ * daytime servers are the start of (the seed: the classic C socket
+ * examples page this toolkit ports).
  *
- *     deno run --allow-net=0.0.0.0:9 servers/discard.ts        # as root
- *     deno run --allow-net=0.0.0.0:10009 servers/discard.ts --port 10009
- *     socat -u - TCP:127.0.0.1:10009 < /dev/urandom
+ * As a user, on port 10009, where inetd puts it (`deno task discard`):
  *
- * UDP (nothing is ever sent, so binding is all the permission it needs):
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:10009 servers/discard.ts --port=10009 &
+ * listening on 0.0.0.0:10009
+ * $ head -c 100000 /dev/zero | socat -u - TCP:127.0.0.1:10009
+ * accepted 127.0.0.1:33492
+ * closed 127.0.0.1:33492 (100000 bytes in, 0 bytes out)
+ * ```
  *
- *     deno run --unstable-net --allow-net=0.0.0.0:10009 servers/discard.ts --udp --port 10009
- *     echo hello | socat - UDP:127.0.0.1:10009
+ * Port 9 itself needs root; UDP needs binding only, since nothing is ever
+ * sent; installed as a command:
+ *
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:9 servers/discard.ts &   # as root
+ * listening on 0.0.0.0:9
+ * $ deno run --unstable-net --allow-net=0.0.0.0:10009 servers/discard.ts --udp --port=10009 &
+ * listening on 0.0.0.0:10009
+ * $ echo hello | socat - UDP:127.0.0.1:10009
+ * $ deno install -g -f -n sock-discard --config=deno.json --allow-net=0.0.0.0:10009 servers/discard.ts -- --port=10009
+ * ...
+ * $ sock-discard --help
+ * usage: discard.ts [options]
+ * ...
+ * ```
  *
  * @module
  */
@@ -95,7 +115,9 @@ Discard server (RFC 863): reads and throws away everything it receives.
 
 ${flagsHelp(FLAGS)}
 
-Port 9 needs root; as a user, pick one above 1023 (--port 10009).
+Port 9 needs root; as a user, use 10009 (as inetd does):
+deno run --allow-net=0.0.0.0:10009 servers/discard.ts --port 10009
+(deno task discard runs that).
 Permissions: --allow-net=HOST:PORT (TCP), plus --unstable-net for --udp.`;
 
 if (import.meta.main) {

@@ -1,43 +1,95 @@
 /**
- * Echo server (RFC 862), from the seed's "TCP Concurrent Echo Server": sends
- * back every byte it receives, byte-exact, to many clients at once. Over
- * TCP, a Unix stream socket, UDP or a Unix datagram socket.
+ * Echo server (RFC 862), from the seed's "TCP Concurrent Echo Server" (the
+ * seed: the classic C socket examples page this toolkit ports): sends back
+ * every byte it receives, byte-exact, to many clients at once. Over TCP, a
+ * Unix stream socket, UDP or a Unix datagram socket; `--print` also writes
+ * what it receives to stdout, as the seed does.
  *
- *     deno run --allow-net=0.0.0.0:15000 servers/echo.ts
- *     deno run --allow-net=127.0.0.1:15000 clients/connect.ts 127.0.0.1 15000
- *     socat - TCP:127.0.0.1:15000
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:15000 servers/echo.ts &
+ * listening on 0.0.0.0:15000
+ * $ printf 'hello\nworld\n' | socat - TCP:127.0.0.1:15000
+ * hello
+ * world
+ * accepted 127.0.0.1:50354
+ * closed 127.0.0.1:50354 (12 bytes in, 12 bytes out)
+ * $ echo hi | deno task connect 127.0.0.1 15000
+ * address 127.0.0.1:15000
+ * connected to 127.0.0.1:15000
+ * hi
+ * ```
  *
- * UDP (a reply goes to whoever sent, so it needs host-wide net permission):
+ * UDP (each datagram goes back to its sender, up to 65,507 bytes, so it
+ * needs host-wide net permission) and a Unix stream socket:
  *
- *     deno run --unstable-net --allow-net servers/echo.ts --udp
- *     socat - UDP:127.0.0.1:15000,sourceport=40000
+ * ```sh
+ * $ deno run --unstable-net --allow-net servers/echo.ts --udp &
+ * listening on 0.0.0.0:15000
+ * $ echo hi | socat - UDP:127.0.0.1:15000,sourceport=40000
+ * hi
+ * $ deno run --allow-net=unix:/tmp/echo.sock --allow-read=/tmp/echo.sock \
+ *     --allow-write=/tmp/echo.sock servers/echo.ts --unix /tmp/echo.sock &
+ * listening on /tmp/echo.sock
+ * $ echo hi | socat - UNIX-CONNECT:/tmp/echo.sock
+ * hi
+ * ```
  *
- * Unix stream socket:
+ * A Unix datagram socket (replies go to each client's own socket path,
+ * which Deno checks for net and write permission: here, clients bind in
+ * /tmp), and several threads (one listener each on the same port,
+ * SO_REUSEPORT, Linux; a worker loads the script again, hence the read
+ * permission):
  *
- *     deno run --allow-net=unix:/tmp/echo.sock --allow-read=/tmp/echo.sock \
- *       --allow-write=/tmp/echo.sock servers/echo.ts --unix /tmp/echo.sock
- *     socat - UNIX-CONNECT:/tmp/echo.sock
+ * ```sh
+ * $ deno run --unstable-net --allow-net --allow-read=/tmp/echo.sock \
+ *     --allow-write=/tmp servers/echo.ts --unixpacket /tmp/echo.sock &
+ * listening on /tmp/echo.sock
+ * $ echo hi | socat - UNIX-SENDTO:/tmp/echo.sock,bind=/tmp/client.sock
+ * hi
+ * $ deno run --allow-net=0.0.0.0:15000 --allow-read=servers/echo.ts,mod.ts,lib \
+ *     servers/echo.ts --workers 2 &
+ * listening on 0.0.0.0:15000
+ * $ echo hi | socat - TCP:127.0.0.1:15000
+ * hi
+ * ```
  *
- * Unix datagram socket (replies go to each client's own socket path, which
- * Deno checks for net and write permission: here, clients bind in /tmp):
+ * (Where `JSR_URL` points at a `file:` JSR mirror, a worker reads `@std`
+ * modules from there too: add the mirror's directory to `--allow-read`.)
  *
- *     deno run --unstable-net --allow-net --allow-read=/tmp/echo.sock \
- *       --allow-write=/tmp servers/echo.ts --unixpacket /tmp/echo.sock
- *     socat - UNIX-SENDTO:/tmp/echo.sock,bind=/tmp/client.sock
+ * TLS, with `cert.pem` and `key.pem` from the README's recipe (a server
+ * certificate signed by `ca.pem`), and only for clients from 127.0.0.0/8
+ * (`--allow`/`--deny` work on every transport with addresses); a client
+ * that does not trust the certificate costs one log line:
  *
- * TLS (see the README for making cert.pem and key.pem), and only for
- * clients from 127.0.0.0/8 (`--allow`/`--deny` work on every transport with
- * addresses):
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:15000 --allow-read=cert.pem,key.pem \
+ *     servers/echo.ts --tls --cert cert.pem --key key.pem --allow 127.0.0.0/8 &
+ * listening on 0.0.0.0:15000
+ * $ echo hi | socat - OPENSSL:127.0.0.1:15000,cafile=ca.pem,commonname=localhost
+ * hi
+ * $ echo hi | deno task connect --tls 127.0.0.1 15000
+ * address 127.0.0.1:15000
+ * connected to 127.0.0.1:15000
+ * error: TLS handshake with 127.0.0.1:15000 failed: certificate not trusted (unknown issuer): give --ca FILE with the CA that signed it, or --insecure to skip the check
+ * TLS handshake failed: 127.0.0.1:33134: received fatal alert: UnknownCA
+ * ```
  *
- *     deno run --allow-net=0.0.0.0:15000 --allow-read=cert.pem,key.pem \
- *       servers/echo.ts --tls --cert cert.pem --key key.pem --allow 127.0.0.0/8
- *     socat - OPENSSL:127.0.0.1:15000,cafile=cert.pem
+ * Installed as a command (every install line names `--config=deno.json`,
+ * whose import map resolves `@std` and whose `"unstable": ["net"]` gives
+ * UDP its API), and with the permission UDP needs:
  *
- * On several threads (one listener each on the same port, SO_REUSEPORT,
- * Linux; a worker loads the script again, hence the read permission):
- *
- *     deno run --allow-net=0.0.0.0:15000 --allow-read=servers/echo.ts,mod.ts,lib \
- *       servers/echo.ts --workers auto
+ * ```sh
+ * $ deno install -g -f -n sock-echo --config=deno.json --allow-net=0.0.0.0:15000 servers/echo.ts
+ * ...
+ * $ sock-echo &
+ * listening on 0.0.0.0:15000
+ * $ deno install -g -f -n sock-echo-udp --config=deno.json --allow-net servers/echo.ts -- --udp
+ * ...
+ * $ sock-echo-udp &
+ * listening on 0.0.0.0:15000
+ * $ echo hi | socat - UDP:127.0.0.1:15000,sourceport=40000
+ * hi
+ * ```
  *
  * Unlike the seed, which forks a process per client and prints what it
  * reads, this echoes it back (`--print` prints it too), holds at most

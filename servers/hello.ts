@@ -1,12 +1,35 @@
 /**
- * Hello server, from the seed's "TCP server snippet": for each client it
+ * Hello server, from the seed's "TCP server snippet" (the seed: the
+ * classic C socket examples page this toolkit ports): for each client it
  * prints `Client with IP ADDRESS connected` on stdout, sends `hello`, reads
  * what the client sends (one read, up to 512 bytes) and writes it to
- * stdout. `--once` serves one client and exits 0, as the snippet does.
+ * stdout, as it came (no newline added). `--once` serves one client and
+ * exits 0, as the snippet does. The other side: `clients/hello.ts`, from
+ * the seed's "TCP client snippet".
  *
- *     deno run --allow-net=127.0.0.1:3500 servers/hello.ts
- *     deno run --allow-net=127.0.0.1:3500 clients/hello.ts
- *     echo hi | socat - TCP:127.0.0.1:3500
+ * ```sh
+ * $ deno run --allow-net=127.0.0.1:3500 servers/hello.ts &
+ * listening on 127.0.0.1:3500
+ * $ echo 'hi there' | socat - TCP:127.0.0.1:3500
+ * hello
+ * Client with IP 127.0.0.1 connected
+ * accepted 127.0.0.1:50410
+ * hi there
+ * closed 127.0.0.1:50410 (9 bytes in, 5 bytes out)
+ * $ deno task hello-client
+ * hello
+ * Client with IP 127.0.0.1 connected
+ * accepted 127.0.0.1:50412
+ * helloclosed 127.0.0.1:50412 (5 bytes in, 5 bytes out)
+ * $ deno install -g -f -n sock-hello --config=deno.json --allow-net=127.0.0.1:3500 servers/hello.ts
+ * ...
+ * $ sock-hello --help
+ * usage: hello.ts [options]
+ * ...
+ * ```
+ *
+ * (The payload goes to stdout as it came: without a newline, the log line
+ * that follows on stderr runs on from it in a terminal, as above.)
  *
  * The seed's bugs are fixed: it `send`s and `recv`s on the listening socket
  * instead of the accepted one (both fail with ENOTCONN), and it formats the

@@ -2,17 +2,56 @@
  * The six RFC simple services at once, as inetd's internal services are:
  * echo, discard, daytime, qotd, chargen and time, each on TCP and UDP at
  * `--base` + its well-known port (default base 10000: echo 10007, discard
- * 10009, daytime 10013, qotd 10017, chargen 10019, time 10037). One life
- * cycle: every socket is bound before the first `listening on` line, and
- * one SIGINT or SIGTERM stops them all (exit 0).
+ * 10009, daytime 10013, qotd 10017, chargen 10019, time 10037), so no root
+ * is needed. One life cycle: every socket is bound before the first
+ * `listening on` line, and one SIGINT or SIGTERM stops them all (exit 0).
+ * It mirrors no single seed example: it runs the seed's echo and daytime
+ * servers and their RFC siblings together (the seed: the classic C socket
+ * examples page this toolkit ports).
  *
- *     deno run --unstable-net --allow-net servers/inetd.ts
- *     deno run --unstable-net --allow-net servers/inetd.ts --only echo,time
- *     socat - TCP:127.0.0.1:10013
- *     rdate -p -o 10037 127.0.0.1
+ * ```sh
+ * $ deno run --unstable-net --allow-net servers/inetd.ts &
+ * listening on 0.0.0.0:10007 (echo/tcp)
+ * listening on 0.0.0.0:10007 (echo/udp)
+ * listening on 0.0.0.0:10009 (discard/tcp)
+ * listening on 0.0.0.0:10009 (discard/udp)
+ * listening on 0.0.0.0:10013 (daytime/tcp)
+ * listening on 0.0.0.0:10013 (daytime/udp)
+ * listening on 0.0.0.0:10017 (qotd/tcp)
+ * listening on 0.0.0.0:10017 (qotd/udp)
+ * listening on 0.0.0.0:10019 (chargen/tcp)
+ * listening on 0.0.0.0:10019 (chargen/udp)
+ * listening on 0.0.0.0:10037 (time/tcp)
+ * listening on 0.0.0.0:10037 (time/udp)
+ * $ echo hi | socat - TCP:127.0.0.1:10007
+ * hi
+ * echo/tcp: accepted 127.0.0.1:60502
+ * echo/tcp: closed 127.0.0.1:60502 (3 bytes in, 3 bytes out)
+ * $ echo | socat - UDP:127.0.0.1:10013,sourceport=40000
+ * Wed Nov 25 14:59:19 2026
+ * $ rdate -p -o 10037 127.0.0.1
+ * Wed Nov 25 14:59:19 2026
+ * $ deno task daytime-client 127.0.0.1
+ * Wed Nov 25 14:59:19 2026
+ * ```
  *
- * (UDP replies go to whoever sent, so it needs host-wide net permission;
- * with `--qotd-file FILE` add `--allow-read=FILE`.)
+ * `--only echo,time` and `--except chargen` choose services, `--tcp-only`
+ * and `--udp-only` transports; `--qotd-file FILE` serves your quotations
+ * (add `--allow-read=FILE`). UDP replies go to whoever sent, hence the
+ * host-wide net permission. At the well-known ports, as root:
+ *
+ * ```sh
+ * $ deno run --unstable-net --allow-net servers/inetd.ts --base 0 --only time &   # as root
+ * listening on 0.0.0.0:37 (time/tcp)
+ * listening on 0.0.0.0:37 (time/udp)
+ * $ deno run --unstable-net --allow-net servers/inetd.ts --base 0
+ * error: permission denied listening on 0.0.0.0:7: ports below 1024 need root or CAP_NET_BIND_SERVICE; as a user: deno run --unstable-net --allow-net servers/inetd.ts --base 10000
+ * $ deno install -g -f -n sock-inetd --config=deno.json --unstable-net --allow-net servers/inetd.ts
+ * ...
+ * $ sock-inetd --help
+ * usage: inetd.ts [options]
+ * ...
+ * ```
  *
  * The UDP sides never answer a source port below 1024 (`--allow-low-ports`
  * to change that) nor any simple service's port, here or at the well-known
@@ -31,6 +70,7 @@ import {
   ListenError,
   parseCommandLine,
   pickFlags,
+  rerunCommand,
   runMain,
   runServers,
   serve,
@@ -170,6 +210,21 @@ export function serveInetd(options: InetdOptions = {}): Inetd {
     ) {
       throw new ListenError(
         `address ${error.address} is already in use (pick another base with --base)`,
+        error.address,
+        error.cause,
+      );
+    }
+    if (
+      error instanceof ListenError &&
+      error.cause instanceof Deno.errors.PermissionDenied
+    ) {
+      const hint = rerunCommand(["--unstable-net", "--allow-net"], {
+        base: String(INETD_BASE),
+      });
+      throw new ListenError(
+        `permission denied listening on ${error.address}: ports below 1024 need root or CAP_NET_BIND_SERVICE; ${
+          hint ? `as a user: ${hint}` : `as a user, give --base ${INETD_BASE}`
+        }`,
         error.address,
         error.cause,
       );

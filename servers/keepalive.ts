@@ -1,24 +1,56 @@
 /**
  * Server-side TCP keepalive, from the seed's "Enabling TCP keepalive at
- * server side": one command starts a server on ADDRESS:12345 and a client
- * that connects to it; the server accepts, turns keepalive on with idle 1 s,
+ * server side" (the seed: the classic C socket examples page this toolkit
+ * ports): one command starts a server on ADDRESS:12345 and a client that
+ * connects to it; the server accepts, turns keepalive on with idle 1 s,
  * interval 1 s and 10 probes, and both sit idle until SIGINT or SIGTERM, so
  * the kernel's probes (empty ACKs, one a second) show on the wire.
  *
- *     deno run --allow-net=127.0.0.1:12345 \
- *       --allow-ffi=/lib/x86_64-linux-gnu/libc.so.6 servers/keepalive.ts 127.0.0.1
- *     tcpdump -n -i lo port 12345
+ * ```sh
+ * $ deno run --allow-net=127.0.0.1:12345 \
+ *     --allow-ffi=/lib/x86_64-linux-gnu/libc.so.6 servers/keepalive.ts 127.0.0.1 &
+ * connected
+ * accepted
+ * accepted 127.0.0.1:50438
+ * keepalive on 127.0.0.1:50438: idle 1 s, interval 1 s, 10 probes
+ * listening on 127.0.0.1:12345
+ * $ tcpdump -q -n -i lo -c 2 port 12345 2>/dev/null   # as root
+ * 15:05:07.114512 IP 127.0.0.1.12345 > 127.0.0.1.45434: tcp 0
+ * 15:05:07.114523 IP 127.0.0.1.45434 > 127.0.0.1.12345: tcp 0
+ * ```
  *
- * Tuning the probes goes through libc's `setsockopt` (Linux only), hence
- * `--allow-ffi` (scoped to libc as above, or plain `--allow-ffi`; on arm64,
- * `/lib/aarch64-linux-gnu/libc.so.6`); without it the script stops with
- * one `error:` line naming the flag. `--idle`, `--interval` and `--count`
- * change the timing; `--port` the port.
+ * (`listening on` comes last: the client has to be connected and the
+ * connection accepted before the demo counts as started.) `deno task
+ * keepalive 127.0.0.1` runs the same command; another ADDRESS needs its
+ * own permission, e.g. `--allow-net=[::1]:12345` for `::1`.
+ *
+ * Tuning the probes goes through libc's `setsockopt` (Linux only: Deno's
+ * own `setKeepAlive` is on/off), hence `--allow-ffi`, scoped to libc where
+ * Debian and Ubuntu keep it on x86_64 (arm64:
+ * `/lib/aarch64-linux-gnu/libc.so.6`; elsewhere the path
+ * `ldconfig -p | grep libc.so.6` prints), or plain `--allow-ffi`. FFI runs
+ * native code outside Deno's sandbox: grant it to programs you trust.
+ * Without it the script stops with one `error:` line naming the flag:
+ *
+ * ```sh
+ * $ deno run --allow-net=127.0.0.1:12345 servers/keepalive.ts 127.0.0.1
+ * error: tuning keepalive needs --allow-ffi=/lib/x86_64-linux-gnu/libc.so.6 (Debian, Ubuntu; find yours with `ldconfig -p | grep libc.so.6`), or --allow-ffi
+ * $ deno install -g -f -n sock-keepalive --config=deno.json --allow-net=127.0.0.1:12345 --allow-ffi=/lib/x86_64-linux-gnu/libc.so.6 servers/keepalive.ts
+ * ...
+ * $ sock-keepalive --help
+ * usage: keepalive.ts [options] ADDRESS
+ * ...
+ * ```
+ *
+ * `--idle`, `--interval` and `--count` change the timing; `--port` the
+ * port. Every server here takes `--keepalive IDLE,INTERVAL,COUNT` too.
  *
  * Unlike the seed, which forks, client and server share one process (Deno
  * has no fork) and stop together; if the kernel declares the peer dead (the
- * probes went unanswered: a read fails with ETIMEDOUT), the server says so
- * on stderr (`closed PEER (...): peer dead (keepalive probes unanswered)`).
+ * probes went unanswered: a read fails with ETIMEDOUT, about
+ * `idle + interval × count` seconds after the last traffic), the server
+ * says so on stderr (`closed PEER (...): peer dead (keepalive probes
+ * unanswered)`).
  *
  * @module
  */

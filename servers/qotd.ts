@@ -2,18 +2,46 @@
  * Quote of the Day server (RFC 865): sends one quotation, its lines ending
  * in CRLF, at most 512 bytes, and closes. With `--udp`, any datagram gets
  * one quotation. `--file FILE` serves your own: one quotation per paragraph
- * (paragraphs are separated by blank lines); each is picked at random.
+ * (paragraphs are separated by blank lines); each is picked at random. No
+ * seed example: one of the RFC simple services the seed's servers are the
+ * start of (the seed: the classic C socket examples page this toolkit
+ * ports).
  *
- *     deno run --allow-net=0.0.0.0:17 servers/qotd.ts        # as root
- *     deno run --allow-net=0.0.0.0:10017 servers/qotd.ts --port 10017
- *     deno run --allow-net=0.0.0.0:10017 --allow-read=quotes.txt \
- *       servers/qotd.ts --port 10017 --file quotes.txt
- *     socat - TCP:127.0.0.1:10017
+ * As a user, on port 10017, where inetd puts it (`deno task qotd`), and
+ * with quotations of your own (which need read permission):
  *
- * UDP (replies go to whoever sent, so it needs host-wide net permission):
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:10017 servers/qotd.ts --port=10017 &
+ * listening on 0.0.0.0:10017
+ * $ printf 'Talk is cheap.\n  -- Linus Torvalds\n' > quotes.txt
+ * $ deno run --allow-net=127.0.0.1:10018 --allow-read=quotes.txt \
+ *     servers/qotd.ts --hostname 127.0.0.1 --port 10018 --file quotes.txt &
+ * listening on 127.0.0.1:10018
+ * $ socat - TCP:127.0.0.1:10018
+ * Talk is cheap.
+ *   -- Linus Torvalds
+ * accepted 127.0.0.1:50530
+ * closed 127.0.0.1:50530 (0 bytes in, 37 bytes out)
+ * ```
  *
- *     deno run --unstable-net --allow-net servers/qotd.ts --udp --port 10017
- *     echo | socat - UDP:127.0.0.1:10017
+ * UDP (replies go to whoever sent, so it needs host-wide net permission);
+ * port 17 itself needs root:
+ *
+ * ```sh
+ * $ deno run --unstable-net --allow-net --allow-read=quotes.txt \
+ *     servers/qotd.ts --udp --port 10017 --file quotes.txt &
+ * listening on 0.0.0.0:10017
+ * $ echo | socat - UDP:127.0.0.1:10017,sourceport=40000
+ * Talk is cheap.
+ *   -- Linus Torvalds
+ * $ deno run --allow-net=0.0.0.0:17 servers/qotd.ts &   # as root
+ * listening on 0.0.0.0:17
+ * $ deno install -g -f -n sock-qotd --config=deno.json --allow-net=0.0.0.0:10017 servers/qotd.ts -- --port=10017
+ * ...
+ * $ sock-qotd --help
+ * usage: qotd.ts [options]
+ * ...
+ * ```
  *
  * A quotation longer than 512 bytes on the wire is refused when the file is
  * loaded, not cut on the wire: RFC 865 caps the message at 512 characters.
@@ -239,7 +267,9 @@ CRLF line ends) and closes; with --udp, answers each datagram.
 
 ${flagsHelp(FLAGS)}
 
-Port 17 needs root; as a user, pick one above 1023 (--port 10017).
+Port 17 needs root; as a user, use 10017 (as inetd does):
+deno run --allow-net=0.0.0.0:10017 servers/qotd.ts --port 10017
+(deno task qotd runs that).
 Permissions: --allow-net=HOST:PORT for TCP (plus --allow-read=FILE with
 --file); for --udp, --unstable-net and --allow-net (replies go to any sender).`;
 

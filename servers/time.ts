@@ -3,16 +3,42 @@
  * 1900-01-01T00:00Z and closes. The count is taken modulo 2^32, so it wraps
  * to 0 on 2036-02-07T06:28:16Z and stays correct after it (clients pick the
  * era nearest their clock). With `--udp`, any datagram gets the 4 bytes.
+ * No seed example: one of the RFC simple services the seed's servers are
+ * the start of (the seed: the classic C socket examples page this toolkit
+ * ports).
  *
- *     deno run --allow-net=0.0.0.0:37 servers/time.ts        # as root
- *     deno run --allow-net=0.0.0.0:10037 servers/time.ts --port 10037
- *     deno run --allow-net=127.0.0.1:10037 clients/time.ts 127.0.0.1 --port 10037
- *     rdate -p -o 10037 127.0.0.1
+ * As a user, on port 10037, where inetd puts it (`deno task time`), asked
+ * by `od`, `rdate` and the time client:
  *
- * UDP (replies go to whoever sent, so it needs host-wide net permission):
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:10037 servers/time.ts --port=10037 &
+ * listening on 0.0.0.0:10037
+ * $ socat -u TCP:127.0.0.1:10037 - | od -An -tx1
+ *  ee b1 76 41
+ * accepted 127.0.0.1:50540
+ * closed 127.0.0.1:50540 (0 bytes in, 4 bytes out)
+ * $ rdate -p -o 10037 127.0.0.1
+ * Wed Nov 25 14:59:13 2026
+ * $ deno task time-client 127.0.0.1
+ * 2026-11-25T14:59:13Z
+ * ```
  *
- *     deno run --unstable-net --allow-net servers/time.ts --udp --port 10037
- *     rdate -p -u -o 10037 127.0.0.1
+ * UDP (replies go to whoever sent, so it needs host-wide net permission);
+ * port 37 itself needs root:
+ *
+ * ```sh
+ * $ deno run --unstable-net --allow-net servers/time.ts --udp --port=10037 &
+ * listening on 0.0.0.0:10037
+ * $ rdate -p -u -o 10037 127.0.0.1
+ * Wed Nov 25 14:59:13 2026
+ * $ deno run --allow-net=0.0.0.0:37 servers/time.ts &   # as root
+ * listening on 0.0.0.0:37
+ * $ deno install -g -f -n sock-time --config=deno.json --allow-net=0.0.0.0:10037 servers/time.ts -- --port=10037
+ * ...
+ * $ sock-time --help
+ * usage: time.ts [options]
+ * ...
+ * ```
  *
  * @module
  */
@@ -91,7 +117,9 @@ Time server (RFC 868): sends seconds since 1900 (32-bit, big-endian, modulo
 
 ${flagsHelp(FLAGS)}
 
-Port 37 needs root; as a user, pick one above 1023 (--port 10037).
+Port 37 needs root; as a user, use 10037 (as inetd does):
+deno run --allow-net=0.0.0.0:10037 servers/time.ts --port 10037
+(deno task time runs that).
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
 --allow-net (replies go to any sender).`;
 

@@ -1,12 +1,26 @@
 /**
- * UDP hello server, from the seed's "UDP server snippet": for each
- * datagram it prints `Client with IP ADDRESS sent datagram` on stdout,
- * writes the payload to stdout and replies `hello`. `--once` answers one
- * datagram and exits 0, as the snippet does.
+ * UDP hello server, from the seed's "UDP server snippet" (the seed: the
+ * classic C socket examples page this toolkit ports): for each datagram it
+ * prints `Client with IP ADDRESS sent datagram` on stdout, writes the
+ * payload to stdout (as it came) and replies `hello`. `--once` answers one
+ * datagram and exits 0, as the snippet does. The other side:
+ * `clients/udp.ts`.
  *
- *     deno run --unstable-net --allow-net=127.0.0.1 servers/udp.ts
- *     deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:3500 clients/udp.ts
- *     echo hi | socat - UDP:127.0.0.1:3500,sourceport=40000
+ * ```sh
+ * $ deno run --unstable-net --allow-net=127.0.0.1 servers/udp.ts &
+ * listening on 127.0.0.1:3500
+ * $ deno task udp-client hi
+ * hello
+ * Client with IP 127.0.0.1 sent datagram
+ * hi
+ * $ echo hi | socat - UDP:127.0.0.1:3500,sourceport=40000
+ * hello
+ * $ deno install -g -f -n sock-udp --config=deno.json --unstable-net --allow-net=127.0.0.1 servers/udp.ts
+ * ...
+ * $ sock-udp --help
+ * usage: udp.ts [options]
+ * ...
+ * ```
  *
  * A reply goes to whoever sent, so the permission names the host without a
  * port (`--allow-net=127.0.0.1`: bind port 3500, answer any port there).

@@ -1,19 +1,27 @@
 /**
  * `deno task compile`: builds every script in `servers/` and `clients/` into
  * a self-contained executable `dist/NAME` with `deno compile`, baking in
- * exactly the permissions of the script's header command (see
+ * exactly the permissions and flags of the script's header command (see
  * `tasks/scripts.ts` for names and where they come from).
  *
- *     deno task compile                    # all, into dist/
- *     deno task compile echo connect       # some
- *     DENORT_BIN=/path/to/denort deno task compile
+ * ```sh
+ * $ deno task compile                    # all, into dist/
+ * ...
+ * $ deno task compile echo connect       # some
+ * dist/echo  --allow-net=0.0.0.0:15000  servers/echo.ts
+ * dist/connect  --allow-net=127.0.0.1:15000  clients/connect.ts
+ * $ DENORT_BIN=/usr/bin/true deno task compile echo
+ * error: DENORT_BIN=/usr/bin/true is not a Deno runtime (denort): run alone, it exits 0 and prints nothing
+ * ```
  *
  * `deno compile` joins the program to `denort`, Deno's runtime without its
  * tooling, which it downloads once for its own version. Where that download
  * is impossible (offline, a firewall) this says so in one `error:` line and
  * exits 1, having built nothing; set `DENORT_BIN` to a `denort` of the same
  * Deno version (from the release page, next to `deno` itself) and
- * `deno compile` uses it instead.
+ * `deno compile` uses it instead. A `DENORT_BIN` that is not such a runtime
+ * is refused before anything is built (`tasks/denort.ts`), and a build that
+ * fails leaves no binary and no empty output directory behind.
  *
  * The binaries are built with this repository's `deno.json` (its import map
  * resolves `@std/...`; it turns on the unstable `net` API that UDP needs)
@@ -59,7 +67,12 @@ export class RuntimeUnavailableError extends Error {
   }
 }
 
-/** The `deno compile` arguments that build `script` into `output`. */
+/**
+ * The `deno compile` arguments that build `script` into `output`: its
+ * header's permissions, and its own flags (`--port=10013`) after the path,
+ * which the binary then passes on every run (no `--` there: deno compile
+ * would bake that in too).
+ */
 export function compileArgs(script: ScriptInfo, output: string): string[] {
   return [
     "compile",
@@ -69,7 +82,36 @@ export function compileArgs(script: ScriptInfo, output: string): string[] {
     "--output",
     output,
     script.path,
+    ...script.args,
   ];
+}
+
+/**
+ * Throws unless `denort` is a Deno runtime of this version
+ * (`tasks/denort.ts`, run by `deno` with read and run permission for that
+ * one file): `deno compile` takes any file, and would build a `dist/echo`
+ * that does nothing from `/usr/bin/true`.
+ */
+async function checkRuntime(denort: string, root: URL): Promise<void> {
+  const result = await new Deno.Command("deno", {
+    args: [
+      "run",
+      "--quiet",
+      "--no-config",
+      `--allow-read=${denort}`,
+      `--allow-run=${denort}`,
+      "tasks/denort.ts",
+      denort,
+    ],
+    cwd: root,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  if (!result.success) {
+    throw new Error(oneLine(new TextDecoder().decode(result.stderr)));
+  }
 }
 
 /** Builds `script` into `output`; throws on failure. */
@@ -104,6 +146,19 @@ async function compile(
       oneLine(stderr)
     }`,
   );
+}
+
+/**
+ * Whether `url` exists; `true` where this task may not look (an `--out`
+ * outside the repository), so that it is never removed.
+ */
+async function exists(url: URL): Promise<boolean> {
+  try {
+    await Deno.stat(url);
+    return true;
+  } catch (error) {
+    return !(error instanceof Deno.errors.NotFound);
+  }
 }
 
 /**
@@ -144,10 +199,25 @@ if (import.meta.main) {
       ? all.filter((s) => positionals.includes(s.name))
       : all;
     const out = values.out.replace(/\/+$/, "") || ".";
+    const denort = Deno.env.get("DENORT_BIN");
+    if (denort) await checkRuntime(denort, root);
+    const outDir = new URL(`${out}/`, root);
+    const existed = await exists(outDir);
     for (const script of chosen) {
       const output = `${out}/${script.name}`;
-      await compile(script, output, root);
-      console.log(`${output}  ${script.permissions.join(" ")}  ${script.path}`);
+      try {
+        await compile(script, output, root);
+      } catch (error) {
+        // Nothing half-made: not the binary, nor a dist/ left empty.
+        await Deno.remove(new URL(output, root)).catch(() => {});
+        if (!existed) await Deno.remove(outDir).catch(() => {});
+        throw error;
+      }
+      console.log(
+        `${output}  ${script.permissions.join(" ")}  ${
+          [script.path, ...script.args].join(" ")
+        }`,
+      );
     }
   });
 }

@@ -2,9 +2,19 @@
  * The scripts of this repository, as the build tooling sees them: every
  * `servers/*.ts` and `clients/*.ts`, its command name and the least-privilege
  * `deno run` command its header comment gives. The header is the one source:
- * `deno task compile` bakes these permissions into `dist/NAME`, and
- * `tests/packaging_test.ts` checks that each script's `deno.json` task and
- * its README lines (`deno run ...`, `deno install -g ...`) say the same.
+ * the script's `deno.json` task, its `deno install` line and the permissions
+ * `deno task compile` bakes into `dist/NAME` all come from it, and
+ * `tests/packaging_test.ts` checks that they agree.
+ *
+ * The header command is the first `$ deno run FLAGS PATH [ARGS]` line of
+ * the script's module doc (in a session block; a pipe into it, a
+ * trailing `&` or a `# comment` is dropped). Its arguments that start with `--` (written
+ * `--name=value` when they take a value, so they cannot be mistaken for a
+ * positional) are part of the command: the task, the installed command and
+ * the binary pass them on every run (`--port=10013`, so that a user who is
+ * not root runs the simple services where inetd puts them). The others are
+ * the example's positionals (`127.0.0.1`), which the user gives:
+ * `deno task daytime-client 127.0.0.1`.
  *
  * Names: `servers/NAME.ts` is `NAME`; `clients/NAME.ts` is `NAME-client`
  * when a server of that name exists (`daytime-client`), else `NAME`
@@ -13,8 +23,14 @@
  * a bare `echo` or `time` would be shadowed by the shell's builtins and
  * would hijack every `xargs echo`.
  *
- *     deno run --allow-read=. tasks/scripts.ts            # the table
- *     deno run --allow-read=. tasks/scripts.ts --install  # install lines
+ * ```sh
+ * $ deno run --allow-read=. tasks/scripts.ts            # the tasks
+ * accept	deno run --allow-net=[::]:12345,0.0.0.0:12345 servers/accept.ts
+ * ...
+ * $ deno run --allow-read=. tasks/scripts.ts --install  # install lines
+ * deno install -g -f -n sock-accept --config=deno.json --allow-net=[::]:12345,0.0.0.0:12345 servers/accept.ts
+ * ...
+ * ```
  *
  * @module
  */
@@ -29,10 +45,17 @@ export interface ScriptInfo {
   name: string;
   /** The `deno run` flags before the script, e.g. `["--allow-net=0.0.0.0:15000"]`. */
   permissions: string[];
-  /** The arguments after the script in that command (e.g. `["127.0.0.1"]`). */
+  /**
+   * The script's own flags every run gets (the task, the installed command
+   * and the binary pass them), e.g. `["--port=10013"]`; mostly none.
+   */
   args: string[];
-  /** `deno run FLAGS PATH`, without the arguments. */
+  /** The header example's positionals, which the user gives (`["127.0.0.1"]`). */
+  example: string[];
+  /** `deno run FLAGS PATH`, without arguments. */
   command: string;
+  /** The deno.json task: `deno run FLAGS PATH ARGS`. */
+  task: string;
 }
 
 /** A script whose header has no `deno run ... PATH` line for itself. */
@@ -50,16 +73,18 @@ export class HeaderError extends Error {
 /**
  * The first `deno run` command in the header comment of the script at
  * `path` (relative to the repository) that runs that script itself, with
- * `\` continuations joined and a trailing `# comment` dropped.
+ * `\` continuations joined, a leading `$ ` prompt and a trailing `&` or
+ * `# comment` dropped; its arguments split into the script's flags (`--`)
+ * and the example's positionals.
  */
 export function headerCommand(
   path: string,
   source: string,
-): { permissions: string[]; args: string[] } {
+): { permissions: string[]; args: string[]; example: string[] } {
   const header = /^\s*\/\*\*([\s\S]*?)\*\//.exec(source);
   if (!header) throw new HeaderError(path, "no header comment (/** ... */)");
   const lines = header[1].split("\n").map((line) =>
-    line.replace(/^\s*\*?/, "").trim()
+    line.replace(/^\s*\*?/, "").trim().replace(/^\$ /, "")
   );
   const joined: string[] = [];
   for (let i = 0; i < lines.length; i++) {
@@ -70,18 +95,34 @@ export function headerCommand(
     joined.push(line);
   }
   for (const line of joined) {
-    const tokens = line.replace(/\s+#.*$/, "").split(/\s+/);
+    const tokens = line.replace(/\s+#.*$/, "").replace(/\s*&$/, "")
+      .replace(/^.*\|\s*(?=deno run )/, "") // `echo ping | deno run ...`
+      .split(/\s+/);
     if (tokens[0] !== "deno" || tokens[1] !== "run") continue;
     const scriptAt = tokens.findIndex((t, i) => i >= 2 && !t.startsWith("-"));
     if (scriptAt < 0 || tokens[scriptAt] !== path) continue;
+    const rest = tokens.slice(scriptAt + 1);
+    rest.forEach((token, i) => {
+      const next = rest[i + 1];
+      if (
+        token.startsWith("--") && !token.includes("=") &&
+        next !== undefined && !next.startsWith("-")
+      ) {
+        throw new HeaderError(
+          path,
+          `write '${token}=${next}' in the header command: '${token} ${next}' reads as a switch and a positional`,
+        );
+      }
+    });
     return {
       permissions: tokens.slice(2, scriptAt),
-      args: tokens.slice(scriptAt + 1),
+      args: rest.filter((t) => t.startsWith("--")),
+      example: rest.filter((t) => !t.startsWith("--")),
     };
   }
   throw new HeaderError(
     path,
-    `no \`deno run FLAGS ${path}\` line in the header comment`,
+    `no \`$ deno run FLAGS ${path}\` line in the header comment`,
   );
 }
 
@@ -112,17 +153,20 @@ export async function listScripts(root: string | URL): Promise<ScriptInfo[]> {
     for (const stem of files[kind]) {
       const path = `${kind}s/${stem}.ts`;
       const source = await Deno.readTextFile(new URL(path, base));
-      const { permissions, args } = headerCommand(path, source);
+      const { permissions, args, example } = headerCommand(path, source);
       const name = kind === "client" && files.server.includes(stem)
         ? `${stem}-client`
         : stem;
+      const command = ["deno", "run", ...permissions, path].join(" ");
       scripts.push({
         path,
         kind,
         name,
         permissions,
         args,
-        command: ["deno", "run", ...permissions, path].join(" "),
+        example,
+        command,
+        task: [command, ...args].join(" "),
       });
     }
   }
@@ -140,16 +184,19 @@ export function commandName(script: ScriptInfo): string {
 /**
  * The `deno install -g` line that installs `script` as a command; it names
  * this repository's `deno.json`, whose import map resolves `@std/...` and
- * which turns on `--unstable-net` for UDP (an installed command reads no
- * config file it is not given).
+ * which turns on the unstable `net` API for UDP (an installed command reads
+ * no config file it is not given). `-f` replaces an earlier install; the
+ * script's own flags follow `--` (without it, `deno install` takes them
+ * for its own).
  */
 export function installLine(script: ScriptInfo): string {
   return [
-    "deno install -g -n",
+    "deno install -g -f -n",
     commandName(script),
     "--config=deno.json",
     ...script.permissions,
     script.path,
+    ...(script.args.length > 0 ? ["--", ...script.args] : []),
   ].join(" ");
 }
 
@@ -159,9 +206,7 @@ if (import.meta.main) {
     console.log(
       Deno.args.includes("--install")
         ? installLine(script)
-        : `${script.name}\t${script.command}${
-          script.args.length ? ` ${script.args.join(" ")}` : ""
-        }`,
+        : `${script.name}\t${script.task}`,
     );
   }
 }

@@ -173,7 +173,7 @@ Deno.test("daytime.ts, with its header's permissions, sends the local time over 
 
 Deno.test({
   name:
-    "daytime.ts as an unprivileged user: port 13 fails with how to pick another port",
+    "daytime.ts as an unprivileged user: port 13 fails with the whole command that works as a user",
   ignore: missing("setpriv") || Deno.uid() !== 0,
   async fn() {
     const denoDir = await Deno.makeTempDir({ prefix: "simple5-nobody-" });
@@ -197,7 +197,8 @@ Deno.test({
       assertEquals(
         stderr,
         "error: permission denied listening on 0.0.0.0:13: ports below 1024 " +
-          "need root or CAP_NET_BIND_SERVICE; pick another with --port 10013\n",
+          "need root or CAP_NET_BIND_SERVICE; as a user: " +
+          "deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port 10013\n",
       );
     } finally {
       await Deno.remove(denoDir, { recursive: true });

@@ -253,9 +253,34 @@ Deno.test("keepalive.ts without --allow-ffi: one error line naming the flag, exi
   assertEquals(result.code, 1);
   assertMatch(
     result.stderr,
-    /^error: tuning keepalive needs --allow-ffi=\/\S+libc\.so\.6 \(or --allow-ffi\)\n?$/,
+    /^error: tuning keepalive needs --allow-ffi=\/\S+libc\.so\.6 \(Debian, Ubuntu; find yours with `ldconfig -p \| grep libc\.so\.6`\), or --allow-ffi\n?$/,
   );
   assertEquals(result.stdout, "");
+});
+
+Deno.test("keepalive.ts with FFI granted to a libc that is not there: one error line saying how to find it", async () => {
+  const result = await runScript(SCRIPT, {
+    permissions: [
+      "--allow-net=127.0.0.1",
+      "--allow-ffi=/lib/aarch64-linux-gnu/libc.so.6,/lib/x86_64-linux-gnu/libc.so.6,/lib64/libc.so.6,/usr/lib/libc.so.6"
+        .split(
+          ",",
+        ).filter((path) => {
+          try {
+            Deno.statSync(path);
+            return false;
+          } catch {
+            return true;
+          }
+        }).join(","),
+    ],
+    args: ["--port", "0", "127.0.0.1"],
+  });
+  assertEquals(result.code, 1, result.stderr);
+  assertMatch(
+    result.stderr,
+    /^error: tuning keepalive: cannot open libc at \/\S+(, \/\S+)*: grant this machine's libc with --allow-ffi=PATH \(find yours with `ldconfig -p \| grep libc\.so\.6`\), or --allow-ffi\n?$/,
+  );
 });
 
 Deno.test("echo.ts --keepalive 1,1,3 without --allow-ffi fails at start; --keepalive on needs no FFI", async () => {

@@ -1,9 +1,11 @@
 /**
- * Packaging: every script's header command, its deno.json task, its export
- * and its README lines agree; `deno publish --dry-run` is clean; every
- * script installs with `deno install -g` and the installed commands work;
+ * Packaging: every script's header command, its deno.json task, its export,
+ * its install line (in its module doc and in the README) and its row in the
+ * README agree; `deno publish --dry-run` is clean; every script installs
+ * with `deno install -g` and the installed commands work, UDP included;
  * `deno task compile` builds binaries that pass the same smoke test, or,
- * where Deno's runtime cannot be had, says so in one line.
+ * where Deno's runtime cannot be had, says so in one line; a `DENORT_BIN`
+ * that is not a runtime is refused, and a failed build leaves nothing.
  */
 
 import {
@@ -21,6 +23,7 @@ import {
   installLine,
   listScripts,
 } from "../tasks/scripts.ts";
+import { compileArgs } from "../tasks/compile.ts";
 import {
   hasCommand,
   missing,
@@ -28,6 +31,7 @@ import {
   runCommand,
   ScriptProcess,
 } from "./_helpers.ts";
+import { moduleDoc } from "./_docs.ts";
 
 const decoder = new TextDecoder();
 const SCRIPTS = await listScripts(repoPath(""));
@@ -69,45 +73,45 @@ Deno.test("every script in servers/ and clients/ has a header command for itself
 });
 
 for (const script of SCRIPTS) {
-  Deno.test(`${script.path}: deno.json task '${script.name}', export and README agree with its header`, () => {
+  Deno.test(`${script.path}: deno.json task '${script.name}', export, install line and README row agree with its header`, async () => {
     const task: string | undefined = CONFIG.tasks[script.name];
     assert(
       task,
-      `deno.json has no task '${script.name}'; add "${script.name}": "${script.command}${
-        script.args.length ? " " + script.args.join(" ") : ""
-      }"`,
+      `deno.json has no task '${script.name}'; add "${script.name}": "${script.task}"`,
     );
-    const tokens = task.trim().split(/\s+/);
-    const at = tokens.indexOf(script.path);
     assertEquals(
-      tokens.slice(0, 2),
-      ["deno", "run"],
-      `task ${script.name}: ${task}`,
-    );
-    assertGreater(at, 0, `task ${script.name} does not run ${script.path}`);
-    assertEquals(
-      [...tokens.slice(2, at)].sort(),
-      [...script.permissions].sort(),
-      `task ${script.name} (${task}) and the header of ${script.path} (${script.command}) grant different permissions`,
+      task.trim().split(/\s+/),
+      script.task.split(" "),
+      `task ${script.name} (${task}) is not the header command of ${script.path} (${script.task})`,
     );
     assertEquals(
       CONFIG.exports[`./${script.path.slice(0, -3)}`],
       `./${script.path}`,
       `deno.json exports lacks "./${script.path.slice(0, -3)}"`,
     );
+    const doc = moduleDoc(await Deno.readTextFile(repoPath(script.path)))
+      .replace(/\\\n\s*/g, " ").replace(/[ \t]+/g, " ");
     assert(
-      README.includes(script.command),
-      `README.md lacks the header's command: ${script.command}`,
+      doc.includes(`$ ${installLine(script)}`),
+      `${script.path}'s module doc has no session with its install line: $ ${
+        installLine(script)
+      }`,
     );
     assert(
       README.includes(installLine(script)),
       `README.md lacks the install line: ${installLine(script)}`,
     );
+    const row = README.split("\n").find((line) =>
+      line.startsWith(`| [\`${script.path}\`](${script.path})`)
+    );
     assert(
-      README.split("\n").some((line) =>
-        line.startsWith("### ") && line.includes(`\`${script.path}`)
-      ),
-      `README.md has no "### \`${script.path}\` ..." section under "Each script"`,
+      row,
+      `README.md's table has no row "| [\`${script.path}\`](${script.path}) | ... |"`,
+    );
+    assertMatch(
+      row,
+      new RegExp(`\\| \`deno task ${script.name}( [^\`]*)?\` +\\|$`),
+      `README.md's row for ${script.path} does not end with its task`,
     );
   });
 }
@@ -283,8 +287,9 @@ const PATH = `${DENO.replace(/\/[^/]*$/, "")}:${Deno.env.get("PATH") ?? ""}`;
  * namespace of its own (the commands hold only their header's permissions,
  * so they use the scripts' own fixed ports, which nothing else there can
  * hold): an echo round trip through `connect`, the hello pair (TCP and
- * UDP), both families at the accept server (with socat), a daytime line
- * and a time reading, each server stopped by SIGTERM with exit 0.
+ * UDP), UDP echo through inetd, both families at the accept server (with
+ * socat), a daytime line and a time reading (on 10013 and 10037, as their
+ * commands say), each server stopped by SIGTERM with exit 0.
  * `command(name)` is the argv that starts the script called `name`.
  */
 async function smokeTest(
@@ -376,9 +381,25 @@ async function smokeTest(
       assertEquals(served.code, 0, served.stderr);
       assertEquals(served.stdout, "Client with IP 127.0.0.1 sent datagram\nhi");
     }
+    if (SCRIPTS.some((s) => s.name === "inetd") && hasCommand("socat")) {
+      // UDP through a command that has no --unstable-net of its own: the
+      // unstable API comes from deno.json (install and compile name it).
+      await using inetd = start("inetd", ["--only", "echo", "--udp-only"]);
+      await inetd.waitForStderr(/^listening on 0\.0\.0\.0:10007/);
+      const reply = await runCommand("ip", [
+        "netns",
+        "exec",
+        ns,
+        "socat",
+        "-",
+        "UDP:127.0.0.1:10007,sourceport=40000",
+      ], "over udp\n");
+      assertEquals(decoder.decode(reply.stdout), "over udp\n", reply.stderr);
+      await stop(inetd, "inetd");
+    }
     {
       await using daytime = start("daytime");
-      await daytime.waitForStderr(/^listening on 0\.0\.0\.0:13$/);
+      await daytime.waitForStderr(/^listening on 0\.0\.0\.0:10013$/);
       const reply = await client("daytime-client", ["127.0.0.1"]);
       assertEquals(reply.code, 0, reply.stderr);
       assertMatch(
@@ -411,7 +432,7 @@ async function smokeTest(
     }
     {
       await using time = start("time");
-      await time.waitForStderr(/^listening on 0\.0\.0\.0:37$/);
+      await time.waitForStderr(/^listening on 0\.0\.0\.0:10037$/);
       const reply = await client("time-client", ["127.0.0.1"]);
       assertEquals(reply.code, 0, reply.stderr);
       assertMatch(reply.stdout, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n$/);
@@ -430,9 +451,8 @@ Deno.test({
     const root = await Deno.makeTempDir({ prefix: "pkg7-install-" });
     try {
       for (const script of SCRIPTS) {
-        const [, , , , name, ...rest] = installLine(script).split(" ");
         const { code, stderr } = await deno(
-          ["install", "-g", "-n", name, ...rest],
+          installLine(script).split(" ").slice(1),
           { DENO_INSTALL_ROOT: root },
         );
         assertEquals(code, 0, `${installLine(script)}: ${stderr}`);
@@ -473,6 +493,7 @@ Deno.test(
         "--quiet",
         ...script.permissions,
         repoPath(script.path),
+        ...script.args,
       ];
     }, true);
   },
@@ -513,15 +534,153 @@ Deno.test("deno task compile builds, or says in one error line that it cannot ge
   await assertRejects(() => Deno.stat(`${DIST}/echo`), Deno.errors.NotFound);
 });
 
-Deno.test("deno task compile: a DENORT_BIN that is not there, or an unknown name, is one error line", async () => {
-  const missingRuntime = await compileTask(["--out", DIST, "echo"], {
-    DENORT_BIN: "/nonexistent/denort",
-  });
-  assertEquals(missingRuntime.code, 1);
-  assertEquals(
-    missingRuntime.stderr,
-    "error: deno compile servers/echo.ts (DENORT_BIN=/nonexistent/denort): Could not find denort at '/nonexistent/denort': No such file or directory (os error 2)\n",
-  );
+/** A fresh output directory inside the repository (the task may write there). */
+function freshOut(): string {
+  return `.pkg-dist-${Deno.pid}-${outs++}`;
+}
+let outs = 0;
+
+/** Asserts that `out` (relative to the repository) does not exist. */
+async function assertNothingLeft(out: string): Promise<void> {
+  const left = await Deno.stat(repoPath(out)).then(() => true, () => false);
+  if (left) await Deno.remove(repoPath(out), { recursive: true });
+  assert(!left, `a failed compile left ${out}/ behind`);
+}
+
+Deno.test(
+  "deno task compile: a failed build leaves no output directory behind",
+  {
+    ignore: RUNTIME,
+  },
+  async () => {
+    const out = freshOut();
+    const failed = await compileTask(["--out", out, "echo"]);
+    assertEquals(failed.code, 1, failed.stderr);
+    await assertNothingLeft(out);
+  },
+);
+
+Deno.test("deno task compile: a DENORT_BIN that is not a Deno runtime of this version is one error line, and nothing is built", async () => {
+  const fakes = await Deno.makeTempDir({ prefix: "pkg7-denort-" });
+  try {
+    // Runs like a denort and holds its message, but is a shell script:
+    // it passes the check, and deno compile then fails on it.
+    const fake = (version: string) =>
+      `#!/bin/sh\n# ${version}\necho 'error: Could not find standalone binary section.' >&2\nexit 1\n`;
+    await Deno.writeTextFile(`${fakes}/denort`, fake(Deno.version.deno), {
+      mode: 0o755,
+    });
+    await Deno.writeTextFile(`${fakes}/old-denort`, fake("1.0.0"), {
+      mode: 0o755,
+    });
+    const cases: [string, RegExp][] = [
+      [
+        "/nonexistent/denort",
+        /^error: DENORT_BIN=\/nonexistent\/denort does not exist\n$/,
+      ],
+      [
+        "/bin/true",
+        /^error: DENORT_BIN=\/bin\/true is not a Deno runtime \(denort\): run alone, it exits 0 and prints nothing\n$/,
+      ],
+      [
+        DENO,
+        /^error: DENORT_BIN=\S+ is not a Deno runtime \(denort\): run alone, it exits 0 and prints 'Deno \d/,
+      ],
+      [
+        `${fakes}/old-denort`,
+        /^error: DENORT_BIN=\S+ is a denort, but not of Deno \d+\.\d+\.\d+ /,
+      ],
+      [
+        `${fakes}/denort`,
+        /^error: deno compile servers\/echo\.ts \(DENORT_BIN=\S+\): [^\n]+\n$/,
+      ],
+    ];
+    for (const [denort, expected] of cases) {
+      const out = freshOut();
+      const result = await compileTask(["--out", out, "echo"], {
+        DENORT_BIN: denort,
+      });
+      assertEquals(result.code, 1, `DENORT_BIN=${denort}: ${result.stderr}`);
+      assertMatch(result.stderr, expected);
+      assertEquals(result.stderr.trim().split("\n").length, 1, result.stderr);
+      assertEquals(result.stdout, "");
+      await assertNothingLeft(out);
+    }
+  } finally {
+    await Deno.remove(fakes, { recursive: true });
+  }
+});
+
+Deno.test("compiled binaries carry the unstable net API, their permissions and their flags (read from the binary)", async () => {
+  // /bin/true as the runtime: deno compile appends the program's metadata
+  // to it all the same, and needs no download (the task refuses it).
+  for (const name of ["udp-client", "inetd", "daytime"]) {
+    const script = SCRIPTS.find((s) => s.name === name);
+    if (!script) continue;
+    const output = `${DIST}/meta-${name}`;
+    const [, ...rest] = compileArgs(script, output);
+    const built = await deno(["compile", "--no-check", ...rest], {
+      DENORT_BIN: "/bin/true",
+    });
+    assertEquals(built.code, 0, built.stderr);
+    const binary = new TextDecoder("latin1").decode(
+      await Deno.readFile(output),
+    );
+    await Deno.remove(output);
+    assertMatch(binary, /"features":\[[^\]]*"net"/, `${name}: no unstable net`);
+    const argv = /"argv":(\[[^\]]*\])/.exec(binary)?.[1];
+    assertEquals(JSON.parse(argv ?? "null"), script.args, `${name}: argv`);
+    const net = /"allow_net":(\[[^\]]*\]|null)/.exec(binary)?.[1];
+    const granted = script.permissions.find((p) => p.startsWith("--allow-net"));
+    assertEquals(
+      JSON.parse(net ?? "null"),
+      granted === "--allow-net" ? [] : granted?.split("=")[1].split(","),
+      `${name}: allow_net`,
+    );
+  }
+});
+
+Deno.test("without the unstable net API, UDP fails with one line saying to add --unstable-net", async () => {
+  // No deno.json (so no "unstable": ["net"]), its imports as an import map.
+  const dir = await Deno.makeTempDir({ prefix: "pkg7-nounstable-" });
+  try {
+    const imports: Record<string, string> = {};
+    for (
+      const [name, target] of Object.entries(
+        CONFIG.imports as Record<string, string>,
+      )
+    ) {
+      imports[name] = target;
+      if (target.startsWith("jsr:")) {
+        imports[`${name}/`] = target.replace(/^jsr:/, "jsr:/") + "/";
+      }
+    }
+    await Deno.writeTextFile(`${dir}/map.json`, JSON.stringify({ imports }));
+    for (
+      const args of [
+        ["servers/echo.ts", "--udp", "--hostname", "127.0.0.1", "--port", "0"],
+        ["clients/udp.ts", "--timeout", "0.1"],
+      ]
+    ) {
+      const result = await deno([
+        "run",
+        "--no-config",
+        `--import-map=${dir}/map.json`,
+        "--allow-net",
+        ...args,
+      ]);
+      assertEquals(result.code, 1, result.stderr);
+      assertMatch(
+        result.stderr,
+        /^error: [^\n]*UDP and Unix datagram sockets need Deno's unstable net API: run with --unstable-net\n$/,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("deno task compile: an unknown name is a usage error; --help prints the usage", async () => {
   const unknown = await compileTask(["--out", DIST, "nope"]);
   assertEquals(unknown.code, 2);
   assertMatch(

@@ -1,0 +1,143 @@
+/**
+ * Every shell session in the README and in the scripts' module docs runs
+ * as written (see `tests/_docs.ts` for how), and no command is shown
+ * outside one: the docs cannot drift from what the commands do.
+ */
+
+import {
+  assertEquals,
+  assertGreater,
+  AssertionError,
+  assertThrows,
+} from "@std/assert";
+import {
+  cannotRunHere,
+  matchOutput,
+  moduleDoc,
+  normalize,
+  notRunReason,
+  type Session,
+  sessionsIn,
+  strayCommands,
+  Workspace,
+} from "./_docs.ts";
+import { repoPath } from "./_helpers.ts";
+
+// DOCS_ONLY=servers/echo.ts runs the sessions of one file (while writing).
+const ONLY = Deno.env.get("DOCS_ONLY");
+const FILES = ["README.md"];
+for (const dir of ["servers", "clients", "tasks"]) {
+  for (
+    const entry of [...Deno.readDirSync(repoPath(dir))].sort((a, b) =>
+      a.name < b.name ? -1 : 1
+    )
+  ) {
+    if (entry.name.endsWith(".ts")) FILES.push(`${dir}/${entry.name}`);
+  }
+}
+
+/** README.md as it is; a script's module doc without its comment stars. */
+function docText(file: string): string {
+  const text = Deno.readTextFileSync(repoPath(file));
+  return file.endsWith(".md") ? text : moduleDoc(text);
+}
+
+const SESSIONS: Session[] = FILES.filter((file) => !ONLY || file === ONLY)
+  .flatMap((file) => sessionsIn(file, docText(file)));
+
+Deno.test("the README and every script's module doc show their commands in sh sessions only", () => {
+  for (const file of FILES) {
+    assertEquals(
+      strayCommands(docText(file)),
+      [],
+      `${file} shows commands outside a \`\`\`sh block (the tests run only those)`,
+    );
+    if (/^(servers|clients)\//.test(file)) {
+      assertGreater(
+        sessionsIn(file, docText(file)).length,
+        0,
+        `${file}'s module doc has no \`\`\`sh session`,
+      );
+    }
+  }
+});
+
+const WHY_NOT = cannotRunHere();
+if (WHY_NOT) console.error(`SKIP: doc sessions: ${WHY_NOT}`);
+const space = WHY_NOT ? undefined : await Workspace.create();
+if (space) {
+  addEventListener("unload", () => {
+    try {
+      Deno.removeSync(space.root, { recursive: true });
+    } catch {
+      // Removed by the last test below.
+    }
+  });
+}
+
+for (const session of SESSIONS) {
+  const reason = WHY_NOT || notRunReason(session);
+  if (reason && !WHY_NOT) console.error(`SKIP: ${session.where}: ${reason}`);
+  Deno.test({
+    name: `doc session ${session.where} runs as shown (${
+      session.steps.map((s) => s.command.split(" ").slice(0, 3).join(" "))
+        .join("; ")
+    })`,
+    ignore: reason !== undefined && reason !== "",
+    sanitizeResources: false,
+    sanitizeOps: false,
+    async fn() {
+      await space!.run(session);
+    },
+  });
+}
+
+Deno.test("a session's output check: shown lines must be printed, printed lines shown; ... stands for any", () => {
+  assertEquals(matchOutput(["a", "b"], ["a", "b"]), []);
+  // A line not printed by the command is left for a background command.
+  assertEquals(matchOutput(["a"], ["a", "accepted 127.0.0.1:50000"]), [
+    "accepted 127.0.0.1:<port>",
+  ]);
+  assertEquals(matchOutput(["x", "y", "z"], ["x", "...", "z"]), []);
+  assertEquals(matchOutput(["x", "y"], ["x", "..."]), []);
+  assertThrows(() => matchOutput(["a", "b"], ["a"]), AssertionError, '"b"');
+  assertEquals(
+    normalize("Wed Nov 25 14:59:03 2026 at 127.0.0.1:43122, 12:00:01.123456"),
+    "<date> at 127.0.0.1:<port>, <clock>",
+  );
+  assertEquals(
+    normalize("listening on 0.0.0.0:15000"),
+    "listening on 0.0.0.0:15000",
+  );
+});
+
+Deno.test("sessions parse: continuations, background, root, comments", () => {
+  const [session] = sessionsIn(
+    "x.md",
+    "```sh\n$ deno run a \\\n    b &   # as root\nlistening on x\n$ echo 'hi # there'  # note\nhi # there\n```\n",
+  );
+  assertEquals(session.steps, [
+    {
+      command: "deno run a b",
+      expected: ["listening on x"],
+      background: true,
+      root: true,
+      line: 2,
+    },
+    {
+      command: "echo 'hi # there'",
+      expected: ["hi # there"],
+      background: false,
+      root: false,
+      line: 5,
+    },
+  ]);
+});
+
+Deno.test({
+  name: "doc sessions: the workspace is removed",
+  ignore: !space,
+  async fn() {
+    await space![Symbol.asyncDispose]();
+  },
+});
