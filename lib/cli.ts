@@ -275,7 +275,7 @@ export async function runMain(
   try {
     code = (await body()) ?? 0;
   } catch (error) {
-    flushStderrLog();
+    await flushStderrLog();
     if (error instanceof HelpRequested) {
       await writeText(Deno.stdout, error.usage.trimEnd() + "\n");
       Deno.exit(0);
@@ -285,7 +285,7 @@ export async function runMain(
     console.error(`error: ${describeError(error)}`);
     Deno.exit(usage ? 2 : 1);
   }
-  flushStderrLog();
+  await flushStderrLog();
   Deno.exit(code);
 }
 

@@ -14,6 +14,8 @@
  * @module
  */
 
+import { flushStderrLog } from "./log.ts";
+
 /** What a worker of a group learns when it starts. */
 export interface WorkerInit {
   /** This worker's number, 1..count-1 (the main thread is 0). */
@@ -144,7 +146,11 @@ export function answerGroupShutdown(server: GroupMember): void {
     (error) =>
       scope.postMessage({ type: "failed", message: (error as Error).message }),
   );
-  server.finished.then(() => scope.postMessage({ type: "finished" }));
+  // This thread's log lines first: the main thread ends the worker on
+  // "finished", which would cut a write still in flight.
+  server.finished.then(() => flushStderrLog()).then(() =>
+    scope.postMessage({ type: "finished" })
+  );
 }
 
 /** The Web Workers of a group, as the main thread sees them. */
