@@ -146,6 +146,11 @@ export class ReplyMemory {
     this.#windowMs = options.windowMs ?? LOOP_WINDOW_MS;
   }
 
+  /** Peers remembered now. */
+  get size(): number {
+    return this.#replies.size;
+  }
+
   /** Records that `reply` went to `peer`. */
   sent(peer: string, reply: Uint8Array): void {
     this.#replies.delete(peer);

@@ -7,7 +7,6 @@
  * @module
  */
 
-import { equals } from "@std/bytes/equals";
 import {
   ReplyMemory,
   serviceReplyKind,
@@ -1074,7 +1073,7 @@ class DatagramServer extends BaseServer {
       try {
         const reply = await this.#handler(data, source);
         if (!reply) continue;
-        const kind = this.#replies && reply !== data && !equals(reply, data)
+        const kind = this.#replies && !sameBytes(reply, data)
           ? serviceReplyKind(data)
           : undefined;
         if (kind) {
@@ -1143,6 +1142,17 @@ class DatagramServer extends BaseServer {
     this.#droppedLoop.flush();
     this.#refusedAccess.flush();
   }
+}
+
+/**
+ * `@std/bytes`' `equals`, which lib/ cannot import: `deno install` and
+ * `deno compile` run the scripts without deno.json's import map.
+ */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a === b) return true;
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**

@@ -21,7 +21,13 @@ import { daytimeService } from "../servers/daytime.ts";
 import { timeService } from "../servers/time.ts";
 import { qotdService } from "../servers/qotd.ts";
 import { udpHelloService } from "../servers/udp.ts";
-import { sourceKey, SourceRateLimiter } from "../lib/datagram_guard.ts";
+import {
+  MAX_RATE_SOURCES,
+  MAX_REMEMBERED_REPLIES,
+  ReplyMemory,
+  sourceKey,
+  SourceRateLimiter,
+} from "../lib/datagram_guard.ts";
 import {
   closing,
   makeCertificates,
@@ -119,6 +125,24 @@ Deno.test("SourceRateLimiter keeps at most maxSources buckets, evicting the leas
   assert(!limiter.take("victim"));
   for (let i = 0; i < 1000; i++) limiter.take(`spoofed-${i}`);
   assertEquals(limiter.size, 4, "the table never grows past its bound");
+});
+
+Deno.test("the UDP tables are bounded by default: 16,384 rate buckets, 4,096 replies remembered", () => {
+  const limiter = new SourceRateLimiter(100);
+  const replies = new ReplyMemory();
+  const reply = encoder.encode("x");
+  for (let i = 0; i < 20_000; i++) {
+    const source = `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`;
+    limiter.take(source);
+    replies.sent(`${source}:5000`, reply);
+  }
+  assertEquals(MAX_RATE_SOURCES, 16_384);
+  assertEquals(limiter.size, MAX_RATE_SOURCES);
+  assertEquals(MAX_REMEMBERED_REPLIES, 4096);
+  assertEquals(replies.size, MAX_REMEMBERED_REPLIES);
+  // The most recent are the ones kept.
+  assert(replies.bouncedBack("10.0.78.31:5000", reply));
+  assert(!replies.bouncedBack("10.0.0.1:5000", reply));
 });
 
 // ---------------------------------------------------------------------------
