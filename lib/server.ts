@@ -21,7 +21,7 @@ import {
   NodeTlsConn,
   tlsServerContext,
 } from "./tls_node.ts";
-import { createUnixSocket, prepareUnixPath } from "./unix.ts";
+import { createUnixSocket, prepareUnixPath, socketFileOwner } from "./unix.ts";
 import { answerGroupShutdown, spawnWorkers, workerInit } from "./workers.ts";
 import {
   checkKeepAlive,
@@ -63,7 +63,14 @@ export interface ServerOptions {
   hostname?: string;
   /** Port for TCP and UDP; 0 picks a free one. Default: the service's own. */
   port?: number;
-  /** Socket file for `unix` and `unixpacket`. */
+  /**
+   * Socket file for `unix` and `unixpacket`. A stale socket there is
+   * replaced; anything else is refused. When the server stops it removes
+   * the file only if it is still the socket it made: a file or another
+   * server's socket put there meanwhile stays (a `unix` listener is then
+   * left open, accepting nothing, until the process exits, because Deno
+   * removes a listener's path when it closes; `Deno.exit` does not).
+   */
   path?: string;
   /**
    * Permission bits of the socket file for `unix` and `unixpacket`. Default
@@ -125,7 +132,7 @@ export interface ServerOptions {
    * shaped like a simple service's reply (text in CRLF lines, or an
    * RFC 868 time: see `serviceReplyKind` in `lib/datagram_guard.ts`). So
    * a loop between two servers that answer anything ends within two
-   * exchanges, whatever their ports. Drops are logged, counted.
+   * round trips, whatever their ports. Drops are logged, counted.
    */
   loopGuard?: boolean;
   /**
@@ -791,7 +798,10 @@ class StreamServer extends BaseServer {
   #closeListener(): void {
     const listener = this.#boundListener;
     if (!listener) return;
-    if ("path" in this.#addr && !this.#ownsPath(this.#addr.path)) {
+    if (
+      "path" in this.#addr &&
+      socketFileOwner(this.#addr.path, this.#socketInode()) === "other"
+    ) {
       listener.unref();
       this.#stopAccepting?.();
       this.log(
@@ -804,17 +814,6 @@ class StreamServer extends BaseServer {
     } catch {
       // Already closed.
     }
-  }
-
-  /** Whether `path` is missing or still the socket this server made. */
-  #ownsPath(path: string): boolean {
-    let info: Deno.FileInfo;
-    try {
-      info = Deno.lstatSync(path);
-    } catch (error) {
-      return error instanceof Deno.errors.NotFound;
-    }
-    return info.isSocket === true && info.ino === this.#socketInode();
   }
 
   #startIdleSweep(): void {
@@ -1128,13 +1127,12 @@ class DatagramServer extends BaseServer {
     if ("path" in this.#addr) {
       // Remove only the socket this server created: whatever replaced it
       // meanwhile (a file, another server's socket) is not ours to delete.
-      try {
-        const info = Deno.lstatSync(this.#addr.path);
-        if (info.isSocket && info.ino === this.#socketFile()) {
+      if (socketFileOwner(this.#addr.path, this.#socketFile()) === "ours") {
+        try {
           Deno.removeSync(this.#addr.path);
+        } catch {
+          // Gone meanwhile.
         }
-      } catch {
-        // Gone already.
       }
     }
     this.#droppedLowPort.flush();

@@ -8,7 +8,9 @@ import { assert, assertEquals, assertMatch } from "@std/assert";
 import { DEFAULT_PER_SOURCE, readExact, writeAll } from "../../mod.ts";
 import {
   closing,
+  missing,
   repoPath,
+  runCommand,
   type ScriptProcess,
   spawnScript,
 } from "../_helpers.ts";
@@ -222,6 +224,68 @@ Deno.test("echo.ts with a stderr pipe nobody reads serves 5,000 clients, then re
     await child.status;
     await reader.cancel().catch(() => {});
   }
+});
+
+/**
+ * Runs echo.ts with stderr on a terminal (a pty) whose output is stopped,
+ * as Ctrl-S does, makes 5,000 connections, then resumes output (Ctrl-Q).
+ */
+const PAUSED_TERMINAL = `
+import os, pty, termios, subprocess, socket, time, sys, re
+deno, script = sys.argv[1], sys.argv[2]
+master, slave = pty.openpty()
+p = subprocess.Popen([deno, "run", "--quiet", "--allow-net=127.0.0.1:0", script,
+                      "--hostname", "127.0.0.1", "--port", "0"],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=slave, env={**os.environ, "NO_COLOR": "1"})
+buf = b""
+while b"listening on" not in buf or not buf.endswith(b"\\n"):
+    buf += os.read(master, 4096)
+port = int(re.search(rb"listening on 127\\.0\\.0\\.1:(\\d+)", buf).group(1))
+termios.tcflow(slave, termios.TCOOFF)
+served = 0
+try:
+    for i in range(5000):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"ping\\n")
+        if s.recv(5) == b"ping\\n":
+            served += 1
+        s.close()
+except OSError:
+    pass
+termios.tcflow(slave, termios.TCOON)
+os.set_blocking(master, False)
+out = b""
+deadline = time.time() + 10
+while time.time() < deadline and not re.search(rb"\\d+ log lines dropped", out):
+    try:
+        out += os.read(master, 65536)
+    except BlockingIOError:
+        time.sleep(0.05)
+m = re.search(rb"(\\d+) log lines dropped", out)
+p.kill()
+print(served, m.group(1).decode() if m else 0)
+`;
+
+Deno.test({
+  name:
+    "echo.ts logging to a terminal paused with Ctrl-S serves 5,000 clients, then reports the lines it dropped",
+  ignore: missing("python3"),
+  async fn() {
+    const { code, stdout, stderr } = await runCommand("python3", [
+      "-c",
+      PAUSED_TERMINAL,
+      Deno.execPath(),
+      repoPath("servers/echo.ts"),
+    ]);
+    assertEquals(code, 0, stderr);
+    const [served, dropped] = decoder.decode(stdout).trim().split(" ").map(
+      Number,
+    );
+    figures("paused-terminal", { served, droppedLines: dropped });
+    assertEquals(served, 5000);
+    assert(dropped > 0, "no drop report once the terminal resumed");
+  },
 });
 
 Deno.test("echo.ts with defaults: one host opening 4,096 idle connections holds only its share, another host is served", async () => {
