@@ -12,7 +12,12 @@ import { AccessList, CidrError } from "./access.ts";
 import { EndpointError } from "./endpoint.ts";
 import { flushStderrLog, stderrLog } from "./log.ts";
 import type { KeepAliveConfig } from "./keepalive.ts";
-import { listeningLine, type Server, type ServerOptions } from "./server.ts";
+import {
+  DEFAULT_PER_SOURCE,
+  listeningLine,
+  type Server,
+  type ServerOptions,
+} from "./server.ts";
 import { readTlsFiles } from "./tls.ts";
 import { workerCount, workerInit } from "./workers.ts";
 
@@ -370,6 +375,7 @@ export const SERVER_FLAGS = {
   unixpacket: { type: "string" },
   mode: { type: "string" },
   "max-connections": { type: "string" },
+  "per-source": { type: "string" },
   "idle-timeout": { type: "string" },
   grace: { type: "string" },
   "allow-low-ports": { type: "boolean" },
@@ -399,6 +405,8 @@ export interface ServerFlagValues {
   mode?: string;
   /** `--max-connections N` */
   "max-connections"?: string;
+  /** `--per-source N` */
+  "per-source"?: string;
   /** `--idle-timeout SECONDS` */
   "idle-timeout"?: string;
   /** `--grace SECONDS` */
@@ -445,6 +453,8 @@ export function serverFlagsHelp(
   --unixpacket PATH      serve a Unix datagram socket at PATH (needs --unstable-net)
   --mode OCTAL           --unix/--unixpacket: socket file mode (default 0600: owner only)
   --max-connections N    most clients at once; more are closed at once (default 4096)
+  --per-source N         TCP: most clients at once from one address, an IPv6 /64 counting
+                         as one; more are closed at once (default ${DEFAULT_PER_SOURCE}; 0: no limit)
   --idle-timeout S       close a connection idle for S seconds (default 0: never)
   --grace S              on SIGINT/SIGTERM, wait up to S seconds for clients (default
                          10), then close the rest
@@ -580,6 +590,17 @@ export function serverOptionsFromFlags(
       "--max-connections",
       values["max-connections"],
       1,
+      1_000_000,
+    );
+  }
+  if (values["per-source"] !== undefined) {
+    if (options.transport !== "tcp") {
+      throw new UsageError("--per-source applies to TCP only");
+    }
+    options.perSource = integerFlag(
+      "--per-source",
+      values["per-source"],
+      0,
       1_000_000,
     );
   }

@@ -29,6 +29,7 @@ import {
   SourceRateLimiter,
 } from "../lib/datagram_guard.ts";
 import {
+  assertUsageError,
   closing,
   makeCertificates,
   missing,
@@ -338,6 +339,47 @@ Deno.test({
       lines,
     );
   },
+});
+
+Deno.test("echo.ts --per-source 1 holds one connection per address; --per-source with --udp or --unix is a usage error", async () => {
+  await using server = await startServer("servers/echo.ts", {
+    permissions: ["--allow-net=127.0.0.1:0"],
+    args: ["--hostname", "127.0.0.1", "--port", "0", "--per-source", "1"],
+  });
+  using first = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: server.port,
+  });
+  assert(!(await refused(first)), "the first connection was refused");
+  {
+    using second = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    assert(await refused(second), "a second connection was served");
+  }
+  await server.proc.waitForStderr(
+    /^refused 127\.0\.0\.1:\d+: too many connections from 127\.0\.0\.1 \(max 1 per source\)$/,
+  );
+  for (
+    const args of [
+      ["--udp", "--per-source", "1"],
+      ["--unix", "/tmp/hostile-never.sock", "--per-source", "1"],
+    ]
+  ) {
+    await assertUsageError(
+      "servers/echo.ts",
+      ["--allow-net=127.0.0.1:0"],
+      args,
+      /^error: --per-source applies to TCP only$/,
+    );
+  }
+  await assertUsageError(
+    "servers/echo.ts",
+    ["--allow-net=127.0.0.1:0"],
+    ["--per-source", "many"],
+    /^error: invalid value 'many' for --per-source/,
+  );
 });
 
 Deno.test("perSource does not apply to Unix sockets", async () => {
