@@ -612,7 +612,7 @@ export async function runMain(
   try {
     code = (await body()) ?? 0;
   } catch (error) {
-    flushStderrLog();
+    await flushStderrLog();
     if (error instanceof HelpRequested) {
       await writeAll(
         Deno.stdout,
@@ -623,7 +623,7 @@ export async function runMain(
     console.error(`error: ${describeError(error)}`);
     Deno.exit(error instanceof UsageError ? 2 : 1);
   }
-  flushStderrLog();
+  await flushStderrLog();
   Deno.exit(code);
 }
 

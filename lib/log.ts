@@ -1,7 +1,9 @@
 /**
- * Server logging: one line per event on stderr, batched so that a burst of
- * events costs one `write` instead of one per line, and counted summaries for
- * floods (refusals, drops) instead of a line per packet.
+ * Server logging: one line per event on stderr, written asynchronously so a
+ * stderr nobody reads (a full pipe, a terminal paused with Ctrl-S) costs
+ * log lines, counted and reported, never service; batched so that a burst
+ * of events costs one `write` instead of one per line; and counted
+ * summaries for floods (refusals, drops) instead of a line per packet.
  *
  * @module
  */
@@ -10,52 +12,143 @@
 export type Log = (line: string) => void;
 
 /**
- * A {@linkcode Log} that writes to stderr. Lines logged in one turn of the
- * event loop are written together at its end (a microtask, so no timer is
- * left behind); {@linkcode flushStderrLog} writes them at once.
+ * Most characters of log lines {@linkcode stderrLog} holds while stderr is
+ * not taking them, besides the one write in flight (so at most twice this,
+ * 512 KiB of ASCII, in memory); past it, lines are dropped and counted.
+ */
+export const STDERR_LOG_BUFFER_BYTES = 256 * 1024;
+
+/**
+ * How long {@linkcode flushStderrLog} waits for stderr to take a write
+ * before it gives up on the rest.
+ */
+export const STDERR_FLUSH_TIMEOUT_MS = 1000;
+
+/**
+ * A {@linkcode Log} that writes to stderr without ever blocking: lines
+ * logged in one turn of the event loop are written together, by one
+ * asynchronous write at a time (Deno runs it on a thread of its own, so a
+ * stalled stderr stalls only that thread). While stderr takes nothing, up
+ * to {@linkcode STDERR_LOG_BUFFER_BYTES} of lines wait; later lines are
+ * dropped and counted, and once stderr takes bytes again the log says
+ * `N log lines dropped (stderr was not being read)` where they were.
+ * Call {@linkcode flushStderrLog} before exiting.
  *
  * @example
  * ```ts
  * import { flushStderrLog, stderrLog } from "./log.ts";
  *
  * stderrLog("listening on 127.0.0.1:15000");
- * flushStderrLog();
+ * await flushStderrLog();
  * ```
  */
 export const stderrLog: Log = (line) => {
+  if (broken) return;
+  const size = line.length + 1;
+  if (pendingBytes + size > STDERR_LOG_BUFFER_BYTES) {
+    dropped++;
+    return;
+  }
+  reportDropped();
   pending.push(line);
-  if (!flushQueued) {
-    flushQueued = true;
-    queueMicrotask(flushStderrLog);
+  pendingBytes += size;
+  if (!writing && !writeQueued) {
+    writeQueued = true;
+    queueMicrotask(startWriting);
   }
 };
 
 const pending: string[] = [];
-let flushQueued = false;
+let pendingBytes = 0;
+let dropped = 0;
+/** A write is in flight (the writer loop runs). */
+let writing = false;
+let writeQueued = false;
+/** stderr failed (closed pipe): nothing more is written. */
+let broken = false;
+/** When the last write finished (or the writer started), for the flush timeout. */
+let lastProgress = 0;
+const idleWaiters = new Set<() => void>();
 const encoder = new TextEncoder();
 
+/** Puts the drop report where the dropped lines were, once there is room. */
+function reportDropped(): void {
+  if (dropped === 0) return;
+  const line = `${dropped} log line${
+    dropped === 1 ? "" : "s"
+  } dropped (stderr was not being read)`;
+  dropped = 0;
+  pending.push(line);
+  pendingBytes += line.length + 1;
+}
+
+function startWriting(): void {
+  writeQueued = false;
+  if (writing) return;
+  writing = true;
+  writeLoop().finally(() => {
+    writing = false;
+    for (const wake of idleWaiters) wake();
+    idleWaiters.clear();
+  });
+}
+
+async function writeLoop(): Promise<void> {
+  lastProgress = performance.now();
+  while (!broken) {
+    if (pending.length === 0) {
+      // The reader is back and everything kept is out: say what was lost.
+      reportDropped();
+      if (pending.length === 0) return;
+    }
+    const bytes = encoder.encode(pending.join("\n") + "\n");
+    pending.length = 0;
+    pendingBytes = 0;
+    try {
+      for (let offset = 0; offset < bytes.byteLength;) {
+        offset += await Deno.stderr.write(bytes.subarray(offset));
+        lastProgress = performance.now();
+      }
+    } catch {
+      // stderr is gone (closed pipe): nothing left to tell anyone.
+      broken = true;
+      pending.length = 0;
+      pendingBytes = 0;
+    }
+  }
+}
+
 /**
- * Writes every line {@linkcode stderrLog} still holds; call before exiting.
+ * Writes every line {@linkcode stderrLog} still holds; await it before
+ * exiting. Best effort: resolves once all is written, or once stderr has
+ * taken nothing for {@linkcode STDERR_FLUSH_TIMEOUT_MS} (a pipe nobody
+ * reads must not hold the exit forever); what is left is then lost.
  *
  * @example
  * ```ts
  * import { flushStderrLog } from "./log.ts";
  *
- * flushStderrLog();
+ * await flushStderrLog();
  * ```
  */
-export function flushStderrLog(): void {
-  flushQueued = false;
-  if (pending.length === 0) return;
-  const bytes = encoder.encode(pending.join("\n") + "\n");
-  pending.length = 0;
-  let offset = 0;
-  try {
-    while (offset < bytes.byteLength) {
-      offset += Deno.stderr.writeSync(bytes.subarray(offset));
-    }
-  } catch {
-    // stderr is gone (closed pipe): nothing left to tell anyone.
+export async function flushStderrLog(
+  timeoutMs: number = STDERR_FLUSH_TIMEOUT_MS,
+): Promise<void> {
+  if (!writing && (pending.length > 0 || dropped > 0) && !broken) {
+    startWriting();
+  }
+  while (writing) {
+    const left = lastProgress + timeoutMs - performance.now();
+    if (left <= 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let wake!: () => void;
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+      idleWaiters.add(wake);
+      timer = setTimeout(wake, left);
+    });
+    idleWaiters.delete(wake);
+    clearTimeout(timer);
   }
 }
 
@@ -72,9 +165,12 @@ export function flushStderrLog(): void {
 export const silentLog: Log = () => {};
 
 /**
- * Logs the first of a flood of like events at once, then at most one line
- * per interval counting those in between (`... and 41 more in the last 1 s`),
- * so a flood is visible in the log without one line per packet.
+ * Logs the first of a flood of like events at once, then counts the others:
+ * one line per interval while the flood lasts
+ * (`refused 41 more (counted, not logged one by one)`), written by a timer
+ * that does not keep the process alive, so a flood is visible in the log as
+ * it happens, without one line per packet. After a quiet interval the next
+ * event is logged in full again.
  *
  * @example
  * ```ts
@@ -94,6 +190,7 @@ export class FloodLog {
   readonly #intervalMs: number;
   #windowStart = -Infinity;
   #suppressed = 0;
+  #timer?: ReturnType<typeof setTimeout>;
 
   /** Logs to `log`, each line starting with `label`, one per `intervalMs`. */
   constructor(log: Log, label: string, intervalMs = 1000) {
@@ -109,13 +206,29 @@ export class FloodLog {
       this.flush();
       this.#windowStart = now;
       this.#log(`${this.#label} ${detail}`);
-    } else {
-      this.#suppressed++;
+      return;
+    }
+    this.#suppressed++;
+    if (this.#timer === undefined) {
+      this.#timer = setTimeout(
+        () => this.#tick(),
+        this.#windowStart + this.#intervalMs - now,
+      );
+      Deno.unrefTimer(this.#timer);
     }
   }
 
-  /** Logs the count of events not yet logged, if any. */
+  /** End of an interval with events counted: log the count, start another. */
+  #tick(): void {
+    this.#timer = undefined;
+    this.#windowStart = performance.now();
+    this.flush();
+  }
+
+  /** Logs the count of events not yet logged, if any (servers call it when they stop). */
   flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     if (this.#suppressed > 0) {
       this.#log(
         `${this.#label} ${this.#suppressed} more (counted, not logged one by one)`,

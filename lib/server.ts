@@ -8,6 +8,12 @@
  */
 
 import { rerunCommand } from "./cli.ts";
+import {
+  ReplyMemory,
+  serviceReplyKind,
+  sourceKey,
+  SourceRateLimiter,
+} from "./datagram_guard.ts";
 import { formatAddr, joinHostPort, type Transport } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
 import type { TlsCertificate } from "./tls.ts";
@@ -16,7 +22,7 @@ import {
   NodeTlsConn,
   tlsServerContext,
 } from "./tls_node.ts";
-import { createUnixSocket, prepareUnixPath } from "./unix.ts";
+import { createUnixSocket, prepareUnixPath, socketFileOwner } from "./unix.ts";
 import { answerGroupShutdown, spawnWorkers, workerInit } from "./workers.ts";
 import {
   checkKeepAlive,
@@ -58,7 +64,14 @@ export interface ServerOptions {
   hostname?: string;
   /** Port for TCP and UDP; 0 picks a free one. Default: the service's own. */
   port?: number;
-  /** Socket file for `unix` and `unixpacket`. */
+  /**
+   * Socket file for `unix` and `unixpacket`. A stale socket there is
+   * replaced; anything else is refused. When the server stops it removes
+   * the file only if it is still the socket it made: a file or another
+   * server's socket put there meanwhile stays (a `unix` listener is then
+   * left open, accepting nothing, until the process exits, because Deno
+   * removes a listener's path when it closes; `Deno.exit` does not).
+   */
   path?: string;
   /**
    * Permission bits of the socket file for `unix` and `unixpacket`. Default
@@ -67,6 +80,16 @@ export interface ServerOptions {
   mode?: number;
   /** Most connections served at once; the next is closed at once. Default 4096. */
   maxConnections?: number;
+  /**
+   * TCP: most connections at once from one source, TLS handshakes in
+   * progress included; the next is closed at once (logged, counted, like
+   * `maxConnections`). A source is an IPv4 address (IPv4-mapped ones
+   * count as IPv4) or an IPv6 /64, as one host may use a whole /64. 0: no
+   * limit. Default {@linkcode DEFAULT_PER_SOURCE}. With `workers`, each
+   * thread counts its own connections. Unix sockets have no sources: the
+   * socket file's mode is their access control.
+   */
+  perSource?: number;
   /** Closes a connection idle this long, in ms; 0 (default) never. */
   idleTimeoutMs?: number;
   /** How long shutdown waits for connections in flight, in ms. Default 10000. */
@@ -94,8 +117,25 @@ export interface ServerOptions {
   keepAlive?: KeepAliveConfig | boolean;
   /** UDP: answer datagrams from source ports below 1024. Default `false`. */
   allowLowPorts?: boolean;
-  /** Datagram replies per second to one source address. Default 100. */
+  /**
+   * Datagram replies per second to one source, whatever its port: an IPv4
+   * address (IPv4-mapped ones count as IPv4), an IPv6 /64 or a Unix socket
+   * path; bursts up to as many. 0: no limit. Default 100. The table of
+   * sources is bounded (see `SourceRateLimiter` in `lib/datagram_guard.ts`).
+   */
   udpRatePerSecond?: number;
+  /**
+   * Datagrams: the loop guard, on unless `false`, whatever the rate limit.
+   * A datagram identical to the reply sent to its source (address and
+   * port) within the last second is that reply bounced back by a server
+   * that answers anything, and is dropped; and a service whose reply is
+   * not the datagram itself (all but echo) does not answer a datagram
+   * shaped like a simple service's reply (text in CRLF lines, or an
+   * RFC 868 time: see `serviceReplyKind` in `lib/datagram_guard.ts`). So
+   * a loop between two servers that answer anything ends within two
+   * round trips, whatever their ports. Drops are logged, counted.
+   */
+  loopGuard?: boolean;
   /**
    * UDP: source ports never answered, even with `allowLowPorts`: the ports
    * of services that answer anything (echo, chargen...), where a reply
@@ -160,6 +200,22 @@ export interface Service {
 
 /** Most clients at once unless `maxConnections` says otherwise. */
 export const DEFAULT_MAX_CONNECTIONS = 4096;
+
+/**
+ * Connections at once from one source unless `perSource` says otherwise:
+ * 256, a sixteenth of the default 4096 connections, so one host (one
+ * address, or one IPv6 /64) cannot hold every slot; at least 16 hosts
+ * must collude to fill the server, while a host's ordinary fan-out (a
+ * browser's 6 per origin, a build farm's hundred) still fits.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_PER_SOURCE } from "./server.ts";
+ *
+ * if (DEFAULT_PER_SOURCE !== 256) throw new Error(String(DEFAULT_PER_SOURCE));
+ * ```
+ */
+export const DEFAULT_PER_SOURCE = 256;
 /** Grace period on shutdown unless `gracePeriodMs` says otherwise. */
 export const DEFAULT_GRACE_MS = 10_000;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -217,14 +273,17 @@ export function serve(service: Service, options: ServerOptions = {}): Server {
 class Connection implements ConnectionContext {
   readonly conn: Deno.Conn;
   readonly peer: string;
+  /** Its source for `perSource` ({@linkcode sourceKey}), when counted. */
+  readonly source?: string;
   idleTicks = 0;
   bytesIn = 0;
   bytesOut = 0;
   closed = false;
 
-  constructor(conn: Deno.Conn) {
+  constructor(conn: Deno.Conn, source?: string) {
     this.conn = conn;
     this.peer = formatAddr(conn.remoteAddr);
+    this.source = source;
   }
 
   active(): void {
@@ -387,6 +446,10 @@ class StreamServer extends BaseServer {
   readonly #access?: AccessPolicy;
   readonly #keepAlive?: KeepAliveConfig;
   readonly #refusedFull: FloodLog;
+  readonly #perSource: number;
+  /** Open connections by source, for `perSource`. */
+  readonly #bySource = new Map<string, number>();
+  readonly #refusedSource: FloodLog;
   readonly #refusedAccess: FloodLog;
   readonly #handshakeFailed: FloodLog;
   /** Set for TLS: the handshake deadline, in ms. */
@@ -411,6 +474,7 @@ class StreamServer extends BaseServer {
     let listener: Deno.Listener | undefined;
     let ready: Promise<void>;
     let addr: Deno.Addr;
+    let socketInode: number | undefined;
     const keepAlive = transport === "tcp"
       ? keepAliveConfig(options.keepAlive)
       : undefined;
@@ -468,10 +532,14 @@ class StreamServer extends BaseServer {
             ),
           path,
         );
+        // While the listener is open its inode cannot be reused: this
+        // number tells our socket from whatever replaces it.
+        socketInode = Deno.lstatSync(path).ino ?? undefined;
       });
     }
     super(options, ready);
     this.#addr = addr;
+    this.#socketInode = () => socketInode;
     this.#handler = handler;
     this.#groupConnections = group?.connections;
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
@@ -479,6 +547,15 @@ class StreamServer extends BaseServer {
     this.#access = options.access;
     this.#keepAlive = keepAlive;
     this.#refusedFull = new FloodLog(this.log, `${this.prefix}refused`);
+    this.#perSource = transport === "tcp"
+      ? options.perSource ?? DEFAULT_PER_SOURCE
+      : 0;
+    if (!Number.isInteger(this.#perSource) || this.#perSource < 0) {
+      throw new RangeError(
+        `perSource must be a whole number, 0 or more: ${options.perSource}`,
+      );
+    }
+    this.#refusedSource = new FloodLog(this.log, `${this.prefix}refused`);
     this.#refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
     this.#handshakeFailed = new FloodLog(
       this.log,
@@ -509,6 +586,13 @@ class StreamServer extends BaseServer {
   }
 
   #boundListener?: Deno.Listener;
+  /** Unix: the inode of the socket file this server created, once bound. */
+  readonly #socketInode: () => number | undefined;
+  /** Ends the accept loop without closing the listener (see `stop()`). */
+  #stopAccepting?: () => void;
+  readonly #acceptStopped = new Promise<null>((resolve) =>
+    this.#stopAccepting = () => resolve(null)
+  );
   /** For a worker group: connections open in the whole group. */
   readonly #groupConnections?: Int32Array;
 
@@ -520,12 +604,22 @@ class StreamServer extends BaseServer {
 
   #track(connection: Connection): void {
     this.#connections.add(connection);
+    if (connection.source !== undefined) {
+      this.#bySource.set(
+        connection.source,
+        (this.#bySource.get(connection.source) ?? 0) + 1,
+      );
+    }
     if (this.#groupConnections) Atomics.add(this.#groupConnections, 0, 1);
   }
 
   #untrack(connection: Connection): void {
-    if (this.#connections.delete(connection) && this.#groupConnections) {
-      Atomics.sub(this.#groupConnections, 0, 1);
+    if (!this.#connections.delete(connection)) return;
+    if (this.#groupConnections) Atomics.sub(this.#groupConnections, 0, 1);
+    if (connection.source !== undefined) {
+      const left = this.#bySource.get(connection.source)! - 1;
+      if (left > 0) this.#bySource.set(connection.source, left);
+      else this.#bySource.delete(connection.source);
     }
   }
 
@@ -538,7 +632,15 @@ class StreamServer extends BaseServer {
     while (!this.closing) {
       let conn: Deno.Conn;
       try {
-        conn = await listener.accept();
+        const accepting = listener.accept();
+        const accepted = await Promise.race([accepting, this.#acceptStopped]);
+        if (accepted === null) {
+          // Stopped with the listener left open: whoever still connects
+          // through it is closed.
+          accepting.then((late) => late.close(), () => {});
+          break;
+        }
+        conn = accepted;
         backoffMs = 0;
       } catch (error) {
         if (this.closing) break;
@@ -578,6 +680,21 @@ class StreamServer extends BaseServer {
         conn.close();
         continue;
       }
+      const source = this.#perSource > 0
+        ? sourceKey(conn.remoteAddr)
+        : undefined;
+      if (
+        source !== undefined &&
+        (this.#bySource.get(source) ?? 0) >= this.#perSource
+      ) {
+        this.#refusedSource.event(
+          `${
+            formatAddr(conn.remoteAddr)
+          }: too many connections from ${source} (max ${this.#perSource} per source)`,
+        );
+        conn.close();
+        continue;
+      }
       if (this.#open() >= this.#maxConnections) {
         this.#refusedFull.event(
           `${
@@ -603,7 +720,7 @@ class StreamServer extends BaseServer {
       if (this.#tlsContext) {
         conn = new NodeTlsConn(conn, { server: this.#tlsContext });
       }
-      this.#handle(new Connection(conn));
+      this.#handle(new Connection(conn, source));
     }
   }
 
@@ -684,6 +801,36 @@ class StreamServer extends BaseServer {
     }
   }
 
+  /**
+   * Closes the listener, unless it is a Unix one whose path now holds
+   * something else: Deno removes a Unix listener's path when the listener
+   * closes (whatever is there by then), and a file or another server's
+   * socket put there meanwhile is not ours to delete. Such a listener is
+   * left open (no longer keeping the process alive, accepting nothing)
+   * until the process exits; `Deno.exit`, which the scripts end with,
+   * removes nothing.
+   */
+  #closeListener(): void {
+    const listener = this.#boundListener;
+    if (!listener) return;
+    if (
+      "path" in this.#addr &&
+      socketFileOwner(this.#addr.path, this.#socketInode()) === "other"
+    ) {
+      listener.unref();
+      this.#stopAccepting?.();
+      this.log(
+        `${this.prefix}${this.#addr.path} is no longer this server's socket; left in place`,
+      );
+      return;
+    }
+    try {
+      listener.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
   #startIdleSweep(): void {
     // One timer for all connections: each tick ages every connection, and
     // handlers reset the age with `active()`; no timer per connection.
@@ -706,11 +853,7 @@ class StreamServer extends BaseServer {
   }
 
   protected async stop(): Promise<void> {
-    try {
-      this.#boundListener?.close();
-    } catch {
-      // Already closed.
-    }
+    this.#closeListener();
     clearTimeout(this.#backoffTimer);
     this.#wakeBackoff?.();
     await this.#acceptLoopDone;
@@ -753,6 +896,7 @@ class StreamServer extends BaseServer {
     clearInterval(this.#idleTimer);
     this.#refusedAccess.flush();
     this.#refusedFull.flush();
+    this.#refusedSource.flush();
     this.#handshakeFailed.flush();
     this.#abortedEarly.flush();
   }
@@ -815,8 +959,11 @@ class DatagramServer extends BaseServer {
   readonly #dropSourcePorts: ReadonlySet<number>;
   readonly #access?: AccessPolicy;
   readonly #rate: SourceRateLimiter;
+  /** For the loop guard; absent when it is off. */
+  readonly #replies?: ReplyMemory;
   readonly #droppedLowPort: FloodLog;
   readonly #droppedRate: FloodLog;
+  readonly #droppedLoop: FloodLog;
   readonly #refusedAccess: FloodLog;
   readonly #addr: Deno.Addr;
   /** The inode of the socket file this server created, once bound. */
@@ -874,6 +1021,8 @@ class DatagramServer extends BaseServer {
     );
     this.#droppedLowPort = new FloodLog(this.log, `${this.prefix}dropped`);
     this.#droppedRate = new FloodLog(this.log, `${this.prefix}dropped`);
+    if (options.loopGuard !== false) this.#replies = new ReplyMemory();
+    this.#droppedLoop = new FloodLog(this.log, `${this.prefix}dropped`);
     this.#refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
     const start = (s: Deno.DatagramConn) => {
       this.#socket = s;
@@ -925,18 +1074,39 @@ class DatagramServer extends BaseServer {
         );
         continue;
       }
+      if (this.#replies?.bouncedBack(peer, data)) {
+        // Our own reply, back from a server that answers anything: answering
+        // it would start a loop (two echo servers: forever).
+        this.#droppedLoop.event(
+          `datagram from ${peer}: the reply just sent to it, bounced back (loop protection)`,
+        );
+        continue;
+      }
       let answered!: () => void;
       this.#inFlight = new Promise((resolve) => answered = resolve);
       try {
         const reply = await this.#handler(data, source);
         if (!reply) continue;
-        if (!this.#rate.take(peer)) {
+        const kind = this.#replies && !sameBytes(reply, data)
+          ? serviceReplyKind(data)
+          : undefined;
+        if (kind) {
+          // A service whose reply ignores the request, asked by another
+          // such service's reply: the two would answer each other forever.
+          this.#droppedLoop.event(
+            `datagram from ${peer}: ${kind}, another service's reply (loop protection)`,
+          );
+          continue;
+        }
+        const from = sourceKey(source);
+        if (!this.#rate.take(from)) {
           this.#droppedRate.event(
-            `reply to ${peer}: over ${this.#rate.perSecond} replies/s`,
+            `reply to ${peer}: over ${this.#rate.perSecond} replies/s to ${from}`,
           );
           continue;
         }
         await socket.send(reply, source);
+        this.#replies?.sent(peer, reply);
       } catch (error) {
         if (this.closing) break;
         this.log(
@@ -972,53 +1142,30 @@ class DatagramServer extends BaseServer {
     if ("path" in this.#addr) {
       // Remove only the socket this server created: whatever replaced it
       // meanwhile (a file, another server's socket) is not ours to delete.
-      try {
-        const info = Deno.lstatSync(this.#addr.path);
-        if (info.isSocket && info.ino === this.#socketFile()) {
+      if (socketFileOwner(this.#addr.path, this.#socketFile()) === "ours") {
+        try {
           Deno.removeSync(this.#addr.path);
+        } catch {
+          // Gone meanwhile.
         }
-      } catch {
-        // Gone already.
       }
     }
     this.#droppedLowPort.flush();
     this.#droppedRate.flush();
+    this.#droppedLoop.flush();
     this.#refusedAccess.flush();
   }
 }
 
 /**
- * Token bucket per source address: `perSecond` replies a second, bursts up
- * to the same. The table is bounded: past 65536 sources it is cleared, which
- * at worst lets a spoofing flood get one extra burst per source.
+ * `@std/bytes`' `equals`, which lib/ cannot import: `deno install` and
+ * `deno compile` run the scripts without deno.json's import map.
  */
-class SourceRateLimiter {
-  readonly perSecond: number;
-  readonly #buckets = new Map<string, { tokens: number; at: number }>();
-
-  constructor(perSecond: number) {
-    this.perSecond = perSecond;
-  }
-
-  take(source: string): boolean {
-    if (this.perSecond <= 0) return true;
-    const now = performance.now();
-    let bucket = this.#buckets.get(source);
-    if (!bucket) {
-      if (this.#buckets.size >= 65536) this.#buckets.clear();
-      bucket = { tokens: this.perSecond, at: now };
-      this.#buckets.set(source, bucket);
-    } else {
-      bucket.tokens = Math.min(
-        this.perSecond,
-        bucket.tokens + (now - bucket.at) * this.perSecond / 1000,
-      );
-      bucket.at = now;
-    }
-    if (bucket.tokens < 1) return false;
-    bucket.tokens--;
-    return true;
-  }
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a === b) return true;
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**

@@ -24,6 +24,7 @@ import { stderrLog } from "./log.ts";
 import {
   DEFAULT_GRACE_MS,
   DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_PER_SOURCE,
   DEFAULT_UDP_RATE,
   listeningLine,
   type Server,
@@ -149,6 +150,8 @@ export type ServerFlags = {
   readonly mode: ServerFlag<number, false>;
   /** `--max-connections N` */
   readonly "max-connections": ServerFlag<number, false>;
+  /** `--per-source N` */
+  readonly "per-source": ServerFlag<number, false>;
   /** `--idle-timeout S`, in milliseconds */
   readonly "idle-timeout": ServerFlag<number, false>;
   /** `--grace S`, in milliseconds */
@@ -215,7 +218,11 @@ export function serverFlags(
     ),
     unix: on(
       ALL,
-      flag.custom("PATH", "serve a Unix stream socket at PATH", socketPath),
+      flag.custom(
+        "PATH",
+        "serve a Unix stream socket at PATH; on exit the file is\nremoved only if it is still this server's socket",
+        socketPath,
+      ),
     ),
     unixpacket: on(
       ALL,
@@ -244,6 +251,18 @@ export function serverFlags(
         { min: 1, max: 1_000_000, shown: String(DEFAULT_MAX_CONNECTIONS) },
       ),
     ),
+    "per-source": on(
+      TCP,
+      flag.integer(
+        "N",
+        "TCP: most clients at once from one address, an IPv6 /64\ncounting as one; more are closed at once {default}",
+        {
+          min: 0,
+          max: 1_000_000,
+          shown: `${DEFAULT_PER_SOURCE}; 0: no limit`,
+        },
+      ),
+    ),
     "idle-timeout": on(
       STREAM,
       flag.seconds("S", "close a connection idle for S seconds", {
@@ -266,11 +285,15 @@ export function serverFlags(
     ),
     "udp-rate": on(
       DATAGRAM,
-      flag.integer("N", "UDP: replies per second to one source {default}", {
-        min: 0,
-        max: 1_000_000,
-        shown: `${DEFAULT_UDP_RATE}; 0: no limit`,
-      }),
+      flag.integer(
+        "N",
+        "UDP: replies per second to one source address, whatever\nits port (an IPv6 /64 counts as one) {default}; 0 still\nkeeps the loop guard: a datagram that is the reply just sent\nto its source, or (for all but echo) one shaped like another\nsimple service's reply, is never answered",
+        {
+          min: 0,
+          max: 1_000_000,
+          shown: `${DEFAULT_UDP_RATE}; 0: no limit`,
+        },
+      ),
     ),
     allow: on(
       IP,
@@ -388,6 +411,7 @@ export function serverOptionsFromFlags(
   set("hostname", values.hostname);
   set("port", values.port);
   set("maxConnections", values["max-connections"]);
+  set("perSource", values["per-source"]);
   set("idleTimeoutMs", values["idle-timeout"]);
   set("gracePeriodMs", values.grace);
   set("keepAlive", values.keepalive);

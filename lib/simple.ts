@@ -131,69 +131,9 @@ export function replyService(
   };
 }
 
-/** Seconds from 1900-01-01T00:00Z (RFC 868's epoch) to 1970-01-01T00:00Z. */
-export const RFC868_EPOCH_OFFSET = 2_208_988_800;
-
-const TWO_TO_32 = 2 ** 32;
-
-/**
- * The RFC 868 value for `date`: whole seconds since 1900-01-01T00:00Z,
- * modulo 2^32, so it keeps counting (from 0 again) after
- * 2036-02-07T06:28:16Z.
- *
- * @example
- * ```ts
- * import { rfc868Seconds } from "./simple.ts";
- *
- * if (rfc868Seconds(new Date("1970-01-01T00:00:00Z")) !== 2208988800) throw new Error();
- * if (rfc868Seconds(new Date("2036-02-07T06:28:17Z")) !== 1) throw new Error();
- * ```
- */
-export function rfc868Seconds(date: Date): number {
-  const seconds = Math.floor(date.getTime() / 1000) + RFC868_EPOCH_OFFSET;
-  return ((seconds % TWO_TO_32) + TWO_TO_32) % TWO_TO_32;
-}
-
-/**
- * The 4 bytes RFC 868 sends for `date`: {@linkcode rfc868Seconds} as a
- * 32-bit big-endian number.
- *
- * @example
- * ```ts
- * import { encodeRfc868 } from "./simple.ts";
- *
- * const bytes = encodeRfc868(new Date("1970-01-01T00:00:00Z"));
- * if (bytes.join() !== "131,170,126,128") throw new Error(bytes.join());
- * ```
- */
-export function encodeRfc868(date: Date): Uint8Array {
-  const bytes = new Uint8Array(4);
-  new DataView(bytes.buffer).setUint32(0, rfc868Seconds(date));
-  return bytes;
-}
-
-/**
- * The date an RFC 868 value stands for. The 32-bit value repeats every
- * 136 years, so of its candidates (one per era since 1900) this picks the
- * one nearest to `near` (default now), as NTP does: correct past 2036
- * for any clock that is right to within 68 years.
- *
- * @example
- * ```ts
- * import { dateFromRfc868 } from "./simple.ts";
- *
- * const near = new Date("2040-01-01T00:00:00Z");
- * const date = dateFromRfc868(1, near);
- * if (date.toISOString() !== "2036-02-07T06:28:17.000Z") throw new Error(date.toISOString());
- * ```
- */
-export function dateFromRfc868(seconds: number, near: Date = new Date()): Date {
-  if (!Number.isInteger(seconds) || seconds < 0 || seconds >= TWO_TO_32) {
-    throw new RangeError(`not a 32-bit RFC 868 value: ${seconds}`);
-  }
-  const nearSeconds = Math.floor(near.getTime() / 1000) + RFC868_EPOCH_OFFSET;
-  const era = Math.round((nearSeconds - seconds) / TWO_TO_32);
-  return new Date(
-    (seconds + era * TWO_TO_32 - RFC868_EPOCH_OFFSET) * 1000,
-  );
-}
+export {
+  dateFromRfc868,
+  encodeRfc868,
+  RFC868_EPOCH_OFFSET,
+  rfc868Seconds,
+} from "./rfc868.ts";

@@ -23,15 +23,31 @@ import { writeAll } from "./io.ts";
 import type { TlsCertificate } from "./tls.ts";
 
 const HIGH_WATER = 64 * 1024;
+/** How much of a client's first bytes is kept to read its ClientHello. */
+const MAX_HELLO_BYTES = 16 * 1024;
 /** How long `close()` lets a close_notify (and data before it) drain. */
 const CLOSE_NOTIFY_WAIT_MS = 1000;
 
-/**
- * A Deno.Conn as a node Duplex, so `node:tls` can run over it. Each read of
- * the socket first awaits `gate()`: pausing the TLS socket does not stop
- * `node:tls` reading what is under it, so backpressure is applied here.
- */
-function duplexOf(conn: Deno.Conn, gate: () => Promise<void>): Duplex {
+/** What {@linkcode duplexOf} asks of the TLS connection it carries. */
+interface DuplexHooks {
+  /**
+   * Resolves when the socket may be read: pausing the TLS socket does not
+   * stop `node:tls` reading what is under it, so backpressure goes here.
+   */
+  gate(): Promise<void>;
+  /** Sees each chunk read from the socket. */
+  onRead(chunk: Uint8Array): void;
+  /** The peer closed its side (the read after this is `null`). */
+  onEnd(): void;
+  /**
+   * Called when `node:tls` destroys the duplex: closes the socket, maybe
+   * after a last write (a TLS alert), by calling `close` when done.
+   */
+  onDestroy(close: () => void): void;
+}
+
+/** A Deno.Conn as a node Duplex, so `node:tls` can run over it. */
+function duplexOf(conn: Deno.Conn, hooks: DuplexHooks): Duplex {
   const buffer = new Uint8Array(HIGH_WATER);
   let closed = false;
   const close = () => {
@@ -46,8 +62,16 @@ function duplexOf(conn: Deno.Conn, gate: () => Promise<void>): Duplex {
   return new Duplex({
     allowHalfOpen: true,
     read() {
-      gate().then(() => conn.read(buffer)).then(
-        (n) => this.push(n === null ? null : buffer.slice(0, n)),
+      hooks.gate().then(() => conn.read(buffer)).then(
+        (n) => {
+          if (n === null) {
+            hooks.onEnd();
+            return this.push(null);
+          }
+          const chunk = buffer.slice(0, n);
+          hooks.onRead(chunk);
+          this.push(chunk);
+        },
         (error) => this.destroy(closed ? undefined : error),
       );
     },
@@ -58,7 +82,7 @@ function duplexOf(conn: Deno.Conn, gate: () => Promise<void>): Duplex {
       conn.closeWrite().then(() => callback(), () => callback());
     },
     destroy(error, callback) {
-      close();
+      hooks.onDestroy(close);
       callback(error);
     },
   });
@@ -177,6 +201,10 @@ export class NodeTlsConn implements Deno.TlsConn {
   #error?: Error;
   #closed = false;
   #secure = false;
+  /** Server side: the client's first bytes (its ClientHello), until secure. */
+  #hello?: Uint8Array;
+  /** Server side: the alert owed to a client refused during the handshake. */
+  #alert?: Uint8Array;
   #readable?: ReadableStream<Uint8Array<ArrayBuffer>>;
   #writable?: WritableStream<Uint8Array<ArrayBufferLike>>;
 
@@ -185,7 +213,29 @@ export class NodeTlsConn implements Deno.TlsConn {
     this.#raw = raw;
     this.localAddr = raw.localAddr as Deno.NetAddr;
     this.remoteAddr = raw.remoteAddr as Deno.NetAddr;
-    this.#duplex = duplexOf(raw, () => this.#readGate());
+    const isServer = "server" in side;
+    if (isServer) this.#hello = new Uint8Array(0);
+    this.#duplex = duplexOf(raw, {
+      gate: () => this.#readGate(),
+      onRead: (chunk) => {
+        if (!this.#hello || this.#secure) return;
+        if (this.#hello.byteLength < MAX_HELLO_BYTES) {
+          const hello = new Uint8Array(
+            this.#hello.byteLength + chunk.byteLength,
+          );
+          hello.set(this.#hello);
+          hello.set(chunk, this.#hello.byteLength);
+          this.#hello = hello;
+        }
+      },
+      onDestroy: (close) => this.#closeRaw(close),
+      // `node:tls` ignores the end of the stream before the handshake is
+      // done: a client that connected and left would keep its slot until
+      // the handshake timeout.
+      onEnd: () => {
+        if (!this.#secure) this.#socket.destroy();
+      },
+    });
     const socket = "server" in side
       ? new TLSSocket(this.#duplex, {
         isServer: true,
@@ -218,6 +268,9 @@ export class NodeTlsConn implements Deno.TlsConn {
       this.#wake();
     });
     socket.on("error", (error: Error) => {
+      if (isServer && !this.#secure && !this.#error) {
+        this.#alert = handshakeAlert(error, this.#hello!);
+      }
       this.#error ??= error;
       this.#failWrites(error);
       this.#wake();
@@ -229,6 +282,33 @@ export class NodeTlsConn implements Deno.TlsConn {
       );
       this.#wake();
     });
+  }
+
+  /**
+   * Closes the TCP socket once `node:tls` is done with it. A server whose
+   * handshake failed owes the client an alert, which `node:tls` (on
+   * rustls, in Deno) does not send: without it the client sees "unexpected
+   * eof" where `Deno.listenTls` sends handshake_failure. `node:tls` emits
+   * the error only after destroying the socket, hence the wait of one
+   * turn, then the alert, then the close.
+   */
+  #closeRaw(close: () => void): void {
+    if (this.#secure || !this.#hello) return close();
+    setTimeout(() => {
+      const alert = this.#alert;
+      this.#hello = undefined;
+      if (!alert) return close();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      Promise.race([
+        this.#raw.write(alert),
+        new Promise((resolve) =>
+          timer = setTimeout(resolve, CLOSE_NOTIFY_WAIT_MS)
+        ),
+      ]).catch(() => {}).finally(() => {
+        clearTimeout(timer);
+        close();
+      });
+    }, 0);
   }
 
   /**
@@ -376,4 +456,96 @@ export class NodeTlsConn implements Deno.TlsConn {
   [Symbol.dispose](): void {
     if (!this.#closed) this.close();
   }
+}
+
+/** TLS alert descriptions (RFC 8446, section 6). */
+const ALERT = {
+  handshakeFailure: 40,
+  illegalParameter: 47,
+  decodeError: 50,
+  protocolVersion: 70,
+} as const;
+
+/**
+ * The fatal alert record for a handshake that failed with `error`, as
+ * `Deno.listenTls` (rustls) sends it, or `undefined` when none is owed (the
+ * client sent an alert itself, or went away). A client that offers nothing
+ * newer than TLS 1.1 gets protocol_version, as OpenSSL servers say, in a
+ * record of its own version so that it can read it.
+ */
+function handshakeAlert(
+  error: Error,
+  hello: Uint8Array,
+): Uint8Array | undefined {
+  const offered = offeredVersions(hello);
+  let description: number;
+  if (/^peer is incompatible/.test(error.message)) {
+    description = offered && offered.max < 0x0303
+      ? ALERT.protocolVersion
+      : ALERT.handshakeFailure;
+  } else if (/^peer misbehaved/.test(error.message)) {
+    description = ALERT.illegalParameter;
+  } else if (/^received corrupt message/.test(error.message)) {
+    description = ALERT.decodeError;
+  } else {
+    return undefined;
+  }
+  const version = Math.min(offered?.max ?? 0x0303, 0x0303);
+  return new Uint8Array([
+    21,
+    version >> 8,
+    version & 0xff,
+    0,
+    2,
+    2,
+    description,
+  ]);
+}
+
+/**
+ * The highest TLS version a ClientHello offers (its `supported_versions`
+ * extension, else its `client_version`), or `undefined` when `bytes` do
+ * not start with a whole ClientHello record.
+ */
+function offeredVersions(bytes: Uint8Array): { max: number } | undefined {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // Record header: handshake (22), version, length; then ClientHello (1).
+  if (bytes.byteLength < 5 + 4 + 2 || bytes[0] !== 22 || bytes[5] !== 1) {
+    return undefined;
+  }
+  const end = Math.min(bytes.byteLength, 5 + view.getUint16(3));
+  let max = view.getUint16(9);
+  let at = 11 + 32; // client_version, random
+  const skip = (lengthBytes: 1 | 2) => {
+    if (at + lengthBytes > end) return false;
+    at += lengthBytes +
+      (lengthBytes === 1 ? bytes[at] : view.getUint16(at));
+    return at <= end;
+  };
+  // session_id, cipher_suites, compression_methods.
+  if (!skip(1) || !skip(2) || !skip(1)) return { max };
+  if (at + 2 > end) return { max };
+  const extensionsEnd = Math.min(end, at + 2 + view.getUint16(at));
+  at += 2;
+  while (at + 4 <= extensionsEnd) {
+    const type = view.getUint16(at);
+    const length = view.getUint16(at + 2);
+    at += 4;
+    if (type === 0x002b && at + 1 <= extensionsEnd) {
+      // supported_versions: a length byte, then two bytes per version.
+      max = 0;
+      for (
+        let i = at + 1;
+        i + 2 <= Math.min(at + 1 + bytes[at], extensionsEnd);
+        i += 2
+      ) {
+        const version = view.getUint16(i);
+        // GREASE values (0x?a?a) are not versions.
+        if ((version & 0x0f0f) !== 0x0a0a) max = Math.max(max, version);
+      }
+      return { max };
+    }
+    at += length;
+  }
+  return { max };
 }

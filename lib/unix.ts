@@ -1,6 +1,7 @@
 /**
- * Unix socket files: replacing a stale one, refusing a live one, and never
- * deleting anything that is not a socket.
+ * Unix socket files: replacing a stale one, refusing a live one, never
+ * deleting anything that is not a socket, and, when a server stops, telling
+ * its own socket from whatever replaced it.
  *
  * @module
  */
@@ -91,6 +92,46 @@ async function isLive(path: string): Promise<boolean> {
     }
     throw error;
   }
+}
+
+/**
+ * Who has `path` now, for a server about to stop that created a socket
+ * there with inode `inode`: `"ours"` (still that socket: remove it),
+ * `"gone"` (nothing there), or `"other"` (a file, a link, or another
+ * server's socket replaced it, or it cannot be looked at: not ours to
+ * delete). While the server's
+ * socket is open its inode cannot be reused, so the number identifies it.
+ *
+ * Needs `--allow-read=PATH`.
+ *
+ * @example
+ * ```ts
+ * import { socketFileOwner } from "./unix.ts";
+ *
+ * const dir = Deno.makeTempDirSync();
+ * const path = `${dir}/echo.sock`;
+ * const listener = Deno.listen({ transport: "unix", path });
+ * const inode = Deno.lstatSync(path).ino ?? undefined;
+ * const owner = socketFileOwner(path, inode);
+ * listener.close();
+ * Deno.removeSync(dir, { recursive: true });
+ * if (owner !== "ours") throw new Error(owner);
+ * ```
+ */
+export function socketFileOwner(
+  path: string,
+  inode: number | undefined,
+): "ours" | "gone" | "other" {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(path);
+  } catch (error) {
+    // What cannot be looked at cannot be known to be ours.
+    return error instanceof Deno.errors.NotFound ? "gone" : "other";
+  }
+  return info.isSocket && inode !== undefined && info.ino === inode
+    ? "ours"
+    : "other";
 }
 
 /** Mode of a new Unix socket file unless told otherwise: owner only. */

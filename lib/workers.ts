@@ -14,6 +14,8 @@
  * @module
  */
 
+import { flushStderrLog } from "./log.ts";
+
 /** What a worker of a group learns when it starts. */
 export interface WorkerInit {
   /** This worker's number, 1..count-1 (the main thread is 0). */
@@ -144,7 +146,24 @@ export function answerGroupShutdown(server: GroupMember): void {
     (error) =>
       scope.postMessage({ type: "failed", message: (error as Error).message }),
   );
-  server.finished.then(() => scope.postMessage({ type: "finished" }));
+  // This thread's log lines first: the main thread ends the worker on
+  // "finished", which would cut a write still in flight. A script's
+  // `runMain` may get there first (it flushes the log too, then calls
+  // `Deno.exit`, which ends this worker): then "finished" goes on unload.
+  let finished = false;
+  let told = false;
+  const tell = () => {
+    if (told) return;
+    told = true;
+    scope.postMessage({ type: "finished" });
+  };
+  server.finished.then(() => {
+    finished = true;
+    return flushStderrLog();
+  }).then(tell);
+  scope.addEventListener("unload", () => {
+    if (finished) tell();
+  });
 }
 
 /** The Web Workers of a group, as the main thread sees them. */

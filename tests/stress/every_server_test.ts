@@ -51,10 +51,6 @@ for (const { script, probe } of SERVERS) {
     async fn() {
       const rude = compileRudeClient();
       await using server = await startServerScript(script, [
-        "--hostname",
-        "127.0.0.1",
-        "--port",
-        "0",
         "--idle-timeout",
         "1",
       ], { permissions: ["--allow-net=127.0.0.1:0"] });

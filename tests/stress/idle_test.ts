@@ -69,7 +69,12 @@ function stats(values: number[]): { min: number; median: number; max: number } {
 
 Deno.test("echo.ts --idle-timeout 2: 2,000 silent clients are all closed after 2 s (not before), an active one is kept", async () => {
   const timeoutMs = 2000;
-  await using server = await startEcho(["--idle-timeout", "2"]);
+  await using server = await startEcho([
+    "--idle-timeout",
+    "2",
+    "--per-source",
+    "0", // 2,000 clients, all from 127.0.0.1
+  ]);
   // When each connect resolved: the server accepts it after that, so its
   // idle time is at most the time since then.
   const opened: number[] = [];
@@ -127,7 +132,12 @@ Deno.test("echo.ts --idle-timeout 2: 2,000 silent clients are all closed after 2
 
 Deno.test("echo.ts --max-connections 1000: of 2,000 silent clients the last 1,000 are closed at once, the first keep working, a freed slot serves a new client", async () => {
   const max = 1000;
-  await using server = await startEcho(["--max-connections", String(max)]);
+  await using server = await startEcho([
+    "--max-connections",
+    String(max),
+    "--per-source",
+    "0", // 2,000 clients, all from 127.0.0.1
+  ]);
   const first = await connectMany(server.port, max);
   await server.proc.until(
     () => countLines(server.proc, /^accepted /) >= max,
