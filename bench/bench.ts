@@ -46,7 +46,7 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-2w,c,c-iterative,node",
+    "only these servers: ours,ours-2w,minimal,c,c-iterative,node",
   ),
 };
 
@@ -117,6 +117,22 @@ function ours(script: string, extra: string[] = [], read = false): string[] {
   ];
 }
 
+/** What the runtime allows: a bare Deno server (`bench/minimal_server.ts`). */
+function minimal(mode: "echo" | "daytime"): Target {
+  return {
+    label: "minimal Deno",
+    command: [
+      Deno.execPath(),
+      "run",
+      "--quiet",
+      "--allow-net=127.0.0.1:{PORT}",
+      "bench/minimal_server.ts",
+      mode,
+      "{PORT}",
+    ],
+  };
+}
+
 const ECHO_SERVERS: Record<string, Target> = {
   ours: {
     label: "ours (servers/echo.ts)",
@@ -137,6 +153,7 @@ const ECHO_SERVERS: Record<string, Target> = {
       "2",
     ], true),
   },
+  minimal: minimal("echo"),
   c: { label: "C epoll", command: [`${BIN}/cserver`, "echo", "{PORT}"] },
   node: {
     label: "Node net",
@@ -146,6 +163,7 @@ const ECHO_SERVERS: Record<string, Target> = {
 
 const DAYTIME_SERVERS: Record<string, Target> = {
   ours: { label: `ours (${DAYTIME_SCRIPT})`, command: ours(DAYTIME_SCRIPT) },
+  minimal: minimal("daytime"),
   c: { label: "C epoll", command: [`${BIN}/cserver`, "daytime", "{PORT}"] },
   "c-iterative": {
     label: "C iterative (seed)",
@@ -160,7 +178,7 @@ const DAYTIME_SERVERS: Record<string, Target> = {
 interface Scenario {
   /** Row key, e.g. `pingpong-100`. */
   key: string;
-  kind: "stream" | "pingpong" | "connect" | "idle";
+  kind: "stream" | "pingpong" | "connect" | "short" | "idle";
   connections: number;
 }
 
@@ -169,6 +187,8 @@ const ECHO_SCENARIOS: Scenario[] = [
   { key: "stream-64", kind: "stream", connections: 64 },
   { key: "pingpong-1", kind: "pingpong", connections: 1 },
   { key: "pingpong-100", kind: "pingpong", connections: 100 },
+  { key: "short-1", kind: "short", connections: 1 },
+  { key: "short-32", kind: "short", connections: 32 },
   { key: `idle-${idleCount}`, kind: "idle", connections: idleCount },
 ];
 const DAYTIME_SCENARIOS: Scenario[] = [
@@ -420,6 +440,8 @@ interface Row {
   higherIsBetter: boolean;
   /** Ours / reference must be at least (or, lower-is-better, at most) this. */
   targetVsC?: number;
+  /** Ours / minimal Deno: the share of what the runtime allows. */
+  targetVsMinimal?: number;
   targetVsNode?: number;
 }
 
@@ -483,6 +505,7 @@ const ROWS: Row[] = [
     higherIsBetter: true,
     targetVsC: 0.85,
     targetVsNode: 1.2,
+    targetVsMinimal: 0.97,
   },
   {
     scenario: "pingpong-100",
@@ -506,6 +529,29 @@ const ROWS: Row[] = [
     higherIsBetter: false,
   },
   {
+    scenario: "short-1",
+    metric: "per_s",
+    unit: "conn/s",
+    reference: "c",
+    higherIsBetter: true,
+    targetVsMinimal: 0.95,
+  },
+  {
+    scenario: "short-32",
+    metric: "per_s",
+    unit: "conn/s",
+    reference: "c",
+    higherIsBetter: true,
+    targetVsMinimal: 0.95,
+  },
+  {
+    scenario: "short-32",
+    metric: "cpu_us",
+    unit: "CPU µs/conn",
+    reference: "c",
+    higherIsBetter: false,
+  },
+  {
     scenario: "connect-1",
     metric: "per_s",
     unit: "conn/s",
@@ -520,6 +566,7 @@ const ROWS: Row[] = [
     reference: "c-iterative",
     higherIsBetter: true,
     targetVsC: 1.0,
+    targetVsMinimal: 0.95,
   },
   {
     scenario: "connect-32",
@@ -573,11 +620,14 @@ function report(): Record<string, unknown>[] {
     "unit",
     "ours",
     "2 workers",
+    "minimal",
     "C epoll",
     "C iter.",
     "Node",
+    "ours/min",
     "ours/C",
     "ours/Node",
+    "target vs min",
     "target vs C",
     "target vs Node",
   ]];
@@ -587,6 +637,8 @@ function report(): Record<string, unknown>[] {
     const ourValue = value("ours");
     const ref = value(row.reference);
     const node = value("node");
+    const least = value("minimal");
+    const vsMinimal = ourValue !== null && least ? ourValue / least : null;
     const vsC = ourValue !== null && ref ? ourValue / ref : null;
     const vsNode = ourValue !== null && node ? ourValue / node : null;
     const entry = {
@@ -596,11 +648,18 @@ function report(): Record<string, unknown>[] {
       reference: row.reference,
       ours: ourValue,
       ours_2_workers: value("ours-2w"),
+      minimal_deno: least,
       c_epoll: value("c"),
       c_iterative: value("c-iterative"),
       node,
+      ours_vs_minimal: vsMinimal,
       ours_vs_c: vsC,
       ours_vs_node: vsNode,
+      target_vs_minimal: verdict(
+        vsMinimal,
+        row.targetVsMinimal,
+        row.higherIsBetter,
+      ),
       target_vs_c: verdict(vsC, row.targetVsC, row.higherIsBetter),
       target_vs_node: verdict(vsNode, row.targetVsNode, row.higherIsBetter),
     };
@@ -610,11 +669,14 @@ function report(): Record<string, unknown>[] {
       row.unit,
       format(ourValue),
       format(entry.ours_2_workers),
+      format(least),
       format(entry.c_epoll),
       format(entry.c_iterative),
       format(node),
+      vsMinimal === null ? "-" : vsMinimal.toFixed(2),
       vsC === null ? "-" : vsC.toFixed(2),
       vsNode === null ? "-" : vsNode.toFixed(2),
+      entry.target_vs_minimal,
       entry.target_vs_c,
       entry.target_vs_node,
     ]);

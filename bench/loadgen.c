@@ -5,6 +5,8 @@
  *   loadgen stream   HOST PORT CONNS SECONDS   echo, continuous, verified
  *   loadgen pingpong HOST PORT CONNS SECONDS   64-byte request/response
  *   loadgen connect  HOST PORT CONNS SECONDS   connect/read to EOF/close
+ *   loadgen short    HOST PORT CONNS SECONDS   connect, one 64-byte round
+ *                                              trip, close (an echo server)
  *   loadgen idle     HOST PORT CONNS PID       N idle connections, RSS of PID
  *
  * With a server PID as a sixth argument, the first three also print the
@@ -270,6 +272,72 @@ static int connect_bench(int conns, double seconds) {
   return bad > done / 100 ? 1 : 0;
 }
 
+/*
+ * Short connections: connect, send 64 bytes, read them back, close; CONNS
+ * at a time. What a health check or a request/response protocol costs.
+ */
+static int short_bench(int conns, double seconds) {
+  int ep = epoll_create1(0);
+  struct conn *cs = calloc(conns, sizeof *cs);
+  uint8_t buf[MSG];
+  for (int i = 0; i < conns; i++) {
+    cs[i].fd = open_conn(0);
+    cs[i].want_out = -1;
+    cs[i].sent = 0;
+    cs[i].received = 0;
+    watch(ep, &cs[i], 1);
+  }
+  struct epoll_event evs[256];
+  double cpu = server_cpu(), start = now(), end = start + seconds;
+  uint64_t done = 0, bad = 0;
+  while (now() < end) {
+    int n = epoll_wait(ep, evs, 256, 100);
+    for (int e = 0; e < n; e++) {
+      struct conn *c = evs[e].data.ptr;
+      int failed = 0;
+      if (c->sent == 0) {
+        /* Connected (or refused): send the request. */
+        if (evs[e].events & (EPOLLERR | EPOLLHUP)) failed = 1;
+        else if (write(c->fd, pattern, MSG) != MSG) failed = 1;
+        else {
+          c->sent = MSG;
+          watch(ep, c, 0);
+          continue;
+        }
+      } else {
+        ssize_t r = read(c->fd, buf + c->received, MSG - c->received);
+        if (r < 0 && errno == EAGAIN) continue;
+        if (r > 0) {
+          c->received += r;
+          if (c->received < MSG) continue;
+          if (memcmp(buf, pattern, MSG) != 0) failed = 1;
+        } else
+          failed = 1;
+      }
+      if (failed) {
+        if (bad++ == 0)
+          fprintf(stderr, "loadgen: short: first failure: %s (%d bytes)\n",
+                  strerror(errno), (int)c->received);
+      } else
+        done++;
+      epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+      close(c->fd);
+      c->fd = open_conn(0);
+      c->sent = 0;
+      c->received = 0;
+      c->want_out = -1;
+      watch(ep, c, 1);
+    }
+  }
+  double elapsed = now() - start;
+  cpu = server_cpu() - cpu;
+  printf("{\"scenario\":\"short\",\"connections\":%d,\"seconds\":%.3f,"
+         "\"completed\":%llu,\"failed\":%llu,\"per_s\":%.0f,\"server_cpu_ms\":%.1f}\n",
+         conns, elapsed, (unsigned long long)done, (unsigned long long)bad,
+         done / elapsed, cpu * 1e3);
+  return bad > done / 100 ? 1 : 0;
+}
+
 static long rss_kib(int pid) {
   char path[64], line[256];
   long kib = -1;
@@ -307,7 +375,7 @@ static int idle(int conns, int pid) {
 
 int main(int argc, char **argv) {
   if (argc != 6 && argc != 7) {
-    fprintf(stderr, "usage: loadgen stream|pingpong|connect|idle HOST PORT CONNS SECONDS|PID [SERVER_PID]\n");
+    fprintf(stderr, "usage: loadgen stream|pingpong|connect|short|idle HOST PORT CONNS SECONDS|PID [SERVER_PID]\n");
     return 2;
   }
   server.sin_family = AF_INET;
@@ -326,6 +394,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "stream")) return stream(conns, atof(argv[5]));
   if (!strcmp(argv[1], "pingpong")) return pingpong(conns, atof(argv[5]));
   if (!strcmp(argv[1], "connect")) return connect_bench(conns, atof(argv[5]));
+  if (!strcmp(argv[1], "short")) return short_bench(conns, atof(argv[5]));
   if (!strcmp(argv[1], "idle")) return idle(conns, atoi(argv[5]));
   fprintf(stderr, "loadgen: unknown scenario %s\n", argv[1]);
   return 2;
