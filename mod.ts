@@ -42,6 +42,8 @@ export * from "./lib/log.ts";
 export * from "./lib/unix.ts";
 export * from "./lib/keepalive.ts";
 export * from "./lib/server.ts";
+export * from "./lib/server_options.ts";
+export { ListenError } from "./lib/bind.ts";
 export * from "./lib/cli.ts";
 export * from "./lib/server_cli.ts";
 export * from "./lib/access.ts";
@@ -55,4 +57,12 @@ export * from "./lib/simple.ts";
 export * from "./lib/dial.ts";
 export * from "./lib/relay.ts";
 export * from "./lib/tz.ts";
-export * from "./lib/workers.ts";
+export {
+  answerGroupShutdown,
+  type GroupMember,
+  spawnWorkers,
+  workerCount,
+  type WorkerGroup,
+  type WorkerInit,
+  workerInit,
+} from "./lib/workers.ts";

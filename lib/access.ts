@@ -9,7 +9,15 @@
  */
 
 import { parseIPv4 as ipv4Bytes, parseIPv6 as ipv6Groups } from "./address.ts";
-import type { AccessPolicy } from "./server.ts";
+
+/**
+ * Which peers may use a server (`ServerOptions.access`): an
+ * {@linkcode AccessList}, or anything else that answers `allows`.
+ */
+export interface AccessPolicy {
+  /** `true` when `addr` may be served. */
+  allows(addr: Deno.Addr): boolean;
+}
 
 /**
  * A string that is not an IP address or CIDR block.

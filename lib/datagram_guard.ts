@@ -1,6 +1,6 @@
 /**
  * What keeps a datagram server from being turned against others or against
- * itself, beyond the source-port rules of `lib/server.ts`: a reply rate
+ * itself, beyond the source-port rules of `datagram_server.ts`: a reply rate
  * limit per source address (not per address and port: one host owns all
  * its ports), and a loop guard that ends a loop between two servers that
  * answer anything, whatever their ports and rate limits.

@@ -21,15 +21,15 @@ import {
 import type { Transport } from "./endpoint.ts";
 import { KEEPALIVE_LIMITS, type KeepAliveConfig } from "./keepalive.ts";
 import { stderrLog } from "./log.ts";
+import { listeningLine } from "./server.ts";
 import {
   DEFAULT_GRACE_MS,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_PER_SOURCE,
   DEFAULT_UDP_RATE,
-  listeningLine,
   type Server,
   type ServerOptions,
-} from "./server.ts";
+} from "./server_options.ts";
 import { formatBytes, MAX_SMALL_FILE_BYTES } from "./files.ts";
 import { readTlsFiles } from "./tls.ts";
 import { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";

@@ -8,12 +8,8 @@
  */
 
 import { writeAll } from "./io.ts";
-import {
-  serve,
-  type Server,
-  type ServerOptions,
-  type Service,
-} from "./server.ts";
+import { serve } from "./server.ts";
+import type { Server, ServerOptions, Service } from "./server_options.ts";
 
 /** The well-known port of each simple service (RFC 862-868). */
 export const SIMPLE_SERVICE_PORTS: Readonly<

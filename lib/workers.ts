@@ -14,7 +14,14 @@
  * @module
  */
 
-import { flushStderrLog } from "./log.ts";
+import { flushStderrLog, stderrLog } from "./log.ts";
+import type {
+  Server,
+  ServerOptions,
+  Service,
+  StreamHandler,
+} from "./server_options.ts";
+import { StreamServer } from "./stream_server.ts";
 
 /** What a worker of a group learns when it starts. */
 export interface WorkerInit {
@@ -274,4 +281,49 @@ function checkReadable(module: string): void {
       }`,
     );
   }
+}
+
+/**
+ * A TCP server on `options.workers` threads: this thread listens first (so
+ * port 0 becomes a real port), then starts the others on that port. In a
+ * worker of the group, the same call joins the group instead.
+ */
+export function serveGroup(
+  service: Service,
+  handler: StreamHandler,
+  options: ServerOptions,
+): Server {
+  const init = workerInit;
+  const index = init?.index ?? 0;
+  const connections = init?.connections ??
+    new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+  const label = `${options.label ? `${options.label} ` : ""}worker ${index}`;
+  const server = new StreamServer(service, handler, "tcp", {
+    ...options,
+    label,
+    port: init?.port ?? options.port,
+  }, { connections });
+  if (init) {
+    answerGroupShutdown(server);
+    return server;
+  }
+  const log = options.log ?? stderrLog;
+  const group = spawnWorkers(
+    options.workers!,
+    (server.addr as Deno.NetAddr).port,
+    connections,
+    log,
+  );
+  const finished = Promise.all([server.finished, group.finished]).then(
+    () => {},
+  );
+  const shutdown = () =>
+    Promise.all([server.shutdown(), group.shutdown()]).then(() => {});
+  return {
+    addr: server.addr,
+    ready: Promise.all([server.ready, group.ready]).then(() => {}),
+    finished,
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
+  };
 }
