@@ -9,7 +9,7 @@
  */
 
 import type { AccessPolicy } from "./access.ts";
-import { bind, unixPath } from "./bind.ts";
+import { bindDatagram, type Binding } from "./bind.ts";
 import {
   ReplyMemory,
   serviceReplyKind,
@@ -25,25 +25,23 @@ import {
   type ServerOptions,
   type Service,
 } from "./server_options.ts";
-import { createUnixSocket, prepareUnixPath, socketFileOwner } from "./unix.ts";
+import { socketFileOwner } from "./unix.ts";
 
 /** A server of datagrams: UDP or a Unix datagram socket. */
 export class DatagramServer extends BaseServer {
   #socket?: Deno.DatagramConn;
   readonly #handler: DatagramHandler;
+  readonly #binding: Binding<Deno.DatagramConn>;
   readonly #allowLowPorts: boolean;
   readonly #dropSourcePorts: ReadonlySet<number>;
   readonly #access?: AccessPolicy;
   readonly #rate: SourceRateLimiter;
   /** For the loop guard; absent when it is off. */
   readonly #replies?: ReplyMemory;
-  readonly #droppedLowPort: FloodLog;
-  readonly #droppedRate: FloodLog;
-  readonly #droppedLoop: FloodLog;
-  readonly #refusedAccess: FloodLog;
-  readonly #addr: Deno.Addr;
-  /** The inode of the socket file this server created, once bound. */
-  readonly #socketFile: () => number | undefined;
+  readonly #droppedLowPort = new FloodLog(this.log, `${this.prefix}dropped`);
+  readonly #droppedRate = new FloodLog(this.log, `${this.prefix}dropped`);
+  readonly #droppedLoop = new FloodLog(this.log, `${this.prefix}dropped`);
+  readonly #refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
   #loopDone: Promise<void> = Promise.resolve();
   /** Settles once the datagram being handled has been answered. */
   #inFlight?: Promise<void>;
@@ -54,40 +52,9 @@ export class DatagramServer extends BaseServer {
     transport: "udp" | "unixpacket",
     options: ServerOptions,
   ) {
-    let socket: Deno.DatagramConn | undefined;
-    let socketFile: number | undefined;
-    let ready: Promise<void>;
-    let addr: Deno.Addr;
-    if (transport === "udp") {
-      const hostname = options.hostname ?? service.defaultHostname ??
-        "0.0.0.0";
-      const port = options.port ?? service.defaultPort;
-      socket = bind(
-        () => Deno.listenDatagram({ transport: "udp", hostname, port }),
-        hostname,
-        port,
-      );
-      addr = socket.addr;
-      ready = Promise.resolve();
-    } else {
-      const path = unixPath(transport, options);
-      addr = { transport: "unixpacket", path };
-      ready = prepareUnixPath(path).then(() => {
-        socket = bind(
-          () =>
-            createUnixSocket(
-              path,
-              () => Deno.listenDatagram({ transport: "unixpacket", path }),
-              options.mode,
-            ),
-          path,
-        );
-        socketFile = Deno.lstatSync(path).ino ?? undefined;
-      });
-    }
-    super(options, ready);
-    this.#addr = addr;
-    this.#socketFile = () => socketFile;
+    const binding = bindDatagram(service, transport, options);
+    super(options, binding.ready);
+    this.#binding = binding;
     this.#handler = handler;
     this.#allowLowPorts = options.allowLowPorts ?? false;
     this.#dropSourcePorts = new Set(options.dropSourcePorts ?? []);
@@ -95,22 +62,19 @@ export class DatagramServer extends BaseServer {
     this.#rate = new SourceRateLimiter(
       options.udpRatePerSecond ?? DEFAULT_UDP_RATE,
     );
-    this.#droppedLowPort = new FloodLog(this.log, `${this.prefix}dropped`);
-    this.#droppedRate = new FloodLog(this.log, `${this.prefix}dropped`);
     if (options.loopGuard !== false) this.#replies = new ReplyMemory();
-    this.#droppedLoop = new FloodLog(this.log, `${this.prefix}dropped`);
-    this.#refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
     const start = (s: Deno.DatagramConn) => {
       this.#socket = s;
       if (this.closing) s.close();
       else this.#loopDone = this.#receiveLoop(s);
     };
+    const socket = binding.socket();
     if (socket) start(socket);
-    else ready.then(() => start(socket!), () => {});
+    else this.ready.then(() => start(binding.socket()!), () => {});
   }
 
   get addr(): Deno.Addr {
-    return this.#addr;
+    return this.#binding.addr;
   }
 
   async #receiveLoop(socket: Deno.DatagramConn): Promise<void> {
@@ -126,63 +90,11 @@ export class DatagramServer extends BaseServer {
         continue;
       }
       const peer = formatAddr(source);
-      if ("port" in source && source.port < 1024 && !this.#allowLowPorts) {
-        // CVE-1999-0103: a reply to a privileged port (echo, chargen...)
-        // can start an endless loop between two services.
-        this.#droppedLowPort.event(
-          `datagram from ${peer}: source port below 1024`,
-        );
-        continue;
-      }
-      if ("port" in source && this.#dropSourcePorts.has(source.port)) {
-        this.#droppedLowPort.event(
-          `datagram from ${peer}: source port is a service port (loop protection)`,
-        );
-        continue;
-      }
-      if (this.#access && !this.#access.allows(source)) {
-        this.#refusedAccess.event(`datagram from ${peer}: not allowed`);
-        continue;
-      }
-      if ("path" in source && !source.path) {
-        this.#droppedRate.event(
-          `datagram from an unbound Unix socket: no address to reply to`,
-        );
-        continue;
-      }
-      if (this.#replies?.bouncedBack(peer, data)) {
-        // Our own reply, back from a server that answers anything: answering
-        // it would start a loop (two echo servers: forever).
-        this.#droppedLoop.event(
-          `datagram from ${peer}: the reply just sent to it, bounced back (loop protection)`,
-        );
-        continue;
-      }
+      if (this.#drops(source, peer, data)) continue;
       let answered!: () => void;
       this.#inFlight = new Promise((resolve) => answered = resolve);
       try {
-        const reply = await this.#handler(data, source);
-        if (!reply) continue;
-        const kind = this.#replies && !sameBytes(reply, data)
-          ? serviceReplyKind(data)
-          : undefined;
-        if (kind) {
-          // A service whose reply ignores the request, asked by another
-          // such service's reply: the two would answer each other forever.
-          this.#droppedLoop.event(
-            `datagram from ${peer}: ${kind}, another service's reply (loop protection)`,
-          );
-          continue;
-        }
-        const from = sourceKey(source);
-        if (!this.#rate.take(from)) {
-          this.#droppedRate.event(
-            `reply to ${peer}: over ${this.#rate.perSecond} replies/s to ${from}`,
-          );
-          continue;
-        }
-        await socket.send(reply, source);
-        this.#replies?.sent(peer, reply);
+        await this.#answer(socket, data, source, peer);
       } catch (error) {
         if (this.closing) break;
         this.log(
@@ -193,6 +105,81 @@ export class DatagramServer extends BaseServer {
         answered();
       }
     }
+  }
+
+  /**
+   * Whether a datagram is dropped before its handler sees it: from a port
+   * that must not be answered, not allowed, from an unbound Unix socket,
+   * or our own reply bounced back (each logged, counted).
+   */
+  #drops(source: Deno.Addr, peer: string, data: Uint8Array): boolean {
+    if ("port" in source && source.port < 1024 && !this.#allowLowPorts) {
+      // CVE-1999-0103: a reply to a privileged port (echo, chargen...)
+      // can start an endless loop between two services.
+      this.#droppedLowPort.event(
+        `datagram from ${peer}: source port below 1024`,
+      );
+      return true;
+    }
+    if ("port" in source && this.#dropSourcePorts.has(source.port)) {
+      this.#droppedLowPort.event(
+        `datagram from ${peer}: source port is a service port (loop protection)`,
+      );
+      return true;
+    }
+    if (this.#access && !this.#access.allows(source)) {
+      this.#refusedAccess.event(`datagram from ${peer}: not allowed`);
+      return true;
+    }
+    if ("path" in source && !source.path) {
+      this.#droppedRate.event(
+        `datagram from an unbound Unix socket: no address to reply to`,
+      );
+      return true;
+    }
+    if (this.#replies?.bouncedBack(peer, data)) {
+      // Our own reply, back from a server that answers anything: answering
+      // it would start a loop (two echo servers: forever).
+      this.#droppedLoop.event(
+        `datagram from ${peer}: the reply just sent to it, bounced back (loop protection)`,
+      );
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Runs the handler and sends its reply, unless the loop guard or the
+   * rate limit holds it back (logged, counted).
+   */
+  async #answer(
+    socket: Deno.DatagramConn,
+    data: Uint8Array,
+    source: Deno.Addr,
+    peer: string,
+  ): Promise<void> {
+    const reply = await this.#handler(data, source);
+    if (!reply) return;
+    const kind = this.#replies && !sameBytes(reply, data)
+      ? serviceReplyKind(data)
+      : undefined;
+    if (kind) {
+      // A service whose reply ignores the request, asked by another
+      // such service's reply: the two would answer each other forever.
+      this.#droppedLoop.event(
+        `datagram from ${peer}: ${kind}, another service's reply (loop protection)`,
+      );
+      return;
+    }
+    const from = sourceKey(source);
+    if (!this.#rate.take(from)) {
+      this.#droppedRate.event(
+        `reply to ${peer}: over ${this.#rate.perSecond} replies/s to ${from}`,
+      );
+      return;
+    }
+    await socket.send(reply, source);
+    this.#replies?.sent(peer, reply);
   }
 
   protected async stop(): Promise<void> {
@@ -215,12 +202,13 @@ export class DatagramServer extends BaseServer {
       // Already closed.
     }
     await this.#loopDone;
-    if ("path" in this.#addr) {
+    const addr = this.addr;
+    if ("path" in addr) {
       // Remove only the socket this server created: whatever replaced it
       // meanwhile (a file, another server's socket) is not ours to delete.
-      if (socketFileOwner(this.#addr.path, this.#socketFile()) === "ours") {
+      if (socketFileOwner(addr.path, this.#binding.inode()) === "ours") {
         try {
-          Deno.removeSync(this.#addr.path);
+          Deno.removeSync(addr.path);
         } catch {
           // Gone meanwhile.
         }

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { bind, ListenError, unixPath } from "./bind.ts";
+import { type Binding, bindStream } from "./bind.ts";
 import { sourceKey } from "./datagram_guard.ts";
 import { formatAddr } from "./endpoint.ts";
 import {
@@ -28,12 +28,8 @@ import {
   type Service,
   type StreamHandler,
 } from "./server_options.ts";
-import {
-  checkTlsCertificate,
-  NodeTlsConn,
-  tlsServerContext,
-} from "./tls_node.ts";
-import { createUnixSocket, prepareUnixPath, socketFileOwner } from "./unix.ts";
+import { NodeTlsConn, tlsServerContext } from "./tls_node.ts";
+import { socketFileOwner } from "./unix.ts";
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** How long handlers get to return once shutdown closed their connections. */
@@ -89,21 +85,25 @@ function keepAliveConfig(
 /** A server of connections: TCP (with or without TLS) or a Unix stream socket. */
 export class StreamServer extends BaseServer {
   readonly #handler: StreamHandler;
+  readonly #binding: Binding<Deno.Listener>;
   readonly #connections = new Set<Connection>();
   readonly #maxConnections: number;
   readonly #idleTimeoutMs: number;
   readonly #access?: AccessPolicy;
   readonly #keepAlive?: KeepAliveConfig;
-  readonly #refusedFull: FloodLog;
   readonly #perSource: number;
   /** Open connections by source, for `perSource`. */
   readonly #bySource = new Map<string, number>();
-  readonly #refusedSource: FloodLog;
-  readonly #refusedAccess: FloodLog;
-  readonly #handshakeFailed: FloodLog;
+  readonly #refusedFull = new FloodLog(this.log, `${this.prefix}refused`);
+  readonly #refusedSource = new FloodLog(this.log, `${this.prefix}refused`);
+  readonly #refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
+  readonly #handshakeFailed = new FloodLog(
+    this.log,
+    `${this.prefix}TLS handshake failed:`,
+  );
+  readonly #abortedEarly = new FloodLog(this.log, `${this.prefix}dropped`);
   /** Set for TLS: the handshake deadline, in ms. */
   readonly #handshakeTimeoutMs?: number;
-  readonly #abortedEarly: FloodLog;
   readonly #tlsContext?: ReturnType<typeof tlsServerContext>;
   #idleTimer?: ReturnType<typeof setInterval>;
   #idleTickMs = 0;
@@ -111,7 +111,14 @@ export class StreamServer extends BaseServer {
   #wakeBackoff?: () => void;
   #acceptLoopDone: Promise<void> = Promise.resolve();
   #drained?: () => void;
-  readonly #addr: Deno.Addr;
+  #boundListener?: Deno.Listener;
+  /** Ends the accept loop without closing the listener (see `stop()`). */
+  #stopAccepting?: () => void;
+  readonly #acceptStopped = new Promise<null>((resolve) =>
+    this.#stopAccepting = () => resolve(null)
+  );
+  /** For a worker group: connections open in the whole group. */
+  readonly #groupConnections?: Int32Array;
 
   constructor(
     service: Service,
@@ -120,130 +127,62 @@ export class StreamServer extends BaseServer {
     options: ServerOptions,
     group?: GroupShare,
   ) {
-    let listener: Deno.Listener | undefined;
-    let ready: Promise<void>;
-    let addr: Deno.Addr;
-    let socketInode: number | undefined;
     const keepAlive = transport === "tcp"
       ? keepAliveConfig(options.keepAlive)
       : undefined;
     // Before binding: a missing --allow-ffi is one error at start, not one
-    // per client.
-    if (keepAlive) {
-      // Set on the plain TCP connection, before TLS starts: no FFI needed
-      // for plain keepalive on a TLS server.
-      checkKeepAlive(keepAlive);
-    }
-    if (transport === "tcp") {
-      const hostname = options.hostname ?? service.defaultHostname ??
-        "0.0.0.0";
-      const port = options.port ?? service.defaultPort;
-      listener = bind(
-        () =>
-          Deno.listen({
-            transport: "tcp",
-            hostname,
-            port,
-            ...(group && { reusePort: true }),
-          }),
-        hostname,
-        port,
+    // per client. Keepalive is set on the plain TCP connection, before TLS
+    // starts: no FFI needed for plain keepalive on a TLS server.
+    if (keepAlive) checkKeepAlive(keepAlive);
+    const perSource = transport === "tcp"
+      ? options.perSource ?? DEFAULT_PER_SOURCE
+      : 0;
+    if (!Number.isInteger(perSource) || perSource < 0) {
+      throw new RangeError(
+        `perSource must be a whole number, 0 or more: ${options.perSource}`,
       );
-      addr = listener.addr;
-      ready = Promise.resolve();
-      if (options.tls) {
-        // A key that does not fit its certificate fails here, once.
-        const bound = listener;
-        ready = checkTlsCertificate(options.tls).catch((error) => {
-          bound.close();
-          throw new ListenError(
-            `cannot serve TLS on ${
-              formatAddr(addr)
-            }: certificate and key do not work together (does the key match the certificate?): ${
-              (error as Error).message.split("\n")[0]
-            }`,
-            formatAddr(addr),
-            error,
-          );
-        });
-      }
-    } else {
-      if (options.tls) throw new TypeError("TLS is served over TCP only");
-      const path = unixPath(transport, options);
-      addr = { transport: "unix", path };
-      ready = prepareUnixPath(path).then(() => {
-        listener = bind(
-          () =>
-            createUnixSocket(
-              path,
-              () => Deno.listen({ transport: "unix", path }),
-              options.mode,
-            ),
-          path,
-        );
-        // While the listener is open its inode cannot be reused: this
-        // number tells our socket from whatever replaces it.
-        socketInode = Deno.lstatSync(path).ino ?? undefined;
-      });
     }
-    super(options, ready);
-    this.#addr = addr;
-    this.#socketInode = () => socketInode;
+    const binding = bindStream(service, transport, options, !!group);
+    super(options, binding.ready);
+    this.#binding = binding;
     this.#handler = handler;
     this.#groupConnections = group?.connections;
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 0;
     this.#access = options.access;
     this.#keepAlive = keepAlive;
-    this.#refusedFull = new FloodLog(this.log, `${this.prefix}refused`);
-    this.#perSource = transport === "tcp"
-      ? options.perSource ?? DEFAULT_PER_SOURCE
-      : 0;
-    if (!Number.isInteger(this.#perSource) || this.#perSource < 0) {
-      throw new RangeError(
-        `perSource must be a whole number, 0 or more: ${options.perSource}`,
-      );
-    }
-    this.#refusedSource = new FloodLog(this.log, `${this.prefix}refused`);
-    this.#refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
-    this.#handshakeFailed = new FloodLog(
-      this.log,
-      `${this.prefix}TLS handshake failed:`,
-    );
+    this.#perSource = perSource;
     if (options.tls) {
       this.#handshakeTimeoutMs = options.handshakeTimeoutMs ??
         DEFAULT_HANDSHAKE_TIMEOUT_MS;
       this.#tlsContext = tlsServerContext(options.tls);
     }
-    this.#abortedEarly = new FloodLog(this.log, `${this.prefix}dropped`);
-    // A Unix listener exists once `ready` settles; a TCP one already does,
-    // but with TLS it accepts only once the certificate passed its check.
-    const start = (l: Deno.Listener) => {
-      this.#acceptLoopDone = this.#acceptLoop(l);
-      if (this.#idleTimeoutMs > 0) this.#startIdleSweep();
-    };
-    if (listener && !options.tls) {
-      this.#boundListener = listener;
-      start(listener);
-    } else {
-      ready.then(() => {
-        this.#boundListener = listener!;
-        if (this.closing) listener!.close();
-        else start(listener!);
-      }, () => {});
-    }
+    this.#startWhenBound(!!options.tls);
   }
 
-  #boundListener?: Deno.Listener;
-  /** Unix: the inode of the socket file this server created, once bound. */
-  readonly #socketInode: () => number | undefined;
-  /** Ends the accept loop without closing the listener (see `stop()`). */
-  #stopAccepting?: () => void;
-  readonly #acceptStopped = new Promise<null>((resolve) =>
-    this.#stopAccepting = () => resolve(null)
-  );
-  /** For a worker group: connections open in the whole group. */
-  readonly #groupConnections?: Int32Array;
+  /**
+   * Starts accepting: a TCP listener exists already, but with TLS accepts
+   * only once the certificate passed its check; a Unix one exists once
+   * `ready` settles.
+   */
+  #startWhenBound(tls: boolean): void {
+    const start = (listener: Deno.Listener) => {
+      this.#acceptLoopDone = this.#acceptLoop(listener);
+      if (this.#idleTimeoutMs > 0) this.#startIdleSweep();
+    };
+    const listener = this.#binding.socket();
+    if (listener && !tls) {
+      this.#boundListener = listener;
+      start(listener);
+      return;
+    }
+    this.ready.then(() => {
+      const listener = this.#binding.socket()!;
+      this.#boundListener = listener;
+      if (this.closing) listener.close();
+      else start(listener);
+    }, () => {});
+  }
 
   #open(): number {
     return this.#groupConnections
@@ -273,7 +212,7 @@ export class StreamServer extends BaseServer {
   }
 
   get addr(): Deno.Addr {
-    return this.#addr;
+    return this.#binding.addr;
   }
 
   async #acceptLoop(listener: Deno.Listener): Promise<void> {
@@ -293,83 +232,94 @@ export class StreamServer extends BaseServer {
         backoffMs = 0;
       } catch (error) {
         if (this.closing) break;
-        if (
-          error instanceof Deno.errors.NotConnected ||
-          error instanceof Deno.errors.ConnectionAborted ||
-          error instanceof Deno.errors.ConnectionReset
-        ) {
-          // That one client reset before it was accepted (ENOTCONN from
-          // getpeername, ECONNABORTED): the next one is fine, so no
-          // backoff, which would make every queued client wait.
-          this.#abortedEarly.event(
-            `a connection reset before it was accepted: ${
-              (error as Error).message
-            }`,
-          );
-          continue;
-        }
-        // EMFILE, ENFILE, ENOBUFS...: back off and go on, as Go's
-        // http.Server does, instead of dying like the seed's loop.
-        backoffMs = Math.min(
-          Math.max(backoffMs * 2, ACCEPT_BACKOFF_MIN_MS),
-          ACCEPT_BACKOFF_MAX_MS,
-        );
-        this.log(
-          `${this.prefix}accept failed: ${
-            (error as Error).message
-          }; retrying in ${backoffMs} ms`,
-        );
-        await this.#sleep(backoffMs);
-        continue;
-      }
-      if (this.#access && !this.#access.allows(conn.remoteAddr)) {
-        this.#refusedAccess.event(
-          `${formatAddr(conn.remoteAddr)}: not allowed`,
-        );
-        conn.close();
+        backoffMs = await this.#acceptFailed(error as Error, backoffMs);
         continue;
       }
       const source = this.#perSource > 0
         ? sourceKey(conn.remoteAddr)
         : undefined;
-      if (
-        source !== undefined &&
-        (this.#bySource.get(source) ?? 0) >= this.#perSource
-      ) {
-        this.#refusedSource.event(
-          `${
-            formatAddr(conn.remoteAddr)
-          }: too many connections from ${source} (max ${this.#perSource} per source)`,
-        );
+      if (this.#refuses(conn, source)) {
         conn.close();
         continue;
       }
-      if (this.#open() >= this.#maxConnections) {
-        this.#refusedFull.event(
-          `${
-            formatAddr(conn.remoteAddr)
-          }: too many connections (max ${this.#maxConnections})`,
-        );
-        conn.close();
-        continue;
-      }
-      if (this.#keepAlive) {
-        try {
-          setKeepAlive(conn, this.#keepAlive);
-        } catch (error) {
-          this.log(
-            `${this.prefix}keepalive not set for ${
-              formatAddr(conn.remoteAddr)
-            }: ${(error as Error).message}`,
-          );
-        }
-      }
-      // TLS starts only now, after the refusals above: a refused client
-      // never gets a TLS byte.
+      if (this.#keepAlive) this.#setKeepAlive(conn, this.#keepAlive);
+      // TLS starts only now, after the refusals: a refused client never
+      // gets a TLS byte.
       if (this.#tlsContext) {
         conn = new NodeTlsConn(conn, { server: this.#tlsContext });
       }
       this.#handle(new Connection(conn, source));
+    }
+  }
+
+  /**
+   * After a failed `accept`: the backoff before the next one (0 when that
+   * one client had reset), having waited it.
+   */
+  async #acceptFailed(error: Error, backoffMs: number): Promise<number> {
+    if (
+      error instanceof Deno.errors.NotConnected ||
+      error instanceof Deno.errors.ConnectionAborted ||
+      error instanceof Deno.errors.ConnectionReset
+    ) {
+      // That one client reset before it was accepted (ENOTCONN from
+      // getpeername, ECONNABORTED): the next one is fine, so no
+      // backoff, which would make every queued client wait.
+      this.#abortedEarly.event(
+        `a connection reset before it was accepted: ${error.message}`,
+      );
+      return backoffMs;
+    }
+    // EMFILE, ENFILE, ENOBUFS...: back off and go on, as Go's
+    // http.Server does, instead of dying like the seed's loop.
+    backoffMs = Math.min(
+      Math.max(backoffMs * 2, ACCEPT_BACKOFF_MIN_MS),
+      ACCEPT_BACKOFF_MAX_MS,
+    );
+    this.log(
+      `${this.prefix}accept failed: ${error.message}; retrying in ${backoffMs} ms`,
+    );
+    await this.#sleep(backoffMs);
+    return backoffMs;
+  }
+
+  /**
+   * Whether `conn` is refused before anything is read: not allowed, too
+   * many from its source, or the server full (each logged, counted).
+   */
+  #refuses(conn: Deno.Conn, source: string | undefined): boolean {
+    const peer = () => formatAddr(conn.remoteAddr);
+    if (this.#access && !this.#access.allows(conn.remoteAddr)) {
+      this.#refusedAccess.event(`${peer()}: not allowed`);
+      return true;
+    }
+    if (
+      source !== undefined &&
+      (this.#bySource.get(source) ?? 0) >= this.#perSource
+    ) {
+      this.#refusedSource.event(
+        `${peer()}: too many connections from ${source} (max ${this.#perSource} per source)`,
+      );
+      return true;
+    }
+    if (this.#open() >= this.#maxConnections) {
+      this.#refusedFull.event(
+        `${peer()}: too many connections (max ${this.#maxConnections})`,
+      );
+      return true;
+    }
+    return false;
+  }
+
+  #setKeepAlive(conn: Deno.Conn, config: KeepAliveConfig): void {
+    try {
+      setKeepAlive(conn, config);
+    } catch (error) {
+      this.log(
+        `${this.prefix}keepalive not set for ${formatAddr(conn.remoteAddr)}: ${
+          (error as Error).message
+        }`,
+      );
     }
   }
 
@@ -463,13 +413,13 @@ export class StreamServer extends BaseServer {
     const listener = this.#boundListener;
     if (!listener) return;
     if (
-      "path" in this.#addr &&
-      socketFileOwner(this.#addr.path, this.#socketInode()) === "other"
+      "path" in this.addr &&
+      socketFileOwner(this.addr.path, this.#binding.inode()) === "other"
     ) {
       listener.unref();
       this.#stopAccepting?.();
       this.log(
-        `${this.prefix}${this.#addr.path} is no longer this server's socket; left in place`,
+        `${this.prefix}${this.addr.path} is no longer this server's socket; left in place`,
       );
       return;
     }
