@@ -63,6 +63,6 @@ export {
   spawnWorkers,
   workerCount,
   type WorkerGroup,
-  type WorkerInit,
-  workerInit,
+  type WorkerPlace,
+  workerPlace,
 } from "./lib/workers.ts";

@@ -33,7 +33,7 @@ import {
 import { formatBytes, MAX_SMALL_FILE_BYTES } from "./files.ts";
 import { readTlsFiles } from "./tls.ts";
 import { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
-import { workerCount, workerInit } from "./workers.ts";
+import { workerCount, workerPlace } from "./workers.ts";
 
 /**
  * Parses a keepalive flag value: `on` (keepalive with the system's timing),
@@ -516,7 +516,7 @@ export async function runServers(
     stop();
     throw error;
   }
-  if (workerInit) {
+  if (workerPlace()) {
     // A worker of a `--workers` group: the main thread logs and handles
     // signals; shutdown comes as a message (lib/workers.ts).
     await Promise.all(servers.map(({ server }) => server.finished));

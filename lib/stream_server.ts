@@ -39,8 +39,11 @@ const ACCEPT_BACKOFF_MAX_MS = 1000;
 
 /** What the threads of a worker group share (see `workers.ts`). */
 export interface GroupShare {
-  /** Connections open in the whole group: `Atomics` on index 0. */
-  connections: Int32Array;
+  /**
+   * Connections open in the whole group (`Atomics` on index 0): a worker
+   * has it once the main thread answered; the server accepts only then.
+   */
+  connections: Promise<Int32Array>;
 }
 
 class Connection implements ConnectionContext {
@@ -117,8 +120,8 @@ export class StreamServer extends BaseServer {
   readonly #acceptStopped = new Promise<null>((resolve) =>
     this.#stopAccepting = () => resolve(null)
   );
-  /** For a worker group: connections open in the whole group. */
-  readonly #groupConnections?: Int32Array;
+  /** For a worker group: connections open in the whole group, once known. */
+  readonly #groupConnections: () => Int32Array | undefined;
 
   constructor(
     service: Service,
@@ -143,10 +146,16 @@ export class StreamServer extends BaseServer {
       );
     }
     const binding = bindStream(service, transport, options, !!group);
-    super(options, binding.ready);
+    let shared: Int32Array | undefined;
+    const ready = group
+      ? Promise.all([binding.ready, group.connections]).then(([, count]) => {
+        shared = count;
+      })
+      : binding.ready;
+    super(options, ready);
     this.#binding = binding;
     this.#handler = handler;
-    this.#groupConnections = group?.connections;
+    this.#groupConnections = () => shared;
     this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 0;
     this.#access = options.access;
@@ -157,21 +166,21 @@ export class StreamServer extends BaseServer {
         DEFAULT_HANDSHAKE_TIMEOUT_MS;
       this.#tlsContext = tlsServerContext(options.tls);
     }
-    this.#startWhenBound(!!options.tls);
+    this.#startWhenBound(!!options.tls || !!group);
   }
 
   /**
-   * Starts accepting: a TCP listener exists already, but with TLS accepts
-   * only once the certificate passed its check; a Unix one exists once
-   * `ready` settles.
+   * Starts accepting: a TCP listener exists already, but accepts only once
+   * `ready` settles when `deferred` (TLS: the certificate passed its check;
+   * a worker group: the shared count came); a Unix one exists only then.
    */
-  #startWhenBound(tls: boolean): void {
+  #startWhenBound(deferred: boolean): void {
     const start = (listener: Deno.Listener) => {
       this.#acceptLoopDone = this.#acceptLoop(listener);
       if (this.#idleTimeoutMs > 0) this.#startIdleSweep();
     };
     const listener = this.#binding.socket();
-    if (listener && !tls) {
+    if (listener && !deferred) {
       this.#boundListener = listener;
       start(listener);
       return;
@@ -185,9 +194,8 @@ export class StreamServer extends BaseServer {
   }
 
   #open(): number {
-    return this.#groupConnections
-      ? Atomics.load(this.#groupConnections, 0)
-      : this.#connections.size;
+    const group = this.#groupConnections();
+    return group ? Atomics.load(group, 0) : this.#connections.size;
   }
 
   #track(connection: Connection): void {
@@ -198,12 +206,14 @@ export class StreamServer extends BaseServer {
         (this.#bySource.get(connection.source) ?? 0) + 1,
       );
     }
-    if (this.#groupConnections) Atomics.add(this.#groupConnections, 0, 1);
+    const group = this.#groupConnections();
+    if (group) Atomics.add(group, 0, 1);
   }
 
   #untrack(connection: Connection): void {
     if (!this.#connections.delete(connection)) return;
-    if (this.#groupConnections) Atomics.sub(this.#groupConnections, 0, 1);
+    const group = this.#groupConnections();
+    if (group) Atomics.sub(group, 0, 1);
     if (connection.source !== undefined) {
       const left = this.#bySource.get(connection.source)! - 1;
       if (left > 0) this.#bySource.set(connection.source, left);
