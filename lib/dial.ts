@@ -282,6 +282,10 @@ export function dialHappyEyeballs<C extends Closable = Deno.TcpConn>(
   const began = performance.now();
   const elapsed = () => Math.round(performance.now() - began);
 
+  // One function (about 100 lines) on purpose: the race's state (attempts
+  // running, the two timers, whether it is settled) is shared by every
+  // callback below, each a step of RFC 8305 §5; split up, that state would
+  // be passed back and forth between them.
   return new Promise<C>((resolve, reject) => {
     const controllers = new Set<AbortController>();
     const failures: DialFailure[] = [];

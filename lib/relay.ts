@@ -158,22 +158,7 @@ export async function relay(
     () => sent = true,
   );
 
-  const receiving = (async () => {
-    const buffer = new Uint8Array(BUFFER_SIZE);
-    while (true) {
-      const n = await conn.read(buffer).catch((error) => {
-        throw connectionFailure(error, options);
-      });
-      if (n === null) return;
-      try {
-        await writeAll(output, buffer.subarray(0, n));
-      } catch (error) {
-        if (error instanceof Deno.errors.BrokenPipe) return; // `| head`
-        throw error;
-      }
-      result.bytesReceived += n;
-    }
-  })();
+  const receiving = receive(conn, output, result, options);
 
   try {
     // A failure sending is reported at once; otherwise the receiver ends it.
@@ -199,6 +184,32 @@ export async function relay(
     sending.catch(() => {}); // A read of `input` may still be pending.
   }
   return result;
+}
+
+/**
+ * Copies `conn` to `output` until the peer closes (or `output`'s reader
+ * goes away, as `| head` does), counting into `result`.
+ */
+async function receive(
+  conn: RelayConn,
+  output: ByteWriter,
+  result: RelayResult,
+  options: RelayOptions,
+): Promise<void> {
+  const buffer = new Uint8Array(BUFFER_SIZE);
+  while (true) {
+    const n = await conn.read(buffer).catch((error) => {
+      throw connectionFailure(error, options);
+    });
+    if (n === null) return;
+    try {
+      await writeAll(output, buffer.subarray(0, n));
+    } catch (error) {
+      if (error instanceof Deno.errors.BrokenPipe) return; // `| head`
+      throw error;
+    }
+    result.bytesReceived += n;
+  }
 }
 
 /** A datagram socket as {@linkcode relayDatagrams} needs it. */
