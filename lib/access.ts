@@ -8,7 +8,11 @@
  * @module
  */
 
-import { parseIPv4 as ipv4Bytes, parseIPv6 as ipv6Groups } from "./address.ts";
+import {
+  formatIPv6,
+  parseIPv4 as ipv4Bytes,
+  parseIPv6 as ipv6Groups,
+} from "./address.ts";
 
 /**
  * Which peers may use a server (`ServerOptions.access`): an
@@ -200,28 +204,7 @@ function formatWords(words: Words, v4: boolean): string {
     const w = words[3];
     return [w >>> 24, (w >>> 16) & 255, (w >>> 8) & 255, w & 255].join(".");
   }
-  const groups = words.flatMap((w) => [w >>> 16, w & 0xffff]);
-  // The longest run of two or more zero groups becomes `::` (RFC 5952).
-  let best = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) {
-      best = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (best === -1) return hex.join(":");
-  return `${hex.slice(0, best).join(":")}::${
-    hex.slice(best + bestLength).join(":")
-  }`;
+  return formatIPv6(words.flatMap((w) => [w >>> 16, w & 0xffff]));
 }
 
 /** The rules of an {@linkcode AccessList}, as the flags give them. */

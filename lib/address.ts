@@ -196,3 +196,64 @@ export function unmapIPv4(host: string): string {
   return [groups[6] >> 8, groups[6] & 0xff, groups[7] >> 8, groups[7] & 0xff]
     .join(".");
 }
+
+/**
+ * Writes an IPv6 address's eight 16-bit groups as RFC 5952 says: lower-case
+ * hex without leading zeros, the first longest run of two or more zero
+ * groups as `::`, no dotted IPv4 tail.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { formatIPv6, parseIPv6 } from "./address.ts";
+ *
+ * assertEquals(formatIPv6(parseIPv6("2001:DB8:0:0:0:0:0:1")!), "2001:db8::1");
+ * assertEquals(formatIPv6(parseIPv6("::ffff:192.0.2.1")!), "::ffff:c000:201");
+ * ```
+ */
+export function formatIPv6(groups: ArrayLike<number>): string {
+  let best = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength) {
+      best = i;
+      bestLength = j - i;
+    }
+    i = j;
+  }
+  const hex = Array.from(groups, (g) => g.toString(16));
+  if (best === -1) return hex.join(":");
+  return `${hex.slice(0, best).join(":")}::${
+    hex.slice(best + bestLength).join(":")
+  }`;
+}
+
+/**
+ * One spelling per IP address, so that two spellings of one address
+ * compare equal: an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, in any
+ * spelling, as a dual-stack socket reports IPv4 peers) as the IPv4 address
+ * it carries, other IPv6 as {@linkcode formatIPv6} writes it, without
+ * brackets. Anything else (a host name) is returned as it is.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { canonicalAddress } from "./address.ts";
+ *
+ * assertEquals(canonicalAddress("::FFFF:c000:201"), "192.0.2.1");
+ * assertEquals(canonicalAddress("[2001:db8:0::1]"), "2001:db8::1");
+ * assertEquals(canonicalAddress("localhost"), "localhost");
+ * ```
+ */
+export function canonicalAddress(host: string): string {
+  const plain = unmapIPv4(stripBrackets(host));
+  if (parseIPv4(plain)) return plain;
+  const groups = parseIPv6(plain);
+  return groups ? formatIPv6(groups) : plain;
+}

@@ -9,6 +9,7 @@
 
 import { rerunCommand } from "./cli.ts";
 import { formatAddr, joinHostPort } from "./endpoint.ts";
+import { withoutOsError } from "./os_error.ts";
 import type { ServerOptions, Service } from "./server_options.ts";
 import type { TlsCertificate } from "./tls.ts";
 import { checkTlsCertificate } from "./tls_node.ts";
@@ -61,7 +62,7 @@ export function bind<T>(listen: () => T, hostOrPath: string, port?: number): T {
     const address = port === undefined
       ? hostOrPath
       : joinHostPort(hostOrPath, port);
-    const reason = (error as Error).message.replace(/ \(os error \d+\)$/, "");
+    const reason = withoutOsError((error as Error).message);
     let message = `cannot listen on ${address}: ${reason}`;
     if (error instanceof Deno.errors.AddrInUse) {
       message = `address ${address} is already in use${

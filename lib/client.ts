@@ -7,7 +7,7 @@
  * @module
  */
 
-import { parseIPv4, parseIPv6, unmapIPv4 } from "./address.ts";
+import { canonicalAddress } from "./address.ts";
 import {
   checkConnectHost,
   ConnectError,
@@ -15,6 +15,7 @@ import {
   formatSeconds,
   NoReplyError,
 } from "./connect_error.ts";
+import { closeQuietly } from "./io.ts";
 
 /**
  * Reads once from `conn` like `conn.read(buffer)`, but gives up after
@@ -47,11 +48,7 @@ export async function readWithTimeout(
   const timer = timeoutMs > 0
     ? setTimeout(() => {
       timedOut = true;
-      try {
-        conn.close();
-      } catch {
-        // Already closed.
-      }
+      closeQuietly(conn);
     }, timeoutMs)
     : undefined;
   try {
@@ -129,7 +126,7 @@ export async function requestDatagram(
   const timeoutMs = options.timeoutMs ?? 1000;
   const attempts = 1 + (options.retries ?? 3);
   const server = { transport: "udp" as const, hostname, port: options.port };
-  const wanted = family === "name" ? undefined : addressKey(hostname);
+  const wanted = family === "name" ? undefined : canonicalAddress(hostname);
   const socket = Deno.listenDatagram({
     transport: "udp",
     hostname: family === 6 ? "::" : "0.0.0.0",
@@ -174,7 +171,7 @@ export async function requestDatagram(
         const [data, source] = received;
         if (
           "hostname" in source && source.port === options.port &&
-          (wanted === undefined || addressKey(source.hostname) === wanted)
+          (wanted === undefined || canonicalAddress(source.hostname) === wanted)
         ) {
           return data.slice();
         }
@@ -185,13 +182,4 @@ export async function requestDatagram(
     receiving?.catch(() => {});
   }
   throw new NoReplyError(target, attempts, timeoutMs);
-}
-
-/** One spelling per address, IPv4-mapped IPv6 as IPv4. */
-function addressKey(hostname: string): string {
-  const plain = unmapIPv4(hostname);
-  const v4 = parseIPv4(plain);
-  if (v4) return v4.join(".");
-  const v6 = parseIPv6(plain);
-  return v6 ? Array.from(v6, (g) => g.toString(16)).join(":") : plain;
 }

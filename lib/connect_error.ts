@@ -11,6 +11,7 @@
 import { checkHost, stripBrackets } from "./address.ts";
 import { joinHostPort } from "./endpoint.ts";
 import { escapeControlChars } from "./files.ts";
+import { withoutOsError } from "./os_error.ts";
 
 /** What went wrong, for callers that react differently to each. */
 export type ConnectFailure =
@@ -211,8 +212,7 @@ const FAILURES: readonly FailureRow[] = [
 /** The first line of an error's message, without ` (os error N)`. */
 function systemReason(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
-  const first = (error.message || error.name).split("\n")[0]
-    .replace(/ \(os error \d+\)$/, "");
+  const first = withoutOsError((error.message || error.name).split("\n")[0]);
   return first.charAt(0).toLowerCase() + first.slice(1);
 }
 

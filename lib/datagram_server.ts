@@ -17,6 +17,7 @@ import {
   SourceRateLimiter,
 } from "./datagram_guard.ts";
 import { formatAddr } from "./endpoint.ts";
+import { closeQuietly } from "./io.ts";
 import { FloodLog } from "./log.ts";
 import { BaseServer } from "./server_base.ts";
 import {
@@ -196,11 +197,7 @@ export class DatagramServer extends BaseServer {
       ]);
       clearTimeout(graceTimer);
     }
-    try {
-      this.#socket?.close();
-    } catch {
-      // Already closed.
-    }
+    if (this.#socket) closeQuietly(this.#socket);
     await this.#loopDone;
     const addr = this.addr;
     if ("path" in addr) {

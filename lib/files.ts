@@ -9,6 +9,8 @@
  * @module
  */
 
+import { withoutOsError } from "./os_error.ts";
+
 /** The most {@linkcode readSmallFile} reads by default: 1 MiB. */
 export const MAX_SMALL_FILE_BYTES = 1024 * 1024;
 
@@ -217,8 +219,7 @@ export function readSmallFile(
         error,
       );
     }
-    const reason = (error as Error).message.replace(/ \(os error \d+\).*$/, "")
-      .replace(/:.*$/, "");
+    const reason = withoutOsError((error as Error).message).replace(/:.*$/, "");
     throw new FileReadError(
       `${prefix}: ${escapeControlChars(reason)}`,
       path,

@@ -203,6 +203,28 @@ export async function writeAll(
 }
 
 /**
+ * Closes `resource`, ignoring that it was closed already (by the peer
+ * leaving, a timeout, the server's shutdown...): for the places where
+ * "make sure it is closed" is all that is meant.
+ *
+ * @example
+ * ```ts
+ * import { closeQuietly } from "./io.ts";
+ *
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * listener.close();
+ * closeQuietly(listener); // a second close throws BadResource: not here
+ * ```
+ */
+export function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch {
+    // Closed already.
+  }
+}
+
+/**
  * A line was longer than the reader's `maxLength`; nothing was buffered past
  * the limit.
  *

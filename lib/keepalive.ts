@@ -19,7 +19,8 @@
  * @module
  */
 
-import { parseIPv4, parseIPv6 } from "./address.ts";
+import { parseIPv4, parseIPv6, stripBrackets } from "./address.ts";
+import { osErrorNumber } from "./os_error.ts";
 
 /**
  * Keepalive settings, shaped like Go's `net.KeepAliveConfig`; every time is
@@ -263,7 +264,7 @@ export function checkKeepAlive(
 
 /** The 16 bytes of an IP address, IPv4 as IPv4-mapped IPv6. */
 function ipBytes(hostname: string): Uint8Array | null {
-  const host = hostname.replace(/^\[|\]$/g, "").replace(/%.*$/, "");
+  const host = stripBrackets(hostname).replace(/%.*$/, "");
   const out = new Uint8Array(16);
   const v4 = parseIPv4(host);
   if (v4) {
@@ -542,7 +543,7 @@ export function getKeepAlive(conn: Deno.Conn): Required<KeepAliveConfig> {
  */
 export function isKeepAliveTimeout(error: unknown): boolean {
   return error instanceof Deno.errors.TimedOut ||
-    (error instanceof Error && /\(os error 110\)/.test(error.message));
+    osErrorNumber(error) === 110;
 }
 
 /**

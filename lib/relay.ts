@@ -7,6 +7,7 @@
  * @module
  */
 
+import { canonicalAddress } from "./address.ts";
 import { describeConnectFailure } from "./connect_error.ts";
 import { type ByteReader, type ByteWriter, writeAll } from "./io.ts";
 
@@ -236,8 +237,8 @@ const MAX_DATAGRAM = 65_507;
 
 function sameAddr(a: Deno.Addr, b: Deno.Addr): boolean {
   if ("hostname" in a && "hostname" in b) {
-    const strip = (h: string) => h.replace(/^::ffff:(?=\d+\.)/i, "");
-    return a.port === b.port && strip(a.hostname) === strip(b.hostname);
+    return a.port === b.port &&
+      canonicalAddress(a.hostname) === canonicalAddress(b.hostname);
   }
   if ("path" in a && "path" in b) return a.path === b.path;
   return false;

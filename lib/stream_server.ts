@@ -11,6 +11,7 @@
 import { type Binding, bindStream } from "./bind.ts";
 import { sourceKey } from "./datagram_guard.ts";
 import { formatAddr } from "./endpoint.ts";
+import { closeQuietly } from "./io.ts";
 import {
   checkKeepAlive,
   isKeepAliveTimeout,
@@ -18,6 +19,7 @@ import {
   setKeepAlive,
 } from "./keepalive.ts";
 import { FloodLog } from "./log.ts";
+import { withoutOsError } from "./os_error.ts";
 import type { AccessPolicy } from "./access.ts";
 import { BaseServer } from "./server_base.ts";
 import {
@@ -69,11 +71,7 @@ class Connection implements ConnectionContext {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    try {
-      this.conn.close();
-    } catch {
-      // Already closed by the handler.
-    }
+    closeQuietly(this.conn); // The handler may have closed it.
   }
 }
 
@@ -399,9 +397,7 @@ export class StreamServer extends BaseServer {
         conn.handshake().then(
           () => undefined,
           (error: Error) =>
-            `${connection.peer}: ${
-              error.message.replace(/ \(os error \d+\)$/, "")
-            }`,
+            `${connection.peer}: ${withoutOsError(error.message)}`,
         ),
         timedOut,
       ]);
@@ -433,11 +429,7 @@ export class StreamServer extends BaseServer {
       );
       return;
     }
-    try {
-      listener.close();
-    } catch {
-      // Already closed.
-    }
+    closeQuietly(listener);
   }
 
   #startIdleSweep(): void {

@@ -7,6 +7,7 @@
  */
 
 import process from "node:process";
+import { osErrorNumber } from "./os_error.ts";
 
 /**
  * The path given for a Unix socket cannot be used: it is something other
@@ -87,7 +88,7 @@ async function isLive(path: string): Promise<boolean> {
     if (error instanceof Deno.errors.ConnectionRefused) return false;
     if (error instanceof Deno.errors.NotFound) return false;
     // EPROTOTYPE: a live datagram socket answered a stream connect.
-    if (error instanceof Error && /os error 91\b/.test(error.message)) {
+    if (osErrorNumber(error) === 91) {
       return true;
     }
     throw error;

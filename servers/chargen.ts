@@ -48,6 +48,7 @@
  */
 
 import {
+  closeQuietly,
   type ConnectionContext,
   flagsHelp,
   MAX_SIMPLE_DATAGRAM,
@@ -172,11 +173,7 @@ async function chargenStream(
     // The client going away is how every chargen session ends.
     if (!isPeerGone(error)) throw error;
   } finally {
-    try {
-      conn.close();
-    } catch {
-      // Closed by the server's idle sweep or shutdown.
-    }
+    closeQuietly(conn); // The server's idle sweep or shutdown may have.
     await discarding;
   }
 }

@@ -56,6 +56,7 @@
  */
 
 import {
+  closeQuietly,
   describeKeepAlive,
   flag,
   flagsHelp,
@@ -68,6 +69,7 @@ import {
   serve,
   type Server,
   stderrLog,
+  stripBrackets,
   UsageError,
 } from "../mod.ts";
 
@@ -179,11 +181,7 @@ export async function startKeepAliveDemo(
   const shutdown = async (): Promise<void> => {
     if (!closing) {
       closing = true;
-      try {
-        client.close();
-      } catch {
-        // Closed already.
-      }
+      closeQuietly(client);
     }
     await Promise.all([clientDone, server.shutdown()]);
   };
@@ -235,7 +233,7 @@ if (import.meta.main) {
       flags: FLAGS,
       positionals: ["ADDRESS"],
     });
-    const hostname = positionals[0].replace(/^\[(.*)\]$/, "$1");
+    const hostname = stripBrackets(positionals[0]);
     if (hostname === "") throw new UsageError("ADDRESS is empty (see --help)");
     const demo = await startKeepAliveDemo({
       hostname,
