@@ -30,11 +30,11 @@ import { osErrorNumber } from "./os_error.ts";
 export interface KeepAliveConfig {
   /** Turn keepalive on (default) or off. */
   enable?: boolean;
-  /** Seconds a connection stays idle before the first probe (`TCP_KEEPIDLE`), 1 to 32767. */
+  /** Seconds a connection stays idle before the first probe (`TCP_KEEPIDLE`); range: {@linkcode KEEPALIVE_LIMITS}. */
   idle?: number;
-  /** Seconds between unanswered probes (`TCP_KEEPINTVL`), 1 to 32767. */
+  /** Seconds between unanswered probes (`TCP_KEEPINTVL`); range: {@linkcode KEEPALIVE_LIMITS}. */
   interval?: number;
-  /** Unanswered probes before the kernel declares the peer dead (`TCP_KEEPCNT`), 1 to 127. */
+  /** Unanswered probes before the kernel declares the peer dead (`TCP_KEEPCNT`); range: {@linkcode KEEPALIVE_LIMITS}. */
   count?: number;
 }
 
@@ -223,19 +223,9 @@ function wantsTuning(config: KeepAliveConfig): boolean {
       config.count !== undefined);
 }
 
-/** Where keepalive will be applied, for {@linkcode checkKeepAlive}. */
-export interface KeepAliveTarget {
-  /**
-   * The connections are TLS: Deno's `TlsConn` has no `setKeepAlive`, so
-   * even plain keepalive goes through libc and needs FFI.
-   */
-  tls?: boolean;
-}
-
 /**
  * Checks, without a connection, that `config` can be applied here: values
- * in range and, when it tunes timing (or the connections are TLS), Linux
- * and FFI access to libc. A server calls it at start so a missing
+ * in range and, when it tunes timing, Linux and FFI access to libc. A server calls it at start so a missing
  * `--allow-ffi` is one error line at once, not one per client.
  *
  * @example
@@ -251,15 +241,9 @@ export interface KeepAliveTarget {
  * }
  * ```
  */
-export function checkKeepAlive(
-  config: KeepAliveConfig,
-  target: KeepAliveTarget = {},
-): void {
+export function checkKeepAlive(config: KeepAliveConfig): void {
   checkConfig(config);
   if (wantsTuning(config)) openLibC();
-  else if (target.tls && config.enable !== false) {
-    openLibC("keepalive on TLS connections");
-  }
 }
 
 /** The 16 bytes of an IP address, IPv4 as IPv4-mapped IPv6. */
