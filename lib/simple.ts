@@ -1,8 +1,9 @@
 /**
  * What the RFC "simple services" (echo, discard, daytime, qotd, chargen,
  * time) share: their well-known ports, the ports a UDP reply must never go
- * to (CVE-1999-0103 loops), the 512-byte cap on a datagram reply, a service
- * that writes one reply and closes, and RFC 868's 32-bit time.
+ * to (CVE-1999-0103 loops), the 512-byte cap on a datagram reply, and a
+ * service that writes one reply and closes. (RFC 868's 32-bit time is in
+ * `rfc868.ts`.)
  *
  * @module
  */
@@ -126,10 +127,3 @@ export function replyService(
     datagram: () => reply(),
   };
 }
-
-export {
-  dateFromRfc868,
-  encodeRfc868,
-  RFC868_EPOCH_OFFSET,
-  rfc868Seconds,
-} from "./rfc868.ts";

@@ -8,7 +8,6 @@ import {
 import {
   getKeepAlive,
   KeepAliveError,
-  keepAliveFlag,
   parseCommandLine,
   serve,
   serverFlags,
@@ -17,6 +16,7 @@ import {
   silentLog,
   UsageError,
 } from "../mod.ts";
+import { keepAliveFlag } from "../lib/server_cli.ts";
 import {
   missing,
   runCommand,
