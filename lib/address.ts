@@ -22,14 +22,10 @@
  *
  * @example
  * ```ts
+ * import { assertThrows } from "@std/assert";
  * import { AddressError, checkHost } from "./address.ts";
  *
- * try {
- *   checkHost("1.2.3");
- *   throw new Error("accepted a bad address");
- * } catch (error) {
- *   if (!(error instanceof AddressError)) throw error;
- * }
+ * assertThrows(() => checkHost("1.2.3"), AddressError, "invalid address '1.2.3'");
  * ```
  */
 export class AddressError extends Error {
@@ -53,10 +49,12 @@ export class AddressError extends Error {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { parseIPv4 } from "./address.ts";
  *
- * if (parseIPv4("192.0.2.1")?.join(".") !== "192.0.2.1") throw new Error("no parse");
- * if (parseIPv4("1.2.3") !== null) throw new Error("took three parts");
+ * assertEquals(parseIPv4("192.0.2.1"), new Uint8Array([192, 0, 2, 1]));
+ * assertEquals(parseIPv4("1.2.3"), null); // getaddrinfo would read 1.2.0.3
+ * assertEquals(parseIPv4("01.2.3.4"), null);
  * ```
  */
 export function parseIPv4(text: string): Uint8Array | null {
@@ -80,11 +78,11 @@ export function parseIPv4(text: string): Uint8Array | null {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { parseIPv6 } from "./address.ts";
  *
- * const groups = parseIPv6("2001:db8::1");
- * if (groups?.[0] !== 0x2001 || groups[7] !== 1) throw new Error("no parse");
- * if (parseIPv6("1::2::3") !== null) throw new Error("took two '::'");
+ * assertEquals(parseIPv6("2001:db8::1"), new Uint16Array([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]));
+ * assertEquals(parseIPv6("1::2::3"), null);
  * ```
  */
 export function parseIPv6(text: string): Uint16Array | null {
@@ -130,11 +128,12 @@ export function parseIPv6(text: string): Uint16Array | null {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { checkHost } from "./address.ts";
  *
- * if (checkHost("[::1]") !== 6) throw new Error("not IPv6");
- * if (checkHost("127.0.0.1") !== 4) throw new Error("not IPv4");
- * if (checkHost("localhost") !== "name") throw new Error("not a name");
+ * assertEquals(checkHost("[::1]"), 6);
+ * assertEquals(checkHost("127.0.0.1"), 4);
+ * assertEquals(checkHost("localhost"), "name");
  * ```
  */
 export function checkHost(host: string): 4 | 6 | "name" {
@@ -163,9 +162,11 @@ export function checkHost(host: string): 4 | 6 | "name" {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { stripBrackets } from "./address.ts";
  *
- * if (stripBrackets("[::1]") !== "::1") throw new Error("kept brackets");
+ * assertEquals(stripBrackets("[::1]"), "::1");
+ * assertEquals(stripBrackets("example.com"), "example.com");
  * ```
  */
 export function stripBrackets(host: string): string {
@@ -179,10 +180,11 @@ export function stripBrackets(host: string): string {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { unmapIPv4 } from "./address.ts";
  *
- * if (unmapIPv4("::ffff:127.0.0.1") !== "127.0.0.1") throw new Error("still mapped");
- * if (unmapIPv4("::1") !== "::1") throw new Error("changed IPv6");
+ * assertEquals(unmapIPv4("::ffff:127.0.0.1"), "127.0.0.1");
+ * assertEquals(unmapIPv4("::1"), "::1");
  * ```
  */
 export function unmapIPv4(host: string): string {

@@ -21,6 +21,7 @@ import { createUnixSocket, prepareUnixPath } from "./unix.ts";
  *
  * @example
  * ```ts
+ * import { assertThrows } from "@std/assert";
  * import { ListenError } from "./bind.ts";
  * import { serve } from "./server.ts";
  * import { silentLog } from "./log.ts";
@@ -28,12 +29,11 @@ import { createUnixSocket, prepareUnixPath } from "./unix.ts";
  * const service = { name: "discard", defaultPort: 9, async stream() {} };
  * await using first = serve(service, { hostname: "127.0.0.1", port: 0, log: silentLog });
  * const { port } = first.addr as Deno.NetAddr;
- * try {
- *   serve(service, { hostname: "127.0.0.1", port, log: silentLog });
- *   throw new Error("bound twice");
- * } catch (error) {
- *   if (!(error instanceof ListenError)) throw error;
- * }
+ * assertThrows(
+ *   () => serve(service, { hostname: "127.0.0.1", port, log: silentLog }),
+ *   ListenError,
+ *   `address 127.0.0.1:${port} is already in use (pick another port with --port)`,
+ * );
  * ```
  */
 export class ListenError extends Error {

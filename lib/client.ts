@@ -26,6 +26,7 @@ import { closeQuietly } from "./io.ts";
  *
  * @example
  * ```ts
+ * import { assertEquals, assertRejects } from "@std/assert";
  * import { readWithTimeout } from "./client.ts";
  * import { ConnectError } from "./connect_error.ts";
  *
@@ -33,9 +34,12 @@ import { closeQuietly } from "./io.ts";
  * const { port } = listener.addr as Deno.NetAddr;
  * const conn = await Deno.connect({ hostname: "127.0.0.1", port });
  * using _silent = await listener.accept(); // never sends anything
- * const error = await readWithTimeout(conn, new Uint8Array(16), 50, "the server")
- *   .catch((e) => e);
- * if (!(error instanceof ConnectError) || error.kind !== "timeout") throw error;
+ * const error = await assertRejects(
+ *   () => readWithTimeout(conn, new Uint8Array(16), 50, "the server"),
+ *   ConnectError,
+ *   "timed out after 0.05 s waiting for data from the server",
+ * );
+ * assertEquals(error.kind, "timeout");
  * ```
  */
 export async function readWithTimeout(
@@ -99,6 +103,7 @@ export interface DatagramRequestOptions {
  *
  * @example Against an in-process UDP server that answers "hello"
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { requestDatagram } from "./client.ts";
  *
  * const server = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
@@ -113,7 +118,7 @@ export interface DatagramRequestOptions {
  * });
  * await answering;
  * server.close();
- * if (new TextDecoder().decode(reply) !== "hello") throw new Error("no hello");
+ * assertEquals(new TextDecoder().decode(reply), "hello");
  * ```
  */
 export async function requestDatagram(

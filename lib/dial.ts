@@ -34,11 +34,12 @@ export const MIN_ATTEMPT_DELAY_MS = 10;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { addressFamily } from "./dial.ts";
  *
- * if (addressFamily("::1") !== 6 || addressFamily("::ffff:10.0.0.1") !== 4) {
- *   throw new Error("wrong family");
- * }
+ * assertEquals(addressFamily("::1"), 6);
+ * assertEquals(addressFamily("::ffff:10.0.0.1"), 4);
+ * assertEquals(addressFamily("example.com"), 0);
  * ```
  */
 export function addressFamily(address: string): 0 | 4 | 6 {
@@ -55,12 +56,13 @@ export function addressFamily(address: string): 0 | 4 | 6 {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { happyEyeballsOrder } from "./dial.ts";
  *
- * const order = happyEyeballsOrder(["10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:db8::2"]);
- * if (order.join(" ") !== "2001:db8::1 10.0.0.1 2001:db8::2 10.0.0.2") {
- *   throw new Error(order.join(" "));
- * }
+ * assertEquals(
+ *   happyEyeballsOrder(["10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:db8::2"]),
+ *   ["2001:db8::1", "10.0.0.1", "2001:db8::2", "10.0.0.2"],
+ * );
  * ```
  */
 export function happyEyeballsOrder(
@@ -99,12 +101,12 @@ export interface ResolveOptions {
  *
  * @example
  * ```ts
+ * import { assert, assertEquals } from "@std/assert";
  * import { resolveHost } from "./dial.ts";
  *
- * const literal = await resolveHost("[::1]");
- * if (literal.join() !== "::1") throw new Error(literal.join());
+ * assertEquals(await resolveHost("[::1]"), ["::1"]); // a literal: no lookup
  * const local = await resolveHost("localhost");
- * if (!local.includes("127.0.0.1") && !local.includes("::1")) throw new Error(local.join());
+ * assert(local.includes("127.0.0.1") || local.includes("::1"));
  * ```
  */
 export async function resolveHost(
@@ -257,6 +259,7 @@ const tcpConnect: ConnectFunction<Deno.TcpConn> = (address, port, signal) =>
  *
  * @example The address that answers wins
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { dialHappyEyeballs } from "./dial.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -264,7 +267,7 @@ const tcpConnect: ConnectFunction<Deno.TcpConn> = (address, port, signal) =>
  * const accepting = listener.accept();
  * using conn = await dialHappyEyeballs(["127.0.0.1"], port);
  * using _server = await accepting;
- * if ((conn.remoteAddr as Deno.NetAddr).port !== port) throw new Error("wrong peer");
+ * assertEquals(conn.remoteAddr.port, port);
  * ```
  */
 export function dialHappyEyeballs<C extends Closable = Deno.TcpConn>(
@@ -399,13 +402,14 @@ export interface DialHostOptions<C extends Closable = Deno.TcpConn>
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { dialHost } from "./dial.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const accepting = listener.accept();
  * using conn = await dialHost("127.0.0.1", listener.addr.port, { timeoutMs: 5000 });
  * using _server = await accepting;
- * if ((conn.remoteAddr as Deno.NetAddr).hostname !== "127.0.0.1") throw new Error("wrong peer");
+ * assertEquals(conn.remoteAddr.hostname, "127.0.0.1");
  * ```
  */
 export async function dialHost<C extends Closable = Deno.TcpConn>(
