@@ -55,12 +55,11 @@ export type KeepAliveErrorReason =
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { KeepAliveError } from "./keepalive.ts";
  *
  * const error = new KeepAliveError("permission", "needs --allow-ffi");
- * if (error.reason !== "permission" || error.name !== "KeepAliveError") {
- *   throw new Error("wrong error");
- * }
+ * assertEquals([error.reason, error.name], ["permission", "KeepAliveError"]);
  * ```
  */
 export class KeepAliveError extends Error {
@@ -230,15 +229,15 @@ function wantsTuning(config: KeepAliveConfig): boolean {
  *
  * @example
  * ```ts
- * import { checkKeepAlive } from "./keepalive.ts";
+ * import { assertThrows } from "@std/assert";
+ * import { checkKeepAlive, KeepAliveError } from "./keepalive.ts";
  *
  * checkKeepAlive({}); // plain keepalive: always possible
- * try {
- *   checkKeepAlive({ count: 1000 });
- *   throw new Error("accepted 1000 probes");
- * } catch (error) {
- *   if ((error as Error).name !== "KeepAliveError") throw error;
- * }
+ * assertThrows(
+ *   () => checkKeepAlive({ count: 1000 }),
+ *   KeepAliveError,
+ *   "keepalive count must be a whole number from 1 to 127, not 1000",
+ * );
  * ```
  */
 export function checkKeepAlive(config: KeepAliveConfig): void {
@@ -425,16 +424,14 @@ function hasSetKeepAlive(conn: Deno.Conn): conn is Deno.TcpConn {
  *
  * @example The seed's settings on an accepted connection
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { getKeepAlive, setKeepAlive } from "./keepalive.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * using client = await Deno.connect({ ...(listener.addr as Deno.NetAddr), transport: "tcp" });
  * using accepted = await listener.accept();
  * setKeepAlive(accepted, { idle: 1, interval: 1, count: 10 });
- * const applied = getKeepAlive(accepted);
- * if (!applied.enable || applied.idle !== 1 || applied.count !== 10) {
- *   throw new Error(JSON.stringify(applied));
- * }
+ * assertEquals(getKeepAlive(accepted), { enable: true, idle: 1, interval: 1, count: 10 });
  * ```
  */
 export function setKeepAlive(
@@ -486,12 +483,13 @@ export function setKeepAlive(
  *
  * @example A fresh connection has keepalive off
  * ```ts
+ * import { assertFalse } from "@std/assert";
  * import { getKeepAlive } from "./keepalive.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * using client = await Deno.connect({ ...(listener.addr as Deno.NetAddr), transport: "tcp" });
  * using accepted = await listener.accept();
- * if (getKeepAlive(client).enable) throw new Error("keepalive was on");
+ * assertFalse(getKeepAlive(client).enable);
  * ```
  */
 export function getKeepAlive(conn: Deno.Conn): Required<KeepAliveConfig> {
@@ -519,10 +517,11 @@ export function getKeepAlive(conn: Deno.Conn): Required<KeepAliveConfig> {
  *
  * @example
  * ```ts
+ * import { assert, assertFalse } from "@std/assert";
  * import { isKeepAliveTimeout } from "./keepalive.ts";
  *
- * const error = new Deno.errors.TimedOut("Connection timed out (os error 110)");
- * if (!isKeepAliveTimeout(error)) throw new Error("not recognised");
+ * assert(isKeepAliveTimeout(new Deno.errors.TimedOut("Connection timed out (os error 110)")));
+ * assertFalse(isKeepAliveTimeout(new Deno.errors.ConnectionReset("reset")));
  * ```
  */
 export function isKeepAliveTimeout(error: unknown): boolean {
@@ -536,10 +535,11 @@ export function isKeepAliveTimeout(error: unknown): boolean {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { describeKeepAlive } from "./keepalive.ts";
  *
- * const text = describeKeepAlive({ idle: 1, interval: 1, count: 3 });
- * if (text !== "idle 1 s, interval 1 s, 3 probes") throw new Error(text);
+ * assertEquals(describeKeepAlive({ idle: 1, interval: 1, count: 3 }), "idle 1 s, interval 1 s, 3 probes");
+ * assertEquals(describeKeepAlive({}), "system defaults");
  * ```
  */
 export function describeKeepAlive(config: KeepAliveConfig): string {

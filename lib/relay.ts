@@ -78,6 +78,7 @@ function isGone(error: unknown): boolean {
  *
  * @example Sending a request, half-closing, reading the reply
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { relay } from "./relay.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -85,7 +86,7 @@ function isGone(error: unknown): boolean {
  *   using peer = await listener.accept();
  *   const buffer = new Uint8Array(16);
  *   const n = await peer.read(buffer);
- *   if (await peer.read(buffer) !== null) throw new Error("no half-close");
+ *   assertEquals(await peer.read(buffer), null); // the client half-closed
  *   await peer.write(new TextEncoder().encode(`got ${n} bytes`));
  * })();
  * using conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
@@ -108,7 +109,8 @@ function isGone(error: unknown): boolean {
  * };
  * const result = await relay(conn, { input, output });
  * await serving;
- * if (reply !== "got 5 bytes" || result.bytesSent !== 5) throw new Error(reply);
+ * assertEquals(reply, "got 5 bytes");
+ * assertEquals(result, { bytesSent: 5, bytesReceived: 11, inputEnded: true });
  * ```
  */
 export async function relay(
@@ -252,6 +254,7 @@ function sameAddr(a: Deno.Addr, b: Deno.Addr): boolean {
  *
  * @example One datagram to an echo socket and its reply
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { relayDatagrams } from "./relay.ts";
  *
  * const echo = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
@@ -276,7 +279,7 @@ function sameAddr(a: Deno.Addr, b: Deno.Addr): boolean {
  * await relayDatagrams(socket, echo.addr, { input, output, quietMs: 200 });
  * await echoing;
  * echo.close();
- * if (reply !== "ping") throw new Error(reply);
+ * assertEquals(reply, "ping");
  * ```
  */
 export async function relayDatagrams(

@@ -96,10 +96,14 @@ export function combineServers(servers: Server[]): Server {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { listeningLine } from "./server.ts";
  *
- * const line = listeningLine({ transport: "tcp", hostname: "::1", port: 7 });
- * if (line !== "listening on [::1]:7") throw new Error(line);
+ * assertEquals(listeningLine({ transport: "tcp", hostname: "::1", port: 7 }), "listening on [::1]:7");
+ * assertEquals(
+ *   listeningLine({ transport: "udp", hostname: "0.0.0.0", port: 7 }, "echo/udp"),
+ *   "listening on 0.0.0.0:7 (echo/udp)",
+ * );
  * ```
  */
 export function listeningLine(addr: Deno.Addr, label?: string): string {

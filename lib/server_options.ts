@@ -188,9 +188,10 @@ export const DEFAULT_MAX_CONNECTIONS = 4096;
  *
  * @example
  * ```ts
- * import { DEFAULT_PER_SOURCE } from "./server_options.ts";
+ * import { assertEquals } from "@std/assert";
+ * import { DEFAULT_MAX_CONNECTIONS, DEFAULT_PER_SOURCE } from "./server_options.ts";
  *
- * if (DEFAULT_PER_SOURCE !== 256) throw new Error(String(DEFAULT_PER_SOURCE));
+ * assertEquals(DEFAULT_PER_SOURCE, DEFAULT_MAX_CONNECTIONS / 16);
  * ```
  */
 export const DEFAULT_PER_SOURCE = 256;

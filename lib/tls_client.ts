@@ -38,6 +38,7 @@ const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
  *
  * @example
  * ```ts
+ * import { assertRejects } from "@std/assert";
  * import { ConnectError, startClientTls } from "../mod.ts";
  *
  * // A plain TCP server that answers a ClientHello with garbage.
@@ -47,9 +48,12 @@ const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
  *   c.close();
  * });
  * const conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
- * const error = await startClientTls(conn, { serverName: "127.0.0.1" }).catch((e) => e);
+ * await assertRejects(
+ *   () => startClientTls(conn, { serverName: "127.0.0.1" }),
+ *   ConnectError,
+ *   "TLS handshake with 127.0.0.1:",
+ * );
  * await serving;
- * if (!(error instanceof ConnectError)) throw error;
  * ```
  */
 export async function startClientTls(

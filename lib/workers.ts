@@ -120,10 +120,12 @@ function joinGroup(): Promise<Int32Array> {
  *
  * @example
  * ```ts
+ * import { assertEquals, assertThrows } from "@std/assert";
  * import { workerCount } from "./workers.ts";
  *
- * if (workerCount("2") !== 2) throw new Error("wrong count");
- * if (workerCount("auto") !== navigator.hardwareConcurrency) throw new Error("not auto");
+ * assertEquals(workerCount("2"), 2);
+ * assertEquals(workerCount("auto"), navigator.hardwareConcurrency);
+ * assertThrows(() => workerCount("0"), RangeError, "expected auto or a whole number from 1 to 256");
  * ```
  */
 export function workerCount(value: string): number {
