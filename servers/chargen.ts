@@ -80,13 +80,12 @@ const LINE_BYTES = CHARGEN_LINE_LENGTH + 2;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { chargenLines } from "./chargen.ts";
  *
- * const text = new TextDecoder().decode(chargenLines(0, 2));
- * const [one, two] = text.split("\r\n");
- * if (!one.startsWith("!\"#$%") || !two.startsWith("\"#$%&") || one.length !== 72) {
- *   throw new Error(text);
- * }
+ * const [one, two] = new TextDecoder().decode(chargenLines(0, 2)).split("\r\n");
+ * assertEquals(one, `!"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_\`abcdefgh`);
+ * assertEquals(two.slice(0, 5), `"#$%&`); // each line starts one further
  * ```
  */
 export function chargenLines(first: number, count: number): Uint8Array {
@@ -118,6 +117,7 @@ const DATAGRAM_REPLY = chargenLines(
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert";
  * import { chargenService } from "./chargen.ts";
  *
  * const reply = await chargenService().datagram!(new Uint8Array(1), {
@@ -125,7 +125,7 @@ const DATAGRAM_REPLY = chargenLines(
  *   hostname: "127.0.0.1",
  *   port: 5000,
  * });
- * if (!reply || reply.byteLength > 512) throw new Error("too big");
+ * assert(reply && reply.byteLength <= 512); // RFC 864: at most 512 bytes
  * ```
  */
 export function chargenService(): Service {
@@ -183,6 +183,7 @@ async function chargenStream(
  *
  * @example
  * ```ts
+ * import { assertMatch } from "@std/assert";
  * import { serveChargen } from "./chargen.ts";
  * import { readExact } from "../mod.ts";
  *
@@ -190,7 +191,7 @@ async function chargenStream(
  * const { port } = server.addr as Deno.NetAddr;
  * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
  * const line = new TextDecoder().decode(await readExact(conn, 74));
- * if (!line.startsWith("!\"#") || !line.endsWith("\r\n")) throw new Error(line);
+ * assertMatch(line, /^!"#\$.{68}\r\n$/);
  * ```
  */
 export function serveChargen(options: ServerOptions = {}): Server {

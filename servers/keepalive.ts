@@ -124,6 +124,7 @@ async function waitForClose(conn: Deno.Conn): Promise<void> {
  *
  * @example Both ends on a free loopback port, stopped by `await using`
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { startKeepAliveDemo } from "./keepalive.ts";
  *
  * const lines: string[] = [];
@@ -134,7 +135,7 @@ async function waitForClose(conn: Deno.Conn): Promise<void> {
  *   log: () => {},
  * });
  * while (lines.length < 2) await new Promise((r) => setTimeout(r, 10));
- * if (lines.join() !== "connected,accepted") throw new Error(lines.join());
+ * assertEquals(lines, ["connected", "accepted"]);
  * ```
  */
 export async function startKeepAliveDemo(
