@@ -1,8 +1,9 @@
 /**
  * IP addresses and host names as text: telling an IPv4 literal from an IPv6
- * one or a host name, refusing what is none of them (the seed's
- * `inet_pton` refuses `1.2.3`, which `getaddrinfo` would read as
- * `1.2.0.3`), and printing an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`)
+ * one or a host name, refusing what is none of them (`inet_pton`, as the
+ * seed uses it, refuses `1.2.3`, which `getaddrinfo` would read as
+ * `1.2.0.3`; the seed is the C socket examples page this toolkit ports,
+ * see `mod.ts`), and printing an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`)
  * as the IPv4 address it is.
  *
  * We keep this parser rather than `@std/net/unstable-ip` (measured against

@@ -1,8 +1,9 @@
 /**
  * The client side every script here shares, besides connecting (that is
  * `dialHost`, in `dial.ts`): read with a timeout, and ask a UDP server with
- * retries, each failure one clear `ConnectError` line, where the seed's
- * clients ignore `connect`'s result and block forever.
+ * retries, each failure one clear `ConnectError` line, where the clients
+ * of the seed (the C socket examples page this toolkit ports, see
+ * `mod.ts`) ignore `connect`'s result and block forever.
  *
  * @module
  */

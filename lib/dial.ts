@@ -1,5 +1,6 @@
 /**
- * Connecting by name, from the seed's "Connecting to a remote host": resolve
+ * Connecting by name, from "Connecting to a remote host" in the seed (the
+ * C socket examples page this toolkit ports, see `mod.ts`): resolve
  * a host name to all its addresses (A and AAAA) with the system resolver,
  * then race connections to them in Happy Eyeballs order (RFC 8305): IPv6
  * first, families interleaved, a new attempt every 250 ms (or at once when

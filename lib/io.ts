@@ -1,7 +1,8 @@
 /**
- * Byte-stream utilities from the seed's "Reading and writing on a blocking
- * socket": a socket's `read` and `write` may move fewer bytes than asked, so
- * reading a known amount or writing a whole buffer takes a loop.
+ * Byte-stream utilities from "Reading and writing on a blocking socket" in
+ * the seed (the C socket examples page this toolkit ports, see `mod.ts`):
+ * a socket's `read` and `write` may move fewer bytes than asked, so reading
+ * a known amount or writing a whole buffer takes a loop.
  *
  * @module
  */

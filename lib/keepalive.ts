@@ -1,6 +1,6 @@
 /**
- * TCP keepalive, tuned: from the seed's "Enabling TCP keepalive at server
- * side". Deno's `TcpConn.setKeepAlive(on)` is on/off only, and Linux then
+ * TCP keepalive, tuned: from "Enabling TCP keepalive at server side" in the
+ * seed (the C socket examples page this toolkit ports, see `mod.ts`). Deno's `TcpConn.setKeepAlive(on)` is on/off only, and Linux then
  * waits 7200 s before the first probe. {@linkcode setKeepAlive} also sets
  * the probe timing (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`) the way
  * Go's `net.KeepAliveConfig` does, through libc's `setsockopt` over FFI.

@@ -279,7 +279,7 @@ export class StreamServer extends BaseServer {
       return backoffMs;
     }
     // EMFILE, ENFILE, ENOBUFS...: back off and go on, as Go's
-    // http.Server does, instead of dying like the seed's loop.
+    // http.Server does, instead of dying like the seed's echo server.
     backoffMs = Math.min(
       Math.max(backoffMs * 2, ACCEPT_BACKOFF_MIN_MS),
       ACCEPT_BACKOFF_MAX_MS,
