@@ -155,6 +155,7 @@ export {
   serveSimple,
   SIMPLE_SERVICE_PORTS,
   simpleLoopPorts,
+  userPortHelp,
 } from "./lib/simple.ts";
 export {
   dateFromRfc868,

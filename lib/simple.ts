@@ -28,6 +28,35 @@ export const SIMPLE_SERVICE_PORTS: Readonly<
 export const INETD_BASE = 10000;
 
 /**
+ * The paragraph of a simple service's `--help` on running it without root:
+ * its well-known port is below 1024, so a user takes the port inetd's base
+ * gives it ({@linkcode INETD_BASE} + the port), with the command and the
+ * task that runs it.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { userPortHelp } from "./simple.ts";
+ *
+ * assertEquals(
+ *   userPortHelp("daytime"),
+ *   "Port 13 needs root; as a user, use 10013 (as inetd does):\n" +
+ *     "deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port 10013\n" +
+ *     "(deno task daytime runs that).",
+ * );
+ * ```
+ */
+export function userPortHelp(name: keyof typeof SIMPLE_SERVICE_PORTS): string {
+  const port = SIMPLE_SERVICE_PORTS[name];
+  const user = INETD_BASE + port;
+  return [
+    `Port ${port} needs root; as a user, use ${user} (as inetd does):`,
+    `deno run --allow-net=0.0.0.0:${user} servers/${name}.ts --port ${user}`,
+    `(deno task ${name} runs that).`,
+  ].join("\n");
+}
+
+/**
  * Most bytes a simple service sends in one UDP reply (RFC 864 and 865 both
  * say 512), so a small spoofed request cannot buy a large answer.
  */

@@ -62,6 +62,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  userPortHelp,
   writeAll,
 } from "../mod.ts";
 
@@ -210,9 +211,7 @@ ASCII ring until the client goes away; with --udp, one datagram of at most
 
 ${flagsHelp(FLAGS)}
 
-Port 19 needs root; as a user, use 10019 (as inetd does):
-deno run --allow-net=0.0.0.0:10019 servers/chargen.ts --port 10019
-(deno task chargen runs that).
+${userPortHelp("chargen")}
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
 --allow-net (replies go to any sender).`;
 

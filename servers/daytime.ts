@@ -72,6 +72,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  userPortHelp,
 } from "../mod.ts";
 
 const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
@@ -200,9 +201,7 @@ Daytime server (RFC 867): sends the local time as C's ctime() prints it
 
 ${flagsHelp(FLAGS)}
 
-Port 13 needs root; as a user, use 10013 (as inetd does):
-deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port 10013
-(deno task daytime runs that).
+${userPortHelp("daytime")}
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
 --allow-net (replies go to any sender). TZ names (Europe/Paris) need nothing
 more; POSIX rule strings (TZ=CET-1CEST,M3.5.0,M10.5.0/3) need

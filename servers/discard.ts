@@ -48,6 +48,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  userPortHelp,
 } from "../mod.ts";
 
 /**
@@ -117,9 +118,7 @@ Discard server (RFC 863): reads and throws away everything it receives.
 
 ${flagsHelp(FLAGS)}
 
-Port 9 needs root; as a user, use 10009 (as inetd does):
-deno run --allow-net=0.0.0.0:10009 servers/discard.ts --port 10009
-(deno task discard runs that).
+${userPortHelp("discard")}
 Permissions: --allow-net=HOST:PORT (TCP), plus --unstable-net for --udp.`;
 
 if (import.meta.main) {

@@ -68,6 +68,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  userPortHelp,
 } from "../mod.ts";
 
 /** The quotations served when no file is given (all in the public domain). */
@@ -266,9 +267,7 @@ CRLF line ends) and closes; with --udp, answers each datagram.
 
 ${flagsHelp(FLAGS)}
 
-Port 17 needs root; as a user, use 10017 (as inetd does):
-deno run --allow-net=0.0.0.0:10017 servers/qotd.ts --port 10017
-(deno task qotd runs that).
+${userPortHelp("qotd")}
 Permissions: --allow-net=HOST:PORT for TCP (plus --allow-read=FILE with
 --file); for --udp, --unstable-net and --allow-net (replies go to any sender).`;
 

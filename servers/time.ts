@@ -57,6 +57,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  userPortHelp,
 } from "../mod.ts";
 
 /**
@@ -119,9 +120,7 @@ Time server (RFC 868): sends seconds since 1900 (32-bit, big-endian, modulo
 
 ${flagsHelp(FLAGS)}
 
-Port 37 needs root; as a user, use 10037 (as inetd does):
-deno run --allow-net=0.0.0.0:10037 servers/time.ts --port 10037
-(deno task time runs that).
+${userPortHelp("time")}
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
 --allow-net (replies go to any sender).`;
 
