@@ -247,11 +247,10 @@ export {
   HelpRequested,
   parseCommandLine,
   pickFlags,
-  rerunCommand,
-  runMain,
   secondsFlag,
   UsageError,
 } from "./lib/cli.ts";
+export { rerunCommand, runMain } from "./lib/main.ts";
 export {
   runServers,
   type ServerFlag,

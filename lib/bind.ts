@@ -7,7 +7,7 @@
  * @module
  */
 
-import { rerunCommand } from "./cli.ts";
+import { rerunCommand } from "./main.ts";
 import { formatAddr, joinHostPort } from "./endpoint.ts";
 import { withoutOsError } from "./os_error.ts";
 import type { ServerOptions, Service } from "./server_options.ts";
