@@ -2,26 +2,57 @@
  * **sockets**: the classic C socket examples as small, safe Deno programs,
  * and the shared pieces they are built from.
  *
+ * **The seed.** Comments here often say "the seed": the C socket examples
+ * page this toolkit ports, a page of short C programs (an echo server, a
+ * daytime server and client, keepalive, accept, connect, read and write
+ * loops). Its fixed-size buffers, ignored return values and missing limits
+ * are what many comments here say we do differently. Each script's module
+ * doc names the example it mirrors:
+ *
+ * - `servers/echo.ts`: TCP Concurrent Echo Server;
+ * - `servers/daytime.ts`: TCP Daytime Iterative Server;
+ * - `clients/daytime.ts`: TCP Daytime Client;
+ * - `servers/keepalive.ts`: Enabling TCP keepalive at server side;
+ * - `servers/hello.ts` and `clients/hello.ts`: the TCP server and client
+ *   snippets;
+ * - `servers/udp.ts` and `clients/udp.ts`: the UDP server snippet and its
+ *   other side;
+ * - `servers/accept.ts`: Accepting connections on a blocking socket;
+ * - `clients/connect.ts`: Connecting to a remote host;
+ * - `servers/discard.ts`, `chargen.ts`, `qotd.ts`, `time.ts`, `inetd.ts`
+ *   and `clients/time.ts`: none; they are the RFC simple services the
+ *   seed's echo and daytime servers are the start of;
+ *
+ * and {@linkcode readExact} and {@linkcode writeAll} are its "Reading and
+ * writing on a blocking socket".
+ *
+ * **What this module exports**, by area:
  * - Byte streams: {@linkcode readExact}, {@linkcode writeAll},
- *   {@linkcode LineReader} (bounded lines).
- * - Endpoints: {@linkcode parseEndpoint}, {@linkcode formatAddr}.
+ *   {@linkcode LineReader} (bounded lines), {@linkcode closeQuietly}.
+ * - Endpoints and addresses: {@linkcode parseEndpoint},
+ *   {@linkcode formatAddr}, {@linkcode checkHost}, {@linkcode unmapIPv4},
+ *   {@linkcode canonicalAddress}.
  * - The server life cycle: {@linkcode serve} (accept loop that survives
- *   errors, connection limit, idle timeout, graceful shutdown, logging).
- * - Addresses and clients: {@linkcode checkHost}, {@linkcode unmapIPv4},
- *   {@linkcode readWithTimeout}, {@linkcode requestDatagram} (timeouts, one
- *   clear {@linkcode ConnectError} line for every failure, from one table:
- *   {@linkcode classifyConnectFailure}).
- * - TCP keepalive, tuned like Go's `KeepAliveConfig`: {@linkcode setKeepAlive}.
+ *   errors, connection limits, idle timeout, graceful shutdown, logging)
+ *   with its {@linkcode ServerOptions}; {@linkcode serveSimple} for the RFC
+ *   simple services; {@linkcode AccessList}; {@linkcode setKeepAlive}
+ *   (tuned like Go's `KeepAliveConfig`).
  * - Clients: {@linkcode dialHost} (resolve, then Happy Eyeballs, RFC 8305),
- *   {@linkcode relay} (stdin/stdout to a socket, with half-close, as `nc`).
+ *   {@linkcode readWithTimeout}, {@linkcode requestDatagram},
+ *   {@linkcode relay} (stdin/stdout to a socket, with half-close, as `nc`),
+ *   {@linkcode startClientTls}; every failure one clear
+ *   {@linkcode ConnectError} line, from one table
+ *   ({@linkcode classifyConnectFailure}).
  * - The command-line conventions: {@linkcode runMain},
- *   {@linkcode parseCommandLine}, {@linkcode runServers}.
+ *   {@linkcode parseCommandLine}, {@linkcode serverFlags},
+ *   {@linkcode runServers}.
  *
  * The servers themselves live in `servers/` (each is a module too, e.g.
  * `serveEcho` from `servers/echo.ts`).
  *
  * @example An echo server inside a test
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { readExact, writeAll } from "./mod.ts";
  * import { serveEcho } from "./servers/echo.ts";
  *
@@ -29,30 +60,202 @@
  * const { port } = server.addr as Deno.NetAddr;
  * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
  * await writeAll(conn, new TextEncoder().encode("ping"));
- * const reply = new TextDecoder().decode(await readExact(conn, 4));
- * if (reply !== "ping") throw new Error(reply);
+ * assertEquals(new TextDecoder().decode(await readExact(conn, 4)), "ping");
  * ```
  *
  * @module
  */
 
-export * from "./lib/io.ts";
-export * from "./lib/endpoint.ts";
-export * from "./lib/log.ts";
-export * from "./lib/unix.ts";
-export * from "./lib/keepalive.ts";
-export * from "./lib/server.ts";
-export * from "./lib/cli.ts";
-export * from "./lib/server_cli.ts";
-export * from "./lib/access.ts";
-export * from "./lib/files.ts";
-export * from "./lib/tls.ts";
-export * from "./lib/tls_client.ts";
-export * from "./lib/address.ts";
-export * from "./lib/connect_error.ts";
-export * from "./lib/client.ts";
-export * from "./lib/simple.ts";
-export * from "./lib/dial.ts";
-export * from "./lib/relay.ts";
-export * from "./lib/tz.ts";
-export * from "./lib/workers.ts";
+// Byte streams.
+export {
+  type ByteReader,
+  type ByteWriter,
+  closeQuietly,
+  LineReader,
+  type LineReaderOptions,
+  LineTooLongError,
+  readExact,
+  readExactInto,
+  type ReadExactOptions,
+  UnexpectedEofError,
+  writeAll,
+} from "./lib/io.ts";
+
+// Endpoints and addresses.
+export {
+  type Endpoint,
+  EndpointError,
+  formatAddr,
+  formatEndpoint,
+  joinHostPort,
+  type NetEndpoint,
+  parseEndpoint,
+  parsePort,
+  splitHostPort,
+  type Transport,
+  type UnixEndpoint,
+} from "./lib/endpoint.ts";
+export {
+  AddressError,
+  canonicalAddress,
+  checkHost,
+  formatIPv6,
+  parseIPv4,
+  parseIPv6,
+  stripBrackets,
+  unmapIPv4,
+} from "./lib/address.ts";
+
+// Logging.
+export {
+  FloodLog,
+  flushStderrLog,
+  type Log,
+  silentLog,
+  stderrLog,
+} from "./lib/log.ts";
+
+// Servers.
+export { combineServers, serve } from "./lib/server.ts";
+export {
+  type ConnectionContext,
+  type DatagramHandler,
+  DEFAULT_GRACE_MS,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_PER_SOURCE,
+  DEFAULT_UDP_RATE,
+  type Server,
+  type ServerOptions,
+  type Service,
+  type StreamHandler,
+} from "./lib/server_options.ts";
+export { ListenError } from "./lib/bind.ts";
+export { DEFAULT_UNIX_SOCKET_MODE, UnixPathError } from "./lib/unix.ts";
+export {
+  AccessList,
+  type AccessPolicy,
+  type AccessRules,
+  Cidr,
+  CidrError,
+} from "./lib/access.ts";
+export {
+  describeKeepAlive,
+  getKeepAlive,
+  isKeepAliveTimeout,
+  KEEPALIVE_LIMITS,
+  type KeepAliveConfig,
+  KeepAliveError,
+  type KeepAliveErrorReason,
+  setKeepAlive,
+} from "./lib/keepalive.ts";
+export {
+  INETD_BASE,
+  MAX_SIMPLE_DATAGRAM,
+  replyService,
+  serveSimple,
+  SIMPLE_SERVICE_PORTS,
+  simpleLoopPorts,
+  userPortHelp,
+} from "./lib/simple.ts";
+export {
+  dateFromRfc868,
+  encodeRfc868,
+  RFC868_EPOCH_OFFSET,
+  rfc868Seconds,
+} from "./lib/rfc868.ts";
+export {
+  parsePosixTimeZone,
+  type PosixTimeZone,
+  posixZoneDateMisses,
+} from "./lib/tz.ts";
+
+// Files and TLS material.
+export {
+  escapeControlChars,
+  FileReadError,
+  type FileReadFailure,
+  formatBytes,
+  MAX_SMALL_FILE_BYTES,
+  readSmallFile,
+  type ReadSmallFileOptions,
+  readSmallTextFile,
+} from "./lib/files.ts";
+export {
+  readCaFile,
+  readTlsFiles,
+  type TlsCertificate,
+  TlsFileError,
+} from "./lib/tls.ts";
+
+// Clients.
+export {
+  checkConnectHost,
+  classifyConnectFailure,
+  ConnectError,
+  type ConnectFailure,
+  type ConnectFailureClass,
+  connectFailureReason,
+  type ConnectHost,
+  describeConnectFailure,
+  DialError,
+  type DialFailure,
+  DialTimeoutError,
+  formatSeconds,
+  HostNotFoundError,
+  NoReplyError,
+  ResolveError,
+} from "./lib/connect_error.ts";
+export {
+  type Closable,
+  type ConnectFunction,
+  DEFAULT_ATTEMPT_DELAY_MS,
+  dialHappyEyeballs,
+  dialHost,
+  type DialHostOptions,
+  type DialOptions,
+  happyEyeballsOrder,
+  MIN_ATTEMPT_DELAY_MS,
+  resolveHost,
+  type ResolveOptions,
+} from "./lib/dial.ts";
+export {
+  type DatagramRequestOptions,
+  readWithTimeout,
+  requestDatagram,
+} from "./lib/client.ts";
+export {
+  type DatagramRelayOptions,
+  type DatagramSocket,
+  relay,
+  type RelayConn,
+  relayDatagrams,
+  type RelayOptions,
+  type RelayResult,
+} from "./lib/relay.ts";
+export { type ClientTlsOptions, startClientTls } from "./lib/tls_client.ts";
+
+// The command line.
+export {
+  clientFlags,
+  type CommandSpec,
+  type Flag,
+  flag,
+  type FlagBuilders,
+  flagsHelp,
+  type FlagTable,
+  type FlagValues,
+  HelpRequested,
+  parseCommandLine,
+  pickFlags,
+  secondsFlag,
+  UsageError,
+} from "./lib/cli.ts";
+export { rerunCommand, runMain } from "./lib/main.ts";
+export {
+  runServers,
+  type ServerFlag,
+  type ServerFlags,
+  serverFlags,
+  type ServerFlagValues,
+  serverOptionsFromFlags,
+} from "./lib/server_cli.ts";

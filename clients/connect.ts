@@ -162,6 +162,7 @@ export interface ConnectTlsOptions {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { connectClient } from "./connect.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -173,7 +174,7 @@ export interface ConnectTlsOptions {
  *   log: (line) => lines.push(line),
  * });
  * using _server = await accepting;
- * if (lines.at(-1) !== `connected to 127.0.0.1:${listener.addr.port}`) throw new Error(lines.join());
+ * assertEquals(lines.at(-1), `connected to 127.0.0.1:${listener.addr.port}`);
  * ```
  */
 export async function connectClient(
@@ -247,6 +248,7 @@ function netTarget(
  *
  * @example Talking to an echo server
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { runConnect } from "./connect.ts";
  * import { serveEcho } from "../servers/echo.ts";
  *
@@ -270,7 +272,7 @@ function netTarget(
  *   },
  * };
  * await runConnect({ hostname: "127.0.0.1", port, log: () => {} }, { input, output });
- * if (reply !== "ping\n") throw new Error(reply);
+ * assertEquals(reply, "ping\n");
  * ```
  */
 export async function runConnect(

@@ -72,10 +72,11 @@ export const DAYTIME_MAX_BYTES = 64 * 1024;
  *
  * @example
  * ```ts
+ * import { assertStringIncludes } from "@std/assert";
  * import { DaytimeReplyTooLongError } from "./daytime.ts";
  *
  * const error = new DaytimeReplyTooLongError("127.0.0.1:13", 65536);
- * if (!error.message.startsWith("127.0.0.1:13 sent more than 64 KiB,")) throw error;
+ * assertStringIncludes(error.message, "127.0.0.1:13 sent more than 64 KiB,");
  * ```
  */
 export class DaytimeReplyTooLongError extends Error {
@@ -124,6 +125,7 @@ export interface DaytimeClientOptions {
  *
  * @example Against an in-process server
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { fetchDaytime } from "./daytime.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -134,9 +136,7 @@ export interface DaytimeClientOptions {
  * });
  * const bytes = await fetchDaytime({ hostname: "127.0.0.1", port });
  * await serving;
- * if (new TextDecoder().decode(bytes) !== "Tue Nov  4 09:05:01 2026\r\n") {
- *   throw new Error("wrong reply");
- * }
+ * assertEquals(new TextDecoder().decode(bytes), "Tue Nov  4 09:05:01 2026\r\n");
  * ```
  */
 export async function fetchDaytime(

@@ -78,6 +78,7 @@ export interface HelloClientOptions {
  *
  * @example Against the hello server
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { sayHello } from "./hello.ts";
  * import { serveHello } from "../servers/hello.ts";
  *
@@ -85,7 +86,7 @@ export interface HelloClientOptions {
  * await using server = serveHello({ port: 0, output, log: () => {} });
  * const { port } = server.addr as Deno.NetAddr;
  * const reply = await sayHello({ port, message: "hi" });
- * if (new TextDecoder().decode(reply) !== "hello") throw new Error("no hello");
+ * assertEquals(new TextDecoder().decode(reply), "hello");
  * ```
  */
 export async function sayHello(

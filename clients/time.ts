@@ -66,17 +66,16 @@ import {
  *
  * @example A server that closes before sending the 4 bytes
  * ```ts
+ * import { assertRejects } from "@std/assert";
  * import { queryTime, TimeQueryError } from "./time.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const { port } = listener.addr as Deno.NetAddr;
  * const closing = listener.accept().then((conn) => conn.close());
- * try {
- *   await queryTime({ hostname: "127.0.0.1", port, timeoutMs: 2000 });
- *   throw new Error("no error");
- * } catch (error) {
- *   if (!(error instanceof TimeQueryError)) throw error;
- * }
+ * await assertRejects(
+ *   () => queryTime({ hostname: "127.0.0.1", port, timeoutMs: 2000 }),
+ *   TimeQueryError,
+ * );
  * await closing;
  * ```
  */
@@ -112,10 +111,10 @@ const TIME_BYTES = 4;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { formatIsoSeconds } from "./time.ts";
  *
- * const text = formatIsoSeconds(new Date("2026-11-25T13:40:42.789Z"));
- * if (text !== "2026-11-25T13:40:42Z") throw new Error(text);
+ * assertEquals(formatIsoSeconds(new Date("2026-11-25T13:40:42.789Z")), "2026-11-25T13:40:42Z");
  * ```
  */
 export function formatIsoSeconds(date: Date): string {
@@ -141,13 +140,14 @@ function decode(bytes: Uint8Array, target: string): Date {
  *
  * @example
  * ```ts
+ * import { assertAlmostEquals } from "@std/assert";
  * import { queryTime } from "./time.ts";
  * import { serveTime } from "../servers/time.ts";
  *
  * await using server = serveTime({ hostname: "127.0.0.1", port: 0, log: () => {} });
  * const { port } = server.addr as Deno.NetAddr;
  * const date = await queryTime({ hostname: "127.0.0.1", port });
- * if (Math.abs(date.getTime() - Date.now()) > 5000) throw new Error(date.toISOString());
+ * assertAlmostEquals(date.getTime(), Date.now(), 5000);
  * ```
  */
 export function queryTime(options: TimeQueryOptions): Promise<Date> {

@@ -76,6 +76,7 @@ export interface UdpHelloClientOptions {
  *
  * @example Against the UDP hello server
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { sendUdpHello } from "./udp.ts";
  * import { serveUdpHello } from "../servers/udp.ts";
  *
@@ -83,7 +84,7 @@ export interface UdpHelloClientOptions {
  * await using server = serveUdpHello({ port: 0, output, log: () => {} });
  * const { port } = server.addr as Deno.NetAddr;
  * const reply = await sendUdpHello({ port, message: "hi" });
- * if (new TextDecoder().decode(reply) !== "hello") throw new Error("no hello");
+ * assertEquals(new TextDecoder().decode(reply), "hello");
  * ```
  */
 export function sendUdpHello(

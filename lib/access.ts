@@ -8,22 +8,30 @@
  * @module
  */
 
-import { parseIPv4 as ipv4Bytes, parseIPv6 as ipv6Groups } from "./address.ts";
-import type { AccessPolicy } from "./server.ts";
+import {
+  formatIPv6,
+  parseIPv4 as ipv4Bytes,
+  parseIPv6 as ipv6Groups,
+} from "./address.ts";
+
+/**
+ * Which peers may use a server (`ServerOptions.access`): an
+ * {@linkcode AccessList}, or anything else that answers `allows`.
+ */
+export interface AccessPolicy {
+  /** `true` when `addr` may be served. */
+  allows(addr: Deno.Addr): boolean;
+}
 
 /**
  * A string that is not an IP address or CIDR block.
  *
  * @example
  * ```ts
+ * import { assertThrows } from "@std/assert";
  * import { Cidr, CidrError } from "./access.ts";
  *
- * try {
- *   Cidr.parse("10.0.0.0/33");
- *   throw new Error("accepted a bad prefix");
- * } catch (error) {
- *   if (!(error instanceof CidrError)) throw error;
- * }
+ * assertThrows(() => Cidr.parse("10.0.0.0/33"), CidrError, "expected a prefix length from 0 to 32");
  * ```
  */
 export class CidrError extends Error {
@@ -88,12 +96,13 @@ function parseAddress(
  *
  * @example
  * ```ts
+ * import { assert, assertFalse } from "@std/assert";
  * import { Cidr } from "./access.ts";
  *
  * const block = Cidr.parse("192.168.0.0/16");
- * if (!block.contains("192.168.4.2")) throw new Error("should contain");
- * if (!block.contains("::ffff:192.168.4.2")) throw new Error("mapped should match");
- * if (block.contains("10.0.0.1")) throw new Error("should not contain");
+ * assert(block.contains("192.168.4.2"));
+ * assert(block.contains("::ffff:192.168.4.2")); // IPv4-mapped matches too
+ * assertFalse(block.contains("10.0.0.1"));
  * ```
  */
 export class Cidr {
@@ -122,10 +131,11 @@ export class Cidr {
    *
    * @example
    * ```ts
+   * import { assertEquals } from "@std/assert";
    * import { Cidr } from "./access.ts";
    *
-   * if (Cidr.parse("10.1.2.3/8").text !== "10.0.0.0/8") throw new Error("not masked");
-   * if (Cidr.parse("::1").prefix !== 128) throw new Error("not a host block");
+   * assertEquals(Cidr.parse("10.1.2.3/8").text, "10.0.0.0/8"); // host bits masked
+   * assertEquals(Cidr.parse("::1").prefix, 128); // one address
    * ```
    */
   static parse(text: string): Cidr {
@@ -192,28 +202,7 @@ function formatWords(words: Words, v4: boolean): string {
     const w = words[3];
     return [w >>> 24, (w >>> 16) & 255, (w >>> 8) & 255, w & 255].join(".");
   }
-  const groups = words.flatMap((w) => [w >>> 16, w & 0xffff]);
-  // The longest run of two or more zero groups becomes `::` (RFC 5952).
-  let best = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) {
-      best = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (best === -1) return hex.join(":");
-  return `${hex.slice(0, best).join(":")}::${
-    hex.slice(best + bestLength).join(":")
-  }`;
+  return formatIPv6(words.flatMap((w) => [w >>> 16, w & 0xffff]));
 }
 
 /** The rules of an {@linkcode AccessList}, as the flags give them. */
@@ -237,14 +226,15 @@ export interface AccessRules {
  *
  * @example
  * ```ts
+ * import { assert, assertFalse } from "@std/assert";
  * import { AccessList } from "./access.ts";
  *
  * const access = new AccessList({ allow: ["127.0.0.0/8", "::1"], deny: ["127.0.0.66"] });
  * const peer = (hostname: string): Deno.NetAddr => ({ transport: "tcp", hostname, port: 5000 });
- * if (!access.allows(peer("127.0.0.2"))) throw new Error("127.0.0.2 is allowed");
- * if (!access.allows(peer("::ffff:127.0.0.2"))) throw new Error("mapped is allowed");
- * if (access.allows(peer("127.0.0.66"))) throw new Error("deny wins");
- * if (access.allows(peer("10.0.0.1"))) throw new Error("not in any allow block");
+ * assert(access.allows(peer("127.0.0.2")));
+ * assert(access.allows(peer("::ffff:127.0.0.2"))); // IPv4-mapped: the same peer
+ * assertFalse(access.allows(peer("127.0.0.66"))); // deny wins
+ * assertFalse(access.allows(peer("10.0.0.1"))); // in no allow block
  * ```
  */
 export class AccessList implements AccessPolicy {
@@ -271,11 +261,12 @@ export class AccessList implements AccessPolicy {
    *
    * @example
    * ```ts
+   * import { assert, assertFalse } from "@std/assert";
    * import { AccessList } from "./access.ts";
    *
    * const access = new AccessList({ deny: ["10.0.0.0/8"] });
-   * if (access.allowsAddress("10.9.9.9")) throw new Error("denied");
-   * if (!access.allowsAddress("fd00::1")) throw new Error("not denied");
+   * assertFalse(access.allowsAddress("10.9.9.9"));
+   * assert(access.allowsAddress("fd00::1"));
    * ```
    */
   allowsAddress(address: string): boolean {

@@ -1,8 +1,9 @@
 /**
  * IP addresses and host names as text: telling an IPv4 literal from an IPv6
- * one or a host name, refusing what is none of them (the seed's
- * `inet_pton` refuses `1.2.3`, which `getaddrinfo` would read as
- * `1.2.0.3`), and printing an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`)
+ * one or a host name, refusing what is none of them (`inet_pton`, as the
+ * seed uses it, refuses `1.2.3`, which `getaddrinfo` would read as
+ * `1.2.0.3`; the seed is the C socket examples page this toolkit ports,
+ * see `mod.ts`), and printing an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`)
  * as the IPv4 address it is.
  *
  * We keep this parser rather than `@std/net/unstable-ip` (measured against
@@ -22,14 +23,10 @@
  *
  * @example
  * ```ts
+ * import { assertThrows } from "@std/assert";
  * import { AddressError, checkHost } from "./address.ts";
  *
- * try {
- *   checkHost("1.2.3");
- *   throw new Error("accepted a bad address");
- * } catch (error) {
- *   if (!(error instanceof AddressError)) throw error;
- * }
+ * assertThrows(() => checkHost("1.2.3"), AddressError, "invalid address '1.2.3'");
  * ```
  */
 export class AddressError extends Error {
@@ -53,10 +50,12 @@ export class AddressError extends Error {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { parseIPv4 } from "./address.ts";
  *
- * if (parseIPv4("192.0.2.1")?.join(".") !== "192.0.2.1") throw new Error("no parse");
- * if (parseIPv4("1.2.3") !== null) throw new Error("took three parts");
+ * assertEquals(parseIPv4("192.0.2.1"), new Uint8Array([192, 0, 2, 1]));
+ * assertEquals(parseIPv4("1.2.3"), null); // getaddrinfo would read 1.2.0.3
+ * assertEquals(parseIPv4("01.2.3.4"), null);
  * ```
  */
 export function parseIPv4(text: string): Uint8Array | null {
@@ -80,11 +79,11 @@ export function parseIPv4(text: string): Uint8Array | null {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { parseIPv6 } from "./address.ts";
  *
- * const groups = parseIPv6("2001:db8::1");
- * if (groups?.[0] !== 0x2001 || groups[7] !== 1) throw new Error("no parse");
- * if (parseIPv6("1::2::3") !== null) throw new Error("took two '::'");
+ * assertEquals(parseIPv6("2001:db8::1"), new Uint16Array([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]));
+ * assertEquals(parseIPv6("1::2::3"), null);
  * ```
  */
 export function parseIPv6(text: string): Uint16Array | null {
@@ -130,11 +129,12 @@ export function parseIPv6(text: string): Uint16Array | null {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { checkHost } from "./address.ts";
  *
- * if (checkHost("[::1]") !== 6) throw new Error("not IPv6");
- * if (checkHost("127.0.0.1") !== 4) throw new Error("not IPv4");
- * if (checkHost("localhost") !== "name") throw new Error("not a name");
+ * assertEquals(checkHost("[::1]"), 6);
+ * assertEquals(checkHost("127.0.0.1"), 4);
+ * assertEquals(checkHost("localhost"), "name");
  * ```
  */
 export function checkHost(host: string): 4 | 6 | "name" {
@@ -163,9 +163,11 @@ export function checkHost(host: string): 4 | 6 | "name" {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { stripBrackets } from "./address.ts";
  *
- * if (stripBrackets("[::1]") !== "::1") throw new Error("kept brackets");
+ * assertEquals(stripBrackets("[::1]"), "::1");
+ * assertEquals(stripBrackets("example.com"), "example.com");
  * ```
  */
 export function stripBrackets(host: string): string {
@@ -179,10 +181,11 @@ export function stripBrackets(host: string): string {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { unmapIPv4 } from "./address.ts";
  *
- * if (unmapIPv4("::ffff:127.0.0.1") !== "127.0.0.1") throw new Error("still mapped");
- * if (unmapIPv4("::1") !== "::1") throw new Error("changed IPv6");
+ * assertEquals(unmapIPv4("::ffff:127.0.0.1"), "127.0.0.1");
+ * assertEquals(unmapIPv4("::1"), "::1");
  * ```
  */
 export function unmapIPv4(host: string): string {
@@ -195,4 +198,65 @@ export function unmapIPv4(host: string): string {
   }
   return [groups[6] >> 8, groups[6] & 0xff, groups[7] >> 8, groups[7] & 0xff]
     .join(".");
+}
+
+/**
+ * Writes an IPv6 address's eight 16-bit groups as RFC 5952 says: lower-case
+ * hex without leading zeros, the first longest run of two or more zero
+ * groups as `::`, no dotted IPv4 tail.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { formatIPv6, parseIPv6 } from "./address.ts";
+ *
+ * assertEquals(formatIPv6(parseIPv6("2001:DB8:0:0:0:0:0:1")!), "2001:db8::1");
+ * assertEquals(formatIPv6(parseIPv6("::ffff:192.0.2.1")!), "::ffff:c000:201");
+ * ```
+ */
+export function formatIPv6(groups: ArrayLike<number>): string {
+  let best = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength) {
+      best = i;
+      bestLength = j - i;
+    }
+    i = j;
+  }
+  const hex = Array.from(groups, (g) => g.toString(16));
+  if (best === -1) return hex.join(":");
+  return `${hex.slice(0, best).join(":")}::${
+    hex.slice(best + bestLength).join(":")
+  }`;
+}
+
+/**
+ * One spelling per IP address, so that two spellings of one address
+ * compare equal: an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, in any
+ * spelling, as a dual-stack socket reports IPv4 peers) as the IPv4 address
+ * it carries, other IPv6 as {@linkcode formatIPv6} writes it, without
+ * brackets. Anything else (a host name) is returned as it is.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { canonicalAddress } from "./address.ts";
+ *
+ * assertEquals(canonicalAddress("::FFFF:c000:201"), "192.0.2.1");
+ * assertEquals(canonicalAddress("[2001:db8:0::1]"), "2001:db8::1");
+ * assertEquals(canonicalAddress("localhost"), "localhost");
+ * ```
+ */
+export function canonicalAddress(host: string): string {
+  const plain = unmapIPv4(stripBrackets(host));
+  if (parseIPv4(plain)) return plain;
+  const groups = parseIPv6(plain);
+  return groups ? formatIPv6(groups) : plain;
 }

@@ -5,7 +5,7 @@
  * the `--help` lines all come. `--help` (or `-h`) prints the usage on stdout
  * and exits 0; a usage error is one `error:` line and exit 2; a runtime
  * failure one `error:` line and exit 1; never a stack trace for an expected
- * failure.
+ * failure (`runMain`, in `main.ts`, keeps that part).
  *
  * The layer is strict where `parseArgs` is lenient, so every script keeps
  * the same contract: an unknown flag, a missing value, a value given to a
@@ -17,8 +17,6 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
-import { writeAll } from "./io.ts";
-import { flushStderrLog } from "./log.ts";
 
 /**
  * The command line is wrong: the script prints `error: MESSAGE` and exits 2.
@@ -40,18 +38,18 @@ export class UsageError extends Error {
 }
 
 /**
- * `--help` was given: {@linkcode runMain} prints `usage` and exits 0.
+ * `--help` was given: `runMain` (in `main.ts`) prints `usage` and exits 0.
  *
  * @example
  * ```ts
- * import { assertThrows } from "@std/assert";
+ * import { assertEquals, assertThrows } from "@std/assert";
  * import { HelpRequested, parseCommandLine } from "./cli.ts";
  *
  * const error = assertThrows(
  *   () => parseCommandLine(["-h"], { usage: "usage: x", flags: {} }),
  *   HelpRequested,
  * );
- * if (error.usage !== "usage: x") throw new Error(error.usage);
+ * assertEquals(error.usage, "usage: x");
  * ```
  */
 export class HelpRequested extends Error {
@@ -507,124 +505,6 @@ function checkTokens(
     i++;
   }
   return { tokens, positionals };
-}
-
-/**
- * Turns an expected failure into the one line a user sees (without the
- * `error: ` prefix): its first line.
- *
- * @example
- * ```ts
- * import { assertStringIncludes } from "@std/assert";
- * import { describeError } from "./cli.ts";
- *
- * const line = describeError(new Deno.errors.ConnectionRefused("refused"));
- * assertStringIncludes(line, "refused");
- * ```
- */
-export function describeError(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const first = (error.message || error.name).split("\n")[0];
-  return first.replace(/^error: /, "").replace(
-    // Deno without its unstable net API (no --unstable-net, and no
-    // deno.json saying "unstable": ["net"] for this script).
-    /\bDeno\.listenDatagram is not a function\b.*/,
-    "UDP and Unix datagram sockets need Deno's unstable net API: run with --unstable-net",
-  ).replace(
-    // Deno's NotCapable: name the flag with its value, ready to paste.
-    /(requires (\w+) access to "([^"]+)"), run again with the --allow-\2 flag/i,
-    "$1: run again with --allow-$2=$3",
-  );
-}
-
-/**
- * The command that runs this script again with `permissions` and the flags
- * in `replace` set (each replacing what the command line gave): a hint a
- * user can paste, e.g. `deno run --allow-net=0.0.0.0:10013
- * servers/daytime.ts --port 10013`. `undefined` when the main module is
- * not one of the toolkit's scripts.
- *
- * @example
- * ```ts
- * import { rerunCommand } from "./cli.ts";
- *
- * const hint = rerunCommand(["--allow-net=0.0.0.0:10013"], { port: "10013" });
- * if (hint !== undefined && !hint.startsWith("deno run --allow-net=0.0.0.0:10013 ")) {
- *   throw new Error(hint);
- * }
- * ```
- */
-export function rerunCommand(
-  permissions: readonly string[],
-  replace: Readonly<Record<string, string>>,
-): string | undefined {
-  const script = /\/((?:servers|clients)\/[\w-]+\.ts)$/.exec(
-    Deno.mainModule,
-  )?.[1];
-  if (script === undefined) return undefined;
-  const args: string[] = [];
-  for (let i = 0; i < Deno.args.length; i++) {
-    const arg = Deno.args[i];
-    if (arg === "--") {
-      args.push(...Deno.args.slice(i));
-      break;
-    }
-    const match = /^--([^=]+)(=.*)?$/s.exec(arg);
-    if (match && Object.hasOwn(replace, match[1])) {
-      if (match[2] === undefined) i++; // `--port 13`: its value too.
-      continue;
-    }
-    args.push(arg);
-  }
-  const flags = Object.entries(replace).flatMap(([name, value]) => [
-    `--${name}`,
-    value,
-  ]);
-  const at = args.indexOf("--");
-  if (at >= 0) args.splice(at, 0, ...flags);
-  else args.push(...flags);
-  const quote = (word: string) =>
-    /^[\w@%+=:,./[\]-]+$/.test(word)
-      ? word
-      : `'${word.replaceAll("'", `'\\''`)}'`;
-  return ["deno", "run", ...permissions, script, ...args].map(quote).join(" ");
-}
-
-/**
- * Runs a script's body and turns its outcome into an exit code: the number
- * it returns (default 0); {@linkcode HelpRequested} prints usage and exits
- * 0; {@linkcode UsageError} prints `error: ...` and exits 2; any other
- * failure prints `error: ...` and exits 1.
- *
- * @example
- * ```ts ignore
- * import { runMain } from "./cli.ts";
- *
- * await runMain(async () => {
- *   console.log("hello");
- * });
- * ```
- */
-export async function runMain(
-  body: () => Promise<number | void>,
-): Promise<never> {
-  let code: number;
-  try {
-    code = (await body()) ?? 0;
-  } catch (error) {
-    await flushStderrLog();
-    if (error instanceof HelpRequested) {
-      await writeAll(
-        Deno.stdout,
-        new TextEncoder().encode(error.usage.trimEnd() + "\n"),
-      );
-      Deno.exit(0);
-    }
-    console.error(`error: ${describeError(error)}`);
-    Deno.exit(error instanceof UsageError ? 2 : 1);
-  }
-  await flushStderrLog();
-  Deno.exit(code);
 }
 
 /**

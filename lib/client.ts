@@ -1,13 +1,14 @@
 /**
  * The client side every script here shares, besides connecting (that is
  * `dialHost`, in `dial.ts`): read with a timeout, and ask a UDP server with
- * retries, each failure one clear `ConnectError` line, where the seed's
- * clients ignore `connect`'s result and block forever.
+ * retries, each failure one clear `ConnectError` line, where the clients
+ * of the seed (the C socket examples page this toolkit ports, see
+ * `mod.ts`) ignore `connect`'s result and block forever.
  *
  * @module
  */
 
-import { parseIPv4, parseIPv6, unmapIPv4 } from "./address.ts";
+import { canonicalAddress } from "./address.ts";
 import {
   checkConnectHost,
   ConnectError,
@@ -15,6 +16,7 @@ import {
   formatSeconds,
   NoReplyError,
 } from "./connect_error.ts";
+import { closeQuietly } from "./io.ts";
 
 /**
  * Reads once from `conn` like `conn.read(buffer)`, but gives up after
@@ -25,6 +27,7 @@ import {
  *
  * @example
  * ```ts
+ * import { assertEquals, assertRejects } from "@std/assert";
  * import { readWithTimeout } from "./client.ts";
  * import { ConnectError } from "./connect_error.ts";
  *
@@ -32,9 +35,12 @@ import {
  * const { port } = listener.addr as Deno.NetAddr;
  * const conn = await Deno.connect({ hostname: "127.0.0.1", port });
  * using _silent = await listener.accept(); // never sends anything
- * const error = await readWithTimeout(conn, new Uint8Array(16), 50, "the server")
- *   .catch((e) => e);
- * if (!(error instanceof ConnectError) || error.kind !== "timeout") throw error;
+ * const error = await assertRejects(
+ *   () => readWithTimeout(conn, new Uint8Array(16), 50, "the server"),
+ *   ConnectError,
+ *   "timed out after 0.05 s waiting for data from the server",
+ * );
+ * assertEquals(error.kind, "timeout");
  * ```
  */
 export async function readWithTimeout(
@@ -47,11 +53,7 @@ export async function readWithTimeout(
   const timer = timeoutMs > 0
     ? setTimeout(() => {
       timedOut = true;
-      try {
-        conn.close();
-      } catch {
-        // Already closed.
-      }
+      closeQuietly(conn);
     }, timeoutMs)
     : undefined;
   try {
@@ -102,6 +104,7 @@ export interface DatagramRequestOptions {
  *
  * @example Against an in-process UDP server that answers "hello"
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { requestDatagram } from "./client.ts";
  *
  * const server = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
@@ -116,7 +119,7 @@ export interface DatagramRequestOptions {
  * });
  * await answering;
  * server.close();
- * if (new TextDecoder().decode(reply) !== "hello") throw new Error("no hello");
+ * assertEquals(new TextDecoder().decode(reply), "hello");
  * ```
  */
 export async function requestDatagram(
@@ -129,7 +132,7 @@ export async function requestDatagram(
   const timeoutMs = options.timeoutMs ?? 1000;
   const attempts = 1 + (options.retries ?? 3);
   const server = { transport: "udp" as const, hostname, port: options.port };
-  const wanted = family === "name" ? undefined : addressKey(hostname);
+  const wanted = family === "name" ? undefined : canonicalAddress(hostname);
   const socket = Deno.listenDatagram({
     transport: "udp",
     hostname: family === 6 ? "::" : "0.0.0.0",
@@ -174,7 +177,7 @@ export async function requestDatagram(
         const [data, source] = received;
         if (
           "hostname" in source && source.port === options.port &&
-          (wanted === undefined || addressKey(source.hostname) === wanted)
+          (wanted === undefined || canonicalAddress(source.hostname) === wanted)
         ) {
           return data.slice();
         }
@@ -185,13 +188,4 @@ export async function requestDatagram(
     receiving?.catch(() => {});
   }
   throw new NoReplyError(target, attempts, timeoutMs);
-}
-
-/** One spelling per address, IPv4-mapped IPv6 as IPv4. */
-function addressKey(hostname: string): string {
-  const plain = unmapIPv4(hostname);
-  const v4 = parseIPv4(plain);
-  if (v4) return v4.join(".");
-  const v6 = parseIPv6(plain);
-  return v6 ? Array.from(v6, (g) => g.toString(16)).join(":") : plain;
 }

@@ -11,6 +11,7 @@
 import { checkHost, stripBrackets } from "./address.ts";
 import { joinHostPort } from "./endpoint.ts";
 import { escapeControlChars } from "./files.ts";
+import { withoutOsError } from "./os_error.ts";
 
 /** What went wrong, for callers that react differently to each. */
 export type ConnectFailure =
@@ -30,13 +31,15 @@ export type ConnectFailure =
  *
  * @example
  * ```ts
+ * import { assertEquals, assertRejects } from "@std/assert";
  * import { ConnectError, dialHost } from "../mod.ts";
  *
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const { port } = listener.addr as Deno.NetAddr;
  * listener.close(); // nobody listens there now
- * const error = await dialHost("127.0.0.1", port).catch((e) => e);
- * if (!(error instanceof ConnectError) || error.kind !== "refused") throw error;
+ * const error = await assertRejects(() => dialHost("127.0.0.1", port), ConnectError);
+ * assertEquals(error.kind, "refused");
+ * assertEquals(error.message, `connection refused by 127.0.0.1:${port}`);
  * ```
  */
 export class ConnectError extends Error {
@@ -64,9 +67,11 @@ export class ConnectError extends Error {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { formatSeconds } from "./connect_error.ts";
  *
- * if (formatSeconds(1500) !== "1.5 s") throw new Error(formatSeconds(1500));
+ * assertEquals(formatSeconds(1500), "1.5 s");
+ * assertEquals(formatSeconds(2000), "2 s");
  * ```
  */
 export function formatSeconds(ms: number): string {
@@ -91,18 +96,12 @@ export interface ConnectHost {
  *
  * @example
  * ```ts
+ * import { assertEquals, assertThrows } from "@std/assert";
  * import { checkConnectHost, ConnectError } from "./connect_error.ts";
  *
- * const host = checkConnectHost("[::1]", 13);
- * if (host.family !== 6 || host.target !== "[::1]:13") throw new Error(host.target);
- * const error = (() => {
- *   try {
- *     return checkConnectHost("1.2.3", 13);
- *   } catch (e) {
- *     return e;
- *   }
- * })();
- * if (!(error instanceof ConnectError) || error.kind !== "invalid-address") throw error;
+ * assertEquals(checkConnectHost("[::1]", 13), { hostname: "::1", family: 6, target: "[::1]:13" });
+ * const error = assertThrows(() => checkConnectHost("1.2.3", 13), ConnectError);
+ * assertEquals(error.kind, "invalid-address");
  * ```
  */
 export function checkConnectHost(hostname: string, port?: number): ConnectHost {
@@ -211,8 +210,7 @@ const FAILURES: readonly FailureRow[] = [
 /** The first line of an error's message, without ` (os error N)`. */
 function systemReason(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
-  const first = (error.message || error.name).split("\n")[0]
-    .replace(/ \(os error \d+\)$/, "");
+  const first = withoutOsError((error.message || error.name).split("\n")[0]);
   return first.charAt(0).toLowerCase() + first.slice(1);
 }
 
@@ -224,15 +222,14 @@ function systemReason(error: unknown): string {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { classifyConnectFailure } from "./connect_error.ts";
  *
  * const failure = classifyConnectFailure(
  *   new Deno.errors.ConnectionRefused("Connection refused (os error 111)"),
  * );
- * if (failure.kind !== "refused") throw new Error(failure.kind);
- * if (failure.message("127.0.0.1:13") !== "connection refused by 127.0.0.1:13") {
- *   throw new Error(failure.message("127.0.0.1:13"));
- * }
+ * assertEquals(failure.kind, "refused");
+ * assertEquals(failure.message("127.0.0.1:13"), "connection refused by 127.0.0.1:13");
  * ```
  */
 export function classifyConnectFailure(error: unknown): ConnectFailureClass {
@@ -251,10 +248,11 @@ export function classifyConnectFailure(error: unknown): ConnectFailureClass {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { connectFailureReason } from "./connect_error.ts";
  *
  * const error = new Deno.errors.ConnectionRefused("Connection refused (os error 111)");
- * if (connectFailureReason(error) !== "connection refused") throw new Error("wrong text");
+ * assertEquals(connectFailureReason(error), "connection refused");
  * ```
  */
 export function connectFailureReason(error: unknown): string {
@@ -270,16 +268,15 @@ export function connectFailureReason(error: unknown): string {
  *
  * @example
  * ```ts
+ * import { assertEquals, assertInstanceOf } from "@std/assert";
  * import { ConnectError, describeConnectFailure } from "./connect_error.ts";
  *
  * const error = describeConnectFailure(
  *   new Deno.errors.ConnectionReset("Connection reset by peer (os error 104)"),
  *   "127.0.0.1:13",
  * );
- * if (!(error instanceof ConnectError)) throw error;
- * if (error.message !== "connection to 127.0.0.1:13 was reset by the peer") {
- *   throw new Error(error.message);
- * }
+ * assertInstanceOf(error, ConnectError);
+ * assertEquals(error.message, "connection to 127.0.0.1:13 was reset by the peer");
  * ```
  */
 export function describeConnectFailure(error: unknown, target: string): Error {
@@ -300,11 +297,14 @@ export function describeConnectFailure(error: unknown, target: string): Error {
  *
  * @example
  * ```ts
+ * import { assertRejects } from "@std/assert";
  * import { HostNotFoundError, resolveHost } from "../mod.ts";
  *
- * const error = await resolveHost("no-such-host.invalid").catch((e) => e);
- * if (!(error instanceof HostNotFoundError)) throw error;
- * if (error.message !== "no such host 'no-such-host.invalid'") throw error;
+ * await assertRejects(
+ *   () => resolveHost("no-such-host.invalid"),
+ *   HostNotFoundError,
+ *   "no such host 'no-such-host.invalid'",
+ * );
  * ```
  */
 export class HostNotFoundError extends ConnectError {
@@ -327,10 +327,11 @@ export class HostNotFoundError extends ConnectError {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { ResolveError } from "./connect_error.ts";
  *
  * const error = new ResolveError("example.com", "EAI_AGAIN", "temporary failure");
- * if (error.code !== "EAI_AGAIN") throw error;
+ * assertEquals([error.code, error.kind], ["EAI_AGAIN", "no-such-host"]);
  * ```
  */
 export class ResolveError extends ConnectError {
@@ -377,6 +378,7 @@ export interface DialFailure {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { DialError } from "./connect_error.ts";
  *
  * const refused = new Deno.errors.ConnectionRefused("Connection refused (os error 111)");
@@ -384,9 +386,9 @@ export interface DialFailure {
  *   { address: "::1", error: refused },
  *   { address: "127.0.0.1", error: refused },
  * ]);
- * if (error.message !== "connection refused ([::1]:7, 127.0.0.1:7)") throw error;
+ * assertEquals(error.message, "connection refused ([::1]:7, 127.0.0.1:7)");
  * const one = new DialError(7, [{ address: "::1", error: refused }], "[::1]:7");
- * if (one.message !== "connection refused by [::1]:7") throw one;
+ * assertEquals(one.message, "connection refused by [::1]:7");
  * ```
  */
 export class DialError extends ConnectError {
@@ -432,10 +434,10 @@ export class DialError extends ConnectError {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { DialTimeoutError } from "./connect_error.ts";
  *
- * const error = new DialTimeoutError(1500);
- * if (error.message !== "timed out after 1.5 s") throw error;
+ * assertEquals(new DialTimeoutError(1500).message, "timed out after 1.5 s");
  * ```
  */
 export class DialTimeoutError extends ConnectError {
@@ -465,10 +467,11 @@ export class DialTimeoutError extends ConnectError {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { NoReplyError } from "./connect_error.ts";
  *
  * const error = new NoReplyError("127.0.0.1:37", 1, 500);
- * if (error.message !== "no reply from 127.0.0.1:37 within 0.5 s (UDP)") throw error;
+ * assertEquals(error.message, "no reply from 127.0.0.1:37 within 0.5 s (UDP)");
  * ```
  */
 export class NoReplyError extends ConnectError {

@@ -1,6 +1,6 @@
 /**
  * What keeps a datagram server from being turned against others or against
- * itself, beyond the source-port rules of `lib/server.ts`: a reply rate
+ * itself, beyond the source-port rules of `datagram_server.ts`: a reply rate
  * limit per source address (not per address and port: one host owns all
  * its ports), and a loop guard that ends a loop between two servers that
  * answer anything, whatever their ports and rate limits.
@@ -22,11 +22,12 @@ import { rfc868Seconds } from "./rfc868.ts";
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { sourceKey } from "./datagram_guard.ts";
  *
  * const key = (hostname: string) => sourceKey({ transport: "udp", hostname, port: 5000 });
- * if (key("::ffff:192.0.2.1") !== "192.0.2.1") throw new Error(key("::ffff:192.0.2.1"));
- * if (key("2001:db8:1:2::99") !== "2001:db8:1:2::/64") throw new Error(key("2001:db8:1:2::99"));
+ * assertEquals(key("::ffff:192.0.2.1"), "192.0.2.1");
+ * assertEquals(key("2001:db8:1:2::99"), "2001:db8:1:2::/64");
  * ```
  */
 export function sourceKey(addr: Deno.Addr): string {
@@ -54,11 +55,12 @@ export const MAX_RATE_SOURCES = 16_384;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { SourceRateLimiter } from "./datagram_guard.ts";
  *
  * const limiter = new SourceRateLimiter(2);
- * const answered = [1, 2, 3].filter(() => limiter.take("192.0.2.1")).length;
- * if (answered !== 2) throw new Error(`${answered} answered`);
+ * const answered = [1, 2, 3].map(() => limiter.take("192.0.2.1"));
+ * assertEquals(answered, [true, true, false]); // a burst of 2, then wait
  * ```
  */
 export class SourceRateLimiter {
@@ -123,13 +125,14 @@ export const LOOP_WINDOW_MS = 1000;
  *
  * @example
  * ```ts
+ * import { assert, assertFalse } from "@std/assert";
  * import { ReplyMemory } from "./datagram_guard.ts";
  *
  * const replies = new ReplyMemory();
  * const reply = new TextEncoder().encode("hello");
  * replies.sent("127.0.0.1:7", reply);
- * if (!replies.bouncedBack("127.0.0.1:7", reply)) throw new Error("missed the bounce");
- * if (replies.bouncedBack("127.0.0.1:8", reply)) throw new Error("another peer");
+ * assert(replies.bouncedBack("127.0.0.1:7", reply));
+ * assertFalse(replies.bouncedBack("127.0.0.1:8", reply)); // another peer
  * ```
  */
 export class ReplyMemory {
@@ -195,13 +198,13 @@ const TIME_REPLY_SLACK_S = 86_400;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { serviceReplyKind } from "./datagram_guard.ts";
  *
  * const encode = (text: string) => new TextEncoder().encode(text);
- * if (!serviceReplyKind(encode("Tue Nov 24 23:37:45 2026\r\n"))) throw new Error("daytime");
- * if (serviceReplyKind(encode("\n")) || serviceReplyKind(encode("what time is it?"))) {
- *   throw new Error("a request");
- * }
+ * assertEquals(serviceReplyKind(encode("Tue Nov 24 23:37:45 2026\r\n")), "text in CRLF lines");
+ * assertEquals(serviceReplyKind(encode("\n")), undefined); // a request
+ * assertEquals(serviceReplyKind(encode("what time is it?")), undefined);
  * ```
  */
 export function serviceReplyKind(

@@ -35,14 +35,11 @@ export type Endpoint = NetEndpoint | UnixEndpoint;
  *
  * @example
  * ```ts
+ * import { assertEquals, assertThrows } from "@std/assert";
  * import { EndpointError, parsePort } from "./endpoint.ts";
  *
- * try {
- *   parsePort("70000");
- *   throw new Error("accepted a bad port");
- * } catch (error) {
- *   if (!(error instanceof EndpointError)) throw error;
- * }
+ * const error = assertThrows(() => parsePort("70000"), EndpointError);
+ * assertEquals(error.input, "70000");
  * ```
  */
 export class EndpointError extends Error {
@@ -62,9 +59,10 @@ export class EndpointError extends Error {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { parsePort } from "./endpoint.ts";
  *
- * if (parsePort("15000") !== 15000) throw new Error("wrong port");
+ * assertEquals(parsePort("15000"), 15000);
  * ```
  */
 export function parsePort(text: string): number {
@@ -84,10 +82,11 @@ export function parsePort(text: string): number {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { splitHostPort } from "./endpoint.ts";
  *
- * const { hostname, port } = splitHostPort("[::1]:7");
- * if (hostname !== "::1" || port !== 7) throw new Error("wrong split");
+ * assertEquals(splitHostPort("[::1]:7"), { hostname: "::1", port: 7 });
+ * assertEquals(splitHostPort("example.com:80"), { hostname: "example.com", port: 80 });
  * ```
  */
 export function splitHostPort(
@@ -140,12 +139,11 @@ export function splitHostPort(
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { parseEndpoint } from "./endpoint.ts";
  *
- * const endpoint = parseEndpoint("udp://[::1]:7");
- * if (endpoint.transport !== "udp" || endpoint.hostname !== "::1") {
- *   throw new Error("wrong endpoint");
- * }
+ * assertEquals(parseEndpoint("udp://[::1]:7"), { transport: "udp", hostname: "::1", port: 7 });
+ * assertEquals(parseEndpoint("unix:/tmp/echo.sock"), { transport: "unix", path: "/tmp/echo.sock" });
  * ```
  */
 export function parseEndpoint(text: string): Endpoint {
@@ -181,9 +179,11 @@ export function parseEndpoint(text: string): Endpoint {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { joinHostPort } from "./endpoint.ts";
  *
- * if (joinHostPort("::1", 7) !== "[::1]:7") throw new Error("no brackets");
+ * assertEquals(joinHostPort("::1", 7), "[::1]:7");
+ * assertEquals(joinHostPort("127.0.0.1", 7), "127.0.0.1:7");
  * ```
  */
 export function joinHostPort(hostname: string, port: number): string {
@@ -198,10 +198,11 @@ export function joinHostPort(hostname: string, port: number): string {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { formatAddr } from "./endpoint.ts";
  *
- * const text = formatAddr({ transport: "tcp", hostname: "::1", port: 7 });
- * if (text !== "[::1]:7") throw new Error(text);
+ * assertEquals(formatAddr({ transport: "tcp", hostname: "::1", port: 7 }), "[::1]:7");
+ * assertEquals(formatAddr({ transport: "unix", path: "" }), "(unnamed)");
  * ```
  */
 export function formatAddr(addr: Deno.Addr): string {
@@ -216,10 +217,10 @@ export function formatAddr(addr: Deno.Addr): string {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { formatEndpoint, parseEndpoint } from "./endpoint.ts";
  *
- * const text = "udp://[::1]:7";
- * if (formatEndpoint(parseEndpoint(text)) !== text) throw new Error("no round trip");
+ * assertEquals(formatEndpoint(parseEndpoint("udp://[::1]:7")), "udp://[::1]:7");
  * ```
  */
 export function formatEndpoint(endpoint: Endpoint): string {

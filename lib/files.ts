@@ -9,6 +9,8 @@
  * @module
  */
 
+import { withoutOsError } from "./os_error.ts";
+
 /** The most {@linkcode readSmallFile} reads by default: 1 MiB. */
 export const MAX_SMALL_FILE_BYTES = 1024 * 1024;
 
@@ -18,11 +20,12 @@ export const MAX_SMALL_FILE_BYTES = 1024 * 1024;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { formatBytes } from "./files.ts";
  *
- * if (formatBytes(64 * 1024) !== "64 KiB") throw new Error(formatBytes(65536));
- * if (formatBytes(1024 * 1024) !== "1 MiB") throw new Error("MiB");
- * if (formatBytes(100) !== "100 bytes") throw new Error("bytes");
+ * assertEquals(formatBytes(64 * 1024), "64 KiB");
+ * assertEquals(formatBytes(1.5 * 1024 * 1024), "1.5 MiB");
+ * assertEquals(formatBytes(100), "100 bytes");
  * ```
  */
 export function formatBytes(bytes: number): string {
@@ -48,10 +51,10 @@ const CONTROL = new RegExp(
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { escapeControlChars } from "./files.ts";
  *
- * const shown = escapeControlChars("red\x1b[31m\nnext");
- * if (shown !== "red\\x1b[31m\\nnext") throw new Error(shown);
+ * assertEquals(escapeControlChars("red\x1b[31m\nnext"), "red\\x1b[31m\\nnext");
  * ```
  */
 export function escapeControlChars(text: string): string {
@@ -81,16 +84,15 @@ export type FileReadFailure =
  *
  * @example
  * ```ts
+ * import { assertEquals, assertThrows } from "@std/assert";
  * import { FileReadError, readSmallFile } from "./files.ts";
  *
- * const error = (() => {
- *   try {
- *     return readSmallFile("/dev/null", "certificate file");
- *   } catch (e) {
- *     return e;
- *   }
- * })();
- * if (!(error instanceof FileReadError) || error.reason !== "not-regular") throw error;
+ * const error = assertThrows(
+ *   () => readSmallFile("/dev/null", "certificate file"),
+ *   FileReadError,
+ *   "cannot read certificate file '/dev/null': a character device, not a regular file",
+ * );
+ * assertEquals(error.reason, "not-regular");
  * ```
  */
 export class FileReadError extends Error {
@@ -144,13 +146,14 @@ function kindOf(info: Deno.FileInfo): string {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { readSmallFile } from "./files.ts";
  *
  * const path = Deno.makeTempFileSync();
  * Deno.writeTextFileSync(path, "hello");
  * const bytes = readSmallFile(path, "quotation file");
  * Deno.removeSync(path);
- * if (new TextDecoder().decode(bytes) !== "hello") throw new Error("wrong bytes");
+ * assertEquals(new TextDecoder().decode(bytes), "hello");
  * ```
  */
 export function readSmallFile(
@@ -217,8 +220,7 @@ export function readSmallFile(
         error,
       );
     }
-    const reason = (error as Error).message.replace(/ \(os error \d+\).*$/, "")
-      .replace(/:.*$/, "");
+    const reason = withoutOsError((error as Error).message).replace(/:.*$/, "");
     throw new FileReadError(
       `${prefix}: ${escapeControlChars(reason)}`,
       path,
@@ -234,13 +236,14 @@ export function readSmallFile(
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { readSmallTextFile } from "./files.ts";
  *
  * const path = Deno.makeTempFileSync();
  * Deno.writeTextFileSync(path, "héllo");
  * const text = readSmallTextFile(path, "quotation file");
  * Deno.removeSync(path);
- * if (text !== "héllo") throw new Error(text);
+ * assertEquals(text, "héllo");
  * ```
  */
 export function readSmallTextFile(

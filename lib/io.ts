@@ -1,7 +1,8 @@
 /**
- * Byte-stream utilities from the seed's "Reading and writing on a blocking
- * socket": a socket's `read` and `write` may move fewer bytes than asked, so
- * reading a known amount or writing a whole buffer takes a loop.
+ * Byte-stream utilities from "Reading and writing on a blocking socket" in
+ * the seed (the C socket examples page this toolkit ports, see `mod.ts`):
+ * a socket's `read` and `write` may move fewer bytes than asked, so reading
+ * a known amount or writing a whole buffer takes a loop.
  *
  * @module
  */
@@ -23,6 +24,7 @@ export interface ByteWriter {
  *
  * @example Telling an early close from other failures
  * ```ts
+ * import { assertEquals, assertRejects } from "@std/assert";
  * import { readExact, UnexpectedEofError } from "./io.ts";
  *
  * let sent = false;
@@ -34,9 +36,8 @@ export interface ByteWriter {
  *     return Promise.resolve(3);
  *   },
  * };
- * const error = await readExact(reader, 8).catch((e) => e);
- * if (!(error instanceof UnexpectedEofError)) throw new Error("no EOF error");
- * if (error.bytesRead !== 3) throw new Error("expected 3 bytes");
+ * const error = await assertRejects(() => readExact(reader, 8), UnexpectedEofError);
+ * assertEquals([error.bytesRead, error.bytesExpected], [3, 8]);
  * ```
  */
 export class UnexpectedEofError extends Error {
@@ -75,6 +76,7 @@ export interface ReadExactOptions {
  *
  * @example Filling a reused buffer
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { readExactInto } from "./io.ts";
  *
  * const chunks = [new Uint8Array([1, 2]), new Uint8Array([3, 4])];
@@ -88,7 +90,7 @@ export interface ReadExactOptions {
  * };
  * const buffer = new Uint8Array(4);
  * await readExactInto(reader, buffer);
- * if (buffer.join() !== "1,2,3,4") throw new Error("wrong bytes");
+ * assertEquals(buffer, new Uint8Array([1, 2, 3, 4]));
  * ```
  */
 export async function readExactInto(
@@ -130,6 +132,7 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
  *
  * @example Reading a 4-byte RFC 868 time value
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { readExact } from "./io.ts";
  *
  * const parts = [new Uint8Array([0xec]), new Uint8Array([0x4f, 0x2b, 0x00])];
@@ -142,12 +145,12 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
  *   },
  * };
  * const bytes = await readExact(reader, 4);
- * const seconds = new DataView(bytes.buffer).getUint32(0);
- * if (seconds !== 0xec4f2b00) throw new Error("wrong value");
+ * assertEquals(new DataView(bytes.buffer).getUint32(0), 0xec4f2b00);
  * ```
  *
  * @example Giving up on a silent connection
  * ```ts
+ * import { assertRejects } from "@std/assert";
  * import { readExact } from "./io.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -155,9 +158,8 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
  * using _silent = await listener.accept(); // never sends anything
  * const controller = new AbortController();
  * const timer = setTimeout(() => controller.abort(new Error("too slow")), 50);
- * const error = await readExact(conn, 4, { signal: controller.signal }).catch((e) => e);
+ * await assertRejects(() => readExact(conn, 4, { signal: controller.signal }), Error, "too slow");
  * clearTimeout(timer);
- * if (error.message !== "too slow") throw error;
  * ```
  */
 export async function readExact(
@@ -179,6 +181,7 @@ export async function readExact(
  *
  * @example Writing through a writer that takes one byte at a time
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { writeAll } from "./io.ts";
  *
  * const written: number[] = [];
@@ -189,7 +192,7 @@ export async function readExact(
  *   },
  * };
  * await writeAll(writer, new Uint8Array([7, 8, 9]));
- * if (written.join() !== "7,8,9") throw new Error("lost bytes");
+ * assertEquals(written, [7, 8, 9]); // three writes of one byte each
  * ```
  */
 export async function writeAll(
@@ -203,15 +206,37 @@ export async function writeAll(
 }
 
 /**
+ * Closes `resource`, ignoring that it was closed already (by the peer
+ * leaving, a timeout, the server's shutdown...): for the places where
+ * "make sure it is closed" is all that is meant.
+ *
+ * @example
+ * ```ts
+ * import { closeQuietly } from "./io.ts";
+ *
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * listener.close();
+ * closeQuietly(listener); // a second close throws BadResource: not here
+ * ```
+ */
+export function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch {
+    // Closed already.
+  }
+}
+
+/**
  * A line was longer than the reader's `maxLength`; nothing was buffered past
  * the limit.
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { LineTooLongError } from "./io.ts";
  *
- * const error = new LineTooLongError(80);
- * if (error.maxLength !== 80) throw new Error("wrong limit");
+ * assertEquals(new LineTooLongError(80).maxLength, 80);
  * ```
  */
 export class LineTooLongError extends Error {
@@ -242,6 +267,7 @@ const CR = 0x0d;
  *
  * @example Reading lines from a connection
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { LineReader } from "./io.ts";
  *
  * const data = [new TextEncoder().encode("one\r\ntw"), new TextEncoder().encode("o\nrest")];
@@ -259,7 +285,7 @@ const CR = 0x0d;
  * for (let line; (line = await lines.readLine()) !== null;) {
  *   seen.push(decoder.decode(line));
  * }
- * if (seen.join("|") !== "one|two|rest") throw new Error(seen.join("|"));
+ * assertEquals(seen, ["one", "two", "rest"]);
  * ```
  */
 export class LineReader {

@@ -1,6 +1,6 @@
 /**
- * TCP keepalive, tuned: from the seed's "Enabling TCP keepalive at server
- * side". Deno's `TcpConn.setKeepAlive(on)` is on/off only, and Linux then
+ * TCP keepalive, tuned: from "Enabling TCP keepalive at server side" in the
+ * seed (the C socket examples page this toolkit ports, see `mod.ts`). Deno's `TcpConn.setKeepAlive(on)` is on/off only, and Linux then
  * waits 7200 s before the first probe. {@linkcode setKeepAlive} also sets
  * the probe timing (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`) the way
  * Go's `net.KeepAliveConfig` does, through libc's `setsockopt` over FFI.
@@ -19,7 +19,8 @@
  * @module
  */
 
-import { parseIPv4, parseIPv6 } from "./address.ts";
+import { parseIPv4, parseIPv6, stripBrackets } from "./address.ts";
+import { osErrorNumber } from "./os_error.ts";
 
 /**
  * Keepalive settings, shaped like Go's `net.KeepAliveConfig`; every time is
@@ -29,11 +30,11 @@ import { parseIPv4, parseIPv6 } from "./address.ts";
 export interface KeepAliveConfig {
   /** Turn keepalive on (default) or off. */
   enable?: boolean;
-  /** Seconds a connection stays idle before the first probe (`TCP_KEEPIDLE`), 1 to 32767. */
+  /** Seconds a connection stays idle before the first probe (`TCP_KEEPIDLE`); range: {@linkcode KEEPALIVE_LIMITS}. */
   idle?: number;
-  /** Seconds between unanswered probes (`TCP_KEEPINTVL`), 1 to 32767. */
+  /** Seconds between unanswered probes (`TCP_KEEPINTVL`); range: {@linkcode KEEPALIVE_LIMITS}. */
   interval?: number;
-  /** Unanswered probes before the kernel declares the peer dead (`TCP_KEEPCNT`), 1 to 127. */
+  /** Unanswered probes before the kernel declares the peer dead (`TCP_KEEPCNT`); range: {@linkcode KEEPALIVE_LIMITS}. */
   count?: number;
 }
 
@@ -54,12 +55,11 @@ export type KeepAliveErrorReason =
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { KeepAliveError } from "./keepalive.ts";
  *
  * const error = new KeepAliveError("permission", "needs --allow-ffi");
- * if (error.reason !== "permission" || error.name !== "KeepAliveError") {
- *   throw new Error("wrong error");
- * }
+ * assertEquals([error.reason, error.name], ["permission", "KeepAliveError"]);
  * ```
  */
 export class KeepAliveError extends Error {
@@ -222,48 +222,32 @@ function wantsTuning(config: KeepAliveConfig): boolean {
       config.count !== undefined);
 }
 
-/** Where keepalive will be applied, for {@linkcode checkKeepAlive}. */
-export interface KeepAliveTarget {
-  /**
-   * The connections are TLS: Deno's `TlsConn` has no `setKeepAlive`, so
-   * even plain keepalive goes through libc and needs FFI.
-   */
-  tls?: boolean;
-}
-
 /**
  * Checks, without a connection, that `config` can be applied here: values
- * in range and, when it tunes timing (or the connections are TLS), Linux
- * and FFI access to libc. A server calls it at start so a missing
+ * in range and, when it tunes timing, Linux and FFI access to libc. A server calls it at start so a missing
  * `--allow-ffi` is one error line at once, not one per client.
  *
  * @example
  * ```ts
- * import { checkKeepAlive } from "./keepalive.ts";
+ * import { assertThrows } from "@std/assert";
+ * import { checkKeepAlive, KeepAliveError } from "./keepalive.ts";
  *
  * checkKeepAlive({}); // plain keepalive: always possible
- * try {
- *   checkKeepAlive({ count: 1000 });
- *   throw new Error("accepted 1000 probes");
- * } catch (error) {
- *   if ((error as Error).name !== "KeepAliveError") throw error;
- * }
+ * assertThrows(
+ *   () => checkKeepAlive({ count: 1000 }),
+ *   KeepAliveError,
+ *   "keepalive count must be a whole number from 1 to 127, not 1000",
+ * );
  * ```
  */
-export function checkKeepAlive(
-  config: KeepAliveConfig,
-  target: KeepAliveTarget = {},
-): void {
+export function checkKeepAlive(config: KeepAliveConfig): void {
   checkConfig(config);
   if (wantsTuning(config)) openLibC();
-  else if (target.tls && config.enable !== false) {
-    openLibC("keepalive on TLS connections");
-  }
 }
 
 /** The 16 bytes of an IP address, IPv4 as IPv4-mapped IPv6. */
 function ipBytes(hostname: string): Uint8Array | null {
-  const host = hostname.replace(/^\[|\]$/g, "").replace(/%.*$/, "");
+  const host = stripBrackets(hostname).replace(/%.*$/, "");
   const out = new Uint8Array(16);
   const v4 = parseIPv4(host);
   if (v4) {
@@ -440,16 +424,14 @@ function hasSetKeepAlive(conn: Deno.Conn): conn is Deno.TcpConn {
  *
  * @example The seed's settings on an accepted connection
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { getKeepAlive, setKeepAlive } from "./keepalive.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * using client = await Deno.connect({ ...(listener.addr as Deno.NetAddr), transport: "tcp" });
  * using accepted = await listener.accept();
  * setKeepAlive(accepted, { idle: 1, interval: 1, count: 10 });
- * const applied = getKeepAlive(accepted);
- * if (!applied.enable || applied.idle !== 1 || applied.count !== 10) {
- *   throw new Error(JSON.stringify(applied));
- * }
+ * assertEquals(getKeepAlive(accepted), { enable: true, idle: 1, interval: 1, count: 10 });
  * ```
  */
 export function setKeepAlive(
@@ -501,12 +483,13 @@ export function setKeepAlive(
  *
  * @example A fresh connection has keepalive off
  * ```ts
+ * import { assertFalse } from "@std/assert";
  * import { getKeepAlive } from "./keepalive.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * using client = await Deno.connect({ ...(listener.addr as Deno.NetAddr), transport: "tcp" });
  * using accepted = await listener.accept();
- * if (getKeepAlive(client).enable) throw new Error("keepalive was on");
+ * assertFalse(getKeepAlive(client).enable);
  * ```
  */
 export function getKeepAlive(conn: Deno.Conn): Required<KeepAliveConfig> {
@@ -534,15 +517,16 @@ export function getKeepAlive(conn: Deno.Conn): Required<KeepAliveConfig> {
  *
  * @example
  * ```ts
+ * import { assert, assertFalse } from "@std/assert";
  * import { isKeepAliveTimeout } from "./keepalive.ts";
  *
- * const error = new Deno.errors.TimedOut("Connection timed out (os error 110)");
- * if (!isKeepAliveTimeout(error)) throw new Error("not recognised");
+ * assert(isKeepAliveTimeout(new Deno.errors.TimedOut("Connection timed out (os error 110)")));
+ * assertFalse(isKeepAliveTimeout(new Deno.errors.ConnectionReset("reset")));
  * ```
  */
 export function isKeepAliveTimeout(error: unknown): boolean {
   return error instanceof Deno.errors.TimedOut ||
-    (error instanceof Error && /\(os error 110\)/.test(error.message));
+    osErrorNumber(error) === 110;
 }
 
 /**
@@ -551,10 +535,11 @@ export function isKeepAliveTimeout(error: unknown): boolean {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { describeKeepAlive } from "./keepalive.ts";
  *
- * const text = describeKeepAlive({ idle: 1, interval: 1, count: 3 });
- * if (text !== "idle 1 s, interval 1 s, 3 probes") throw new Error(text);
+ * assertEquals(describeKeepAlive({ idle: 1, interval: 1, count: 3 }), "idle 1 s, interval 1 s, 3 probes");
+ * assertEquals(describeKeepAlive({}), "system defaults");
  * ```
  */
 export function describeKeepAlive(config: KeepAliveConfig): string {

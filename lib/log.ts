@@ -174,14 +174,19 @@ export const silentLog: Log = () => {};
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { FloodLog } from "./log.ts";
  *
  * const lines: string[] = [];
  * const refusals = new FloodLog((line) => lines.push(line), "refused");
  * refusals.event("127.0.0.1:5000: not allowed");
  * refusals.event("127.0.0.1:5001: not allowed");
- * refusals.flush();
- * if (lines.length !== 2) throw new Error(lines.join("\n"));
+ * refusals.event("127.0.0.1:5002: not allowed");
+ * refusals.flush(); // as a server does when it stops
+ * assertEquals(lines, [
+ *   "refused 127.0.0.1:5000: not allowed",
+ *   "refused 2 more (counted, not logged one by one)",
+ * ]);
  * ```
  */
 export class FloodLog {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { canonicalAddress } from "./address.ts";
 import { describeConnectFailure } from "./connect_error.ts";
 import { type ByteReader, type ByteWriter, writeAll } from "./io.ts";
 
@@ -77,6 +78,7 @@ function isGone(error: unknown): boolean {
  *
  * @example Sending a request, half-closing, reading the reply
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { relay } from "./relay.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -84,7 +86,7 @@ function isGone(error: unknown): boolean {
  *   using peer = await listener.accept();
  *   const buffer = new Uint8Array(16);
  *   const n = await peer.read(buffer);
- *   if (await peer.read(buffer) !== null) throw new Error("no half-close");
+ *   assertEquals(await peer.read(buffer), null); // the client half-closed
  *   await peer.write(new TextEncoder().encode(`got ${n} bytes`));
  * })();
  * using conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
@@ -107,7 +109,8 @@ function isGone(error: unknown): boolean {
  * };
  * const result = await relay(conn, { input, output });
  * await serving;
- * if (reply !== "got 5 bytes" || result.bytesSent !== 5) throw new Error(reply);
+ * assertEquals(reply, "got 5 bytes");
+ * assertEquals(result, { bytesSent: 5, bytesReceived: 11, inputEnded: true });
  * ```
  */
 export async function relay(
@@ -158,22 +161,7 @@ export async function relay(
     () => sent = true,
   );
 
-  const receiving = (async () => {
-    const buffer = new Uint8Array(BUFFER_SIZE);
-    while (true) {
-      const n = await conn.read(buffer).catch((error) => {
-        throw connectionFailure(error, options);
-      });
-      if (n === null) return;
-      try {
-        await writeAll(output, buffer.subarray(0, n));
-      } catch (error) {
-        if (error instanceof Deno.errors.BrokenPipe) return; // `| head`
-        throw error;
-      }
-      result.bytesReceived += n;
-    }
-  })();
+  const receiving = receive(conn, output, result, options);
 
   try {
     // A failure sending is reported at once; otherwise the receiver ends it.
@@ -201,6 +189,32 @@ export async function relay(
   return result;
 }
 
+/**
+ * Copies `conn` to `output` until the peer closes (or `output`'s reader
+ * goes away, as `| head` does), counting into `result`.
+ */
+async function receive(
+  conn: RelayConn,
+  output: ByteWriter,
+  result: RelayResult,
+  options: RelayOptions,
+): Promise<void> {
+  const buffer = new Uint8Array(BUFFER_SIZE);
+  while (true) {
+    const n = await conn.read(buffer).catch((error) => {
+      throw connectionFailure(error, options);
+    });
+    if (n === null) return;
+    try {
+      await writeAll(output, buffer.subarray(0, n));
+    } catch (error) {
+      if (error instanceof Deno.errors.BrokenPipe) return; // `| head`
+      throw error;
+    }
+    result.bytesReceived += n;
+  }
+}
+
 /** A datagram socket as {@linkcode relayDatagrams} needs it. */
 export interface DatagramSocket {
   /** Sends one datagram to `addr`. */
@@ -225,8 +239,8 @@ const MAX_DATAGRAM = 65_507;
 
 function sameAddr(a: Deno.Addr, b: Deno.Addr): boolean {
   if ("hostname" in a && "hostname" in b) {
-    const strip = (h: string) => h.replace(/^::ffff:(?=\d+\.)/i, "");
-    return a.port === b.port && strip(a.hostname) === strip(b.hostname);
+    return a.port === b.port &&
+      canonicalAddress(a.hostname) === canonicalAddress(b.hostname);
   }
   if ("path" in a && "path" in b) return a.path === b.path;
   return false;
@@ -240,6 +254,7 @@ function sameAddr(a: Deno.Addr, b: Deno.Addr): boolean {
  *
  * @example One datagram to an echo socket and its reply
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { relayDatagrams } from "./relay.ts";
  *
  * const echo = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
@@ -264,7 +279,7 @@ function sameAddr(a: Deno.Addr, b: Deno.Addr): boolean {
  * await relayDatagrams(socket, echo.addr, { input, output, quietMs: 200 });
  * await echoing;
  * echo.close();
- * if (reply !== "ping") throw new Error(reply);
+ * assertEquals(reply, "ping");
  * ```
  */
 export async function relayDatagrams(

@@ -18,10 +18,11 @@ const TWO_TO_32 = 2 ** 32;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { rfc868Seconds } from "./rfc868.ts";
  *
- * if (rfc868Seconds(new Date("1970-01-01T00:00:00Z")) !== 2208988800) throw new Error();
- * if (rfc868Seconds(new Date("2036-02-07T06:28:17Z")) !== 1) throw new Error();
+ * assertEquals(rfc868Seconds(new Date("1970-01-01T00:00:00Z")), 2208988800);
+ * assertEquals(rfc868Seconds(new Date("2036-02-07T06:28:17Z")), 1); // wrapped
  * ```
  */
 export function rfc868Seconds(date: Date): number {
@@ -35,10 +36,13 @@ export function rfc868Seconds(date: Date): number {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { encodeRfc868 } from "./rfc868.ts";
  *
- * const bytes = encodeRfc868(new Date("1970-01-01T00:00:00Z"));
- * if (bytes.join() !== "131,170,126,128") throw new Error(bytes.join());
+ * assertEquals(
+ *   encodeRfc868(new Date("1970-01-01T00:00:00Z")),
+ *   new Uint8Array([0x83, 0xaa, 0x7e, 0x80]), // 2208988800
+ * );
  * ```
  */
 export function encodeRfc868(date: Date): Uint8Array {
@@ -55,11 +59,11 @@ export function encodeRfc868(date: Date): Uint8Array {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { dateFromRfc868 } from "./rfc868.ts";
  *
  * const near = new Date("2040-01-01T00:00:00Z");
- * const date = dateFromRfc868(1, near);
- * if (date.toISOString() !== "2036-02-07T06:28:17.000Z") throw new Error(date.toISOString());
+ * assertEquals(dateFromRfc868(1, near), new Date("2036-02-07T06:28:17Z"));
  * ```
  */
 export function dateFromRfc868(seconds: number, near: Date = new Date()): Date {

@@ -21,19 +21,19 @@ import {
 import type { Transport } from "./endpoint.ts";
 import { KEEPALIVE_LIMITS, type KeepAliveConfig } from "./keepalive.ts";
 import { stderrLog } from "./log.ts";
+import { listeningLine } from "./server.ts";
 import {
   DEFAULT_GRACE_MS,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_PER_SOURCE,
   DEFAULT_UDP_RATE,
-  listeningLine,
   type Server,
   type ServerOptions,
-} from "./server.ts";
+} from "./server_options.ts";
 import { formatBytes, MAX_SMALL_FILE_BYTES } from "./files.ts";
 import { readTlsFiles } from "./tls.ts";
 import { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
-import { workerCount, workerInit } from "./workers.ts";
+import { workerCount, workerPlace } from "./workers.ts";
 
 /**
  * Parses a keepalive flag value: `on` (keepalive with the system's timing),
@@ -177,6 +177,145 @@ export type ServerFlags = {
 };
 
 /**
+ * The flags of {@linkcode serverFlags} that do not depend on the server:
+ * all but `--hostname` and `--port`, in the order `--help` shows them.
+ */
+const SHARED_SERVER_FLAGS = {
+  udp: on(
+    ALL,
+    flag.boolean("serve UDP instead of TCP (needs --unstable-net)"),
+  ),
+  unix: on(
+    ALL,
+    flag.custom(
+      "PATH",
+      "serve a Unix stream socket at PATH; on exit the file is\nremoved only if it is still this server's socket",
+      socketPath,
+    ),
+  ),
+  unixpacket: on(
+    ALL,
+    flag.custom(
+      "PATH",
+      "serve a Unix datagram socket at PATH (needs --unstable-net)",
+      socketPath,
+    ),
+  ),
+  mode: on(
+    UNIX,
+    flag.custom(
+      "OCTAL",
+      "--unix/--unixpacket: socket file mode {default}",
+      modeValue,
+      {
+        shown: `0${DEFAULT_UNIX_SOCKET_MODE.toString(8)}: owner only`,
+      },
+    ),
+  ),
+  "max-connections": on(
+    STREAM,
+    flag.integer(
+      "N",
+      "most clients at once; more are closed at once",
+      { min: 1, max: 1_000_000, shown: String(DEFAULT_MAX_CONNECTIONS) },
+    ),
+  ),
+  "per-source": on(
+    TCP,
+    flag.integer(
+      "N",
+      "TCP: most clients at once from one address, an IPv6 /64\ncounting as one; more are closed at once {default}",
+      {
+        min: 0,
+        max: 1_000_000,
+        shown: `${DEFAULT_PER_SOURCE}; 0: no limit`,
+      },
+    ),
+  ),
+  "idle-timeout": on(
+    STREAM,
+    flag.seconds("S", "close a connection idle for S seconds", {
+      shown: "0: never",
+    }),
+  ),
+  grace: on(
+    ALL,
+    flag.seconds(
+      "S",
+      "on SIGINT/SIGTERM, wait up to S seconds for clients {default},\nthen close the rest",
+      { shown: String(DEFAULT_GRACE_MS / 1000) },
+    ),
+  ),
+  "allow-low-ports": on(
+    UDP,
+    flag.boolean(
+      "UDP: answer source ports below 1024 (off: loop protection)",
+    ),
+  ),
+  "udp-rate": on(
+    DATAGRAM,
+    flag.integer(
+      "N",
+      "UDP: replies per second to one source address, whatever\nits port (an IPv6 /64 counts as one) {default}; 0 still\nkeeps the loop guard: a datagram that is the reply just sent\nto its source, or (for all but echo) one shaped like another\nsimple service's reply, is never answered",
+      {
+        min: 0,
+        max: 1_000_000,
+        shown: `${DEFAULT_UDP_RATE}; 0: no limit`,
+      },
+    ),
+  ),
+  allow: on(
+    IP,
+    flag.list(
+      "CIDR",
+      "serve only peers in CIDR (repeatable; 10.0.0.0/8, ::1, fd00::/8);\nan IPv4-mapped IPv6 peer matches IPv4 blocks",
+    ),
+  ),
+  deny: on(
+    IP,
+    flag.list(
+      "CIDR",
+      "refuse peers in CIDR (repeatable; checked before --allow)",
+    ),
+  ),
+  tls: on(TCP, flag.boolean("TCP: serve TLS, with --cert and --key")),
+  cert: on(
+    TCP,
+    flag.string(
+      "FILE",
+      "TLS: PEM certificate chain (needs --allow-read=FILE)",
+    ),
+  ),
+  key: on(
+    TCP,
+    flag.string(
+      "FILE",
+      `TLS: PEM private key (needs --allow-read=FILE;\na regular file of at most ${
+        formatBytes(MAX_SMALL_FILE_BYTES)
+      })`,
+    ),
+  ),
+  keepalive: on(
+    TCP,
+    flag.custom(
+      "K",
+      "TCP keepalive: on (system timing), or IDLE[,INTERVAL[,COUNT]]\nin seconds and probes, e.g. 60,10,5 (needs --allow-ffi); a peer\nthat stops answering is logged dead and closed {default}",
+      (text, name) => keepAliveFlag(name, text),
+      { shown: "off" },
+    ),
+  ),
+  workers: on(
+    TCP,
+    flag.custom(
+      "N",
+      "TCP: serve on N threads sharing the port {default};\nauto: one per CPU (SO_REUSEPORT, Linux; needs --allow-read=SCRIPT)",
+      workersValue,
+      { shown: "1" },
+    ),
+  ),
+} as const;
+
+/**
  * The flags every server takes, with `port` and `hostname` as the server's
  * own defaults; each flag's help line and default come from here (the
  * defaults from the constants the server applies). A server that takes
@@ -212,139 +351,8 @@ export function serverFlags(
         shown: `${defaults.port}; 0 picks a free one`,
       }),
     ),
-    udp: on(
-      ALL,
-      flag.boolean("serve UDP instead of TCP (needs --unstable-net)"),
-    ),
-    unix: on(
-      ALL,
-      flag.custom(
-        "PATH",
-        "serve a Unix stream socket at PATH; on exit the file is\nremoved only if it is still this server's socket",
-        socketPath,
-      ),
-    ),
-    unixpacket: on(
-      ALL,
-      flag.custom(
-        "PATH",
-        "serve a Unix datagram socket at PATH (needs --unstable-net)",
-        socketPath,
-      ),
-    ),
-    mode: on(
-      UNIX,
-      flag.custom(
-        "OCTAL",
-        "--unix/--unixpacket: socket file mode {default}",
-        modeValue,
-        {
-          shown: `0${DEFAULT_UNIX_SOCKET_MODE.toString(8)}: owner only`,
-        },
-      ),
-    ),
-    "max-connections": on(
-      STREAM,
-      flag.integer(
-        "N",
-        "most clients at once; more are closed at once",
-        { min: 1, max: 1_000_000, shown: String(DEFAULT_MAX_CONNECTIONS) },
-      ),
-    ),
-    "per-source": on(
-      TCP,
-      flag.integer(
-        "N",
-        "TCP: most clients at once from one address, an IPv6 /64\ncounting as one; more are closed at once {default}",
-        {
-          min: 0,
-          max: 1_000_000,
-          shown: `${DEFAULT_PER_SOURCE}; 0: no limit`,
-        },
-      ),
-    ),
-    "idle-timeout": on(
-      STREAM,
-      flag.seconds("S", "close a connection idle for S seconds", {
-        shown: "0: never",
-      }),
-    ),
-    grace: on(
-      ALL,
-      flag.seconds(
-        "S",
-        "on SIGINT/SIGTERM, wait up to S seconds for clients {default},\nthen close the rest",
-        { shown: String(DEFAULT_GRACE_MS / 1000) },
-      ),
-    ),
-    "allow-low-ports": on(
-      UDP,
-      flag.boolean(
-        "UDP: answer source ports below 1024 (off: loop protection)",
-      ),
-    ),
-    "udp-rate": on(
-      DATAGRAM,
-      flag.integer(
-        "N",
-        "UDP: replies per second to one source address, whatever\nits port (an IPv6 /64 counts as one) {default}; 0 still\nkeeps the loop guard: a datagram that is the reply just sent\nto its source, or (for all but echo) one shaped like another\nsimple service's reply, is never answered",
-        {
-          min: 0,
-          max: 1_000_000,
-          shown: `${DEFAULT_UDP_RATE}; 0: no limit`,
-        },
-      ),
-    ),
-    allow: on(
-      IP,
-      flag.list(
-        "CIDR",
-        "serve only peers in CIDR (repeatable; 10.0.0.0/8, ::1, fd00::/8);\nan IPv4-mapped IPv6 peer matches IPv4 blocks",
-      ),
-    ),
-    deny: on(
-      IP,
-      flag.list(
-        "CIDR",
-        "refuse peers in CIDR (repeatable; checked before --allow)",
-      ),
-    ),
-    tls: on(TCP, flag.boolean("TCP: serve TLS, with --cert and --key")),
-    cert: on(
-      TCP,
-      flag.string(
-        "FILE",
-        "TLS: PEM certificate chain (needs --allow-read=FILE)",
-      ),
-    ),
-    key: on(
-      TCP,
-      flag.string(
-        "FILE",
-        `TLS: PEM private key (needs --allow-read=FILE;\na regular file of at most ${
-          formatBytes(MAX_SMALL_FILE_BYTES)
-        })`,
-      ),
-    ),
-    keepalive: on(
-      TCP,
-      flag.custom(
-        "K",
-        "TCP keepalive: on (system timing), or IDLE[,INTERVAL[,COUNT]]\nin seconds and probes, e.g. 60,10,5 (needs --allow-ffi); a peer\nthat stops answering is logged dead and closed {default}",
-        (text, name) => keepAliveFlag(name, text),
-        { shown: "off" },
-      ),
-    ),
-    workers: on(
-      TCP,
-      flag.custom(
-        "N",
-        "TCP: serve on N threads sharing the port {default};\nauto: one per CPU (SO_REUSEPORT, Linux; needs --allow-read=SCRIPT)",
-        workersValue,
-        { shown: "1" },
-      ),
-    ),
-  } as const;
+    ...SHARED_SERVER_FLAGS,
+  };
 }
 
 /** Parsed values of some of {@linkcode serverFlags}. */
@@ -516,7 +524,7 @@ export async function runServers(
     stop();
     throw error;
   }
-  if (workerInit) {
+  if (workerPlace()) {
     // A worker of a `--workers` group: the main thread logs and handles
     // signals; shutdown comes as a message (lib/workers.ts).
     await Promise.all(servers.map(({ server }) => server.finished));

@@ -1,19 +1,16 @@
 /**
  * What the RFC "simple services" (echo, discard, daytime, qotd, chargen,
  * time) share: their well-known ports, the ports a UDP reply must never go
- * to (CVE-1999-0103 loops), the 512-byte cap on a datagram reply, a service
- * that writes one reply and closes, and RFC 868's 32-bit time.
+ * to (CVE-1999-0103 loops), the 512-byte cap on a datagram reply, and a
+ * service that writes one reply and closes. (RFC 868's 32-bit time is in
+ * `rfc868.ts`.)
  *
  * @module
  */
 
 import { writeAll } from "./io.ts";
-import {
-  serve,
-  type Server,
-  type ServerOptions,
-  type Service,
-} from "./server.ts";
+import { serve } from "./server.ts";
+import type { Server, ServerOptions, Service } from "./server_options.ts";
 
 /** The well-known port of each simple service (RFC 862-868). */
 export const SIMPLE_SERVICE_PORTS: Readonly<
@@ -31,6 +28,35 @@ export const SIMPLE_SERVICE_PORTS: Readonly<
 export const INETD_BASE = 10000;
 
 /**
+ * The paragraph of a simple service's `--help` on running it without root:
+ * its well-known port is below 1024, so a user takes the port inetd's base
+ * gives it ({@linkcode INETD_BASE} + the port), with the command and the
+ * task that runs it.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { userPortHelp } from "./simple.ts";
+ *
+ * assertEquals(
+ *   userPortHelp("daytime"),
+ *   "Port 13 needs root; as a user, use 10013 (as inetd does):\n" +
+ *     "deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port 10013\n" +
+ *     "(deno task daytime runs that).",
+ * );
+ * ```
+ */
+export function userPortHelp(name: keyof typeof SIMPLE_SERVICE_PORTS): string {
+  const port = SIMPLE_SERVICE_PORTS[name];
+  const user = INETD_BASE + port;
+  return [
+    `Port ${port} needs root; as a user, use ${user} (as inetd does):`,
+    `deno run --allow-net=0.0.0.0:${user} servers/${name}.ts --port ${user}`,
+    `(deno task ${name} runs that).`,
+  ].join("\n");
+}
+
+/**
  * Most bytes a simple service sends in one UDP reply (RFC 864 and 865 both
  * say 512), so a small spoofed request cannot buy a large answer.
  */
@@ -45,12 +71,13 @@ export const MAX_SIMPLE_DATAGRAM = 512;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { simpleLoopPorts } from "./simple.ts";
  *
- * const ports = simpleLoopPorts([0, 10000]);
- * if (!ports.has(19) || !ports.has(10007) || ports.has(10001)) {
- *   throw new Error([...ports].join());
- * }
+ * assertEquals(
+ *   [...simpleLoopPorts([0, 10000], [15000])].sort((a, b) => a - b),
+ *   [7, 9, 13, 17, 19, 37, 10007, 10009, 10013, 10017, 10019, 10037, 15000],
+ * );
  * ```
  */
 export function simpleLoopPorts(
@@ -103,6 +130,7 @@ export function serveSimple(
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { replyService } from "./simple.ts";
  *
  * const service = replyService("hello", 4000, () => new TextEncoder().encode("hi\r\n"));
@@ -111,7 +139,7 @@ export function serveSimple(
  *   hostname: "127.0.0.1",
  *   port: 5000,
  * });
- * if (reply?.byteLength !== 4) throw new Error("no reply");
+ * assertEquals(reply, new TextEncoder().encode("hi\r\n"));
  * ```
  */
 export function replyService(
@@ -130,10 +158,3 @@ export function replyService(
     datagram: () => reply(),
   };
 }
-
-export {
-  dateFromRfc868,
-  encodeRfc868,
-  RFC868_EPOCH_OFFSET,
-  rfc868Seconds,
-} from "./rfc868.ts";

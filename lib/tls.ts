@@ -30,14 +30,14 @@ export interface TlsCertificate {
  *
  * @example
  * ```ts
+ * import { assertEquals, assertThrows } from "@std/assert";
  * import { readTlsFiles, TlsFileError } from "./tls.ts";
  *
- * try {
- *   readTlsFiles("/nonexistent/cert.pem", "/nonexistent/key.pem");
- *   throw new Error("read a missing file");
- * } catch (error) {
- *   if (!(error instanceof TlsFileError)) throw error;
- * }
+ * const error = assertThrows(
+ *   () => readTlsFiles("/nonexistent/cert.pem", "/nonexistent/key.pem"),
+ *   TlsFileError,
+ * );
+ * assertEquals(error.path, "/nonexistent/cert.pem");
  * ```
  */
 export class TlsFileError extends Error {
@@ -125,14 +125,14 @@ const KEY_PEM = /-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----/;
  *
  * @example
  * ```ts
+ * import { assertThrows } from "@std/assert";
  * import { readTlsFiles, TlsFileError } from "./tls.ts";
  *
- * try {
- *   readTlsFiles("missing-cert.pem", "missing-key.pem");
- * } catch (error) {
- *   if (!(error instanceof TlsFileError)) throw error;
- *   if (!error.message.includes("missing-cert.pem")) throw error;
- * }
+ * assertThrows(
+ *   () => readTlsFiles("missing-cert.pem", "missing-key.pem"),
+ *   TlsFileError,
+ *   "cannot read certificate file 'missing-cert.pem': no such file",
+ * );
  * ```
  */
 export function readTlsFiles(
@@ -186,13 +186,14 @@ export function readTlsFiles(
  *
  * @example
  * ```ts
+ * import { assertThrows } from "@std/assert";
  * import { readCaFile, TlsFileError } from "./tls.ts";
  *
- * try {
- *   readCaFile("missing-ca.pem");
- * } catch (error) {
- *   if (!(error instanceof TlsFileError)) throw error;
- * }
+ * assertThrows(
+ *   () => readCaFile("missing-ca.pem"),
+ *   TlsFileError,
+ *   "cannot read certificate file 'missing-ca.pem': no such file",
+ * );
  * ```
  */
 export function readCaFile(caFile: string): string {

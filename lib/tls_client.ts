@@ -7,10 +7,12 @@
  * @module
  */
 
-import { isIP } from "node:net";
+import { formatIPv6, parseIPv4, parseIPv6, stripBrackets } from "./address.ts";
 import { ConnectError } from "./connect_error.ts";
 import { formatAddr } from "./endpoint.ts";
+import { closeQuietly } from "./io.ts";
 import { NodeTlsConn } from "./tls_node.ts";
+import { withoutOsError } from "./os_error.ts";
 
 /** How {@linkcode startClientTls} verifies the server. */
 export interface ClientTlsOptions {
@@ -36,6 +38,7 @@ const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
  *
  * @example
  * ```ts
+ * import { assertRejects } from "@std/assert";
  * import { ConnectError, startClientTls } from "../mod.ts";
  *
  * // A plain TCP server that answers a ClientHello with garbage.
@@ -45,9 +48,12 @@ const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
  *   c.close();
  * });
  * const conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
- * const error = await startClientTls(conn, { serverName: "127.0.0.1" }).catch((e) => e);
+ * await assertRejects(
+ *   () => startClientTls(conn, { serverName: "127.0.0.1" }),
+ *   ConnectError,
+ *   "TLS handshake with 127.0.0.1:",
+ * );
  * await serving;
- * if (!(error instanceof ConnectError)) throw error;
  * ```
  */
 export async function startClientTls(
@@ -55,13 +61,14 @@ export async function startClientTls(
   options: ClientTlsOptions,
 ): Promise<Deno.TlsConn> {
   const target = formatAddr(conn.remoteAddr);
-  const name = options.serverName.replace(/^\[|\]$/g, "");
+  const name = stripBrackets(options.serverName);
   let tls: Deno.TlsConn;
   if (options.insecure) {
     tls = new NodeTlsConn(conn, {
       client: {
         rejectUnauthorized: false,
-        ...(isIP(name) ? {} : { servername: name }),
+        // SNI carries names only (RFC 6066 §3).
+        ...(parseIPv4(name) || parseIPv6(name) ? {} : { servername: name }),
       },
     });
   } else {
@@ -101,22 +108,10 @@ export async function startClientTls(
   return tls;
 }
 
-function closeQuietly(conn: { close(): void }): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
-}
-
 /** IPv6 as usually written (`0::1` -> `::1`); anything else as it is. */
 function canonicalIP(text: string): string {
-  if (!text.includes(":")) return text;
-  try {
-    return new URL(`http://[${text}]/`).hostname.slice(1, -1);
-  } catch {
-    return text;
-  }
+  const groups = parseIPv6(text);
+  return groups ? formatIPv6(groups) : text;
 }
 
 /**
@@ -172,8 +167,9 @@ const HANDSHAKE_FAILURES: readonly [
 ];
 
 function handshakeError(target: string, error: unknown): ConnectError {
-  const said = ((error as Error)?.message ?? String(error)).split("\n")[0]
-    .replace(/ \(os error \d+\)$/, "");
+  const said = withoutOsError(
+    ((error as Error)?.message ?? String(error)).split("\n")[0],
+  );
   const known = HANDSHAKE_FAILURES.map(([pattern, describe]) => {
     const match = pattern.exec(said);
     return match && describe(match);

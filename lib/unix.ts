@@ -7,6 +7,7 @@
  */
 
 import process from "node:process";
+import { osErrorNumber } from "./os_error.ts";
 
 /**
  * The path given for a Unix socket cannot be used: it is something other
@@ -15,10 +16,11 @@ import process from "node:process";
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { UnixPathError } from "./unix.ts";
  *
  * const error = new UnixPathError("/tmp/x is not a socket", "/tmp/x");
- * if (error.path !== "/tmp/x") throw new Error("wrong path");
+ * assertEquals([error.name, error.path], ["UnixPathError", "/tmp/x"]);
  * ```
  */
 export class UnixPathError extends Error {
@@ -87,7 +89,7 @@ async function isLive(path: string): Promise<boolean> {
     if (error instanceof Deno.errors.ConnectionRefused) return false;
     if (error instanceof Deno.errors.NotFound) return false;
     // EPROTOTYPE: a live datagram socket answered a stream connect.
-    if (error instanceof Error && /os error 91\b/.test(error.message)) {
+    if (osErrorNumber(error) === 91) {
       return true;
     }
     throw error;
@@ -106,16 +108,17 @@ async function isLive(path: string): Promise<boolean> {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { socketFileOwner } from "./unix.ts";
  *
  * const dir = Deno.makeTempDirSync();
  * const path = `${dir}/echo.sock`;
  * const listener = Deno.listen({ transport: "unix", path });
  * const inode = Deno.lstatSync(path).ino ?? undefined;
- * const owner = socketFileOwner(path, inode);
- * listener.close();
- * Deno.removeSync(dir, { recursive: true });
- * if (owner !== "ours") throw new Error(owner);
+ * assertEquals(socketFileOwner(path, inode), "ours");
+ * listener.close(); // Deno removes the file
+ * assertEquals(socketFileOwner(path, inode), "gone");
+ * Deno.removeSync(dir);
  * ```
  */
 export function socketFileOwner(
@@ -154,6 +157,7 @@ export const DEFAULT_UNIX_SOCKET_MODE = 0o600;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { createUnixSocket } from "./unix.ts";
  *
  * const dir = Deno.makeTempDirSync();
@@ -163,10 +167,9 @@ export const DEFAULT_UNIX_SOCKET_MODE = 0o600;
  *   () => Deno.listen({ transport: "unix", path }),
  *   0o600,
  * );
- * const mode = Deno.lstatSync(path).mode! & 0o777;
+ * assertEquals(Deno.lstatSync(path).mode! & 0o777, 0o600);
  * listener.close();
  * Deno.removeSync(dir, { recursive: true });
- * if (mode !== 0o600) throw new Error(`mode ${mode.toString(8)}`);
  * ```
  */
 export function createUnixSocket<T extends { close(): void }>(

@@ -6,6 +6,9 @@
  * they build the very same server from the very same flags. They share one
  * connection count (a `SharedArrayBuffer`, so `--max-connections` holds for
  * the group) and one shutdown: SIGINT/SIGTERM in the main thread stops all.
+ * A worker reads its place (number, port) from its name and asks the main
+ * thread for the shared count only when its script serves: importing this
+ * module registers nothing and waits for nothing.
  *
  * Threads rather than processes: a Worker needs no `--allow-run`, only read
  * access to the modules it loads again
@@ -14,75 +17,100 @@
  * @module
  */
 
-import { flushStderrLog } from "./log.ts";
+import { flushStderrLog, stderrLog } from "./log.ts";
+import type {
+  Server,
+  ServerOptions,
+  Service,
+  StreamHandler,
+} from "./server_options.ts";
+import { StreamServer } from "./stream_server.ts";
 
-/** What a worker of a group learns when it starts. */
-export interface WorkerInit {
+/** A worker's place in its group, as the main thread named it. */
+export interface WorkerPlace {
   /** This worker's number, 1..count-1 (the main thread is 0). */
   readonly index: number;
   /** Threads in the group, the main thread included. */
   readonly count: number;
   /** The port the main thread bound (the real one when it asked for 0). */
   readonly port: number;
-  /** Connections open in the whole group: `Atomics` on index 0. */
-  readonly connections: Int32Array;
 }
 
 /** Marks the Web Workers this module starts, among any others. */
 const WORKER_NAME = "sockets-worker";
 
+/** The name of worker `index`: its place, readable before any message. */
+function workerName(place: WorkerPlace): string {
+  return `${WORKER_NAME} ${place.index}/${place.count} port ${place.port}`;
+}
+
+/** The main thread's answer to a worker's `join`. */
 interface InitMessage {
   type: "init";
-  index: number;
-  count: number;
-  port: number;
   connections: SharedArrayBuffer;
 }
 
 // deno-lint-ignore no-explicit-any
 const scope = globalThis as any;
-const isGroupWorker = typeof scope.WorkerGlobalScope !== "undefined" &&
-  scope instanceof scope.WorkerGlobalScope &&
-  typeof scope.name === "string" && scope.name.startsWith(WORKER_NAME);
+
+/** This thread's place, once looked up (`null`: not a worker of a group). */
+let place: WorkerPlace | null | undefined;
 
 /**
- * In a worker this module started: its place in the group, received before
- * any code that imports this module runs (so the script's `serve()` binds
- * the group's port at once). `undefined` everywhere else.
+ * In a worker this module started: its place in the group, read from the
+ * worker's name (so the script's `serve()` binds the group's port at once).
+ * `undefined` everywhere else. Nothing happens at import: no listener, no
+ * waiting.
  *
  * @example
  * ```ts
- * import { workerInit } from "./workers.ts";
+ * import { assertEquals } from "@std/assert";
+ * import { workerPlace } from "./workers.ts";
  *
- * if (workerInit !== undefined) throw new Error("not a worker");
+ * assertEquals(workerPlace(), undefined); // not a worker
  * ```
  */
-export const workerInit: WorkerInit | undefined = isGroupWorker
-  ? await new Promise<WorkerInit>((resolve) => {
-    const onMessage = (event: MessageEvent<InitMessage>) => {
-      if (event.data?.type !== "init") return;
-      scope.removeEventListener("message", onMessage);
-      resolve({
-        index: event.data.index,
-        count: event.data.count,
-        port: event.data.port,
-        connections: new Int32Array(event.data.connections),
-      });
-    };
-    scope.addEventListener("message", onMessage);
-  })
-  : undefined;
+export function workerPlace(): WorkerPlace | undefined {
+  if (place === undefined) {
+    const match = typeof scope.WorkerGlobalScope !== "undefined" &&
+      scope instanceof scope.WorkerGlobalScope &&
+      new RegExp(`^${WORKER_NAME} (\\d+)/(\\d+) port (\\d+)$`).exec(
+        String(scope.name),
+      );
+    place = match
+      ? {
+        index: Number(match[1]),
+        count: Number(match[2]),
+        port: Number(match[3]),
+      }
+      : null;
+  }
+  return place ?? undefined;
+}
 
 /** Whether this worker's server reported to the main thread. */
 let answered = false;
 
-// A worker that exits before it serves (its flags or its bind failed: the
-// script printed why) must not leave the main thread waiting for it.
-if (workerInit) {
+/**
+ * In a worker of a group: asks the main thread for the group's connection
+ * count, a `SharedArrayBuffer` (names carry no memory), and from then on
+ * tells it when the worker exits before its server reported (its bind
+ * failed: the script printed why), so the main thread does not wait for it.
+ */
+function joinGroup(): Promise<Int32Array> {
   scope.addEventListener("unload", () => {
     if (!answered) {
       scope.postMessage({ type: "failed", message: "exited before serving" });
     }
+  });
+  return new Promise((resolve) => {
+    const onMessage = (event: MessageEvent<InitMessage>) => {
+      if (event.data?.type !== "init") return;
+      scope.removeEventListener("message", onMessage);
+      resolve(new Int32Array(event.data.connections));
+    };
+    scope.addEventListener("message", onMessage);
+    scope.postMessage({ type: "join" });
   });
 }
 
@@ -92,10 +120,12 @@ if (workerInit) {
  *
  * @example
  * ```ts
+ * import { assertEquals, assertThrows } from "@std/assert";
  * import { workerCount } from "./workers.ts";
  *
- * if (workerCount("2") !== 2) throw new Error("wrong count");
- * if (workerCount("auto") !== navigator.hardwareConcurrency) throw new Error("not auto");
+ * assertEquals(workerCount("2"), 2);
+ * assertEquals(workerCount("auto"), navigator.hardwareConcurrency);
+ * assertThrows(() => workerCount("0"), RangeError, "expected auto or a whole number from 1 to 256");
  * ```
  */
 export function workerCount(value: string): number {
@@ -136,7 +166,7 @@ export interface GroupMember {
  * ```
  */
 export function answerGroupShutdown(server: GroupMember): void {
-  if (!workerInit) return;
+  if (!workerPlace()) return;
   answered = true;
   scope.addEventListener("message", (event: MessageEvent) => {
     if (event.data?.type === "shutdown") server.shutdown();
@@ -204,7 +234,7 @@ export function spawnWorkers(
   for (let index = 1; index < count; index++) {
     const worker = new Worker(module, {
       type: "module",
-      name: `${WORKER_NAME} ${index}`,
+      name: workerName({ index, count, port }),
     });
     workers.push(worker);
     let listening!: () => void;
@@ -218,7 +248,13 @@ export function spawnWorkers(
         };
         worker.addEventListener("message", (event) => {
           const type = event.data?.type;
-          if (type === "ready") listening();
+          if (type === "join") {
+            const init: InitMessage = {
+              type: "init",
+              connections: connections.buffer as SharedArrayBuffer,
+            };
+            worker.postMessage(init);
+          } else if (type === "ready") listening();
           else if (type === "finished") resolve();
           else if (type === "failed") failed(event.data.message);
         });
@@ -228,14 +264,6 @@ export function spawnWorkers(
         });
       }).then(() => worker.terminate()),
     );
-    const init: InitMessage = {
-      type: "init",
-      index,
-      count,
-      port,
-      connections: connections.buffer as SharedArrayBuffer,
-    };
-    worker.postMessage(init);
   }
   const finished = Promise.all(done).then(() => {});
   let asked = false;
@@ -274,4 +302,50 @@ function checkReadable(module: string): void {
       }`,
     );
   }
+}
+
+/**
+ * A TCP server on `options.workers` threads: this thread listens first (so
+ * port 0 becomes a real port), then starts the others on that port. In a
+ * worker of the group, the same call joins the group instead.
+ */
+export function serveGroup(
+  service: Service,
+  handler: StreamHandler,
+  options: ServerOptions,
+): Server {
+  const place = workerPlace();
+  const index = place?.index ?? 0;
+  const connections = place ? undefined : new Int32Array(
+    new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT),
+  );
+  const label = `${options.label ? `${options.label} ` : ""}worker ${index}`;
+  const server = new StreamServer(service, handler, "tcp", {
+    ...options,
+    label,
+    port: place?.port ?? options.port,
+  }, { connections: connections ? Promise.resolve(connections) : joinGroup() });
+  if (place) {
+    answerGroupShutdown(server);
+    return server;
+  }
+  const log = options.log ?? stderrLog;
+  const group = spawnWorkers(
+    options.workers!,
+    (server.addr as Deno.NetAddr).port,
+    connections!,
+    log,
+  );
+  const finished = Promise.all([server.finished, group.finished]).then(
+    () => {},
+  );
+  const shutdown = () =>
+    Promise.all([server.shutdown(), group.shutdown()]).then(() => {});
+  return {
+    addr: server.addr,
+    ready: Promise.all([server.ready, group.ready]).then(() => {}),
+    finished,
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
+  };
 }

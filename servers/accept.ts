@@ -70,10 +70,11 @@ export const ACCEPT_PORT = 12345;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { clientLine } from "./accept.ts";
  *
- * if (clientLine("::ffff:192.0.2.1") !== "IPv4 client 192.0.2.1\n") throw new Error("mapped");
- * if (clientLine("2001:db8::1") !== "IPv6 client 2001:db8::1\n") throw new Error("v6");
+ * assertEquals(clientLine("::ffff:192.0.2.1"), "IPv4 client 192.0.2.1\n");
+ * assertEquals(clientLine("2001:db8::1"), "IPv6 client 2001:db8::1\n");
  * ```
  */
 export function clientLine(hostname: string): string {
@@ -87,9 +88,10 @@ export function clientLine(hostname: string): string {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { acceptService } from "./accept.ts";
  *
- * if (acceptService().defaultPort !== 12345) throw new Error("wrong port");
+ * assertEquals(acceptService().defaultPort, 12345);
  * ```
  */
 export function acceptService(
@@ -136,6 +138,7 @@ export interface AcceptServer extends Server {
  *
  * @example Both families on one port
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { serveAccept } from "./accept.ts";
  *
  * const output = { write: (p: Uint8Array) => Promise.resolve(p.length) };
@@ -147,7 +150,7 @@ export interface AcceptServer extends Server {
  * const reply = new Uint8Array(64);
  * const n = await conn.read(reply);
  * const line = new TextDecoder().decode(reply.subarray(0, n ?? 0));
- * if (line !== "IPv4 client 127.0.0.1\n") throw new Error(line);
+ * assertEquals(line, "IPv4 client 127.0.0.1\n");
  * ```
  */
 export function serveAccept(options: AcceptOptions = {}): AcceptServer {

@@ -48,6 +48,7 @@
  */
 
 import {
+  closeQuietly,
   type ConnectionContext,
   flagsHelp,
   MAX_SIMPLE_DATAGRAM,
@@ -61,6 +62,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  userPortHelp,
   writeAll,
 } from "../mod.ts";
 
@@ -79,13 +81,12 @@ const LINE_BYTES = CHARGEN_LINE_LENGTH + 2;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { chargenLines } from "./chargen.ts";
  *
- * const text = new TextDecoder().decode(chargenLines(0, 2));
- * const [one, two] = text.split("\r\n");
- * if (!one.startsWith("!\"#$%") || !two.startsWith("\"#$%&") || one.length !== 72) {
- *   throw new Error(text);
- * }
+ * const [one, two] = new TextDecoder().decode(chargenLines(0, 2)).split("\r\n");
+ * assertEquals(one, `!"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_\`abcdefgh`);
+ * assertEquals(two.slice(0, 5), `"#$%&`); // each line starts one further
  * ```
  */
 export function chargenLines(first: number, count: number): Uint8Array {
@@ -117,6 +118,7 @@ const DATAGRAM_REPLY = chargenLines(
  *
  * @example
  * ```ts
+ * import { assert } from "@std/assert";
  * import { chargenService } from "./chargen.ts";
  *
  * const reply = await chargenService().datagram!(new Uint8Array(1), {
@@ -124,7 +126,7 @@ const DATAGRAM_REPLY = chargenLines(
  *   hostname: "127.0.0.1",
  *   port: 5000,
  * });
- * if (!reply || reply.byteLength > 512) throw new Error("too big");
+ * assert(reply && reply.byteLength <= 512); // RFC 864: at most 512 bytes
  * ```
  */
 export function chargenService(): Service {
@@ -172,11 +174,7 @@ async function chargenStream(
     // The client going away is how every chargen session ends.
     if (!isPeerGone(error)) throw error;
   } finally {
-    try {
-      conn.close();
-    } catch {
-      // Closed by the server's idle sweep or shutdown.
-    }
+    closeQuietly(conn); // The server's idle sweep or shutdown may have.
     await discarding;
   }
 }
@@ -186,6 +184,7 @@ async function chargenStream(
  *
  * @example
  * ```ts
+ * import { assertMatch } from "@std/assert";
  * import { serveChargen } from "./chargen.ts";
  * import { readExact } from "../mod.ts";
  *
@@ -193,7 +192,7 @@ async function chargenStream(
  * const { port } = server.addr as Deno.NetAddr;
  * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
  * const line = new TextDecoder().decode(await readExact(conn, 74));
- * if (!line.startsWith("!\"#") || !line.endsWith("\r\n")) throw new Error(line);
+ * assertMatch(line, /^!"#\$.{68}\r\n$/);
  * ```
  */
 export function serveChargen(options: ServerOptions = {}): Server {
@@ -212,9 +211,7 @@ ASCII ring until the client goes away; with --udp, one datagram of at most
 
 ${flagsHelp(FLAGS)}
 
-Port 19 needs root; as a user, use 10019 (as inetd does):
-deno run --allow-net=0.0.0.0:10019 servers/chargen.ts --port 10019
-(deno task chargen runs that).
+${userPortHelp("chargen")}
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
 --allow-net (replies go to any sender).`;
 

@@ -72,6 +72,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  userPortHelp,
 } from "../mod.ts";
 
 const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
@@ -107,14 +108,14 @@ let processZone: PosixTimeZone | null | undefined;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { ctime } from "./daytime.ts";
  * import { parsePosixTimeZone } from "../mod.ts";
  *
- * const line = ctime(new Date(2026, 10, 4, 9, 5, 1));
- * if (line !== "Wed Nov  4 09:05:01 2026") throw new Error(line);
+ * assertEquals(ctime(new Date(2026, 10, 4, 9, 5, 1)), "Wed Nov  4 09:05:01 2026");
  * const india = parsePosixTimeZone("IST-5:30");
  * const utc = new Date("2026-11-04T03:35:01Z");
- * if (ctime(utc, india) !== "Wed Nov  4 09:05:01 2026") throw new Error();
+ * assertEquals(ctime(utc, india), "Wed Nov  4 09:05:01 2026");
  * ```
  */
 export function ctime(date: Date, zone?: PosixTimeZone | null): string {
@@ -148,6 +149,7 @@ export function ctime(date: Date, zone?: PosixTimeZone | null): string {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { daytimeService } from "./daytime.ts";
  *
  * const service = daytimeService(() => new Date(2026, 0, 2, 3, 4, 5));
@@ -156,8 +158,7 @@ export function ctime(date: Date, zone?: PosixTimeZone | null): string {
  *   hostname: "127.0.0.1",
  *   port: 5000,
  * });
- * const text = new TextDecoder().decode(reply!);
- * if (text !== "Fri Jan  2 03:04:05 2026\r\n") throw new Error(text);
+ * assertEquals(new TextDecoder().decode(reply!), "Fri Jan  2 03:04:05 2026\r\n");
  * ```
  */
 export function daytimeService(now: () => Date = () => new Date()): Service {
@@ -174,6 +175,7 @@ export function daytimeService(now: () => Date = () => new Date()): Service {
  *
  * @example
  * ```ts
+ * import { assertMatch } from "@std/assert";
  * import { serveDaytime } from "./daytime.ts";
  * import { readExact } from "../mod.ts";
  *
@@ -181,7 +183,7 @@ export function daytimeService(now: () => Date = () => new Date()): Service {
  * const { port } = server.addr as Deno.NetAddr;
  * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
  * const line = new TextDecoder().decode(await readExact(conn, 26));
- * if (!/^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/.test(line)) throw new Error(line);
+ * assertMatch(line, /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/);
  * ```
  */
 export function serveDaytime(options: ServerOptions = {}): Server {
@@ -199,9 +201,7 @@ Daytime server (RFC 867): sends the local time as C's ctime() prints it
 
 ${flagsHelp(FLAGS)}
 
-Port 13 needs root; as a user, use 10013 (as inetd does):
-deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port 10013
-(deno task daytime runs that).
+${userPortHelp("daytime")}
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
 --allow-net (replies go to any sender). TZ names (Europe/Paris) need nothing
 more; POSIX rule strings (TZ=CET-1CEST,M3.5.0,M10.5.0/3) need

@@ -133,9 +133,10 @@ const LARGE_BUFFER = 64 * 1024;
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { echoService } from "./echo.ts";
  *
- * if (echoService().name !== "echo") throw new Error("wrong name");
+ * assertEquals(echoService().name, "echo");
  * ```
  */
 export function echoService(

@@ -86,9 +86,10 @@ export interface HelloOptions extends ServerOptions {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { helloService } from "./hello.ts";
  *
- * if (helloService().defaultPort !== 3500) throw new Error("wrong port");
+ * assertEquals(helloService().defaultPort, 3500);
  * ```
  */
 export function helloService(
@@ -137,6 +138,7 @@ export function helloService(
  *
  * @example One client, then the server stops by itself
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { serveHello } from "./hello.ts";
  *
  * const chunks: Uint8Array[] = [];
@@ -148,7 +150,11 @@ export function helloService(
  * await conn.read(greeting);
  * await conn.write(new TextEncoder().encode("hi"));
  * await server.finished;
- * if (new TextDecoder().decode(greeting) !== "hello") throw new Error("no greeting");
+ * assertEquals(new TextDecoder().decode(greeting), "hello");
+ * assertEquals(chunks.map((chunk) => new TextDecoder().decode(chunk)), [
+ *   "Client with IP 127.0.0.1 connected\n",
+ *   "hi",
+ * ]);
  * ```
  */
 export function serveHello(options: HelloOptions = {}): Server {

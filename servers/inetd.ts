@@ -161,6 +161,7 @@ function serviceFor(
  *
  * @example Daytime over TCP on a port that was just free
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { serveInetd } from "./inetd.ts";
  *
  * const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -173,7 +174,7 @@ function serviceFor(
  *   transports: ["tcp"],
  *   log: () => {},
  * });
- * if (inetd.sockets[0].label !== "daytime/tcp") throw new Error();
+ * assertEquals(inetd.sockets.map((socket) => socket.label), ["daytime/tcp"]);
  * ```
  */
 export function serveInetd(options: InetdOptions = {}): Inetd {

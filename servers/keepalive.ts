@@ -56,6 +56,7 @@
  */
 
 import {
+  closeQuietly,
   describeKeepAlive,
   flag,
   flagsHelp,
@@ -68,6 +69,7 @@ import {
   serve,
   type Server,
   stderrLog,
+  stripBrackets,
   UsageError,
 } from "../mod.ts";
 
@@ -122,6 +124,7 @@ async function waitForClose(conn: Deno.Conn): Promise<void> {
  *
  * @example Both ends on a free loopback port, stopped by `await using`
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { startKeepAliveDemo } from "./keepalive.ts";
  *
  * const lines: string[] = [];
@@ -132,7 +135,7 @@ async function waitForClose(conn: Deno.Conn): Promise<void> {
  *   log: () => {},
  * });
  * while (lines.length < 2) await new Promise((r) => setTimeout(r, 10));
- * if (lines.join() !== "connected,accepted") throw new Error(lines.join());
+ * assertEquals(lines, ["connected", "accepted"]);
  * ```
  */
 export async function startKeepAliveDemo(
@@ -179,11 +182,7 @@ export async function startKeepAliveDemo(
   const shutdown = async (): Promise<void> => {
     if (!closing) {
       closing = true;
-      try {
-        client.close();
-      } catch {
-        // Closed already.
-      }
+      closeQuietly(client);
     }
     await Promise.all([clientDone, server.shutdown()]);
   };
@@ -235,7 +234,7 @@ if (import.meta.main) {
       flags: FLAGS,
       positionals: ["ADDRESS"],
     });
-    const hostname = positionals[0].replace(/^\[(.*)\]$/, "$1");
+    const hostname = stripBrackets(positionals[0]);
     if (hostname === "") throw new UsageError("ADDRESS is empty (see --help)");
     const demo = await startKeepAliveDemo({
       hostname,

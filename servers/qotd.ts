@@ -68,6 +68,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  userPortHelp,
 } from "../mod.ts";
 
 /** The quotations served when no file is given (all in the public domain). */
@@ -84,14 +85,10 @@ export const DEFAULT_QUOTATIONS: readonly string[] = Object.freeze([
  *
  * @example
  * ```ts
+ * import { assertThrows } from "@std/assert";
  * import { parseQuotations, QuotationError } from "./qotd.ts";
  *
- * try {
- *   parseQuotations("\n\n");
- *   throw new Error("accepted an empty file");
- * } catch (error) {
- *   if (!(error instanceof QuotationError)) throw error;
- * }
+ * assertThrows(() => parseQuotations("\n\n"), QuotationError);
  * ```
  */
 export class QuotationError extends Error {
@@ -110,10 +107,11 @@ const encoder = new TextEncoder();
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { quotationBytes } from "./qotd.ts";
  *
  * const text = new TextDecoder().decode(quotationBytes("To be.\n  -- Someone\n"));
- * if (text !== "To be.\r\n  -- Someone\r\n") throw new Error(JSON.stringify(text));
+ * assertEquals(text, "To be.\r\n  -- Someone\r\n");
  * ```
  */
 export function quotationBytes(quotation: string): Uint8Array {
@@ -132,10 +130,10 @@ export function quotationBytes(quotation: string): Uint8Array {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { parseQuotations } from "./qotd.ts";
  *
- * const quotations = parseQuotations("One.\n -- A\n\n\nTwo.\n -- B\n");
- * if (quotations.length !== 2) throw new Error(String(quotations.length));
+ * assertEquals(parseQuotations("One.\n -- A\n\n\nTwo.\n -- B\n").length, 2);
  * ```
  */
 export function parseQuotations(text: string): Uint8Array[] {
@@ -167,6 +165,7 @@ export function parseQuotations(text: string): Uint8Array[] {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { parseQuotations, qotdService } from "./qotd.ts";
  *
  * const service = qotdService(parseQuotations("Only one.\n"));
@@ -175,7 +174,7 @@ export function parseQuotations(text: string): Uint8Array[] {
  *   hostname: "127.0.0.1",
  *   port: 5000,
  * });
- * if (new TextDecoder().decode(reply!) !== "Only one.\r\n") throw new Error();
+ * assertEquals(new TextDecoder().decode(reply!), "Only one.\r\n");
  * ```
  */
 export function qotdService(
@@ -200,6 +199,7 @@ export interface QotdOptions extends ServerOptions {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { parseQuotations, serveQotd } from "./qotd.ts";
  * import { readExact } from "../mod.ts";
  *
@@ -211,8 +211,7 @@ export interface QotdOptions extends ServerOptions {
  * });
  * const { port } = server.addr as Deno.NetAddr;
  * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
- * const text = new TextDecoder().decode(await readExact(conn, 8));
- * if (text !== "Hello.\r\n") throw new Error(text);
+ * assertEquals(new TextDecoder().decode(await readExact(conn, 8)), "Hello.\r\n");
  * ```
  */
 export function serveQotd(options: QotdOptions = {}): Server {
@@ -227,11 +226,12 @@ export function serveQotd(options: QotdOptions = {}): Server {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { loadQuotations } from "./qotd.ts";
  *
  * const path = await Deno.makeTempFile();
  * await Deno.writeTextFile(path, "First.\n\nSecond.\n");
- * if ((await loadQuotations(path)).length !== 2) throw new Error();
+ * assertEquals((await loadQuotations(path)).length, 2);
  * await Deno.remove(path);
  * ```
  */
@@ -267,9 +267,7 @@ CRLF line ends) and closes; with --udp, answers each datagram.
 
 ${flagsHelp(FLAGS)}
 
-Port 17 needs root; as a user, use 10017 (as inetd does):
-deno run --allow-net=0.0.0.0:10017 servers/qotd.ts --port 10017
-(deno task qotd runs that).
+${userPortHelp("qotd")}
 Permissions: --allow-net=HOST:PORT for TCP (plus --allow-read=FILE with
 --file); for --udp, --unstable-net and --allow-net (replies go to any sender).`;
 

@@ -57,6 +57,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  userPortHelp,
 } from "../mod.ts";
 
 /**
@@ -65,6 +66,7 @@ import {
  *
  * @example The 4 bytes for 2040, after the 2036 wrap
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { timeService } from "./time.ts";
  *
  * const service = timeService(() => new Date("2040-01-01T00:00:00Z"));
@@ -75,7 +77,7 @@ import {
  * });
  * const seconds = new DataView(reply!.buffer).getUint32(0);
  * // 1900 to 2040 is 4417977600 s; modulo 2^32 that is 123010304.
- * if (seconds !== 123010304) throw new Error(String(seconds));
+ * assertEquals(seconds, 123010304);
  * ```
  */
 export function timeService(now: () => Date = () => new Date()): Service {
@@ -91,6 +93,7 @@ export function timeService(now: () => Date = () => new Date()): Service {
  *
  * @example
  * ```ts
+ * import { assertAlmostEquals } from "@std/assert";
  * import { serveTime } from "./time.ts";
  * import { dateFromRfc868, readExact } from "../mod.ts";
  *
@@ -99,7 +102,7 @@ export function timeService(now: () => Date = () => new Date()): Service {
  * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
  * const bytes = await readExact(conn, 4);
  * const date = dateFromRfc868(new DataView(bytes.buffer).getUint32(0));
- * if (Math.abs(date.getTime() - Date.now()) > 5000) throw new Error(date.toISOString());
+ * assertAlmostEquals(date.getTime(), Date.now(), 5000);
  * ```
  */
 export function serveTime(options: ServerOptions = {}): Server {
@@ -117,9 +120,7 @@ Time server (RFC 868): sends seconds since 1900 (32-bit, big-endian, modulo
 
 ${flagsHelp(FLAGS)}
 
-Port 37 needs root; as a user, use 10037 (as inetd does):
-deno run --allow-net=0.0.0.0:10037 servers/time.ts --port 10037
-(deno task time runs that).
+${userPortHelp("time")}
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
 --allow-net (replies go to any sender).`;
 

@@ -72,9 +72,10 @@ export interface UdpHelloOptions extends Omit<ServerOptions, "transport"> {
  *
  * @example
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { udpHelloService } from "./udp.ts";
  *
- * if (udpHelloService().defaultPort !== 3500) throw new Error("wrong port");
+ * assertEquals(udpHelloService().defaultPort, 3500);
  * ```
  */
 export function udpHelloService(
@@ -108,6 +109,7 @@ export function udpHelloService(
  *
  * @example One datagram, then the server stops by itself
  * ```ts
+ * import { assertEquals } from "@std/assert";
  * import { serveUdpHello } from "./udp.ts";
  *
  * const output = { write: (p: Uint8Array) => Promise.resolve(p.length) };
@@ -118,7 +120,7 @@ export function udpHelloService(
  * const [reply] = await client.receive();
  * client.close();
  * await server.finished;
- * if (new TextDecoder().decode(reply) !== "hello") throw new Error("no hello");
+ * assertEquals(new TextDecoder().decode(reply), "hello");
  * ```
  */
 export function serveUdpHello(options: UdpHelloOptions = {}): Server {

@@ -30,13 +30,8 @@
  * @module
  */
 
-import {
-  flag,
-  flagsHelp,
-  parseCommandLine,
-  runMain,
-  UsageError,
-} from "../lib/cli.ts";
+import { flag, flagsHelp, parseCommandLine, UsageError } from "../lib/cli.ts";
+import { runMain } from "../lib/main.ts";
 import { listScripts, type ScriptInfo } from "./scripts.ts";
 
 const FLAGS = {

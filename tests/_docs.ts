@@ -33,7 +33,7 @@
  */
 
 import { assert, assertEquals, AssertionError, fail } from "@std/assert";
-import { repoPath, runCommand } from "./_helpers.ts";
+import { repoPath, runCommand, waitListening } from "./_helpers.ts";
 
 const decoder = new TextDecoder();
 
@@ -414,9 +414,9 @@ export class Workspace implements AsyncDisposable {
       const job = new Background(step, this.#spawn(ns, step), ns);
       background.push(job);
       await job.waitFor(step.expected.map(normalize), 15_000);
-      // A peer that prints nothing (socat) gets a moment to bind.
+      // A peer that prints nothing (socat) is ready once it listens.
       if (step.expected.length === 0) {
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        await waitListening(job.child.pid, { netns: ns, transport: "any" });
       }
       return;
     }

@@ -153,55 +153,48 @@ export class ScriptProcess implements AsyncDisposable {
   }
 }
 
-/** How to start a script. */
+/** How {@linkcode spawn} starts a program. */
 export interface SpawnOptions {
-  /** Deno flags, e.g. `["--allow-net=127.0.0.1:0"]`, exactly as a user gives them. */
+  /** A script's Deno flags, e.g. `["--allow-net=127.0.0.1:0"]`, exactly as a user gives them. */
   permissions?: string[];
-  /** The script's own arguments. */
+  /** The program's own arguments. */
   args?: string[];
   /** Pipe stdin (default: none). */
   stdin?: boolean;
   /** Extra environment variables. */
   env?: Record<string, string>;
-  /** A command that runs `deno` for us, e.g. `["ip", "netns", "exec", "ns1"]`. */
+  /** A command that runs a script's `deno` for us, e.g. `["ip", "netns", "exec", "ns1"]`. */
   prefix?: string[];
 }
 
-/** Starts `script` (a path relative to the repository) with `deno run`. */
-export function spawnScript(
-  script: string,
+/**
+ * Starts `program` with piped stdout and stderr, as a
+ * {@linkcode ScriptProcess} (wait for its ready line with `waitForStderr`,
+ * stop it with `await using`): a script of this repository (a path ending
+ * in `.ts`, e.g. `servers/echo.ts`), run by `deno run` with exactly
+ * `permissions`; or any other command on PATH (a real peer such as `socat`
+ * or `nc`).
+ */
+export function spawn(
+  program: string,
   options: SpawnOptions = {},
 ): ScriptProcess {
-  const [command, ...prefixArgs] = [...(options.prefix ?? []), Deno.execPath()];
-  const child = new Deno.Command(command, {
-    args: [
-      ...prefixArgs,
+  const script = program.endsWith(".ts");
+  if (!script && (options.permissions || options.prefix)) {
+    throw new TypeError(`${program}: permissions and prefix are for scripts`);
+  }
+  const [command, ...args] = script
+    ? [
+      ...(options.prefix ?? []),
+      Deno.execPath(),
       "run",
       "--quiet",
       "--no-prompt",
       ...(options.permissions ?? []),
-      repoPath(script),
+      repoPath(program),
       ...(options.args ?? []),
-    ],
-    cwd: ROOT,
-    stdin: options.stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1", ...options.env },
-  }).spawn();
-  return new ScriptProcess(child);
-}
-
-/**
- * Starts any command (a real peer such as `socat` or `nc`) with piped
- * stdout and stderr, as a {@linkcode ScriptProcess}: wait for its ready
- * line with `waitForStderr`, stop it with `await using`.
- */
-export function spawnCommand(
-  command: string,
-  args: string[],
-  options: { stdin?: boolean; env?: Record<string, string> } = {},
-): ScriptProcess {
+    ]
+    : [program, ...(options.args ?? [])];
   const child = new Deno.Command(command, {
     args,
     cwd: ROOT,
@@ -218,7 +211,7 @@ export async function runScript(
   script: string,
   options: SpawnOptions & { input?: Uint8Array | string } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  await using proc = spawnScript(script, {
+  await using proc = spawn(script, {
     ...options,
     stdin: options.input !== undefined,
   });
@@ -250,7 +243,7 @@ export async function startServer(
   script: string,
   options: SpawnOptions,
 ): Promise<StartedServer & AsyncDisposable> {
-  const proc = spawnScript(script, options);
+  const proc = spawn(script, options);
   try {
     const match = await proc.waitForStderr(/^listening on (\S+)/);
     const address = match[1];
@@ -374,6 +367,63 @@ export async function runCommand(
     stdout: output.stdout,
     stderr: decoder.decode(output.stderr),
   };
+}
+
+/** Where and what {@linkcode waitListening} looks for. */
+export interface WaitListeningOptions {
+  /** The port it must listen on; another program there fails at once. */
+  port?: number;
+  /**
+   * What to look for: a TCP listener (default), a bound UDP socket, or any
+   * of those or a Unix socket.
+   */
+  transport?: "tcp" | "udp" | "any";
+  /** Look in this network namespace. */
+  netns?: string;
+  /** Give up after this long. Default 10 s. */
+  timeoutMs?: number;
+}
+
+/**
+ * Waits until process `pid` listens (on TCP, or has a bound UDP or Unix
+ * socket, as `transport` says), seen with `ss`, without connecting to it: a peer that prints
+ * nothing when ready is polled for, not slept for. With `port`, another
+ * program on that port (it was free a moment ago, but other test runs
+ * share the machine) fails the test at once instead of letting a client
+ * talk to a stranger (a chargen server would never stop sending).
+ */
+export async function waitListening(
+  pid: number,
+  options: WaitListeningOptions = {},
+): Promise<void> {
+  const deadline = Date.now() + (options.timeoutMs ?? 10_000);
+  const [command, ...prefix] = options.netns === undefined
+    ? ["ss"]
+    : ["ip", "netns", "exec", options.netns, "ss"];
+  const args = [
+    ...prefix,
+    { tcp: "-Hltnp", udp: "-Hlunp", any: "-Hltuxnp" }[
+      options.transport ?? "tcp"
+    ],
+    ...(options.port === undefined ? [] : [`sport = :${options.port}`]),
+  ];
+  const where = options.port === undefined ? "" : ` on ${options.port}`;
+  while (true) {
+    const { stdout } = await runCommand(command, args);
+    const lines = decoder.decode(stdout).split("\n").filter((l) => l.trim());
+    if (lines.some((line) => line.includes(`pid=${pid},`))) return;
+    if (options.port !== undefined) {
+      assertEquals(
+        lines,
+        [],
+        `port ${options.port} is taken by another process`,
+      );
+    }
+    if (Date.now() > deadline) {
+      throw new AssertionError(`process ${pid} does not listen${where}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** Deterministic pseudo-random bytes (xorshift), so failures reproduce. */

@@ -5,10 +5,9 @@ import {
   freePort,
   missing,
   readAll,
-  repoPath,
   runCommand,
   runScript,
-  spawnCommand,
+  spawn,
   startServer,
 } from "./_helpers.ts";
 
@@ -183,17 +182,10 @@ Deno.test({
         "net.ipv6.bindv6only=1",
       );
       const port = 12345;
-      await using server = spawnCommand("ip", [
-        "netns",
-        "exec",
-        netns,
-        Deno.execPath(),
-        "run",
-        "--quiet",
-        "--no-prompt",
-        ...permissions(port),
-        repoPath(SERVER),
-      ]);
+      await using server = spawn(SERVER, {
+        prefix: ["ip", "netns", "exec", netns],
+        permissions: permissions(port),
+      });
       await server.waitForStderr(/^listening on 0\.0\.0\.0:12345 \(IPv4\)$/);
       assertMatch(server.stderr, /^listening on \[::\]:12345 \(IPv6\)$/m);
       for (

@@ -21,8 +21,7 @@ import {
   freePort,
   missing,
   runScript,
-  spawnCommand,
-  spawnScript,
+  spawn,
   startServer,
 } from "./_helpers.ts";
 
@@ -57,7 +56,7 @@ async function runBounded(
   options: { permissions: string[]; args: string[] },
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const began = performance.now();
-  await using proc = spawnScript(script, options);
+  await using proc = spawn(script, options);
   const watchdog = setInterval(() => {
     const bytes = proc.stdoutChunks.reduce((n, c) => n + c.byteLength, 0);
     if (bytes > 1024 * 1024 || performance.now() - began > 20_000) {
@@ -144,10 +143,11 @@ Deno.test({
   ignore: missing("perl"),
   async fn() {
     // Answers, then resets (SO_LINGER 0: an RST instead of a FIN).
-    await using peer = spawnCommand("perl", [
-      "-MSocket",
-      "-e",
-      `socket(S, PF_INET, SOCK_STREAM, 0) or die;
+    await using peer = spawn("perl", {
+      args: [
+        "-MSocket",
+        "-e",
+        `socket(S, PF_INET, SOCK_STREAM, 0) or die;
        bind(S, pack_sockaddr_in(0, inet_aton("127.0.0.1"))) or die;
        listen(S, 1) or die;
        my ($port) = unpack_sockaddr_in(getsockname(S));
@@ -158,10 +158,11 @@ Deno.test({
        select(undef, undef, undef, 0.3);
        setsockopt(C, SOL_SOCKET, SO_LINGER, pack("ii", 1, 0)) or die;
        close(C);`,
-    ]);
+      ],
+    });
     const port =
       (await peer.waitForStderr(/^listening on 127\.0\.0\.1:(\d+)/))[1];
-    await using client = spawnScript("clients/connect.ts", {
+    await using client = spawn("clients/connect.ts", {
       permissions: [`--allow-net=127.0.0.1:${port}`],
       args: ["127.0.0.1", port],
       stdin: true,

@@ -2,12 +2,9 @@ import {
   assert,
   assertEquals,
   assertGreaterOrEqual,
-  assertLess,
   assertMatch,
   assertNotMatch,
-  fail,
 } from "@std/assert";
-import { concat } from "@std/bytes";
 import {
   assertSameBytes,
   freePort,
@@ -16,73 +13,13 @@ import {
   readAll,
   repoPath,
   runCommand,
-  spawnScript,
+  spawn,
   startServer,
+  waitListening,
 } from "./_helpers.ts";
+import { runClient, SCRIPT, text } from "./_connect.ts";
 
-const SCRIPT = "clients/connect.ts";
 const encoder = new TextEncoder();
-
-interface ClientRun {
-  code: number;
-  stdout: Uint8Array;
-  stderr: string;
-  lines: string[];
-  tookMs: number;
-}
-
-/**
- * Runs connect.ts with `permissions` (as its header says) and `args`,
- * feeding `input` (in chunks, `pauseMs` apart) on stdin, then closing it.
- */
-async function runClient(
-  permissions: string[],
-  args: string[],
-  input: (string | Uint8Array)[] = [],
-  options: { prefix?: string[]; pauseMs?: number } = {},
-): Promise<ClientRun> {
-  const began = performance.now();
-  await using proc = spawnScript(SCRIPT, {
-    permissions,
-    args,
-    stdin: true,
-    prefix: options.prefix,
-  });
-  // A test must not eat the machine if the client meets the wrong peer:
-  // more than 64 MiB of output or a minute of running kills it.
-  const watchdog = setInterval(() => {
-    const bytes = proc.stdoutChunks.reduce((n, c) => n + c.byteLength, 0);
-    if (bytes > 64 * 1024 * 1024 || performance.now() - began > 60_000) {
-      proc.kill("SIGKILL");
-    }
-  }, 100);
-  const writer = proc.child.stdin.getWriter();
-  try {
-    for (const chunk of input) {
-      await writer.write(
-        typeof chunk === "string" ? encoder.encode(chunk) : chunk,
-      );
-      if (options.pauseMs) {
-        await new Promise((r) => setTimeout(r, options.pauseMs));
-      }
-    }
-    await writer.close();
-  } catch {
-    // The client exited before reading all its input.
-  }
-  const { code, stderr } = await proc.finished().finally(() =>
-    clearInterval(watchdog)
-  );
-  return {
-    code,
-    stdout: concat(proc.stdoutChunks),
-    stderr,
-    lines: proc.stderrLines,
-    tookMs: performance.now() - began,
-  };
-}
-
-const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
 // ---------------------------------------------------------------- our echo server
 
@@ -220,7 +157,7 @@ Deno.test("connect.ts exits 0 when the server closes first, while stdin is still
     using conn = await listener.accept();
     await conn.write(encoder.encode("bye\n"));
   })();
-  await using proc = spawnScript(SCRIPT, {
+  await using proc = spawn(SCRIPT, {
     permissions: [`--allow-net=127.0.0.1:${p}`],
     args: ["127.0.0.1", String(p)],
     stdin: true, // Never closed: the server's close alone ends the client.
@@ -260,24 +197,6 @@ Deno.test("connect.ts | head: a closed stdout ends the client quietly, exit 0", 
 
 // ---------------------------------------------------------------- real peers
 
-/**
- * Waits until process `pid` listens on TCP `port` (seen with `ss`, without
- * connecting to it). Another program on that port (the port was free a
- * moment ago, but other test runs share the machine) fails the test at once
- * instead of letting the client talk to a stranger (a chargen server would
- * never stop sending).
- */
-async function waitListening(port: number, pid: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const { stdout } = await runCommand("ss", ["-Hltnp", `sport = :${port}`]);
-    const line = text(stdout).trim();
-    if (line.includes(`pid=${pid},`)) return;
-    assertEquals(line, "", `port ${port} is taken by another process`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  fail(`process ${pid} does not listen on ${port}`);
-}
-
 Deno.test({
   name:
     "connect.ts against a socat listener: 2 MB in, half-close, the peer's answer out",
@@ -290,7 +209,7 @@ Deno.test({
       stderr: "piped",
     }).spawn();
     try {
-      await waitListening(p, socat.pid);
+      await waitListening(socat.pid, { port: p });
       const data = pseudoRandomBytes(2 * 1024 * 1024, 5);
       const run = await runClient(
         [`--allow-net=127.0.0.1:${p}`],
@@ -329,7 +248,7 @@ Deno.test({
     // Drained while the client runs: nc must never block on its stdout.
     const output = nc.output();
     try {
-      await waitListening(p, nc.pid);
+      await waitListening(nc.pid, { port: p });
       const run = await runClient(
         [`--allow-net=127.0.0.1:${p}`],
         ["127.0.0.1", String(p)],
@@ -363,7 +282,7 @@ Deno.test({
       stderr: "piped",
     }).spawn();
     try {
-      await new Promise((r) => setTimeout(r, 300)); // UDP: nothing to poll.
+      await waitListening(socat.pid, { port: p, transport: "udp" });
       const run = await runClient(
         ["--unstable-net", `--allow-net=0.0.0.0:0,127.0.0.1:${p}`],
         ["--udp", "--timeout", "1", "127.0.0.1", String(p)],
@@ -541,249 +460,6 @@ Deno.test("connect.ts --help prints usage and exits 0", async () => {
   assertMatch(text(run.stdout), /^usage: connect\.ts \[options\] NAME PORT/);
   assertMatch(text(run.stdout), /--attempt-delay S/);
   assertEquals(run.stderr, "");
-});
-
-// ---------------------------------------------------------------- Happy Eyeballs
-
-const NETNS = `seed3b-he${Deno.pid % 100000}`;
-const BLACKHOLE = "2001:db8:3b::1";
-
-function netnsMissing(): boolean {
-  if (Deno.uid() !== 0) {
-    console.error("SKIP: Happy Eyeballs namespace tests need root");
-    return true;
-  }
-  if (missing("ip")) return true;
-  return false;
-}
-
-async function ip(...args: string[]): Promise<void> {
-  const { code, stderr } = await runCommand("ip", args);
-  if (code !== 0) throw new Error(`ip ${args.join(" ")}: ${stderr}`);
-}
-
-/**
- * A network namespace where `he-blackhole.test` has an IPv6 address whose
- * packets vanish (sent out a veth pair to a neighbour that does not exist,
- * so no answer and no error: a kernel SYN timeout away) and an IPv4 address
- * on loopback, and `he-dual.test` has ::1 and 127.0.0.1. `ip netns exec`
- * uses `/etc/netns/NAME/hosts` as `/etc/hosts`.
- */
-async function createNamespace(): Promise<void> {
-  await ip("netns", "add", NETNS);
-  await Deno.mkdir(`/etc/netns/${NETNS}`, { recursive: true });
-  await Deno.writeTextFile(
-    `/etc/netns/${NETNS}/hosts`,
-    [
-      "127.0.0.1 localhost",
-      "::1 localhost",
-      `${BLACKHOLE} he-blackhole.test`,
-      "127.0.0.1 he-blackhole.test",
-      "::1 he-dual.test",
-      "127.0.0.1 he-dual.test",
-      "",
-    ].join("\n"),
-  );
-  const n = ["-n", NETNS];
-  await ip(...n, "link", "set", "lo", "up");
-  await ip(
-    ...n,
-    "link",
-    "add",
-    "seed3b-v0",
-    "type",
-    "veth",
-    "peer",
-    "name",
-    "seed3b-v1",
-  );
-  await ip(...n, "link", "set", "seed3b-v0", "up");
-  await ip(...n, "link", "set", "seed3b-v1", "up");
-  await ip(
-    ...n,
-    "-6",
-    "addr",
-    "add",
-    "2001:db8:3b::2/64",
-    "dev",
-    "seed3b-v0",
-    "nodad",
-  );
-  await ip(
-    ...n,
-    "-6",
-    "neigh",
-    "add",
-    BLACKHOLE,
-    "lladdr",
-    "02:00:00:00:3b:01",
-    "dev",
-    "seed3b-v0",
-    "nud",
-    "permanent",
-  );
-}
-
-async function deleteNamespace(): Promise<void> {
-  await runCommand("ip", ["netns", "delete", NETNS]);
-  await Deno.remove(`/etc/netns/${NETNS}`, { recursive: true }).catch(() => {});
-}
-
-/** `trying ADDRESS (+N ms)` lines as [address, N]. */
-function attempts(lines: string[]): [string, number][] {
-  return lines.flatMap((line) => {
-    const m = /^trying (\S+) \(\+(\d+) ms\)$/.exec(line);
-    return m ? [[m[1], Number(m[2])] as [string, number]] : [];
-  });
-}
-
-Deno.test({
-  name: "connect.ts Happy Eyeballs in a network namespace",
-  ignore: netnsMissing(),
-  async fn(t) {
-    await deleteNamespace();
-    await createNamespace();
-    const prefix = ["ip", "netns", "exec", NETNS];
-    try {
-      await using server = await startServer("servers/echo.ts", {
-        prefix,
-        permissions: ["--allow-net=[::]:0"],
-        args: ["--hostname", "::", "--port", "0"],
-      });
-      const p = server.port;
-      const blackholePermissions = [
-        `--allow-net=he-blackhole.test,[${BLACKHOLE}]:${p},127.0.0.1:${p}`,
-      ];
-
-      await t.step(
-        "the IPv6 address really black-holes (no error, no answer)",
-        async () => {
-          const run = await runClient(
-            [`--allow-net=[${BLACKHOLE}]:${p}`],
-            ["--timeout", "1", BLACKHOLE, String(p)],
-            [],
-            { prefix },
-          );
-          assertEquals(run.code, 1, run.stderr);
-          assertEquals(
-            run.lines.at(-1),
-            `error: timed out after 1 s connecting to [${BLACKHOLE}]:${p}`,
-          );
-        },
-      );
-
-      await t.step(
-        "IPv6 black-holes: IPv4 connects after the 250 ms attempt delay",
-        async () => {
-          const run = await runClient(
-            blackholePermissions,
-            ["--verbose", "he-blackhole.test", String(p)],
-            ["ping\n"],
-            { prefix },
-          );
-          assertEquals(run.code, 0, run.stderr);
-          assertEquals(text(run.stdout), "ping\n");
-          assertEquals(
-            run.lines.filter((l) => l.startsWith("address ")),
-            [`address [${BLACKHOLE}]:${p}`, `address 127.0.0.1:${p}`],
-          );
-          const tried = attempts(run.lines);
-          assertEquals(tried.map(([a]) => a), [
-            `[${BLACKHOLE}]:${p}`,
-            `127.0.0.1:${p}`,
-          ]);
-          assertLess(tried[0][1], 100, run.stderr);
-          assert(tried[1][1] >= 245 && tried[1][1] < 4000, run.stderr);
-          assertEquals(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
-          // The IPv6 attempt was cancelled, not failed: no kernel timeout waited.
-          assert(!run.lines.some((l) => l.startsWith("failed")), run.stderr);
-          assertLess(run.tookMs, 20_000, `took ${run.tookMs} ms`);
-        },
-      );
-
-      await t.step("--attempt-delay 1 makes IPv4 wait a second", async () => {
-        const run = await runClient(
-          blackholePermissions,
-          ["--verbose", "--attempt-delay", "1", "he-blackhole.test", String(p)],
-          [],
-          { prefix },
-        );
-        assertEquals(run.code, 0, run.stderr);
-        const tried = attempts(run.lines);
-        assertEquals(tried.length, 2, run.stderr);
-        assert(tried[1][1] >= 995 && tried[1][1] < 6000, run.stderr);
-        assertEquals(run.lines.at(-1), `connected to 127.0.0.1:${p}`);
-      });
-
-      await t.step(
-        "--timeout shorter than the delay: timed out, exit 1",
-        async () => {
-          const run = await runClient(
-            blackholePermissions,
-            [
-              "--timeout",
-              "0.2",
-              "--attempt-delay",
-              "2",
-              "he-blackhole.test",
-              String(p),
-            ],
-            [],
-            { prefix },
-          );
-          assertEquals(run.code, 1, run.stderr);
-          assertEquals(
-            run.lines.at(-1),
-            `error: timed out after 0.2 s connecting to he-blackhole.test:${p}`,
-          );
-        },
-      );
-
-      await t.step("IPv6 works: it wins and IPv4 is never tried", async () => {
-        const run = await runClient(
-          [`--allow-net=he-dual.test,[::1]:${p},127.0.0.1:${p}`],
-          ["--verbose", "he-dual.test", String(p)],
-          ["six\n"],
-          { prefix },
-        );
-        assertEquals(run.code, 0, run.stderr);
-        assertEquals(text(run.stdout), "six\n");
-        assertEquals(attempts(run.lines).map(([a]) => a), [`[::1]:${p}`]);
-        assertEquals(run.lines.at(-1), `connected to [::1]:${p}`);
-      });
-
-      await t.step(
-        "refused on both: IPv4 tried at once after IPv6 fails, exit 1",
-        async () => {
-          const closed = p === 65535 ? p - 1 : p + 1;
-          const run = await runClient(
-            [`--allow-net=he-dual.test,[::1]:${closed},127.0.0.1:${closed}`],
-            [
-              "--verbose",
-              "--attempt-delay",
-              "5",
-              "he-dual.test",
-              String(closed),
-            ],
-            [],
-            { prefix },
-          );
-          assertEquals(run.code, 1, run.stderr);
-          const tried = attempts(run.lines);
-          assertEquals(tried.length, 2, run.stderr);
-          assertLess(tried[1][1], 4000, run.stderr); // Not the 5 s delay.
-          assertEquals(
-            run.lines.at(-1),
-            `error: cannot connect to he-dual.test:${closed}: connection refused ([::1]:${closed}, 127.0.0.1:${closed})`,
-          );
-        },
-      );
-    } finally {
-      await deleteNamespace();
-      const { stdout } = await runCommand("ip", ["netns", "list"]);
-      assert(!text(stdout).includes(NETNS), "namespace left behind");
-    }
-  },
 });
 
 Deno.test("connect.ts is in deno.json with its header's permissions, and the task takes NAME PORT", async () => {

@@ -16,7 +16,7 @@ import {
   repoPath,
   runCommand,
   runScript,
-  spawnCommand,
+  spawn,
   startServer,
 } from "./_helpers.ts";
 
@@ -114,12 +114,14 @@ Deno.test({
       "Wed Nov 25 14:30:00 2026\r\nsecond line, with: punctuation\r\n";
     const file = await Deno.makeTempFile();
     await Deno.writeTextFile(file, text);
-    await using peer = spawnCommand("socat", [
-      "-d",
-      "-d",
-      `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`,
-      `OPEN:${file},rdonly`,
-    ]);
+    await using peer = spawn("socat", {
+      args: [
+        "-d",
+        "-d",
+        `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`,
+        `OPEN:${file},rdonly`,
+      ],
+    });
     await peer.waitForStderr(/listening on/);
     const { code, stdout, stderr } = await runScript(SCRIPT, {
       permissions: [`--allow-net=127.0.0.1:${port}`],
@@ -137,11 +139,10 @@ Deno.test({
   ignore: missing("nc"),
   async fn() {
     const port = freePort("::1");
-    await using peer = spawnCommand(
-      "nc",
-      ["-v", "-N", "-l", "::1", String(port)],
-      { stdin: true },
-    );
+    await using peer = spawn("nc", {
+      args: ["-v", "-N", "-l", "::1", String(port)],
+      stdin: true,
+    });
     await peer.waitForStderr(/[Ll]istening on/);
     const writer = peer.child.stdin.getWriter();
     await writer.write(new TextEncoder().encode(LINE));

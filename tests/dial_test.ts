@@ -8,7 +8,6 @@ import {
 } from "@std/assert";
 import { concat } from "@std/bytes";
 import {
-  addressFamily,
   ConnectError,
   connectFailureReason,
   type ConnectFunction,
@@ -22,6 +21,7 @@ import {
   relayDatagrams,
   resolveHost,
 } from "../mod.ts";
+import { addressFamily } from "../lib/dial.ts";
 
 const encoder = new TextEncoder();
 import { assertSameBytes, pseudoRandomBytes, readAll } from "./_helpers.ts";

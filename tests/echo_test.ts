@@ -21,7 +21,7 @@ import {
   receiveWithin,
   runCommand,
   runScript,
-  spawnScript,
+  spawn,
   startServer,
 } from "./_helpers.ts";
 
@@ -558,6 +558,6 @@ Deno.test("echo.ts survives a client that resets mid-stream", async () => {
     decode(await roundTrip(server.port, encode("still here"))),
     "still here",
   );
-  const proc = spawnScript("servers/echo.ts", { args: ["--help"] });
+  const proc = spawn("servers/echo.ts", { args: ["--help"] });
   assertEquals((await proc.finished()).code, 0);
 });

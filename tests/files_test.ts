@@ -25,7 +25,7 @@ import {
   missing,
   runCommand,
   runScript,
-  spawnScript,
+  spawn,
   startServer,
 } from "./_helpers.ts";
 
@@ -55,7 +55,7 @@ async function runWithin(
   args: string[],
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const began = performance.now();
-  await using proc = spawnScript(script, { permissions, args });
+  await using proc = spawn(script, { permissions, args });
   const watchdog = setInterval(() => {
     let rssKb = 0;
     try {

@@ -10,7 +10,7 @@ import {
   readAll,
   runCommand,
   runScript,
-  spawnCommand,
+  spawn,
   startServer,
 } from "./_helpers.ts";
 
@@ -181,11 +181,10 @@ Deno.test({
   ignore: missing("socat", "nc"),
   async fn() {
     const ncPort = freePort();
-    await using nc = spawnCommand(
-      "nc",
-      ["-v", "-N", "-l", "127.0.0.1", String(ncPort)],
-      { stdin: true },
-    );
+    await using nc = spawn("nc", {
+      args: ["-v", "-N", "-l", "127.0.0.1", String(ncPort)],
+      stdin: true,
+    });
     await nc.waitForStderr(/[Ll]istening on/);
     const writer = nc.child.stdin.getWriter();
     await writer.write(new TextEncoder().encode("hey from nc"));
@@ -199,12 +198,14 @@ Deno.test({
     assertEquals((await nc.finished()).stdout, "hello");
 
     const socatPort = freePort();
-    await using socat = spawnCommand("socat", [
-      "-d",
-      "-d",
-      `TCP-LISTEN:${socatPort},bind=127.0.0.1,reuseaddr`,
-      "PIPE",
-    ]);
+    await using socat = spawn("socat", {
+      args: [
+        "-d",
+        "-d",
+        `TCP-LISTEN:${socatPort},bind=127.0.0.1,reuseaddr`,
+        "PIPE",
+      ],
+    });
     await socat.waitForStderr(/listening on/);
     const viaSocat = await runScript(CLIENT, {
       permissions: [`--allow-net=127.0.0.1:${socatPort}`],

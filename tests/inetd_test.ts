@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert";
 import { readExact, SIMPLE_SERVICE_PORTS, writeAll } from "../mod.ts";
 import { chargenLines } from "../servers/chargen.ts";
-import { readAll, runScript, spawnScript } from "./_helpers.ts";
+import { readAll, runScript, spawn } from "./_helpers.ts";
 import { freeBase, readUpTo, udpAsk } from "./_simple.ts";
 
 const PERMISSIONS = ["--unstable-net", "--allow-net"];
@@ -10,7 +10,7 @@ const decoder = new TextDecoder();
 
 Deno.test("inetd.ts serves all six services on TCP and UDP; one SIGTERM stops all, exit 0", async () => {
   const base = freeBase();
-  await using proc = spawnScript("servers/inetd.ts", {
+  await using proc = spawn("servers/inetd.ts", {
     permissions: PERMISSIONS,
     args: ["--hostname", "127.0.0.1", "--base", String(base)],
   });
@@ -101,7 +101,7 @@ Deno.test("inetd.ts --only and --except choose services; --tcp-only the transpor
     ] as const
   ) {
     const base = freeBase();
-    await using proc = spawnScript("servers/inetd.ts", {
+    await using proc = spawn("servers/inetd.ts", {
       permissions: PERMISSIONS,
       args: ["--hostname", "127.0.0.1", "--base", String(base), ...args],
     });

@@ -8,7 +8,6 @@ import {
 import {
   getKeepAlive,
   KeepAliveError,
-  keepAliveFlag,
   parseCommandLine,
   serve,
   serverFlags,
@@ -17,12 +16,13 @@ import {
   silentLog,
   UsageError,
 } from "../mod.ts";
+import { keepAliveFlag } from "../lib/server_cli.ts";
 import {
   missing,
   runCommand,
   runScript,
   ScriptProcess,
-  spawnScript,
+  spawn,
   startServer,
 } from "./_helpers.ts";
 
@@ -345,7 +345,7 @@ Deno.test({
     const port = (probe.addr as Deno.NetAddr).port;
     probe.close();
     await using tcpdump = await captureLoopback(port);
-    await using script = spawnScript(SCRIPT, {
+    await using script = spawn(SCRIPT, {
       permissions: [`--allow-net=127.0.0.1:${port}`, FFI],
       args: ["--port", String(port), "127.0.0.1"],
     });
@@ -553,7 +553,7 @@ Deno.test({
     await ip("netns", "add", ns);
     try {
       await ip("-n", ns, "link", "set", "lo", "up");
-      await using script = spawnScript(SCRIPT, {
+      await using script = spawn(SCRIPT, {
         prefix: ["ip", "netns", "exec", ns],
         permissions: ["--allow-net=127.0.0.1:12345", FFI],
         args: ["--count", "3", "127.0.0.1"],

@@ -25,7 +25,7 @@ import {
   repoPath,
   runCommand,
   runScript,
-  spawnCommand,
+  spawn,
   startServer,
   type TestCertificates,
 } from "./_helpers.ts";
@@ -452,12 +452,14 @@ Deno.test({
 async function socatTlsEcho(certs: TestCertificates) {
   for (let attempt = 0;; attempt++) {
     const port = freePort();
-    const proc = spawnCommand("socat", [
-      "-d",
-      "-d",
-      `OPENSSL-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork,cert=${certs.cert},key=${certs.key},verify=0`,
-      "EXEC:cat",
-    ]);
+    const proc = spawn("socat", {
+      args: [
+        "-d",
+        "-d",
+        `OPENSSL-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork,cert=${certs.cert},key=${certs.key},verify=0`,
+        "EXEC:cat",
+      ],
+    });
     try {
       await proc.waitForStderr(/listening on/);
       return { port, [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose]() };

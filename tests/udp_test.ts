@@ -13,7 +13,7 @@ import {
   missing,
   runCommand,
   runScript,
-  spawnCommand,
+  spawn,
   startServer,
 } from "./_helpers.ts";
 
@@ -205,12 +205,14 @@ Deno.test({
   ignore: missing("socat", "nc"),
   async fn() {
     const socatPort = freePort();
-    await using socat = spawnCommand("socat", [
-      "-d",
-      "-d",
-      `UDP-RECVFROM:${socatPort},bind=127.0.0.1`,
-      "PIPE",
-    ]);
+    await using socat = spawn("socat", {
+      args: [
+        "-d",
+        "-d",
+        `UDP-RECVFROM:${socatPort},bind=127.0.0.1`,
+        "PIPE",
+      ],
+    });
     await socat.waitForStderr(/receiving on/);
     const viaSocat = await runScript(CLIENT, {
       permissions: clientPermissions(socatPort),
@@ -220,11 +222,10 @@ Deno.test({
     assertEquals(viaSocat.stdout, "echo me");
 
     const ncPort = freePort();
-    await using nc = spawnCommand(
-      "nc",
-      ["-v", "-u", "-l", "127.0.0.1", String(ncPort)],
-      { stdin: true },
-    );
+    await using nc = spawn("nc", {
+      args: ["-v", "-u", "-l", "127.0.0.1", String(ncPort)],
+      stdin: true,
+    });
     await nc.waitForStderr(/Bound on|[Ll]istening on/);
     const writer = nc.child.stdin.getWriter();
     await writer.write(encoder.encode("reply from nc"));

@@ -17,7 +17,7 @@ import {
   pseudoRandomBytes,
   readAll,
   runScript,
-  spawnScript,
+  spawn,
 } from "./_helpers.ts";
 import { freeBase, readUpTo, startXinetd, udpAsk } from "./_simple.ts";
 
@@ -40,7 +40,7 @@ const MONTHS = [
 /** Our inetd.ts at a free base on 127.0.0.1, under TZ=UTC. */
 async function startOurs() {
   const base = freeBase();
-  const proc = spawnScript("servers/inetd.ts", {
+  const proc = spawn("servers/inetd.ts", {
     permissions: INETD_PERMISSIONS,
     args: ["--hostname", "127.0.0.1", "--base", String(base)],
     env: { TZ: "UTC" },

@@ -12,7 +12,7 @@ import {
   repoPath,
   runCommand,
   type ScriptProcess,
-  spawnScript,
+  spawn,
 } from "../_helpers.ts";
 import { freeBase, receiveOrNull } from "../_simple.ts";
 import { cannotForge, forgeUdp } from "../_forge.ts";
@@ -289,7 +289,7 @@ Deno.test({
 });
 
 Deno.test("echo.ts with defaults: one host opening 4,096 idle connections holds only its share, another host is served", async () => {
-  const proc = spawnScript("servers/echo.ts", {
+  const proc = spawn("servers/echo.ts", {
     permissions: ["--allow-net=[::]:0"],
     args: ["--hostname", "::", "--port", "0"],
   });
@@ -383,7 +383,7 @@ Deno.test({
   ignore: cannotForge(),
   async fn() {
     const base = freeBase();
-    const inetd = spawnScript("servers/inetd.ts", {
+    const inetd = spawn("servers/inetd.ts", {
       permissions: UDP_PERMISSIONS,
       args: [
         "--hostname",

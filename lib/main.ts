@@ -1,0 +1,132 @@
+/**
+ * A script's life around its body: {@linkcode runMain} runs it and turns
+ * its outcome into an exit code and at most one `error:` line
+ * ({@linkcode describeError}: a usage error exits 2, any other failure 1,
+ * `--help` prints the usage and exits 0); {@linkcode rerunCommand} is the
+ * command that runs the script again, for hints a user can paste.
+ *
+ * @module
+ */
+
+import { HelpRequested, UsageError } from "./cli.ts";
+import { writeAll } from "./io.ts";
+import { flushStderrLog } from "./log.ts";
+
+/**
+ * Turns an expected failure into the one line a user sees (without the
+ * `error: ` prefix): its first line.
+ *
+ * @example
+ * ```ts
+ * import { assertStringIncludes } from "@std/assert";
+ * import { describeError } from "./main.ts";
+ *
+ * const line = describeError(new Deno.errors.ConnectionRefused("refused"));
+ * assertStringIncludes(line, "refused");
+ * ```
+ */
+export function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const first = (error.message || error.name).split("\n")[0];
+  return first.replace(/^error: /, "").replace(
+    // Deno without its unstable net API (no --unstable-net, and no
+    // deno.json saying "unstable": ["net"] for this script).
+    /\bDeno\.listenDatagram is not a function\b.*/,
+    "UDP and Unix datagram sockets need Deno's unstable net API: run with --unstable-net",
+  ).replace(
+    // Deno's NotCapable: name the flag with its value, ready to paste.
+    /(requires (\w+) access to "([^"]+)"), run again with the --allow-\2 flag/i,
+    "$1: run again with --allow-$2=$3",
+  );
+}
+
+/**
+ * The command that runs this script again with `permissions` and the flags
+ * in `replace` set (each replacing what the command line gave): a hint a
+ * user can paste, e.g. `deno run --allow-net=0.0.0.0:10013
+ * servers/daytime.ts --port 10013`. `undefined` when the main module is
+ * not one of the toolkit's scripts.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { rerunCommand } from "./main.ts";
+ *
+ * // Run as `servers/daytime.ts --port 13`, this is `deno run
+ * // --allow-net=0.0.0.0:10013 servers/daytime.ts --port 10013`; a doc
+ * // test's main module is no script of the toolkit: no hint.
+ * assertEquals(rerunCommand(["--allow-net=0.0.0.0:10013"], { port: "10013" }), undefined);
+ * ```
+ */
+export function rerunCommand(
+  permissions: readonly string[],
+  replace: Readonly<Record<string, string>>,
+): string | undefined {
+  const script = /\/((?:servers|clients)\/[\w-]+\.ts)$/.exec(
+    Deno.mainModule,
+  )?.[1];
+  if (script === undefined) return undefined;
+  const args: string[] = [];
+  for (let i = 0; i < Deno.args.length; i++) {
+    const arg = Deno.args[i];
+    if (arg === "--") {
+      args.push(...Deno.args.slice(i));
+      break;
+    }
+    const match = /^--([^=]+)(=.*)?$/s.exec(arg);
+    if (match && Object.hasOwn(replace, match[1])) {
+      if (match[2] === undefined) i++; // `--port 13`: its value too.
+      continue;
+    }
+    args.push(arg);
+  }
+  const flags = Object.entries(replace).flatMap(([name, value]) => [
+    `--${name}`,
+    value,
+  ]);
+  const at = args.indexOf("--");
+  if (at >= 0) args.splice(at, 0, ...flags);
+  else args.push(...flags);
+  const quote = (word: string) =>
+    /^[\w@%+=:,./[\]-]+$/.test(word)
+      ? word
+      : `'${word.replaceAll("'", `'\\''`)}'`;
+  return ["deno", "run", ...permissions, script, ...args].map(quote).join(" ");
+}
+
+/**
+ * Runs a script's body and turns its outcome into an exit code: the number
+ * it returns (default 0); {@linkcode HelpRequested} prints usage and exits
+ * 0; {@linkcode UsageError} prints `error: ...` and exits 2; any other
+ * failure prints `error: ...` and exits 1.
+ *
+ * @example
+ * ```ts ignore
+ * import { runMain } from "./main.ts";
+ *
+ * await runMain(async () => {
+ *   console.log("hello");
+ * });
+ * ```
+ */
+export async function runMain(
+  body: () => Promise<number | void>,
+): Promise<never> {
+  let code: number;
+  try {
+    code = (await body()) ?? 0;
+  } catch (error) {
+    await flushStderrLog();
+    if (error instanceof HelpRequested) {
+      await writeAll(
+        Deno.stdout,
+        new TextEncoder().encode(error.usage.trimEnd() + "\n"),
+      );
+      Deno.exit(0);
+    }
+    console.error(`error: ${describeError(error)}`);
+    Deno.exit(error instanceof UsageError ? 2 : 1);
+  }
+  await flushStderrLog();
+  Deno.exit(code);
+}

@@ -1,0 +1,64 @@
+/**
+ * What the stream and the datagram server share: the `Server` face
+ * (`ready`, `finished`, `shutdown()`, `[Symbol.asyncDispose]`), the log and
+ * its label, the grace period, and the stop sequence that runs once,
+ * whoever asks (a signal, `shutdown()`, a disposal).
+ *
+ * @module
+ */
+
+import { type Log, stderrLog } from "./log.ts";
+import {
+  DEFAULT_GRACE_MS,
+  type Server,
+  type ServerOptions,
+} from "./server_options.ts";
+
+/** Shared by both kinds of server: state, logging and the stop sequence. */
+export abstract class BaseServer implements Server {
+  readonly ready: Promise<void>;
+  readonly finished: Promise<void>;
+  protected readonly log: Log;
+  protected readonly prefix: string;
+  protected readonly gracePeriodMs: number;
+  protected closing = false;
+  #resolveFinished!: () => void;
+  #shutdownStarted = false;
+
+  constructor(options: ServerOptions, ready: Promise<void>) {
+    this.log = options.log ?? stderrLog;
+    this.prefix = options.label ? `${options.label}: ` : "";
+    this.gracePeriodMs = options.gracePeriodMs ?? DEFAULT_GRACE_MS;
+    this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    this.ready = ready;
+    // A rejected `ready` also settles `finished`; a caller that never awaits
+    // `ready` must not crash on an unhandled rejection.
+    ready.catch(() => {
+      this.closing = true;
+      this.#resolveFinished();
+    });
+    options.signal?.addEventListener("abort", () => this.shutdown(), {
+      once: true,
+    });
+  }
+
+  abstract get addr(): Deno.Addr;
+
+  /** Closes the socket and drains; resolves when all is closed. */
+  protected abstract stop(): Promise<void>;
+
+  shutdown(): Promise<void> {
+    if (!this.#shutdownStarted) {
+      this.#shutdownStarted = true;
+      this.closing = true;
+      this.ready.then(() => this.stop(), () => {}).finally(() =>
+        this.#resolveFinished()
+      );
+    }
+    return this.finished;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+}

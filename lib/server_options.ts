@@ -1,0 +1,201 @@
+/**
+ * What `serve()` (in `server.ts`) takes and returns: the {@linkcode Service}
+ * (a name, a default port, a handler per kind of transport), the
+ * {@linkcode ServerOptions} every server takes with their defaults, and the
+ * {@linkcode Server} it returns, shaped like `Deno.serve`'s: `addr`,
+ * `finished`, `shutdown()`, `[Symbol.asyncDispose]`. The servers themselves
+ * are in `stream_server.ts` and `datagram_server.ts`.
+ *
+ * @module
+ */
+
+import type { AccessPolicy } from "./access.ts";
+import type { Transport } from "./endpoint.ts";
+import type { KeepAliveConfig } from "./keepalive.ts";
+import type { Log } from "./log.ts";
+import type { TlsCertificate } from "./tls.ts";
+
+/** A running server (or a group of them, see {@linkcode combineServers}). */
+export interface Server extends AsyncDisposable {
+  /** The bound address (for `port: 0`, the real port). */
+  readonly addr: Deno.Addr;
+  /**
+   * Settles once the socket is bound and serving; for TCP and UDP that is at
+   * once, for a Unix socket after a stale socket file was checked and
+   * replaced. Rejects when binding fails (the error is also logged).
+   */
+  readonly ready: Promise<void>;
+  /** Resolves once the server has stopped and every connection is closed. */
+  readonly finished: Promise<void>;
+  /**
+   * Stops accepting, lets connections in flight finish within the grace
+   * period, then closes the rest; resolves like `finished`.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** Options every server takes. */
+export interface ServerOptions {
+  /** `tcp` (default), `udp`, `unix` (stream) or `unixpacket` (datagram). */
+  transport?: Transport;
+  /** Address to bind for TCP and UDP. Default `0.0.0.0`. */
+  hostname?: string;
+  /** Port for TCP and UDP; 0 picks a free one. Default: the service's own. */
+  port?: number;
+  /**
+   * Socket file for `unix` and `unixpacket`. A stale socket there is
+   * replaced; anything else is refused. When the server stops it removes
+   * the file only if it is still the socket it made: a file or another
+   * server's socket put there meanwhile stays (a `unix` listener is then
+   * left open, accepting nothing, until the process exits, because Deno
+   * removes a listener's path when it closes; `Deno.exit` does not).
+   */
+  path?: string;
+  /**
+   * Permission bits of the socket file for `unix` and `unixpacket`. Default
+   * `0o600`: only the owner may connect.
+   */
+  mode?: number;
+  /** Most connections served at once; the next is closed at once. Default 4096. */
+  maxConnections?: number;
+  /**
+   * TCP: most connections at once from one source, TLS handshakes in
+   * progress included; the next is closed at once (logged, counted, like
+   * `maxConnections`). A source is an IPv4 address (IPv4-mapped ones
+   * count as IPv4) or an IPv6 /64, as one host may use a whole /64. 0: no
+   * limit. Default {@linkcode DEFAULT_PER_SOURCE}. With `workers`, each
+   * thread counts its own connections. Unix sockets have no sources: the
+   * socket file's mode is their access control.
+   */
+  perSource?: number;
+  /** Closes a connection idle this long, in ms; 0 (default) never. */
+  idleTimeoutMs?: number;
+  /** How long shutdown waits for connections in flight, in ms. Default 10000. */
+  gracePeriodMs?: number;
+  /** Who may connect; everyone when absent. */
+  access?: AccessPolicy;
+  /**
+   * Serve TLS (TCP only): the PEM certificate chain and key, e.g. from
+   * `readTlsFiles`. Plain TCP when absent. Handlers get a
+   * {@linkcode Deno.TlsConn} whose handshake is already done; a client
+   * refused by `access` or `maxConnections` is closed before any TLS byte.
+   */
+  tls?: TlsCertificate;
+  /**
+   * TLS: a client that has not completed its handshake this many ms after
+   * being accepted is closed (one log line). Default 10000.
+   */
+  handshakeTimeoutMs?: number;
+  /**
+   * TCP keepalive on every accepted connection (`true`: on with the
+   * system's timing; a config also tunes it, which needs `--allow-ffi`, see
+   * {@linkcode setKeepAlive}). A peer that stops answering the probes is
+   * then logged as dead and its connection closed. Default off.
+   */
+  keepAlive?: KeepAliveConfig | boolean;
+  /** UDP: answer datagrams from source ports below 1024. Default `false`. */
+  allowLowPorts?: boolean;
+  /**
+   * Datagram replies per second to one source, whatever its port: an IPv4
+   * address (IPv4-mapped ones count as IPv4), an IPv6 /64 or a Unix socket
+   * path; bursts up to as many. 0: no limit. Default 100. The table of
+   * sources is bounded (see `SourceRateLimiter` in `lib/datagram_guard.ts`).
+   */
+  udpRatePerSecond?: number;
+  /**
+   * Datagrams: the loop guard, on unless `false`, whatever the rate limit.
+   * A datagram identical to the reply sent to its source (address and
+   * port) within the last second is that reply bounced back by a server
+   * that answers anything, and is dropped; and a service whose reply is
+   * not the datagram itself (all but echo) does not answer a datagram
+   * shaped like a simple service's reply (text in CRLF lines, or an
+   * RFC 868 time: see `serviceReplyKind` in `lib/datagram_guard.ts`). So
+   * a loop between two servers that answer anything ends within two
+   * round trips, whatever their ports. Drops are logged, counted.
+   */
+  loopGuard?: boolean;
+  /**
+   * UDP: source ports never answered, even with `allowLowPorts`: the ports
+   * of services that answer anything (echo, chargen...), where a reply
+   * could start an endless loop. Default none.
+   */
+  dropSourcePorts?: Iterable<number>;
+  /** Where log lines go. Default {@linkcode stderrLog}. */
+  log?: Log;
+  /** Label for log lines of a server with several sockets (`echo/tcp`). */
+  label?: string;
+  /** Aborting this signal shuts the server down. */
+  signal?: AbortSignal;
+  /**
+   * TCP: serve with this many threads, each with its own listener on the
+   * same port (`SO_REUSEPORT`, Linux), sharing `maxConnections` and
+   * shutdown; see `lib/workers.ts`. The workers run the main module again,
+   * so this is for scripts (`--workers N`). Default 1.
+   */
+  workers?: number;
+}
+
+/** What a stream handler learns about its connection. */
+export interface ConnectionContext {
+  /** The peer, formatted for logs (`127.0.0.1:5000`). */
+  readonly peer: string;
+  /** Call after moving data, so the idle timeout starts again. */
+  active(): void;
+  /** Bytes received, for the closing log line; handlers add to it. */
+  bytesIn: number;
+  /** Bytes sent, for the closing log line; handlers add to it. */
+  bytesOut: number;
+}
+
+/** Serves one accepted connection; the server closes it afterwards. */
+export type StreamHandler = (
+  conn: Deno.Conn,
+  context: ConnectionContext,
+) => Promise<void>;
+
+/**
+ * Answers one datagram: the reply to send back to its source, or nothing.
+ * `data` is only valid until the handler returns.
+ */
+export type DatagramHandler = (
+  data: Uint8Array,
+  source: Deno.Addr,
+) => Uint8Array | null | undefined | Promise<Uint8Array | null | undefined>;
+
+/** The handlers of a service: one per kind of transport it supports. */
+export interface Service {
+  /** Short name for log lines (`echo`). */
+  name: string;
+  /** Well-known port, used when `options.port` is absent. */
+  defaultPort: number;
+  /** Default bind address. Default `0.0.0.0`. */
+  defaultHostname?: string;
+  /** Handler for `tcp` and `unix`. */
+  stream?: StreamHandler;
+  /** Handler for `udp` and `unixpacket`. */
+  datagram?: DatagramHandler;
+}
+
+/** Most clients at once unless `maxConnections` says otherwise. */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
+
+/**
+ * Connections at once from one source unless `perSource` says otherwise:
+ * 256, a sixteenth of the default 4096 connections, so one host (one
+ * address, or one IPv6 /64) cannot hold every slot; at least 16 hosts
+ * must collude to fill the server, while a host's ordinary fan-out (a
+ * browser's 6 per origin, a build farm's hundred) still fits.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { DEFAULT_MAX_CONNECTIONS, DEFAULT_PER_SOURCE } from "./server_options.ts";
+ *
+ * assertEquals(DEFAULT_PER_SOURCE, DEFAULT_MAX_CONNECTIONS / 16);
+ * ```
+ */
+export const DEFAULT_PER_SOURCE = 256;
+/** Grace period on shutdown unless `gracePeriodMs` says otherwise. */
+export const DEFAULT_GRACE_MS = 10_000;
+/** UDP replies a second to one source unless `udpRatePerSecond` says otherwise. */
+export const DEFAULT_UDP_RATE = 100;
