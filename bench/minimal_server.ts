@@ -17,7 +17,7 @@ const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(portText) });
 console.error(`listening on 127.0.0.1:${listener.addr.port}`);
 const line = new TextEncoder().encode("Tue Dec  1 15:00:00 2026\r\n");
 
-async function echo(conn: Deno.Conn): Promise<void> {
+async function echo(conn: Deno.TcpConn): Promise<void> {
   conn.setNoDelay(true);
   const buffer = new Uint8Array(64 * 1024);
   try {
@@ -33,7 +33,7 @@ async function echo(conn: Deno.Conn): Promise<void> {
   }
 }
 
-async function daytime(conn: Deno.Conn): Promise<void> {
+async function daytime(conn: Deno.TcpConn): Promise<void> {
   try {
     await conn.write(line);
   } catch {

@@ -9,14 +9,20 @@
  * ```sh
  * $ socat UDP-RECVFROM:3500,bind=127.0.0.1,fork SYSTEM:'echo hi' &
  * $ deno run --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:3500 clients/udp.ts
+ * ...
  * hi
  * $ deno task udp-client hello
+ * ...
  * hi
  * $ deno install -g -f -n sock-udp-client --config=deno.json --unstable-net --allow-net=0.0.0.0:0,127.0.0.1:3500 clients/udp.ts
  * ...
  * $ sock-udp-client
+ * ...
  * hi
  * ```
+ *
+ * (`...`: a busy machine may lose a datagram or answer late, and the client
+ * then says it sends again.)
  *
  * With no server:
  *
