@@ -54,5 +54,6 @@ export * from "./lib/client.ts";
 export * from "./lib/simple.ts";
 export * from "./lib/dial.ts";
 export * from "./lib/relay.ts";
+export * from "./lib/proxy_protocol.ts";
 export * from "./lib/tz.ts";
 export * from "./lib/workers.ts";

@@ -126,6 +126,11 @@ export interface ConnectionContext {
   bytesIn: number;
   /** Bytes sent, for the closing log line; handlers add to it. */
   bytesOut: number;
+  /**
+   * More for the closing log line, after the byte counts: what a handler
+   * alone knows (a forwarder's target, duration and why it ended).
+   */
+  note?: string;
 }
 
 /** Serves one accepted connection; the server closes it afterwards. */
@@ -225,6 +230,8 @@ class Connection implements ConnectionContext {
     this.conn = conn;
     this.peer = formatAddr(conn.remoteAddr);
   }
+
+  note?: string;
 
   active(): void {
     this.idleTicks = 0;
@@ -631,8 +638,8 @@ class StreamServer extends BaseServer {
       this.#untrack(connection);
       this.log(
         `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${
-          cut ? "" : failure
-        }`,
+          connection.note ? ` ${connection.note}` : ""
+        }${cut ? "" : failure}`,
       );
       if (this.#connections.size === 0) this.#drained?.();
     }
@@ -979,15 +986,27 @@ class DatagramServer extends BaseServer {
  * Token bucket per source address: `perSecond` replies a second, bursts up
  * to the same. The table is bounded: past 65536 sources it is cleared, which
  * at worst lets a spoofing flood get one extra burst per source.
+ *
+ * @example
+ * ```ts
+ * import { SourceRateLimiter } from "./server.ts";
+ *
+ * const limiter = new SourceRateLimiter(2);
+ * const sent = [1, 2, 3].filter(() => limiter.take("192.0.2.1")).length;
+ * if (sent !== 2) throw new Error(`${sent} sent`);
+ * ```
  */
-class SourceRateLimiter {
+export class SourceRateLimiter {
+  /** Replies a second to one source (and the burst); 0: no limit. */
   readonly perSecond: number;
   readonly #buckets = new Map<string, { tokens: number; at: number }>();
 
+  /** A limiter of `perSecond` replies to each source. */
   constructor(perSecond: number) {
     this.perSecond = perSecond;
   }
 
+  /** Takes a token for `source`: `true` if a reply may go to it now. */
   take(source: string): boolean {
     if (this.perSecond <= 0) return true;
     const now = performance.now();
