@@ -507,6 +507,14 @@ export async function readProxyHeader(
     : deadline.signal;
   let buffer = new Uint8Array(MAX_V1_HEADER_BYTES);
   let length = 0;
+  // Counts what arrives, so a failure can show it.
+  const counting: ByteReader = {
+    read: async (p) => {
+      const n = await conn.read(p);
+      if (n !== null) length += n;
+      return n;
+    },
+  };
   try {
     for (
       let needed;
@@ -517,24 +525,22 @@ export async function readProxyHeader(
         larger.set(buffer.subarray(0, length));
         buffer = larger;
       }
-      try {
-        await readExactInto(conn, buffer.subarray(length, length + needed), {
-          signal,
-        });
-      } catch (error) {
-        if (error instanceof UnexpectedEofError) {
-          length += error.bytesRead;
-          throw new ProxyHeaderError(
-            length === 0
-              ? "closed before sending a PROXY header"
-              : `closed in the middle of a PROXY header (after ${length} bytes)`,
-          );
-        }
-        throw error;
-      }
-      length += needed;
+      await readExactInto(
+        counting,
+        buffer.subarray(length, length + needed),
+        { signal },
+      );
     }
   } catch (error) {
+    if (error instanceof UnexpectedEofError) {
+      throw new ProxyHeaderError(
+        length === 0
+          ? "closed before sending a PROXY header"
+          : `closed in the middle of a PROXY header (got ${
+            quote(buffer.subarray(0, length))
+          })`,
+      );
+    }
     if (deadline.signal.aborted && !(error instanceof ProxyHeaderError)) {
       throw new ProxyHeaderError(
         `no PROXY header within ${formatSeconds(deadlineMs)}` +

@@ -25,7 +25,8 @@ export interface SpliceResult {
   /**
    * Why it ended, for a log line: `client closed first` or `target closed
    * first` (both sides finished, in that order), `client reset`, `target
-   * reset`, `client went away` (a write to it failed), `cut by the server`
+   * reset` (a read or a write failed: the side reset the connection, or
+   * closed it and then reset what was still sent), `cut by the server`
    * (the client's connection was closed under it: an idle timeout, a
    * shutdown), or `client: REASON` / `target: REASON` for anything else.
    */
@@ -75,12 +76,14 @@ function describeFailure(side: Side, error: unknown, writing: boolean): string {
   ) {
     return "cut by the server";
   }
-  if (error instanceof Deno.errors.ConnectionReset) return `${side} reset`;
+  // A write to a side that has closed (or reset) fails with EPIPE once its
+  // kernel answered the write with a reset: a reset too, seen by writing.
   if (
+    error instanceof Deno.errors.ConnectionReset ||
     error instanceof Deno.errors.BrokenPipe ||
     (writing && error instanceof Deno.errors.NotConnected)
   ) {
-    return `${side} went away`;
+    return `${side} reset`;
   }
   if (error instanceof Deno.errors.TimedOut) {
     return `${side} dead (keepalive probes unanswered)`;

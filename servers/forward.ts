@@ -635,9 +635,9 @@ function serverOptionsFrom(values: ServerFlagValues): ServerOptions {
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     throw new UsageError(
-      error.message.replace(/--udp\b/g, "udp://")
-        .replace(/--unixpacket\b/g, "unixpacket:")
-        .replace(/--unix\b/g, "unix:"),
+      error.message.replace(/--udp(?![\w-])/g, "udp://")
+        .replace(/--unixpacket(?![\w-])/g, "unixpacket:")
+        .replace(/--unix(?![\w-])/g, "unix:"),
     );
   }
 }
