@@ -324,7 +324,7 @@ Deno.test("forward.ts: a target that refuses closes that client with one line, a
       ),
     );
   }
-  await using backend = listenBackend(echoHandler, port);
+  await using _backend = listenBackend(echoHandler, port);
   using conn = await Deno.connect({
     hostname: "127.0.0.1",
     port: forward.port,
