@@ -147,7 +147,11 @@ class DatagramForwarder implements Server {
   readonly #sessions = new Map<string, Session>();
   /** Local ports of our session sockets, to spot our own datagrams. */
   readonly #ownPorts = new Set<number>();
-  readonly #dropped: FloodLog;
+  /** Counted drops, one flood log per reason (as the datagram servers). */
+  readonly #dropped: Record<
+    "lowPort" | "loop" | "notReady" | "send" | "stranger" | "rate" | "answer",
+    FloodLog
+  >;
   readonly #refused: FloodLog;
   readonly #failed: FloodLog;
   readonly #sweep: ReturnType<typeof setInterval>;
@@ -189,7 +193,16 @@ class DatagramForwarder implements Server {
     this.#rate = new SourceRateLimiter(
       options.udpRatePerSecond ?? DEFAULT_UDP_RATE,
     );
-    this.#dropped = new FloodLog(this.#log, `${this.#prefix}dropped`);
+    const dropped = () => new FloodLog(this.#log, `${this.#prefix}dropped`);
+    this.#dropped = {
+      lowPort: dropped(),
+      loop: dropped(),
+      notReady: dropped(),
+      send: dropped(),
+      stranger: dropped(),
+      rate: dropped(),
+      answer: dropped(),
+    };
     this.#refused = new FloodLog(this.#log, `${this.#prefix}refused`);
     this.#failed = new FloodLog(this.#log, `${this.#prefix}closed`);
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
@@ -220,7 +233,9 @@ class DatagramForwarder implements Server {
       if (source.port < 1024 && !this.#options.allowLowPorts) {
         // CVE-1999-0103: answers to a privileged port (echo, chargen...)
         // can start an endless loop.
-        this.#dropped.event(`datagram from ${peer}: source port below 1024`);
+        this.#dropped.lowPort.event(
+          `datagram from ${peer}: source port below 1024`,
+        );
         continue;
       }
       if (
@@ -228,7 +243,7 @@ class DatagramForwarder implements Server {
         (isLoopback(source.hostname) ||
           sameHost(source.hostname, this.addr.hostname))
       ) {
-        this.#dropped.event(
+        this.#dropped.loop.event(
           `datagram from ${peer}: one of this forwarder's own sessions (the target leads back here: loop protection)`,
         );
         continue;
@@ -256,7 +271,7 @@ class DatagramForwarder implements Server {
         if (session.pending.length < PENDING_DATAGRAMS) {
           session.pending.push(data.slice());
         } else {
-          this.#dropped.event(
+          this.#dropped.notReady.event(
             `datagram from ${peer}: its session is not ready yet`,
           );
         }
@@ -271,7 +286,7 @@ class DatagramForwarder implements Server {
       await session.socket!.send(data, session.target!);
     } catch (error) {
       if (!session.closed) {
-        this.#dropped.event(
+        this.#dropped.send.event(
           `datagram from ${session.peer} to ${formatAddr(session.target!)}: ${
             (error as Error).message
           }`,
@@ -333,7 +348,7 @@ class DatagramForwarder implements Server {
       if (
         from.port !== target.port || !sameHost(from.hostname, target.hostname)
       ) {
-        this.#dropped.event(
+        this.#dropped.stranger.event(
           `datagram from ${
             formatAddr(from)
           } to the session of ${session.peer}: not from the target`,
@@ -342,7 +357,7 @@ class DatagramForwarder implements Server {
       }
       session.lastActive = performance.now();
       if (!this.#rate.take(rateKey)) {
-        this.#dropped.event(
+        this.#dropped.rate.event(
           `answer to ${session.peer}: over ${this.#rate.perSecond} answers/s`,
         );
         continue;
@@ -352,7 +367,7 @@ class DatagramForwarder implements Server {
         session.bytesOut += data.byteLength;
       } catch (error) {
         if (this.#closing) return;
-        this.#dropped.event(
+        this.#dropped.answer.event(
           `answer to ${session.peer}: ${(error as Error).message}`,
         );
       }
@@ -407,7 +422,7 @@ class DatagramForwarder implements Server {
     for (const session of [...this.#sessions.values()]) {
       this.#close(session, "shutdown");
     }
-    this.#dropped.flush();
+    for (const log of Object.values(this.#dropped)) log.flush();
     this.#refused.flush();
     this.#failed.flush();
     this.#resolveFinished();

@@ -35,6 +35,10 @@
  *     socat UDP-LISTEN:5353,fork UDP:127.0.0.1:53
  *     deno run --unstable-net --allow-net servers/forward.ts udp://0.0.0.0:5353 udp://127.0.0.1:53
  *
+ * (UDP answers go to whoever asked, hence `--allow-net` for any client;
+ * for clients on this host only, `--allow-net=127.0.0.1,0.0.0.0:0` and
+ * `udp://127.0.0.1:5353`: the session sockets bind `0.0.0.0:0`.)
+ *
  *     socat OPENSSL-LISTEN:8443,fork,cert=cert.pem,key=key.pem,verify=0 TCP:127.0.0.1:8080
  *     haproxy: bind :8443 ssl crt site.pem / server s 127.0.0.1:8080
  *     deno run --allow-net=0.0.0.0:8443,127.0.0.1:8080 --allow-read=cert.pem,key.pem \
