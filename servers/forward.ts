@@ -130,6 +130,7 @@ import {
   startClientTls,
   type TlsCertificate,
   UsageError,
+  workerInit,
   writeAll,
 } from "../mod.ts";
 import {
@@ -229,7 +230,7 @@ async function dialTarget(
   plan: Plan,
   source: Deno.Addr,
   destination: Deno.Addr,
-): Promise<{ conn: SpliceConn; address: string }> {
+): Promise<{ conn: SpliceConn; address: string; warning?: string }> {
   const target = plan.target;
   const header = plan.sendProxy &&
     encodeProxyHeader(plan.sendProxy, { source, destination });
@@ -252,24 +253,32 @@ async function dialTarget(
     timeoutMs: plan.connectTimeoutMs,
   });
   const address = formatAddr(tcp.remoteAddr);
+  let warning: string | undefined;
   try {
     // A forwarder passes each write on at once: Nagle would hold a small
     // one back behind an unacknowledged one.
     tcp.setNoDelay(true);
-    if (plan.keepAlive) setKeepAlive(tcp, plan.keepAlive);
+    if (plan.keepAlive) {
+      try {
+        setKeepAlive(tcp, plan.keepAlive);
+      } catch (error) {
+        // As the server core does for the client's side: said, not fatal.
+        warning = `(keepalive not set: ${(error as Error).message})`;
+      }
+    }
     if (header) await writeAll(tcp, header);
   } catch (error) {
     closeQuietly(tcp);
     throw describeConnectFailure(error, address);
   }
-  if (!plan.targetTls) return { conn: tcp, address };
+  if (!plan.targetTls) return { conn: tcp, address, warning };
   const tls = await startClientTls(tcp, {
     serverName: plan.targetTls.serverName ?? target.hostname,
     caCerts: plan.targetTls.caCerts,
     insecure: plan.targetTls.insecure,
     handshakeTimeoutMs: plan.connectTimeoutMs,
   });
-  return { conn: tls, address };
+  return { conn: tls, address, warning };
 }
 
 /** `acceptProxy` with TLS: the handshake, after the header, bounded. */
@@ -349,6 +358,7 @@ async function forwardStream(
       formatSeconds(performance.now() - began)
     }, ${result.end}`,
   );
+  if (target.warning) notes.push(target.warning);
   context.note = notes.join(" ");
 }
 
@@ -719,7 +729,7 @@ function optionsFromArgs(args: string[]): ForwardOptions {
 if (import.meta.main) {
   await runMain(async () => {
     const options = optionsFromArgs(Deno.args);
-    if (options.targetTls?.insecure) {
+    if (options.targetTls?.insecure && !workerInit) {
       console.error(
         "warning: --insecure: TARGET's certificate is not verified; anyone on the path to it can read and change the forwarded connections",
       );

@@ -886,6 +886,84 @@ Deno.test("forward.ts: a target that closes mid-stream while the client still se
   assertEquals(await settledFdCount(pid, baseline), baseline);
 });
 
+Deno.test("forward.ts dials a target by name with only NAME:PORT granted, and logs the address it reached", async () => {
+  await using backend = listenBackend(echoHandler);
+  await using forward = await startForward(`tcp://localhost:${backend.port}`, {
+    permissions: [`--allow-net=127.0.0.1:0,localhost:${backend.port}`],
+  });
+  using conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: forward.port,
+  });
+  const reading = readAll(conn);
+  await writeAll(conn, encode("by name"));
+  await conn.closeWrite();
+  assertEquals(decode(await reading), "by name");
+  // localhost may be ::1 first (refused here): Happy Eyeballs goes on.
+  assertMatch(
+    await closingLine(forward.proc, localPort(conn)),
+    new RegExp(`to ${backend.address}, .* client closed first$`),
+  );
+});
+
+Deno.test("forward.ts on SIGTERM lets a pair in flight finish within --grace, then closes both sides and exits 0", async () => {
+  let targetDone!: () => void;
+  const done = new Promise<void>((resolve) => targetDone = resolve);
+  await using backend = listenBackend(async (conn) => {
+    await readAll(conn).catch(() => {});
+    targetDone();
+  });
+  await using forward = await startForward(`tcp://${backend.address}`, {
+    args: ["--grace", "0.3"],
+  });
+  using conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: forward.port,
+  });
+  await writeAll(conn, encode("still here"));
+  await forward.proc.waitForStderr(/^accepted /);
+  while (backend.accepted() === 0) await new Promise((r) => setTimeout(r, 20));
+  const began = Date.now();
+  forward.proc.kill("SIGTERM");
+  assertEquals((await forward.proc.finished()).code, 0);
+  assertLess(Date.now() - began, 3000);
+  await done;
+  assert(await closedWithin(conn, 1000));
+  assertMatch(forward.proc.stderr, /grace period over: closed 1 connection/);
+});
+
+Deno.test("forward.ts --workers 2 forwards from both threads", async () => {
+  const jsrMirror = Deno.env.get("JSR_URL")?.startsWith("file:")
+    ? `,${new URL(Deno.env.get("JSR_URL")!).pathname}`
+    : "";
+  await using backend = listenBackend(echoHandler);
+  const port = freePort();
+  await using forward = await startForward(`tcp://${backend.address}`, {
+    listen: `tcp://127.0.0.1:${port}`,
+    args: ["--workers", "2"],
+    permissions: [
+      `--allow-net=127.0.0.1:${port},${backend.address}`,
+      `--allow-read=servers/forward.ts,mod.ts,lib${jsrMirror}`,
+    ],
+  });
+  for (let i = 0; i < 16; i++) {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const reading = readAll(conn);
+    await writeAll(conn, encode(`${i}`));
+    await conn.closeWrite();
+    assertEquals(decode(await reading), `${i}`);
+  }
+  await forward.proc.until(
+    () =>
+      new Set(
+        forward.proc.stderrLines.flatMap((l) =>
+          /^worker (\d+): closed /.exec(l)?.[1] ?? []
+        ),
+      ).size === 2,
+    "closing lines from both workers",
+  );
+});
+
 Deno.test("forward.ts usage errors: one line, exit 2", async () => {
   const permissions = ["--allow-net=127.0.0.1"];
   const cases: [string[], RegExp][] = [
