@@ -696,6 +696,20 @@ Deno.test("forward.ts --accept-proxy: --allow and --deny judge the address in th
   using allowed = await send("127.0.0.9");
   await writeAll(allowed, encode("ok"));
   assertEquals(decode(await readExact(allowed, 2)), "ok");
+  // And the other way: a client allowed behind a proxy that is not.
+  await using outer = await startForward(`tcp://${backend.address}`, {
+    args: ["--accept-proxy", "--allow", "203.0.113.0/24"],
+  });
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: outer.port });
+  await writeAll(
+    conn,
+    encodeProxyHeader(1, {
+      source: { transport: "tcp", hostname: "203.0.113.9", port: 4000 },
+      destination: { transport: "tcp", hostname: "127.0.0.1", port: 80 },
+    }),
+  );
+  await writeAll(conn, encode("in"));
+  assertEquals(decode(await readExact(conn, 2)), "in");
 });
 
 Deno.test("forward.ts --accept-proxy closes a client that sends no valid header, at once, with one line", async () => {
