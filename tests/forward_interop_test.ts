@@ -274,8 +274,21 @@ Deno.test({
   },
 });
 
-/** haproxy on one thread, in the foreground, with `config` after the defaults. */
+/** Whether a TCP socket listens on 127.0.0.1:`port` (from /proc/net/tcp). */
+function isListening(port: number): boolean {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  return Deno.readTextFileSync("/proc/net/tcp").split("\n").some((line) => {
+    const fields = line.trim().split(/\s+/);
+    return fields[1] === local && fields[3] === "0A";
+  });
+}
+
+/**
+ * haproxy on one thread, in the foreground, with `config` after the
+ * defaults; resolves once it listens on `port`.
+ */
 async function startHaproxy(
+  port: number,
   config: string,
 ): Promise<ScriptProcess & AsyncDisposable> {
   const dir = await Deno.makeTempDir({ prefix: "sockets-haproxy-" });
@@ -294,11 +307,9 @@ ${config}`,
   );
   const proc = spawnCommand("haproxy", ["-db", "-V", "-f", file]);
   try {
-    // Printed (on stdout) once it has bound its sockets and starts polling.
-    await proc.until(
-      () => /Using \w+\(\) as the polling mechanism/.test(proc.stdout),
-      "haproxy to start",
-    );
+    // haproxy prints no address: wait until the kernel lists its socket
+    // as listening (a probe connection would reach the target).
+    await proc.until(() => isListening(port), "haproxy to listen");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -316,12 +327,15 @@ for (const send of ["send-proxy", "send-proxy-v2"]) {
         args: ["--accept-proxy"],
       });
       const port = freePort();
-      await using _haproxy = await startHaproxy(`frontend f
+      await using _haproxy = await startHaproxy(
+        port,
+        `frontend f
   bind 127.0.0.1:${port}
   default_backend b
 backend b
   server s 127.0.0.1:${forward.port} ${send}
-`);
+`,
+      );
       using conn = await Deno.connect({ hostname: "127.0.0.1", port });
       const reading = readAll(conn);
       await writeAll(conn, encode("through haproxy"));
@@ -357,12 +371,15 @@ for (const version of [1, 2]) {
         }
       });
       const port = freePort();
-      await using _haproxy = await startHaproxy(`frontend f
+      await using _haproxy = await startHaproxy(
+        port,
+        `frontend f
   bind 127.0.0.1:${port} accept-proxy
   default_backend b
 backend b
   server s 127.0.0.1:${target.addr.port} send-proxy
-`);
+`,
+      );
       await using forward = await startForward(`tcp://127.0.0.1:${port}`, {
         args: ["--send-proxy", `v${version}`],
       });
