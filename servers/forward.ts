@@ -96,27 +96,19 @@
  */
 
 import {
-  type AccessPolicy,
-  type ConnectionContext,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_UDP_RATE,
-  describeConnectFailure,
-  dialHost,
-  encodeProxyHeader,
   type Endpoint,
   EndpointError,
   flag,
   flagsHelp,
   formatAddr,
   formatBytes,
-  formatSeconds,
-  type KeepAliveConfig,
   ListenError,
   MAX_SMALL_FILE_BYTES,
   parseCommandLine,
   parseEndpoint,
   readCaFile,
-  readProxyHeader,
   runMain,
   runServers,
   secondsFlag,
@@ -126,28 +118,24 @@ import {
   type ServerFlagValues,
   type ServerOptions,
   serverOptionsFromFlags,
-  setKeepAlive,
-  startClientTls,
   type TlsCertificate,
   UsageError,
   workerInit,
-  writeAll,
 } from "../mod.ts";
+import {
+  forwardConnection,
+  type ForwardPlan,
+  type ForwardTlsOptions,
+} from "../lib/forward.ts";
 import {
   DEFAULT_MAX_PROXY_HEADER_BYTES,
   DEFAULT_PROXY_HEADER_TIMEOUT_MS,
 } from "../lib/proxy_protocol.ts";
 import {
-  splice,
   SPLICE_BUFFER_BYTES,
   SPLICE_IDLE_BUFFER_BYTES,
-  type SpliceConn,
 } from "../lib/splice.ts";
-import {
-  checkTlsCertificate,
-  NodeTlsConn,
-  tlsServerContext,
-} from "../lib/tls_node.ts";
+import { checkTlsCertificate, tlsServerContext } from "../lib/tls_node.ts";
 import {
   DEFAULT_UDP_SESSION_TIMEOUT_MS,
   DEFAULT_UDP_SESSIONS,
@@ -155,20 +143,12 @@ import {
   serveDatagramForward,
 } from "../lib/udp_forward.ts";
 
+export type { ForwardTlsOptions };
+
 /** How long dialling TARGET (resolving included) may take, by default, in ms. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
-
-/** How the forwarder speaks TLS to its target (`--to-tls`). */
-export interface ForwardTlsOptions {
-  /** PEM CA certificates to trust instead of Deno's default roots. */
-  caCerts?: string[];
-  /** The name to verify and send as SNI. Default: the target's host. */
-  serverName?: string;
-  /** Do not verify the target at all. */
-  insecure?: boolean;
-}
 
 /** Options for {@linkcode serveForward}: where to listen, as any server's, and more. */
 export interface ForwardOptions extends ServerOptions {
@@ -195,171 +175,6 @@ export interface ForwardOptions extends ServerOptions {
   proxyHeaderTimeoutMs?: number;
   /** UDP: a session idle this long ends. Default 30000 ms. */
   udpSessionTimeoutMs?: number;
-}
-
-/** What each connection's handler needs, decided once. */
-interface Plan {
-  target: Endpoint;
-  connectTimeoutMs: number;
-  targetTls?: ForwardTlsOptions;
-  sendProxy?: 1 | 2;
-  keepAlive?: KeepAliveConfig | boolean;
-  /** Set with `acceptProxy`: the header's deadline. */
-  proxyHeaderTimeoutMs?: number;
-  /** `acceptProxy`: checked against the header's address. */
-  access?: AccessPolicy;
-  /** `acceptProxy` with TLS: TLS starts after the header, here. */
-  tls?: ReturnType<typeof tlsServerContext>;
-  handshakeTimeoutMs: number;
-}
-
-function closeQuietly(conn: { close(): void }): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
-}
-
-/**
- * Opens the connection to the target for one client, writing the PROXY
- * header first when asked and starting TLS when asked; every failure is a
- * one-line `ConnectError`.
- */
-async function dialTarget(
-  plan: Plan,
-  source: Deno.Addr,
-  destination: Deno.Addr,
-): Promise<{ conn: SpliceConn; address: string; warning?: string }> {
-  const target = plan.target;
-  const header = plan.sendProxy &&
-    encodeProxyHeader(plan.sendProxy, { source, destination });
-  if ("path" in target) {
-    let conn: Deno.UnixConn;
-    try {
-      conn = await Deno.connect({ transport: "unix", path: target.path });
-    } catch (error) {
-      throw describeConnectFailure(error, target.path);
-    }
-    try {
-      if (header) await writeAll(conn, header);
-    } catch (error) {
-      closeQuietly(conn);
-      throw describeConnectFailure(error, target.path);
-    }
-    return { conn, address: target.path };
-  }
-  const tcp = await dialHost(target.hostname, target.port, {
-    timeoutMs: plan.connectTimeoutMs,
-  });
-  const address = formatAddr(tcp.remoteAddr);
-  let warning: string | undefined;
-  try {
-    // A forwarder passes each write on at once: Nagle would hold a small
-    // one back behind an unacknowledged one.
-    tcp.setNoDelay(true);
-    if (plan.keepAlive) {
-      try {
-        setKeepAlive(tcp, plan.keepAlive);
-      } catch (error) {
-        // As the server core does for the client's side: said, not fatal.
-        warning = `(keepalive not set: ${(error as Error).message})`;
-      }
-    }
-    if (header) await writeAll(tcp, header);
-  } catch (error) {
-    closeQuietly(tcp);
-    throw describeConnectFailure(error, address);
-  }
-  if (!plan.targetTls) return { conn: tcp, address, warning };
-  const tls = await startClientTls(tcp, {
-    serverName: plan.targetTls.serverName ?? target.hostname,
-    caCerts: plan.targetTls.caCerts,
-    insecure: plan.targetTls.insecure,
-    handshakeTimeoutMs: plan.connectTimeoutMs,
-  });
-  return { conn: tls, address, warning };
-}
-
-/** `acceptProxy` with TLS: the handshake, after the header, bounded. */
-async function startServerTls(
-  conn: Deno.Conn,
-  plan: Plan,
-): Promise<Deno.TlsConn> {
-  const tls = new NodeTlsConn(conn, { server: plan.tls! });
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    await Promise.race([
-      tls.handshake(),
-      new Promise((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new Error(
-                `no TLS handshake within ${
-                  formatSeconds(plan.handshakeTimeoutMs)
-                }`,
-              ),
-            ),
-          plan.handshakeTimeoutMs,
-        );
-      }),
-    ]);
-  } catch (error) {
-    closeQuietly(tls);
-    throw new Error(
-      `TLS handshake failed: ${(error as Error).message.split("\n")[0]}`,
-    );
-  } finally {
-    clearTimeout(timer);
-  }
-  return tls;
-}
-
-/** Forwards one accepted client; the closing log line gets its note. */
-async function forwardStream(
-  conn: Deno.Conn,
-  context: ConnectionContext,
-  plan: Plan,
-): Promise<void> {
-  const began = performance.now();
-  let source: Deno.Addr = conn.remoteAddr;
-  let destination: Deno.Addr = conn.localAddr;
-  let client: Deno.Conn = conn;
-  const notes: string[] = [];
-  if (plan.proxyHeaderTimeoutMs !== undefined) {
-    const header = await readProxyHeader(conn, {
-      deadlineMs: plan.proxyHeaderTimeoutMs,
-    });
-    if (header.source && header.destination) {
-      source = header.source;
-      destination = header.destination;
-    }
-    notes.push(
-      `for ${formatAddr(source)} (PROXY v${header.version}${
-        header.command === "local" ? ", own address" : ""
-      })`,
-    );
-    context.note = notes.join(" ");
-    if (plan.access && !plan.access.allows(source)) {
-      throw new Error("not allowed (the address in its PROXY header)");
-    }
-    if (plan.tls) client = await startServerTls(conn, plan);
-  }
-  if ("setNoDelay" in client) (client as Deno.TcpConn).setNoDelay(true);
-  const target = await dialTarget(plan, source, destination);
-  const result = await splice(client, target.conn, {
-    onActivity: () => context.active(),
-  });
-  context.bytesIn = result.bytesToTarget;
-  context.bytesOut = result.bytesToClient;
-  notes.push(
-    `to ${target.address}, ${
-      formatSeconds(performance.now() - began)
-    }, ${result.end}`,
-  );
-  if (target.warning) notes.push(target.warning);
-  context.note = notes.join(" ");
 }
 
 function targetOf(options: ForwardOptions): Endpoint {
@@ -422,7 +237,7 @@ export function serveForward(options: ForwardOptions): Server {
       `a ${transport} listener forwards to a tcp:// or unix: target`,
     );
   }
-  const plan: Plan = {
+  const plan: ForwardPlan = {
     target,
     connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     targetTls: options.targetTls,
@@ -450,7 +265,7 @@ export function serveForward(options: ForwardOptions): Server {
   const server = serve({
     name: "forward",
     defaultPort: 0,
-    stream: (conn, context) => forwardStream(conn, context, plan),
+    stream: (conn, context) => forwardConnection(conn, context, plan),
   }, serverOptions);
   if (!certificate) return server;
   // What the server core checks at start with `tls`: a key that does not
