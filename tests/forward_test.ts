@@ -27,6 +27,7 @@ import {
   missing,
   pseudoRandomBytes,
   readAll,
+  runCommand,
   type ScriptProcess,
   startServer,
 } from "./_helpers.ts";
@@ -976,6 +977,34 @@ Deno.test("forward.ts --workers 2 forwards from both threads", async () => {
       ).size === 2,
     "closing lines from both workers",
   );
+});
+
+Deno.test({
+  name:
+    "forward.ts --keepalive on: TCP keepalive on both the client's and the target's connection",
+  ignore: missing("ss"),
+  async fn() {
+    await using backend = listenBackend(echoHandler);
+    await using forward = await startForward(`tcp://${backend.address}`, {
+      args: ["--keepalive", "on"],
+    });
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: forward.port,
+    });
+    await writeAll(conn, encode("x"));
+    assertEquals(decode(await readExact(conn, 1)), "x");
+    // `ss -o` shows a keepalive timer on a socket with SO_KEEPALIVE.
+    const timers = async (filter: string) =>
+      decode(
+        (await runCommand("ss", ["-tnoH", "state", "established", filter]))
+          .stdout,
+      );
+    const client = await timers(`( sport = :${forward.port} )`);
+    const target = await timers(`( dport = :${backend.port} )`);
+    assertMatch(client, /timer:\(keepalive/, client);
+    assertMatch(target, /timer:\(keepalive/, target);
+  },
 });
 
 Deno.test("forward.ts usage errors: one line, exit 2", async () => {
