@@ -234,6 +234,26 @@ export {
 } from "./lib/relay.ts";
 export { type ClientTlsOptions, startClientTls } from "./lib/tls_client.ts";
 
+// Forwarding: the PROXY protocol (v1, v2) and the byte pump of a pair.
+export {
+  DEFAULT_MAX_PROXY_HEADER_BYTES,
+  DEFAULT_PROXY_HEADER_TIMEOUT_MS,
+  encodeProxyHeader,
+  parseProxyHeader,
+  type ProxyAddresses,
+  type ProxyHeader,
+  ProxyHeaderError,
+  type ProxyTlv,
+  readProxyHeader,
+  type ReadProxyHeaderOptions,
+} from "./lib/proxy_protocol.ts";
+export {
+  splice,
+  type SpliceConn,
+  type SpliceOptions,
+  type SpliceResult,
+} from "./lib/splice.ts";
+
 // The command line.
 export {
   clientFlags,

@@ -5,6 +5,11 @@
  * pinned to CPU 0 and the C load generator (`bench/loadgen.c`) to CPU 1.
  * Prints one table and writes `bench/results/latest.json`.
  *
+ * The forward family (see "Forwarding" below) puts forwarders in front of
+ * the C echo server: ours (`servers/forward.ts`), a minimal Deno one
+ * (`bench/minimal_forward.ts`: two read/write loops), haproxy on one thread
+ * and socat (a process per connection), and prints a table of its own.
+ *
  * Our servers run exactly as users run them: `deno run` with the
  * least-privilege permissions of their header, logging to a file.
  *
@@ -46,7 +51,7 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-2w,minimal,c,c-iterative,node",
+    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward (all forwarders) or fwd-ours,fwd-minimal,\nfwd-haproxy,fwd-socat",
   ),
 };
 
@@ -88,6 +93,13 @@ interface Target {
   label: string;
   /** CPUs the server may use (`taskset -c`). Default `0`. */
   cpus?: string;
+  /**
+   * How to tell it is ready: a `listening on` line in its log (default),
+   * or a port that accepts a connection (haproxy says nothing).
+   */
+  ready?: "log" | "connect";
+  /** Only these scenarios (by key). Default: all of the family's. */
+  scenarios?: string[];
 }
 
 // Each server kind, by scenario family.
@@ -196,6 +208,155 @@ const DAYTIME_SCENARIOS: Scenario[] = [
   { key: "connect-32", kind: "connect", connections: 32 },
 ];
 
+// Forwarding: forwarders in front of the C echo server (`{ECHO}`, on the
+// load generator's CPU), each forwarder alone on CPU 0.
+
+/** Idle pairs: each holds two descriptors in the forwarder, within a 20,000 limit. */
+const forwardIdle = Math.min(idleCount, 4000);
+
+const FORWARD_SCENARIOS: Scenario[] = [
+  { key: "fwd-stream-64", kind: "stream", connections: 64 },
+  { key: "fwd-pingpong-100", kind: "pingpong", connections: 100 },
+  { key: `fwd-idle-${forwardIdle}`, kind: "idle", connections: forwardIdle },
+];
+
+const HAPROXY_CONFIG = `${RESULTS}/haproxy.cfg`;
+
+function forwardServers(echoPort: number): Record<string, Target> {
+  const echo = `127.0.0.1:${echoPort}`;
+  const allow = `--allow-net=127.0.0.1:{PORT},${echo}`;
+  return {
+    "fwd-ours": {
+      label: "ours (servers/forward.ts)",
+      command: [
+        Deno.execPath(),
+        "run",
+        "--quiet",
+        allow,
+        "servers/forward.ts",
+        "--max-connections",
+        String(forwardIdle + 1000),
+        "tcp://127.0.0.1:{PORT}",
+        `tcp://${echo}`,
+      ],
+    },
+    "fwd-minimal": {
+      label: "minimal Deno (bench/minimal_forward.ts)",
+      command: [
+        Deno.execPath(),
+        "run",
+        "--quiet",
+        allow,
+        "bench/minimal_forward.ts",
+        "{PORT}",
+        String(echoPort),
+      ],
+    },
+    "fwd-haproxy": {
+      label: "haproxy (nbthread 1)",
+      command: [
+        "env",
+        "FWD_PORT={PORT}",
+        "haproxy",
+        "-db",
+        "-f",
+        HAPROXY_CONFIG,
+      ],
+      ready: "connect",
+    },
+    "fwd-socat": {
+      label: "socat fork",
+      // A process per connection: its CPU and memory are not the PID's.
+      command: [
+        "socat",
+        "-d",
+        "-d",
+        "TCP-LISTEN:{PORT},bind=127.0.0.1,reuseaddr,fork,backlog=1024",
+        `TCP:${echo}`,
+      ],
+      scenarios: ["fwd-stream-64", "fwd-pingpong-100"],
+    },
+    // The reference: our echo server alone, through the same scenarios
+    // (so its heap has grown as the forwarders' have when idle is measured).
+    "fwd-echo": {
+      label: "ours, echo alone (the reference)",
+      command: ours("servers/echo.ts", [
+        "--max-connections",
+        String(forwardIdle + 1000),
+      ]),
+    },
+  };
+}
+
+/**
+ * haproxy's configuration: one thread, `mode tcp`, in front of the echo
+ * target; the port comes from the environment (`FWD_PORT`, see
+ * `forwardServers`), as haproxy expands variables in quoted strings.
+ */
+function writeHaproxyConfig(echoPort: number): void {
+  Deno.writeTextFileSync(
+    HAPROXY_CONFIG,
+    `global
+  nbthread 1
+  maxconn ${forwardIdle + 1000}
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1m
+  timeout server 1m
+frontend f
+  bind "127.0.0.1:\${FWD_PORT}"
+  default_backend b
+backend b
+  server s 127.0.0.1:${echoPort}
+`,
+  );
+}
+
+function hasCommand(command: string): boolean {
+  try {
+    return new Deno.Command("sh", {
+      args: ["-c", `command -v ${command}`],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/** The forward family: the C echo target, then each forwarder in front of it. */
+async function runForwardFamily(): Promise<void> {
+  const servers = forwardServers(0);
+  if (!Object.keys(servers).some(isSelected)) return;
+  let echo: Running;
+  try {
+    echo = await startServer("c-echo", {
+      label: "C epoll echo (the target)",
+      command: [`${BIN}/cserver`, "echo", "{PORT}"],
+      cpus: PIN ? "1" : "0",
+    }, "forward");
+  } catch (error) {
+    console.error(`bench: forward: ${(error as Error).message}`);
+    return;
+  }
+  try {
+    const family = forwardServers(echo.port);
+    for (
+      const [name, peer] of [["fwd-haproxy", "haproxy"], ["fwd-socat", "socat"]]
+    ) {
+      if (!hasCommand(peer)) {
+        console.error(`bench: ${name} skipped: ${peer} is not installed`);
+        delete family[name];
+      }
+    }
+    if (family["fwd-haproxy"]) writeHaproxyConfig(echo.port);
+    await runFamily("forward", family, FORWARD_SCENARIOS);
+  } finally {
+    await echo.stop();
+  }
+}
+
 function existsSync(path: string): boolean {
   try {
     Deno.statSync(path);
@@ -251,6 +412,17 @@ function freePort(): number {
   return port;
 }
 
+/** Whether something accepts connections on 127.0.0.1:`port` now. */
+async function accepts(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 interface Running {
   pid: number;
   port: number;
@@ -300,7 +472,11 @@ async function startServer(
     } catch {
       // Not created yet.
     }
-    if (/listening on/.test(text)) break;
+    if (
+      target.ready === "connect"
+        ? await accepts(port)
+        : /listening on/.test(text)
+    ) break;
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
       throw new Error(`${name} did not start; its log:\n${text}`);
@@ -389,14 +565,28 @@ class Progress {
   }
 }
 
-function selected(servers: Record<string, Target>): number {
-  return Object.keys(servers).filter((name) => !only || only.includes(name))
-    .length;
+/** Whether `--only` keeps the server `name` (`forward` keeps every forwarder). */
+function isSelected(name: string): boolean {
+  return !only || only.includes(name) ||
+    (name.startsWith("fwd-") && only.includes("forward"));
+}
+
+/** Measurements a family makes: each selected server's scenarios. */
+function measurements(
+  servers: Record<string, Target>,
+  scenarios: Scenario[],
+): number {
+  return Object.entries(servers).filter(([name]) => isSelected(name))
+    .reduce(
+      (n, [, target]) => n + (target.scenarios?.length ?? scenarios.length),
+      0,
+    );
 }
 
 const progress = new Progress(
-  rounds * (selected(ECHO_SERVERS) * ECHO_SCENARIOS.length +
-    selected(DAYTIME_SERVERS) * DAYTIME_SCENARIOS.length),
+  rounds * (measurements(ECHO_SERVERS, ECHO_SCENARIOS) +
+    measurements(DAYTIME_SERVERS, DAYTIME_SCENARIOS) +
+    measurements(forwardServers(0), FORWARD_SCENARIOS)),
 );
 
 /** results[scenario][server] = figures of each round. */
@@ -408,7 +598,7 @@ async function runFamily(
   scenarios: Scenario[],
 ): Promise<void> {
   for (const [name, target] of Object.entries(servers)) {
-    if (only && !only.includes(name)) continue;
+    if (!isSelected(name)) continue;
     let server: Running;
     try {
       server = await startServer(name, target, family);
@@ -418,6 +608,9 @@ async function runFamily(
     }
     try {
       for (const scenario of scenarios) {
+        if (target.scenarios && !target.scenarios.includes(scenario.key)) {
+          continue;
+        }
         progress.step(`${name} ${scenario.key}`);
         const figure = await measure(scenario, server);
         if (figure.error) {
@@ -701,6 +894,139 @@ function report(): Record<string, unknown>[] {
   return table;
 }
 
+interface ForwardRow {
+  scenario: string;
+  metric: string;
+  unit: string;
+  higherIsBetter: boolean;
+  /** Ours / haproxy must be at least (lower-is-better: at most) this. */
+  targetVsHaproxy?: number;
+  /** Ours / socat must be at least this. */
+  targetVsSocat?: number;
+  /** Ours / our echo alone must be at most this (memory). */
+  targetVsEcho?: number;
+}
+
+const FORWARD_ROWS: ForwardRow[] = [
+  {
+    scenario: "fwd-stream-64",
+    metric: "mb_per_s",
+    unit: "MB/s",
+    higherIsBetter: true,
+    targetVsHaproxy: 0.95,
+  },
+  {
+    scenario: "fwd-stream-64",
+    metric: "cpu_us",
+    unit: "CPU µs/MB",
+    higherIsBetter: false,
+  },
+  {
+    scenario: "fwd-pingpong-100",
+    metric: "per_s",
+    unit: "trips/s",
+    higherIsBetter: true,
+    targetVsHaproxy: 0.7,
+    targetVsSocat: 1.5,
+  },
+  {
+    scenario: "fwd-pingpong-100",
+    metric: "p99_us",
+    unit: "p99 µs",
+    higherIsBetter: false,
+  },
+  {
+    scenario: "fwd-pingpong-100",
+    metric: "cpu_us",
+    unit: "CPU µs/trip",
+    higherIsBetter: false,
+  },
+  {
+    scenario: `fwd-idle-${forwardIdle}`,
+    metric: "bytes_per_connection",
+    unit: "B RSS/pair",
+    higherIsBetter: false,
+    targetVsEcho: 2,
+  },
+];
+
+/** The forward family's table (printed, and returned for the JSON). */
+function reportForward(): Record<string, unknown>[] {
+  if (!FORWARD_ROWS.some((row) => results[row.scenario])) return [];
+  const table: Record<string, unknown>[] = [];
+  const lines: string[][] = [[
+    "forwarding to C echo",
+    "unit",
+    "ours",
+    "minimal",
+    "haproxy",
+    "socat",
+    "echo alone",
+    "ours/haproxy",
+    "ours/socat",
+    "target",
+  ]];
+  for (const row of FORWARD_ROWS) {
+    const figures = results[row.scenario] ?? {};
+    const value = (name: string) => median(figures[name], row.metric);
+    const ourValue = value("fwd-ours");
+    const haproxy = value("fwd-haproxy");
+    const socat = row.metric === "cpu_us" ? null : value("fwd-socat");
+    const echo = value("fwd-echo");
+    const ratio = (other: number | null) =>
+      ourValue !== null && other ? ourValue / other : null;
+    const verdicts = [
+      verdict(ratio(haproxy), row.targetVsHaproxy, row.higherIsBetter),
+      verdict(ratio(socat), row.targetVsSocat, row.higherIsBetter),
+      verdict(ratio(echo), row.targetVsEcho, row.higherIsBetter),
+    ].map((v, i) => v && `${["vs haproxy", "vs socat", "vs echo"][i]} ${v}`)
+      .filter(Boolean).join("; ");
+    table.push({
+      scenario: row.scenario,
+      metric: row.metric,
+      unit: row.unit,
+      ours: ourValue,
+      minimal: value("fwd-minimal"),
+      haproxy,
+      socat,
+      echo_alone: echo,
+      ours_vs_haproxy: ratio(haproxy),
+      ours_vs_socat: ratio(socat),
+      ours_vs_echo: ratio(echo),
+      target: verdicts,
+    });
+    lines.push([
+      row.scenario,
+      row.unit,
+      format(ourValue),
+      format(value("fwd-minimal")),
+      format(haproxy),
+      format(socat),
+      format(echo),
+      ratio(haproxy)?.toFixed(2) ?? "-",
+      ratio(socat)?.toFixed(2) ?? "-",
+      verdicts,
+    ]);
+  }
+  const widths = lines[0].map((_, i) =>
+    Math.max(...lines.map((line) => line[i].length))
+  );
+  console.log("");
+  for (const line of lines) {
+    console.log(
+      line.map((cell, i) =>
+        i < 2 || i === line.length - 1
+          ? cell.padEnd(widths[i])
+          : cell.padStart(widths[i])
+      ).join("  ").trimEnd(),
+    );
+  }
+  console.log(
+    "Forwarders on CPU 0, the C echo target and the load generator on CPU 1; socat forks a process per connection, so its CPU and memory are not measured.",
+  );
+  return table;
+}
+
 function loadAverage(): string {
   try {
     return Deno.loadavg().map((n) => n.toFixed(2)).join(" ");
@@ -721,10 +1047,12 @@ if (import.meta.main) {
   for (let round = 0; round < rounds; round++) {
     await runFamily("echo", ECHO_SERVERS, ECHO_SCENARIOS);
     await runFamily("daytime", DAYTIME_SERVERS, DAYTIME_SCENARIOS);
+    await runForwardFamily();
   }
   await progress.stop();
   const loadAfter = loadAverage();
   const table = report();
+  const forwardTable = reportForward();
   console.log(`load average before ${loadBefore}, after ${loadAfter}`);
   const json = {
     started: started.toISOString(),
@@ -737,6 +1065,7 @@ if (import.meta.main) {
     deno: Deno.version.deno,
     daytimeScript: DAYTIME_SCRIPT,
     table,
+    forwardTable,
     raw: results,
   };
   Deno.writeTextFileSync(

@@ -145,6 +145,11 @@ export interface ConnectionContext {
   bytesIn: number;
   /** Bytes sent, for the closing log line; handlers add to it. */
   bytesOut: number;
+  /**
+   * More for the closing log line, after the byte counts: what a handler
+   * alone knows (a forwarder's target, duration and why it ended).
+   */
+  note?: string;
 }
 
 /** Serves one accepted connection; the server closes it afterwards. */

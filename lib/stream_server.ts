@@ -56,6 +56,7 @@ class Connection implements ConnectionContext {
   idleTicks = 0;
   bytesIn = 0;
   bytesOut = 0;
+  note?: string;
   closed = false;
 
   constructor(conn: Deno.Conn, source?: string) {
@@ -367,8 +368,8 @@ export class StreamServer extends BaseServer {
       this.#untrack(connection);
       this.log(
         `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${
-          cut ? "" : failure
-        }`,
+          connection.note ? ` ${connection.note}` : ""
+        }${cut ? "" : failure}`,
       );
       if (this.#connections.size === 0) this.#drained?.();
     }

@@ -1,0 +1,241 @@
+/**
+ * Forwarding one accepted stream connection, as `servers/forward.ts` does
+ * for each client: its own connection to the target (resolved and dialled
+ * by Happy Eyeballs each time, with a PROXY protocol header and TLS when
+ * asked), joined with {@linkcode splice}, and one closing log line that
+ * says where it went, how long it took and why it ended.
+ *
+ * @module
+ */
+
+import type { SecureContext } from "node:tls";
+import type { AccessPolicy } from "./access.ts";
+import type { ConnectionContext } from "./server_options.ts";
+import { describeConnectFailure, formatSeconds } from "./connect_error.ts";
+import { dialHost } from "./dial.ts";
+import { type Endpoint, formatAddr } from "./endpoint.ts";
+import { writeAll } from "./io.ts";
+import { type KeepAliveConfig, setKeepAlive } from "./keepalive.ts";
+import { encodeProxyHeader, readProxyHeader } from "./proxy_protocol.ts";
+import { splice, type SpliceConn } from "./splice.ts";
+import { startClientTls } from "./tls_client.ts";
+import { NodeTlsConn } from "./tls_node.ts";
+
+/** How the forwarder speaks TLS to its target (`--to-tls`). */
+export interface ForwardTlsOptions {
+  /** PEM CA certificates to trust instead of Deno's default roots. */
+  caCerts?: string[];
+  /** The name to verify and send as SNI. Default: the target's host. */
+  serverName?: string;
+  /** Do not verify the target at all. */
+  insecure?: boolean;
+}
+
+/**
+ * What forwarding each client takes, decided once for a server: where to,
+ * how, and (with `--accept-proxy`) what the server core left to the
+ * handler because the PROXY header comes first.
+ */
+export interface ForwardPlan {
+  /** Where each client goes: `tcp://` (dialled by Happy Eyeballs) or `unix:`. */
+  target: Endpoint;
+  /** Dialling (resolving and TLS included) gives up after this long, in ms. */
+  connectTimeoutMs: number;
+  /** Speak TLS to the target. */
+  targetTls?: ForwardTlsOptions;
+  /** Write a PROXY protocol header of this version to the target first. */
+  sendProxy?: 1 | 2;
+  /** TCP keepalive on the connection to the target too. */
+  keepAlive?: KeepAliveConfig | boolean;
+  /** Read a PROXY header from each client first, within this many ms. */
+  proxyHeaderTimeoutMs?: number;
+  /** With a PROXY header: who may connect, judged by the address it carries. */
+  access?: AccessPolicy;
+  /** With a PROXY header: serve TLS, started after it. */
+  tls?: SecureContext;
+  /** With `tls`: the handshake's deadline, in ms. */
+  handshakeTimeoutMs: number;
+}
+
+function closeQuietly(conn: { close(): void }): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/**
+ * Opens the connection to the target for one client, writing the PROXY
+ * header first when asked and starting TLS when asked; every failure is a
+ * one-line `ConnectError`.
+ */
+async function dialTarget(
+  plan: ForwardPlan,
+  source: Deno.Addr,
+  destination: Deno.Addr,
+): Promise<{ conn: SpliceConn; address: string; warning?: string }> {
+  const target = plan.target;
+  const header = plan.sendProxy &&
+    encodeProxyHeader(plan.sendProxy, { source, destination });
+  if ("path" in target) {
+    let conn: Deno.UnixConn;
+    try {
+      conn = await Deno.connect({ transport: "unix", path: target.path });
+    } catch (error) {
+      throw describeConnectFailure(error, target.path);
+    }
+    try {
+      if (header) await writeAll(conn, header);
+    } catch (error) {
+      closeQuietly(conn);
+      throw describeConnectFailure(error, target.path);
+    }
+    return { conn, address: target.path };
+  }
+  const tcp = await dialHost(target.hostname, target.port, {
+    timeoutMs: plan.connectTimeoutMs,
+  });
+  const address = formatAddr(tcp.remoteAddr);
+  let warning: string | undefined;
+  try {
+    // A forwarder passes each write on at once: Nagle would hold a small
+    // one back behind an unacknowledged one.
+    tcp.setNoDelay(true);
+    if (plan.keepAlive) {
+      try {
+        setKeepAlive(tcp, plan.keepAlive);
+      } catch (error) {
+        // As the server core does for the client's side: said, not fatal.
+        warning = `(keepalive not set: ${(error as Error).message})`;
+      }
+    }
+    if (header) await writeAll(tcp, header);
+  } catch (error) {
+    closeQuietly(tcp);
+    throw describeConnectFailure(error, address);
+  }
+  if (!plan.targetTls) return { conn: tcp, address, warning };
+  const tls = await startClientTls(tcp, {
+    serverName: plan.targetTls.serverName ?? target.hostname,
+    caCerts: plan.targetTls.caCerts,
+    insecure: plan.targetTls.insecure,
+    handshakeTimeoutMs: plan.connectTimeoutMs,
+  });
+  return { conn: tls, address, warning };
+}
+
+/** `acceptProxy` with TLS: the handshake, after the header, bounded. */
+async function startServerTls(
+  conn: Deno.Conn,
+  plan: ForwardPlan,
+): Promise<Deno.TlsConn> {
+  const tls = new NodeTlsConn(conn, { server: plan.tls! });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      tls.handshake(),
+      new Promise((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new Error(
+                `no TLS handshake within ${
+                  formatSeconds(plan.handshakeTimeoutMs)
+                }`,
+              ),
+            ),
+          plan.handshakeTimeoutMs,
+        );
+      }),
+    ]);
+  } catch (error) {
+    closeQuietly(tls);
+    throw new Error(
+      `TLS handshake failed: ${(error as Error).message.split("\n")[0]}`,
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+  return tls;
+}
+
+/**
+ * Forwards one accepted client as `plan` says: reads its PROXY header
+ * first when asked (then judges and logs the address it carries, and
+ * starts TLS), dials the target for it, joins the two with
+ * {@linkcode splice}, and sets the byte counts and `context.note` (`to
+ * TARGET, DURATION, WHY`) for the server core's closing line. Throws the
+ * one-line failure (a refused target, a bad header...) for that line.
+ *
+ * @example As a server's stream handler
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { forwardConnection } from "./forward.ts";
+ * import { silentLog } from "./log.ts";
+ *
+ * using echo = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const echoing = echo.accept().then((c) => c.readable.pipeTo(c.writable));
+ * const plan = {
+ *   target: { transport: "tcp" as const, hostname: "127.0.0.1", port: echo.addr.port },
+ *   connectTimeoutMs: 1000,
+ *   handshakeTimeoutMs: 1000,
+ * };
+ * await using server = serve({
+ *   name: "forward",
+ *   defaultPort: 0,
+ *   stream: (conn, context) => forwardConnection(conn, context, plan),
+ * }, { hostname: "127.0.0.1", port: 0, log: silentLog });
+ * const { port } = server.addr as Deno.NetAddr;
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+ * await conn.write(new TextEncoder().encode("hi"));
+ * await conn.closeWrite();
+ * const reply = await new Response(conn.readable).text();
+ * await echoing;
+ * if (reply !== "hi") throw new Error(reply);
+ * ```
+ */
+export async function forwardConnection(
+  conn: Deno.Conn,
+  context: ConnectionContext,
+  plan: ForwardPlan,
+): Promise<void> {
+  const began = performance.now();
+  let source: Deno.Addr = conn.remoteAddr;
+  let destination: Deno.Addr = conn.localAddr;
+  let client: Deno.Conn = conn;
+  const notes: string[] = [];
+  if (plan.proxyHeaderTimeoutMs !== undefined) {
+    const header = await readProxyHeader(conn, {
+      deadlineMs: plan.proxyHeaderTimeoutMs,
+    });
+    if (header.source && header.destination) {
+      source = header.source;
+      destination = header.destination;
+    }
+    notes.push(
+      `for ${formatAddr(source)} (PROXY v${header.version}${
+        header.command === "local" ? ", own address" : ""
+      })`,
+    );
+    context.note = notes.join(" ");
+    if (plan.access && !plan.access.allows(source)) {
+      throw new Error("not allowed (the address in its PROXY header)");
+    }
+    if (plan.tls) client = await startServerTls(conn, plan);
+  }
+  if ("setNoDelay" in client) (client as Deno.TcpConn).setNoDelay(true);
+  const target = await dialTarget(plan, source, destination);
+  const result = await splice(client, target.conn, {
+    onActivity: () => context.active(),
+  });
+  context.bytesIn = result.bytesToTarget;
+  context.bytesOut = result.bytesToClient;
+  notes.push(
+    `to ${target.address}, ${
+      formatSeconds(performance.now() - began)
+    }, ${result.end}`,
+  );
+  if (target.warning) notes.push(target.warning);
+  context.note = notes.join(" ");
+}

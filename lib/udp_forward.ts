@@ -1,0 +1,431 @@
+/**
+ * Forwarding UDP, as `socat UDP-LISTEN:P,fork UDP:HOST:Q` and nginx's
+ * `stream` module do: each client address gets a session, a socket of its
+ * own towards the target, so the target's answers go back to the client
+ * that asked; a session ends once idle for a while. The protections every
+ * UDP server here keeps stay on: no datagram from a source port below 1024
+ * is forwarded (loops with echo or chargen, CVE-1999-0103), answers to one
+ * client address are rate-limited (amplification with a spoofed source),
+ * the number of sessions is bounded, and a datagram from one of the
+ * forwarder's own session sockets (a target that is the forwarder itself)
+ * is dropped.
+ *
+ * @module
+ */
+
+import { unmapIPv4 } from "./address.ts";
+import { formatSeconds } from "./connect_error.ts";
+import { resolveHost } from "./dial.ts";
+import { formatAddr, joinHostPort } from "./endpoint.ts";
+import { FloodLog, type Log, stderrLog } from "./log.ts";
+import type { AccessPolicy } from "./access.ts";
+import { ListenError } from "./bind.ts";
+import { sourceKey, SourceRateLimiter } from "./datagram_guard.ts";
+import { DEFAULT_UDP_RATE, type Server } from "./server_options.ts";
+
+/** How long an idle UDP session lives unless told otherwise, in ms. */
+export const DEFAULT_UDP_SESSION_TIMEOUT_MS = 30_000;
+
+/**
+ * Sessions at once unless told otherwise: each holds a socket and a
+ * receive buffer of {@linkcode MAX_DATAGRAM_BYTES}.
+ */
+export const DEFAULT_UDP_SESSIONS = 1024;
+
+/** The largest datagram forwarded (the largest IPv4 UDP payload, 65507, fits). */
+export const MAX_DATAGRAM_BYTES = 65_536;
+
+/** Datagrams held per session while its socket is being set up. */
+const PENDING_DATAGRAMS = 8;
+
+/** Options for {@linkcode serveDatagramForward}. */
+export interface DatagramForwardOptions {
+  /** Address to listen on. Default `0.0.0.0`. */
+  hostname?: string;
+  /** Port to listen on; 0 picks a free one. Default 0. */
+  port?: number;
+  /** Where each client's datagrams go: a host name or IP, and a port. */
+  target: { hostname: string; port: number };
+  /** A session idle (no datagram either way) this long ends, in ms. Default 30000. */
+  sessionTimeoutMs?: number;
+  /** Most sessions at once; datagrams of a new client past that are dropped. Default 1024. */
+  maxSessions?: number;
+  /** Which clients may use it; everyone when absent. */
+  access?: AccessPolicy;
+  /** Forward datagrams from source ports below 1024 too. Default `false`. */
+  allowLowPorts?: boolean;
+  /** Answers per second to one client address. Default 100; 0: no limit. */
+  udpRatePerSecond?: number;
+  /** Where log lines go. Default stderr. */
+  log?: Log;
+  /** Label for log lines (`forward/udp`). */
+  label?: string;
+  /** Aborting this shuts the forwarder down. */
+  signal?: AbortSignal;
+}
+
+/** One client's session. */
+class Session {
+  readonly client: Deno.NetAddr;
+  readonly peer: string;
+  readonly began = performance.now();
+  lastActive = performance.now();
+  socket?: Deno.DatagramConn;
+  /** The target's address, once resolved. */
+  target?: Deno.NetAddr;
+  /** Datagrams that came before the socket was ready (bounded). */
+  pending: Uint8Array[] = [];
+  bytesIn = 0;
+  bytesOut = 0;
+  closed = false;
+
+  constructor(client: Deno.NetAddr) {
+    this.client = client;
+    this.peer = formatAddr(client);
+  }
+}
+
+function sameHost(a: string, b: string): boolean {
+  return unmapIPv4(a) === unmapIPv4(b);
+}
+
+function isLoopback(host: string): boolean {
+  const bare = unmapIPv4(host);
+  return bare === "::1" || bare.startsWith("127.");
+}
+
+/**
+ * Starts a UDP forwarder (see the module doc): binds before it returns,
+ * then forwards each client's datagrams to `options.target` through a
+ * socket of that client's session, and the target's answers back to the
+ * client. One log line when a session starts (`accepted CLIENT`) and one
+ * when it ends (`closed CLIENT (N bytes in, M bytes out) to TARGET, D s,
+ * idle for S s`). Needs `--unstable-net`, net permission for the listen
+ * address, `0.0.0.0:0` (or `[::]:0`) for the session sockets, the target,
+ * and every client an answer goes to (so, in practice, `--allow-net`).
+ *
+ * @example A session through to a UDP echo socket
+ * ```ts
+ * import { serveDatagramForward } from "./udp_forward.ts";
+ *
+ * const echo = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+ * const echoing = echo.receive().then(([data, from]) => echo.send(data, from));
+ * await using forwarder = serveDatagramForward({
+ *   hostname: "127.0.0.1",
+ *   target: { hostname: "127.0.0.1", port: (echo.addr as Deno.NetAddr).port },
+ *   log: () => {},
+ * });
+ * const client = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+ * await client.send(new TextEncoder().encode("ping"), forwarder.addr);
+ * const [reply] = await client.receive();
+ * await echoing;
+ * client.close();
+ * echo.close();
+ * if (new TextDecoder().decode(reply) !== "ping") throw new Error("no echo");
+ * ```
+ */
+export function serveDatagramForward(options: DatagramForwardOptions): Server {
+  return new DatagramForwarder(options);
+}
+
+class DatagramForwarder implements Server {
+  readonly addr: Deno.NetAddr;
+  readonly ready: Promise<void> = Promise.resolve();
+  readonly finished: Promise<void>;
+  readonly #socket: Deno.DatagramConn;
+  readonly #options: DatagramForwardOptions;
+  readonly #log: Log;
+  readonly #prefix: string;
+  readonly #target: { hostname: string; port: number };
+  readonly #targetText: string;
+  readonly #timeoutMs: number;
+  readonly #maxSessions: number;
+  readonly #rate: SourceRateLimiter;
+  readonly #sessions = new Map<string, Session>();
+  /** Local ports of our session sockets, to spot our own datagrams. */
+  readonly #ownPorts = new Set<number>();
+  /** Counted drops, one flood log per reason (as the datagram servers). */
+  readonly #dropped: Record<
+    "lowPort" | "loop" | "notReady" | "send" | "stranger" | "rate" | "answer",
+    FloodLog
+  >;
+  readonly #refused: FloodLog;
+  readonly #failed: FloodLog;
+  readonly #sweep: ReturnType<typeof setInterval>;
+  readonly #loopDone: Promise<void>;
+  #closing = false;
+  #resolveFinished!: () => void;
+  #stopping?: Promise<void>;
+
+  constructor(options: DatagramForwardOptions) {
+    const hostname = options.hostname ?? "0.0.0.0";
+    const port = options.port ?? 0;
+    try {
+      this.#socket = Deno.listenDatagram({ transport: "udp", hostname, port });
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      const address = joinHostPort(hostname, port);
+      throw new ListenError(
+        error instanceof Deno.errors.AddrInUse
+          ? `address ${address} is already in use`
+          : `cannot listen on ${address}: ${
+            (error as Error).message.replace(/ \(os error \d+\)$/, "")
+          }`,
+        address,
+        error,
+      );
+    }
+    this.addr = this.#socket.addr as Deno.NetAddr;
+    this.#options = options;
+    this.#log = options.log ?? stderrLog;
+    this.#prefix = options.label ? `${options.label}: ` : "";
+    this.#target = options.target;
+    this.#targetText = joinHostPort(
+      options.target.hostname,
+      options.target.port,
+    );
+    this.#timeoutMs = options.sessionTimeoutMs ??
+      DEFAULT_UDP_SESSION_TIMEOUT_MS;
+    this.#maxSessions = options.maxSessions ?? DEFAULT_UDP_SESSIONS;
+    this.#rate = new SourceRateLimiter(
+      options.udpRatePerSecond ?? DEFAULT_UDP_RATE,
+    );
+    const dropped = () => new FloodLog(this.#log, `${this.#prefix}dropped`);
+    this.#dropped = {
+      lowPort: dropped(),
+      loop: dropped(),
+      notReady: dropped(),
+      send: dropped(),
+      stranger: dropped(),
+      rate: dropped(),
+      answer: dropped(),
+    };
+    this.#refused = new FloodLog(this.#log, `${this.#prefix}refused`);
+    this.#failed = new FloodLog(this.#log, `${this.#prefix}closed`);
+    this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    // One timer for every session, as the stream servers' idle sweep.
+    const tickMs = Math.max(10, Math.min(1000, this.#timeoutMs / 4));
+    this.#sweep = setInterval(() => this.#expire(), tickMs);
+    this.#loopDone = this.#receiveLoop();
+    options.signal?.addEventListener("abort", () => this.shutdown(), {
+      once: true,
+    });
+  }
+
+  async #receiveLoop(): Promise<void> {
+    const buffer = new Uint8Array(MAX_DATAGRAM_BYTES);
+    while (!this.#closing) {
+      let data: Uint8Array;
+      let source: Deno.NetAddr;
+      try {
+        const [received, from] = await this.#socket.receive(buffer);
+        data = received;
+        source = from as Deno.NetAddr;
+      } catch (error) {
+        if (this.#closing) break;
+        this.#log(`${this.#prefix}receive failed: ${(error as Error).message}`);
+        continue;
+      }
+      const peer = formatAddr(source);
+      if (source.port < 1024 && !this.#options.allowLowPorts) {
+        // CVE-1999-0103: answers to a privileged port (echo, chargen...)
+        // can start an endless loop.
+        this.#dropped.lowPort.event(
+          `datagram from ${peer}: source port below 1024`,
+        );
+        continue;
+      }
+      if (
+        this.#ownPorts.has(source.port) &&
+        (isLoopback(source.hostname) ||
+          sameHost(source.hostname, this.addr.hostname))
+      ) {
+        this.#dropped.loop.event(
+          `datagram from ${peer}: one of this forwarder's own sessions (the target leads back here: loop protection)`,
+        );
+        continue;
+      }
+      if (this.#options.access && !this.#options.access.allows(source)) {
+        this.#refused.event(`datagram from ${peer}: not allowed`);
+        continue;
+      }
+      let session = this.#sessions.get(peer);
+      if (!session) {
+        if (this.#sessions.size >= this.#maxSessions) {
+          this.#refused.event(
+            `datagram from ${peer}: too many sessions (max ${this.#maxSessions})`,
+          );
+          continue;
+        }
+        session = new Session(source);
+        this.#sessions.set(peer, session);
+        this.#log(`${this.#prefix}accepted ${peer}`);
+        this.#open(session);
+      }
+      session.lastActive = performance.now();
+      session.bytesIn += data.byteLength;
+      if (!session.socket || !session.target) {
+        if (session.pending.length < PENDING_DATAGRAMS) {
+          session.pending.push(data.slice());
+        } else {
+          this.#dropped.notReady.event(
+            `datagram from ${peer}: its session is not ready yet`,
+          );
+        }
+        continue;
+      }
+      await this.#send(session, data);
+    }
+  }
+
+  async #send(session: Session, data: Uint8Array): Promise<void> {
+    try {
+      await session.socket!.send(data, session.target!);
+    } catch (error) {
+      if (!session.closed) {
+        this.#dropped.send.event(
+          `datagram from ${session.peer} to ${formatAddr(session.target!)}: ${
+            (error as Error).message
+          }`,
+        );
+      }
+    }
+  }
+
+  /** Resolves the target and opens the session's socket. */
+  async #open(session: Session): Promise<void> {
+    try {
+      // Resolved per session, as a stream forwarder dials per connection:
+      // the resolver's first answer (its RFC 6724 choice), as `nc -u`.
+      const [address] = await resolveHost(this.#target.hostname);
+      const v6 = address.includes(":");
+      const socket = Deno.listenDatagram({
+        transport: "udp",
+        hostname: v6 ? "::" : "0.0.0.0",
+        port: 0,
+      });
+      if (session.closed) {
+        socket.close();
+        return;
+      }
+      session.socket = socket;
+      session.target = {
+        transport: "udp",
+        hostname: address,
+        port: this.#target.port,
+      };
+      this.#ownPorts.add((socket.addr as Deno.NetAddr).port);
+    } catch (error) {
+      this.#close(session, (error as Error).message, true);
+      return;
+    }
+    for (const data of session.pending.splice(0)) {
+      await this.#send(session, data);
+    }
+    this.#answerLoop(session);
+  }
+
+  /** Sends the target's answers back to the session's client. */
+  async #answerLoop(session: Session): Promise<void> {
+    const socket = session.socket!;
+    const target = session.target!;
+    const buffer = new Uint8Array(MAX_DATAGRAM_BYTES);
+    const rateKey = sourceKey(session.client);
+    while (!session.closed) {
+      let data: Uint8Array;
+      let from: Deno.NetAddr;
+      try {
+        const [received, source] = await socket.receive(buffer);
+        data = received;
+        from = source as Deno.NetAddr;
+      } catch (error) {
+        if (!session.closed) this.#close(session, (error as Error).message);
+        return;
+      }
+      if (
+        from.port !== target.port || !sameHost(from.hostname, target.hostname)
+      ) {
+        this.#dropped.stranger.event(
+          `datagram from ${
+            formatAddr(from)
+          } to the session of ${session.peer}: not from the target`,
+        );
+        continue;
+      }
+      session.lastActive = performance.now();
+      if (!this.#rate.take(rateKey)) {
+        this.#dropped.rate.event(
+          `answer to ${session.peer}: over ${this.#rate.perSecond} answers/s`,
+        );
+        continue;
+      }
+      try {
+        await this.#socket.send(data, session.client);
+        session.bytesOut += data.byteLength;
+      } catch (error) {
+        if (this.#closing) return;
+        this.#dropped.answer.event(
+          `answer to ${session.peer}: ${(error as Error).message}`,
+        );
+      }
+    }
+  }
+
+  #expire(): void {
+    const now = performance.now();
+    for (const session of this.#sessions.values()) {
+      if (now - session.lastActive >= this.#timeoutMs) {
+        this.#close(session, `idle for ${formatSeconds(this.#timeoutMs)}`);
+      }
+    }
+  }
+
+  /** Ends a session with its one closing line (counted when it failed). */
+  #close(session: Session, why: string, failed = false): void {
+    if (session.closed) return;
+    session.closed = true;
+    this.#sessions.delete(session.peer);
+    if (session.socket) {
+      this.#ownPorts.delete((session.socket.addr as Deno.NetAddr).port);
+      try {
+        session.socket.close();
+      } catch {
+        // Already closed.
+      }
+    }
+    const line =
+      `${session.peer} (${session.bytesIn} bytes in, ${session.bytesOut} bytes out) to ${
+        session.target ? formatAddr(session.target) : this.#targetText
+      }, ${formatSeconds(performance.now() - session.began)}, ${why}`;
+    if (failed) this.#failed.event(line);
+    else this.#log(`${this.#prefix}closed ${line}`);
+  }
+
+  shutdown(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.finished;
+  }
+
+  async #stop(): Promise<void> {
+    this.#closing = true;
+    clearInterval(this.#sweep);
+    try {
+      this.#socket.close();
+    } catch {
+      // Already closed.
+    }
+    await this.#loopDone;
+    // A datagram has no "in flight" to wait for: sessions end at once.
+    for (const session of [...this.#sessions.values()]) {
+      this.#close(session, "shutdown");
+    }
+    for (const log of Object.values(this.#dropped)) log.flush();
+    this.#refused.flush();
+    this.#failed.flush();
+    this.#resolveFinished();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+}

@@ -1,0 +1,219 @@
+/**
+ * servers/forward.ts udp:// to udp://: a session per client address,
+ * answers to the right client, idle sessions ending, and the protections
+ * every UDP server here keeps. Run as a subprocess with the header's
+ * permissions for local clients: the listen host, the session sockets'
+ * `0.0.0.0:0`, and the target.
+ */
+
+import {
+  assert,
+  assertEquals,
+  assertLessOrEqual,
+  assertMatch,
+} from "@std/assert";
+import {
+  closing,
+  freePort,
+  receiveWithin,
+  type ScriptProcess,
+  startServer,
+} from "./_helpers.ts";
+
+const FORWARD = "servers/forward.ts";
+const PERMISSIONS = ["--unstable-net", "--allow-net=127.0.0.1,0.0.0.0:0"];
+const encode = (s: string) => new TextEncoder().encode(s);
+const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** A UDP target in this process answering `reply(data)`, noting each source port. */
+function udpTarget(
+  reply: (data: Uint8Array, from: Deno.NetAddr) => Uint8Array | null = (d) => d,
+) {
+  const socket = closing(
+    Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 }),
+  );
+  const sources: number[] = [];
+  const loop = (async () => {
+    try {
+      while (true) {
+        const [data, from] = await socket.receive();
+        sources.push((from as Deno.NetAddr).port);
+        const answer = reply(data, from as Deno.NetAddr);
+        if (answer) await socket.send(answer, from);
+      }
+    } catch {
+      // Closed.
+    }
+  })();
+  return {
+    port: (socket.addr as Deno.NetAddr).port,
+    sources,
+    async [Symbol.asyncDispose]() {
+      socket[Symbol.dispose]();
+      await loop;
+    },
+  };
+}
+
+function client(port = 0) {
+  return closing(
+    Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port }),
+  );
+}
+
+function startUdpForward(targetPort: number, args: string[] = []) {
+  return startServer(FORWARD, {
+    permissions: PERMISSIONS,
+    args: [
+      ...args,
+      "udp://127.0.0.1:0",
+      `udp://127.0.0.1:${targetPort}`,
+    ],
+  });
+}
+
+function to(port: number): Deno.NetAddr {
+  return { transport: "udp", hostname: "127.0.0.1", port };
+}
+
+async function ask(
+  socket: Deno.DatagramConn,
+  port: number,
+  text: string,
+): Promise<string | null> {
+  await socket.send(encode(text), to(port));
+  const got = await receiveWithin(socket, 2000);
+  return got && decode(got[0]);
+}
+
+function lines(proc: ScriptProcess, pattern: RegExp): string[] {
+  return proc.stderrLines.filter((line) => pattern.test(line));
+}
+
+Deno.test("forward.ts udp://: each client gets its own session, and the answers go back to the client that asked", async () => {
+  await using target = udpTarget((data, from) =>
+    encode(`${decode(data)} via ${from.port}`)
+  );
+  await using forward = await startUdpForward(target.port);
+  using a = client();
+  using b = client();
+  const answerA = await ask(a, forward.port, "a1");
+  const answerB = await ask(b, forward.port, "b1");
+  assertMatch(answerA!, /^a1 via \d+$/);
+  assertMatch(answerB!, /^b1 via \d+$/);
+  const portA = answerA!.split(" via ")[1];
+  const portB = answerB!.split(" via ")[1];
+  assert(portA !== portB, "two clients shared one session socket");
+  // The same session again, and nothing of the other's.
+  assertEquals(await ask(a, forward.port, "a2"), `a2 via ${portA}`);
+  assertEquals(await ask(b, forward.port, "b2"), `b2 via ${portB}`);
+  assertEquals(await receiveWithin(a, 200), null);
+  assertEquals(lines(forward.proc, /^accepted 127\.0\.0\.1:/).length, 2);
+  forward.proc.kill("SIGTERM");
+  const { code, stderr } = await forward.proc.finished();
+  assertEquals(code, 0);
+  assertMatch(
+    stderr,
+    new RegExp(
+      `closed 127\\.0\\.0\\.1:${
+        (a.addr as Deno.NetAddr).port
+      } \\(4 bytes in, \\d+ bytes out\\) to 127\\.0\\.0\\.1:${target.port}, [\\d.]+ s, shutdown`,
+    ),
+  );
+});
+
+Deno.test("forward.ts udp:// ends a session idle for --udp-session-timeout; the next datagram starts a new one", async () => {
+  await using target = udpTarget();
+  await using forward = await startUdpForward(target.port, [
+    "--udp-session-timeout",
+    "0.3",
+  ]);
+  using socket = client();
+  const port = (socket.addr as Deno.NetAddr).port;
+  assertEquals(await ask(socket, forward.port, "one"), "one");
+  await forward.proc.waitForStderr(
+    new RegExp(
+      `^closed 127\\.0\\.0\\.1:${port} \\(3 bytes in, 3 bytes out\\) to 127\\.0\\.0\\.1:${target.port}, [\\d.]+ s, idle for 0\\.3 s$`,
+    ),
+  );
+  assertEquals(await ask(socket, forward.port, "two"), "two");
+  assertEquals(target.sources.length, 2);
+  assert(target.sources[0] !== target.sources[1], "the session was reused");
+});
+
+Deno.test("forward.ts udp:// --max-connections bounds the sessions", async () => {
+  await using target = udpTarget();
+  await using forward = await startUdpForward(target.port, [
+    "--max-connections",
+    "1",
+  ]);
+  using first = client();
+  using second = client();
+  assertEquals(await ask(first, forward.port, "in"), "in");
+  assertEquals(await ask(second, forward.port, "out"), null);
+  await forward.proc.waitForStderr(/too many sessions \(max 1\)/);
+  assertEquals(target.sources.length, 1);
+});
+
+Deno.test("forward.ts udp:// limits answers per client address (--udp-rate) and drops source ports below 1024", async () => {
+  await using target = udpTarget();
+  await using forward = await startUdpForward(target.port, [
+    "--udp-rate",
+    "3",
+  ]);
+  using socket = client();
+  for (let i = 0; i < 10; i++) {
+    await socket.send(encode(`${i}`), to(forward.port));
+  }
+  let answers = 0;
+  while (await receiveWithin(socket, 300)) answers++;
+  assertLessOrEqual(answers, 4); // a burst of 3, and maybe one token more
+  assert(answers >= 3, `${answers} answers`);
+  await forward.proc.waitForStderr(/over 3 answers\/s/);
+  // A privileged source port (an echo, a chargen...) is never forwarded.
+  let low: ReturnType<typeof client> | undefined;
+  for (const port of [1007, 1009, 1013]) {
+    try {
+      low = client(port);
+      break;
+    } catch {
+      // Taken, or not root.
+    }
+  }
+  if (!low) {
+    console.error("SKIP: the low-port half: cannot bind a port below 1024");
+    return;
+  }
+  using lowSocket = low;
+  const before = target.sources.length;
+  await lowSocket.send(encode("loop?"), to(forward.port));
+  await forward.proc.waitForStderr(/source port below 1024/);
+  assertEquals(target.sources.length, before);
+});
+
+Deno.test("forward.ts udp:// pointed at itself drops its own datagrams instead of looping", async () => {
+  const port = freePort();
+  await using forward = await startServer(FORWARD, {
+    permissions: PERMISSIONS,
+    args: [`udp://127.0.0.1:${port}`, `udp://127.0.0.1:${port}`],
+  });
+  using socket = client();
+  await socket.send(encode("round and round"), to(forward.port));
+  await forward.proc.waitForStderr(/one of this forwarder's own sessions/);
+  await new Promise((r) => setTimeout(r, 300));
+  assertEquals(lines(forward.proc, /^accepted /).length, 1);
+});
+
+Deno.test("forward.ts udp:// --deny refuses a client's datagrams", async () => {
+  await using target = udpTarget();
+  await using forward = await startUdpForward(target.port, [
+    "--deny",
+    "127.0.0.1",
+  ]);
+  using socket = client();
+  assertEquals(await ask(socket, forward.port, "no"), null);
+  await forward.proc.waitForStderr(
+    /refused datagram from 127\.0\.0\.1:\d+: not allowed/,
+  );
+  assertEquals(target.sources.length, 0);
+});
