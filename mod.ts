@@ -53,3 +53,4 @@ export * from "./lib/dial.ts";
 export * from "./lib/relay.ts";
 export * from "./lib/tz.ts";
 export * from "./lib/workers.ts";
+export * from "./lib/spawn.ts";
