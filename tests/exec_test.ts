@@ -554,6 +554,29 @@ Deno.test("exec.ts: a spawn that fails later refuses that client, logged, and th
   }
 });
 
+Deno.test("exec.ts: out of descriptors (EMFILE), spawns fail, those clients are refused and logged, and the server serves again once they close", async () => {
+  // 40 descriptors: the server's own ~25 leave room for about two programs
+  // (a socket and three pipes each).
+  await using server = await startExec(["cat"], ["--rate", "0"], {
+    ulimit: 40,
+  });
+  const conns = await Promise.all(
+    Array.from(
+      { length: 12 },
+      () => Deno.connect({ hostname: "127.0.0.1", port: server.port }),
+    ),
+  );
+  try {
+    await server.proc.waitForStderr(
+      /^(refused 127\.0\.0\.1:\d+: cannot start cat: Too many open files|accept failed: .*Too many open files.*)$/,
+    );
+  } finally {
+    for (const conn of conns) conn.close();
+  }
+  await eventually(() => childrenOf(server.pid).length === 0, "reaped");
+  assertEquals(decode(await exchange(server.port, "again\n")), "again\n");
+});
+
 Deno.test("exec.ts: after 300 connections of every kind (normal, reset mid-output, SIGTERM ignored), no child is left, no zombie, no orphan", async () => {
   const flags = [
     "--rate",
