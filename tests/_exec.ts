@@ -206,3 +206,26 @@ export async function exchange(
   if (options.halfClose ?? true) await conn.closeWrite();
   return await reading;
 }
+
+/** Reads `conn` to EOF, failing if EOF has not come within `timeoutMs`. */
+export async function readToEof(
+  conn: Deno.Conn,
+  timeoutMs = 5000,
+): Promise<Uint8Array> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const reading = readAll(conn);
+  reading.catch(() => {}); // Settles when the caller closes conn.
+  try {
+    return await Promise.race([
+      reading,
+      new Promise<never>((_, reject) =>
+        timer = setTimeout(
+          () => reject(new Error(`no EOF within ${timeoutMs} ms`)),
+          timeoutMs,
+        )
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -29,6 +29,7 @@ import {
   type ExecServer,
   processesWith,
   program,
+  readToEof,
   startExec,
 } from "./_exec.ts";
 
@@ -215,7 +216,7 @@ Deno.test("exec.ts: the program closing stdout half-closes the connection; the c
   await using server = await startExec([program("close_stdout.sh")]);
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   // EOF arrives while the program still runs and reads.
-  assertEquals(decode(await readAll(conn)), "early\n");
+  assertEquals(decode(await readToEof(conn)), "early\n");
   await writeAll(conn, encode("still here\n"));
   await conn.closeWrite();
   await server.proc.waitForStderr(/close_stdout\.sh\[\d+\]: read: still here$/);
@@ -228,9 +229,34 @@ Deno.test("exec.ts: the program's exit ends the connection once all its output i
   await using head = await startExec(["head", "-c", "3000000", "/dev/zero"]);
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: head.port });
   // No EOF from us: the end comes from the program.
-  const got = await readAll(conn);
+  const got = await readToEof(conn);
   assertEquals(got.byteLength, 3_000_000);
   assert(got.every((b) => b === 0));
+});
+
+Deno.test("exec.ts: once the program exited, output a background process of it holds open is cut after --kill-after seconds without any", async () => {
+  const script = program("background.sh");
+  Deno.writeTextFileSync(
+    script,
+    "#!/bin/sh\necho hi\nsleep 985.25 &\n",
+    { mode: 0o755 },
+  );
+  try {
+    await using server = await startExec([script], ["--kill-after", "0.3"]);
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    const started = Date.now();
+    assertEquals(decode(await readToEof(conn, 5000)), "hi\n");
+    assertGreaterOrEqual(Date.now() - started, 250);
+    await server.proc.waitForStderr(
+      /^closed 127\.0\.0\.1:\d+ \(0 bytes in, 3 bytes out\)$/,
+    );
+  } finally {
+    // Processes a program starts are its own: this one outlives it.
+    for (const pid of processesWith("985.25")) Deno.kill(pid, "SIGKILL");
+  }
 });
 
 Deno.test("exec.ts: a client that resets mid-output gets its program killed and reaped", async () => {
@@ -291,11 +317,14 @@ Deno.test("exec.ts: --idle-timeout ends a program whose client sent EOF and wait
 });
 
 Deno.test("exec.ts: SIGTERM to the server SIGKILLs a program ignoring SIGTERM once grace and --kill-after are over, then exits 0, no orphan", async () => {
+  // --kill-after longer than the moment the server's shutdown waits for
+  // handlers once their connections are closed: the program must still be
+  // SIGKILLed and reaped before the process exits.
   const server = await startExec([program("ignore_term.sh")], [
     "--grace",
     "0.2",
     "--kill-after",
-    "0.4",
+    "1.5",
   ]);
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   assertEquals(decode(await readExact(conn, 6)), "ready\n");
@@ -303,8 +332,8 @@ Deno.test("exec.ts: SIGTERM to the server SIGKILLs a program ignoring SIGTERM on
   server.proc.kill("SIGTERM");
   const { code, stderr } = await server.proc.finished();
   assertEquals(code, 0, stderr);
-  assertGreaterOrEqual(Date.now() - started, 550);
-  assertMatch(stderr, /killed by SIGKILL/);
+  assertGreaterOrEqual(Date.now() - started, 1600);
+  assertMatch(stderr, /killed by SIGKILL \(SIGTERM ignored for 1\.5 s\)/);
   assertEquals(processesWith("987.654"), []);
 });
 
