@@ -281,7 +281,8 @@ const LARGE_BUFFER = 64 * 1024;
  *   {@linkcode MAX_STDERR_LINE} characters, control characters escaped),
  *   or to the client with `stderrToClient`.
  *
- * Throws {@linkcode SpawnError} when the program cannot be started.
+ * Aborting `stop` ends the program as if its client had gone. Throws
+ * {@linkcode SpawnError} when the program cannot be started.
  *
  * @example Run `cat` for one connection
  * ```ts ignore
@@ -296,6 +297,7 @@ export async function runProgram(
   context: ConnectionContext,
   spec: ProgramSpec,
   stderrLog: StderrLog,
+  stop?: AbortSignal,
 ): Promise<ProgramOutcome> {
   let child: Deno.ChildProcess;
   try {
@@ -321,7 +323,14 @@ export async function runProgram(
     child,
     spec.killAfterMs ?? DEFAULT_KILL_AFTER_MS,
   );
-  return await session.run(spec.stderrToClient ?? false, stderrLog);
+  const onStop = () => session.stop("the server is stopping");
+  stop?.addEventListener("abort", onStop, { once: true });
+  if (stop?.aborted) onStop();
+  try {
+    return await session.run(spec.stderrToClient ?? false, stderrLog);
+  } finally {
+    stop?.removeEventListener("abort", onStop);
+  }
 }
 
 type Reader = ReadableStreamDefaultReader<Uint8Array>;
@@ -415,6 +424,11 @@ class Session {
       ...(this.#signalled && { signalled: this.#signalled }),
       ...(this.#reason && { reason: this.#reason }),
     };
+  }
+
+  /** Ends the program as if its client had gone. */
+  stop(reason: string): void {
+    this.#clientGone(reason);
   }
 
   /** The client went away: SIGTERM now, SIGKILL after the grace. */

@@ -204,7 +204,7 @@ function programName(program: string): string {
 /**
  * The exec service for {@linkcode serve}: runs `spec.program` for each
  * stream connection (see `runProgram`). `running` holds each program's
- * run until it is reaped.
+ * run until it is reaped; aborting `stop` ends every program.
  *
  * @example
  * ```ts
@@ -216,7 +216,12 @@ function programName(program: string): string {
  */
 export function execService(
   spec: ProgramSpec,
-  options: { log?: Log; label?: string; running?: Set<Promise<unknown>> } = {},
+  options: {
+    log?: Log;
+    label?: string;
+    running?: Set<Promise<unknown>>;
+    stop?: AbortSignal;
+  } = {},
 ): Service {
   const log = options.log ?? stderrLog;
   const prefix = options.label ? `${options.label}: ` : "";
@@ -232,6 +237,7 @@ export function execService(
         context,
         spec,
         stderrLogTo((line) => log(prefix + line), context.peer, name),
+        options.stop,
       );
       options.running?.add(run);
       try {
@@ -275,13 +281,14 @@ export function serveExec(options: ExecOptions): Server {
   checkProgram(program);
   const log = options.log ?? stderrLog;
   const running = new Set<Promise<unknown>>();
+  const stop = new AbortController();
   const rate = ratePerSecond > 0 && (serverOptions.transport ?? "tcp") === "tcp"
     ? new ConnectionRate(ratePerSecond, serverOptions.access)
     : undefined;
   const server = serve(
     execService(
       { program, args, env, clearEnv, stderrToClient, killAfterMs },
-      { log, label: options.label, running },
+      { log, label: options.label, running, stop: stop.signal },
     ),
     {
       ...serverOptions,
@@ -296,7 +303,10 @@ export function serveExec(options: ExecOptions): Server {
   // The server stops waiting for handlers a moment after closing their
   // connections; a program told SIGTERM may take up to killAfterMs more,
   // and must be reaped before the process exits (else it is orphaned).
+  // Closing its connection ends a program; should one still run, it is
+  // ended here all the same.
   const finished = server.finished.then(async () => {
+    if (running.size > 0) stop.abort();
     while (running.size > 0) await Promise.allSettled([...running]);
   });
   const shutdown = () => server.shutdown().then(() => finished);
