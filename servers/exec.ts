@@ -65,6 +65,11 @@
  * flag works: `--allow`/`--deny`, `--idle-timeout`, `--tls`, `--unix`,
  * `--keepalive`, `--workers`.
  *
+ * Unlike `ncat -e` (7.93), which ends the connection at the client's EOF,
+ * dropping what the program still owes, and stalls when both directions
+ * are full at once; unlike tcpserver, which leaves a program running after
+ * its client has gone until it next reads or writes.
+ *
  * Not done: signals go to the program, not to processes it starts (which
  * are its own to end); a program's output that a background process of it
  * holds open after it exited is cut once none came for `--kill-after`

@@ -11,6 +11,7 @@ import {
   assertSameBytes,
   freePort,
   hasCommand,
+  missing,
   pseudoRandomBytes,
   readAll,
   type ScriptProcess,
@@ -288,7 +289,7 @@ Deno.test("a program that reads a line and answers: the same answer from ours an
 Deno.test({
   name:
     "env: ours sets tcpserver's TCP variables, the same names and values (modulo ports)",
-  ignore: !hasCommand("tcpserver"),
+  ignore: missing("tcpserver"),
   async fn() {
     const env = which("env");
     const variables = async (port: number) => {

@@ -399,8 +399,10 @@ Deno.test("exec.ts --deny refuses before any program starts", async () => {
   assertEquals(childrenOf(server.pid), []);
 });
 
-Deno.test("exec.ts --tls serves a plain program over TLS", async () => {
-  if (missing("openssl")) return;
+Deno.test({
+  name: "exec.ts --tls serves a plain program over TLS",
+  ignore: missing("openssl"),
+}, async () => {
   await using certs = await makeCertificates();
   await using server = await startExec(["cat"], [
     "--tls",
