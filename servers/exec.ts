@@ -65,10 +65,10 @@
  * flag works: `--allow`/`--deny`, `--idle-timeout`, `--tls`, `--unix`,
  * `--keepalive`, `--workers`.
  *
- * Unlike `ncat -e` (7.93), which ends the connection at the client's EOF,
- * dropping what the program still owes, and stalls when both directions
- * are full at once; unlike tcpserver, which leaves a program running after
- * its client has gone until it next reads or writes.
+ * Where the tools differ: `ncat -e` (7.93) ends the connection at the
+ * client's EOF, dropping what the program still owes, and stalls when both
+ * directions are full at once; tcpserver leaves a program running after its
+ * client has gone until it next reads or writes. This does neither.
  *
  * Not done: signals go to the program, not to processes it starts (which
  * are its own to end); a program's output that a background process of it
