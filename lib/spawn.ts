@@ -81,10 +81,12 @@ export class ProgramError extends Error {
 }
 
 /**
- * Checks, before any client comes, that `program` may and can run: Deno
- * must grant `--allow-run` for it (for a bare name, Deno grants that only
- * once it found it on PATH); a path must name an executable file, which
- * takes `--allow-read=PATH` to see. Throws {@linkcode ProgramError}.
+ * Checks, before any client comes, that `program` may and can run with
+ * `env` added to its environment: Deno must grant `--allow-run` for it
+ * (for a bare name, Deno grants that only once it found it on PATH); a
+ * path must name an executable file, which takes `--allow-read=PATH` to
+ * see; `LD_*` and `DYLD_*` variables take unrestricted `--allow-run` (Deno
+ * refuses to spawn with them otherwise). Throws {@linkcode ProgramError}.
  *
  * @example
  * ```ts ignore
@@ -93,9 +95,22 @@ export class ProgramError extends Error {
  * checkProgram("cat"); // with --allow-run=cat
  * ```
  */
-export function checkProgram(program: string): void {
+export function checkProgram(
+  program: string,
+  env: Readonly<Record<string, string>> = {},
+): void {
   if (program === "" || program.includes("\0")) {
     throw new ProgramError(program, `invalid program name '${program}'`);
+  }
+  const loader = Object.keys(env).find((name) => /^(LD|DYLD)_/.test(name));
+  if (
+    loader !== undefined &&
+    Deno.permissions.querySync({ name: "run" }).state !== "granted"
+  ) {
+    throw new ProgramError(
+      program,
+      `the program's environment may hold ${loader} only with unrestricted --allow-run (Deno refuses to spawn with it otherwise)`,
+    );
   }
   const run = Deno.permissions.querySync({ name: "run", command: program });
   if (run.state !== "granted") {

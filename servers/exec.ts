@@ -283,7 +283,7 @@ export function serveExec(options: ExecOptions): Server {
     ratePerSecond = DEFAULT_EXEC_RATE,
     ...serverOptions
   } = options;
-  checkProgram(program);
+  checkProgram(program, env);
   const log = options.log ?? stderrLog;
   const running = new Set<Promise<unknown>>();
   const stop = new AbortController();

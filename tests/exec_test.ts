@@ -459,7 +459,7 @@ Deno.test("exec.ts: a program that cannot run is one error line at start, exit 1
   const dir = Deno.makeTempDirSync({ prefix: "sockets-exec-bad-" });
   const plain = `${dir}/not-executable`;
   Deno.writeTextFileSync(plain, "#!/bin/sh\n", { mode: 0o644 });
-  const cases: [string, string[], string[], RegExp][] = [
+  const cases: [string, string[], string[], RegExp, string[]?][] = [
     [
       "a name not on PATH",
       ["--allow-run=no-such-program-here"],
@@ -496,13 +496,28 @@ Deno.test("exec.ts: a program that cannot run is one error line at start, exit 1
       ["cat"],
       /^error: cannot run cat: .*grant --allow-run=cat/,
     ],
+    [
+      "--env LD_PRELOAD=... without unrestricted --allow-run",
+      ["--allow-run=cat"],
+      ["cat"],
+      /^error: the program's environment may hold LD_PRELOAD only with unrestricted --allow-run/,
+      ["--env", "LD_PRELOAD=/nonexistent.so"],
+    ],
   ];
   try {
-    for (const [what, permissions, command, pattern] of cases) {
+    for (const [what, permissions, command, pattern, flags = []] of cases) {
       await t.step(what, async () => {
         const { code, stdout, stderr } = await runScript("servers/exec.ts", {
           permissions: ["--allow-net=127.0.0.1:0", ...permissions],
-          args: ["--hostname", "127.0.0.1", "--port", "0", "--", ...command],
+          args: [
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            "0",
+            ...flags,
+            "--",
+            ...command,
+          ],
         });
         assertEquals(code, 1, stderr);
         assertEquals(stdout, "");
