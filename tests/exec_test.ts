@@ -684,6 +684,7 @@ Deno.test("exec.ts: after 300 connections of every kind (normal, reset mid-outpu
         count ===
           server.proc.stderrLines.filter((l) => /^closed /.test(l)).length,
       `${count} closed lines`,
+      30_000,
     );
     assertEquals(
       server.proc.stderrLines.filter((l) => /^accepted /.test(l)).length,
@@ -695,6 +696,7 @@ Deno.test("exec.ts: after 300 connections of every kind (normal, reset mid-outpu
       () =>
         server.proc.stderrLines.filter((l) => pattern.test(l)).length === count,
       `${count} lines matching ${pattern}`,
+      30_000,
     );
   await killed(resetting, /yes\[\d+\]: killed by SIG(TERM|PIPE) \(client: /);
   await killed(ignoring, /ignore_term\.sh\[\d+\]: killed by SIGKILL/);
