@@ -6,7 +6,7 @@ import {
   assert,
   assertEquals,
   assertGreaterOrEqual,
-  assertLess,
+  assertLessOrEqual,
   assertMatch,
   assertStringIncludes,
 } from "@std/assert";
@@ -280,7 +280,7 @@ Deno.test("exec.ts: a program ignoring SIGTERM gets SIGKILL --kill-after seconds
     "--idle-timeout",
     "0.3",
     "--kill-after",
-    "0.5",
+    "1.5",
   ]);
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   assertEquals(decode(await readExact(conn, 6)), "ready\n");
@@ -294,9 +294,9 @@ Deno.test("exec.ts: a program ignoring SIGTERM gets SIGKILL --kill-after seconds
   // Still alive between SIGTERM and SIGKILL.
   assertEquals(childrenOf(server.pid), [pid]);
   await server.proc.waitForStderr(
-    /ignore_term\.sh\[\d+\]: killed by SIGKILL \(SIGTERM ignored for 0\.5 s\) \(client: closed by the server\)$/,
+    /ignore_term\.sh\[\d+\]: killed by SIGKILL \(SIGTERM ignored for 1\.5 s\) \(client: closed by the server\)$/,
   );
-  assertGreaterOrEqual(Date.now() - closedAt, 400);
+  assertGreaterOrEqual(Date.now() - closedAt, 1400);
   await eventually(() => childrenOf(server.pid).length === 0, "reaped");
   assertEquals(processesWith("987.654"), []);
 });
@@ -364,7 +364,7 @@ Deno.test("exec.ts holds 64 programs at once by default and refuses the 65th at 
 });
 
 Deno.test("exec.ts --rate N closes the excess from one address at once, one log line for the burst", async () => {
-  await using server = await startExec(["cat"], ["--rate", "3"]);
+  await using server = await startExec(["cat"], ["--rate", "2"]);
   const conns = await Promise.all(
     Array.from(
       { length: 8 },
@@ -374,13 +374,14 @@ Deno.test("exec.ts --rate N closes the excess from one address at once, one log 
   try {
     const closed = await Promise.all(conns.map((c) => closedWithin(c, 500)));
     const refused = closed.filter(Boolean).length;
-    assertGreaterOrEqual(refused, 4);
-    assertLess(refused, 6);
+    // 2 at once, then one each 0.5 s: 2 or 3 served however slow we are.
+    assertGreaterOrEqual(refused, 5);
+    assertLessOrEqual(refused, 6);
     const lines = server.proc.stderrLines.filter((l) => l.includes("--rate"));
     assertEquals(lines.length, 1, server.proc.stderr);
     assertMatch(
       lines[0],
-      /^refused 127\.0\.0\.1:\d+: over 3 new connections\/s from 127\.0\.0\.1 \(--rate\)$/,
+      /^refused 127\.0\.0\.1:\d+: over 2 new connections\/s from 127\.0\.0\.1 \(--rate\)$/,
     );
     assertEquals(
       server.proc.stderrLines.filter((l) => l.startsWith("accepted")).length,
