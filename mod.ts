@@ -254,6 +254,23 @@ export {
   type SpliceResult,
 } from "./lib/splice.ts";
 
+// A program per connection (servers/exec.ts).
+export {
+  checkProgram,
+  connectionEnv,
+  DEFAULT_KILL_AFTER_MS,
+  describeStatus,
+  MAX_STDERR_LINE,
+  outcomeLine,
+  ProgramError,
+  type ProgramOutcome,
+  type ProgramSpec,
+  runProgram,
+  SpawnError,
+  type StderrLog,
+  stderrLogTo,
+} from "./lib/spawn.ts";
+
 // The command line.
 export {
   clientFlags,

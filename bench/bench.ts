@@ -1,9 +1,15 @@
 /**
- * `deno task bench [--quick] [--rounds N] [--only NAME,...]`: our servers
- * against a C epoll reference, the seed's iterative C daytime server and
- * Node's `net`, one after another with the same parameters, each server
- * pinned to CPU 0 and the C load generator (`bench/loadgen.c`) to CPU 1.
- * Prints one table and writes `bench/results/latest.json`.
+ * `deno task bench [--quick] [--rounds N] [--only NAME,...] [--family LIST]`:
+ * our servers against a C epoll reference, the seed's iterative C daytime
+ * server and Node's `net`, one after another with the same parameters,
+ * each server pinned to CPU 0 and the C load generator (`bench/loadgen.c`)
+ * to CPU 1. Prints one table and writes `bench/results/latest.json`.
+ *
+ * The `exec` family runs a program per connection (it prints one line and
+ * exits; loadgen's `connect` kind reads it to EOF): `servers/exec.ts`
+ * against tcpserver, xinetd, `ncat -e`, socat `EXEC` and a minimal Deno
+ * loop (`bench/exec_loop.ts`), in a table of its own:
+ * `deno task bench --family exec`.
  *
  * The forward family (see "Forwarding" below) puts forwarders in front of
  * the C echo server: ours (`servers/forward.ts`), a minimal Deno one
@@ -51,8 +57,9 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward (all forwarders) or fwd-ours,fwd-minimal,\nfwd-haproxy,fwd-socat",
+    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat",
   ),
+  family: flag.string("LIST", "only these families: echo,daytime,forward,exec"),
 };
 
 const USAGE = `usage: deno task bench [options]
@@ -79,6 +86,12 @@ const rounds = flags.rounds;
 const seconds = (flags.seconds ?? (quick ? 300 : 3000)) / 1000;
 const idleCount = flags.idle ?? (quick ? 200 : 10000);
 const only = flags.only?.split(",");
+const families = flags.family?.split(",") ?? [
+  "echo",
+  "daytime",
+  "forward",
+  "exec",
+];
 
 // Server on CPU 0, load generator on CPU 1; a 1-CPU machine pins nothing.
 const PIN = navigator.hardwareConcurrency >= 2;
@@ -93,11 +106,20 @@ interface Target {
   label: string;
   /** CPUs the server may use (`taskset -c`). Default `0`. */
   cpus?: string;
+  /** Ready once its log matches this, or once it accepts. Default `/listening on/`. */
+  ready?: RegExp | "connect";
+  /** Runs before it starts (writes a config file for `port`). */
+  before?: (port: number) => void;
+  /** Why it cannot run here, if it cannot (a missing peer, not root). */
+  missing?: () => string | undefined;
+  /** Not ours: its failures are reported, never fail the run. */
+  peer?: boolean;
   /**
-   * How to tell it is ready: a `listening on` line in its log (default),
-   * or a port that accepts a connection (haproxy says nothing).
+   * Start it with an environment of `PATH` alone, so that every server's
+   * programs start alike (xinetd passes none of its own; a program that
+   * finds LANG set loads locale files: printf here started 30% slower).
    */
-  ready?: "log" | "connect";
+  cleanEnv?: boolean;
   /** Only these scenarios (by key). Default: all of the family's. */
   scenarios?: string[];
 }
@@ -187,6 +209,154 @@ const DAYTIME_SERVERS: Record<string, Target> = {
   },
 };
 
+// The exec family: one line and exit, the program loadgen's `connect`
+// kind expects (a line ending in CRLF, then EOF). printf interprets the
+// escapes itself; ncat and socat unescape `\\` first.
+const LINE_PROGRAM = ["/usr/bin/printf", "hello\\r\\n"];
+const PEER_LINE_PROGRAM = "/usr/bin/printf hello\\\\r\\\\n";
+const EXEC_CONNECTIONS = 64;
+const CLEAN_PATH =
+  "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/** Deno finds `@std` through an offline mirror where JSR is out of reach. */
+const JSR_ENV: Record<string, string> = Deno.env.get("JSR_URL")
+  ? { JSR_URL: Deno.env.get("JSR_URL")! }
+  : {};
+const XINETD_CONF = `${RESULTS}/xinetd-exec.conf`;
+
+function needs(command: string): () => string | undefined {
+  return () => hasCommand(command) ? undefined : `${command} not installed`;
+}
+
+const EXEC_SERVERS: Record<string, Target> = {
+  ours: {
+    label: "ours (servers/exec.ts)",
+    cleanEnv: true,
+    command: [
+      Deno.execPath(),
+      "run",
+      "--quiet",
+      "--allow-net=127.0.0.1:{PORT}",
+      `--allow-run=${LINE_PROGRAM[0]}`,
+      `--allow-read=${LINE_PROGRAM[0]}`,
+      "servers/exec.ts",
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "{PORT}",
+      // One source address, hundreds of connections a second.
+      "--rate",
+      "0",
+      "--max-connections",
+      String(EXEC_CONNECTIONS),
+      "--",
+      ...LINE_PROGRAM,
+    ],
+  },
+  "deno-loop": {
+    label: "Deno loop (bench/exec_loop.ts)",
+    cleanEnv: true,
+    command: [
+      Deno.execPath(),
+      "run",
+      "--quiet",
+      "--allow-net=127.0.0.1:{PORT}",
+      `--allow-run=${LINE_PROGRAM[0]}`,
+      "bench/exec_loop.ts",
+      "{PORT}",
+      ...LINE_PROGRAM,
+    ],
+  },
+  tcpserver: {
+    label: "tcpserver",
+    cleanEnv: true,
+    command: [
+      "tcpserver",
+      "-c",
+      String(EXEC_CONNECTIONS),
+      "-H",
+      "-R",
+      "-l",
+      "0",
+      "127.0.0.1",
+      "{PORT}",
+      ...LINE_PROGRAM,
+    ],
+    ready: "connect",
+    missing: needs("tcpserver"),
+    peer: true,
+  },
+  xinetd: {
+    label: "xinetd",
+    cleanEnv: true,
+    command: [
+      "xinetd",
+      "-dontfork",
+      "-f",
+      XINETD_CONF,
+      "-pidfile",
+      `${RESULTS}/xinetd-exec.pid`,
+      "-filelog",
+      `${LOGS}/exec-xinetd.filelog`,
+    ],
+    ready: "connect",
+    before: (port) =>
+      Deno.writeTextFileSync(
+        XINETD_CONF,
+        `defaults\n{\n}\nservice benchexec\n{\n${
+          [
+            "type = UNLISTED",
+            "id = benchexec",
+            "socket_type = stream",
+            "protocol = tcp",
+            `port = ${port}`,
+            "bind = 127.0.0.1",
+            "wait = no",
+            "user = root",
+            `server = ${LINE_PROGRAM[0]}`,
+            `server_args = ${LINE_PROGRAM[1]}`,
+            `instances = ${EXEC_CONNECTIONS}`,
+            "per_source = UNLIMITED",
+            "cps = 1000000 1",
+          ].map((line) => `  ${line}\n`).join("")
+        }}\n`,
+      ),
+    missing: () =>
+      needs("xinetd")() ??
+        (isRoot() ? undefined : "xinetd needs root here"),
+    peer: true,
+  },
+  ncat: {
+    label: "ncat -e",
+    cleanEnv: true,
+    command: [
+      "ncat",
+      "-l",
+      "-k",
+      "-m",
+      String(EXEC_CONNECTIONS),
+      "127.0.0.1",
+      "{PORT}",
+      "-e",
+      PEER_LINE_PROGRAM,
+    ],
+    ready: "connect",
+    missing: needs("ncat"),
+    peer: true,
+  },
+  socat: {
+    label: "socat EXEC",
+    cleanEnv: true,
+    command: [
+      "socat",
+      `TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr,max-children=${EXEC_CONNECTIONS}`,
+      `EXEC:${PEER_LINE_PROGRAM}`,
+    ],
+    ready: "connect",
+    missing: needs("socat"),
+    peer: true,
+  },
+};
+
 interface Scenario {
   /** Row key, e.g. `pingpong-100`. */
   key: string;
@@ -207,6 +377,28 @@ const DAYTIME_SCENARIOS: Scenario[] = [
   { key: "connect-1", kind: "connect", connections: 1 },
   { key: "connect-32", kind: "connect", connections: 32 },
 ];
+const EXEC_SCENARIOS: Scenario[] = [
+  { key: "exec-1", kind: "connect", connections: 1 },
+  { key: "exec-8", kind: "connect", connections: 8 },
+];
+
+/** Whether we run as root (`id -u`: Deno.uid() needs --allow-sys). */
+function isRoot(): boolean {
+  const { stdout } = new Deno.Command("id", { args: ["-u"] }).outputSync();
+  return new TextDecoder().decode(stdout).trim() === "0";
+}
+
+function hasCommand(command: string): boolean {
+  try {
+    return new Deno.Command("sh", {
+      args: ["-c", `command -v ${command}`],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
 
 // Forwarding: forwarders in front of the C echo server (`{ECHO}`, on the
 // load generator's CPU), each forwarder alone on CPU 0.
@@ -311,18 +503,6 @@ backend b
   server s 127.0.0.1:${echoPort}
 `,
   );
-}
-
-function hasCommand(command: string): boolean {
-  try {
-    return new Deno.Command("sh", {
-      args: ["-c", `command -v ${command}`],
-      stdout: "null",
-      stderr: "null",
-    }).outputSync().success;
-  } catch {
-    return false;
-  }
 }
 
 /** The forward family: the C echo target, then each forwarder in front of it. */
@@ -436,6 +616,7 @@ async function startServer(
   family: string,
 ): Promise<Running> {
   const port = freePort();
+  target.before?.(port);
   const log = `${LOGS}/${family}-${name}.log`;
   // A log left by an earlier run must not pass for this one's.
   try {
@@ -462,9 +643,12 @@ async function startServer(
     stdin: "null",
     stdout: "null",
     stderr: "inherit",
-    env: { NO_COLOR: "1" },
+    ...(target.cleanEnv
+      ? { clearEnv: true, env: { NO_COLOR: "1", PATH: CLEAN_PATH, ...JSR_ENV } }
+      : { env: { NO_COLOR: "1" } }),
   }).spawn();
   const deadline = Date.now() + 60_000; // a loaded CI machine starts slowly
+  const ready = target.ready ?? /listening on/;
   while (true) {
     let text = "";
     try {
@@ -472,11 +656,7 @@ async function startServer(
     } catch {
       // Not created yet.
     }
-    if (
-      target.ready === "connect"
-        ? await accepts(port)
-        : /listening on/.test(text)
-    ) break;
+    if (ready === "connect" ? await accepts(port) : ready.test(text)) break;
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
       throw new Error(`${name} did not start; its log:\n${text}`);
@@ -584,13 +764,24 @@ function measurements(
 }
 
 const progress = new Progress(
-  rounds * (measurements(ECHO_SERVERS, ECHO_SCENARIOS) +
-    measurements(DAYTIME_SERVERS, DAYTIME_SCENARIOS) +
-    measurements(forwardServers(0), FORWARD_SCENARIOS)),
+  rounds * (
+    (families.includes("echo")
+      ? measurements(ECHO_SERVERS, ECHO_SCENARIOS)
+      : 0) +
+    (families.includes("daytime")
+      ? measurements(DAYTIME_SERVERS, DAYTIME_SCENARIOS)
+      : 0) +
+    (families.includes("forward")
+      ? measurements(forwardServers(0), FORWARD_SCENARIOS)
+      : 0) +
+    (families.includes("exec") ? measurements(EXEC_SERVERS, EXEC_SCENARIOS) : 0)
+  ),
 );
 
 /** results[scenario][server] = figures of each round. */
 const results: Record<string, Record<string, Figure[]>> = {};
+/** `scenario/server` of peers' figures: their failures never fail the run. */
+const lenient = new Set<string>();
 
 async function runFamily(
   family: string,
@@ -599,6 +790,14 @@ async function runFamily(
 ): Promise<void> {
   for (const [name, target] of Object.entries(servers)) {
     if (!isSelected(name)) continue;
+    const absent = target.missing?.();
+    if (absent) {
+      console.error(`bench: skipping ${name}: ${absent}`);
+      for (const scenario of scenarios) {
+        progress.step(`${name} ${scenario.key} skipped`);
+      }
+      continue;
+    }
     let server: Running;
     try {
       server = await startServer(name, target, family);
@@ -617,6 +816,7 @@ async function runFamily(
           console.error(`bench: ${name} ${scenario.key}: ${figure.error}`);
         }
         ((results[scenario.key] ??= {})[name] ??= []).push(figure);
+        if (target.peer) lenient.add(`${scenario.key}/${name}`);
       }
     } finally {
       await server.stop();
@@ -1027,6 +1227,68 @@ function reportForward(): Record<string, unknown>[] {
   return table;
 }
 
+/** Where ours must stand against each peer, per exec scenario. */
+const EXEC_TARGETS: Record<string, number> = {
+  ncat: 1.0,
+  socat: 1.0,
+  xinetd: 0.9,
+};
+
+/** The exec family's table: connections a second, ours against each. */
+function reportExec(): Record<string, unknown>[] {
+  const names = Object.keys(EXEC_SERVERS);
+  const table: Record<string, unknown>[] = [];
+  const lines: string[][] = [[
+    "scenario",
+    ...names,
+    ...Object.keys(EXEC_TARGETS).map((peer) => `ours/${peer}`),
+  ]];
+  for (const scenario of EXEC_SCENARIOS) {
+    const figures = results[scenario.key] ?? {};
+    const value = (name: string) => median(figures[name], "per_s");
+    const ours = value("ours");
+    const entry: Record<string, unknown> = {
+      scenario: scenario.key,
+      unit: "conn/s",
+    };
+    for (const name of names) entry[name] = value(name);
+    const ratios: string[] = [];
+    for (const [peer, target] of Object.entries(EXEC_TARGETS)) {
+      const theirs = value(peer);
+      const ratio = ours !== null && theirs ? ours / theirs : null;
+      entry[`ours_vs_${peer}`] = ratio;
+      entry[`target_vs_${peer}`] = verdict(ratio, target, true);
+      ratios.push(
+        ratio === null
+          ? "-"
+          : `${ratio.toFixed(2)} ${verdict(ratio, target, true).split(" ")[0]}`,
+      );
+    }
+    table.push(entry);
+    lines.push([
+      `${scenario.key} conn/s`,
+      ...names.map((name) => format(value(name))),
+      ...ratios,
+    ]);
+  }
+  const widths = lines[0].map((_, i) =>
+    Math.max(...lines.map((line) => line[i].length))
+  );
+  for (const line of lines) {
+    console.log(
+      line.map((cell, i) =>
+        i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])
+      ).join("  ").trimEnd(),
+    );
+  }
+  console.log(
+    `exec: a program per connection (${
+      LINE_PROGRAM.join(" ")
+    }), 1 and 8 clients at a time; targets: ours >= 1.0x ncat and socat, >= 0.9x xinetd.`,
+  );
+  return table;
+}
+
 function loadAverage(): string {
   try {
     return Deno.loadavg().map((n) => n.toFixed(2)).join(" ");
@@ -1045,14 +1307,24 @@ if (import.meta.main) {
     }${rounds} round(s), ${seconds} s a measurement, ${idleCount} idle connections; load average ${loadBefore}; ${navigator.hardwareConcurrency} CPUs`,
   );
   for (let round = 0; round < rounds; round++) {
-    await runFamily("echo", ECHO_SERVERS, ECHO_SCENARIOS);
-    await runFamily("daytime", DAYTIME_SERVERS, DAYTIME_SCENARIOS);
-    await runForwardFamily();
+    if (families.includes("echo")) {
+      await runFamily("echo", ECHO_SERVERS, ECHO_SCENARIOS);
+    }
+    if (families.includes("daytime")) {
+      await runFamily("daytime", DAYTIME_SERVERS, DAYTIME_SCENARIOS);
+    }
+    if (families.includes("forward")) await runForwardFamily();
+    if (families.includes("exec")) {
+      await runFamily("exec", EXEC_SERVERS, EXEC_SCENARIOS);
+    }
   }
   await progress.stop();
   const loadAfter = loadAverage();
-  const table = report();
-  const forwardTable = reportForward();
+  const table = families.some((f) => f === "echo" || f === "daytime")
+    ? report()
+    : [];
+  const forwardTable = families.includes("forward") ? reportForward() : [];
+  const execTable = families.includes("exec") ? reportExec() : [];
   console.log(`load average before ${loadBefore}, after ${loadAfter}`);
   const json = {
     started: started.toISOString(),
@@ -1066,6 +1338,7 @@ if (import.meta.main) {
     daytimeScript: DAYTIME_SCRIPT,
     table,
     forwardTable,
+    execTable,
     raw: results,
   };
   Deno.writeTextFileSync(
@@ -1074,9 +1347,11 @@ if (import.meta.main) {
   );
   console.log("bench: wrote bench/results/latest.json");
   // A scenario that failed (a wrong byte, a refused connection) fails the
-  // run; slow numbers never do.
-  const failed = Object.values(results).some((servers) =>
-    Object.values(servers).some((figures) => figures.some((f) => f.error))
+  // run; slow numbers never do, nor a peer's failure (reported above).
+  const failed = Object.entries(results).some(([scenario, servers]) =>
+    Object.entries(servers).some(([name, figures]) =>
+      !lenient.has(`${scenario}/${name}`) && figures.some((f) => f.error)
+    )
   );
   Deno.exit(failed ? 1 : 0);
 }

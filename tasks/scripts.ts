@@ -102,8 +102,13 @@ export function headerCommand(
     const scriptAt = tokens.findIndex((t, i) => i >= 2 && !t.startsWith("-"));
     if (scriptAt < 0 || tokens[scriptAt] !== path) continue;
     const rest = tokens.slice(scriptAt + 1);
-    rest.forEach((token, i) => {
-      const next = rest[i + 1];
+    // After `--`, all is the example's (a program and its arguments): a
+    // user names their own, so it is never baked into a task or install.
+    const end = rest.indexOf("--");
+    const flags = end < 0 ? rest : rest.slice(0, end);
+    const tail = end < 0 ? [] : rest.slice(end);
+    flags.forEach((token, i) => {
+      const next = flags[i + 1];
       if (
         token.startsWith("--") && !token.includes("=") &&
         next !== undefined && !next.startsWith("-")
@@ -116,8 +121,8 @@ export function headerCommand(
     });
     return {
       permissions: tokens.slice(2, scriptAt),
-      args: rest.filter((t) => t.startsWith("--")),
-      example: rest.filter((t) => !t.startsWith("--")),
+      args: flags.filter((t) => t.startsWith("--")),
+      example: [...flags.filter((t) => !t.startsWith("--")), ...tail],
     };
   }
   throw new HeaderError(
