@@ -173,6 +173,9 @@ const ECHO_SERVERS: Record<string, Target> = {
     command: ours("servers/echo.ts", [
       "--max-connections",
       String(idleCount + 1000),
+      // The load generator is one host: lift the per-source limit.
+      "--per-source",
+      "0",
     ]),
   },
   "ours-2w": {
@@ -183,6 +186,8 @@ const ECHO_SERVERS: Record<string, Target> = {
     command: ours("servers/echo.ts", [
       "--max-connections",
       String(idleCount + 1000),
+      "--per-source",
+      "0",
       "--workers",
       "2",
     ], true),
