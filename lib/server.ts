@@ -19,7 +19,7 @@ import { FloodLog, type Log, stderrLog } from "./log.ts";
 import type { TlsCertificate } from "./tls.ts";
 import {
   checkTlsCertificate,
-  NodeTlsConn,
+  startServerTls,
   tlsServerContext,
 } from "./tls_node.ts";
 import { createUnixSocket, prepareUnixPath, socketFileOwner } from "./unix.ts";
@@ -718,7 +718,7 @@ class StreamServer extends BaseServer {
       // TLS starts only now, after the refusals above: a refused client
       // never gets a TLS byte.
       if (this.#tlsContext) {
-        conn = new NodeTlsConn(conn, { server: this.#tlsContext });
+        conn = startServerTls(conn, this.#tlsContext);
       }
       this.#handle(new Connection(conn, source));
     }
