@@ -19,6 +19,7 @@ import {
   parseCommandLine,
   UsageError,
 } from "../lib/cli.ts";
+import { TlsBench } from "./tls.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const RESULTS = `${ROOT}bench/results`;
@@ -374,9 +375,20 @@ function selected(servers: Record<string, Target>): number {
     .length;
 }
 
+// TLS: ours --tls against Deno.listenTls and Node's tls (bench/tls.ts).
+const tls = new TlsBench({
+  root: ROOT,
+  results: RESULTS,
+  seconds,
+  only,
+  run,
+  startServer,
+  step: (what) => progress.step(what),
+});
+
 const progress = new Progress(
   rounds * (selected(ECHO_SERVERS) * ECHO_SCENARIOS.length +
-    selected(DAYTIME_SERVERS) * DAYTIME_SCENARIOS.length),
+    selected(DAYTIME_SERVERS) * DAYTIME_SCENARIOS.length + tls.measurements),
 );
 
 /** results[scenario][server] = figures of each round. */
@@ -659,10 +671,12 @@ if (import.meta.main) {
   for (let round = 0; round < rounds; round++) {
     await runFamily("echo", ECHO_SERVERS, ECHO_SCENARIOS);
     await runFamily("daytime", DAYTIME_SERVERS, DAYTIME_SCENARIOS);
+    await tls.round();
   }
   await progress.stop();
   const loadAfter = loadAverage();
   const table = report();
+  const tlsTable = tls.report();
   console.log(`load average before ${loadBefore}, after ${loadAfter}`);
   const json = {
     started: started.toISOString(),
@@ -676,6 +690,7 @@ if (import.meta.main) {
     daytimeScript: DAYTIME_SCRIPT,
     table,
     raw: results,
+    tls: { table: tlsTable, raw: tls.results },
   };
   Deno.writeTextFileSync(
     `${RESULTS}/latest.json`,
@@ -684,8 +699,9 @@ if (import.meta.main) {
   console.log("bench: wrote bench/results/latest.json");
   // A scenario that failed (a wrong byte, a refused connection) fails the
   // run; slow numbers never do.
-  const failed = Object.values(results).some((servers) =>
-    Object.values(servers).some((figures) => figures.some((f) => f.error))
-  );
+  const failed = tls.failed ||
+    Object.values(results).some((servers) =>
+      Object.values(servers).some((figures) => figures.some((f) => f.error))
+    );
   Deno.exit(failed ? 1 : 0);
 }
