@@ -223,9 +223,18 @@ export class NativeTlsConn implements Deno.TlsConn {
   readonly #queue: Uint8Array[] = [];
   #queued = 0;
   readonly #waiters: Waiter[] = [];
-  #idle?: () => void;
+  /** Called when the last write is out (or failed). */
+  readonly #idle: (() => void)[] = [];
   #shutdown = false;
-  readonly #request = { oncomplete: (status: number) => this.#written(status) };
+  readonly #request = {
+    oncomplete: (status: number) => {
+      try {
+        this.#written(status);
+      } catch (error) {
+        this.#crashed(error);
+      }
+    },
+  };
   #readable?: ReadableStream<Uint8Array<ArrayBuffer>>;
   #writable?: WritableStream<Uint8Array<ArrayBufferLike>>;
 
@@ -281,20 +290,57 @@ export class NativeTlsConn implements Deno.TlsConn {
     encrypted ??= new Uint8Array(BUFFER_SIZE);
     cleartext ??= new Uint8Array(BUFFER_SIZE);
     tcp.useUserBuffer(encrypted);
-    tcp.onread = (buffer?: ArrayBuffer | Uint8Array) =>
-      this.#onEncrypted(buffer);
+    // An exception thrown back into the runtime from these callbacks would
+    // end the process: a fault fails this connection only.
+    tcp.onread = (buffer?: ArrayBuffer | Uint8Array) => {
+      try {
+        this.#onEncrypted(buffer);
+      } catch (error) {
+        this.#crashed(error);
+      }
+    };
     tls.useUserBuffer(cleartext);
     // The engine calls its handle's `onread`, `onerror`, `onhandshakedone`.
     tls.setHandle(tls);
-    tls.onhandshakedone = () => this.#onSecure();
-    tls.onerror = (error: Error) => this.#onError(error);
-    tls.onread = (buffer?: ArrayBuffer) => this.#onCleartext(buffer);
+    tls.onhandshakedone = () => {
+      try {
+        this.#onSecure();
+      } catch (error) {
+        this.#crashed(error);
+      }
+    };
+    tls.onerror = (error: Error) => {
+      try {
+        this.#onError(error);
+      } catch (error) {
+        this.#crashed(error);
+      }
+    };
+    tls.onread = (buffer?: ArrayBuffer) => {
+      try {
+        this.#onCleartext(buffer);
+      } catch (error) {
+        this.#crashed(error);
+      }
+    };
     if (tls.start() !== 0) {
       this.#onError(new Error("the TLS engine did not start"));
       return;
     }
     tcp.readStart();
     tls.readStart();
+  }
+
+  /** A callback failed: this connection fails, and stops reading. */
+  #crashed(error: unknown): void {
+    const failure = error instanceof Error ? error : new Error(String(error));
+    try {
+      this.#tcp.readStop();
+    } catch {
+      // Closed already.
+    }
+    this.#settle?.reject(failure);
+    this.#fail(failure);
   }
 
   /** Encrypted bytes from the socket (or its end, or an error). */
@@ -439,7 +485,11 @@ export class NativeTlsConn implements Deno.TlsConn {
     for (const waiter of this.#waiters.splice(0)) waiter.reject(this.#error);
     this.#queue.length = 0;
     this.#queued = 0;
-    this.#idle?.();
+    this.#wakeIdle();
+  }
+
+  #wakeIdle(): void {
+    for (const idle of this.#idle.splice(0)) idle();
   }
 
   /** Hands `data` to the engine, which encrypts it into the socket. */
@@ -476,19 +526,14 @@ export class NativeTlsConn implements Deno.TlsConn {
       this.#send(queue.length === 1 ? queue[0] : queue);
       for (const waiter of this.#waiters.splice(0)) waiter.resolve();
     } else {
-      this.#idle?.();
+      this.#wakeIdle();
     }
   }
 
   /** Resolves once every write is out (or failed). */
   #whenIdle(): Promise<void> {
     if (!this.#writing && this.#queue.length === 0) return Promise.resolve();
-    return new Promise((resolve) =>
-      this.#idle = () => {
-        this.#idle = undefined;
-        resolve();
-      }
-    );
+    return new Promise((resolve) => this.#idle.push(resolve));
   }
 
   /** Resolves once the handshake is done; rejects if it fails. */
@@ -605,7 +650,7 @@ export class NativeTlsConn implements Deno.TlsConn {
     if (this.#destroyed) return;
     this.#destroyed = true;
     this.#queue.length = 0;
-    this.#idle?.();
+    this.#wakeIdle();
     try {
       this.#tcp.readStop();
       this.#tls.destroySsl();
