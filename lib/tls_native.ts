@@ -30,6 +30,8 @@ const HIGH_WATER = 64 * 1024;
 const CLOSE_NOTIFY_WAIT_MS = 1000;
 /** Largest read (and decrypted chunk) handed over at once. */
 const BUFFER_SIZE = 64 * 1024;
+/** A read into a buffer this large gets its bytes from the engine directly. */
+const DIRECT_READ_MIN = 16 * 1024;
 
 // A native handle of the runtime: untyped.
 // deno-lint-ignore no-explicit-any
@@ -171,6 +173,13 @@ function engineContext(context: SecureContext): object {
 let encrypted: Uint8Array | undefined;
 let cleartext: Uint8Array | undefined;
 
+/** A read waiting for bytes. */
+interface Reader {
+  p: Uint8Array;
+  resolve(n: number | null): void;
+  reject(error: Error): void;
+}
+
 /** A write waiting for room in the queue. */
 interface Waiter {
   resolve(): void;
@@ -213,11 +222,9 @@ export class NativeTlsConn implements Deno.TlsConn {
   readonly #chunks: Uint8Array[] = [];
   #buffered = 0;
   #paused = false;
-  #reader?: {
-    p: Uint8Array;
-    resolve(n: number | null): void;
-    reject(error: Error): void;
-  };
+  #reader?: Reader;
+  /** The engine decrypts straight into the waiting read's buffer. */
+  #direct = false;
   // Writing: one write with the engine at a time; the rest wait here.
   #writing = false;
   readonly #queue: Uint8Array[] = [];
@@ -435,12 +442,17 @@ export class NativeTlsConn implements Deno.TlsConn {
     const n = rt.state[rt.kReadBytesOrError];
     if (n > 0) {
       if (this.#closed) return;
+      if (this.#direct && buffer === undefined) {
+        // Already in the reader's buffer (the engine never hands over more
+        // than the buffer holds); what follows goes to the shared one.
+        this.#takeReader()!.resolve(n);
+        return;
+      }
       const bytes = buffer === undefined
         ? cleartext!.subarray(0, n)
         : new Uint8Array(buffer, rt.state[rt.kArrayBufferOffset], n);
-      const reader = this.#reader;
-      if (reader && this.#chunks.length === 0) {
-        this.#reader = undefined;
+      const reader = this.#chunks.length === 0 ? this.#takeReader() : undefined;
+      if (reader) {
         const taken = Math.min(reader.p.byteLength, n);
         reader.p.set(bytes.subarray(0, taken));
         if (taken < n) this.#hold(bytes.slice(taken));
@@ -469,10 +481,20 @@ export class NativeTlsConn implements Deno.TlsConn {
     }
   }
 
-  #wakeReader(): void {
+  /** The waiting read, no longer waiting (its buffer no longer the engine's). */
+  #takeReader(): Reader | undefined {
     const reader = this.#reader;
-    if (!reader) return;
     this.#reader = undefined;
+    if (this.#direct) {
+      this.#direct = false;
+      if (!this.#destroyed) this.#tls.useUserBuffer(cleartext);
+    }
+    return reader;
+  }
+
+  #wakeReader(): void {
+    const reader = this.#takeReader();
+    if (!reader) return;
     if (this.#closed) {
       reader.reject(new Deno.errors.BadResource("connection closed"));
     } else if (this.#error) reader.reject(this.#error);
@@ -568,9 +590,13 @@ export class NativeTlsConn implements Deno.TlsConn {
     if (!this.#secure) {
       return this.#handshake.then(() => this.read(p));
     }
-    return new Promise((resolve, reject) =>
-      this.#reader = { p, resolve, reject }
-    );
+    return new Promise((resolve, reject) => {
+      this.#reader = { p, resolve, reject };
+      if (p.byteLength >= DIRECT_READ_MIN) {
+        this.#direct = true;
+        this.#tls.useUserBuffer(p);
+      }
+    });
   }
 
   /**

@@ -186,3 +186,33 @@ Deno.test({
     await echoing;
   },
 });
+
+Deno.test({
+  name:
+    "reads of every size get the bytes in order, large ones straight from the engine",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const connecting = connectTls(listener.addr.port, certs.ca);
+    using server = await acceptTls(listener, contextOf(certs));
+    using client = await connecting;
+    await server.handshake();
+    const data = pseudoRandomBytes(3 * 1024 * 1024, 13);
+    const sending = writeAll(client, data).then(() => client.closeWrite());
+    const received = new Uint8Array(data.byteLength);
+    let offset = 0;
+    // Sizes below, at and above the direct-read threshold, and odd ones.
+    const sizes = [100, 20_000, 16 * 1024, 7, 70_000, 1, 65_536, 3000];
+    for (let i = 0;; i++) {
+      const buffer = new Uint8Array(sizes[i % sizes.length]);
+      const n = await server.read(buffer);
+      if (n === null) break;
+      received.set(buffer.subarray(0, n), offset);
+      offset += n;
+    }
+    await sending;
+    assertEquals(offset, data.byteLength);
+    assertEquals(received, data);
+  },
+});
