@@ -222,7 +222,8 @@ export class NativeTlsConn implements Deno.TlsConn {
   readonly #chunks: Uint8Array[] = [];
   #buffered = 0;
   #paused = false;
-  #reader?: Reader;
+  /** Reads waiting for bytes, served in order. */
+  readonly #readers: Reader[] = [];
   /** The engine decrypts straight into the waiting read's buffer. */
   #direct = false;
   // Writing: one write with the engine at a time; the rest wait here.
@@ -451,15 +452,15 @@ export class NativeTlsConn implements Deno.TlsConn {
       const bytes = buffer === undefined
         ? cleartext!.subarray(0, n)
         : new Uint8Array(buffer, rt.state[rt.kArrayBufferOffset], n);
-      const reader = this.#chunks.length === 0 ? this.#takeReader() : undefined;
-      if (reader) {
-        const taken = Math.min(reader.p.byteLength, n);
-        reader.p.set(bytes.subarray(0, taken));
-        if (taken < n) this.#hold(bytes.slice(taken));
+      let at = 0;
+      while (at < n && this.#chunks.length === 0 && this.#readers.length > 0) {
+        const reader = this.#takeReader()!;
+        const taken = Math.min(reader.p.byteLength, n - at);
+        reader.p.set(bytes.subarray(at, at + taken));
+        at += taken;
         reader.resolve(taken);
-      } else {
-        this.#hold(bytes.slice());
       }
+      if (at < n) this.#hold(bytes.slice(at));
     } else if (n < 0) {
       if (n === rt.eof) this.#ended = true;
       else {
@@ -481,24 +482,23 @@ export class NativeTlsConn implements Deno.TlsConn {
     }
   }
 
-  /** The waiting read, no longer waiting (its buffer no longer the engine's). */
+  /** The first waiting read, no longer waiting (nor its buffer the engine's). */
   #takeReader(): Reader | undefined {
-    const reader = this.#reader;
-    this.#reader = undefined;
     if (this.#direct) {
       this.#direct = false;
       if (!this.#destroyed) this.#tls.useUserBuffer(cleartext);
     }
-    return reader;
+    return this.#readers.shift();
   }
 
+  /** At the end, an error or close(): every waiting read learns it. */
   #wakeReader(): void {
-    const reader = this.#takeReader();
-    if (!reader) return;
-    if (this.#closed) {
-      reader.reject(new Deno.errors.BadResource("connection closed"));
-    } else if (this.#error) reader.reject(this.#error);
-    else reader.resolve(null);
+    for (let reader; (reader = this.#takeReader());) {
+      if (this.#closed) {
+        reader.reject(new Deno.errors.BadResource("connection closed"));
+      } else if (this.#error) reader.reject(this.#error);
+      else reader.resolve(null);
+    }
   }
 
   #fail(error: Error): void {
@@ -583,16 +583,13 @@ export class NativeTlsConn implements Deno.TlsConn {
     }
     if (this.#error) return Promise.reject(this.#error);
     if (this.#ended) return Promise.resolve(null);
-    if (this.#reader) {
-      return Promise.reject(new Deno.errors.Busy("a read is in progress"));
-    }
     if (p.byteLength === 0) return Promise.resolve(0);
     if (!this.#secure) {
       return this.#handshake.then(() => this.read(p));
     }
     return new Promise((resolve, reject) => {
-      this.#reader = { p, resolve, reject };
-      if (p.byteLength >= DIRECT_READ_MIN) {
+      this.#readers.push({ p, resolve, reject });
+      if (this.#readers.length === 1 && p.byteLength >= DIRECT_READ_MIN) {
         this.#direct = true;
         this.#tls.useUserBuffer(p);
       }

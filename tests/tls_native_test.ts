@@ -216,3 +216,39 @@ Deno.test({
     assertEquals(received, data);
   },
 });
+
+Deno.test({
+  name:
+    "reads waiting together are served in order; closeWrite() ends our side only",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const connecting = connectTls(listener.addr.port, certs.ca);
+    using server = await acceptTls(listener, contextOf(certs));
+    using client = await connecting;
+    await server.handshake();
+    const first = new Uint8Array(32 * 1024);
+    const second = new Uint8Array(5);
+    const reads = [server.read(first), server.read(second)];
+    await writeAll(client, new TextEncoder().encode("hello world"));
+    const a = await reads[0];
+    await writeAll(client, new TextEncoder().encode("12345"));
+    const b = await reads[1];
+    const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+    assertEquals(decode(first.subarray(0, a!)), "hello world");
+    assertEquals(decode(second.subarray(0, b!)), "12345");
+    // Our close_notify ends what the client reads; it still writes to us.
+    await writeAll(server, new TextEncoder().encode("bye"));
+    await server.closeWrite();
+    assertEquals(new TextDecoder().decode(await readAll(client)), "bye");
+    await writeAll(client, new TextEncoder().encode("still"));
+    await client.closeWrite();
+    const rest = new Uint8Array(16);
+    let text = "";
+    for (let n; (n = await server.read(rest)) !== null;) {
+      text += new TextDecoder().decode(rest.subarray(0, n));
+    }
+    assert(text.endsWith("still"), text);
+  },
+});
