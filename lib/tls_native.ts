@@ -78,6 +78,7 @@ export function nativeTlsRuntime(
       new Duplex({ read() {}, write: (_chunk, _encoding, done) => done() }),
       { isServer: true, secureContext: context },
     );
+    probe.on("error", () => {});
     const TLSWrap = (probe as unknown as { _handle?: Handle })._handle
       ?.constructor;
     probe.destroy();
