@@ -5,9 +5,11 @@
  * to the TLS engine that runs `node:tls` in Deno (rustls, in Rust), driven
  * directly: it reads the socket and encrypts straight into it, and this
  * class only moves cleartext between that engine and the handler. No
- * `node:stream` Duplex or `TLSSocket` in between, no allocation per read
- * (reads land in two buffers shared by all connections), one promise per
- * read, writes handed over at once and batched while one is in flight.
+ * `node:stream` Duplex or `TLSSocket` in between; the socket is read only
+ * while a read waits, as `Deno.Conn` does, and a large read gets its bytes
+ * decrypted straight into its buffer (others land in a buffer shared by
+ * all connections: nothing allocated per read); writes are handed over at
+ * once, and batched while one is on its way.
  *
  * The engine and the socket handle are Deno internals (`process.binding`,
  * the `TLSWrap` class behind `TLSSocket`, a `Deno.Conn`'s resource id):
@@ -24,7 +26,7 @@ import { type SecureContext, TLSSocket } from "node:tls";
 import { writeAll } from "./io.ts";
 import { legacyHelloAlert } from "./tls_hello.ts";
 
-/** Unread cleartext a connection holds before it stops reading its socket. */
+/** Bytes a connection queues behind the write on its way before `write` waits. */
 const HIGH_WATER = 64 * 1024;
 /** How long `close()` lets data owed, then close_notify, drain. */
 const CLOSE_NOTIFY_WAIT_MS = 1000;
@@ -190,7 +192,8 @@ interface Waiter {
 /**
  * The server side of TLS over an accepted TCP connection, run by the
  * runtime's TLS engine on the connection's own socket, as a
- * {@linkcode Deno.TlsConn}: `handshake()`, `read`, `write` (resolves once
+ * {@linkcode Deno.TlsConn}: `handshake()`, `read` (the socket is read
+ * only while a read waits), `write` (resolves once
  * the bytes are the engine's; while one write is on its way, the next are
  * queued, up to 64 KiB, and sent together), `closeWrite` (close_notify,
  * then the TCP write side), and `close()`, which closes the socket at
@@ -221,8 +224,8 @@ export class NativeTlsConn implements Deno.TlsConn {
   #error?: Error;
   // Reading: decrypted bytes not yet read, and the read waiting for them.
   readonly #chunks: Uint8Array[] = [];
-  #buffered = 0;
-  #paused = false;
+  /** The socket is read only while a read waits (and for the handshake). */
+  #reading = true;
   /** Reads waiting for bytes, served in order. */
   readonly #readers: Reader[] = [];
   /** The engine decrypts straight into the waiting read's buffer. */
@@ -345,6 +348,7 @@ export class NativeTlsConn implements Deno.TlsConn {
     const failure = error instanceof Error ? error : new Error(String(error));
     try {
       this.#tcp.readStop();
+      this.#reading = false;
     } catch {
       // Closed already.
     }
@@ -368,6 +372,7 @@ export class NativeTlsConn implements Deno.TlsConn {
     }
     if (n === 0) return;
     this.#tcp.readStop();
+    this.#reading = false;
     if (!this.#secure) {
       // A client that connected and left frees its place at once rather
       // than at the handshake deadline.
@@ -409,6 +414,7 @@ export class NativeTlsConn implements Deno.TlsConn {
       return;
     }
     this.#tcp.readStop();
+    this.#reading = false;
     const error = new Error(
       "peer is incompatible: it offers TLS 1.1 or older only",
     );
@@ -432,6 +438,7 @@ export class NativeTlsConn implements Deno.TlsConn {
   #onError(error: Error): void {
     if (!this.#secure) {
       this.#tcp.readStop();
+      this.#reading = false;
       this.#settle?.reject(error);
     } else {
       this.#fail(error);
@@ -448,6 +455,7 @@ export class NativeTlsConn implements Deno.TlsConn {
         // Already in the reader's buffer (the engine never hands over more
         // than the buffer holds); what follows goes to the shared one.
         this.#takeReader()!.resolve(n);
+        this.#readIfWanted();
         return;
       }
       const bytes = buffer === undefined
@@ -461,7 +469,8 @@ export class NativeTlsConn implements Deno.TlsConn {
         at += taken;
         reader.resolve(taken);
       }
-      if (at < n) this.#hold(bytes.slice(at));
+      if (at < n) this.#chunks.push(bytes.slice(at));
+      this.#readIfWanted();
     } else if (n < 0) {
       if (n === rt.eof) this.#ended = true;
       else {
@@ -473,14 +482,19 @@ export class NativeTlsConn implements Deno.TlsConn {
     }
   }
 
-  /** Keeps unread cleartext; past HIGH_WATER, stops reading the socket. */
-  #hold(chunk: Uint8Array): void {
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.byteLength;
-    if (this.#buffered >= HIGH_WATER && !this.#paused) {
-      this.#paused = true;
-      this.#tcp.readStop();
-    }
+  /**
+   * Reads the socket while a read waits, and only then, as `Deno.Conn`
+   * does: the bytes stay in the kernel until asked for (then they are
+   * decrypted straight into the reader's buffer, not copied twice), and a
+   * client whose bytes nobody reads is held back by TCP itself.
+   */
+  #readIfWanted(): void {
+    const wanted = this.#readers.length > 0 && !this.#ended && !this.#error &&
+      !this.#destroyed;
+    if (wanted === this.#reading) return;
+    this.#reading = wanted;
+    if (wanted) this.#tcp.readStart();
+    else this.#tcp.readStop();
   }
 
   /** The first waiting read, no longer waiting (nor its buffer the engine's). */
@@ -575,11 +589,6 @@ export class NativeTlsConn implements Deno.TlsConn {
       p.set(chunk.subarray(0, n));
       if (n === chunk.byteLength) this.#chunks.shift();
       else this.#chunks[0] = chunk.subarray(n);
-      this.#buffered -= n;
-      if (this.#paused && this.#buffered < HIGH_WATER / 2) {
-        this.#paused = false;
-        if (!this.#ended && !this.#error) this.#tcp.readStart();
-      }
       return Promise.resolve(n);
     }
     if (this.#error) return Promise.reject(this.#error);
@@ -594,6 +603,7 @@ export class NativeTlsConn implements Deno.TlsConn {
         this.#direct = true;
         this.#tls.useUserBuffer(p);
       }
+      this.#readIfWanted();
     });
   }
 
@@ -657,6 +667,12 @@ export class NativeTlsConn implements Deno.TlsConn {
       this.#destroy();
       return;
     }
+    // Meanwhile what the peer still sends is read and dropped: unread, it
+    // would turn the final close into a reset that can cut what we owe.
+    if (!this.#reading && !this.#ended) {
+      this.#reading = true;
+      this.#tcp.readStart();
+    }
     const timer = setTimeout(() => this.#destroy(), CLOSE_NOTIFY_WAIT_MS);
     this.#whenIdle().then(() => {
       clearTimeout(timer);
@@ -677,6 +693,7 @@ export class NativeTlsConn implements Deno.TlsConn {
     this.#wakeIdle();
     try {
       this.#tcp.readStop();
+      this.#reading = false;
       this.#tls.destroySsl();
       this.#tcp.close();
     } finally {
