@@ -30,6 +30,7 @@ import {
   parseCommandLine,
   UsageError,
 } from "../lib/cli.ts";
+import { TlsBench } from "./tls.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const RESULTS = `${ROOT}bench/results`;
@@ -59,7 +60,10 @@ const FLAGS = {
     "LIST",
     "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat",
   ),
-  family: flag.string("LIST", "only these families: echo,daytime,forward,exec"),
+  family: flag.string(
+    "LIST",
+    "only these families: echo,daytime,forward,exec,tls",
+  ),
 };
 
 const USAGE = `usage: deno task bench [options]
@@ -91,6 +95,7 @@ const families = flags.family?.split(",") ?? [
   "daytime",
   "forward",
   "exec",
+  "tls",
 ];
 
 // Server on CPU 0, load generator on CPU 1; a 1-CPU machine pins nothing.
@@ -768,6 +773,17 @@ function measurements(
     );
 }
 
+// TLS: ours --tls against Deno.listenTls and Node's tls (bench/tls.ts).
+const tls = new TlsBench({
+  root: ROOT,
+  results: RESULTS,
+  seconds,
+  only,
+  run,
+  startServer,
+  step: (what) => progress.step(what),
+});
+
 const progress = new Progress(
   rounds * (
     (families.includes("echo")
@@ -779,7 +795,10 @@ const progress = new Progress(
     (families.includes("forward")
       ? measurements(forwardServers(0), FORWARD_SCENARIOS)
       : 0) +
-    (families.includes("exec") ? measurements(EXEC_SERVERS, EXEC_SCENARIOS) : 0)
+    (families.includes("exec")
+      ? measurements(EXEC_SERVERS, EXEC_SCENARIOS)
+      : 0) +
+    (families.includes("tls") ? tls.measurements : 0)
   ),
 );
 
@@ -1322,6 +1341,7 @@ if (import.meta.main) {
     if (families.includes("exec")) {
       await runFamily("exec", EXEC_SERVERS, EXEC_SCENARIOS);
     }
+    if (families.includes("tls")) await tls.round();
   }
   await progress.stop();
   const loadAfter = loadAverage();
@@ -1330,6 +1350,7 @@ if (import.meta.main) {
     : [];
   const forwardTable = families.includes("forward") ? reportForward() : [];
   const execTable = families.includes("exec") ? reportExec() : [];
+  const tlsTable = families.includes("tls") ? tls.report() : [];
   console.log(`load average before ${loadBefore}, after ${loadAfter}`);
   const json = {
     started: started.toISOString(),
@@ -1345,6 +1366,7 @@ if (import.meta.main) {
     forwardTable,
     execTable,
     raw: results,
+    tls: { table: tlsTable, raw: tls.results },
   };
   Deno.writeTextFileSync(
     `${RESULTS}/latest.json`,
@@ -1353,10 +1375,11 @@ if (import.meta.main) {
   console.log("bench: wrote bench/results/latest.json");
   // A scenario that failed (a wrong byte, a refused connection) fails the
   // run; slow numbers never do, nor a peer's failure (reported above).
-  const failed = Object.entries(results).some(([scenario, servers]) =>
-    Object.entries(servers).some(([name, figures]) =>
-      !lenient.has(`${scenario}/${name}`) && figures.some((f) => f.error)
-    )
-  );
+  const failed = tls.failed ||
+    Object.entries(results).some(([scenario, servers]) =>
+      Object.entries(servers).some(([name, figures]) =>
+        !lenient.has(`${scenario}/${name}`) && figures.some((f) => f.error)
+      )
+    );
   Deno.exit(failed ? 1 : 0);
 }

@@ -30,7 +30,7 @@ import {
   type Service,
   type StreamHandler,
 } from "./server_options.ts";
-import { NodeTlsConn, tlsServerContext } from "./tls_node.ts";
+import { startServerTls, tlsServerContext } from "./tls_node.ts";
 import { socketFileOwner } from "./unix.ts";
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -255,7 +255,7 @@ export class StreamServer extends BaseServer {
       // TLS starts only now, after the refusals: a refused client never
       // gets a TLS byte.
       if (this.#tlsContext) {
-        conn = new NodeTlsConn(conn, { server: this.#tlsContext });
+        conn = startServerTls(conn, this.#tlsContext);
       }
       this.#handle(new Connection(conn, source));
     }

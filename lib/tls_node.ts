@@ -20,6 +20,8 @@ import {
   TLSSocket,
 } from "node:tls";
 import { writeAll } from "./io.ts";
+import { handshakeAlert } from "./tls_hello.ts";
+import { NativeTlsConn } from "./tls_native.ts";
 import type { TlsCertificate } from "./tls.ts";
 
 const HIGH_WATER = 64 * 1024;
@@ -161,6 +163,28 @@ function duplexPair(): [Duplex, Duplex] {
   a.other = b;
   b.other = a;
   return [a, b];
+}
+
+/**
+ * Starts the server side of TLS on `conn`, accepted and let in: on the
+ * runtime's TLS engine over the socket itself ({@linkcode NativeTlsConn},
+ * as fast as `Deno.listenTls`) when this Deno has what that needs, else
+ * through `node:tls` ({@linkcode NodeTlsConn}). Either way nothing is sent
+ * before the client's first bytes, and `close()` closes the socket at once
+ * while the handshake is on.
+ *
+ * @example
+ * ```ts ignore
+ * const conn = startServerTls(await listener.accept(), tlsServerContext(certificate));
+ * await conn.handshake();
+ * ```
+ */
+export function startServerTls(
+  conn: Deno.Conn,
+  context: SecureContext,
+): Deno.TlsConn {
+  return NativeTlsConn.start(conn, context) ??
+    new NodeTlsConn(conn, { server: context });
 }
 
 /** Which side of TLS a {@linkcode NodeTlsConn} runs. */
@@ -456,96 +480,4 @@ export class NodeTlsConn implements Deno.TlsConn {
   [Symbol.dispose](): void {
     if (!this.#closed) this.close();
   }
-}
-
-/** TLS alert descriptions (RFC 8446, section 6). */
-const ALERT = {
-  handshakeFailure: 40,
-  illegalParameter: 47,
-  decodeError: 50,
-  protocolVersion: 70,
-} as const;
-
-/**
- * The fatal alert record for a handshake that failed with `error`, as
- * `Deno.listenTls` (rustls) sends it, or `undefined` when none is owed (the
- * client sent an alert itself, or went away). A client that offers nothing
- * newer than TLS 1.1 gets protocol_version, as OpenSSL servers say, in a
- * record of its own version so that it can read it.
- */
-function handshakeAlert(
-  error: Error,
-  hello: Uint8Array,
-): Uint8Array | undefined {
-  const offered = offeredVersions(hello);
-  let description: number;
-  if (/^peer is incompatible/.test(error.message)) {
-    description = offered && offered.max < 0x0303
-      ? ALERT.protocolVersion
-      : ALERT.handshakeFailure;
-  } else if (/^peer misbehaved/.test(error.message)) {
-    description = ALERT.illegalParameter;
-  } else if (/^received corrupt message/.test(error.message)) {
-    description = ALERT.decodeError;
-  } else {
-    return undefined;
-  }
-  const version = Math.min(offered?.max ?? 0x0303, 0x0303);
-  return new Uint8Array([
-    21,
-    version >> 8,
-    version & 0xff,
-    0,
-    2,
-    2,
-    description,
-  ]);
-}
-
-/**
- * The highest TLS version a ClientHello offers (its `supported_versions`
- * extension, else its `client_version`), or `undefined` when `bytes` do
- * not start with a whole ClientHello record.
- */
-function offeredVersions(bytes: Uint8Array): { max: number } | undefined {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  // Record header: handshake (22), version, length; then ClientHello (1).
-  if (bytes.byteLength < 5 + 4 + 2 || bytes[0] !== 22 || bytes[5] !== 1) {
-    return undefined;
-  }
-  const end = Math.min(bytes.byteLength, 5 + view.getUint16(3));
-  let max = view.getUint16(9);
-  let at = 11 + 32; // client_version, random
-  const skip = (lengthBytes: 1 | 2) => {
-    if (at + lengthBytes > end) return false;
-    at += lengthBytes +
-      (lengthBytes === 1 ? bytes[at] : view.getUint16(at));
-    return at <= end;
-  };
-  // session_id, cipher_suites, compression_methods.
-  if (!skip(1) || !skip(2) || !skip(1)) return { max };
-  if (at + 2 > end) return { max };
-  const extensionsEnd = Math.min(end, at + 2 + view.getUint16(at));
-  at += 2;
-  while (at + 4 <= extensionsEnd) {
-    const type = view.getUint16(at);
-    const length = view.getUint16(at + 2);
-    at += 4;
-    if (type === 0x002b && at + 1 <= extensionsEnd) {
-      // supported_versions: a length byte, then two bytes per version.
-      max = 0;
-      for (
-        let i = at + 1;
-        i + 2 <= Math.min(at + 1 + bytes[at], extensionsEnd);
-        i += 2
-      ) {
-        const version = view.getUint16(i);
-        // GREASE values (0x?a?a) are not versions.
-        if ((version & 0x0f0f) !== 0x0a0a) max = Math.max(max, version);
-      }
-      return { max };
-    }
-    at += length;
-  }
-  return { max };
 }
