@@ -120,8 +120,10 @@ export class TlsBench {
       script,
       ...args,
     ];
+    // Named apart from the plain servers: `--only tls-ours,tls-minimal,tls-node`
+    // runs this part alone.
     const servers: Record<string, Target> = {
-      ours: {
+      "tls-ours": {
         label: "ours (servers/echo.ts --tls)",
         command: deno("servers/echo.ts", [
           "--hostname",
@@ -135,11 +137,11 @@ export class TlsBench {
           key,
         ]),
       },
-      minimal: {
+      "tls-minimal": {
         label: "minimal Deno.listenTls",
         command: deno("bench/tls_echo_deno.ts", ["{PORT}", cert, key]),
       },
-      node: {
+      "tls-node": {
         label: "Node tls",
         command: [
           "node",
@@ -272,9 +274,9 @@ export class TlsBench {
     for (const row of ROWS) {
       const figures = this.results[row.scenario] ?? {};
       const value = (name: string) => median(figures[name], row.metric);
-      const ours = value("ours");
-      const minimal = value("minimal");
-      const node = value("node");
+      const ours = value("tls-ours");
+      const minimal = value("tls-minimal");
+      const node = value("tls-node");
       const vsMinimal = ours !== null && minimal ? ours / minimal : null;
       const vsNode = ours !== null && node ? ours / node : null;
       const entry = {

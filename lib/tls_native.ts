@@ -5,9 +5,9 @@
  * to the TLS engine that runs `node:tls` in Deno (rustls, in Rust), driven
  * directly: it reads the socket and encrypts straight into it, and this
  * class only moves cleartext between that engine and the handler. No
- * `node:stream` Duplex or `TLSSocket` in between; the socket is read only
- * while a read waits, as `Deno.Conn` does, and a large read gets its bytes
- * decrypted straight into its buffer (others land in a buffer shared by
+ * `node:stream` Duplex or `TLSSocket` in between; bulk bytes are read from
+ * the socket only while a read waits, as `Deno.Conn` does, and a large
+ * read gets its bytes decrypted straight into its buffer (others land in a buffer shared by
  * all connections: nothing allocated per read); writes are handed over at
  * once, and batched while one is on its way.
  *
@@ -26,7 +26,10 @@ import { type SecureContext, TLSSocket } from "node:tls";
 import { writeAll } from "./io.ts";
 import { legacyHelloAlert } from "./tls_hello.ts";
 
-/** Bytes a connection queues behind the write on its way before `write` waits. */
+/**
+ * Decrypted bytes a connection holds unread before it stops reading its
+ * socket; bytes it queues behind the write on its way before `write` waits.
+ */
 const HIGH_WATER = 64 * 1024;
 /** How long `close()` lets data owed, then close_notify, drain. */
 const CLOSE_NOTIFY_WAIT_MS = 1000;
@@ -176,6 +179,19 @@ function engineContext(context: SecureContext): object {
 let encrypted: Uint8Array | undefined;
 let cleartext: Uint8Array | undefined;
 
+/**
+ * `buffer.subarray(0, n)`, reusing the last view of each buffer while `n`
+ * repeats (a conversation's messages): no allocation per message.
+ */
+const views = new WeakMap<Uint8Array, Uint8Array>();
+function head(buffer: Uint8Array, n: number): Uint8Array {
+  const last = views.get(buffer);
+  if (last?.byteLength === n) return last;
+  const view = buffer.subarray(0, n);
+  views.set(buffer, view);
+  return view;
+}
+
 /** A read waiting for bytes. */
 interface Reader {
   p: Uint8Array;
@@ -192,8 +208,8 @@ interface Waiter {
 /**
  * The server side of TLS over an accepted TCP connection, run by the
  * runtime's TLS engine on the connection's own socket, as a
- * {@linkcode Deno.TlsConn}: `handshake()`, `read` (the socket is read
- * only while a read waits), `write` (resolves once
+ * {@linkcode Deno.TlsConn}: `handshake()`, `read` (bulk bytes are read
+ * from the socket only while a read waits), `write` (resolves once
  * the bytes are the engine's; while one write is on its way, the next are
  * queued, up to 64 KiB, and sent together), `closeWrite` (close_notify,
  * then the TCP write side), and `close()`, which closes the socket at
@@ -224,7 +240,9 @@ export class NativeTlsConn implements Deno.TlsConn {
   #error?: Error;
   // Reading: decrypted bytes not yet read, and the read waiting for them.
   readonly #chunks: Uint8Array[] = [];
-  /** The socket is read only while a read waits (and for the handshake). */
+  /** Bytes in #chunks. */
+  #held = 0;
+  /** Whether the socket is being read: see #readIfWanted. */
   #reading = true;
   /** Reads waiting for bytes, served in order. */
   readonly #readers: Reader[] = [];
@@ -362,7 +380,7 @@ export class NativeTlsConn implements Deno.TlsConn {
     const n = rt.state[rt.kReadBytesOrError];
     if (n > 0) {
       const bytes = buffer === undefined
-        ? encrypted!.subarray(0, n)
+        ? head(encrypted!, n)
         : buffer instanceof ArrayBuffer
         ? new Uint8Array(buffer, rt.state[rt.kArrayBufferOffset], n)
         : buffer.subarray(0, n);
@@ -455,22 +473,27 @@ export class NativeTlsConn implements Deno.TlsConn {
         // Already in the reader's buffer (the engine never hands over more
         // than the buffer holds); what follows goes to the shared one.
         this.#takeReader()!.resolve(n);
-        this.#readIfWanted();
+        this.#readIfWanted(n);
         return;
       }
       const bytes = buffer === undefined
-        ? cleartext!.subarray(0, n)
+        ? head(cleartext!, n)
         : new Uint8Array(buffer, rt.state[rt.kArrayBufferOffset], n);
       let at = 0;
       while (at < n && this.#chunks.length === 0 && this.#readers.length > 0) {
         const reader = this.#takeReader()!;
         const taken = Math.min(reader.p.byteLength, n - at);
-        reader.p.set(bytes.subarray(at, at + taken));
+        reader.p.set(
+          at === 0 && taken === n ? bytes : bytes.subarray(at, at + taken),
+        );
         at += taken;
         reader.resolve(taken);
       }
-      if (at < n) this.#chunks.push(bytes.slice(at));
-      this.#readIfWanted();
+      if (at < n) {
+        this.#chunks.push(bytes.slice(at));
+        this.#held += n - at;
+      }
+      this.#readIfWanted(n);
     } else if (n < 0) {
       if (n === rt.eof) this.#ended = true;
       else {
@@ -483,14 +506,19 @@ export class NativeTlsConn implements Deno.TlsConn {
   }
 
   /**
-   * Reads the socket while a read waits, and only then, as `Deno.Conn`
-   * does: the bytes stay in the kernel until asked for (then they are
-   * decrypted straight into the reader's buffer, not copied twice), and a
-   * client whose bytes nobody reads is held back by TCP itself.
+   * Whether to read the socket, after `delivered` bytes went to the reads
+   * (0: a read is asking): while a read waits, and after small pieces
+   * (a conversation: the next comes after our answer, and holding it costs
+   * little) until HIGH_WATER is held; after a large one, only once asked
+   * again, as `Deno.Conn` reads: bulk bytes stay in the kernel until a
+   * read wants them (then they are decrypted straight into its buffer, not
+   * held and copied twice), and a client whose bytes nobody reads is held
+   * back by TCP itself.
    */
-  #readIfWanted(): void {
-    const wanted = this.#readers.length > 0 && !this.#ended && !this.#error &&
-      !this.#destroyed;
+  #readIfWanted(delivered = 0): void {
+    const wanted = !this.#ended && !this.#error && !this.#destroyed &&
+      (this.#readers.length > 0 ||
+        (delivered < DIRECT_READ_MIN && this.#held < HIGH_WATER));
     if (wanted === this.#reading) return;
     this.#reading = wanted;
     if (wanted) this.#tcp.readStart();
@@ -589,6 +617,7 @@ export class NativeTlsConn implements Deno.TlsConn {
       p.set(chunk.subarray(0, n));
       if (n === chunk.byteLength) this.#chunks.shift();
       else this.#chunks[0] = chunk.subarray(n);
+      this.#held -= n;
       return Promise.resolve(n);
     }
     if (this.#error) return Promise.reject(this.#error);

@@ -5,8 +5,12 @@
  * leaves: `close()` cannot cut a silent client, and a client refused by
  * `--allow` or `--max-connections` would still be sent a ServerHello. So
  * the servers accept plain TCP, refuse at once what they refuse, and only
- * then start TLS here (with `node:tls`, whose socket closes when told),
- * handing handlers a {@linkcode Deno.TlsConn}.
+ * then start TLS here ({@linkcode startServerTls}: on the runtime's TLS
+ * engine over the socket itself, `tls_native.ts`, as fast as
+ * `Deno.listenTls`; else through `node:tls` over the connection, the
+ * {@linkcode NodeTlsConn} adapter, whose socket also closes when told),
+ * handing handlers a {@linkcode Deno.TlsConn}. The adapter also runs the
+ * client side of `--insecure`.
  *
  * @module
  */
