@@ -105,7 +105,11 @@ Deno.test({
     await target.waitForStderr(/Listening on/);
     await using forward = await startForward(`tcp://127.0.0.1:${port}`);
     const request = pseudoRandomBytes(300_000, 21);
-    const answer = pseudoRandomBytes(200_000, 22);
+    // Within one pipe buffer (64 KiB): nc has its whole stdin at once. A
+    // larger answer races nc, which may quit once the network side is done
+    // before it read the rest of its stdin (seen under load: 196,608 of
+    // 200,000 bytes), which is nc's behaviour, not the forwarder's.
+    const answer = pseudoRandomBytes(60_000, 22);
     // nc sends its answer and shuts down its writing (-N) at once;
     // socat sends the request and half-closes; each gets all of the other's.
     // (nc reads its stdin once connected: written meanwhile.)

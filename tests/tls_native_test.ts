@@ -33,9 +33,34 @@ function connectTls(port: number, ca: string): Promise<Deno.TlsConn> {
   });
 }
 
-/** This process's open descriptors. */
-function openDescriptors(): number {
-  return [...Deno.readDirSync("/proc/self/fd")].length;
+/**
+ * This process's open sockets with `port` at either end: other test files
+ * run in this process too (`--parallel`), so a count of every descriptor
+ * would count theirs.
+ */
+function socketsOnPort(port: number): number {
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  const inodes = new Set<string>();
+  for (const table of ["/proc/self/net/tcp", "/proc/self/net/tcp6"]) {
+    for (const line of Deno.readTextFileSync(table).split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length < 10) continue;
+      if (fields[1].endsWith(`:${hex}`) || fields[2].endsWith(`:${hex}`)) {
+        inodes.add(fields[9]);
+      }
+    }
+  }
+  let count = 0;
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      const target = Deno.readLinkSync(`/proc/self/fd/${entry.name}`);
+      const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+      if (inode && inodes.has(inode)) count++;
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return count;
 }
 
 /** Accepts one connection and starts server TLS on it. */
@@ -73,7 +98,7 @@ Deno.test({
     await using certs = await makeCertificates();
     const context = contextOf(certs);
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const before = openDescriptors();
+    const before = socketsOnPort(listener.addr.port);
     for (const sends of ["", "\x16\x03\x01\x00"]) {
       // Silent, or a ClientHello that stops after its first bytes.
       using client = await Deno.connect({
@@ -91,7 +116,11 @@ Deno.test({
       assertEquals(got.byteLength, 0);
       assert(performance.now() - started < 1000, "the socket stayed open");
     }
-    assertEquals(openDescriptors(), before, "descriptors left open");
+    assertEquals(
+      socketsOnPort(listener.addr.port),
+      before,
+      "sockets left open",
+    );
   },
 });
 
@@ -112,7 +141,7 @@ Deno.test({
     });
     const { port } = server.addr as Deno.NetAddr;
     const data = pseudoRandomBytes(100 * 1024, 5);
-    const before = openDescriptors();
+    const before = socketsOnPort(port);
     const good = async () => {
       using conn = await connectTls(port, certs.ca);
       await writeAll(conn, data);
@@ -147,10 +176,10 @@ Deno.test({
       ]);
     }
     // Server-side closes finish a moment after the clients'.
-    for (let i = 0; i < 50 && openDescriptors() > before; i++) {
+    for (let i = 0; i < 50 && socketsOnPort(port) > before; i++) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    assertEquals(openDescriptors(), before, "descriptors left open");
+    assertEquals(socketsOnPort(port), before, "sockets left open");
     assertEquals(
       lines.filter((l) => l.startsWith("accepted")).length,
       25 * 35,
