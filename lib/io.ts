@@ -362,3 +362,71 @@ export class LineReader {
     for (let line; (line = await this.readLine()) !== null;) yield line;
   }
 }
+
+/**
+ * The `readable` of a hand-made connection: 16 KiB reads pulled through
+ * `read`, cancel closes it (unless `closed()` says it is already).
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { connReadable } from "./io.ts";
+ *
+ * let sent = false;
+ * const conn = {
+ *   read: (p: Uint8Array) => Promise.resolve(sent ? null : (sent = true, p.set([7]), 1)),
+ *   close() {},
+ * };
+ * const chunks = await Array.fromAsync(connReadable(conn, () => false));
+ * assertEquals(chunks, [new Uint8Array([7])]);
+ * ```
+ */
+export function connReadable(
+  conn: ByteReader & { close(): void },
+  closed: () => boolean,
+): ReadableStream<Uint8Array<ArrayBuffer>> {
+  return new ReadableStream<Uint8Array<ArrayBuffer>>({
+    pull: async (controller) => {
+      const buffer = new Uint8Array(16 * 1024);
+      const n = await conn.read(buffer);
+      if (n === null) controller.close();
+      else controller.enqueue(buffer.subarray(0, n));
+    },
+    cancel: () => {
+      if (!closed()) conn.close();
+    },
+  });
+}
+
+/**
+ * The `writable` of a hand-made connection: each chunk written whole
+ * ({@linkcode writeAll}), close half-closes (`closeWrite`), abort closes it
+ * (unless `closed()` says it is already).
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { connWritable } from "./io.ts";
+ *
+ * const got: number[] = [];
+ * const conn = {
+ *   write: (p: Uint8Array) => (got.push(...p), Promise.resolve(p.byteLength)),
+ *   closeWrite: () => Promise.resolve(),
+ *   close() {},
+ * };
+ * await new Blob([new Uint8Array([1, 2])]).stream().pipeTo(connWritable(conn, () => false));
+ * assertEquals(got, [1, 2]);
+ * ```
+ */
+export function connWritable(
+  conn: ByteWriter & { closeWrite(): Promise<void>; close(): void },
+  closed: () => boolean,
+): WritableStream<Uint8Array<ArrayBufferLike>> {
+  return new WritableStream<Uint8Array<ArrayBufferLike>>({
+    write: (chunk) => writeAll(conn, chunk),
+    close: () => conn.closeWrite(),
+    abort: () => {
+      if (!closed()) conn.close();
+    },
+  });
+}

@@ -23,7 +23,7 @@ import {
   type SecureContext,
   TLSSocket,
 } from "node:tls";
-import { writeAll } from "./io.ts";
+import { connReadable, connWritable, writeAll } from "./io.ts";
 import { handshakeAlert } from "./tls_hello.ts";
 import { NativeTlsConn } from "./tls_native.ts";
 import type { TlsCertificate } from "./tls.ts";
@@ -456,28 +456,12 @@ export class NodeTlsConn implements Deno.TlsConn {
 
   /** The decrypted bytes as a stream. */
   get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
-    return this.#readable ??= new ReadableStream<Uint8Array<ArrayBuffer>>({
-      pull: async (controller) => {
-        const buffer = new Uint8Array(16 * 1024);
-        const n = await this.read(buffer);
-        if (n === null) controller.close();
-        else controller.enqueue(buffer.subarray(0, n));
-      },
-      cancel: () => {
-        if (!this.#closed) this.close();
-      },
-    });
+    return this.#readable ??= connReadable(this, () => this.#closed);
   }
 
   /** A stream that encrypts and sends what is written to it. */
   get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
-    return this.#writable ??= new WritableStream<Uint8Array<ArrayBufferLike>>({
-      write: (chunk) => writeAll(this, chunk),
-      close: () => this.closeWrite(),
-      abort: () => {
-        if (!this.#closed) this.close();
-      },
-    });
+    return this.#writable ??= connWritable(this, () => this.#closed);
   }
 
   /** Closes, unless already closed. */
