@@ -115,10 +115,18 @@ export class StreamServer extends BaseServer {
   #drained?: () => void;
   #boundListener?: Deno.Listener;
   /** Ends the accept loop without closing the listener (see `stop()`). */
-  #stopAccepting?: () => void;
-  readonly #acceptStopped = new Promise<null>((resolve) =>
-    this.#stopAccepting = () => resolve(null)
-  );
+  #stopAccepting = (): void => {
+    this.#acceptStopRequested = true;
+    this.#wakeAccept?.();
+  };
+  #acceptStopRequested = false;
+  /**
+   * Ends the one accept being awaited. A promise made per accept, not one
+   * for the server's life: `Promise.race` against a long-lived promise
+   * leaves a reaction on it per call, which kept every accepted connection
+   * alive (about 1.1 KB of heap each).
+   */
+  #wakeAccept?: () => void;
   /** For a worker group: connections open in the whole group, once known. */
   readonly #groupConnections: () => Int32Array | undefined;
 
@@ -230,7 +238,13 @@ export class StreamServer extends BaseServer {
       let conn: Deno.Conn;
       try {
         const accepting = listener.accept();
-        const accepted = await Promise.race([accepting, this.#acceptStopped]);
+        const stopped = new Promise<null>((resolve) =>
+          this.#wakeAccept = () => resolve(null)
+        );
+        const accepted = this.#acceptStopRequested
+          ? null
+          : await Promise.race([accepting, stopped]);
+        this.#wakeAccept = undefined;
         if (accepted === null) {
           // Stopped with the listener left open: whoever still connects
           // through it is closed.
@@ -424,7 +438,7 @@ export class StreamServer extends BaseServer {
       socketFileOwner(this.addr.path, this.#binding.inode()) === "other"
     ) {
       listener.unref();
-      this.#stopAccepting?.();
+      this.#stopAccepting();
       this.log(
         `${this.prefix}${this.addr.path} is no longer this server's socket; left in place`,
       );
