@@ -224,6 +224,29 @@ static int pingpong(int conns, double seconds) {
   return 0;
 }
 
+/* Closes `c` and opens a new connection in its place, watched for `out`. */
+static void reconnect(int ep, struct conn *c, int out) {
+  epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+  close(c->fd);
+  c->fd = open_conn(0);
+  c->sent = 0;
+  c->received = 0;
+  c->want_out = -1;
+  watch(ep, c, out);
+}
+
+/* Prints a connection scenario's figures; fails past 1% failures. */
+static int report_rate(const char *scenario, int conns, double start,
+                       double cpu, uint64_t done, uint64_t bad) {
+  double elapsed = now() - start;
+  cpu = server_cpu() - cpu;
+  printf("{\"scenario\":\"%s\",\"connections\":%d,\"seconds\":%.3f,"
+         "\"completed\":%llu,\"failed\":%llu,\"per_s\":%.0f,\"server_cpu_ms\":%.1f}\n",
+         scenario, conns, elapsed, (unsigned long long)done,
+         (unsigned long long)bad, done / elapsed, cpu * 1e3);
+  return bad > done / 100 ? 1 : 0;
+}
+
 static int connect_bench(int conns, double seconds) {
   int ep = epoll_create1(0);
   struct conn *cs = calloc(conns, sizeof *cs);
@@ -255,21 +278,10 @@ static int connect_bench(int conns, double seconds) {
                   r < 0 ? strerror(errno) : "bad line", (int)c->received);
       } else
         done++;
-      epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-      close(c->fd);
-      c->fd = open_conn(0);
-      c->received = 0;
-      c->want_out = -1;
-      watch(ep, c, 0);
+      reconnect(ep, c, 0);
     }
   }
-  double elapsed = now() - start;
-  cpu = server_cpu() - cpu;
-  printf("{\"scenario\":\"connect\",\"connections\":%d,\"seconds\":%.3f,"
-         "\"completed\":%llu,\"failed\":%llu,\"per_s\":%.0f,\"server_cpu_ms\":%.1f}\n",
-         conns, elapsed, (unsigned long long)done, (unsigned long long)bad,
-         done / elapsed, cpu * 1e3);
-  return bad > done / 100 ? 1 : 0;
+  return report_rate("connect", conns, start, cpu, done, bad);
 }
 
 /*
@@ -320,22 +332,10 @@ static int short_bench(int conns, double seconds) {
                   strerror(errno), (int)c->received);
       } else
         done++;
-      epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-      close(c->fd);
-      c->fd = open_conn(0);
-      c->sent = 0;
-      c->received = 0;
-      c->want_out = -1;
-      watch(ep, c, 1);
+      reconnect(ep, c, 1);
     }
   }
-  double elapsed = now() - start;
-  cpu = server_cpu() - cpu;
-  printf("{\"scenario\":\"short\",\"connections\":%d,\"seconds\":%.3f,"
-         "\"completed\":%llu,\"failed\":%llu,\"per_s\":%.0f,\"server_cpu_ms\":%.1f}\n",
-         conns, elapsed, (unsigned long long)done, (unsigned long long)bad,
-         done / elapsed, cpu * 1e3);
-  return bad > done / 100 ? 1 : 0;
+  return report_rate("short", conns, start, cpu, done, bad);
 }
 
 static long rss_kib(int pid) {

@@ -23,7 +23,7 @@
 import process from "node:process";
 import { Duplex } from "node:stream";
 import { type SecureContext, TLSSocket } from "node:tls";
-import { connReadable, connWritable } from "./io.ts";
+import { closeQuietly, connReadable, connWritable } from "./io.ts";
 import { legacyHelloAlert } from "./tls_hello.ts";
 
 /**
@@ -726,11 +726,7 @@ export class NativeTlsConn implements Deno.TlsConn {
       this.#tls.destroySsl();
       this.#tcp.close();
     } finally {
-      try {
-        this.#raw.close();
-      } catch {
-        // Already closed.
-      }
+      closeQuietly(this.#raw);
     }
   }
 
