@@ -554,6 +554,7 @@ export class NativeTlsConn implements Deno.TlsConn {
   }
 
   #wakeIdle(): void {
+    if (this.#idle.length === 0) return;
     for (const idle of this.#idle.splice(0)) idle();
   }
 
@@ -589,7 +590,9 @@ export class NativeTlsConn implements Deno.TlsConn {
       const queue = this.#queue.splice(0);
       this.#queued = 0;
       this.#send(queue.length === 1 ? queue[0] : queue);
-      for (const waiter of this.#waiters.splice(0)) waiter.resolve();
+      if (this.#waiters.length > 0) {
+        for (const waiter of this.#waiters.splice(0)) waiter.resolve();
+      }
     } else {
       this.#wakeIdle();
     }
