@@ -189,6 +189,8 @@ export function stripBrackets(host: string): string {
  * ```
  */
 export function unmapIPv4(host: string): string {
+  // Every IPv6 form has a colon; the common IPv4 case costs one scan.
+  if (!host.includes(":")) return host;
   const groups = parseIPv6(stripBrackets(host));
   if (
     !groups || groups.subarray(0, 5).some((g) => g !== 0) ||

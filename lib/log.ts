@@ -25,6 +25,17 @@ export const STDERR_LOG_BUFFER_BYTES = 256 * 1024;
 export const STDERR_FLUSH_TIMEOUT_MS = 1000;
 
 /**
+ * After a write, how long {@linkcode stderrLog} lets lines gather before the
+ * next one (unless many are waiting already): under a flood of connections
+ * one write every few milliseconds instead of one per turn of the event
+ * loop, each of which costs a hand-over to Deno's I/O thread. A lone line
+ * is written at once.
+ */
+export const STDERR_COALESCE_MS = 4;
+/** Past this many waiting characters the next write does not wait. */
+const COALESCE_BELOW_BYTES = 16 * 1024;
+
+/**
  * A {@linkcode Log} that writes to stderr without ever blocking: lines
  * logged in one turn of the event loop are written together, by one
  * asynchronous write at a time (Deno runs it on a thread of its own, so a
@@ -108,6 +119,9 @@ async function writeLoop(): Promise<void> {
       for (let offset = 0; offset < bytes.byteLength;) {
         offset += await Deno.stderr.write(bytes.subarray(offset));
         lastProgress = performance.now();
+      }
+      if (pending.length > 0 && pendingBytes < COALESCE_BELOW_BYTES) {
+        await new Promise((resolve) => setTimeout(resolve, STDERR_COALESCE_MS));
       }
     } catch {
       // stderr is gone (closed pipe): nothing left to tell anyone.

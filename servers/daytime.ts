@@ -163,11 +163,19 @@ export function ctime(date: Date, zone?: PosixTimeZone | null): string {
  */
 export function daytimeService(now: () => Date = () => new Date()): Service {
   const encoder = new TextEncoder();
-  return replyService(
-    "daytime",
-    SIMPLE_SERVICE_PORTS.daytime,
-    () => encoder.encode(`${ctime(now())}\r\n`),
-  );
+  // The line changes once a second: formatted and encoded once a second,
+  // not once a connection (the bytes are only ever read).
+  let second = NaN;
+  let line = new Uint8Array(0);
+  return replyService("daytime", SIMPLE_SERVICE_PORTS.daytime, () => {
+    const date = now();
+    const current = Math.floor(date.getTime() / 1000);
+    if (current !== second) {
+      line = encoder.encode(`${ctime(date)}\r\n`);
+      second = current;
+    }
+    return line;
+  });
 }
 
 /**
