@@ -114,19 +114,20 @@ export class StreamServer extends BaseServer {
   #acceptLoopDone: Promise<void> = Promise.resolve();
   #drained?: () => void;
   #boundListener?: Deno.Listener;
-  /** Ends the accept loop without closing the listener (see `stop()`). */
+  /**
+   * Ends the accept loop without closing the listener (see `stop()`):
+   * `stop()` stops waiting for the loop at once, and the loop closes
+   * whoever it still accepts and ends. One race for the server's life, not
+   * one per accept: racing every accept against a long-lived promise left
+   * a reaction on it per connection (about 1.1 KB of heap each), and a
+   * promise made per accept cost the connection path its allocations.
+   */
   #stopAccepting = (): void => {
     this.#acceptStopRequested = true;
-    this.#wakeAccept?.();
+    this.#acceptStopped?.();
   };
   #acceptStopRequested = false;
-  /**
-   * Ends the one accept being awaited. A promise made per accept, not one
-   * for the server's life: `Promise.race` against a long-lived promise
-   * leaves a reaction on it per call, which kept every accepted connection
-   * alive (about 1.1 KB of heap each).
-   */
-  #wakeAccept?: () => void;
+  #acceptStopped?: () => void;
   /** For a worker group: connections open in the whole group, once known. */
   readonly #groupConnections: () => Int32Array | undefined;
 
@@ -183,7 +184,10 @@ export class StreamServer extends BaseServer {
    */
   #startWhenBound(deferred: boolean): void {
     const start = (listener: Deno.Listener) => {
-      this.#acceptLoopDone = this.#acceptLoop(listener);
+      this.#acceptLoopDone = Promise.race([
+        this.#acceptLoop(listener),
+        new Promise<void>((resolve) => this.#acceptStopped = resolve),
+      ]);
       if (this.#idleTimeoutMs > 0) this.#startIdleSweep();
     };
     const listener = this.#binding.socket();
@@ -237,26 +241,18 @@ export class StreamServer extends BaseServer {
     while (!this.closing) {
       let conn: Deno.Conn;
       try {
-        const accepting = listener.accept();
-        const stopped = new Promise<null>((resolve) =>
-          this.#wakeAccept = () => resolve(null)
-        );
-        const accepted = this.#acceptStopRequested
-          ? null
-          : await Promise.race([accepting, stopped]);
-        this.#wakeAccept = undefined;
-        if (accepted === null) {
-          // Stopped with the listener left open: whoever still connects
-          // through it is closed.
-          accepting.then((late) => late.close(), () => {});
-          break;
-        }
-        conn = accepted;
+        conn = await listener.accept();
         backoffMs = 0;
       } catch (error) {
-        if (this.closing) break;
+        if (this.closing || this.#acceptStopRequested) break;
         backoffMs = await this.#acceptFailed(error as Error, backoffMs);
         continue;
+      }
+      if (this.#acceptStopRequested) {
+        // Stopped with the listener left open: whoever still connects
+        // through it is closed.
+        conn.close();
+        break;
       }
       const source = this.#perSource > 0
         ? sourceKey(conn.remoteAddr)
