@@ -31,6 +31,7 @@ import {
   UsageError,
 } from "../lib/cli.ts";
 import { TlsBench } from "./tls.ts";
+import { plotSvg } from "./plot.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const RESULTS = `${ROOT}bench/results`;
@@ -1372,7 +1373,8 @@ if (import.meta.main) {
     `${RESULTS}/latest.json`,
     JSON.stringify(json, null, 2) + "\n",
   );
-  console.log("bench: wrote bench/results/latest.json");
+  Deno.writeTextFileSync(`${RESULTS}/latest.svg`, plotSvg(json));
+  console.log("bench: wrote bench/results/latest.json and latest.svg");
   // A scenario that failed (a wrong byte, a refused connection) fails the
   // run; slow numbers never do, nor a peer's failure (reported above).
   const failed = tls.failed ||
