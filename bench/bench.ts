@@ -439,6 +439,9 @@ function forwardServers(echoPort: number): Record<string, Target> {
         "servers/forward.ts",
         "--max-connections",
         String(forwardIdle + 1000),
+        // The load generator is one host: lift the per-source limit.
+        "--per-source",
+        "0",
         "tcp://127.0.0.1:{PORT}",
         `tcp://${echo}`,
       ],
@@ -486,6 +489,8 @@ function forwardServers(echoPort: number): Record<string, Target> {
       command: ours("servers/echo.ts", [
         "--max-connections",
         String(forwardIdle + 1000),
+        "--per-source",
+        "0",
       ]),
     },
   };

@@ -16,7 +16,7 @@ import {
   program,
   startExec,
 } from "../_exec.ts";
-import { figures } from "./_stress.ts";
+import { figures, memoryKiB, mib } from "./_stress.ts";
 
 const COUNT = 1000;
 const AT_ONCE = 16;
@@ -156,6 +156,39 @@ Deno.test("exec.ts: after 1,000 connections of every kind (normal, reset mid-out
     },
   );
   assertEquals(processesWith("987.654"), [], "orphaned programs");
+});
+
+Deno.test("exec.ts: the server's own memory is flat across 10,000 connections (each a cat echo)", async () => {
+  await using server = await startExec(["cat"], ["--rate", "0"]);
+  const run = async (count: number) => {
+    for (let done = 0; done < count; done += AT_ONCE) {
+      await Promise.all(
+        Array.from({ length: AT_ONCE }, async () => {
+          const reply = await exchange(server.port, "hello\n");
+          assertEquals(new TextDecoder().decode(reply), "hello\n");
+        }),
+      );
+    }
+  };
+  // Warm up: JIT, the allocator's arenas, the log buffer at its size.
+  await run(1000);
+  const samples = [memoryKiB(server.pid).rss];
+  for (let thousands = 1; thousands < 10; thousands += 3) {
+    await run(3000);
+    samples.push(memoryKiB(server.pid).rss);
+  }
+  const growth = samples.at(-1)! - samples[0];
+  figures("exec-memory", {
+    connections: 10_000,
+    rss_mib_after_1000: mib(samples[0]),
+    rss_mib_every_3000: samples.slice(1).map(mib).join(","),
+    growth_kib: growth,
+    bytes_per_connection: (growth * 1024 / 9000).toFixed(0),
+  });
+  // A leak of a kilobyte a connection (one closure kept per program, say)
+  // would be 9 MiB here; flat means less than a third of that.
+  assertLessOrEqual(growth, 3 * 1024, `RSS grew ${growth} KiB`);
+  await stop(server);
 });
 
 async function stop(server: ExecServer): Promise<void> {
