@@ -107,9 +107,9 @@ export class InetdConfError extends Error {
   /** What is wrong, without the file and line. */
   readonly reason: string;
 
-  /** Builds the error for `line` of `file`. */
-  constructor(file: string, line: number, reason: string) {
-    super(`${file}:${line}: ${reason}`);
+  /** Builds the error for `line` of `file`; `cause` is what went wrong, if an error. */
+  constructor(file: string, line: number, reason: string, cause?: unknown) {
+    super(`${file}:${line}: ${reason}`, { cause });
     this.name = "InetdConfError";
     this.file = file;
     this.line = line;
@@ -199,8 +199,13 @@ export function parseInetdConf(
     try {
       service = parseLine(words, line, context);
     } catch (error) {
-      if (typeof error !== "string") throw error;
-      throw new InetdConfError(file, line, error);
+      // A string is this line's fault; an error, reading /etc/services or
+      // finding the user, is said at the line that needed it.
+      if (typeof error === "string") {
+        throw new InetdConfError(file, line, error);
+      }
+      if (!(error instanceof Error)) throw error;
+      throw new InetdConfError(file, line, error.message, error);
     }
     const socket = `${service.transport} ${service.hostname} ${service.port}`;
     const first = sockets.get(socket);
