@@ -5,13 +5,18 @@
  * naming the file and line of the first thing it cannot do (a `wait`
  * stream service, a `dgram` program, another user, `tcpmux`...), so that
  * a configuration is run whole or not at all. {@linkcode parseServices}
- * reads `/etc/services` for the lines that name their port.
+ * reads `/etc/services` for the lines that name their port;
+ * {@linkcode loadInetdConf} does all of it for a file, and checks its
+ * programs.
  *
  * @module
  */
 
+import { userInfo } from "node:os";
 import { parseIPv4, parseIPv6 } from "./address.ts";
+import { readSmallTextFile } from "./files.ts";
 import { SIMPLE_SERVICE_PORTS } from "./simple.ts";
+import { checkProgram, ProgramError } from "./spawn.ts";
 
 /** The name of an internal (simple) service. */
 export type InternalServiceName = keyof typeof SIMPLE_SERVICE_PORTS;
@@ -358,4 +363,56 @@ function internalName(
   throw `no internal service '${named ?? name}': expected ${
     INTERNAL.join(", ")
   } (for a numeric port, name it after internal: 'internal echo')`;
+}
+
+/** The user running this process, for the user field of program lines. */
+function currentUser(): string {
+  try {
+    return userInfo().username;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotCapable)) throw error;
+    throw new Error(
+      "cannot tell which user runs this server, to compare with the line's user: grant --allow-sys=uid,gid,userInfo",
+    );
+  }
+}
+
+/**
+ * Reads and checks the `inetd.conf` at `path` ({@linkcode parseInetdConf}):
+ * `/etc/services` is read only if a line names its service, the user
+ * (`--allow-sys=uid,gid,userInfo`) found only if a line runs a program,
+ * and each program is checked as `exec.ts` checks its one (`checkProgram`:
+ * it must exist, be executable, and be allowed to run). Throws
+ * {@linkcode InetdConfError} naming the file and line, or `FileReadError`
+ * for the file itself.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { loadInetdConf } from "./inetd_conf.ts";
+ *
+ * const path = Deno.makeTempFileSync();
+ * Deno.writeTextFileSync(path, "10013 stream tcp nowait nobody internal daytime\n");
+ * const [daytime] = loadInetdConf(path);
+ * Deno.removeSync(path);
+ * assertEquals([daytime.internal, daytime.port], ["daytime", 10013]);
+ * ```
+ */
+export function loadInetdConf(path: string): InetdService[] {
+  const services = parseInetdConf(readSmallTextFile(path, "inetd.conf"), {
+    file: path,
+    services: () =>
+      parseServices(readSmallTextFile("/etc/services", "services file")),
+    currentUser,
+  });
+  for (const service of services) {
+    if (service.program === undefined) continue;
+    try {
+      checkProgram(service.program);
+    } catch (error) {
+      if (!(error instanceof ProgramError)) throw error;
+      throw new InetdConfError(path, service.line, error.message, error);
+    }
+  }
+  return services;
 }

@@ -62,20 +62,14 @@
  * @module
  */
 
-import { userInfo } from "node:os";
 import {
-  checkProgram,
   combineServers,
   flag,
   flagsHelp,
-  formatAddr,
   INETD_BASE,
   ListenError,
-  type Log,
   parseCommandLine,
   pickFlags,
-  ProgramError,
-  readSmallTextFile,
   rerunCommand,
   runMain,
   runServers,
@@ -87,17 +81,10 @@ import {
   type Service,
   SIMPLE_SERVICE_PORTS,
   simpleLoopPorts,
-  stderrLog,
   UsageError,
 } from "../mod.ts";
-import {
-  InetdConfError,
-  type InetdService,
-  parseInetdConf,
-  parseServices,
-} from "../lib/inetd_conf.ts";
-import { describeError } from "../lib/main.ts";
-import { listeningLine } from "../lib/server.ts";
+import type { InetdService } from "../lib/inetd_conf.ts";
+import { runInetdConf, type StartInetdLine } from "../lib/inetd_server.ts";
 import { serveExec } from "./exec.ts";
 import { chargenService } from "./chargen.ts";
 import { daytimeService } from "./daytime.ts";
@@ -252,244 +239,52 @@ export function serveInetd(options: InetdOptions = {}): Inetd {
   return Object.assign(combined, { sockets });
 }
 
-/** The user running this process, for `inetd.conf`'s user field. */
-function currentUser(): string {
-  try {
-    return userInfo().username;
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotCapable)) throw error;
-    throw new Error(
-      "cannot tell which user runs this server, to compare with the line's user: grant --allow-sys=uid,gid,userInfo",
-    );
-  }
-}
-
 /**
- * Reads and checks an `inetd.conf` (see `parseInetdConf` in
- * `lib/inetd_conf.ts`): `/etc/services` is read only if a line names its
- * service, the user only if a line runs a program, and each program is
- * checked as `exec.ts` checks its one. Throws `InetdConfError` (naming
- * the file and line) or `FileReadError` (the file itself).
+ * How `--conf` runs each line of the file: an `internal` service as
+ * {@linkcode serveInetd} runs it, a program as `serveExec` from `exec.ts`
+ * does (the same environment, limits and log lines); `options` are those
+ * every line shares.
  *
  * @example
- * ```ts ignore
- * import { loadInetdConf } from "./inetd.ts";
- *
- * const services = loadInetdConf("/etc/inetd.conf");
- * ```
- */
-export function loadInetdConf(path: string): InetdService[] {
-  const services = parseInetdConf(readSmallTextFile(path, "inetd.conf"), {
-    file: path,
-    services: () =>
-      parseServices(readSmallTextFile("/etc/services", "services file")),
-    currentUser,
-  });
-  for (const service of services) {
-    if (service.program === undefined) continue;
-    try {
-      checkProgram(service.program);
-    } catch (error) {
-      if (!(error instanceof ProgramError)) throw error;
-      throw new InetdConfError(path, service.line, error.message);
-    }
-  }
-  return services;
-}
-
-/** Options for {@linkcode serveInetdConf}: those every service shares. */
-export interface InetdConfOptions
-  extends Omit<ServerOptions, "port" | "path" | "hostname" | "transport"> {
-  /** The file's name, for error and log lines. Default `inetd.conf`. */
-  file?: string;
-  /** Encoded quotations for an internal qotd. */
-  quotations?: readonly Uint8Array[];
-}
-
-/** One running line of an `inetd.conf`. */
-export interface InetdConfSocket {
-  /** The line as parsed. */
-  service: InetdService;
-  /** The server on its socket. */
-  server: Server;
-}
-
-/** A running `inetd.conf`: its sockets, and a way to change them. */
-export interface InetdConfServer extends Server {
-  /** The services running now, in the file's order when started. */
-  readonly sockets: readonly InetdConfSocket[];
-  /**
-   * Runs `services` instead: starts the new lines, stops the removed ones
-   * (they stop listening; their connections in flight go on, within the
-   * grace period), leaves the unchanged ones alone (not rebound); one log
-   * line per change, then a summary.
-   */
-  reload(services: readonly InetdService[]): Promise<void>;
-}
-
-/** What makes two lines the same service: where, and what runs there. */
-function serviceKey(s: InetdService): string {
-  return JSON.stringify([
-    s.transport,
-    s.hostname,
-    s.port,
-    s.internal ?? null,
-    s.program ?? null,
-    s.args,
-  ]);
-}
-
-/**
- * Runs the services of an `inetd.conf` (see {@linkcode loadInetdConf}):
- * `internal` ones as {@linkcode serveInetd} runs them, programs as
- * `serveExec` from `exec.ts` does (the same environment, limits and log
- * lines). All are bound before it returns; if one cannot bind, those
- * already bound are closed and the error, naming the line, is thrown.
- *
- * @example An internal daytime on a port that was just free
  * ```ts
  * import { assertEquals } from "@std/assert";
  * import { parseInetdConf } from "../lib/inetd_conf.ts";
- * import { serveInetdConf } from "./inetd.ts";
+ * import { inetdLineStarter } from "./inetd.ts";
  *
  * const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const { port } = probe.addr as Deno.NetAddr;
  * probe.close();
- * const services = parseInetdConf(
- *   `127.0.0.1:${port} stream tcp nowait root internal daytime\n`,
- * );
- * await using inetd = serveInetdConf(services, { log: () => {} });
- * assertEquals(inetd.sockets.map((s) => s.service.label), [`${port}/tcp`]);
+ * const services = parseInetdConf(`127.0.0.1:${port} stream tcp nowait root internal time\n`);
+ * await using server = inetdLineStarter({ log: () => {} })(services[0], services);
+ * assertEquals((server.addr as Deno.NetAddr).port, port);
  * ```
  */
-export function serveInetdConf(
-  services: readonly InetdService[],
-  options: InetdConfOptions = {},
-): InetdConfServer {
-  const { file = "inetd.conf", quotations, ...common } = options;
-  const log: Log = options.log ?? stderrLog;
-  const running = new Map<string, InetdConfSocket>();
-  const retiring = new Set<Promise<void>>();
-  let closing = false;
-  let lastAddr: Deno.Addr = { transport: "tcp", hostname: "0.0.0.0", port: 0 };
-
-  const start = (service: InetdService, all: readonly InetdService[]) => {
+export function inetdLineStarter(
+  options: Omit<InetdOptions, "base" | "services" | "transports"> = {},
+): StartInetdLine {
+  const { quotations, ...common } = options;
+  return (service: InetdService, all: readonly InetdService[]) => {
     const where = {
       ...common,
-      log,
       hostname: service.hostname,
       port: service.port,
       transport: service.transport,
       label: service.label,
     };
-    try {
-      if (service.internal === undefined) {
-        return serveExec({
-          ...where,
-          program: service.program!,
-          args: service.args,
-        });
-      }
-      // Never answer another internal UDP service of this file (CVE-1999-0103).
-      const udpPorts = all.filter((s) => s.internal && s.transport === "udp")
-        .map((s) => s.port);
-      return serve(serviceFor(service.internal, quotations), {
-        dropSourcePorts: simpleLoopPorts([0, INETD_BASE], udpPorts),
+    if (service.internal === undefined) {
+      return serveExec({
         ...where,
+        program: service.program!,
+        args: service.args,
       });
-    } catch (error) {
-      if (!(error instanceof Error)) throw error;
-      // bind.ts's hints name --port, which a file line does not have.
-      const reason = describeError(error)
-        .replace(/ \(pick another port with --port\)$/, "")
-        .replace(/; as a user.*$/, "");
-      throw new InetdConfError(
-        file,
-        service.line,
-        `${service.label}: ${reason}`,
-      );
     }
-  };
-
-  for (const service of services) {
-    try {
-      const server = start(service, services);
-      running.set(serviceKey(service), { service, server });
-    } catch (error) {
-      for (const { server } of running.values()) server.shutdown();
-      throw error;
-    }
-  }
-  const sockets = () => [...running.values()];
-  const ready = Promise.all(sockets().map(({ server }) => server.ready))
-    .then(() => {});
-
-  let resolveFinished!: () => void;
-  const finished = new Promise<void>((resolve) => resolveFinished = resolve);
-  const shutdown = async () => {
-    if (!closing) {
-      closing = true;
-      const all = sockets().map(({ server }) => server.shutdown());
-      running.clear();
-      await Promise.all([...all, ...retiring]);
-      resolveFinished();
-    }
-    return finished;
-  };
-
-  const reload = async (next: readonly InetdService[]) => {
-    if (closing) return;
-    const keys = new Map(next.map((s) => [serviceKey(s), s]));
-    let removed = 0, added = 0;
-    for (const [key, { service, server }] of running) {
-      if (keys.has(key)) continue;
-      running.delete(key);
-      removed++;
-      log(`stopped listening on ${formatAddr(server.addr)} (${service.label})`);
-      const done = server.shutdown();
-      retiring.add(done);
-      done.finally(() => retiring.delete(done));
-    }
-    // Their listeners close a task from now: a line that moved to another
-    // program keeps its port.
-    if (removed > 0) await new Promise((resolve) => setTimeout(resolve, 0));
-    for (const [key, service] of keys) {
-      const kept = running.get(key);
-      if (kept) {
-        kept.service = service;
-        continue;
-      }
-      try {
-        const server = start(service, next);
-        await server.ready;
-        running.set(key, { service, server });
-        added++;
-        log(listeningLine(server.addr, service.label));
-      } catch (error) {
-        log(`error: ${describeError(error)}`);
-      }
-    }
-    log(
-      `reloaded ${file}: ${added} added, ${removed} removed, ${
-        running.size - added
-      } unchanged`,
-    );
-  };
-
-  return {
-    get addr() {
-      const first = running.values().next().value;
-      if (first) lastAddr = first.server.addr;
-      return lastAddr;
-    },
-    get sockets() {
-      return sockets();
-    },
-    ready,
-    finished,
-    shutdown,
-    reload,
-    [Symbol.asyncDispose]: shutdown,
+    // Never answer another internal UDP service of the file (CVE-1999-0103).
+    const udpPorts = all.filter((s) => s.internal && s.transport === "udp")
+      .map((s) => s.port);
+    return serve(serviceFor(service.internal, quotations), {
+      dropSourcePorts: simpleLoopPorts([0, INETD_BASE], udpPorts),
+      ...where,
+    });
   };
 }
 
@@ -573,60 +368,6 @@ const NOT_WITH_CONF = [
   "hostname",
 ] as const;
 
-/**
- * `--conf FILE`: runs its services until SIGINT or SIGTERM; on SIGHUP,
- * reads it again and applies the changes, or, should the new file be
- * wrong, logs why and keeps what runs.
- */
-async function runConf(
-  file: string,
-  options: InetdConfOptions,
-): Promise<void> {
-  const log = options.log ?? stderrLog;
-  const inetd = serveInetdConf(loadInetdConf(file), { ...options, file });
-  try {
-    await inetd.ready;
-  } catch (error) {
-    await inetd.shutdown();
-    throw error;
-  }
-  for (const { service, server } of inetd.sockets) {
-    log(listeningLine(server.addr, service.label));
-  }
-  let reloading = Promise.resolve();
-  const reload = () => {
-    reloading = reloading.then(async () => {
-      log(`SIGHUP: reading ${file}`);
-      let services: InetdService[];
-      try {
-        services = loadInetdConf(file);
-      } catch (error) {
-        log(
-          `error: ${describeError(error)}; keeping the running configuration`,
-        );
-        return;
-      }
-      await inetd.reload(services);
-    });
-  };
-  const stop = () => inetd.shutdown();
-  const signals: [Deno.Signal, () => void][] = [
-    ["SIGINT", stop],
-    ["SIGTERM", stop],
-    ["SIGHUP", reload],
-  ];
-  for (const [signal, handler] of signals) {
-    Deno.addSignalListener(signal, handler);
-  }
-  try {
-    await inetd.finished;
-  } finally {
-    for (const [signal, handler] of signals) {
-      Deno.removeSignalListener(signal, handler);
-    }
-  }
-}
-
 if (import.meta.main) {
   await runMain(async () => {
     const { values } = parseCommandLine(Deno.args, {
@@ -643,12 +384,16 @@ if (import.meta.main) {
         );
       }
       const { conf, "qotd-file": qotdFile, ...server } = values;
-      const { transport: _, ...options }: InetdConfOptions & ServerOptions =
-        serverOptionsFromFlags(server, ["tcp", "udp"]);
-      if (qotdFile !== undefined) {
-        options.quotations = await loadQuotations(qotdFile);
-      }
-      await runConf(conf, options);
+      const { transport: _, ...options } = serverOptionsFromFlags(server, [
+        "tcp",
+        "udp",
+      ]);
+      const quotations = qotdFile === undefined
+        ? undefined
+        : await loadQuotations(qotdFile);
+      await runInetdConf(conf, {
+        start: inetdLineStarter({ ...options, quotations }),
+      });
       return;
     }
     if (values.only !== undefined && values.except !== undefined) {
