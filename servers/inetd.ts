@@ -59,6 +59,61 @@
  * answering each other forever), and limit replies per source
  * (`--udp-rate`), counting what they drop in the log.
  *
+ * `--conf FILE` runs a classic `inetd.conf` instead, one service a line,
+ * as inetd reads it: `SERVICE SOCKET-TYPE PROTOCOL WAIT USER SERVER
+ * ARGS...`, SERVICE being `[ADDRESS:]NAME-OR-PORT` (ADDRESS `*`, IPv4 or
+ * `[IPv6]`; a NAME is looked up in `/etc/services`) and ARGS starting
+ * with the program's name (`argv[0]`); `#` comments. `internal` runs the
+ * six services above over `stream tcp` and `dgram udp`, found by the
+ * service's name (`echo stream tcp nowait root internal`), or, at a port
+ * number, named after it (`10007 stream tcp nowait root internal echo`).
+ * A program runs for each connection of a `stream tcp nowait` (or `tcp6`)
+ * line as `exec.ts` runs it: tcpserver's variables, half-close, at most
+ * 64 at once and 50 new connections a second from one address, the same
+ * log lines, labelled `SERVICE/PROTOCOL`:
+ *
+ * ```sh
+ * $ printf '%s\n' "8000 stream tcp nowait $(id -un) /bin/cat cat" \
+ *     "10013 stream tcp nowait $(id -un) internal daytime" > inetd.conf
+ * $ deno run --unstable-net --allow-net --allow-read=inetd.conf,/etc/services,/bin/cat --allow-run=/bin/cat --allow-sys=uid,gid,userInfo servers/inetd.ts --conf inetd.conf &
+ * listening on 0.0.0.0:8000 (8000/tcp)
+ * listening on 0.0.0.0:10013 (10013/tcp)
+ * $ echo hi | socat - TCP:127.0.0.1:8000
+ * hi
+ * ...
+ * $ socat - TCP:127.0.0.1:10013
+ * Wed Nov 25 14:59:19 2026
+ * ...
+ * ```
+ *
+ * Permissions: `--allow-read` of the file, of `/etc/services` (read only
+ * for lines that name their service) and of each program (so that one
+ * missing or not executable is an `error:` line at start, not a failure
+ * per client); `--allow-run` of each program; `--allow-sys=uid,gid,userInfo`
+ * to know the user running the server (asked only for program lines);
+ * the net as above (`--allow-net=0.0.0.0:8000,0.0.0.0:10013` is enough
+ * when no line is `dgram`).
+ *
+ * What cannot be honoured stops the start with one `error: FILE:LINE: ...`
+ * line (exit 1): `wait` stream services and `dgram` programs (inetd gives
+ * the program the socket itself; Deno cannot hand a socket to a child
+ * process), a user other than the server's (no setuid here: write that
+ * user, or run the server as the line's; `internal` lines run in the
+ * server, whatever their user), a group, an `argv[0]` other than the
+ * program's name or path (Deno cannot set it), `nowait.N`, `tcpmux`, RPC,
+ * an unknown socket type, protocol or service name, a program that does
+ * not exist or cannot run, two lines on one socket. `--base`, `--only`,
+ * `--except`, `--tcp-only`, `--udp-only` and `--hostname` do not go with
+ * `--conf` (exit 2): the file says where.
+ *
+ * SIGHUP (`kill -HUP` of the server's pid) reads the file again, as inetd
+ * does: the lines added start (`listening on ...`), the lines removed stop
+ * listening (`stopped listening on ...`; their connections in flight go
+ * on, for up to `--grace` seconds, as on SIGTERM), the unchanged ones keep
+ * their socket; then `reloaded FILE: A added, R removed, U unchanged`. A
+ * wrong file is one `error: FILE:LINE: ...; keeping the running
+ * configuration` log line, and what ran goes on running.
+ *
  * @module
  */
 
@@ -356,7 +411,19 @@ chargen 19, time 37).
 ${flagsHelp(FLAGS)}
 
 Permissions: --unstable-net --allow-net (UDP replies go to any sender),
-plus --allow-read=FILE with --qotd-file.`;
+plus --allow-read=FILE with --qotd-file.
+
+--conf FILE: the services of an inetd.conf (SERVICE SOCKET-TYPE PROTOCOL
+WAIT USER SERVER ARGS...): internal ones, and programs on stream tcp nowait
+lines, run as exec.ts runs its one. Its permissions add --allow-read=FILE,
+/etc/services and each program, --allow-run=PROGRAM,...
+and --allow-sys=uid,gid,userInfo:
+
+  deno run --unstable-net --allow-net --allow-read=inetd.conf,/etc/services,/bin/cat --allow-run=/bin/cat --allow-sys=uid,gid,userInfo servers/inetd.ts --conf inetd.conf
+
+SIGHUP reads the file again: added lines start, removed ones stop
+listening, unchanged ones keep their socket; a wrong file is logged and
+the running services go on.`;
 
 /** Flags that `--conf` replaces: the file says where and what. */
 const NOT_WITH_CONF = [
