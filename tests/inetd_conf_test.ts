@@ -597,14 +597,14 @@ Deno.test("inetd.ts --conf on SIGHUP with a bad file logs the error and keeps th
  * reason printed, where neither works.
  */
 async function openbsdInetd(): Promise<string | undefined> {
-  const given = Deno.env.get("OPENBSD_INETD");
-  if (given) return given;
   if (Deno.uid() !== 0) {
     console.error(
-      "SKIP: openbsd-inetd conformance: needs root (user = root lines)",
+      "SKIP: openbsd-inetd conformance: needs root (its lines run as root)",
     );
     return undefined;
   }
+  const given = Deno.env.get("OPENBSD_INETD");
+  if (given) return given;
   if (missing("apt-get", "dpkg-deb")) return undefined;
   const dir = await Deno.makeTempDir({ prefix: "openbsd-inetd-" });
   addEventListener("unload", () => {
