@@ -138,9 +138,20 @@ import {
   simpleLoopPorts,
   UsageError,
 } from "../mod.ts";
-import type { InetdService } from "../lib/inetd_conf.ts";
+import type {
+  InetdProtocol,
+  InetdService,
+  InternalServiceName,
+} from "../lib/inetd_conf.ts";
 import { runInetdConf, type StartInetdLine } from "../lib/inetd_server.ts";
 import { serveExec } from "./exec.ts";
+
+export type {
+  InetdProtocol,
+  InetdService,
+  InternalServiceName,
+  StartInetdLine,
+};
 import { chargenService } from "./chargen.ts";
 import { daytimeService } from "./daytime.ts";
 import { discardService } from "./discard.ts";
