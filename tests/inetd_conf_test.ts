@@ -24,6 +24,7 @@ import {
 import {
   assertSameBytes,
   freePort,
+  ip,
   missing,
   pseudoRandomBytes,
   runCommand,
@@ -242,6 +243,13 @@ function programsOf(text: string): string[] {
   }
   return [...found];
 }
+
+/** The line of an internal echo on 127.0.0.1:`port`. */
+const echoLine = (port: number) =>
+  `127.0.0.1:${port} stream tcp nowait nobody internal echo\n`;
+/** The line of `cat` as an echo on 127.0.0.1:`port`. */
+const catLine = (port: number) =>
+  `127.0.0.1:${port} stream tcp nowait ${USER} /bin/cat cat\n`;
 
 /** A temporary inetd.conf, removed on dispose. */
 class ConfFile implements AsyncDisposable {
@@ -504,15 +512,12 @@ Deno.test("inetd.ts: --conf with a flag the file replaces is a usage error, exit
 
 Deno.test("inetd.ts --conf on SIGHUP starts an added service and leaves the unchanged one bound", async () => {
   const [echo, cat] = [freePort(), freePort()];
-  const first = `127.0.0.1:${echo} stream tcp nowait nobody internal echo\n`;
-  const second =
-    `${first}127.0.0.1:${cat} stream tcp nowait ${USER} /bin/cat cat\n`;
-  await using conf = new ConfFile(first);
+  await using conf = new ConfFile(echoLine(echo));
   await using server = await startConf(conf, ["/bin/cat"], 1);
   // A client of the unchanged service, connected across the reload.
   using before = await Deno.connect({ hostname: "127.0.0.1", port: echo });
   await assertRejects(() => exchange(cat, "x"), Deno.errors.ConnectionRefused);
-  conf.write(second);
+  conf.write(echoLine(echo) + catLine(cat));
   assertEquals(
     await server.hangUp(),
     `reloaded ${conf.path}: 1 added, 0 removed, 1 unchanged`,
@@ -534,16 +539,13 @@ Deno.test("inetd.ts --conf on SIGHUP starts an added service and leaves the unch
 
 Deno.test("inetd.ts --conf on SIGHUP stops a removed service; its connection in flight completes", async () => {
   const [echo, cat] = [freePort(), freePort()];
-  const kept = `127.0.0.1:${echo} stream tcp nowait nobody internal echo\n`;
-  const text =
-    `${kept}127.0.0.1:${cat} stream tcp nowait ${USER} /bin/cat cat\n`;
-  await using conf = new ConfFile(text);
+  await using conf = new ConfFile(echoLine(echo) + catLine(cat));
   await using server = await startConf(conf, ["/bin/cat"], 2);
   using inFlight = await Deno.connect({ hostname: "127.0.0.1", port: cat });
   const reading = readToEof(inFlight, 10_000);
   await writeAll(inFlight, new TextEncoder().encode("before "));
   await server.proc.waitForStderr(new RegExp(`^${cat}/tcp: accepted `));
-  conf.write(kept);
+  conf.write(echoLine(echo));
   assertEquals(
     await server.hangUp(),
     `reloaded ${conf.path}: 0 added, 1 removed, 1 unchanged`,
@@ -563,11 +565,11 @@ Deno.test("inetd.ts --conf on SIGHUP stops a removed service; its connection in 
 
 Deno.test("inetd.ts --conf on SIGHUP with a bad file logs the error and keeps the running services", async () => {
   const [echo, cat] = [freePort(), freePort()];
-  const good = `127.0.0.1:${echo} stream tcp nowait nobody internal echo\n`;
+  const good = echoLine(echo);
   await using conf = new ConfFile(good);
   await using server = await startConf(conf, ["/bin/cat"], 1);
   conf.write(
-    `${good}127.0.0.1:${cat} stream tcp nowait ${USER} /bin/cat cat\n${cat} stream tcp wait ${USER} /bin/cat cat\n`,
+    `${good}${catLine(cat)}${cat} stream tcp wait ${USER} /bin/cat cat\n`,
   );
   assertMatch(
     await server.hangUp(),
@@ -579,7 +581,7 @@ Deno.test("inetd.ts --conf on SIGHUP with a bad file logs the error and keeps th
   await assertRejects(() => exchange(cat, "x"), Deno.errors.ConnectionRefused);
   // Fixed, it applies.
   conf.write(
-    `${good}127.0.0.1:${cat} stream tcp nowait ${USER} /bin/cat cat\n`,
+    good + catLine(cat),
   );
   assertEquals(
     await server.hangUp(),
@@ -659,17 +661,6 @@ async function within(ask: () => Promise<Uint8Array>): Promise<string> {
   return text;
 }
 
-async function stopProcess(proc: ScriptProcess): Promise<void> {
-  proc.kill("SIGTERM");
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    proc.statusPromise,
-    new Promise((resolve) => timer = setTimeout(resolve, 10_000)),
-  ]);
-  clearTimeout(timer);
-  await proc[Symbol.asyncDispose]();
-}
-
 /**
  * Runs the inetd.conf `text` under openbsd-inetd (`inetd -d`, in the
  * foreground) and under ours, one after the other, each listening on
@@ -720,7 +711,7 @@ async function underBoth(
           { cause: error },
         );
       } finally {
-        await stopProcess(proc);
+        await proc.terminate();
       }
     }
   } finally {
@@ -773,10 +764,6 @@ Deno.test({
     // openbsd-inetd knows its internal services by name only, so they
     // listen at 7 and 13: in a network namespace of their own.
     const netns = `inetd-conf${Deno.pid}`;
-    const ip = async (...args: string[]) => {
-      const { code, stderr } = await runCommand("ip", args);
-      if (code !== 0) throw new Error(`ip ${args.join(" ")}: ${stderr}`);
-    };
     await ip("netns", "add", netns);
     try {
       await ip("-n", netns, "link", "set", "lo", "up");
