@@ -204,13 +204,15 @@ export function parseInetdConf(
     try {
       service = parseLine(words, line, context);
     } catch (error) {
-      // A string is this line's fault; an error, reading /etc/services or
-      // finding the user, is said at the line that needed it.
-      if (typeof error === "string") {
-        throw new InetdConfError(file, line, error);
-      }
+      // The line's fault, or an error reading /etc/services or finding the
+      // user, said at the line that needed them.
       if (!(error instanceof Error)) throw error;
-      throw new InetdConfError(file, line, error.message, error);
+      throw new InetdConfError(
+        file,
+        line,
+        error.message,
+        error instanceof LineRefused ? undefined : error,
+      );
     }
     const socket = `${service.transport} ${service.hostname} ${service.port}`;
     const first = sockets.get(socket);
@@ -232,51 +234,72 @@ interface LineContext {
   user(): string | undefined;
 }
 
-/** Parses one line's words; a problem is thrown as a string (its reason). */
+/** What is wrong with a line, before the file and line number are known. */
+class LineRefused extends Error {}
+
+/** Parses one line's words; throws {@linkcode LineRefused}. */
 function parseLine(
   words: string[],
   line: number,
   context: LineContext,
 ): InetdService {
   if (words.length === 1 && words[0].endsWith(":")) {
-    throw `a line of only an address ('${
-      words[0]
-    }', the default address for the lines after it) is not supported: put the address on each line`;
+    throw new LineRefused(
+      `a line of only an address ('${
+        words[0]
+      }', the default address for the lines after it) is not supported: put the address on each line`,
+    );
   }
   if (words.length < 6) {
-    throw `expected SERVICE SOCKET-TYPE PROTOCOL WAIT USER SERVER [ARGS...], got ${words.length} field(s)`;
+    throw new LineRefused(
+      `expected SERVICE SOCKET-TYPE PROTOCOL WAIT USER SERVER [ARGS...], got ${words.length} field(s)`,
+    );
   }
   const [where, socketType, protocol, wait, owner, server, ...argv] = words;
   if (socketType !== "stream" && socketType !== "dgram") {
-    throw `unknown or unsupported socket type '${socketType}': expected stream or dgram`;
+    throw new LineRefused(
+      `unknown or unsupported socket type '${socketType}': expected stream or dgram`,
+    );
   }
-  if (protocol.startsWith("rpc/")) throw `RPC services are not supported`;
+  if (protocol.startsWith("rpc/")) {
+    throw new LineRefused(`RPC services are not supported`);
+  }
   if (!PROTOCOLS.includes(protocol)) {
-    throw `unknown protocol '${protocol}': expected ${PROTOCOLS.join(", ")}`;
+    throw new LineRefused(
+      `unknown protocol '${protocol}': expected ${PROTOCOLS.join(", ")}`,
+    );
   }
   const transport = protocol.startsWith("tcp") ? "tcp" : "udp";
   if ((transport === "tcp") !== (socketType === "stream")) {
-    throw `socket type ${socketType} does not go with protocol ${protocol}`;
+    throw new LineRefused(
+      `socket type ${socketType} does not go with protocol ${protocol}`,
+    );
   }
   const { hostname, name } = splitService(where, protocol as InetdProtocol);
   if (name === "tcpmux" || name.startsWith("tcpmux/")) {
-    throw `tcpmux is not supported`;
+    throw new LineRefused(`tcpmux is not supported`);
   }
   const known = /^\d+$/.test(name)
     ? undefined
     : context.service(name, transport);
   const port = known?.port ?? (/^\d+$/.test(name) ? Number(name) : NaN);
   if (!(port >= 1 && port <= 65535)) {
-    throw /^\d+$/.test(name)
-      ? `invalid port '${name}': expected 1 to 65535`
-      : `unknown service '${name}/${transport}' (not in /etc/services)`;
+    throw new LineRefused(
+      /^\d+$/.test(name)
+        ? `invalid port '${name}': expected 1 to 65535`
+        : `unknown service '${name}/${transport}' (not in /etc/services)`,
+    );
   }
   const waitMatch = /^(wait|nowait)(?:\.(\d+))?$/.exec(wait);
-  if (!waitMatch) throw `expected wait or nowait, got '${wait}'`;
+  if (!waitMatch) {
+    throw new LineRefused(`expected wait or nowait, got '${wait}'`);
+  }
   if (waitMatch[2] !== undefined) {
-    throw `'${wait}': a limit of programs a minute is not supported; write ${
-      waitMatch[1]
-    } (each address may open 50 connections a second)`;
+    throw new LineRefused(
+      `'${wait}': a limit of programs a minute is not supported; write ${
+        waitMatch[1]
+      } (each address may open 50 connections a second)`,
+    );
   }
   const [user, group] = owner.split(/[:.]/, 2);
   const label = `${name}/${protocol}`;
@@ -292,34 +315,46 @@ function parseLine(
   if (server === "internal") {
     const internal = internalName(known?.name ?? name, argv[0]);
     if (socketType === "stream" && waitMatch[1] === "wait") {
-      throw `internal stream services are nowait`;
+      throw new LineRefused(`internal stream services are nowait`);
     }
     return { ...base, internal, args: [] };
   }
   if (socketType === "dgram") {
-    throw `dgram services that run a program are not supported: inetd gives the program the socket itself, and Deno cannot hand a socket to a child process (internal dgram services are)`;
+    throw new LineRefused(
+      `dgram services that run a program are not supported: inetd gives the program the socket itself, and Deno cannot hand a socket to a child process (internal dgram services are)`,
+    );
   }
   if (waitMatch[1] === "wait") {
-    throw `wait stream services are not supported: inetd gives the program the listening socket, and Deno cannot hand a socket to a child process (use nowait: a program per connection)`;
+    throw new LineRefused(
+      `wait stream services are not supported: inetd gives the program the listening socket, and Deno cannot hand a socket to a child process (use nowait: a program per connection)`,
+    );
   }
   if (!server.startsWith("/")) {
-    throw `the server '${server}' must be an absolute path or internal`;
+    throw new LineRefused(
+      `the server '${server}' must be an absolute path or internal`,
+    );
   }
   const running = context.user();
   if (group !== undefined) {
-    throw `'${owner}': a group cannot be set (no setgid here): give the user only`;
+    throw new LineRefused(
+      `'${owner}': a group cannot be set (no setgid here): give the user only`,
+    );
   }
   if (running === undefined || user !== running) {
-    throw `runs as '${user}', but this server runs as ${
-      running === undefined ? "another user" : `'${running}'`
-    } and cannot change user (no setuid here): write ${
-      running ?? "the server's user"
-    }, or run the server as ${user}`;
+    throw new LineRefused(
+      `runs as '${user}', but this server runs as ${
+        running === undefined ? "another user" : `'${running}'`
+      } and cannot change user (no setuid here): write ${
+        running ?? "the server's user"
+      }, or run the server as ${user}`,
+    );
   }
   if (argv.length > 0 && argv[0] !== server && argv[0] !== basename(server)) {
-    throw `argv[0] '${argv[0]}' is not the program's name ('${
-      basename(server)
-    }'): Deno cannot set a program's argv[0]`;
+    throw new LineRefused(
+      `argv[0] '${argv[0]}' is not the program's name ('${
+        basename(server)
+      }'): Deno cannot set a program's argv[0]`,
+    );
   }
   return { ...base, program: server, args: argv.slice(1) };
 }
@@ -348,7 +383,9 @@ function splitService(
   } else if (parseIPv4(address) && !v6) {
     return { hostname: address, name };
   }
-  throw `invalid address '${address}' for ${protocol}: expected *, an IPv4 address or [IPv6 address]`;
+  throw new LineRefused(
+    `invalid address '${address}' for ${protocol}: expected *, an IPv4 address or [IPv6 address]`,
+  );
 }
 
 /** Which simple service an `internal` line means: by name, or named after it. */
@@ -360,9 +397,11 @@ function internalName(
   if (pick !== undefined && (INTERNAL as string[]).includes(pick)) {
     return pick as InternalServiceName;
   }
-  throw `no internal service '${named ?? name}': expected ${
-    INTERNAL.join(", ")
-  } (for a numeric port, name it after internal: 'internal echo')`;
+  throw new LineRefused(
+    `no internal service '${named ?? name}': expected ${
+      INTERNAL.join(", ")
+    } (for a numeric port, name it after internal: 'internal echo')`,
+  );
 }
 
 /** The user running this process, for the user field of program lines. */
