@@ -77,6 +77,26 @@ function serviceKey(s: InetdService): string {
 }
 
 /**
+ * Why `service` found its port taken, when a line on the other IP version
+ * holds it: an IPv6 socket on `::` takes IPv4 too here (inetd sets
+ * IPV6_V6ONLY; Deno cannot).
+ */
+function dualStackHint(
+  service: InetdService,
+  all: readonly InetdService[],
+  error: Error,
+): string {
+  const anyAddress = ["0.0.0.0", "::"];
+  const other = all.find((s) =>
+    s !== service && s.transport === service.transport &&
+    s.port === service.port && anyAddress.includes(s.hostname) &&
+    anyAddress.includes(service.hostname) && s.hostname !== service.hostname
+  );
+  if (!other || !(error.cause instanceof Deno.errors.AddrInUse)) return "";
+  return ` (by line ${other.line}: on this host a socket on [::] takes IPv4 too, and Deno cannot make it IPv6-only; the ${service.transport}6 line alone serves both)`;
+}
+
+/**
  * Starts a server per line of an `inetd.conf`, all bound before it
  * returns; if one cannot bind, those already bound are closed and an
  * {@linkcode InetdConfError} naming its line is thrown. `shutdown()` stops
@@ -128,7 +148,7 @@ export function serveInetdConf(
       throw new InetdConfError(
         file,
         service.line,
-        `${service.label}: ${reason}`,
+        `${service.label}: ${reason}${dualStackHint(service, all, error)}`,
         error,
       );
     }

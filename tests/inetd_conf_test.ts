@@ -432,7 +432,18 @@ Deno.test("inetd.ts --conf: what cannot be honoured is one error line at start n
   }
 });
 
-Deno.test("inetd.ts --conf: a missing file, a taken port, a missing permission: one error line, exit 1", async () => {
+/** Whether a socket on [::] takes IPv4 too here (Linux's default). */
+function ipv6TakesIPv4(): boolean {
+  using v4 = Deno.listen({ hostname: "0.0.0.0", port: 0 });
+  try {
+    Deno.listen({ hostname: "::", port: v4.addr.port }).close();
+    return false;
+  } catch (error) {
+    return error instanceof Deno.errors.AddrInUse;
+  }
+}
+
+Deno.test("inetd.ts --conf: a missing file, a taken port, tcp and tcp6 on one port, a missing permission: one error line, exit 1", async () => {
   {
     const { code, stderr } = await runScript("servers/inetd.ts", {
       permissions: confPermissions("/nonexistent/inetd.conf", []),
@@ -456,6 +467,26 @@ Deno.test("inetd.ts --conf: a missing file, a taken port, a missing permission: 
       1,
       `error: ${conf.path}:1: ${port}/tcp: address 127.0.0.1:${port} is already in use`,
     ]);
+  }
+  if (!ipv6TakesIPv4()) {
+    console.error(
+      "SKIP: tcp and tcp6 on one port: a socket on [::] takes no IPv4 here",
+    );
+  } else {
+    // tcp and tcp6 on one port, as Debian's inetd.conf has them.
+    const port = freePort("0.0.0.0");
+    const text = `${port} stream tcp nowait nobody internal echo\n` +
+      `${port} stream tcp6 nowait nobody internal echo\n`;
+    await using conf = new ConfFile(text);
+    const { code, stderr } = await runScript("servers/inetd.ts", {
+      permissions: confPermissions(conf.path, []),
+      args: ["--conf", conf.path],
+    });
+    assertEquals(code, 1, stderr);
+    assertEquals(
+      stderr,
+      `error: ${conf.path}:2: ${port}/tcp6: address [::]:${port} is already in use (by line 1: on this host a socket on [::] takes IPv4 too, and Deno cannot make it IPv6-only; the tcp6 line alone serves both)`,
+    );
   }
   {
     const text = `echo stream tcp nowait nobody internal\n`;
