@@ -63,7 +63,10 @@
  * as inetd reads it: `SERVICE SOCKET-TYPE PROTOCOL WAIT USER SERVER
  * ARGS...`, SERVICE being `[ADDRESS:]NAME-OR-PORT` (ADDRESS `*`, IPv4 or
  * `[IPv6]`; a NAME is looked up in `/etc/services`) and ARGS starting
- * with the program's name (`argv[0]`); `#` comments. `internal` runs the
+ * with the program's name (`argv[0]`); `#` comments. With no address,
+ * `tcp` and `udp` listen on 0.0.0.0, `tcp6` and `udp6` on `::` (which on
+ * Linux takes IPv4 too: Deno cannot make a socket IPv6-only, so a `tcp`
+ * and a `tcp6` line cannot share a port; the `tcp6` one serves both). `internal` runs the
  * six services above over `stream tcp` and `dgram udp`, found by the
  * service's name (`echo stream tcp nowait root internal`), or, at a port
  * number, named after it (`10007 stream tcp nowait root internal echo`).
