@@ -21,7 +21,7 @@
  * | tcpserver | `tcpserver -c 64 -H -R 0.0.0.0 8000 cat` |
  * | ncat | `ncat -l -k -m 64 0.0.0.0 8000 -e /bin/cat` |
  * | socat | `socat TCP-LISTEN:8000,fork,reuseaddr,max-children=64 EXEC:cat` |
- * | inetd.conf | `8000 stream tcp nowait root /bin/cat cat` |
+ * | inetd.conf | `8000 stream tcp nowait root /bin/cat cat` (`servers/inetd.ts --conf` runs it too) |
  *
  * A program given by path takes `--allow-read` for it too
  * (`--allow-run=/usr/bin/date --allow-read=/usr/bin/date`, then

@@ -59,6 +59,64 @@
  * answering each other forever), and limit replies per source
  * (`--udp-rate`), counting what they drop in the log.
  *
+ * `--conf FILE` runs a classic `inetd.conf` instead, one service a line,
+ * as inetd reads it: `SERVICE SOCKET-TYPE PROTOCOL WAIT USER SERVER
+ * ARGS...`, SERVICE being `[ADDRESS:]NAME-OR-PORT` (ADDRESS `*`, IPv4 or
+ * `[IPv6]`; a NAME is looked up in `/etc/services`) and ARGS starting
+ * with the program's name (`argv[0]`); `#` comments. With no address,
+ * `tcp` and `udp` listen on 0.0.0.0, `tcp6` and `udp6` on `::` (which on
+ * Linux takes IPv4 too: Deno cannot make a socket IPv6-only, so a `tcp`
+ * and a `tcp6` line cannot share a port; the `tcp6` one serves both). `internal` runs the
+ * six services above over `stream tcp` and `dgram udp`, found by the
+ * service's name (`echo stream tcp nowait root internal`), or, at a port
+ * number, named after it (`10007 stream tcp nowait root internal echo`).
+ * A program runs for each connection of a `stream tcp nowait` (or `tcp6`)
+ * line as `exec.ts` runs it: tcpserver's variables, half-close, at most
+ * 64 at once and 50 new connections a second from one address, the same
+ * log lines, labelled `SERVICE/PROTOCOL`:
+ *
+ * ```sh
+ * $ printf '%s\n' "8000 stream tcp nowait $(id -un) /bin/cat cat" \
+ *     "10013 stream tcp nowait $(id -un) internal daytime" > inetd.conf
+ * $ deno run --unstable-net --allow-net --allow-read=inetd.conf,/etc/services,/bin/cat --allow-run=/bin/cat --allow-sys=uid,gid,userInfo servers/inetd.ts --conf inetd.conf &
+ * listening on 0.0.0.0:8000 (8000/tcp)
+ * listening on 0.0.0.0:10013 (10013/tcp)
+ * $ echo hi | socat - TCP:127.0.0.1:8000
+ * hi
+ * ...
+ * $ socat - TCP:127.0.0.1:10013
+ * Wed Nov 25 14:59:19 2026
+ * ...
+ * ```
+ *
+ * Permissions: `--allow-read` of the file, of `/etc/services` (read only
+ * for lines that name their service) and of each program (so that one
+ * missing or not executable is an `error:` line at start, not a failure
+ * per client); `--allow-run` of each program; `--allow-sys=uid,gid,userInfo`
+ * to know the user running the server (asked only for program lines);
+ * the net as above (`--allow-net=0.0.0.0:8000,0.0.0.0:10013` is enough
+ * when no line is `dgram`).
+ *
+ * What cannot be honoured stops the start with one `error: FILE:LINE: ...`
+ * line (exit 1): `wait` stream services and `dgram` programs (inetd gives
+ * the program the socket itself; Deno cannot hand a socket to a child
+ * process), a user other than the server's (no setuid here: write that
+ * user, or run the server as the line's; `internal` lines run in the
+ * server, whatever their user), a group, an `argv[0]` other than the
+ * program's name or path (Deno cannot set it), `nowait.N`, `tcpmux`, RPC,
+ * an unknown socket type, protocol or service name, a program that does
+ * not exist or cannot run, two lines on one socket. `--base`, `--only`,
+ * `--except`, `--tcp-only`, `--udp-only` and `--hostname` do not go with
+ * `--conf` (exit 2): the file says where.
+ *
+ * SIGHUP (`kill -HUP` of the server's pid) reads the file again, as inetd
+ * does: the lines added start (`listening on ...`), the lines removed stop
+ * listening (`stopped listening on ...`; their connections in flight go
+ * on, for up to `--grace` seconds, as on SIGTERM), the unchanged ones keep
+ * their socket; then `reloaded FILE: A added, R removed, U unchanged`. A
+ * wrong file is one `error: FILE:LINE: ...; keeping the running
+ * configuration` log line, and what ran goes on running.
+ *
  * @module
  */
 
@@ -83,6 +141,20 @@ import {
   simpleLoopPorts,
   UsageError,
 } from "../mod.ts";
+import type {
+  InetdProtocol,
+  InetdService,
+  InternalServiceName,
+} from "../lib/inetd_conf.ts";
+import { runInetdConf, type StartInetdLine } from "../lib/inetd_server.ts";
+import { serveExec } from "./exec.ts";
+
+export type {
+  InetdProtocol,
+  InetdService,
+  InternalServiceName,
+  StartInetdLine,
+};
 import { chargenService } from "./chargen.ts";
 import { daytimeService } from "./daytime.ts";
 import { discardService } from "./discard.ts";
@@ -236,6 +308,55 @@ export function serveInetd(options: InetdOptions = {}): Inetd {
   return Object.assign(combined, { sockets });
 }
 
+/**
+ * How `--conf` runs each line of the file: an `internal` service as
+ * {@linkcode serveInetd} runs it, a program as `serveExec` from `exec.ts`
+ * does (the same environment, limits and log lines); `options` are those
+ * every line shares.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { parseInetdConf } from "../lib/inetd_conf.ts";
+ * import { inetdLineStarter } from "./inetd.ts";
+ *
+ * const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const { port } = probe.addr as Deno.NetAddr;
+ * probe.close();
+ * const services = parseInetdConf(`127.0.0.1:${port} stream tcp nowait root internal time\n`);
+ * await using server = inetdLineStarter({ log: () => {} })(services[0], services);
+ * assertEquals((server.addr as Deno.NetAddr).port, port);
+ * ```
+ */
+export function inetdLineStarter(
+  options: Omit<InetdOptions, "base" | "services" | "transports"> = {},
+): StartInetdLine {
+  const { quotations, ...common } = options;
+  return (service: InetdService, all: readonly InetdService[]) => {
+    const where = {
+      ...common,
+      hostname: service.hostname,
+      port: service.port,
+      transport: service.transport,
+      label: service.label,
+    };
+    if (service.internal === undefined) {
+      return serveExec({
+        ...where,
+        program: service.program!,
+        args: service.args,
+      });
+    }
+    // Never answer another internal UDP service of the file (CVE-1999-0103).
+    const udpPorts = all.filter((s) => s.internal && s.transport === "udp")
+      .map((s) => s.port);
+    return serve(serviceFor(service.internal, quotations), {
+      dropSourcePorts: simpleLoopPorts([0, INETD_BASE], udpPorts),
+      ...where,
+    });
+  };
+}
+
 function serviceList(text: string, name: string): SimpleServiceName[] {
   const names = text.split(",").map((name) => name.trim()).filter(Boolean);
   const seen = new Set<string>();
@@ -274,6 +395,10 @@ const FLAGS = {
   except: flag.custom("LIST", "run all but these services", serviceList),
   "tcp-only": flag.boolean("serve TCP only"),
   "udp-only": flag.boolean("serve UDP only"),
+  conf: flag.string(
+    "FILE",
+    "run the services of an inetd.conf instead (SIGHUP re-reads it)",
+  ),
   "qotd-file": flag.string(
     "FILE",
     "qotd serves the quotations in FILE, one per paragraph",
@@ -300,7 +425,29 @@ chargen 19, time 37).
 ${flagsHelp(FLAGS)}
 
 Permissions: --unstable-net --allow-net (UDP replies go to any sender),
-plus --allow-read=FILE with --qotd-file.`;
+plus --allow-read=FILE with --qotd-file.
+
+--conf FILE: the services of an inetd.conf (SERVICE SOCKET-TYPE PROTOCOL
+WAIT USER SERVER ARGS...): internal ones, and programs on stream tcp nowait
+lines, run as exec.ts runs its one. Its permissions add --allow-read=FILE,
+/etc/services and each program, --allow-run=PROGRAM,...
+and --allow-sys=uid,gid,userInfo:
+
+  deno run --unstable-net --allow-net --allow-read=inetd.conf,/etc/services,/bin/cat --allow-run=/bin/cat --allow-sys=uid,gid,userInfo servers/inetd.ts --conf inetd.conf
+
+SIGHUP reads the file again: added lines start, removed ones stop
+listening, unchanged ones keep their socket; a wrong file is logged and
+the running services go on.`;
+
+/** Flags that `--conf` replaces: the file says where and what. */
+const NOT_WITH_CONF = [
+  "base",
+  "only",
+  "except",
+  "tcp-only",
+  "udp-only",
+  "hostname",
+] as const;
 
 if (import.meta.main) {
   await runMain(async () => {
@@ -308,6 +455,28 @@ if (import.meta.main) {
       usage: USAGE,
       flags: FLAGS,
     });
+    if (values.conf !== undefined) {
+      const given = NOT_WITH_CONF.find((name) =>
+        values[name] !== undefined && values[name] !== false
+      );
+      if (given) {
+        throw new UsageError(
+          `--${given} cannot be used with --conf: the file says where each service listens`,
+        );
+      }
+      const { conf, "qotd-file": qotdFile, ...server } = values;
+      const { transport: _, ...options } = serverOptionsFromFlags(server, [
+        "tcp",
+        "udp",
+      ]);
+      const quotations = qotdFile === undefined
+        ? undefined
+        : await loadQuotations(qotdFile);
+      await runInetdConf(conf, {
+        start: inetdLineStarter({ ...options, quotations }),
+      });
+      return;
+    }
     if (values.only !== undefined && values.except !== undefined) {
       throw new UsageError("--only and --except cannot be used together");
     }

@@ -119,17 +119,7 @@ export async function startExec(
       pid: child.pid,
       address: match[1],
       port: Number(/:(\d+)$/.exec(match[1])?.[1] ?? 0),
-      // SIGTERM first: a server killed outright would orphan its programs.
-      async [Symbol.asyncDispose]() {
-        proc.kill("SIGTERM");
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          proc.statusPromise,
-          new Promise((resolve) => timer = setTimeout(resolve, 15_000)),
-        ]);
-        clearTimeout(timer);
-        await proc[Symbol.asyncDispose]();
-      },
+      [Symbol.asyncDispose]: () => proc.terminate(15_000),
     };
   } catch (error) {
     await proc[Symbol.asyncDispose]();

@@ -142,6 +142,22 @@ export class ScriptProcess implements AsyncDisposable {
     return { code: status.code, stdout: this.stdout, stderr: this.stderr };
   }
 
+  /**
+   * Stops it gracefully: SIGTERM, up to `timeoutMs` to exit, then as
+   * disposing does (SIGKILL). A server killed outright would orphan the
+   * programs it runs.
+   */
+  async terminate(timeoutMs = 10_000): Promise<void> {
+    this.kill("SIGTERM");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.statusPromise,
+      new Promise((resolve) => timer = setTimeout(resolve, timeoutMs)),
+    ]);
+    clearTimeout(timer);
+    await this[Symbol.asyncDispose]();
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     this.kill("SIGKILL");
     try {
@@ -258,6 +274,12 @@ export async function startServer(
     await proc[Symbol.asyncDispose]();
     throw error;
   }
+}
+
+/** Runs `ip` with `args` (a network namespace's set-up), failing with its stderr. */
+export async function ip(...args: string[]): Promise<void> {
+  const { code, stderr } = await runCommand("ip", args);
+  if (code !== 0) throw new Error(`ip ${args.join(" ")}: ${stderr}`);
 }
 
 /** Whether `port` can be bound on `hostname` over both TCP and UDP now. */

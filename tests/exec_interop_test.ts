@@ -14,7 +14,6 @@ import {
   missing,
   pseudoRandomBytes,
   readAll,
-  type ScriptProcess,
   spawn,
 } from "./_helpers.ts";
 import { exchange, program, startExec } from "./_exec.ts";
@@ -44,18 +43,7 @@ async function startCommand(
     await proc[Symbol.asyncDispose]();
     throw error;
   }
-  return { name, port, [Symbol.asyncDispose]: () => stop(proc) };
-}
-
-async function stop(proc: ScriptProcess): Promise<void> {
-  proc.kill("SIGTERM");
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    proc.statusPromise,
-    new Promise((resolve) => timer = setTimeout(resolve, 5000)),
-  ]);
-  clearTimeout(timer);
-  await proc[Symbol.asyncDispose]();
+  return { name, port, [Symbol.asyncDispose]: () => proc.terminate(5000) };
 }
 
 /** Waits until something accepts on 127.0.0.1:`port`. */
@@ -131,7 +119,7 @@ const PEERS: Record<string, { requires: string[]; start: Start }> = {
         ],
       });
       const stopAll = async () => {
-        await stop(proc);
+        await proc.terminate(5000);
         await Deno.remove(dir, { recursive: true });
       };
       try {

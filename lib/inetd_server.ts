@@ -1,0 +1,302 @@
+/**
+ * Keeping the services of an `inetd.conf` running across reloads, as inetd
+ * does on SIGHUP: {@linkcode serveInetdConf} starts a server per line
+ * (what runs there is its `start` function's business: `servers/inetd.ts`
+ * gives the internal services and programs), and its `reload()` starts
+ * the new lines, stops the removed ones and leaves the unchanged ones
+ * bound. {@linkcode runInetdConf} is the script's life around it: the
+ * file loaded, `listening on` lines, SIGHUP, SIGINT and SIGTERM.
+ *
+ * @module
+ */
+
+import { formatAddr } from "./endpoint.ts";
+import {
+  InetdConfError,
+  type InetdService,
+  loadInetdConf,
+} from "./inetd_conf.ts";
+import { type Log, stderrLog } from "./log.ts";
+import { describeError } from "./main.ts";
+import { listeningLine } from "./server.ts";
+import type { Server } from "./server_options.ts";
+
+/**
+ * Starts the server for one line; `all` is every line of the file being
+ * started or reloaded (an internal UDP service must not answer the
+ * others). Throws when it cannot bind.
+ */
+export type StartInetdLine = (
+  service: InetdService,
+  all: readonly InetdService[],
+) => Server;
+
+/** Options for {@linkcode serveInetdConf}. */
+export interface InetdConfServerOptions {
+  /** Starts each line's server. */
+  start: StartInetdLine;
+  /** The file's name, for error and log lines. Default `inetd.conf`. */
+  file?: string;
+  /** Where the reload lines go. Default {@linkcode stderrLog}. */
+  log?: Log;
+}
+
+/** One running line of an `inetd.conf`. */
+export interface InetdConfSocket {
+  /** The line as parsed (its latest version, after reloads). */
+  service: InetdService;
+  /** The server on its socket. */
+  server: Server;
+}
+
+/** A running `inetd.conf`: its sockets, and a way to change them. */
+export interface InetdConfServer extends Server {
+  /** The services running now. */
+  readonly sockets: readonly InetdConfSocket[];
+  /**
+   * Runs `services` instead: the removed lines stop listening (their
+   * connections in flight go on, within their server's grace period), the
+   * new ones start, the unchanged ones are left alone (not rebound). Logs
+   * one line per change (`stopped listening on ...`, `listening on ...`,
+   * an `error:` line for a new one that cannot start, the others starting
+   * all the same), then `reloaded FILE: A added, R removed, U unchanged`.
+   */
+  reload(services: readonly InetdService[]): Promise<void>;
+}
+
+/** What makes two lines the same service: where, and what runs there. */
+function serviceKey(s: InetdService): string {
+  return JSON.stringify([
+    s.transport,
+    s.hostname,
+    s.port,
+    s.internal ?? null,
+    s.program ?? null,
+    s.args,
+  ]);
+}
+
+/**
+ * Why `service` found its port taken, when a line on the other IP version
+ * holds it: an IPv6 socket on `::` takes IPv4 too here (inetd sets
+ * IPV6_V6ONLY; Deno cannot).
+ */
+function dualStackHint(
+  service: InetdService,
+  all: readonly InetdService[],
+  error: Error,
+): string {
+  const anyAddress = ["0.0.0.0", "::"];
+  const other = all.find((s) =>
+    s !== service && s.transport === service.transport &&
+    s.port === service.port && anyAddress.includes(s.hostname) &&
+    anyAddress.includes(service.hostname) && s.hostname !== service.hostname
+  );
+  if (!other || !(error.cause instanceof Deno.errors.AddrInUse)) return "";
+  return ` (by line ${other.line}: on this host a socket on [::] takes IPv4 too, and Deno cannot make it IPv6-only; the ${service.transport}6 line alone serves both)`;
+}
+
+/**
+ * Starts a server per line of an `inetd.conf`, all bound before it
+ * returns; if one cannot bind, those already bound are closed and an
+ * {@linkcode InetdConfError} naming its line is thrown. `shutdown()` stops
+ * every server, those a reload removed included.
+ *
+ * @example A line's server that answers `hi`, then a reload that removes it
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { parseInetdConf } from "./inetd_conf.ts";
+ * import { serveInetdConf } from "./inetd_server.ts";
+ * import { serve } from "./server.ts";
+ *
+ * const services = parseInetdConf("127.0.0.1:7 stream tcp nowait root internal echo\n");
+ * const hi = {
+ *   name: "hi",
+ *   defaultPort: 0,
+ *   async stream(conn: Deno.Conn) {
+ *     await conn.write(new TextEncoder().encode("hi"));
+ *   },
+ * };
+ * await using inetd = serveInetdConf(services, {
+ *   start: (line) => serve(hi, { hostname: line.hostname, port: 0, log: () => {} }),
+ *   log: () => {},
+ * });
+ * assertEquals(inetd.sockets.length, 1);
+ * await inetd.reload([]);
+ * assertEquals(inetd.sockets.length, 0);
+ * ```
+ */
+export function serveInetdConf(
+  services: readonly InetdService[],
+  options: InetdConfServerOptions,
+): InetdConfServer {
+  const { file = "inetd.conf", log = stderrLog } = options;
+  const running = new Map<string, InetdConfSocket>();
+  const retiring = new Set<Promise<void>>();
+  let closing = false;
+  let lastAddr: Deno.Addr = { transport: "tcp", hostname: "0.0.0.0", port: 0 };
+
+  const start = (service: InetdService, all: readonly InetdService[]) => {
+    try {
+      return options.start(service, all);
+    } catch (error) {
+      if (!(error instanceof Error)) throw error;
+      // bind.ts's hints name --port, which a line of a file does not have.
+      const reason = describeError(error)
+        .replace(/ \(pick another port with --port\)$/, "")
+        .replace(/; as a user.*$/, "");
+      throw new InetdConfError(
+        file,
+        service.line,
+        `${service.label}: ${reason}${dualStackHint(service, all, error)}`,
+        error,
+      );
+    }
+  };
+
+  for (const service of services) {
+    try {
+      running.set(serviceKey(service), {
+        service,
+        server: start(service, services),
+      });
+    } catch (error) {
+      for (const { server } of running.values()) server.shutdown();
+      throw error;
+    }
+  }
+  const sockets = () => [...running.values()];
+  const ready = Promise.all(sockets().map(({ server }) => server.ready))
+    .then(() => {});
+
+  let resolveFinished!: () => void;
+  const finished = new Promise<void>((resolve) => resolveFinished = resolve);
+  const shutdown = async () => {
+    if (!closing) {
+      closing = true;
+      const stopping = sockets().map(({ server }) => server.shutdown());
+      running.clear();
+      await Promise.all([...stopping, ...retiring]);
+      resolveFinished();
+    }
+    return finished;
+  };
+
+  const reload = async (next: readonly InetdService[]) => {
+    if (closing) return;
+    const keys = new Map(next.map((s) => [serviceKey(s), s]));
+    let removed = 0, added = 0;
+    for (const [key, { service, server }] of running) {
+      if (keys.has(key)) continue;
+      running.delete(key);
+      removed++;
+      log(`stopped listening on ${formatAddr(server.addr)} (${service.label})`);
+      const done = server.shutdown();
+      retiring.add(done);
+      done.finally(() => retiring.delete(done));
+    }
+    // Their listeners close a task from now: a line that now runs another
+    // program on the same port can bind it then.
+    if (removed > 0) await new Promise((resolve) => setTimeout(resolve, 0));
+    for (const [key, service] of keys) {
+      const kept = running.get(key);
+      if (kept) {
+        kept.service = service;
+        continue;
+      }
+      try {
+        const server = start(service, next);
+        await server.ready;
+        running.set(key, { service, server });
+        added++;
+        log(listeningLine(server.addr, service.label));
+      } catch (error) {
+        log(`error: ${describeError(error)}`);
+      }
+    }
+    log(
+      `reloaded ${file}: ${added} added, ${removed} removed, ${
+        running.size - added
+      } unchanged`,
+    );
+  };
+
+  return {
+    get addr() {
+      const first = running.values().next().value;
+      if (first) lastAddr = first.server.addr;
+      return lastAddr;
+    },
+    get sockets() {
+      return sockets();
+    },
+    ready,
+    finished,
+    shutdown,
+    reload,
+    [Symbol.asyncDispose]: shutdown,
+  };
+}
+
+/**
+ * Runs the `inetd.conf` at `file` as a script does (see
+ * `loadInetdConf`): every line bound, then one `listening on ADDRESS
+ * (SERVICE/PROTOCOL)` line each; SIGINT or SIGTERM stops all (resolving
+ * once all have stopped); SIGHUP reads the file again and reloads, or, if
+ * the new file is wrong, logs its one `error:` line and keeps what runs.
+ *
+ * @example
+ * ```ts ignore
+ * import { runInetdConf } from "./inetd_server.ts";
+ *
+ * await runInetdConf("inetd.conf", { start: (line) => startLine(line) });
+ * ```
+ */
+export async function runInetdConf(
+  file: string,
+  options: InetdConfServerOptions,
+): Promise<void> {
+  const log = options.log ?? stderrLog;
+  const inetd = serveInetdConf(loadInetdConf(file), { ...options, file });
+  try {
+    await inetd.ready;
+  } catch (error) {
+    await inetd.shutdown();
+    throw error;
+  }
+  for (const { service, server } of inetd.sockets) {
+    log(listeningLine(server.addr, service.label));
+  }
+  let reloading = Promise.resolve();
+  const reload = () => {
+    reloading = reloading.then(async () => {
+      log(`SIGHUP: reading ${file}`);
+      let services: InetdService[];
+      try {
+        services = loadInetdConf(file);
+      } catch (error) {
+        log(
+          `error: ${describeError(error)}; keeping the running configuration`,
+        );
+        return;
+      }
+      await inetd.reload(services);
+    });
+  };
+  const stop = () => inetd.shutdown();
+  const signals: [Deno.Signal, () => void][] = [
+    ["SIGINT", stop],
+    ["SIGTERM", stop],
+    ["SIGHUP", reload],
+  ];
+  for (const [signal, handler] of signals) {
+    Deno.addSignalListener(signal, handler);
+  }
+  try {
+    await inetd.finished;
+  } finally {
+    for (const [signal, handler] of signals) {
+      Deno.removeSignalListener(signal, handler);
+    }
+  }
+}
