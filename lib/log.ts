@@ -25,20 +25,20 @@ export const STDERR_LOG_BUFFER_BYTES = 256 * 1024;
 export const STDERR_FLUSH_TIMEOUT_MS = 1000;
 
 /**
- * After a write, how long {@linkcode stderrLog} lets lines gather before the
- * next one (unless many are waiting already): under a flood of connections
- * one write every few milliseconds instead of one per turn of the event
- * loop, each of which costs a hand-over to Deno's I/O thread. A lone line
- * is written at once.
+ * How long {@linkcode stderrLog} lets lines gather before it writes them,
+ * unless many are waiting already. Each `Deno.stderr.write` costs the
+ * event loop 25 to 160 µs (a hand-over to Deno's blocking I/O thread, the
+ * more the longer it slept): one per line would be most of what a short
+ * connection costs; one every few milliseconds is nothing.
  */
-export const STDERR_COALESCE_MS = 4;
+export const STDERR_COALESCE_MS = 5;
 /** Past this many waiting characters the next write does not wait. */
 const COALESCE_BELOW_BYTES = 16 * 1024;
 
 /**
  * A {@linkcode Log} that writes to stderr without ever blocking: lines
- * logged in one turn of the event loop are written together, by one
- * asynchronous write at a time (Deno runs it on a thread of its own, so a
+ * logged within {@linkcode STDERR_COALESCE_MS} of each other are written
+ * together, by one asynchronous write at a time (Deno runs it on a thread of its own, so a
  * stalled stderr stalls only that thread). While stderr takes nothing, up
  * to {@linkcode STDERR_LOG_BUFFER_BYTES} of lines wait; later lines are
  * dropped and counted, and once stderr takes bytes again the log says
@@ -63,9 +63,8 @@ export const stderrLog: Log = (line) => {
   reportDropped();
   pending.push(line);
   pendingBytes += size;
-  if (!writing && !writeQueued) {
-    writeQueued = true;
-    queueMicrotask(startWriting);
+  if (!writing && writeTimer === undefined) {
+    writeTimer = setTimeout(startWriting, STDERR_COALESCE_MS);
   }
 };
 
@@ -74,7 +73,8 @@ let pendingBytes = 0;
 let dropped = 0;
 /** A write is in flight (the writer loop runs). */
 let writing = false;
-let writeQueued = false;
+/** The write that lets lines gather first, until it starts. */
+let writeTimer: ReturnType<typeof setTimeout> | undefined;
 /** stderr failed (closed pipe): nothing more is written. */
 let broken = false;
 /** When the last write finished (or the writer started), for the flush timeout. */
@@ -94,7 +94,8 @@ function reportDropped(): void {
 }
 
 function startWriting(): void {
-  writeQueued = false;
+  clearTimeout(writeTimer);
+  writeTimer = undefined;
   if (writing) return;
   writing = true;
   writeLoop().finally(() => {
