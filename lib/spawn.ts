@@ -391,10 +391,17 @@ class Session {
     // since the program may be running with no read pending on the socket
     // (its client sent EOF) and nothing else would notice.
     const close = conn.close;
-    this.#closeConn = () => close.call(conn);
+    let closed = false;
+    // Closed once: a second close would throw (and build an error, with
+    // its stack, per connection) when the server closes it after us.
+    this.#closeConn = () => {
+      if (closed) return;
+      closed = true;
+      close.call(conn);
+    };
     conn.close = () => {
       this.#clientGone("closed by the server");
-      close.call(conn);
+      this.#closeConn();
     };
   }
 
