@@ -127,6 +127,7 @@ export {
   type Server,
   type ServerOptions,
   type Service,
+  type ShutdownOptions,
   type StreamHandler,
 } from "./lib/server_options.ts";
 export { ListenError } from "./lib/bind.ts";

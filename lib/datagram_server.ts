@@ -183,16 +183,20 @@ export class DatagramServer extends BaseServer {
     this.#replies?.sent(peer, reply);
   }
 
-  protected async stop(): Promise<void> {
+  protected async stop(gracePeriodMs: number): Promise<void> {
     // A datagram being answered (a handler may even call `shutdown()`, as
     // `--once` does) gets its reply before the socket closes, within the
-    // grace period, as stream connections in flight do.
+    // grace period, as stream connections in flight do (never longer than
+    // the server's own: a reply is no long-lived connection).
     if (this.#inFlight) {
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
         this.#inFlight,
         new Promise((resolve) =>
-          graceTimer = setTimeout(resolve, this.gracePeriodMs)
+          graceTimer = setTimeout(
+            resolve,
+            Math.min(gracePeriodMs, this.gracePeriodMs),
+          )
         ),
       ]);
       clearTimeout(graceTimer);

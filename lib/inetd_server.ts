@@ -55,7 +55,8 @@ export interface InetdConfServer extends Server {
   readonly sockets: readonly InetdConfSocket[];
   /**
    * Runs `services` instead: the removed lines stop listening (their
-   * connections in flight go on, within their server's grace period), the
+   * connections in flight go on until they end, as inetd's children do;
+   * a shutdown then gives them the grace period), the
    * new ones start, the unchanged ones are left alone (not rebound). Logs
    * one line per change (`stopped listening on ...`, `listening on ...`,
    * an `error:` line for a new one that cannot start, the others starting
@@ -132,7 +133,8 @@ export function serveInetdConf(
 ): InetdConfServer {
   const { file = "inetd.conf", log = stderrLog } = options;
   const running = new Map<string, InetdConfSocket>();
-  const retiring = new Set<Promise<void>>();
+  /** Removed by a reload, their connections still going on. */
+  const retiring = new Set<Server>();
   let closing = false;
   let lastAddr: Deno.Addr = { transport: "tcp", hostname: "0.0.0.0", port: 0 };
 
@@ -176,7 +178,11 @@ export function serveInetdConf(
       closing = true;
       const stopping = sockets().map(({ server }) => server.shutdown());
       running.clear();
-      await Promise.all([...stopping, ...retiring]);
+      // Retired ones get the grace period now, as the others do.
+      await Promise.all([
+        ...stopping,
+        ...[...retiring].map((server) => server.shutdown()),
+      ]);
       resolveFinished();
     }
     return finished;
@@ -191,9 +197,10 @@ export function serveInetdConf(
       running.delete(key);
       removed++;
       log(`stopped listening on ${formatAddr(server.addr)} (${service.label})`);
-      const done = server.shutdown();
-      retiring.add(done);
-      done.finally(() => retiring.delete(done));
+      retiring.add(server);
+      server.shutdown({ gracePeriodMs: Infinity }).finally(() =>
+        retiring.delete(server)
+      );
     }
     // Their listeners close a task from now: a line that now runs another
     // program on the same port can bind it then.

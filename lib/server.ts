@@ -13,7 +13,12 @@
 
 import { DatagramServer } from "./datagram_server.ts";
 import { formatAddr } from "./endpoint.ts";
-import type { Server, ServerOptions, Service } from "./server_options.ts";
+import type {
+  Server,
+  ServerOptions,
+  Service,
+  ShutdownOptions,
+} from "./server_options.ts";
 import { StreamServer } from "./stream_server.ts";
 import { serveGroup } from "./workers.ts";
 
@@ -79,8 +84,8 @@ export function serve(service: Service, options: ServerOptions = {}): Server {
 export function combineServers(servers: Server[]): Server {
   if (servers.length === 0) throw new TypeError("no servers to combine");
   const finished = Promise.all(servers.map((s) => s.finished)).then(() => {});
-  const shutdown = () =>
-    Promise.all(servers.map((s) => s.shutdown())).then(() => {});
+  const shutdown = (options?: ShutdownOptions) =>
+    Promise.all(servers.map((s) => s.shutdown(options))).then(() => {});
   return {
     addr: servers[0].addr,
     ready: Promise.all(servers.map((s) => s.ready)).then(() => {}),

@@ -12,6 +12,7 @@ import {
   DEFAULT_GRACE_MS,
   type Server,
   type ServerOptions,
+  type ShutdownOptions,
 } from "./server_options.ts";
 
 /** Shared by both kinds of server: state, logging and the stop sequence. */
@@ -44,16 +45,32 @@ export abstract class BaseServer implements Server {
 
   abstract get addr(): Deno.Addr;
 
-  /** Closes the socket and drains; resolves when all is closed. */
-  protected abstract stop(): Promise<void>;
+  /**
+   * Closes the socket and drains, giving connections in flight
+   * `gracePeriodMs` (maybe `Infinity`); resolves when all is closed.
+   */
+  protected abstract stop(gracePeriodMs: number): Promise<void>;
 
-  shutdown(): Promise<void> {
+  /**
+   * A shutdown under way was asked again with a shorter grace period:
+   * connections still in flight get `gracePeriodMs` from now.
+   */
+  protected shortenGrace(_gracePeriodMs: number): void {}
+
+  #stopGraceMs = Infinity;
+
+  shutdown(options: ShutdownOptions = {}): Promise<void> {
+    const graceMs = options.gracePeriodMs ?? this.gracePeriodMs;
     if (!this.#shutdownStarted) {
       this.#shutdownStarted = true;
       this.closing = true;
-      this.ready.then(() => this.stop(), () => {}).finally(() =>
+      this.#stopGraceMs = graceMs;
+      this.ready.then(() => this.stop(graceMs), () => {}).finally(() =>
         this.#resolveFinished()
       );
+    } else if (graceMs < this.#stopGraceMs) {
+      this.#stopGraceMs = graceMs;
+      this.shortenGrace(graceMs);
     }
     return this.finished;
   }

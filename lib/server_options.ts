@@ -29,9 +29,21 @@ export interface Server extends AsyncDisposable {
   readonly finished: Promise<void>;
   /**
    * Stops accepting, lets connections in flight finish within the grace
-   * period, then closes the rest; resolves like `finished`.
+   * period (the server's, or `options.gracePeriodMs`), then closes the
+   * rest; resolves like `finished`. `Infinity` waits for them however long
+   * they take (inetd's reload retiring a service); a later call with a
+   * shorter grace period (a plain `shutdown()`) starts that one instead.
    */
-  shutdown(): Promise<void>;
+  shutdown(options?: ShutdownOptions): Promise<void>;
+}
+
+/** How a {@linkcode Server} stops. */
+export interface ShutdownOptions {
+  /**
+   * How long connections in flight may go on, in ms; `Infinity`: until
+   * they end. Default: the server's `gracePeriodMs`.
+   */
+  gracePeriodMs?: number;
 }
 
 /** Options every server takes. */

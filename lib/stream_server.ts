@@ -113,6 +113,8 @@ export class StreamServer extends BaseServer {
   #wakeBackoff?: () => void;
   #acceptLoopDone: Promise<void> = Promise.resolve();
   #drained?: () => void;
+  /** While a stop waits for connections: (re)starts its grace period. */
+  #startGrace?: (gracePeriodMs: number) => void;
   #boundListener?: Deno.Listener;
   /**
    * Ends the accept loop without closing the listener (see `stop()`):
@@ -464,23 +466,34 @@ export class StreamServer extends BaseServer {
     }, this.#idleTickMs);
   }
 
-  protected async stop(): Promise<void> {
+  protected override shortenGrace(gracePeriodMs: number): void {
+    this.#startGrace?.(gracePeriodMs);
+  }
+
+  protected async stop(gracePeriodMs: number): Promise<void> {
     this.#closeListener();
     clearTimeout(this.#backoffTimer);
     this.#wakeBackoff?.();
     await this.#acceptLoopDone;
     if (this.#connections.size > 0) {
       this.log(
-        `${this.prefix}shutting down: waiting up to ${
-          this.gracePeriodMs / 1000
-        } s for ${this.#connections.size} connection(s)`,
+        Number.isFinite(gracePeriodMs)
+          ? `${this.prefix}shutting down: waiting up to ${
+            gracePeriodMs / 1000
+          } s for ${this.#connections.size} connection(s)`
+          : `${this.prefix}stopped accepting: ${this.#connections.size} connection(s) go on until they end`,
       );
       const drained = new Promise<void>((resolve) => this.#drained = resolve);
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
-      const graceOver = new Promise<boolean>((resolve) =>
-        graceTimer = setTimeout(() => resolve(true), this.gracePeriodMs)
-      );
+      const graceOver = new Promise<boolean>((resolve) => {
+        this.#startGrace = (ms) => {
+          clearTimeout(graceTimer);
+          graceTimer = setTimeout(() => resolve(true), ms);
+        };
+      });
+      if (Number.isFinite(gracePeriodMs)) this.#startGrace!(gracePeriodMs);
       const cut = await Promise.race([drained.then(() => false), graceOver]);
+      this.#startGrace = undefined;
       clearTimeout(graceTimer);
       if (cut) {
         const count = this.#connections.size;

@@ -104,6 +104,7 @@ import {
   type ServerOptions,
   serverOptionsFromFlags,
   type Service,
+  type ShutdownOptions,
   SpawnError,
   stderrLog,
   stderrLogTo,
@@ -316,7 +317,8 @@ export function serveExec(options: ExecOptions): Server {
     if (running.size > 0) stop.abort();
     while (running.size > 0) await Promise.allSettled([...running]);
   });
-  const shutdown = () => server.shutdown().then(() => finished);
+  const shutdown = (options?: ShutdownOptions) =>
+    server.shutdown(options).then(() => finished);
   return {
     addr: server.addr,
     ready: server.ready,

@@ -112,7 +112,8 @@
  * SIGHUP (`kill -HUP` of the server's pid) reads the file again, as inetd
  * does: the lines added start (`listening on ...`), the lines removed stop
  * listening (`stopped listening on ...`; their connections in flight go
- * on, for up to `--grace` seconds, as on SIGTERM), the unchanged ones keep
+ * on until they end, as inetd's children do; SIGTERM then gives them
+ * `--grace` seconds, as it gives every connection), the unchanged ones keep
  * their socket; then `reloaded FILE: A added, R removed, U unchanged`. A
  * wrong file is one `error: FILE:LINE: ...; keeping the running
  * configuration` log line, and what ran goes on running.

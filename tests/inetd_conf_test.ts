@@ -280,10 +280,11 @@ async function startConf(
   conf: ConfFile,
   programs: string[],
   lines: number,
+  graceSeconds = 5,
 ): Promise<ConfServer> {
   const proc = spawn("servers/inetd.ts", {
     permissions: confPermissions(conf.path, programs),
-    args: ["--conf", conf.path, "--grace", "5"],
+    args: ["--conf", conf.path, "--grace", String(graceSeconds)],
     env: { TZ: "UTC" },
   });
   try {
@@ -568,10 +569,12 @@ Deno.test("inetd.ts --conf on SIGHUP starts an added service and leaves the unch
   );
 });
 
-Deno.test("inetd.ts --conf on SIGHUP stops a removed service; its connection in flight completes", async () => {
+Deno.test("inetd.ts --conf on SIGHUP stops a removed service; its connection in flight completes, past --grace", async () => {
   const [echo, cat] = [freePort(), freePort()];
   await using conf = new ConfFile(echoLine(echo) + catLine(cat));
-  await using server = await startConf(conf, ["/bin/cat"], 2);
+  // Retired by a reload, a connection goes on until it ends, as inetd's
+  // children do: --grace is for SIGTERM, not for a reload.
+  await using server = await startConf(conf, ["/bin/cat"], 2, 0.2);
   using inFlight = await Deno.connect({ hostname: "127.0.0.1", port: cat });
   const reading = readToEof(inFlight, 10_000);
   await writeAll(inFlight, new TextEncoder().encode("before "));
@@ -588,10 +591,38 @@ Deno.test("inetd.ts --conf on SIGHUP stops a removed service; its connection in 
     server.proc.stderr,
   );
   await assertRejects(() => exchange(cat, "x"), Deno.errors.ConnectionRefused);
+  await new Promise((resolve) => setTimeout(resolve, 600)); // 3 graces
   await writeAll(inFlight, new TextEncoder().encode("and after"));
   await inFlight.closeWrite();
   assertEquals(decode(await reading), "before and after");
   assertEquals(decode(await exchange(echo, "kept")), "kept");
+});
+
+Deno.test("inetd.ts --conf: SIGTERM gives a connection retired by a reload --grace, then closes it", async () => {
+  const [echo, cat] = [freePort(), freePort()];
+  await using conf = new ConfFile(echoLine(echo) + catLine(cat));
+  await using server = await startConf(conf, ["/bin/cat"], 2, 0.3);
+  using inFlight = await Deno.connect({ hostname: "127.0.0.1", port: cat });
+  const reading = readToEof(inFlight, 10_000);
+  await writeAll(inFlight, new TextEncoder().encode("held"));
+  await server.proc.waitForStderr(new RegExp(`^${cat}/tcp: accepted `));
+  conf.write(echoLine(echo));
+  await server.hangUp();
+  const stopping = performance.now();
+  server.proc.kill("SIGTERM");
+  const { code } = await server.proc.finished();
+  const seconds = (performance.now() - stopping) / 1000;
+  assertEquals(code, 0);
+  assertEquals(decode(await reading), "held");
+  // Cut by the grace period, not left to run, nor cut at once.
+  assert(seconds >= 0.25 && seconds < 3, `stopped after ${seconds} s`);
+  assert(
+    server.proc.stderrLines.some((l) =>
+      l ===
+        `${cat}/tcp: grace period over: closed 1 connection(s) still in flight`
+    ),
+    server.proc.stderr,
+  );
 });
 
 Deno.test("inetd.ts --conf on SIGHUP with a bad file logs the error and keeps the running services", async () => {

@@ -122,6 +122,11 @@ Deno.test("echo.ts --workers 2 shares --max-connections across the workers", asy
       using extra = await Deno.connect({ hostname: "127.0.0.1", port });
       assert(await closedWithin(extra, 10_000), `extra ${i} was served`);
     }
+    // Log lines are written a few milliseconds after the event.
+    await server.proc.until(
+      () => server.proc.stderrLines.some((l) => /: refused /.test(l)),
+      "a refused line",
+    );
     const refusing = new Set(
       server.proc.stderrLines.filter((l) => /: refused /.test(l)).map((l) =>
         l.split(":")[0]
