@@ -113,6 +113,7 @@ export {
   type Log,
   silentLog,
   stderrLog,
+  stderrLogNow,
 } from "./lib/log.ts";
 
 // Servers.

@@ -114,7 +114,7 @@ import {
   runMain,
   secondsFlag,
   startClientTls,
-  stderrLog,
+  stderrLogNow,
   UsageError,
 } from "../mod.ts";
 
@@ -180,7 +180,7 @@ export interface ConnectTlsOptions {
 export async function connectClient(
   options: ConnectOptions,
 ): Promise<Deno.TcpConn | Deno.UnixConn | Deno.TlsConn> {
-  const log = options.log ?? stderrLog;
+  const log = options.log ?? stderrLogNow;
   if (options.unix !== undefined) {
     const path = options.unix;
     let conn: Deno.UnixConn;
@@ -290,7 +290,7 @@ async function runDatagrams(
   options: ConnectOptions,
   io: RelayOptions,
 ): Promise<RelayResult> {
-  const log = options.log ?? stderrLog;
+  const log = options.log ?? stderrLogNow;
   const { hostname, port } = netTarget(options);
   // Datagrams have no handshake to race: the resolver's first address
   // (its RFC 6724 choice) is the peer, as for `nc -u`.

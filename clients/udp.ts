@@ -50,7 +50,7 @@ import {
   parseCommandLine,
   requestDatagram,
   runMain,
-  stderrLog,
+  stderrLogNow,
   writeAll,
 } from "../mod.ts";
 
@@ -147,7 +147,7 @@ if (import.meta.main) {
       message: positionals[0],
       timeoutMs: values.timeout,
       retries: values.retries,
-      log: stderrLog,
+      log: stderrLogNow,
     });
     await writeAll(Deno.stdout, reply);
   });

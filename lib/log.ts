@@ -54,19 +54,49 @@ const COALESCE_BELOW_BYTES = 16 * 1024;
  * ```
  */
 export const stderrLog: Log = (line) => {
-  if (broken) return;
+  if (!keep(line) || writing || writeTimer !== undefined) return;
+  writeTimer = setTimeout(startWriting, STDERR_COALESCE_MS);
+};
+
+/**
+ * {@linkcode stderrLog} for a client: the same queue, bound and drop count,
+ * but its lines are not held back to gather others; they are written
+ * within the same turn of the event loop, so that they keep their place
+ * among what the program writes on stdout (`connected to ...` before the
+ * answer it prints).
+ *
+ * @example
+ * ```ts
+ * import { flushStderrLog, stderrLogNow } from "./log.ts";
+ *
+ * stderrLogNow("connected to 127.0.0.1:15000");
+ * await flushStderrLog();
+ * ```
+ */
+export const stderrLogNow: Log = (line) => {
+  if (!keep(line)) return;
+  urgent = true;
+  wakeWriter?.();
+  if (writing || startQueued) return;
+  clearTimeout(writeTimer);
+  writeTimer = undefined;
+  startQueued = true;
+  queueMicrotask(startWriting);
+};
+
+/** Queues `line`, or counts it dropped; whether it was kept. */
+function keep(line: string): boolean {
+  if (broken) return false;
   const size = line.length + 1;
   if (pendingBytes + size > STDERR_LOG_BUFFER_BYTES) {
     dropped++;
-    return;
+    return false;
   }
   reportDropped();
   pending.push(line);
   pendingBytes += size;
-  if (!writing && writeTimer === undefined) {
-    writeTimer = setTimeout(startWriting, STDERR_COALESCE_MS);
-  }
-};
+  return true;
+}
 
 const pending: string[] = [];
 let pendingBytes = 0;
@@ -75,6 +105,12 @@ let dropped = 0;
 let writing = false;
 /** The write that lets lines gather first, until it starts. */
 let writeTimer: ReturnType<typeof setTimeout> | undefined;
+/** A write starts in this turn of the event loop. */
+let startQueued = false;
+/** A line waiting is {@linkcode stderrLogNow}'s: write it without delay. */
+let urgent = false;
+/** Ends the writer's wait for lines to gather. */
+let wakeWriter: (() => void) | undefined;
 /** stderr failed (closed pipe): nothing more is written. */
 let broken = false;
 /** When the last write finished (or the writer started), for the flush timeout. */
@@ -96,6 +132,7 @@ function reportDropped(): void {
 function startWriting(): void {
   clearTimeout(writeTimer);
   writeTimer = undefined;
+  startQueued = false;
   if (writing) return;
   writing = true;
   writeLoop().finally(() => {
@@ -116,13 +153,24 @@ async function writeLoop(): Promise<void> {
     const bytes = encoder.encode(pending.join("\n") + "\n");
     pending.length = 0;
     pendingBytes = 0;
+    urgent = false;
     try {
       for (let offset = 0; offset < bytes.byteLength;) {
         offset += await Deno.stderr.write(bytes.subarray(offset));
         lastProgress = performance.now();
       }
-      if (pending.length > 0 && pendingBytes < COALESCE_BELOW_BYTES) {
-        await new Promise((resolve) => setTimeout(resolve, STDERR_COALESCE_MS));
+      if (
+        pending.length > 0 && !urgent && pendingBytes < COALESCE_BELOW_BYTES
+      ) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(wake, STDERR_COALESCE_MS);
+          function wake() {
+            clearTimeout(timer);
+            wakeWriter = undefined;
+            resolve();
+          }
+          wakeWriter = wake;
+        });
       }
     } catch {
       // stderr is gone (closed pipe): nothing left to tell anyone.
@@ -149,6 +197,7 @@ async function writeLoop(): Promise<void> {
 export async function flushStderrLog(
   timeoutMs: number = STDERR_FLUSH_TIMEOUT_MS,
 ): Promise<void> {
+  wakeWriter?.();
   if (!writing && (pending.length > 0 || dropped > 0) && !broken) {
     startWriting();
   }

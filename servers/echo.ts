@@ -113,6 +113,7 @@ import {
   serverOptionsFromFlags,
   serveSimple,
   type Service,
+  stderrLogNow,
   writeAll,
 } from "../mod.ts";
 
@@ -249,7 +250,12 @@ if (import.meta.main) {
     });
     const options = serverOptionsFromFlags(values);
     await runServers([{
-      server: serveEcho({ ...options, print: values.print }),
+      server: serveEcho({
+        ...options,
+        print: values.print,
+        // Printed, the data and the log lines keep their order.
+        ...(values.print && { log: stderrLogNow }),
+      }),
     }]);
   });
 }

@@ -53,7 +53,7 @@ import {
   type ServerOptions,
   serverOptionsFromFlags,
   type Service,
-  stderrLog,
+  stderrLogNow,
   unmapIPv4,
   writeAll,
 } from "../mod.ts";
@@ -100,7 +100,7 @@ export function helloService(
   } = {},
 ): Service {
   const output = options.output ?? Deno.stdout;
-  const log = options.log ?? stderrLog;
+  const log = options.log ?? stderrLogNow;
   const encoder = new TextEncoder();
   return {
     name: "hello",
@@ -165,6 +165,8 @@ export function serveHello(options: HelloOptions = {}): Server {
     onClientDone: options.once ? () => server?.shutdown() : undefined,
   });
   const server = serve(service, {
+    // Its log lines keep their place among the payloads it prints.
+    log: stderrLogNow,
     ...options,
     maxConnections: options.once ? 1 : options.maxConnections,
   });

@@ -46,6 +46,7 @@ import {
   type ServerOptions,
   serverOptionsFromFlags,
   type Service,
+  stderrLogNow,
   unmapIPv4,
   writeAll,
 } from "../mod.ts";
@@ -131,7 +132,12 @@ export function serveUdpHello(options: UdpHelloOptions = {}): Server {
     // the datagram in flight before it closes.
     onDatagram: options.once ? () => once.server?.shutdown() : undefined,
   });
-  const server = serve(service, { ...options, transport: "udp" });
+  // Its log lines keep their place among the datagrams it prints.
+  const server = serve(service, {
+    log: stderrLogNow,
+    ...options,
+    transport: "udp",
+  });
   once.server = server;
   return server;
 }
