@@ -7,6 +7,16 @@
  * CPU 1. Certificates: a P-256 CA and server certificate made with
  * openssl in `bench/results/tls/`.
  *
+ * The client scenario (`tls-client-100mb`, `--only tls-client`) pushes
+ * 100 MB (10 with `--quick`) from a file through the minimal TLS echo on
+ * CPU 0 and back into a file, with the client on CPU 1: ours,
+ * `clients/connect.ts --tls` (the path the forwarder's TLS origination
+ * takes too), against `socat - OPENSSL:...` with its default 8 KiB buffer
+ * and with `-b 65536` (ours reads 64 KiB at a time). Its figures are the
+ * client's: wall time of the whole command (Deno's start included) and the
+ * CPU time of the client process (`times`), per MB sent. A reply that is
+ * not the input byte for byte is an error, not a figure.
+ *
  * @module
  */
 
@@ -31,6 +41,8 @@ export interface TlsBenchContext {
   root: string;
   results: string;
   seconds: number;
+  /** Smaller counts (the client scenario sends 10 MB, not 100). */
+  quick: boolean;
   only?: string[];
   run(
     command: string[],
@@ -49,8 +61,24 @@ const SCENARIOS: Scenario[] = [
   { key: "tls-pingpong-32", kind: "pingpong", connections: 32 },
 ];
 
+/** A TLS client of the client scenario; `{PORT}` and `{CA}` are replaced. */
+interface Client {
+  command: string[];
+  /** Needs this program (a peer that may be missing). */
+  needs?: string;
+}
+
+/** The client scenario's key and rows: by its size. */
+function clientScenario(quick: boolean): string {
+  return `tls-client-${quick ? 10 : 100}mb`;
+}
+
 interface Row {
   scenario: string;
+  /** Shown instead of `scenario`. */
+  label?: string;
+  /** Which client the socat column shows. Default `tls-socat`. */
+  socat?: string;
   metric: string;
   unit: string;
   higherIsBetter: boolean;
@@ -60,7 +88,35 @@ interface Row {
   targetVsNode?: number;
 }
 
-const ROWS: Row[] = [
+function tlsRows(client: string): Row[] {
+  return [...SERVER_ROWS, ...clientRows(client)];
+}
+
+function clientRows(client: string): Row[] {
+  return ["tls-socat", "tls-socat-64k"].flatMap((socat) => {
+    const label = socat === "tls-socat" ? client : `${client} (-b 65536)`;
+    return [
+      {
+        scenario: client,
+        label,
+        socat,
+        metric: "mb_per_s",
+        unit: "MB/s",
+        higherIsBetter: true,
+      },
+      {
+        scenario: client,
+        label,
+        socat,
+        metric: "cpu_us",
+        unit: "CPU µs/MB",
+        higherIsBetter: false,
+      },
+    ];
+  });
+}
+
+const SERVER_ROWS: Row[] = [
   {
     scenario: "tls-stream-8",
     metric: "mb_per_s",
@@ -102,8 +158,13 @@ export class TlsBench {
   readonly #context: TlsBenchContext;
   readonly #servers: Record<string, Target>;
   readonly #dir: string;
+  /** The echo the client scenario's clients talk to. */
+  readonly #clientEcho: Target;
+  /** The client scenario's clients, unless `--only` leaves it out. */
+  readonly #clients: Record<string, Client>;
+  readonly #clientScenario: string;
   #made = false;
-  /** results[scenario][server] = figures of each round. */
+  /** results[scenario][server or client] = figures of each round. */
   readonly results: Record<string, Record<string, Figure[]>> = {};
 
   constructor(context: TlsBenchContext) {
@@ -157,11 +218,46 @@ export class TlsBench {
         !context.only || context.only.includes(name)
       ),
     );
+    this.#clientEcho = servers["tls-minimal"];
+    this.#clientScenario = clientScenario(context.quick);
+    const socat = (buffer: string[]): Client => ({
+      // -t: after stdin's end, wait for the echo's last bytes (socat's
+      // default 0.5 s is a guess, the echo's close is what ends it).
+      command: ["socat", ...buffer, "-t", "30", "-"].concat(
+        "OPENSSL:127.0.0.1:{PORT},cafile={CA},commonname=localhost",
+      ),
+      needs: "socat",
+    });
+    // `--only tls-client` runs the client scenario alone.
+    this.#clients = context.only && !context.only.includes("tls-client")
+      ? {}
+      : {
+        "tls-ours": {
+          command: [
+            Deno.execPath(),
+            "run",
+            "--quiet",
+            "--allow-net=127.0.0.1:{PORT}",
+            "--allow-read={CA}",
+            "clients/connect.ts",
+            "--tls",
+            "--ca",
+            "{CA}",
+            "--servername",
+            "localhost",
+            "127.0.0.1",
+            "{PORT}",
+          ],
+        },
+        "tls-socat": socat([]),
+        "tls-socat-64k": socat(["-b", "65536"]),
+      };
   }
 
   /** Measurements a round takes. */
   get measurements(): number {
-    return Object.keys(this.#servers).length * SCENARIOS.length;
+    return Object.keys(this.#servers).length * SCENARIOS.length +
+      Object.keys(this.#clients).length;
   }
 
   /** A P-256 CA and a certificate it signed for 127.0.0.1 and localhost. */
@@ -197,8 +293,13 @@ export class TlsBench {
     this.#made = true;
   }
 
-  /** Every server once, each through every scenario. */
+  /** Every server once, each through every scenario; then each client. */
   async round(): Promise<void> {
+    await this.#serverRound();
+    await this.#clientRound();
+  }
+
+  async #serverRound(): Promise<void> {
     const context = this.#context;
     if (Object.keys(this.#servers).length === 0) return;
     await this.#makeCertificates();
@@ -221,6 +322,142 @@ export class TlsBench {
         }
       } finally {
         await server.stop();
+      }
+    }
+  }
+
+  /** The client scenario: each client through one echo on CPU 0. */
+  async #clientRound(): Promise<void> {
+    const context = this.#context;
+    const key = this.#clientScenario;
+    if (Object.keys(this.#clients).length === 0) return;
+    await this.#makeCertificates();
+    const bytes = (this.#context.quick ? 10 : 100) * 1e6;
+    const input = this.#makeInput(bytes);
+    let echo;
+    try {
+      echo = await context.startServer(
+        "tls-client-echo",
+        this.#clientEcho,
+        "tls",
+      );
+    } catch (error) {
+      console.error(`bench: ${(error as Error).message}`);
+      return;
+    }
+    try {
+      for (const [name, client] of Object.entries(this.#clients)) {
+        context.step(`${name} ${key}`);
+        if (client.needs && !await this.#has(client.needs)) {
+          console.error(
+            `bench: ${name} skipped: ${client.needs} is not installed`,
+          );
+          continue;
+        }
+        const command = client.command.map((part) =>
+          part.replaceAll("{PORT}", String(echo.port))
+            .replaceAll("{CA}", `${this.#dir}/ca.pem`)
+        );
+        // Nothing first: it warms Deno's module cache, and its time (start,
+        // handshake, close) is the part of the figure that is not TLS data.
+        const empty = await this.#push(command, "/dev/null", 0);
+        const figure = "error" in empty
+          ? empty
+          : await this.#push(command, input, bytes);
+        if (!("error" in figure)) {
+          Object.assign(figure, {
+            empty_wall_s: empty.wall_s,
+            empty_cpu_ms: empty.cpu_ms,
+          });
+        }
+        if (figure.error) {
+          console.error(`bench: ${name} ${key}: ${figure.error}`);
+        }
+        ((this.results[key] ??= {})[name] ??= []).push(figure);
+      }
+    } finally {
+      await echo.stop();
+    }
+  }
+
+  /** `bytes` of a pattern in a file, made once: what the clients send. */
+  #makeInput(bytes: number): string {
+    const path = `${this.#dir}/client-input.bin`;
+    try {
+      if (Deno.statSync(path).size === bytes) return path;
+    } catch {
+      // Not made yet.
+    }
+    const chunk = new Uint8Array(1 << 20);
+    for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 7 + 3) % 251;
+    using file = Deno.openSync(path, {
+      write: true,
+      create: true,
+      truncate: true,
+    });
+    for (let left = bytes; left > 0; left -= chunk.length) {
+      const part = chunk.subarray(0, Math.min(left, chunk.length));
+      for (let at = 0; at < part.length;) {
+        at += file.writeSync(part.subarray(at));
+      }
+    }
+    return path;
+  }
+
+  async #has(program: string): Promise<boolean> {
+    try {
+      return (await this.#context.run(["sh", "-c", `command -v ${program}`]))
+        .code === 0;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Runs `command` on CPU 1 with `input` as stdin and a file as stdout;
+   * its wall time and the CPU time of its process (bash's `times`), once
+   * the file is `input` byte for byte.
+   */
+  async #push(
+    command: string[],
+    input: string,
+    bytes: number,
+  ): Promise<Figure> {
+    const output = `${this.#dir}/client-output.bin`;
+    const script =
+      'in=$1 out=$2; shift 2; t0=$EPOCHREALTIME; "$@" <"$in" >"$out"' +
+      '; code=$?; t1=$EPOCHREALTIME; echo "$t0 $t1"; times; exit $code';
+    try {
+      const result = await this.#context.run(
+        ["bash", "-c", script, "bash", input, output, ...command],
+        { cpu: 1 },
+      );
+      if (result.code !== 0) {
+        return { error: result.stderr.trim() || `exit ${result.code}` };
+      }
+      const received = Deno.statSync(output).size;
+      if (received !== bytes) {
+        return { error: `${received} bytes came back of ${bytes} sent` };
+      }
+      const same = await this.#context.run(["cmp", input, output]);
+      if (same.code !== 0) return { error: same.stdout.trim() || same.stderr };
+      // "T0 T1", then `times`: the shell's user and system time, its children's.
+      const [clock, , children] = result.stdout.trim().split("\n");
+      const [t0, t1] = clock.split(" ").map(Number);
+      const cpuS = children.split(" ").map(seconds)
+        .reduce((a, b) => a + b, 0);
+      const wallS = t1 - t0;
+      const figure: Figure = { bytes, wall_s: wallS, cpu_ms: cpuS * 1000 };
+      if (bytes > 0) {
+        figure.mb_per_s = bytes / 1e6 / wallS;
+        figure.cpu_us = cpuS * 1e6 / (bytes / 1e6);
+      }
+      return figure;
+    } finally {
+      try {
+        Deno.removeSync(output);
+      } catch {
+        // Not written.
       }
     }
   }
@@ -266,40 +503,47 @@ export class TlsBench {
       "ours",
       "Deno.listenTls",
       "Node tls",
+      "socat",
       "ours/Deno",
       "ours/Node",
+      "ours/socat",
       "target vs Deno",
       "target vs Node",
     ]];
-    for (const row of ROWS) {
+    for (const row of tlsRows(this.#clientScenario)) {
       const figures = this.results[row.scenario] ?? {};
       const value = (name: string) => median(figures[name], row.metric);
       const ours = value("tls-ours");
       const minimal = value("tls-minimal");
       const node = value("tls-node");
-      const vsMinimal = ours !== null && minimal ? ours / minimal : null;
-      const vsNode = ours !== null && node ? ours / node : null;
+      const socat = value(row.socat ?? "tls-socat");
+      const ratio = (other: number | null) =>
+        ours !== null && other ? ours / other : null;
       const entry = {
-        scenario: row.scenario,
+        scenario: row.label ?? row.scenario,
         metric: row.metric,
         unit: row.unit,
         ours,
         minimal_deno_listen_tls: minimal,
         node_tls: node,
-        ours_vs_minimal: vsMinimal,
-        ours_vs_node: vsNode,
-        target_vs_minimal: verdict(vsMinimal, row.targetVsMinimal),
-        target_vs_node: verdict(vsNode, row.targetVsNode),
+        socat,
+        ours_vs_minimal: ratio(minimal),
+        ours_vs_node: ratio(node),
+        ours_vs_socat: ratio(socat),
+        target_vs_minimal: verdict(ratio(minimal), row.targetVsMinimal),
+        target_vs_node: verdict(ratio(node), row.targetVsNode),
       };
       table.push(entry);
       lines.push([
-        row.scenario,
+        entry.scenario,
         row.unit,
         format(ours),
         format(minimal),
         format(node),
-        vsMinimal === null ? "-" : vsMinimal.toFixed(2),
-        vsNode === null ? "-" : vsNode.toFixed(2),
+        format(socat),
+        ratio(minimal)?.toFixed(2) ?? "-",
+        ratio(node)?.toFixed(2) ?? "-",
+        ratio(socat)?.toFixed(2) ?? "-",
         entry.target_vs_minimal,
         entry.target_vs_node,
       ]);
@@ -317,6 +561,9 @@ export class TlsBench {
     console.log(
       "TLS rows: P-256 certificate, Node's TLS client as load generator; ours/Deno compares with a bare Deno.listenTls echo loop.",
     );
+    console.log(
+      `${this.#clientScenario}: clients/connect.ts --tls against socat OPENSSL (its default 8 KiB buffer; -b 65536), both through the minimal Deno.listenTls echo; the client's wall time (Deno's start included) and CPU.`,
+    );
     return table;
   }
 }
@@ -333,6 +580,13 @@ function median(figures: Figure[] | undefined, metric: string): number | null {
 function verdict(ratio: number | null, target: number | undefined): string {
   if (ratio === null || target === undefined) return "";
   return `${ratio >= target ? "met" : "MISSED"} (>=${target})`;
+}
+
+/** `0m1.250s`, as bash's `times` prints it, in seconds. */
+function seconds(text: string): number {
+  const match = /^(\d+)m([\d.]+)s$/.exec(text);
+  if (!match) throw new Error(`unexpected times output: ${text}`);
+  return Number(match[1]) * 60 + Number(match[2]);
 }
 
 function format(value: number | null): string {
