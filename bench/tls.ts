@@ -17,6 +17,12 @@
  * CPU time of the client process (`times`), per MB sent. A reply that is
  * not the input byte for byte is an error, not a figure.
  *
+ * The forwarder's TLS termination (`tls-fwd-*`, `--only
+ * tls-fwd-ours,tls-fwd-haproxy`): `servers/forward.ts --tls` against
+ * haproxy (one thread, `bind ... ssl crt`) on CPU 0, in front of the C
+ * echo server on CPU 1 with the load generator, through the same
+ * scenarios as the echo servers.
+ *
  * @module
  */
 
@@ -28,6 +34,10 @@ interface Target {
   command: string[];
   /** Shown in the table. */
   label: string;
+  /** CPUs it may use (`taskset -c`). Default `0`. */
+  cpus?: string;
+  /** Ready once its log matches this, or once it accepts. */
+  ready?: RegExp | "connect";
 }
 
 interface Scenario {
@@ -44,6 +54,8 @@ export interface TlsBenchContext {
   /** Smaller counts (the client scenario sends 10 MB, not 100). */
   quick: boolean;
   only?: string[];
+  /** haproxy's `mode tcp` configuration in front of the echo on `echoPort`. */
+  haproxyConfig(echoPort: number, bind: string): string;
   run(
     command: string[],
     options?: { cpu?: number },
@@ -61,6 +73,12 @@ const SCENARIOS: Scenario[] = [
   { key: "tls-pingpong-32", kind: "pingpong", connections: 32 },
 ];
 
+/** The forwarders' scenarios: the echo servers', through a forwarder. */
+const FORWARD_SCENARIOS: Scenario[] = SCENARIOS.map((scenario) => ({
+  ...scenario,
+  key: scenario.key.replace("tls-", "tls-fwd-"),
+}));
+
 /** A TLS client of the client scenario; `{PORT}` and `{CA}` are replaced. */
 interface Client {
   command: string[];
@@ -75,10 +93,12 @@ function clientScenario(quick: boolean): string {
 
 interface Row {
   scenario: string;
-  /** Shown instead of `scenario`. */
+  /** Shown instead of `scenario` (it names the peer). */
   label?: string;
-  /** Which client the socat column shows. Default `tls-socat`. */
-  socat?: string;
+  /** Whose figures the ours column shows. Default `tls-ours`. */
+  ours?: string;
+  /** Whose figures the peer column shows, if any. */
+  peer?: string;
   metric: string;
   unit: string;
   higherIsBetter: boolean;
@@ -89,31 +109,33 @@ interface Row {
 }
 
 function tlsRows(client: string): Row[] {
-  return [...SERVER_ROWS, ...clientRows(client)];
-}
-
-function clientRows(client: string): Row[] {
-  return ["tls-socat", "tls-socat-64k"].flatMap((socat) => {
-    const label = socat === "tls-socat" ? client : `${client} (-b 65536)`;
-    return [
-      {
-        scenario: client,
-        label,
-        socat,
-        metric: "mb_per_s",
-        unit: "MB/s",
-        higherIsBetter: true,
-      },
-      {
-        scenario: client,
-        label,
-        socat,
-        metric: "cpu_us",
-        unit: "CPU µs/MB",
-        higherIsBetter: false,
-      },
-    ];
-  });
+  const forward = (row: Row): Row => {
+    const scenario = row.scenario.replace("tls-", "tls-fwd-");
+    return {
+      scenario,
+      label: `${scenario} vs haproxy`,
+      ours: "tls-fwd-ours",
+      peer: "tls-fwd-haproxy",
+      metric: row.metric,
+      unit: row.unit,
+      higherIsBetter: row.higherIsBetter,
+    };
+  };
+  const clientRows = ([peer, label]: string[]): Row[] =>
+    [["mb_per_s", "MB/s"], ["cpu_us", "CPU µs/MB"]].map(([metric, unit]) => ({
+      scenario: client,
+      label: `${client} vs ${label}`,
+      peer,
+      metric,
+      unit,
+      higherIsBetter: metric === "mb_per_s",
+    }));
+  return [
+    ...SERVER_ROWS,
+    ...SERVER_ROWS.filter((row) => row.metric !== "p50_us").map(forward),
+    ...[["tls-socat", "socat"], ["tls-socat-64k", "socat -b 65536"]]
+      .flatMap(clientRows),
+  ];
 }
 
 const SERVER_ROWS: Row[] = [
@@ -157,6 +179,8 @@ const SERVER_ROWS: Row[] = [
 export class TlsBench {
   readonly #context: TlsBenchContext;
   readonly #servers: Record<string, Target>;
+  /** The forwarders `--only` keeps (their targets need the echo's port). */
+  readonly #forwarders: string[];
   readonly #dir: string;
   /** The echo the client scenario's clients talk to. */
   readonly #clientEcho: Target;
@@ -218,6 +242,9 @@ export class TlsBench {
         !context.only || context.only.includes(name)
       ),
     );
+    this.#forwarders = ["tls-fwd-ours", "tls-fwd-haproxy"].filter((name) =>
+      !context.only || context.only.includes(name)
+    );
     this.#clientEcho = servers["tls-minimal"];
     this.#clientScenario = clientScenario(context.quick);
     const socat = (buffer: string[]): Client => ({
@@ -257,6 +284,7 @@ export class TlsBench {
   /** Measurements a round takes. */
   get measurements(): number {
     return Object.keys(this.#servers).length * SCENARIOS.length +
+      this.#forwarders.length * FORWARD_SCENARIOS.length +
       Object.keys(this.#clients).length;
   }
 
@@ -290,20 +318,36 @@ export class TlsBench {
         throw new Error(`openssl ${args[0]} failed:\n${result.stderr}`);
       }
     }
+    // haproxy's `crt`: the certificate and its key in one file.
+    Deno.writeTextFileSync(
+      `${dir}/cert+key.pem`,
+      Deno.readTextFileSync(`${dir}/cert.pem`) +
+        Deno.readTextFileSync(`${dir}/key.pem`),
+    );
     this.#made = true;
   }
 
-  /** Every server once, each through every scenario; then each client. */
+  /**
+   * Every server once, each through every scenario; then each forwarder;
+   * then each client.
+   */
   async round(): Promise<void> {
-    await this.#serverRound();
+    if (
+      Object.keys(this.#servers).length + this.#forwarders.length +
+          Object.keys(this.#clients).length === 0
+    ) return;
+    await this.#makeCertificates();
+    await this.#serverRound(this.#servers, SCENARIOS);
+    await this.#forwardRound();
     await this.#clientRound();
   }
 
-  async #serverRound(): Promise<void> {
+  async #serverRound(
+    servers: Record<string, Target>,
+    scenarios: Scenario[],
+  ): Promise<void> {
     const context = this.#context;
-    if (Object.keys(this.#servers).length === 0) return;
-    await this.#makeCertificates();
-    for (const [name, target] of Object.entries(this.#servers)) {
+    for (const [name, target] of Object.entries(servers)) {
       let server;
       try {
         server = await context.startServer(name, target, "tls");
@@ -312,7 +356,7 @@ export class TlsBench {
         continue;
       }
       try {
-        for (const scenario of SCENARIOS) {
+        for (const scenario of scenarios) {
           context.step(`${name} ${scenario.key}`);
           const figure = await this.#measure(scenario, server);
           if (figure.error) {
@@ -326,12 +370,77 @@ export class TlsBench {
     }
   }
 
+  /** The forwarders in front of the C echo server, which runs on CPU 1. */
+  async #forwardRound(): Promise<void> {
+    const context = this.#context;
+    if (this.#forwarders.length === 0) return;
+    let echo;
+    try {
+      echo = await context.startServer("tls-fwd-echo", {
+        label: "C epoll echo (the target)",
+        command: [`${context.results}/bin/cserver`, "echo", "{PORT}"],
+        cpus: "1",
+      }, "tls");
+    } catch (error) {
+      console.error(`bench: ${(error as Error).message}`);
+      return;
+    }
+    try {
+      const dir = this.#dir;
+      const target = `127.0.0.1:${echo.port}`;
+      const config = `${dir}/haproxy-tls.cfg`;
+      Deno.writeTextFileSync(
+        config,
+        context.haproxyConfig(echo.port, `ssl crt ${dir}/cert+key.pem`),
+      );
+      const forwarders: Record<string, Target> = {
+        "tls-fwd-ours": {
+          label: "ours (servers/forward.ts --tls)",
+          command: [
+            Deno.execPath(),
+            "run",
+            "--quiet",
+            `--allow-net=127.0.0.1:{PORT},${target}`,
+            `--allow-read=${dir}/cert.pem,${dir}/key.pem`,
+            "servers/forward.ts",
+            "--tls",
+            "--cert",
+            `${dir}/cert.pem`,
+            "--key",
+            `${dir}/key.pem`,
+            "tcp://127.0.0.1:{PORT}",
+            `tcp://${target}`,
+          ],
+        },
+        "tls-fwd-haproxy": {
+          label: "haproxy (nbthread 1, bind ssl)",
+          command: ["env", "FWD_PORT={PORT}", "haproxy", "-db", "-f", config],
+          ready: "connect",
+        },
+      };
+      for (const name of this.#forwarders) {
+        if (name === "tls-fwd-haproxy" && !await this.#has("haproxy")) {
+          console.error(`bench: ${name} skipped: haproxy is not installed`);
+          for (const scenario of FORWARD_SCENARIOS) {
+            context.step(`${name} ${scenario.key} skipped`);
+          }
+          continue;
+        }
+        await this.#serverRound(
+          { [name]: forwarders[name] },
+          FORWARD_SCENARIOS,
+        );
+      }
+    } finally {
+      await echo.stop();
+    }
+  }
+
   /** The client scenario: each client through one echo on CPU 0. */
   async #clientRound(): Promise<void> {
     const context = this.#context;
     const key = this.#clientScenario;
     if (Object.keys(this.#clients).length === 0) return;
-    await this.#makeCertificates();
     const bytes = (this.#context.quick ? 10 : 100) * 1e6;
     const input = this.#makeInput(bytes);
     let echo;
@@ -503,20 +612,20 @@ export class TlsBench {
       "ours",
       "Deno.listenTls",
       "Node tls",
-      "socat",
+      "peer",
       "ours/Deno",
       "ours/Node",
-      "ours/socat",
+      "ours/peer",
       "target vs Deno",
       "target vs Node",
     ]];
     for (const row of tlsRows(this.#clientScenario)) {
       const figures = this.results[row.scenario] ?? {};
       const value = (name: string) => median(figures[name], row.metric);
-      const ours = value("tls-ours");
+      const ours = value(row.ours ?? "tls-ours");
       const minimal = value("tls-minimal");
       const node = value("tls-node");
-      const socat = value(row.socat ?? "tls-socat");
+      const peer = row.peer ? value(row.peer) : null;
       const ratio = (other: number | null) =>
         ours !== null && other ? ours / other : null;
       const entry = {
@@ -526,10 +635,11 @@ export class TlsBench {
         ours,
         minimal_deno_listen_tls: minimal,
         node_tls: node,
-        socat,
+        peer: row.peer,
+        peer_value: peer,
         ours_vs_minimal: ratio(minimal),
         ours_vs_node: ratio(node),
-        ours_vs_socat: ratio(socat),
+        ours_vs_peer: ratio(peer),
         target_vs_minimal: verdict(ratio(minimal), row.targetVsMinimal),
         target_vs_node: verdict(ratio(node), row.targetVsNode),
       };
@@ -540,10 +650,10 @@ export class TlsBench {
         format(ours),
         format(minimal),
         format(node),
-        format(socat),
+        format(peer),
         ratio(minimal)?.toFixed(2) ?? "-",
         ratio(node)?.toFixed(2) ?? "-",
-        ratio(socat)?.toFixed(2) ?? "-",
+        ratio(peer)?.toFixed(2) ?? "-",
         entry.target_vs_minimal,
         entry.target_vs_node,
       ]);
@@ -560,6 +670,9 @@ export class TlsBench {
     }
     console.log(
       "TLS rows: P-256 certificate, Node's TLS client as load generator; ours/Deno compares with a bare Deno.listenTls echo loop.",
+    );
+    console.log(
+      "tls-fwd rows: servers/forward.ts --tls against haproxy's bind ssl (one thread), on CPU 0, in front of the C echo on CPU 1 with the load generator.",
     );
     console.log(
       `${this.#clientScenario}: clients/connect.ts --tls against socat OPENSSL (its default 8 KiB buffer; -b 65536), both through the minimal Deno.listenTls echo; the client's wall time (Deno's start included) and CPU.`,
