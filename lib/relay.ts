@@ -11,7 +11,12 @@ import { canonicalAddress } from "./address.ts";
 import { describeConnectFailure } from "./connect_error.ts";
 import { type ByteReader, type ByteWriter, writeAll } from "./io.ts";
 
-const BUFFER_SIZE = 64 * 1024;
+/**
+ * What one read of the input may send: Deno reads stdin from a thread of
+ * its own, one thread hop a read (64 KiB reads cost the client 6% more CPU
+ * sending 100 MB over TLS).
+ */
+const SEND_BUFFER_SIZE = 256 * 1024;
 
 /** A stream socket as {@linkcode relay} needs it. */
 export interface RelayConn extends ByteReader, ByteWriter {
@@ -130,7 +135,7 @@ export async function relay(
   let lastInputMs = performance.now();
 
   const sending = (async () => {
-    const buffer = new Uint8Array(BUFFER_SIZE);
+    const buffer = new Uint8Array(SEND_BUFFER_SIZE);
     while (true) {
       const n = await input.read(buffer);
       lastInputMs = performance.now();
