@@ -196,15 +196,8 @@ export class TlsBench {
     const dir = this.#dir = `${context.results}/tls`;
     const cert = `${dir}/cert.pem`;
     const key = `${dir}/key.pem`;
-    const deno = (script: string, args: string[]) => [
-      Deno.execPath(),
-      "run",
-      "--quiet",
-      "--allow-net=127.0.0.1:{PORT}",
-      `--allow-read=${cert},${key}`,
-      script,
-      ...args,
-    ];
+    const deno = (script: string, args: string[]) =>
+      denoRun(script, "127.0.0.1:{PORT}", `${cert},${key}`, args);
     // Named apart from the plain servers: `--only tls-ours,tls-minimal,tls-node`
     // runs this part alone.
     const servers: Record<string, Target> = {
@@ -260,13 +253,7 @@ export class TlsBench {
       ? {}
       : {
         "tls-ours": {
-          command: [
-            Deno.execPath(),
-            "run",
-            "--quiet",
-            "--allow-net=127.0.0.1:{PORT}",
-            "--allow-read={CA}",
-            "clients/connect.ts",
+          command: denoRun("clients/connect.ts", "127.0.0.1:{PORT}", "{CA}", [
             "--tls",
             "--ca",
             "{CA}",
@@ -274,7 +261,7 @@ export class TlsBench {
             "localhost",
             "127.0.0.1",
             "{PORT}",
-          ],
+          ]),
         },
         "tls-socat": socat([]),
         "tls-socat-64k": socat(["-b", "65536"]),
@@ -396,21 +383,20 @@ export class TlsBench {
       const forwarders: Record<string, Target> = {
         "tls-fwd-ours": {
           label: "ours (servers/forward.ts --tls)",
-          command: [
-            Deno.execPath(),
-            "run",
-            "--quiet",
-            `--allow-net=127.0.0.1:{PORT},${target}`,
-            `--allow-read=${dir}/cert.pem,${dir}/key.pem`,
+          command: denoRun(
             "servers/forward.ts",
-            "--tls",
-            "--cert",
-            `${dir}/cert.pem`,
-            "--key",
-            `${dir}/key.pem`,
-            "tcp://127.0.0.1:{PORT}",
-            `tcp://${target}`,
-          ],
+            `127.0.0.1:{PORT},${target}`,
+            `${dir}/cert.pem,${dir}/key.pem`,
+            [
+              "--tls",
+              "--cert",
+              `${dir}/cert.pem`,
+              "--key",
+              `${dir}/key.pem`,
+              "tcp://127.0.0.1:{PORT}",
+              `tcp://${target}`,
+            ],
+          ),
         },
         "tls-fwd-haproxy": {
           label: "haproxy (nbthread 1, bind ssl)",
@@ -693,6 +679,24 @@ function median(figures: Figure[] | undefined, metric: string): number | null {
 function verdict(ratio: number | null, target: number | undefined): string {
   if (ratio === null || target === undefined) return "";
   return `${ratio >= target ? "met" : "MISSED"} (>=${target})`;
+}
+
+/** `deno run` of one of our scripts with exactly these permissions. */
+function denoRun(
+  script: string,
+  net: string,
+  read: string,
+  args: string[],
+): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "--quiet",
+    `--allow-net=${net}`,
+    `--allow-read=${read}`,
+    script,
+    ...args,
+  ];
 }
 
 /** `0m1.250s`, as bash's `times` prints it, in seconds. */
