@@ -663,6 +663,21 @@ export class TlsBench {
     console.log(
       `${this.#clientScenario}: clients/connect.ts --tls against socat OPENSSL (its default 8 KiB buffer; -b 65536), both through the minimal Deno.listenTls echo; the client's wall time (Deno's start included) and CPU.`,
     );
+    const empty = this.results[this.#clientScenario] ?? {};
+    const start = Object.keys(empty).map((name) => {
+      const wall = median(empty[name], "empty_wall_s");
+      const cpu = median(empty[name], "empty_cpu_ms");
+      return wall === null || cpu === null
+        ? ""
+        : `${name} ${wall.toFixed(3)} s, ${cpu.toFixed(0)} ms CPU`;
+    }).filter(Boolean);
+    if (start.length > 0) {
+      console.log(
+        `Of that, start, handshake and close (the same with nothing sent): ${
+          start.join("; ")
+        }.`,
+      );
+    }
     return table;
   }
 }
