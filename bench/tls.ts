@@ -26,6 +26,8 @@
  * @module
  */
 
+import { makeClientInput, measureClient } from "./tls_client.ts";
+
 /** One measurement: what the load generator printed. */
 type Figure = Record<string, number | string | boolean>;
 
@@ -428,7 +430,7 @@ export class TlsBench {
     const key = this.#clientScenario;
     if (Object.keys(this.#clients).length === 0) return;
     const bytes = (this.#context.quick ? 10 : 100) * 1e6;
-    const input = this.#makeInput(bytes);
+    const input = makeClientInput(`${this.#dir}/client-input.bin`, bytes);
     let echo;
     try {
       echo = await context.startServer(
@@ -453,18 +455,12 @@ export class TlsBench {
           part.replaceAll("{PORT}", String(echo.port))
             .replaceAll("{CA}", `${this.#dir}/ca.pem`)
         );
-        // Nothing first: it warms Deno's module cache, and its time (start,
-        // handshake, close) is the part of the figure that is not TLS data.
-        const empty = await this.#push(command, "/dev/null", 0);
-        const figure = "error" in empty
-          ? empty
-          : await this.#push(command, input, bytes);
-        if (!("error" in figure)) {
-          Object.assign(figure, {
-            empty_wall_s: empty.wall_s,
-            empty_cpu_ms: empty.cpu_ms,
-          });
-        }
+        const figure = await measureClient(context.run, command, {
+          input,
+          output: `${this.#dir}/client-output.bin`,
+          bytes,
+          cpu: 1,
+        });
         if (figure.error) {
           console.error(`bench: ${name} ${key}: ${figure.error}`);
         }
@@ -475,85 +471,12 @@ export class TlsBench {
     }
   }
 
-  /** `bytes` of a pattern in a file, made once: what the clients send. */
-  #makeInput(bytes: number): string {
-    const path = `${this.#dir}/client-input.bin`;
-    try {
-      if (Deno.statSync(path).size === bytes) return path;
-    } catch {
-      // Not made yet.
-    }
-    const chunk = new Uint8Array(1 << 20);
-    for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 7 + 3) % 251;
-    using file = Deno.openSync(path, {
-      write: true,
-      create: true,
-      truncate: true,
-    });
-    for (let left = bytes; left > 0; left -= chunk.length) {
-      const part = chunk.subarray(0, Math.min(left, chunk.length));
-      for (let at = 0; at < part.length;) {
-        at += file.writeSync(part.subarray(at));
-      }
-    }
-    return path;
-  }
-
   async #has(program: string): Promise<boolean> {
     try {
       return (await this.#context.run(["sh", "-c", `command -v ${program}`]))
         .code === 0;
     } catch {
       return false;
-    }
-  }
-
-  /**
-   * Runs `command` on CPU 1 with `input` as stdin and a file as stdout;
-   * its wall time and the CPU time of its process (bash's `times`), once
-   * the file is `input` byte for byte.
-   */
-  async #push(
-    command: string[],
-    input: string,
-    bytes: number,
-  ): Promise<Figure> {
-    const output = `${this.#dir}/client-output.bin`;
-    const script =
-      'in=$1 out=$2; shift 2; t0=$EPOCHREALTIME; "$@" <"$in" >"$out"' +
-      '; code=$?; t1=$EPOCHREALTIME; echo "$t0 $t1"; times; exit $code';
-    try {
-      const result = await this.#context.run(
-        ["bash", "-c", script, "bash", input, output, ...command],
-        { cpu: 1 },
-      );
-      if (result.code !== 0) {
-        return { error: result.stderr.trim() || `exit ${result.code}` };
-      }
-      const received = Deno.statSync(output).size;
-      if (received !== bytes) {
-        return { error: `${received} bytes came back of ${bytes} sent` };
-      }
-      const same = await this.#context.run(["cmp", input, output]);
-      if (same.code !== 0) return { error: same.stdout.trim() || same.stderr };
-      // "T0 T1", then `times`: the shell's user and system time, its children's.
-      const [clock, , children] = result.stdout.trim().split("\n");
-      const [t0, t1] = clock.split(" ").map(Number);
-      const cpuS = children.split(" ").map(seconds)
-        .reduce((a, b) => a + b, 0);
-      const wallS = t1 - t0;
-      const figure: Figure = { bytes, wall_s: wallS, cpu_ms: cpuS * 1000 };
-      if (bytes > 0) {
-        figure.mb_per_s = bytes / 1e6 / wallS;
-        figure.cpu_us = cpuS * 1e6 / (bytes / 1e6);
-      }
-      return figure;
-    } finally {
-      try {
-        Deno.removeSync(output);
-      } catch {
-        // Not written.
-      }
     }
   }
 
@@ -712,13 +635,6 @@ function denoRun(
     script,
     ...args,
   ];
-}
-
-/** `0m1.250s`, as bash's `times` prints it, in seconds. */
-function seconds(text: string): number {
-  const match = /^(\d+)m([\d.]+)s$/.exec(text);
-  if (!match) throw new Error(`unexpected times output: ${text}`);
-  return Number(match[1]) * 60 + Number(match[2]);
 }
 
 function format(value: number | null): string {
