@@ -7,15 +7,15 @@
  * CPU 1. Certificates: a P-256 CA and server certificate made with
  * openssl in `bench/results/tls/`.
  *
- * The client scenario (`tls-client-100mb`, `--only tls-client`) pushes
- * 100 MB (10 with `--quick`) from a file through the minimal TLS echo on
- * CPU 0 and back into a file, with the client on CPU 1: ours,
- * `clients/connect.ts --tls` (the path the forwarder's TLS origination
- * takes too), against `socat - OPENSSL:...` with its default 8 KiB buffer
- * and with `-b 65536` (ours reads 64 KiB at a time). Its figures are the
- * client's: wall time of the whole command (Deno's start included) and the
- * CPU time of the client process (`times`), per MB sent. A reply that is
- * not the input byte for byte is an error, not a figure.
+ * The client scenario (`tls-client-100mb`, `--only tls-client`;
+ * `bench/tls_client.ts`) pushes 100 MB (10 with `--quick`) from a file
+ * through the minimal TLS echo on CPU 0 and back into a file, with the
+ * client on CPU 1: ours, `clients/connect.ts --tls` (its TLS is the
+ * forwarder's `--to-tls` too), against `socat - OPENSSL:...` with its
+ * default 8 KiB buffer and with `-b 65536`. Its figures are the client's:
+ * wall time of the whole command (Deno's start included) and the CPU time
+ * of the client process (`times`), per MB sent. A reply that is not the
+ * input byte for byte is an error, not a figure.
  *
  * The forwarder's TLS termination (`tls-fwd-*`, `--only
  * tls-fwd-ours,tls-fwd-haproxy`): `servers/forward.ts --tls` against
