@@ -59,7 +59,7 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat",
+    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client",
   ),
   family: flag.string(
     "LIST",
@@ -496,15 +496,19 @@ function forwardServers(echoPort: number): Record<string, Target> {
   };
 }
 
+/** The forward family's haproxy configuration, written where it runs it. */
+function writeHaproxyConfig(echoPort: number): void {
+  Deno.writeTextFileSync(HAPROXY_CONFIG, haproxyConfig(echoPort));
+}
+
 /**
  * haproxy's configuration: one thread, `mode tcp`, in front of the echo
- * target; the port comes from the environment (`FWD_PORT`, see
+ * target, `bind` options after the address (`ssl crt FILE` for the TLS
+ * family); the port comes from the environment (`FWD_PORT`, see
  * `forwardServers`), as haproxy expands variables in quoted strings.
  */
-function writeHaproxyConfig(echoPort: number): void {
-  Deno.writeTextFileSync(
-    HAPROXY_CONFIG,
-    `global
+function haproxyConfig(echoPort: number, bind = ""): string {
+  return `global
   nbthread 1
   maxconn ${forwardIdle + 1000}
 defaults
@@ -513,12 +517,11 @@ defaults
   timeout client 1m
   timeout server 1m
 frontend f
-  bind "127.0.0.1:\${FWD_PORT}"
+  bind "127.0.0.1:\${FWD_PORT}"${bind && ` ${bind}`}
   default_backend b
 backend b
   server s 127.0.0.1:${echoPort}
-`,
-  );
+`;
 }
 
 /** The forward family: the C echo target, then each forwarder in front of it. */
@@ -784,7 +787,9 @@ const tls = new TlsBench({
   root: ROOT,
   results: RESULTS,
   seconds,
+  quick,
   only,
+  haproxyConfig,
   run,
   startServer,
   step: (what) => progress.step(what),

@@ -7,8 +7,26 @@
  * CPU 1. Certificates: a P-256 CA and server certificate made with
  * openssl in `bench/results/tls/`.
  *
+ * The client scenario (`tls-client-100mb`, `--only tls-client`;
+ * `bench/tls_client.ts`) pushes 100 MB (10 with `--quick`) from a file
+ * through the minimal TLS echo on CPU 0 and back into a file, with the
+ * client on CPU 1: ours, `clients/connect.ts --tls` (its TLS is the
+ * forwarder's `--to-tls` too), against `socat - OPENSSL:...` with its
+ * default 8 KiB buffer and with `-b 65536`. Its figures are the client's:
+ * wall time of the whole command (Deno's start included) and the CPU time
+ * of the client process (`times`), per MB sent. A reply that is not the
+ * input byte for byte is an error, not a figure.
+ *
+ * The forwarder's TLS termination (`tls-fwd-*`, `--only
+ * tls-fwd-ours,tls-fwd-haproxy`): `servers/forward.ts --tls` against
+ * haproxy (one thread, `bind ... ssl crt`) on CPU 0, in front of the C
+ * echo server on CPU 1 with the load generator, through the same
+ * scenarios as the echo servers.
+ *
  * @module
  */
+
+import { makeClientInput, measureClient } from "./tls_client.ts";
 
 /** One measurement: what the load generator printed. */
 type Figure = Record<string, number | string | boolean>;
@@ -18,6 +36,10 @@ interface Target {
   command: string[];
   /** Shown in the table. */
   label: string;
+  /** CPUs it may use (`taskset -c`). Default `0`. */
+  cpus?: string;
+  /** Ready once its log matches this, or once it accepts. */
+  ready?: RegExp | "connect";
 }
 
 interface Scenario {
@@ -31,7 +53,11 @@ export interface TlsBenchContext {
   root: string;
   results: string;
   seconds: number;
+  /** Smaller counts (the client scenario sends 10 MB, not 100). */
+  quick: boolean;
   only?: string[];
+  /** haproxy's `mode tcp` configuration in front of the echo on `echoPort`. */
+  haproxyConfig(echoPort: number, bind: string): string;
   run(
     command: string[],
     options?: { cpu?: number },
@@ -49,8 +75,32 @@ const SCENARIOS: Scenario[] = [
   { key: "tls-pingpong-32", kind: "pingpong", connections: 32 },
 ];
 
+/** The forwarders' scenarios: the echo servers', through a forwarder. */
+const FORWARD_SCENARIOS: Scenario[] = SCENARIOS.map((scenario) => ({
+  ...scenario,
+  key: scenario.key.replace("tls-", "tls-fwd-"),
+}));
+
+/** A TLS client of the client scenario; `{PORT}` and `{CA}` are replaced. */
+interface Client {
+  command: string[];
+  /** Needs this program (a peer that may be missing). */
+  needs?: string;
+}
+
+/** The client scenario's key and rows: by its size. */
+function clientScenario(quick: boolean): string {
+  return `tls-client-${quick ? 10 : 100}mb`;
+}
+
 interface Row {
   scenario: string;
+  /** Shown instead of `scenario` (it names the peer). */
+  label?: string;
+  /** Whose figures the ours column shows. Default `tls-ours`. */
+  ours?: string;
+  /** Whose figures the peer column shows, if any. */
+  peer?: string;
   metric: string;
   unit: string;
   higherIsBetter: boolean;
@@ -60,7 +110,37 @@ interface Row {
   targetVsNode?: number;
 }
 
-const ROWS: Row[] = [
+function tlsRows(client: string): Row[] {
+  const forward = (row: Row): Row => {
+    const scenario = row.scenario.replace("tls-", "tls-fwd-");
+    return {
+      scenario,
+      label: `${scenario} vs haproxy`,
+      ours: "tls-fwd-ours",
+      peer: "tls-fwd-haproxy",
+      metric: row.metric,
+      unit: row.unit,
+      higherIsBetter: row.higherIsBetter,
+    };
+  };
+  const clientRows = ([peer, label]: string[]): Row[] =>
+    [["mb_per_s", "MB/s"], ["cpu_us", "CPU µs/MB"]].map(([metric, unit]) => ({
+      scenario: client,
+      label: `${client} vs ${label}`,
+      peer,
+      metric,
+      unit,
+      higherIsBetter: metric === "mb_per_s",
+    }));
+  return [
+    ...SERVER_ROWS,
+    ...SERVER_ROWS.filter((row) => row.metric !== "p50_us").map(forward),
+    ...[["tls-socat", "socat"], ["tls-socat-64k", "socat -b 65536"]]
+      .flatMap(clientRows),
+  ];
+}
+
+const SERVER_ROWS: Row[] = [
   {
     scenario: "tls-stream-8",
     metric: "mb_per_s",
@@ -101,9 +181,16 @@ const ROWS: Row[] = [
 export class TlsBench {
   readonly #context: TlsBenchContext;
   readonly #servers: Record<string, Target>;
+  /** The forwarders `--only` keeps (their targets need the echo's port). */
+  readonly #forwarders: string[];
   readonly #dir: string;
+  /** The echo the client scenario's clients talk to. */
+  readonly #clientEcho: Target;
+  /** The client scenario's clients, unless `--only` leaves it out. */
+  readonly #clients: Record<string, Client>;
+  readonly #clientScenario: string;
   #made = false;
-  /** results[scenario][server] = figures of each round. */
+  /** results[scenario][server or client] = figures of each round. */
   readonly results: Record<string, Record<string, Figure[]>> = {};
 
   constructor(context: TlsBenchContext) {
@@ -111,15 +198,8 @@ export class TlsBench {
     const dir = this.#dir = `${context.results}/tls`;
     const cert = `${dir}/cert.pem`;
     const key = `${dir}/key.pem`;
-    const deno = (script: string, args: string[]) => [
-      Deno.execPath(),
-      "run",
-      "--quiet",
-      "--allow-net=127.0.0.1:{PORT}",
-      `--allow-read=${cert},${key}`,
-      script,
-      ...args,
-    ];
+    const deno = (script: string, args: string[]) =>
+      denoRun(script, "127.0.0.1:{PORT}", `${cert},${key}`, args);
     // Named apart from the plain servers: `--only tls-ours,tls-minimal,tls-node`
     // runs this part alone.
     const servers: Record<string, Target> = {
@@ -157,11 +237,44 @@ export class TlsBench {
         !context.only || context.only.includes(name)
       ),
     );
+    this.#forwarders = ["tls-fwd-ours", "tls-fwd-haproxy"].filter((name) =>
+      !context.only || context.only.includes(name)
+    );
+    this.#clientEcho = servers["tls-minimal"];
+    this.#clientScenario = clientScenario(context.quick);
+    const socat = (buffer: string[]): Client => ({
+      // -t: after stdin's end, wait for the echo's last bytes (socat's
+      // default 0.5 s is a guess, the echo's close is what ends it).
+      command: ["socat", ...buffer, "-t", "30", "-"].concat(
+        "OPENSSL:127.0.0.1:{PORT},cafile={CA},commonname=localhost",
+      ),
+      needs: "socat",
+    });
+    // `--only tls-client` runs the client scenario alone.
+    this.#clients = context.only && !context.only.includes("tls-client")
+      ? {}
+      : {
+        "tls-ours": {
+          command: denoRun("clients/connect.ts", "127.0.0.1:{PORT}", "{CA}", [
+            "--tls",
+            "--ca",
+            "{CA}",
+            "--servername",
+            "localhost",
+            "127.0.0.1",
+            "{PORT}",
+          ]),
+        },
+        "tls-socat": socat([]),
+        "tls-socat-64k": socat(["-b", "65536"]),
+      };
   }
 
   /** Measurements a round takes. */
   get measurements(): number {
-    return Object.keys(this.#servers).length * SCENARIOS.length;
+    return Object.keys(this.#servers).length * SCENARIOS.length +
+      this.#forwarders.length * FORWARD_SCENARIOS.length +
+      Object.keys(this.#clients).length;
   }
 
   /** A P-256 CA and a certificate it signed for 127.0.0.1 and localhost. */
@@ -194,15 +307,36 @@ export class TlsBench {
         throw new Error(`openssl ${args[0]} failed:\n${result.stderr}`);
       }
     }
+    // haproxy's `crt`: the certificate and its key in one file.
+    Deno.writeTextFileSync(
+      `${dir}/cert+key.pem`,
+      Deno.readTextFileSync(`${dir}/cert.pem`) +
+        Deno.readTextFileSync(`${dir}/key.pem`),
+    );
     this.#made = true;
   }
 
-  /** Every server once, each through every scenario. */
+  /**
+   * Every server once, each through every scenario; then each forwarder;
+   * then each client.
+   */
   async round(): Promise<void> {
-    const context = this.#context;
-    if (Object.keys(this.#servers).length === 0) return;
+    if (
+      Object.keys(this.#servers).length + this.#forwarders.length +
+          Object.keys(this.#clients).length === 0
+    ) return;
     await this.#makeCertificates();
-    for (const [name, target] of Object.entries(this.#servers)) {
+    await this.#serverRound(this.#servers, SCENARIOS);
+    await this.#forwardRound();
+    await this.#clientRound();
+  }
+
+  async #serverRound(
+    servers: Record<string, Target>,
+    scenarios: Scenario[],
+  ): Promise<void> {
+    const context = this.#context;
+    for (const [name, target] of Object.entries(servers)) {
       let server;
       try {
         server = await context.startServer(name, target, "tls");
@@ -211,7 +345,7 @@ export class TlsBench {
         continue;
       }
       try {
-        for (const scenario of SCENARIOS) {
+        for (const scenario of scenarios) {
           context.step(`${name} ${scenario.key}`);
           const figure = await this.#measure(scenario, server);
           if (figure.error) {
@@ -222,6 +356,127 @@ export class TlsBench {
       } finally {
         await server.stop();
       }
+    }
+  }
+
+  /** The forwarders in front of the C echo server, which runs on CPU 1. */
+  async #forwardRound(): Promise<void> {
+    const context = this.#context;
+    if (this.#forwarders.length === 0) return;
+    let echo;
+    try {
+      echo = await context.startServer("tls-fwd-echo", {
+        label: "C epoll echo (the target)",
+        command: [`${context.results}/bin/cserver`, "echo", "{PORT}"],
+        cpus: "1",
+      }, "tls");
+    } catch (error) {
+      console.error(`bench: ${(error as Error).message}`);
+      return;
+    }
+    try {
+      const dir = this.#dir;
+      const target = `127.0.0.1:${echo.port}`;
+      const config = `${dir}/haproxy-tls.cfg`;
+      Deno.writeTextFileSync(
+        config,
+        context.haproxyConfig(echo.port, `ssl crt ${dir}/cert+key.pem`),
+      );
+      const forwarders: Record<string, Target> = {
+        "tls-fwd-ours": {
+          label: "ours (servers/forward.ts --tls)",
+          command: denoRun(
+            "servers/forward.ts",
+            `127.0.0.1:{PORT},${target}`,
+            `${dir}/cert.pem,${dir}/key.pem`,
+            [
+              "--tls",
+              "--cert",
+              `${dir}/cert.pem`,
+              "--key",
+              `${dir}/key.pem`,
+              "tcp://127.0.0.1:{PORT}",
+              `tcp://${target}`,
+            ],
+          ),
+        },
+        "tls-fwd-haproxy": {
+          label: "haproxy (nbthread 1, bind ssl)",
+          command: ["env", "FWD_PORT={PORT}", "haproxy", "-db", "-f", config],
+          ready: "connect",
+        },
+      };
+      for (const name of this.#forwarders) {
+        if (name === "tls-fwd-haproxy" && !await this.#has("haproxy")) {
+          console.error(`bench: ${name} skipped: haproxy is not installed`);
+          for (const scenario of FORWARD_SCENARIOS) {
+            context.step(`${name} ${scenario.key} skipped`);
+          }
+          continue;
+        }
+        await this.#serverRound(
+          { [name]: forwarders[name] },
+          FORWARD_SCENARIOS,
+        );
+      }
+    } finally {
+      await echo.stop();
+    }
+  }
+
+  /** The client scenario: each client through one echo on CPU 0. */
+  async #clientRound(): Promise<void> {
+    const context = this.#context;
+    const key = this.#clientScenario;
+    if (Object.keys(this.#clients).length === 0) return;
+    const bytes = (this.#context.quick ? 10 : 100) * 1e6;
+    const input = makeClientInput(`${this.#dir}/client-input.bin`, bytes);
+    let echo;
+    try {
+      echo = await context.startServer(
+        "tls-client-echo",
+        this.#clientEcho,
+        "tls",
+      );
+    } catch (error) {
+      console.error(`bench: ${(error as Error).message}`);
+      return;
+    }
+    try {
+      for (const [name, client] of Object.entries(this.#clients)) {
+        context.step(`${name} ${key}`);
+        if (client.needs && !await this.#has(client.needs)) {
+          console.error(
+            `bench: ${name} skipped: ${client.needs} is not installed`,
+          );
+          continue;
+        }
+        const command = client.command.map((part) =>
+          part.replaceAll("{PORT}", String(echo.port))
+            .replaceAll("{CA}", `${this.#dir}/ca.pem`)
+        );
+        const figure = await measureClient(context.run, command, {
+          input,
+          output: `${this.#dir}/client-output.bin`,
+          bytes,
+          cpu: 1,
+        });
+        if (figure.error) {
+          console.error(`bench: ${name} ${key}: ${figure.error}`);
+        }
+        ((this.results[key] ??= {})[name] ??= []).push(figure);
+      }
+    } finally {
+      await echo.stop();
+    }
+  }
+
+  async #has(program: string): Promise<boolean> {
+    try {
+      return (await this.#context.run(["sh", "-c", `command -v ${program}`]))
+        .code === 0;
+    } catch {
+      return false;
     }
   }
 
@@ -266,40 +521,48 @@ export class TlsBench {
       "ours",
       "Deno.listenTls",
       "Node tls",
+      "peer",
       "ours/Deno",
       "ours/Node",
+      "ours/peer",
       "target vs Deno",
       "target vs Node",
     ]];
-    for (const row of ROWS) {
+    for (const row of tlsRows(this.#clientScenario)) {
       const figures = this.results[row.scenario] ?? {};
       const value = (name: string) => median(figures[name], row.metric);
-      const ours = value("tls-ours");
+      const ours = value(row.ours ?? "tls-ours");
       const minimal = value("tls-minimal");
       const node = value("tls-node");
-      const vsMinimal = ours !== null && minimal ? ours / minimal : null;
-      const vsNode = ours !== null && node ? ours / node : null;
+      const peer = row.peer ? value(row.peer) : null;
+      const ratio = (other: number | null) =>
+        ours !== null && other ? ours / other : null;
       const entry = {
-        scenario: row.scenario,
+        scenario: row.label ?? row.scenario,
         metric: row.metric,
         unit: row.unit,
         ours,
         minimal_deno_listen_tls: minimal,
         node_tls: node,
-        ours_vs_minimal: vsMinimal,
-        ours_vs_node: vsNode,
-        target_vs_minimal: verdict(vsMinimal, row.targetVsMinimal),
-        target_vs_node: verdict(vsNode, row.targetVsNode),
+        peer: row.peer,
+        peer_value: peer,
+        ours_vs_minimal: ratio(minimal),
+        ours_vs_node: ratio(node),
+        ours_vs_peer: ratio(peer),
+        target_vs_minimal: verdict(ratio(minimal), row.targetVsMinimal),
+        target_vs_node: verdict(ratio(node), row.targetVsNode),
       };
       table.push(entry);
       lines.push([
-        row.scenario,
+        entry.scenario,
         row.unit,
         format(ours),
         format(minimal),
         format(node),
-        vsMinimal === null ? "-" : vsMinimal.toFixed(2),
-        vsNode === null ? "-" : vsNode.toFixed(2),
+        format(peer),
+        ratio(minimal)?.toFixed(2) ?? "-",
+        ratio(node)?.toFixed(2) ?? "-",
+        ratio(peer)?.toFixed(2) ?? "-",
         entry.target_vs_minimal,
         entry.target_vs_node,
       ]);
@@ -317,6 +580,27 @@ export class TlsBench {
     console.log(
       "TLS rows: P-256 certificate, Node's TLS client as load generator; ours/Deno compares with a bare Deno.listenTls echo loop.",
     );
+    console.log(
+      "tls-fwd rows: servers/forward.ts --tls against haproxy's bind ssl (one thread), on CPU 0, in front of the C echo on CPU 1 with the load generator.",
+    );
+    console.log(
+      `${this.#clientScenario}: clients/connect.ts --tls against socat OPENSSL (its default 8 KiB buffer; -b 65536), both through the minimal Deno.listenTls echo; the client's wall time (Deno's start included) and CPU.`,
+    );
+    const empty = this.results[this.#clientScenario] ?? {};
+    const start = Object.keys(empty).map((name) => {
+      const wall = median(empty[name], "empty_wall_s");
+      const cpu = median(empty[name], "empty_cpu_ms");
+      return wall === null || cpu === null
+        ? ""
+        : `${name} ${wall.toFixed(3)} s, ${cpu.toFixed(0)} ms CPU`;
+    }).filter(Boolean);
+    if (start.length > 0) {
+      console.log(
+        `Of that, start, handshake and close (the same with nothing sent): ${
+          start.join("; ")
+        }.`,
+      );
+    }
     return table;
   }
 }
@@ -333,6 +617,24 @@ function median(figures: Figure[] | undefined, metric: string): number | null {
 function verdict(ratio: number | null, target: number | undefined): string {
   if (ratio === null || target === undefined) return "";
   return `${ratio >= target ? "met" : "MISSED"} (>=${target})`;
+}
+
+/** `deno run` of one of our scripts with exactly these permissions. */
+function denoRun(
+  script: string,
+  net: string,
+  read: string,
+  args: string[],
+): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "--quiet",
+    `--allow-net=${net}`,
+    `--allow-read=${read}`,
+    script,
+    ...args,
+  ];
 }
 
 function format(value: number | null): string {

@@ -11,7 +11,12 @@ import { canonicalAddress } from "./address.ts";
 import { describeConnectFailure } from "./connect_error.ts";
 import { type ByteReader, type ByteWriter, writeAll } from "./io.ts";
 
-const BUFFER_SIZE = 64 * 1024;
+/**
+ * What one read of the input may send: Deno reads stdin from a thread of
+ * its own, one thread hop a read (64 KiB reads cost the client 6% more CPU
+ * sending 100 MB over TLS).
+ */
+const SEND_BUFFER_SIZE = 256 * 1024;
 
 /** A stream socket as {@linkcode relay} needs it. */
 export interface RelayConn extends ByteReader, ByteWriter {
@@ -130,7 +135,7 @@ export async function relay(
   let lastInputMs = performance.now();
 
   const sending = (async () => {
-    const buffer = new Uint8Array(BUFFER_SIZE);
+    const buffer = new Uint8Array(SEND_BUFFER_SIZE);
     while (true) {
       const n = await input.read(buffer);
       lastInputMs = performance.now();
@@ -190,8 +195,21 @@ export async function relay(
 }
 
 /**
+ * Room for what comes while the output is busy: a TLS read hands over one
+ * record (16 KiB) at a time, often in two pieces.
+ */
+const RECEIVE_BUFFER_SIZE = 256 * 1024;
+/** With less room than this left, wait for the output and start over. */
+const MIN_READ_SIZE = 16 * 1024;
+
+/**
  * Copies `conn` to `output` until the peer closes (or `output`'s reader
- * goes away, as `| head` does), counting into `result`.
+ * goes away, as `| head` does), counting into `result`. It goes on reading
+ * while `output` writes what came before, into the same buffer after it,
+ * and then writes all that came meanwhile at once: Deno writes stdout from
+ * a thread of its own, one thread hop a write, and 100 MB over TLS came in
+ * 11,000 reads (a record and its tail), 11,000 writes. An idle output
+ * still gets each read at once.
  */
 async function receive(
   conn: RelayConn,
@@ -199,20 +217,69 @@ async function receive(
   result: RelayResult,
   options: RelayOptions,
 ): Promise<void> {
-  const buffer = new Uint8Array(BUFFER_SIZE);
-  while (true) {
-    const n = await conn.read(buffer).catch((error) => {
-      throw connectionFailure(error, options);
-    });
-    if (n === null) return;
-    try {
-      await writeAll(output, buffer.subarray(0, n));
-    } catch (error) {
-      if (error instanceof Deno.errors.BrokenPipe) return; // `| head`
-      throw error;
+  const buffer = new Uint8Array(RECEIVE_BUFFER_SIZE);
+  let filled = 0; // Bytes read into `buffer`...
+  let written = 0; // ...and of them, written to `output`.
+  let draining = false;
+  let drained: Promise<void> = Promise.resolve();
+  let failure: { error: unknown } | undefined;
+  let outputGone!: () => void;
+  const gone = new Promise<null>((resolve) => outputGone = () => resolve(null));
+  let stopped = false;
+
+  // Writes until all that was read is written; `draining` turns false in
+  // the same turn as the last check, so a read after it starts a new one.
+  const drain = () => {
+    if (draining) return;
+    draining = true;
+    drained = (async () => {
+      try {
+        while (written < filled && !stopped) {
+          const end = filled;
+          try {
+            await writeAll(output, buffer.subarray(written, end));
+          } catch (error) {
+            // `| head` went away: done, quietly; anything else is thrown.
+            if (!(error instanceof Deno.errors.BrokenPipe)) failure = { error };
+            stopped = true;
+            outputGone();
+            return;
+          }
+          result.bytesReceived += end - written;
+          written = end;
+        }
+      } finally {
+        draining = false;
+      }
+    })();
+  };
+
+  while (!stopped) {
+    if (written === filled && !draining) {
+      written = filled = 0;
+    } else if (buffer.byteLength - filled < MIN_READ_SIZE) {
+      await drained;
+      if (stopped) break;
+      written = filled = 0;
     }
-    result.bytesReceived += n;
+    const reading = conn.read(buffer.subarray(filled));
+    let n: number | null;
+    try {
+      n = await Promise.race([reading, gone]);
+    } catch (error) {
+      await drained;
+      throw connectionFailure(error, options);
+    }
+    if (stopped) {
+      reading.catch(() => {}); // The caller closes `conn`.
+      break;
+    }
+    if (n === null) break;
+    filled += n;
+    drain();
   }
+  await drained;
+  if (failure) throw failure.error;
 }
 
 /** A datagram socket as {@linkcode relayDatagrams} needs it. */

@@ -278,6 +278,12 @@ export class Workspace implements AsyncDisposable {
       ]);
       assertEquals(copied.code, 0, copied.stderr);
     }
+    // Of bench/, the one script the README runs.
+    await Deno.mkdir(`${space.work}/bench`);
+    await Deno.copyFile(
+      repoPath("bench/listentls_repro.ts"),
+      `${space.work}/bench/listentls_repro.ts`,
+    );
     // Without the workspace's other members: the copy is the package.
     const config = JSON.parse(await Deno.readTextFile(repoPath("deno.json")));
     await Deno.writeTextFile(
