@@ -247,6 +247,7 @@ export {
   readProxyHeader,
   type ReadProxyHeaderOptions,
 } from "./lib/proxy_protocol.ts";
+export { crc32c } from "./lib/crc32c.ts";
 export {
   splice,
   type SpliceConn,
@@ -284,6 +285,7 @@ export {
   HelpRequested,
   parseCommandLine,
   pickFlags,
+  positiveSecondsFlag,
   secondsFlag,
   UsageError,
 } from "./lib/cli.ts";

@@ -195,11 +195,17 @@ class ConnectionRate implements AccessPolicy {
   explain(line: string): string {
     const refused = this.refused;
     this.refused = undefined;
-    const tail = `refused ${refused?.peer}: not allowed`;
-    if (!refused || !line.endsWith(tail)) return line;
+    if (!refused || !line.includes(refused.peer)) return line;
+    // `refused PEER: not allowed`, or with `--accept-proxy` the closing
+    // line of the connection whose header named PEER.
+    const end = [
+      ": not allowed",
+      ": not allowed (the address in its PROXY header)",
+    ].find((end) => line.endsWith(end));
+    if (end === undefined) return line;
     return `${
-      line.slice(0, -"not allowed".length)
-    }over ${this.perSecond} new connections/s from ${refused.source} (--rate)`;
+      line.slice(0, -end.length)
+    }: over ${this.perSecond} new connections/s from ${refused.source} (--rate)`;
   }
 }
 

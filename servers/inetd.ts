@@ -288,6 +288,8 @@ const FLAGS = {
     "udp-rate",
     "allow",
     "deny",
+    "accept-proxy",
+    "proxy-timeout",
   ),
 };
 
