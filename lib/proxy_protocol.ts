@@ -550,11 +550,16 @@ export async function readProxyHeader(
     : deadline.signal;
   let buffer = new Uint8Array(MAX_V1_HEADER_BYTES);
   let length = 0;
-  // Counts what arrives, so a failure can show it.
+  // Counts what arrives, so a failure can show it, and checks it at once:
+  // a short line of garbage ("hi\n", then waiting for an answer) fails
+  // now, not at the deadline.
   const counting: ByteReader = {
     read: async (p) => {
       const n = await conn.read(p);
-      if (n !== null) length += n;
+      if (n !== null) {
+        length += n;
+        bytesStillNeeded(buffer.subarray(0, length), maxBytes);
+      }
       return n;
     },
   };
