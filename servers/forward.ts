@@ -64,15 +64,19 @@
  * it. `--send-proxy v1` writes the text header (`PROXY TCP4 192.0.2.1
  * 198.51.100.7 51234 80\r\n`), `--send-proxy v2` the binary one, before
  * anything else (before TLS with `--to-tls`), as haproxy's `send-proxy` and
- * `send-proxy-v2`. `--accept-proxy` requires one (either version) from each
- * client, within 5 s and at most 4 KiB: a missing or bad header closes the
- * connection with a log line, and from then on the log line and
- * `--allow`/`--deny` use the client address it carries (a header that
- * carries none, v1 `UNKNOWN` or v2 `LOCAL`, leaves the connection's own).
- * Chained, a forwarder with `--accept-proxy --send-proxy` passes the
- * original client on. Accept headers only from your own proxies: anyone who
- * can send one picks the address you will believe, so listen where only
- * they can reach.
+ * `send-proxy-v2`. `--accept-proxy`, which every stream server here takes
+ * (the server core reads the header: the README's "PROXY protocol"),
+ * requires one (either version) from each client, within `--proxy-timeout`
+ * (5 s) and at most 4 KiB, before TLS with `--tls`: a missing or bad header
+ * closes the connection with a log line, and from then on the log lines,
+ * `--allow`/`--deny` and `--per-source` use the client address it carries
+ * (a header that carries none, v1 `UNKNOWN` or v2 `LOCAL`, leaves the
+ * connection's own), e.g. `closed 127.0.0.1:41234 (5 bytes in, 5 bytes
+ * out) for 203.0.113.7:5555 (PROXY v1) to 127.0.0.1:15000, 0.004 s, client
+ * closed first`. Chained, a forwarder with `--accept-proxy --send-proxy`
+ * passes the original client on (and the address it reached). Accept
+ * headers only from your own proxies: anyone who can send one picks the
+ * address you will believe, so listen where only they can reach.
  *
  * @module
  */
