@@ -430,6 +430,36 @@ Deno.test("exec.ts --accept-proxy: TCPREMOTE* and TCPLOCAL* come from the header
   );
 });
 
+Deno.test("exec.ts --accept-proxy --rate 1 counts the header's client, and says so when it refuses one", async () => {
+  await using exec = await startExec([program("env.sh")], [
+    "--accept-proxy",
+    "--rate",
+    "1",
+  ]);
+  const served = async (source: string) => {
+    using conn = await connectWith(exec.port, header(1, source));
+    await conn.closeWrite();
+    return { env: decode(await untilClosed(conn)), port: localPort(conn) };
+  };
+  assertStringIncludes(
+    (await served("192.0.2.1")).env,
+    "TCPREMOTEIP=192.0.2.1",
+  );
+  // The same client within the second: refused, with the reason.
+  const refused = await served("192.0.2.1");
+  assertEquals(refused.env, "");
+  await exec.proc.waitForStderr(
+    new RegExp(
+      `^closed 127\\.0\\.0\\.1:${refused.port} \\(0 bytes in, 0 bytes out\\) for 192\\.0\\.2\\.1:4000 \\(PROXY v1\\): over 1 new connections/s from 192\\.0\\.2\\.1 \\(--rate\\)$`,
+    ),
+  );
+  // Another client behind the same proxy is not counted with it.
+  assertStringIncludes(
+    (await served("192.0.2.2")).env,
+    "TCPREMOTEIP=192.0.2.2",
+  );
+});
+
 Deno.test("echo.ts --unix PATH --accept-proxy reads the header on a Unix socket too", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sockets-accept-proxy-" });
   const path = `${dir}/echo.sock`;
