@@ -37,7 +37,7 @@ import {
   type ScriptProcess,
   startServer,
 } from "./_helpers.ts";
-import { program, startExec } from "./_exec.ts";
+import { program, readToEof, startExec } from "./_exec.ts";
 
 const ECHO = "servers/echo.ts";
 const encode = (s: string) => new TextEncoder().encode(s);
@@ -82,13 +82,15 @@ function localPort(conn: Deno.Conn): number {
   return (conn.localAddr as Deno.NetAddr).port;
 }
 
-/** Resolves once the server closed `conn` (EOF or reset), with what it sent. */
-async function untilClosed(conn: Deno.Conn): Promise<Uint8Array> {
-  try {
-    return await readAll(conn);
-  } catch {
-    return new Uint8Array(0); // A reset.
-  }
+/**
+ * What the server sent `conn` until it closed it (a reset, as when it
+ * closes with bytes unread, counts as closed); fails after 5 s.
+ */
+function untilClosed(conn: Deno.Conn): Promise<Uint8Array> {
+  return readToEof(conn).catch((error) => {
+    if (error instanceof Deno.errors.ConnectionReset) return new Uint8Array(0);
+    throw error;
+  });
 }
 
 /** The server's stderr lines about the connection from local port `port`. */
