@@ -373,6 +373,20 @@ Deno.test("readProxyHeader() reads exactly the header, however the bytes arrive,
   );
 });
 
+/** A reader that gives `text` in one read, then nothing more, ever. */
+function sendsThenWaits(text: string) {
+  let sent = false;
+  return {
+    read(p: Uint8Array): Promise<number | null> {
+      if (sent) return new Promise(() => {});
+      sent = true;
+      const bytes = encode(text);
+      p.set(bytes);
+      return Promise.resolve(bytes.byteLength);
+    },
+  };
+}
+
 Deno.test("readProxyHeader() fails on garbage at the first bytes, on an early end, at its deadline, and over its size limit", async () => {
   const garbage = chunkedReader(encode("SSH-2.0-OpenSSH_9.2p1\r\n"), []);
   await assertRejects(
@@ -391,34 +405,16 @@ Deno.test("readProxyHeader() fails on garbage at the first bytes, on an early en
     ProxyHeaderError,
     "closed before sending a PROXY header",
   );
-  // A reader that gives 3 bytes, then nothing more (a silent client).
-  let given = false;
-  const silent = {
-    read(p: Uint8Array): Promise<number | null> {
-      if (given) return new Promise(() => {});
-      given = true;
-      p.set(encode("PRO"));
-      return Promise.resolve(3);
-    },
-  };
+  // A client that sends "PRO", then nothing more.
   await assertRejects(
-    () => readProxyHeader(silent, { deadlineMs: 50 }),
+    () => readProxyHeader(sendsThenWaits("PRO"), { deadlineMs: 50 }),
     ProxyHeaderError,
     "no PROXY header within 0.05 s (got 'PRO')",
   );
   // A short line of garbage, then waiting (a client that did not know
   // about the proxy): refused at once, not at the deadline.
-  let sent = false;
-  const talker = {
-    read(p: Uint8Array): Promise<number | null> {
-      if (sent) return new Promise(() => {});
-      sent = true;
-      p.set(encode("hi\n"));
-      return Promise.resolve(3);
-    },
-  };
   await assertRejects(
-    () => readProxyHeader(talker, { deadlineMs: 50 }),
+    () => readProxyHeader(sendsThenWaits("hi\n"), { deadlineMs: 50 }),
     ProxyHeaderError,
     "not a PROXY protocol header: got 'hi\\n'",
   );
