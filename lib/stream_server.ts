@@ -62,9 +62,9 @@ class Connection implements ConnectionContext {
   readonly peer: string;
   /** Its source for `perSource` ({@linkcode sourceKey}), when counted. */
   source?: string;
-  proxyHeader?: ProxyHeader;
-  /** With `acceptProxy`: ` for CLIENT (PROXY v1)`, for its log lines. */
-  via = "";
+  // `declare`d, not initialised: no field on the connections of a server
+  // without `acceptProxy`.
+  declare proxyHeader?: ProxyHeader;
   idleTicks = 0;
   bytesIn = 0;
   bytesOut = 0;
@@ -83,6 +83,15 @@ class Connection implements ConnectionContext {
 
   get localAddr(): Deno.Addr {
     return this.proxyHeader?.destination ?? this.conn.localAddr;
+  }
+
+  /** With `acceptProxy`: ` for CLIENT (PROXY v1)`, for its log lines. */
+  get via(): string {
+    const header = this.proxyHeader;
+    if (!header) return "";
+    return ` for ${formatAddr(this.remoteAddr)} (PROXY v${header.version}${
+      header.command === "proxy" ? "" : ", own address"
+    })`;
   }
 
   active(): void {
@@ -423,13 +432,9 @@ export class StreamServer extends BaseServer {
     }
     connection.proxyHeader = header;
     const client = connection.remoteAddr;
-    const proxied = header.command === "proxy";
-    connection.via = ` for ${formatAddr(client)} (PROXY v${header.version}${
-      proxied ? "" : ", own address"
-    })`;
     let refusal: string | undefined;
     if (this.#access && !this.#access.allows(client)) {
-      refusal = proxied
+      refusal = header.command === "proxy"
         ? "not allowed (the address in its PROXY header)"
         : "not allowed";
     } else if (this.#perSource > 0) {
