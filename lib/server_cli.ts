@@ -309,7 +309,7 @@ const SHARED_SERVER_FLAGS = {
     flag.boolean(
       `read a PROXY protocol header (v1 or v2, at most ${
         formatBytes(DEFAULT_MAX_PROXY_HEADER_BYTES)
-      }) from\neach client first, as haproxy's send-proxy writes; logs,\n--allow/--deny and --per-source then use the client\naddress it carries (listen where only your proxies reach)`,
+      }) from\neach client first, as haproxy's send-proxy writes; logs,\naccess lists and per-source limits then use the client\naddress it carries (listen where only your proxies reach)`,
     ),
   ),
   "proxy-timeout": on(
