@@ -249,6 +249,7 @@ export {
   readProxyHeader,
   type ReadProxyHeaderOptions,
 } from "./lib/proxy_protocol.ts";
+export { crc32c } from "./lib/crc32c.ts";
 export {
   splice,
   type SpliceConn,
@@ -286,6 +287,7 @@ export {
   HelpRequested,
   parseCommandLine,
   pickFlags,
+  positiveSecondsFlag,
   secondsFlag,
   UsageError,
 } from "./lib/cli.ts";

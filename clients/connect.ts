@@ -105,6 +105,7 @@ import {
   MAX_SMALL_FILE_BYTES,
   MIN_ATTEMPT_DELAY_MS,
   parseCommandLine,
+  positiveSecondsFlag,
   readCaFile,
   relay,
   relayDatagrams,
@@ -346,7 +347,7 @@ const FLAGS = {
     `TCP: give up connecting after S seconds (default:\nnever); UDP: after stdin ends, exit once no reply\nhas come for S seconds (default ${
       DEFAULT_UDP_QUIET_MS / 1000
     })`,
-    positiveSeconds,
+    positiveSecondsFlag,
   ),
   "attempt-delay": flag.custom(
     "S",
@@ -396,16 +397,6 @@ function socketPath(text: string, name: string): string {
     throw new UsageError(`invalid socket path '${text}' for ${name}`);
   }
   return text;
-}
-
-function positiveSeconds(text: string, name: string): number {
-  const ms = secondsFlag(name, text);
-  if (ms === 0) {
-    throw new UsageError(
-      `invalid value '${text}' for ${name}: expected more than 0 seconds`,
-    );
-  }
-  return ms;
 }
 
 function attemptDelay(text: string, name: string): number {

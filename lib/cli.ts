@@ -151,6 +151,29 @@ export function secondsFlag(name: string, text: string): number {
   return seconds > 0 ? Math.max(1, Math.round(seconds * 1000)) : 0;
 }
 
+/**
+ * {@linkcode secondsFlag} for a duration that must not be 0 (a timeout
+ * with no "off"): milliseconds, or {@linkcode UsageError} naming the flag.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals, assertThrows } from "@std/assert";
+ * import { positiveSecondsFlag, UsageError } from "./cli.ts";
+ *
+ * assertEquals(positiveSecondsFlag("0.5", "--timeout"), 500);
+ * assertThrows(() => positiveSecondsFlag("0", "--timeout"), UsageError, "more than 0");
+ * ```
+ */
+export function positiveSecondsFlag(text: string, name: string): number {
+  const ms = secondsFlag(name, text);
+  if (ms === 0) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected more than 0 seconds`,
+    );
+  }
+  return ms;
+}
+
 function stringValue(text: string, name: string): string {
   if (text === "" || text.includes("\0")) {
     throw new UsageError(`invalid value '${text}' for ${name}: it is empty`);

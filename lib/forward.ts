@@ -8,18 +8,15 @@
  * @module
  */
 
-import type { SecureContext } from "node:tls";
-import type { AccessPolicy } from "./access.ts";
 import type { ConnectionContext } from "./server_options.ts";
 import { describeConnectFailure, formatSeconds } from "./connect_error.ts";
 import { dialHost } from "./dial.ts";
 import { type Endpoint, formatAddr } from "./endpoint.ts";
 import { writeAll } from "./io.ts";
 import { type KeepAliveConfig, setKeepAlive } from "./keepalive.ts";
-import { encodeProxyHeader, readProxyHeader } from "./proxy_protocol.ts";
+import { encodeProxyHeader } from "./proxy_protocol.ts";
 import { splice, type SpliceConn } from "./splice.ts";
 import { startClientTls } from "./tls_client.ts";
-import { NodeTlsConn } from "./tls_node.ts";
 
 /** How the forwarder speaks TLS to its target (`--to-tls`). */
 export interface ForwardTlsOptions {
@@ -32,9 +29,10 @@ export interface ForwardTlsOptions {
 }
 
 /**
- * What forwarding each client takes, decided once for a server: where to,
- * how, and (with `--accept-proxy`) what the server core left to the
- * handler because the PROXY header comes first.
+ * What forwarding each client takes, decided once for a server: where to
+ * and how. (A PROXY header from the client, `--accept-proxy`, is the
+ * server core's: the handler gets the client it names as
+ * `context.remoteAddr`.)
  */
 export interface ForwardPlan {
   /** Where each client goes: `tcp://` (dialled by Happy Eyeballs) or `unix:`. */
@@ -47,14 +45,6 @@ export interface ForwardPlan {
   sendProxy?: 1 | 2;
   /** TCP keepalive on the connection to the target too. */
   keepAlive?: KeepAliveConfig | boolean;
-  /** Read a PROXY header from each client first, within this many ms. */
-  proxyHeaderTimeoutMs?: number;
-  /** With a PROXY header: who may connect, judged by the address it carries. */
-  access?: AccessPolicy;
-  /** With a PROXY header: serve TLS, started after it. */
-  tls?: SecureContext;
-  /** With `tls`: the handshake's deadline, in ms. */
-  handshakeTimeoutMs: number;
 }
 
 function closeQuietly(conn: { close(): void }): void {
@@ -125,48 +115,13 @@ async function dialTarget(
   return { conn: tls, address, warning };
 }
 
-/** `acceptProxy` with TLS: the handshake, after the header, bounded. */
-async function startServerTls(
-  conn: Deno.Conn,
-  plan: ForwardPlan,
-): Promise<Deno.TlsConn> {
-  const tls = new NodeTlsConn(conn, { server: plan.tls! });
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    await Promise.race([
-      tls.handshake(),
-      new Promise((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new Error(
-                `no TLS handshake within ${
-                  formatSeconds(plan.handshakeTimeoutMs)
-                }`,
-              ),
-            ),
-          plan.handshakeTimeoutMs,
-        );
-      }),
-    ]);
-  } catch (error) {
-    closeQuietly(tls);
-    throw new Error(
-      `TLS handshake failed: ${(error as Error).message.split("\n")[0]}`,
-    );
-  } finally {
-    clearTimeout(timer);
-  }
-  return tls;
-}
-
 /**
- * Forwards one accepted client as `plan` says: reads its PROXY header
- * first when asked (then judges and logs the address it carries, and
- * starts TLS), dials the target for it, joins the two with
- * {@linkcode splice}, and sets the byte counts and `context.note` (`to
- * TARGET, DURATION, WHY`) for the server core's closing line. Throws the
- * one-line failure (a refused target, a bad header...) for that line.
+ * Forwards one accepted client as `plan` says: dials the target for it
+ * (with a PROXY header for `context.remoteAddr`, the client, when asked),
+ * joins the two with {@linkcode splice}, and sets the byte counts and
+ * `context.note` (`to TARGET, DURATION, WHY`) for the server core's
+ * closing line. Throws the one-line failure (a refused target...) for
+ * that line.
  *
  * @example As a server's stream handler
  * ```ts
@@ -179,7 +134,6 @@ async function startServerTls(
  * const plan = {
  *   target: { transport: "tcp" as const, hostname: "127.0.0.1", port: echo.addr.port },
  *   connectTimeoutMs: 1000,
- *   handshakeTimeoutMs: 1000,
  * };
  * await using server = serve({
  *   name: "forward",
@@ -201,41 +155,14 @@ export async function forwardConnection(
   plan: ForwardPlan,
 ): Promise<void> {
   const began = performance.now();
-  let source: Deno.Addr = conn.remoteAddr;
-  let destination: Deno.Addr = conn.localAddr;
-  let client: Deno.Conn = conn;
-  const notes: string[] = [];
-  if (plan.proxyHeaderTimeoutMs !== undefined) {
-    const header = await readProxyHeader(conn, {
-      deadlineMs: plan.proxyHeaderTimeoutMs,
-    });
-    if (header.source && header.destination) {
-      source = header.source;
-      destination = header.destination;
-    }
-    notes.push(
-      `for ${formatAddr(source)} (PROXY v${header.version}${
-        header.command === "local" ? ", own address" : ""
-      })`,
-    );
-    context.note = notes.join(" ");
-    if (plan.access && !plan.access.allows(source)) {
-      throw new Error("not allowed (the address in its PROXY header)");
-    }
-    if (plan.tls) client = await startServerTls(conn, plan);
-  }
-  if ("setNoDelay" in client) (client as Deno.TcpConn).setNoDelay(true);
-  const target = await dialTarget(plan, source, destination);
-  const result = await splice(client, target.conn, {
+  if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+  const target = await dialTarget(plan, context.remoteAddr, context.localAddr);
+  const result = await splice(conn, target.conn, {
     onActivity: () => context.active(),
   });
   context.bytesIn = result.bytesToTarget;
   context.bytesOut = result.bytesToClient;
-  notes.push(
-    `to ${target.address}, ${
-      formatSeconds(performance.now() - began)
-    }, ${result.end}`,
-  );
-  if (target.warning) notes.push(target.warning);
-  context.note = notes.join(" ");
+  context.note = `to ${target.address}, ${
+    formatSeconds(performance.now() - began)
+  }, ${result.end}${target.warning ? ` ${target.warning}` : ""}`;
 }

@@ -257,15 +257,21 @@ export class FloodLog {
   readonly #log: Log;
   readonly #label: string;
   readonly #intervalMs: number;
+  readonly #what: string;
   #windowStart = -Infinity;
   #suppressed = 0;
   #timer?: ReturnType<typeof setTimeout>;
 
-  /** Logs to `log`, each line starting with `label`, one per `intervalMs`. */
-  constructor(log: Log, label: string, intervalMs = 1000) {
+  /**
+   * Logs to `log`, each line starting with `label`, one per `intervalMs`;
+   * `what`, if given, says what the count counts (`refused 41 more
+   * WHAT (counted...)`) where the label alone would not.
+   */
+  constructor(log: Log, label: string, intervalMs = 1000, what = "") {
     this.#log = log;
     this.#label = label;
     this.#intervalMs = intervalMs;
+    this.#what = what && ` ${what}`;
   }
 
   /** Records one event; logs it or counts it. */
@@ -300,7 +306,7 @@ export class FloodLog {
     this.#timer = undefined;
     if (this.#suppressed > 0) {
       this.#log(
-        `${this.#label} ${this.#suppressed} more (counted, not logged one by one)`,
+        `${this.#label} ${this.#suppressed} more${this.#what} (counted, not logged one by one)`,
       );
       this.#suppressed = 0;
     }

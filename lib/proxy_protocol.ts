@@ -22,6 +22,7 @@
 
 import { parseIPv4, parseIPv6, unmapIPv4 } from "./address.ts";
 import { formatSeconds } from "./connect_error.ts";
+import { crc32c } from "./crc32c.ts";
 import { type ByteReader, readExactInto, UnexpectedEofError } from "./io.ts";
 
 /** The 12 bytes every version 2 header starts with. */
@@ -46,6 +47,8 @@ export const MAX_V1_HEADER_BYTES = 107;
 /** Version 1: `PROXY UNKNOWN\r\n`, the shortest line. */
 const MIN_V1_HEADER_BYTES = 15;
 const V1_PREFIX = "PROXY ";
+/** The TLV holding a CRC32C of the whole header (spec section 2.2.3). */
+const PP2_TYPE_CRC32C = 0x03;
 /** Bytes of an address block: IPv4, IPv6, Unix (two addresses, two ports). */
 const V2_ADDRESS_BYTES = { 1: 12, 2: 36, 3: 216 } as const;
 const UNIX_PATH_BYTES = 108;
@@ -248,7 +251,9 @@ function checkV1Length(bytes: Uint8Array, needed: number): number {
  * in the family named (no leading zeros in IPv4), ports 0 to 65535 without
  * leading zeros, CRLF. Version 2: version 2, command `LOCAL` or `PROXY`,
  * a known family (IPv4, IPv6, Unix; stream or datagram; or `UNSPEC`), an
- * address block as long as its family needs and well-formed TLVs.
+ * address block as long as its family needs, well-formed TLVs, and a
+ * `PP2_TYPE_CRC32C` TLV, if one is there, that matches the header (its
+ * CRC32C, computed with the TLV's 4 bytes zeroed).
  *
  * @example
  * ```ts
@@ -381,6 +386,7 @@ function parseV2(header: Uint8Array): ProxyHeader {
     );
   }
   const tlvs = parseTlvs(block.subarray(addressBytes), bad);
+  checkCrc32c(header, V2_FIXED + addressBytes, bad);
   const result: ProxyHeader = {
     version: 2,
     command: "local",
@@ -439,6 +445,43 @@ function parseTlvs(
     at += 3 + length;
   }
   return tlvs;
+}
+
+/**
+ * A `PP2_TYPE_CRC32C` TLV, if there is one, must hold the CRC32C of the
+ * whole header with its own 4 bytes zeroed (the spec: a receiver that
+ * checks it treats a mismatch as an invalid connection). `at`: where the
+ * TLVs start; they are well-formed already.
+ */
+function checkCrc32c(
+  header: Uint8Array,
+  at: number,
+  bad: (what: string) => ProxyHeaderError,
+): void {
+  while (at < header.byteLength) {
+    const length = (header[at + 1] << 8) | header[at + 2];
+    if (header[at] === PP2_TYPE_CRC32C) {
+      if (length !== 4) throw bad(`a CRC32C TLV of ${length} bytes (not 4)`);
+      const value = at + 3;
+      const view = new DataView(header.buffer, header.byteOffset);
+      const sent = view.getUint32(value);
+      const zeroed = header.slice();
+      zeroed.fill(0, value, value + 4);
+      const computed = crc32c(zeroed);
+      if (computed !== sent) {
+        throw bad(
+          `CRC32C mismatch (header says 0x${hex32(sent)}, computed 0x${
+            hex32(computed)
+          })`,
+        );
+      }
+    }
+    at += 3 + length;
+  }
+}
+
+function hex32(n: number): string {
+  return n.toString(16).padStart(8, "0");
 }
 
 /** Options for {@linkcode readProxyHeader}. */
@@ -507,11 +550,16 @@ export async function readProxyHeader(
     : deadline.signal;
   let buffer = new Uint8Array(MAX_V1_HEADER_BYTES);
   let length = 0;
-  // Counts what arrives, so a failure can show it.
+  // Counts what arrives, so a failure can show it, and checks it at once:
+  // a short line of garbage ("hi\n", then waiting for an answer) fails
+  // now, not at the deadline.
   const counting: ByteReader = {
     read: async (p) => {
       const n = await conn.read(p);
-      if (n !== null) length += n;
+      if (n !== null) {
+        length += n;
+        bytesStillNeeded(buffer.subarray(0, length), maxBytes);
+      }
       return n;
     },
   };

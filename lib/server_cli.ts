@@ -16,11 +16,16 @@ import {
   flag,
   type FlagValues,
   integerFlag,
+  positiveSecondsFlag,
   UsageError,
 } from "./cli.ts";
 import type { Transport } from "./endpoint.ts";
 import { KEEPALIVE_LIMITS, type KeepAliveConfig } from "./keepalive.ts";
 import { stderrLog } from "./log.ts";
+import {
+  DEFAULT_MAX_PROXY_HEADER_BYTES,
+  DEFAULT_PROXY_HEADER_TIMEOUT_MS,
+} from "./proxy_protocol.ts";
 import { listeningLine } from "./server.ts";
 import {
   DEFAULT_GRACE_MS,
@@ -170,6 +175,10 @@ export type ServerFlags = {
   readonly cert: ServerFlag<string, false>;
   /** `--key FILE` */
   readonly key: ServerFlag<string, false>;
+  /** `--accept-proxy` */
+  readonly "accept-proxy": ServerFlag<boolean, true>;
+  /** `--proxy-timeout S`, in milliseconds */
+  readonly "proxy-timeout": ServerFlag<number, false>;
   /** `--keepalive K`; `off` is `undefined` */
   readonly keepalive: ServerFlag<KeepAliveConfig | undefined, false>;
   /** `--workers N|auto` */
@@ -293,6 +302,23 @@ const SHARED_SERVER_FLAGS = {
       `TLS: PEM private key (needs --allow-read=FILE;\na regular file of at most ${
         formatBytes(MAX_SMALL_FILE_BYTES)
       })`,
+    ),
+  ),
+  "accept-proxy": on(
+    STREAM,
+    flag.boolean(
+      `read a PROXY protocol header (v1 or v2, at most ${
+        formatBytes(DEFAULT_MAX_PROXY_HEADER_BYTES)
+      }) from\neach client first, as haproxy's send-proxy writes; logs,\naccess lists and per-source limits then use the client\naddress it carries (listen where only your proxies reach)`,
+    ),
+  ),
+  "proxy-timeout": on(
+    STREAM,
+    flag.custom(
+      "S",
+      "--accept-proxy: close a client whose header has not\ncome within S seconds {default}",
+      positiveSecondsFlag,
+      { shown: String(DEFAULT_PROXY_HEADER_TIMEOUT_MS / 1000) },
     ),
   ),
   keepalive: on(
@@ -423,6 +449,13 @@ export function serverOptionsFromFlags(
   set("idleTimeoutMs", values["idle-timeout"]);
   set("gracePeriodMs", values.grace);
   set("keepAlive", values.keepalive);
+  if (values["accept-proxy"]) options.acceptProxy = true;
+  if (values["proxy-timeout"] !== undefined) {
+    if (!values["accept-proxy"]) {
+      throw new UsageError("--proxy-timeout needs --accept-proxy");
+    }
+    options.proxyHeaderTimeoutMs = values["proxy-timeout"];
+  }
   set("workers", values.workers);
   if (values["allow-low-ports"]) options.allowLowPorts = true;
   set("udpRatePerSecond", values["udp-rate"]);

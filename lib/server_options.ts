@@ -13,6 +13,7 @@ import type { AccessPolicy } from "./access.ts";
 import type { Transport } from "./endpoint.ts";
 import type { KeepAliveConfig } from "./keepalive.ts";
 import type { Log } from "./log.ts";
+import type { ProxyHeader } from "./proxy_protocol.ts";
 import type { TlsCertificate } from "./tls.ts";
 
 /** A running server (or a group of them, see {@linkcode combineServers}). */
@@ -99,6 +100,26 @@ export interface ServerOptions {
    */
   handshakeTimeoutMs?: number;
   /**
+   * Stream servers (TCP, Unix): read a PROXY protocol header (v1 or v2,
+   * see `lib/proxy_protocol.ts`) from each connection first, before the
+   * access check, TLS and `perSource`, which then judge the client address
+   * it carries; so do the log lines (`accepted PEER for CLIENT (PROXY
+   * v1)`) and the handler's `context.remoteAddr`. A header that says
+   * `LOCAL` (v2) or `UNKNOWN` (v1) leaves the connection's own addresses.
+   * A missing, bad or slow header (see `proxyHeaderTimeoutMs`; at most
+   * `DEFAULT_MAX_PROXY_HEADER_BYTES`) closes the connection with one log
+   * line (rate-limited); the bytes after the header are the handler's.
+   * Only for a server that only proxies you trust can reach: a header
+   * chooses the address the server believes. Default `false`.
+   */
+  acceptProxy?: boolean;
+  /**
+   * `acceptProxy`: the whole header must have arrived this many ms after
+   * the connection was accepted. Default `DEFAULT_PROXY_HEADER_TIMEOUT_MS`
+   * (5000).
+   */
+  proxyHeaderTimeoutMs?: number;
+  /**
    * TCP keepalive on every accepted connection (`true`: on with the
    * system's timing; a config also tunes it, which needs `--allow-ffi`, see
    * {@linkcode setKeepAlive}). A peer that stops answering the probes is
@@ -149,8 +170,24 @@ export interface ServerOptions {
 
 /** What a stream handler learns about its connection. */
 export interface ConnectionContext {
-  /** The peer, formatted for logs (`127.0.0.1:5000`). */
+  /**
+   * The peer, formatted for logs (`127.0.0.1:5000`): the socket's, the
+   * proxy's with `acceptProxy` (the log lines add `for CLIENT`).
+   */
   readonly peer: string;
+  /**
+   * The client: the connection's peer, or with `acceptProxy` the source
+   * its PROXY header carries (unless the header says `LOCAL`/`UNKNOWN`).
+   */
+  readonly remoteAddr: Deno.Addr;
+  /**
+   * The address the client connected to: the connection's own, or with
+   * `acceptProxy` the destination its PROXY header carries (the proxy's
+   * address the client reached).
+   */
+  readonly localAddr: Deno.Addr;
+  /** With `acceptProxy`: the header the connection started with. */
+  readonly proxyHeader?: ProxyHeader;
   /** Call after moving data, so the idle timeout starts again. */
   active(): void;
   /** Bytes received, for the closing log line; handlers add to it. */

@@ -320,7 +320,10 @@ export async function runProgram(
       args: [...(spec.args ?? [])],
       env: {
         ...spec.env,
-        ...connectionEnv(conn.localAddr, conn.remoteAddr),
+        // Behind a proxy (`acceptProxy`): the client and the address it
+        // reached, from the PROXY header, as tcpserver listening there
+        // would have set them.
+        ...connectionEnv(context.localAddr, context.remoteAddr),
       },
       clearEnv: spec.clearEnv ?? false,
       stdin: "piped",

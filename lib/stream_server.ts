@@ -4,6 +4,9 @@
  * does), refusals before anything is read (access list, connections per
  * source, connection limit), TLS started only after them, a cheap idle
  * timeout, and a graceful stop that waits for connections in flight.
+ * With `acceptProxy`, each connection's PROXY protocol header is read
+ * first, and the access list and the count per source judge the client
+ * it names, after it.
  *
  * @module
  */
@@ -20,6 +23,11 @@ import {
 } from "./keepalive.ts";
 import { FloodLog } from "./log.ts";
 import { withoutOsError } from "./os_error.ts";
+import {
+  DEFAULT_PROXY_HEADER_TIMEOUT_MS,
+  type ProxyHeader,
+  readProxyHeader,
+} from "./proxy_protocol.ts";
 import type { AccessPolicy } from "./access.ts";
 import { BaseServer } from "./server_base.ts";
 import {
@@ -49,10 +57,14 @@ export interface GroupShare {
 }
 
 class Connection implements ConnectionContext {
-  readonly conn: Deno.Conn;
+  /** The connection; with `acceptProxy` and TLS, the TLS one once started. */
+  conn: Deno.Conn;
   readonly peer: string;
   /** Its source for `perSource` ({@linkcode sourceKey}), when counted. */
-  readonly source?: string;
+  source?: string;
+  // `declare`d, not initialised: no field on the connections of a server
+  // without `acceptProxy`.
+  declare proxyHeader?: ProxyHeader;
   idleTicks = 0;
   bytesIn = 0;
   bytesOut = 0;
@@ -63,6 +75,23 @@ class Connection implements ConnectionContext {
     this.conn = conn;
     this.peer = formatAddr(conn.remoteAddr);
     this.source = source;
+  }
+
+  get remoteAddr(): Deno.Addr {
+    return this.proxyHeader?.source ?? this.conn.remoteAddr;
+  }
+
+  get localAddr(): Deno.Addr {
+    return this.proxyHeader?.destination ?? this.conn.localAddr;
+  }
+
+  /** With `acceptProxy`: ` for CLIENT (PROXY v1)`, for its log lines. */
+  get via(): string {
+    const header = this.proxyHeader;
+    if (!header) return "";
+    return ` for ${formatAddr(this.remoteAddr)} (PROXY v${header.version}${
+      header.command === "proxy" ? "" : ", own address"
+    })`;
   }
 
   active(): void {
@@ -104,6 +133,14 @@ export class StreamServer extends BaseServer {
     `${this.prefix}TLS handshake failed:`,
   );
   readonly #abortedEarly = new FloodLog(this.log, `${this.prefix}dropped`);
+  readonly #badProxyHeader = new FloodLog(
+    this.log,
+    `${this.prefix}closed`,
+    undefined,
+    "without a valid PROXY header",
+  );
+  /** `acceptProxy`: the header's deadline, in ms; unset without it. */
+  readonly #proxyHeaderTimeoutMs?: number;
   /** Set for TLS: the handshake deadline, in ms. */
   readonly #handshakeTimeoutMs?: number;
   readonly #tlsContext?: ReturnType<typeof tlsServerContext>;
@@ -155,6 +192,17 @@ export class StreamServer extends BaseServer {
         `perSource must be a whole number, 0 or more: ${options.perSource}`,
       );
     }
+    const proxyHeaderTimeoutMs = options.acceptProxy
+      ? options.proxyHeaderTimeoutMs ?? DEFAULT_PROXY_HEADER_TIMEOUT_MS
+      : undefined;
+    if (
+      proxyHeaderTimeoutMs !== undefined &&
+      !(proxyHeaderTimeoutMs > 0 && Number.isFinite(proxyHeaderTimeoutMs))
+    ) {
+      throw new RangeError(
+        `proxyHeaderTimeoutMs must be more than 0: ${options.proxyHeaderTimeoutMs}`,
+      );
+    }
     const binding = bindStream(service, transport, options, !!group);
     let shared: Int32Array | undefined;
     const ready = group
@@ -171,6 +219,7 @@ export class StreamServer extends BaseServer {
     this.#access = options.access;
     this.#keepAlive = keepAlive;
     this.#perSource = perSource;
+    this.#proxyHeaderTimeoutMs = proxyHeaderTimeoutMs;
     if (options.tls) {
       this.#handshakeTimeoutMs = options.handshakeTimeoutMs ??
         DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -256,6 +305,17 @@ export class StreamServer extends BaseServer {
         conn.close();
         break;
       }
+      if (this.#proxyHeaderTimeoutMs !== undefined) {
+        // The client's address comes in its PROXY header: only the
+        // server's own limit now, the rest once that is read.
+        if (this.#refusesFull(conn)) {
+          conn.close();
+          continue;
+        }
+        if (this.#keepAlive) this.#setKeepAlive(conn, this.#keepAlive);
+        this.#handle(new Connection(conn));
+        continue;
+      }
       const source = this.#perSource > 0
         ? sourceKey(conn.remoteAddr)
         : undefined;
@@ -309,27 +369,90 @@ export class StreamServer extends BaseServer {
    * many from its source, or the server full (each logged, counted).
    */
   #refuses(conn: Deno.Conn, source: string | undefined): boolean {
-    const peer = () => formatAddr(conn.remoteAddr);
     if (this.#access && !this.#access.allows(conn.remoteAddr)) {
-      this.#refusedAccess.event(`${peer()}: not allowed`);
+      this.#refusedAccess.event(`${formatAddr(conn.remoteAddr)}: not allowed`);
       return true;
     }
+    const tooMany = this.#tooManyFrom(source);
+    if (tooMany !== undefined) {
+      this.#refusedSource.event(`${formatAddr(conn.remoteAddr)}: ${tooMany}`);
+      return true;
+    }
+    return this.#refusesFull(conn);
+  }
+
+  /** Whether the server is full (logged, counted). */
+  #refusesFull(conn: Deno.Conn): boolean {
+    if (this.#open() < this.#maxConnections) return false;
+    this.#refusedFull.event(
+      `${
+        formatAddr(conn.remoteAddr)
+      }: too many connections (max ${this.#maxConnections})`,
+    );
+    return true;
+  }
+
+  /** Why `source` may not have another connection, if it may not. */
+  #tooManyFrom(source: string | undefined): string | undefined {
     if (
-      source !== undefined &&
-      (this.#bySource.get(source) ?? 0) >= this.#perSource
+      source === undefined ||
+      (this.#bySource.get(source) ?? 0) < this.#perSource
     ) {
-      this.#refusedSource.event(
-        `${peer()}: too many connections from ${source} (max ${this.#perSource} per source)`,
-      );
-      return true;
+      return undefined;
     }
-    if (this.#open() >= this.#maxConnections) {
-      this.#refusedFull.event(
-        `${peer()}: too many connections (max ${this.#maxConnections})`,
-      );
-      return true;
+    return `too many connections from ${source} (max ${this.#perSource} per source)`;
+  }
+
+  /**
+   * `acceptProxy`: reads the connection's PROXY header, then judges the
+   * client it names as {@linkcode StreamServer.#refuses} judges a peer
+   * (access list, then its source's count), and starts TLS. Whether the
+   * connection goes on; if not, it was logged in one line: a bad header
+   * rate-limited, as anyone who reaches the port can send one; a refused
+   * client as its closing line, as a header comes from a trusted proxy.
+   */
+  async #admitProxied(connection: Connection): Promise<boolean> {
+    let header: ProxyHeader;
+    try {
+      header = await readProxyHeader(connection.conn, {
+        deadlineMs: this.#proxyHeaderTimeoutMs,
+      });
+    } catch (error) {
+      // Closed by shutdown or the idle sweep: that logged already.
+      if (!connection.closed) {
+        this.#badProxyHeader.event(
+          `${connection.peer} (0 bytes in, 0 bytes out): ${
+            withoutOsError((error as Error).message)
+          }`,
+        );
+      }
+      return false;
     }
-    return false;
+    connection.proxyHeader = header;
+    const client = connection.remoteAddr;
+    let refusal: string | undefined;
+    if (this.#access && !this.#access.allows(client)) {
+      refusal = header.command === "proxy"
+        ? "not allowed (the address in its PROXY header)"
+        : "not allowed";
+    } else if (this.#perSource > 0) {
+      const source = sourceKey(client);
+      refusal = this.#tooManyFrom(source);
+      if (refusal === undefined) {
+        connection.source = source;
+        this.#bySource.set(source, (this.#bySource.get(source) ?? 0) + 1);
+      }
+    }
+    if (refusal !== undefined) {
+      this.log(
+        `${this.prefix}closed ${connection.peer} (0 bytes in, 0 bytes out)${connection.via}: ${refusal}`,
+      );
+      return false;
+    }
+    if (this.#tlsContext) {
+      connection.conn = startServerTls(connection.conn, this.#tlsContext);
+    }
+    return true;
   }
 
   #setKeepAlive(conn: Deno.Conn, config: KeepAliveConfig): void {
@@ -353,18 +476,23 @@ export class StreamServer extends BaseServer {
 
   async #handle(connection: Connection): Promise<void> {
     this.#track(connection);
+    if (
+      this.#proxyHeaderTimeoutMs !== undefined &&
+      !(await this.#admitProxied(connection))
+    ) {
+      this.#drop(connection);
+      return;
+    }
     if (this.#handshakeTimeoutMs !== undefined) {
       const failure = await this.#handshake(connection);
       if (failure !== undefined) {
         // Closed by shutdown or the idle sweep: that logged already.
         if (!connection.closed) this.#handshakeFailed.event(failure);
-        connection.close();
-        this.#untrack(connection);
-        if (this.#connections.size === 0) this.#drained?.();
+        this.#drop(connection);
         return;
       }
     }
-    this.log(`${this.prefix}accepted ${connection.peer}`);
+    this.log(`${this.prefix}accepted ${connection.peer}${connection.via}`);
     let failure = "";
     try {
       await this.#handler(connection.conn, connection);
@@ -379,12 +507,19 @@ export class StreamServer extends BaseServer {
       connection.close();
       this.#untrack(connection);
       this.log(
-        `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${
+        `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${connection.via}${
           connection.note ? ` ${connection.note}` : ""
         }${cut ? "" : failure}`,
       );
       if (this.#connections.size === 0) this.#drained?.();
     }
+  }
+
+  /** Ends a connection the handler never got (its failure logged already). */
+  #drop(connection: Connection): void {
+    connection.close();
+    this.#untrack(connection);
+    if (this.#connections.size === 0) this.#drained?.();
   }
 
   /**
@@ -394,13 +529,14 @@ export class StreamServer extends BaseServer {
    */
   async #handshake(connection: Connection): Promise<string | undefined> {
     const conn = connection.conn as Deno.TlsConn;
+    const who = connection.peer + connection.via;
     const timeoutMs = this.#handshakeTimeoutMs!;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<string>((resolve) =>
       timer = setTimeout(
         () =>
           resolve(
-            `${connection.peer}: no handshake within ${timeoutMs / 1000} s`,
+            `${who}: no handshake within ${timeoutMs / 1000} s`,
           ),
         timeoutMs,
       )
@@ -409,8 +545,7 @@ export class StreamServer extends BaseServer {
       return await Promise.race([
         conn.handshake().then(
           () => undefined,
-          (error: Error) =>
-            `${connection.peer}: ${withoutOsError(error.message)}`,
+          (error: Error) => `${who}: ${withoutOsError(error.message)}`,
         ),
         timedOut,
       ]);
@@ -524,5 +659,6 @@ export class StreamServer extends BaseServer {
     this.#refusedSource.flush();
     this.#handshakeFailed.flush();
     this.#abortedEarly.flush();
+    this.#badProxyHeader.flush();
   }
 }

@@ -103,7 +103,7 @@ export function acceptService(
     name: "accept",
     defaultPort: ACCEPT_PORT,
     async stream(conn, context) {
-      const addr = conn.remoteAddr;
+      const addr = context.remoteAddr;
       const line = encoder.encode(
         "hostname" in addr
           ? clientLine(addr.hostname)
@@ -223,6 +223,8 @@ const FLAGS = {
     "tls",
     "cert",
     "key",
+    "accept-proxy",
+    "proxy-timeout",
   ),
 };
 

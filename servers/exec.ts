@@ -39,13 +39,18 @@
  * | variable | value |
  * |---|---|
  * | `PROTO` | `TCP`; `TCP6` for an IPv6 client; `UNIX` with `--unix` |
- * | `TCPLOCALIP`, `TCPLOCALPORT` | the server's address and port for this connection |
- * | `TCPREMOTEIP`, `TCPREMOTEPORT` | the client's (an IPv4-mapped IPv6 address as IPv4) |
+ * | `TCPLOCALIP`, `TCPLOCALPORT` | the server's address and port for this connection; with `--accept-proxy`, the address the client reached on the proxy (the header's destination) |
+ * | `TCPREMOTEIP`, `TCPREMOTEPORT` | the client's (an IPv4-mapped IPv6 address as IPv4); with `--accept-proxy`, the client in the PROXY header |
  * | `TCP6LOCALIP` ... `TCP6REMOTEPORT` | IPv6 clients: the same values again, as tcpserver's IPv6 build sets them |
  * | `UNIXLOCALPATH`, `UNIXLOCALPID` | `--unix`: the socket path, the server's pid (as ucspi-unix) |
  *
  * No name lookups (tcpserver `-H -R` with no `-l`): `TCPLOCALHOST`,
  * `TCPREMOTEHOST` and `TCPREMOTEINFO` are not set (add one with `--env`).
+ * Behind haproxy (`send-proxy`) with `--accept-proxy`, the program sees
+ * what tcpserver listening where haproxy does would set: the client and
+ * the address it connected to, not haproxy's connection (a `LOCAL` header,
+ * haproxy's health check, leaves the connection's own); `--allow`,
+ * `--deny`, `--per-source` and `--rate` judge that client too.
  *
  * Life cycle: the client's EOF closes the program's stdin (half-close);
  * the program closing stdout half-closes the connection; the program
@@ -196,11 +201,17 @@ class ConnectionRate implements AccessPolicy {
   explain(line: string): string {
     const refused = this.refused;
     this.refused = undefined;
-    const tail = `refused ${refused?.peer}: not allowed`;
-    if (!refused || !line.endsWith(tail)) return line;
+    if (!refused || !line.includes(refused.peer)) return line;
+    // `refused PEER: not allowed`, or with `--accept-proxy` the closing
+    // line of the connection whose header named PEER.
+    const end = [
+      ": not allowed",
+      ": not allowed (the address in its PROXY header)",
+    ].find((end) => line.endsWith(end));
+    if (end === undefined) return line;
     return `${
-      line.slice(0, -"not allowed".length)
-    }over ${this.perSecond} new connections/s from ${refused.source} (--rate)`;
+      line.slice(0, -end.length)
+    }: over ${this.perSecond} new connections/s from ${refused.source} (--rate)`;
   }
 }
 
@@ -390,7 +401,8 @@ Environment: the server's (none with --clear-env), then each --env, then
 the connection's, as tcpserver names them: PROTO=TCP, TCPLOCALIP,
 TCPLOCALPORT, TCPREMOTEIP, TCPREMOTEPORT (IPv4-mapped shown as IPv4); an
 IPv6 client: PROTO=TCP6 and each again as TCP6LOCALIP... TCP6REMOTEPORT;
---unix: PROTO=UNIX, UNIXLOCALPATH, UNIXLOCALPID. No name lookups.
+--unix: PROTO=UNIX, UNIXLOCALPATH, UNIXLOCALPID. No name lookups. With
+--accept-proxy: the client and the address it reached, from the header.
 
 Life cycle: the client's EOF closes the program's stdin; the program
 closing stdout half-closes the connection; its exit ends the connection

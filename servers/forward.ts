@@ -64,15 +64,19 @@
  * it. `--send-proxy v1` writes the text header (`PROXY TCP4 192.0.2.1
  * 198.51.100.7 51234 80\r\n`), `--send-proxy v2` the binary one, before
  * anything else (before TLS with `--to-tls`), as haproxy's `send-proxy` and
- * `send-proxy-v2`. `--accept-proxy` requires one (either version) from each
- * client, within 5 s and at most 4 KiB: a missing or bad header closes the
- * connection with a log line, and from then on the log line and
- * `--allow`/`--deny` use the client address it carries (a header that
- * carries none, v1 `UNKNOWN` or v2 `LOCAL`, leaves the connection's own).
- * Chained, a forwarder with `--accept-proxy --send-proxy` passes the
- * original client on. Accept headers only from your own proxies: anyone who
- * can send one picks the address you will believe, so listen where only
- * they can reach.
+ * `send-proxy-v2`. `--accept-proxy`, which every stream server here takes
+ * (the server core reads the header: the README's "PROXY protocol"),
+ * requires one (either version) from each client, within `--proxy-timeout`
+ * (5 s) and at most 4 KiB, before TLS with `--tls`: a missing or bad header
+ * closes the connection with a log line, and from then on the log lines,
+ * `--allow`/`--deny` and `--per-source` use the client address it carries
+ * (a header that carries none, v1 `UNKNOWN` or v2 `LOCAL`, leaves the
+ * connection's own), e.g. `closed 127.0.0.1:41234 (5 bytes in, 5 bytes
+ * out) for 203.0.113.7:5555 (PROXY v1) to 127.0.0.1:15000, 0.004 s, client
+ * closed first`. Chained, a forwarder with `--accept-proxy --send-proxy`
+ * passes the original client on (and the address it reached). Accept
+ * headers only from your own proxies: anyone who can send one picks the
+ * address you will believe, so listen where only they can reach.
  *
  * @module
  */
@@ -84,23 +88,20 @@ import {
   EndpointError,
   flag,
   flagsHelp,
-  formatAddr,
   formatBytes,
-  ListenError,
   MAX_SMALL_FILE_BYTES,
   parseCommandLine,
   parseEndpoint,
+  positiveSecondsFlag,
   readCaFile,
   runMain,
   runServers,
-  secondsFlag,
   serve,
   type Server,
   serverFlags,
   type ServerFlagValues,
   type ServerOptions,
   serverOptionsFromFlags,
-  type TlsCertificate,
   UsageError,
 } from "../mod.ts";
 import { workerPlace } from "../lib/workers.ts";
@@ -110,14 +111,9 @@ import {
   type ForwardTlsOptions,
 } from "../lib/forward.ts";
 import {
-  DEFAULT_MAX_PROXY_HEADER_BYTES,
-  DEFAULT_PROXY_HEADER_TIMEOUT_MS,
-} from "../lib/proxy_protocol.ts";
-import {
   SPLICE_BUFFER_BYTES,
   SPLICE_IDLE_BUFFER_BYTES,
 } from "../lib/splice.ts";
-import { checkTlsCertificate, tlsServerContext } from "../lib/tls_node.ts";
 import {
   DEFAULT_UDP_SESSION_TIMEOUT_MS,
   DEFAULT_UDP_SESSIONS,
@@ -129,8 +125,6 @@ export type { ForwardTlsOptions };
 
 /** How long dialling TARGET (resolving included) may take, by default, in ms. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
-
-const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** Options for {@linkcode serveForward}: where to listen, as any server's, and more. */
 export interface ForwardOptions extends ServerOptions {
@@ -146,15 +140,12 @@ export interface ForwardOptions extends ServerOptions {
   connectTimeoutMs?: number;
   /** Speak TLS to the target (a `tcp://` one). */
   targetTls?: ForwardTlsOptions;
-  /** Write a PROXY protocol header of this version to the target first. */
-  sendProxy?: 1 | 2;
   /**
-   * Require a PROXY protocol header (v1 or v2) from each client; logs and
-   * `access` then use the address it carries. Stream listeners only.
+   * Write a PROXY protocol header of this version to the target first,
+   * for the client (with `acceptProxy`, the one the client's own header
+   * names).
    */
-  acceptProxy?: boolean;
-  /** `acceptProxy`: how long the header may take. Default 5000 ms. */
-  proxyHeaderTimeoutMs?: number;
+  sendProxy?: 1 | 2;
   /** UDP: a session idle this long ends. Default 30000 ms. */
   udpSessionTimeoutMs?: number;
 }
@@ -225,52 +216,12 @@ export function serveForward(options: ForwardOptions): Server {
     targetTls: options.targetTls,
     sendProxy: options.sendProxy,
     keepAlive: target.transport === "tcp" ? options.keepAlive : undefined,
-    handshakeTimeoutMs: options.handshakeTimeoutMs ??
-      DEFAULT_HANDSHAKE_TIMEOUT_MS,
   };
-  const serverOptions: ServerOptions = { ...options };
-  let certificate: TlsCertificate | undefined;
-  if (options.acceptProxy) {
-    // The header comes before anything else, TLS included, and carries the
-    // address to check: the server core must neither start TLS nor check
-    // the connection's own address; the handler does both, after it.
-    plan.proxyHeaderTimeoutMs = options.proxyHeaderTimeoutMs ??
-      DEFAULT_PROXY_HEADER_TIMEOUT_MS;
-    plan.access = options.access;
-    delete serverOptions.access;
-    if (options.tls) {
-      certificate = options.tls;
-      plan.tls = tlsServerContext(options.tls);
-      delete serverOptions.tls;
-    }
-  }
-  const server = serve({
+  return serve({
     name: "forward",
     defaultPort: 0,
     stream: (conn, context) => forwardConnection(conn, context, plan),
-  }, serverOptions);
-  if (!certificate) return server;
-  // What the server core checks at start with `tls`: a key that does not
-  // fit its certificate is one error now, not one per client.
-  const checked = checkTlsCertificate(certificate).catch((error) => {
-    server.shutdown();
-    const address = formatAddr(server.addr);
-    throw new ListenError(
-      `cannot serve TLS on ${address}: certificate and key do not work together (does the key match the certificate?): ${
-        (error as Error).message.split("\n")[0]
-      }`,
-      address,
-      error,
-    );
-  });
-  checked.catch(() => {});
-  return {
-    addr: server.addr,
-    ready: Promise.all([server.ready, checked]).then(() => {}),
-    finished: server.finished,
-    shutdown: () => server.shutdown(),
-    [Symbol.asyncDispose]: () => server.shutdown(),
-  };
+  }, options);
 }
 
 const {
@@ -297,21 +248,11 @@ function proxyVersion(text: string, name: string): 1 | 2 {
   );
 }
 
-function positiveSeconds(text: string, name: string): number {
-  const ms = secondsFlag(name, text);
-  if (ms === 0) {
-    throw new UsageError(
-      `invalid value '${text}' for ${name}: expected more than 0 seconds`,
-    );
-  }
-  return ms;
-}
-
 const FLAGS = {
   "connect-timeout": flag.custom(
     "S",
     "give up dialling TARGET (resolving and TLS included)\nafter S seconds {default}",
-    positiveSeconds,
+    positiveSecondsFlag,
     { shown: String(DEFAULT_CONNECT_TIMEOUT_MS / 1000) },
   ),
   "to-tls": flag.boolean(
@@ -334,17 +275,10 @@ const FLAGS = {
     "write a PROXY protocol header (v1 or v2) to TARGET\nfirst, carrying the client's address",
     proxyVersion,
   ),
-  "accept-proxy": flag.boolean(
-    `require a PROXY protocol header (v1 or v2) from each\nclient, within ${
-      DEFAULT_PROXY_HEADER_TIMEOUT_MS / 1000
-    } s and at most ${
-      formatBytes(DEFAULT_MAX_PROXY_HEADER_BYTES)
-    }; logs and\n--allow/--deny then use the address it carries`,
-  ),
   "udp-session-timeout": flag.custom(
     "S",
     "UDP: end a client's session idle for S seconds {default}",
-    positiveSeconds,
+    positiveSecondsFlag,
     { shown: String(DEFAULT_UDP_SESSION_TIMEOUT_MS / 1000) },
   ),
   ...COMMON_FLAGS,
@@ -477,6 +411,7 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     "to-tls",
     "send-proxy",
     "accept-proxy",
+    "proxy-timeout",
   ] as const;
   for (const name of streamOnly) {
     if (udp && values[name]) {
@@ -506,7 +441,6 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     target,
     connectTimeoutMs: values["connect-timeout"],
     sendProxy: values["send-proxy"],
-    acceptProxy: values["accept-proxy"],
     udpSessionTimeoutMs: values["udp-session-timeout"],
   };
   if (udp && maxConnections !== undefined) {

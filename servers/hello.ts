@@ -108,8 +108,9 @@ export function helloService(
     defaultHostname: HELLO_HOSTNAME,
     async stream(conn, context) {
       try {
-        const ip = "hostname" in conn.remoteAddr
-          ? unmapIPv4(conn.remoteAddr.hostname)
+        const client = context.remoteAddr;
+        const ip = "hostname" in client
+          ? unmapIPv4(client.hostname)
           : context.peer;
         await writeAll(
           output,
@@ -188,6 +189,8 @@ const FLAGS = {
     "tls",
     "cert",
     "key",
+    "accept-proxy",
+    "proxy-timeout",
   ),
 };
 

@@ -414,6 +414,8 @@ const FLAGS = {
     "udp-rate",
     "allow",
     "deny",
+    "accept-proxy",
+    "proxy-timeout",
   ),
 };
 

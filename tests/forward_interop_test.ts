@@ -16,6 +16,7 @@ import {
 } from "@std/assert";
 import { concat } from "@std/bytes";
 import { readExact, writeAll } from "../mod.ts";
+import { startHaproxy } from "./_haproxy.ts";
 import {
   assertSameBytes,
   freePort,
@@ -276,48 +277,6 @@ Deno.test({
     assertSameBytes(await reading, data);
   },
 });
-
-/** Whether a TCP socket listens on 127.0.0.1:`port` (from /proc/net/tcp). */
-function isListening(port: number): boolean {
-  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
-  return Deno.readTextFileSync("/proc/net/tcp").split("\n").some((line) => {
-    const fields = line.trim().split(/\s+/);
-    return fields[1] === local && fields[3] === "0A";
-  });
-}
-
-/**
- * haproxy on one thread, in the foreground, with `config` after the
- * defaults; resolves once it listens on `port`.
- */
-async function startHaproxy(
-  port: number,
-  config: string,
-): Promise<ScriptProcess & AsyncDisposable> {
-  const dir = await Deno.makeTempDir({ prefix: "sockets-haproxy-" });
-  const file = `${dir}/haproxy.cfg`;
-  await Deno.writeTextFile(
-    file,
-    `global
-  nbthread 1
-  maxconn 1000
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-${config}`,
-  );
-  const proc = spawn("haproxy", { args: ["-db", "-V", "-f", file] });
-  try {
-    // haproxy prints no address: wait until the kernel lists its socket
-    // as listening (a probe connection would reach the target).
-    await proc.until(() => isListening(port), "haproxy to listen");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-  return proc;
-}
 
 for (const send of ["send-proxy", "send-proxy-v2"]) {
   Deno.test({

@@ -8,6 +8,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import { concat } from "@std/bytes";
 import fc from "fast-check";
 import {
+  crc32c,
   encodeProxyHeader,
   parseIPv6,
   parseProxyHeader,
@@ -166,6 +167,67 @@ Deno.test("parseProxyHeader() reads v2 LOCAL, UNSPEC, Unix paths and TLVs", () =
   assertEquals(header.byteLength, unix.byteLength);
 });
 
+Deno.test("crc32c() gives the check value and RFC 3720's test vectors (B.4)", () => {
+  assertEquals(crc32c(encode("123456789")), 0xe3069283);
+  assertEquals(crc32c(new Uint8Array(0)), 0);
+  assertEquals(crc32c(new Uint8Array(32)), 0x8a9136aa);
+  assertEquals(crc32c(new Uint8Array(32).fill(0xff)), 0x62a8ab43);
+  assertEquals(
+    crc32c(Uint8Array.from({ length: 32 }, (_, i) => i)),
+    0x46dd794e,
+  );
+  assertEquals(
+    crc32c(Uint8Array.from({ length: 32 }, (_, i) => 31 - i)),
+    0x113fdb5c,
+  );
+});
+
+/**
+ * A v2 header for 192.0.2.1:4000 with a PP2_TYPE_CRC32C TLV, its value
+ * computed as the spec says (big-endian, as haproxy writes it).
+ */
+function withCrc32c(): Uint8Array {
+  const base = encodeProxyHeader(2, {
+    source: tcp("192.0.2.1", 4000),
+    destination: tcp("198.51.100.7", 443),
+  });
+  const header = concat([base, new Uint8Array([0x03, 0, 4, 0, 0, 0, 0])]);
+  const view = new DataView(header.buffer);
+  view.setUint16(14, header.byteLength - 16);
+  view.setUint32(header.byteLength - 4, crc32c(header));
+  return header;
+}
+
+Deno.test("parseProxyHeader() checks a v2 header's CRC32C TLV, and refuses a header that does not match it", () => {
+  const good = withCrc32c();
+  const header = parseProxyHeader(good)!;
+  assertEquals(header.source, tcp("192.0.2.1", 4000));
+  assertEquals(header.tlvs.map((t) => t.type), [0x03]);
+  // One address bit changed in transit.
+  const flipped = good.slice();
+  flipped[16] ^= 0x01;
+  assertThrows(
+    () => parseProxyHeader(flipped),
+    ProxyHeaderError,
+    "bad PROXY v2 header: CRC32C mismatch (header says 0x",
+  );
+  // The checksum itself wrong.
+  const wrong = good.slice();
+  wrong[wrong.byteLength - 1] ^= 0xff;
+  assertThrows(() => parseProxyHeader(wrong), ProxyHeaderError, "CRC32C");
+  // A CRC32C TLV that is not 4 bytes long.
+  const short = concat([
+    good.subarray(0, 16 + 12),
+    new Uint8Array([0x03, 0, 3, 1, 2, 3]),
+  ]);
+  new DataView(short.buffer).setUint16(14, short.byteLength - 16);
+  assertThrows(
+    () => parseProxyHeader(short),
+    ProxyHeaderError,
+    "a CRC32C TLV of 3 bytes (not 4)",
+  );
+});
+
 Deno.test("parseProxyHeader() refuses what the spec says to drop, naming what is wrong", () => {
   const v2 = (head: number[], block: number[]) =>
     new Uint8Array([...SIGNATURE, ...head, 0, block.length, ...block]);
@@ -311,6 +373,20 @@ Deno.test("readProxyHeader() reads exactly the header, however the bytes arrive,
   );
 });
 
+/** A reader that gives `text` in one read, then nothing more, ever. */
+function sendsThenWaits(text: string) {
+  let sent = false;
+  return {
+    read(p: Uint8Array): Promise<number | null> {
+      if (sent) return new Promise(() => {});
+      sent = true;
+      const bytes = encode(text);
+      p.set(bytes);
+      return Promise.resolve(bytes.byteLength);
+    },
+  };
+}
+
 Deno.test("readProxyHeader() fails on garbage at the first bytes, on an early end, at its deadline, and over its size limit", async () => {
   const garbage = chunkedReader(encode("SSH-2.0-OpenSSH_9.2p1\r\n"), []);
   await assertRejects(
@@ -329,20 +405,18 @@ Deno.test("readProxyHeader() fails on garbage at the first bytes, on an early en
     ProxyHeaderError,
     "closed before sending a PROXY header",
   );
-  // A reader that gives 3 bytes, then nothing more (a silent client).
-  let given = false;
-  const silent = {
-    read(p: Uint8Array): Promise<number | null> {
-      if (given) return new Promise(() => {});
-      given = true;
-      p.set(encode("PRO"));
-      return Promise.resolve(3);
-    },
-  };
+  // A client that sends "PRO", then nothing more.
   await assertRejects(
-    () => readProxyHeader(silent, { deadlineMs: 50 }),
+    () => readProxyHeader(sendsThenWaits("PRO"), { deadlineMs: 50 }),
     ProxyHeaderError,
     "no PROXY header within 0.05 s (got 'PRO')",
+  );
+  // A short line of garbage, then waiting (a client that did not know
+  // about the proxy): refused at once, not at the deadline.
+  await assertRejects(
+    () => readProxyHeader(sendsThenWaits("hi\n"), { deadlineMs: 50 }),
+    ProxyHeaderError,
+    "not a PROXY protocol header: got 'hi\\n'",
   );
   const big = new Uint8Array([...SIGNATURE, 0x21, 0x11, 0x20, 0x00]);
   await assertRejects(
