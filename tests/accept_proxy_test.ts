@@ -346,6 +346,7 @@ Deno.test("echo.ts --accept-proxy: no header, garbage and a slow header each clo
     concat([header(1, "192.0.2.9"), encode("still here")]),
   );
   assertEquals(decode(await readExact(good, 10)), "still here");
+  await echo.proc.waitForStderr(/^accepted /);
   // No accepted line for any of the bad ones.
   assertEquals(
     echo.proc.stderrLines.filter((line) => line.startsWith("accepted ")),
