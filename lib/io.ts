@@ -199,7 +199,9 @@ export async function writeAll(
   writer: ByteWriter,
   bytes: Uint8Array,
 ): Promise<void> {
-  let offset = 0;
+  if (bytes.byteLength === 0) return;
+  // Most writes take it all at once: no view made for them.
+  let offset = await writer.write(bytes);
   while (offset < bytes.byteLength) {
     offset += await writer.write(bytes.subarray(offset));
   }
