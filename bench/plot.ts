@@ -70,7 +70,9 @@ function groupsOf(rows: TableRow[] | undefined): Group[] {
     for (const [key, value] of Object.entries(row)) {
       if (NOT_A_SERVER.test(key) || key === "ours_2_workers") continue;
       if (typeof value === "number" && value > 0) {
-        bars.push({ server: key, value });
+        // The TLS family names its peer in `peer`, its figure in `peer_value`.
+        const server = key === "peer_value" ? String(row.peer) : key;
+        bars.push({ server, value });
       }
     }
     if (bars.some((bar) => bar.server === "ours") && bars.length > 1) {
