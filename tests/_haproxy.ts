@@ -5,16 +5,7 @@
  * @module
  */
 
-import { type ScriptProcess, spawn } from "./_helpers.ts";
-
-/** Whether a TCP socket listens on 127.0.0.1:`port` (from /proc/net/tcp). */
-export function isListening(port: number): boolean {
-  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
-  return Deno.readTextFileSync("/proc/net/tcp").split("\n").some((line) => {
-    const fields = line.trim().split(/\s+/);
-    return fields[1] === local && fields[3] === "0A";
-  });
-}
+import { type ScriptProcess, spawn, waitListening } from "./_helpers.ts";
 
 /**
  * haproxy on one thread, in the foreground, with `config` after the
@@ -41,8 +32,12 @@ ${config}`,
   const proc = spawn("haproxy", { args: ["-db", "-V", "-f", file] });
   try {
     // haproxy prints no address: wait until the kernel lists its socket
-    // as listening (a probe connection would reach the target).
-    await proc.until(() => isListening(port), "haproxy to listen");
+    // as listening, its own (a probe connection would reach the target;
+    // another test's server on that port must fail here, not later).
+    await waitListening(proc.child.pid, { port });
+  } catch (error) {
+    await proc[Symbol.asyncDispose]();
+    throw error;
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -197,7 +197,11 @@ for (
           `TCPLOCALPORT=${port}`,
         ]
       ) {
-        assertStringIncludes(env, `\n${line}\n`, env);
+        assertStringIncludes(
+          env,
+          `\n${line}\n`,
+          `${env}\nexec.ts said:\n${exec.proc.stderr}\nhaproxy said:\n${haproxy.stderr}`,
+        );
       }
       await exec.proc.waitForStderr(
         new RegExp(
