@@ -49,11 +49,12 @@ export interface SpliceOptions {
 /**
  * The buffer each direction of a {@linkcode splice} starts with: an idle
  * pair holds two of these. A read that fills it earns the large one. An
- * idle pair's memory is then mostly Deno's two sockets: measured with
- * `deno task bench` after the same load, about 10 KB of RSS a pair, where
- * a bare two-loop Deno forwarder with these buffers takes 8.5 KB and our
- * echo server 3.5 KB a connection (with 64 KiB buffers from the start, as
- * the bare one in `bench/minimal_forward.ts` has: 117 KB).
+ * idle pair's memory is then mostly Deno's two sockets: measured
+ * in-process after GC, 4,000 idle pairs behind `servers/forward.ts`, 6.1
+ * KB of JS heap a pair, of which 4.5 KB is what two bare sockets with a
+ * pending read take (`bench/idle_pair_floor.ts`); with 64 KiB buffers
+ * from the start, as the bare forwarder in `bench/minimal_forward.ts` has,
+ * `deno task bench` measures 117 KB of RSS a pair.
  */
 export const SPLICE_IDLE_BUFFER_BYTES = 256;
 
