@@ -521,7 +521,8 @@ export class StreamServer extends BaseServer {
     this.log(`${this.prefix}accepted ${connection.peer}${connection.via}`);
     let running: Promise<void>;
     try {
-      running = this.#handler(connection.conn, connection);
+      // As `await` would: a handler that returns no promise (plain JS) too.
+      running = Promise.resolve(this.#handler(connection.conn, connection));
     } catch (error) {
       running = Promise.reject(error);
     }
