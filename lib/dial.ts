@@ -419,6 +419,12 @@ export async function dialHost<C extends Closable = Deno.TcpConn>(
   options: DialHostOptions<C> = {},
 ): Promise<C> {
   const { hostname: bare, family, target } = checkConnectHost(hostname, port);
+  if (family !== "name") {
+    // An IP literal: nothing to resolve, so no timer nor signal of our own
+    // for resolving (a forwarder dials one per client: 3 KB less garbage each).
+    options.onResolved?.([bare]);
+    return dialHappyEyeballs([bare], port, { ...options, target });
+  }
   const began = performance.now();
   const { timeoutMs } = options;
   const timer = new AbortController();

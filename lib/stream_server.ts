@@ -474,45 +474,83 @@ export class StreamServer extends BaseServer {
     });
   }
 
-  async #handle(connection: Connection): Promise<void> {
+  #handle(connection: Connection): void {
     this.#track(connection);
+    if (
+      this.#proxyHeaderTimeoutMs === undefined &&
+      this.#handshakeTimeoutMs === undefined
+    ) {
+      this.#run(connection);
+      return;
+    }
+    this.#admit(connection).then((admitted) => {
+      if (admitted) this.#run(connection);
+      else this.#drop(connection);
+    });
+  }
+
+  /**
+   * With `acceptProxy` or TLS, what comes before the handler: the PROXY
+   * header, then the handshake. Whether the connection goes on; if not,
+   * its failure was logged.
+   */
+  async #admit(connection: Connection): Promise<boolean> {
     if (
       this.#proxyHeaderTimeoutMs !== undefined &&
       !(await this.#admitProxied(connection))
     ) {
-      this.#drop(connection);
-      return;
+      return false;
     }
     if (this.#handshakeTimeoutMs !== undefined) {
       const failure = await this.#handshake(connection);
       if (failure !== undefined) {
         // Closed by shutdown or the idle sweep: that logged already.
         if (!connection.closed) this.#handshakeFailed.event(failure);
-        this.#drop(connection);
-        return;
+        return false;
       }
     }
+    return true;
+  }
+
+  /**
+   * Runs the handler, then logs the closing line. Not `async`: a function
+   * awaiting the handler stayed suspended, generator and registers, for
+   * the connection's whole life (about 240 bytes of heap a connection).
+   */
+  #run(connection: Connection): void {
     this.log(`${this.prefix}accepted ${connection.peer}${connection.via}`);
-    let failure = "";
+    let running: Promise<void>;
     try {
-      await this.#handler(connection.conn, connection);
+      // As `await` would: a handler that returns no promise (plain JS) too.
+      running = Promise.resolve(this.#handler(connection.conn, connection));
     } catch (error) {
-      if (!connection.closed) {
-        failure = this.#keepAlive && isKeepAliveTimeout(error)
-          ? ": peer dead (keepalive probes unanswered)"
-          : `: ${(error as Error).message}`;
-      }
-    } finally {
-      const cut = connection.closed;
-      connection.close();
-      this.#untrack(connection);
-      this.log(
-        `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${connection.via}${
-          connection.note ? ` ${connection.note}` : ""
-        }${cut ? "" : failure}`,
-      );
-      if (this.#connections.size === 0) this.#drained?.();
+      running = Promise.reject(error);
     }
+    running.then(
+      () => this.#ended(connection, ""),
+      (error: Error) =>
+        this.#ended(
+          connection,
+          connection.closed
+            ? ""
+            : this.#keepAlive && isKeepAliveTimeout(error)
+            ? ": peer dead (keepalive probes unanswered)"
+            : `: ${error.message}`,
+        ),
+    );
+  }
+
+  /** After the handler: closes, forgets and logs the connection. */
+  #ended(connection: Connection, failure: string): void {
+    const cut = connection.closed;
+    connection.close();
+    this.#untrack(connection);
+    this.log(
+      `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${connection.via}${
+        connection.note ? ` ${connection.note}` : ""
+      }${cut ? "" : failure}`,
+    );
+    if (this.#connections.size === 0) this.#drained?.();
   }
 
   /** Ends a connection the handler never got (its failure logged already). */
