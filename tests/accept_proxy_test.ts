@@ -187,7 +187,10 @@ for (
       const { port, haproxy } = await haproxyTo(exec.port, server);
       await using _haproxy = haproxy;
       const sourcePort = freePort("127.0.0.2");
-      const env = await socatFrom127002(port, sourcePort, "");
+      // Some bytes, not an at-once EOF: haproxy drops a client that closed
+      // before it reached the server, without dialling it (a loaded
+      // machine hands it the FIN with the accept).
+      const env = await socatFrom127002(port, sourcePort, "go\n");
       for (
         const line of [
           "PROTO=TCP",
