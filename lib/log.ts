@@ -38,8 +38,8 @@ const COALESCE_BELOW_BYTES = 16 * 1024;
 /**
  * A {@linkcode Log} that writes to stderr without ever blocking: lines
  * logged within {@linkcode STDERR_COALESCE_MS} of each other are written
- * together, by one asynchronous write at a time (Deno runs it on a thread of its own, so a
- * stalled stderr stalls only that thread). While stderr takes nothing, up
+ * together, by one asynchronous write at a time (Deno runs it on a thread
+ * of its own, so a stalled stderr stalls only that thread). While stderr takes nothing, up
  * to {@linkcode STDERR_LOG_BUFFER_BYTES} of lines wait; later lines are
  * dropped and counted, and once stderr takes bytes again the log says
  * `N log lines dropped (stderr was not being read)` where they were.
@@ -54,8 +54,9 @@ const COALESCE_BELOW_BYTES = 16 * 1024;
  * ```
  */
 export const stderrLog: Log = (line) => {
-  if (!keep(line) || writing || writeTimer !== undefined) return;
-  writeTimer = setTimeout(startWriting, STDERR_COALESCE_MS);
+  if (!keep(line) || writing) return;
+  if (pendingBytes >= COALESCE_BELOW_BYTES) startWriting();
+  else writeTimer ??= setTimeout(startWriting, STDERR_COALESCE_MS);
 };
 
 /**
