@@ -436,8 +436,8 @@ export async function dialHost<C extends Closable = Deno.TcpConn>(
     : timer.signal;
   // With only --allow-net=NAME:PORT, the addresses cannot be looked up nor
   // dialled one by one: Deno resolves the name and races them itself.
-  const byName = family === "name" && options.connect === undefined &&
-    !granted(bare) && granted(target);
+  const byName = options.connect === undefined && !granted(bare) &&
+    granted(target);
   try {
     let addresses: string[];
     try {
