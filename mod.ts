@@ -299,4 +299,5 @@ export {
   serverFlags,
   type ServerFlagValues,
   serverOptionsFromFlags,
+  TCP_SERVER_FLAG_NAMES,
 } from "./lib/server_cli.ts";

@@ -342,6 +342,37 @@ const SHARED_SERVER_FLAGS = {
 } as const;
 
 /**
+ * The server flags of a TCP-only server (the seed's hello and accept
+ * servers): where to listen, the limits, the access lists, TLS and the
+ * PROXY header; no other transport, no workers, no keepalive. Give them
+ * to `pickFlags` with {@linkcode serverFlags}' table.
+ *
+ * @example
+ * ```ts
+ * import { assert } from "@std/assert";
+ * import { pickFlags } from "./cli.ts";
+ * import { serverFlags, TCP_SERVER_FLAG_NAMES } from "./server_cli.ts";
+ *
+ * const flags = pickFlags(serverFlags({ port: 3500 }), ...TCP_SERVER_FLAG_NAMES);
+ * assert("accept-proxy" in flags && !("udp" in flags));
+ * ```
+ */
+export const TCP_SERVER_FLAG_NAMES = [
+  "hostname",
+  "port",
+  "max-connections",
+  "idle-timeout",
+  "grace",
+  "allow",
+  "deny",
+  "tls",
+  "cert",
+  "key",
+  "accept-proxy",
+  "proxy-timeout",
+] as const;
+
+/**
  * The flags every server takes, with `port` and `hostname` as the server's
  * own defaults; each flag's help line and default come from here (the
  * defaults from the constants the server applies). A server that takes

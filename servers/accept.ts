@@ -56,6 +56,7 @@ import {
   serverOptionsFromFlags,
   type Service,
   stderrLog,
+  TCP_SERVER_FLAG_NAMES,
   unmapIPv4,
   writeAll,
 } from "../mod.ts";
@@ -213,18 +214,7 @@ function group(
 const FLAGS = {
   ...pickFlags(
     serverFlags({ port: ACCEPT_PORT, hostname: ":: and 0.0.0.0" }),
-    "hostname",
-    "port",
-    "max-connections",
-    "idle-timeout",
-    "grace",
-    "allow",
-    "deny",
-    "tls",
-    "cert",
-    "key",
-    "accept-proxy",
-    "proxy-timeout",
+    ...TCP_SERVER_FLAG_NAMES,
   ),
 };
 

@@ -54,6 +54,7 @@ import {
   serverOptionsFromFlags,
   type Service,
   stderrLogNow,
+  TCP_SERVER_FLAG_NAMES,
   unmapIPv4,
   writeAll,
 } from "../mod.ts";
@@ -179,18 +180,7 @@ const FLAGS = {
   once: flag.boolean("serve one client, then exit 0"),
   ...pickFlags(
     serverFlags({ port: HELLO_PORT, hostname: HELLO_HOSTNAME }),
-    "hostname",
-    "port",
-    "max-connections",
-    "idle-timeout",
-    "grace",
-    "allow",
-    "deny",
-    "tls",
-    "cert",
-    "key",
-    "accept-proxy",
-    "proxy-timeout",
+    ...TCP_SERVER_FLAG_NAMES,
   ),
 };
 
