@@ -1,18 +1,20 @@
 /**
  * The stream server (TCP, TLS over TCP, Unix stream sockets): an accept
- * loop that survives accept errors (backing off as Go's `http.Server`
- * does), refusals before anything is read (access list, connections per
- * source, connection limit), TLS started only after them, a cheap idle
- * timeout, and a graceful stop that waits for connections in flight.
- * With `acceptProxy`, each connection's PROXY protocol header is read
- * first, and the access list and the count per source judge the client
- * it names, after it.
+ * loop that survives accept errors (`accept_loop.ts`), one admission
+ * pipeline for every connection (`admission.ts`: access list, connections
+ * per source, connection limit) judged before anything is read, TLS
+ * started only after it, a cheap idle timeout and a graceful stop that
+ * waits for connections in flight (`connections.ts`). With
+ * `acceptProxy`, each connection's PROXY protocol header is read first,
+ * and the same pipeline judges the client it names, after it.
  *
  * @module
  */
 
+import { AcceptLoop } from "./accept_loop.ts";
+import { Admission, isRefusal, type RefusalReason } from "./admission.ts";
 import { type Binding, bindStream } from "./bind.ts";
-import { sourceKey } from "./datagram_guard.ts";
+import { Connection, ConnectionTable } from "./connections.ts";
 import { formatAddr } from "./endpoint.ts";
 import { closeQuietly } from "./io.ts";
 import {
@@ -28,10 +30,8 @@ import {
   type ProxyHeader,
   readProxyHeader,
 } from "./proxy_protocol.ts";
-import type { AccessPolicy } from "./access.ts";
 import { BaseServer } from "./server_base.ts";
 import {
-  type ConnectionContext,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_PER_SOURCE,
   type ServerOptions,
@@ -42,10 +42,6 @@ import { startServerTls, tlsServerContext } from "./tls_node.ts";
 import { socketFileOwner } from "./unix.ts";
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
-/** How long handlers get to return once shutdown closed their connections. */
-const HANDLER_STOP_MS = 1000;
-const ACCEPT_BACKOFF_MIN_MS = 5;
-const ACCEPT_BACKOFF_MAX_MS = 1000;
 
 /** What the threads of a worker group share (see `workers.ts`). */
 export interface GroupShare {
@@ -54,55 +50,6 @@ export interface GroupShare {
    * has it once the main thread answered; the server accepts only then.
    */
   connections: Promise<Int32Array>;
-}
-
-class Connection implements ConnectionContext {
-  /** The connection; with `acceptProxy` and TLS, the TLS one once started. */
-  conn: Deno.Conn;
-  readonly peer: string;
-  /** Its source for `perSource` ({@linkcode sourceKey}), when counted. */
-  source?: string;
-  // `declare`d, not initialised: no field on the connections of a server
-  // without `acceptProxy`.
-  declare proxyHeader?: ProxyHeader;
-  idleTicks = 0;
-  bytesIn = 0;
-  bytesOut = 0;
-  note?: string;
-  closed = false;
-
-  constructor(conn: Deno.Conn, source?: string) {
-    this.conn = conn;
-    this.peer = formatAddr(conn.remoteAddr);
-    this.source = source;
-  }
-
-  get remoteAddr(): Deno.Addr {
-    return this.proxyHeader?.source ?? this.conn.remoteAddr;
-  }
-
-  get localAddr(): Deno.Addr {
-    return this.proxyHeader?.destination ?? this.conn.localAddr;
-  }
-
-  /** With `acceptProxy`: ` for CLIENT (PROXY v1)`, for its log lines. */
-  get via(): string {
-    const header = this.proxyHeader;
-    if (!header) return "";
-    return ` for ${formatAddr(this.remoteAddr)} (PROXY v${header.version}${
-      header.command === "proxy" ? "" : ", own address"
-    })`;
-  }
-
-  active(): void {
-    this.idleTicks = 0;
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    closeQuietly(this.conn); // The handler may have closed it.
-  }
 }
 
 function keepAliveConfig(
@@ -117,22 +64,16 @@ function keepAliveConfig(
 export class StreamServer extends BaseServer {
   readonly #handler: StreamHandler;
   readonly #binding: Binding<Deno.Listener>;
-  readonly #connections = new Set<Connection>();
-  readonly #maxConnections: number;
+  readonly #connections: ConnectionTable;
+  readonly #admission: Admission;
   readonly #idleTimeoutMs: number;
-  readonly #access?: AccessPolicy;
   readonly #keepAlive?: KeepAliveConfig;
-  readonly #perSource: number;
-  /** Open connections by source, for `perSource`. */
-  readonly #bySource = new Map<string, number>();
-  readonly #refusedFull = new FloodLog(this.log, `${this.prefix}refused`);
-  readonly #refusedSource = new FloodLog(this.log, `${this.prefix}refused`);
-  readonly #refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
+  /** Refusals before anything is read: one flood log per reason. */
+  readonly #refused: Record<RefusalReason, FloodLog>;
   readonly #handshakeFailed = new FloodLog(
     this.log,
     `${this.prefix}TLS handshake failed:`,
   );
-  readonly #abortedEarly = new FloodLog(this.log, `${this.prefix}dropped`);
   readonly #badProxyHeader = new FloodLog(
     this.log,
     `${this.prefix}closed`,
@@ -144,31 +85,8 @@ export class StreamServer extends BaseServer {
   /** Set for TLS: the handshake deadline, in ms. */
   readonly #handshakeTimeoutMs?: number;
   readonly #tlsContext?: ReturnType<typeof tlsServerContext>;
-  #idleTimer?: ReturnType<typeof setInterval>;
-  #idleTickMs = 0;
-  #backoffTimer?: ReturnType<typeof setTimeout>;
-  #wakeBackoff?: () => void;
-  #acceptLoopDone: Promise<void> = Promise.resolve();
-  #drained?: () => void;
-  /** While a stop waits for connections: (re)starts its grace period. */
-  #startGrace?: (gracePeriodMs: number) => void;
+  #acceptLoop?: AcceptLoop;
   #boundListener?: Deno.Listener;
-  /**
-   * Ends the accept loop without closing the listener (see `stop()`):
-   * `stop()` stops waiting for the loop at once, and the loop closes
-   * whoever it still accepts and ends. One race for the server's life, not
-   * one per accept: racing every accept against a long-lived promise left
-   * a reaction on it per connection (about 1.1 KB of heap each), and a
-   * promise made per accept cost the connection path its allocations.
-   */
-  #stopAccepting = (): void => {
-    this.#acceptStopRequested = true;
-    this.#acceptStopped?.();
-  };
-  #acceptStopRequested = false;
-  #acceptStopped?: () => void;
-  /** For a worker group: connections open in the whole group, once known. */
-  readonly #groupConnections: () => Int32Array | undefined;
 
   constructor(
     service: Service,
@@ -204,21 +122,34 @@ export class StreamServer extends BaseServer {
       );
     }
     const binding = bindStream(service, transport, options, !!group);
-    let shared: Int32Array | undefined;
+    // deno-lint-ignore prefer-const -- assigned once `this` exists
+    let connections!: ConnectionTable;
     const ready = group
-      ? Promise.all([binding.ready, group.connections]).then(([, count]) => {
-        shared = count;
-      })
+      ? Promise.all([binding.ready, group.connections]).then(([, count]) =>
+        connections.shareWith(count)
+      )
       : binding.ready;
     super(options, ready);
+    connections = this.#connections = new ConnectionTable(
+      this.log,
+      this.prefix,
+    );
     this.#binding = binding;
     this.#handler = handler;
-    this.#groupConnections = () => shared;
-    this.#maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    this.#admission = new Admission({
+      access: options.access,
+      perSource,
+      maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      open: () => connections.open(),
+    });
+    const refused = () => new FloodLog(this.log, `${this.prefix}refused`);
+    this.#refused = {
+      access: refused(),
+      "per-source": refused(),
+      full: refused(),
+    };
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 0;
-    this.#access = options.access;
     this.#keepAlive = keepAlive;
-    this.#perSource = perSource;
     this.#proxyHeaderTimeoutMs = proxyHeaderTimeoutMs;
     if (options.tls) {
       this.#handshakeTimeoutMs = options.handshakeTimeoutMs ??
@@ -235,179 +166,99 @@ export class StreamServer extends BaseServer {
    */
   #startWhenBound(deferred: boolean): void {
     const start = (listener: Deno.Listener) => {
-      this.#acceptLoopDone = Promise.race([
-        this.#acceptLoop(listener),
-        new Promise<void>((resolve) => this.#acceptStopped = resolve),
-      ]);
-      if (this.#idleTimeoutMs > 0) this.#startIdleSweep();
+      this.#boundListener = listener;
+      this.#acceptLoop = new AcceptLoop(
+        listener,
+        (conn) => this.#accepted(conn),
+        this.log,
+        this.prefix,
+      );
+      if (this.#idleTimeoutMs > 0) {
+        this.#connections.startIdleSweep(this.#idleTimeoutMs);
+      }
     };
     const listener = this.#binding.socket();
     if (listener && !deferred) {
-      this.#boundListener = listener;
       start(listener);
       return;
     }
     this.ready.then(() => {
       const listener = this.#binding.socket()!;
-      this.#boundListener = listener;
-      if (this.closing) listener.close();
-      else start(listener);
+      if (this.closing) {
+        this.#boundListener = listener;
+        listener.close();
+      } else start(listener);
     }, () => {});
-  }
-
-  #open(): number {
-    const group = this.#groupConnections();
-    return group ? Atomics.load(group, 0) : this.#connections.size;
-  }
-
-  #track(connection: Connection): void {
-    this.#connections.add(connection);
-    if (connection.source !== undefined) {
-      this.#bySource.set(
-        connection.source,
-        (this.#bySource.get(connection.source) ?? 0) + 1,
-      );
-    }
-    const group = this.#groupConnections();
-    if (group) Atomics.add(group, 0, 1);
-  }
-
-  #untrack(connection: Connection): void {
-    if (!this.#connections.delete(connection)) return;
-    const group = this.#groupConnections();
-    if (group) Atomics.sub(group, 0, 1);
-    if (connection.source !== undefined) {
-      const left = this.#bySource.get(connection.source)! - 1;
-      if (left > 0) this.#bySource.set(connection.source, left);
-      else this.#bySource.delete(connection.source);
-    }
   }
 
   get addr(): Deno.Addr {
     return this.#binding.addr;
   }
 
-  async #acceptLoop(listener: Deno.Listener): Promise<void> {
-    let backoffMs = 0;
-    while (!this.closing) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-        backoffMs = 0;
-      } catch (error) {
-        if (this.closing || this.#acceptStopRequested) break;
-        backoffMs = await this.#acceptFailed(error as Error, backoffMs);
-        continue;
-      }
-      if (this.#acceptStopRequested) {
-        // Stopped with the listener left open: whoever still connects
-        // through it is closed.
-        conn.close();
-        break;
-      }
-      if (this.#proxyHeaderTimeoutMs !== undefined) {
-        // The client's address comes in its PROXY header: only the
-        // server's own limit now, the rest once that is read.
-        if (this.#refusesFull(conn)) {
-          conn.close();
-          continue;
-        }
-        if (this.#keepAlive) this.#setKeepAlive(conn, this.#keepAlive);
-        this.#handle(new Connection(conn));
-        continue;
-      }
-      const source = this.#perSource > 0
-        ? sourceKey(conn.remoteAddr)
-        : undefined;
-      if (this.#refuses(conn, source)) {
-        conn.close();
-        continue;
-      }
-      if (this.#keepAlive) this.#setKeepAlive(conn, this.#keepAlive);
-      // TLS starts only now, after the refusals: a refused client never
+  /**
+   * A connection the loop accepted. Without `acceptProxy` its peer is the
+   * client, judged now by the admission pipeline, before any byte is read
+   * or sent (a refused client never gets a TLS byte). With it, the client
+   * comes in its header: the connection holds a slot (refused if the
+   * server is full) while the header comes, then the same pipeline judges
+   * the client the header names.
+   */
+  #accepted(conn: Deno.Conn): void {
+    const connection = new Connection(conn);
+    const verdict = this.#proxyHeaderTimeoutMs === undefined
+      ? this.#admission.admit(conn.remoteAddr)
+      : this.#admission.full() ?? {};
+    if (isRefusal(verdict)) {
+      this.#refused[verdict.reason].event(`${connection.peer}: ${verdict.why}`);
+      conn.close();
+      return;
+    }
+    connection.source = verdict.source;
+    this.#connections.add(connection);
+    if (this.#keepAlive) this.#setKeepAlive(conn, this.#keepAlive);
+    if (
+      this.#proxyHeaderTimeoutMs === undefined &&
+      this.#handshakeTimeoutMs === undefined
+    ) {
+      this.#run(connection);
+      return;
+    }
+    this.#prepare(connection).then((ready) => {
+      if (ready) this.#run(connection);
+      else this.#drop(connection);
+    });
+  }
+
+  /**
+   * With `acceptProxy` or TLS, what comes before the handler: the PROXY
+   * header and the client's admission, then the handshake. Whether the
+   * connection goes on; if not, its failure was logged.
+   */
+  async #prepare(connection: Connection): Promise<boolean> {
+    if (
+      this.#proxyHeaderTimeoutMs !== undefined &&
+      !(await this.#admitProxied(connection))
+    ) {
+      return false;
+    }
+    if (this.#tlsContext) {
+      // TLS starts only now, after the admission: a refused client never
       // gets a TLS byte.
-      if (this.#tlsContext) {
-        conn = startServerTls(conn, this.#tlsContext);
+      connection.conn = startServerTls(connection.conn, this.#tlsContext);
+      const failure = await this.#handshake(connection);
+      if (failure !== undefined) {
+        // Closed by shutdown or the idle sweep: that logged already.
+        if (!connection.closed) this.#handshakeFailed.event(failure);
+        return false;
       }
-      this.#handle(new Connection(conn, source));
     }
-  }
-
-  /**
-   * After a failed `accept`: the backoff before the next one (0 when that
-   * one client had reset), having waited it.
-   */
-  async #acceptFailed(error: Error, backoffMs: number): Promise<number> {
-    if (
-      error instanceof Deno.errors.NotConnected ||
-      error instanceof Deno.errors.ConnectionAborted ||
-      error instanceof Deno.errors.ConnectionReset
-    ) {
-      // That one client reset before it was accepted (ENOTCONN from
-      // getpeername, ECONNABORTED): the next one is fine, so no
-      // backoff, which would make every queued client wait.
-      this.#abortedEarly.event(
-        `a connection reset before it was accepted: ${error.message}`,
-      );
-      return backoffMs;
-    }
-    // EMFILE, ENFILE, ENOBUFS...: back off and go on, as Go's
-    // http.Server does, instead of dying like the seed's echo server.
-    backoffMs = Math.min(
-      Math.max(backoffMs * 2, ACCEPT_BACKOFF_MIN_MS),
-      ACCEPT_BACKOFF_MAX_MS,
-    );
-    this.log(
-      `${this.prefix}accept failed: ${error.message}; retrying in ${backoffMs} ms`,
-    );
-    await this.#sleep(backoffMs);
-    return backoffMs;
-  }
-
-  /**
-   * Whether `conn` is refused before anything is read: not allowed, too
-   * many from its source, or the server full (each logged, counted).
-   */
-  #refuses(conn: Deno.Conn, source: string | undefined): boolean {
-    if (this.#access && !this.#access.allows(conn.remoteAddr)) {
-      this.#refusedAccess.event(`${formatAddr(conn.remoteAddr)}: not allowed`);
-      return true;
-    }
-    const tooMany = this.#tooManyFrom(source);
-    if (tooMany !== undefined) {
-      this.#refusedSource.event(`${formatAddr(conn.remoteAddr)}: ${tooMany}`);
-      return true;
-    }
-    return this.#refusesFull(conn);
-  }
-
-  /** Whether the server is full (logged, counted). */
-  #refusesFull(conn: Deno.Conn): boolean {
-    if (this.#open() < this.#maxConnections) return false;
-    this.#refusedFull.event(
-      `${
-        formatAddr(conn.remoteAddr)
-      }: too many connections (max ${this.#maxConnections})`,
-    );
     return true;
-  }
-
-  /** Why `source` may not have another connection, if it may not. */
-  #tooManyFrom(source: string | undefined): string | undefined {
-    if (
-      source === undefined ||
-      (this.#bySource.get(source) ?? 0) < this.#perSource
-    ) {
-      return undefined;
-    }
-    return `too many connections from ${source} (max ${this.#perSource} per source)`;
   }
 
   /**
    * `acceptProxy`: reads the connection's PROXY header, then judges the
-   * client it names as {@linkcode StreamServer.#refuses} judges a peer
-   * (access list, then its source's count), and starts TLS. Whether the
-   * connection goes on; if not, it was logged in one line: a bad header
+   * client it names by the admission pipeline. Whether the connection
+   * goes on; if not, it was logged in one line: a bad header
    * rate-limited, as anyone who reaches the port can send one; a refused
    * client as its closing line, as a header comes from a trusted proxy.
    */
@@ -429,29 +280,17 @@ export class StreamServer extends BaseServer {
       return false;
     }
     connection.proxyHeader = header;
-    const client = connection.remoteAddr;
-    let refusal: string | undefined;
-    if (this.#access && !this.#access.allows(client)) {
-      refusal = header.command === "proxy"
-        ? "not allowed (the address in its PROXY header)"
-        : "not allowed";
-    } else if (this.#perSource > 0) {
-      const source = sourceKey(client);
-      refusal = this.#tooManyFrom(source);
-      if (refusal === undefined) {
-        connection.source = source;
-        this.#bySource.set(source, (this.#bySource.get(source) ?? 0) + 1);
-      }
-    }
-    if (refusal !== undefined) {
+    const verdict = this.#admission.admit(connection.remoteAddr, true);
+    if (isRefusal(verdict)) {
+      const why = verdict.reason === "access" && header.command === "proxy"
+        ? `${verdict.why} (the address in its PROXY header)`
+        : verdict.why;
       this.log(
-        `${this.prefix}closed ${connection.peer} (0 bytes in, 0 bytes out)${connection.via}: ${refusal}`,
+        `${this.prefix}closed ${connection.peer} (0 bytes in, 0 bytes out)${connection.via}: ${why}`,
       );
       return false;
     }
-    if (this.#tlsContext) {
-      connection.conn = startServerTls(connection.conn, this.#tlsContext);
-    }
+    connection.source = verdict.source;
     return true;
   }
 
@@ -465,51 +304,6 @@ export class StreamServer extends BaseServer {
         }`,
       );
     }
-  }
-
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      this.#wakeBackoff = resolve;
-      this.#backoffTimer = setTimeout(resolve, ms);
-    });
-  }
-
-  #handle(connection: Connection): void {
-    this.#track(connection);
-    if (
-      this.#proxyHeaderTimeoutMs === undefined &&
-      this.#handshakeTimeoutMs === undefined
-    ) {
-      this.#run(connection);
-      return;
-    }
-    this.#admit(connection).then((admitted) => {
-      if (admitted) this.#run(connection);
-      else this.#drop(connection);
-    });
-  }
-
-  /**
-   * With `acceptProxy` or TLS, what comes before the handler: the PROXY
-   * header, then the handshake. Whether the connection goes on; if not,
-   * its failure was logged.
-   */
-  async #admit(connection: Connection): Promise<boolean> {
-    if (
-      this.#proxyHeaderTimeoutMs !== undefined &&
-      !(await this.#admitProxied(connection))
-    ) {
-      return false;
-    }
-    if (this.#handshakeTimeoutMs !== undefined) {
-      const failure = await this.#handshake(connection);
-      if (failure !== undefined) {
-        // Closed by shutdown or the idle sweep: that logged already.
-        if (!connection.closed) this.#handshakeFailed.event(failure);
-        return false;
-      }
-    }
-    return true;
   }
 
   /**
@@ -543,21 +337,20 @@ export class StreamServer extends BaseServer {
   /** After the handler: closes, forgets and logs the connection. */
   #ended(connection: Connection, failure: string): void {
     const cut = connection.closed;
-    connection.close();
-    this.#untrack(connection);
+    this.#drop(connection);
     this.log(
       `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${connection.via}${
         connection.note ? ` ${connection.note}` : ""
       }${cut ? "" : failure}`,
     );
-    if (this.#connections.size === 0) this.#drained?.();
   }
 
-  /** Ends a connection the handler never got (its failure logged already). */
+  /** Closes and forgets a connection (its source's count with it). */
   #drop(connection: Connection): void {
     connection.close();
-    this.#untrack(connection);
-    if (this.#connections.size === 0) this.#drained?.();
+    if (this.#connections.delete(connection)) {
+      this.#admission.release(connection.source);
+    }
   }
 
   /**
@@ -604,12 +397,13 @@ export class StreamServer extends BaseServer {
   #closeListener(): void {
     const listener = this.#boundListener;
     if (!listener) return;
+    this.#acceptLoop?.stop();
     if (
       "path" in this.addr &&
       socketFileOwner(this.addr.path, this.#binding.inode()) === "other"
     ) {
       listener.unref();
-      this.#stopAccepting();
+      this.#acceptLoop?.abandon();
       this.log(
         `${this.prefix}${this.addr.path} is no longer this server's socket; left in place`,
       );
@@ -618,85 +412,17 @@ export class StreamServer extends BaseServer {
     closeQuietly(listener);
   }
 
-  #startIdleSweep(): void {
-    // One timer for all connections: each tick ages every connection, and
-    // handlers reset the age with `active()`; no timer per connection.
-    this.#idleTickMs = Math.max(10, Math.min(1000, this.#idleTimeoutMs / 4));
-    // The first tick after `active()` comes up to one tick early, hence the
-    // extra tick: a connection closes after between S and S + tick idle.
-    const limit = Math.ceil(this.#idleTimeoutMs / this.#idleTickMs) + 1;
-    this.#idleTimer = setInterval(() => {
-      for (const connection of this.#connections) {
-        if (++connection.idleTicks >= limit) {
-          this.log(
-            `${this.prefix}idle timeout: closing ${connection.peer} after ${
-              this.#idleTimeoutMs / 1000
-            } s`,
-          );
-          connection.close();
-        }
-      }
-    }, this.#idleTickMs);
-  }
-
   protected override shortenGrace(gracePeriodMs: number): void {
-    this.#startGrace?.(gracePeriodMs);
+    this.#connections.shortenGrace(gracePeriodMs);
   }
 
   protected async stop(gracePeriodMs: number): Promise<void> {
     this.#closeListener();
-    clearTimeout(this.#backoffTimer);
-    this.#wakeBackoff?.();
-    await this.#acceptLoopDone;
-    if (this.#connections.size > 0) {
-      this.log(
-        Number.isFinite(gracePeriodMs)
-          ? `${this.prefix}shutting down: waiting up to ${
-            gracePeriodMs / 1000
-          } s for ${this.#connections.size} connection(s)`
-          : `${this.prefix}stopped accepting: ${this.#connections.size} connection(s) go on until they end`,
-      );
-      const drained = new Promise<void>((resolve) => this.#drained = resolve);
-      let graceTimer: ReturnType<typeof setTimeout> | undefined;
-      const graceOver = new Promise<boolean>((resolve) => {
-        this.#startGrace = (ms) => {
-          clearTimeout(graceTimer);
-          graceTimer = setTimeout(() => resolve(true), ms);
-        };
-      });
-      if (Number.isFinite(gracePeriodMs)) this.#startGrace!(gracePeriodMs);
-      const cut = await Promise.race([drained.then(() => false), graceOver]);
-      this.#startGrace = undefined;
-      clearTimeout(graceTimer);
-      if (cut) {
-        const count = this.#connections.size;
-        for (const connection of this.#connections) connection.close();
-        // A handler blocked on something other than its connection (a full
-        // stdout pipe, say) would hold the exit forever: wait a moment only.
-        let stuckTimer: ReturnType<typeof setTimeout> | undefined;
-        const stuck = await Promise.race([
-          drained.then(() => false),
-          new Promise<boolean>((resolve) =>
-            stuckTimer = setTimeout(() => resolve(true), HANDLER_STOP_MS)
-          ),
-        ]);
-        clearTimeout(stuckTimer);
-        this.log(
-          `${this.prefix}grace period over: closed ${count} connection(s) still in flight`,
-        );
-        if (stuck) {
-          this.log(
-            `${this.prefix}${this.#connections.size} handler(s) did not stop after their connection closed; stopping anyway`,
-          );
-        }
-      }
-    }
-    clearInterval(this.#idleTimer);
-    this.#refusedAccess.flush();
-    this.#refusedFull.flush();
-    this.#refusedSource.flush();
+    await this.#acceptLoop?.done;
+    await this.#connections.drain(gracePeriodMs);
+    for (const log of Object.values(this.#refused)) log.flush();
     this.#handshakeFailed.flush();
-    this.#abortedEarly.flush();
+    this.#acceptLoop?.flush();
     this.#badProxyHeader.flush();
   }
 }
