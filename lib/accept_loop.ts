@@ -26,7 +26,7 @@ const ACCEPT_BACKOFF_MAX_MS = 1000;
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const accepted: Deno.Conn[] = [];
  * const loop = new AcceptLoop(listener, (conn) => accepted.push(conn), () => {});
- * using _client = await Deno.connect(listener.addr);
+ * using _client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
  * while (accepted.length === 0) await new Promise((r) => setTimeout(r, 5));
  * accepted[0].close();
  * listener.close();

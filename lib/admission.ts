@@ -134,7 +134,18 @@ export class Admission {
   }
 }
 
-/** Whether `verdict`, from {@linkcode Admission.admit}, is a refusal. */
+/**
+ * Whether `verdict`, from {@linkcode Admission.admit}, is a refusal.
+ *
+ * @example
+ * ```ts
+ * import { assert } from "@std/assert";
+ * import { Admission, isRefusal } from "./admission.ts";
+ *
+ * const full = new Admission({ perSource: 0, maxConnections: 0, open: () => 0 });
+ * assert(isRefusal(full.admit({ transport: "tcp", hostname: "192.0.2.1", port: 1 })));
+ * ```
+ */
 export function isRefusal(
   verdict: Refusal | { readonly source?: string },
 ): verdict is Refusal {

@@ -27,7 +27,7 @@ const HANDLER_STOP_MS = 1000;
  * import { Connection } from "./connections.ts";
  *
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
- * using client = await Deno.connect(listener.addr);
+ * using client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
  * const connection = new Connection(await listener.accept());
  * assertEquals(connection.peer, `127.0.0.1:${(client.localAddr as Deno.NetAddr).port}`);
  * assertEquals(connection.via, "");
