@@ -256,6 +256,54 @@ function parseLine(
     );
   }
   const [where, socketType, protocol, wait, owner, server, ...argv] = words;
+  const transport = parseSocket(socketType, protocol);
+  const { hostname, name } = splitService(where, protocol as InetdProtocol);
+  if (name === "tcpmux" || name.startsWith("tcpmux/")) {
+    throw new LineRefused(`tcpmux is not supported`);
+  }
+  const known = /^\d+$/.test(name)
+    ? undefined
+    : context.service(name, transport);
+  const port = known?.port ?? (/^\d+$/.test(name) ? Number(name) : NaN);
+  if (!(port >= 1 && port <= 65535)) {
+    throw new LineRefused(
+      /^\d+$/.test(name)
+        ? `invalid port '${name}': expected 1 to 65535`
+        : `unknown service '${name}/${transport}' (not in /etc/services)`,
+    );
+  }
+  const waits = parseWait(wait);
+  const [user, group] = owner.split(/[:.]/, 2);
+  const base = {
+    line,
+    label: `${name}/${protocol}`,
+    hostname,
+    port,
+    protocol: protocol as InetdProtocol,
+    transport,
+    user,
+  } as const;
+  if (server === "internal") {
+    const internal = internalName(known?.name ?? name, argv[0]);
+    if (socketType === "stream" && waits) {
+      throw new LineRefused(`internal stream services are nowait`);
+    }
+    return { ...base, internal, args: [] };
+  }
+  checkProgramLine(socketType, waits, server);
+  checkOwner(owner, user, group, context.user());
+  if (argv.length > 0 && argv[0] !== server && argv[0] !== basename(server)) {
+    throw new LineRefused(
+      `argv[0] '${argv[0]}' is not the program's name ('${
+        basename(server)
+      }'): Deno cannot set a program's argv[0]`,
+    );
+  }
+  return { ...base, program: server, args: argv.slice(1) };
+}
+
+/** The SOCKET-TYPE and PROTOCOL fields: the transport they agree on. */
+function parseSocket(socketType: string, protocol: string): "tcp" | "udp" {
   if (socketType !== "stream" && socketType !== "dgram") {
     throw new LineRefused(
       `unknown or unsupported socket type '${socketType}': expected stream or dgram`,
@@ -275,56 +323,37 @@ function parseLine(
       `socket type ${socketType} does not go with protocol ${protocol}`,
     );
   }
-  const { hostname, name } = splitService(where, protocol as InetdProtocol);
-  if (name === "tcpmux" || name.startsWith("tcpmux/")) {
-    throw new LineRefused(`tcpmux is not supported`);
-  }
-  const known = /^\d+$/.test(name)
-    ? undefined
-    : context.service(name, transport);
-  const port = known?.port ?? (/^\d+$/.test(name) ? Number(name) : NaN);
-  if (!(port >= 1 && port <= 65535)) {
-    throw new LineRefused(
-      /^\d+$/.test(name)
-        ? `invalid port '${name}': expected 1 to 65535`
-        : `unknown service '${name}/${transport}' (not in /etc/services)`,
-    );
-  }
-  const waitMatch = /^(wait|nowait)(?:\.(\d+))?$/.exec(wait);
-  if (!waitMatch) {
+  return transport;
+}
+
+/** The WAIT field: whether it says `wait` (`nowait`: false). */
+function parseWait(wait: string): boolean {
+  const match = /^(wait|nowait)(?:\.(\d+))?$/.exec(wait);
+  if (!match) {
     throw new LineRefused(`expected wait or nowait, got '${wait}'`);
   }
-  if (waitMatch[2] !== undefined) {
+  if (match[2] !== undefined) {
     throw new LineRefused(
       `'${wait}': a limit of programs a minute is not supported; write ${
-        waitMatch[1]
+        match[1]
       } (each address may open 50 connections a second)`,
     );
   }
-  const [user, group] = owner.split(/[:.]/, 2);
-  const label = `${name}/${protocol}`;
-  const base = {
-    line,
-    label,
-    hostname,
-    port,
-    protocol: protocol as InetdProtocol,
-    transport,
-    user,
-  } as const;
-  if (server === "internal") {
-    const internal = internalName(known?.name ?? name, argv[0]);
-    if (socketType === "stream" && waitMatch[1] === "wait") {
-      throw new LineRefused(`internal stream services are nowait`);
-    }
-    return { ...base, internal, args: [] };
-  }
+  return match[1] === "wait";
+}
+
+/** What a line that runs a program must be, as Deno can run it. */
+function checkProgramLine(
+  socketType: string,
+  waits: boolean,
+  server: string,
+): void {
   if (socketType === "dgram") {
     throw new LineRefused(
       `dgram services that run a program are not supported: inetd gives the program the socket itself, and Deno cannot hand a socket to a child process (internal dgram services are)`,
     );
   }
-  if (waitMatch[1] === "wait") {
+  if (waits) {
     throw new LineRefused(
       `wait stream services are not supported: inetd gives the program the listening socket, and Deno cannot hand a socket to a child process (use nowait: a program per connection)`,
     );
@@ -334,7 +363,15 @@ function parseLine(
       `the server '${server}' must be an absolute path or internal`,
     );
   }
-  const running = context.user();
+}
+
+/** The USER field of a program's line: the user this server runs as. */
+function checkOwner(
+  owner: string,
+  user: string,
+  group: string | undefined,
+  running: string | undefined,
+): void {
   if (group !== undefined) {
     throw new LineRefused(
       `'${owner}': a group cannot be set (no setgid here): give the user only`,
@@ -349,14 +386,6 @@ function parseLine(
       }, or run the server as ${user}`,
     );
   }
-  if (argv.length > 0 && argv[0] !== server && argv[0] !== basename(server)) {
-    throw new LineRefused(
-      `argv[0] '${argv[0]}' is not the program's name ('${
-        basename(server)
-      }'): Deno cannot set a program's argv[0]`,
-    );
-  }
-  return { ...base, program: server, args: argv.slice(1) };
 }
 
 function basename(path: string): string {
