@@ -13,17 +13,24 @@ import type { AccessPolicy } from "./access.ts";
 import type { Transport } from "./endpoint.ts";
 import type { KeepAliveConfig } from "./keepalive.ts";
 import type { Log } from "./log.ts";
+// deno-lint-ignore no-unused-vars -- named by `proxyHeaderTimeoutMs`'s @default
+import type { DEFAULT_PROXY_HEADER_TIMEOUT_MS } from "./proxy_protocol.ts";
 import type { ProxyHeader } from "./proxy_protocol.ts";
 import type { TlsCertificate } from "./tls.ts";
+// deno-lint-ignore no-unused-vars -- named by `mode`'s @default
+import type { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
 
 /** A running server (or a group of them, see {@linkcode combineServers}). */
 export interface Server extends AsyncDisposable {
   /** The bound address (for `port: 0`, the real port). */
   readonly addr: Deno.Addr;
   /**
-   * Settles once the socket is bound and serving; for TCP and UDP that is at
-   * once, for a Unix socket after a stale socket file was checked and
-   * replaced. Rejects when binding fails (the error is also logged).
+   * Settles once the socket is bound and serving. A plain TCP or UDP
+   * socket is bound before `serve()` returns (a failure throws there);
+   * `ready` waits for what comes after: a Unix socket's stale file checked
+   * and replaced, a TLS certificate checked, a worker group's threads
+   * started. Rejects when that fails, with the error, which nothing has
+   * logged: the scripts print it as their one `error:` line.
    */
   readonly ready: Promise<void>;
   /** Resolves once the server has stopped and every connection is closed. */
@@ -51,7 +58,11 @@ export interface ShutdownOptions {
 export interface ServerOptions {
   /** `tcp` (default), `udp`, `unix` (stream) or `unixpacket` (datagram). */
   transport?: Transport;
-  /** Address to bind for TCP and UDP. Default `0.0.0.0`. */
+  /**
+   * Address to bind for TCP and UDP.
+   *
+   * @default {"0.0.0.0"} (a service may name another: `Service.defaultHostname`)
+   */
   hostname?: string;
   /** Port for TCP and UDP; 0 picks a free one. Default: the service's own. */
   port?: number;
@@ -65,25 +76,37 @@ export interface ServerOptions {
    */
   path?: string;
   /**
-   * Permission bits of the socket file for `unix` and `unixpacket`. Default
-   * `0o600`: only the owner may connect.
+   * Permission bits of the socket file for `unix` and `unixpacket`; the
+   * default lets only the owner connect.
+   *
+   * @default {@linkcode DEFAULT_UNIX_SOCKET_MODE}
    */
   mode?: number;
-  /** Most connections served at once; the next is closed at once. Default 4096. */
+  /**
+   * Most connections served at once; the next is closed at once.
+   *
+   * @default {@linkcode DEFAULT_MAX_CONNECTIONS}
+   */
   maxConnections?: number;
   /**
    * TCP: most connections at once from one source, TLS handshakes in
    * progress included; the next is closed at once (logged, counted, like
    * `maxConnections`). A source is an IPv4 address (IPv4-mapped ones
    * count as IPv4) or an IPv6 /64, as one host may use a whole /64. 0: no
-   * limit. Default {@linkcode DEFAULT_PER_SOURCE}. With `workers`, each
-   * thread counts its own connections. Unix sockets have no sources: the
-   * socket file's mode is their access control.
+   * limit. With `workers`, each thread counts its own connections. Unix
+   * sockets have no sources: the socket file's mode is their access
+   * control.
+   *
+   * @default {@linkcode DEFAULT_PER_SOURCE}
    */
   perSource?: number;
   /** Closes a connection idle this long, in ms; 0 (default) never. */
   idleTimeoutMs?: number;
-  /** How long shutdown waits for connections in flight, in ms. Default 10000. */
+  /**
+   * How long shutdown waits for connections in flight, in ms.
+   *
+   * @default {@linkcode DEFAULT_GRACE_MS}
+   */
   gracePeriodMs?: number;
   /** Who may connect; everyone when absent. */
   access?: AccessPolicy;
@@ -96,7 +119,9 @@ export interface ServerOptions {
   tls?: TlsCertificate;
   /**
    * TLS: a client that has not completed its handshake this many ms after
-   * being accepted is closed (one log line). Default 10000.
+   * being accepted is closed (one log line).
+   *
+   * @default {@linkcode DEFAULT_HANDSHAKE_TIMEOUT_MS}
    */
   handshakeTimeoutMs?: number;
   /**
@@ -115,8 +140,9 @@ export interface ServerOptions {
   acceptProxy?: boolean;
   /**
    * `acceptProxy`: the whole header must have arrived this many ms after
-   * the connection was accepted. Default `DEFAULT_PROXY_HEADER_TIMEOUT_MS`
-   * (5000).
+   * the connection was accepted.
+   *
+   * @default {@linkcode DEFAULT_PROXY_HEADER_TIMEOUT_MS}
    */
   proxyHeaderTimeoutMs?: number;
   /**
@@ -131,8 +157,10 @@ export interface ServerOptions {
   /**
    * Datagram replies per second to one source, whatever its port: an IPv4
    * address (IPv4-mapped ones count as IPv4), an IPv6 /64 or a Unix socket
-   * path; bursts up to as many. 0: no limit. Default 100. The table of
-   * sources is bounded (see `SourceRateLimiter` in `lib/datagram_guard.ts`).
+   * path; bursts up to as many. 0: no limit. The table of sources is
+   * bounded (see `SourceRateLimiter` in `lib/datagram_guard.ts`).
+   *
+   * @default {@linkcode DEFAULT_UDP_RATE}
    */
   udpRatePerSecond?: number;
   /**
@@ -251,5 +279,7 @@ export const DEFAULT_MAX_CONNECTIONS = 4096;
 export const DEFAULT_PER_SOURCE = 256;
 /** Grace period on shutdown unless `gracePeriodMs` says otherwise. */
 export const DEFAULT_GRACE_MS = 10_000;
+/** TLS handshake deadline unless `handshakeTimeoutMs` says otherwise. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** UDP replies a second to one source unless `udpRatePerSecond` says otherwise. */
 export const DEFAULT_UDP_RATE = 100;

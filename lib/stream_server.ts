@@ -32,6 +32,7 @@ import {
 } from "./proxy_protocol.ts";
 import { BaseServer } from "./server_base.ts";
 import {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_PER_SOURCE,
   type ServerOptions,
@@ -40,8 +41,6 @@ import {
 } from "./server_options.ts";
 import { startServerTls, tlsServerContext } from "./tls_node.ts";
 import { socketFileOwner } from "./unix.ts";
-
-const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** What the threads of a worker group share (see `workers.ts`). */
 export interface GroupShare {
