@@ -119,13 +119,21 @@ Deno.test("exec.ts: after 1,000 connections of every kind (normal, reset mid-out
     "reset mid-output: yes, the client reads 4 KiB and resets",
     async () => {
       await using server = await startExec(["yes"], flags);
-      await runKind("reset", server, async () => {
-        using conn = await Deno.connect({
-          hostname: "127.0.0.1",
-          port: server.port,
-        });
-        await readExact(conn, 4096);
-      }, /yes\[\d+\]: killed by SIG(TERM|PIPE) \(client: /);
+      await runKind(
+        "reset",
+        server,
+        async () => {
+          using conn = await Deno.connect({
+            hostname: "127.0.0.1",
+            port: server.port,
+          });
+          await readExact(conn, 4096);
+          // SIGTERM (or SIGPIPE) ends it; on a loaded machine `yes` may not
+          // run before --kill-after's 0.2 s are up, and SIGKILL ends it as
+          // documented: any of the three is the life cycle working.
+        },
+        /yes\[\d+\]: killed by SIG(TERM|PIPE|KILL \(SIGTERM ignored for 0\.2 s\)) \(client: /,
+      );
       await stop(server);
     },
   );
