@@ -23,6 +23,7 @@
 import process from "node:process";
 import { Duplex } from "node:stream";
 import { type SecureContext, TLSSocket } from "node:tls";
+import { carriedOver } from "./departure.ts";
 import { closeQuietly, connReadable, connWritable } from "./io.ts";
 import { legacyHelloAlert } from "./tls_hello.ts";
 
@@ -305,6 +306,8 @@ export class NativeTlsConn implements Deno.TlsConn {
     tls: Handle,
   ) {
     this.#raw = raw;
+    // A zero-byte write must reach the socket to find a reset there.
+    carriedOver(this, raw);
     this.#rt = rt;
     this.#tcp = tcp;
     this.#tls = tls;

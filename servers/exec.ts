@@ -58,7 +58,15 @@
  * away (a reset, `--idle-timeout`, `--keepalive` finding it dead, the
  * server's shutdown once `--grace` is over) gets its program SIGTERM, then
  * SIGKILL after `--kill-after` seconds; the server reaps every program and
- * exits only after the last one. What the program writes on stderr goes to
+ * exits only after the last one. A reset is noticed within 1 to 2 s
+ * whatever the program does, even while the server waits for it to read
+ * (the client's unread socket is then checked each second with a write of
+ * zero bytes, which fails once the connection is reset). A client that
+ * closes without a reset (a FIN, nothing left unread) cannot be told from
+ * one that half-closed and still reads: its program's stdin is closed, and
+ * a program that then neither reads nor writes runs until it ends (its
+ * next write meets the client's reset); bound that with `--idle-timeout`.
+ * What the program writes on stderr goes to
  * the log, one `PEER NAME[PID]: ` line per line (control characters
  * escaped, lines cut every 1 KiB), or with `--stderr-to-client` to the
  * client.
@@ -75,7 +83,8 @@
  * Where the tools differ: `ncat -e` (7.93) ends the connection at the
  * client's EOF, dropping what the program still owes, and stalls when both
  * directions are full at once; tcpserver leaves a program running after its
- * client has gone until it next reads or writes. This does neither.
+ * client has reset until the program next reads or writes. This does
+ * neither.
  *
  * Not done: signals go to the program, not to processes it starts (which
  * are its own to end); a program's output that a background process of it
@@ -407,7 +416,10 @@ IPv6 client: PROTO=TCP6 and each again as TCP6LOCALIP... TCP6REMOTEPORT;
 Life cycle: the client's EOF closes the program's stdin; the program
 closing stdout half-closes the connection; its exit ends the connection
 once its output is sent. A client that goes (reset, --idle-timeout,
-shutdown) gets its program SIGTERM, then SIGKILL after --kill-after.
+shutdown) gets its program SIGTERM, then SIGKILL after --kill-after; a
+reset is noticed within 2 s even while the program reads nothing. A client
+that closes without a reset looks like one that half-closed: a program
+that then neither reads nor writes runs until it ends (see --idle-timeout).
 
 Permissions: --allow-net=HOST:PORT (for --unix PATH: --allow-net=unix:PATH
 --allow-read=PATH --allow-write=PATH) and --allow-run=PROGRAM; a PROGRAM

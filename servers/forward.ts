@@ -42,7 +42,11 @@
  * Both directions are byte-exact and end on their own: a client that shuts
  * down its writing still gets the target's whole answer, and the reverse.
  * A side that does not read stops the other being read (one buffer per
- * direction, no queue). A target that refuses, is not found or does not
+ * direction, no queue); a side that resets meanwhile is still noticed,
+ * within 1 to 2 s (its socket, unread, is checked each second with a write
+ * of zero bytes), and ends the pair. A side that closes without a reset (a
+ * FIN) has half-closed, as far as anyone can tell: the other direction goes
+ * on until it ends (bound it with `--idle-timeout`). A target that refuses, is not found or does not
  * answer within `--connect-timeout` closes that client, with one log line;
  * the server carries on. Each connection logs one line when accepted and
  * one when it ends: the client, bytes each way, the target address used,

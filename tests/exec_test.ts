@@ -32,6 +32,7 @@ import {
   readToEof,
   startExec,
 } from "./_exec.ts";
+import { pushThenReset } from "./_reset_client.ts";
 
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const encode = (s: string) => new TextEncoder().encode(s);
@@ -274,6 +275,65 @@ Deno.test("exec.ts: a client that resets mid-output gets its program killed and 
   );
   await eventually(() => childrenOf(server.pid).length === 0, "yes reaped");
 });
+
+for (const tls of [false, true]) {
+  Deno.test({
+    name: `exec.ts${
+      tls ? " --tls" : ""
+    }: a client that pushes and resets while its program reads nothing gets the program ended, its slot and descriptors back`,
+    ignore: missing("socat", ...(tls ? ["openssl"] : [])),
+  }, async () => {
+    await using certs = tls ? await makeCertificates() : undefined;
+    const sleep = "/bin/sleep";
+    await using server = await startExec(
+      [sleep, "985.5"],
+      [
+        "--max-connections",
+        "1",
+        ...(certs ? ["--tls", "--cert", certs.cert, "--key", certs.key] : []),
+      ],
+      {
+        permissions: [
+          "--allow-net=127.0.0.1:0",
+          `--allow-run=${sleep}`,
+          `--allow-read=${sleep}${certs ? `,${certs.cert},${certs.key}` : ""}`,
+        ],
+      },
+    );
+    try {
+      const fds = () => Deno.readDirSync(`/proc/${server.pid}/fd`).toArray();
+      const before = fds().length;
+      // The server is blocked writing to sleep's stdin once the client's
+      // bytes back up: no read is pending on the client's socket.
+      const port = await pushThenReset(server.proc, server.port, { tls });
+      await server.proc.waitForStderr(
+        new RegExp(
+          `^127\\.0\\.0\\.1:${port} sleep\\[\\d+\\]: killed by SIGTERM \\(client: .+\\)$`,
+        ),
+      );
+      await server.proc.waitForStderr(
+        new RegExp(`^closed 127\\.0\\.0\\.1:${port} `),
+      );
+      await eventually(() => childrenOf(server.pid).length === 0, "reaped");
+      await eventually(() => fds().length <= before, "descriptors released");
+      // The only slot is free again: the next client gets a program.
+      using next = certs
+        ? await Deno.connectTls({
+          hostname: "127.0.0.1",
+          port: server.port,
+          caCerts: [Deno.readTextFileSync(certs.ca)],
+        })
+        : await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      if ("handshake" in next) await next.handshake();
+      await eventually(
+        () => childrenOf(server.pid).length === 1,
+        "next program",
+      );
+    } finally {
+      for (const pid of processesWith("985.5")) Deno.kill(pid, "SIGKILL");
+    }
+  });
+}
 
 Deno.test("exec.ts: a program ignoring SIGTERM gets SIGKILL --kill-after seconds later (here: idle timeout)", async () => {
   await using server = await startExec([program("ignore_term.sh")], [

@@ -31,6 +31,7 @@ import {
   type ScriptProcess,
   startServer,
 } from "./_helpers.ts";
+import { pushThenReset } from "./_reset_client.ts";
 
 const FORWARD = "servers/forward.ts";
 const encode = (s: string) => new TextEncoder().encode(s);
@@ -856,6 +857,39 @@ Deno.test("forward.ts: a client that resets mid-stream closes the target's side 
   assertLess(Date.now() - began, 2000);
   assertMatch(await closingLine(forward.proc, port), /, client reset$/);
   assertEquals(await settledFdCount(pid, baseline), baseline);
+});
+
+Deno.test({
+  name:
+    "forward.ts: clients that push and reset against a target that never reads are noticed; their slots and descriptors come back",
+  ignore: missing("socat"),
+}, async () => {
+  const held = Promise.withResolvers<void>();
+  // Accepts and never reads: the forwarder stays blocked writing to it.
+  await using backend = listenBackend(() => held.promise);
+  await using forward = await startForward(`tcp://${backend.address}`, {
+    args: ["--max-connections", "3"],
+  });
+  try {
+    const pid = forward.proc.child.pid;
+    const baseline = await fdCount(pid);
+    for (let i = 0; i < 3; i++) {
+      const port = await pushThenReset(forward.proc, forward.port);
+      assertMatch(await closingLine(forward.proc, port), /, client reset$/);
+    }
+    assertEquals(await settledFdCount(pid, baseline), baseline);
+    // Every slot is free: a fourth client reaches the target.
+    using fourth = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: forward.port,
+    });
+    await forward.proc.until(
+      () => backend.accepted() === 4,
+      `client ${localPort(fourth)} at the target`,
+    );
+  } finally {
+    held.resolve();
+  }
 });
 
 Deno.test("forward.ts: a target that closes mid-stream while the client still sends is a reset, and the client is closed at once", async () => {
