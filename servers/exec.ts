@@ -72,7 +72,10 @@
  * client.
  *
  * Limits, on by default: at most 64 programs at once (`--max-connections`;
- * tcpserver's `-c` defaults to 40), at most 50 new connections a second
+ * tcpserver's `-c` defaults to 40), at most 4 of them for one address (an
+ * IPv6 /64 counting as one: `--per-source`, a sixteenth of
+ * `--max-connections`, so that it takes 16 addresses to fill the server,
+ * as for the TCP servers), at most 50 new connections a second
  * from one address (`--rate`; xinetd's `cps` is 50 a second for a whole
  * service), the excess closed at once with a log line that is itself
  * rate-limited; a program that cannot be started (`EAGAIN`, `EMFILE`)
@@ -99,6 +102,8 @@ import {
   type AccessPolicy,
   checkProgram,
   DEFAULT_KILL_AFTER_MS,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_PER_SOURCE,
   type Flag,
   flag,
   flagsHelp,
@@ -132,6 +137,30 @@ export const EXEC_PORT = 8000;
 export const DEFAULT_EXEC_MAX_CONNECTIONS = 64;
 /** New connections a second from one address unless `ratePerSecond` says otherwise. */
 export const DEFAULT_EXEC_RATE = 50;
+/**
+ * How many sources (addresses, IPv6 /64s) it takes at least to fill a
+ * server at its default per-source limit: 16, as for the TCP servers
+ * (`DEFAULT_PER_SOURCE` is that share of `DEFAULT_MAX_CONNECTIONS`).
+ */
+const SOURCES_TO_FILL = DEFAULT_MAX_CONNECTIONS / DEFAULT_PER_SOURCE;
+/**
+ * Programs at once from one source unless `perSource` says otherwise: a
+ * sixteenth of `maxConnections` (at least 1), so that one address cannot
+ * take every slot; 4 with the default 64. (The TCP servers' 256 is above
+ * exec's 64: one address would have filled it.)
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { DEFAULT_EXEC_MAX_CONNECTIONS, defaultExecPerSource } from "./exec.ts";
+ *
+ * assertEquals(defaultExecPerSource(DEFAULT_EXEC_MAX_CONNECTIONS), 4);
+ * assertEquals(defaultExecPerSource(8), 1);
+ * ```
+ */
+export function defaultExecPerSource(maxConnections: number): number {
+  return Math.max(1, Math.floor(maxConnections / SOURCES_TO_FILL));
+}
 
 /** Options for {@linkcode serveExec}: the server's, and what to run. */
 export interface ExecOptions extends ServerOptions, ProgramSpec {
@@ -285,7 +314,8 @@ export function execService(
 /**
  * Starts a server that runs `options.program` for each client (default
  * TCP on 0.0.0.0:8000, at most {@linkcode DEFAULT_EXEC_MAX_CONNECTIONS} at
- * once). Checks first that the program can run (throws `ProgramError`);
+ * once, at most {@linkcode defaultExecPerSource} of them from one source).
+ * Checks first that the program can run (throws `ProgramError`);
  * `finished` resolves only once every program has been reaped.
  *
  * @example `cat` as an echo server on a free port
@@ -313,6 +343,8 @@ export function serveExec(options: ExecOptions): Server {
   const rate = ratePerSecond > 0 && (serverOptions.transport ?? "tcp") === "tcp"
     ? new ConnectionRate(ratePerSecond, serverOptions.access)
     : undefined;
+  const maxConnections = serverOptions.maxConnections ??
+    DEFAULT_EXEC_MAX_CONNECTIONS;
   const server = serve(
     execService(
       { program, args, env, clearEnv, stderrToClient, killAfterMs },
@@ -320,8 +352,9 @@ export function serveExec(options: ExecOptions): Server {
     ),
     {
       ...serverOptions,
-      maxConnections: serverOptions.maxConnections ??
-        DEFAULT_EXEC_MAX_CONNECTIONS,
+      maxConnections,
+      perSource: serverOptions.perSource ??
+        defaultExecPerSource(maxConnections),
       ...(rate && {
         access: rate,
         log: (line: string) => log(rate.explain(line)),
@@ -394,6 +427,14 @@ const FLAGS = {
   "max-connections": {
     ...SERVER_FLAGS["max-connections"],
     shownDefault: String(DEFAULT_EXEC_MAX_CONNECTIONS),
+  },
+  "per-source": {
+    ...SERVER_FLAGS["per-source"],
+    help:
+      "TCP: most programs at once for one address, an IPv6 /64\ncounting as one; more are closed at once {default}",
+    shownDefault: `${
+      defaultExecPerSource(DEFAULT_EXEC_MAX_CONNECTIONS)
+    }, 1/${SOURCES_TO_FILL} of\n--max-connections; 0: no limit`,
   },
 };
 

@@ -398,7 +398,13 @@ Deno.test("exec.ts: SIGTERM to the server SIGKILLs a program ignoring SIGTERM on
 });
 
 Deno.test("exec.ts holds 64 programs at once by default and refuses the 65th at once", async () => {
-  await using server = await startExec(["cat"], ["--rate", "0"]);
+  // All from one address: no --rate or --per-source limit.
+  await using server = await startExec(["cat"], [
+    "--rate",
+    "0",
+    "--per-source",
+    "0",
+  ]);
   const conns: Deno.Conn[] = [];
   try {
     for (let i = 0; i < 64; i++) {
@@ -638,6 +644,42 @@ Deno.test("exec.ts --help shows the least-privilege one-liner and the defaults",
   assertMatch(stdout, /--kill-after S .*\n.*\(default 2\)/);
 });
 
+Deno.test("exec.ts by default runs at most 4 programs for one address, a sixteenth of --max-connections, and says so in --help", async () => {
+  await using server = await startExec([program("wait.sh")]);
+  const conns: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 4; i++) {
+      conns.push(
+        await Deno.connect({ hostname: "127.0.0.1", port: server.port }),
+      );
+    }
+    await eventually(() => childrenOf(server.pid).length === 4, "4 programs");
+    using fifth = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    assert(await closedWithin(fifth, 5000), "the fifth was served");
+    await server.proc.waitForStderr(
+      new RegExp(
+        `^refused 127\\.0\\.0\\.1:${
+          (fifth.localAddr as Deno.NetAddr).port
+        }: too many connections from 127\\.0\\.0\\.1 \\(max 4 per source\\)$`,
+      ),
+    );
+    assertEquals(childrenOf(server.pid).length, 4);
+  } finally {
+    for (const conn of conns) conn.close();
+  }
+  const { stdout } = await runScript("servers/exec.ts", {
+    permissions: [],
+    args: ["--help"],
+  });
+  assertMatch(
+    stdout,
+    /--per-source N .*\n.*\(default 4, 1\/16 of\n\s*--max-connections; 0: no limit\)/,
+  );
+});
+
 Deno.test("exec.ts: a spawn that fails later refuses that client, logged, and the server goes on", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "sockets-exec-gone-" });
   const path = `${dir}/prog`;
@@ -685,8 +727,11 @@ Deno.test("exec.ts: out of descriptors (EMFILE), spawns fail, those clients are 
 });
 
 Deno.test("exec.ts: after 100 connections of every kind (normal, reset mid-output, SIGTERM ignored), no child is left, no zombie, no orphan", async () => {
+  // One address, 16 at once: no --rate or --per-source limit.
   const flags = [
     "--rate",
+    "0",
+    "--per-source",
     "0",
     "--kill-after",
     "0.1",
