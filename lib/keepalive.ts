@@ -130,6 +130,7 @@ const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   getdents64: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
 } as const;
 
 type LibC = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -550,4 +551,73 @@ export function describeKeepAlive(config: KeepAliveConfig): string {
     config.count !== undefined && `${config.count} probes`,
   ].filter(Boolean);
   return parts.length ? parts.join(", ") : "system defaults";
+}
+
+/**
+ * Whether {@linkcode closeWithReset} can work here: Linux, and FFI access
+ * to libc granted (asked without a prompt; libc is opened on the first
+ * call).
+ *
+ * @example
+ * ```ts
+ * import { canCloseWithReset } from "./keepalive.ts";
+ *
+ * if (typeof canCloseWithReset() !== "boolean") throw new Error();
+ * ```
+ */
+export function canCloseWithReset(): boolean {
+  try {
+    openLibC("a reset");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `struct sockaddr` with `sa_family` `AF_UNSPEC`: what `connect` dissolves with. */
+const UNSPEC_ADDRESS = new Uint8Array(16);
+
+/**
+ * Resets `conn` (a TCP connection, or TLS over one) and closes it: its
+ * peer gets a reset (RST) and no FIN, as a forwarder passes on a reset
+ * from the other side. Deno's `close()` always sends a FIN first (it shuts
+ * the socket's writing down before closing it), so this dissolves the
+ * connection first, through libc, with `connect(AF_UNSPEC)`, which sends
+ * the reset and leaves nothing for the FIN. Needs FFI access to libc, as
+ * tuning keepalive does; returns `false`, closing `conn` as usual, when it
+ * cannot (no FFI, not Linux, not TCP, the socket not found).
+ *
+ * @example
+ * ```ts
+ * import { assertRejects } from "@std/assert";
+ * import { canCloseWithReset, closeWithReset } from "./keepalive.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * using client = await Deno.connect({ ...(listener.addr as Deno.NetAddr), transport: "tcp" });
+ * const accepted = await listener.accept();
+ * if (closeWithReset(accepted)) {
+ *   await assertRejects(() => client.read(new Uint8Array(1)), Deno.errors.ConnectionReset);
+ * } else if (canCloseWithReset()) {
+ *   throw new Error("no reset sent");
+ * }
+ * ```
+ */
+export function closeWithReset(conn: Deno.Conn): boolean {
+  let reset = false;
+  try {
+    const c = openLibC("a reset");
+    reset = c.connect(
+      descriptorOf(c, conn),
+      UNSPEC_ADDRESS,
+      UNSPEC_ADDRESS.byteLength,
+    ) === 0;
+  } catch {
+    // No FFI, not TCP, or the socket is gone: a plain close it is.
+  }
+  try {
+    conn.close();
+  } catch {
+    // Closed already.
+  }
+  return reset;
 }

@@ -45,6 +45,15 @@ export interface SpliceOptions {
    * {@linkcode SPLICE_BUFFER_BYTES}.
    */
   maxBufferBytes?: number;
+  /**
+   * Closes a connection with a reset (RST) instead of a FIN, when one
+   * side has reset: the other is then closed with this, so that its peer
+   * sees the reset too, as it would have without a forwarder in between
+   * (e.g. `closeWithReset` from `keepalive.ts`). Default: both are closed
+   * as usual, and the other side's peer sees its end of stream, as
+   * haproxy's clients do.
+   */
+  closeWithReset?: (conn: SpliceConn) => void;
 }
 
 /**
@@ -163,6 +172,7 @@ class Pair {
   };
   readonly maxBuffer: number;
   readonly onActivity?: () => void;
+  readonly closeWithReset?: (conn: SpliceConn) => void;
   failed = false;
   firstDone?: Side;
   #running = 2;
@@ -182,6 +192,7 @@ class Pair {
       options.maxBufferBytes ?? SPLICE_BUFFER_BYTES,
     );
     this.onActivity = options.onActivity;
+    this.closeWithReset = options.closeWithReset;
   }
 
   /**
@@ -192,8 +203,16 @@ class Pair {
     if (this.failed) return;
     this.failed = true;
     this.result.end = describeFailure(side, error, writing);
-    closeQuietly(this.client);
-    closeQuietly(this.target);
+    const [failed, other] = side === "client"
+      ? [this.client, this.target]
+      : [this.target, this.client];
+    closeQuietly(failed);
+    // A reset is passed on as one, where the caller can.
+    if (this.result.end === `${side} reset` && this.closeWithReset) {
+      this.closeWithReset(other);
+    } else {
+      closeQuietly(other);
+    }
   }
 
   /**
