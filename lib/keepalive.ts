@@ -20,6 +20,7 @@
  */
 
 import { parseIPv4, parseIPv6, stripBrackets } from "./address.ts";
+import { type LibC, LibcError, openLibc } from "./libc.ts";
 import { osErrorNumber } from "./os_error.ts";
 
 /**
@@ -89,100 +90,19 @@ const AF_INET = 2;
 const AF_INET6 = 10;
 const O_RDONLY_DIRECTORY_CLOEXEC = 0o200000 | 0o2000000;
 
-/** Where distributions keep glibc; the first that FFI may open wins. */
-const LIBC_PATHS = [
-  "/lib/x86_64-linux-gnu/libc.so.6",
-  "/lib/aarch64-linux-gnu/libc.so.6",
-  "/usr/lib/x86_64-linux-gnu/libc.so.6",
-  "/usr/lib/aarch64-linux-gnu/libc.so.6",
-  "/lib64/libc.so.6",
-  "/usr/lib64/libc.so.6",
-  "/usr/lib/libc.so.6",
-  "/lib/libc.so.6",
-];
-
 /**
- * The flag a user adds: scoped to libc where Debian and Ubuntu keep it for
- * this architecture, and how to find it elsewhere (Fedora's `/lib64`,
- * Arch's `/usr/lib`): without read permission there is no looking.
- */
-function ffiFlag(): string {
-  const arch = Deno.build.arch === "aarch64" ? "aarch64" : "x86_64";
-  return `--allow-ffi=/lib/${arch}-linux-gnu/libc.so.6 (Debian, Ubuntu; ${LIBC_WHERE}), or --allow-ffi`;
-}
-
-/** How a user finds the path to grant. */
-const LIBC_WHERE = "find yours with `ldconfig -p | grep libc.so.6`";
-
-const SYMBOLS = {
-  // Only `buffer` arguments: reading native memory (UnsafePointerView)
-  // would need unscoped --allow-ffi.
-  setsockopt: {
-    parameters: ["i32", "i32", "i32", "buffer", "u32"],
-    result: "i32",
-  },
-  getsockopt: {
-    parameters: ["i32", "i32", "i32", "buffer", "buffer"],
-    result: "i32",
-  },
-  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  open: { parameters: ["buffer", "i32"], result: "i32" },
-  getdents64: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  close: { parameters: ["i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-} as const;
-
-type LibC = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-
-let libc: LibC | undefined;
-
-/**
- * Opens libc once per process (the handle is cached, never closed); `what`
- * names the feature in the error when FFI is not allowed.
+ * libc (see `libc.ts`), its failure as a {@linkcode KeepAliveError} with
+ * the same reason and message; `what` names the feature.
  */
 function openLibC(what = "tuning keepalive"): LibC {
-  if (libc) return libc;
-  if (Deno.build.os !== "linux") {
-    throw new KeepAliveError(
-      "unsupported",
-      `${what} is supported on Linux only, not ${Deno.build.os}; plain keepalive on a TCP connection works everywhere`,
-    );
+  try {
+    return openLibc(what);
+  } catch (error) {
+    if (!(error instanceof LibcError)) throw error;
+    throw new KeepAliveError(error.reason, error.message, {
+      cause: error.cause,
+    });
   }
-  const granted = (path?: string) => {
-    try {
-      return Deno.permissions.querySync({ name: "ffi", path }).state ===
-        "granted";
-    } catch {
-      return false;
-    }
-  };
-  // A scoped grant resolves a bare name against the working directory, so
-  // ask for absolute paths first; the bare soname only with full access.
-  const candidates = LIBC_PATHS.filter((path) => granted(path));
-  if (granted()) candidates.push("libc.so.6");
-  if (candidates.length === 0) {
-    throw new KeepAliveError(
-      "permission",
-      `${what} needs ${ffiFlag()}`,
-    );
-  }
-  let lastError: unknown;
-  for (const path of candidates) {
-    try {
-      libc = Deno.dlopen(path, SYMBOLS).symbols;
-      return libc;
-    } catch (error) {
-      lastError = error;
-    }
-  }
-  throw new KeepAliveError(
-    "unsupported",
-    `${what}: cannot open libc at ${
-      candidates.join(", ")
-    }: grant this machine's libc with --allow-ffi=PATH (${LIBC_WHERE}), or --allow-ffi`,
-    { cause: lastError },
-  );
 }
 
 /**

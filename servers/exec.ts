@@ -288,6 +288,8 @@ export function execService(
   return {
     name: "exec",
     defaultPort: EXEC_PORT,
+    // The program's pidfd and the server's ends of its three pipes.
+    descriptorsPerConnection: 4,
     async stream(conn, context) {
       const run = runProgram(
         conn,

@@ -241,6 +241,8 @@ export function serveForward(options: ForwardOptions): Server {
   return serve({
     name: "forward",
     defaultPort: 0,
+    // The target's socket.
+    descriptorsPerConnection: 1,
     stream: (conn, context) => forwardConnection(conn, context, plan),
   }, options);
 }

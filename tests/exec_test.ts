@@ -680,6 +680,22 @@ Deno.test("exec.ts by default runs at most 4 programs for one address, a sixteen
   );
 });
 
+Deno.test("exec.ts under ulimit -n 200, with FFI to libc, says at start that 64 programs of 5 descriptors each cannot all run", async () => {
+  const ffi = `--allow-ffi=/lib/${
+    Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"
+  }-linux-gnu/libc.so.6`;
+  await using server = await startExec(["cat"], [], {
+    ulimit: 200,
+    permissions: [...execPermissions("cat"), ffi],
+  });
+  assertEquals(
+    server.proc.stderrLines.filter((line) => line.startsWith("descriptors:")),
+    [
+      "descriptors: 64 connections at 5 descriptors each (exec's own 4) need up to 352 open files, over this process's limit of 200: past 33 connections, new ones fail with \"Too many open files\"; raise the limit (ulimit -n) or lower --max-connections to 33",
+    ],
+  );
+});
+
 Deno.test("exec.ts: a spawn that fails later refuses that client, logged, and the server goes on", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "sockets-exec-gone-" });
   const path = `${dir}/prog`;
