@@ -20,8 +20,9 @@ function sendQueue(port: number): number | undefined {
   for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
     for (const line of Deno.readTextFileSync(table).split("\n").slice(1)) {
       const fields = line.trim().split(/\s+/);
-      // sl local rem st tx_queue:rx_queue ...; ESTABLISHED is 01.
-      if (fields[1]?.endsWith(hex) && fields[3] === "01") {
+      // sl local rem st tx_queue:rx_queue ...: ESTABLISHED (01), or
+      // CLOSE_WAIT (08) once the server has half-closed.
+      if (fields[1]?.endsWith(hex) && ["01", "08"].includes(fields[3])) {
         return parseInt(fields[4].split(":")[0], 16);
       }
     }

@@ -335,6 +335,25 @@ for (const tls of [false, true]) {
   });
 }
 
+Deno.test({
+  name:
+    "exec.ts: a client that resets after its program closed stdout (the server has half-closed) still gets the program ended",
+  ignore: missing("socat"),
+}, async () => {
+  await using server = await startExec([program("close_stdout_wait.sh")]);
+  try {
+    const port = await pushThenReset(server.proc, server.port);
+    await server.proc.waitForStderr(
+      new RegExp(
+        `^127\\.0\\.0\\.1:${port} close_stdout_wait\\.sh\\[\\d+\\]: killed by SIGTERM \\(client: .+\\)$`,
+      ),
+    );
+    await eventually(() => childrenOf(server.pid).length === 0, "reaped");
+  } finally {
+    for (const pid of processesWith("985.75")) Deno.kill(pid, "SIGKILL");
+  }
+});
+
 Deno.test("exec.ts: a program ignoring SIGTERM gets SIGKILL --kill-after seconds later (here: idle timeout)", async () => {
   await using server = await startExec([program("ignore_term.sh")], [
     "--idle-timeout",
