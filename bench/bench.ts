@@ -254,8 +254,10 @@ const EXEC_SERVERS: Record<string, Target> = {
       "127.0.0.1",
       "--port",
       "{PORT}",
-      // One source address, hundreds of connections a second.
+      // One source address, hundreds of connections a second, 8 at once.
       "--rate",
+      "0",
+      "--per-source",
       "0",
       "--max-connections",
       String(EXEC_CONNECTIONS),

@@ -13,7 +13,11 @@ import { describeConnectFailure, formatSeconds } from "./connect_error.ts";
 import { dialHost } from "./dial.ts";
 import { type Endpoint, formatAddr } from "./endpoint.ts";
 import { writeAll } from "./io.ts";
-import { type KeepAliveConfig, setKeepAlive } from "./keepalive.ts";
+import {
+  closeWithReset,
+  type KeepAliveConfig,
+  setKeepAlive,
+} from "./keepalive.ts";
 import { encodeProxyHeader } from "./proxy_protocol.ts";
 import { splice, type SpliceConn } from "./splice.ts";
 import { startClientTls } from "./tls_client.ts";
@@ -45,6 +49,13 @@ export interface ForwardPlan {
   sendProxy?: 1 | 2;
   /** TCP keepalive on the connection to the target too. */
   keepAlive?: KeepAliveConfig | boolean;
+  /**
+   * Pass a reset on as a reset: a target that resets gets its client's
+   * connection reset too (and the reverse), instead of closed with a FIN.
+   * Takes FFI access to libc (see `closeWithReset`); `servers/forward.ts`
+   * turns it on when that is granted. Default `false`.
+   */
+  passResets?: boolean;
 }
 
 function closeQuietly(conn: { close(): void }): void {
@@ -53,6 +64,12 @@ function closeQuietly(conn: { close(): void }): void {
   } catch {
     // Already closed.
   }
+}
+
+/** `closeWithReset` for a spliced connection (the client's, or a TCP target's). */
+function resetQuietly(conn: SpliceConn): void {
+  if ("localAddr" in conn) closeWithReset(conn as Deno.Conn);
+  else closeQuietly(conn);
 }
 
 /**
@@ -161,6 +178,7 @@ export async function forwardConnection(
   // life kept its generator and registers (about 240 bytes of heap a pair).
   return splice(conn, target.conn, {
     onActivity: () => context.active(),
+    ...(plan.passResets && { closeWithReset: resetQuietly }),
   }).then((result) => {
     context.bytesIn = result.bytesToTarget;
     context.bytesOut = result.bytesToClient;

@@ -20,6 +20,7 @@
  */
 
 import { parseIPv4, parseIPv6, stripBrackets } from "./address.ts";
+import { type LibC, LibcError, openLibc } from "./libc.ts";
 import { osErrorNumber } from "./os_error.ts";
 
 /**
@@ -89,99 +90,19 @@ const AF_INET = 2;
 const AF_INET6 = 10;
 const O_RDONLY_DIRECTORY_CLOEXEC = 0o200000 | 0o2000000;
 
-/** Where distributions keep glibc; the first that FFI may open wins. */
-const LIBC_PATHS = [
-  "/lib/x86_64-linux-gnu/libc.so.6",
-  "/lib/aarch64-linux-gnu/libc.so.6",
-  "/usr/lib/x86_64-linux-gnu/libc.so.6",
-  "/usr/lib/aarch64-linux-gnu/libc.so.6",
-  "/lib64/libc.so.6",
-  "/usr/lib64/libc.so.6",
-  "/usr/lib/libc.so.6",
-  "/lib/libc.so.6",
-];
-
 /**
- * The flag a user adds: scoped to libc where Debian and Ubuntu keep it for
- * this architecture, and how to find it elsewhere (Fedora's `/lib64`,
- * Arch's `/usr/lib`): without read permission there is no looking.
- */
-function ffiFlag(): string {
-  const arch = Deno.build.arch === "aarch64" ? "aarch64" : "x86_64";
-  return `--allow-ffi=/lib/${arch}-linux-gnu/libc.so.6 (Debian, Ubuntu; ${LIBC_WHERE}), or --allow-ffi`;
-}
-
-/** How a user finds the path to grant. */
-const LIBC_WHERE = "find yours with `ldconfig -p | grep libc.so.6`";
-
-const SYMBOLS = {
-  // Only `buffer` arguments: reading native memory (UnsafePointerView)
-  // would need unscoped --allow-ffi.
-  setsockopt: {
-    parameters: ["i32", "i32", "i32", "buffer", "u32"],
-    result: "i32",
-  },
-  getsockopt: {
-    parameters: ["i32", "i32", "i32", "buffer", "buffer"],
-    result: "i32",
-  },
-  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  open: { parameters: ["buffer", "i32"], result: "i32" },
-  getdents64: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  close: { parameters: ["i32"], result: "i32" },
-} as const;
-
-type LibC = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-
-let libc: LibC | undefined;
-
-/**
- * Opens libc once per process (the handle is cached, never closed); `what`
- * names the feature in the error when FFI is not allowed.
+ * libc (see `libc.ts`), its failure as a {@linkcode KeepAliveError} with
+ * the same reason and message; `what` names the feature.
  */
 function openLibC(what = "tuning keepalive"): LibC {
-  if (libc) return libc;
-  if (Deno.build.os !== "linux") {
-    throw new KeepAliveError(
-      "unsupported",
-      `${what} is supported on Linux only, not ${Deno.build.os}; plain keepalive on a TCP connection works everywhere`,
-    );
+  try {
+    return openLibc(what);
+  } catch (error) {
+    if (!(error instanceof LibcError)) throw error;
+    throw new KeepAliveError(error.reason, error.message, {
+      cause: error.cause,
+    });
   }
-  const granted = (path?: string) => {
-    try {
-      return Deno.permissions.querySync({ name: "ffi", path }).state ===
-        "granted";
-    } catch {
-      return false;
-    }
-  };
-  // A scoped grant resolves a bare name against the working directory, so
-  // ask for absolute paths first; the bare soname only with full access.
-  const candidates = LIBC_PATHS.filter((path) => granted(path));
-  if (granted()) candidates.push("libc.so.6");
-  if (candidates.length === 0) {
-    throw new KeepAliveError(
-      "permission",
-      `${what} needs ${ffiFlag()}`,
-    );
-  }
-  let lastError: unknown;
-  for (const path of candidates) {
-    try {
-      libc = Deno.dlopen(path, SYMBOLS).symbols;
-      return libc;
-    } catch (error) {
-      lastError = error;
-    }
-  }
-  throw new KeepAliveError(
-    "unsupported",
-    `${what}: cannot open libc at ${
-      candidates.join(", ")
-    }: grant this machine's libc with --allow-ffi=PATH (${LIBC_WHERE}), or --allow-ffi`,
-    { cause: lastError },
-  );
 }
 
 /**
@@ -550,4 +471,73 @@ export function describeKeepAlive(config: KeepAliveConfig): string {
     config.count !== undefined && `${config.count} probes`,
   ].filter(Boolean);
   return parts.length ? parts.join(", ") : "system defaults";
+}
+
+/**
+ * Whether {@linkcode closeWithReset} can work here: Linux, and FFI access
+ * to libc granted (asked without a prompt; libc is opened on the first
+ * call).
+ *
+ * @example
+ * ```ts
+ * import { canCloseWithReset } from "./keepalive.ts";
+ *
+ * if (typeof canCloseWithReset() !== "boolean") throw new Error();
+ * ```
+ */
+export function canCloseWithReset(): boolean {
+  try {
+    openLibC("a reset");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `struct sockaddr` with `sa_family` `AF_UNSPEC`: what `connect` dissolves with. */
+const UNSPEC_ADDRESS = new Uint8Array(16);
+
+/**
+ * Resets `conn` (a TCP connection, or TLS over one) and closes it: its
+ * peer gets a reset (RST) and no FIN, as a forwarder passes on a reset
+ * from the other side. Deno's `close()` always sends a FIN first (it shuts
+ * the socket's writing down before closing it), so this dissolves the
+ * connection first, through libc, with `connect(AF_UNSPEC)`, which sends
+ * the reset and leaves nothing for the FIN. Needs FFI access to libc, as
+ * tuning keepalive does; returns `false`, closing `conn` as usual, when it
+ * cannot (no FFI, not Linux, not TCP, the socket not found).
+ *
+ * @example
+ * ```ts
+ * import { assertRejects } from "@std/assert";
+ * import { canCloseWithReset, closeWithReset } from "./keepalive.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * using client = await Deno.connect({ ...(listener.addr as Deno.NetAddr), transport: "tcp" });
+ * const accepted = await listener.accept();
+ * if (closeWithReset(accepted)) {
+ *   await assertRejects(() => client.read(new Uint8Array(1)), Deno.errors.ConnectionReset);
+ * } else if (canCloseWithReset()) {
+ *   throw new Error("no reset sent");
+ * }
+ * ```
+ */
+export function closeWithReset(conn: Deno.Conn): boolean {
+  let reset = false;
+  try {
+    const c = openLibC("a reset");
+    reset = c.connect(
+      descriptorOf(c, conn),
+      UNSPEC_ADDRESS,
+      UNSPEC_ADDRESS.byteLength,
+    ) === 0;
+  } catch {
+    // No FFI, not TCP, or the socket is gone: a plain close it is.
+  }
+  try {
+    conn.close();
+  } catch {
+    // Closed already.
+  }
+  return reset;
 }

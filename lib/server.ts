@@ -12,15 +12,18 @@
  */
 
 import { DatagramServer } from "./datagram_server.ts";
+import { descriptorShortfall } from "./descriptors.ts";
 import { formatAddr } from "./endpoint.ts";
-import type {
-  Server,
-  ServerOptions,
-  Service,
-  ShutdownOptions,
+import { stderrLog } from "./log.ts";
+import {
+  DEFAULT_MAX_CONNECTIONS,
+  type Server,
+  type ServerOptions,
+  type Service,
+  type ShutdownOptions,
 } from "./server_options.ts";
 import { StreamServer } from "./stream_server.ts";
-import { serveGroup } from "./workers.ts";
+import { serveGroup, workerPlace } from "./workers.ts";
 
 /**
  * Starts `service` on the transport `options` name: the one entry point the
@@ -55,6 +58,7 @@ export function serve(service: Service, options: ServerOptions = {}): Server {
     if (!service.stream) {
       throw new TypeError(`${service.name} does not serve ${transport}`);
     }
+    if (!workerPlace()) checkDescriptors(service, options);
     if (transport === "tcp" && (options.workers ?? 1) > 1) {
       return serveGroup(service, service.stream, options);
     }
@@ -64,6 +68,29 @@ export function serve(service: Service, options: ServerOptions = {}): Server {
     throw new TypeError(`${service.name} does not serve ${transport}`);
   }
   return new DatagramServer(service, service.datagram, transport, options);
+}
+
+/**
+ * Says, in one line at start, when the process's descriptor limit cannot
+ * hold `maxConnections` connections of this service (see
+ * `descriptors.ts`); once per process, not per worker.
+ */
+function checkDescriptors(service: Service, options: ServerOptions): void {
+  const tls = options.tls !== undefined;
+  const extra = service.descriptorsPerConnection ?? 0;
+  const line = descriptorShortfall({
+    maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    perConnection: 1 + (tls ? 1 : 0) + extra,
+    what: [
+      ...(tls ? ["TLS"] : []),
+      ...(extra > 0 ? [`${service.name}'s own ${extra}`] : []),
+    ].join(", ") || undefined,
+  });
+  if (line) {
+    (options.log ?? stderrLog)(
+      options.label ? `${options.label}: ${line}` : line,
+    );
+  }
 }
 
 /**

@@ -254,6 +254,13 @@ export interface Service {
   defaultHostname?: string;
   /** Handler for `tcp` and `unix`. */
   stream?: StreamHandler;
+  /**
+   * Descriptors each stream connection holds besides its socket (exec: a
+   * program's pidfd and three pipes; forward: the target's socket), for
+   * the check against the process's limit at start (`descriptors.ts`).
+   * Default 0.
+   */
+  descriptorsPerConnection?: number;
   /** Handler for `udp` and `unixpacket`. */
   datagram?: DatagramHandler;
 }

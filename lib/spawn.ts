@@ -11,6 +11,7 @@
  */
 
 import { unmapIPv4 } from "./address.ts";
+import { type DepartureWatch, watchDeparture } from "./departure.ts";
 import { writeAll } from "./io.ts";
 import type { Log } from "./log.ts";
 import type { ConnectionContext } from "./server_options.ts";
@@ -291,7 +292,13 @@ const LARGE_BUFFER = 64 * 1024;
  *   came for `killAfterMs`);
  * - a client that goes away (a reset, a failed read or write, or the
  *   server closing the connection: idle timeout, shutdown) gets the
- *   program SIGTERM, then SIGKILL after `killAfterMs`;
+ *   program SIGTERM, then SIGKILL after `killAfterMs`; a reset is noticed
+ *   within 1 to 2 s even while the program does not read its bytes (see
+ *   `watchDeparture` in `departure.ts`);
+ * - a client that closes without a reset (a FIN) is one that half-closed:
+ *   the program's stdin is closed, and a program that then neither reads
+ *   nor writes runs until it ends (its next write meets the client's
+ *   reset): the server cannot tell that client from one still reading;
  * - stderr lines go to `stderrLog` (in pieces of at most
  *   {@linkcode MAX_STDERR_LINE} characters, control characters escaped),
  *   or to the client with `stderrToClient`.
@@ -363,6 +370,8 @@ class Session {
   readonly #stdout: Reader;
   readonly #stderr: Reader;
   readonly #closeConn: () => void;
+  /** Notices the client's reset while its bytes wait on the program. */
+  readonly #departure: DepartureWatch;
   /** Writes to the connection, one after another (stdout and stderr share it). */
   #sending: Promise<void> = Promise.resolve();
   /** Writes to the connection under way. */
@@ -406,6 +415,10 @@ class Session {
       this.#clientGone("closed by the server");
       this.#closeConn();
     };
+    this.#departure = watchDeparture(
+      conn,
+      (error) => this.#clientGone(describe(error)),
+    );
   }
 
   async run(
@@ -426,6 +439,7 @@ class Session {
     ]).then(async ([out, err]) => {
       if (!out || !err || this.#ended) return;
       await this.#sending;
+      this.#departure.writeShut();
       await this.#conn.closeWrite().catch(() => {});
     });
     const status = await this.#child.status;
@@ -443,6 +457,7 @@ class Session {
     // background process holds it and does not read) must not hold us.
     this.#stdin.abort().catch(() => {});
     await inbound;
+    this.#departure[Symbol.dispose]();
     return {
       pid,
       status,
@@ -498,7 +513,9 @@ class Session {
       this.#context.bytesIn += n;
       this.#context.active();
       // Awaited before the next read, so one buffer serves, and a program
-      // that does not read stops us reading from its client.
+      // that does not read stops us reading from its client; meanwhile
+      // the watch notices the client resetting, which no read would.
+      this.#departure.notReading();
       try {
         await this.#stdin.write(buffer.subarray(0, n));
       } catch {
@@ -506,6 +523,7 @@ class Session {
         // go. Stop reading them, as from a socket nobody reads.
         return;
       }
+      this.#departure.reading();
       if (n === buffer.byteLength && n < LARGE_BUFFER) {
         buffer = new Uint8Array(LARGE_BUFFER);
       }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { type DepartureWatch, watchDeparture } from "./departure.ts";
 import type { ByteReader, ByteWriter } from "./io.ts";
 
 /** A stream connection as {@linkcode splice} needs it (any `Deno.Conn`). */
@@ -44,6 +45,15 @@ export interface SpliceOptions {
    * {@linkcode SPLICE_BUFFER_BYTES}.
    */
   maxBufferBytes?: number;
+  /**
+   * Closes a connection with a reset (RST) instead of a FIN, when one
+   * side has reset: the other is then closed with this, so that its peer
+   * sees the reset too, as it would have without a forwarder in between
+   * (e.g. `closeWithReset` from `keepalive.ts`). Default: both are closed
+   * as usual, and the other side's peer sees its end of stream, as
+   * haproxy's clients do.
+   */
+  closeWithReset?: (conn: SpliceConn) => void;
 }
 
 /**
@@ -162,9 +172,14 @@ class Pair {
   };
   readonly maxBuffer: number;
   readonly onActivity?: () => void;
+  readonly closeWithReset?: (conn: SpliceConn) => void;
   failed = false;
   firstDone?: Side;
   #running = 2;
+  /** Per side, made at its first write: see {@linkcode Pair.watch}. */
+  #watches: Partial<Record<Side, DepartureWatch>> = {};
+  /** The sides this has half-closed (sent end of stream to). */
+  #shut: Partial<Record<Side, true>> = {};
 
   constructor(
     readonly client: SpliceConn,
@@ -177,6 +192,7 @@ class Pair {
       options.maxBufferBytes ?? SPLICE_BUFFER_BYTES,
     );
     this.onActivity = options.onActivity;
+    this.closeWithReset = options.closeWithReset;
   }
 
   /**
@@ -187,13 +203,47 @@ class Pair {
     if (this.failed) return;
     this.failed = true;
     this.result.end = describeFailure(side, error, writing);
-    closeQuietly(this.client);
-    closeQuietly(this.target);
+    const [failed, other] = side === "client"
+      ? [this.client, this.target]
+      : [this.target, this.client];
+    closeQuietly(failed);
+    // A reset is passed on as one, where the caller can.
+    if (this.result.end === `${side} reset` && this.closeWithReset) {
+      this.closeWithReset(other);
+    } else {
+      closeQuietly(other);
+    }
+  }
+
+  /**
+   * The watch on `side` for the time nothing reads it (its direction waits
+   * on a write to the other side, which may never read again): a reset
+   * there fails the pair within `DEPARTURE_CHECK_MS` to twice that.
+   */
+  watch(side: Side): DepartureWatch {
+    let watch = this.#watches[side];
+    if (!watch) {
+      watch = watchDeparture(
+        side === "client" ? this.client : this.target,
+        (error) => this.fail(side, error, false),
+      );
+      if (this.#shut[side]) watch.writeShut();
+      this.#watches[side] = watch;
+    }
+    return watch;
+  }
+
+  /** This is about to send `side` its end of stream. */
+  shutting(side: Side): void {
+    this.#shut[side] = true;
+    this.#watches[side]?.writeShut();
   }
 
   /** One direction is over (finished or failed); the splice, once both are. */
   stopped(): void {
     if (--this.#running > 0) return;
+    this.#watches.client?.[Symbol.dispose]();
+    this.#watches.target?.[Symbol.dispose]();
     if (!this.failed) {
       this.result.clean = true;
       this.result.end = `${this.firstDone} closed first`;
@@ -242,7 +292,13 @@ class Direction {
       return;
     }
     reading.then(
-      (n) => n === null ? this.#ended() : this.#write(n, 0),
+      (n) => {
+        if (n === null) this.#ended();
+        else {
+          this.pair.watch(this.side).notReading();
+          this.#write(n, 0);
+        }
+      },
       (error) => this.#readFailed(error),
     );
   }
@@ -280,6 +336,7 @@ class Direction {
     if (this.side === "client") pair.result.bytesToTarget += length;
     else pair.result.bytesToClient += length;
     pair.onActivity?.();
+    pair.watch(this.side).reading();
     if (length === this.#buffer.byteLength && length < pair.maxBuffer) {
       this.#buffer = new Uint8Array(pair.maxBuffer);
     }
@@ -305,6 +362,7 @@ class Direction {
       return;
     }
     let closing: Promise<void>;
+    pair.shutting(this.#toSide);
     try {
       closing = this.to.closeWrite();
     } catch (error) {

@@ -23,6 +23,7 @@
 import process from "node:process";
 import { Duplex } from "node:stream";
 import { type SecureContext, TLSSocket } from "node:tls";
+import { carriedOver } from "./departure.ts";
 import { closeQuietly, connReadable, connWritable } from "./io.ts";
 import { legacyHelloAlert } from "./tls_hello.ts";
 
@@ -281,7 +282,14 @@ export class NativeTlsConn implements Deno.TlsConn {
     if (!rt || rid === undefined) return undefined;
     const tcp = new rt.TCP(rt.socketType);
     // The socket's own descriptor stays with `raw` (closing it would shut
-    // the socket's write side): the handle gets a duplicate.
+    // the socket's write side): the handle gets a duplicate. So a TLS
+    // connection holds two descriptors (see `descriptors.ts`), and this
+    // runtime offers no way to one: `openFromRid` only duplicates
+    // (ext/node/ops/tcp_wrap.rs), a `Deno.Conn`'s resource sends a FIN
+    // when dropped (tokio's write half shuts the socket down), and no op
+    // moves its socket into a handle. Only accepting with the handle's own
+    // listener would, which the server's plain-TCP checks before TLS (the
+    // PROXY header, access, limits) do not allow today.
     if (tcp.openFromRid(rid) !== 0) {
       tcp.close();
       return undefined;
@@ -305,6 +313,8 @@ export class NativeTlsConn implements Deno.TlsConn {
     tls: Handle,
   ) {
     this.#raw = raw;
+    // A zero-byte write must reach the socket to find a reset there.
+    carriedOver(this, raw);
     this.#rt = rt;
     this.#tcp = tcp;
     this.#tls = tls;

@@ -23,6 +23,7 @@ import {
   type SecureContext,
   TLSSocket,
 } from "node:tls";
+import { carriedOver } from "./departure.ts";
 import { connReadable, connWritable, writeAll } from "./io.ts";
 import { handshakeAlert } from "./tls_hello.ts";
 import { NativeTlsConn } from "./tls_native.ts";
@@ -239,6 +240,8 @@ export class NodeTlsConn implements Deno.TlsConn {
   /** Starts TLS over `raw` (which this now owns). */
   constructor(raw: Deno.Conn, side: TlsSide) {
     this.#raw = raw;
+    // A zero-byte write must reach the socket to find a reset there.
+    carriedOver(this, raw);
     this.localAddr = raw.localAddr as Deno.NetAddr;
     this.remoteAddr = raw.remoteAddr as Deno.NetAddr;
     const isServer = "server" in side;

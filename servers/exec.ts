@@ -58,13 +58,24 @@
  * away (a reset, `--idle-timeout`, `--keepalive` finding it dead, the
  * server's shutdown once `--grace` is over) gets its program SIGTERM, then
  * SIGKILL after `--kill-after` seconds; the server reaps every program and
- * exits only after the last one. What the program writes on stderr goes to
+ * exits only after the last one. A reset is noticed within 1 to 2 s
+ * whatever the program does, even while the server waits for it to read
+ * (the client's unread socket is then checked each second with a write of
+ * zero bytes, which fails once the connection is reset). A client that
+ * closes without a reset (a FIN, nothing left unread) cannot be told from
+ * one that half-closed and still reads: its program's stdin is closed, and
+ * a program that then neither reads nor writes runs until it ends (its
+ * next write meets the client's reset); bound that with `--idle-timeout`.
+ * What the program writes on stderr goes to
  * the log, one `PEER NAME[PID]: ` line per line (control characters
  * escaped, lines cut every 1 KiB), or with `--stderr-to-client` to the
  * client.
  *
  * Limits, on by default: at most 64 programs at once (`--max-connections`;
- * tcpserver's `-c` defaults to 40), at most 50 new connections a second
+ * tcpserver's `-c` defaults to 40), at most 4 of them for one address (an
+ * IPv6 /64 counting as one: `--per-source`, a sixteenth of
+ * `--max-connections`, so that it takes 16 addresses to fill the server,
+ * as for the TCP servers), at most 50 new connections a second
  * from one address (`--rate`; xinetd's `cps` is 50 a second for a whole
  * service), the excess closed at once with a log line that is itself
  * rate-limited; a program that cannot be started (`EAGAIN`, `EMFILE`)
@@ -75,7 +86,8 @@
  * Where the tools differ: `ncat -e` (7.93) ends the connection at the
  * client's EOF, dropping what the program still owes, and stalls when both
  * directions are full at once; tcpserver leaves a program running after its
- * client has gone until it next reads or writes. This does neither.
+ * client has reset until the program next reads or writes. This does
+ * neither.
  *
  * Not done: signals go to the program, not to processes it starts (which
  * are its own to end); a program's output that a background process of it
@@ -90,6 +102,8 @@ import {
   type AccessPolicy,
   checkProgram,
   DEFAULT_KILL_AFTER_MS,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_PER_SOURCE,
   type Flag,
   flag,
   flagsHelp,
@@ -123,6 +137,30 @@ export const EXEC_PORT = 8000;
 export const DEFAULT_EXEC_MAX_CONNECTIONS = 64;
 /** New connections a second from one address unless `ratePerSecond` says otherwise. */
 export const DEFAULT_EXEC_RATE = 50;
+/**
+ * How many sources (addresses, IPv6 /64s) it takes at least to fill a
+ * server at its default per-source limit: 16, as for the TCP servers
+ * (`DEFAULT_PER_SOURCE` is that share of `DEFAULT_MAX_CONNECTIONS`).
+ */
+const SOURCES_TO_FILL = DEFAULT_MAX_CONNECTIONS / DEFAULT_PER_SOURCE;
+/**
+ * Programs at once from one source unless `perSource` says otherwise: a
+ * sixteenth of `maxConnections` (at least 1), so that one address cannot
+ * take every slot; 4 with the default 64. (The TCP servers' 256 is above
+ * exec's 64: one address would have filled it.)
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { DEFAULT_EXEC_MAX_CONNECTIONS, defaultExecPerSource } from "./exec.ts";
+ *
+ * assertEquals(defaultExecPerSource(DEFAULT_EXEC_MAX_CONNECTIONS), 4);
+ * assertEquals(defaultExecPerSource(8), 1);
+ * ```
+ */
+export function defaultExecPerSource(maxConnections: number): number {
+  return Math.max(1, Math.floor(maxConnections / SOURCES_TO_FILL));
+}
 
 /** Options for {@linkcode serveExec}: the server's, and what to run. */
 export interface ExecOptions extends ServerOptions, ProgramSpec {
@@ -250,6 +288,8 @@ export function execService(
   return {
     name: "exec",
     defaultPort: EXEC_PORT,
+    // The program's pidfd and the server's ends of its three pipes.
+    descriptorsPerConnection: 4,
     async stream(conn, context) {
       const run = runProgram(
         conn,
@@ -276,7 +316,8 @@ export function execService(
 /**
  * Starts a server that runs `options.program` for each client (default
  * TCP on 0.0.0.0:8000, at most {@linkcode DEFAULT_EXEC_MAX_CONNECTIONS} at
- * once). Checks first that the program can run (throws `ProgramError`);
+ * once, at most {@linkcode defaultExecPerSource} of them from one source).
+ * Checks first that the program can run (throws `ProgramError`);
  * `finished` resolves only once every program has been reaped.
  *
  * @example `cat` as an echo server on a free port
@@ -304,6 +345,8 @@ export function serveExec(options: ExecOptions): Server {
   const rate = ratePerSecond > 0 && (serverOptions.transport ?? "tcp") === "tcp"
     ? new ConnectionRate(ratePerSecond, serverOptions.access)
     : undefined;
+  const maxConnections = serverOptions.maxConnections ??
+    DEFAULT_EXEC_MAX_CONNECTIONS;
   const server = serve(
     execService(
       { program, args, env, clearEnv, stderrToClient, killAfterMs },
@@ -311,8 +354,9 @@ export function serveExec(options: ExecOptions): Server {
     ),
     {
       ...serverOptions,
-      maxConnections: serverOptions.maxConnections ??
-        DEFAULT_EXEC_MAX_CONNECTIONS,
+      maxConnections,
+      perSource: serverOptions.perSource ??
+        defaultExecPerSource(maxConnections),
       ...(rate && {
         access: rate,
         log: (line: string) => log(rate.explain(line)),
@@ -386,6 +430,14 @@ const FLAGS = {
     ...SERVER_FLAGS["max-connections"],
     shownDefault: String(DEFAULT_EXEC_MAX_CONNECTIONS),
   },
+  "per-source": {
+    ...SERVER_FLAGS["per-source"],
+    help:
+      "TCP: most programs at once for one address, an IPv6 /64\ncounting as one; more are closed at once {default}",
+    shownDefault: `${
+      defaultExecPerSource(DEFAULT_EXEC_MAX_CONNECTIONS)
+    }, 1/${SOURCES_TO_FILL} of\n--max-connections; 0: no limit`,
+  },
 };
 
 const USAGE = `usage: exec.ts [options] -- PROGRAM [ARGS...]
@@ -407,7 +459,10 @@ IPv6 client: PROTO=TCP6 and each again as TCP6LOCALIP... TCP6REMOTEPORT;
 Life cycle: the client's EOF closes the program's stdin; the program
 closing stdout half-closes the connection; its exit ends the connection
 once its output is sent. A client that goes (reset, --idle-timeout,
-shutdown) gets its program SIGTERM, then SIGKILL after --kill-after.
+shutdown) gets its program SIGTERM, then SIGKILL after --kill-after; a
+reset is noticed within 2 s even while the program reads nothing. A client
+that closes without a reset looks like one that half-closed: a program
+that then neither reads nor writes runs until it ends (see --idle-timeout).
 
 Permissions: --allow-net=HOST:PORT (for --unix PATH: --allow-net=unix:PATH
 --allow-read=PATH --allow-write=PATH) and --allow-run=PROGRAM; a PROGRAM

@@ -42,7 +42,19 @@
  * Both directions are byte-exact and end on their own: a client that shuts
  * down its writing still gets the target's whole answer, and the reverse.
  * A side that does not read stops the other being read (one buffer per
- * direction, no queue). A target that refuses, is not found or does not
+ * direction, no queue); a side that resets meanwhile is still noticed,
+ * within 1 to 2 s (its socket, unread, is checked each second with a write
+ * of zero bytes), and ends the pair. A side that closes without a reset (a
+ * FIN) has half-closed, as far as anyone can tell: the other direction goes
+ * on until it ends (bound it with `--idle-timeout`). A side that resets
+ * has the other side's connection reset too, so that a client sees its
+ * target's reset (and a target its client's) as it would without a
+ * forwarder in between; this takes FFI access to libc, as tuned
+ * `--keepalive` does (`--allow-ffi=/lib/x86_64-linux-gnu/libc.so.6` on
+ * Debian and Ubuntu), since Deno's own close always sends a FIN first.
+ * Without it the other side is closed with a FIN, as haproxy closes it
+ * (socat half-closes it and goes on reading), and only the log line says
+ * `target reset`. A target that refuses, is not found or does not
  * answer within `--connect-timeout` closes that client, with one log line;
  * the server carries on. Each connection logs one line when accepted and
  * one when it ends: the client, bytes each way, the target address used,
@@ -110,6 +122,7 @@ import {
   type ForwardPlan,
   type ForwardTlsOptions,
 } from "../lib/forward.ts";
+import { canCloseWithReset } from "../lib/keepalive.ts";
 import {
   SPLICE_BUFFER_BYTES,
   SPLICE_IDLE_BUFFER_BYTES,
@@ -148,6 +161,13 @@ export interface ForwardOptions extends ServerOptions {
   sendProxy?: 1 | 2;
   /** UDP: a session idle this long ends. Default 30000 ms. */
   udpSessionTimeoutMs?: number;
+  /**
+   * A side that resets gets the other side's connection reset too (see
+   * `ForwardPlan.passResets`), which takes FFI access to libc. Default:
+   * on when that is granted (`canCloseWithReset`), else the other side
+   * is closed with a FIN.
+   */
+  passResets?: boolean;
 }
 
 function targetOf(options: ForwardOptions): Endpoint {
@@ -216,10 +236,13 @@ export function serveForward(options: ForwardOptions): Server {
     targetTls: options.targetTls,
     sendProxy: options.sendProxy,
     keepAlive: target.transport === "tcp" ? options.keepAlive : undefined,
+    passResets: options.passResets ?? canCloseWithReset(),
   };
   return serve({
     name: "forward",
     defaultPort: 0,
+    // The target's socket.
+    descriptorsPerConnection: 1,
     stream: (conn, context) => forwardConnection(conn, context, plan),
   }, options);
 }
@@ -335,7 +358,8 @@ Permissions: --allow-net=LISTEN_HOST:PORT,TARGET_HOST:PORT (a target by name:
 NAME:PORT). unix:PATH, to listen or to connect: --allow-net=unix:PATH
 --allow-read=PATH --allow-write=PATH. UDP: --unstable-net --allow-net
 (answers go to any client). --tls: --allow-read=CERT,KEY; --ca FILE:
---allow-read=FILE.`;
+--allow-read=FILE. To pass a side's reset on to the other as a reset
+(else it gets a FIN): --allow-ffi=LIBC (/lib/x86_64-linux-gnu/libc.so.6).`;
 
 /** The transports LISTEN can be, as server flags name them. */
 function listenValues(

@@ -72,8 +72,9 @@
  * number, named after it (`10007 stream tcp nowait root internal echo`).
  * A program runs for each connection of a `stream tcp nowait` (or `tcp6`)
  * line as `exec.ts` runs it: tcpserver's variables, half-close, at most
- * 64 at once and 50 new connections a second from one address, the same
- * log lines, labelled `SERVICE/PROTOCOL`:
+ * 64 at once (4 for one address) and 50 new connections a second from one
+ * address, a client's reset noticed within 2 s whatever the program does,
+ * the same log lines, labelled `SERVICE/PROTOCOL`:
  *
  * ```sh
  * $ printf '%s\n' "8000 stream tcp nowait $(id -un) /bin/cat cat" \

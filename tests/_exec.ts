@@ -24,6 +24,8 @@ const PROGRAMS: Record<string, string> = {
   "ignore_term.sh": `trap '' TERM; echo ready; exec sleep 987.654`,
   // Runs until signalled, without reading or writing.
   "wait.sh": `exec sleep 986.5`,
+  // Closes its stdout (the client gets EOF), then neither reads nor writes.
+  "close_stdout_wait.sh": `exec >&-; exec sleep 985.75`,
   // Prints its environment, sorted.
   "env.sh": `/usr/bin/env | /usr/bin/sort`,
 };

@@ -32,6 +32,7 @@ import {
   readToEof,
   startExec,
 } from "./_exec.ts";
+import { pushThenReset } from "./_reset_client.ts";
 
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const encode = (s: string) => new TextEncoder().encode(s);
@@ -275,6 +276,84 @@ Deno.test("exec.ts: a client that resets mid-output gets its program killed and 
   await eventually(() => childrenOf(server.pid).length === 0, "yes reaped");
 });
 
+for (const tls of [false, true]) {
+  Deno.test({
+    name: `exec.ts${
+      tls ? " --tls" : ""
+    }: a client that pushes and resets while its program reads nothing gets the program ended, its slot and descriptors back`,
+    ignore: missing("socat", ...(tls ? ["openssl"] : [])),
+  }, async () => {
+    await using certs = tls ? await makeCertificates() : undefined;
+    const sleep = "/bin/sleep";
+    await using server = await startExec(
+      [sleep, "985.5"],
+      [
+        "--max-connections",
+        "1",
+        ...(certs ? ["--tls", "--cert", certs.cert, "--key", certs.key] : []),
+      ],
+      {
+        permissions: [
+          "--allow-net=127.0.0.1:0",
+          `--allow-run=${sleep}`,
+          `--allow-read=${sleep}${certs ? `,${certs.cert},${certs.key}` : ""}`,
+        ],
+      },
+    );
+    try {
+      const fds = () => Deno.readDirSync(`/proc/${server.pid}/fd`).toArray();
+      const before = fds().length;
+      // The server is blocked writing to sleep's stdin once the client's
+      // bytes back up: no read is pending on the client's socket.
+      const port = await pushThenReset(server.proc, server.port, { tls });
+      await server.proc.waitForStderr(
+        new RegExp(
+          `^127\\.0\\.0\\.1:${port} sleep\\[\\d+\\]: killed by SIGTERM \\(client: .+\\)$`,
+        ),
+      );
+      await server.proc.waitForStderr(
+        new RegExp(`^closed 127\\.0\\.0\\.1:${port} `),
+      );
+      await eventually(() => childrenOf(server.pid).length === 0, "reaped");
+      await eventually(() => fds().length <= before, "descriptors released");
+      // The only slot is free again: the next client gets a program.
+      using next = certs
+        ? await Deno.connectTls({
+          hostname: "127.0.0.1",
+          port: server.port,
+          caCerts: [Deno.readTextFileSync(certs.ca)],
+        })
+        : await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      if ("handshake" in next) await next.handshake();
+      await eventually(
+        () => childrenOf(server.pid).length === 1,
+        "next program",
+      );
+    } finally {
+      for (const pid of processesWith("985.5")) Deno.kill(pid, "SIGKILL");
+    }
+  });
+}
+
+Deno.test({
+  name:
+    "exec.ts: a client that resets after its program closed stdout (the server has half-closed) still gets the program ended",
+  ignore: missing("socat"),
+}, async () => {
+  await using server = await startExec([program("close_stdout_wait.sh")]);
+  try {
+    const port = await pushThenReset(server.proc, server.port);
+    await server.proc.waitForStderr(
+      new RegExp(
+        `^127\\.0\\.0\\.1:${port} close_stdout_wait\\.sh\\[\\d+\\]: killed by SIGTERM \\(client: .+\\)$`,
+      ),
+    );
+    await eventually(() => childrenOf(server.pid).length === 0, "reaped");
+  } finally {
+    for (const pid of processesWith("985.75")) Deno.kill(pid, "SIGKILL");
+  }
+});
+
 Deno.test("exec.ts: a program ignoring SIGTERM gets SIGKILL --kill-after seconds later (here: idle timeout)", async () => {
   await using server = await startExec([program("ignore_term.sh")], [
     "--idle-timeout",
@@ -338,7 +417,13 @@ Deno.test("exec.ts: SIGTERM to the server SIGKILLs a program ignoring SIGTERM on
 });
 
 Deno.test("exec.ts holds 64 programs at once by default and refuses the 65th at once", async () => {
-  await using server = await startExec(["cat"], ["--rate", "0"]);
+  // All from one address: no --rate or --per-source limit.
+  await using server = await startExec(["cat"], [
+    "--rate",
+    "0",
+    "--per-source",
+    "0",
+  ]);
   const conns: Deno.Conn[] = [];
   try {
     for (let i = 0; i < 64; i++) {
@@ -578,6 +663,58 @@ Deno.test("exec.ts --help shows the least-privilege one-liner and the defaults",
   assertMatch(stdout, /--kill-after S .*\n.*\(default 2\)/);
 });
 
+Deno.test("exec.ts by default runs at most 4 programs for one address, a sixteenth of --max-connections, and says so in --help", async () => {
+  await using server = await startExec([program("wait.sh")]);
+  const conns: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 4; i++) {
+      conns.push(
+        await Deno.connect({ hostname: "127.0.0.1", port: server.port }),
+      );
+    }
+    await eventually(() => childrenOf(server.pid).length === 4, "4 programs");
+    using fifth = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    assert(await closedWithin(fifth, 5000), "the fifth was served");
+    await server.proc.waitForStderr(
+      new RegExp(
+        `^refused 127\\.0\\.0\\.1:${
+          (fifth.localAddr as Deno.NetAddr).port
+        }: too many connections from 127\\.0\\.0\\.1 \\(max 4 per source\\)$`,
+      ),
+    );
+    assertEquals(childrenOf(server.pid).length, 4);
+  } finally {
+    for (const conn of conns) conn.close();
+  }
+  const { stdout } = await runScript("servers/exec.ts", {
+    permissions: [],
+    args: ["--help"],
+  });
+  assertMatch(
+    stdout,
+    /--per-source N .*\n.*\(default 4, 1\/16 of\n\s*--max-connections; 0: no limit\)/,
+  );
+});
+
+Deno.test("exec.ts under ulimit -n 200, with FFI to libc, says at start that 64 programs of 5 descriptors each cannot all run", async () => {
+  const ffi = `--allow-ffi=/lib/${
+    Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"
+  }-linux-gnu/libc.so.6`;
+  await using server = await startExec(["cat"], [], {
+    ulimit: 200,
+    permissions: [...execPermissions("cat"), ffi],
+  });
+  assertEquals(
+    server.proc.stderrLines.filter((line) => line.startsWith("descriptors:")),
+    [
+      "descriptors: 64 connections at 5 descriptors each (exec's own 4) need up to 352 open files, over this process's limit of 200: past 33 connections, new ones fail with \"Too many open files\"; raise the limit (ulimit -n) or lower --max-connections to 33",
+    ],
+  );
+});
+
 Deno.test("exec.ts: a spawn that fails later refuses that client, logged, and the server goes on", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "sockets-exec-gone-" });
   const path = `${dir}/prog`;
@@ -625,8 +762,11 @@ Deno.test("exec.ts: out of descriptors (EMFILE), spawns fail, those clients are 
 });
 
 Deno.test("exec.ts: after 100 connections of every kind (normal, reset mid-output, SIGTERM ignored), no child is left, no zombie, no orphan", async () => {
+  // One address, 16 at once: no --rate or --per-source limit.
   const flags = [
     "--rate",
+    "0",
+    "--per-source",
     "0",
     "--kill-after",
     "0.1",

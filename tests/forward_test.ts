@@ -29,10 +29,16 @@ import {
   readAll,
   runCommand,
   type ScriptProcess,
+  spawn,
   startServer,
 } from "./_helpers.ts";
+import { pushThenReset } from "./_reset_client.ts";
 
 const FORWARD = "servers/forward.ts";
+/** FFI to libc, least privilege, as the forwarder's help gives it. */
+const FFI = `--allow-ffi=/lib/${
+  Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"
+}-linux-gnu/libc.so.6`;
 const encode = (s: string) => new TextEncoder().encode(s);
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 
@@ -858,6 +864,39 @@ Deno.test("forward.ts: a client that resets mid-stream closes the target's side 
   assertEquals(await settledFdCount(pid, baseline), baseline);
 });
 
+Deno.test({
+  name:
+    "forward.ts: clients that push and reset against a target that never reads are noticed; their slots and descriptors come back",
+  ignore: missing("socat"),
+}, async () => {
+  const held = Promise.withResolvers<void>();
+  // Accepts and never reads: the forwarder stays blocked writing to it.
+  await using backend = listenBackend(() => held.promise);
+  await using forward = await startForward(`tcp://${backend.address}`, {
+    args: ["--max-connections", "3"],
+  });
+  try {
+    const pid = forward.proc.child.pid;
+    const baseline = await fdCount(pid);
+    for (let i = 0; i < 3; i++) {
+      const port = await pushThenReset(forward.proc, forward.port);
+      assertMatch(await closingLine(forward.proc, port), /, client reset$/);
+    }
+    assertEquals(await settledFdCount(pid, baseline), baseline);
+    // Every slot is free: a fourth client reaches the target.
+    using fourth = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: forward.port,
+    });
+    await forward.proc.until(
+      () => backend.accepted() === 4,
+      `client ${localPort(fourth)} at the target`,
+    );
+  } finally {
+    held.resolve();
+  }
+});
+
 Deno.test("forward.ts: a target that closes mid-stream while the client still sends is a reset, and the client is closed at once", async () => {
   // Deno's close() sends a FIN, then a reset for the bytes it never read:
   // the forwarder sees the reset when it next writes to the target.
@@ -900,6 +939,68 @@ Deno.test("forward.ts: a target that closes mid-stream while the client still se
   );
   assertEquals(await settledFdCount(pid, baseline), baseline);
 });
+
+/** A target that reads a line, answers `partial`, then resets (SO_LINGER 0). */
+async function startResettingTarget(): Promise<
+  ScriptProcess & AsyncDisposable
+> {
+  const proc = spawn("perl", {
+    args: [
+      "-MSocket",
+      "-e",
+      `socket(S, PF_INET, SOCK_STREAM, 0) or die;
+       bind(S, pack_sockaddr_in(0, inet_aton("127.0.0.1"))) or die;
+       listen(S, 8) or die;
+       my ($port) = unpack_sockaddr_in(getsockname(S));
+       print STDERR "listening on 127.0.0.1:$port\\n";
+       while (accept(C, S)) {
+         sysread(C, my $request, 100);
+         syswrite(C, "partial\\n");
+         print STDERR "answered\\n";
+         sysread(C, my $go, 1);
+         setsockopt(C, SOL_SOCKET, SO_LINGER, pack("ii", 1, 0)) or die;
+         close(C);
+       }`,
+    ],
+  });
+  await proc.waitForStderr(/^listening on /);
+  return proc;
+}
+
+for (const ffi of [true, false]) {
+  Deno.test({
+    name: ffi
+      ? "forward.ts with FFI to libc passes a target's reset on: the client sees a reset, not an end of stream"
+      : "forward.ts without FFI closes the client of a target that reset (a FIN, as haproxy), and logs the reset",
+    ignore: missing("perl"),
+  }, async () => {
+    await using target = await startResettingTarget();
+    const port = Number(/:(\d+)$/.exec(target.stderrLines[0])![1]);
+    await using forward = await startForward(`tcp://127.0.0.1:${port}`, {
+      permissions: [
+        `--allow-net=127.0.0.1:0,127.0.0.1:${port}`,
+        ...(ffi ? [FFI] : []),
+      ],
+    });
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: forward.port,
+    });
+    await writeAll(conn, encode("hello\n"));
+    assertEquals(decode(await readExact(conn, 8)), "partial\n");
+    // The target resets once the forwarder passes on one more byte.
+    await writeAll(conn, encode("!"));
+    const after = await conn.read(new Uint8Array(16)).then(
+      (n) => n === null ? "end of stream" : `${n} bytes`,
+      (error: Error) => error.name,
+    );
+    assertEquals(after, ffi ? "ConnectionReset" : "end of stream");
+    assertMatch(
+      await closingLine(forward.proc, localPort(conn)),
+      /\(7 bytes in, 8 bytes out\) .*, target reset$/,
+    );
+  });
+}
 
 Deno.test("forward.ts dials a target by name with only NAME:PORT granted, and logs the address it reached", async () => {
   await using backend = listenBackend(echoHandler);

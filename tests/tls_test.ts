@@ -93,6 +93,43 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "echo.ts --tls under ulimit -n 1024, with FFI to libc, says at start that 4096 TLS connections of 2 descriptors cannot all be open, and how many can",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    const ffi = `--allow-ffi=/lib/${
+      Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"
+    }-linux-gnu/libc.so.6`;
+    await using server = await startServer("servers/echo.ts", {
+      prefix: ["sh", "-c", 'ulimit -n 1024 && exec "$@"', "sh"],
+      permissions: [
+        "--allow-net=127.0.0.1:0",
+        `--allow-read=${certs.cert},${certs.key}`,
+        ffi,
+      ],
+      args: [
+        "--hostname",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--tls",
+        "--cert",
+        certs.cert,
+        "--key",
+        certs.key,
+      ],
+    });
+    assertEquals(
+      server.proc.stderrLines.filter((line) => line.startsWith("descriptors:")),
+      [
+        'descriptors: 4096 connections at 2 descriptors each (TLS) need up to 8224 open files, over this process\'s limit of 1024: past 496 connections, new ones fail with "Too many open files"; raise the limit (ulimit -n) or lower --max-connections to 496',
+      ],
+    );
+  },
+});
+
+Deno.test({
   name: "echo.ts --tls echoes 3 MB byte-exact to openssl s_client",
   ignore: noOpenssl,
   async fn() {

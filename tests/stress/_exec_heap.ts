@@ -17,7 +17,9 @@ const server = serveExec({
   log: () => {},
   program: "cat",
   args: [],
+  // One address, 16 at once: no rate or per-source limit.
   ratePerSecond: 0,
+  perSource: 0,
 });
 await server.ready;
 const { port } = server.addr as Deno.NetAddr;
