@@ -361,21 +361,21 @@ Deno.test("exec.ts: a program ignoring SIGTERM gets SIGKILL --kill-after seconds
     "--kill-after",
     "1.5",
   ]);
+  // Before the program starts: its SIGKILL comes at least the idle
+  // timeout and --kill-after (0.3 + 1.5 s) after this, however late the
+  // test sees each step (a bound taken when the test saw the idle line
+  // failed on a loaded machine, the line being seen late).
+  const before = Date.now();
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   assertEquals(decode(await readExact(conn, 6)), "ready\n");
-  const [pid] = childrenOf(server.pid);
-  assert(pid, "no program running");
-  const closedAt = await (async () => {
-    await server.proc.waitForStderr(/^idle timeout: closing /);
-    return Date.now();
-  })();
-  assert(await closedWithin(conn, 1000), "connection not closed");
-  // Still alive between SIGTERM and SIGKILL.
-  assertEquals(childrenOf(server.pid), [pid]);
+  assert(childrenOf(server.pid).length === 1, "no program running");
+  await server.proc.waitForStderr(/^idle timeout: closing /);
+  assert(await closedWithin(conn, 3000), "connection not closed");
   await server.proc.waitForStderr(
     /ignore_term\.sh\[\d+\]: killed by SIGKILL \(SIGTERM ignored for 1\.5 s\) \(client: closed by the server\)$/,
   );
-  assertGreaterOrEqual(Date.now() - closedAt, 1400);
+  // Not at once after SIGTERM: --kill-after later.
+  assertGreaterOrEqual(Date.now() - before, 1800);
   await eventually(() => childrenOf(server.pid).length === 0, "reaped");
   assertEquals(processesWith("987.654"), []);
 });
