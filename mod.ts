@@ -171,9 +171,11 @@ export {
   posixZoneDateMisses,
 } from "./lib/tz.ts";
 
+// Text from outside in log and error lines.
+export { escapeControlChars } from "./lib/escape_control_chars.ts";
+
 // Files and TLS material.
 export {
-  escapeControlChars,
   FileReadError,
   type FileReadFailure,
   formatBytes,
@@ -263,7 +265,6 @@ export {
   connectionEnv,
   DEFAULT_KILL_AFTER_MS,
   describeStatus,
-  MAX_STDERR_LINE,
   outcomeLine,
   ProgramError,
   type ProgramOutcome,
@@ -273,6 +274,11 @@ export {
   type StderrLog,
   stderrLogTo,
 } from "./lib/spawn.ts";
+export {
+  DEFAULT_STDERR_LINES_PER_SECOND,
+  MAX_STDERR_LINE,
+  StderrLines,
+} from "./lib/stderr_lines.ts";
 
 // The command line.
 export {

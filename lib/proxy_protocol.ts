@@ -23,6 +23,7 @@
 import { parseIPv4, parseIPv6, unmapIPv4 } from "./address.ts";
 import { formatSeconds } from "./connect_error.ts";
 import { crc32c } from "./crc32c.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { type ByteReader, readExactInto, UnexpectedEofError } from "./io.ts";
 
 /** The 12 bytes every version 2 header starts with. */
@@ -124,7 +125,12 @@ export class ProxyHeaderError extends Error {
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
-/** Up to 24 bytes as text a log line can hold (`GET / HTTP/1.1\r\n...`). */
+/**
+ * Up to 24 bytes as a log line can hold them (`GET / HTTP/1.1\r\n...`):
+ * bytes, not text (a TLS hello, binary garbage), so every byte that is
+ * not printable ASCII is `\xHH`, stricter than `escapeControlChars`,
+ * which the header's text fields go through.
+ */
 function quote(bytes: Uint8Array): string {
   const shown = Array.from(
     bytes.subarray(0, 24),
@@ -214,7 +220,9 @@ function v1BytesStillNeeded(bytes: Uint8Array): number {
   if (protocol === "UNKNOWN") return checkV1Length(bytes, 2);
   if (protocol !== "TCP4" && protocol !== "TCP6") {
     throw new ProxyHeaderError(
-      `bad PROXY v1 header: unknown protocol '${protocol}' (expected TCP4, TCP6 or UNKNOWN)`,
+      `bad PROXY v1 header: unknown protocol '${
+        escapeControlChars(protocol)
+      }' (expected TCP4, TCP6 or UNKNOWN)`,
     );
   }
   if (fields.length > 5 || !/^[0-9a-fA-F:. ]*$/.test(text.slice(11))) {
@@ -313,7 +321,9 @@ function parseV1(line: Uint8Array): ProxyHeader {
   const [protocol, sourceText, destinationText, sourcePort, destinationPort] =
     fields;
   const v4 = protocol === "TCP4";
-  if (!v4 && protocol !== "TCP6") throw bad(`unknown protocol '${protocol}'`);
+  if (!v4 && protocol !== "TCP6") {
+    throw bad(`unknown protocol '${escapeControlChars(protocol)}'`);
+  }
   const valid = (address: string) =>
     v4 ? parseIPv4(address) !== null : parseIPv6(address) !== null;
   if (!valid(sourceText) || !valid(destinationText)) {

@@ -13,6 +13,7 @@
 
 import { DatagramServer } from "./datagram_server.ts";
 import { formatAddr } from "./endpoint.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import type {
   Server,
   ServerOptions,
@@ -112,5 +113,7 @@ export function combineServers(servers: Server[]): Server {
  * ```
  */
 export function listeningLine(addr: Deno.Addr, label?: string): string {
-  return `listening on ${formatAddr(addr)}${label ? ` (${label})` : ""}`;
+  return `listening on ${formatAddr(addr)}${
+    label ? ` (${escapeControlChars(label)})` : ""
+  }`;
 }

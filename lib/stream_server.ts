@@ -29,6 +29,7 @@ import {
   readProxyHeader,
 } from "./proxy_protocol.ts";
 import type { AccessPolicy } from "./access.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { BaseServer } from "./server_base.ts";
 import {
   type ConnectionContext,
@@ -422,7 +423,7 @@ export class StreamServer extends BaseServer {
       if (!connection.closed) {
         this.#badProxyHeader.event(
           `${connection.peer} (0 bytes in, 0 bytes out): ${
-            withoutOsError((error as Error).message)
+            escapeControlChars(withoutOsError((error as Error).message))
           }`,
         );
       }
@@ -535,7 +536,7 @@ export class StreamServer extends BaseServer {
             ? ""
             : this.#keepAlive && isKeepAliveTimeout(error)
             ? ": peer dead (keepalive probes unanswered)"
-            : `: ${error.message}`,
+            : `: ${escapeControlChars(error.message)}`,
         ),
     );
   }
@@ -583,7 +584,8 @@ export class StreamServer extends BaseServer {
       return await Promise.race([
         conn.handshake().then(
           () => undefined,
-          (error: Error) => `${who}: ${withoutOsError(error.message)}`,
+          (error: Error) =>
+            `${who}: ${escapeControlChars(withoutOsError(error.message))}`,
         ),
         timedOut,
       ]);
@@ -611,7 +613,9 @@ export class StreamServer extends BaseServer {
       listener.unref();
       this.#stopAccepting();
       this.log(
-        `${this.prefix}${this.addr.path} is no longer this server's socket; left in place`,
+        `${this.prefix}${
+          formatAddr(this.addr)
+        } is no longer this server's socket; left in place`,
       );
       return;
     }

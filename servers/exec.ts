@@ -60,8 +60,10 @@
  * SIGKILL after `--kill-after` seconds; the server reaps every program and
  * exits only after the last one. What the program writes on stderr goes to
  * the log, one `PEER NAME[PID]: ` line per line (control characters
- * escaped, lines cut every 1 KiB), or with `--stderr-to-client` to the
- * client.
+ * escaped, lines cut every 1 KiB; at most `--stderr-rate` lines a second
+ * per program, 100 by default, the rest counted once a second as `N
+ * stderr lines dropped (over 100 lines/s)`), or with `--stderr-to-client`
+ * to the client.
  *
  * Limits, on by default: at most 64 programs at once (`--max-connections`;
  * tcpserver's `-c` defaults to 40), at most 50 new connections a second
@@ -90,6 +92,8 @@ import {
   type AccessPolicy,
   checkProgram,
   DEFAULT_KILL_AFTER_MS,
+  DEFAULT_STDERR_LINES_PER_SECOND,
+  escapeControlChars,
   type Flag,
   flag,
   flagsHelp,
@@ -217,7 +221,7 @@ class ConnectionRate implements AccessPolicy {
 
 /** The program's name for log lines: its last path component. */
 function programName(program: string): string {
-  return program.slice(program.lastIndexOf("/") + 1);
+  return escapeControlChars(program.slice(program.lastIndexOf("/") + 1));
 }
 
 /**
@@ -265,7 +269,7 @@ export function execService(
         if (line) log(prefix + line);
       } catch (error) {
         if (!(error instanceof SpawnError)) throw error;
-        refused.event(`${context.peer}: ${error.message}`);
+        refused.event(`${context.peer}: ${escapeControlChars(error.message)}`);
       } finally {
         options.running?.delete(run);
       }
@@ -293,6 +297,7 @@ export function serveExec(options: ExecOptions): Server {
     env,
     clearEnv,
     stderrToClient,
+    stderrLinesPerSecond,
     killAfterMs,
     ratePerSecond = DEFAULT_EXEC_RATE,
     ...serverOptions
@@ -306,7 +311,15 @@ export function serveExec(options: ExecOptions): Server {
     : undefined;
   const server = serve(
     execService(
-      { program, args, env, clearEnv, stderrToClient, killAfterMs },
+      {
+        program,
+        args,
+        env,
+        clearEnv,
+        stderrToClient,
+        stderrLinesPerSecond,
+        killAfterMs,
+      },
       { log, label: options.label, running, stop: stop.signal },
     ),
     {
@@ -371,6 +384,15 @@ const FLAGS = {
   "stderr-to-client": flag.boolean(
     "send the program's stderr to the client, not to the log",
   ),
+  "stderr-rate": flag.integer(
+    "N",
+    "log at most N lines a second of each program's stderr; the\nrest are counted, once a second {default}",
+    {
+      min: 0,
+      max: 1_000_000,
+      shown: `${DEFAULT_STDERR_LINES_PER_SECOND}; 0: no limit`,
+    },
+  ),
   "kill-after": flag.seconds(
     "S",
     "once its client is gone, SIGTERM the program, then SIGKILL\nafter S seconds {default}",
@@ -431,8 +453,14 @@ if (import.meta.main) {
       env: Object.fromEntries(env ?? []),
       clearEnv: values["clear-env"],
       stderrToClient: values["stderr-to-client"],
+      stderrLinesPerSecond: values["stderr-rate"],
       killAfterMs: values["kill-after"],
     };
+    if (options.stderrToClient && options.stderrLinesPerSecond !== undefined) {
+      throw new UsageError(
+        "--stderr-rate limits what is logged; with --stderr-to-client nothing is",
+      );
+    }
     if (rate !== undefined) {
       if (options.transport === "unix") {
         throw new UsageError("--rate applies to TCP only");

@@ -425,3 +425,24 @@ Deno.test("readProxyHeader() fails on garbage at the first bytes, on an early en
     "PROXY v2 header of 8208 bytes is over the limit of 1024",
   );
 });
+
+Deno.test("parseProxyHeader()'s errors show the header's text with its control characters escaped", () => {
+  for (
+    const line of [
+      "PROXY \x1b]0;owned\x07 a b c d\r\n",
+      "PROXY TCP\u2028closed a b c\r\n",
+      "PROXY \u009b2Jx y\r\n",
+    ]
+  ) {
+    const error = assertThrows(
+      () => parseProxyHeader(encode(line)),
+      ProxyHeaderError,
+    );
+    assert(
+      // Finding control characters is the point.
+      // deno-lint-ignore no-control-regex
+      !/[\x00-\x1f\x7f-\x9f\u2028\u2029]/.test(error.message),
+      JSON.stringify(error.message),
+    );
+  }
+});
