@@ -508,6 +508,65 @@ export interface ReadProxyHeaderOptions {
   maxBytes?: number;
   /** Gives up when this aborts (a server shutting down). */
   signal?: AbortSignal;
+  /**
+   * The kind of listener the connection came to: `tcp` (default) or
+   * `unix`. A header must speak for a client that such a connection can
+   * have been relaying (see {@linkcode checkProxyHeaderFits}).
+   */
+  listener?: "tcp" | "unix";
+}
+
+/**
+ * Refuses, with a {@linkcode ProxyHeaderError}, a header that says
+ * `PROXY` for a client a connection to a `listener` (a stream socket:
+ * TCP or Unix) cannot have been relaying: a datagram client (v2 `UDP` or
+ * Unix datagram) on any stream connection, and a Unix socket client on a
+ * TCP listener, which takes TCP clients over IPv4 or IPv6 only. A header
+ * that carries no client (v2 `LOCAL` or `UNSPEC`, v1 `UNKNOWN`) fits any.
+ *
+ * haproxy's own receiver takes such a header as `LOCAL` (the connection's
+ * own addresses); this refuses it instead, because a header must never
+ * choose how its connection is judged: taken as `LOCAL`, an `AF_UNIX`
+ * header was judged as the proxy (which `--deny` lists and `--rate` let
+ * through), and told the program `PROTO=UNIX` on a TCP server; a UDP one
+ * passed its datagram client on to a stream target. No sender in practice
+ * writes one (haproxy itself writes `LOCAL` for a client it has no IP
+ * address for).
+ *
+ * @example
+ * ```ts
+ * import { assertThrows } from "@std/assert";
+ * import { checkProxyHeaderFits, type ProxyHeader, ProxyHeaderError } from "./proxy_protocol.ts";
+ *
+ * const unix: ProxyHeader = {
+ *   version: 2,
+ *   command: "proxy",
+ *   source: { transport: "unix", path: "/run/client.sock" },
+ *   destination: { transport: "unix", path: "/run/proxy.sock" },
+ *   tlvs: [],
+ *   byteLength: 232,
+ * };
+ * checkProxyHeaderFits(unix, "unix");
+ * assertThrows(() => checkProxyHeaderFits(unix, "tcp"), ProxyHeaderError, "TCP listener");
+ * ```
+ */
+export function checkProxyHeaderFits(
+  header: ProxyHeader,
+  listener: "tcp" | "unix",
+): void {
+  const transport = header.source?.transport;
+  if (transport === "udp" || transport === "unixpacket") {
+    throw new ProxyHeaderError(
+      `PROXY v${header.version} header for a ${
+        transport === "udp" ? "UDP" : "Unix datagram"
+      } client: a stream connection cannot have carried it`,
+    );
+  }
+  if (transport === "unix" && listener === "tcp") {
+    throw new ProxyHeaderError(
+      `PROXY v${header.version} header for a Unix socket client: a TCP listener takes TCP clients (IPv4 or IPv6) or LOCAL only`,
+    );
+  }
 }
 
 /**
@@ -521,8 +580,9 @@ export interface ReadProxyHeaderOptions {
  *
  * Rejects with {@linkcode ProxyHeaderError} when the bytes cannot start a
  * header (at the first wrong byte, without waiting for more), when a
- * header is over `maxBytes`, when the connection ends first, or when the
- * deadline passes. A read still pending then is not cancelled: the caller
+ * header is over `maxBytes`, when the connection ends first, when the
+ * deadline passes, or when the header speaks for a client the `listener`
+ * cannot have carried ({@linkcode checkProxyHeaderFits}). A read still pending then is not cancelled: the caller
  * closes `conn`, as it should after any failure here.
  *
  * @example A header in front of a request
@@ -609,7 +669,9 @@ export async function readProxyHeader(
   } finally {
     clearTimeout(timer);
   }
-  return parseProxyHeader(buffer.subarray(0, length), maxBytes)!;
+  const header = parseProxyHeader(buffer.subarray(0, length), maxBytes)!;
+  checkProxyHeaderFits(header, options.listener ?? "tcp");
+  return header;
 }
 
 /** The addresses {@linkcode encodeProxyHeader} writes. */

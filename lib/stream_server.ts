@@ -5,8 +5,9 @@
  * source, connection limit), TLS started only after them, a cheap idle
  * timeout, and a graceful stop that waits for connections in flight.
  * With `acceptProxy`, each connection's PROXY protocol header is read
- * first, and the access list and the count per source judge the client
- * it names, after it.
+ * first (one for a client the listener cannot have carried is refused),
+ * and the access list and the count per source judge the client it
+ * names, after it, on a Unix socket as over TCP.
  *
  * @module
  */
@@ -142,6 +143,8 @@ export class StreamServer extends BaseServer {
   );
   /** `acceptProxy`: the header's deadline, in ms; unset without it. */
   readonly #proxyHeaderTimeoutMs?: number;
+  /** The listener's kind, for the clients a PROXY header may name. */
+  readonly #transport: "tcp" | "unix";
   /** Set for TLS: the handshake deadline, in ms. */
   readonly #handshakeTimeoutMs?: number;
   readonly #tlsContext?: ReturnType<typeof tlsServerContext>;
@@ -185,7 +188,9 @@ export class StreamServer extends BaseServer {
     // per client. Keepalive is set on the plain TCP connection, before TLS
     // starts: no FFI needed for plain keepalive on a TLS server.
     if (keepAlive) checkKeepAlive(keepAlive);
-    const perSource = transport === "tcp"
+    // A Unix socket's peers have no address to count, but with
+    // `acceptProxy` their headers' clients have.
+    const perSource = transport === "tcp" || options.acceptProxy
       ? options.perSource ?? DEFAULT_PER_SOURCE
       : 0;
     if (!Number.isInteger(perSource) || perSource < 0) {
@@ -221,6 +226,7 @@ export class StreamServer extends BaseServer {
     this.#keepAlive = keepAlive;
     this.#perSource = perSource;
     this.#proxyHeaderTimeoutMs = proxyHeaderTimeoutMs;
+    this.#transport = transport;
     if (options.tls) {
       this.#handshakeTimeoutMs = options.handshakeTimeoutMs ??
         DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -417,6 +423,7 @@ export class StreamServer extends BaseServer {
     try {
       header = await readProxyHeader(connection.conn, {
         deadlineMs: this.#proxyHeaderTimeoutMs,
+        listener: this.#transport,
       });
     } catch (error) {
       // Closed by shutdown or the idle sweep: that logged already.
@@ -436,7 +443,8 @@ export class StreamServer extends BaseServer {
       refusal = header.command === "proxy"
         ? "not allowed (the address in its PROXY header)"
         : "not allowed";
-    } else if (this.#perSource > 0) {
+    } else if (this.#perSource > 0 && "hostname" in client) {
+      // (A Unix client, on a Unix listener: no address to count.)
       const source = sourceKey(client);
       refusal = this.#tooManyFrom(source);
       if (refusal === undefined) {

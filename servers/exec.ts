@@ -131,9 +131,11 @@ export const DEFAULT_EXEC_RATE = 50;
 /** Options for {@linkcode serveExec}: the server's, and what to run. */
 export interface ExecOptions extends ServerOptions, ProgramSpec {
   /**
-   * TCP: at most this many new connections a second from one address (an
-   * IPv4 address, IPv4-mapped ones included, or an IPv6 /64), in bursts
-   * of as many; the excess is closed at once, before any program starts.
+   * TCP (or a Unix socket with `acceptProxy`, for the clients the
+   * headers name): at most this many new connections a second from one
+   * address (an IPv4 address, IPv4-mapped ones included, or an IPv6
+   * /64), in bursts of as many; the excess is closed at once, before any
+   * program starts.
    * 0: no limit. Default {@linkcode DEFAULT_EXEC_RATE}.
    */
   ratePerSecond?: number;
@@ -306,7 +308,11 @@ export function serveExec(options: ExecOptions): Server {
   const log = options.log ?? stderrLog;
   const running = new Set<Promise<unknown>>();
   const stop = new AbortController();
-  const rate = ratePerSecond > 0 && (serverOptions.transport ?? "tcp") === "tcp"
+  // A Unix socket's peers have no address to count, unless their PROXY
+  // headers give them one.
+  const addressed = (serverOptions.transport ?? "tcp") === "tcp" ||
+    serverOptions.acceptProxy === true;
+  const rate = ratePerSecond > 0 && addressed
     ? new ConnectionRate(ratePerSecond, serverOptions.access)
     : undefined;
   const server = serve(
@@ -400,7 +406,7 @@ const FLAGS = {
   ),
   rate: flag.integer(
     "N",
-    "TCP: at most N new connections a second from one address;\nmore are closed at once {default}",
+    "TCP (--unix: with --accept-proxy): at most N new connections\na second from one address; more are closed at once\n{default}",
     { min: 0, max: 1_000_000, shown: `${DEFAULT_EXEC_RATE}; 0: no limit` },
   ),
   ...SERVER_FLAGS,
@@ -462,8 +468,10 @@ if (import.meta.main) {
       );
     }
     if (rate !== undefined) {
-      if (options.transport === "unix") {
-        throw new UsageError("--rate applies to TCP only");
+      if (options.transport === "unix" && !options.acceptProxy) {
+        throw new UsageError(
+          "--rate applies to TCP, or --unix with --accept-proxy, only",
+        );
       }
       options.ratePerSecond = rate;
     }

@@ -653,7 +653,7 @@ Deno.test("exec.ts usage errors exit 2 with one line", async () => {
     "5",
     "--",
     "cat",
-  ], /--rate applies to TCP only/);
+  ], /--rate applies to TCP, or --unix with --accept-proxy, only/);
   await assertUsageError("servers/exec.ts", permissions, [
     ...base,
     "--udp",
@@ -673,7 +673,8 @@ Deno.test("exec.ts --help shows the least-privilege one-liner and the defaults",
     "deno run --allow-net=0.0.0.0:8000 --allow-run=cat servers/exec.ts -- cat",
   );
   assertMatch(stdout, /--max-connections N .*\(default 64\)/);
-  assertMatch(stdout, /--rate N .*\n.*\(default 50; 0: no limit\)/);
+  assertMatch(stdout, /--rate N .*\n.*\n.*\(default 50; 0: no limit\)/);
+  assertMatch(stdout, /--stderr-rate N .*\n.*\(default 100; 0: no limit\)/);
   assertMatch(stdout, /--kill-after S .*\n.*\(default 2\)/);
 });
 
