@@ -554,10 +554,14 @@ export class StreamServer extends BaseServer {
     const cut = connection.closed;
     connection.close();
     this.#untrack(connection);
+    // A handler's note may name what it was given (a target's path).
+    const note = connection.note
+      ? ` ${escapeControlChars(connection.note)}`
+      : "";
     this.log(
-      `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${connection.via}${
-        connection.note ? ` ${connection.note}` : ""
-      }${cut ? "" : failure}`,
+      `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${connection.via}${note}${
+        cut ? "" : failure
+      }`,
     );
     if (this.#connections.size === 0) this.#drained?.();
   }

@@ -444,6 +444,43 @@ Deno.test("forward.ts --max-connections 1 closes a second client while the first
   await readAll(first);
 });
 
+Deno.test("forward.ts to a unix: target whose path holds a line break: the closing line names it escaped, one line", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sockets-forward-" });
+  const path = `${dir}/t\nclosed 1.2.3.4:5 (0 bytes in).sock`;
+  try {
+    using listener = Deno.listen({ transport: "unix", path });
+    const serving = listener.accept().then(async (conn) => {
+      await echoHandler(conn);
+      conn.close();
+    });
+    await using forward = await startForward(`unix:${path}`, {
+      permissions: [
+        `--allow-net=127.0.0.1:0,unix:${path}`,
+        `--allow-read=${path}`,
+        `--allow-write=${path}`,
+      ],
+    });
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: forward.port,
+    });
+    await writeAll(conn, encode("hi"));
+    await conn.closeWrite();
+    assertEquals(decode(await readAll(conn)), "hi");
+    await serving;
+    assertMatch(
+      await closingLine(forward.proc, localPort(conn)),
+      /to \/.*\/t\\nclosed 1\.2\.3\.4:5 \(0 bytes in\)\.sock, .* client closed first$/,
+    );
+    assertEquals(
+      forward.proc.stderrLines.filter((l) => l.startsWith("closed 1.2.3.4")),
+      [],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("forward.ts tcp:// to unix: and unix: to tcp://, with the header's permissions", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sockets-forward-" });
   const backendPath = `${dir}/backend.sock`;
