@@ -240,6 +240,7 @@ export { type ClientTlsOptions, startClientTls } from "./lib/tls_client.ts";
 
 // Forwarding: the PROXY protocol (v1, v2) and the byte pump of a pair.
 export {
+  checkProxyHeaderFits,
   DEFAULT_MAX_PROXY_HEADER_BYTES,
   DEFAULT_PROXY_HEADER_TIMEOUT_MS,
   encodeProxyHeader,
