@@ -276,6 +276,7 @@ export {
   stderrLogTo,
 } from "./lib/spawn.ts";
 export {
+  checkLinesPerSecond,
   DEFAULT_STDERR_LINES_PER_SECOND,
   MAX_STDERR_LINE,
   StderrLines,

@@ -14,7 +14,7 @@ import { unmapIPv4 } from "./address.ts";
 import { writeAll } from "./io.ts";
 import type { Log } from "./log.ts";
 import type { ConnectionContext } from "./server_options.ts";
-import { StderrLines } from "./stderr_lines.ts";
+import { checkLinesPerSecond, StderrLines } from "./stderr_lines.ts";
 
 /** What to run for each connection, and how. */
 export interface ProgramSpec {
@@ -319,6 +319,10 @@ export async function runProgram(
   stderrLog: StderrLog,
   stop?: AbortSignal,
 ): Promise<ProgramOutcome> {
+  // Before the spawn: a bad limit must not leave a program running.
+  if (spec.stderrLinesPerSecond !== undefined) {
+    checkLinesPerSecond(spec.stderrLinesPerSecond);
+  }
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(spec.program, {

@@ -24,6 +24,28 @@ export const MAX_STDERR_LINE = 1024;
  */
 export const DEFAULT_STDERR_LINES_PER_SECOND = 100;
 
+/**
+ * Throws a `RangeError` unless `linesPerSecond` is a limit
+ * {@linkcode StderrLines} takes: a whole number, 0 (no limit) or more.
+ * A server checks it once, at start, rather than per program.
+ *
+ * @example
+ * ```ts
+ * import { assertThrows } from "@std/assert";
+ * import { checkLinesPerSecond } from "./stderr_lines.ts";
+ *
+ * checkLinesPerSecond(100);
+ * assertThrows(() => checkLinesPerSecond(-1), RangeError, "linesPerSecond");
+ * ```
+ */
+export function checkLinesPerSecond(linesPerSecond: number): void {
+  if (!(Number.isInteger(linesPerSecond) && linesPerSecond >= 0)) {
+    throw new RangeError(
+      `linesPerSecond must be a whole number, 0 or more: ${linesPerSecond}`,
+    );
+  }
+}
+
 /** How often the count of dropped lines is logged while they are dropped. */
 const DROP_REPORT_MS = 1000;
 
@@ -78,11 +100,7 @@ export class StderrLines {
     log: Log,
     linesPerSecond: number = DEFAULT_STDERR_LINES_PER_SECOND,
   ) {
-    if (!(Number.isInteger(linesPerSecond) && linesPerSecond >= 0)) {
-      throw new RangeError(
-        `linesPerSecond must be a whole number, 0 or more: ${linesPerSecond}`,
-      );
-    }
+    checkLinesPerSecond(linesPerSecond);
     this.#log = log;
     this.#perSecond = linesPerSecond;
     this.#tokens = linesPerSecond;

@@ -90,6 +90,7 @@
 
 import {
   type AccessPolicy,
+  checkLinesPerSecond,
   checkProgram,
   DEFAULT_KILL_AFTER_MS,
   DEFAULT_STDERR_LINES_PER_SECOND,
@@ -282,7 +283,8 @@ export function execService(
 /**
  * Starts a server that runs `options.program` for each client (default
  * TCP on 0.0.0.0:8000, at most {@linkcode DEFAULT_EXEC_MAX_CONNECTIONS} at
- * once). Checks first that the program can run (throws `ProgramError`);
+ * once). Checks first that the program can run (throws `ProgramError`)
+ * and that `stderrLinesPerSecond` is a limit (throws `RangeError`);
  * `finished` resolves only once every program has been reaped.
  *
  * @example `cat` as an echo server on a free port
@@ -305,6 +307,9 @@ export function serveExec(options: ExecOptions): Server {
     ...serverOptions
   } = options;
   checkProgram(program, env);
+  if (stderrLinesPerSecond !== undefined) {
+    checkLinesPerSecond(stderrLinesPerSecond);
+  }
   const log = options.log ?? stderrLog;
   const running = new Set<Promise<unknown>>();
   const stop = new AbortController();

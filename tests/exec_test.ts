@@ -11,6 +11,7 @@ import {
   assertMatch,
   assertNotMatch,
   assertStringIncludes,
+  assertThrows,
 } from "@std/assert";
 import {
   DEFAULT_STDERR_LINES_PER_SECOND,
@@ -275,6 +276,20 @@ Deno.test("exec.ts --stderr-rate N sets the bound: --stderr-rate 3 logs 3 of a b
   const report = own.at(-1)!;
   assertMatch(report, /^\d+ stderr lines dropped \(over 3 lines\/s\)$/);
   assertEquals(own.length - 1 + parseInt(report), 50);
+});
+
+Deno.test("serveExec() refuses a stderr limit that is not one at start, before any program runs", () => {
+  assertThrows(
+    () =>
+      serveExec({
+        program: "cat",
+        stderrLinesPerSecond: -5,
+        hostname: "127.0.0.1",
+        port: 0,
+      }),
+    RangeError,
+    "linesPerSecond must be a whole number, 0 or more: -5",
+  );
 });
 
 Deno.test("exec.ts --stderr-rate with --stderr-to-client is a usage error", async () => {
