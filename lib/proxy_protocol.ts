@@ -524,14 +524,15 @@ export interface ReadProxyHeaderOptions {
  * TCP listener, which takes TCP clients over IPv4 or IPv6 only. A header
  * that carries no client (v2 `LOCAL` or `UNSPEC`, v1 `UNKNOWN`) fits any.
  *
- * haproxy's own receiver takes such a header as `LOCAL` (the connection's
- * own addresses); this refuses it instead, because a header must never
- * choose how its connection is judged: taken as `LOCAL`, an `AF_UNIX`
- * header was judged as the proxy (which `--deny` lists and `--rate` let
- * through), and told the program `PROTO=UNIX` on a TCP server; a UDP one
- * passed its datagram client on to a stream target. No sender in practice
- * writes one (haproxy itself writes `LOCAL` for a client it has no IP
- * address for).
+ * haproxy's receiver keeps the connection's own addresses for such a
+ * header, as for `LOCAL`; this refuses it instead, so that a header never
+ * chooses how its connection is judged: with its own addresses the access
+ * rules would judge the proxy, which they let in; taken at its word (as
+ * before), an `AF_UNIX` header had no address for `--deny` or exec's
+ * `--rate` to match and gave exec's program `PROTO=UNIX` on a TCP server,
+ * and a UDP one was passed on by `--send-proxy v2` to a stream target.
+ * (haproxy as a sender writes `LOCAL`, not `AF_UNIX`, for a client
+ * without an IP address.)
  *
  * @example
  * ```ts
@@ -582,8 +583,9 @@ export function checkProxyHeaderFits(
  * header (at the first wrong byte, without waiting for more), when a
  * header is over `maxBytes`, when the connection ends first, when the
  * deadline passes, or when the header speaks for a client the `listener`
- * cannot have carried ({@linkcode checkProxyHeaderFits}). A read still pending then is not cancelled: the caller
- * closes `conn`, as it should after any failure here.
+ * cannot have carried ({@linkcode checkProxyHeaderFits}). A read still
+ * pending then is not cancelled: the caller closes `conn`, as it should
+ * after any failure here.
  *
  * @example A header in front of a request
  * ```ts

@@ -42,7 +42,7 @@ export interface ProgramSpec {
   /**
    * Most lines a second of its stderr logged, in bursts of as many; the
    * rest are counted (see {@linkcode StderrLines}). 0: no limit. Default
-   * `DEFAULT_STDERR_LINES_PER_SECOND` (100).
+   * `DEFAULT_STDERR_LINES_PER_SECOND`, in `stderr_lines.ts`.
    */
   stderrLinesPerSecond?: number;
   /**
