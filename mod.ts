@@ -171,9 +171,11 @@ export {
   posixZoneDateMisses,
 } from "./lib/tz.ts";
 
+// Text from outside in log and error lines.
+export { escapeControlChars } from "./lib/escape_control_chars.ts";
+
 // Files and TLS material.
 export {
-  escapeControlChars,
   FileReadError,
   type FileReadFailure,
   formatBytes,
@@ -238,6 +240,7 @@ export { type ClientTlsOptions, startClientTls } from "./lib/tls_client.ts";
 
 // Forwarding: the PROXY protocol (v1, v2) and the byte pump of a pair.
 export {
+  checkProxyHeaderFits,
   DEFAULT_MAX_PROXY_HEADER_BYTES,
   DEFAULT_PROXY_HEADER_TIMEOUT_MS,
   encodeProxyHeader,
@@ -263,7 +266,6 @@ export {
   connectionEnv,
   DEFAULT_KILL_AFTER_MS,
   describeStatus,
-  MAX_STDERR_LINE,
   outcomeLine,
   ProgramError,
   type ProgramOutcome,
@@ -273,6 +275,12 @@ export {
   type StderrLog,
   stderrLogTo,
 } from "./lib/spawn.ts";
+export {
+  checkLinesPerSecond,
+  DEFAULT_STDERR_LINES_PER_SECOND,
+  MAX_STDERR_LINE,
+  StderrLines,
+} from "./lib/stderr_lines.ts";
 
 // The command line.
 export {

@@ -96,6 +96,7 @@ import {
   DEFAULT_ATTEMPT_DELAY_MS,
   describeConnectFailure,
   dialHost,
+  escapeControlChars,
   flag,
   flagsHelp,
   formatAddr,
@@ -190,7 +191,7 @@ export async function connectClient(
     } catch (error) {
       throw describeConnectFailure(error, path);
     }
-    log(`connected to ${path}`);
+    log(`connected to ${escapeControlChars(path)}`);
     return conn;
   }
   const { hostname, port } = netTarget(options);

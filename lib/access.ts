@@ -222,7 +222,10 @@ export interface AccessRules {
  *
  * A peer without an IP address (a Unix socket) matches no block: it is
  * served only when there is no `allow` rule. The command line refuses
- * `--allow`/`--deny` with `--unix` or `--unixpacket` rather than guess.
+ * `--allow`/`--deny` with `--unix` or `--unixpacket` rather than guess,
+ * unless `--unix` comes with `--accept-proxy`: its clients then have the
+ * addresses their PROXY headers carry (one whose header says `LOCAL` has
+ * none, and is refused by an `allow` rule).
  *
  * @example
  * ```ts

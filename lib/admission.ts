@@ -90,7 +90,11 @@ export class Admission {
     if (rules.access && !rules.access.allows(client)) {
       return { reason: "access", why: "not allowed" };
     }
-    const source = rules.perSource > 0 ? sourceKey(client) : undefined;
+    // A Unix client (a LOCAL header on a Unix listener) has no address to
+    // count.
+    const source = rules.perSource > 0 && "hostname" in client
+      ? sourceKey(client)
+      : undefined;
     if (
       source !== undefined &&
       (this.#bySource.get(source) ?? 0) >= rules.perSource

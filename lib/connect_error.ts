@@ -10,7 +10,7 @@
 
 import { checkHost, stripBrackets } from "./address.ts";
 import { joinHostPort } from "./endpoint.ts";
-import { escapeControlChars } from "./files.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { withoutOsError } from "./os_error.ts";
 
 /** What went wrong, for callers that react differently to each. */

@@ -17,6 +17,7 @@ import {
   SourceRateLimiter,
 } from "./datagram_guard.ts";
 import { formatAddr } from "./endpoint.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { closeQuietly } from "./io.ts";
 import { FloodLog } from "./log.ts";
 import { BaseServer } from "./server_base.ts";
@@ -175,7 +176,9 @@ export class DatagramServer extends BaseServer {
     const from = sourceKey(source);
     if (!this.#rate.take(from)) {
       this.#droppedRate.event(
-        `reply to ${peer}: over ${this.#rate.perSecond} replies/s to ${from}`,
+        `reply to ${peer}: over ${this.#rate.perSecond} replies/s to ${
+          escapeControlChars(from)
+        }`,
       );
       return;
     }

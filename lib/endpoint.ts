@@ -6,6 +6,8 @@
  * @module
  */
 
+import { escapeControlChars } from "./escape_control_chars.ts";
+
 /** The transports the toolkit serves and connects over. */
 export type Transport = "tcp" | "udp" | "unix" | "unixpacket";
 
@@ -195,6 +197,9 @@ export function joinHostPort(hostname: string, port: number): string {
 /**
  * Formats a {@linkcode Deno.Addr} as the toolkit logs it: `127.0.0.1:7`,
  * `[::1]:7`, or the Unix socket path (`(unnamed)` for an unbound peer).
+ * What a peer chose (the path it bound, or the one in its PROXY header)
+ * is escaped with `escapeControlChars`: a path may hold any byte but NUL,
+ * a line break and a terminal's escape sequences included.
  *
  * @example
  * ```ts
@@ -203,11 +208,16 @@ export function joinHostPort(hostname: string, port: number): string {
  *
  * assertEquals(formatAddr({ transport: "tcp", hostname: "::1", port: 7 }), "[::1]:7");
  * assertEquals(formatAddr({ transport: "unix", path: "" }), "(unnamed)");
+ * assertEquals(formatAddr({ transport: "unix", path: "/x\nclosed" }), "/x\\nclosed");
  * ```
  */
 export function formatAddr(addr: Deno.Addr): string {
-  if ("hostname" in addr) return joinHostPort(addr.hostname, addr.port);
-  if ("path" in addr) return addr.path ? addr.path : "(unnamed)";
+  if ("hostname" in addr) {
+    return joinHostPort(escapeControlChars(addr.hostname), addr.port);
+  }
+  if ("path" in addr) {
+    return addr.path ? escapeControlChars(addr.path) : "(unnamed)";
+  }
   return `${addr.transport}:${addr.cid}:${addr.port}`;
 }
 

@@ -3,12 +3,13 @@
  * certificates, quotations) safely: only a regular file, only up to a
  * stated size, checked before it is opened, so `--cert /dev/zero` or a FIFO
  * given as `--file` is one error line instead of a process that grows
- * without end or hangs. And printing what such a file holds, or its name,
- * in an error line without writing control bytes to the terminal.
+ * without end or hangs. What such a file holds, or its name, reaches an
+ * error line through `escapeControlChars` (`escape_control_chars.ts`).
  *
  * @module
  */
 
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { withoutOsError } from "./os_error.ts";
 
 /** The most {@linkcode readSmallFile} reads by default: 1 MiB. */
@@ -33,40 +34,6 @@ export function formatBytes(bytes: number): string {
     if (bytes >= size) return `${Number((bytes / size).toFixed(2))} ${unit}`;
   }
   return `${bytes} bytes`;
-}
-
-// C0, DEL and C1 controls, and the bidirectional marks and overrides:
-// matching control characters is the point here.
-// deno-lint-ignore no-control-regex
-const CONTROL = new RegExp(
-  "[\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]",
-  "g",
-);
-
-/**
- * Escapes what a terminal would act on instead of printing (C0 and C1
- * control characters such as ESC, DEL, line breaks, and the bidirectional
- * overrides) as `\n`, `\t`, `\r`, `\xHH` or `\u{HHHH}`, so a file name or a
- * file's text shown in an error line stays one plain line.
- *
- * @example
- * ```ts
- * import { assertEquals } from "@std/assert";
- * import { escapeControlChars } from "./files.ts";
- *
- * assertEquals(escapeControlChars("red\x1b[31m\nnext"), "red\\x1b[31m\\nnext");
- * ```
- */
-export function escapeControlChars(text: string): string {
-  return text.replace(CONTROL, (c) => {
-    if (c === "\n") return "\\n";
-    if (c === "\r") return "\\r";
-    if (c === "\t") return "\\t";
-    const code = c.charCodeAt(0);
-    return code < 0x100
-      ? `\\x${code.toString(16).padStart(2, "0")}`
-      : `\\u{${code.toString(16)}}`;
-  });
 }
 
 /** Why {@linkcode readSmallFile} refused or failed. */

@@ -14,6 +14,7 @@
 
 import { userInfo } from "node:os";
 import { parseIPv4, parseIPv6 } from "./address.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { readSmallTextFile } from "./files.ts";
 import { SIMPLE_SERVICE_PORTS } from "./simple.ts";
 import { checkProgram, ProgramError } from "./spawn.ts";
@@ -276,7 +277,9 @@ function parseLine(
   const [user, group] = owner.split(/[:.]/, 2);
   const base = {
     line,
-    label: `${name}/${protocol}`,
+    // For log lines: a service name is /etc/services' (or digits), but
+    // that file is text from outside too.
+    label: escapeControlChars(`${name}/${protocol}`),
     hostname,
     port,
     protocol: protocol as InetdProtocol,

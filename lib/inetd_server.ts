@@ -11,6 +11,7 @@
  */
 
 import { formatAddr } from "./endpoint.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import {
   InetdConfError,
   type InetdService,
@@ -131,7 +132,8 @@ export function serveInetdConf(
   services: readonly InetdService[],
   options: InetdConfServerOptions,
 ): InetdConfServer {
-  const { file = "inetd.conf", log = stderrLog } = options;
+  const { log = stderrLog } = options;
+  const file = escapeControlChars(options.file ?? "inetd.conf");
   const running = new Map<string, InetdConfSocket>();
   /** Removed by a reload, their connections still going on. */
   const retiring = new Set<Server>();
@@ -277,7 +279,7 @@ export async function runInetdConf(
   let reloading = Promise.resolve();
   const reload = () => {
     reloading = reloading.then(async () => {
-      log(`SIGHUP: reading ${file}`);
+      log(`SIGHUP: reading ${escapeControlChars(file)}`);
       let services: InetdService[];
       try {
         services = loadInetdConf(file);

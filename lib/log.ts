@@ -42,7 +42,11 @@ const COALESCE_BELOW_BYTES = 16 * 1024;
  * of its own, so a stalled stderr stalls only that thread). While stderr takes nothing, up
  * to {@linkcode STDERR_LOG_BUFFER_BYTES} of lines wait; later lines are
  * dropped and counted, and once stderr takes bytes again the log says
- * `N log lines dropped (stderr was not being read)` where they were.
+ * `N log lines dropped (stderr fell behind: 256 KiB of lines were
+ * waiting)` where they were: stderr was not read (a full pipe, a paused
+ * terminal), or took lines slower than they came (a slow disk). A source
+ * of lines that floods (a program's stderr) is bounded before it gets
+ * here, with its own count (`lib/stderr_lines.ts`).
  * Call {@linkcode flushStderrLog} before exiting.
  *
  * @example
@@ -122,9 +126,12 @@ const encoder = new TextEncoder();
 /** Puts the drop report where the dropped lines were, once there is room. */
 function reportDropped(): void {
   if (dropped === 0) return;
+  // "Fell behind", not "not read": a file on a slow disk falls behind a
+  // flood too (one that took 1.2 GB in 5 s was reported as "not read").
+  const waiting = `${STDERR_LOG_BUFFER_BYTES / 1024} KiB of lines were waiting`;
   const line = `${dropped} log line${
     dropped === 1 ? "" : "s"
-  } dropped (stderr was not being read)`;
+  } dropped (stderr fell behind: ${waiting})`;
   dropped = 0;
   pending.push(line);
   pendingBytes += line.length + 1;

@@ -9,12 +9,15 @@
  */
 
 import { HelpRequested, UsageError } from "./cli.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { writeAll } from "./io.ts";
 import { flushStderrLog } from "./log.ts";
 
 /**
  * Turns an expected failure into the one line a user sees (without the
- * `error: ` prefix): its first line.
+ * `error: ` prefix): its first line, with what is left of control
+ * characters escaped (`escapeControlChars`: a message may quote a file's
+ * text, a peer's name or a certificate's).
  *
  * @example
  * ```ts
@@ -23,12 +26,13 @@ import { flushStderrLog } from "./log.ts";
  *
  * const line = describeError(new Deno.errors.ConnectionRefused("refused"));
  * assertStringIncludes(line, "refused");
+ * assertStringIncludes(describeError(new Error("a\u2028b")), "a\\u{2028}b");
  * ```
  */
 export function describeError(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
+  if (!(error instanceof Error)) return escapeControlChars(String(error));
   const first = (error.message || error.name).split("\n")[0];
-  return first.replace(/^error: /, "").replace(
+  return escapeControlChars(first).replace(/^error: /, "").replace(
     // Deno without its unstable net API (no --unstable-net, and no
     // deno.json saying "unstable": ["net"] for this script).
     /\bDeno\.listenDatagram is not a function\b.*/,

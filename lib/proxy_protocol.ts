@@ -23,6 +23,7 @@
 import { parseIPv4, parseIPv6, unmapIPv4 } from "./address.ts";
 import { formatSeconds } from "./connect_error.ts";
 import { crc32c } from "./crc32c.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { type ByteReader, readExactInto, UnexpectedEofError } from "./io.ts";
 
 /** The 12 bytes every version 2 header starts with. */
@@ -124,7 +125,12 @@ export class ProxyHeaderError extends Error {
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
-/** Up to 24 bytes as text a log line can hold (`GET / HTTP/1.1\r\n...`). */
+/**
+ * Up to 24 bytes as a log line can hold them (`GET / HTTP/1.1\r\n...`):
+ * bytes, not text (a TLS hello, binary garbage), so every byte that is
+ * not printable ASCII is `\xHH`, stricter than `escapeControlChars`,
+ * which the header's text fields go through.
+ */
 function quote(bytes: Uint8Array): string {
   const shown = Array.from(
     bytes.subarray(0, 24),
@@ -214,7 +220,9 @@ function v1BytesStillNeeded(bytes: Uint8Array): number {
   if (protocol === "UNKNOWN") return checkV1Length(bytes, 2);
   if (protocol !== "TCP4" && protocol !== "TCP6") {
     throw new ProxyHeaderError(
-      `bad PROXY v1 header: unknown protocol '${protocol}' (expected TCP4, TCP6 or UNKNOWN)`,
+      `bad PROXY v1 header: unknown protocol '${
+        escapeControlChars(protocol)
+      }' (expected TCP4, TCP6 or UNKNOWN)`,
     );
   }
   if (fields.length > 5 || !/^[0-9a-fA-F:. ]*$/.test(text.slice(11))) {
@@ -313,7 +321,9 @@ function parseV1(line: Uint8Array): ProxyHeader {
   const [protocol, sourceText, destinationText, sourcePort, destinationPort] =
     fields;
   const v4 = protocol === "TCP4";
-  if (!v4 && protocol !== "TCP6") throw bad(`unknown protocol '${protocol}'`);
+  if (!v4 && protocol !== "TCP6") {
+    throw bad(`unknown protocol '${escapeControlChars(protocol)}'`);
+  }
   const valid = (address: string) =>
     v4 ? parseIPv4(address) !== null : parseIPv6(address) !== null;
   if (!valid(sourceText) || !valid(destinationText)) {
@@ -498,6 +508,66 @@ export interface ReadProxyHeaderOptions {
   maxBytes?: number;
   /** Gives up when this aborts (a server shutting down). */
   signal?: AbortSignal;
+  /**
+   * The kind of listener the connection came to: `tcp` (default) or
+   * `unix`. A header must speak for a client that such a connection can
+   * have been relaying (see {@linkcode checkProxyHeaderFits}).
+   */
+  listener?: "tcp" | "unix";
+}
+
+/**
+ * Refuses, with a {@linkcode ProxyHeaderError}, a header that says
+ * `PROXY` for a client a connection to a `listener` (a stream socket:
+ * TCP or Unix) cannot have been relaying: a datagram client (v2 `UDP` or
+ * Unix datagram) on any stream connection, and a Unix socket client on a
+ * TCP listener, which takes TCP clients over IPv4 or IPv6 only. A header
+ * that carries no client (v2 `LOCAL` or `UNSPEC`, v1 `UNKNOWN`) fits any.
+ *
+ * haproxy's receiver keeps the connection's own addresses for such a
+ * header, as for `LOCAL`; this refuses it instead, so that a header never
+ * chooses how its connection is judged: with its own addresses the access
+ * rules would judge the proxy, which they let in; taken at its word (as
+ * before), an `AF_UNIX` header had no address for `--deny` or exec's
+ * `--rate` to match and gave exec's program `PROTO=UNIX` on a TCP server,
+ * and a UDP one was passed on by `--send-proxy v2` to a stream target.
+ * (haproxy as a sender writes `LOCAL`, not `AF_UNIX`, for a client
+ * without an IP address.)
+ *
+ * @example
+ * ```ts
+ * import { assertThrows } from "@std/assert";
+ * import { checkProxyHeaderFits, type ProxyHeader, ProxyHeaderError } from "./proxy_protocol.ts";
+ *
+ * const unix: ProxyHeader = {
+ *   version: 2,
+ *   command: "proxy",
+ *   source: { transport: "unix", path: "/run/client.sock" },
+ *   destination: { transport: "unix", path: "/run/proxy.sock" },
+ *   tlvs: [],
+ *   byteLength: 232,
+ * };
+ * checkProxyHeaderFits(unix, "unix");
+ * assertThrows(() => checkProxyHeaderFits(unix, "tcp"), ProxyHeaderError, "TCP listener");
+ * ```
+ */
+export function checkProxyHeaderFits(
+  header: ProxyHeader,
+  listener: "tcp" | "unix",
+): void {
+  const transport = header.source?.transport;
+  if (transport === "udp" || transport === "unixpacket") {
+    throw new ProxyHeaderError(
+      `PROXY v${header.version} header for a ${
+        transport === "udp" ? "UDP" : "Unix datagram"
+      } client: a stream connection cannot have carried it`,
+    );
+  }
+  if (transport === "unix" && listener === "tcp") {
+    throw new ProxyHeaderError(
+      `PROXY v${header.version} header for a Unix socket client: a TCP listener takes TCP clients (IPv4 or IPv6) or LOCAL only`,
+    );
+  }
 }
 
 /**
@@ -511,9 +581,11 @@ export interface ReadProxyHeaderOptions {
  *
  * Rejects with {@linkcode ProxyHeaderError} when the bytes cannot start a
  * header (at the first wrong byte, without waiting for more), when a
- * header is over `maxBytes`, when the connection ends first, or when the
- * deadline passes. A read still pending then is not cancelled: the caller
- * closes `conn`, as it should after any failure here.
+ * header is over `maxBytes`, when the connection ends first, when the
+ * deadline passes, or when the header speaks for a client the `listener`
+ * cannot have carried ({@linkcode checkProxyHeaderFits}). A read still
+ * pending then is not cancelled: the caller closes `conn`, as it should
+ * after any failure here.
  *
  * @example A header in front of a request
  * ```ts
@@ -599,7 +671,9 @@ export async function readProxyHeader(
   } finally {
     clearTimeout(timer);
   }
-  return parseProxyHeader(buffer.subarray(0, length), maxBytes)!;
+  const header = parseProxyHeader(buffer.subarray(0, length), maxBytes)!;
+  checkProxyHeaderFits(header, options.listener ?? "tcp");
+  return header;
 }
 
 /** The addresses {@linkcode encodeProxyHeader} writes. */

@@ -14,6 +14,7 @@
 import { DatagramServer } from "./datagram_server.ts";
 import { descriptorShortfall } from "./descriptors.ts";
 import { formatAddr } from "./endpoint.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { stderrLog } from "./log.ts";
 import {
   DEFAULT_MAX_CONNECTIONS,
@@ -139,5 +140,7 @@ export function combineServers(servers: Server[]): Server {
  * ```
  */
 export function listeningLine(addr: Deno.Addr, label?: string): string {
-  return `listening on ${formatAddr(addr)}${label ? ` (${label})` : ""}`;
+  return `listening on ${formatAddr(addr)}${
+    label ? ` (${escapeControlChars(label)})` : ""
+  }`;
 }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { type Log, stderrLog } from "./log.ts";
 import {
   DEFAULT_GRACE_MS,
@@ -28,7 +29,8 @@ export abstract class BaseServer implements Server {
 
   constructor(options: ServerOptions, ready: Promise<void>) {
     this.log = options.log ?? stderrLog;
-    this.prefix = options.label ? `${options.label}: ` : "";
+    // A label may come from a file (inetd.conf's service names).
+    this.prefix = options.label ? `${escapeControlChars(options.label)}: ` : "";
     this.gracePeriodMs = options.gracePeriodMs ?? DEFAULT_GRACE_MS;
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.ready = ready;

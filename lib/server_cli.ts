@@ -233,7 +233,7 @@ const SHARED_SERVER_FLAGS = {
     TCP,
     flag.integer(
       "N",
-      "TCP: most clients at once from one address, an IPv6 /64\ncounting as one; more are closed at once {default}",
+      "TCP (--unix: with --accept-proxy): most clients at once from\none address, an IPv6 /64 counting as one; more are closed at\nonce {default}",
       {
         min: 0,
         max: 1_000_000,
@@ -277,7 +277,7 @@ const SHARED_SERVER_FLAGS = {
     IP,
     flag.list(
       "CIDR",
-      "serve only peers in CIDR (repeatable; 10.0.0.0/8, ::1, fd00::/8);\nan IPv4-mapped IPv6 peer matches IPv4 blocks",
+      "serve only peers in CIDR (repeatable; 10.0.0.0/8, ::1, fd00::/8);\nan IPv4-mapped IPv6 peer matches IPv4 blocks; with --unix, needs\n--accept-proxy (a client without an address is then refused)",
     ),
   ),
   deny: on(
@@ -495,17 +495,31 @@ export function serverOptionsFromFlags(
   return options;
 }
 
+/**
+ * The flags that judge a client by its IP address: with `--accept-proxy`
+ * they apply to a Unix socket too, whose clients then have the addresses
+ * their headers carry.
+ */
+const JUDGE_ADDRESSES: ReadonlySet<string> = new Set([
+  "allow",
+  "deny",
+  "per-source",
+]);
+
 /** Refuses a given flag that means nothing for any transport in `serving`. */
 function checkFlagsApply(
   values: ServerFlagValues,
   serving: readonly Transport[],
 ): void {
   const table = serverFlags({ port: 0 });
+  const headerAddresses = values["accept-proxy"] === true &&
+    serving.includes("unix");
   for (const [name, value] of Object.entries(values)) {
     if (value === undefined || value === false) continue;
     if (Array.isArray(value) && value.length === 0) continue;
     const spec = table[name as keyof ServerFlags];
     if (!spec || spec.transports.some((t) => serving.includes(t))) continue;
+    if (headerAddresses && JUDGE_ADDRESSES.has(name)) continue;
     const where = serving.map((t) => TRANSPORT_NAMES[t]).join(" or ");
     const applies = spec.transports.map((t) => TRANSPORT_NAMES[t]).join(
       " and ",
@@ -515,7 +529,11 @@ function checkFlagsApply(
     }
     if (name === "allow" || name === "deny") {
       throw new UsageError(
-        `--allow and --deny match IP addresses; a ${where} peer has none (use the socket file's permissions)`,
+        `--allow and --deny match IP addresses; a ${where} peer has none (use the socket file's permissions${
+          serving.includes("unix")
+            ? ", or --accept-proxy to judge the client in a proxy's header"
+            : ""
+        })`,
       );
     }
     if (name === "tls") {

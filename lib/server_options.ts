@@ -95,7 +95,8 @@ export interface ServerOptions {
    * count as IPv4) or an IPv6 /64, as one host may use a whole /64. 0: no
    * limit. With `workers`, each thread counts its own connections. Unix
    * sockets have no sources: the socket file's mode is their access
-   * control.
+   * control; but with `acceptProxy` the clients their headers name are
+   * counted, as over TCP.
    *
    * @default {@linkcode DEFAULT_PER_SOURCE}
    */
@@ -128,7 +129,9 @@ export interface ServerOptions {
    * Stream servers (TCP, Unix): read a PROXY protocol header (v1 or v2,
    * see `lib/proxy_protocol.ts`) from each connection first, before the
    * access check, TLS and `perSource`, which then judge the client address
-   * it carries; so do the log lines (`accepted PEER for CLIENT (PROXY
+   * it carries, on a Unix socket as over TCP (a header for a client the
+   * listener cannot have carried, UDP or a Unix socket client on TCP, is
+   * refused: see `checkProxyHeaderFits`); so do the log lines (`accepted PEER for CLIENT (PROXY
    * v1)`) and the handler's `context.remoteAddr`. A header that says
    * `LOCAL` (v2) or `UNKNOWN` (v1) leaves the connection's own addresses.
    * A missing, bad or slow header (see `proxyHeaderTimeoutMs`; at most

@@ -15,6 +15,7 @@ import { type DepartureWatch, watchDeparture } from "./departure.ts";
 import { writeAll } from "./io.ts";
 import type { Log } from "./log.ts";
 import type { ConnectionContext } from "./server_options.ts";
+import { checkLinesPerSecond, StderrLines } from "./stderr_lines.ts";
 
 /** What to run for each connection, and how. */
 export interface ProgramSpec {
@@ -40,6 +41,12 @@ export interface ProgramSpec {
   /** Send what the program writes on stderr to the client, not to the log. */
   stderrToClient?: boolean;
   /**
+   * Most lines a second of its stderr logged, in bursts of as many; the
+   * rest are counted (see {@linkcode StderrLines}). 0: no limit. Default
+   * `DEFAULT_STDERR_LINES_PER_SECOND`, in `stderr_lines.ts`.
+   */
+  stderrLinesPerSecond?: number;
+  /**
    * Once the program has been sent SIGTERM (its client went away), how long
    * it has to exit before SIGKILL, in ms. Default
    * {@linkcode DEFAULT_KILL_AFTER_MS}.
@@ -49,9 +56,6 @@ export interface ProgramSpec {
 
 /** SIGTERM to SIGKILL unless `killAfterMs` says otherwise: 2 s. */
 export const DEFAULT_KILL_AFTER_MS = 2000;
-
-/** Longest stderr line logged as one line; a longer one is logged in pieces. */
-export const MAX_STDERR_LINE = 1024;
 
 /**
  * The program cannot run (not found, not executable, not allowed): said
@@ -299,9 +303,10 @@ const LARGE_BUFFER = 64 * 1024;
  *   the program's stdin is closed, and a program that then neither reads
  *   nor writes runs until it ends (its next write meets the client's
  *   reset): the server cannot tell that client from one still reading;
- * - stderr lines go to `stderrLog` (in pieces of at most
- *   {@linkcode MAX_STDERR_LINE} characters, control characters escaped),
- *   or to the client with `stderrToClient`.
+ * - stderr lines go to `stderrLog` (as {@linkcode StderrLines} makes
+ *   them: in pieces of at most 1 KiB, control characters escaped, at most
+ *   `stderrLinesPerSecond` a second and the rest counted), or to the
+ *   client with `stderrToClient`.
  *
  * Aborting `stop` ends the program as if its client had gone. Throws
  * {@linkcode SpawnError} when the program cannot be started.
@@ -321,6 +326,10 @@ export async function runProgram(
   stderrLog: StderrLog,
   stop?: AbortSignal,
 ): Promise<ProgramOutcome> {
+  // Before the spawn: a bad limit must not leave a program running.
+  if (spec.stderrLinesPerSecond !== undefined) {
+    checkLinesPerSecond(spec.stderrLinesPerSecond);
+  }
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(spec.program, {
@@ -352,7 +361,11 @@ export async function runProgram(
   stop?.addEventListener("abort", onStop, { once: true });
   if (stop?.aborted) onStop();
   try {
-    return await session.run(spec.stderrToClient ?? false, stderrLog);
+    return await session.run(
+      spec.stderrToClient ?? false,
+      stderrLog,
+      spec.stderrLinesPerSecond,
+    );
   } finally {
     stop?.removeEventListener("abort", onStop);
   }
@@ -424,13 +437,17 @@ class Session {
   async run(
     stderrToClient: boolean,
     stderrLog: StderrLog,
+    stderrLinesPerSecond?: number,
   ): Promise<ProgramOutcome> {
     const pid = this.#child.pid;
     const inbound = this.#pumpIn();
     const stdoutDone = this.#pumpOut(this.#stdout);
     const stderrDone = stderrToClient
       ? this.#pumpOut(this.#stderr)
-      : this.#pumpLog(this.#stderr, (line) => stderrLog(line, pid));
+      : this.#pumpLog(
+        this.#stderr,
+        new StderrLines((line) => stderrLog(line, pid), stderrLinesPerSecond),
+      );
     // The program closing stdout (and stderr, when the client gets that
     // too) half-closes the connection: the client sees EOF, may still send.
     const outputDone = Promise.all([
@@ -562,35 +579,13 @@ class Session {
   }
 
   /** stderr to the log, a line at a time. */
-  async #pumpLog(
-    reader: Reader,
-    log: (line: string) => void,
-  ): Promise<boolean> {
-    const decoder = new TextDecoder();
-    const emit = (line: string) => {
-      for (let i = 0; i < Math.max(1, line.length); i += MAX_STDERR_LINE) {
-        log(escapeControls(line.slice(i, i + MAX_STDERR_LINE)));
-      }
-    };
-    let pending = "";
+  async #pumpLog(reader: Reader, lines: StderrLines): Promise<boolean> {
     while (true) {
       const chunk = await this.#nextChunk(reader);
       if (chunk === null) break;
-      pending += decoder.decode(chunk, { stream: true });
-      let newline: number;
-      while ((newline = pending.indexOf("\n")) >= 0) {
-        emit(pending.slice(0, newline).replace(/\r$/, ""));
-        pending = pending.slice(newline + 1);
-      }
-      // A line without end is logged in pieces, not held in memory.
-      if (pending.length >= MAX_STDERR_LINE) {
-        const whole = pending.length - (pending.length % MAX_STDERR_LINE);
-        emit(pending.slice(0, whole));
-        pending = pending.slice(whole);
-      }
+      lines.write(chunk);
     }
-    pending += decoder.decode();
-    if (pending !== "") emit(pending);
+    lines.end();
     return true;
   }
 
@@ -635,21 +630,6 @@ class Session {
       }
     }
   }
-}
-
-// deno-lint-ignore no-control-regex
-const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/g;
-
-/**
- * Escapes control characters (but tab) as `\xNN`: a program's stderr may
- * carry its client's bytes, which must not rewrite the server's terminal
- * or forge log lines.
- */
-function escapeControls(text: string): string {
-  return text.replace(
-    CONTROL,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
 }
 
 function describe(error: unknown): string {

@@ -5,8 +5,10 @@
  * per source, connection limit) judged before anything is read, TLS
  * started only after it, a cheap idle timeout and a graceful stop that
  * waits for connections in flight (`connections.ts`). With
- * `acceptProxy`, each connection's PROXY protocol header is read first,
- * and the same pipeline judges the client it names, after it.
+ * `acceptProxy`, each connection's PROXY protocol header is read first
+ * (one for a client the listener cannot have carried is refused), and the
+ * same pipeline judges the client it names, after it, on a Unix socket as
+ * over TCP.
  *
  * @module
  */
@@ -16,6 +18,7 @@ import { Admission, isRefusal, type RefusalReason } from "./admission.ts";
 import { type Binding, bindStream } from "./bind.ts";
 import { Connection, ConnectionTable } from "./connections.ts";
 import { formatAddr } from "./endpoint.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { closeQuietly } from "./io.ts";
 import {
   checkKeepAlive,
@@ -81,6 +84,8 @@ export class StreamServer extends BaseServer {
   );
   /** `acceptProxy`: the header's deadline, in ms; unset without it. */
   readonly #proxyHeaderTimeoutMs?: number;
+  /** The listener's kind, for the clients a PROXY header may name. */
+  readonly #transport: "tcp" | "unix";
   /** Set for TLS: the handshake deadline, in ms. */
   readonly #handshakeTimeoutMs?: number;
   readonly #tlsContext?: ReturnType<typeof tlsServerContext>;
@@ -101,7 +106,9 @@ export class StreamServer extends BaseServer {
     // per client. Keepalive is set on the plain TCP connection, before TLS
     // starts: no FFI needed for plain keepalive on a TLS server.
     if (keepAlive) checkKeepAlive(keepAlive);
-    const perSource = transport === "tcp"
+    // A Unix socket's peers have no address to count, but with
+    // `acceptProxy` their headers' clients have.
+    const perSource = transport === "tcp" || options.acceptProxy
       ? options.perSource ?? DEFAULT_PER_SOURCE
       : 0;
     if (!Number.isInteger(perSource) || perSource < 0) {
@@ -150,6 +157,7 @@ export class StreamServer extends BaseServer {
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 0;
     this.#keepAlive = keepAlive;
     this.#proxyHeaderTimeoutMs = proxyHeaderTimeoutMs;
+    this.#transport = transport;
     if (options.tls) {
       this.#handshakeTimeoutMs = options.handshakeTimeoutMs ??
         DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -266,13 +274,14 @@ export class StreamServer extends BaseServer {
     try {
       header = await readProxyHeader(connection.conn, {
         deadlineMs: this.#proxyHeaderTimeoutMs,
+        listener: this.#transport,
       });
     } catch (error) {
       // Closed by shutdown or the idle sweep: that logged already.
       if (!connection.closed) {
         this.#badProxyHeader.event(
           `${connection.peer} (0 bytes in, 0 bytes out): ${
-            withoutOsError((error as Error).message)
+            escapeControlChars(withoutOsError((error as Error).message))
           }`,
         );
       }
@@ -328,7 +337,7 @@ export class StreamServer extends BaseServer {
             ? ""
             : this.#keepAlive && isKeepAliveTimeout(error)
             ? ": peer dead (keepalive probes unanswered)"
-            : `: ${error.message}`,
+            : `: ${escapeControlChars(error.message)}`,
         ),
     );
   }
@@ -337,10 +346,14 @@ export class StreamServer extends BaseServer {
   #ended(connection: Connection, failure: string): void {
     const cut = connection.closed;
     this.#drop(connection);
+    // A handler's note may name what it was given (a target's path).
+    const note = connection.note
+      ? ` ${escapeControlChars(connection.note)}`
+      : "";
     this.log(
-      `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${connection.via}${
-        connection.note ? ` ${connection.note}` : ""
-      }${cut ? "" : failure}`,
+      `${this.prefix}closed ${connection.peer} (${connection.bytesIn} bytes in, ${connection.bytesOut} bytes out)${connection.via}${note}${
+        cut ? "" : failure
+      }`,
     );
   }
 
@@ -375,7 +388,8 @@ export class StreamServer extends BaseServer {
       return await Promise.race([
         conn.handshake().then(
           () => undefined,
-          (error: Error) => `${who}: ${withoutOsError(error.message)}`,
+          (error: Error) =>
+            `${who}: ${escapeControlChars(withoutOsError(error.message))}`,
         ),
         timedOut,
       ]);
@@ -404,7 +418,9 @@ export class StreamServer extends BaseServer {
       listener.unref();
       this.#acceptLoop?.abandon();
       this.log(
-        `${this.prefix}${this.addr.path} is no longer this server's socket; left in place`,
+        `${this.prefix}${
+          formatAddr(this.addr)
+        } is no longer this server's socket; left in place`,
       );
       return;
     }

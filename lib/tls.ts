@@ -11,11 +11,8 @@
  */
 
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
-import {
-  escapeControlChars,
-  FileReadError,
-  readSmallTextFile,
-} from "./files.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
+import { FileReadError, readSmallTextFile } from "./files.ts";
 
 /** A server's certificate chain and private key, both PEM text. */
 export interface TlsCertificate {

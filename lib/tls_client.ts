@@ -9,6 +9,7 @@
 
 import { formatIPv6, parseIPv4, parseIPv6, stripBrackets } from "./address.ts";
 import { ConnectError } from "./connect_error.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { formatAddr } from "./endpoint.ts";
 import { closeQuietly } from "./io.ts";
 import { NodeTlsConn } from "./tls_node.ts";
@@ -178,7 +179,8 @@ function handshakeError(target: string, error: unknown): ConnectError {
   const reason = known ??
     said.replace(/\b(?:Other|OtherError)\(/g, "").replace(/\)+$/, "");
   return new ConnectError(
-    `TLS handshake with ${target} failed: ${reason}`,
+    // The reason may quote the server's certificate (the names it holds).
+    `TLS handshake with ${target} failed: ${escapeControlChars(reason)}`,
     error instanceof Deno.errors.TimedOut ? "timeout" : "other",
     target,
     error,

@@ -17,6 +17,7 @@
  * @module
  */
 
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { flushStderrLog, stderrLog } from "./log.ts";
 import type {
   Server,
@@ -242,7 +243,7 @@ export function spawnWorkers(
     done.push(
       new Promise<void>((resolve) => {
         const failed = (message: string) => {
-          log(`worker ${index} failed: ${message}`);
+          log(`worker ${index} failed: ${escapeControlChars(message)}`);
           listening();
           resolve();
         };

@@ -68,8 +68,10 @@
  * next write meets the client's reset); bound that with `--idle-timeout`.
  * What the program writes on stderr goes to
  * the log, one `PEER NAME[PID]: ` line per line (control characters
- * escaped, lines cut every 1 KiB), or with `--stderr-to-client` to the
- * client.
+ * escaped, lines cut every 1 KiB; at most `--stderr-rate` lines a second
+ * per program, 100 by default, the rest counted once a second as `N
+ * stderr lines dropped (over 100 lines/s)`), or with `--stderr-to-client`
+ * to the client.
  *
  * Limits, on by default: at most 64 programs at once (`--max-connections`;
  * tcpserver's `-c` defaults to 40), at most 4 of them for one address (an
@@ -100,10 +102,13 @@
 
 import {
   type AccessPolicy,
+  checkLinesPerSecond,
   checkProgram,
   DEFAULT_KILL_AFTER_MS,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_PER_SOURCE,
+  DEFAULT_STDERR_LINES_PER_SECOND,
+  escapeControlChars,
   type Flag,
   flag,
   flagsHelp,
@@ -165,9 +170,11 @@ export function defaultExecPerSource(maxConnections: number): number {
 /** Options for {@linkcode serveExec}: the server's, and what to run. */
 export interface ExecOptions extends ServerOptions, ProgramSpec {
   /**
-   * TCP: at most this many new connections a second from one address (an
-   * IPv4 address, IPv4-mapped ones included, or an IPv6 /64), in bursts
-   * of as many; the excess is closed at once, before any program starts.
+   * TCP (or a Unix socket with `acceptProxy`, for the clients the
+   * headers name): at most this many new connections a second from one
+   * address (an IPv4 address, IPv4-mapped ones included, or an IPv6
+   * /64), in bursts of as many; the excess is closed at once, before any
+   * program starts.
    * 0: no limit. Default {@linkcode DEFAULT_EXEC_RATE}.
    */
   ratePerSecond?: number;
@@ -255,7 +262,7 @@ class ConnectionRate implements AccessPolicy {
 
 /** The program's name for log lines: its last path component. */
 function programName(program: string): string {
-  return program.slice(program.lastIndexOf("/") + 1);
+  return escapeControlChars(program.slice(program.lastIndexOf("/") + 1));
 }
 
 /**
@@ -305,7 +312,7 @@ export function execService(
         if (line) log(prefix + line);
       } catch (error) {
         if (!(error instanceof SpawnError)) throw error;
-        refused.event(`${context.peer}: ${error.message}`);
+        refused.event(`${context.peer}: ${escapeControlChars(error.message)}`);
       } finally {
         options.running?.delete(run);
       }
@@ -317,7 +324,8 @@ export function execService(
  * Starts a server that runs `options.program` for each client (default
  * TCP on 0.0.0.0:8000, at most {@linkcode DEFAULT_EXEC_MAX_CONNECTIONS} at
  * once, at most {@linkcode defaultExecPerSource} of them from one source).
- * Checks first that the program can run (throws `ProgramError`);
+ * Checks first that the program can run (throws `ProgramError`) and that
+ * `stderrLinesPerSecond` is a limit (throws `RangeError`);
  * `finished` resolves only once every program has been reaped.
  *
  * @example `cat` as an echo server on a free port
@@ -334,22 +342,38 @@ export function serveExec(options: ExecOptions): Server {
     env,
     clearEnv,
     stderrToClient,
+    stderrLinesPerSecond,
     killAfterMs,
     ratePerSecond = DEFAULT_EXEC_RATE,
     ...serverOptions
   } = options;
   checkProgram(program, env);
+  if (stderrLinesPerSecond !== undefined) {
+    checkLinesPerSecond(stderrLinesPerSecond);
+  }
   const log = options.log ?? stderrLog;
   const running = new Set<Promise<unknown>>();
   const stop = new AbortController();
-  const rate = ratePerSecond > 0 && (serverOptions.transport ?? "tcp") === "tcp"
+  // A Unix socket's peers have no address to count, unless their PROXY
+  // headers give them one.
+  const addressed = (serverOptions.transport ?? "tcp") === "tcp" ||
+    serverOptions.acceptProxy === true;
+  const rate = ratePerSecond > 0 && addressed
     ? new ConnectionRate(ratePerSecond, serverOptions.access)
     : undefined;
   const maxConnections = serverOptions.maxConnections ??
     DEFAULT_EXEC_MAX_CONNECTIONS;
   const server = serve(
     execService(
-      { program, args, env, clearEnv, stderrToClient, killAfterMs },
+      {
+        program,
+        args,
+        env,
+        clearEnv,
+        stderrToClient,
+        stderrLinesPerSecond,
+        killAfterMs,
+      },
       { log, label: options.label, running, stop: stop.signal },
     ),
     {
@@ -415,6 +439,15 @@ const FLAGS = {
   "stderr-to-client": flag.boolean(
     "send the program's stderr to the client, not to the log",
   ),
+  "stderr-rate": flag.integer(
+    "N",
+    "log at most N lines a second of each program's stderr; the\nrest are counted, once a second {default}",
+    {
+      min: 0,
+      max: 1_000_000,
+      shown: `${DEFAULT_STDERR_LINES_PER_SECOND}; 0: no limit`,
+    },
+  ),
   "kill-after": flag.seconds(
     "S",
     "once its client is gone, SIGTERM the program, then SIGKILL\nafter S seconds {default}",
@@ -422,7 +455,7 @@ const FLAGS = {
   ),
   rate: flag.integer(
     "N",
-    "TCP: at most N new connections a second from one address;\nmore are closed at once {default}",
+    "TCP (--unix: with --accept-proxy): at most N new connections\na second from one address; more are closed at once\n{default}",
     { min: 0, max: 1_000_000, shown: `${DEFAULT_EXEC_RATE}; 0: no limit` },
   ),
   ...SERVER_FLAGS,
@@ -486,11 +519,19 @@ if (import.meta.main) {
       env: Object.fromEntries(env ?? []),
       clearEnv: values["clear-env"],
       stderrToClient: values["stderr-to-client"],
+      stderrLinesPerSecond: values["stderr-rate"],
       killAfterMs: values["kill-after"],
     };
+    if (options.stderrToClient && options.stderrLinesPerSecond !== undefined) {
+      throw new UsageError(
+        "--stderr-rate limits what is logged; with --stderr-to-client nothing is",
+      );
+    }
     if (rate !== undefined) {
-      if (options.transport === "unix") {
-        throw new UsageError("--rate applies to TCP only");
+      if (options.transport === "unix" && !options.acceptProxy) {
+        throw new UsageError(
+          "--rate applies to TCP, or --unix with --accept-proxy, only",
+        );
       }
       options.ratePerSecond = rate;
     }

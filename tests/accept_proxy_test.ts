@@ -502,6 +502,219 @@ Deno.test("echo.ts --unix PATH --accept-proxy reads the header on a Unix socket 
   }
 });
 
+/** A v2 `PROXY` header with family-and-protocol byte `family` and address block `block`. */
+function v2Header(family: number, block: Uint8Array): Uint8Array {
+  return concat([
+    header(2, "192.0.2.1").subarray(0, 12),
+    new Uint8Array([0x21, family, block.byteLength >> 8, block.byteLength]),
+    block,
+  ]);
+}
+
+/** The v2 address block of a Unix socket client `source` that reached `destination`. */
+function unixBlock(source: string, destination: string): Uint8Array {
+  const block = new Uint8Array(216);
+  block.set(encode(source).subarray(0, 108));
+  block.set(encode(destination).subarray(0, 108), 108);
+  return block;
+}
+
+/** A v2 header for a UDP client 192.0.2.1:4000 that reached 198.51.100.7:53. */
+const UDP_HEADER = encodeProxyHeader(2, {
+  source: { transport: "udp", hostname: "192.0.2.1", port: 4000 },
+  destination: { transport: "udp", hostname: "198.51.100.7", port: 53 },
+});
+
+/** echo.ts --unix PATH --accept-proxy `args`, in a temporary directory. */
+async function startUnixEcho(args: string[] = []) {
+  const dir = await Deno.makeTempDir({ prefix: "sockets-accept-proxy-" });
+  const path = `${dir}/echo.sock`;
+  try {
+    const echo = await startServer(ECHO, {
+      permissions: [
+        `--allow-net=unix:${path}`,
+        `--allow-read=${path}`,
+        `--allow-write=${path}`,
+      ],
+      args: ["--unix", path, "--accept-proxy", ...args],
+    });
+    return {
+      proc: echo.proc,
+      path,
+      async [Symbol.asyncDispose]() {
+        await echo[Symbol.asyncDispose]();
+        await Deno.remove(dir, { recursive: true });
+      },
+    };
+  } catch (error) {
+    await Deno.remove(dir, { recursive: true });
+    throw error;
+  }
+}
+
+/** Connects to the Unix socket `path`, writes `bytes`, half-closes, returns what came back. */
+async function unixExchange(path: string, bytes: Uint8Array): Promise<string> {
+  using conn = await Deno.connect({ transport: "unix", path });
+  await writeAll(conn, bytes);
+  await conn.closeWrite();
+  return decode(await untilClosed(conn));
+}
+
+Deno.test("echo.ts --unix --accept-proxy: the paths of a v2 Unix header reach the log escaped, and cannot forge lines", async () => {
+  await using echo = await startUnixEcho();
+  const forged = "/evil\nX=1\nclosed 1.2.3.4:5 (0 bytes in)";
+  const reply = await unixExchange(
+    echo.path,
+    concat([
+      v2Header(0x31, unixBlock(forged, "/x\u2028\x1b[2J")),
+      encode("hi"),
+    ]),
+  );
+  assertEquals(reply, "hi");
+  const via = " for /evil\\nX=1\\nclosed 1.2.3.4:5 (0 bytes in) (PROXY v2)";
+  await echo.proc.waitForStderr(
+    new RegExp(
+      `^closed \\(unnamed\\) \\(2 bytes in, 2 bytes out\\)${literal(via)}$`,
+    ),
+  );
+  assertEquals(
+    echo.proc.stderrLines.filter((line) => line.startsWith("accepted ")),
+    [`accepted (unnamed)${via}`],
+  );
+  for (const line of echo.proc.stderrLines) {
+    assert(!/^(X=1|closed 1\.2\.3\.4)/.test(line), line);
+  }
+});
+
+Deno.test("echo.ts --accept-proxy over TCP refuses a v2 header for a Unix socket client, --deny list or not, with one line and no path", async () => {
+  await using echo = await startEcho(["--deny", "10.0.0.0/8"]);
+  using conn = await connectWith(
+    echo.port,
+    concat([
+      v2Header(0x31, unixBlock("/evil\nX=1", "/run/proxy.sock")),
+      encode("hello"),
+    ]),
+  );
+  assertEquals((await untilClosed(conn)).byteLength, 0);
+  await echo.proc.waitForStderr(
+    new RegExp(`127\\.0\\.0\\.1:${localPort(conn)} `),
+  );
+  assertEquals(linesAbout(echo.proc, localPort(conn)), [
+    `closed 127.0.0.1:${
+      localPort(conn)
+    } (0 bytes in, 0 bytes out): PROXY v2 header for a Unix socket client: a TCP listener takes TCP clients (IPv4 or IPv6) or LOCAL only`,
+  ]);
+  assertEquals(
+    echo.proc.stderrLines.filter((line) => line.startsWith("accepted ")),
+    [],
+  );
+});
+
+Deno.test("exec.ts --accept-proxy refuses Unix and UDP headers: no program runs, none learns PROTO=UNIX or the server's own TCPREMOTEIP", async () => {
+  await using exec = await startExec([program("env.sh")], ["--accept-proxy"], {
+    env: { TCPREMOTEIP: "6.6.6.6" },
+  });
+  for (
+    const [bytes, client] of [
+      [v2Header(0x31, unixBlock("/c.sock", "/p.sock")), "a Unix socket"],
+      [UDP_HEADER, "a UDP"],
+    ] as const
+  ) {
+    using conn = await connectWith(exec.port, bytes);
+    await conn.closeWrite();
+    assertEquals(decode(await untilClosed(conn)), "", client);
+    // A bad header's line is rate-limited (one a second): the second is
+    // logged in full, or counted within the second after the first.
+    await exec.proc.waitForStderr(
+      new RegExp(
+        `^closed (127\\.0\\.0\\.1:${
+          localPort(conn)
+        } \\(0 bytes in, 0 bytes out\\): PROXY v2 header for ${client} client: |1 more without a valid PROXY header)`,
+      ),
+    );
+  }
+  assertEquals(
+    exec.proc.stderrLines.filter((line) => /^accepted /.test(line)),
+    [],
+  );
+});
+
+Deno.test("echo.ts --unix --accept-proxy --allow --per-source judge the address in the header; a LOCAL header, with no address, is refused by the allow list", async () => {
+  await using echo = await startUnixEcho([
+    "--allow",
+    "192.0.2.0/24",
+    "--per-source",
+    "1",
+  ]);
+  using first = await Deno.connect({ transport: "unix", path: echo.path });
+  await writeAll(first, concat([header(1, "192.0.2.5", 4001), encode("a")]));
+  assertEquals(decode(await readExact(first, 1)), "a");
+  const refused = async (bytes: Uint8Array, line: string) => {
+    assertEquals(await unixExchange(echo.path, bytes), "");
+    await echo.proc.waitForStderr(new RegExp(`^${literal(line)}$`));
+  };
+  await refused(
+    header(1, "192.0.2.5", 4002),
+    "closed (unnamed) (0 bytes in, 0 bytes out) for 192.0.2.5:4002 (PROXY v1): too many connections from 192.0.2.5 (max 1 per source)",
+  );
+  await refused(
+    header(2, "198.51.100.9", 4003),
+    "closed (unnamed) (0 bytes in, 0 bytes out) for 198.51.100.9:4003 (PROXY v2): not allowed (the address in its PROXY header)",
+  );
+  await refused(
+    v2Header(0x00, new Uint8Array(0)).map((b, i) => i === 12 ? 0x20 : b),
+    "closed (unnamed) (0 bytes in, 0 bytes out) for (unnamed) (PROXY v2, own address): not allowed",
+  );
+  await unixExchange(echo.path, header(2, "192.0.2.6", 4004));
+  await echo.proc.waitForStderr(
+    /^closed \(unnamed\) \(0 bytes in, 0 bytes out\) for 192\.0\.2\.6:4004 \(PROXY v2\)$/,
+  );
+});
+
+Deno.test("exec.ts --unix --accept-proxy --rate 1 counts the header's client, as over TCP", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sockets-accept-proxy-" });
+  const path = `${dir}/exec.sock`;
+  const env = program("env.sh");
+  try {
+    await using exec = await startExec([env], [
+      "--accept-proxy",
+      "--rate",
+      "1",
+    ], {
+      address: ["--unix", path],
+      permissions: [
+        `--allow-net=unix:${path}`,
+        `--allow-read=${path},${env}`,
+        `--allow-write=${path}`,
+        `--allow-run=${env}`,
+      ],
+    });
+    assertStringIncludes(
+      await unixExchange(path, header(1, "192.0.2.1", 4001)),
+      "TCPREMOTEIP=192.0.2.1",
+    );
+    assertEquals(await unixExchange(path, header(1, "192.0.2.1", 4002)), "");
+    await exec.proc.waitForStderr(
+      /^closed \(unnamed\) \(0 bytes in, 0 bytes out\) for 192\.0\.2\.1:4002 \(PROXY v1\): over 1 new connections\/s from 192\.0\.2\.1 \(--rate\)$/,
+    );
+    assertStringIncludes(
+      await unixExchange(path, header(1, "192.0.2.2", 4003)),
+      "TCPREMOTEIP=192.0.2.2",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--allow/--deny with --unix and no --accept-proxy: still a usage error, which names --accept-proxy", async () => {
+  await assertUsageError(
+    ECHO,
+    ["--allow-net=127.0.0.1"],
+    ["--unix", "/tmp/x.sock", "--deny", "10.0.0.0/8"],
+    /^error: --allow and --deny match IP addresses; a --unix peer has none \(use the socket file's permissions, or --accept-proxy to judge the client in a proxy's header\)$/,
+  );
+});
+
 Deno.test("serve() with acceptProxy: the handler sees the header and the client it names in its context", async () => {
   let seen: { remote: Deno.Addr; local: Deno.Addr; header?: ProxyHeader };
   const handled = Promise.withResolvers<void>();

@@ -409,6 +409,47 @@ Deno.test("echo.ts --unixpacket echoes datagrams over a Unix socket", async () =
   }
 });
 
+Deno.test("echo.ts --unixpacket: a client's socket path reaches the log escaped, and cannot forge lines", async () => {
+  const { dir, path } = unixPaths();
+  // A path may hold any byte but NUL: a line of its own included.
+  const clientPath = `${dir}/c\nclosed 1.2.3.4:5 (0 bytes in)\n\u2028.sock`;
+  try {
+    await using server = await startServer("servers/echo.ts", {
+      permissions: [
+        "--unstable-net",
+        "--allow-net",
+        `--allow-read=${path}`,
+        `--allow-write=${dir}`,
+      ],
+      args: ["--unixpacket", path, "--udp-rate", "1"],
+    });
+    using client = closing(Deno.listenDatagram({
+      transport: "unixpacket",
+      path: clientPath,
+    }));
+    // The second, within the second, is over the rate: one line naming
+    // the client twice.
+    for (const text of ["one", "two"]) {
+      await client.send(new TextEncoder().encode(text), {
+        transport: "unixpacket",
+        path,
+      });
+    }
+    const shown = `${dir}/c\\nclosed 1.2.3.4:5 (0 bytes in)\\n\\u{2028}.sock`;
+    await server.proc.waitForStderr(/^dropped reply to /);
+    assertEquals(
+      server.proc.stderrLines.filter((line) => line.startsWith("dropped ")),
+      [`dropped reply to ${shown}: over 1 replies/s to ${shown}`],
+    );
+    assertEquals(
+      server.proc.stderrLines.filter((line) => line.startsWith("closed ")),
+      [],
+    );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("echo.ts usage errors print one error: line and exit 2", async () => {
   const cases: [string[], RegExp][] = [
     [["--bogus"], /^error: unknown option '--bogus'/],

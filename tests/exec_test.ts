@@ -5,12 +5,20 @@
 import {
   assert,
   assertEquals,
+  assertGreater,
   assertGreaterOrEqual,
   assertLessOrEqual,
   assertMatch,
+  assertNotMatch,
   assertStringIncludes,
+  assertThrows,
 } from "@std/assert";
-import { readExact, silentLog, writeAll } from "../mod.ts";
+import {
+  DEFAULT_STDERR_LINES_PER_SECOND,
+  readExact,
+  silentLog,
+  writeAll,
+} from "../mod.ts";
 import { serveExec } from "../servers/exec.ts";
 import {
   assertSameBytes,
@@ -186,6 +194,112 @@ Deno.test("exec.ts logs the program's stderr one prefixed line per line, control
   const lines = server.proc.stderrLines.filter((line) => prefix.test(line))
     .map((line) => line.replace(prefix, ""));
   assertEquals(lines, ["first warning", "\\x1b[31mred", "last"]);
+});
+
+Deno.test("exec.ts escapes NEL, the 8-bit CSI, U+2028 and U+202E in the program's stderr, as every control character", async () => {
+  // What a client can make a program echo to stderr: each of these breaks
+  // a log line or drives a terminal as much as ESC or LF does.
+  const script = program("stderr_unicode.sh");
+  Deno.writeTextFileSync(
+    script,
+    "#!/bin/sh\nprintf 'a\\302\\205b \\302\\2332J c\\342\\200\\250d \\342\\200\\256e\\tf\\n' >&2\n",
+    { mode: 0o755 },
+  );
+  await using server = await startExec([script]);
+  await exchange(server.port, null);
+  const [line] = await server.proc.waitForStderr(
+    /stderr_unicode\.sh\[\d+\]: a.*$/,
+  );
+  assertEquals(
+    line.replace(/^.*\]: /, ""),
+    "a\\x85b \\x9b2J c\\u{2028}d \\u{202e}e\\tf",
+  );
+  for (const line of server.proc.stderrLines) {
+    // Finding control characters is the point.
+    // deno-lint-ignore no-control-regex
+    assertNotMatch(line, /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]/);
+  }
+});
+
+Deno.test("exec.ts logs at most 100 lines a second of a program's stderr by default and counts the rest, every line accounted for", async () => {
+  // 20,000 lines at once (a program's `yes >&2`, bounded so the unfixed
+  // server's log stays small): without a limit each was a log line.
+  const lines = 20_000;
+  const rate = DEFAULT_STDERR_LINES_PER_SECOND;
+  const script = program("stderr_flood.sh");
+  Deno.writeTextFileSync(
+    script,
+    `#!/bin/sh\nseq 1 ${lines} >&2\necho done\n`,
+    { mode: 0o755 },
+  );
+  await using server = await startExec([script]);
+  const began = performance.now();
+  assertEquals(decode(await exchange(server.port, null)), "done\n");
+  await server.proc.waitForStderr(/^closed 127\.0\.0\.1:\d+ /);
+  const elapsedS = (performance.now() - began) / 1000;
+  const own = server.proc.stderrLines.filter((l) =>
+    /stderr_flood\.sh\[\d+\]: /.test(l)
+  ).map((l) => l.replace(/^.*\]: /, ""));
+  const reports = own.filter((l) => / stderr lines? dropped /.test(l));
+  assertGreater(reports.length, 0, "no count of dropped lines");
+  for (const report of reports) {
+    assertMatch(
+      report,
+      new RegExp(`^\\d+ stderr lines? dropped \\(over ${rate} lines/s\\)$`),
+    );
+  }
+  const dropped = reports.reduce((sum, l) => sum + parseInt(l), 0);
+  const logged = own.length - reports.length;
+  assertEquals(logged + dropped, lines, "each line logged or counted");
+  // A burst of `rate`, then `rate` a second (the bound grows with the
+  // time taken, so a slow machine cannot fail it).
+  assertLessOrEqual(logged, rate + Math.ceil(rate * elapsedS));
+  // The log's own overflow (stderr falling behind) never came into it.
+  assertEquals(
+    server.proc.stderrLines.filter((l) => /log lines? dropped/.test(l)),
+    [],
+  );
+});
+
+Deno.test("exec.ts --stderr-rate N sets the bound: --stderr-rate 3 logs 3 of a burst of 50 lines", async () => {
+  const script = program("stderr_burst.sh");
+  Deno.writeTextFileSync(script, "#!/bin/sh\nseq 1 50 >&2\n", {
+    mode: 0o755,
+  });
+  await using server = await startExec([script], ["--stderr-rate", "3"]);
+  await exchange(server.port, null);
+  await server.proc.waitForStderr(/^closed 127\.0\.0\.1:\d+ /);
+  const own = server.proc.stderrLines.filter((l) =>
+    /stderr_burst\.sh\[\d+\]: /.test(l)
+  ).map((l) => l.replace(/^.*\]: /, ""));
+  // 3 at once; a fourth only if the 50 lines took a third of a second.
+  assertEquals(own.slice(0, 3), ["1", "2", "3"]);
+  const report = own.at(-1)!;
+  assertMatch(report, /^\d+ stderr lines dropped \(over 3 lines\/s\)$/);
+  assertEquals(own.length - 1 + parseInt(report), 50);
+});
+
+Deno.test("serveExec() refuses a stderr limit that is not one at start, before any program runs", () => {
+  assertThrows(
+    () =>
+      serveExec({
+        program: "cat",
+        stderrLinesPerSecond: -5,
+        hostname: "127.0.0.1",
+        port: 0,
+      }),
+    RangeError,
+    "linesPerSecond must be a whole number, 0 or more: -5",
+  );
+});
+
+Deno.test("exec.ts --stderr-rate with --stderr-to-client is a usage error", async () => {
+  await assertUsageError(
+    "servers/exec.ts",
+    execPermissions("cat"),
+    ["--stderr-to-client", "--stderr-rate", "5", "--", "cat"],
+    /^error: --stderr-rate limits what is logged; with --stderr-to-client nothing is$/,
+  );
 });
 
 Deno.test("exec.ts cuts an endless stderr line into 1024-character log lines", async () => {
@@ -639,7 +753,7 @@ Deno.test("exec.ts usage errors exit 2 with one line", async () => {
     "5",
     "--",
     "cat",
-  ], /--rate applies to TCP only/);
+  ], /--rate applies to TCP, or --unix with --accept-proxy, only/);
   await assertUsageError("servers/exec.ts", permissions, [
     ...base,
     "--udp",
@@ -659,7 +773,8 @@ Deno.test("exec.ts --help shows the least-privilege one-liner and the defaults",
     "deno run --allow-net=0.0.0.0:8000 --allow-run=cat servers/exec.ts -- cat",
   );
   assertMatch(stdout, /--max-connections N .*\(default 64\)/);
-  assertMatch(stdout, /--rate N .*\n.*\(default 50; 0: no limit\)/);
+  assertMatch(stdout, /--rate N .*\n.*\n.*\(default 50; 0: no limit\)/);
+  assertMatch(stdout, /--stderr-rate N .*\n.*\(default 100; 0: no limit\)/);
   assertMatch(stdout, /--kill-after S .*\n.*\(default 2\)/);
 });
 

@@ -12,7 +12,6 @@ import {
   assertThrows,
 } from "@std/assert";
 import {
-  escapeControlChars,
   FileReadError,
   MAX_SMALL_FILE_BYTES,
   readCaFile,
@@ -190,14 +189,6 @@ Deno.test("qotd.ts: control bytes of the quotation file are escaped in the error
   } finally {
     await Deno.remove(path);
   }
-});
-
-Deno.test("escapeControlChars() leaves text alone and escapes C0, C1, DEL and bidi overrides", () => {
-  assertEquals(escapeControlChars("plain text, été"), "plain text, été");
-  assertEquals(
-    escapeControlChars("a\tb\rc\nd\x7f\x9b\u202e"),
-    "a\\tb\\rc\\nd\\x7f\\x9b\\u{202e}",
-  );
 });
 
 Deno.test({

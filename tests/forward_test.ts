@@ -450,6 +450,43 @@ Deno.test("forward.ts --max-connections 1 closes a second client while the first
   await readAll(first);
 });
 
+Deno.test("forward.ts to a unix: target whose path holds a line break: the closing line names it escaped, one line", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sockets-forward-" });
+  const path = `${dir}/t\nclosed 1.2.3.4:5 (0 bytes in).sock`;
+  try {
+    using listener = Deno.listen({ transport: "unix", path });
+    const serving = listener.accept().then(async (conn) => {
+      await echoHandler(conn);
+      conn.close();
+    });
+    await using forward = await startForward(`unix:${path}`, {
+      permissions: [
+        `--allow-net=127.0.0.1:0,unix:${path}`,
+        `--allow-read=${path}`,
+        `--allow-write=${path}`,
+      ],
+    });
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: forward.port,
+    });
+    await writeAll(conn, encode("hi"));
+    await conn.closeWrite();
+    assertEquals(decode(await readAll(conn)), "hi");
+    await serving;
+    assertMatch(
+      await closingLine(forward.proc, localPort(conn)),
+      /to \/.*\/t\\nclosed 1\.2\.3\.4:5 \(0 bytes in\)\.sock, .* client closed first$/,
+    );
+    assertEquals(
+      forward.proc.stderrLines.filter((l) => l.startsWith("closed 1.2.3.4")),
+      [],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("forward.ts tcp:// to unix: and unix: to tcp://, with the header's permissions", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sockets-forward-" });
   const backendPath = `${dir}/backend.sock`;
@@ -627,6 +664,48 @@ for (const version of [1, 2] as const) {
     });
   });
 }
+
+Deno.test("forward.ts --accept-proxy --send-proxy v2 refuses a header for a UDP client instead of passing it on to its stream target", async () => {
+  await using backend = proxyBackend();
+  await using forward = await startForward(`tcp://${backend.address}`, {
+    args: ["--accept-proxy", "--send-proxy", "v2"],
+  });
+  const header = (transport: "tcp" | "udp", hostname: string) =>
+    encodeProxyHeader(2, {
+      source: { transport, hostname, port: 4000 },
+      destination: { transport, hostname: "198.51.100.7", port: 53 },
+    });
+  {
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: forward.port,
+    });
+    await writeAll(conn, concat([header("udp", "192.0.2.1"), encode("dgram")]));
+    // (Were it passed on, the target echoes "dgram" and ends at this EOF.)
+    await conn.closeWrite().catch(() => {});
+    // Closed with "dgram" unread: a reset, or EOF.
+    const got = await readAll(conn).catch(() => new Uint8Array(0));
+    assertEquals(decode(got), "");
+    assertMatch(
+      await closingLine(forward.proc, localPort(conn)),
+      /\(0 bytes in, 0 bytes out\): PROXY v2 header for a UDP client: a stream connection cannot have carried it$/,
+    );
+  }
+  // The next client, with a TCP header, is the first the target sees.
+  using conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: forward.port,
+  });
+  await writeAll(conn, concat([header("tcp", "192.0.2.2"), encode("stream")]));
+  await conn.closeWrite();
+  assertEquals(decode(await readAll(conn)), "stream");
+  assertEquals(backend.accepted(), 1);
+  assertEquals((await backend.handled[0] as ProxyHeader).source, {
+    transport: "tcp",
+    hostname: "192.0.2.2",
+    port: 4000,
+  });
+});
 
 Deno.test("forward.ts --accept-proxy takes the client's address from the header: logs it, and passes on only what follows", async () => {
   await using backend = listenBackend(async (conn) =>

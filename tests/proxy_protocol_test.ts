@@ -425,3 +425,62 @@ Deno.test("readProxyHeader() fails on garbage at the first bytes, on an early en
     "PROXY v2 header of 8208 bytes is over the limit of 1024",
   );
 });
+
+Deno.test("readProxyHeader() refuses a client its listener cannot have carried: UDP and Unix datagram on any, a Unix socket client over TCP; LOCAL and UNKNOWN fit any", async () => {
+  const v2 = (family: number, block: number[], command = 0x21) =>
+    new Uint8Array([
+      ...SIGNATURE,
+      command,
+      family,
+      block.length >> 8,
+      block.length & 0xff,
+      ...block,
+    ]);
+  const unixBlock = new Array(216).fill(0x61);
+  const cases: [Uint8Array, "tcp" | "unix", string | undefined][] = [
+    [v2(0x12, new Array(12).fill(1)), "tcp", "for a UDP client"],
+    [v2(0x22, new Array(36).fill(1)), "unix", "for a UDP client"],
+    [v2(0x32, unixBlock), "unix", "for a Unix datagram client"],
+    [v2(0x31, unixBlock), "tcp", "for a Unix socket client"],
+    [v2(0x31, unixBlock), "unix", undefined],
+    [v2(0x11, new Array(12).fill(1)), "unix", undefined],
+    // LOCAL: the family is ignored (the spec), whatever it says.
+    [v2(0x32, unixBlock, 0x20), "tcp", undefined],
+    [encode("PROXY UNKNOWN\r\n"), "tcp", undefined],
+  ];
+  for (const [bytes, listener, refusal] of cases) {
+    const reading = readProxyHeader(chunkedReader(bytes, []), { listener });
+    if (refusal === undefined) {
+      assertEquals((await reading).byteLength, bytes.byteLength);
+    } else {
+      await assertRejects(() => reading, ProxyHeaderError, refusal);
+    }
+  }
+  // The default listener is TCP.
+  await assertRejects(
+    () => readProxyHeader(chunkedReader(v2(0x31, unixBlock), [])),
+    ProxyHeaderError,
+    "a TCP listener takes TCP clients (IPv4 or IPv6) or LOCAL only",
+  );
+});
+
+Deno.test("parseProxyHeader()'s errors show the header's text with its control characters escaped", () => {
+  for (
+    const line of [
+      "PROXY \x1b]0;owned\x07 a b c d\r\n",
+      "PROXY TCP\u2028closed a b c\r\n",
+      "PROXY \u009b2Jx y\r\n",
+    ]
+  ) {
+    const error = assertThrows(
+      () => parseProxyHeader(encode(line)),
+      ProxyHeaderError,
+    );
+    assert(
+      // Finding control characters is the point.
+      // deno-lint-ignore no-control-regex
+      !/[\x00-\x1f\x7f-\x9f\u2028\u2029]/.test(error.message),
+      JSON.stringify(error.message),
+    );
+  }
+});
