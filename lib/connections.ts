@@ -43,7 +43,11 @@ export class Connection implements ConnectionContext {
   // `declare`d, not initialised: no field on the connections of a server
   // without `acceptProxy`.
   declare proxyHeader?: ProxyHeader;
-  idleTicks = 0;
+  /**
+   * For the idle sweep: when the first sweep after the connection's last
+   * activity ran (`performance.now()`), or 0 if none has yet.
+   */
+  idleSince = 0;
   bytesIn = 0;
   bytesOut = 0;
   note?: string;
@@ -76,7 +80,7 @@ export class Connection implements ConnectionContext {
 
   /** Data moved: the idle timeout starts again. */
   active(): void {
-    this.idleTicks = 0;
+    this.idleSince = 0;
   }
 
   /** Closes the connection once (the handler may have closed it). */
@@ -147,17 +151,21 @@ export class ConnectionTable {
 
   /**
    * Closes a connection idle `timeoutMs` (with one log line). One timer
-   * for all: each tick ages every connection, and handlers reset the age
-   * with `active()`; no timer per connection.
+   * for all, and no clock read per byte moved: handlers mark activity
+   * with `active()`; the first sweep after it notes the time, and a later
+   * one that finds `timeoutMs` gone since then closes the connection. So
+   * a connection closes after between S and S + 2 ticks idle (a tick is
+   * S/8, between 10 ms and 1 s), never before, however late a busy event
+   * loop runs the sweep (counting ticks instead closed connections early
+   * by as much as the loop lagged).
    */
   startIdleSweep(timeoutMs: number): void {
-    const tickMs = Math.max(10, Math.min(1000, timeoutMs / 4));
-    // The first tick after `active()` comes up to one tick early, hence the
-    // extra tick: a connection closes after between S and S + tick idle.
-    const limit = Math.ceil(timeoutMs / tickMs) + 1;
+    const tickMs = Math.max(10, Math.min(1000, timeoutMs / 8));
     this.#idleTimer = setInterval(() => {
+      const now = performance.now();
       for (const connection of this.#connections) {
-        if (++connection.idleTicks >= limit) {
+        if (connection.idleSince === 0) connection.idleSince = now;
+        else if (now - connection.idleSince >= timeoutMs) {
           this.#log(
             `${this.prefix}idle timeout: closing ${connection.peer} after ${
               timeoutMs / 1000
