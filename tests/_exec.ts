@@ -9,6 +9,18 @@
 import { writeAll } from "../mod.ts";
 import { readAll, repoPath, ScriptProcess } from "./_helpers.ts";
 
+/**
+ * Digits this test process adds to its programs' `sleep` times (a
+ * marker in their command lines), so that
+ * {@linkcode processesWith} finds this run's programs, not those of
+ * another run of the suite on the same machine.
+ */
+export const RUN = String(Math.floor(Math.random() * 1e6)).padStart(6, "0");
+/** In the command line of `ignore_term.sh`'s `sleep`, while it runs. */
+export const IGNORE_TERM_MARKER = `987.654${RUN}`;
+/** In the command line of `wait.sh`'s `sleep`, while it runs. */
+export const WAIT_MARKER = `986.5${RUN}`;
+
 /** The scripts every exec test may run, by name. */
 const PROGRAMS: Record<string, string> = {
   // Reads one line, answers it.
@@ -21,11 +33,12 @@ const PROGRAMS: Record<string, string> = {
     `echo early; exec >&-; IFS= read -r line; echo "read: $line" >&2`,
   // Ignores SIGTERM (sleep inherits the ignored signal across exec), says
   // so, and waits: only SIGKILL ends it before its time.
-  "ignore_term.sh": `trap '' TERM; echo ready; exec sleep 987.654`,
+  "ignore_term.sh":
+    `trap '' TERM; echo ready; exec sleep ${IGNORE_TERM_MARKER}`,
   // Runs until signalled, without reading or writing.
-  "wait.sh": `exec sleep 986.5`,
+  "wait.sh": `exec sleep ${WAIT_MARKER}`,
   // Closes its stdout (the client gets EOF), then neither reads nor writes.
-  "close_stdout_wait.sh": `exec >&-; exec sleep 985.75`,
+  "close_stdout_wait.sh": `exec >&-; exec sleep 985.75${RUN}`,
   // Prints its environment, sorted.
   "env.sh": `/usr/bin/env | /usr/bin/sort`,
 };

@@ -35,10 +35,13 @@ import {
   exchange,
   execPermissions,
   type ExecServer,
+  IGNORE_TERM_MARKER,
   processesWith,
   program,
   readToEof,
+  RUN,
   startExec,
+  WAIT_MARKER,
 } from "./_exec.ts";
 import { pushThenReset } from "./_reset_client.ts";
 
@@ -353,7 +356,7 @@ Deno.test("exec.ts: once the program exited, output a background process of it h
   const script = program("background.sh");
   Deno.writeTextFileSync(
     script,
-    "#!/bin/sh\necho hi\nsleep 985.25 &\n",
+    `#!/bin/sh\necho hi\nsleep 985.25${RUN} &\n`,
     { mode: 0o755 },
   );
   try {
@@ -370,7 +373,7 @@ Deno.test("exec.ts: once the program exited, output a background process of it h
     );
   } finally {
     // Processes a program starts are its own: this one outlives it.
-    for (const pid of processesWith("985.25")) Deno.kill(pid, "SIGKILL");
+    for (const pid of processesWith(`985.25${RUN}`)) Deno.kill(pid, "SIGKILL");
   }
 });
 
@@ -400,7 +403,7 @@ for (const tls of [false, true]) {
     await using certs = tls ? await makeCertificates() : undefined;
     const sleep = "/bin/sleep";
     await using server = await startExec(
-      [sleep, "985.5"],
+      [sleep, `985.5${RUN}`],
       [
         "--max-connections",
         "1",
@@ -444,7 +447,7 @@ for (const tls of [false, true]) {
         "next program",
       );
     } finally {
-      for (const pid of processesWith("985.5")) Deno.kill(pid, "SIGKILL");
+      for (const pid of processesWith(`985.5${RUN}`)) Deno.kill(pid, "SIGKILL");
     }
   });
 }
@@ -464,7 +467,7 @@ Deno.test({
     );
     await eventually(() => childrenOf(server.pid).length === 0, "reaped");
   } finally {
-    for (const pid of processesWith("985.75")) Deno.kill(pid, "SIGKILL");
+    for (const pid of processesWith(`985.75${RUN}`)) Deno.kill(pid, "SIGKILL");
   }
 });
 
@@ -491,7 +494,7 @@ Deno.test("exec.ts: a program ignoring SIGTERM gets SIGKILL --kill-after seconds
   // Not at once after SIGTERM: --kill-after later.
   assertGreaterOrEqual(Date.now() - before, 1800);
   await eventually(() => childrenOf(server.pid).length === 0, "reaped");
-  assertEquals(processesWith("987.654"), []);
+  assertEquals(processesWith(IGNORE_TERM_MARKER), []);
 });
 
 Deno.test("exec.ts: --idle-timeout ends a program whose client sent EOF and waits (no read pending)", async () => {
@@ -506,7 +509,7 @@ Deno.test("exec.ts: --idle-timeout ends a program whose client sent EOF and wait
     /wait\.sh\[\d+\]: killed by SIGTERM \(client: closed by the server\)$/,
   );
   await eventually(() => childrenOf(server.pid).length === 0, "reaped");
-  assertEquals(processesWith("986.5"), []);
+  assertEquals(processesWith(WAIT_MARKER), []);
 });
 
 Deno.test("exec.ts: SIGTERM to the server SIGKILLs a program ignoring SIGTERM once grace and --kill-after are over, then exits 0, no orphan", async () => {
@@ -527,7 +530,7 @@ Deno.test("exec.ts: SIGTERM to the server SIGKILLs a program ignoring SIGTERM on
   assertEquals(code, 0, stderr);
   assertGreaterOrEqual(Date.now() - started, 1600);
   assertMatch(stderr, /killed by SIGKILL \(SIGTERM ignored for 1\.5 s\)/);
-  assertEquals(processesWith("987.654"), []);
+  assertEquals(processesWith(IGNORE_TERM_MARKER), []);
 });
 
 Deno.test("exec.ts holds 64 programs at once by default and refuses the 65th at once", async () => {
@@ -956,7 +959,7 @@ Deno.test("exec.ts: after 100 connections of every kind (normal, reset mid-outpu
     );
   await killed(resetting, /yes\[\d+\]: killed by SIG(TERM|PIPE) \(client: /);
   await killed(ignoring, /ignore_term\.sh\[\d+\]: killed by SIGKILL/);
-  assertEquals(processesWith("987.654"), []);
+  assertEquals(processesWith(IGNORE_TERM_MARKER), []);
 });
 
 Deno.test("serveExec() in process: runs the program per connection and reaps it before finished", async () => {
