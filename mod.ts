@@ -48,7 +48,16 @@
  *   {@linkcode runServers}.
  *
  * The servers themselves live in `servers/` (each is a module too, e.g.
- * `serveEcho` from `servers/echo.ts`).
+ * `serveEcho` from `servers/echo.ts`). The machinery some of them are
+ * built from has exports of its own, as std's packages do:
+ * - `@sockets/sockets/proxy` (`lib/proxy_protocol.ts`): the PROXY
+ *   protocol v1 and v2, read, parsed and written;
+ * - `@sockets/sockets/splice` (`lib/splice.ts`): the byte pump of a
+ *   forwarded pair, with half-close;
+ * - `@sockets/sockets/spawn` (`lib/spawn.ts`): a program per connection,
+ *   its environment, stderr and end (`servers/exec.ts`'s engine);
+ * - `@sockets/sockets/inetd-conf` (`lib/inetd_conf.ts`): inetd.conf read
+ *   and checked.
  *
  * @example An echo server inside a test
  * ```ts
@@ -237,50 +246,6 @@ export {
   type RelayResult,
 } from "./lib/relay.ts";
 export { type ClientTlsOptions, startClientTls } from "./lib/tls_client.ts";
-
-// Forwarding: the PROXY protocol (v1, v2) and the byte pump of a pair.
-export {
-  checkProxyHeaderFits,
-  DEFAULT_MAX_PROXY_HEADER_BYTES,
-  DEFAULT_PROXY_HEADER_TIMEOUT_MS,
-  encodeProxyHeader,
-  parseProxyHeader,
-  type ProxyAddresses,
-  type ProxyHeader,
-  ProxyHeaderError,
-  type ProxyTlv,
-  readProxyHeader,
-  type ReadProxyHeaderOptions,
-} from "./lib/proxy_protocol.ts";
-export { crc32c } from "./lib/crc32c.ts";
-export {
-  splice,
-  type SpliceConn,
-  type SpliceOptions,
-  type SpliceResult,
-} from "./lib/splice.ts";
-
-// A program per connection (servers/exec.ts).
-export {
-  checkProgram,
-  connectionEnv,
-  DEFAULT_KILL_AFTER_MS,
-  describeStatus,
-  outcomeLine,
-  ProgramError,
-  type ProgramOutcome,
-  type ProgramSpec,
-  runProgram,
-  SpawnError,
-  type StderrLog,
-  stderrLogTo,
-} from "./lib/spawn.ts";
-export {
-  checkLinesPerSecond,
-  DEFAULT_STDERR_LINES_PER_SECOND,
-  MAX_STDERR_LINE,
-  StderrLines,
-} from "./lib/stderr_lines.ts";
 
 // The command line.
 export {

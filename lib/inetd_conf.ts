@@ -19,6 +19,10 @@ import { readSmallTextFile } from "./files.ts";
 import { SIMPLE_SERVICE_PORTS } from "./simple.ts";
 import { checkProgram, ProgramError } from "./spawn.ts";
 
+// For users of this module (the `./inetd-conf` export): the table its
+// internal service names come from.
+export { SIMPLE_SERVICE_PORTS } from "./simple.ts";
+
 /** The name of an internal (simple) service. */
 export type InternalServiceName = keyof typeof SIMPLE_SERVICE_PORTS;
 

@@ -26,6 +26,11 @@ import { crc32c } from "./crc32c.ts";
 import { escapeControlChars } from "./escape_control_chars.ts";
 import { type ByteReader, readExactInto, UnexpectedEofError } from "./io.ts";
 
+// For users of this module (the `./proxy` export): the types its
+// functions take, and the checksum of v2 headers.
+export type { ByteReader } from "./io.ts";
+export { crc32c } from "./crc32c.ts";
+
 /** The 12 bytes every version 2 header starts with. */
 const V2_SIGNATURE = new Uint8Array([
   0x0d,

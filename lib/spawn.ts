@@ -17,6 +17,17 @@ import type { Log } from "./log.ts";
 import type { ConnectionContext } from "./server_options.ts";
 import { checkLinesPerSecond, StderrLines } from "./stderr_lines.ts";
 
+// For users of this module (the `./spawn` export): the types its
+// functions take, and how a program's stderr becomes log lines.
+export type { Log } from "./log.ts";
+export type { ConnectionContext } from "./server_options.ts";
+export {
+  checkLinesPerSecond,
+  DEFAULT_STDERR_LINES_PER_SECOND,
+  MAX_STDERR_LINE,
+  StderrLines,
+} from "./stderr_lines.ts";
+
 /** What to run for each connection, and how. */
 export interface ProgramSpec {
   /**

@@ -9,6 +9,10 @@
 import { type DepartureWatch, watchDeparture } from "./departure.ts";
 import type { ByteReader, ByteWriter } from "./io.ts";
 
+// For users of this module (the `./splice` export): the types its
+// functions take.
+export type { ByteReader, ByteWriter } from "./io.ts";
+
 /** A stream connection as {@linkcode splice} needs it (any `Deno.Conn`). */
 export interface SpliceConn extends ByteReader, ByteWriter {
   /** Half-closes: sends end of stream, keeps reading. */

@@ -102,12 +102,8 @@
 
 import {
   type AccessPolicy,
-  checkLinesPerSecond,
-  checkProgram,
-  DEFAULT_KILL_AFTER_MS,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_PER_SOURCE,
-  DEFAULT_STDERR_LINES_PER_SECOND,
   escapeControlChars,
   type Flag,
   flag,
@@ -115,12 +111,9 @@ import {
   FloodLog,
   formatAddr,
   type Log,
-  outcomeLine,
   parseCommandLine,
   parseIPv6,
-  type ProgramSpec,
   runMain,
-  runProgram,
   runServers,
   serve,
   type Server,
@@ -129,12 +122,21 @@ import {
   serverOptionsFromFlags,
   type Service,
   type ShutdownOptions,
-  SpawnError,
   stderrLog,
-  stderrLogTo,
   unmapIPv4,
   UsageError,
 } from "../mod.ts";
+import {
+  checkLinesPerSecond,
+  checkProgram,
+  DEFAULT_KILL_AFTER_MS,
+  DEFAULT_STDERR_LINES_PER_SECOND,
+  outcomeLine,
+  type ProgramSpec,
+  runProgram,
+  SpawnError,
+  stderrLogTo,
+} from "../lib/spawn.ts";
 
 /** The port exec.ts listens on unless told otherwise. */
 export const EXEC_PORT = 8000;

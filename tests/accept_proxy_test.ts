@@ -16,15 +16,12 @@ import {
   assertStringIncludes,
 } from "@std/assert";
 import { concat } from "@std/bytes";
+import { readExact, serve, silentLog, writeAll } from "../mod.ts";
 import {
   encodeProxyHeader,
   type ProxyHeader,
-  readExact,
   readProxyHeader,
-  serve,
-  silentLog,
-  writeAll,
-} from "../mod.ts";
+} from "../lib/proxy_protocol.ts";
 import { startHaproxy } from "./_haproxy.ts";
 import {
   assertSameBytes,

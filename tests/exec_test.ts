@@ -13,12 +13,8 @@ import {
   assertStringIncludes,
   assertThrows,
 } from "@std/assert";
-import {
-  DEFAULT_STDERR_LINES_PER_SECOND,
-  readExact,
-  silentLog,
-  writeAll,
-} from "../mod.ts";
+import { readExact, silentLog, writeAll } from "../mod.ts";
+import { DEFAULT_STDERR_LINES_PER_SECOND } from "../lib/spawn.ts";
 import { serveExec } from "../servers/exec.ts";
 import {
   assertSameBytes,

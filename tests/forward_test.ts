@@ -12,13 +12,12 @@ import {
   assertMatch,
 } from "@std/assert";
 import { concat } from "@std/bytes";
+import { readExact, writeAll } from "../mod.ts";
 import {
   encodeProxyHeader,
   type ProxyHeader,
-  readExact,
   readProxyHeader,
-  writeAll,
-} from "../mod.ts";
+} from "../lib/proxy_protocol.ts";
 import {
   assertSameBytes,
   assertUsageError,

@@ -7,15 +7,15 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import { concat } from "@std/bytes";
 import fc from "fast-check";
+import { parseIPv6 } from "../mod.ts";
 import {
   crc32c,
   encodeProxyHeader,
-  parseIPv6,
   parseProxyHeader,
   type ProxyAddresses,
   ProxyHeaderError,
   readProxyHeader,
-} from "../mod.ts";
+} from "../lib/proxy_protocol.ts";
 
 const encode = (s: string) => new TextEncoder().encode(s);
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);

@@ -4,7 +4,7 @@
  */
 
 import { assertEquals, assertMatch, assertThrows } from "@std/assert";
-import { MAX_STDERR_LINE, StderrLines } from "../mod.ts";
+import { MAX_STDERR_LINE, StderrLines } from "../lib/stderr_lines.ts";
 
 const encode = (s: string) => new TextEncoder().encode(s);
 
