@@ -17,6 +17,7 @@ import { type KeepAliveConfig, setKeepAlive } from "./keepalive.ts";
 import { encodeProxyHeader } from "./proxy_protocol.ts";
 import { splice, type SpliceConn } from "./splice.ts";
 import { startClientTls } from "./tls_client.ts";
+import type { PoolTarget, TargetPool } from "./targets.ts";
 
 /** How the forwarder speaks TLS to its target (`--to-tls`). */
 export interface ForwardTlsOptions {
@@ -45,6 +46,11 @@ export interface ForwardPlan {
   sendProxy?: 1 | 2;
   /** TCP keepalive on the connection to the target too. */
   keepAlive?: KeepAliveConfig | boolean;
+  /**
+   * Many targets: each client goes to the one the pool picks (retried on
+   * the next when its connect fails), and `target` is not used.
+   */
+  pool?: TargetPool;
 }
 
 function closeQuietly(conn: { close(): void }): void {
@@ -156,16 +162,90 @@ export async function forwardConnection(
 ): Promise<void> {
   const began = performance.now();
   if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-  const target = await dialTarget(plan, context.remoteAddr, context.localAddr);
+  const target: DialledTarget = plan.pool
+    ? await dialFromPool(plan, plan.pool, context)
+    : await dialTarget(plan, context.remoteAddr, context.localAddr);
   // Returned, not awaited: a function waiting here for the pair's whole
   // life kept its generator and registers (about 240 bytes of heap a pair).
   return splice(conn, target.conn, {
     onActivity: () => context.active(),
   }).then((result) => {
+    target.release?.();
     context.bytesIn = result.bytesToTarget;
     context.bytesOut = result.bytesToClient;
     context.note = `to ${target.address}, ${
       formatSeconds(performance.now() - began)
     }, ${result.end}${target.warning ? ` ${target.warning}` : ""}`;
   });
+}
+
+/** A target dialled for a client; `release` when a pool's. */
+type DialledTarget = Awaited<ReturnType<typeof dialTarget>> & {
+  release?: () => void;
+};
+
+/**
+ * Dials the target `pool` picks for the client (by its address, for
+ * `source`), retried on the next one when a connect fails; the result's
+ * `release` tells the pool the client has ended.
+ */
+async function dialFromPool(
+  plan: ForwardPlan,
+  pool: TargetPool,
+  context: ConnectionContext,
+): Promise<DialledTarget> {
+  const client = "hostname" in context.remoteAddr
+    ? context.remoteAddr.hostname
+    : "";
+  const taken = await pool.take(
+    client,
+    (target) =>
+      dialTarget(
+        { ...plan, target: target.endpoint },
+        context.remoteAddr,
+        context.localAddr,
+      ),
+  );
+  return { ...taken.value, release: taken.release };
+}
+
+/**
+ * Dials `target` as `plan` says, for a health check: TLS when the plan
+ * speaks it, no PROXY header (as haproxy's checks without
+ * `check-send-proxy`), giving up after `timeoutMs`.
+ *
+ * @example
+ * ```ts
+ * import { dialForCheck } from "./forward.ts";
+ * import { PoolTarget } from "./targets.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const target = new PoolTarget({
+ *   endpoint: { transport: "tcp", hostname: "127.0.0.1", port: listener.addr.port },
+ * });
+ * const conn = await dialForCheck({ target: target.endpoint, connectTimeoutMs: 1000 }, target, 1000);
+ * conn.close();
+ * ```
+ */
+export async function dialForCheck(
+  plan: ForwardPlan,
+  target: PoolTarget,
+  timeoutMs: number,
+): Promise<SpliceConn> {
+  const nowhere: Deno.NetAddr = {
+    transport: "tcp",
+    hostname: "0.0.0.0",
+    port: 0,
+  };
+  const dialled = await dialTarget(
+    {
+      ...plan,
+      target: target.endpoint,
+      sendProxy: undefined,
+      connectTimeoutMs: timeoutMs,
+    },
+    nowhere,
+    nowhere,
+  );
+  return dialled.conn;
 }

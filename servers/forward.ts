@@ -89,6 +89,7 @@ import {
   flag,
   flagsHelp,
   formatBytes,
+  formatEndpoint,
   MAX_SMALL_FILE_BYTES,
   parseCommandLine,
   parseEndpoint,
@@ -102,10 +103,33 @@ import {
   type ServerFlagValues,
   type ServerOptions,
   serverOptionsFromFlags,
+  stderrLog,
   UsageError,
 } from "../mod.ts";
 import { workerPlace } from "../lib/workers.ts";
 import {
+  datagramProbe,
+  DOWN_PROBE_INTERVAL_MS,
+  startHealthChecks,
+  streamProbe,
+} from "../lib/health.ts";
+import {
+  BALANCE_RULES,
+  type BalanceRule,
+  DEFAULT_FALL,
+  DEFAULT_RETRIES,
+  DEFAULT_RISE,
+  type FailureSource,
+  MAX_WEIGHT,
+  PoolTarget,
+  type Taken,
+  TargetPool,
+  type TargetPoolOptions,
+  type TargetSpec,
+} from "../lib/targets.ts";
+import { readTargetsFile } from "../lib/targets_file.ts";
+import {
+  dialForCheck,
   forwardConnection,
   type ForwardPlan,
   type ForwardTlsOptions,
@@ -121,7 +145,15 @@ import {
   serveDatagramForward,
 } from "../lib/udp_forward.ts";
 
-export type { ForwardTlsOptions };
+export type {
+  BalanceRule,
+  FailureSource,
+  ForwardTlsOptions,
+  Taken,
+  TargetPoolOptions,
+  TargetSpec,
+};
+export { PoolTarget, TargetPool };
 
 /** How long dialling TARGET (resolving included) may take, by default, in ms. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -132,7 +164,14 @@ export interface ForwardOptions extends ServerOptions {
    * Where each client goes: `tcp://HOST:PORT` (`[v6]` too) or `unix:PATH`
    * for a `tcp` or `unix` listener, `udp://HOST:PORT` for a `udp` one.
    */
-  target: Endpoint | string;
+  target?: Endpoint | string;
+  /**
+   * Many targets instead of `target`: each client goes to one of them, as
+   * `balancing` says.
+   */
+  targets?: readonly (TargetSpec | Endpoint | string)[];
+  /** With `targets`: the rule that picks one, and health. */
+  balancing?: ForwardBalanceOptions;
   /**
    * Give up dialling the target (resolving and, with `targetTls`, the TLS
    * handshake included) after this long. Default 10000 ms.
@@ -150,7 +189,124 @@ export interface ForwardOptions extends ServerOptions {
   udpSessionTimeoutMs?: number;
 }
 
+/** With many targets: the rule, and health. */
+export interface ForwardBalanceOptions {
+  /** How a client's target is picked. Default `roundrobin`. */
+  balance?: BalanceRule;
+  /**
+   * Other targets a client is tried on when a connect fails.
+   * @default {@linkcode DEFAULT_RETRIES}
+   */
+  retries?: number;
+  /**
+   * Failures in a row that mark a target down.
+   * @default {@linkcode DEFAULT_FALL}
+   */
+  fall?: number;
+  /**
+   * Successful checks in a row that bring a target back.
+   * @default {@linkcode DEFAULT_RISE}
+   */
+  rise?: number;
+  /**
+   * Check every target this often, in ms. Absent: passive health only (a
+   * target marked down is still probed every
+   * {@linkcode DOWN_PROBE_INTERVAL_MS} to bring it back).
+   */
+  checkIntervalMs?: number;
+  /** A check writes this line (CR LF added). UDP checks need it. */
+  checkSend?: string;
+  /** A check's answer must contain this text. */
+  checkExpect?: string;
+  /** The file the targets were read from (the script's SIGHUP reads it again). */
+  targetsFile?: string;
+}
+
+/** What {@linkcode serveForward} returns: a server, and its targets when many. */
+export interface ForwardServer extends Server {
+  /** The targets and their state (`update` takes a new list), when many. */
+  readonly pool?: TargetPool;
+}
+
+/** `options.targets` as specs, each checked against the listener's transport. */
+function targetSpecsOf(options: ForwardOptions): TargetSpec[] | undefined {
+  if (options.targets === undefined) return undefined;
+  if (options.target !== undefined) {
+    throw new TypeError("give target or targets, not both");
+  }
+  if (options.targets.length === 0) throw new TypeError("no targets");
+  const specs = options.targets.map((entry): TargetSpec =>
+    typeof entry === "string"
+      ? { endpoint: parseEndpoint(entry) }
+      : "endpoint" in entry
+      ? entry
+      : { endpoint: entry }
+  );
+  const udp = (options.transport ?? "tcp") === "udp";
+  for (const { endpoint } of specs) {
+    if ((endpoint.transport === "udp") !== udp) {
+      throw new TypeError(
+        `${formatEndpoint(endpoint)}: a ${
+          udp ? "udp://" : "stream"
+        } listener forwards to ${udp ? "udp://" : "tcp:// or unix:"} targets`,
+      );
+    }
+  }
+  return specs;
+}
+
+/** The pool of `specs`, as `options.balancing` says (no timer yet). */
+function poolOf(specs: TargetSpec[], options: ForwardOptions): TargetPool {
+  const balancing = options.balancing ?? {};
+  return new TargetPool(specs, {
+    balance: balancing.balance,
+    retries: balancing.retries,
+    fall: balancing.fall,
+    rise: balancing.rise,
+    log: options.log,
+    prefix: options.label ? `${options.label}: ` : "",
+  });
+}
+
+/**
+ * Starts `pool`'s health checks (clients and checks dial alike: `plan`,
+ * TLS included; UDP: a datagram, only with `checkSend`), stopped with
+ * `server`, and hands `server` back with its pool.
+ */
+function withPool(
+  server: Server,
+  pool: TargetPool,
+  options: ForwardOptions,
+  plan: ForwardPlan | undefined,
+): ForwardServer {
+  const balancing = options.balancing ?? {};
+  const timeoutMs = Math.min(
+    balancing.checkIntervalMs ?? DOWN_PROBE_INTERVAL_MS,
+    options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+  );
+  const line = { send: balancing.checkSend, expect: balancing.checkExpect };
+  const probe = plan
+    ? streamProbe((target) => dialForCheck(plan, target, timeoutMs), line)
+    : line.send === undefined
+    ? undefined
+    : datagramProbe({ send: line.send, expect: line.expect });
+  const checks = probe &&
+    startHealthChecks(pool, {
+      intervalMs: balancing.checkIntervalMs,
+      timeoutMs,
+      probe,
+    });
+  server.finished.finally(() => {
+    checks?.stop();
+    pool.flush();
+  });
+  return Object.assign(server, { pool });
+}
+
 function targetOf(options: ForwardOptions): Endpoint {
+  if (options.target === undefined) {
+    throw new TypeError("a forwarder needs a target (or targets)");
+  }
   return typeof options.target === "string"
     ? parseEndpoint(options.target)
     : options.target;
@@ -181,14 +337,16 @@ function targetOf(options: ForwardOptions): Endpoint {
  * if (reply !== "ping") throw new Error(reply);
  * ```
  */
-export function serveForward(options: ForwardOptions): Server {
-  const target = targetOf(options);
+export function serveForward(options: ForwardOptions): ForwardServer {
+  const specs = targetSpecsOf(options);
+  const pool = specs && poolOf(specs, options);
+  const target = specs?.[0].endpoint ?? targetOf(options);
   const transport = options.transport ?? "tcp";
   if (transport === "udp") {
     if (target.transport !== "udp") {
       throw new TypeError("a udp:// listener forwards to a udp:// target");
     }
-    return serveDatagramForward({
+    const server = serveDatagramForward({
       hostname: options.hostname,
       port: options.port,
       target,
@@ -200,7 +358,9 @@ export function serveForward(options: ForwardOptions): Server {
       log: options.log,
       label: options.label,
       signal: options.signal,
+      pool,
     });
+    return pool ? withPool(server, pool, options, undefined) : server;
   }
   if (transport === "unixpacket") {
     throw new TypeError("forwarding Unix datagram sockets is not supported");
@@ -216,12 +376,14 @@ export function serveForward(options: ForwardOptions): Server {
     targetTls: options.targetTls,
     sendProxy: options.sendProxy,
     keepAlive: target.transport === "tcp" ? options.keepAlive : undefined,
+    pool,
   };
-  return serve({
+  const server = serve({
     name: "forward",
     defaultPort: 0,
     stream: (conn, context) => forwardConnection(conn, context, plan),
   }, options);
+  return pool ? withPool(server, pool, options, plan) : server;
 }
 
 const {
@@ -239,6 +401,60 @@ function serverName(text: string, name: string): string {
   }
   return text;
 }
+
+function balanceRule(text: string, name: string): BalanceRule {
+  if ((BALANCE_RULES as readonly string[]).includes(text)) {
+    return text as BalanceRule;
+  }
+  throw new UsageError(
+    `invalid value '${text}' for ${name}: expected ${BALANCE_RULES.join(", ")}`,
+  );
+}
+
+/** The flags of many targets: the file, the rule, health. */
+const BALANCE_FLAGS = {
+  targets: flag.string(
+    "FILE",
+    `the targets, one a line: TARGET [weight=N] [backup] [drain]\n(weight 1 to ${MAX_WEIGHT}; # comments); SIGHUP reads it again:\nnew targets start, removed ones drain (needs --allow-read=FILE)`,
+  ),
+  balance: flag.custom(
+    "RULE",
+    `many targets: ${
+      BALANCE_RULES.join(", ")
+    } (weighted, the\ndefault), leastconn (fewest clients), source (a client\naddress sticks to its target), random (two drawn, the\nless loaded)`,
+    balanceRule,
+  ),
+  retries: flag.integer(
+    "N",
+    "many targets: try a client on N other targets after a\nfailed connect {default}",
+    { min: 0, max: 16, shown: String(DEFAULT_RETRIES) },
+  ),
+  fall: flag.integer(
+    "N",
+    "many targets: N failed connects or checks in a row mark\na target down {default}",
+    { min: 1, max: 100, shown: String(DEFAULT_FALL) },
+  ),
+  rise: flag.integer(
+    "N",
+    "many targets: N good checks in a row bring it back\n{default}",
+    { min: 1, max: 100, shown: String(DEFAULT_RISE) },
+  ),
+  "check-interval": flag.custom(
+    "S",
+    `many targets: check each one every S seconds (connect;\nwithout it a down target is probed every ${
+      DOWN_PROBE_INTERVAL_MS / 1000
+    } s)`,
+    positiveSecondsFlag,
+  ),
+  "check-send": flag.string(
+    "LINE",
+    "--check-interval: write LINE and CR LF (UDP: needed)",
+  ),
+  "check-expect": flag.string(
+    "TEXT",
+    "--check-interval: the answer must contain TEXT",
+  ),
+};
 
 function proxyVersion(text: string, name: string): 1 | 2 {
   if (text === "v1" || text === "1") return 1;
@@ -281,6 +497,7 @@ const FLAGS = {
     positiveSecondsFlag,
     { shown: String(DEFAULT_UDP_SESSION_TIMEOUT_MS / 1000) },
   ),
+  ...BALANCE_FLAGS,
   ...COMMON_FLAGS,
   // The same flags, in the words of LISTEN's schemes.
   mode: {
@@ -303,7 +520,8 @@ const FLAGS = {
   },
 };
 
-const USAGE = `usage: forward.ts [options] LISTEN TARGET
+const USAGE = `usage: forward.ts [options] LISTEN TARGET [TARGET...]
+       forward.ts [options] --targets FILE LISTEN
 
 Accepts clients on LISTEN and forwards each one to TARGET over a connection
 of its own, bytes both ways until both sides are done (each half-closed on
@@ -314,6 +532,12 @@ client address). A bare HOST:PORT is TCP.
   forward.ts tcp://0.0.0.0:8080 tcp://backend:80
   forward.ts tcp://127.0.0.1:2375 unix:/var/run/docker.sock
   forward.ts udp://0.0.0.0:5353 udp://127.0.0.1:53
+  forward.ts --balance leastconn tcp://0.0.0.0:80 10.0.0.1:80 10.0.0.2:80
+
+Many targets: each client goes to one (--balance), a target whose connects
+fail --fall times in a row is down and the client is tried on the next
+(--retries); backup targets only when no other is up; no target up: the
+client is closed at once. Every change of state is one log line.
 
 ${flagsHelp(FLAGS)}
 
@@ -393,9 +617,12 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     usage: USAGE,
     flags: FLAGS,
     positionals: ["LISTEN", "TARGET"],
+    min: 1,
+    max: Infinity,
   });
   const listen = endpointArgument(positionals[0], "LISTEN");
-  const target = endpointArgument(positionals[1], "TARGET");
+  const specs = targetArguments(positionals.slice(1), values);
+  const target = specs[0].endpoint;
   const udp = listen.transport === "udp";
   if (udp !== (target.transport === "udp")) {
     throw new UsageError(
@@ -446,6 +673,14 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   if (udp && maxConnections !== undefined) {
     options.maxConnections = maxConnections;
   }
+  if (values.targets !== undefined || specs.length > 1) {
+    checkMoreTargets(specs, udp, values["to-tls"]);
+    delete options.target;
+    options.targets = specs;
+    options.balancing = balancingFrom(values, udp);
+  } else {
+    checkOneTarget(values);
+  }
   if (values["to-tls"]) {
     options.targetTls = {
       serverName: values.servername,
@@ -457,6 +692,117 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   return options;
 }
 
+/**
+ * The targets: TARGET arguments, or `--targets FILE`'s lines (a file that
+ * cannot be read or a bad line: one `error:` line, exit 1).
+ */
+function targetArguments(
+  texts: string[],
+  values: { targets?: string; workers?: number },
+): TargetSpec[] {
+  if (values.targets === undefined) {
+    if (texts.length === 0) throw new UsageError("missing TARGET (see --help)");
+    return texts.map((text) => ({
+      endpoint: endpointArgument(text, "TARGET"),
+    }));
+  }
+  if (texts.length > 0) {
+    throw new UsageError("give TARGET arguments or --targets FILE, not both");
+  }
+  if ((values.workers ?? 1) > 1) {
+    // SIGHUP reaches the main thread only: the workers would keep the old list.
+    throw new UsageError("--targets cannot be used with --workers");
+  }
+  return readTargetsFile(values.targets);
+}
+
+/** The checks TARGET gets, for every target after the first. */
+function checkMoreTargets(
+  specs: TargetSpec[],
+  udp: boolean,
+  tls: boolean,
+): void {
+  for (const { endpoint } of specs.slice(1)) {
+    const where = formatEndpoint(endpoint);
+    if ((endpoint.transport === "udp") !== udp) {
+      throw new UsageError(
+        `${where}: LISTEN and every TARGET must be udp://, or none`,
+      );
+    }
+    if (tls && endpoint.transport !== "tcp") {
+      throw new UsageError(`${where}: --to-tls needs tcp:// targets`);
+    }
+  }
+}
+
+/** The flags of many targets, with one target: refused, not ignored. */
+function checkOneTarget(values: Record<string, unknown>): void {
+  for (const name of Object.keys(BALANCE_FLAGS)) {
+    if (values[name] !== undefined) {
+      throw new UsageError(
+        `--${name} needs more than one TARGET, or --targets`,
+      );
+    }
+  }
+}
+
+function balancingFrom(
+  values: {
+    balance?: BalanceRule;
+    retries?: number;
+    fall?: number;
+    rise?: number;
+    "check-interval"?: number;
+    "check-send"?: string;
+    "check-expect"?: string;
+    targets?: string;
+  },
+  udp: boolean,
+): ForwardBalanceOptions {
+  const interval = values["check-interval"];
+  for (const name of ["check-send", "check-expect"] as const) {
+    if (values[name] !== undefined && interval === undefined) {
+      throw new UsageError(`--${name} needs --check-interval`);
+    }
+  }
+  if (udp && interval !== undefined && values["check-send"] === undefined) {
+    throw new UsageError(
+      "--check-interval with udp:// targets needs --check-send (a UDP target answers only what it is sent)",
+    );
+  }
+  return {
+    balance: values.balance,
+    retries: values.retries,
+    fall: values.fall,
+    rise: values.rise,
+    checkIntervalMs: interval,
+    checkSend: values["check-send"],
+    checkExpect: values["check-expect"],
+    targetsFile: values.targets,
+  };
+}
+
+/**
+ * SIGHUP: reads `file` again and gives the pool the new list (a bad file:
+ * one `error:` line, the running list kept). Returns what stops listening.
+ */
+function reloadOnHangup(
+  pool: TargetPool,
+  file: string,
+  log: (line: string) => void,
+): () => void {
+  const reload = () => {
+    log(`SIGHUP: reading ${file}`);
+    try {
+      pool.update(readTargetsFile(file));
+    } catch (error) {
+      log(`error: ${(error as Error).message}; keeping the running targets`);
+    }
+  };
+  Deno.addSignalListener("SIGHUP", reload);
+  return () => Deno.removeSignalListener("SIGHUP", reload);
+}
+
 if (import.meta.main) {
   await runMain(async () => {
     const options = optionsFromArgs(Deno.args);
@@ -465,6 +811,14 @@ if (import.meta.main) {
         "warning: --insecure: TARGET's certificate is not verified; anyone on the path to it can read and change the forwarded connections",
       );
     }
-    await runServers([{ server: serveForward(options) }]);
+    const server = serveForward(options);
+    const file = options.balancing?.targetsFile;
+    const stopReloading = file !== undefined && server.pool &&
+      reloadOnHangup(server.pool, file, stderrLog);
+    try {
+      await runServers([{ server }]);
+    } finally {
+      if (stopReloading) stopReloading();
+    }
   });
 }
