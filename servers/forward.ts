@@ -419,9 +419,7 @@ const BALANCE_FLAGS = {
   ),
   balance: flag.custom(
     "RULE",
-    `many targets: ${
-      BALANCE_RULES.join(", ")
-    } (weighted, the\ndefault), leastconn (fewest clients), source (a client\naddress sticks to its target), random (two drawn, the\nless loaded)`,
+    "many targets: roundrobin (in turn, by weight; the\ndefault), leastconn (fewest clients), source (a client\naddress sticks to its target), random (two drawn, the\nless loaded)",
     balanceRule,
   ),
   retries: flag.integer(
