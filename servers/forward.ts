@@ -699,7 +699,9 @@ function targetArguments(
   values: { targets?: string; workers?: number },
 ): TargetSpec[] {
   if (values.targets === undefined) {
-    if (texts.length === 0) throw new UsageError("missing TARGET (see --help)");
+    if (texts.length === 0) {
+      throw new UsageError("missing argument TARGET (see --help)");
+    }
     return texts.map((text) => ({
       endpoint: endpointArgument(text, "TARGET"),
     }));

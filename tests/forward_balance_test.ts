@@ -524,7 +524,7 @@ Deno.test("forward.ts refuses the flags of many targets where they cannot apply,
       ["--targets", "x", "127.0.0.1:0", "127.0.0.1:1"],
       /^error: give TARGET arguments or --targets FILE, not both$/,
     ],
-    [["127.0.0.1:0"], /^error: missing TARGET/],
+    [["127.0.0.1:0"], /^error: missing argument TARGET/],
     [
       ["127.0.0.1:0", "127.0.0.1:1", "udp://127.0.0.1:2"],
       /^error: udp:\/\/127.0.0.1:2: LISTEN and every TARGET must be udp:\/\/, or none$/,
