@@ -12,6 +12,7 @@ import { startHaproxy } from "./_haproxy.ts";
 import {
   assertUsageError,
   freePort,
+  makeCertificates,
   missing,
   type StartedServer,
   startServer,
@@ -503,6 +504,90 @@ Deno.test("forward.ts mixes tcp:// and unix: targets", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name:
+    "forward.ts --to-tls speaks TLS to each target, and its checks do too: a target that speaks no TLS goes down",
+  ignore: missing("openssl"),
+  async fn() {
+    await using certs = await makeCertificates();
+    const cert = await Deno.readTextFile(certs.cert);
+    const key = await Deno.readTextFile(certs.key);
+    const listeners = [0, 1].map(() =>
+      Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key })
+    );
+    const accepted = [0, 0];
+    const serving = listeners.map(async (listener, i) => {
+      for await (const conn of listener) {
+        (async () => {
+          try {
+            const buffer = new Uint8Array(1024);
+            for (let n; (n = await conn.read(buffer)) !== null;) {
+              if (n > 0) accepted[i]++;
+              await writeAll(conn, buffer.subarray(0, n));
+            }
+          } catch {
+            // A check's or client's connection ended.
+          } finally {
+            conn.close();
+          }
+        })();
+      }
+    });
+    await using plain = await startEcho("127.0.0.1");
+    try {
+      const targets = [
+        ...listeners.map((l) => `127.0.0.1:${l.addr.port}`),
+        plain.address,
+      ];
+      await using forward = await startForward(
+        [
+          "--to-tls",
+          "--ca",
+          certs.ca,
+          "--check-interval",
+          "0.2",
+          "tcp://127.0.0.1:0",
+          ...targets,
+        ],
+        targets,
+        [`--allow-read=${certs.ca}`],
+      );
+      await forward.proc.waitForStderr(
+        new RegExp(`^target ${plain.address} down: .*TLS.* \\(3 checks\\)`),
+      );
+      assertEquals(await manyRoundTrips(forward.port, 10, 1), 0);
+      assertEquals(accepted, [5, 5]);
+    } finally {
+      for (const listener of listeners) listener.close();
+      await Promise.allSettled(serving);
+    }
+  },
+});
+
+Deno.test("forward.ts: a target that does not answer a connect (192.0.2.1, TEST-NET-1) costs a client only --connect-timeout", async () => {
+  await using echo = await startEcho(HOSTS[0]);
+  const targets = ["192.0.2.1:9", echo.address];
+  await using forward = await startForward(
+    [
+      "--connect-timeout",
+      "0.3",
+      "--fall",
+      "1",
+      "tcp://127.0.0.1:0",
+      ...targets,
+    ],
+    targets,
+  );
+  assertEquals(await manyRoundTrips(forward.port, 6, 1), 0);
+  await forward.proc.waitForStderr(
+    /^target 192\.0\.2\.1:9 down: .* \(1 connects\), 1 of 2 up$/,
+  );
+  await echo.proc.until(
+    () => closedCounts([echo])[0] === 6,
+    "all six clients at the echo target",
+  );
 });
 
 Deno.test("forward.ts refuses the flags of many targets where they cannot apply, in one line", async () => {
