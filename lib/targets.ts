@@ -26,7 +26,12 @@
  * @module
  */
 
-import { classifyConnectFailure, ConnectError } from "./connect_error.ts";
+import {
+  classifyConnectFailure,
+  ConnectError,
+  DialTimeoutError,
+  formatSeconds,
+} from "./connect_error.ts";
 import { type Endpoint, formatEndpoint } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
 
@@ -163,15 +168,19 @@ export interface Taken<T> {
  * @example
  * ```ts
  * import { assertEquals } from "@std/assert";
- * import { ConnectError } from "./connect_error.ts";
+ * import { ConnectError, DialTimeoutError } from "./connect_error.ts";
  * import { failureReason } from "./targets.ts";
  *
  * const refused = new Deno.errors.ConnectionRefused("Connection refused (os error 111)");
  * const error = new ConnectError("connection refused by 127.0.0.1:7", "refused", "127.0.0.1:7", refused);
  * assertEquals(failureReason(error), "connection refused");
+ * assertEquals(failureReason(new DialTimeoutError(500, "10.0.0.9:80")), "timed out after 0.5 s");
  * ```
  */
 export function failureReason(error: unknown): string {
+  if (error instanceof DialTimeoutError) {
+    return `timed out after ${formatSeconds(error.timeoutMs)}`;
+  }
   if (
     error instanceof ConnectError && error.kind !== "other" &&
     error.cause !== undefined

@@ -12,8 +12,10 @@ import { startHaproxy } from "./_haproxy.ts";
 import {
   assertUsageError,
   freePort,
+  ip,
   makeCertificates,
   missing,
+  runCommand,
   type StartedServer,
   startServer,
 } from "./_helpers.ts";
@@ -566,28 +568,99 @@ Deno.test({
   },
 });
 
-Deno.test("forward.ts: a target that does not answer a connect (192.0.2.1, TEST-NET-1) costs a client only --connect-timeout", async () => {
-  await using echo = await startEcho(HOSTS[0]);
-  const targets = ["192.0.2.1:9", echo.address];
-  await using forward = await startForward(
-    [
-      "--connect-timeout",
-      "0.3",
-      "--fall",
-      "1",
-      "tcp://127.0.0.1:0",
-      ...targets,
-    ],
-    targets,
+const NETNS = `sockets-bal${Deno.pid % 100000}`;
+/** An address in the namespace whose packets vanish: a connect there hangs. */
+const BLACKHOLE = "10.203.0.9";
+
+/**
+ * A network namespace with loopback up and a veth pair whose neighbour
+ * `BLACKHOLE` does not exist (a permanent entry to a made-up MAC): SYNs go
+ * out and nothing comes back, no error either, as from a dead machine.
+ */
+async function createNamespace(): Promise<void> {
+  await runCommand("ip", ["netns", "delete", NETNS]);
+  await ip("netns", "add", NETNS);
+  const n = ["-n", NETNS];
+  await ip(...n, "link", "set", "lo", "up");
+  await ip(
+    ...n,
+    "link",
+    "add",
+    "bal-v0",
+    "type",
+    "veth",
+    "peer",
+    "name",
+    "bal-v1",
   );
-  assertEquals(await manyRoundTrips(forward.port, 6, 1), 0);
-  await forward.proc.waitForStderr(
-    /^target 192\.0\.2\.1:9 down: .* \(1 connects\), 1 of 2 up$/,
+  await ip(...n, "link", "set", "bal-v0", "up");
+  await ip(...n, "link", "set", "bal-v1", "up");
+  await ip(...n, "addr", "add", "10.203.0.1/24", "dev", "bal-v0");
+  await ip(
+    ...n,
+    "neigh",
+    "add",
+    BLACKHOLE,
+    "lladdr",
+    "02:00:00:00:cb:09",
+    "dev",
+    "bal-v0",
+    "nud",
+    "permanent",
   );
-  await echo.proc.until(
-    () => closedCounts([echo])[0] === 6,
-    "all six clients at the echo target",
-  );
+}
+
+Deno.test({
+  name:
+    "forward.ts: a target that never answers a connect (a black hole in a network namespace) costs a client only --connect-timeout",
+  ignore: Deno.uid() !== 0
+    ? (console.error("SKIP: the network namespace test needs root"), true)
+    : missing("ip", "socat"),
+  async fn() {
+    await createNamespace();
+    const prefix = ["ip", "netns", "exec", NETNS];
+    try {
+      await using echo = await startServer("servers/echo.ts", {
+        prefix,
+        permissions: ["--allow-net=127.0.0.1:0"],
+        args: ["--hostname", "127.0.0.1", "--port", "0"],
+      });
+      const targets = [`${BLACKHOLE}:7`, echo.address];
+      await using forward = await startServer(FORWARD, {
+        prefix,
+        permissions: [`--allow-net=127.0.0.1:0,${targets.join(",")}`],
+        args: [
+          "--connect-timeout",
+          "0.5",
+          "--fall",
+          "2",
+          "tcp://127.0.0.1:0",
+          ...targets,
+        ],
+      });
+      // Six clients one after the other, from inside the namespace: the
+      // first two each wait for one connect timeout, then the black hole
+      // is down and nobody waits.
+      const { stdout } = await runCommand("ip", [
+        ...prefix.slice(1),
+        "sh",
+        "-c",
+        `for i in 1 2 3 4 5 6; do echo hi | socat -t 5 - TCP:127.0.0.1:${forward.port}; done`,
+      ]);
+      assertEquals(new TextDecoder().decode(stdout), "hi\n".repeat(6));
+      await forward.proc.waitForStderr(
+        new RegExp(
+          `^target ${BLACKHOLE}:7 down: timed out after 0\\.5 s \\(2 connects\\), 1 of 2 up$`,
+        ),
+      );
+      await echo.proc.until(
+        () => closedCounts([echo])[0] === 6,
+        "all six clients at the echo target",
+      );
+    } finally {
+      await runCommand("ip", ["netns", "delete", NETNS]);
+    }
+  },
 });
 
 Deno.test("forward.ts refuses the flags of many targets where they cannot apply, in one line", async () => {
