@@ -26,6 +26,7 @@
  * @module
  */
 
+import { unmapIPv4 } from "./address.ts";
 import {
   classifyConnectFailure,
   ConnectError,
@@ -324,9 +325,10 @@ export class TargetPool {
       case "source":
         // A client without an address (a Unix socket's) has nothing to
         // hash: in turn, as haproxy does.
+        // A dual-stack listener's ::ffff:192.0.2.1 is the client 192.0.2.1.
         return client === ""
           ? this.#roundRobin(candidates)
-          : this.#rendezvous(candidates, client);
+          : this.#rendezvous(candidates, unmapIPv4(client));
       case "random":
         return this.#twoChoices(candidates);
       default:
@@ -547,6 +549,8 @@ export class TargetPool {
         next.push(existing);
       } else if (!existing) {
         const target = new PoolTarget(spec);
+        byKey.set(key, target);
+        kept.add(target);
         this.#log(
           `${this.#prefix}target ${target.name} added${
             target.draining ? " (draining)" : ""

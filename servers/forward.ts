@@ -78,6 +78,62 @@
  * headers only from your own proxies: anyone who can send one picks the
  * address you will believe, so listen where only they can reach.
  *
+ * ## Many targets
+ *
+ * `forward.ts LISTEN TARGET TARGET...` (any mix of `tcp://` and `unix:`;
+ * all `tcp://` with `--to-tls`; all `udp://` behind a `udp://` LISTEN) or
+ * `--targets FILE` (one target a line, `TARGET [weight=N] [backup]
+ * [drain]`, `#` comments) spreads the clients over the targets, as
+ * haproxy's `backend` and nginx's `upstream` do:
+ *
+ * | haproxy / nginx | forward.ts |
+ * | --- | --- |
+ * | `backend b` + `balance roundrobin` + `server s1 10.0.0.1:80 weight 3` + `server s2 10.0.0.2:80`; nginx `upstream b { server 10.0.0.1:80 weight=3; server 10.0.0.2:80; }` | `--targets FILE` with `10.0.0.1:80 weight=3` and `10.0.0.2:80` |
+ * | `balance leastconn`; nginx `least_conn;` | `--balance leastconn` |
+ * | `balance source` + `hash-type consistent`; nginx `hash $remote_addr consistent;` | `--balance source` |
+ * | `balance random(2)`; nginx `random two least_conn;` | `--balance random` |
+ * | `server s3 10.0.0.3:80 backup`; nginx `server 10.0.0.3:80 backup;` | `10.0.0.3:80 backup` in FILE |
+ * | `retries 2` + `option redispatch`; nginx `proxy_next_upstream on; proxy_next_upstream_tries 3;` | `--retries 2` (the default) |
+ * | `server ... check inter 1s fall 3 rise 2`; | `--check-interval 1 --fall 3 --rise 2` |
+ * | `option tcp-check` + `tcp-check send PING
+` + `tcp-check expect string PONG` | `--check-send PING --check-expect PONG` |
+ * | `set server b/s1 state drain` (runtime API) | `drain` in FILE, then `kill -HUP` |
+ *
+ * - **Rules** (`--balance`): `roundrobin` (the default: in turn, by
+ *   weight, spread out as nginx's smooth weighted round robin), `leastconn`
+ *   (the fewest clients in flight for its weight), `source` (a client
+ *   address always lands on the same live target; rendezvous hashing, so a
+ *   new target takes about 1/N of the clients and a target going down moves
+ *   only its own), `random` (two drawn, the less loaded taken). Backup
+ *   targets take clients only when no other target is up.
+ * - **Passive health**: a target whose connect fails (refused, timed out
+ *   after `--connect-timeout`, TLS failed) `--fall` times in a row (3) is
+ *   down, and each such client is tried on the next target, up to
+ *   `--retries` (2) more: a dead target costs a client at most the connect
+ *   timeout, never its connection. A down target is probed (a connect)
+ *   every 2 s and is back after `--rise` (2) successes.
+ * - **Active health**: `--check-interval S` connects to every target every
+ *   S seconds (with `--to-tls`, TLS too); `--check-send LINE` writes LINE
+ *   and CR LF, `--check-expect TEXT` needs TEXT in the answer within the
+ *   check's time (the interval, at most `--connect-timeout`): a service
+ *   that accepts and never answers is caught. A UDP target is checked only
+ *   with `--check-send` (it answers only what it is sent).
+ * - **Logs**: every change of state is one line: `target 10.0.0.2:80 down:
+ *   connection refused (3 connects), 2 of 3 up`, `target 10.0.0.2:80 up (2
+ *   checks), 3 of 3 up`. No target up: each client is closed at once
+ *   (`closed ... : no target up`), and `no target up:` is logged once a
+ *   second, with a count, however many clients come.
+ * - **Reload**: SIGHUP reads `--targets FILE` again: new targets start up,
+ *   targets still listed keep their state and clients (so `source` keeps
+ *   every client where it was), a removed target or one marked `drain`
+ *   takes no new client and its open ones go on until they end (`target
+ *   10.0.0.1:80 removed: draining 4 clients`, then `... removed
+ *   (drained)`). A bad file is one `error:` line and changes nothing.
+ *
+ * Permissions: every target (`--allow-net=0.0.0.0:80,10.0.0.1:80,...`),
+ * with `--targets` also `--allow-read=FILE` and every target a reload may
+ * add. Not with `--workers` (each thread would keep its own pool).
+ *
  * @module
  */
 
@@ -415,7 +471,7 @@ function balanceRule(text: string, name: string): BalanceRule {
 const BALANCE_FLAGS = {
   targets: flag.string(
     "FILE",
-    `the targets, one a line: TARGET [weight=N] [backup] [drain]\n(weight 1 to ${MAX_WEIGHT}; # comments); SIGHUP reads it again:\nnew targets start, removed ones drain (needs --allow-read=FILE)`,
+    `the targets, one a line: TARGET [weight=N] [backup]\n[drain] (weight 1 to ${MAX_WEIGHT}; # comments); SIGHUP reads\nit again: new targets start, removed ones drain\n(needs --allow-read=FILE)`,
   ),
   balance: flag.custom(
     "RULE",
@@ -557,7 +613,8 @@ Permissions: --allow-net=LISTEN_HOST:PORT,TARGET_HOST:PORT (a target by name:
 NAME:PORT). unix:PATH, to listen or to connect: --allow-net=unix:PATH
 --allow-read=PATH --allow-write=PATH. UDP: --unstable-net --allow-net
 (answers go to any client). --tls: --allow-read=CERT,KEY; --ca FILE:
---allow-read=FILE.`;
+--allow-read=FILE. Many targets: each one's HOST:PORT; --targets FILE:
+--allow-read=FILE, and every target a reload may add.`;
 
 /** The transports LISTEN can be, as server flags name them. */
 function listenValues(
@@ -672,6 +729,13 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     options.maxConnections = maxConnections;
   }
   if (values.targets !== undefined || specs.length > 1) {
+    if ((values.workers ?? 1) > 1) {
+      // Each thread would keep its own pool and checks (and SIGHUP reaches
+      // the main thread only).
+      throw new UsageError(
+        "--workers cannot be used with more than one TARGET or --targets",
+      );
+    }
     checkMoreTargets(specs, udp, values["to-tls"]);
     delete options.target;
     options.targets = specs;
@@ -708,10 +772,6 @@ function targetArguments(
   }
   if (texts.length > 0) {
     throw new UsageError("give TARGET arguments or --targets FILE, not both");
-  }
-  if ((values.workers ?? 1) > 1) {
-    // SIGHUP reaches the main thread only: the workers would keep the old list.
-    throw new UsageError("--targets cannot be used with --workers");
   }
   return readTargetsFile(values.targets);
 }

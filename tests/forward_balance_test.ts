@@ -699,8 +699,8 @@ Deno.test("forward.ts refuses the flags of many targets where they cannot apply,
       "udp://127.0.0.1:2",
     ], /^error: --check-interval with udp:\/\/ targets needs --check-send/],
     [
-      ["--workers", "2", "--targets", "x", "127.0.0.1:0"],
-      /^error: --targets cannot be used with --workers$/,
+      ["--workers", "2", "127.0.0.1:0", "127.0.0.1:1", "127.0.0.1:2"],
+      /^error: --workers cannot be used with more than one TARGET or --targets$/,
     ],
   ];
   for (const [args, pattern] of cases) {

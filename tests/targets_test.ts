@@ -120,6 +120,16 @@ Deno.test("source sends a client to the same target, and a new target takes abou
   );
 });
 
+Deno.test("source treats an IPv4-mapped IPv6 client as its IPv4 address", () => {
+  const pool = poolOf(specs("10.0.0.1", "10.0.0.2", "10.0.0.3"), "source");
+  for (let i = 0; i < 50; i++) {
+    assertEquals(
+      pool.pick(`::ffff:192.0.2.${i}`),
+      pool.pick(`192.0.2.${i}`),
+    );
+  }
+});
+
 Deno.test("source moves only a down target's clients", () => {
   const pool = poolOf(specs("10.0.0.1", "10.0.0.2", "10.0.0.3"), "source");
   const clients = Array.from({ length: 600 }, (_, i) => `198.51.100.${i}`);
