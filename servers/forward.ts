@@ -164,19 +164,17 @@ import {
 } from "../mod.ts";
 import { workerPlace } from "../lib/workers.ts";
 import {
-  datagramProbe,
-  DOWN_PROBE_INTERVAL_MS,
-  startHealthChecks,
-  streamProbe,
-} from "../lib/health.ts";
+  BALANCE_FLAGS,
+  balancingFromFlags,
+  type ForwardBalanceOptions,
+  refuseBalanceFlags,
+  reloadTargetsOnHangup,
+  startTargetPool,
+  targetSpecs,
+} from "../lib/balance.ts";
 import {
-  BALANCE_RULES,
   type BalanceRule,
-  DEFAULT_FALL,
-  DEFAULT_RETRIES,
-  DEFAULT_RISE,
   type FailureSource,
-  MAX_WEIGHT,
   PoolTarget,
   type Taken,
   TargetPool,
@@ -185,7 +183,6 @@ import {
 } from "../lib/targets.ts";
 import { readTargetsFile } from "../lib/targets_file.ts";
 import {
-  dialForCheck,
   forwardConnection,
   type ForwardPlan,
   type ForwardTlsOptions,
@@ -204,6 +201,7 @@ import {
 export type {
   BalanceRule,
   FailureSource,
+  ForwardBalanceOptions,
   ForwardTlsOptions,
   Taken,
   TargetPoolOptions,
@@ -245,118 +243,37 @@ export interface ForwardOptions extends ServerOptions {
   udpSessionTimeoutMs?: number;
 }
 
-/** With many targets: the rule, and health. */
-export interface ForwardBalanceOptions {
-  /** How a client's target is picked. Default `roundrobin`. */
-  balance?: BalanceRule;
-  /**
-   * Other targets a client is tried on when a connect fails.
-   * @default {@linkcode DEFAULT_RETRIES}
-   */
-  retries?: number;
-  /**
-   * Failures in a row that mark a target down.
-   * @default {@linkcode DEFAULT_FALL}
-   */
-  fall?: number;
-  /**
-   * Successful checks in a row that bring a target back.
-   * @default {@linkcode DEFAULT_RISE}
-   */
-  rise?: number;
-  /**
-   * Check every target this often, in ms. Absent: passive health only (a
-   * target marked down is still probed every
-   * {@linkcode DOWN_PROBE_INTERVAL_MS} to bring it back).
-   */
-  checkIntervalMs?: number;
-  /** A check writes this line (CR LF added). UDP checks need it. */
-  checkSend?: string;
-  /** A check's answer must contain this text. */
-  checkExpect?: string;
-  /** The file the targets were read from (the script's SIGHUP reads it again). */
-  targetsFile?: string;
-}
-
 /** What {@linkcode serveForward} returns: a server, and its targets when many. */
 export interface ForwardServer extends Server {
   /** The targets and their state (`update` takes a new list), when many. */
   readonly pool?: TargetPool;
 }
 
-/** `options.targets` as specs, each checked against the listener's transport. */
-function targetSpecsOf(options: ForwardOptions): TargetSpec[] | undefined {
+/**
+ * With `options.targets`: their pool, its checks to start with the server
+ * (`lib/balance.ts`). Stream checks dial as clients do, TLS included (no
+ * PROXY header: as haproxy's checks without `check-send-proxy`).
+ */
+function startPoolOf(options: ForwardOptions) {
   if (options.targets === undefined) return undefined;
   if (options.target !== undefined) {
     throw new TypeError("give target or targets, not both");
   }
-  if (options.targets.length === 0) throw new TypeError("no targets");
-  const specs = options.targets.map((entry): TargetSpec =>
-    typeof entry === "string"
-      ? { endpoint: parseEndpoint(entry) }
-      : "endpoint" in entry
-      ? entry
-      : { endpoint: entry }
-  );
   const udp = (options.transport ?? "tcp") === "udp";
-  for (const { endpoint } of specs) {
-    if ((endpoint.transport === "udp") !== udp) {
-      throw new TypeError(
-        `${formatEndpoint(endpoint)}: a ${
-          udp ? "udp://" : "stream"
-        } listener forwards to ${udp ? "udp://" : "tcp:// or unix:"} targets`,
-      );
-    }
-  }
-  return specs;
-}
-
-/** The pool of `specs`, as `options.balancing` says (no timer yet). */
-function poolOf(specs: TargetSpec[], options: ForwardOptions): TargetPool {
-  const balancing = options.balancing ?? {};
-  return new TargetPool(specs, {
-    balance: balancing.balance,
-    retries: balancing.retries,
-    fall: balancing.fall,
-    rise: balancing.rise,
+  const specs = targetSpecs(options.targets, udp);
+  const connectTimeoutMs = options.connectTimeoutMs ??
+    DEFAULT_CONNECT_TIMEOUT_MS;
+  return startTargetPool(specs, {
+    balancing: options.balancing,
+    plan: udp ? undefined : {
+      target: specs[0].endpoint,
+      connectTimeoutMs,
+      targetTls: options.targetTls,
+    },
+    connectTimeoutMs,
     log: options.log,
-    prefix: options.label ? `${options.label}: ` : "",
+    label: options.label,
   });
-}
-
-/**
- * Starts `pool`'s health checks (clients and checks dial alike: `plan`,
- * TLS included; UDP: a datagram, only with `checkSend`), stopped with
- * `server`, and hands `server` back with its pool.
- */
-function withPool(
-  server: Server,
-  pool: TargetPool,
-  options: ForwardOptions,
-  plan: ForwardPlan | undefined,
-): ForwardServer {
-  const balancing = options.balancing ?? {};
-  const timeoutMs = Math.min(
-    balancing.checkIntervalMs ?? DOWN_PROBE_INTERVAL_MS,
-    options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-  );
-  const line = { send: balancing.checkSend, expect: balancing.checkExpect };
-  const probe = plan
-    ? streamProbe((target) => dialForCheck(plan, target, timeoutMs), line)
-    : line.send === undefined
-    ? undefined
-    : datagramProbe({ send: line.send, expect: line.expect });
-  const checks = probe &&
-    startHealthChecks(pool, {
-      intervalMs: balancing.checkIntervalMs,
-      timeoutMs,
-      probe,
-    });
-  server.finished.finally(() => {
-    checks?.stop();
-    pool.flush();
-  });
-  return Object.assign(server, { pool });
 }
 
 function targetOf(options: ForwardOptions): Endpoint {
@@ -394,9 +311,9 @@ function targetOf(options: ForwardOptions): Endpoint {
  * ```
  */
 export function serveForward(options: ForwardOptions): ForwardServer {
-  const specs = targetSpecsOf(options);
-  const pool = specs && poolOf(specs, options);
-  const target = specs?.[0].endpoint ?? targetOf(options);
+  const balanced = startPoolOf(options);
+  const pool = balanced?.pool;
+  const target = pool?.targets[0].endpoint ?? targetOf(options);
   const transport = options.transport ?? "tcp";
   if (transport === "udp") {
     if (target.transport !== "udp") {
@@ -416,7 +333,7 @@ export function serveForward(options: ForwardOptions): ForwardServer {
       signal: options.signal,
       pool,
     });
-    return pool ? withPool(server, pool, options, undefined) : server;
+    return balanced ? balanced.supervise(server) : server;
   }
   if (transport === "unixpacket") {
     throw new TypeError("forwarding Unix datagram sockets is not supported");
@@ -439,7 +356,7 @@ export function serveForward(options: ForwardOptions): ForwardServer {
     defaultPort: 0,
     stream: (conn, context) => forwardConnection(conn, context, plan),
   }, options);
-  return pool ? withPool(server, pool, options, plan) : server;
+  return balanced ? balanced.supervise(server) : server;
 }
 
 const {
@@ -457,58 +374,6 @@ function serverName(text: string, name: string): string {
   }
   return text;
 }
-
-function balanceRule(text: string, name: string): BalanceRule {
-  if ((BALANCE_RULES as readonly string[]).includes(text)) {
-    return text as BalanceRule;
-  }
-  throw new UsageError(
-    `invalid value '${text}' for ${name}: expected ${BALANCE_RULES.join(", ")}`,
-  );
-}
-
-/** The flags of many targets: the file, the rule, health. */
-const BALANCE_FLAGS = {
-  targets: flag.string(
-    "FILE",
-    `the targets, one a line: TARGET [weight=N] [backup]\n[drain] (weight 1 to ${MAX_WEIGHT}; # comments); SIGHUP reads\nit again: new targets start, removed ones drain\n(needs --allow-read=FILE)`,
-  ),
-  balance: flag.custom(
-    "RULE",
-    "many targets: roundrobin (in turn, by weight; the\ndefault), leastconn (fewest clients), source (a client\naddress sticks to its target), random (two drawn, the\nless loaded)",
-    balanceRule,
-  ),
-  retries: flag.integer(
-    "N",
-    "many targets: try a client on N other targets after a\nfailed connect {default}",
-    { min: 0, max: 16, shown: String(DEFAULT_RETRIES) },
-  ),
-  fall: flag.integer(
-    "N",
-    "many targets: N failed connects or checks in a row mark\na target down {default}",
-    { min: 1, max: 100, shown: String(DEFAULT_FALL) },
-  ),
-  rise: flag.integer(
-    "N",
-    "many targets: N good checks in a row bring it back\n{default}",
-    { min: 1, max: 100, shown: String(DEFAULT_RISE) },
-  ),
-  "check-interval": flag.custom(
-    "S",
-    `many targets: check each one every S seconds (connect;\nwithout it a down target is probed every ${
-      DOWN_PROBE_INTERVAL_MS / 1000
-    } s)`,
-    positiveSecondsFlag,
-  ),
-  "check-send": flag.string(
-    "LINE",
-    "--check-interval: write LINE and CR LF (UDP: needed)",
-  ),
-  "check-expect": flag.string(
-    "TEXT",
-    "--check-interval: the answer must contain TEXT",
-  ),
-};
 
 function proxyVersion(text: string, name: string): 1 | 2 {
   if (text === "v1" || text === "1") return 1;
@@ -739,9 +604,9 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     checkMoreTargets(specs, udp, values["to-tls"]);
     delete options.target;
     options.targets = specs;
-    options.balancing = balancingFrom(values, udp);
+    options.balancing = balancingFromFlags(values, udp);
   } else {
-    checkOneTarget(values);
+    refuseBalanceFlags(values);
   }
   if (values["to-tls"]) {
     options.targetTls = {
@@ -795,74 +660,6 @@ function checkMoreTargets(
   }
 }
 
-/** The flags of many targets, with one target: refused, not ignored. */
-function checkOneTarget(values: Record<string, unknown>): void {
-  for (const name of Object.keys(BALANCE_FLAGS)) {
-    if (values[name] !== undefined) {
-      throw new UsageError(
-        `--${name} needs more than one TARGET, or --targets`,
-      );
-    }
-  }
-}
-
-function balancingFrom(
-  values: {
-    balance?: BalanceRule;
-    retries?: number;
-    fall?: number;
-    rise?: number;
-    "check-interval"?: number;
-    "check-send"?: string;
-    "check-expect"?: string;
-    targets?: string;
-  },
-  udp: boolean,
-): ForwardBalanceOptions {
-  const interval = values["check-interval"];
-  for (const name of ["check-send", "check-expect"] as const) {
-    if (values[name] !== undefined && interval === undefined) {
-      throw new UsageError(`--${name} needs --check-interval`);
-    }
-  }
-  if (udp && interval !== undefined && values["check-send"] === undefined) {
-    throw new UsageError(
-      "--check-interval with udp:// targets needs --check-send (a UDP target answers only what it is sent)",
-    );
-  }
-  return {
-    balance: values.balance,
-    retries: values.retries,
-    fall: values.fall,
-    rise: values.rise,
-    checkIntervalMs: interval,
-    checkSend: values["check-send"],
-    checkExpect: values["check-expect"],
-    targetsFile: values.targets,
-  };
-}
-
-/**
- * SIGHUP: reads `file` again and gives the pool the new list (a bad file:
- * one `error:` line, the running list kept). Returns what stops listening.
- */
-function reloadOnHangup(
-  pool: TargetPool,
-  file: string,
-  log: (line: string) => void,
-): () => void {
-  const reload = () => {
-    log(`SIGHUP: reading ${file}`);
-    try {
-      pool.update(readTargetsFile(file));
-    } catch (error) {
-      log(`error: ${(error as Error).message}; keeping the running targets`);
-    }
-  };
-  Deno.addSignalListener("SIGHUP", reload);
-  return () => Deno.removeSignalListener("SIGHUP", reload);
-}
-
 if (import.meta.main) {
   await runMain(async () => {
     const options = optionsFromArgs(Deno.args);
@@ -874,7 +671,7 @@ if (import.meta.main) {
     const server = serveForward(options);
     const file = options.balancing?.targetsFile;
     const stopReloading = file !== undefined && server.pool &&
-      reloadOnHangup(server.pool, file, stderrLog);
+      reloadTargetsOnHangup(server.pool, file, stderrLog);
     try {
       await runServers([{ server }]);
     } finally {
