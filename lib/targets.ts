@@ -74,7 +74,21 @@ export interface TargetSpec {
 /** How a failure was seen: a client's connect, or an active check. */
 export type FailureSource = "connect" | "check";
 
-/** A target in a {@linkcode TargetPool}, with its state. */
+/**
+ * A target in a {@linkcode TargetPool}, with its state.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { PoolTarget } from "./targets.ts";
+ *
+ * const target = new PoolTarget({
+ *   endpoint: { transport: "tcp", hostname: "::1", port: 80 },
+ *   weight: 2,
+ * });
+ * assertEquals([target.key, target.name, target.weight, target.available], ["tcp://[::1]:80", "[::1]:80", 2, true]);
+ * ```
+ */
 export class PoolTarget {
   /** The endpoint as text, `tcp://127.0.0.1:80`: the target's identity. */
   readonly key: string;
@@ -124,7 +138,20 @@ export class PoolTarget {
   }
 }
 
-/** No target can take a client: all are down, draining or already tried. */
+/**
+ * No target can take a client: all are down, draining or already tried.
+ *
+ * @example
+ * ```ts
+ * import { assertRejects } from "@std/assert";
+ * import { NoTargetError, TargetPool } from "./targets.ts";
+ *
+ * const pool = new TargetPool([{ endpoint: { transport: "tcp", hostname: "127.0.0.1", port: 7 } }], { log: () => {} });
+ * pool.targets[0].up = false;
+ * await assertRejects(() => pool.take("", () => Promise.resolve()), NoTargetError, "no target up");
+ * pool.flush();
+ * ```
+ */
 export class NoTargetError extends Error {
   /** Builds the error; the message is the client's closing reason. */
   constructor(message = "no target up") {

@@ -23,7 +23,17 @@ import { EndpointError, parseEndpoint } from "./endpoint.ts";
 import { escapeControlChars, readSmallTextFile } from "./files.ts";
 import { MAX_WEIGHT, type TargetSpec } from "./targets.ts";
 
-/** A targets file (or one of its lines) that cannot be used. */
+/**
+ * A targets file (or one of its lines) that cannot be used.
+ *
+ * @example
+ * ```ts
+ * import { assertThrows } from "@std/assert";
+ * import { parseTargetsFile, TargetsFileError } from "./targets_file.ts";
+ *
+ * assertThrows(() => parseTargetsFile("10.0.0.1:80 weight=x", "t.conf"), TargetsFileError, "t.conf:1: invalid weight 'x'");
+ * ```
+ */
 export class TargetsFileError extends Error {
   /** Builds the error; `message` names the file and line. */
   constructor(message: string) {
