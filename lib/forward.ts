@@ -206,7 +206,16 @@ async function dialFromPool(
         context.localAddr,
       ),
   );
-  return { ...taken.value, release: taken.release };
+  // A retried client's closing line says where it was tried first:
+  // `to 127.0.0.3:80 (after 127.0.0.2:80: connection refused), ...`.
+  const after = taken.retried.map((r) => `${r.target.name}: ${r.reason}`);
+  return {
+    ...taken.value,
+    address: after.length === 0
+      ? taken.value.address
+      : `${taken.value.address} (after ${after.join("; ")})`,
+    release: taken.release,
+  };
 }
 
 /**

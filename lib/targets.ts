@@ -184,6 +184,8 @@ export interface Taken<T> {
   value: T;
   /** The target it went to. */
   target: PoolTarget;
+  /** The targets tried before it, and why each failed (a retried client's log). */
+  retried: { target: PoolTarget; reason: string }[];
   /** Call once the client has ended: the target's count goes down. */
   release(): void;
 }
@@ -436,6 +438,7 @@ export class TargetPool {
   ): Promise<Taken<T>> {
     const tried = new Set<PoolTarget>();
     let lastError: unknown;
+    const retried: { target: PoolTarget; reason: string }[] = [];
     for (let attempt = 0; attempt <= this.#retries; attempt++) {
       const target = this.pick(client, tried);
       if (!target) break;
@@ -448,6 +451,7 @@ export class TargetPool {
         return {
           value,
           target,
+          retried,
           release: () => {
             if (released) return;
             released = true;
@@ -460,7 +464,9 @@ export class TargetPool {
         // target's: said as it is, not retried.
         if (error instanceof Deno.errors.NotCapable) throw error;
         lastError = error;
-        this.failed(target, failureReason(error), "connect");
+        const reason = failureReason(error);
+        retried.push({ target, reason });
+        this.failed(target, reason, "connect");
       }
     }
     if (lastError !== undefined) throw lastError;
@@ -483,6 +489,7 @@ export class TargetPool {
     return {
       value: target,
       target,
+      retried: [],
       release: () => {
         if (released) return;
         released = true;

@@ -348,6 +348,11 @@ Deno.test("forward.ts: a target killed mid-run costs no later client anything, a
       line.startsWith("closed") && !line.includes("client closed first")
     );
     assertEquals(refused, []);
+    // The three clients sent to it were retried, and their lines say so.
+    const retried = forward.proc.stderrLines.filter((line) =>
+      line.includes(` (after ${victim.address}: connection refused), `)
+    );
+    assertEquals(retried.length, 3, forward.proc.stderr);
     // Brought back on the same address: probed, then up after 2 checks.
     await using back = await startEcho(HOSTS[1], victim.port);
     await forward.proc.waitForStderr(

@@ -120,6 +120,36 @@ Deno.test("source sends a client to the same target, and a new target takes abou
   );
 });
 
+Deno.test("source, random and leastconn honour the weights", () => {
+  const weighted = [
+    { endpoint: tcp("10.0.0.1"), weight: 3 },
+    { endpoint: tcp("10.0.0.2") },
+  ];
+  const source = poolOf(weighted, "source");
+  const bySource = tally(
+    Array.from(
+      { length: 4000 },
+      (_, i) => source.pick(`192.0.${i >> 8}.${i & 255}`),
+    ),
+  );
+  // 3,000 and 1,000 expected: within 5%.
+  assert(
+    Math.abs(bySource["10.0.0.1:7"] - 3000) < 200,
+    JSON.stringify(bySource),
+  );
+  const random = poolOf(weighted, "random");
+  const byRandom = tally(Array.from({ length: 4000 }, () => random.pick("")));
+  // Two drawn by weight, both idle: the first kept, so 3/4 of the picks.
+  assert(
+    Math.abs(byRandom["10.0.0.1:7"] - 3000) < 200,
+    JSON.stringify(byRandom),
+  );
+  const leastconn = poolOf(weighted, "leastconn");
+  leastconn.targets[0].active = 5; // 5/3 per weight
+  leastconn.targets[1].active = 2; // 2/1
+  assertEquals(leastconn.pick("")!.name, "10.0.0.1:7");
+});
+
 Deno.test("source treats an IPv4-mapped IPv6 client as its IPv4 address", () => {
   const pool = poolOf(specs("10.0.0.1", "10.0.0.2", "10.0.0.3"), "source");
   for (let i = 0; i < 50; i++) {
