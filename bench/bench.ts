@@ -16,6 +16,11 @@
  * (`bench/minimal_forward.ts`: two read/write loops), haproxy on one thread
  * and socat (a process per connection), and prints a table of its own.
  *
+ * The balance family (`bench/balance.ts`, `--family balance`) puts
+ * forwarders with four targets (ours, haproxy, nginx's `stream`) in front of
+ * four C echo servers: their rates, and the failover time when one target
+ * is killed.
+ *
  * Our servers run exactly as users run them: `deno run` with the
  * least-privilege permissions of their header, logging to a file.
  *
@@ -30,6 +35,7 @@ import {
   parseCommandLine,
   UsageError,
 } from "../lib/cli.ts";
+import { BalanceBench } from "./balance.ts";
 import { TlsBench } from "./tls.ts";
 import { plotSvg } from "./plot.ts";
 
@@ -59,11 +65,11 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client",
+    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nbalance: bal-ours,bal-haproxy,bal-nginx",
   ),
   family: flag.string(
     "LIST",
-    "only these families: echo,daytime,forward,exec,tls",
+    "only these families: echo,daytime,forward,exec,tls,balance",
   ),
 };
 
@@ -97,6 +103,7 @@ const families = flags.family?.split(",") ?? [
   "forward",
   "exec",
   "tls",
+  "balance",
 ];
 
 // Server on CPU 0, load generator on CPU 1; a 1-CPU machine pins nothing.
@@ -797,6 +804,17 @@ const tls = new TlsBench({
   step: (what) => progress.step(what),
 });
 
+// Balancing: forwarders in front of four C echo targets (bench/balance.ts).
+const balance = new BalanceBench({
+  root: ROOT,
+  results: RESULTS,
+  failoverSeconds: quick ? 3 : 6,
+  only,
+  startServer,
+  measure,
+  step: (what) => progress.step(what),
+});
+
 const progress = new Progress(
   rounds * (
     (families.includes("echo")
@@ -811,7 +829,8 @@ const progress = new Progress(
     (families.includes("exec")
       ? measurements(EXEC_SERVERS, EXEC_SCENARIOS)
       : 0) +
-    (families.includes("tls") ? tls.measurements : 0)
+    (families.includes("tls") ? tls.measurements : 0) +
+    (families.includes("balance") ? balance.measurements : 0)
   ),
 );
 
@@ -1355,6 +1374,7 @@ if (import.meta.main) {
       await runFamily("exec", EXEC_SERVERS, EXEC_SCENARIOS);
     }
     if (families.includes("tls")) await tls.round();
+    if (families.includes("balance")) await balance.round();
   }
   await progress.stop();
   const loadAfter = loadAverage();
@@ -1364,6 +1384,7 @@ if (import.meta.main) {
   const forwardTable = families.includes("forward") ? reportForward() : [];
   const execTable = families.includes("exec") ? reportExec() : [];
   const tlsTable = families.includes("tls") ? tls.report() : [];
+  const balanceTable = families.includes("balance") ? balance.report() : [];
   console.log(`load average before ${loadBefore}, after ${loadAfter}`);
   const json = {
     started: started.toISOString(),
@@ -1380,6 +1401,7 @@ if (import.meta.main) {
     execTable,
     raw: results,
     tls: { table: tlsTable, raw: tls.results },
+    balance: { table: balanceTable, raw: balance.results },
   };
   Deno.writeTextFileSync(
     `${RESULTS}/latest.json`,
@@ -1389,7 +1411,7 @@ if (import.meta.main) {
   console.log("bench: wrote bench/results/latest.json and latest.svg");
   // A scenario that failed (a wrong byte, a refused connection) fails the
   // run; slow numbers never do, nor a peer's failure (reported above).
-  const failed = tls.failed ||
+  const failed = tls.failed || balance.failed ||
     Object.entries(results).some(([scenario, servers]) =>
       Object.entries(servers).some(([name, figures]) =>
         !lenient.has(`${scenario}/${name}`) && figures.some((f) => f.error)

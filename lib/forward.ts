@@ -21,6 +21,7 @@ import {
 import { encodeProxyHeader } from "./proxy_protocol.ts";
 import { splice, type SpliceConn } from "./splice.ts";
 import { startClientTls } from "./tls_client.ts";
+import type { PoolTarget, TargetPool } from "./targets.ts";
 
 /** How the forwarder speaks TLS to its target (`--to-tls`). */
 export interface ForwardTlsOptions {
@@ -56,6 +57,11 @@ export interface ForwardPlan {
    * turns it on when that is granted. Default `false`.
    */
   passResets?: boolean;
+  /**
+   * Many targets: each client goes to the one the pool picks (retried on
+   * the next when its connect fails), and `target` is not used.
+   */
+  pool?: TargetPool;
 }
 
 function closeQuietly(conn: { close(): void }): void {
@@ -173,17 +179,100 @@ export async function forwardConnection(
 ): Promise<void> {
   const began = performance.now();
   if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-  const target = await dialTarget(plan, context.remoteAddr, context.localAddr);
+  const target: DialledTarget = plan.pool
+    ? await dialFromPool(plan, plan.pool, context)
+    : await dialTarget(plan, context.remoteAddr, context.localAddr);
   // Returned, not awaited: a function waiting here for the pair's whole
   // life kept its generator and registers (about 240 bytes of heap a pair).
   return splice(conn, target.conn, {
     onActivity: () => context.active(),
     ...(plan.passResets && { closeWithReset: resetQuietly }),
   }).then((result) => {
+    target.release?.();
     context.bytesIn = result.bytesToTarget;
     context.bytesOut = result.bytesToClient;
     context.note = `to ${target.address}, ${
       formatSeconds(performance.now() - began)
     }, ${result.end}${target.warning ? ` ${target.warning}` : ""}`;
   });
+}
+
+/** A target dialled for a client; `release` when a pool's. */
+type DialledTarget = Awaited<ReturnType<typeof dialTarget>> & {
+  release?: () => void;
+};
+
+/**
+ * Dials the target `pool` picks for the client (by its address, for
+ * `source`), retried on the next one when a connect fails; the result's
+ * `release` tells the pool the client has ended.
+ */
+async function dialFromPool(
+  plan: ForwardPlan,
+  pool: TargetPool,
+  context: ConnectionContext,
+): Promise<DialledTarget> {
+  const client = "hostname" in context.remoteAddr
+    ? context.remoteAddr.hostname
+    : "";
+  const taken = await pool.take(
+    client,
+    (target) =>
+      dialTarget(
+        { ...plan, target: target.endpoint },
+        context.remoteAddr,
+        context.localAddr,
+      ),
+  );
+  // A retried client's closing line says where it was tried first:
+  // `to 127.0.0.3:80 (after 127.0.0.2:80: connection refused), ...`.
+  const after = taken.retried.map((r) => `${r.target.name}: ${r.reason}`);
+  return {
+    ...taken.value,
+    address: after.length === 0
+      ? taken.value.address
+      : `${taken.value.address} (after ${after.join("; ")})`,
+    release: taken.release,
+  };
+}
+
+/**
+ * Dials `target` as `plan` says, for a health check: TLS when the plan
+ * speaks it, no PROXY header (as haproxy's checks without
+ * `check-send-proxy`), giving up after `timeoutMs`.
+ *
+ * @example
+ * ```ts
+ * import { dialForCheck } from "./forward.ts";
+ * import { PoolTarget } from "./targets.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const target = new PoolTarget({
+ *   endpoint: { transport: "tcp", hostname: "127.0.0.1", port: listener.addr.port },
+ * });
+ * const conn = await dialForCheck({ target: target.endpoint, connectTimeoutMs: 1000 }, target, 1000);
+ * conn.close();
+ * ```
+ */
+export async function dialForCheck(
+  plan: ForwardPlan,
+  target: PoolTarget,
+  timeoutMs: number,
+): Promise<SpliceConn> {
+  const nowhere: Deno.NetAddr = {
+    transport: "tcp",
+    hostname: "0.0.0.0",
+    port: 0,
+  };
+  const dialled = await dialTarget(
+    {
+      ...plan,
+      target: target.endpoint,
+      sendProxy: undefined,
+      connectTimeoutMs: timeoutMs,
+    },
+    nowhere,
+    nowhere,
+  );
+  return dialled.conn;
 }

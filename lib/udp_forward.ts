@@ -22,6 +22,7 @@ import type { AccessPolicy } from "./access.ts";
 import { ListenError } from "./bind.ts";
 import { sourceKey, SourceRateLimiter } from "./datagram_guard.ts";
 import { DEFAULT_UDP_RATE, type Server } from "./server_options.ts";
+import type { TargetPool } from "./targets.ts";
 
 /** How long an idle UDP session lives unless told otherwise, in ms. */
 export const DEFAULT_UDP_SESSION_TIMEOUT_MS = 30_000;
@@ -62,6 +63,11 @@ export interface DatagramForwardOptions {
   label?: string;
   /** Aborting this shuts the forwarder down. */
   signal?: AbortSignal;
+  /**
+   * Many targets: each session goes to the one the pool picks when it
+   * starts (`target` is then not used); no target up drops the session.
+   */
+  pool?: TargetPool;
 }
 
 /** One client's session. */
@@ -78,6 +84,10 @@ class Session {
   bytesIn = 0;
   bytesOut = 0;
   closed = false;
+  /** Where it goes, for its closing line (a pool's pick). */
+  targetText?: string;
+  /** Tells the pool the session has ended. */
+  release?: () => void;
 
   constructor(client: Deno.NetAddr) {
     this.client = client;
@@ -294,10 +304,18 @@ class DatagramForwarder implements Server {
 
   /** Resolves the target and opens the session's socket. */
   async #open(session: Session): Promise<void> {
+    let where = this.#target;
+    if (this.#options.pool) {
+      const taken = this.#options.pool.takeSession(session.client.hostname);
+      if (!taken) return this.#close(session, "no target up", true);
+      where = taken.target.endpoint as { hostname: string; port: number };
+      session.release = taken.release;
+      session.targetText = taken.target.name;
+    }
     try {
       // Resolved per session, as a stream forwarder dials per connection:
       // the resolver's first answer (its RFC 6724 choice), as `nc -u`.
-      const [address] = await resolveHost(this.#target.hostname);
+      const [address] = await resolveHost(where.hostname);
       const v6 = address.includes(":");
       const socket = Deno.listenDatagram({
         transport: "udp",
@@ -312,7 +330,7 @@ class DatagramForwarder implements Server {
       session.target = {
         transport: "udp",
         hostname: address,
-        port: this.#target.port,
+        port: where.port,
       };
       this.#ownPorts.add((socket.addr as Deno.NetAddr).port);
     } catch (error) {
@@ -384,6 +402,7 @@ class DatagramForwarder implements Server {
   #close(session: Session, why: string, failed = false): void {
     if (session.closed) return;
     session.closed = true;
+    session.release?.();
     this.#sessions.delete(session.peer);
     if (session.socket) {
       this.#ownPorts.delete((session.socket.addr as Deno.NetAddr).port);
@@ -395,7 +414,9 @@ class DatagramForwarder implements Server {
     }
     const line =
       `${session.peer} (${session.bytesIn} bytes in, ${session.bytesOut} bytes out) to ${
-        session.target ? formatAddr(session.target) : this.#targetText
+        session.target
+          ? formatAddr(session.target)
+          : session.targetText ?? this.#targetText
       }, ${formatSeconds(performance.now() - session.began)}, ${why}`;
     if (failed) this.#failed.event(line);
     else this.#log(`${this.#prefix}closed ${line}`);

@@ -90,6 +90,62 @@
  * headers only from your own proxies: anyone who can send one picks the
  * address you will believe, so listen where only they can reach.
  *
+ * ## Many targets
+ *
+ * `forward.ts LISTEN TARGET TARGET...` (any mix of `tcp://` and `unix:`;
+ * all `tcp://` with `--to-tls`; all `udp://` behind a `udp://` LISTEN) or
+ * `--targets FILE` (one target a line, `TARGET [weight=N] [backup]
+ * [drain]`, `#` comments) spreads the clients over the targets, as
+ * haproxy's `backend` and nginx's `upstream` do:
+ *
+ * | haproxy / nginx | forward.ts |
+ * | --- | --- |
+ * | `backend b` + `balance roundrobin` + `server s1 10.0.0.1:80 weight 3` + `server s2 10.0.0.2:80`; nginx `upstream b { server 10.0.0.1:80 weight=3; server 10.0.0.2:80; }` | `--targets FILE` with `10.0.0.1:80 weight=3` and `10.0.0.2:80` |
+ * | `balance leastconn`; nginx `least_conn;` | `--balance leastconn` |
+ * | `balance source` + `hash-type consistent`; nginx `hash $remote_addr consistent;` | `--balance source` |
+ * | `balance random(2)`; nginx `random two least_conn;` | `--balance random` |
+ * | `server s3 10.0.0.3:80 backup`; nginx `server 10.0.0.3:80 backup;` | `10.0.0.3:80 backup` in FILE |
+ * | `retries 2` + `option redispatch`; nginx `proxy_next_upstream on; proxy_next_upstream_tries 3;` | `--retries 2` (the default) |
+ * | `server ... check inter 1s fall 3 rise 2`; | `--check-interval 1 --fall 3 --rise 2` |
+ * | `option tcp-check` + `tcp-check send PING
+` + `tcp-check expect string PONG` | `--check-send PING --check-expect PONG` |
+ * | `set server b/s1 state drain` (runtime API) | `drain` in FILE, then `kill -HUP` |
+ *
+ * - **Rules** (`--balance`): `roundrobin` (the default: in turn, by
+ *   weight, spread out as nginx's smooth weighted round robin), `leastconn`
+ *   (the fewest clients in flight for its weight), `source` (a client
+ *   address always lands on the same live target; rendezvous hashing, so a
+ *   new target takes about 1/N of the clients and a target going down moves
+ *   only its own), `random` (two drawn, the less loaded taken). Backup
+ *   targets take clients only when no other target is up.
+ * - **Passive health**: a target whose connect fails (refused, timed out
+ *   after `--connect-timeout`, TLS failed) `--fall` times in a row (3) is
+ *   down, and each such client is tried on the next target, up to
+ *   `--retries` (2) more: a dead target costs a client at most the connect
+ *   timeout, never its connection. A down target is probed (a connect)
+ *   every 2 s and is back after `--rise` (2) successes.
+ * - **Active health**: `--check-interval S` connects to every target every
+ *   S seconds (with `--to-tls`, TLS too); `--check-send LINE` writes LINE
+ *   and CR LF, `--check-expect TEXT` needs TEXT in the answer within the
+ *   check's time (the interval, at most `--connect-timeout`): a service
+ *   that accepts and never answers is caught. A UDP target is checked only
+ *   with `--check-send` (it answers only what it is sent).
+ * - **Logs**: every change of state is one line: `target 10.0.0.2:80 down:
+ *   connection refused (3 connects), 2 of 3 up`, `target 10.0.0.2:80 up (2
+ *   checks), 3 of 3 up`. No target up: each client is closed at once
+ *   (`closed ... : no target up`), and `no target up:` is logged once a
+ *   second, with a count, however many clients come.
+ * - **Reload**: SIGHUP reads `--targets FILE` again: new targets start up,
+ *   targets still listed keep their state and clients (so `source` keeps
+ *   every client where it was), a removed target or one marked `drain`
+ *   takes no new client and its open ones go on until they end (`target
+ *   10.0.0.1:80 removed: draining 4 clients`, then `... removed
+ *   (drained)`). A bad file is one `error:` line and changes nothing.
+ *
+ * Permissions: every target (`--allow-net=0.0.0.0:80,10.0.0.1:80,...`),
+ * with `--targets` also `--allow-read=FILE` and every target a reload may
+ * add. Not with `--workers` (each thread would keep its own pool).
+ *
  * @module
  */
 
@@ -101,6 +157,7 @@ import {
   flag,
   flagsHelp,
   formatBytes,
+  formatEndpoint,
   MAX_SMALL_FILE_BYTES,
   parseCommandLine,
   parseEndpoint,
@@ -114,9 +171,29 @@ import {
   type ServerFlagValues,
   type ServerOptions,
   serverOptionsFromFlags,
+  stderrLog,
   UsageError,
 } from "../mod.ts";
 import { workerPlace } from "../lib/workers.ts";
+import {
+  BALANCE_FLAGS,
+  balancingFromFlags,
+  type ForwardBalanceOptions,
+  refuseBalanceFlags,
+  reloadTargetsOnHangup,
+  startTargetPool,
+  targetSpecs,
+} from "../lib/balance.ts";
+import {
+  type BalanceRule,
+  type FailureSource,
+  PoolTarget,
+  type Taken,
+  TargetPool,
+  type TargetPoolOptions,
+  type TargetSpec,
+} from "../lib/targets.ts";
+import { readTargetsFile } from "../lib/targets_file.ts";
 import {
   forwardConnection,
   type ForwardPlan,
@@ -134,7 +211,16 @@ import {
   serveDatagramForward,
 } from "../lib/udp_forward.ts";
 
-export type { ForwardTlsOptions };
+export type {
+  BalanceRule,
+  FailureSource,
+  ForwardBalanceOptions,
+  ForwardTlsOptions,
+  Taken,
+  TargetPoolOptions,
+  TargetSpec,
+};
+export { PoolTarget, TargetPool };
 
 /** How long dialling TARGET (resolving included) may take, by default, in ms. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -145,7 +231,14 @@ export interface ForwardOptions extends ServerOptions {
    * Where each client goes: `tcp://HOST:PORT` (`[v6]` too) or `unix:PATH`
    * for a `tcp` or `unix` listener, `udp://HOST:PORT` for a `udp` one.
    */
-  target: Endpoint | string;
+  target?: Endpoint | string;
+  /**
+   * Many targets instead of `target`: each client goes to one of them, as
+   * `balancing` says.
+   */
+  targets?: readonly (TargetSpec | Endpoint | string)[];
+  /** With `targets`: the rule that picks one, and health. */
+  balancing?: ForwardBalanceOptions;
   /**
    * Give up dialling the target (resolving and, with `targetTls`, the TLS
    * handshake included) after this long. Default 10000 ms.
@@ -170,7 +263,43 @@ export interface ForwardOptions extends ServerOptions {
   passResets?: boolean;
 }
 
+/** What {@linkcode serveForward} returns: a server, and its targets when many. */
+export interface ForwardServer extends Server {
+  /** The targets and their state (`update` takes a new list), when many. */
+  readonly pool?: TargetPool;
+}
+
+/**
+ * With `options.targets`: their pool, its checks to start with the server
+ * (`lib/balance.ts`). Stream checks dial as clients do, TLS included (no
+ * PROXY header: as haproxy's checks without `check-send-proxy`).
+ */
+function startPoolOf(options: ForwardOptions) {
+  if (options.targets === undefined) return undefined;
+  if (options.target !== undefined) {
+    throw new TypeError("give target or targets, not both");
+  }
+  const udp = (options.transport ?? "tcp") === "udp";
+  const specs = targetSpecs(options.targets, udp);
+  const connectTimeoutMs = options.connectTimeoutMs ??
+    DEFAULT_CONNECT_TIMEOUT_MS;
+  return startTargetPool(specs, {
+    balancing: options.balancing,
+    plan: udp ? undefined : {
+      target: specs[0].endpoint,
+      connectTimeoutMs,
+      targetTls: options.targetTls,
+    },
+    connectTimeoutMs,
+    log: options.log,
+    label: options.label,
+  });
+}
+
 function targetOf(options: ForwardOptions): Endpoint {
+  if (options.target === undefined) {
+    throw new TypeError("a forwarder needs a target (or targets)");
+  }
   return typeof options.target === "string"
     ? parseEndpoint(options.target)
     : options.target;
@@ -201,14 +330,16 @@ function targetOf(options: ForwardOptions): Endpoint {
  * if (reply !== "ping") throw new Error(reply);
  * ```
  */
-export function serveForward(options: ForwardOptions): Server {
-  const target = targetOf(options);
+export function serveForward(options: ForwardOptions): ForwardServer {
+  const balanced = startPoolOf(options);
+  const pool = balanced?.pool;
+  const target = pool?.targets[0].endpoint ?? targetOf(options);
   const transport = options.transport ?? "tcp";
   if (transport === "udp") {
     if (target.transport !== "udp") {
       throw new TypeError("a udp:// listener forwards to a udp:// target");
     }
-    return serveDatagramForward({
+    const server = serveDatagramForward({
       hostname: options.hostname,
       port: options.port,
       target,
@@ -220,7 +351,9 @@ export function serveForward(options: ForwardOptions): Server {
       log: options.log,
       label: options.label,
       signal: options.signal,
+      pool,
     });
+    return balanced ? balanced.supervise(server) : server;
   }
   if (transport === "unixpacket") {
     throw new TypeError("forwarding Unix datagram sockets is not supported");
@@ -237,14 +370,16 @@ export function serveForward(options: ForwardOptions): Server {
     sendProxy: options.sendProxy,
     keepAlive: target.transport === "tcp" ? options.keepAlive : undefined,
     passResets: options.passResets ?? canCloseWithReset(),
+    pool,
   };
-  return serve({
+  const server = serve({
     name: "forward",
     defaultPort: 0,
     // The target's socket.
     descriptorsPerConnection: 1,
     stream: (conn, context) => forwardConnection(conn, context, plan),
   }, options);
+  return balanced ? balanced.supervise(server) : server;
 }
 
 const {
@@ -304,6 +439,7 @@ const FLAGS = {
     positiveSecondsFlag,
     { shown: String(DEFAULT_UDP_SESSION_TIMEOUT_MS / 1000) },
   ),
+  ...BALANCE_FLAGS,
   ...COMMON_FLAGS,
   // The same flags, in the words of LISTEN's schemes.
   mode: {
@@ -326,7 +462,8 @@ const FLAGS = {
   },
 };
 
-const USAGE = `usage: forward.ts [options] LISTEN TARGET
+const USAGE = `usage: forward.ts [options] LISTEN TARGET [TARGET...]
+       forward.ts [options] --targets FILE LISTEN
 
 Accepts clients on LISTEN and forwards each one to TARGET over a connection
 of its own, bytes both ways until both sides are done (each half-closed on
@@ -337,6 +474,12 @@ client address). A bare HOST:PORT is TCP.
   forward.ts tcp://0.0.0.0:8080 tcp://backend:80
   forward.ts tcp://127.0.0.1:2375 unix:/var/run/docker.sock
   forward.ts udp://0.0.0.0:5353 udp://127.0.0.1:53
+  forward.ts --balance leastconn tcp://0.0.0.0:80 10.0.0.1:80 10.0.0.2:80
+
+Many targets: each client goes to one (--balance), a target whose connects
+fail --fall times in a row is down and the client is tried on the next
+(--retries); backup targets only when no other is up; no target up: the
+client is closed at once. Every change of state is one log line.
 
 ${flagsHelp(FLAGS)}
 
@@ -358,8 +501,10 @@ Permissions: --allow-net=LISTEN_HOST:PORT,TARGET_HOST:PORT (a target by name:
 NAME:PORT). unix:PATH, to listen or to connect: --allow-net=unix:PATH
 --allow-read=PATH --allow-write=PATH. UDP: --unstable-net --allow-net
 (answers go to any client). --tls: --allow-read=CERT,KEY; --ca FILE:
---allow-read=FILE. To pass a side's reset on to the other as a reset
-(else it gets a FIN): --allow-ffi=LIBC (/lib/x86_64-linux-gnu/libc.so.6).`;
+--allow-read=FILE. Many targets: each one's HOST:PORT; --targets FILE:
+--allow-read=FILE, and every target a reload may add. To pass a side's
+reset on to the other as a reset (else it gets a FIN): --allow-ffi=LIBC
+(/lib/x86_64-linux-gnu/libc.so.6).`;
 
 /** The transports LISTEN can be, as server flags name them. */
 function listenValues(
@@ -417,9 +562,12 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     usage: USAGE,
     flags: FLAGS,
     positionals: ["LISTEN", "TARGET"],
+    min: 1,
+    max: Infinity,
   });
   const listen = endpointArgument(positionals[0], "LISTEN");
-  const target = endpointArgument(positionals[1], "TARGET");
+  const specs = targetArguments(positionals.slice(1), values);
+  const target = specs[0].endpoint;
   const udp = listen.transport === "udp";
   if (udp !== (target.transport === "udp")) {
     throw new UsageError(
@@ -470,6 +618,21 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   if (udp && maxConnections !== undefined) {
     options.maxConnections = maxConnections;
   }
+  if (values.targets !== undefined || specs.length > 1) {
+    if ((values.workers ?? 1) > 1) {
+      // Each thread would keep its own pool and checks (and SIGHUP reaches
+      // the main thread only).
+      throw new UsageError(
+        "--workers cannot be used with more than one TARGET or --targets",
+      );
+    }
+    checkMoreTargets(specs, udp, values["to-tls"]);
+    delete options.target;
+    options.targets = specs;
+    options.balancing = balancingFromFlags(values, udp);
+  } else {
+    refuseBalanceFlags(values);
+  }
   if (values["to-tls"]) {
     options.targetTls = {
       serverName: values.servername,
@@ -481,6 +644,47 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   return options;
 }
 
+/**
+ * The targets: TARGET arguments, or `--targets FILE`'s lines (a file that
+ * cannot be read or a bad line: one `error:` line, exit 1).
+ */
+function targetArguments(
+  texts: string[],
+  values: { targets?: string; workers?: number },
+): TargetSpec[] {
+  if (values.targets === undefined) {
+    if (texts.length === 0) {
+      throw new UsageError("missing argument TARGET (see --help)");
+    }
+    return texts.map((text) => ({
+      endpoint: endpointArgument(text, "TARGET"),
+    }));
+  }
+  if (texts.length > 0) {
+    throw new UsageError("give TARGET arguments or --targets FILE, not both");
+  }
+  return readTargetsFile(values.targets);
+}
+
+/** The checks TARGET gets, for every target after the first. */
+function checkMoreTargets(
+  specs: TargetSpec[],
+  udp: boolean,
+  tls: boolean,
+): void {
+  for (const { endpoint } of specs.slice(1)) {
+    const where = formatEndpoint(endpoint);
+    if ((endpoint.transport === "udp") !== udp) {
+      throw new UsageError(
+        `${where}: LISTEN and every TARGET must be udp://, or none`,
+      );
+    }
+    if (tls && endpoint.transport !== "tcp") {
+      throw new UsageError(`${where}: --to-tls needs tcp:// targets`);
+    }
+  }
+}
+
 if (import.meta.main) {
   await runMain(async () => {
     const options = optionsFromArgs(Deno.args);
@@ -489,6 +693,14 @@ if (import.meta.main) {
         "warning: --insecure: TARGET's certificate is not verified; anyone on the path to it can read and change the forwarded connections",
       );
     }
-    await runServers([{ server: serveForward(options) }]);
+    const server = serveForward(options);
+    const file = options.balancing?.targetsFile;
+    const stopReloading = file !== undefined && server.pool &&
+      reloadTargetsOnHangup(server.pool, file, stderrLog);
+    try {
+      await runServers([{ server }]);
+    } finally {
+      if (stopReloading) stopReloading();
+    }
   });
 }

@@ -217,3 +217,36 @@ Deno.test("forward.ts udp:// --deny refuses a client's datagrams", async () => {
   );
   assertEquals(target.sources.length, 0);
 });
+
+Deno.test("forward.ts udp:// with many targets gives each session one in turn, and --check-send finds one that never answers", async () => {
+  await using one = udpTarget(() => encode("one"));
+  await using two = udpTarget(() => encode("two"));
+  await using silent = udpTarget(() => null);
+  await using forward = await startServer(FORWARD, {
+    permissions: PERMISSIONS,
+    args: [
+      "--check-interval",
+      "0.2",
+      "--check-send",
+      "PING",
+      "udp://127.0.0.1:0",
+      ...[one, two, silent].map((t) => `udp://127.0.0.1:${t.port}`),
+    ],
+  });
+  await forward.proc.waitForStderr(
+    new RegExp(
+      `^target 127\\.0\\.0\\.1:${silent.port} down: no answer within 0\\.2 s \\(3 checks\\), 2 of 3 up$`,
+    ),
+  );
+  const clients = [client(), client(), client(), client()];
+  const answers: (string | null)[] = [];
+  for (const socket of clients) {
+    answers.push(await ask(socket, forward.port, "hi"));
+  }
+  // A session keeps its target.
+  for (const [i, socket] of clients.entries()) {
+    assertEquals(await ask(socket, forward.port, "again"), answers[i]);
+  }
+  assertEquals(answers.sort(), ["one", "one", "two", "two"]);
+  for (const socket of clients) socket[Symbol.dispose]();
+});
