@@ -3,7 +3,10 @@
  * itself, beyond the source-port rules of `datagram_server.ts`: a reply rate
  * limit per source address (not per address and port: one host owns all
  * its ports), and a loop guard that ends a loop between two servers that
- * answer anything, whatever their ports and rate limits.
+ * answer anything, whatever their ports, by what only a loop does (our
+ * replies come back with no think time, round after round, faster than
+ * the rate limit lets a client go), never by a datagram's bytes alone: a
+ * client repeating itself is answered like any other.
  *
  * Every table here is bounded, so a flood of distinct (spoofed) sources
  * costs a fixed amount of memory.
@@ -106,74 +109,191 @@ export class SourceRateLimiter {
   }
 }
 
-/** Peers a {@linkcode ReplyMemory} remembers unless told otherwise. */
-export const MAX_REMEMBERED_REPLIES = 4096;
+/** Peers a {@linkcode LoopGuard} remembers unless told otherwise. */
+export const MAX_LOOP_PEERS = 4096;
 
 /**
- * How long a reply is remembered to catch it coming back: longer than any
- * round trip between two servers, shorter than a person repeating a probe.
+ * A datagram that comes back this soon after our reply to its sender (in
+ * ms) came with no think time: what a server does, not a person or a
+ * program that reads the answer first.
  */
-export const LOOP_WINDOW_MS = 1000;
+export const LOOP_THINK_MS = 5;
 
 /**
- * The last reply sent to each peer (address and port), as a length and a
- * 32-bit hash, for {@linkcode LOOP_WINDOW_MS}: a datagram from that peer
- * identical to it is our own reply bounced back by a server that answers
- * anything (an echo: ours, or any other), the first step of a loop. At most
- * `maxPeers` (default {@linkcode MAX_REMEMBERED_REPLIES}) are kept, least
- * recently used first out.
+ * Replies coming back with no think time, beyond the rate a peer may
+ * have anyway ({@linkcode loopRate}), that make a loop: so a loop between
+ * two servers that answer anything ends within a few hundred round trips.
+ */
+export const LOOP_ROUNDS = 200;
+
+/**
+ * The round trips a second a peer may go on at with no think time and
+ * never be taken for a loop: the reply rate limit, or when that is lower
+ * (or 0, no limit) `floor`, the default rate limit. A loop goes faster:
+ * it never waits.
  *
  * @example
  * ```ts
- * import { assert, assertFalse } from "@std/assert";
- * import { ReplyMemory } from "./datagram_guard.ts";
+ * import { assertEquals } from "@std/assert";
+ * import { loopRate } from "./datagram_guard.ts";
  *
- * const replies = new ReplyMemory();
- * const reply = new TextEncoder().encode("hello");
- * replies.sent("127.0.0.1:7", reply);
- * assert(replies.bouncedBack("127.0.0.1:7", reply));
- * assertFalse(replies.bouncedBack("127.0.0.1:8", reply)); // another peer
+ * assertEquals(loopRate(0, 100), 100);
+ * assertEquals(loopRate(5000, 100), 5000);
  * ```
  */
-export class ReplyMemory {
-  readonly #maxPeers: number;
-  readonly #windowMs: number;
-  readonly #replies = new Map<
-    string,
-    { length: number; hash: number; at: number }
-  >();
+export function loopRate(ratePerSecond: number, floor: number): number {
+  return Math.max(ratePerSecond, floor);
+}
 
-  /** Remembers up to `maxPeers` replies for `windowMs` each. */
-  constructor(options: { maxPeers?: number; windowMs?: number } = {}) {
-    this.#maxPeers = options.maxPeers ?? MAX_REMEMBERED_REPLIES;
-    this.#windowMs = options.windowMs ?? LOOP_WINDOW_MS;
+/** What a {@linkcode LoopGuard} keeps of one peer: its last reply and score. */
+interface PeerRecord {
+  /** The last reply: its length and 32-bit hash. */
+  length: number;
+  hash: number;
+  /** When it was sent (`performance.now()`). */
+  sentAt: number;
+  /** Whether it has not come back yet (each reply counts once). */
+  pending: boolean;
+  /** Whether it was the request itself (an echo), not the service's own text. */
+  echoed: boolean;
+  /** Replies come back with no think time, less what `rate` allows. */
+  score: number;
+  scoredAt: number;
+}
+
+/**
+ * The loop guard: tells a loop between two servers from a client by what
+ * only a loop does. A datagram from a peer (address and port) counts as
+ * a round of a loop when it comes within {@linkcode LOOP_THINK_MS} of our
+ * reply to that peer (no think time) and is that reply coming back: the
+ * same bytes (an echo, ours or another, returning it), or, for a service
+ * whose reply ignores the request, text shaped like a simple service's
+ * reply ({@linkcode serviceReplyKind}). Rounds drain at `rate` a second
+ * (a token bucket turned round); past `rate` + {@linkcode LOOP_ROUNDS} of
+ * them the peer is a loop, and its datagrams are dropped until the score
+ * drains below that again (a few ms). So a client repeating itself, even
+ * at full speed, is never taken for a loop while it goes no faster than
+ * `rate` round trips a second: the rate limit's own burst and rate are
+ * inside it. At most `maxPeers` (default {@linkcode MAX_LOOP_PEERS}) are
+ * kept, least recently used first out.
+ *
+ * @example A peer returning each reply at once, 300 times a second, and a client doing it 100 times a second
+ * ```ts
+ * import { assert, assertFalse } from "@std/assert";
+ * import { LoopGuard } from "./datagram_guard.ts";
+ *
+ * const reply = new TextEncoder().encode("hello");
+ * const rounds = (guard: LoopGuard, perSecond: number) => {
+ *   let now = 0;
+ *   for (let round = 1; round <= 2000; round++) {
+ *     guard.sent("127.0.0.1:7", reply, true, now);
+ *     if (guard.isLoop("127.0.0.1:7", reply, now + 0.1)) return round;
+ *     now += 1000 / perSecond;
+ *   }
+ *   return Infinity;
+ * };
+ * const loop = rounds(new LoopGuard(100), 300);
+ * assert(loop > 300 && loop < 600, `a loop after ${loop} rounds`);
+ * assertFalse(Number.isFinite(rounds(new LoopGuard(100), 100)));
+ * ```
+ */
+export class LoopGuard {
+  /** Round trips a second with no think time that a peer may keep up. */
+  readonly rate: number;
+  /** The score past which a peer is a loop. */
+  readonly threshold: number;
+  readonly #maxPeers: number;
+  /** In order of last reply, least recent first. */
+  readonly #peers = new Map<string, PeerRecord>();
+
+  /** A guard letting each peer go on at `rate` round trips a second. */
+  constructor(rate: number, options: { maxPeers?: number } = {}) {
+    if (!(rate > 0)) throw new RangeError(`rate must be above 0: ${rate}`);
+    this.rate = rate;
+    this.threshold = rate + LOOP_ROUNDS;
+    this.#maxPeers = options.maxPeers ?? MAX_LOOP_PEERS;
   }
 
   /** Peers remembered now. */
   get size(): number {
-    return this.#replies.size;
+    return this.#peers.size;
   }
 
-  /** Records that `reply` went to `peer`. */
-  sent(peer: string, reply: Uint8Array): void {
-    this.#replies.delete(peer);
-    if (this.#replies.size >= this.#maxPeers) {
-      this.#replies.delete(this.#replies.keys().next().value!);
+  /**
+   * Records that `reply` went to `peer` at `now`; `echoed`: it is the
+   * request itself (an echo).
+   */
+  sent(
+    peer: string,
+    reply: Uint8Array,
+    echoed: boolean,
+    now: number = performance.now(),
+  ): void {
+    let record = this.#peers.get(peer);
+    if (record) {
+      this.#peers.delete(peer);
+    } else {
+      if (this.#peers.size >= this.#maxPeers) {
+        this.#peers.delete(this.#peers.keys().next().value!);
+      }
+      record = {
+        length: 0,
+        hash: 0,
+        sentAt: 0,
+        pending: false,
+        echoed,
+        score: 0,
+        scoredAt: now,
+      };
     }
-    this.#replies.set(peer, {
-      length: reply.byteLength,
-      hash: fnv1a(reply),
-      at: performance.now(),
-    });
+    record.length = reply.byteLength;
+    record.hash = fnv1a(reply);
+    record.sentAt = now;
+    record.pending = true;
+    record.echoed = echoed;
+    this.#peers.set(peer, record);
   }
 
-  /** `true` when `data` from `peer` is the reply just sent to it. */
-  bouncedBack(peer: string, data: Uint8Array): boolean {
-    const last = this.#replies.get(peer);
-    return last !== undefined && last.length === data.byteLength &&
-      performance.now() - last.at <= this.#windowMs &&
-      last.hash === fnv1a(data);
+  /**
+   * Scores a datagram `data` from `peer` arriving at `now`: `true` when
+   * the peer is a loop (drop the datagram).
+   */
+  isLoop(
+    peer: string,
+    data: Uint8Array,
+    now: number = performance.now(),
+  ): boolean {
+    const record = this.#peers.get(peer);
+    if (!record) return false;
+    if (record.score > 0) {
+      record.score = Math.max(
+        0,
+        record.score - (now - record.scoredAt) * this.rate / 1000,
+      );
+    }
+    record.scoredAt = now;
+    if (
+      record.pending && now - record.sentAt <= LOOP_THINK_MS &&
+      cameBack(record, data)
+    ) {
+      record.pending = false;
+      record.score++;
+    }
+    return record.score > this.threshold;
   }
+
+  /** How many rounds with no think time `peer` is scored at now. */
+  score(peer: string): number {
+    return Math.round(this.#peers.get(peer)?.score ?? 0);
+  }
+}
+
+/** Whether `data` is the reply in `record` coming back (see LoopGuard). */
+function cameBack(record: PeerRecord, data: Uint8Array): boolean {
+  if (data.byteLength === record.length && fnv1a(data) === record.hash) {
+    return true;
+  }
+  return !record.echoed && serviceReplyKind(data) !== undefined;
 }
 
 function fnv1a(bytes: Uint8Array): number {
@@ -188,13 +308,14 @@ function fnv1a(bytes: Uint8Array): number {
 const TIME_REPLY_SLACK_S = 86_400;
 
 /**
- * Whether `data` looks like the reply of one of the simple services rather
- * than a request, and which: text in CRLF lines with at least 8 characters
- * besides line ends (daytime, qotd, chargen), or 4 bytes that read as an
- * RFC 868 time within a day of `now` (time). A service whose reply ignores
- * the request does not answer one: two such services would otherwise
- * answer each other forever. Requests are empty or a short line in
- * practice (RFC 864, 865, 867 and 868 ignore their content).
+ * Whether `data` looks like the reply of one of the simple services,
+ * and which: text in CRLF lines with at least 8 characters besides line
+ * ends (daytime, qotd, chargen), or 4 bytes that read as an RFC 868 time
+ * within a day of `now` (time). Never a reason to drop a datagram alone
+ * (RFC 867 and 868 servers answer any datagram, `what time is it?\r\n`
+ * included): {@linkcode LoopGuard} counts it only when it comes back with
+ * no think time to a service whose reply ignores the request, as another
+ * such service's reply would in a loop between the two.
  *
  * @example
  * ```ts
@@ -203,7 +324,7 @@ const TIME_REPLY_SLACK_S = 86_400;
  *
  * const encode = (text: string) => new TextEncoder().encode(text);
  * assertEquals(serviceReplyKind(encode("Tue Nov 24 23:37:45 2026\r\n")), "text in CRLF lines");
- * assertEquals(serviceReplyKind(encode("\n")), undefined); // a request
+ * assertEquals(serviceReplyKind(encode("\n")), undefined);
  * assertEquals(serviceReplyKind(encode("what time is it?")), undefined);
  * ```
  */

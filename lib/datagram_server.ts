@@ -3,7 +3,10 @@
  * answer, behind the guards that keep it from being turned against others
  * or itself: no replies to low or service source ports (CVE-1999-0103), an
  * access list, a reply rate per source and the loop guard of
- * `datagram_guard.ts`. Stopping lets the datagram in hand be answered.
+ * `datagram_guard.ts` (a source whose datagrams are our replies coming
+ * back with no think time, faster than the rate limit lets a client go,
+ * for a few hundred round trips: never a datagram's bytes alone).
+ * Stopping lets the datagram in hand be answered.
  *
  * @module
  */
@@ -11,8 +14,8 @@
 import type { AccessPolicy } from "./access.ts";
 import { bindDatagram, type Binding } from "./bind.ts";
 import {
-  ReplyMemory,
-  serviceReplyKind,
+  LoopGuard,
+  loopRate,
   sourceKey,
   SourceRateLimiter,
 } from "./datagram_guard.ts";
@@ -37,8 +40,8 @@ export class DatagramServer extends BaseServer {
   readonly #dropSourcePorts: ReadonlySet<number>;
   readonly #access?: AccessPolicy;
   readonly #rate: SourceRateLimiter;
-  /** For the loop guard; absent when it is off. */
-  readonly #replies?: ReplyMemory;
+  /** Absent when it is off. */
+  readonly #loopGuard?: LoopGuard;
   readonly #droppedLowPort = new FloodLog(this.log, `${this.prefix}dropped`);
   readonly #droppedRate = new FloodLog(this.log, `${this.prefix}dropped`);
   readonly #droppedLoop = new FloodLog(this.log, `${this.prefix}dropped`);
@@ -63,7 +66,11 @@ export class DatagramServer extends BaseServer {
     this.#rate = new SourceRateLimiter(
       options.udpRatePerSecond ?? DEFAULT_UDP_RATE,
     );
-    if (options.loopGuard !== false) this.#replies = new ReplyMemory();
+    if (options.loopGuard !== false) {
+      this.#loopGuard = new LoopGuard(
+        loopRate(this.#rate.perSecond, DEFAULT_UDP_RATE),
+      );
+    }
     const start = (s: Deno.DatagramConn) => {
       this.#socket = s;
       if (this.closing) s.close();
@@ -111,7 +118,7 @@ export class DatagramServer extends BaseServer {
   /**
    * Whether a datagram is dropped before its handler sees it: from a port
    * that must not be answered, not allowed, from an unbound Unix socket,
-   * or our own reply bounced back (each logged, counted).
+   * or from a peer the loop guard takes for a loop (each logged, counted).
    */
   #drops(source: Deno.Addr, peer: string, data: Uint8Array): boolean {
     if ("port" in source && source.port < 1024 && !this.#allowLowPorts) {
@@ -138,11 +145,13 @@ export class DatagramServer extends BaseServer {
       );
       return true;
     }
-    if (this.#replies?.bouncedBack(peer, data)) {
-      // Our own reply, back from a server that answers anything: answering
-      // it would start a loop (two echo servers: forever).
+    if (this.#loopGuard?.isLoop(peer, data)) {
+      // Answering would keep a loop between two servers going (two echo
+      // servers: forever, with no rate limit).
       this.#droppedLoop.event(
-        `datagram from ${peer}: the reply just sent to it, bounced back (loop protection)`,
+        `datagram from ${peer}: a loop (${
+          this.#loopGuard.score(peer)
+        } replies came back with no think time, faster than ${this.#loopGuard.rate}/s: loop protection)`,
       );
       return true;
     }
@@ -150,8 +159,8 @@ export class DatagramServer extends BaseServer {
   }
 
   /**
-   * Runs the handler and sends its reply, unless the loop guard or the
-   * rate limit holds it back (logged, counted).
+   * Runs the handler and sends its reply, unless the rate limit holds it
+   * back (logged, counted).
    */
   async #answer(
     socket: Deno.DatagramConn,
@@ -161,17 +170,6 @@ export class DatagramServer extends BaseServer {
   ): Promise<void> {
     const reply = await this.#handler(data, source);
     if (!reply) return;
-    const kind = this.#replies && !sameBytes(reply, data)
-      ? serviceReplyKind(data)
-      : undefined;
-    if (kind) {
-      // A service whose reply ignores the request, asked by another
-      // such service's reply: the two would answer each other forever.
-      this.#droppedLoop.event(
-        `datagram from ${peer}: ${kind}, another service's reply (loop protection)`,
-      );
-      return;
-    }
     const from = sourceKey(source);
     if (!this.#rate.take(from)) {
       this.#droppedRate.event(
@@ -179,8 +177,11 @@ export class DatagramServer extends BaseServer {
       );
       return;
     }
+    // Whether the reply is the request itself (an echo): then only the
+    // same bytes coming back count as a loop's round.
+    const echoed = sameBytes(reply, data);
     await socket.send(reply, source);
-    this.#replies?.sent(peer, reply);
+    this.#loopGuard?.sent(peer, reply, echoed);
   }
 
   protected async stop(gracePeriodMs: number): Promise<void> {

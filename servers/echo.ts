@@ -114,6 +114,8 @@ import {
   serveSimple,
   type Service,
   stderrLogNow,
+  TOOLKIT_UDP_PORTS,
+  udpGuardHelp,
   writeAll,
 } from "../mod.ts";
 
@@ -124,7 +126,7 @@ export interface EchoOptions extends ServerOptions {
 }
 
 /** The echo service's well-known port in this toolkit (the seed's). */
-export const ECHO_PORT = 15000;
+export const ECHO_PORT: number = TOOLKIT_UDP_PORTS.echo;
 
 const SMALL_BUFFER = 256;
 const LARGE_BUFFER = 64 * 1024;
@@ -234,6 +236,8 @@ each (${SMALL_BUFFER} bytes, ${
 not read from either (no queue grows); no line limit (bytes are not parsed);
 UDP datagrams up to 65507 bytes, replies limited by --udp-rate (default
 ${DEFAULT_UDP_RATE}/s per source).
+
+${udpGuardHelp()}
 
 Permissions: --allow-net=HOST:PORT for TCP; for --unix PATH,
 --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
