@@ -6,7 +6,8 @@
  * UDP server here keeps stay on: no datagram from a source port below 1024
  * is forwarded (loops with echo or chargen, CVE-1999-0103), answers to one
  * client address are rate-limited (amplification with a spoofed source),
- * the number of sessions is bounded, and a datagram from one of the
+ * the number of sessions is bounded, in all and from one source address
+ * (so one host's many source ports cannot take them all), and a datagram from one of the
  * forwarder's own session sockets (a target that is the forwarder itself)
  * is dropped.
  *
@@ -32,6 +33,23 @@ export const DEFAULT_UDP_SESSION_TIMEOUT_MS = 30_000;
  */
 export const DEFAULT_UDP_SESSIONS = 1024;
 
+/**
+ * Sessions at once from one source ({@linkcode sourceKey}: an IPv4
+ * address, an IPv6 /64) unless told otherwise: a sixteenth of
+ * {@linkcode DEFAULT_UDP_SESSIONS}, as the stream servers' per-source
+ * default is of theirs, so one host using many source ports cannot hold
+ * every session; at least 16 hosts must collude to fill the forwarder.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { DEFAULT_UDP_SESSIONS, DEFAULT_UDP_SESSIONS_PER_SOURCE } from "./udp_forward.ts";
+ *
+ * assertEquals(DEFAULT_UDP_SESSIONS_PER_SOURCE, DEFAULT_UDP_SESSIONS / 16);
+ * ```
+ */
+export const DEFAULT_UDP_SESSIONS_PER_SOURCE = DEFAULT_UDP_SESSIONS / 16;
+
 /** The largest datagram forwarded (the largest IPv4 UDP payload, 65507, fits). */
 export const MAX_DATAGRAM_BYTES = 65_536;
 
@@ -50,6 +68,13 @@ export interface DatagramForwardOptions {
   sessionTimeoutMs?: number;
   /** Most sessions at once; datagrams of a new client past that are dropped. Default 1024. */
   maxSessions?: number;
+  /**
+   * Most sessions at once from one source (an IPv4 address, an IPv6 /64:
+   * one host has all its ports, and a whole /64); datagrams of its next
+   * client address past that are dropped (logged, counted). 0: no limit.
+   * Default {@linkcode DEFAULT_UDP_SESSIONS_PER_SOURCE}.
+   */
+  maxSessionsPerSource?: number;
   /** Which clients may use it; everyone when absent. */
   access?: AccessPolicy;
   /** Forward datagrams from source ports below 1024 too. Default `false`. */
@@ -68,6 +93,8 @@ export interface DatagramForwardOptions {
 class Session {
   readonly client: Deno.NetAddr;
   readonly peer: string;
+  /** Its source, for `maxSessionsPerSource` ({@linkcode sourceKey}). */
+  readonly source: string;
   readonly began = performance.now();
   lastActive = performance.now();
   socket?: Deno.DatagramConn;
@@ -82,6 +109,7 @@ class Session {
   constructor(client: Deno.NetAddr) {
     this.client = client;
     this.peer = formatAddr(client);
+    this.source = sourceKey(client);
   }
 }
 
@@ -140,8 +168,11 @@ class DatagramForwarder implements Server {
   readonly #targetText: string;
   readonly #timeoutMs: number;
   readonly #maxSessions: number;
+  readonly #perSource: number;
   readonly #rate: SourceRateLimiter;
   readonly #sessions = new Map<string, Session>();
+  /** Open sessions by source, for `maxSessionsPerSource`. */
+  readonly #bySource = new Map<string, number>();
   /** Local ports of our session sockets, to spot our own datagrams. */
   readonly #ownPorts = new Set<number>();
   /** Counted drops, one flood log per reason (as the datagram servers). */
@@ -187,6 +218,13 @@ class DatagramForwarder implements Server {
     this.#timeoutMs = options.sessionTimeoutMs ??
       DEFAULT_UDP_SESSION_TIMEOUT_MS;
     this.#maxSessions = options.maxSessions ?? DEFAULT_UDP_SESSIONS;
+    this.#perSource = options.maxSessionsPerSource ??
+      DEFAULT_UDP_SESSIONS_PER_SOURCE;
+    if (!Number.isInteger(this.#perSource) || this.#perSource < 0) {
+      throw new RangeError(
+        `maxSessionsPerSource must be a whole number, 0 or more: ${options.maxSessionsPerSource}`,
+      );
+    }
     this.#rate = new SourceRateLimiter(
       options.udpRatePerSecond ?? DEFAULT_UDP_RATE,
     );
@@ -258,6 +296,14 @@ class DatagramForwarder implements Server {
           continue;
         }
         session = new Session(source);
+        const held = this.#bySource.get(session.source) ?? 0;
+        if (this.#perSource > 0 && held >= this.#perSource) {
+          this.#refused.event(
+            `datagram from ${peer}: too many sessions from ${session.source} (max ${this.#perSource} per source)`,
+          );
+          continue;
+        }
+        this.#bySource.set(session.source, held + 1);
         this.#sessions.set(peer, session);
         this.#log(`${this.#prefix}accepted ${peer}`);
         this.#open(session);
@@ -385,6 +431,9 @@ class DatagramForwarder implements Server {
     if (session.closed) return;
     session.closed = true;
     this.#sessions.delete(session.peer);
+    const held = this.#bySource.get(session.source)! - 1;
+    if (held > 0) this.#bySource.set(session.source, held);
+    else this.#bySource.delete(session.source);
     if (session.socket) {
       this.#ownPorts.delete((session.socket.addr as Deno.NetAddr).port);
       try {
