@@ -47,8 +47,10 @@ export class DatagramServer extends BaseServer {
   readonly #droppedLoop = new FloodLog(this.log, `${this.prefix}dropped`);
   readonly #refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
   #loopDone: Promise<void> = Promise.resolve();
-  /** Settles once the datagram being handled has been answered. */
-  #inFlight?: Promise<void>;
+  /** Whether a datagram is being answered (its handler, its reply). */
+  #answering = false;
+  /** Called once it has been, while `stop()` waits for that. */
+  #answered?: () => void;
 
   constructor(
     service: Service,
@@ -97,46 +99,61 @@ export class DatagramServer extends BaseServer {
         this.log(`${this.prefix}receive failed: ${(error as Error).message}`);
         continue;
       }
-      const peer = formatAddr(source);
-      if (this.#drops(source, peer, data)) continue;
-      let answered!: () => void;
-      this.#inFlight = new Promise((resolve) => answered = resolve);
+      if (this.#drops(source, data)) continue;
+      this.#answering = true;
       try {
-        await this.#answer(socket, data, source, peer);
+        // Awaited only when it is a promise: a handler that answers at
+        // once (echo) costs no turn of the event loop.
+        let reply = this.#handler(data, source);
+        if (reply instanceof Promise) reply = await reply;
+        if (reply && this.#mayReply(source)) {
+          // Whether the reply is the request itself (an echo): then only
+          // the same bytes coming back count as a loop's round.
+          const echoed = sameBytes(reply, data);
+          await socket.send(reply, source);
+          this.#loopGuard?.sent(source, reply, echoed);
+        }
       } catch (error) {
         if (this.closing) break;
         this.log(
-          `${this.prefix}reply to ${peer} failed: ${(error as Error).message}`,
+          `${this.prefix}reply to ${formatAddr(source)} failed: ${
+            (error as Error).message
+          }`,
         );
       } finally {
-        this.#inFlight = undefined;
-        answered();
+        this.#answering = false;
+        this.#answered?.();
       }
     }
   }
 
   /**
-   * Whether a datagram is dropped before its handler sees it: from a port
+   * Whether a datagram is dropped before its handler sees it (its source
+   * formatted only for a log line: no string is built a datagram): from a port
    * that must not be answered, not allowed, from an unbound Unix socket,
    * or from a peer the loop guard takes for a loop (each logged, counted).
    */
-  #drops(source: Deno.Addr, peer: string, data: Uint8Array): boolean {
+  #drops(source: Deno.Addr, data: Uint8Array): boolean {
     if ("port" in source && source.port < 1024 && !this.#allowLowPorts) {
       // CVE-1999-0103: a reply to a privileged port (echo, chargen...)
       // can start an endless loop between two services.
       this.#droppedLowPort.event(
-        `datagram from ${peer}: source port below 1024`,
+        `datagram from ${formatAddr(source)}: source port below 1024`,
       );
       return true;
     }
     if ("port" in source && this.#dropSourcePorts.has(source.port)) {
       this.#droppedLowPort.event(
-        `datagram from ${peer}: source port is a service port (loop protection)`,
+        `datagram from ${
+          formatAddr(source)
+        }: source port is a service port (loop protection)`,
       );
       return true;
     }
     if (this.#access && !this.#access.allows(source)) {
-      this.#refusedAccess.event(`datagram from ${peer}: not allowed`);
+      this.#refusedAccess.event(
+        `datagram from ${formatAddr(source)}: not allowed`,
+      );
       return true;
     }
     if ("path" in source && !source.path) {
@@ -145,12 +162,12 @@ export class DatagramServer extends BaseServer {
       );
       return true;
     }
-    if (this.#loopGuard?.isLoop(peer, data)) {
+    if (this.#loopGuard?.isLoop(source, data)) {
       // Answering would keep a loop between two servers going (two echo
       // servers: forever, with no rate limit).
       this.#droppedLoop.event(
-        `datagram from ${peer}: a loop (${
-          this.#loopGuard.score(peer)
+        `datagram from ${formatAddr(source)}: a loop (${
+          this.#loopGuard.score(source)
         } replies came back with no think time, faster than ${this.#loopGuard.rate}/s: loop protection)`,
       );
       return true;
@@ -158,30 +175,17 @@ export class DatagramServer extends BaseServer {
     return false;
   }
 
-  /**
-   * Runs the handler and sends its reply, unless the rate limit holds it
-   * back (logged, counted).
-   */
-  async #answer(
-    socket: Deno.DatagramConn,
-    data: Uint8Array,
-    source: Deno.Addr,
-    peer: string,
-  ): Promise<void> {
-    const reply = await this.#handler(data, source);
-    if (!reply) return;
+  /** Whether the rate limit lets a reply go to `source` (a drop is logged, counted). */
+  #mayReply(source: Deno.Addr): boolean {
+    if (this.#rate.perSecond <= 0) return true;
     const from = sourceKey(source);
-    if (!this.#rate.take(from)) {
-      this.#droppedRate.event(
-        `reply to ${peer}: over ${this.#rate.perSecond} replies/s to ${from}`,
-      );
-      return;
-    }
-    // Whether the reply is the request itself (an echo): then only the
-    // same bytes coming back count as a loop's round.
-    const echoed = sameBytes(reply, data);
-    await socket.send(reply, source);
-    this.#loopGuard?.sent(peer, reply, echoed);
+    if (this.#rate.take(from)) return true;
+    this.#droppedRate.event(
+      `reply to ${
+        formatAddr(source)
+      }: over ${this.#rate.perSecond} replies/s to ${from}`,
+    );
+    return false;
   }
 
   protected async stop(gracePeriodMs: number): Promise<void> {
@@ -189,10 +193,10 @@ export class DatagramServer extends BaseServer {
     // `--once` does) gets its reply before the socket closes, within the
     // grace period, as stream connections in flight do (never longer than
     // the server's own: a reply is no long-lived connection).
-    if (this.#inFlight) {
+    if (this.#answering) {
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
-        this.#inFlight,
+        new Promise<void>((resolve) => this.#answered = resolve),
         new Promise((resolve) =>
           graceTimer = setTimeout(
             resolve,

@@ -150,10 +150,13 @@ export function echoService(
     name: "echo",
     defaultPort: options.defaultPort ?? ECHO_PORT,
     stream: (conn, context) => echoStream(conn, context, print),
-    datagram: async (data) => {
-      if (print) await writeAll(Deno.stdout, data);
-      return data;
-    },
+    // Without --print, the reply at once: no promise, no turn of the loop.
+    datagram: print
+      ? async (data) => {
+        await writeAll(Deno.stdout, data);
+        return data;
+      }
+      : (data) => data,
   };
 }
 

@@ -130,22 +130,31 @@ Deno.test("SourceRateLimiter keeps at most maxSources buckets, evicting the leas
 
 Deno.test("the UDP tables are bounded by default: 16,384 rate buckets, 4,096 peers for the loop guard", () => {
   const limiter = new SourceRateLimiter(100);
-  const guard = new LoopGuard(100);
+  const guard = new LoopGuard(100, { clock: () => 0 });
   const reply = encoder.encode("x");
   for (let i = 0; i < 20_000; i++) {
     const source = `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`;
     limiter.take(source);
-    guard.sent(`${source}:5000`, reply, true, 0);
+    guard.sent({ transport: "udp", hostname: source, port: 5000 }, reply, true);
   }
   assertEquals(MAX_RATE_SOURCES, 16_384);
   assertEquals(limiter.size, MAX_RATE_SOURCES);
   assertEquals(MAX_LOOP_PEERS, 4096);
   assertEquals(guard.size, MAX_LOOP_PEERS);
-  // The most recent are the ones kept: a reply coming back is scored.
-  guard.isLoop("10.0.78.31:5000", reply, 1);
-  assertEquals(guard.score("10.0.78.31:5000"), 1);
-  guard.isLoop("10.0.0.1:5000", reply, 1);
-  assertEquals(guard.score("10.0.0.1:5000"), 0);
+  // The most recent are the ones kept: a reply coming back twice at once
+  // (the second round with no think time) is scored.
+  const peer = (hostname: string) => ({
+    transport: "udp" as const,
+    hostname,
+    port: 5000,
+  });
+  for (const host of ["10.0.78.31", "10.0.0.1"]) {
+    guard.isLoop(peer(host), reply);
+    guard.sent(peer(host), reply, true);
+    guard.isLoop(peer(host), reply);
+  }
+  assertEquals(guard.score(peer("10.0.78.31")), 1);
+  assertEquals(guard.score(peer("10.0.0.1")), 0);
 });
 
 // ---------------------------------------------------------------------------
