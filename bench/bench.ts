@@ -16,6 +16,12 @@
  * (`bench/minimal_forward.ts`: two read/write loops), haproxy on one thread
  * and socat (a process per connection), and prints a table of its own.
  *
+ * The udp family (`bench/udp.ts`) is a 64-byte UDP ping-pong from 1 and 32
+ * sockets against `servers/echo.ts --udp` (with `--udp-rate 0` and with
+ * its defaults), a minimal `Deno.listenDatagram` echo, a C
+ * `recvfrom`/`sendto` echo and Node's `dgram`: `deno task bench --family
+ * udp`.
+ *
  * Our servers run exactly as users run them: `deno run` with the
  * least-privilege permissions of their header, logging to a file.
  *
@@ -31,6 +37,7 @@ import {
   UsageError,
 } from "../lib/cli.ts";
 import { TlsBench } from "./tls.ts";
+import { reportUdp, UDP_SCENARIOS, udpServers } from "./udp.ts";
 import { plotSvg } from "./plot.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -59,11 +66,11 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client",
+    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client; udp: udp-ours,udp-ours-defaults,udp-minimal,udp-c,\nudp-node",
   ),
   family: flag.string(
     "LIST",
-    "only these families: echo,daytime,forward,exec,tls",
+    "only these families: echo,daytime,forward,exec,tls,udp",
   ),
 };
 
@@ -97,6 +104,7 @@ const families = flags.family?.split(",") ?? [
   "forward",
   "exec",
   "tls",
+  "udp",
 ];
 
 // Server on CPU 0, load generator on CPU 1; a 1-CPU machine pins nothing.
@@ -371,7 +379,7 @@ const EXEC_SERVERS: Record<string, Target> = {
 interface Scenario {
   /** Row key, e.g. `pingpong-100`. */
   key: string;
-  kind: "stream" | "pingpong" | "connect" | "short" | "idle";
+  kind: "stream" | "pingpong" | "connect" | "short" | "idle" | "udp";
   connections: number;
 }
 
@@ -782,6 +790,9 @@ function measurements(
     );
 }
 
+// UDP: ours --udp against Deno.listenDatagram, C and Node (bench/udp.ts).
+const UDP_SERVERS: Record<string, Target> = udpServers(ROOT, BIN);
+
 // TLS: ours --tls against Deno.listenTls and Node's tls (bench/tls.ts).
 const tls = new TlsBench({
   root: ROOT,
@@ -809,7 +820,8 @@ const progress = new Progress(
     (families.includes("exec")
       ? measurements(EXEC_SERVERS, EXEC_SCENARIOS)
       : 0) +
-    (families.includes("tls") ? tls.measurements : 0)
+    (families.includes("tls") ? tls.measurements : 0) +
+    (families.includes("udp") ? measurements(UDP_SERVERS, UDP_SCENARIOS) : 0)
   ),
 );
 
@@ -1353,6 +1365,9 @@ if (import.meta.main) {
       await runFamily("exec", EXEC_SERVERS, EXEC_SCENARIOS);
     }
     if (families.includes("tls")) await tls.round();
+    if (families.includes("udp")) {
+      await runFamily("udp", UDP_SERVERS, UDP_SCENARIOS);
+    }
   }
   await progress.stop();
   const loadAfter = loadAverage();
@@ -1362,6 +1377,9 @@ if (import.meta.main) {
   const forwardTable = families.includes("forward") ? reportForward() : [];
   const execTable = families.includes("exec") ? reportExec() : [];
   const tlsTable = families.includes("tls") ? tls.report() : [];
+  const udpTable = families.includes("udp")
+    ? reportUdp(results, UDP_SERVERS)
+    : [];
   console.log(`load average before ${loadBefore}, after ${loadAfter}`);
   const json = {
     started: started.toISOString(),
@@ -1376,6 +1394,7 @@ if (import.meta.main) {
     table,
     forwardTable,
     execTable,
+    udpTable,
     raw: results,
     tls: { table: tlsTable, raw: tls.results },
   };
