@@ -113,6 +113,14 @@ export class SourceRateLimiter {
 export const MAX_LOOP_PEERS = 4096;
 
 /**
+ * Hosts a {@linkcode LoopGuard} remembers on one port: finding a peer
+ * walks its port's hosts, so a flood of (spoofed) hosts on one port costs
+ * a bounded walk; past this, the one least like a loop (lowest score, then
+ * oldest) goes.
+ */
+export const MAX_LOOP_HOSTS_PER_PORT = 64;
+
+/**
  * A reply of ours that comes back this soon (in ms) after the one before
  * came back from the same peer made a round trip with no think time: what
  * a server does, not a person or a program that reads the answer first.
@@ -325,8 +333,9 @@ export class LoopGuard {
   }
 
   #add(peer: Deno.Addr, echoed: boolean): PeerRecord {
-    if (this.#size >= this.#maxPeers) this.#evict();
     const byPort = "hostname" in peer;
+    if (byPort) this.#limitHosts(peer.port);
+    if (this.#size >= this.#maxPeers) this.#evict();
     const record: PeerRecord = {
       host: byPort ? peer.hostname : "path" in peer ? peer.path : "",
       next: byPort ? this.#byPort.get(peer.port) : undefined,
@@ -361,6 +370,34 @@ export class LoopGuard {
       this.#byPath.set(record.host, record);
     }
     record.movedAt = this.#sends;
+  }
+
+  /**
+   * Makes room for one more host on `port`: at {@linkcode
+   * MAX_LOOP_HOSTS_PER_PORT}, drops the one with the lowest score (the
+   * oldest of equals), so a flood of hosts cannot push out a loop's peer.
+   */
+  #limitHosts(port: number): void {
+    let count = 0;
+    let lowest: PeerRecord | undefined;
+    let beforeLowest: PeerRecord | undefined;
+    let before: PeerRecord | undefined;
+    for (
+      let record = this.#byPort.get(port);
+      record !== undefined;
+      before = record, record = record.next
+    ) {
+      count++;
+      if (lowest === undefined || record.score <= lowest.score) {
+        lowest = record;
+        beforeLowest = before;
+      }
+    }
+    if (count < MAX_LOOP_HOSTS_PER_PORT || lowest === undefined) return;
+    if (beforeLowest) beforeLowest.next = lowest.next;
+    else if (lowest.next) this.#byPort.set(port, lowest.next);
+    else this.#byPort.delete(port);
+    this.#size--;
   }
 
   /** Drops the least recently used peer: the last of the oldest port's chain. */

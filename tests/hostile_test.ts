@@ -23,6 +23,7 @@ import { qotdService } from "../servers/qotd.ts";
 import { udpHelloService } from "../servers/udp.ts";
 import {
   LoopGuard,
+  MAX_LOOP_HOSTS_PER_PORT,
   MAX_LOOP_PEERS,
   MAX_RATE_SOURCES,
   sourceKey,
@@ -135,7 +136,9 @@ Deno.test("the UDP tables are bounded by default: 16,384 rate buckets, 4,096 pee
   for (let i = 0; i < 20_000; i++) {
     const source = `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`;
     limiter.take(source);
-    guard.sent({ transport: "udp", hostname: source, port: 5000 }, reply, true);
+    // As many ports as a spoofing flood likes, as many hosts on each.
+    const port = 5000 + i % 100;
+    guard.sent({ transport: "udp", hostname: source, port }, reply, true);
   }
   assertEquals(MAX_RATE_SOURCES, 16_384);
   assertEquals(limiter.size, MAX_RATE_SOURCES);
@@ -143,18 +146,44 @@ Deno.test("the UDP tables are bounded by default: 16,384 rate buckets, 4,096 pee
   assertEquals(guard.size, MAX_LOOP_PEERS);
   // The most recent are the ones kept: a reply coming back twice at once
   // (the second round with no think time) is scored.
+  const peer = (hostname: string, port: number) => ({
+    transport: "udp" as const,
+    hostname,
+    port,
+  });
+  const newest = peer("10.0.78.31", 5000 + 19_999 % 100);
+  const oldest = peer("10.0.0.1", 5001);
+  for (const source of [newest, oldest]) {
+    guard.isLoop(source, reply);
+    guard.sent(source, reply, true);
+    guard.isLoop(source, reply);
+  }
+  assertEquals(guard.score(newest), 1);
+  assertEquals(guard.score(oldest), 0);
+});
+
+Deno.test("LoopGuard: a flood of hosts on one port costs a bounded walk and never pushes out a loop's peer", () => {
+  let now = 0;
+  const guard = new LoopGuard(100, { clock: () => now });
+  const reply = encoder.encode("loop");
   const peer = (hostname: string) => ({
     transport: "udp" as const,
     hostname,
-    port: 5000,
+    port: 7,
   });
-  for (const host of ["10.0.78.31", "10.0.0.1"]) {
-    guard.isLoop(peer(host), reply);
-    guard.sent(peer(host), reply, true);
-    guard.isLoop(peer(host), reply);
+  // A loop with 10.0.0.1:7, half way to being stopped.
+  for (let round = 0; round < 200; round++) {
+    guard.sent(peer("10.0.0.1"), reply, true);
+    now += 0.1;
+    guard.isLoop(peer("10.0.0.1"), reply);
   }
-  assertEquals(guard.score(peer("10.0.78.31")), 1);
-  assertEquals(guard.score(peer("10.0.0.1")), 0);
+  const score = guard.score(peer("10.0.0.1"));
+  assert(score > 150, `${score}`);
+  for (let i = 0; i < 5000; i++) {
+    guard.sent(peer(`10.1.${i >> 8}.${i & 255}`), reply, true);
+  }
+  assertEquals(guard.size, MAX_LOOP_HOSTS_PER_PORT);
+  assertEquals(guard.score(peer("10.0.0.1")), score);
 });
 
 // ---------------------------------------------------------------------------
