@@ -20,14 +20,7 @@
  * ```
  *
  * UDP (each datagram goes back to its sender, up to 65,507 bytes, so it
- * needs host-wide net permission) and a Unix stream socket. Over UDP it
- * never answers a source port below 1024 or another simple service's or
- * this toolkit's port, at most `--udp-rate` replies a second go to one
- * address, and its loop guard drops what only a loop between two servers
- * sends: its own replies coming back with no think time, hundreds of
- * rounds faster than the rate limit lets a client go (`--help` gives the
- * figures). A client repeating the same datagram is answered like any
- * other.
+ * needs host-wide net permission) and a Unix stream socket:
  *
  * ```sh
  * $ deno run --unstable-net --allow-net servers/echo.ts --udp &
@@ -40,6 +33,14 @@
  * $ echo hi | socat - UNIX-CONNECT:/tmp/echo.sock
  * hi
  * ```
+ *
+ * Over UDP it never answers a source port below 1024 or another simple
+ * service's or this toolkit's port, at most `--udp-rate` replies a second
+ * go to one address, and its loop guard drops what only a loop between
+ * two servers sends: its own replies coming back with no think time,
+ * hundreds of rounds faster than the rate limit lets a client go
+ * (`--help` gives the figures). A client repeating the same datagram is
+ * answered like any other.
  *
  * A Unix datagram socket (replies go to each client's own socket path,
  * which Deno checks for net and write permission: here, clients bind in
