@@ -236,6 +236,9 @@ export class LoopGuard {
   #size = 0;
   /** Replies recorded so far. */
   #sends = 0;
+  /** The peer isLoop() last looked up, and its record then. */
+  #lastPeer?: Deno.Addr;
+  #lastRecord?: PeerRecord;
   /** The last datagram #cameBack() hashed, and its hash. */
   #hashed?: Uint8Array;
   #hashedAs = 0;
@@ -265,7 +268,9 @@ export class LoopGuard {
    * itself (an echo).
    */
   sent(peer: Deno.Addr, reply: Uint8Array, echoed: boolean): void {
-    let record = this.#find(peer);
+    // The peer isLoop() just looked up, as a rule: not looked up again.
+    let record = peer === this.#lastPeer ? this.#lastRecord : this.#find(peer);
+    this.#lastPeer = undefined;
     if (record) {
       // Moved to the recent end once half the table's worth of replies
       // went elsewhere: an active peer never reaches the front, where
@@ -287,6 +292,8 @@ export class LoopGuard {
   /** Scores a datagram `data` from `peer`: `true` when the peer is a loop (drop it). */
   isLoop(peer: Deno.Addr, data: Uint8Array): boolean {
     const record = this.#find(peer);
+    this.#lastPeer = peer;
+    this.#lastRecord = record;
     if (!record) return false;
     const cameBack = record.pending && this.#cameBack(record, data);
     if (!cameBack && record.score <= this.threshold) return false;
@@ -378,6 +385,7 @@ export class LoopGuard {
    * oldest of equals), so a flood of hosts cannot push out a loop's peer.
    */
   #limitHosts(port: number): void {
+    this.#lastPeer = undefined;
     let count = 0;
     let lowest: PeerRecord | undefined;
     let beforeLowest: PeerRecord | undefined;
@@ -402,6 +410,7 @@ export class LoopGuard {
 
   /** Drops the least recently used peer: the last of the oldest port's chain. */
   #evict(): void {
+    this.#lastPeer = undefined;
     const port = this.#byPort.keys().next();
     if (!port.done) {
       let record = this.#byPort.get(port.value)!;
