@@ -7,7 +7,9 @@
  * is forwarded (loops with echo or chargen, CVE-1999-0103), answers to one
  * client address are rate-limited (amplification with a spoofed source),
  * the number of sessions is bounded, in all and from one source address
- * (so one host's many source ports cannot take them all), and a datagram from one of the
+ * (so one host's many source ports cannot take them all), a client that
+ * sends our answers straight back, round after round (an echo server, a
+ * loop), is dropped by the loop guard of `datagram_guard.ts`, and a datagram from one of the
  * forwarder's own session sockets (a target that is the forwarder itself)
  * is dropped.
  *
@@ -21,7 +23,12 @@ import { formatAddr, joinHostPort } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
 import type { AccessPolicy } from "./access.ts";
 import { ListenError } from "./bind.ts";
-import { sourceKey, SourceRateLimiter } from "./datagram_guard.ts";
+import {
+  LoopGuard,
+  loopRate,
+  sourceKey,
+  SourceRateLimiter,
+} from "./datagram_guard.ts";
 import { DEFAULT_UDP_RATE, type Server } from "./server_options.ts";
 
 /** How long an idle UDP session lives unless told otherwise, in ms. */
@@ -81,6 +88,15 @@ export interface DatagramForwardOptions {
   allowLowPorts?: boolean;
   /** Answers per second to one client address. Default 100; 0: no limit. */
   udpRatePerSecond?: number;
+  /**
+   * The loop guard of every datagram server here (`LoopGuard` in
+   * `lib/datagram_guard.ts`), on unless `false`: a client whose datagrams
+   * are our answers to it coming back with no think time, a few hundred
+   * rounds faster than the rate limit lets a client go (an echo server
+   * given as the source of a spoofed datagram, with the target another),
+   * is a loop, and its datagrams are dropped until it slows down.
+   */
+  loopGuard?: boolean;
   /** Where log lines go. Default stderr. */
   log?: Log;
   /** Label for log lines (`forward/udp`). */
@@ -170,6 +186,8 @@ class DatagramForwarder implements Server {
   readonly #maxSessions: number;
   readonly #perSource: number;
   readonly #rate: SourceRateLimiter;
+  /** Absent when it is off. */
+  readonly #loopGuard?: LoopGuard;
   readonly #sessions = new Map<string, Session>();
   /** Open sessions by source, for `maxSessionsPerSource`. */
   readonly #bySource = new Map<string, number>();
@@ -228,6 +246,11 @@ class DatagramForwarder implements Server {
     this.#rate = new SourceRateLimiter(
       options.udpRatePerSecond ?? DEFAULT_UDP_RATE,
     );
+    if (options.loopGuard !== false) {
+      this.#loopGuard = new LoopGuard(
+        loopRate(this.#rate.perSecond, DEFAULT_UDP_RATE),
+      );
+    }
     const dropped = () => new FloodLog(this.#log, `${this.#prefix}dropped`);
     this.#dropped = {
       lowPort: dropped(),
@@ -285,6 +308,16 @@ class DatagramForwarder implements Server {
       }
       if (this.#options.access && !this.#options.access.allows(source)) {
         this.#refused.event(`datagram from ${peer}: not allowed`);
+        continue;
+      }
+      if (this.#loopGuard?.isLoop(source, data)) {
+        // Forwarded, it would come back as the target's answer, which
+        // goes back to the client, and so on.
+        this.#dropped.loop.event(
+          `datagram from ${peer}: a loop (${
+            this.#loopGuard.score(source)
+          } answers came back with no think time, faster than ${this.#loopGuard.rate}/s: loop protection)`,
+        );
         continue;
       }
       let session = this.#sessions.get(peer);
@@ -407,6 +440,7 @@ class DatagramForwarder implements Server {
       }
       try {
         await this.#socket.send(data, session.client);
+        this.#loopGuard?.sent(session.client, data, true);
         session.bytesOut += data.byteLength;
       } catch (error) {
         if (this.#closing) return;

@@ -55,8 +55,10 @@
  * and `--per-source` those of one client address (default
  * `DEFAULT_UDP_SESSIONS_PER_SOURCE`, 64: one host using many source
  * ports cannot take them all); no datagram from a source port below 1024 is forwarded
- * (`--allow-low-ports`) and answers to one client address are limited by
- * `--udp-rate`, as every UDP server here does.
+ * (`--allow-low-ports`), answers to one client address are limited by
+ * `--udp-rate`, and a client that sends each answer straight back, round
+ * after round faster than that (an echo server: a loop), is dropped by
+ * the loop guard, as every UDP server here does.
  *
  * ## PROXY protocol
  *
@@ -203,6 +205,7 @@ export function serveForward(options: ForwardOptions): Server {
       access: options.access,
       allowLowPorts: options.allowLowPorts,
       udpRatePerSecond: options.udpRatePerSecond,
+      loopGuard: options.loopGuard,
       log: options.log,
       label: options.label,
       signal: options.signal,
@@ -341,7 +344,9 @@ address (default ${DEFAULT_UDP_SESSIONS_PER_SOURCE}), each with a socket and a $
 } KiB receive
 buffer; no datagram from a source port below 1024 is forwarded
 (--allow-low-ports), answers are limited by --udp-rate (default
-${DEFAULT_UDP_RATE}/s per client address).
+${DEFAULT_UDP_RATE}/s per client address), and a client that sends each answer
+straight back for hundreds of rounds faster than that (an echo: a loop) is
+dropped until it slows down.
 
 Permissions: --allow-net=LISTEN_HOST:PORT,TARGET_HOST:PORT (a target by name:
 NAME:PORT). unix:PATH, to listen or to connect: --allow-net=unix:PATH

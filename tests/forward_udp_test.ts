@@ -265,3 +265,34 @@ Deno.test("forward.ts udp://: one address with many source ports holds at most -
     }
   }
 });
+
+Deno.test("forward.ts udp:// --udp-rate 0: a client that sends every answer straight back (an echo, a loop) is dropped within a few hundred rounds", async () => {
+  await using target = udpTarget();
+  await using forward = await startUdpForward(target.port, [
+    "--udp-rate",
+    "0",
+  ]);
+  // The other end of the loop: an echo with no guard of its own.
+  const reflector = client();
+  let bounced = 0;
+  const reflecting = (async () => {
+    try {
+      while (true) {
+        const [data] = await reflector.receive();
+        bounced++;
+        await reflector.send(data, to(forward.port));
+      }
+    } catch {
+      // Closed.
+    }
+  })();
+  await reflector.send(encode("round and round"), to(forward.port));
+  await forward.proc.waitForStderr(
+    /dropped datagram from 127\.0\.0\.1:\d+: a loop \(\d+ answers came back/,
+  );
+  reflector.close();
+  await reflecting;
+  console.error(`the loop ended after ${bounced} rounds`);
+  assert(bounced >= 100, `${bounced}: no loop to stop`);
+  assertLessOrEqual(bounced, 600);
+});
