@@ -100,12 +100,11 @@ export class DatagramServer extends BaseServer {
       }
       const data = received[0];
       const source = received[1];
-      // The synchronous part in a method of its own, which the engine
-      // optimizes (this loop, resumed after each await, runs unoptimized).
-      const answer = this.#answer(data, source);
-      if (answer === null) continue;
       this.#answering = true;
       try {
+        // The synchronous part in a method of its own, which the engine
+        // optimizes (this loop, resumed after each await, runs unoptimized).
+        const answer = this.#answer(data, source);
         const reply = answer instanceof Promise
           ? await this.#settle(answer, source)
           : answer;

@@ -612,6 +612,42 @@ for (const [name, makeA, makeB] of LOOP_PAIRS) {
   });
 }
 
+for (const kind of ["sync", "async"] as const) {
+  Deno.test(
+    `${
+      kind === "sync" ? "a synchronous" : "an asynchronous"
+    } datagram handler that throws costs one log line; the next datagram is answered`,
+    async () => {
+      const { lines, log } = logLines();
+      const fail = (data: Uint8Array) => {
+        if (decoder.decode(data) === "boom") throw new Error("handler broke");
+        return data;
+      };
+      await using server = serve({
+        name: "echo",
+        defaultPort: 7,
+        datagram: kind === "sync"
+          ? fail
+          : (data) => Promise.resolve(fail(data)),
+      }, { transport: "udp", hostname: "127.0.0.1", port: 0, log });
+      const { port } = server.addr as Deno.NetAddr;
+      const target = { transport: "udp" as const, hostname: "127.0.0.1", port };
+      using client = udpClient();
+      await client.send(encoder.encode("boom"), target);
+      await client.send(encoder.encode("fine"), target);
+      assertEquals(
+        decoder.decode((await receiveOrNull(client, 2000))!),
+        "fine",
+      );
+      assertEquals(
+        lines.filter((line) => / failed: handler broke$/.test(line)).length,
+        1,
+        lines.join("\n"),
+      );
+    },
+  );
+}
+
 Deno.test("control: an echo client repeating the same datagram, and a burst, are all answered", async () => {
   await using server = serve(echo(), {
     transport: "udp",
