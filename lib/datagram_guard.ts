@@ -191,7 +191,7 @@ interface PeerRecord {
  * while it goes no faster than `rate` round trips a second: a rate limit
  * of `rate` and its burst are inside it. The clock is read only when a
  * reply comes back, or for a peer taken for a loop: other traffic costs
- * two lookups by port (no string is built or hashed) and a hash of the
+ * a lookup by port (no string is built or hashed) and a hash of the
  * datagram. At most `maxPeers` (default {@linkcode MAX_LOOP_PEERS}) are
  * kept, least recently used (by port) first out.
  *
