@@ -166,6 +166,7 @@ export {
   serveSimple,
   SIMPLE_SERVICE_PORTS,
   simpleLoopPorts,
+  TOOLKIT_UDP_PORTS,
   userPortHelp,
 } from "./lib/simple.ts";
 export {
@@ -273,4 +274,5 @@ export {
   type ServerFlagValues,
   serverOptionsFromFlags,
   TCP_SERVER_FLAG_NAMES,
+  udpGuardHelp,
 } from "./lib/server_cli.ts";

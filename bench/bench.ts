@@ -20,6 +20,11 @@
  * forwarders with four targets (ours, haproxy, nginx's `stream`) in front of
  * four C echo servers: their rates, and the failover time when one target
  * is killed.
+ * The udp family (`bench/udp.ts`) is a 64-byte UDP ping-pong from 1 and 32
+ * sockets against `servers/echo.ts --udp` (with `--udp-rate 0` and with
+ * its defaults), a minimal `Deno.listenDatagram` echo, a C
+ * `recvfrom`/`sendto` echo and Node's `dgram`: `deno task bench --family
+ * udp`.
  *
  * Our servers run exactly as users run them: `deno run` with the
  * least-privilege permissions of their header, logging to a file.
@@ -37,6 +42,7 @@ import {
 } from "../lib/cli.ts";
 import { BalanceBench } from "./balance.ts";
 import { TlsBench } from "./tls.ts";
+import { reportUdp, UDP_SCENARIOS, udpServers } from "./udp.ts";
 import { plotSvg } from "./plot.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -65,11 +71,11 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nbalance: bal-ours,bal-haproxy,bal-nginx",
+    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nbalance: bal-ours,bal-haproxy,bal-nginx;\nudp: udp-ours,udp-ours-defaults,udp-minimal,udp-c,udp-node",
   ),
   family: flag.string(
     "LIST",
-    "only these families: echo,daytime,forward,exec,tls,balance",
+    "only these families: echo,daytime,forward,exec,tls,balance,udp",
   ),
 };
 
@@ -104,6 +110,7 @@ const families = flags.family?.split(",") ?? [
   "exec",
   "tls",
   "balance",
+  "udp",
 ];
 
 // Server on CPU 0, load generator on CPU 1; a 1-CPU machine pins nothing.
@@ -380,7 +387,7 @@ const EXEC_SERVERS: Record<string, Target> = {
 interface Scenario {
   /** Row key, e.g. `pingpong-100`. */
   key: string;
-  kind: "stream" | "pingpong" | "connect" | "short" | "idle";
+  kind: "stream" | "pingpong" | "connect" | "short" | "idle" | "udp";
   connections: number;
 }
 
@@ -791,6 +798,9 @@ function measurements(
     );
 }
 
+// UDP: ours --udp against Deno.listenDatagram, C and Node (bench/udp.ts).
+const UDP_SERVERS: Record<string, Target> = udpServers(ROOT, BIN);
+
 // TLS: ours --tls against Deno.listenTls and Node's tls (bench/tls.ts).
 const tls = new TlsBench({
   root: ROOT,
@@ -830,7 +840,8 @@ const progress = new Progress(
       ? measurements(EXEC_SERVERS, EXEC_SCENARIOS)
       : 0) +
     (families.includes("tls") ? tls.measurements : 0) +
-    (families.includes("balance") ? balance.measurements : 0)
+    (families.includes("balance") ? balance.measurements : 0) +
+    (families.includes("udp") ? measurements(UDP_SERVERS, UDP_SCENARIOS) : 0)
   ),
 );
 
@@ -1375,6 +1386,9 @@ if (import.meta.main) {
     }
     if (families.includes("tls")) await tls.round();
     if (families.includes("balance")) await balance.round();
+    if (families.includes("udp")) {
+      await runFamily("udp", UDP_SERVERS, UDP_SCENARIOS);
+    }
   }
   await progress.stop();
   const loadAfter = loadAverage();
@@ -1385,6 +1399,9 @@ if (import.meta.main) {
   const execTable = families.includes("exec") ? reportExec() : [];
   const tlsTable = families.includes("tls") ? tls.report() : [];
   const balanceTable = families.includes("balance") ? balance.report() : [];
+  const udpTable = families.includes("udp")
+    ? reportUdp(results, UDP_SERVERS)
+    : [];
   console.log(`load average before ${loadBefore}, after ${loadAfter}`);
   const json = {
     started: started.toISOString(),
@@ -1399,6 +1416,7 @@ if (import.meta.main) {
     table,
     forwardTable,
     execTable,
+    udpTable,
     raw: results,
     tls: { table: tlsTable, raw: tls.results },
     balance: { table: balanceTable, raw: balance.results },

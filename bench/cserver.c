@@ -6,6 +6,8 @@
  *                          connections, a per-connection copy only for bytes
  *                          the peer is not reading yet (backpressure)
  *   cserver daytime PORT   daytime (RFC 867): accept, write, close
+ *   cserver udp-echo PORT  echo over UDP: a blocking recvfrom/sendto loop
+ *                          (one datagram in hand at a time, as ours)
  *
  * Listens on 127.0.0.1; prints `listening on 127.0.0.1:PORT` on stderr.
  */
@@ -83,9 +85,28 @@ static void on_echo(int ep, struct conn *c, uint32_t events) {
   }
 }
 
+/* UDP echo: each datagram back to its sender, as it came. */
+static _Noreturn void udp_echo(int port) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("bind");
+  socklen_t len = sizeof addr;
+  getsockname(fd, (struct sockaddr *)&addr, &len);
+  fprintf(stderr, "listening on 127.0.0.1:%d\n", ntohs(addr.sin_port));
+  for (;;) {
+    struct sockaddr_in from;
+    socklen_t from_len = sizeof from;
+    ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &from_len);
+    if (n < 0) continue;
+    sendto(fd, buf, n, 0, (struct sockaddr *)&from, from_len);
+  }
+}
+
 int main(int argc, char **argv) {
+  if (argc == 3 && !strcmp(argv[1], "udp-echo")) udp_echo(atoi(argv[2]));
   if (argc != 3 || (strcmp(argv[1], "echo") && strcmp(argv[1], "daytime"))) {
-    fprintf(stderr, "usage: cserver echo|daytime PORT\n");
+    fprintf(stderr, "usage: cserver echo|daytime|udp-echo PORT\n");
     return 2;
   }
   int daytime = !strcmp(argv[1], "daytime");

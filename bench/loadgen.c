@@ -8,8 +8,12 @@
  *   loadgen short    HOST PORT CONNS SECONDS   connect, one 64-byte round
  *                                              trip, close (an echo server)
  *   loadgen idle     HOST PORT CONNS PID       N idle connections, RSS of PID
+ *   loadgen udp      HOST PORT SOCKS SECONDS   UDP ping-pong: 64-byte datagrams,
+ *                                              each different, one in flight a
+ *                                              socket; one unanswered for 20 ms
+ *                                              is counted lost and replaced
  *
- * With a server PID as a sixth argument, the first three also print the
+ * With a server PID as a sixth argument, all but idle also print the
  * CPU time the server's threads used during the run (`server_cpu_ms`), a
  * figure a loaded machine disturbs far less than throughput.
  */
@@ -224,6 +228,103 @@ static int pingpong(int conns, double seconds) {
   return 0;
 }
 
+
+#define UDP_TIMEOUT 0.020 /* s: a datagram not answered by then is lost */
+
+/*
+ * UDP ping-pong from `socks` connected sockets: each sends a 64-byte
+ * datagram carrying its socket and sequence number (so every datagram
+ * differs), waits for it back, verifies it and sends the next. A reply
+ * that never comes (a server that drops it, a rate limit) is counted lost
+ * after UDP_TIMEOUT and a new datagram goes; one that comes late is
+ * ignored. A reply that carries the awaited number but other bytes fails.
+ */
+static int udp_pingpong(int socks, double seconds) {
+  int ep = epoll_create1(0);
+  int *fds = calloc(socks, sizeof *fds);
+  uint64_t *seq = calloc(socks, sizeof *seq);
+  double *sent = calloc(socks, sizeof *sent);
+  size_t cap = 1 << 20, count = 0;
+  double *lat = malloc(cap * sizeof *lat);
+  uint8_t req[MSG], buf[MSG * 4];
+  uint64_t trips = 0, lost = 0, late = 0;
+  for (int i = 0; i < socks; i++) {
+    fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    if (fds[i] < 0) die("socket");
+    if (connect(fds[i], (struct sockaddr *)&server, sizeof server) < 0) die("connect");
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+  }
+  /* The datagram of socket i, sequence s: its numbers, then a pattern of them. */
+#define FILL(i, s)                                                    \
+  do {                                                                \
+    uint64_t v = (s), k = (i);                                        \
+    memcpy(req, &v, 8);                                               \
+    memcpy(req + 8, &k, 8);                                           \
+    for (int b = 16; b < MSG; b++) req[b] = (uint8_t)(v * 31 + k * 7 + b); \
+  } while (0)
+  double cpu = server_cpu(), start = now(), end = start + seconds;
+  for (int i = 0; i < socks; i++) {
+    FILL(i, seq[i]);
+    sent[i] = now();
+    send(fds[i], req, MSG, 0);
+  }
+  struct epoll_event evs[256];
+  double next_check = start + UDP_TIMEOUT;
+  for (;;) {
+    int n = epoll_wait(ep, evs, 256, 5);
+    double t = now();
+    if (t >= end) break;
+    for (int e = 0; e < n; e++) {
+      int i = evs[e].data.u32;
+      for (;;) {
+        ssize_t r = recv(fds[i], buf, sizeof buf, 0);
+        if (r < 0) break; /* EAGAIN, or ECONNREFUSED: counted as lost */
+        uint64_t got;
+        memcpy(&got, buf, 8);
+        if (r < 8 || got != seq[i]) {
+          late++;
+          continue;
+        }
+        FILL(i, seq[i]);
+        if (r != MSG || memcmp(buf, req, MSG) != 0) {
+          fprintf(stderr, "loadgen: udp: wrong reply\n");
+          return 1;
+        }
+        double done = now();
+        if (count == cap) lat = realloc(lat, (cap *= 2) * sizeof *lat);
+        lat[count++] = done - sent[i];
+        trips++;
+        FILL(i, ++seq[i]);
+        sent[i] = done;
+        send(fds[i], req, MSG, 0);
+      }
+    }
+    if (t >= next_check) {
+      for (int i = 0; i < socks; i++) {
+        if (t - sent[i] < UDP_TIMEOUT) continue;
+        lost++;
+        FILL(i, ++seq[i]);
+        sent[i] = t;
+        send(fds[i], req, MSG, 0);
+      }
+      next_check = t + UDP_TIMEOUT / 4;
+    }
+  }
+#undef FILL
+  double elapsed = now() - start;
+  cpu = server_cpu() - cpu;
+  qsort(lat, count, sizeof *lat, cmp_double);
+  double p50 = count ? lat[count / 2] : 0, p99 = count ? lat[(size_t)(count * 0.99)] : 0;
+  printf("{\"scenario\":\"udp\",\"sockets\":%d,\"seconds\":%.3f,"
+         "\"round_trips\":%llu,\"per_s\":%.0f,\"lost\":%llu,\"late\":%llu,"
+         "\"p50_us\":%.1f,\"p99_us\":%.1f,\"server_cpu_ms\":%.1f}\n",
+         socks, elapsed, (unsigned long long)trips, trips / elapsed,
+         (unsigned long long)lost, (unsigned long long)late, p50 * 1e6,
+         p99 * 1e6, cpu * 1e3);
+  return 0;
+}
+
 /* Closes `c` and opens a new connection in its place, watched for `out`. */
 static void reconnect(int ep, struct conn *c, int out) {
   epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
@@ -375,7 +476,7 @@ static int idle(int conns, int pid) {
 
 int main(int argc, char **argv) {
   if (argc != 6 && argc != 7) {
-    fprintf(stderr, "usage: loadgen stream|pingpong|connect|short|idle HOST PORT CONNS SECONDS|PID [SERVER_PID]\n");
+    fprintf(stderr, "usage: loadgen stream|pingpong|connect|short|idle|udp HOST PORT CONNS SECONDS|PID [SERVER_PID]\n");
     return 2;
   }
   server.sin_family = AF_INET;
@@ -396,6 +497,7 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "connect")) return connect_bench(conns, atof(argv[5]));
   if (!strcmp(argv[1], "short")) return short_bench(conns, atof(argv[5]));
   if (!strcmp(argv[1], "idle")) return idle(conns, atoi(argv[5]));
+  if (!strcmp(argv[1], "udp")) return udp_pingpong(conns, atof(argv[5]));
   fprintf(stderr, "loadgen: unknown scenario %s\n", argv[1]);
   return 2;
 }

@@ -3,7 +3,10 @@
  * answer, behind the guards that keep it from being turned against others
  * or itself: no replies to low or service source ports (CVE-1999-0103), an
  * access list, a reply rate per source and the loop guard of
- * `datagram_guard.ts`. Stopping lets the datagram in hand be answered.
+ * `datagram_guard.ts` (a source whose datagrams are our replies coming
+ * back with no think time, faster than the rate limit lets a client go,
+ * for a few hundred round trips: never a datagram's bytes alone).
+ * Stopping lets the datagram in hand be answered.
  *
  * @module
  */
@@ -11,8 +14,8 @@
 import type { AccessPolicy } from "./access.ts";
 import { bindDatagram, type Binding } from "./bind.ts";
 import {
-  ReplyMemory,
-  serviceReplyKind,
+  LoopGuard,
+  loopRate,
   sourceKey,
   SourceRateLimiter,
 } from "./datagram_guard.ts";
@@ -38,15 +41,17 @@ export class DatagramServer extends BaseServer {
   readonly #dropSourcePorts: ReadonlySet<number>;
   readonly #access?: AccessPolicy;
   readonly #rate: SourceRateLimiter;
-  /** For the loop guard; absent when it is off. */
-  readonly #replies?: ReplyMemory;
+  /** Absent when it is off. */
+  readonly #loopGuard?: LoopGuard;
   readonly #droppedLowPort = new FloodLog(this.log, `${this.prefix}dropped`);
   readonly #droppedRate = new FloodLog(this.log, `${this.prefix}dropped`);
   readonly #droppedLoop = new FloodLog(this.log, `${this.prefix}dropped`);
   readonly #refusedAccess = new FloodLog(this.log, `${this.prefix}refused`);
   #loopDone: Promise<void> = Promise.resolve();
-  /** Settles once the datagram being handled has been answered. */
-  #inFlight?: Promise<void>;
+  /** Whether a datagram is being answered (its handler, its reply). */
+  #answering = false;
+  /** Called once it has been, while `stop()` waits for that. */
+  #answered?: () => void;
 
   constructor(
     service: Service,
@@ -64,7 +69,11 @@ export class DatagramServer extends BaseServer {
     this.#rate = new SourceRateLimiter(
       options.udpRatePerSecond ?? DEFAULT_UDP_RATE,
     );
-    if (options.loopGuard !== false) this.#replies = new ReplyMemory();
+    if (options.loopGuard !== false) {
+      this.#loopGuard = new LoopGuard(
+        loopRate(this.#rate.perSecond, DEFAULT_UDP_RATE),
+      );
+    }
     const start = (s: Deno.DatagramConn) => {
       this.#socket = s;
       if (this.closing) s.close();
@@ -82,55 +91,97 @@ export class DatagramServer extends BaseServer {
   async #receiveLoop(socket: Deno.DatagramConn): Promise<void> {
     const buffer = new Uint8Array(65536);
     while (!this.closing) {
-      let data: Uint8Array;
-      let source: Deno.Addr;
+      let received: [Uint8Array, Deno.Addr];
       try {
-        [data, source] = await socket.receive(buffer);
+        received = await socket.receive(buffer);
       } catch (error) {
         if (this.closing) break;
         this.log(`${this.prefix}receive failed: ${(error as Error).message}`);
         continue;
       }
-      const peer = formatAddr(source);
-      if (this.#drops(source, peer, data)) continue;
-      let answered!: () => void;
-      this.#inFlight = new Promise((resolve) => answered = resolve);
+      const data = received[0];
+      const source = received[1];
+      this.#answering = true;
       try {
-        await this.#answer(socket, data, source, peer);
+        // The synchronous part in a method of its own, which the engine
+        // optimizes (this loop, resumed after each await, runs unoptimized).
+        const answer = this.#answer(data, source);
+        const reply = answer instanceof Promise
+          ? await this.#settle(answer, source)
+          : answer;
+        if (reply) {
+          // Whether the reply is the request itself (an echo): then only
+          // the same bytes coming back count as a loop's round.
+          const echoed = reply === data || sameBytes(reply, data);
+          await socket.send(reply, source);
+          this.#loopGuard?.sent(source, reply, echoed);
+        }
       } catch (error) {
         if (this.closing) break;
         this.log(
-          `${this.prefix}reply to ${peer} failed: ${(error as Error).message}`,
+          `${this.prefix}reply to ${formatAddr(source)} failed: ${
+            (error as Error).message
+          }`,
         );
       } finally {
-        this.#inFlight = undefined;
-        answered();
+        this.#answering = false;
+        this.#answered?.();
       }
     }
   }
 
   /**
-   * Whether a datagram is dropped before its handler sees it: from a port
-   * that must not be answered, not allowed, from an unbound Unix socket,
-   * or our own reply bounced back (each logged, counted).
+   * A datagram's reply, unless it is dropped (see #drops), its handler
+   * has none or the rate limit holds it back: `null` then; a promise when
+   * the handler returns one (see #settle).
    */
-  #drops(source: Deno.Addr, peer: string, data: Uint8Array): boolean {
-    if ("port" in source && source.port < 1024 && !this.#allowLowPorts) {
+  #answer(
+    data: Uint8Array,
+    source: Deno.Addr,
+  ): Uint8Array | Promise<Uint8Array | null | undefined> | null {
+    if (this.#drops(source, data)) return null;
+    const reply = this.#handler(data, source);
+    if (reply instanceof Promise) return reply;
+    return reply && this.#mayReply(source) ? reply : null;
+  }
+
+  /** An asynchronous handler's reply, if the rate limit lets it go. */
+  async #settle(
+    answer: Promise<Uint8Array | null | undefined>,
+    source: Deno.Addr,
+  ): Promise<Uint8Array | null> {
+    const reply = await answer;
+    return reply && this.#mayReply(source) ? reply : null;
+  }
+
+  /**
+   * Whether a datagram is dropped before its handler sees it (its source
+   * formatted only for a log line: no string is built a datagram): from a port
+   * that must not be answered, not allowed, from an unbound Unix socket,
+   * or from a peer the loop guard takes for a loop (each logged, counted).
+   */
+  #drops(source: Deno.Addr, data: Uint8Array): boolean {
+    const port = (source as Deno.NetAddr).port;
+    if (port < 1024 && !this.#allowLowPorts) {
       // CVE-1999-0103: a reply to a privileged port (echo, chargen...)
       // can start an endless loop between two services.
       this.#droppedLowPort.event(
-        `datagram from ${peer}: source port below 1024`,
+        `datagram from ${formatAddr(source)}: source port below 1024`,
       );
       return true;
     }
-    if ("port" in source && this.#dropSourcePorts.has(source.port)) {
+    if (port !== undefined && this.#dropSourcePorts.has(port)) {
       this.#droppedLowPort.event(
-        `datagram from ${peer}: source port is a service port (loop protection)`,
+        `datagram from ${
+          formatAddr(source)
+        }: source port is a service port (loop protection)`,
       );
       return true;
     }
     if (this.#access && !this.#access.allows(source)) {
-      this.#refusedAccess.event(`datagram from ${peer}: not allowed`);
+      this.#refusedAccess.event(
+        `datagram from ${formatAddr(source)}: not allowed`,
+      );
       return true;
     }
     if ("path" in source && !source.path) {
@@ -139,51 +190,30 @@ export class DatagramServer extends BaseServer {
       );
       return true;
     }
-    if (this.#replies?.bouncedBack(peer, data)) {
-      // Our own reply, back from a server that answers anything: answering
-      // it would start a loop (two echo servers: forever).
+    if (this.#loopGuard?.isLoop(source, data)) {
+      // Answering would keep a loop between two servers going (two echo
+      // servers: forever, with no rate limit).
       this.#droppedLoop.event(
-        `datagram from ${peer}: the reply just sent to it, bounced back (loop protection)`,
+        `datagram from ${formatAddr(source)}: a loop (${
+          this.#loopGuard.score(source)
+        } replies came back with no think time, faster than ${this.#loopGuard.rate}/s: loop protection)`,
       );
       return true;
     }
     return false;
   }
 
-  /**
-   * Runs the handler and sends its reply, unless the loop guard or the
-   * rate limit holds it back (logged, counted).
-   */
-  async #answer(
-    socket: Deno.DatagramConn,
-    data: Uint8Array,
-    source: Deno.Addr,
-    peer: string,
-  ): Promise<void> {
-    const reply = await this.#handler(data, source);
-    if (!reply) return;
-    const kind = this.#replies && !sameBytes(reply, data)
-      ? serviceReplyKind(data)
-      : undefined;
-    if (kind) {
-      // A service whose reply ignores the request, asked by another
-      // such service's reply: the two would answer each other forever.
-      this.#droppedLoop.event(
-        `datagram from ${peer}: ${kind}, another service's reply (loop protection)`,
-      );
-      return;
-    }
+  /** Whether the rate limit lets a reply go to `source` (a drop is logged, counted). */
+  #mayReply(source: Deno.Addr): boolean {
+    if (this.#rate.perSecond <= 0) return true;
     const from = sourceKey(source);
-    if (!this.#rate.take(from)) {
-      this.#droppedRate.event(
-        `reply to ${peer}: over ${this.#rate.perSecond} replies/s to ${
-          escapeControlChars(from)
-        }`,
-      );
-      return;
-    }
-    await socket.send(reply, source);
-    this.#replies?.sent(peer, reply);
+    if (this.#rate.take(from)) return true;
+    this.#droppedRate.event(
+      `reply to ${
+        formatAddr(source)
+      }: over ${this.#rate.perSecond} replies/s to ${escapeControlChars(from)}`,
+    );
+    return false;
   }
 
   protected async stop(gracePeriodMs: number): Promise<void> {
@@ -191,10 +221,10 @@ export class DatagramServer extends BaseServer {
     // `--once` does) gets its reply before the socket closes, within the
     // grace period, as stream connections in flight do (never longer than
     // the server's own: a reply is no long-lived connection).
-    if (this.#inFlight) {
+    if (this.#answering) {
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
-        this.#inFlight,
+        new Promise<void>((resolve) => this.#answered = resolve),
         new Promise((resolve) =>
           graceTimer = setTimeout(
             resolve,

@@ -36,6 +36,12 @@ import {
   type ServerOptions,
 } from "./server_options.ts";
 import { formatBytes, MAX_SMALL_FILE_BYTES } from "./files.ts";
+import { LOOP_ROUNDS, LOOP_THINK_MS } from "./datagram_guard.ts";
+import {
+  INETD_BASE,
+  SIMPLE_SERVICE_PORTS,
+  TOOLKIT_UDP_PORTS,
+} from "./simple.ts";
 import { readTlsFiles } from "./tls.ts";
 import { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
 import { workerCount, workerPlace } from "./workers.ts";
@@ -265,7 +271,7 @@ const SHARED_SERVER_FLAGS = {
     DATAGRAM,
     flag.integer(
       "N",
-      "UDP: replies per second to one source address, whatever\nits port (an IPv6 /64 counts as one) {default}; 0 still\nkeeps the loop guard: a datagram that is the reply just sent\nto its source, or (for all but echo) one shaped like another\nsimple service's reply, is never answered",
+      "UDP: replies per second to one source address, whatever\nits port (an IPv6 /64 counts as one) {default}; 0 still\nkeeps the loop guard (see below)",
       {
         min: 0,
         max: 1_000_000,
@@ -623,4 +629,49 @@ export async function runServers(
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
   }
+}
+
+/**
+ * The `--help` paragraph on what a UDP server never answers: low source
+ * ports, with `servicePorts` the simple services' and this toolkit's
+ * ports too (see `simpleLoopPorts`), more than `--udp-rate`, and what the
+ * loop guard drops (see `LoopGuard` in `lib/datagram_guard.ts`), with its
+ * figures taken from the constants it runs on.
+ *
+ * @example
+ * ```ts
+ * import { assertStringIncludes } from "@std/assert";
+ * import { udpGuardHelp } from "./server_cli.ts";
+ *
+ * assertStringIncludes(udpGuardHelp(), "is always answered");
+ * ```
+ */
+export function udpGuardHelp(
+  options: { servicePorts?: boolean } = {},
+): string {
+  const wellKnown = Object.values(SIMPLE_SERVICE_PORTS).join(", ");
+  const ours = Object.values(TOOLKIT_UDP_PORTS).sort((a, b) => a - b)
+    .join(", ");
+  const ports = options.servicePorts ?? true
+    ? ` nor to the simple services' ports (${wellKnown}, the same at inetd's base ${INETD_BASE}) or this toolkit's (${ours}), where another server would answer back;`
+    : "";
+  return wrapText(
+    `UDP: no reply to a source port below 1024 (--allow-low-ports),${ports} at most --udp-rate replies a second to one source address; and, whatever --udp-rate, the loop guard: a source whose datagrams are our replies to it coming back within ${LOOP_THINK_MS} ms (the same bytes; to a service that ignores the request, also a simple service's reply), ${LOOP_ROUNDS} round trips more than --udp-rate allows (${DEFAULT_UDP_RATE}/s when it is lower or 0), is a loop between two servers and is not answered until it slows down. A client repeating the same datagram within --udp-rate is always answered: no datagram is dropped for its bytes alone.`,
+  );
+}
+
+/** `text` in lines of at most `width` characters, broken at spaces. */
+function wrapText(text: string, width = 76): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
+  }
+  if (line) lines.push(line);
+  return lines.join("\n");
 }

@@ -167,15 +167,18 @@ export interface ServerOptions {
    */
   udpRatePerSecond?: number;
   /**
-   * Datagrams: the loop guard, on unless `false`, whatever the rate limit.
-   * A datagram identical to the reply sent to its source (address and
-   * port) within the last second is that reply bounced back by a server
-   * that answers anything, and is dropped; and a service whose reply is
-   * not the datagram itself (all but echo) does not answer a datagram
-   * shaped like a simple service's reply (text in CRLF lines, or an
-   * RFC 868 time: see `serviceReplyKind` in `lib/datagram_guard.ts`). So
-   * a loop between two servers that answer anything ends within two
-   * round trips, whatever their ports. Drops are logged, counted.
+   * Datagrams: the loop guard, on unless `false`, whatever the rate limit
+   * (`LoopGuard` in `lib/datagram_guard.ts`). It tells a loop between two
+   * servers that answer anything from a client by what only a loop does:
+   * a source (address and port) whose datagrams are our replies to it
+   * coming back with no think time (within `LOOP_THINK_MS`; the same
+   * bytes, or, to a service whose reply ignores the request, a simple
+   * service's reply), `LOOP_ROUNDS` round trips more than the rate limit
+   * allows (`DEFAULT_UDP_RATE` a second when that is lower or 0), is
+   * dropped until it slows down (logged, counted). So two echo servers
+   * with no rate limit stop each other within a few hundred round trips,
+   * and a client repeating the same datagram within the rate limit is
+   * always answered: a datagram's bytes alone never drop it.
    */
   loopGuard?: boolean;
   /**

@@ -24,6 +24,14 @@ export const SIMPLE_SERVICE_PORTS: Readonly<
   time: 37,
 });
 
+/**
+ * The default ports of this toolkit's own UDP servers that answer any
+ * datagram (`servers/echo.ts`, `servers/udp.ts`): one of them there would
+ * answer back, so the simple services never answer these ports either.
+ */
+export const TOOLKIT_UDP_PORTS: Readonly<Record<"echo" | "udpHello", number>> =
+  Object.freeze({ echo: 15000, udpHello: 3500 });
+
 /** The base port `servers/inetd.ts` adds the well-known ports to. */
 export const INETD_BASE = 10000;
 
@@ -64,10 +72,11 @@ export const MAX_SIMPLE_DATAGRAM = 512;
 
 /**
  * The source ports a simple service's UDP side never answers: every simple
- * service's port at each of `bases` (0 is the well-known ports), plus
- * `extra` (a server's own port: the same service elsewhere would answer
- * back). Replying to one of these can start an endless loop between two
- * services (CVE-1999-0103), even when low ports are otherwise allowed.
+ * service's port at each of `bases` (0 is the well-known ports), this
+ * toolkit's own ({@linkcode TOOLKIT_UDP_PORTS}), plus `extra` (a server's
+ * own port: the same service elsewhere would answer back). Replying to one
+ * of these can start an endless loop between two services
+ * (CVE-1999-0103), even when low ports are otherwise allowed.
  *
  * @example
  * ```ts
@@ -75,8 +84,8 @@ export const MAX_SIMPLE_DATAGRAM = 512;
  * import { simpleLoopPorts } from "./simple.ts";
  *
  * assertEquals(
- *   [...simpleLoopPorts([0, 10000], [15000])].sort((a, b) => a - b),
- *   [7, 9, 13, 17, 19, 37, 10007, 10009, 10013, 10017, 10019, 10037, 15000],
+ *   [...simpleLoopPorts([0, 10000], [20000])].sort((a, b) => a - b),
+ *   [7, 9, 13, 17, 19, 37, 3500, 10007, 10009, 10013, 10017, 10019, 10037, 15000, 20000],
  * );
  * ```
  */
@@ -90,6 +99,7 @@ export function simpleLoopPorts(
       if (base + port <= 65535) ports.add(base + port);
     }
   }
+  for (const port of Object.values(TOOLKIT_UDP_PORTS)) ports.add(port);
   for (const port of extra) if (port > 0) ports.add(port);
   return ports;
 }
@@ -97,8 +107,8 @@ export function simpleLoopPorts(
 /**
  * Starts a simple service with its loop protection on: unless `options`
  * says otherwise, UDP datagrams from {@linkcode simpleLoopPorts} (the
- * well-known ports, inetd's default range and the server's own port) are
- * dropped, counted in the log.
+ * well-known ports, inetd's default range, this toolkit's own servers'
+ * ports and the server's own port) are dropped, counted in the log.
  *
  * @example
  * ```ts

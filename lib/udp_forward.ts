@@ -6,7 +6,10 @@
  * UDP server here keeps stay on: no datagram from a source port below 1024
  * is forwarded (loops with echo or chargen, CVE-1999-0103), answers to one
  * client address are rate-limited (amplification with a spoofed source),
- * the number of sessions is bounded, and a datagram from one of the
+ * the number of sessions is bounded, in all and from one source address
+ * (so one host's many source ports cannot take them all), a client that
+ * sends our answers straight back, round after round (an echo server, a
+ * loop), is dropped by the loop guard of `datagram_guard.ts`, and a datagram from one of the
  * forwarder's own session sockets (a target that is the forwarder itself)
  * is dropped.
  *
@@ -20,7 +23,12 @@ import { formatAddr, joinHostPort } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
 import type { AccessPolicy } from "./access.ts";
 import { ListenError } from "./bind.ts";
-import { sourceKey, SourceRateLimiter } from "./datagram_guard.ts";
+import {
+  LoopGuard,
+  loopRate,
+  sourceKey,
+  SourceRateLimiter,
+} from "./datagram_guard.ts";
 import { DEFAULT_UDP_RATE, type Server } from "./server_options.ts";
 import type { TargetPool } from "./targets.ts";
 
@@ -32,6 +40,23 @@ export const DEFAULT_UDP_SESSION_TIMEOUT_MS = 30_000;
  * receive buffer of {@linkcode MAX_DATAGRAM_BYTES}.
  */
 export const DEFAULT_UDP_SESSIONS = 1024;
+
+/**
+ * Sessions at once from one source ({@linkcode sourceKey}: an IPv4
+ * address, an IPv6 /64) unless told otherwise: a sixteenth of
+ * {@linkcode DEFAULT_UDP_SESSIONS}, as the stream servers' per-source
+ * default is of theirs, so one host using many source ports cannot hold
+ * every session; at least 16 hosts must collude to fill the forwarder.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { DEFAULT_UDP_SESSIONS, DEFAULT_UDP_SESSIONS_PER_SOURCE } from "./udp_forward.ts";
+ *
+ * assertEquals(DEFAULT_UDP_SESSIONS_PER_SOURCE, DEFAULT_UDP_SESSIONS / 16);
+ * ```
+ */
+export const DEFAULT_UDP_SESSIONS_PER_SOURCE = DEFAULT_UDP_SESSIONS / 16;
 
 /** The largest datagram forwarded (the largest IPv4 UDP payload, 65507, fits). */
 export const MAX_DATAGRAM_BYTES = 65_536;
@@ -51,12 +76,28 @@ export interface DatagramForwardOptions {
   sessionTimeoutMs?: number;
   /** Most sessions at once; datagrams of a new client past that are dropped. Default 1024. */
   maxSessions?: number;
+  /**
+   * Most sessions at once from one source (an IPv4 address, an IPv6 /64:
+   * one host has all its ports, and a whole /64); datagrams of its next
+   * client address past that are dropped (logged, counted). 0: no limit.
+   * Default {@linkcode DEFAULT_UDP_SESSIONS_PER_SOURCE}.
+   */
+  maxSessionsPerSource?: number;
   /** Which clients may use it; everyone when absent. */
   access?: AccessPolicy;
   /** Forward datagrams from source ports below 1024 too. Default `false`. */
   allowLowPorts?: boolean;
   /** Answers per second to one client address. Default 100; 0: no limit. */
   udpRatePerSecond?: number;
+  /**
+   * The loop guard of every datagram server here (`LoopGuard` in
+   * `lib/datagram_guard.ts`), on unless `false`: a client whose datagrams
+   * are our answers to it coming back with no think time, a few hundred
+   * rounds faster than the rate limit lets a client go (an echo server
+   * given as the source of a spoofed datagram, with the target another),
+   * is a loop, and its datagrams are dropped until it slows down.
+   */
+  loopGuard?: boolean;
   /** Where log lines go. Default stderr. */
   log?: Log;
   /** Label for log lines (`forward/udp`). */
@@ -74,6 +115,8 @@ export interface DatagramForwardOptions {
 class Session {
   readonly client: Deno.NetAddr;
   readonly peer: string;
+  /** Its source, for `maxSessionsPerSource` ({@linkcode sourceKey}). */
+  readonly source: string;
   readonly began = performance.now();
   lastActive = performance.now();
   socket?: Deno.DatagramConn;
@@ -92,6 +135,7 @@ class Session {
   constructor(client: Deno.NetAddr) {
     this.client = client;
     this.peer = formatAddr(client);
+    this.source = sourceKey(client);
   }
 }
 
@@ -150,8 +194,13 @@ class DatagramForwarder implements Server {
   readonly #targetText: string;
   readonly #timeoutMs: number;
   readonly #maxSessions: number;
+  readonly #perSource: number;
   readonly #rate: SourceRateLimiter;
+  /** Absent when it is off. */
+  readonly #loopGuard?: LoopGuard;
   readonly #sessions = new Map<string, Session>();
+  /** Open sessions by source, for `maxSessionsPerSource`. */
+  readonly #bySource = new Map<string, number>();
   /** Local ports of our session sockets, to spot our own datagrams. */
   readonly #ownPorts = new Set<number>();
   /** Counted drops, one flood log per reason (as the datagram servers). */
@@ -197,9 +246,21 @@ class DatagramForwarder implements Server {
     this.#timeoutMs = options.sessionTimeoutMs ??
       DEFAULT_UDP_SESSION_TIMEOUT_MS;
     this.#maxSessions = options.maxSessions ?? DEFAULT_UDP_SESSIONS;
+    this.#perSource = options.maxSessionsPerSource ??
+      DEFAULT_UDP_SESSIONS_PER_SOURCE;
+    if (!Number.isInteger(this.#perSource) || this.#perSource < 0) {
+      throw new RangeError(
+        `maxSessionsPerSource must be a whole number, 0 or more: ${options.maxSessionsPerSource}`,
+      );
+    }
     this.#rate = new SourceRateLimiter(
       options.udpRatePerSecond ?? DEFAULT_UDP_RATE,
     );
+    if (options.loopGuard !== false) {
+      this.#loopGuard = new LoopGuard(
+        loopRate(this.#rate.perSecond, DEFAULT_UDP_RATE),
+      );
+    }
     const dropped = () => new FloodLog(this.#log, `${this.#prefix}dropped`);
     this.#dropped = {
       lowPort: dropped(),
@@ -259,6 +320,16 @@ class DatagramForwarder implements Server {
         this.#refused.event(`datagram from ${peer}: not allowed`);
         continue;
       }
+      if (this.#loopGuard?.isLoop(source, data)) {
+        // Forwarded, it would come back as the target's answer, which
+        // goes back to the client, and so on.
+        this.#dropped.loop.event(
+          `datagram from ${peer}: a loop (${
+            this.#loopGuard.score(source)
+          } answers came back with no think time, faster than ${this.#loopGuard.rate}/s: loop protection)`,
+        );
+        continue;
+      }
       let session = this.#sessions.get(peer);
       if (!session) {
         if (this.#sessions.size >= this.#maxSessions) {
@@ -268,6 +339,14 @@ class DatagramForwarder implements Server {
           continue;
         }
         session = new Session(source);
+        const held = this.#bySource.get(session.source) ?? 0;
+        if (this.#perSource > 0 && held >= this.#perSource) {
+          this.#refused.event(
+            `datagram from ${peer}: too many sessions from ${session.source} (max ${this.#perSource} per source)`,
+          );
+          continue;
+        }
+        this.#bySource.set(session.source, held + 1);
         this.#sessions.set(peer, session);
         this.#log(`${this.#prefix}accepted ${peer}`);
         this.#open(session);
@@ -379,6 +458,7 @@ class DatagramForwarder implements Server {
       }
       try {
         await this.#socket.send(data, session.client);
+        this.#loopGuard?.sent(session.client, data, true);
         session.bytesOut += data.byteLength;
       } catch (error) {
         if (this.#closing) return;
@@ -404,6 +484,9 @@ class DatagramForwarder implements Server {
     session.closed = true;
     session.release?.();
     this.#sessions.delete(session.peer);
+    const held = this.#bySource.get(session.source)! - 1;
+    if (held > 0) this.#bySource.set(session.source, held);
+    else this.#bySource.delete(session.source);
     if (session.socket) {
       this.#ownPorts.delete((session.socket.addr as Deno.NetAddr).port);
       try {

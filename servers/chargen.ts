@@ -62,6 +62,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  udpGuardHelp,
   userPortHelp,
   writeAll,
 } from "../mod.ts";
@@ -210,6 +211,8 @@ ASCII ring until the client goes away; with --udp, one datagram of at most
 512 bytes per datagram received.
 
 ${flagsHelp(FLAGS)}
+
+${udpGuardHelp()}
 
 ${userPortHelp("chargen")}
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and

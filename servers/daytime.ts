@@ -72,6 +72,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  udpGuardHelp,
   userPortHelp,
 } from "../mod.ts";
 
@@ -208,6 +209,8 @@ Daytime server (RFC 867): sends the local time as C's ctime() prints it
 (TZ honoured), CRLF, then closes; with --udp, answers each datagram.
 
 ${flagsHelp(FLAGS)}
+
+${udpGuardHelp()}
 
 ${userPortHelp("daytime")}
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and

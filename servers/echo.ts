@@ -34,6 +34,14 @@
  * hi
  * ```
  *
+ * Over UDP it never answers a source port below 1024 or another simple
+ * service's or this toolkit's port, at most `--udp-rate` replies a second
+ * go to one address, and its loop guard drops what only a loop between
+ * two servers sends: its own replies coming back with no think time,
+ * hundreds of rounds faster than the rate limit lets a client go
+ * (`--help` gives the figures). A client repeating the same datagram is
+ * answered like any other.
+ *
  * A Unix datagram socket (replies go to each client's own socket path,
  * which Deno checks for net and write permission: here, clients bind in
  * /tmp), and several threads (one listener each on the same port,
@@ -114,6 +122,8 @@ import {
   serveSimple,
   type Service,
   stderrLogNow,
+  TOOLKIT_UDP_PORTS,
+  udpGuardHelp,
   writeAll,
 } from "../mod.ts";
 
@@ -124,7 +134,7 @@ export interface EchoOptions extends ServerOptions {
 }
 
 /** The echo service's well-known port in this toolkit (the seed's). */
-export const ECHO_PORT = 15000;
+export const ECHO_PORT: number = TOOLKIT_UDP_PORTS.echo;
 
 const SMALL_BUFFER = 256;
 const LARGE_BUFFER = 64 * 1024;
@@ -148,10 +158,13 @@ export function echoService(
     name: "echo",
     defaultPort: options.defaultPort ?? ECHO_PORT,
     stream: (conn, context) => echoStream(conn, context, print),
-    datagram: async (data) => {
-      if (print) await writeAll(Deno.stdout, data);
-      return data;
-    },
+    // Without --print, the reply at once: no promise, no turn of the loop.
+    datagram: print
+      ? async (data) => {
+        await writeAll(Deno.stdout, data);
+        return data;
+      }
+      : (data) => data,
   };
 }
 
@@ -234,6 +247,8 @@ each (${SMALL_BUFFER} bytes, ${
 not read from either (no queue grows); no line limit (bytes are not parsed);
 UDP datagrams up to 65507 bytes, replies limited by --udp-rate (default
 ${DEFAULT_UDP_RATE}/s per source).
+
+${udpGuardHelp()}
 
 Permissions: --allow-net=HOST:PORT for TCP; for --unix PATH,
 --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,

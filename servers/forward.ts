@@ -63,10 +63,14 @@
  *
  * UDP: each client address gets a session (a socket of its own towards
  * TARGET, so answers go back to the client that asked) that ends once idle
- * for `--udp-session-timeout`; `--max-connections` bounds the sessions;
- * no datagram from a source port below 1024 is forwarded
- * (`--allow-low-ports`) and answers to one client address are limited by
- * `--udp-rate`, as every UDP server here does.
+ * for `--udp-session-timeout`; `--max-connections` bounds the sessions,
+ * and `--per-source` those of one client address (default
+ * `DEFAULT_UDP_SESSIONS_PER_SOURCE`, 64: one host using many source
+ * ports cannot take them all); no datagram from a source port below 1024 is forwarded
+ * (`--allow-low-ports`), answers to one client address are limited by
+ * `--udp-rate`, and a client that sends each answer straight back, round
+ * after round faster than that (an echo server: a loop), is dropped by
+ * the loop guard, as every UDP server here does.
  *
  * ## PROXY protocol
  *
@@ -207,6 +211,7 @@ import {
 import {
   DEFAULT_UDP_SESSION_TIMEOUT_MS,
   DEFAULT_UDP_SESSIONS,
+  DEFAULT_UDP_SESSIONS_PER_SOURCE,
   MAX_DATAGRAM_BYTES,
   serveDatagramForward,
 } from "../lib/udp_forward.ts";
@@ -254,6 +259,8 @@ export interface ForwardOptions extends ServerOptions {
   sendProxy?: 1 | 2;
   /** UDP: a session idle this long ends. Default 30000 ms. */
   udpSessionTimeoutMs?: number;
+  // UDP: `maxConnections` bounds the sessions, `perSource` those of one
+  // source address (default DEFAULT_UDP_SESSIONS_PER_SOURCE).
   /**
    * A side that resets gets the other side's connection reset too (see
    * `ForwardPlan.passResets`), which takes FFI access to libc. Default:
@@ -345,9 +352,11 @@ export function serveForward(options: ForwardOptions): ForwardServer {
       target,
       sessionTimeoutMs: options.udpSessionTimeoutMs,
       maxSessions: options.maxConnections,
+      maxSessionsPerSource: options.perSource,
       access: options.access,
       allowLowPorts: options.allowLowPorts,
       udpRatePerSecond: options.udpRatePerSecond,
+      loopGuard: options.loopGuard,
       log: options.log,
       label: options.label,
       signal: options.signal,
@@ -451,6 +460,11 @@ const FLAGS = {
     help:
       `most clients at once; more are closed at once {default};\nudp://: most sessions (default ${DEFAULT_UDP_SESSIONS})`,
   },
+  "per-source": {
+    ...COMMON_FLAGS["per-source"],
+    help:
+      `most clients at once from one address, an IPv6 /64\ncounting as one; more are closed at once {default};\nudp://: most sessions from one address (default ${DEFAULT_UDP_SESSIONS_PER_SOURCE})`,
+  },
   "allow-low-ports": {
     ...COMMON_FLAGS["allow-low-ports"],
     help:
@@ -490,12 +504,15 @@ idle, ${SPLICE_BUFFER_BYTES / 1024} KiB once busy: at most ${
 } KiB a pair, plus the kernel's socket
 buffers, and with --tls up to 64 KiB of decrypted bytes more); a side that
 does not read is not read for (no queue grows). UDP: at most
---max-connections sessions (default ${DEFAULT_UDP_SESSIONS}), each with a socket and a
-${
+--max-connections sessions (default ${DEFAULT_UDP_SESSIONS}), --per-source from one
+address (default ${DEFAULT_UDP_SESSIONS_PER_SOURCE}), each with a socket and a ${
   MAX_DATAGRAM_BYTES / 1024
-} KiB receive buffer; no datagram from a source port below 1024 is
-forwarded (--allow-low-ports), answers are limited by --udp-rate (default
-${DEFAULT_UDP_RATE}/s per client address).
+} KiB receive
+buffer; no datagram from a source port below 1024 is forwarded
+(--allow-low-ports), answers are limited by --udp-rate (default
+${DEFAULT_UDP_RATE}/s per client address), and a client that sends each answer
+straight back for hundreds of rounds faster than that (an echo: a loop) is
+dropped until it slows down.
 
 Permissions: --allow-net=LISTEN_HOST:PORT,TARGET_HOST:PORT (a target by name:
 NAME:PORT). unix:PATH, to listen or to connect: --allow-net=unix:PATH
@@ -605,9 +622,13 @@ function optionsFromArgs(args: string[]): ForwardOptions {
       throw new UsageError("--insecure and --ca cannot be used together");
     }
   }
-  // UDP: --max-connections bounds sessions (the server flags give it to
-  // stream servers only).
-  const { "max-connections": maxConnections, ...common } = values;
+  // UDP: --max-connections and --per-source bound sessions (the server
+  // flags give them to stream servers only).
+  const {
+    "max-connections": maxConnections,
+    "per-source": perSource,
+    ...common
+  } = values;
   const options: ForwardOptions = {
     ...serverOptionsFrom(listenValues(listen, udp ? common : values)),
     target,
@@ -633,6 +654,7 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   } else {
     refuseBalanceFlags(values);
   }
+  if (udp && perSource !== undefined) options.perSource = perSource;
   if (values["to-tls"]) {
     options.targetTls = {
       serverName: values.servername,

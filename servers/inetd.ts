@@ -141,6 +141,7 @@ import {
   type Service,
   SIMPLE_SERVICE_PORTS,
   simpleLoopPorts,
+  udpGuardHelp,
   UsageError,
 } from "../mod.ts";
 import type {
@@ -427,6 +428,8 @@ each at BASE + its well-known port (echo 7, discard 9, daytime 13, qotd 17,
 chargen 19, time 37).
 
 ${flagsHelp(FLAGS)}
+
+${udpGuardHelp()}
 
 Permissions: --unstable-net --allow-net (UDP replies go to any sender),
 plus --allow-read=FILE with --qotd-file.

@@ -68,6 +68,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  udpGuardHelp,
   userPortHelp,
 } from "../mod.ts";
 
@@ -266,6 +267,8 @@ Quote of the Day server (RFC 865): sends one quotation (at most 512 bytes,
 CRLF line ends) and closes; with --udp, answers each datagram.
 
 ${flagsHelp(FLAGS)}
+
+${udpGuardHelp()}
 
 ${userPortHelp("qotd")}
 Permissions: --allow-net=HOST:PORT for TCP (plus --allow-read=FILE with

@@ -57,6 +57,7 @@ import {
   serveSimple,
   type Service,
   SIMPLE_SERVICE_PORTS,
+  udpGuardHelp,
   userPortHelp,
 } from "../mod.ts";
 
@@ -119,6 +120,8 @@ Time server (RFC 868): sends seconds since 1900 (32-bit, big-endian, modulo
 2^32) and closes; with --udp, answers each datagram.
 
 ${flagsHelp(FLAGS)}
+
+${udpGuardHelp()}
 
 ${userPortHelp("time")}
 Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and

@@ -47,12 +47,14 @@ import {
   serverOptionsFromFlags,
   type Service,
   stderrLogNow,
+  TOOLKIT_UDP_PORTS,
+  udpGuardHelp,
   unmapIPv4,
   writeAll,
 } from "../mod.ts";
 
 /** The snippet's port. */
-export const UDP_HELLO_PORT = 3500;
+export const UDP_HELLO_PORT: number = TOOLKIT_UDP_PORTS.udpHello;
 
 /** The snippet's address: loopback only. */
 export const UDP_HELLO_HOSTNAME = "127.0.0.1";
@@ -162,6 +164,8 @@ UDP hello server (the seed's UDP server snippet): for each datagram prints
 "Client with IP ADDRESS sent datagram" and the payload, and replies "hello".
 
 ${flagsHelp(FLAGS)}
+
+${udpGuardHelp({ servicePorts: false })}
 
 Permissions: --unstable-net --allow-net=HOST (replies go to any port there;
 default ${UDP_HELLO_HOSTNAME}).`;

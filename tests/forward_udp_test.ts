@@ -250,3 +250,82 @@ Deno.test("forward.ts udp:// with many targets gives each session one in turn, a
   assertEquals(answers.sort(), ["one", "one", "two", "two"]);
   for (const socket of clients) socket[Symbol.dispose]();
 });
+
+Deno.test("forward.ts udp://: one address with many source ports holds at most --per-source sessions (default 64); another address still gets one", async () => {
+  await using target = udpTarget();
+  for (const perSource of [undefined, 3]) {
+    await using forward = await startServer(FORWARD, {
+      // Answers go to the second client's address too.
+      permissions: [
+        "--unstable-net",
+        "--allow-net=127.0.0.1,127.0.0.2,0.0.0.0:0",
+      ],
+      args: [
+        ...(perSource ? ["--per-source", String(perSource)] : []),
+        "udp://127.0.0.1:0",
+        `udp://127.0.0.1:${target.port}`,
+      ],
+    });
+    const max = perSource ?? 64;
+    const sockets = Array.from({ length: max + 6 }, () => client());
+    const sourcesBefore = target.sources.length;
+    try {
+      for (const [i, socket] of sockets.entries()) {
+        if (i < max) {
+          assertEquals(await ask(socket, forward.port, `a${i}`), `a${i}`);
+        } else {
+          await socket.send(encode(`a${i}`), to(forward.port));
+        }
+      }
+      // Datagrams are handled in order: once this one is answered, the
+      // six before it were refused or forwarded.
+      using other = closing(
+        Deno.listenDatagram({
+          transport: "udp",
+          hostname: "127.0.0.2",
+          port: 0,
+        }),
+      );
+      assertEquals(await ask(other, forward.port, "b"), "b");
+      assertEquals(target.sources.length - sourcesBefore, max + 1);
+      await forward.proc.waitForStderr(
+        new RegExp(
+          `refused datagram from 127\\.0\\.0\\.1:\\d+: too many sessions from 127\\.0\\.0\\.1 \\(max ${max} per source\\)`,
+        ),
+      );
+    } finally {
+      for (const socket of sockets) socket.close();
+    }
+  }
+});
+
+Deno.test("forward.ts udp:// --udp-rate 0: a client that sends every answer straight back (an echo, a loop) is dropped within a few hundred rounds", async () => {
+  await using target = udpTarget();
+  await using forward = await startUdpForward(target.port, [
+    "--udp-rate",
+    "0",
+  ]);
+  // The other end of the loop: an echo with no guard of its own.
+  const reflector = client();
+  let bounced = 0;
+  const reflecting = (async () => {
+    try {
+      while (true) {
+        const [data] = await reflector.receive();
+        bounced++;
+        await reflector.send(data, to(forward.port));
+      }
+    } catch {
+      // Closed.
+    }
+  })();
+  await reflector.send(encode("round and round"), to(forward.port));
+  await forward.proc.waitForStderr(
+    /dropped datagram from 127\.0\.0\.1:\d+: a loop \(\d+ answers came back/,
+  );
+  reflector.close();
+  await reflecting;
+  console.error(`the loop ended after ${bounced} rounds`);
+  assert(bounced >= 100, `${bounced}: no loop to stop`);
+  assertLessOrEqual(bounced, 600);
+});

@@ -10,8 +10,10 @@ import {
   assertMatch,
 } from "@std/assert";
 import { simpleLoopPorts } from "../mod.ts";
-import { startServer } from "./_helpers.ts";
+import { ECHO_PORT } from "../servers/echo.ts";
+import { bindable, startServer } from "./_helpers.ts";
 import { freeBase, receiveOrNull, udpAsk, udpSocket } from "./_simple.ts";
+import { cannotForge, forgeUdp } from "./_forge.ts";
 
 const UDP_PERMISSIONS = ["--unstable-net", "--allow-net"];
 
@@ -226,4 +228,156 @@ Deno.test({
       "control: another low port is answered",
     );
   },
+});
+
+// ---------------------------------------------------------------------------
+// The loop guard tells a loop from a client by what only a loop does, never
+// by a datagram's bytes alone (issue 23, defect 1).
+
+async function startEcho(args: string[] = []) {
+  return await startServer("servers/echo.ts", {
+    permissions: UDP_PERMISSIONS,
+    args: ["--udp", "--hostname", "127.0.0.1", "--port", "0", ...args],
+  });
+}
+
+Deno.test("echo.ts --udp answers a client that sends the same line again, every time", async () => {
+  await using server = await startEcho();
+  const socket = udpSocket();
+  try {
+    const to = {
+      transport: "udp" as const,
+      hostname: "127.0.0.1",
+      port: server.port,
+    };
+    const answers: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      await socket.send(new TextEncoder().encode("ping\n"), to);
+      const reply = await receiveOrNull(socket, 2000);
+      answers.push(reply ? new TextDecoder().decode(reply) : "(none)");
+      // A person typing the line again: elapsed time is what is tested.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    assertEquals(answers, ["ping\n", "ping\n", "ping\n"]);
+  } finally {
+    socket.close();
+  }
+  assertEquals(
+    server.proc.stderrLines.filter((line) => /dropped/.test(line)),
+    [],
+  );
+});
+
+Deno.test("echo.ts --udp answers a fixed 64-byte payload from 32 sockets at full speed, within the rate limit", async () => {
+  await using server = await startEcho();
+  const payload = new Uint8Array(64).fill(0x61);
+  const to = {
+    transport: "udp" as const,
+    hostname: "127.0.0.1",
+    port: server.port,
+  };
+  const sockets = Array.from({ length: 32 }, () => udpSocket());
+  try {
+    // 3 round trips a socket, 96 in all: inside the default burst of 100
+    // replies to one address, so every one is answered.
+    let answered = 0;
+    await Promise.all(sockets.map(async (socket) => {
+      for (let round = 0; round < 3; round++) {
+        await socket.send(payload, to);
+        const reply = await receiveOrNull(socket, 2000);
+        if (reply && reply.byteLength === 64) answered++;
+      }
+    }));
+    assertEquals(answered, 96);
+  } finally {
+    for (const socket of sockets) socket.close();
+  }
+});
+
+Deno.test("daytime, time, qotd and chargen over UDP answer any datagram, CRLF-ended text included (RFC 867, 868)", async () => {
+  const base = freeBase();
+  await using server = await startServer("servers/inetd.ts", {
+    permissions: UDP_PERMISSIONS,
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--base",
+      String(base),
+      "--udp-only",
+      "--only",
+      "daytime,time,qotd,chargen",
+    ],
+  });
+  await server.proc.waitForStderr(/\(time\/udp\)/);
+  const unanswered: string[] = [];
+  for (
+    const [name, port] of [["daytime", 13], ["time", 37], ["qotd", 17], [
+      "chargen",
+      19,
+    ]] as const
+  ) {
+    for (
+      const request of ["what time is it?\r\n", "Tue Nov 24 23:37:45 2026\r\n"]
+    ) {
+      if (!await udpAsk(base + port, request)) {
+        unanswered.push(`${name}: ${JSON.stringify(request)}`);
+      }
+    }
+  }
+  assertEquals(unanswered, []);
+});
+
+Deno.test({
+  name:
+    "two echo.ts --udp --udp-rate 0 pointed at each other stop within a few hundred round trips",
+  ignore: cannotForge(),
+  async fn() {
+    // --print: each echo writes what it receives, so stdout counts the bounces.
+    await using a = await startEcho(["--udp-rate", "0", "--print"]);
+    await using b = await startEcho(["--udp-rate", "0", "--print"]);
+    const payload = "loop!\n";
+    await forgeUdp(b.port, a.port, new TextEncoder().encode(payload));
+    const loop =
+      /dropped datagram from 127\.0\.0\.1:\d+: a loop \((\d+) replies came back/;
+    await Promise.any([a.proc.waitForStderr(loop), b.proc.waitForStderr(loop)]);
+    a.proc.kill("SIGTERM");
+    b.proc.kill("SIGTERM");
+    const [ra, rb] = await Promise.all([a.proc.finished(), b.proc.finished()]);
+    const received = (ra.stdout.length + rb.stdout.length) / payload.length;
+    console.error(`the loop ended after ${received} datagrams`);
+    assert(received >= 2 * 100, `${received}: no loop to stop`);
+    assertLessOrEqual(received, 2 * 600, "more than 600 round trips");
+  },
+});
+
+Deno.test("inetd.ts's echo never answers a datagram forged from echo.ts's port", async () => {
+  const base = freeBase();
+  await using server = await startServer("servers/inetd.ts", {
+    permissions: UDP_PERMISSIONS,
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--base",
+      String(base),
+      "--udp-only",
+      "--only",
+      "echo",
+    ],
+  });
+  // echo.ts elsewhere (127.0.0.2:15000), which would answer back forever.
+  const from = { sourceHostname: "127.0.0.2", sourcePort: ECHO_PORT };
+  if (!bindable(from.sourceHostname, from.sourcePort)) {
+    console.error(`SKIP: ${from.sourceHostname}:${ECHO_PORT} is taken here`);
+    return;
+  }
+  assertEquals(await udpAsk(base + 7, "x", { ...from, timeoutMs: 500 }), null);
+  await server.proc.waitForStderr(
+    new RegExp(
+      `dropped datagram from 127\\.0\\.0\\.2:${ECHO_PORT}: source port is a service port`,
+    ),
+  );
+  assert(
+    await udpAsk(base + 7, "x", { sourceHostname: "127.0.0.2" }),
+    "control: an ordinary port on 127.0.0.2 is answered",
+  );
 });
