@@ -12,10 +12,27 @@
  * once, and batched while one is on its way.
  *
  * The engine and the socket handle are Deno internals (`process.binding`,
- * the `TLSWrap` class behind `TLSSocket`, a `Deno.Conn`'s resource id):
- * {@linkcode nativeTlsRuntime} checks that each is there and what it needs
- * does what it should, and the server falls back to the `node:tls` adapter
- * of `tls_node.ts` when not (tests/tls_native_test.ts says which runs).
+ * the `TLSWrap` class behind `TLSSocket`, a `Deno.Conn`'s resource id), so
+ * a server proves them before its first connection (`tls_engine.ts`
+ * decides): {@linkcode nativeTlsRuntime} finds each piece and checks that
+ * every method used here exists; then {@linkcode proveNativeTls} runs the
+ * engine by behaviour, in memory. A server engine set up as for a
+ * connection (this class's `TLSWrap`, `initServerTls` with the server's
+ * own certificate and key, `setHandle` and the `onhandshakedone`,
+ * `onerror` and `onread` callbacks, reads into a shared buffer given by
+ * `useUserBuffer` and told by `streamBaseState[kReadBytesOrError]`) and a
+ * client engine of the same class, their records carried between them by
+ * `receive`, must: finish the handshake on both sides; carry 4 bytes from
+ * the client to the server byte-exact; carry 4 bytes back, sent by the
+ * server's `writeBuffer`, whose completion must report 0; and deliver the
+ * server's `shutdown` (close_notify) to the client as the end of the
+ * stream (`UV_EOF`), with no stall (20 turns of the event loop with
+ * nothing moving between them) and within 5 s. What it cannot run without a socket
+ * (`openFromRid` on a connection's descriptor, `attach` to it, the socket
+ * handle's reads) reports a non-zero status on each connection, which then
+ * runs on the adapter. When any of it fails, the server serves TLS with the
+ * `node:tls` adapter of `tls_node.ts` (tests/tls_native_test.ts and
+ * tests/tls_engine_test.ts say which runs).
  *
  * @module
  */
@@ -144,6 +161,178 @@ export function nativeTlsRuntime(
     // Not this runtime: the adapter it is.
   }
   return runtime;
+}
+
+/** How long {@linkcode proveNativeTls} may take before it has failed. */
+const SELF_TEST_TIMEOUT_MS = 5000;
+/**
+ * Turns of the event loop the self-test waits with nothing moving between
+ * its engines before it has failed.
+ */
+const SELF_TEST_IDLE_ROUNDS = 20;
+/** What the self-test's client sends, and what the server answers. */
+const SELF_TEST_PING = new TextEncoder().encode("ping");
+const SELF_TEST_PONG = new TextEncoder().encode("pong");
+
+let proof: Promise<void> | undefined;
+
+/**
+ * Proves the runtime's TLS engine by behaviour, once per process: a
+ * handshake and a round trip between a server engine set up as
+ * {@linkcode NativeTlsConn} sets up its own (from `context`'s certificate
+ * and key) and a client engine, in memory, as the module doc lists.
+ * Resolves when all of it worked; rejects with what went wrong (then serve
+ * with the `node:tls` adapter).
+ *
+ * @example
+ * ```ts ignore
+ * await proveNativeTls(tlsServerContext(readTlsFiles("cert.pem", "key.pem")));
+ * ```
+ */
+export function proveNativeTls(context: SecureContext): Promise<void> {
+  return proof ??= selfTest(context);
+}
+
+/** One engine of the self-test, and what it has seen. */
+interface SelfTestSide {
+  readonly tls: Handle;
+  secure: boolean;
+  /** Cleartext read so far. */
+  received: number[];
+  ended: boolean;
+  error?: Error;
+}
+
+function selfTestSide(
+  rt: NativeTlsRuntime,
+  server: boolean,
+  context: SecureContext,
+  buffer?: Uint8Array,
+): SelfTestSide {
+  const tls = new rt.TLSWrap(server ? 1 : 0, 0);
+  const side: SelfTestSide = { tls, secure: false, received: [], ended: false };
+  // The server as a connection has it (client certificates aside: the
+  // client here has none); the client trusts it without checking.
+  const status = server
+    ? tls.initServerTls({
+      ...(context as unknown as { context: object }).context,
+      rejectUnauthorized: false,
+      requestCert: false,
+    })
+    : tls.initClientTls("", { rejectUnauthorized: false });
+  if (status !== 0) {
+    throw new Error(
+      `the ${
+        server ? "server" : "client"
+      } engine did not take its settings (${status})`,
+    );
+  }
+  if (tls.attachJsStream() !== 0) {
+    throw new Error("the engine did not attach to an in-memory stream");
+  }
+  // The server reads into a buffer of its own, as a connection does; the
+  // client gets the engine's own buffers (the other way of reading).
+  if (buffer) tls.useUserBuffer(buffer);
+  tls.setHandle(tls);
+  tls.onhandshakedone = () => side.secure = true;
+  tls.onerror = (error: Error) => side.error ??= error;
+  tls.onread = (chunk?: ArrayBuffer) => {
+    const n = rt.state[rt.kReadBytesOrError];
+    if (n > 0) {
+      const bytes = chunk === undefined
+        ? buffer!.subarray(0, n)
+        : new Uint8Array(chunk, rt.state[rt.kArrayBufferOffset], n);
+      side.received.push(...bytes);
+    } else if (n === rt.eof) side.ended = true;
+    else if (n < 0) side.error ??= new Error(`read failed: ${rt.errname(n)}`);
+  };
+  return side;
+}
+
+async function selfTest(context: SecureContext): Promise<void> {
+  const rt = nativeTlsRuntime(context);
+  if (!rt) {
+    throw new Error(
+      "this Deno lacks the TLSWrap and TCP internals the engine is driven by",
+    );
+  }
+  const deadline = Date.now() + SELF_TEST_TIMEOUT_MS;
+  const sides: SelfTestSide[] = [];
+  try {
+    const server = selfTestSide(rt, true, context, new Uint8Array(1024));
+    sides.push(server);
+    const client = selfTestSide(rt, false, context);
+    sides.push(client);
+    for (const { tls } of sides) {
+      if (tls.start() !== 0) throw new Error("the engine did not start");
+      tls.readStart();
+    }
+    /**
+     * Carries records both ways until `done`, or fails saying `what`: when
+     * an engine fails, when nothing moved for SELF_TEST_IDLE_ROUNDS turns
+     * of the event loop (in memory, nothing is on its way), or at the
+     * deadline.
+     */
+    const until = async (what: string, done: () => boolean) => {
+      for (let idle = 0; !done();) {
+        const failed = server.error ?? client.error;
+        if (failed) throw failed;
+        if (idle >= SELF_TEST_IDLE_ROUNDS || Date.now() > deadline) {
+          throw new Error(`no ${what}`);
+        }
+        const toServer = client.tls.drainEncOut();
+        if (toServer.byteLength > 0) server.tls.receive(toServer);
+        const toClient = server.tls.drainEncOut();
+        if (toClient.byteLength > 0) client.tls.receive(toClient);
+        idle = toServer.byteLength + toClient.byteLength > 0 ? 0 : idle + 1;
+        // Runs write completions the engine queued (as node:tls's own
+        // in-memory streams do), then lets deferred callbacks run.
+        server.tls.receive(new Uint8Array(0));
+        client.tls.receive(new Uint8Array(0));
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+    };
+    await until("handshake", () => server.secure && client.secure);
+    const write = (side: SelfTestSide, bytes: Uint8Array) => {
+      let completed: number | undefined;
+      const status = side.tls.writeBuffer(
+        { oncomplete: (status: number) => completed = status },
+        bytes,
+      );
+      if (status !== 0) throw new Error(`a write failed (${status})`);
+      return () => completed;
+    };
+    write(client, SELF_TEST_PING);
+    await until("bytes from the client", () => server.received.length >= 4);
+    const completion = write(server, SELF_TEST_PONG);
+    await until(
+      "bytes from the server",
+      () => client.received.length >= 4 && completion() !== undefined,
+    );
+    if (completion() !== 0) {
+      throw new Error(`the server's write completed with ${completion()}`);
+    }
+    const same = (got: number[], sent: Uint8Array) =>
+      got.length === sent.length && got.every((byte, i) => byte === sent[i]);
+    if (!same(server.received, SELF_TEST_PING)) {
+      throw new Error("the server read other bytes than the client sent");
+    }
+    if (!same(client.received, SELF_TEST_PONG)) {
+      throw new Error("the client read other bytes than the server sent");
+    }
+    if (server.tls.shutdown({ oncomplete() {} }) !== 0) {
+      throw new Error("the server's shutdown failed");
+    }
+    await until("close_notify", () => client.ended);
+  } finally {
+    for (const { tls } of sides) {
+      try {
+        tls.destroySsl();
+      } catch {
+        // Its failure is not the test's.
+      }
+    }
+  }
 }
 
 /** A `Deno.Conn`'s resource id (internal since Deno 2). */
