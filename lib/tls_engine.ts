@@ -4,7 +4,7 @@
  * directly (`tls_native.ts`: as fast as `Deno.listenTls`) rests on Deno
  * internals, so under `auto` (the default) it must first prove itself by
  * behaviour ({@linkcode proveNativeTls}: a handshake and a round trip with
- * itself, in memory); when it cannot, the server says so in one log line
+ * itself, over a pair of pipes); when it cannot, the server says so in one log line
  * and serves TLS with the `node:tls` adapter (`tls_node.ts`), which uses
  * only public API. `native` insists on the engine (a failed proof is an
  * error at start, not a quiet fallback); `node` uses the adapter without

@@ -14,25 +14,30 @@
  * The engine and the socket handle are Deno internals (`process.binding`,
  * the `TLSWrap` class behind `TLSSocket`, a `Deno.Conn`'s resource id), so
  * a server proves them before its first connection (`tls_engine.ts`
- * decides): {@linkcode nativeTlsRuntime} finds each piece and checks that
- * every method used here exists; then {@linkcode proveNativeTls} runs the
- * engine by behaviour, in memory. A server engine set up as for a
- * connection (this class's `TLSWrap`, `initServerTls` with the server's
- * own certificate and key, `setHandle` and the `onhandshakedone`,
- * `onerror` and `onread` callbacks, reads into a shared buffer given by
- * `useUserBuffer` and told by `streamBaseState[kReadBytesOrError]`) and a
- * client engine of the same class, their records carried between them by
- * `receive`, must: finish the handshake on both sides; carry 4 bytes from
- * the client to the server byte-exact; carry 4 bytes back, sent by the
- * server's `writeBuffer`, whose completion must report 0; and deliver the
- * server's `shutdown` (close_notify) to the client as the end of the
- * stream (`UV_EOF`), with no stall (20 turns of the event loop with
- * nothing moving between them) and within 5 s. What it cannot run without a socket
- * (`openFromRid` on a connection's descriptor, `attach` to it, the socket
- * handle's reads) reports a non-zero status on each connection, which then
- * runs on the adapter. When any of it fails, the server serves TLS with the
- * `node:tls` adapter of `tls_node.ts` (tests/tls_native_test.ts and
- * tests/tls_engine_test.ts say which runs).
+ * decides). First {@linkcode nativeTlsRuntime} finds each piece and checks
+ * that every method used here exists. Then {@linkcode proveNativeTls} runs
+ * the engine by behaviour, with no permission needed, over a pair of
+ * kernel pipes (`pipe_wrap`'s `createPipe`, each end opened as a stream
+ * handle as a socket is one): a server engine set up as a connection's
+ * (this class's `TLSWrap`, `initServerTls` with the server's own
+ * certificate and key, `setHandle`, the `onhandshakedone`, `onerror` and
+ * `onread` callbacks, cleartext read into a buffer given by
+ * `useUserBuffer`) writes its records into one pipe by itself, as it does
+ * into a socket; what arrives on the other is read as a connection reads
+ * its socket (`useUserBuffer`, `readStart`, `onread` with the count in
+ * `streamBaseState[kReadBytesOrError]`) and handed to it by `receive`; a
+ * client engine of the same class sits at the other ends. They must:
+ * finish the handshake on both sides; carry 4 bytes from the client to the
+ * server byte-exact; carry 4 bytes back, sent by the server's
+ * `writeBuffer`, whose completion must report 0; and deliver the server's
+ * `shutdown` (close_notify) to the client as the end of the stream
+ * (`UV_EOF`); with no stall (nothing moving for 20 turns of the event loop
+ * and 100 ms) and within 5 s. Not run there: a TCP handle's `openFromRid`
+ * on a connection's descriptor and `attach` to it (a pipe attaches by
+ * `attachPipe`, to the same stream code); each connection checks their
+ * status, and one that is not 0 runs on the adapter. When the proof fails,
+ * the server serves TLS with the `node:tls` adapter of `tls_node.ts`
+ * (tests/tls_native_test.ts and tests/tls_engine_test.ts say which runs).
  *
  * @module
  */
@@ -166,10 +171,12 @@ export function nativeTlsRuntime(
 /** How long {@linkcode proveNativeTls} may take before it has failed. */
 const SELF_TEST_TIMEOUT_MS = 5000;
 /**
- * Turns of the event loop the self-test waits with nothing moving between
- * its engines before it has failed.
+ * The self-test has stalled (failed) once nothing moved between its
+ * engines for this many turns of the event loop and this long: bytes in a
+ * pipe are there at the next turn, so a stall is no slow machine.
  */
-const SELF_TEST_IDLE_ROUNDS = 20;
+const SELF_TEST_IDLE_TURNS = 20;
+const SELF_TEST_IDLE_MS = 100;
 /** What the self-test's client sends, and what the server answers. */
 const SELF_TEST_PING = new TextEncoder().encode("ping");
 const SELF_TEST_PONG = new TextEncoder().encode("pong");
@@ -180,9 +187,9 @@ let proof: Promise<void> | undefined;
  * Proves the runtime's TLS engine by behaviour, once per process: a
  * handshake and a round trip between a server engine set up as
  * {@linkcode NativeTlsConn} sets up its own (from `context`'s certificate
- * and key) and a client engine, in memory, as the module doc lists.
- * Resolves when all of it worked; rejects with what went wrong (then serve
- * with the `node:tls` adapter).
+ * and key) and a client engine, over a pair of kernel pipes, as the
+ * module doc lists. Resolves when all of it worked; rejects with what went wrong
+ * (then serve with the `node:tls` adapter).
  *
  * @example
  * ```ts ignore
@@ -203,11 +210,19 @@ interface SelfTestSide {
   error?: Error;
 }
 
+/**
+ * An engine that writes its records into the pipe `out` and is given what
+ * arrives on `input`, read as a connection reads its socket (into a buffer
+ * of `useUserBuffer`, the count in `streamBaseState`); `moved` is told of
+ * every callback.
+ */
 function selfTestSide(
   rt: NativeTlsRuntime,
   server: boolean,
   context: SecureContext,
-  buffer?: Uint8Array,
+  out: Handle,
+  input: Handle,
+  moved: () => void,
 ): SelfTestSide {
   const tls = new rt.TLSWrap(server ? 1 : 0, 0);
   const side: SelfTestSide = { tls, secure: false, received: [], ended: false };
@@ -227,25 +242,52 @@ function selfTestSide(
       } engine did not take its settings (${status})`,
     );
   }
-  if (tls.attachJsStream() !== 0) {
-    throw new Error("the engine did not attach to an in-memory stream");
+  if (tls.attachPipe(out) !== 0) {
+    throw new Error("the engine did not attach to its pipe");
   }
-  // The server reads into a buffer of its own, as a connection does; the
-  // client gets the engine's own buffers (the other way of reading).
-  if (buffer) tls.useUserBuffer(buffer);
+  const encrypted = new Uint8Array(BUFFER_SIZE);
+  input.useUserBuffer(encrypted);
+  input.onread = (chunk?: ArrayBuffer | Uint8Array) => {
+    moved();
+    const n = rt.state[rt.kReadBytesOrError];
+    if (n > 0) {
+      tls.receive(
+        chunk === undefined
+          ? encrypted.subarray(0, n)
+          : chunk instanceof ArrayBuffer
+          ? new Uint8Array(chunk, rt.state[rt.kArrayBufferOffset], n)
+          : chunk.subarray(0, n),
+      );
+    } else if (n < 0) {
+      input.readStop();
+      tls.emitEof();
+    }
+  };
+  // The server reads cleartext into a buffer of its own, as a connection
+  // does; the client gets the engine's buffers (the other way of reading).
+  const cleartext = server ? new Uint8Array(BUFFER_SIZE) : undefined;
+  if (cleartext) tls.useUserBuffer(cleartext);
   tls.setHandle(tls);
-  tls.onhandshakedone = () => side.secure = true;
-  tls.onerror = (error: Error) => side.error ??= error;
+  tls.onhandshakedone = () => {
+    moved();
+    side.secure = true;
+  };
+  tls.onerror = (error: Error) => {
+    moved();
+    side.error ??= error;
+  };
   tls.onread = (chunk?: ArrayBuffer) => {
+    moved();
     const n = rt.state[rt.kReadBytesOrError];
     if (n > 0) {
       const bytes = chunk === undefined
-        ? buffer!.subarray(0, n)
+        ? cleartext!.subarray(0, n)
         : new Uint8Array(chunk, rt.state[rt.kArrayBufferOffset], n);
       side.received.push(...bytes);
     } else if (n === rt.eof) side.ended = true;
     else if (n < 0) side.error ??= new Error(`read failed: ${rt.errname(n)}`);
   };
+  input.readStart();
   return side;
 }
 
@@ -257,48 +299,71 @@ async function selfTest(context: SecureContext): Promise<void> {
     );
   }
   const deadline = Date.now() + SELF_TEST_TIMEOUT_MS;
+  const pipes = (process as unknown as { binding(name: string): Handle })
+    .binding("pipe_wrap");
+  const handles: Handle[] = [];
   const sides: SelfTestSide[] = [];
+  let moves = 0;
+  let movedAt = Date.now();
+  const moved = () => {
+    moves++;
+    movedAt = Date.now();
+  };
+  /** A pipe end as a stream handle, as a connection's socket is one. */
+  const pipeEnd = (fd: number): Handle => {
+    const pipe = new pipes.Pipe(0);
+    handles.push(pipe);
+    if (pipe.open(fd) !== 0) throw new Error("a pipe end did not open");
+    return pipe;
+  };
   try {
-    const server = selfTestSide(rt, true, context, new Uint8Array(1024));
+    // Each engine writes into a pipe the other one reads.
+    const [toServer, fromClient] = pipes.createPipe();
+    const [toClient, fromServer] = pipes.createPipe();
+    const server = selfTestSide(
+      rt,
+      true,
+      context,
+      pipeEnd(fromServer),
+      pipeEnd(toServer),
+      moved,
+    );
     sides.push(server);
-    const client = selfTestSide(rt, false, context);
+    const client = selfTestSide(
+      rt,
+      false,
+      context,
+      pipeEnd(fromClient),
+      pipeEnd(toClient),
+      moved,
+    );
     sides.push(client);
     for (const { tls } of sides) {
       if (tls.start() !== 0) throw new Error("the engine did not start");
       tls.readStart();
     }
-    /**
-     * Carries records both ways until `done`, or fails saying `what`: when
-     * an engine fails, when nothing moved for SELF_TEST_IDLE_ROUNDS turns
-     * of the event loop (in memory, nothing is on its way), or at the
-     * deadline.
-     */
+    /** Waits until `done`, or fails saying `what` was missing. */
     const until = async (what: string, done: () => boolean) => {
       for (let idle = 0; !done();) {
         const failed = server.error ?? client.error;
         if (failed) throw failed;
-        if (idle >= SELF_TEST_IDLE_ROUNDS || Date.now() > deadline) {
-          throw new Error(`no ${what}`);
-        }
-        const toServer = client.tls.drainEncOut();
-        if (toServer.byteLength > 0) server.tls.receive(toServer);
-        const toClient = server.tls.drainEncOut();
-        if (toClient.byteLength > 0) client.tls.receive(toClient);
-        idle = toServer.byteLength + toClient.byteLength > 0 ? 0 : idle + 1;
-        // Runs write completions the engine queued (as node:tls's own
-        // in-memory streams do), then lets deferred callbacks run.
-        server.tls.receive(new Uint8Array(0));
-        client.tls.receive(new Uint8Array(0));
+        const stalled = idle >= SELF_TEST_IDLE_TURNS &&
+          Date.now() - movedAt >= SELF_TEST_IDLE_MS;
+        if (stalled || Date.now() > deadline) throw new Error(`no ${what}`);
+        const before = moves;
         await new Promise((resolve) => setTimeout(resolve, 0));
+        idle = moves === before ? idle + 1 : 0;
       }
     };
     await until("handshake", () => server.secure && client.secure);
     const write = (side: SelfTestSide, bytes: Uint8Array) => {
       let completed: number | undefined;
-      const status = side.tls.writeBuffer(
-        { oncomplete: (status: number) => completed = status },
-        bytes,
-      );
+      const status = side.tls.writeBuffer({
+        oncomplete: (status: number) => {
+          moved();
+          completed = status;
+        },
+      }, bytes);
       if (status !== 0) throw new Error(`a write failed (${status})`);
       return () => completed;
     };
@@ -320,7 +385,7 @@ async function selfTest(context: SecureContext): Promise<void> {
     if (!same(client.received, SELF_TEST_PONG)) {
       throw new Error("the client read other bytes than the server sent");
     }
-    if (server.tls.shutdown({ oncomplete() {} }) !== 0) {
+    if (server.tls.shutdown({ oncomplete: moved }) !== 0) {
       throw new Error("the server's shutdown failed");
     }
     await until("close_notify", () => client.ended);
@@ -330,6 +395,14 @@ async function selfTest(context: SecureContext): Promise<void> {
         tls.destroySsl();
       } catch {
         // Its failure is not the test's.
+      }
+    }
+    for (const pipe of handles) {
+      try {
+        pipe.readStop();
+        pipe.close();
+      } catch {
+        // Closed already.
       }
     }
   }
