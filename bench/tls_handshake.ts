@@ -8,7 +8,9 @@
  * each server to CPU 0:
  *
  * - ours, `servers/echo.ts --tls` (and `--client-ca` for the rows with a
- *   client certificate, once the server has that flag);
+ *   client certificate, once the server has that flag), and
+ *   `servers/forward.ts --tls` in front of the C echo server on CPU 1, as
+ *   haproxy and stunnel run;
  * - a minimal `Deno.listenTls` echo (`bench/tls_echo_deno.ts`; it cannot
  *   ask for client certificates);
  * - Node's `tls` echo (`bench/node_tls_server.mjs`; `requestCert`);
@@ -95,7 +97,14 @@ interface Server {
 }
 
 /** The servers' names, in the table's order. */
-const NAMES = ["hs-ours", "hs-minimal", "hs-node", "hs-haproxy", "hs-stunnel"];
+const NAMES = [
+  "hs-ours",
+  "hs-fwd-ours",
+  "hs-minimal",
+  "hs-node",
+  "hs-haproxy",
+  "hs-stunnel",
+];
 
 interface Row {
   scenario: string;
@@ -164,6 +173,24 @@ export class HandshakeBench {
         ],
       ),
     });
+    const forward = (clientCa: boolean): Target => ({
+      label: "ours (servers/forward.ts --tls)",
+      command: denoRun(
+        "servers/forward.ts",
+        "127.0.0.1:{PORT},127.0.0.1:{ECHO}",
+        clientCa ? `${cert},${key},${ca}` : `${cert},${key}`,
+        [
+          "--tls",
+          "--cert",
+          cert,
+          "--key",
+          key,
+          ...(clientCa ? ["--client-ca", ca] : []),
+          "tcp://127.0.0.1:{PORT}",
+          "tcp://127.0.0.1:{ECHO}",
+        ],
+      ),
+    });
     const node = (verify: boolean): Target => ({
       label: "Node tls",
       command: [
@@ -225,6 +252,11 @@ export class HandshakeBench {
         plain: ours(false),
         // With client certificates once the server takes --client-ca.
         verifying: oursTakesClientCa(context.root) ? ours(true) : undefined,
+      },
+      "hs-fwd-ours": {
+        plain: forward(false),
+        verifying: oursTakesClientCa(context.root) ? forward(true) : undefined,
+        echo: true,
       },
       "hs-minimal": {
         plain: {
@@ -330,7 +362,12 @@ export class HandshakeBench {
       try {
         running = await context.startServer(
           verify ? `${name}-verify` : name,
-          target,
+          {
+            ...target,
+            command: target.command.map((part) =>
+              part.replaceAll("{ECHO}", String(this.#echoPort))
+            ),
+          },
           "handshake",
         );
       } catch (error) {
@@ -417,12 +454,14 @@ export class HandshakeBench {
       "TLS handshakes",
       "unit",
       "ours",
+      "ours fwd",
       "Deno.listenTls",
       "Node tls",
       "haproxy",
       "stunnel",
       "ours/Node",
       "ours/haproxy",
+      "fwd/haproxy",
       "target vs Node",
       "target vs haproxy",
     ]];
@@ -432,10 +471,14 @@ export class HandshakeBench {
         NAMES.map((name) => [name, spread(figures[name], row.metric)]),
       );
       const ours = spreads["hs-ours"]?.median ?? null;
-      const ratio = (name: string) => {
+      const ratio = (name: string, of = ours) => {
         const other = spreads[name]?.median;
-        return ours !== null && other ? ours / other : null;
+        return of !== null && other ? of / other : null;
       };
+      const forwardVsHaproxy = ratio(
+        "hs-haproxy",
+        spreads["hs-fwd-ours"]?.median ?? null,
+      );
       const entry = {
         scenario: row.scenario,
         metric: row.metric,
@@ -443,6 +486,7 @@ export class HandshakeBench {
         ...Object.fromEntries(NAMES.map((name) => [name, spreads[name]])),
         ours_vs_node: ratio("hs-node"),
         ours_vs_haproxy: ratio("hs-haproxy"),
+        forward_vs_haproxy: forwardVsHaproxy,
         target_vs_node: verdict(ratio("hs-node"), row.targetVsNode),
         target_vs_haproxy: verdict(ratio("hs-haproxy"), row.targetVsHaproxy),
       };
@@ -453,6 +497,7 @@ export class HandshakeBench {
         ...NAMES.map((name) => formatSpread(spreads[name])),
         ratio("hs-node")?.toFixed(2) ?? "-",
         ratio("hs-haproxy")?.toFixed(2) ?? "-",
+        forwardVsHaproxy?.toFixed(2) ?? "-",
         entry.target_vs_node,
         entry.target_vs_haproxy,
       ]);
@@ -468,7 +513,7 @@ export class HandshakeBench {
       );
     }
     console.log(
-      "hs rows: full TLS handshakes (connect, handshake, 1 byte each way, close; no resumption), 1 and 8 at a time, by a C OpenSSL client on CPU 1; servers on CPU 0; median (min-max) of the rounds. hs-mtls: the client presents a certificate the server verifies (Deno.listenTls cannot ask for one). haproxy and stunnel forward each connection to the C echo on CPU 1.",
+      "hs rows: full TLS handshakes (connect, handshake, 1 byte each way, close; no resumption), 1 and 8 at a time, by a C OpenSSL client on CPU 1; servers on CPU 0; median (min-max) of the rounds. hs-mtls: the client presents a certificate the server verifies (Deno.listenTls cannot ask for one). ours fwd (servers/forward.ts --tls), haproxy and stunnel forward each connection to the C echo on CPU 1.",
     );
     if (!this.#servers["hs-ours"]?.verifying) {
       console.log(
