@@ -102,6 +102,24 @@ Deno.test({
 
 Deno.test({
   name:
+    "a runtime whose TLS engine is broken: echo.ts --tls --tls-engine node serves without asking it (no fallback line)",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    await using server = await startServer("servers/echo.ts", {
+      permissions: [...BROKEN_ENGINE, ...echoTlsPermissions(certs)],
+      args: echoTlsArgs(certs, "node"),
+    });
+    await assertEchoes(server.port, certs);
+    assert(
+      !server.proc.stderrLines.some((line) => line.startsWith("TLS engine")),
+      server.proc.stderr,
+    );
+  },
+});
+
+Deno.test({
+  name:
     "this Deno's TLS engine proves itself: auto and native serve with no fallback line",
   ignore: noOpenssl,
   async fn() {
