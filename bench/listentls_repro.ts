@@ -1,9 +1,7 @@
 /**
- * Three behaviours of `Deno.listenTls` worth reporting upstream: (a) and
- * (b) are the reason the servers here accept plain TCP and start TLS
- * themselves (`lib/tls_node.ts`); (c) is why a minimal `Deno.listenTls`
- * echo serves ~20 handshakes a second one at a time (`deno task bench
- * --family handshake`). Standalone: only Deno and the certificates of the
+ * Two behaviours of `Deno.listenTls` worth reporting upstream, each the
+ * reason the servers here accept plain TCP and start TLS themselves
+ * (`lib/tls_node.ts`). Standalone: only Deno and the certificates of the
  * README's recipe (`cert.pem`, `key.pem`, and `ca.pem` that signed them).
  *
  *     deno run --allow-net=127.0.0.1 --allow-read=cert.pem,key.pem,ca.pem \
@@ -17,19 +15,6 @@
  *     closing it: the client has its handshake done all the same, the
  *     server's certificate received and verified, as `accept()` had
  *     started the handshake.
- *
- * (c) A client finishes its handshake, sends one byte and waits for its
- *     echo: the echo comes 40 ms late or more (a C OpenSSL client with
- *     TCP_NODELAY: 48 ms a connection; this script's Deno client, Nagle
- *     on too: 90). After the client's Finished
- *     the server sends its TLS 1.3 session tickets, then the echo; the
- *     accepted socket has Nagle's algorithm on (no TCP_NODELAY, and a
- *     `Deno.TlsConn` has no `setNoDelay`), so the echo waits for the ACK
- *     of the tickets, which the client delays (it has nothing to send)
- *     by the kernel's delayed-ACK timer, 40 ms on Linux (seen with
- *     tcpdump: tickets at 100.8 ms, the client's bare ACK at 144.1 ms,
- *     the echo 0.01 ms after it). The servers here drive a socket handle
- *     with TCP_NODELAY set, and Node's echo sets it (`setNoDelay`).
  *
  * @module
  */
@@ -106,48 +91,6 @@ async function refusedClient(): Promise<string> {
   return done;
 }
 
-/** (c): how long one byte's echo takes right after the handshake, in ms. */
-async function echoAfterHandshake(): Promise<number[]> {
-  using listener = Deno.listenTls({
-    hostname: "127.0.0.1",
-    port: 0,
-    cert,
-    key,
-  });
-  const serving = (async () => {
-    for await (const conn of listener) {
-      const buffer = new Uint8Array(16);
-      (async () => {
-        try {
-          for (let n; (n = await conn.read(buffer)) !== null;) {
-            await conn.write(buffer.subarray(0, n));
-          }
-        } catch {
-          // The client left.
-        } finally {
-          conn.close();
-        }
-      })();
-    }
-  })().catch(() => {});
-  const times: number[] = [];
-  for (let i = 0; i < 10; i++) {
-    using client = await Deno.connectTls({
-      hostname: "127.0.0.1",
-      port: listener.addr.port,
-      caCerts: [ca],
-    });
-    await client.handshake();
-    const started = performance.now();
-    await client.write(new Uint8Array([42]));
-    await client.read(new Uint8Array(1));
-    times.push(performance.now() - started);
-  }
-  listener.close();
-  await serving;
-  return times.sort((a, b) => a - b);
-}
-
 console.log(`Deno ${Deno.version.deno}`);
 console.log(
   `(a) Deno.listenTls, a silent client closed after accept(): client still connected after ${
@@ -161,10 +104,4 @@ console.log(
 );
 console.log(
   `(b) Deno.listenTls, a client closed right after accept(): its handshake done, the server's certificate received and verified: ${await refusedClient()}`,
-);
-const echoes = await echoAfterHandshake();
-console.log(
-  `(c) Deno.listenTls echo, one byte right after the handshake, 10 clients: median ${
-    echoes[5].toFixed(1)
-  } ms, ${echoes.filter((ms) => ms >= 30).length} of 10 took 30 ms or more`,
 );
