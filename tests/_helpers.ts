@@ -46,13 +46,18 @@ export function tlsEngineOption(): { tlsEngine?: TlsEngineChoice } {
 }
 
 /**
- * A server script's arguments with `--tls-engine TLS_ENGINE` right after
- * its `--tls` (among the flags, before any program and its arguments).
+ * A server script's arguments with `--tls-engine ENGINE` (default
+ * `TLS_ENGINE`) right after its `--tls`: among the flags, before any
+ * program and its arguments.
  */
-export function withTlsEngine(program: string, args: string[]): string[] {
+export function withTlsEngine(
+  program: string,
+  args: string[],
+  engine: TlsEngineChoice | undefined = TLS_ENGINE,
+): string[] {
   const at = args.indexOf("--tls");
   if (
-    !TLS_ENGINE || !program.startsWith("servers/") || at < 0 ||
+    !engine || !program.startsWith("servers/") || at < 0 ||
     args.includes("--tls-engine")
   ) {
     return args;
@@ -60,7 +65,7 @@ export function withTlsEngine(program: string, args: string[]): string[] {
   return [
     ...args.slice(0, at + 1),
     "--tls-engine",
-    TLS_ENGINE,
+    engine,
     ...args.slice(at + 1),
   ];
 }
