@@ -200,6 +200,11 @@ export {
   type TlsCertificate,
   TlsFileError,
 } from "./lib/tls.ts";
+export {
+  TLS_ENGINE_CHOICES,
+  type TlsEngineChoice,
+  TlsEngineError,
+} from "./lib/tls_engine.ts";
 
 // Clients.
 export {

@@ -11,6 +11,12 @@
  * loop (`bench/exec_loop.ts`), in a table of its own:
  * `deno task bench --family exec`.
  *
+ * The handshake family (`bench/tls_handshake.ts`) counts full TLS
+ * handshakes a second, 1 and 8 at a time, with and without a client
+ * certificate, by a C OpenSSL client: `servers/echo.ts --tls` against a
+ * minimal `Deno.listenTls` echo, Node's `tls`, haproxy (one thread) and
+ * stunnel: `deno task bench --family handshake`.
+ *
  * The forward family (see "Forwarding" below) puts forwarders in front of
  * the C echo server: ours (`servers/forward.ts`), a minimal Deno one
  * (`bench/minimal_forward.ts`: two read/write loops), haproxy on one thread
@@ -43,6 +49,7 @@ import {
 import { BalanceBench } from "./balance.ts";
 import { TlsBench } from "./tls.ts";
 import { reportUdp, UDP_SCENARIOS, udpServers } from "./udp.ts";
+import { HandshakeBench } from "./tls_handshake.ts";
 import { plotSvg } from "./plot.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -71,11 +78,11 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nbalance: bal-ours,bal-haproxy,bal-nginx;\nudp: udp-ours,udp-ours-defaults,udp-minimal,udp-c,udp-node",
+    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nhandshake: hs-ours,hs-fwd-ours,hs-minimal,hs-node,hs-haproxy,\nhs-stunnel;\nbalance: bal-ours,bal-haproxy,bal-nginx;\nudp: udp-ours,udp-ours-defaults,udp-minimal,udp-c,udp-node",
   ),
   family: flag.string(
     "LIST",
-    "only these families: echo,daytime,forward,exec,tls,balance,udp",
+    "only these families: echo,daytime,forward,exec,tls,handshake,balance,udp",
   ),
 };
 
@@ -109,6 +116,7 @@ const families = flags.family?.split(",") ?? [
   "forward",
   "exec",
   "tls",
+  "handshake",
   "balance",
   "udp",
 ];
@@ -602,6 +610,34 @@ async function run(
   };
 }
 
+/**
+ * The handshake family's load generator: built with OpenSSL's headers
+ * (libssl-dev), which a machine may lack; then that family alone is
+ * skipped, saying why.
+ */
+let handshakeLoadgen: { path: string } | { missing: string } = {
+  missing: "not built",
+};
+
+async function buildHandshakeLoadgen(): Promise<void> {
+  const path = `${BIN}/tls_handshake_loadgen`;
+  const result = await run([
+    "gcc",
+    "-O2",
+    "-Wall",
+    "-o",
+    path,
+    `${ROOT}bench/tls_handshake_loadgen.c`,
+    "-lssl",
+    "-lcrypto",
+    "-lpthread",
+  ]);
+  handshakeLoadgen = result.code === 0 ? { path } : {
+    missing:
+      `bench/tls_handshake_loadgen.c did not build (OpenSSL's headers: apt-get install libssl-dev):\n${result.stderr.trim()}`,
+  };
+}
+
 async function build(): Promise<void> {
   Deno.mkdirSync(BIN, { recursive: true });
   Deno.mkdirSync(LOGS, { recursive: true });
@@ -825,6 +861,22 @@ const balance = new BalanceBench({
   step: (what) => progress.step(what),
 });
 
+// TLS handshakes: ours against Deno.listenTls, Node, haproxy and stunnel
+// (bench/tls_handshake.ts).
+const handshake = new HandshakeBench({
+  root: ROOT,
+  results: RESULTS,
+  seconds,
+  only,
+  get loadgen() {
+    return handshakeLoadgen;
+  },
+  haproxyConfig,
+  run,
+  startServer,
+  step: (what) => progress.step(what),
+});
+
 const progress = new Progress(
   rounds * (
     (families.includes("echo")
@@ -841,7 +893,8 @@ const progress = new Progress(
       : 0) +
     (families.includes("tls") ? tls.measurements : 0) +
     (families.includes("balance") ? balance.measurements : 0) +
-    (families.includes("udp") ? measurements(UDP_SERVERS, UDP_SCENARIOS) : 0)
+    (families.includes("udp") ? measurements(UDP_SERVERS, UDP_SCENARIOS) : 0) +
+    (families.includes("handshake") ? handshake.measurements : 0)
   ),
 );
 
@@ -1368,6 +1421,7 @@ if (import.meta.main) {
   const started = new Date();
   const loadBefore = loadAverage();
   await build();
+  if (families.includes("handshake")) await buildHandshakeLoadgen();
   console.log(
     `bench: ${
       quick ? "quick, " : ""
@@ -1385,6 +1439,7 @@ if (import.meta.main) {
       await runFamily("exec", EXEC_SERVERS, EXEC_SCENARIOS);
     }
     if (families.includes("tls")) await tls.round();
+    if (families.includes("handshake")) await handshake.round();
     if (families.includes("balance")) await balance.round();
     if (families.includes("udp")) {
       await runFamily("udp", UDP_SERVERS, UDP_SCENARIOS);
@@ -1401,6 +1456,9 @@ if (import.meta.main) {
   const balanceTable = families.includes("balance") ? balance.report() : [];
   const udpTable = families.includes("udp")
     ? reportUdp(results, UDP_SERVERS)
+    : [];
+  const handshakeTable = families.includes("handshake")
+    ? handshake.report()
     : [];
   console.log(`load average before ${loadBefore}, after ${loadAfter}`);
   const json = {
@@ -1420,6 +1478,7 @@ if (import.meta.main) {
     raw: results,
     tls: { table: tlsTable, raw: tls.results },
     balance: { table: balanceTable, raw: balance.results },
+    handshake: { table: handshakeTable, raw: handshake.results },
   };
   Deno.writeTextFileSync(
     `${RESULTS}/latest.json`,
@@ -1429,7 +1488,7 @@ if (import.meta.main) {
   console.log("bench: wrote bench/results/latest.json and latest.svg");
   // A scenario that failed (a wrong byte, a refused connection) fails the
   // run; slow numbers never do, nor a peer's failure (reported above).
-  const failed = tls.failed || balance.failed ||
+  const failed = tls.failed || handshake.failed || balance.failed ||
     Object.entries(results).some(([scenario, servers]) =>
       Object.entries(servers).some(([name, figures]) =>
         !lenient.has(`${scenario}/${name}`) && figures.some((f) => f.error)

@@ -1,12 +1,16 @@
-// Node's TLS echo for `deno task bench`, written as a Node user would.
-//   node node_tls_server.mjs PORT CERT KEY
+// Node's TLS echo for `deno task bench`, written as a Node user would; with
+// CA, it asks every client for a certificate that CA signed and refuses the
+// rest (requestCert, rejectUnauthorized).
+//   node node_tls_server.mjs PORT CERT KEY [CA]
 import { readFileSync } from "node:fs";
 import { createServer } from "node:tls";
 
-const [port, cert, key] = process.argv.slice(2);
+const [port, cert, key, ca] = process.argv.slice(2);
 const server = createServer({
   cert: readFileSync(cert),
   key: readFileSync(key),
+  ...(ca &&
+    { ca: readFileSync(ca), requestCert: true, rejectUnauthorized: true }),
 }, (socket) => {
   socket.on("error", () => {});
   socket.setNoDelay(true);

@@ -280,39 +280,7 @@ export class TlsBench {
   /** A P-256 CA and a certificate it signed for 127.0.0.1 and localhost. */
   async #makeCertificates(): Promise<void> {
     if (this.#made) return;
-    const dir = this.#dir;
-    Deno.mkdirSync(dir, { recursive: true });
-    Deno.writeTextFileSync(
-      `${dir}/server.ext`,
-      "subjectAltName=DNS:localhost,IP:127.0.0.1\n" +
-        "basicConstraints=critical,CA:FALSE\n" +
-        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    );
-    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    for (
-      const args of [
-        ["req", "-x509", ...ec, "-nodes", "-days", "2", "-keyout"]
-          .concat([`${dir}/ca.key`, "-out", `${dir}/ca.pem`])
-          .concat(["-subj", "/CN=sockets bench CA"]),
-        ["req", ...ec, "-nodes", "-keyout", `${dir}/key.pem`, "-out"]
-          .concat([`${dir}/server.csr`, "-subj", "/CN=localhost"]),
-        ["x509", "-req", "-in", `${dir}/server.csr`, "-days", "2", "-CA"]
-          .concat([`${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`])
-          .concat(["-CAcreateserial", "-extfile", `${dir}/server.ext`])
-          .concat(["-out", `${dir}/cert.pem`]),
-      ]
-    ) {
-      const result = await this.#context.run(["openssl", ...args]);
-      if (result.code !== 0) {
-        throw new Error(`openssl ${args[0]} failed:\n${result.stderr}`);
-      }
-    }
-    // haproxy's `crt`: the certificate and its key in one file.
-    Deno.writeTextFileSync(
-      `${dir}/cert+key.pem`,
-      Deno.readTextFileSync(`${dir}/cert.pem`) +
-        Deno.readTextFileSync(`${dir}/key.pem`),
-    );
+    await makeBenchCertificates(this.#context.run, this.#dir);
     this.#made = true;
   }
 
@@ -605,6 +573,63 @@ export class TlsBench {
   }
 }
 
+/**
+ * Makes in `dir` a P-256 CA (`ca.pem`, `ca.key`), a server certificate it
+ * signed for 127.0.0.1 and localhost (`cert.pem`, `key.pem`, and both in
+ * `cert+key.pem` for haproxy's `crt`), and with `client`, a client
+ * certificate it signed too (`client.pem`, `client.key`, CN bench client).
+ */
+export async function makeBenchCertificates(
+  run: TlsBenchContext["run"],
+  dir: string,
+  client = false,
+): Promise<void> {
+  Deno.mkdirSync(dir, { recursive: true });
+  Deno.writeTextFileSync(
+    `${dir}/server.ext`,
+    "subjectAltName=DNS:localhost,IP:127.0.0.1\n" +
+      "basicConstraints=critical,CA:FALSE\n" +
+      "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+  );
+  Deno.writeTextFileSync(
+    `${dir}/client.ext`,
+    "basicConstraints=critical,CA:FALSE\n" +
+      "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+  );
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+  const signed = (name: string, cn: string, ext: string) => [
+    ["req", ...ec, "-nodes", "-keyout", `${dir}/${name}.key`, "-out"]
+      .concat([`${dir}/${name}.csr`, "-subj", `/CN=${cn}`]),
+    ["x509", "-req", "-in", `${dir}/${name}.csr`, "-days", "2", "-CA"]
+      .concat([`${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`])
+      .concat(["-CAcreateserial", "-extfile", `${dir}/${ext}`])
+      .concat(["-out", `${dir}/${name}.pem`]),
+  ];
+  for (
+    const args of [
+      ["req", "-x509", ...ec, "-nodes", "-days", "2", "-keyout"]
+        .concat([`${dir}/ca.key`, "-out", `${dir}/ca.pem`])
+        .concat(["-subj", "/CN=sockets bench CA"]),
+      ...signed("server", "localhost", "server.ext"),
+      ...(client ? signed("client", "bench client", "client.ext") : []),
+    ]
+  ) {
+    const result = await run(["openssl", ...args]);
+    if (result.code !== 0) {
+      throw new Error(`openssl ${args[0]} failed:\n${result.stderr}`);
+    }
+  }
+  // The names the TLS family has always used for the server's pair.
+  Deno.renameSync(`${dir}/server.pem`, `${dir}/cert.pem`);
+  Deno.renameSync(`${dir}/server.key`, `${dir}/key.pem`);
+  // haproxy's `crt`: the certificate and its key in one file.
+  Deno.writeTextFileSync(
+    `${dir}/cert+key.pem`,
+    Deno.readTextFileSync(`${dir}/cert.pem`) +
+      Deno.readTextFileSync(`${dir}/key.pem`),
+  );
+}
+
 function median(figures: Figure[] | undefined, metric: string): number | null {
   const values = (figures ?? [])
     .map((f) => f[metric])
@@ -620,7 +645,7 @@ function verdict(ratio: number | null, target: number | undefined): string {
 }
 
 /** `deno run` of one of our scripts with exactly these permissions. */
-function denoRun(
+export function denoRun(
   script: string,
   net: string,
   read: string,

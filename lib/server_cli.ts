@@ -43,6 +43,7 @@ import {
   TOOLKIT_UDP_PORTS,
 } from "./simple.ts";
 import { readTlsFiles } from "./tls.ts";
+import { TLS_ENGINE_CHOICES, type TlsEngineChoice } from "./tls_engine.ts";
 import { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
 import { workerCount, workerPlace } from "./workers.ts";
 
@@ -137,6 +138,16 @@ function modeValue(text: string, name: string): number {
   return parseInt(text, 8);
 }
 
+function tlsEngineValue(text: string, name: string): TlsEngineChoice {
+  const choice = TLS_ENGINE_CHOICES.find((choice) => choice === text);
+  if (choice) return choice;
+  throw new UsageError(
+    `invalid value '${text}' for ${name}: expected ${
+      TLS_ENGINE_CHOICES.join(", ")
+    }`,
+  );
+}
+
 function workersValue(text: string): number {
   try {
     return workerCount(text);
@@ -189,6 +200,8 @@ export type ServerFlags = {
   readonly keepalive: ServerFlag<KeepAliveConfig | undefined, false>;
   /** `--workers N|auto` */
   readonly workers: ServerFlag<number, false>;
+  /** `--tls-engine auto|native|node` */
+  readonly "tls-engine": ServerFlag<TlsEngineChoice, false>;
 };
 
 /**
@@ -345,6 +358,15 @@ const SHARED_SERVER_FLAGS = {
       { shown: "1" },
     ),
   ),
+  "tls-engine": on(
+    TCP,
+    flag.custom(
+      "E",
+      "--tls: auto proves the runtime's TLS engine before the first\nconnection and falls back to node:tls (one log line) when it\nfails; native insists on it (a failed proof exits 1); node\nalways uses node:tls {default}",
+      tlsEngineValue,
+      { shown: "auto" },
+    ),
+  ),
 } as const;
 
 /**
@@ -376,6 +398,7 @@ export const TCP_SERVER_FLAG_NAMES = [
   "key",
   "accept-proxy",
   "proxy-timeout",
+  "tls-engine",
 ] as const;
 
 /**
@@ -498,6 +521,7 @@ export function serverOptionsFromFlags(
   set("udpRatePerSecond", values["udp-rate"]);
   accessFromFlags(values, options);
   tlsFromFlags(values, options);
+  tlsEngineFromFlags(values, options);
   return options;
 }
 
@@ -583,6 +607,13 @@ function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
     throw new UsageError("--tls needs --cert FILE and --key FILE");
   }
   options.tls = readTlsFiles(values.cert, values.key);
+}
+
+function tlsEngineFromFlags(values: ServerFlagValues, options: ServerOptions) {
+  const choice = values["tls-engine"];
+  if (choice === undefined) return;
+  if (!values.tls) throw new UsageError("--tls-engine needs --tls");
+  options.tlsEngine = choice;
 }
 
 /**

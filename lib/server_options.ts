@@ -17,6 +17,7 @@ import type { Log } from "./log.ts";
 import type { DEFAULT_PROXY_HEADER_TIMEOUT_MS } from "./proxy_protocol.ts";
 import type { ProxyHeader } from "./proxy_protocol.ts";
 import type { TlsCertificate } from "./tls.ts";
+import type { TlsEngineChoice } from "./tls_engine.ts";
 // deno-lint-ignore no-unused-vars -- named by `mode`'s @default
 import type { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
 
@@ -125,6 +126,15 @@ export interface ServerOptions {
    * @default {@linkcode DEFAULT_HANDSHAKE_TIMEOUT_MS}
    */
   handshakeTimeoutMs?: number;
+  /**
+   * TLS: the engine connections run on (see `lib/tls_engine.ts`): `auto`
+   * proves the runtime's own engine before the first connection and falls
+   * back to `node:tls` with one log line when it fails; `native` makes a
+   * failed proof an error (`ready` rejects); `node` always uses `node:tls`.
+   *
+   * @default "auto"
+   */
+  tlsEngine?: TlsEngineChoice;
   /**
    * Stream servers (TCP, Unix): read a PROXY protocol header (v1 or v2,
    * see `lib/proxy_protocol.ts`) from each connection first, before the

@@ -43,6 +43,7 @@ import {
   type StreamHandler,
 } from "./server_options.ts";
 import { startServerTls, tlsServerContext } from "./tls_node.ts";
+import { chooseTlsEngine, type TlsEngine } from "./tls_engine.ts";
 import { socketFileOwner } from "./unix.ts";
 
 /** What the threads of a worker group share (see `workers.ts`). */
@@ -89,6 +90,8 @@ export class StreamServer extends BaseServer {
   /** Set for TLS: the handshake deadline, in ms. */
   readonly #handshakeTimeoutMs?: number;
   readonly #tlsContext?: ReturnType<typeof tlsServerContext>;
+  /** TLS: what connections run on, once chosen (before the first). */
+  #tlsEngine: TlsEngine = "native";
   #acceptLoop?: AcceptLoop;
   #boundListener?: Deno.Listener;
 
@@ -128,14 +131,24 @@ export class StreamServer extends BaseServer {
       );
     }
     const binding = bindStream(service, transport, options, !!group);
+    const tlsContext = options.tls ? tlsServerContext(options.tls) : undefined;
+    // The engine proves itself (or not) once the certificate passed its
+    // check, before the first connection.
+    const tlsEngine = tlsContext &&
+      binding.ready.then(() => chooseTlsEngine(tlsContext, options.tlsEngine));
+    const bound = tlsEngine ? tlsEngine.then(() => {}) : binding.ready;
     // deno-lint-ignore prefer-const -- assigned once `this` exists
     let connections!: ConnectionTable;
     const ready = group
-      ? Promise.all([binding.ready, group.connections]).then(([, count]) =>
+      ? Promise.all([bound, group.connections]).then(([, count]) =>
         connections.shareWith(count)
       )
-      : binding.ready;
+      : bound;
     super(options, ready);
+    tlsEngine?.then(({ engine, fallback }) => {
+      this.#tlsEngine = engine;
+      if (fallback) this.log(`${this.prefix}${fallback}`);
+    }, () => {});
     connections = this.#connections = new ConnectionTable(
       this.log,
       this.prefix,
@@ -161,7 +174,7 @@ export class StreamServer extends BaseServer {
     if (options.tls) {
       this.#handshakeTimeoutMs = options.handshakeTimeoutMs ??
         DEFAULT_HANDSHAKE_TIMEOUT_MS;
-      this.#tlsContext = tlsServerContext(options.tls);
+      this.#tlsContext = tlsContext;
     }
     this.#startWhenBound(!!options.tls || !!group);
   }
@@ -251,7 +264,11 @@ export class StreamServer extends BaseServer {
     if (this.#tlsContext) {
       // TLS starts only now, after the admission: a refused client never
       // gets a TLS byte.
-      connection.conn = startServerTls(connection.conn, this.#tlsContext);
+      connection.conn = startServerTls(
+        connection.conn,
+        this.#tlsContext,
+        this.#tlsEngine,
+      );
       const failure = await this.#handshake(connection);
       if (failure !== undefined) {
         // Closed by shutdown or the idle sweep: that logged already.

@@ -12,10 +12,32 @@
  * once, and batched while one is on its way.
  *
  * The engine and the socket handle are Deno internals (`process.binding`,
- * the `TLSWrap` class behind `TLSSocket`, a `Deno.Conn`'s resource id):
- * {@linkcode nativeTlsRuntime} checks that each is there and what it needs
- * does what it should, and the server falls back to the `node:tls` adapter
- * of `tls_node.ts` when not (tests/tls_native_test.ts says which runs).
+ * the `TLSWrap` class behind `TLSSocket`, a `Deno.Conn`'s resource id), so
+ * a server proves them before its first connection (`tls_engine.ts`
+ * decides). First {@linkcode nativeTlsRuntime} finds each piece and checks
+ * that every method used here exists. Then {@linkcode proveNativeTls} runs
+ * the engine by behaviour, with no permission needed, over a pair of
+ * kernel pipes (`pipe_wrap`'s `createPipe`, each end opened as a stream
+ * handle as a socket is one): a server engine set up as a connection's
+ * (this class's `TLSWrap`, `initServerTls` with the server's own
+ * certificate and key, `setHandle`, the `onhandshakedone`, `onerror` and
+ * `onread` callbacks, cleartext read into a buffer given by
+ * `useUserBuffer`) writes its records into one pipe by itself, as it does
+ * into a socket; what arrives on the other is read as a connection reads
+ * its socket (`useUserBuffer`, `readStart`, `onread` with the count in
+ * `streamBaseState[kReadBytesOrError]`) and handed to it by `receive`; a
+ * client engine of the same class sits at the other ends. They must:
+ * finish the handshake on both sides; carry 4 bytes from the client to the
+ * server byte-exact; carry 4 bytes back, sent by the server's
+ * `writeBuffer`, whose completion must report 0; and deliver the server's
+ * `shutdown` (close_notify) to the client as the end of the stream
+ * (`UV_EOF`); with no stall (nothing moving for 20 turns of the event loop
+ * and 100 ms) and within 5 s. Not run there: a TCP handle's `openFromRid`
+ * on a connection's descriptor and `attach` to it (a pipe attaches by
+ * `attachPipe`, to the same stream code); each connection checks their
+ * status, and one that is not 0 runs on the adapter. When the proof fails,
+ * the server serves TLS with the `node:tls` adapter of `tls_node.ts`
+ * (tests/tls_native_test.ts and tests/tls_engine_test.ts say which runs).
  *
  * @module
  */
@@ -145,6 +167,246 @@ export function nativeTlsRuntime(
     // Not this runtime: the adapter it is.
   }
   return runtime;
+}
+
+/** How long {@linkcode proveNativeTls} may take before it has failed. */
+const SELF_TEST_TIMEOUT_MS = 5000;
+/**
+ * The self-test has stalled (failed) once nothing moved between its
+ * engines for this many turns of the event loop and this long: bytes in a
+ * pipe are there at the next turn, so a stall is no slow machine.
+ */
+const SELF_TEST_IDLE_TURNS = 20;
+const SELF_TEST_IDLE_MS = 100;
+/** What the self-test's client sends, and what the server answers. */
+const SELF_TEST_PING = new TextEncoder().encode("ping");
+const SELF_TEST_PONG = new TextEncoder().encode("pong");
+
+let proof: Promise<void> | undefined;
+
+/**
+ * Proves the runtime's TLS engine by behaviour, once per process: a
+ * handshake and a round trip between a server engine set up as
+ * {@linkcode NativeTlsConn} sets up its own (from `context`'s certificate
+ * and key) and a client engine, over a pair of kernel pipes, as the
+ * module doc lists. Resolves when all of it worked; rejects with what went wrong
+ * (then serve with the `node:tls` adapter).
+ *
+ * @example
+ * ```ts ignore
+ * await proveNativeTls(tlsServerContext(readTlsFiles("cert.pem", "key.pem")));
+ * ```
+ */
+export function proveNativeTls(context: SecureContext): Promise<void> {
+  return proof ??= selfTest(context);
+}
+
+/** One engine of the self-test, and what it has seen. */
+interface SelfTestSide {
+  readonly tls: Handle;
+  secure: boolean;
+  /** Cleartext read so far. */
+  received: number[];
+  ended: boolean;
+  error?: Error;
+}
+
+/**
+ * An engine that writes its records into the pipe `out` and is given what
+ * arrives on `input`, read as a connection reads its socket (into a buffer
+ * of `useUserBuffer`, the count in `streamBaseState`); `moved` is told of
+ * every callback.
+ */
+function selfTestSide(
+  rt: NativeTlsRuntime,
+  server: boolean,
+  context: SecureContext,
+  out: Handle,
+  input: Handle,
+  moved: () => void,
+): SelfTestSide {
+  const tls = new rt.TLSWrap(server ? 1 : 0, 0);
+  const side: SelfTestSide = { tls, secure: false, received: [], ended: false };
+  // The server as a connection has it (client certificates aside: the
+  // client here has none); the client trusts it without checking.
+  const status = server
+    ? tls.initServerTls({
+      ...(context as unknown as { context: object }).context,
+      rejectUnauthorized: false,
+      requestCert: false,
+    })
+    : tls.initClientTls("", { rejectUnauthorized: false });
+  if (status !== 0) {
+    throw new Error(
+      `the ${
+        server ? "server" : "client"
+      } engine did not take its settings (${status})`,
+    );
+  }
+  if (tls.attachPipe(out) !== 0) {
+    throw new Error("the engine did not attach to its pipe");
+  }
+  const encrypted = new Uint8Array(BUFFER_SIZE);
+  input.useUserBuffer(encrypted);
+  input.onread = (chunk?: ArrayBuffer | Uint8Array) => {
+    moved();
+    const n = rt.state[rt.kReadBytesOrError];
+    if (n > 0) {
+      tls.receive(
+        chunk === undefined
+          ? encrypted.subarray(0, n)
+          : chunk instanceof ArrayBuffer
+          ? new Uint8Array(chunk, rt.state[rt.kArrayBufferOffset], n)
+          : chunk.subarray(0, n),
+      );
+    } else if (n < 0) {
+      input.readStop();
+      tls.emitEof();
+    }
+  };
+  // The server reads cleartext into a buffer of its own, as a connection
+  // does; the client gets the engine's buffers (the other way of reading).
+  const cleartext = server ? new Uint8Array(BUFFER_SIZE) : undefined;
+  if (cleartext) tls.useUserBuffer(cleartext);
+  tls.setHandle(tls);
+  tls.onhandshakedone = () => {
+    moved();
+    side.secure = true;
+  };
+  tls.onerror = (error: Error) => {
+    moved();
+    side.error ??= error;
+  };
+  tls.onread = (chunk?: ArrayBuffer) => {
+    moved();
+    const n = rt.state[rt.kReadBytesOrError];
+    if (n > 0) {
+      const bytes = chunk === undefined
+        ? cleartext!.subarray(0, n)
+        : new Uint8Array(chunk, rt.state[rt.kArrayBufferOffset], n);
+      side.received.push(...bytes);
+    } else if (n === rt.eof) side.ended = true;
+    else if (n < 0) side.error ??= new Error(`read failed: ${rt.errname(n)}`);
+  };
+  input.readStart();
+  return side;
+}
+
+async function selfTest(context: SecureContext): Promise<void> {
+  const rt = nativeTlsRuntime(context);
+  if (!rt) {
+    throw new Error(
+      "this Deno lacks the TLSWrap and TCP internals the engine is driven by",
+    );
+  }
+  const deadline = Date.now() + SELF_TEST_TIMEOUT_MS;
+  const pipes = (process as unknown as { binding(name: string): Handle })
+    .binding("pipe_wrap");
+  const handles: Handle[] = [];
+  const sides: SelfTestSide[] = [];
+  let moves = 0;
+  let movedAt = Date.now();
+  const moved = () => {
+    moves++;
+    movedAt = Date.now();
+  };
+  /** A pipe end as a stream handle, as a connection's socket is one. */
+  const pipeEnd = (fd: number): Handle => {
+    const pipe = new pipes.Pipe(0);
+    handles.push(pipe);
+    if (pipe.open(fd) !== 0) throw new Error("a pipe end did not open");
+    return pipe;
+  };
+  try {
+    // Each engine writes into a pipe the other one reads.
+    const [toServer, fromClient] = pipes.createPipe();
+    const [toClient, fromServer] = pipes.createPipe();
+    const server = selfTestSide(
+      rt,
+      true,
+      context,
+      pipeEnd(fromServer),
+      pipeEnd(toServer),
+      moved,
+    );
+    sides.push(server);
+    const client = selfTestSide(
+      rt,
+      false,
+      context,
+      pipeEnd(fromClient),
+      pipeEnd(toClient),
+      moved,
+    );
+    sides.push(client);
+    for (const { tls } of sides) {
+      if (tls.start() !== 0) throw new Error("the engine did not start");
+      tls.readStart();
+    }
+    /** Waits until `done`, or fails saying `what` was missing. */
+    const until = async (what: string, done: () => boolean) => {
+      for (let idle = 0; !done();) {
+        const failed = server.error ?? client.error;
+        if (failed) throw failed;
+        const stalled = idle >= SELF_TEST_IDLE_TURNS &&
+          Date.now() - movedAt >= SELF_TEST_IDLE_MS;
+        if (stalled || Date.now() > deadline) throw new Error(`no ${what}`);
+        const before = moves;
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        idle = moves === before ? idle + 1 : 0;
+      }
+    };
+    await until("handshake", () => server.secure && client.secure);
+    const write = (side: SelfTestSide, bytes: Uint8Array) => {
+      let completed: number | undefined;
+      const status = side.tls.writeBuffer({
+        oncomplete: (status: number) => {
+          moved();
+          completed = status;
+        },
+      }, bytes);
+      if (status !== 0) throw new Error(`a write failed (${status})`);
+      return () => completed;
+    };
+    write(client, SELF_TEST_PING);
+    await until("bytes from the client", () => server.received.length >= 4);
+    const completion = write(server, SELF_TEST_PONG);
+    await until(
+      "bytes from the server",
+      () => client.received.length >= 4 && completion() !== undefined,
+    );
+    if (completion() !== 0) {
+      throw new Error(`the server's write completed with ${completion()}`);
+    }
+    const same = (got: number[], sent: Uint8Array) =>
+      got.length === sent.length && got.every((byte, i) => byte === sent[i]);
+    if (!same(server.received, SELF_TEST_PING)) {
+      throw new Error("the server read other bytes than the client sent");
+    }
+    if (!same(client.received, SELF_TEST_PONG)) {
+      throw new Error("the client read other bytes than the server sent");
+    }
+    if (server.tls.shutdown({ oncomplete: moved }) !== 0) {
+      throw new Error("the server's shutdown failed");
+    }
+    await until("close_notify", () => client.ended);
+  } finally {
+    for (const { tls } of sides) {
+      try {
+        tls.destroySsl();
+      } catch {
+        // Its failure is not the test's.
+      }
+    }
+    for (const pipe of handles) {
+      try {
+        pipe.readStop();
+        pipe.close();
+      } catch {
+        // Closed already.
+      }
+    }
+  }
 }
 
 /** A `Deno.Conn`'s resource id (internal since Deno 2). */

@@ -28,6 +28,7 @@ import { connReadable, connWritable, writeAll } from "./io.ts";
 import { handshakeAlert } from "./tls_hello.ts";
 import { NativeTlsConn } from "./tls_native.ts";
 import type { TlsCertificate } from "./tls.ts";
+import type { TlsEngine } from "./tls_engine.ts";
 
 const HIGH_WATER = 64 * 1024;
 /** How much of a client's first bytes is kept to read its ClientHello. */
@@ -173,10 +174,11 @@ function duplexPair(): [Duplex, Duplex] {
 /**
  * Starts the server side of TLS on `conn`, accepted and let in: on the
  * runtime's TLS engine over the socket itself ({@linkcode NativeTlsConn},
- * as fast as `Deno.listenTls`) when this Deno has what that needs, else
- * through `node:tls` ({@linkcode NodeTlsConn}). Either way nothing is sent
- * before the client's first bytes, and `close()` closes the socket at once
- * while the handshake is on.
+ * as fast as `Deno.listenTls`) when `engine` is `native` (the default:
+ * the server chose it by `tls_engine.ts`) and this Deno has what that
+ * needs, else through `node:tls` ({@linkcode NodeTlsConn}). Either way
+ * nothing is sent before the client's first bytes, and `close()` closes
+ * the socket at once while the handshake is on.
  *
  * @example
  * ```ts ignore
@@ -187,8 +189,9 @@ function duplexPair(): [Duplex, Duplex] {
 export function startServerTls(
   conn: Deno.Conn,
   context: SecureContext,
+  engine: TlsEngine = "native",
 ): Deno.TlsConn {
-  return NativeTlsConn.start(conn, context) ??
+  return (engine === "native" && NativeTlsConn.start(conn, context)) ||
     new NodeTlsConn(conn, { server: context });
 }
 

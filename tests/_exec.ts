@@ -7,7 +7,7 @@
  */
 
 import { writeAll } from "../mod.ts";
-import { readAll, repoPath, ScriptProcess } from "./_helpers.ts";
+import { readAll, repoPath, ScriptProcess, withTlsEngine } from "./_helpers.ts";
 
 /**
  * Digits this test process adds to its programs' `sleep` times (a
@@ -111,7 +111,7 @@ export async function startExec(
     ...(options.address ?? ["--hostname", "127.0.0.1", "--port", "0"]),
     // Tests end by SIGTERM: programs still running get a short grace.
     ...(flags.includes("--grace") ? [] : ["--grace", "1"]),
-    ...flags,
+    ...withTlsEngine("servers/exec.ts", flags),
     "--",
     ...command,
   ];

@@ -10,6 +10,7 @@ import { assertEquals, AssertionError, assertMatch } from "@std/assert";
 import { concat, equals } from "@std/bytes";
 import { getAvailablePort } from "@std/net";
 import { TextLineStream } from "@std/streams";
+import { TLS_ENGINE_CHOICES, type TlsEngineChoice } from "../mod.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const decoder = new TextDecoder();
@@ -17,6 +18,56 @@ const decoder = new TextDecoder();
 /** Absolute path of a file in the repository. */
 export function repoPath(relative: string): string {
   return ROOT + relative;
+}
+
+/**
+ * The TLS engine the TLS tests run servers on, from `TLS_ENGINE` (`auto`,
+ * `native` or `node`; CI runs the TLS suite once with `native` and once
+ * with `node`); unset, each server's own default. A server script started
+ * by {@linkcode spawn} with `--tls` gets `--tls-engine` with it, unless
+ * its arguments name one; an in-process server takes
+ * {@linkcode tlsEngineOption}.
+ */
+export const TLS_ENGINE: TlsEngineChoice | undefined = (() => {
+  const value = Deno.env.get("TLS_ENGINE") || undefined;
+  if (value === undefined) return undefined;
+  const choice = TLS_ENGINE_CHOICES.find((choice) => choice === value);
+  if (!choice) {
+    throw new Error(
+      `TLS_ENGINE=${value}: expected ${TLS_ENGINE_CHOICES.join(", ")}`,
+    );
+  }
+  return choice;
+})();
+
+/** `{ tlsEngine: TLS_ENGINE }` when set: spread into a TLS server's options. */
+export function tlsEngineOption(): { tlsEngine?: TlsEngineChoice } {
+  return TLS_ENGINE ? { tlsEngine: TLS_ENGINE } : {};
+}
+
+/**
+ * A server script's arguments with `--tls-engine ENGINE` (default
+ * `TLS_ENGINE`) right after its `--tls`: among the flags, before any
+ * program and its arguments.
+ */
+export function withTlsEngine(
+  program: string,
+  args: string[],
+  engine: TlsEngineChoice | undefined = TLS_ENGINE,
+): string[] {
+  const at = args.indexOf("--tls");
+  if (
+    !engine || !program.startsWith("servers/") || at < 0 ||
+    args.includes("--tls-engine")
+  ) {
+    return args;
+  }
+  return [
+    ...args.slice(0, at + 1),
+    "--tls-engine",
+    engine,
+    ...args.slice(at + 1),
+  ];
 }
 
 /** A script running as a subprocess. */
@@ -208,7 +259,7 @@ export function spawn(
       "--no-prompt",
       ...(options.permissions ?? []),
       repoPath(program),
-      ...(options.args ?? []),
+      ...withTlsEngine(program, options.args ?? []),
     ]
     : [program, ...(options.args ?? [])];
   const child = new Deno.Command(command, {

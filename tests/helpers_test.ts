@@ -1,5 +1,10 @@
 import { assertEquals, AssertionError, assertThrows } from "@std/assert";
-import { assertSameBytes, bindable, freePort } from "./_helpers.ts";
+import {
+  assertSameBytes,
+  bindable,
+  freePort,
+  withTlsEngine,
+} from "./_helpers.ts";
 
 Deno.test("assertSameBytes() passes equal bytes and names lengths, offset and nearby bytes otherwise", () => {
   const bytes = Uint8Array.from({ length: 100_000 }, (_, i) => i & 0xff);
@@ -30,5 +35,25 @@ Deno.test("freePort() gives a port bindable on TCP and UDP", () => {
   for (const hostname of ["127.0.0.1", "::1"]) {
     const port = freePort(hostname);
     assertEquals(bindable(hostname, port), true, `${hostname} port ${port}`);
+  }
+});
+
+Deno.test("withTlsEngine() puts --tls-engine right after a server's --tls, and nowhere else", () => {
+  const exec = ["--tls", "--cert", "c", "--key", "k", "--", "cat", "--tls"];
+  assertEquals(withTlsEngine("servers/exec.ts", exec, "node"), [
+    "--tls",
+    "--tls-engine",
+    "node",
+    ...exec.slice(1),
+  ]);
+  // Unset, a client, no --tls, or an engine named already: as given.
+  const cases: [string, string[], "node" | undefined][] = [
+    ["servers/echo.ts", ["--tls"], undefined],
+    ["clients/connect.ts", ["--tls", "h", "1"], "node"],
+    ["servers/forward.ts", ["--to-tls", "a", "b"], "node"],
+    ["servers/echo.ts", ["--tls", "--tls-engine", "auto"], "node"],
+  ];
+  for (const [program, args, engine] of cases) {
+    assertEquals(withTlsEngine(program, args, engine), args);
   }
 });

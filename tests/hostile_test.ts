@@ -36,6 +36,7 @@ import {
   missing,
   runCommand,
   startServer,
+  tlsEngineOption,
 } from "./_helpers.ts";
 import { receiveOrNull } from "./_simple.ts";
 import { cannotForge, forgeUdp } from "./_forge.ts";
@@ -373,6 +374,7 @@ Deno.test({
       port: 0,
       perSource: 2,
       tls: readTlsFiles(certs.cert, certs.key),
+      ...tlsEngineOption(),
       log,
     });
     const { port } = server.addr as Deno.NetAddr;
@@ -696,6 +698,7 @@ Deno.test({
       hostname: "127.0.0.1",
       port: 0,
       tls: readTlsFiles(certs.cert, certs.key),
+      ...tlsEngineOption(),
       log: () => {},
     });
     const { port } = server.addr as Deno.NetAddr;

@@ -24,6 +24,7 @@ import {
   ScriptProcess,
   spawn,
   startServer,
+  tlsEngineOption,
 } from "./_helpers.ts";
 
 const SCRIPT = "servers/keepalive.ts";
@@ -195,6 +196,7 @@ Deno.test({
           hostname: "127.0.0.1",
           port: 0,
           tls: { cert, key },
+          ...tlsEngineOption(),
           keepAlive,
           log: silentLog,
         });

@@ -28,6 +28,7 @@ import {
   spawn,
   startServer,
   type TestCertificates,
+  tlsEngineOption,
 } from "./_helpers.ts";
 
 const noOpenssl = missing("openssl");
@@ -193,6 +194,7 @@ Deno.test({
       hostname: "127.0.0.1",
       port: 0,
       tls: tlsOf(certs),
+      ...tlsEngineOption(),
       handshakeTimeoutMs: 1500,
       log: (line) => lines.push(line),
     });
@@ -259,6 +261,7 @@ Deno.test({
       hostname: "127.0.0.1",
       port: 0,
       tls: tlsOf(certs),
+      ...tlsEngineOption(),
       idleTimeoutMs: 1500,
       gracePeriodMs: 5000,
       log: (line) => lines.push(line),
@@ -459,6 +462,7 @@ Deno.test({
       hostname: "127.0.0.1",
       port: 0,
       tls: tlsOf(certs),
+      ...tlsEngineOption(),
       maxConnections: 1,
       access: new AccessList({ allow: ["127.0.0.0/8"] }),
       log: (line) => lines.push(line),
