@@ -91,6 +91,8 @@ export function combineServers(servers: Server[]): Server {
     ready: Promise.all(servers.map((s) => s.ready)).then(() => {}),
     finished,
     shutdown,
+    reloadTls: () =>
+      Promise.all(servers.map((s) => s.reloadTls?.())).then(() => {}),
     [Symbol.asyncDispose]: shutdown,
   };
 }

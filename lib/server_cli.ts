@@ -36,7 +36,7 @@ import {
   type ServerOptions,
 } from "./server_options.ts";
 import { formatBytes, MAX_SMALL_FILE_BYTES } from "./files.ts";
-import { readTlsFiles } from "./tls.ts";
+import { readCaFile, readTlsFiles, type TlsServerFiles } from "./tls.ts";
 import { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
 import { workerCount, workerPlace } from "./workers.ts";
 
@@ -131,6 +131,25 @@ function modeValue(text: string, name: string): number {
   return parseInt(text, 8);
 }
 
+function clientCertMode(text: string, name: string): "required" | "optional" {
+  if (text !== "required" && text !== "optional") {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected required or optional`,
+    );
+  }
+  return text;
+}
+
+function subjectPattern(text: string, name: string): RegExp {
+  try {
+    return new RegExp(text);
+  } catch (error) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: ${(error as Error).message}`,
+    );
+  }
+}
+
 function workersValue(text: string): number {
   try {
     return workerCount(text);
@@ -175,6 +194,12 @@ export type ServerFlags = {
   readonly cert: ServerFlag<string, false>;
   /** `--key FILE` */
   readonly key: ServerFlag<string, false>;
+  /** `--client-ca FILE` */
+  readonly "client-ca": ServerFlag<string, false>;
+  /** `--client-cert required|optional` */
+  readonly "client-cert": ServerFlag<"required" | "optional", false>;
+  /** `--client-subject REGEX` */
+  readonly "client-subject": ServerFlag<RegExp, false>;
   /** `--accept-proxy` */
   readonly "accept-proxy": ServerFlag<boolean, true>;
   /** `--proxy-timeout S`, in milliseconds */
@@ -304,6 +329,30 @@ const SHARED_SERVER_FLAGS = {
       })`,
     ),
   ),
+  "client-ca": on(
+    TCP,
+    flag.string(
+      "FILE",
+      "TLS: ask each client for a certificate and refuse one that\ndoes not chain to the PEM CAs in FILE (needs --allow-read=FILE);\nthe program sees SSL_CLIENT_S_DN... (SIGHUP re-reads FILE,\n--cert and --key)",
+    ),
+  ),
+  "client-cert": on(
+    TCP,
+    flag.custom(
+      "MODE",
+      "--client-ca: required (refuse a client without one) or\noptional (let it in: SSL_CLIENT_VERIFY=NONE) {default}",
+      clientCertMode,
+      { shown: "required" },
+    ),
+  ),
+  "client-subject": on(
+    TCP,
+    flag.custom(
+      "REGEX",
+      "--client-ca: refuse a certificate whose subject (as stunnel\nwrites it: C=DE, O=Example, CN=alice) does not match REGEX",
+      subjectPattern,
+    ),
+  ),
   "accept-proxy": on(
     STREAM,
     flag.boolean(
@@ -368,6 +417,9 @@ export const TCP_SERVER_FLAG_NAMES = [
   "tls",
   "cert",
   "key",
+  "client-ca",
+  "client-cert",
+  "client-subject",
   "accept-proxy",
   "proxy-timeout",
 ] as const;
@@ -548,7 +600,15 @@ function accessFromFlags(values: ServerFlagValues, options: ServerOptions) {
 
 function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
   if (!values.tls) {
-    for (const flag of ["cert", "key"] as const) {
+    for (
+      const flag of [
+        "cert",
+        "key",
+        "client-ca",
+        "client-cert",
+        "client-subject",
+      ] as const
+    ) {
       if (values[flag] !== undefined) {
         throw new UsageError(`--${flag} needs --tls`);
       }
@@ -558,7 +618,25 @@ function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
   if (!values.cert || !values.key) {
     throw new UsageError("--tls needs --cert FILE and --key FILE");
   }
-  options.tls = readTlsFiles(values.cert, values.key);
+  const clientCa = values["client-ca"];
+  if (clientCa === undefined) {
+    for (const flag of ["client-cert", "client-subject"] as const) {
+      if (values[flag] !== undefined) {
+        throw new UsageError(`--${flag} needs --client-ca FILE`);
+      }
+    }
+  }
+  const { cert, key } = values;
+  const read = (): TlsServerFiles => ({
+    ...readTlsFiles(cert, key),
+    ...(clientCa !== undefined && { clientCa: readCaFile(clientCa) }),
+  });
+  options.tls = read();
+  options.readTlsFiles = read;
+  if (values["client-cert"]) options.clientCert = values["client-cert"];
+  if (values["client-subject"]) {
+    options.clientSubject = values["client-subject"];
+  }
 }
 
 /**
@@ -600,9 +678,39 @@ export async function runServers(
   }
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, stop);
+  const reload = tlsReloader(servers, log);
+  Deno.addSignalListener("SIGHUP", reload);
   try {
     await Promise.all(servers.map(({ server }) => server.finished));
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
+    Deno.removeSignalListener("SIGHUP", reload);
   }
+}
+
+/**
+ * SIGHUP: every server reads its TLS files again, one after the other;
+ * `reloaded TLS files` when all took them, else the one `error:` line
+ * of the first that could not (it and those after it keep theirs).
+ * Connections in flight go on either way.
+ */
+function tlsReloader(
+  servers: { server: Server; label?: string }[],
+  log: (line: string) => void,
+): () => void {
+  let reloading = Promise.resolve();
+  return () => {
+    reloading = reloading.then(async () => {
+      try {
+        for (const { server } of servers) await server.reloadTls?.();
+        log("SIGHUP: reloaded TLS files");
+      } catch (error) {
+        log(
+          `error: ${
+            (error as Error).message.split("\n")[0]
+          }; keeping the TLS files in use`,
+        );
+      }
+    });
+  };
 }

@@ -14,6 +14,7 @@ import { unmapIPv4 } from "./address.ts";
 import { writeAll } from "./io.ts";
 import type { Log } from "./log.ts";
 import type { ConnectionContext } from "./server_options.ts";
+import { tlsSessionEnv } from "./tls_peer.ts";
 
 /** What to run for each connection, and how. */
 export interface ProgramSpec {
@@ -324,6 +325,8 @@ export async function runProgram(
         // reached, from the PROXY header, as tcpserver listening there
         // would have set them.
         ...connectionEnv(context.localAddr, context.remoteAddr),
+        // Over TLS: mod_ssl's and sslserver's SSL_* variables.
+        ...(context.tls && tlsSessionEnv(context.tls)),
       },
       clearEnv: spec.clearEnv ?? false,
       stdin: "piped",

@@ -16,6 +16,7 @@ import { Admission, isRefusal, type RefusalReason } from "./admission.ts";
 import { type Binding, bindStream } from "./bind.ts";
 import { Connection, ConnectionTable } from "./connections.ts";
 import { formatAddr } from "./endpoint.ts";
+import { escapeControlChars } from "./files.ts";
 import { closeQuietly } from "./io.ts";
 import {
   checkKeepAlive,
@@ -39,7 +40,8 @@ import {
   type Service,
   type StreamHandler,
 } from "./server_options.ts";
-import { startServerTls, tlsServerContext } from "./tls_node.ts";
+import type { TlsServerFiles } from "./tls.ts";
+import { ServerTls } from "./tls_server.ts";
 import { socketFileOwner } from "./unix.ts";
 
 /** What the threads of a worker group share (see `workers.ts`). */
@@ -83,7 +85,13 @@ export class StreamServer extends BaseServer {
   readonly #proxyHeaderTimeoutMs?: number;
   /** Set for TLS: the handshake deadline, in ms. */
   readonly #handshakeTimeoutMs?: number;
-  readonly #tlsContext?: ReturnType<typeof tlsServerContext>;
+  readonly #tls?: ServerTls;
+  readonly #readTlsFiles?: () => TlsServerFiles;
+  /** Clients refused for their certificate, after the handshake. */
+  readonly #certificateRefused = new FloodLog(
+    this.log,
+    `${this.prefix}refused`,
+  );
   #acceptLoop?: AcceptLoop;
   #boundListener?: Deno.Listener;
 
@@ -153,7 +161,8 @@ export class StreamServer extends BaseServer {
     if (options.tls) {
       this.#handshakeTimeoutMs = options.handshakeTimeoutMs ??
         DEFAULT_HANDSHAKE_TIMEOUT_MS;
-      this.#tlsContext = tlsServerContext(options.tls);
+      this.#tls = new ServerTls(options.tls, options);
+      this.#readTlsFiles = options.readTlsFiles;
     }
     this.#startWhenBound(!!options.tls || !!group);
   }
@@ -192,6 +201,18 @@ export class StreamServer extends BaseServer {
 
   get addr(): Deno.Addr {
     return this.#binding.addr;
+  }
+
+  /**
+   * TLS: reads the files again (`options.readTlsFiles`; SIGHUP in the
+   * scripts) and new handshakes get them once one handshake in memory
+   * shows they work; connections in flight go on with theirs. Rejects,
+   * keeping the files in use, when they cannot be read or do not work.
+   * Without TLS, nothing to do.
+   */
+  async reloadTls(): Promise<void> {
+    if (!this.#tls || !this.#readTlsFiles) return;
+    await this.#tls.reload(this.#readTlsFiles());
   }
 
   /**
@@ -240,16 +261,26 @@ export class StreamServer extends BaseServer {
     ) {
       return false;
     }
-    if (this.#tlsContext) {
+    if (this.#tls) {
       // TLS starts only now, after the admission: a refused client never
       // gets a TLS byte.
-      connection.conn = startServerTls(connection.conn, this.#tlsContext);
+      const conn = this.#tls.start(connection.conn);
+      connection.conn = conn;
       const failure = await this.#handshake(connection);
       if (failure !== undefined) {
         // Closed by shutdown or the idle sweep: that logged already.
         if (!connection.closed) this.#handshakeFailed.event(failure);
         return false;
       }
+      if (connection.closed) return false;
+      const verdict = this.#tls.verdict(conn);
+      if ("refused" in verdict) {
+        this.#certificateRefused.event(
+          `${connection.peer}${connection.via}: ${verdict.refused}`,
+        );
+        return false;
+      }
+      connection.tls = verdict.session;
     }
     return true;
   }
@@ -311,7 +342,12 @@ export class StreamServer extends BaseServer {
    * the connection's whole life (about 240 bytes of heap a connection).
    */
   #run(connection: Connection): void {
-    this.log(`${this.prefix}accepted ${connection.peer}${connection.via}`);
+    const client = connection.tls?.client;
+    this.log(
+      `${this.prefix}accepted ${connection.peer}${connection.via}${
+        client ? ` (certificate ${escapeControlChars(client.subject)})` : ""
+      }`,
+    );
     let running: Promise<void>;
     try {
       // As `await` would: a handler that returns no promise (plain JS) too.
@@ -421,6 +457,7 @@ export class StreamServer extends BaseServer {
     await this.#connections.drain(gracePeriodMs);
     for (const log of Object.values(this.#refused)) log.flush();
     this.#handshakeFailed.flush();
+    this.#certificateRefused.flush();
     this.#acceptLoop?.flush();
     this.#badProxyHeader.flush();
   }

@@ -26,6 +26,24 @@ export interface TlsCertificate {
 }
 
 /**
+ * How a TLS server asks for client certificates (`--client-cert`):
+ * `required` refuses a client without one, `optional` lets it in (its
+ * program sees `SSL_CLIENT_VERIFY=NONE`); either way a certificate sent
+ * must chain to the client CAs.
+ */
+export type ClientCertMode = "required" | "optional";
+
+/**
+ * A TLS server's files: its certificate chain and key and, for client
+ * certificates, the CAs they must chain to (`--client-ca FILE`, PEM). A
+ * server reads them at start and again on SIGHUP.
+ */
+export interface TlsServerFiles extends TlsCertificate {
+  /** PEM CA certificates a client certificate must chain to. */
+  clientCa?: string;
+}
+
+/**
  * A TLS file is missing, unreadable, or holds no PEM of the kind needed.
  *
  * @example

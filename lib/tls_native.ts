@@ -25,6 +25,8 @@ import { Duplex } from "node:stream";
 import { type SecureContext, TLSSocket } from "node:tls";
 import { closeQuietly, connReadable, connWritable } from "./io.ts";
 import { legacyHelloAlert } from "./tls_hello.ts";
+import type { ClientCertMode } from "./tls.ts";
+import type { TlsConnInfo, TlsHandshakeFacts } from "./tls_peer.ts";
 
 /**
  * Decrypted bytes a connection holds unread before it stops reading its
@@ -157,15 +159,24 @@ function ridOf(conn: Deno.Conn): number | undefined {
   return undefined;
 }
 
-/** What the engine's `initServerTls` takes, built once per context. */
+/**
+ * What the engine's `initServerTls` takes, built once per context (a
+ * context serves one client-certificate mode). Asked for a certificate, the
+ * engine refuses a client that sends none when `rejectUnauthorized`
+ * (certificate_required), and lets one that does not chain finish its
+ * handshake, with `verifyError()` saying why: the server judges that.
+ */
 const engineContexts = new WeakMap<SecureContext, object>();
-function engineContext(context: SecureContext): object {
+function engineContext(
+  context: SecureContext,
+  clientCert?: ClientCertMode,
+): object {
   let value = engineContexts.get(context);
   if (!value) {
     value = {
       ...(context as unknown as { context: object }).context,
-      rejectUnauthorized: false,
-      requestCert: false,
+      rejectUnauthorized: clientCert === "required",
+      requestCert: clientCert !== undefined,
     };
     engineContexts.set(context, value);
   }
@@ -220,7 +231,7 @@ interface Waiter {
  * own version, without the engine seeing it; other refusals get the
  * engine's own alert (handshake_failure, illegal_parameter, decode_error).
  */
-export class NativeTlsConn implements Deno.TlsConn {
+export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
   /** Our address. */
   readonly localAddr: Deno.NetAddr;
   /** The peer's address. */
@@ -275,6 +286,7 @@ export class NativeTlsConn implements Deno.TlsConn {
   static start(
     raw: Deno.Conn,
     context: SecureContext,
+    clientCert?: ClientCertMode,
   ): NativeTlsConn | undefined {
     const rt = nativeTlsRuntime(context);
     const rid = ridOf(raw);
@@ -288,7 +300,7 @@ export class NativeTlsConn implements Deno.TlsConn {
     }
     const tls = new rt.TLSWrap(1, 0);
     if (
-      tls.initServerTls(engineContext(context)) !== 0 ||
+      tls.initServerTls(engineContext(context, clientCert)) !== 0 ||
       tls.attach(tcp) !== 0
     ) {
       tls.destroySsl();
@@ -609,6 +621,11 @@ export class NativeTlsConn implements Deno.TlsConn {
     return this.#handshake;
   }
 
+  /** What the finished handshake settled: protocol, cipher, the client's certificate. */
+  handshakeFacts(): TlsHandshakeFacts {
+    return engineFacts(this.#tls);
+  }
+
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */
   read(p: Uint8Array): Promise<number | null> {
     if (this.#closed) {
@@ -762,4 +779,26 @@ export class NativeTlsConn implements Deno.TlsConn {
   [Symbol.dispose](): void {
     if (!this.#closed) this.close();
   }
+}
+
+/**
+ * What the engine (a `TLSWrap`, under either adapter) says of a finished
+ * handshake: `getProtocol`, `getCipher` and `getPeerCertificate` fill or
+ * return plain objects, `verifyError` names OpenSSL's code.
+ */
+export function engineFacts(tls: Handle): TlsHandshakeFacts {
+  const protocol: { protocol?: string } = {};
+  const cipher: { name?: string } = {};
+  tls.getProtocol(protocol);
+  tls.getCipher(cipher);
+  const peer = tls.getPeerCertificate(false);
+  const verifyError = tls.verifyError();
+  return {
+    protocol: protocol.protocol ?? "",
+    cipher: cipher.name ?? "",
+    peerCertificate: peer?.raw ? new Uint8Array(peer.raw) : undefined,
+    verifyError: verifyError
+      ? String((verifyError as Error).message ?? verifyError)
+      : undefined,
+  };
 }

@@ -25,8 +25,9 @@ import {
 } from "node:tls";
 import { connReadable, connWritable, writeAll } from "./io.ts";
 import { handshakeAlert } from "./tls_hello.ts";
-import { NativeTlsConn } from "./tls_native.ts";
-import type { TlsCertificate } from "./tls.ts";
+import { engineFacts, NativeTlsConn } from "./tls_native.ts";
+import type { ClientCertMode, TlsCertificate, TlsServerFiles } from "./tls.ts";
+import type { TlsConnInfo, TlsHandshakeFacts } from "./tls_peer.ts";
 
 const HIGH_WATER = 64 * 1024;
 /** How much of a client's first bytes is kept to read its ClientHello. */
@@ -102,10 +103,14 @@ function duplexOf(conn: Deno.Conn, hooks: DuplexHooks): Duplex {
  * const context = tlsServerContext({ cert, key });
  * ```
  */
-export function tlsServerContext(certificate: TlsCertificate): SecureContext {
+export function tlsServerContext(
+  certificate: TlsCertificate | TlsServerFiles,
+): SecureContext {
+  const clientCa = (certificate as TlsServerFiles).clientCa;
   return createSecureContext({
     cert: certificate.cert,
     key: certificate.key,
+    ...(clientCa === undefined ? {} : { ca: clientCa }),
   });
 }
 
@@ -186,14 +191,18 @@ function duplexPair(): [Duplex, Duplex] {
 export function startServerTls(
   conn: Deno.Conn,
   context: SecureContext,
-): Deno.TlsConn {
-  return NativeTlsConn.start(conn, context) ??
-    new NodeTlsConn(conn, { server: context });
+  clientCert?: ClientCertMode,
+): Deno.TlsConn & TlsConnInfo {
+  return NativeTlsConn.start(conn, context, clientCert) ??
+    new NodeTlsConn(conn, { server: context, clientCert });
 }
 
-/** Which side of TLS a {@linkcode NodeTlsConn} runs. */
+/**
+ * Which side of TLS a {@linkcode NodeTlsConn} runs; a server asks for
+ * client certificates with `clientCert` (its context holds the CAs).
+ */
 export type TlsSide =
-  | { server: SecureContext }
+  | { server: SecureContext; clientCert?: ClientCertMode }
   | { client: Omit<ConnectionOptions, "socket"> };
 
 /**
@@ -211,7 +220,7 @@ export type TlsSide =
  * await conn.handshake();
  * ```
  */
-export class NodeTlsConn implements Deno.TlsConn {
+export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
   /** Our address. */
   readonly localAddr: Deno.NetAddr;
   /** The peer's address. */
@@ -268,6 +277,8 @@ export class NodeTlsConn implements Deno.TlsConn {
       ? new TLSSocket(this.#duplex, {
         isServer: true,
         secureContext: side.server,
+        requestCert: side.clientCert !== undefined,
+        rejectUnauthorized: side.clientCert === "required",
       })
       : connect({ ...side.client, socket: this.#duplex });
     this.#socket = socket;
@@ -362,6 +373,13 @@ export class NodeTlsConn implements Deno.TlsConn {
   /** Resolves once the handshake is done; rejects if it fails. */
   handshake(): Promise<Deno.TlsHandshakeInfo> {
     return this.#handshake;
+  }
+
+  /** What the finished handshake settled: protocol, cipher, the peer's certificate. */
+  handshakeFacts(): TlsHandshakeFacts {
+    return engineFacts(
+      (this.#socket as unknown as { _handle: unknown })._handle,
+    );
   }
 
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */

@@ -146,6 +146,8 @@ export interface GroupMember {
   readonly finished: Promise<void>;
   /** Stops the server gracefully. */
   shutdown(): Promise<void>;
+  /** TLS: reads its files again (see `Server.reloadTls`). */
+  reloadTls?(): Promise<void>;
 }
 
 /**
@@ -170,6 +172,8 @@ export function answerGroupShutdown(server: GroupMember): void {
   answered = true;
   scope.addEventListener("message", (event: MessageEvent) => {
     if (event.data?.type === "shutdown") server.shutdown();
+    // The main thread read the same files first and logged the outcome.
+    if (event.data?.type === "reload-tls") server.reloadTls?.().catch(() => {});
   });
   server.ready.then(
     () => scope.postMessage({ type: "ready" }),
@@ -204,6 +208,8 @@ export interface WorkerGroup {
   readonly finished: Promise<void>;
   /** Asks every worker to shut down gracefully; resolves like `finished`. */
   shutdown(): Promise<void>;
+  /** Asks every worker to read its TLS files again (SIGHUP). */
+  reloadTls(): void;
 }
 
 /**
@@ -277,6 +283,9 @@ export function spawnWorkers(
       }
       return finished;
     },
+    reloadTls() {
+      for (const worker of workers) worker.postMessage({ type: "reload-tls" });
+    },
   };
 }
 
@@ -346,6 +355,9 @@ export function serveGroup(
     ready: Promise.all([server.ready, group.ready]).then(() => {}),
     finished,
     shutdown,
+    // This thread first: its outcome (the files read, checked) is the
+    // one logged; the workers read the same files.
+    reloadTls: () => server.reloadTls().then(() => group.reloadTls()),
     [Symbol.asyncDispose]: shutdown,
   };
 }

@@ -335,6 +335,7 @@ export function serveExec(options: ExecOptions): Server {
     ready: server.ready,
     finished,
     shutdown,
+    reloadTls: () => server.reloadTls?.() ?? Promise.resolve(),
     [Symbol.asyncDispose]: shutdown,
   };
 }
