@@ -107,6 +107,7 @@ import {
   parseCommandLine,
   positiveSecondsFlag,
   readCaFile,
+  readTlsFiles,
   relay,
   relayDatagrams,
   type RelayOptions,
@@ -116,6 +117,7 @@ import {
   secondsFlag,
   startClientTls,
   stderrLogNow,
+  type TlsCertificate,
   UsageError,
 } from "../mod.ts";
 
@@ -153,6 +155,8 @@ export interface ConnectTlsOptions {
   serverName?: string;
   /** Do not verify the server at all (a warning is logged). */
   insecure?: boolean;
+  /** A client certificate and key, for a server that asks for one. */
+  certificate?: TlsCertificate;
 }
 
 /**
@@ -227,6 +231,7 @@ export async function connectClient(
     serverName: options.tls.serverName ?? hostname,
     caCerts: options.tls.caCerts,
     insecure: options.tls.insecure,
+    certificate: options.tls.certificate,
     handshakeTimeoutMs: options.timeoutMs,
   });
   log(`TLS handshake done with ${formatAddr(conn.remoteAddr)}`);
@@ -373,6 +378,11 @@ const FLAGS = {
     serverName,
   ),
   insecure: flag.boolean("TLS: do not verify the server at all (warns)"),
+  cert: flag.string(
+    "FILE",
+    "TLS: present the PEM client certificate in FILE when the\nserver asks (with --key; needs --allow-read=FILE)",
+  ),
+  key: flag.string("FILE", "TLS: the PEM private key of --cert"),
 };
 
 const USAGE = `usage: connect.ts [options] NAME PORT
@@ -432,7 +442,9 @@ function optionsFromArgs(args: string[]): ConnectOptions {
     attemptDelayMs: values["attempt-delay"],
   };
   if (!values.tls) {
-    for (const flag of ["ca", "servername", "insecure"] as const) {
+    for (
+      const flag of ["ca", "servername", "insecure", "cert", "key"] as const
+    ) {
       if (values[flag]) throw new UsageError(`--${flag} needs --tls`);
     }
   } else {
@@ -444,11 +456,16 @@ function optionsFromArgs(args: string[]): ConnectOptions {
     if (values.insecure && values.ca !== undefined) {
       throw new UsageError("--insecure and --ca cannot be used together");
     }
+    if ((values.cert === undefined) !== (values.key === undefined)) {
+      throw new UsageError("--cert and --key go together");
+    }
     options.tls = {
       serverName: values.servername,
       insecure: values.insecure,
       // A missing or unreadable file is a runtime failure (exit 1).
       caCerts: values.ca === undefined ? undefined : [readCaFile(values.ca)],
+      ...(values.cert !== undefined && values.key !== undefined &&
+        { certificate: readTlsFiles(values.cert, values.key) }),
     };
   }
   if (values.unix !== undefined) {

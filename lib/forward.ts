@@ -16,6 +16,7 @@ import { writeAll } from "./io.ts";
 import { type KeepAliveConfig, setKeepAlive } from "./keepalive.ts";
 import { encodeProxyHeader } from "./proxy_protocol.ts";
 import { splice, type SpliceConn } from "./splice.ts";
+import type { TlsCertificate } from "./tls.ts";
 import { startClientTls } from "./tls_client.ts";
 
 /** How the forwarder speaks TLS to its target (`--to-tls`). */
@@ -26,6 +27,8 @@ export interface ForwardTlsOptions {
   serverName?: string;
   /** Do not verify the target at all. */
   insecure?: boolean;
+  /** A client certificate and key to present to the target. */
+  certificate?: TlsCertificate;
 }
 
 /**
@@ -110,6 +113,7 @@ async function dialTarget(
     serverName: plan.targetTls.serverName ?? target.hostname,
     caCerts: plan.targetTls.caCerts,
     insecure: plan.targetTls.insecure,
+    certificate: plan.targetTls.certificate,
     handshakeTimeoutMs: plan.connectTimeoutMs,
   });
   return { conn: tls, address, warning };

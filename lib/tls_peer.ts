@@ -21,7 +21,7 @@ export interface PeerCertificate {
   subject: string;
   /** Its issuer, likewise. */
   issuer: string;
-  /** Its serial number, upper-case hex (as mod_ssl's `SSL_CLIENT_M_SERIAL`). */
+  /** Its serial number, upper-case hex in whole bytes (as mod_ssl's `SSL_CLIENT_M_SERIAL`). */
   serial: string;
   /** When it expires, as OpenSSL prints it (`Dec  9 18:12:54 2026 GMT`). */
   validTo: string;
@@ -80,7 +80,12 @@ export function peerCertificate(der: Uint8Array): PeerCertificate {
   return {
     subject: formatDn(names.subject),
     issuer: formatDn(names.issuer),
-    serial: x509.serialNumber.toUpperCase(),
+    // Whole bytes, as OpenSSL's i2a_ASN1_INTEGER (mod_ssl, `openssl x509
+    // -serial`) writes it: `0BB9...`, not `BB9...`.
+    serial: x509.serialNumber.toUpperCase().padStart(
+      Math.ceil(x509.serialNumber.length / 2) * 2,
+      "0",
+    ),
     validTo: x509.validTo,
     pem: x509.toString(),
   };

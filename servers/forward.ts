@@ -94,6 +94,7 @@ import {
   parseEndpoint,
   positiveSecondsFlag,
   readCaFile,
+  readTlsFiles,
   runMain,
   runServers,
   serve,
@@ -270,6 +271,11 @@ const FLAGS = {
     serverName,
   ),
   insecure: flag.boolean("--to-tls: do not verify TARGET at all (warns)"),
+  "to-cert": flag.string(
+    "FILE",
+    "--to-tls: present the PEM client certificate in FILE to\nTARGET (with --to-key; needs --allow-read=FILE)",
+  ),
+  "to-key": flag.string("FILE", "--to-tls: the PEM private key of --to-cert"),
   "send-proxy": flag.custom(
     "V",
     "write a PROXY protocol header (v1 or v2) to TARGET\nfirst, carrying the client's address",
@@ -422,7 +428,15 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     throw new UsageError("--udp-session-timeout applies to udp:// only");
   }
   if (!values["to-tls"]) {
-    for (const name of ["ca", "servername", "insecure"] as const) {
+    for (
+      const name of [
+        "ca",
+        "servername",
+        "insecure",
+        "to-cert",
+        "to-key",
+      ] as const
+    ) {
       if (values[name]) throw new UsageError(`--${name} needs --to-tls`);
     }
   } else {
@@ -431,6 +445,11 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     }
     if (values.insecure && values.ca !== undefined) {
       throw new UsageError("--insecure and --ca cannot be used together");
+    }
+    if (
+      (values["to-cert"] === undefined) !== (values["to-key"] === undefined)
+    ) {
+      throw new UsageError("--to-cert and --to-key go together");
     }
   }
   // UDP: --max-connections bounds sessions (the server flags give it to
@@ -452,6 +471,8 @@ function optionsFromArgs(args: string[]): ForwardOptions {
       insecure: values.insecure,
       // A missing or unreadable file is a runtime failure (exit 1).
       caCerts: values.ca === undefined ? undefined : [readCaFile(values.ca)],
+      ...(values["to-cert"] !== undefined && values["to-key"] !== undefined &&
+        { certificate: readTlsFiles(values["to-cert"], values["to-key"]) }),
     };
   }
   return options;

@@ -1,0 +1,452 @@
+/**
+ * Client certificates (mutual TLS) against real peers: exec.ts and echo.ts
+ * with `--client-ca` beside stunnel (`verify = 2`), the clients' `--cert`
+ * against socat `OPENSSL-LISTEN ... verify=1`, haproxy `verify required`
+ * and stunnel; the same certificates accepted and refused by ours and by
+ * them; both TLS engines; certificate rotation on SIGHUP.
+ */
+
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import { createSecureContext } from "node:tls";
+import { execPermissions, program, startExec } from "./_exec.ts";
+import { startHaproxy } from "./_haproxy.ts";
+import {
+  freePort,
+  makeCertificates,
+  missing,
+  runCommand,
+  runScript,
+  spawn,
+  startServer,
+  type TestCertificates,
+  waitListening,
+} from "./_helpers.ts";
+import { NativeTlsConn } from "../lib/tls_native.ts";
+import { NodeTlsConn } from "../lib/tls_node.ts";
+import type { TlsConnInfo } from "../lib/tls_peer.ts";
+
+const noOpenssl = missing("openssl");
+
+/** `openssl s_client` with `args`; its stdout and stderr once it ends. */
+async function sClient(
+  port: number,
+  args: string[],
+  input = "",
+): Promise<{ stdout: string; stderr: string }> {
+  const child = new Deno.Command("openssl", {
+    args: ["s_client", "-quiet", "-connect", `127.0.0.1:${port}`, ...args],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(input));
+  // Kept open until the server ends the connection: s_client would
+  // otherwise close before the program's answer.
+  const output = child.output();
+  const { stdout, stderr } = await output.finally(() =>
+    writer.close().catch(() => {})
+  );
+  return {
+    stdout: new TextDecoder().decode(stdout),
+    stderr: new TextDecoder().decode(stderr),
+  };
+}
+
+function envOf(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const at = line.indexOf("=");
+    if (at > 0 && /^[A-Z_0-9]+$/.test(line.slice(0, at))) {
+      env[line.slice(0, at)] = line.slice(at + 1);
+    }
+  }
+  return env;
+}
+
+/** stunnel in the foreground with `service` (one section); ready once it listens. */
+async function startStunnel(port: number, service: string) {
+  const dir = await Deno.makeTempDir({ prefix: "sockets-stunnel-" });
+  await Deno.writeTextFile(
+    `${dir}/stunnel.conf`,
+    `foreground = yes\npid =\ndebug = 5\n[t]\naccept = 127.0.0.1:${port}\n${service}\n`,
+  );
+  const proc = spawn("stunnel", { args: [`${dir}/stunnel.conf`] });
+  await waitListening(proc.child.pid, { port });
+  return {
+    proc,
+    [Symbol.asyncDispose]: async () => {
+      await proc[Symbol.asyncDispose]();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+function tlsFlags(certs: TestCertificates, ...more: string[]): string[] {
+  return [
+    "--tls",
+    "--cert",
+    certs.cert,
+    "--key",
+    certs.key,
+    "--client-ca",
+    certs.ca,
+    ...more,
+  ];
+}
+
+Deno.test({
+  name:
+    "exec.ts --client-ca gives the program SSL_* as mod_ssl names them, SSL_CLIENT_S_DN as stunnel writes it; no certificate or a stranger's is refused by both",
+  ignore: noOpenssl || missing("stunnel"),
+  async fn() {
+    await using certs = await makeCertificates();
+    const env = program("env.sh");
+    await using server = await startExec([env], tlsFlags(certs), {
+      permissions: [
+        ...execPermissions(env),
+        `--allow-read=${env},${certs.dir}`,
+      ],
+    });
+    const stunnelPort = freePort();
+    await using _stunnel = await startStunnel(
+      stunnelPort,
+      `cert = ${certs.cert}\nkey = ${certs.key}\nCAfile = ${certs.ca}\nverify = 2\nexec = /usr/bin/env\nexecArgs = env`,
+    );
+    const alice = ["-cert", certs.clientCert, "-key", certs.clientKey];
+    const ours = envOf((await sClient(server.port, alice)).stdout);
+    const theirs = envOf((await sClient(stunnelPort, alice)).stdout);
+    assertEquals(ours.SSL_CLIENT_S_DN, 'C=DE, O="Example, Inc.", CN=alice');
+    assertEquals(ours.SSL_CLIENT_S_DN, theirs.SSL_CLIENT_DN);
+    assertEquals(ours.SSL_CLIENT_I_DN, theirs.SSL_CLIENT_I_DN);
+    assertEquals(ours.SSL_CLIENT_VERIFY, "SUCCESS");
+    assertEquals(ours.SSL_SERVER_S_DN, "CN=localhost");
+    assertEquals(ours.SSL_PROTOCOL, "TLSv1.3");
+    assertEquals(ours.SSL_CIPHER, "TLS_AES_256_GCM_SHA384");
+    const x509 = async (...args: string[]) =>
+      new TextDecoder().decode(
+        (await runCommand("openssl", [
+          "x509",
+          "-in",
+          certs.clientCert,
+          "-noout",
+          ...args,
+        ])).stdout,
+      ).trim().replace(/^[^=]*=/, "");
+    assertEquals(ours.SSL_CLIENT_M_SERIAL, await x509("-serial"));
+    assertEquals(ours.SSL_CLIENT_V_END, await x509("-enddate"));
+    assert(
+      server.proc.stderrLines.some((line) =>
+        line.includes(`(certificate C=DE, O="Example, Inc.", CN=alice)`)
+      ),
+      server.proc.stderrLines.join("\n"),
+    );
+    // TLS 1.2: the same, with OpenSSL's name for the cipher.
+    const tls12 = envOf(
+      (await sClient(server.port, ["-tls1_2", ...alice])).stdout,
+    );
+    assertEquals(tls12.SSL_PROTOCOL, "TLSv1.2");
+    assertMatch(tls12.SSL_CIPHER, /^ECDHE-ECDSA-AES\d+-GCM-SHA\d+$/);
+
+    // No certificate: certificate_required (116) from ours; stunnel
+    // refuses too (its own alert); neither program runs.
+    const bare = await sClient(server.port, []);
+    assertMatch(bare.stderr, /alert certificate required/);
+    assertEquals(bare.stdout, "");
+    assertEquals((await sClient(stunnelPort, [])).stdout, "");
+    await server.proc.waitForStderr(/TLS handshake failed: .*no certificates/);
+
+    // A certificate of another CA: refused by both, after our handshake.
+    const mallory = ["-cert", certs.strangerCert, "-key", certs.strangerKey];
+    assertEquals((await sClient(server.port, mallory)).stdout, "");
+    assertEquals((await sClient(stunnelPort, mallory)).stdout, "");
+    await server.proc.waitForStderr(
+      /refused 127\.0\.0\.1:\d+: client certificate CN=mallory refused: not signed by a client CA/,
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "exec.ts --client-cert optional lets a client without a certificate in (SSL_CLIENT_VERIFY=NONE); --client-subject refuses a subject that does not match",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    const env = program("env.sh");
+    const permissions = [
+      ...execPermissions(env),
+      `--allow-read=${env},${certs.dir}`,
+    ];
+    {
+      await using server = await startExec(
+        [env],
+        tlsFlags(certs, "--client-cert", "optional"),
+        { permissions },
+      );
+      const none = envOf((await sClient(server.port, [])).stdout);
+      assertEquals(none.SSL_CLIENT_VERIFY, "NONE");
+      assertEquals(none.SSL_CLIENT_S_DN, undefined);
+      const alice = envOf(
+        (await sClient(server.port, [
+          "-cert",
+          certs.clientCert,
+          "-key",
+          certs.clientKey,
+        ])).stdout,
+      );
+      assertEquals(alice.SSL_CLIENT_VERIFY, "SUCCESS");
+    }
+    await using server = await startExec(
+      [env],
+      tlsFlags(certs, "--client-subject", "CN=bob$"),
+      { permissions },
+    );
+    const alice = await sClient(server.port, [
+      "-cert",
+      certs.clientCert,
+      "-key",
+      certs.clientKey,
+    ]);
+    assertEquals(alice.stdout, "");
+    await server.proc.waitForStderr(
+      /refused .*: client certificate C=DE, O="Example, Inc.", CN=alice refused: subject does not match \/CN=bob\$\//,
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "--client-cert and --client-subject need --client-ca; --client-ca needs --tls",
+  async fn() {
+    for (
+      const [args, error] of [
+        [["--client-ca", "ca.pem"], /--client-ca needs --tls/],
+        [
+          ["--tls", "--cert", "c", "--key", "k", "--client-cert", "optional"],
+          /--client-cert needs --client-ca FILE/,
+        ],
+        [
+          ["--tls", "--cert", "c", "--key", "k", "--client-cert", "maybe"],
+          /invalid value 'maybe' for --client-cert: expected required or optional/,
+        ],
+      ] as const
+    ) {
+      const { code, stderr } = await runScript("servers/echo.ts", {
+        permissions: ["--allow-net=127.0.0.1:0"],
+        args: ["--hostname", "127.0.0.1", "--port", "0", ...args],
+      });
+      assertEquals(code, 2, stderr);
+      assertMatch(stderr, error);
+    }
+  },
+});
+
+/** An echo server over TLS from socat, asking for a client certificate. */
+async function socatMutualEcho(certs: TestCertificates) {
+  const port = freePort();
+  const proc = spawn("socat", {
+    args: [
+      `OPENSSL-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork,cert=${certs.cert},key=${certs.key},cafile=${certs.ca},verify=1`,
+      "EXEC:cat",
+    ],
+  });
+  await waitListening(proc.child.pid, { port });
+  return { port, [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose]() };
+}
+
+Deno.test({
+  name:
+    "connect.ts --cert/--key is let in by socat verify=1, haproxy verify required and stunnel verify=2; a stranger's certificate or none is refused by each",
+  ignore: noOpenssl || missing("socat", "haproxy", "stunnel"),
+  async fn() {
+    await using certs = await makeCertificates();
+    await using socat = await socatMutualEcho(certs);
+    const combined = `${certs.dir}/combined.pem`;
+    await Deno.writeTextFile(
+      combined,
+      (await Deno.readTextFile(certs.cert)) +
+        (await Deno.readTextFile(certs.key)),
+    );
+    const plainPort = freePort();
+    await using plain = spawn("socat", {
+      args: [
+        `TCP-LISTEN:${plainPort},bind=127.0.0.1,reuseaddr,fork`,
+        "EXEC:cat",
+      ],
+    });
+    await waitListening(plain.child.pid, { port: plainPort });
+    const haproxyPort = freePort();
+    await using _haproxy = await startHaproxy(
+      haproxyPort,
+      `listen mtls
+  bind 127.0.0.1:${haproxyPort} ssl crt ${combined} verify required ca-file ${certs.ca}
+  server echo 127.0.0.1:${plainPort}
+`,
+    );
+    const stunnelPort = freePort();
+    await using _stunnel = await startStunnel(
+      stunnelPort,
+      `cert = ${certs.cert}\nkey = ${certs.key}\nCAfile = ${certs.ca}\nverify = 2\nexec = /bin/cat\nexecArgs = cat`,
+    );
+    const connect = (port: number, cert: string, key: string) =>
+      runScript("clients/connect.ts", {
+        permissions: ["--allow-net=127.0.0.1", `--allow-read=${certs.dir}`],
+        args: [
+          "--tls",
+          "--ca",
+          certs.ca,
+          "--servername",
+          "localhost",
+          ...(cert ? ["--cert", cert, "--key", key] : []),
+          "127.0.0.1",
+          String(port),
+        ],
+        input: "hello\n",
+      });
+    for (const port of [socat.port, haproxyPort, stunnelPort]) {
+      const alice = await connect(port, certs.clientCert, certs.clientKey);
+      assertEquals(alice.stdout, "hello\n", `${port}: ${alice.stderr}`);
+      assertEquals(alice.code, 0);
+      const mallory = await connect(
+        port,
+        certs.strangerCert,
+        certs.strangerKey,
+      );
+      assertEquals(mallory.stdout, "", `${port}: ${mallory.stderr}`);
+      const none = await connect(port, "", "");
+      assertEquals(none.stdout, "", `${port}: ${none.stderr}`);
+    }
+  },
+});
+
+for (const engine of ["native", "node"] as const) {
+  Deno.test({
+    name:
+      `the ${engine} engine asks for a client certificate and reports it, verified or not`,
+    ignore: noOpenssl,
+    async fn() {
+      await using certs = await makeCertificates();
+      const context = createSecureContext({
+        cert: await Deno.readTextFile(certs.cert),
+        key: await Deno.readTextFile(certs.key),
+        ca: await Deno.readTextFile(certs.ca),
+      });
+      using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const facts = async (cert: string, key: string) => {
+        const client = sClient(listener.addr.port, [
+          "-cert",
+          cert,
+          "-key",
+          key,
+        ]);
+        const raw = await listener.accept();
+        const conn: Deno.TlsConn & TlsConnInfo = engine === "native"
+          ? NativeTlsConn.start(raw, context, "required")!
+          : new NodeTlsConn(raw, { server: context, clientCert: "required" });
+        assert(conn, "this runtime has the native engine");
+        await conn.handshake();
+        const result = conn.handshakeFacts();
+        conn.close();
+        await client;
+        return result;
+      };
+      const alice = await facts(certs.clientCert, certs.clientKey);
+      assert(alice.peerCertificate, "alice's certificate");
+      assertEquals(alice.verifyError, undefined);
+      assertEquals(alice.protocol, "TLSv1.3");
+      const mallory = await facts(certs.strangerCert, certs.strangerKey);
+      assert(mallory.peerCertificate, "mallory's certificate");
+      assertEquals(mallory.verifyError, "UNABLE_TO_VERIFY_LEAF_SIGNATURE");
+    },
+  });
+}
+
+/** The serial of the certificate a TLS server on `port` presents. */
+async function servedSerial(port: number): Promise<string> {
+  const child = new Deno.Command("sh", {
+    args: [
+      "-c",
+      `openssl s_client -connect 127.0.0.1:${port} </dev/null 2>/dev/null | openssl x509 -noout -serial`,
+    ],
+    stdout: "piped",
+  });
+  return new TextDecoder().decode((await child.output()).stdout).trim();
+}
+
+Deno.test({
+  name:
+    "SIGHUP: new handshakes get the certificate renamed into place, connections in flight go on; a mismatched pair is one error line and the old stays",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    const dir = `${certs.dir}/live`;
+    await Deno.mkdir(dir);
+    await Deno.copyFile(certs.cert, `${dir}/cert.pem`);
+    await Deno.copyFile(certs.key, `${dir}/key.pem`);
+    await using server = await startServer("servers/echo.ts", {
+      permissions: ["--allow-net=127.0.0.1:0", `--allow-read=${dir}`],
+      args: [
+        "--hostname",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--tls",
+        "--cert",
+        `${dir}/cert.pem`,
+        "--key",
+        `${dir}/key.pem`,
+      ],
+    });
+    const before = await servedSerial(server.port);
+    // A connection in flight across the reload.
+    using inFlight = await Deno.connectTls({
+      hostname: "localhost",
+      port: server.port,
+      caCerts: [await Deno.readTextFile(certs.ca)],
+    });
+    await inFlight.handshake();
+    // certbot's way: a new certificate (same key, new serial) written
+    // beside, renamed into place, then HUP.
+    const renewed = await runCommand("openssl", [
+      "x509",
+      "-req",
+      "-in",
+      `${certs.dir}/server.csr`,
+      "-extfile",
+      `${certs.dir}/server.ext`,
+      "-days",
+      "2",
+      "-CA",
+      certs.ca,
+      "-CAkey",
+      `${certs.dir}/ca.key`,
+      "-set_serial",
+      "4242",
+      "-out",
+      `${dir}/cert.pem.new`,
+    ]);
+    assertEquals(renewed.code, 0, renewed.stderr);
+    await Deno.rename(`${dir}/cert.pem.new`, `${dir}/cert.pem`);
+    Deno.kill(server.proc.child.pid, "SIGHUP");
+    await server.proc.waitForStderr(/SIGHUP: reloaded TLS files/);
+    assertEquals(await servedSerial(server.port), "serial=1092");
+    assert(before !== "serial=1092", before);
+    await inFlight.write(new TextEncoder().encode("still here\n"));
+    const buffer = new Uint8Array(64);
+    const n = await inFlight.read(buffer);
+    assertEquals(
+      new TextDecoder().decode(buffer.subarray(0, n!)),
+      "still here\n",
+    );
+
+    // The key of another certificate: one error line, the renewed one stays.
+    await Deno.copyFile(certs.clientKey, `${dir}/key.pem.new`);
+    await Deno.rename(`${dir}/key.pem.new`, `${dir}/key.pem`);
+    Deno.kill(server.proc.child.pid, "SIGHUP");
+    const [line] = await server.proc.waitForStderr(
+      /^error: .*; keeping the TLS files in use$/,
+    );
+    assertMatch(line, /certificate and key do not match/);
+    assertEquals(await servedSerial(server.port), "serial=1092");
+  },
+});
