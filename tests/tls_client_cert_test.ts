@@ -450,3 +450,66 @@ Deno.test({
     assertEquals(await servedSerial(server.port), "serial=1092");
   },
 });
+
+Deno.test({
+  name:
+    "forward.ts --to-tls --to-cert/--to-key is let in by socat verify=1; stunnel as a client with a certificate is let into echo.ts --client-ca",
+  ignore: noOpenssl || missing("socat", "stunnel"),
+  async fn() {
+    await using certs = await makeCertificates();
+    await using socat = await socatMutualEcho(certs);
+    const forward = (...extra: string[]) =>
+      startServer("servers/forward.ts", {
+        permissions: ["--allow-net=127.0.0.1", `--allow-read=${certs.dir}`],
+        args: [
+          "tcp://127.0.0.1:0",
+          `tcp://127.0.0.1:${socat.port}`,
+          "--servername",
+          "localhost",
+          "--to-tls",
+          "--ca",
+          certs.ca,
+          ...extra,
+        ],
+      });
+    const exchange = async (port: number) => {
+      using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await conn.write(new TextEncoder().encode("hi\n"));
+      const buffer = new Uint8Array(16);
+      const n = await conn.read(buffer).catch(() => null);
+      return n === null ? "" : new TextDecoder().decode(buffer.subarray(0, n));
+    };
+    {
+      await using withCert = await forward(
+        "--to-cert",
+        certs.clientCert,
+        "--to-key",
+        certs.clientKey,
+      );
+      assertEquals(
+        await exchange(withCert.port),
+        "hi\n",
+        withCert.proc.stderrLines.join("\n"),
+      );
+    }
+    {
+      await using without = await forward();
+      assertEquals(await exchange(without.port), "");
+    }
+
+    // stunnel's client side, presenting alice's certificate to echo.ts.
+    await using echo = await startServer("servers/echo.ts", {
+      permissions: ["--allow-net=127.0.0.1:0", `--allow-read=${certs.dir}`],
+      args: ["--hostname", "127.0.0.1", "--port", "0", ...tlsFlags(certs)],
+    });
+    const stunnelPort = freePort();
+    await using _stunnel = await startStunnel(
+      stunnelPort,
+      `client = yes\nconnect = 127.0.0.1:${echo.port}\ncert = ${certs.clientCert}\nkey = ${certs.clientKey}\nCAfile = ${certs.ca}\nverify = 2`,
+    );
+    assertEquals(await exchange(stunnelPort), "hi\n");
+    await echo.proc.waitForStderr(
+      /accepted 127\.0\.0\.1:\d+ \(certificate C=DE, O="Example, Inc\.", CN=alice\)/,
+    );
+  },
+});
