@@ -19,6 +19,7 @@ import {
 import { type Log, stderrLog } from "./log.ts";
 import { describeError } from "./main.ts";
 import { listeningLine } from "./server.ts";
+import { reloadTlsFiles } from "./server_cli.ts";
 import type { Server } from "./server_options.ts";
 
 /**
@@ -278,16 +279,18 @@ export async function runInetdConf(
   const reload = () => {
     reloading = reloading.then(async () => {
       log(`SIGHUP: reading ${file}`);
-      let services: InetdService[];
+      let services: InetdService[] | undefined;
       try {
         services = loadInetdConf(file);
       } catch (error) {
         log(
           `error: ${describeError(error)}; keeping the running configuration`,
         );
-        return;
       }
-      await inetd.reload(services);
+      if (services) await inetd.reload(services);
+      // One SIGHUP reads the TLS files too (the lines a reload started
+      // included), whatever became of the file.
+      await reloadTlsFiles(inetd.sockets.map(({ server }) => server), log);
     });
   };
   const stop = () => inetd.shutdown();

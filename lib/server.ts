@@ -92,7 +92,9 @@ export function combineServers(servers: Server[]): Server {
     finished,
     shutdown,
     reloadTls: () =>
-      Promise.all(servers.map((s) => s.reloadTls?.())).then(() => {}),
+      Promise.all(servers.map((s) => s.reloadTls?.())).then((done) =>
+        done.some(Boolean)
+      ),
     [Symbol.asyncDispose]: shutdown,
   };
 }

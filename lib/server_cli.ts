@@ -678,7 +678,15 @@ export async function runServers(
   }
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, stop);
-  const reload = tlsReloader(servers, log);
+  let reloading = Promise.resolve();
+  const reload = () => {
+    reloading = reloading.then(async () => {
+      const all = servers.map(({ server }) => server);
+      if (!(await reloadTlsFiles(all, log))) {
+        log("SIGHUP: nothing to reload (no --tls)");
+      }
+    });
+  };
   Deno.addSignalListener("SIGHUP", reload);
   try {
     await Promise.all(servers.map(({ server }) => server.finished));
@@ -689,28 +697,38 @@ export async function runServers(
 }
 
 /**
- * SIGHUP: every server reads its TLS files again, one after the other;
- * `reloaded TLS files` when all took them, else the one `error:` line
- * of the first that could not (it and those after it keep theirs).
- * Connections in flight go on either way.
+ * What SIGHUP does to TLS: every server reads its files again (see
+ * `Server.reloadTls`), one after the other, then one line: `SIGHUP: TLS
+ * files reloaded`, or the `error:` line of the first that could not (it
+ * and those after it keep theirs); none where nothing serves TLS.
+ * Connections in flight go on either way. Resolves to whether a server
+ * serves TLS (or failed to reload); never rejects.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { reloadTlsFiles } from "./server_cli.ts";
+ *
+ * assertEquals(await reloadTlsFiles([], console.error), false);
+ * ```
  */
-function tlsReloader(
-  servers: { server: Server; label?: string }[],
+export async function reloadTlsFiles(
+  servers: readonly Server[],
   log: (line: string) => void,
-): () => void {
-  let reloading = Promise.resolve();
-  return () => {
-    reloading = reloading.then(async () => {
-      try {
-        for (const { server } of servers) await server.reloadTls?.();
-        log("SIGHUP: reloaded TLS files");
-      } catch (error) {
-        log(
-          `error: ${
-            (error as Error).message.split("\n")[0]
-          }; keeping the TLS files in use`,
-        );
-      }
-    });
-  };
+): Promise<boolean> {
+  try {
+    let reloaded = false;
+    for (const server of servers) {
+      if (await server.reloadTls?.()) reloaded = true;
+    }
+    if (reloaded) log("SIGHUP: TLS files reloaded");
+    return reloaded;
+  } catch (error) {
+    log(
+      `error: ${
+        (error as Error).message.split("\n")[0]
+      }; keeping the TLS files in use`,
+    );
+    return true;
+  }
 }

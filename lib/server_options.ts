@@ -49,9 +49,10 @@ export interface Server extends AsyncDisposable {
    * and new handshakes get them once one handshake in memory
    * shows they work; connections in flight keep theirs. Rejects, keeping
    * the files in use, when they do not work (what SIGHUP does in the
-   * scripts). Absent or a no-op where nothing serves TLS.
+   * scripts). Resolves `true` once the new files are in use, `false` where
+   * nothing serves TLS (or absent).
    */
-  reloadTls?(): Promise<void>;
+  reloadTls?(): Promise<boolean>;
 }
 
 /** How a {@linkcode Server} stops. */

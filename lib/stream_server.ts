@@ -208,11 +208,12 @@ export class StreamServer extends BaseServer {
    * scripts) and new handshakes get them once one handshake in memory
    * shows they work; connections in flight go on with theirs. Rejects,
    * keeping the files in use, when they cannot be read or do not work.
-   * Without TLS, nothing to do.
+   * Resolves `true` once they are in use; `false` without TLS.
    */
-  async reloadTls(): Promise<void> {
-    if (!this.#tls || !this.#readTlsFiles) return;
+  async reloadTls(): Promise<boolean> {
+    if (!this.#tls || !this.#readTlsFiles) return false;
     await this.#tls.reload(this.#readTlsFiles());
+    return true;
   }
 
   /**

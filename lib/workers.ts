@@ -147,7 +147,7 @@ export interface GroupMember {
   /** Stops the server gracefully. */
   shutdown(): Promise<void>;
   /** TLS: reads its files again (see `Server.reloadTls`). */
-  reloadTls?(): Promise<void>;
+  reloadTls?(): Promise<boolean>;
 }
 
 /**
@@ -357,7 +357,11 @@ export function serveGroup(
     shutdown,
     // This thread first: its outcome (the files read, checked) is the
     // one logged; the workers read the same files.
-    reloadTls: () => server.reloadTls().then(() => group.reloadTls()),
+    reloadTls: () =>
+      server.reloadTls().then((reloaded) => {
+        if (reloaded) group.reloadTls();
+        return reloaded;
+      }),
     [Symbol.asyncDispose]: shutdown,
   };
 }

@@ -335,7 +335,7 @@ export function serveExec(options: ExecOptions): Server {
     ready: server.ready,
     finished,
     shutdown,
-    reloadTls: () => server.reloadTls?.() ?? Promise.resolve(),
+    reloadTls: () => server.reloadTls?.() ?? Promise.resolve(false),
     [Symbol.asyncDispose]: shutdown,
   };
 }

@@ -428,7 +428,7 @@ Deno.test({
     assertEquals(renewed.code, 0, renewed.stderr);
     await Deno.rename(`${dir}/cert.pem.new`, `${dir}/cert.pem`);
     Deno.kill(server.proc.child.pid, "SIGHUP");
-    await server.proc.waitForStderr(/SIGHUP: reloaded TLS files/);
+    await server.proc.waitForStderr(/SIGHUP: TLS files reloaded/);
     assertEquals(await servedSerial(server.port), "serial=1092");
     assert(before !== "serial=1092", before);
     await inFlight.write(new TextEncoder().encode("still here\n"));
@@ -511,5 +511,68 @@ Deno.test({
     await echo.proc.waitForStderr(
       /accepted 127\.0\.0\.1:\d+ \(certificate C=DE, O="Example, Inc\.", CN=alice\)/,
     );
+  },
+});
+
+Deno.test({
+  name:
+    "inetd.ts --conf --tls: one SIGHUP reads the file and the TLS files; a line it adds serves the new certificate, and so does the one that stayed",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    const dir = `${certs.dir}/live`;
+    await Deno.mkdir(dir);
+    await Deno.copyFile(certs.cert, `${dir}/cert.pem`);
+    await Deno.copyFile(certs.key, `${dir}/key.pem`);
+    const [first, second] = [freePort(), freePort()];
+    const conf = `${certs.dir}/inetd.conf`;
+    const line = (port: number) =>
+      `127.0.0.1:${port} stream tcp nowait root internal echo\n`;
+    await Deno.writeTextFile(conf, line(first));
+    await using inetd = await startServer("servers/inetd.ts", {
+      permissions: [
+        "--unstable-net",
+        "--allow-net",
+        `--allow-read=${conf},/etc/services,${dir}`,
+        "--allow-sys=uid,gid,userInfo",
+      ],
+      args: [
+        "--conf",
+        conf,
+        "--tls",
+        "--cert",
+        `${dir}/cert.pem`,
+        "--key",
+        `${dir}/key.pem`,
+      ],
+    });
+    const before = await servedSerial(first);
+    const renewed = await runCommand("openssl", [
+      "x509",
+      "-req",
+      "-in",
+      `${certs.dir}/server.csr`,
+      "-extfile",
+      `${certs.dir}/server.ext`,
+      "-days",
+      "2",
+      "-CA",
+      certs.ca,
+      "-CAkey",
+      `${certs.dir}/ca.key`,
+      "-set_serial",
+      "4243",
+      "-out",
+      `${dir}/cert.pem.new`,
+    ]);
+    assertEquals(renewed.code, 0, renewed.stderr);
+    await Deno.rename(`${dir}/cert.pem.new`, `${dir}/cert.pem`);
+    await Deno.writeTextFile(conf, line(first) + line(second));
+    Deno.kill(inetd.proc.child.pid, "SIGHUP");
+    await inetd.proc.waitForStderr(/reloaded .*: 1 added, 0 removed/);
+    await inetd.proc.waitForStderr(/SIGHUP: TLS files reloaded/);
+    assert(before !== "serial=1093", before);
+    assertEquals(await servedSerial(first), "serial=1093");
+    assertEquals(await servedSerial(second), "serial=1093");
   },
 });
