@@ -53,7 +53,11 @@
  * TLS (`--tls`) verifies the server against Deno's root certificates or a
  * CA file (`--ca`, which needs read permission) for a name
  * (`--servername`, default NAME, also sent as SNI), or not at all
- * (`--insecure`, with a warning). Against socat as the server, with the
+ * (`--insecure`, with a warning). A server that asks for a client
+ * certificate (mutual TLS: socat `verify=1`, stunnel `verify = 2`,
+ * haproxy `verify required`, our servers' `--client-ca`) gets the one of
+ * `--cert FILE --key FILE` (with `--allow-read` for both). Against socat
+ * as the server, with the
  * certificates of the README's recipe:
  *
  * ```sh
@@ -84,6 +88,7 @@
  * | `--ca FILE`              | `--ssl-trustfile FILE`                      | `cafile=FILE`                       |
  * | `--servername NAME`      | `--ssl-servername NAME`                     | `commonname=NAME`, `snihost=NAME`   |
  * | `--insecure`             | `--ssl` without `--ssl-verify`              | `verify=0`                          |
+ * | `--cert FILE --key FILE` | `--ssl-cert FILE --ssl-key FILE`            | `cert=FILE,key=FILE`                |
  *
  * Unlike the seed, which takes the first IPv4 address only and ignores
  * failures, every failure here is one `error:` line and exit 1.

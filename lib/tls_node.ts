@@ -180,7 +180,10 @@ function duplexPair(): [Duplex, Duplex] {
  * as fast as `Deno.listenTls`) when this Deno has what that needs, else
  * through `node:tls` ({@linkcode NodeTlsConn}). Either way nothing is sent
  * before the client's first bytes, and `close()` closes the socket at once
- * while the handshake is on.
+ * while the handshake is on. With `clientCert`, the client is asked for a
+ * certificate (the context holds the CAs): `required` refuses one without
+ * (certificate_required); whether one sent chains to the CAs is for the
+ * caller to judge from `handshakeFacts()` (see `tls_server.ts`).
  *
  * @example
  * ```ts ignore

@@ -33,6 +33,8 @@
  * | `socat UDP-LISTEN:5353,fork UDP:127.0.0.1:53` | `udp://0.0.0.0:5353 udp://127.0.0.1:53` (`--unstable-net --allow-net`: answers go to whoever asked) |
  * | `socat OPENSSL-LISTEN:8443,fork,cert=cert.pem,key=key.pem,verify=0 TCP:127.0.0.1:8080`; haproxy `bind :8443 ssl crt site.pem` | `--tls --cert cert.pem --key key.pem tcp://0.0.0.0:8443 tcp://127.0.0.1:8080` |
  * | `socat TCP-LISTEN:8080,fork OPENSSL:example.com:443` | `--to-tls tcp://127.0.0.1:8080 tcp://example.com:443` |
+ * | `socat OPENSSL-LISTEN:8443,fork,cert=cert.pem,key=key.pem,cafile=ca.pem,verify=1 TCP:127.0.0.1:8080`; haproxy `bind :8443 ssl crt site.pem verify required ca-file ca.pem` | `--tls --cert cert.pem --key key.pem --client-ca ca.pem tcp://0.0.0.0:8443 tcp://127.0.0.1:8080` (mutual TLS; `--client-cert optional` for haproxy's `verify optional`) |
+ * | `socat TCP-LISTEN:8080,fork OPENSSL:db.internal:5432,cert=client.pem,key=client.key,cafile=ca.pem`; haproxy `server s db.internal:5432 ssl crt client.pem ca-file ca.pem` | `--to-tls --ca ca.pem --to-cert client.pem --to-key client.key tcp://127.0.0.1:8080 tcp://db.internal:5432` |
  * | haproxy `server s 127.0.0.1:8080 send-proxy-v2` | `--send-proxy v2 tcp://0.0.0.0:80 tcp://127.0.0.1:8080` |
  * | haproxy `bind :80 accept-proxy` | `--accept-proxy tcp://0.0.0.0:80 tcp://127.0.0.1:8080` |
  *
