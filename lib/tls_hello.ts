@@ -85,8 +85,18 @@ export function legacyHelloAlert(
  * The highest TLS version a ClientHello offers (its `supported_versions`
  * extension, else its `client_version`), or `undefined` when `bytes` do
  * not start with a whole ClientHello record.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { offeredVersions } from "./tls_hello.ts";
+ *
+ * assertEquals(offeredVersions(new Uint8Array([23, 3, 3, 0, 0])), undefined);
+ * ```
  */
-function offeredVersions(bytes: Uint8Array): { max: number } | undefined {
+export function offeredVersions(
+  bytes: Uint8Array,
+): { max: number } | undefined {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   // Record header: handshake (22), version, length; then ClientHello (1).
   if (bytes.byteLength < 5 + 4 + 2 || bytes[0] !== 22 || bytes[5] !== 1) {

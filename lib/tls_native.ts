@@ -25,7 +25,10 @@ import { Duplex } from "node:stream";
 import { type SecureContext, TLSSocket } from "node:tls";
 import { closeQuietly, connReadable, connWritable } from "./io.ts";
 import { legacyHelloAlert } from "./tls_hello.ts";
-import type { ClientCertMode } from "./tls.ts";
+import {
+  type ClientCertRequest,
+  Tls12ClientCertGate,
+} from "./tls12_client_cert.ts";
 import type { TlsConnInfo, TlsHandshakeFacts } from "./tls_peer.ts";
 
 /**
@@ -169,14 +172,14 @@ function ridOf(conn: Deno.Conn): number | undefined {
 const engineContexts = new WeakMap<SecureContext, object>();
 function engineContext(
   context: SecureContext,
-  clientCert?: ClientCertMode,
+  clientCerts?: ClientCertRequest,
 ): object {
   let value = engineContexts.get(context);
   if (!value) {
     value = {
       ...(context as unknown as { context: object }).context,
-      rejectUnauthorized: clientCert === "required",
-      requestCert: clientCert !== undefined,
+      rejectUnauthorized: clientCerts?.mode === "required",
+      requestCert: clientCerts !== undefined,
     };
     engineContexts.set(context, value);
   }
@@ -244,6 +247,8 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
   #settle?: { resolve(): void; reject(error: Error): void };
   /** The client's first bytes, held until they are known not to be refused. */
   #hello?: Uint8Array = new Uint8Array(0);
+  /** With client certificates: TLS 1.2's refusals, before the engine. */
+  #gate?: Tls12ClientCertGate;
   #secure = false;
   #closed = false;
   #destroyed = false;
@@ -286,7 +291,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
   static start(
     raw: Deno.Conn,
     context: SecureContext,
-    clientCert?: ClientCertMode,
+    clientCerts?: ClientCertRequest,
   ): NativeTlsConn | undefined {
     const rt = nativeTlsRuntime(context);
     const rid = ridOf(raw);
@@ -300,14 +305,16 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
     }
     const tls = new rt.TLSWrap(1, 0);
     if (
-      tls.initServerTls(engineContext(context, clientCert)) !== 0 ||
+      tls.initServerTls(engineContext(context, clientCerts)) !== 0 ||
       tls.attach(tcp) !== 0
     ) {
       tls.destroySsl();
       tcp.close();
       return undefined;
     }
-    return new NativeTlsConn(raw, rt, tcp, tls);
+    const conn = new NativeTlsConn(raw, rt, tcp, tls);
+    if (clientCerts) conn.#gate = new Tls12ClientCertGate(clientCerts);
+    return conn;
   }
 
   private constructor(
@@ -397,7 +404,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
         ? new Uint8Array(buffer, rt.state[rt.kArrayBufferOffset], n)
         : buffer.subarray(0, n);
       if (this.#hello) this.#onHello(bytes);
-      else this.#tls.receive(bytes);
+      else this.#receive(bytes);
       return;
     }
     if (n === 0) return;
@@ -440,17 +447,37 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
     }
     this.#hello = undefined;
     if (verdict === "tls12") {
-      this.#tls.receive(hello);
+      this.#receive(hello);
       return;
     }
+    this.#refuse(
+      verdict,
+      new Error("peer is incompatible: it offers TLS 1.1 or older only"),
+    );
+  }
+
+  /** The client's bytes to the engine: through the gate, when there is one. */
+  #receive(bytes: Uint8Array): void {
+    if (!this.#gate) {
+      this.#tls.receive(bytes);
+      return;
+    }
+    const { forward, refusal } = this.#gate.feed(bytes);
+    if (forward.byteLength > 0) this.#tls.receive(forward);
+    if (refusal) this.#refuse(refusal.alert, new Error(refusal.reason));
+  }
+
+  /**
+   * Refuses the client before the engine would: stops reading, sends
+   * `alert` (plaintext, the engine idle meanwhile), then fails the
+   * handshake with `error`.
+   */
+  #refuse(alert: Uint8Array, error: Error): void {
     this.#tcp.readStop();
     this.#reading = false;
-    const error = new Error(
-      "peer is incompatible: it offers TLS 1.1 or older only",
-    );
     let timer: ReturnType<typeof setTimeout> | undefined;
     Promise.race([
-      this.#raw.write(verdict),
+      this.#raw.write(alert),
       new Promise((resolve) =>
         timer = setTimeout(resolve, CLOSE_NOTIFY_WAIT_MS)
       ),

@@ -26,7 +26,11 @@ import {
 import { connReadable, connWritable, writeAll } from "./io.ts";
 import { handshakeAlert } from "./tls_hello.ts";
 import { engineFacts, NativeTlsConn } from "./tls_native.ts";
-import type { ClientCertMode, TlsCertificate, TlsServerFiles } from "./tls.ts";
+import type { TlsCertificate, TlsServerFiles } from "./tls.ts";
+import {
+  type ClientCertRequest,
+  Tls12ClientCertGate,
+} from "./tls12_client_cert.ts";
 import type { TlsConnInfo, TlsHandshakeFacts } from "./tls_peer.ts";
 
 const HIGH_WATER = 64 * 1024;
@@ -42,8 +46,13 @@ interface DuplexHooks {
    * stop `node:tls` reading what is under it, so backpressure goes here.
    */
   gate(): Promise<void>;
-  /** Sees each chunk read from the socket. */
-  onRead(chunk: Uint8Array): void;
+  /**
+   * Sees each chunk read from the socket; returns what `node:tls` gets of
+   * it now (all, or with client certificates on TLS 1.2 nothing until the
+   * Certificate message is whole), or `undefined` once the client is
+   * refused (nothing more is read).
+   */
+  onRead(chunk: Uint8Array): Uint8Array | undefined;
   /** The peer closed its side (the read after this is `null`). */
   onEnd(): void;
   /**
@@ -75,8 +84,10 @@ function duplexOf(conn: Deno.Conn, hooks: DuplexHooks): Duplex {
             hooks.onEnd();
             return this.push(null);
           }
-          const chunk = buffer.slice(0, n);
-          hooks.onRead(chunk);
+          const chunk = hooks.onRead(buffer.slice(0, n));
+          if (chunk === undefined) return;
+          // Held back: read on, or `node:tls` would never ask again.
+          if (chunk.byteLength === 0) return this._read(HIGH_WATER);
           this.push(chunk);
         },
         (error) => this.destroy(closed ? undefined : error),
@@ -180,10 +191,13 @@ function duplexPair(): [Duplex, Duplex] {
  * as fast as `Deno.listenTls`) when this Deno has what that needs, else
  * through `node:tls` ({@linkcode NodeTlsConn}). Either way nothing is sent
  * before the client's first bytes, and `close()` closes the socket at once
- * while the handshake is on. With `clientCert`, the client is asked for a
- * certificate (the context holds the CAs): `required` refuses one without
- * (certificate_required); whether one sent chains to the CAs is for the
- * caller to judge from `handshakeFacts()` (see `tls_server.ts`).
+ * while the handshake is on. With `clientCerts`, the client is asked for a
+ * certificate (the context holds the same CAs): on TLS 1.2 one without
+ * (when required) or one that does not chain is refused in the handshake
+ * (handshake_failure, unknown_ca: `tls12_client_cert.ts`); on TLS 1.3 the
+ * engine refuses one without (certificate_required), and whether one sent
+ * chains is for the caller to judge from `handshakeFacts()` once the
+ * handshake is done (see `tls_server.ts`).
  *
  * @example
  * ```ts ignore
@@ -194,18 +208,18 @@ function duplexPair(): [Duplex, Duplex] {
 export function startServerTls(
   conn: Deno.Conn,
   context: SecureContext,
-  clientCert?: ClientCertMode,
+  clientCerts?: ClientCertRequest,
 ): Deno.TlsConn & TlsConnInfo {
-  return NativeTlsConn.start(conn, context, clientCert) ??
-    new NodeTlsConn(conn, { server: context, clientCert });
+  return NativeTlsConn.start(conn, context, clientCerts) ??
+    new NodeTlsConn(conn, { server: context, clientCerts });
 }
 
 /**
  * Which side of TLS a {@linkcode NodeTlsConn} runs; a server asks for
- * client certificates with `clientCert` (its context holds the CAs).
+ * client certificates with `clientCerts` (its context holds the CAs).
  */
 export type TlsSide =
-  | { server: SecureContext; clientCert?: ClientCertMode }
+  | { server: SecureContext; clientCerts?: ClientCertRequest }
   | { client: Omit<ConnectionOptions, "socket"> };
 
 /**
@@ -254,11 +268,14 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
     this.localAddr = raw.localAddr as Deno.NetAddr;
     this.remoteAddr = raw.remoteAddr as Deno.NetAddr;
     const isServer = "server" in side;
+    const gate = "server" in side && side.clientCerts
+      ? new Tls12ClientCertGate(side.clientCerts)
+      : undefined;
     if (isServer) this.#hello = new Uint8Array(0);
     this.#duplex = duplexOf(raw, {
       gate: () => this.#readGate(),
       onRead: (chunk) => {
-        if (!this.#hello || this.#secure) return;
+        if (!this.#hello || this.#secure) return chunk;
         if (this.#hello.byteLength < MAX_HELLO_BYTES) {
           const hello = new Uint8Array(
             this.#hello.byteLength + chunk.byteLength,
@@ -267,6 +284,13 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
           hello.set(chunk, this.#hello.byteLength);
           this.#hello = hello;
         }
+        if (!gate) return chunk;
+        const { forward, refusal } = gate.feed(chunk);
+        if (!refusal) return forward;
+        // The alert goes out as the socket closes (see #closeRaw).
+        this.#alert = refusal.alert;
+        this.#socket.destroy(new Error(refusal.reason));
+        return undefined;
       },
       onDestroy: (close) => this.#closeRaw(close),
       // `node:tls` ignores the end of the stream before the handshake is
@@ -280,8 +304,8 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
       ? new TLSSocket(this.#duplex, {
         isServer: true,
         secureContext: side.server,
-        requestCert: side.clientCert !== undefined,
-        rejectUnauthorized: side.clientCert === "required",
+        requestCert: side.clientCerts !== undefined,
+        rejectUnauthorized: side.clientCerts?.mode === "required",
       })
       : connect({ ...side.client, socket: this.#duplex });
     this.#socket = socket;
@@ -311,7 +335,7 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
     });
     socket.on("error", (error: Error) => {
       if (isServer && !this.#secure && !this.#error) {
-        this.#alert = handshakeAlert(error, this.#hello!);
+        this.#alert ??= handshakeAlert(error, this.#hello!);
       }
       this.#error ??= error;
       this.#failWrites(error);

@@ -11,9 +11,11 @@
  * @module
  */
 
+import { X509Certificate } from "node:crypto";
 import type { SecureContext } from "node:tls";
 import { escapeControlChars } from "./files.ts";
 import type { ClientCertMode, TlsServerFiles } from "./tls.ts";
+import type { ClientCertRequest } from "./tls12_client_cert.ts";
 import {
   checkTlsCertificate,
   startServerTls,
@@ -69,6 +71,8 @@ export class ServerTls {
   readonly #clientSubject?: RegExp;
   #context: SecureContext;
   #serverSubject: string;
+  /** With client CAs: what the engines ask of a client, the CAs parsed. */
+  #request?: ClientCertRequest;
 
   /** Builds the context from `files`; `policy` applies with `files.clientCa`. */
   constructor(files: TlsServerFiles, policy: ClientCertPolicy = {}) {
@@ -78,11 +82,25 @@ export class ServerTls {
     }
     this.#context = tlsServerContext(files);
     this.#serverSubject = pemSubject(files.cert);
+    this.#request = this.#requestFor(files);
+  }
+
+  #requestFor(files: TlsServerFiles): ClientCertRequest | undefined {
+    if (this.#clientCert === undefined || files.clientCa === undefined) {
+      return undefined;
+    }
+    const blocks = files.clientCa.match(
+      /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g,
+    ) ?? [];
+    return {
+      mode: this.#clientCert,
+      ca: blocks.map((block) => new X509Certificate(block)),
+    };
   }
 
   /** Starts the server side of TLS on an admitted connection. */
   start(conn: Deno.Conn): Deno.TlsConn & TlsConnInfo {
-    return startServerTls(conn, this.#context, this.#clientCert);
+    return startServerTls(conn, this.#context, this.#request);
   }
 
   /**
@@ -135,7 +153,9 @@ export class ServerTls {
     }
     await checkTlsCertificate(files);
     const context = tlsServerContext(files);
+    const request = this.#requestFor(files);
     this.#serverSubject = pemSubject(files.cert);
+    this.#request = request;
     this.#context = context;
   }
 }
