@@ -601,3 +601,66 @@ Deno.test({
     assertEquals(await servedSerial(second), "serial=1093");
   },
 });
+
+Deno.test({
+  name:
+    "echo.ts --workers 2 --tls: after SIGHUP's one line every thread serves the renewed certificate",
+  ignore: noOpenssl,
+  async fn() {
+    await using certs = await makeCertificates();
+    const dir = `${certs.dir}/live`;
+    await Deno.mkdir(dir);
+    await Deno.copyFile(certs.cert, `${dir}/cert.pem`);
+    await Deno.copyFile(certs.key, `${dir}/key.pem`);
+    const mirror = Deno.env.get("JSR_URL")?.startsWith("file:")
+      ? `,${new URL(Deno.env.get("JSR_URL")!).pathname}`
+      : "";
+    const port = freePort();
+    await using server = await startServer("servers/echo.ts", {
+      permissions: [
+        `--allow-net=127.0.0.1:${port}`,
+        `--allow-read=servers/echo.ts,mod.ts,lib${mirror},${dir}`,
+      ],
+      args: [
+        "--hostname",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--workers",
+        "2",
+        "--tls",
+        "--cert",
+        `${dir}/cert.pem`,
+        "--key",
+        `${dir}/key.pem`,
+      ],
+    });
+    const renewed = await runCommand("openssl", [
+      "x509",
+      "-req",
+      "-in",
+      `${certs.dir}/server.csr`,
+      "-extfile",
+      `${certs.dir}/server.ext`,
+      "-days",
+      "2",
+      "-CA",
+      certs.ca,
+      "-CAkey",
+      `${certs.dir}/ca.key`,
+      "-set_serial",
+      "4244",
+      "-out",
+      `${dir}/cert.pem.new`,
+    ]);
+    assertEquals(renewed.code, 0, renewed.stderr);
+    await Deno.rename(`${dir}/cert.pem.new`, `${dir}/cert.pem`);
+    Deno.kill(server.proc.child.pid, "SIGHUP");
+    await server.proc.waitForStderr(/SIGHUP: TLS files reloaded/);
+    // The kernel spreads connections over both threads' sockets: each
+    // must have the new certificate by the time that line is out.
+    for (let i = 0; i < 8; i++) {
+      assertEquals(await servedSerial(port), "serial=1094");
+    }
+  },
+});
