@@ -402,7 +402,7 @@ output is printed until the server closes.
 ${flagsHelp(FLAGS)}
 
 Permissions: --allow-net=ADDRESS:PORT for an IP address (and
---allow-read=FILE for --ca FILE); for a name also
+--allow-read=FILE for --ca, --cert and --key FILE); for a name also
 --allow-net=NAME (to resolve it) and each of its ADDRESS:PORT; for --unix
 PATH, --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
 --unstable-net and --allow-net=0.0.0.0:0 (or [::]:0 for IPv6) too.`;

@@ -312,7 +312,12 @@ const SHARED_SERVER_FLAGS = {
       "refuse peers in CIDR (repeatable; checked before --allow)",
     ),
   ),
-  tls: on(TCP, flag.boolean("TCP: serve TLS, with --cert and --key")),
+  tls: on(
+    TCP,
+    flag.boolean(
+      "TCP: serve TLS, with --cert and --key; SIGHUP reads them\n(and --client-ca) again for the handshakes to come",
+    ),
+  ),
   cert: on(
     TCP,
     flag.string(
@@ -333,7 +338,7 @@ const SHARED_SERVER_FLAGS = {
     TCP,
     flag.string(
       "FILE",
-      "TLS: ask each client for a certificate and refuse one that\ndoes not chain to the PEM CAs in FILE (needs --allow-read=FILE);\nthe program sees SSL_CLIENT_S_DN... (SIGHUP re-reads FILE,\n--cert and --key)",
+      "TLS: ask each client for a certificate and refuse one\nthat does not chain to the PEM CAs in FILE (needs\n--allow-read=FILE); the log names its subject, and\nexec.ts's program gets it as SSL_CLIENT_S_DN",
     ),
   ),
   "client-cert": on(
@@ -349,7 +354,7 @@ const SHARED_SERVER_FLAGS = {
     TCP,
     flag.custom(
       "REGEX",
-      "--client-ca: refuse a certificate whose subject (as stunnel\nwrites it: C=DE, O=Example, CN=alice) does not match REGEX",
+      "--client-ca: refuse a certificate whose subject, as\nstunnel writes it (C=DE, O=Example, CN=alice), does not\nmatch REGEX (--allow and --deny match addresses only)",
       subjectPattern,
     ),
   ),

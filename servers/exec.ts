@@ -443,7 +443,7 @@ shutdown) gets its program SIGTERM, then SIGKILL after --kill-after.
 Permissions: --allow-net=HOST:PORT (for --unix PATH: --allow-net=unix:PATH
 --allow-read=PATH --allow-write=PATH) and --allow-run=PROGRAM; a PROGRAM
 given by path also --allow-read=PROGRAM (checked at start); for --tls,
---allow-read=CERT,KEY.`;
+--allow-read=CERT,KEY (and the --client-ca FILE).`;
 
 if (import.meta.main) {
   await runMain(async () => {

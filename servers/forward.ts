@@ -342,7 +342,8 @@ ${DEFAULT_UDP_RATE}/s per client address).
 Permissions: --allow-net=LISTEN_HOST:PORT,TARGET_HOST:PORT (a target by name:
 NAME:PORT). unix:PATH, to listen or to connect: --allow-net=unix:PATH
 --allow-read=PATH --allow-write=PATH. UDP: --unstable-net --allow-net
-(answers go to any client). --tls: --allow-read=CERT,KEY; --ca FILE:
+(answers go to any client). --tls: --allow-read=CERT,KEY (and the
+--client-ca FILE); --ca FILE, --to-cert FILE, --to-key FILE:
 --allow-read=FILE.`;
 
 /** The transports LISTEN can be, as server flags name them. */
