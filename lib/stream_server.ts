@@ -279,6 +279,9 @@ export class StreamServer extends BaseServer {
         this.#certificateRefused.event(
           `${connection.peer}${connection.via}: ${verdict.refused}`,
         );
+        // Cut, not closed with close_notify: the client must not take
+        // the refusal for a clean, empty answer.
+        conn.abort();
         return false;
       }
       connection.tls = verdict.session;

@@ -724,6 +724,19 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
     this.#tls.shutdown({ oncomplete() {} });
   }
 
+  /** Closes the socket at once, without close_notify (see `TlsConnInfo`). */
+  abort(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#wakeReader();
+    const closed = new Deno.errors.BadResource("connection closed");
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(closed);
+    this.#settle?.reject(
+      new Deno.errors.ConnectionReset("closed before the TLS handshake"),
+    );
+    this.#destroy();
+  }
+
   /**
    * Closes the connection. After a handshake, first lets what is owed and
    * then close_notify leave (as TLS asks, so the peer can tell the end from

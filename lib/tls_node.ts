@@ -459,6 +459,17 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
     });
   }
 
+  /** Closes the socket at once, without close_notify (see `TlsConnInfo`). */
+  abort(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#failWrites(new Deno.errors.BadResource("connection closed"));
+    this.#wake();
+    this.#resumeReading?.();
+    this.#socket.destroy();
+    this.#duplex.destroy();
+  }
+
   /**
    * Closes the connection. After a handshake, sends close_notify first (as
    * TLS asks, so the peer can tell the end from a cut), waiting at most

@@ -58,6 +58,11 @@ export interface TlsHandshakeFacts {
 export interface TlsConnInfo {
   /** Protocol, cipher and the peer's certificate; after the handshake. */
   handshakeFacts(): TlsHandshakeFacts;
+  /**
+   * Closes at once, without close_notify: a client refused after its
+   * handshake must see the connection cut, not a clean (empty) end.
+   */
+  abort(): void;
 }
 
 /** Whether `conn` is a {@linkcode TlsConnInfo}. */

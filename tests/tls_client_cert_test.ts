@@ -257,7 +257,7 @@ async function socatMutualEcho(certs: TestCertificates) {
 
 Deno.test({
   name:
-    "connect.ts --cert/--key is let in by socat verify=1, haproxy verify required and stunnel verify=2; a stranger's certificate or none is refused by each",
+    "connect.ts --cert/--key is let in by socat verify=1, haproxy verify required, stunnel verify=2 and echo.ts --client-ca; a stranger's certificate or none is refused by each, an error",
   ignore: noOpenssl || missing("socat", "haproxy", "stunnel"),
   async fn() {
     await using certs = await makeCertificates();
@@ -304,7 +304,11 @@ Deno.test({
         ],
         input: "hello\n",
       });
-    for (const port of [socat.port, haproxyPort, stunnelPort]) {
+    await using ours = await startServer("servers/echo.ts", {
+      permissions: ["--allow-net=127.0.0.1:0", `--allow-read=${certs.dir}`],
+      args: ["--hostname", "127.0.0.1", "--port", "0", ...tlsFlags(certs)],
+    });
+    for (const port of [socat.port, haproxyPort, stunnelPort, ours.port]) {
       const alice = await connect(port, certs.clientCert, certs.clientKey);
       assertEquals(alice.stdout, "hello\n", `${port}: ${alice.stderr}`);
       assertEquals(alice.code, 0);
@@ -314,8 +318,15 @@ Deno.test({
         certs.strangerKey,
       );
       assertEquals(mallory.stdout, "", `${port}: ${mallory.stderr}`);
+      // An error, not an empty answer: an alert, or the connection cut.
+      assertEquals(mallory.code, 1, `${port}: ${mallory.stderr}`);
       const none = await connect(port, "", "");
       assertEquals(none.stdout, "", `${port}: ${none.stderr}`);
+      assertEquals(none.code, 1);
+      assertMatch(
+        none.stderr,
+        /error: 127\.0\.0\.1:\d+: the server refused the TLS session \(CertificateRequired\): it wants a client certificate\n?$/,
+      );
     }
   },
 });
