@@ -150,6 +150,13 @@ export interface ServerOptions {
    */
   readTlsFiles?: () => TlsServerFiles;
   /**
+   * TLS files the handler itself uses (a forwarder's `--ca`, `--to-cert`,
+   * `--to-key`), for {@linkcode Server.reloadTls}: reads them again and
+   * returns what puts them in use, which runs once the server's own new
+   * files are in use; throwing keeps everything as it is.
+   */
+  prepareTlsReload?: () => () => void;
+  /**
    * TLS: a client that has not completed its handshake this many ms after
    * being accepted is closed (one log line).
    *

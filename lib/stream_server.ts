@@ -87,6 +87,7 @@ export class StreamServer extends BaseServer {
   readonly #handshakeTimeoutMs?: number;
   readonly #tls?: ServerTls;
   readonly #readTlsFiles?: () => TlsServerFiles;
+  readonly #prepareTlsReload?: () => () => void;
   /** Clients refused for their certificate, after the handshake. */
   readonly #certificateRefused = new FloodLog(
     this.log,
@@ -164,6 +165,7 @@ export class StreamServer extends BaseServer {
       this.#tls = new ServerTls(options.tls, options);
       this.#readTlsFiles = options.readTlsFiles;
     }
+    this.#prepareTlsReload = options.prepareTlsReload;
     this.#startWhenBound(!!options.tls || !!group);
   }
 
@@ -206,13 +208,19 @@ export class StreamServer extends BaseServer {
   /**
    * TLS: reads the files again (`options.readTlsFiles`; SIGHUP in the
    * scripts) and new handshakes get them once one handshake in memory
-   * shows they work; connections in flight go on with theirs. Rejects,
-   * keeping the files in use, when they cannot be read or do not work.
+   * shows they work; connections in flight go on with theirs; so do the
+   * handler's own (`options.prepareTlsReload`). Rejects, keeping the
+   * files in use, when they cannot be read or do not work.
    * Resolves `true` once they are in use; `false` without TLS.
    */
   async reloadTls(): Promise<boolean> {
-    if (!this.#tls || !this.#readTlsFiles) return false;
-    await this.#tls.reload(this.#readTlsFiles());
+    const serves = this.#tls && this.#readTlsFiles;
+    if (!serves && !this.#prepareTlsReload) return false;
+    // Everything read and checked before anything changes.
+    const files = serves ? this.#readTlsFiles!() : undefined;
+    const commit = this.#prepareTlsReload?.();
+    if (files) await this.#tls!.reload(files);
+    commit?.();
     return true;
   }
 

@@ -80,6 +80,18 @@
  * headers only from your own proxies: anyone who can send one picks the
  * address you will believe, so listen where only they can reach.
  *
+ * ## Certificates
+ *
+ * `--tls --client-ca ca.pem` takes only clients whose certificate chains
+ * to `ca.pem` (haproxy's `verify required ca-file`, stunnel's `verify =
+ * 2`); `--to-cert`/`--to-key` show the target a certificate of ours.
+ * SIGHUP reads `--cert`, `--key`, `--client-ca`, `--ca`, `--to-cert` and
+ * `--to-key` again: the connections after it get the new files, those in
+ * flight go on; a file that cannot be read or a pair that does not match
+ * is one `error:` line and the old files stay in use. A certbot renewal:
+ * write the new files beside the old, rename them into place,
+ * then `kill -HUP` (certbot's `--deploy-hook`).
+ *
  * @module
  */
 
@@ -143,6 +155,12 @@ export interface ForwardOptions extends ServerOptions {
   connectTimeoutMs?: number;
   /** Speak TLS to the target (a `tcp://` one). */
   targetTls?: ForwardTlsOptions;
+  /**
+   * How `reloadTls` (SIGHUP) reads `targetTls`'s files again (`--ca`,
+   * `--to-cert`, `--to-key`): connections made after it use them; throws
+   * when one cannot be read. Without it `targetTls` stays as given.
+   */
+  readTargetTls?: () => ForwardTlsOptions;
   /**
    * Write a PROXY protocol header of this version to the target first,
    * for the client (with `acceptProxy`, the one the client's own header
@@ -220,11 +238,20 @@ export function serveForward(options: ForwardOptions): Server {
     sendProxy: options.sendProxy,
     keepAlive: target.transport === "tcp" ? options.keepAlive : undefined,
   };
+  const readTargetTls = options.readTargetTls;
   return serve({
     name: "forward",
     defaultPort: 0,
     stream: (conn, context) => forwardConnection(conn, context, plan),
-  }, options);
+  }, {
+    ...options,
+    ...(readTargetTls && {
+      prepareTlsReload: () => {
+        const next = readTargetTls();
+        return () => plan.targetTls = next;
+      },
+    }),
+  });
 }
 
 const {
@@ -469,14 +496,18 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     options.maxConnections = maxConnections;
   }
   if (values["to-tls"]) {
-    options.targetTls = {
+    const { ca, "to-cert": cert, "to-key": key } = values;
+    const read = (): ForwardTlsOptions => ({
       serverName: values.servername,
       insecure: values.insecure,
       // A missing or unreadable file is a runtime failure (exit 1).
-      caCerts: values.ca === undefined ? undefined : [readCaFile(values.ca)],
-      ...(values["to-cert"] !== undefined && values["to-key"] !== undefined &&
-        { certificate: readTlsFiles(values["to-cert"], values["to-key"]) }),
-    };
+      caCerts: ca === undefined ? undefined : [readCaFile(ca)],
+      ...(cert !== undefined && key !== undefined &&
+        { certificate: readTlsFiles(cert, key) }),
+    });
+    options.targetTls = read();
+    // SIGHUP reads them again, as it reads --cert, --key, --client-ca.
+    if (ca !== undefined || cert !== undefined) options.readTargetTls = read;
   }
   return options;
 }

@@ -675,3 +675,54 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "forward.ts --to-tls: SIGHUP reads --ca, --to-cert and --to-key again; the connections after it present the new certificate",
+  ignore: noOpenssl || missing("socat"),
+  async fn() {
+    await using certs = await makeCertificates();
+    await using socat = await socatMutualEcho(certs);
+    const dir = `${certs.dir}/live`;
+    await Deno.mkdir(dir);
+    // A certificate socat does not trust, to begin with.
+    await Deno.copyFile(certs.strangerCert, `${dir}/client.pem`);
+    await Deno.copyFile(certs.strangerKey, `${dir}/client.key`);
+    await using forward = await startServer("servers/forward.ts", {
+      permissions: ["--allow-net=127.0.0.1", `--allow-read=${certs.dir}`],
+      args: [
+        "tcp://127.0.0.1:0",
+        `tcp://127.0.0.1:${socat.port}`,
+        "--to-tls",
+        "--servername",
+        "localhost",
+        "--ca",
+        certs.ca,
+        "--to-cert",
+        `${dir}/client.pem`,
+        "--to-key",
+        `${dir}/client.key`,
+      ],
+    });
+    const exchange = async () => {
+      using conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: forward.port,
+      });
+      await conn.write(new TextEncoder().encode("hi\n"));
+      const buffer = new Uint8Array(16);
+      const n = await conn.read(buffer).catch(() => null);
+      return n === null ? "" : new TextDecoder().decode(buffer.subarray(0, n));
+    };
+    assertEquals(await exchange(), "");
+    // Key first, then certificate: a HUP in between would find them
+    // mismatched and keep the old pair (one error line).
+    await Deno.copyFile(certs.clientKey, `${dir}/client.key.new`);
+    await Deno.rename(`${dir}/client.key.new`, `${dir}/client.key`);
+    await Deno.copyFile(certs.clientCert, `${dir}/client.pem.new`);
+    await Deno.rename(`${dir}/client.pem.new`, `${dir}/client.pem`);
+    Deno.kill(forward.proc.child.pid, "SIGHUP");
+    await forward.proc.waitForStderr(/SIGHUP: TLS files reloaded/);
+    assertEquals(await exchange(), "hi\n");
+  },
+});
