@@ -1,9 +1,10 @@
 /**
  * TLS material from files: a PEM certificate chain and private key for
- * servers (`--cert FILE --key FILE`), CA certificates for clients
- * (`--ca FILE`), read once at start (each a regular file of at most 1 MiB)
- * and checked then (every certificate parses, the key parses and is the
- * certificate's), with one clear error line when a file is missing,
+ * servers (`--cert FILE --key FILE`) and for clients that show one
+ * (`--cert`, `--to-cert`), CA certificates (`--ca FILE`, `--client-ca
+ * FILE`), read at start and again on SIGHUP (each a regular file of at
+ * most 1 MiB) and checked then (every certificate parses, the key parses
+ * and is the certificate's), with one clear error line when a file is missing,
  * unreadable, not a regular file, too large, damaged, or holds no PEM of
  * the right kind.
  *

@@ -233,6 +233,10 @@ interface Waiter {
  * TLS 1.1 gets protocol_version (as OpenSSL servers say) in a record of its
  * own version, without the engine seeing it; other refusals get the
  * engine's own alert (handshake_failure, illegal_parameter, decode_error).
+ * Asked for client certificates ({@linkcode NativeTlsConn.start}'s
+ * `clientCerts`), a TLS 1.2 client without one or with one that does not
+ * chain gets handshake_failure or unknown_ca (`tls12_client_cert.ts`), a
+ * TLS 1.3 one without one the engine's certificate_required.
  */
 export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
   /** Our address. */
