@@ -93,12 +93,17 @@ export class Tls12ClientCertGate {
   readonly #now: () => Date;
   /** What is kept of the client's bytes while undecided. */
   #held: Uint8Array = new Uint8Array(0);
-  #phase: "hello" | "flight" | "done" = "hello";
+  #phase: "hello" | "flight" | "done" | "refused" = "hello";
 
   /** A gate for one connection; `now` is the clock validity is judged by. */
   constructor(request: ClientCertRequest, now: () => Date = () => new Date()) {
     this.#request = request;
     this.#now = now;
+  }
+
+  /** Whether the client passed: from here on every byte goes as it is. */
+  get decided(): boolean {
+    return this.#phase === "done";
   }
 
   /**
@@ -107,16 +112,19 @@ export class Tls12ClientCertGate {
    */
   feed(bytes: Uint8Array): GateVerdict {
     if (this.#phase === "done") return { forward: bytes };
+    if (this.#phase === "refused") return { forward: new Uint8Array(0) };
     if (this.#phase === "hello") return this.#hello(bytes);
     this.#held = concat(this.#held, bytes);
     const verdict = this.#judgeFlight();
     if (verdict === "wait") return { forward: new Uint8Array(0) };
-    this.#phase = "done";
     const held = this.#held;
     this.#held = new Uint8Array(0);
-    return verdict === "pass"
-      ? { forward: held }
-      : { forward: new Uint8Array(0), refusal: verdict };
+    if (verdict === "pass") {
+      this.#phase = "done";
+      return { forward: held };
+    }
+    this.#phase = "refused";
+    return { forward: new Uint8Array(0), refusal: verdict };
   }
 
   /** The ClientHello passes at once; kept until its record is whole. */

@@ -467,6 +467,8 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
       return;
     }
     const { forward, refusal } = this.#gate.feed(bytes);
+    // Decided: the gate steps aside for the rest of the connection.
+    if (this.#gate.decided) this.#gate = undefined;
     if (forward.byteLength > 0) this.#tls.receive(forward);
     if (refusal) this.#refuse(refusal.alert, new Error(refusal.reason));
   }

@@ -268,7 +268,7 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
     this.localAddr = raw.localAddr as Deno.NetAddr;
     this.remoteAddr = raw.remoteAddr as Deno.NetAddr;
     const isServer = "server" in side;
-    const gate = "server" in side && side.clientCerts
+    let gate = "server" in side && side.clientCerts
       ? new Tls12ClientCertGate(side.clientCerts)
       : undefined;
     if (isServer) this.#hello = new Uint8Array(0);
@@ -286,6 +286,7 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
         }
         if (!gate) return chunk;
         const { forward, refusal } = gate.feed(chunk);
+        if (gate.decided) gate = undefined;
         if (!refusal) return forward;
         // The alert goes out as the socket closes (see #closeRaw).
         this.#alert = refusal.alert;
