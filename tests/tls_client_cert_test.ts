@@ -98,8 +98,8 @@ function tlsFlags(certs: TestCertificates, ...more: string[]): string[] {
 
 Deno.test({
   name:
-    "exec.ts --client-ca gives the program SSL_* as mod_ssl names them, SSL_CLIENT_S_DN as stunnel writes it; no certificate or a stranger's is refused by both",
-  ignore: noOpenssl || missing("stunnel"),
+    "exec.ts --client-ca gives the program SSL_* as mod_ssl names them, SSL_CLIENT_S_DN as stunnel writes it (s_client and socat OPENSSL:...,cert= alike); no certificate or a stranger's is refused by both",
+  ignore: noOpenssl || missing("stunnel", "socat"),
   async fn() {
     await using certs = await makeCertificates();
     const env = program("env.sh");
@@ -141,6 +141,18 @@ Deno.test({
         line.includes(`(certificate C=DE, O="Example, Inc.", CN=alice)`)
       ),
       server.proc.stderrLines.join("\n"),
+    );
+    // socat's OPENSSL client with the same certificate: the same subject.
+    const socat = await runCommand("socat", [
+      "-t",
+      "5",
+      "-",
+      `OPENSSL:127.0.0.1:${server.port},cert=${certs.clientCert},key=${certs.clientKey},cafile=${certs.ca},commonname=localhost`,
+    ]);
+    assertEquals(
+      envOf(new TextDecoder().decode(socat.stdout)).SSL_CLIENT_S_DN,
+      theirs.SSL_CLIENT_DN,
+      socat.stderr,
     );
     // TLS 1.2: the same, with OpenSSL's name for the cipher.
     const tls12 = envOf(
