@@ -251,7 +251,8 @@ export function serveInetdConf(
  * `loadInetdConf`): every line bound, then one `listening on ADDRESS
  * (SERVICE/PROTOCOL)` line each; SIGINT or SIGTERM stops all (resolving
  * once all have stopped); SIGHUP reads the file again and reloads, or, if
- * the new file is wrong, logs its one `error:` line and keeps what runs.
+ * the new file is wrong, logs its one `error:` line and keeps what runs;
+ * then the same SIGHUP reads the TLS files again (`reloadTlsFiles`).
  *
  * @example
  * ```ts ignore
