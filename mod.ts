@@ -195,16 +195,26 @@ export {
   readSmallTextFile,
 } from "./lib/files.ts";
 export {
+  type ClientCertMode,
   readCaFile,
   readTlsFiles,
   type TlsCertificate,
   TlsFileError,
+  type TlsServerFiles,
 } from "./lib/tls.ts";
 export {
   TLS_ENGINE_CHOICES,
   type TlsEngineChoice,
   TlsEngineError,
 } from "./lib/tls_engine.ts";
+export {
+  type DistinguishedName,
+  type DnAttribute,
+  formatDn,
+  type PeerCertificate,
+  type TlsSession,
+  tlsSessionEnv,
+} from "./lib/tls_peer.ts";
 
 // Clients.
 export {

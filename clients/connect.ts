@@ -53,7 +53,11 @@
  * TLS (`--tls`) verifies the server against Deno's root certificates or a
  * CA file (`--ca`, which needs read permission) for a name
  * (`--servername`, default NAME, also sent as SNI), or not at all
- * (`--insecure`, with a warning). Against socat as the server, with the
+ * (`--insecure`, with a warning). A server that asks for a client
+ * certificate (mutual TLS: socat `verify=1`, stunnel `verify = 2`,
+ * haproxy `verify required`, our servers' `--client-ca`) gets the one of
+ * `--cert FILE --key FILE` (with `--allow-read` for both). Against socat
+ * as the server, with the
  * certificates of the README's recipe:
  *
  * ```sh
@@ -84,6 +88,7 @@
  * | `--ca FILE`              | `--ssl-trustfile FILE`                      | `cafile=FILE`                       |
  * | `--servername NAME`      | `--ssl-servername NAME`                     | `commonname=NAME`, `snihost=NAME`   |
  * | `--insecure`             | `--ssl` without `--ssl-verify`              | `verify=0`                          |
+ * | `--cert FILE --key FILE` | `--ssl-cert FILE --ssl-key FILE`            | `cert=FILE,key=FILE`                |
  *
  * Unlike the seed, which takes the first IPv4 address only and ignores
  * failures, every failure here is one `error:` line and exit 1.
@@ -108,6 +113,7 @@ import {
   parseCommandLine,
   positiveSecondsFlag,
   readCaFile,
+  readTlsFiles,
   relay,
   relayDatagrams,
   type RelayOptions,
@@ -117,6 +123,7 @@ import {
   secondsFlag,
   startClientTls,
   stderrLogNow,
+  type TlsCertificate,
   UsageError,
 } from "../mod.ts";
 
@@ -154,6 +161,8 @@ export interface ConnectTlsOptions {
   serverName?: string;
   /** Do not verify the server at all (a warning is logged). */
   insecure?: boolean;
+  /** A client certificate and key, for a server that asks for one. */
+  certificate?: TlsCertificate;
 }
 
 /**
@@ -228,6 +237,7 @@ export async function connectClient(
     serverName: options.tls.serverName ?? hostname,
     caCerts: options.tls.caCerts,
     insecure: options.tls.insecure,
+    certificate: options.tls.certificate,
     handshakeTimeoutMs: options.timeoutMs,
   });
   log(`TLS handshake done with ${formatAddr(conn.remoteAddr)}`);
@@ -374,6 +384,11 @@ const FLAGS = {
     serverName,
   ),
   insecure: flag.boolean("TLS: do not verify the server at all (warns)"),
+  cert: flag.string(
+    "FILE",
+    "TLS: present the PEM client certificate in FILE when the\nserver asks (with --key; needs --allow-read=FILE)",
+  ),
+  key: flag.string("FILE", "TLS: the PEM private key of --cert"),
 };
 
 const USAGE = `usage: connect.ts [options] NAME PORT
@@ -388,7 +403,7 @@ output is printed until the server closes.
 ${flagsHelp(FLAGS)}
 
 Permissions: --allow-net=ADDRESS:PORT for an IP address (and
---allow-read=FILE for --ca FILE); for a name also
+--allow-read=FILE for --ca, --cert and --key FILE); for a name also
 --allow-net=NAME (to resolve it) and each of its ADDRESS:PORT; for --unix
 PATH, --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
 --unstable-net and --allow-net=0.0.0.0:0 (or [::]:0 for IPv6) too.`;
@@ -433,7 +448,9 @@ function optionsFromArgs(args: string[]): ConnectOptions {
     attemptDelayMs: values["attempt-delay"],
   };
   if (!values.tls) {
-    for (const flag of ["ca", "servername", "insecure"] as const) {
+    for (
+      const flag of ["ca", "servername", "insecure", "cert", "key"] as const
+    ) {
       if (values[flag]) throw new UsageError(`--${flag} needs --tls`);
     }
   } else {
@@ -445,11 +462,16 @@ function optionsFromArgs(args: string[]): ConnectOptions {
     if (values.insecure && values.ca !== undefined) {
       throw new UsageError("--insecure and --ca cannot be used together");
     }
+    if ((values.cert === undefined) !== (values.key === undefined)) {
+      throw new UsageError("--cert and --key go together");
+    }
     options.tls = {
       serverName: values.servername,
       insecure: values.insecure,
       // A missing or unreadable file is a runtime failure (exit 1).
       caCerts: values.ca === undefined ? undefined : [readCaFile(values.ca)],
+      ...(values.cert !== undefined && values.key !== undefined &&
+        { certificate: readTlsFiles(values.cert, values.key) }),
     };
   }
   if (values.unix !== undefined) {

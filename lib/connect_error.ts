@@ -238,8 +238,34 @@ export function classifyConnectFailure(error: unknown): ConnectFailureClass {
     FAILURES.find((r) => r.classes.some((c) => error instanceof c));
   if (row) return row;
   const reason = systemReason(error);
+  const alert = /received fatal alert: (\w+)/.exec(reason)?.[1];
+  if (alert && CERTIFICATE_ALERTS[alert]) {
+    const why = `the server refused the TLS session (${alert}): ${
+      CERTIFICATE_ALERTS[alert]
+    }`;
+    return {
+      kind: "other",
+      reason: why,
+      message: (target) => `${target}: ${why}`,
+    };
+  }
   return { kind: "other", reason, message: cannotConnect(reason) };
 }
+
+/**
+ * The alerts a server refusing our client certificate sends; on TLS 1.3
+ * they come after our handshake is done, at the first read.
+ */
+const CERTIFICATE_ALERTS: Record<string, string> = {
+  CertificateRequired: "it wants a client certificate",
+  UnknownCA: "it does not trust our client certificate's CA",
+  BadCertificate: "it does not accept our client certificate",
+  UnsupportedCertificate: "it does not accept our client certificate",
+  CertificateUnknown: "it does not accept our client certificate",
+  CertificateExpired: "our client certificate has expired",
+  CertificateRevoked: "our client certificate was revoked",
+  AccessDenied: "access denied",
+};
 
 /**
  * A connection failure as a short lower-case phrase for a one-line error:

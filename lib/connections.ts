@@ -13,6 +13,7 @@ import { closeQuietly } from "./io.ts";
 import type { Log } from "./log.ts";
 import type { ProxyHeader } from "./proxy_protocol.ts";
 import type { ConnectionContext } from "./server_options.ts";
+import type { TlsSession } from "./tls_peer.ts";
 
 /** How long handlers get to return once a stop closed their connections. */
 const HANDLER_STOP_MS = 1000;
@@ -43,6 +44,8 @@ export class Connection implements ConnectionContext {
   // `declare`d, not initialised: no field on the connections of a server
   // without `acceptProxy`.
   declare proxyHeader?: ProxyHeader;
+  /** TLS: the session, once its handshake is done and the client let in. */
+  declare tls?: TlsSession;
   /**
    * For the idle sweep: when the first sweep after the connection's last
    * activity ran (`performance.now()`), or 0 if none has yet.

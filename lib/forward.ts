@@ -20,6 +20,7 @@ import {
 } from "./keepalive.ts";
 import { encodeProxyHeader } from "./proxy_protocol.ts";
 import { splice, type SpliceConn } from "./splice.ts";
+import type { TlsCertificate } from "./tls.ts";
 import { startClientTls } from "./tls_client.ts";
 import type { PoolTarget, TargetPool } from "./targets.ts";
 
@@ -31,6 +32,8 @@ export interface ForwardTlsOptions {
   serverName?: string;
   /** Do not verify the target at all. */
   insecure?: boolean;
+  /** A client certificate and key to present to the target. */
+  certificate?: TlsCertificate;
 }
 
 /**
@@ -133,6 +136,7 @@ async function dialTarget(
     serverName: plan.targetTls.serverName ?? target.hostname,
     caCerts: plan.targetTls.caCerts,
     insecure: plan.targetTls.insecure,
+    certificate: plan.targetTls.certificate,
     handshakeTimeoutMs: plan.connectTimeoutMs,
   });
   return { conn: tls, address, warning };

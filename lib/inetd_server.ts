@@ -20,6 +20,7 @@ import {
 import { type Log, stderrLog } from "./log.ts";
 import { describeError } from "./main.ts";
 import { listeningLine } from "./server.ts";
+import { reloadTlsFiles } from "./server_cli.ts";
 import type { Server } from "./server_options.ts";
 
 /**
@@ -252,7 +253,8 @@ export function serveInetdConf(
  * `loadInetdConf`): every line bound, then one `listening on ADDRESS
  * (SERVICE/PROTOCOL)` line each; SIGINT or SIGTERM stops all (resolving
  * once all have stopped); SIGHUP reads the file again and reloads, or, if
- * the new file is wrong, logs its one `error:` line and keeps what runs.
+ * the new file is wrong, logs its one `error:` line and keeps what runs;
+ * then the same SIGHUP reads the TLS files again (`reloadTlsFiles`).
  *
  * @example
  * ```ts ignore
@@ -280,16 +282,18 @@ export async function runInetdConf(
   const reload = () => {
     reloading = reloading.then(async () => {
       log(`SIGHUP: reading ${escapeControlChars(file)}`);
-      let services: InetdService[];
+      let services: InetdService[] | undefined;
       try {
         services = loadInetdConf(file);
       } catch (error) {
         log(
           `error: ${describeError(error)}; keeping the running configuration`,
         );
-        return;
       }
-      await inetd.reload(services);
+      if (services) await inetd.reload(services);
+      // One SIGHUP reads the TLS files too (the lines a reload started
+      // included), whatever became of the file.
+      await reloadTlsFiles(inetd.sockets.map(({ server }) => server), log);
     });
   };
   const stop = () => inetd.shutdown();

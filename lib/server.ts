@@ -119,6 +119,10 @@ export function combineServers(servers: Server[]): Server {
     ready: Promise.all(servers.map((s) => s.ready)).then(() => {}),
     finished,
     shutdown,
+    reloadTls: () =>
+      Promise.all(servers.map((s) => s.reloadTls?.())).then((done) =>
+        done.some(Boolean)
+      ),
     [Symbol.asyncDispose]: shutdown,
   };
 }

@@ -42,7 +42,7 @@ import {
   SIMPLE_SERVICE_PORTS,
   TOOLKIT_UDP_PORTS,
 } from "./simple.ts";
-import { readTlsFiles } from "./tls.ts";
+import { readCaFile, readTlsFiles, type TlsServerFiles } from "./tls.ts";
 import { TLS_ENGINE_CHOICES, type TlsEngineChoice } from "./tls_engine.ts";
 import { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
 import { workerCount, workerPlace } from "./workers.ts";
@@ -148,6 +148,25 @@ function tlsEngineValue(text: string, name: string): TlsEngineChoice {
   );
 }
 
+function clientCertMode(text: string, name: string): "required" | "optional" {
+  if (text !== "required" && text !== "optional") {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected required or optional`,
+    );
+  }
+  return text;
+}
+
+function subjectPattern(text: string, name: string): RegExp {
+  try {
+    return new RegExp(text);
+  } catch (error) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: ${(error as Error).message}`,
+    );
+  }
+}
+
 function workersValue(text: string): number {
   try {
     return workerCount(text);
@@ -192,6 +211,12 @@ export type ServerFlags = {
   readonly cert: ServerFlag<string, false>;
   /** `--key FILE` */
   readonly key: ServerFlag<string, false>;
+  /** `--client-ca FILE` */
+  readonly "client-ca": ServerFlag<string, false>;
+  /** `--client-cert required|optional` */
+  readonly "client-cert": ServerFlag<"required" | "optional", false>;
+  /** `--client-subject REGEX` */
+  readonly "client-subject": ServerFlag<RegExp, false>;
   /** `--accept-proxy` */
   readonly "accept-proxy": ServerFlag<boolean, true>;
   /** `--proxy-timeout S`, in milliseconds */
@@ -306,7 +331,12 @@ const SHARED_SERVER_FLAGS = {
       "refuse peers in CIDR (repeatable; checked before --allow)",
     ),
   ),
-  tls: on(TCP, flag.boolean("TCP: serve TLS, with --cert and --key")),
+  tls: on(
+    TCP,
+    flag.boolean(
+      "TCP: serve TLS, with --cert and --key; SIGHUP reads them\n(and --client-ca) again for the handshakes to come",
+    ),
+  ),
   cert: on(
     TCP,
     flag.string(
@@ -321,6 +351,30 @@ const SHARED_SERVER_FLAGS = {
       `TLS: PEM private key (needs --allow-read=FILE;\na regular file of at most ${
         formatBytes(MAX_SMALL_FILE_BYTES)
       })`,
+    ),
+  ),
+  "client-ca": on(
+    TCP,
+    flag.string(
+      "FILE",
+      "TLS: ask each client for a certificate and refuse one\nthat does not chain to the PEM CAs in FILE (needs\n--allow-read=FILE); the log names its subject, and\nexec.ts's program gets it as SSL_CLIENT_S_DN",
+    ),
+  ),
+  "client-cert": on(
+    TCP,
+    flag.custom(
+      "MODE",
+      "--client-ca: required (refuse a client without one) or\noptional (let it in: SSL_CLIENT_VERIFY=NONE) {default}",
+      clientCertMode,
+      { shown: "required" },
+    ),
+  ),
+  "client-subject": on(
+    TCP,
+    flag.custom(
+      "REGEX",
+      "--client-ca: refuse a certificate whose subject, as\nstunnel writes it (C=DE, O=Example, CN=alice), does not\nmatch REGEX (--allow and --deny match addresses only)",
+      subjectPattern,
     ),
   ),
   "accept-proxy": on(
@@ -396,6 +450,9 @@ export const TCP_SERVER_FLAG_NAMES = [
   "tls",
   "cert",
   "key",
+  "client-ca",
+  "client-cert",
+  "client-subject",
   "accept-proxy",
   "proxy-timeout",
   "tls-engine",
@@ -596,7 +653,15 @@ function accessFromFlags(values: ServerFlagValues, options: ServerOptions) {
 
 function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
   if (!values.tls) {
-    for (const flag of ["cert", "key"] as const) {
+    for (
+      const flag of [
+        "cert",
+        "key",
+        "client-ca",
+        "client-cert",
+        "client-subject",
+      ] as const
+    ) {
       if (values[flag] !== undefined) {
         throw new UsageError(`--${flag} needs --tls`);
       }
@@ -606,7 +671,25 @@ function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
   if (!values.cert || !values.key) {
     throw new UsageError("--tls needs --cert FILE and --key FILE");
   }
-  options.tls = readTlsFiles(values.cert, values.key);
+  const clientCa = values["client-ca"];
+  if (clientCa === undefined) {
+    for (const flag of ["client-cert", "client-subject"] as const) {
+      if (values[flag] !== undefined) {
+        throw new UsageError(`--${flag} needs --client-ca FILE`);
+      }
+    }
+  }
+  const { cert, key } = values;
+  const read = (): TlsServerFiles => ({
+    ...readTlsFiles(cert, key),
+    ...(clientCa !== undefined && { clientCa: readCaFile(clientCa) }),
+  });
+  options.tls = read();
+  options.readTlsFiles = read;
+  if (values["client-cert"]) options.clientCert = values["client-cert"];
+  if (values["client-subject"]) {
+    options.clientSubject = values["client-subject"];
+  }
 }
 
 function tlsEngineFromFlags(values: ServerFlagValues, options: ServerOptions) {
@@ -655,10 +738,58 @@ export async function runServers(
   }
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, stop);
+  let reloading = Promise.resolve();
+  const reload = () => {
+    reloading = reloading.then(async () => {
+      const all = servers.map(({ server }) => server);
+      if (!(await reloadTlsFiles(all, log))) {
+        log("SIGHUP: nothing to reload (no --tls)");
+      }
+    });
+  };
+  Deno.addSignalListener("SIGHUP", reload);
   try {
     await Promise.all(servers.map(({ server }) => server.finished));
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
+    Deno.removeSignalListener("SIGHUP", reload);
+  }
+}
+
+/**
+ * What SIGHUP does to TLS: every server reads its files again (see
+ * `Server.reloadTls`), one after the other, then one line: `SIGHUP: TLS
+ * files reloaded`, or the `error:` line of the first that could not (it
+ * and those after it keep theirs); none where nothing serves TLS.
+ * Connections in flight go on either way. Resolves to whether a server
+ * serves TLS (or failed to reload); never rejects.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { reloadTlsFiles } from "./server_cli.ts";
+ *
+ * assertEquals(await reloadTlsFiles([], console.error), false);
+ * ```
+ */
+export async function reloadTlsFiles(
+  servers: readonly Server[],
+  log: (line: string) => void,
+): Promise<boolean> {
+  try {
+    let reloaded = false;
+    for (const server of servers) {
+      if (await server.reloadTls?.()) reloaded = true;
+    }
+    if (reloaded) log("SIGHUP: TLS files reloaded");
+    return reloaded;
+  } catch (error) {
+    log(
+      `error: ${
+        (error as Error).message.split("\n")[0]
+      }; keeping the TLS files in use`,
+    );
+    return true;
   }
 }
 

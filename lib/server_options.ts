@@ -16,8 +16,9 @@ import type { Log } from "./log.ts";
 // deno-lint-ignore no-unused-vars -- named by `proxyHeaderTimeoutMs`'s @default
 import type { DEFAULT_PROXY_HEADER_TIMEOUT_MS } from "./proxy_protocol.ts";
 import type { ProxyHeader } from "./proxy_protocol.ts";
-import type { TlsCertificate } from "./tls.ts";
+import type { ClientCertMode, TlsServerFiles } from "./tls.ts";
 import type { TlsEngineChoice } from "./tls_engine.ts";
+import type { TlsSession } from "./tls_peer.ts";
 // deno-lint-ignore no-unused-vars -- named by `mode`'s @default
 import type { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
 
@@ -44,6 +45,15 @@ export interface Server extends AsyncDisposable {
    * shorter grace period (a plain `shutdown()`) starts that one instead.
    */
   shutdown(options?: ShutdownOptions): Promise<void>;
+  /**
+   * TLS servers: reads the files again (`readTlsFiles` of the options),
+   * and new handshakes get them once one handshake in memory
+   * shows they work; connections in flight keep theirs. Rejects, keeping
+   * the files in use, when they do not work (what SIGHUP does in the
+   * scripts). Resolves `true` once the new files are in use, `false` where
+   * nothing serves TLS (or absent).
+   */
+  reloadTls?(): Promise<boolean>;
 }
 
 /** How a {@linkcode Server} stops. */
@@ -118,7 +128,36 @@ export interface ServerOptions {
    * {@linkcode Deno.TlsConn} whose handshake is already done; a client
    * refused by `access` or `maxConnections` is closed before any TLS byte.
    */
-  tls?: TlsCertificate;
+  tls?: TlsServerFiles;
+  /**
+   * TLS with `tls.clientCa`: `required` refuses a client without a
+   * certificate (certificate_required), `optional` lets it in without one;
+   * either way a certificate that does not chain to `tls.clientCa` is
+   * refused once its handshake is done (one log line). The handler's
+   * `context.tls.client` is the verified certificate.
+   *
+   * @default {"required"}
+   */
+  clientCert?: ClientCertMode;
+  /**
+   * TLS with `tls.clientCa`: a verified client certificate's subject
+   * (written as stunnel writes it, `C=DE, O="Example, Inc.", CN=alice`)
+   * must match this, or the client is refused. Default: any.
+   */
+  clientSubject?: RegExp;
+  /**
+   * TLS: how {@linkcode Server.reloadTls} reads the files again (the
+   * scripts: `--cert`, `--key`, `--client-ca`, on SIGHUP); throws when one
+   * cannot be read. Without it the server has nothing to reload.
+   */
+  readTlsFiles?: () => TlsServerFiles;
+  /**
+   * TLS files the handler itself uses (a forwarder's `--ca`, `--to-cert`,
+   * `--to-key`), for {@linkcode Server.reloadTls}: reads them again and
+   * returns what puts them in use, which runs once the server's own new
+   * files are in use; throwing keeps everything as it is.
+   */
+  prepareTlsReload?: () => () => void;
   /**
    * TLS: a client that has not completed its handshake this many ms after
    * being accepted is closed (one log line).
@@ -232,6 +271,11 @@ export interface ConnectionContext {
   readonly localAddr: Deno.Addr;
   /** With `acceptProxy`: the header the connection started with. */
   readonly proxyHeader?: ProxyHeader;
+  /**
+   * TLS: protocol, cipher, the server's subject and the client's verified
+   * certificate (with `tls.clientCa`, when it sent one).
+   */
+  readonly tls?: TlsSession;
   /** Call after moving data, so the idle timeout starts again. */
   active(): void;
   /** Bytes received, for the closing log line; handlers add to it. */

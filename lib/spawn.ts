@@ -16,6 +16,7 @@ import { writeAll } from "./io.ts";
 import type { Log } from "./log.ts";
 import type { ConnectionContext } from "./server_options.ts";
 import { checkLinesPerSecond, StderrLines } from "./stderr_lines.ts";
+import { tlsSessionEnv } from "./tls_peer.ts";
 
 // For users of this module (the `./spawn` export): the types its
 // functions take, and how a program's stderr becomes log lines.
@@ -351,6 +352,8 @@ export async function runProgram(
         // reached, from the PROXY header, as tcpserver listening there
         // would have set them.
         ...connectionEnv(context.localAddr, context.remoteAddr),
+        // Over TLS: mod_ssl's and sslserver's SSL_* variables.
+        ...(context.tls && tlsSessionEnv(context.tls)),
       },
       clearEnv: spec.clearEnv ?? false,
       stdin: "piped",

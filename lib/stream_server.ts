@@ -42,8 +42,10 @@ import {
   type Service,
   type StreamHandler,
 } from "./server_options.ts";
-import { startServerTls, tlsServerContext } from "./tls_node.ts";
-import { chooseTlsEngine, type TlsEngine } from "./tls_engine.ts";
+import type { TlsServerFiles } from "./tls.ts";
+import { chooseTlsEngine } from "./tls_engine.ts";
+import { certificateRefusedAlert } from "./tls_hello.ts";
+import { ServerTls } from "./tls_server.ts";
 import { socketFileOwner } from "./unix.ts";
 
 /** What the threads of a worker group share (see `workers.ts`). */
@@ -89,9 +91,14 @@ export class StreamServer extends BaseServer {
   readonly #transport: "tcp" | "unix";
   /** Set for TLS: the handshake deadline, in ms. */
   readonly #handshakeTimeoutMs?: number;
-  readonly #tlsContext?: ReturnType<typeof tlsServerContext>;
-  /** TLS: what connections run on, once chosen (before the first). */
-  #tlsEngine: TlsEngine = "native";
+  readonly #tls?: ServerTls;
+  readonly #readTlsFiles?: () => TlsServerFiles;
+  readonly #prepareTlsReload?: () => () => void;
+  /** Clients refused for their certificate, after the handshake. */
+  readonly #certificateRefused = new FloodLog(
+    this.log,
+    `${this.prefix}refused`,
+  );
   #acceptLoop?: AcceptLoop;
   #boundListener?: Deno.Listener;
 
@@ -131,11 +138,11 @@ export class StreamServer extends BaseServer {
       );
     }
     const binding = bindStream(service, transport, options, !!group);
-    const tlsContext = options.tls ? tlsServerContext(options.tls) : undefined;
+    const tls = options.tls ? new ServerTls(options.tls, options) : undefined;
     // The engine proves itself (or not) once the certificate passed its
     // check, before the first connection.
-    const tlsEngine = tlsContext &&
-      binding.ready.then(() => chooseTlsEngine(tlsContext, options.tlsEngine));
+    const tlsEngine = tls &&
+      binding.ready.then(() => chooseTlsEngine(tls.context, options.tlsEngine));
     const bound = tlsEngine ? tlsEngine.then(() => {}) : binding.ready;
     // deno-lint-ignore prefer-const -- assigned once `this` exists
     let connections!: ConnectionTable;
@@ -146,7 +153,7 @@ export class StreamServer extends BaseServer {
       : bound;
     super(options, ready);
     tlsEngine?.then(({ engine, fallback }) => {
-      this.#tlsEngine = engine;
+      tls!.engine = engine;
       if (fallback) this.log(`${this.prefix}${fallback}`);
     }, () => {});
     connections = this.#connections = new ConnectionTable(
@@ -174,8 +181,10 @@ export class StreamServer extends BaseServer {
     if (options.tls) {
       this.#handshakeTimeoutMs = options.handshakeTimeoutMs ??
         DEFAULT_HANDSHAKE_TIMEOUT_MS;
-      this.#tlsContext = tlsContext;
+      this.#tls = tls;
+      this.#readTlsFiles = options.readTlsFiles;
     }
+    this.#prepareTlsReload = options.prepareTlsReload;
     this.#startWhenBound(!!options.tls || !!group);
   }
 
@@ -213,6 +222,25 @@ export class StreamServer extends BaseServer {
 
   get addr(): Deno.Addr {
     return this.#binding.addr;
+  }
+
+  /**
+   * TLS: reads the files again (`options.readTlsFiles`; SIGHUP in the
+   * scripts) and new handshakes get them once one handshake in memory
+   * shows they work; connections in flight go on with theirs; so do the
+   * handler's own (`options.prepareTlsReload`). Rejects, keeping the
+   * files in use, when they cannot be read or do not work.
+   * Resolves `true` once they are in use; `false` without TLS.
+   */
+  async reloadTls(): Promise<boolean> {
+    const serves = this.#tls && this.#readTlsFiles;
+    if (!serves && !this.#prepareTlsReload) return false;
+    // Everything read and checked before anything changes.
+    const files = serves ? this.#readTlsFiles!() : undefined;
+    const commit = this.#prepareTlsReload?.();
+    if (files) await this.#tls!.reload(files);
+    commit?.();
+    return true;
   }
 
   /**
@@ -261,20 +289,30 @@ export class StreamServer extends BaseServer {
     ) {
       return false;
     }
-    if (this.#tlsContext) {
+    if (this.#tls) {
       // TLS starts only now, after the admission: a refused client never
       // gets a TLS byte.
-      connection.conn = startServerTls(
-        connection.conn,
-        this.#tlsContext,
-        this.#tlsEngine,
-      );
+      const conn = this.#tls.start(connection.conn);
+      connection.conn = conn;
       const failure = await this.#handshake(connection);
       if (failure !== undefined) {
         // Closed by shutdown or the idle sweep: that logged already.
         if (!connection.closed) this.#handshakeFailed.event(failure);
         return false;
       }
+      if (connection.closed) return false;
+      const verdict = this.#tls.verdict(conn);
+      if ("refused" in verdict) {
+        this.#certificateRefused.event(
+          `${connection.peer}${connection.via}: ${verdict.refused}`,
+        );
+        // Cut, not closed with close_notify: the client must not take
+        // the refusal for a clean, empty answer (the engine can no longer
+        // send an alert the session's way: a plaintext one, then the cut).
+        conn.abort(certificateRefusedAlert());
+        return false;
+      }
+      connection.tls = verdict.session;
     }
     return true;
   }
@@ -337,7 +375,12 @@ export class StreamServer extends BaseServer {
    * the connection's whole life (about 240 bytes of heap a connection).
    */
   #run(connection: Connection): void {
-    this.log(`${this.prefix}accepted ${connection.peer}${connection.via}`);
+    const client = connection.tls?.client;
+    this.log(
+      `${this.prefix}accepted ${connection.peer}${connection.via}${
+        client ? ` (certificate ${escapeControlChars(client.subject)})` : ""
+      }`,
+    );
     let running: Promise<void>;
     try {
       // As `await` would: a handler that returns no promise (plain JS) too.
@@ -454,6 +497,7 @@ export class StreamServer extends BaseServer {
     await this.#connections.drain(gracePeriodMs);
     for (const log of Object.values(this.#refused)) log.flush();
     this.#handshakeFailed.flush();
+    this.#certificateRefused.flush();
     this.#acceptLoop?.flush();
     this.#badProxyHeader.flush();
   }

@@ -1,9 +1,10 @@
 /**
  * TLS material from files: a PEM certificate chain and private key for
- * servers (`--cert FILE --key FILE`), CA certificates for clients
- * (`--ca FILE`), read once at start (each a regular file of at most 1 MiB)
- * and checked then (every certificate parses, the key parses and is the
- * certificate's), with one clear error line when a file is missing,
+ * servers (`--cert FILE --key FILE`) and for clients that show one
+ * (`--cert`, `--to-cert`), CA certificates (`--ca FILE`, `--client-ca
+ * FILE`), read at start and again on SIGHUP (each a regular file of at
+ * most 1 MiB) and checked then (every certificate parses, the key parses
+ * and is the certificate's), with one clear error line when a file is missing,
  * unreadable, not a regular file, too large, damaged, or holds no PEM of
  * the right kind.
  *
@@ -20,6 +21,24 @@ export interface TlsCertificate {
   cert: string;
   /** PEM private key (PKCS#8, PKCS#1 or SEC1). */
   key: string;
+}
+
+/**
+ * How a TLS server asks for client certificates (`--client-cert`):
+ * `required` refuses a client without one, `optional` lets it in (its
+ * program sees `SSL_CLIENT_VERIFY=NONE`); either way a certificate sent
+ * must chain to the client CAs.
+ */
+export type ClientCertMode = "required" | "optional";
+
+/**
+ * A TLS server's files: its certificate chain and key and, for client
+ * certificates, the CAs they must chain to (`--client-ca FILE`, PEM). A
+ * server reads them at start and again on SIGHUP.
+ */
+export interface TlsServerFiles extends TlsCertificate {
+  /** PEM CA certificates a client certificate must chain to. */
+  clientCa?: string;
 }
 
 /**

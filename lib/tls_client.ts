@@ -14,6 +14,7 @@ import { formatAddr } from "./endpoint.ts";
 import { closeQuietly } from "./io.ts";
 import { NodeTlsConn } from "./tls_node.ts";
 import { withoutOsError } from "./os_error.ts";
+import type { TlsCertificate } from "./tls.ts";
 
 /** How {@linkcode startClientTls} verifies the server. */
 export interface ClientTlsOptions {
@@ -23,6 +24,11 @@ export interface ClientTlsOptions {
   caCerts?: string[];
   /** Skip verification entirely (a test server, a self-signed cert...). */
   insecure?: boolean;
+  /**
+   * A client certificate and key to present when the server asks
+   * (`--cert`/`--key`, e.g. from `readTlsFiles`).
+   */
+  certificate?: TlsCertificate;
   /** Give up the handshake after this long. Default 10000 ms. */
   handshakeTimeoutMs?: number;
 }
@@ -64,10 +70,18 @@ export async function startClientTls(
   const target = formatAddr(conn.remoteAddr);
   const name = stripBrackets(options.serverName);
   let tls: Deno.TlsConn;
-  if (options.insecure) {
+  if (options.insecure || options.certificate) {
+    // `Deno.startTls` can neither skip verification nor present a client
+    // certificate: `node:tls` does both (and verifies the same way).
     tls = new NodeTlsConn(conn, {
       client: {
-        rejectUnauthorized: false,
+        rejectUnauthorized: !options.insecure,
+        host: name,
+        ...(options.caCerts && { ca: options.caCerts }),
+        ...(options.certificate && {
+          cert: options.certificate.cert,
+          key: options.certificate.key,
+        }),
         // SNI carries names only (RFC 6066 §3).
         ...(parseIPv4(name) || parseIPv6(name) ? {} : { servername: name }),
       },
@@ -124,7 +138,7 @@ const HANDSHAKE_FAILURES: readonly [
   (match: RegExpMatchArray) => string,
 ][] = [
   [
-    /UnknownIssuer/,
+    /UnknownIssuer|UNABLE_TO_VERIFY_LEAF_SIGNATURE|unable to verify the first certificate|unable to get local issuer|self.signed certificate/,
     () =>
       "certificate not trusted (unknown issuer): give --ca FILE with the CA that signed it, or --insecure to skip the check",
   ],
@@ -138,6 +152,18 @@ const HANDSHAKE_FAILURES: readonly [
         (names.length > 0 ? ` (it is for ${names.join(", ")})` : "") +
         ": give --servername with a name the certificate holds";
     },
+  ],
+  [
+    /Host: ([^ ]*?)\.? is not in the cert's altnames: (.*)/,
+    (m) =>
+      `certificate not valid for name '${m[1]}' (it is for ${
+        m[2].replace(/DNS:|IP Address:/g, "")
+      }): give --servername with a name the certificate holds`,
+  ],
+  [
+    /certificate required|CertificateRequired|unknown ca|bad certificate|BadCertificate|UnknownCA/i,
+    () =>
+      "the server refused the client certificate (or wants one): give --cert and --key with one its CA signed",
   ],
   [
     /CaUsedAsEndEntity/,

@@ -9,6 +9,7 @@
 /** TLS alert descriptions (RFC 8446, section 6). */
 const ALERT = {
   handshakeFailure: 40,
+  badCertificate: 42,
   illegalParameter: 47,
   decodeError: 50,
   protocolVersion: 70,
@@ -85,8 +86,18 @@ export function legacyHelloAlert(
  * The highest TLS version a ClientHello offers (its `supported_versions`
  * extension, else its `client_version`), or `undefined` when `bytes` do
  * not start with a whole ClientHello record.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { offeredVersions } from "./tls_hello.ts";
+ *
+ * assertEquals(offeredVersions(new Uint8Array([23, 3, 3, 0, 0])), undefined);
+ * ```
  */
-function offeredVersions(bytes: Uint8Array): { max: number } | undefined {
+export function offeredVersions(
+  bytes: Uint8Array,
+): { max: number } | undefined {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   // Record header: handshake (22), version, length; then ClientHello (1).
   if (bytes.byteLength < 5 + 4 + 2 || bytes[0] !== 22 || bytes[5] !== 1) {
@@ -127,4 +138,25 @@ function offeredVersions(bytes: Uint8Array): { max: number } | undefined {
     at += length;
   }
   return { max };
+}
+
+/**
+ * What a server sends a client it refuses for its certificate after a TLS
+ * 1.3 handshake, when the engine can no longer send an encrypted alert: a
+ * plaintext bad_certificate alert. The client cannot read it as a record
+ * of the session (it fails, with a decryption or alert error), so it can
+ * never take the refusal for a clean, empty end, whether or not its own
+ * first bytes have reached the server (closing over those would reset the
+ * connection; closing before them only ends it).
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { certificateRefusedAlert } from "./tls_hello.ts";
+ *
+ * assertEquals(certificateRefusedAlert()[0], 21); // an alert record
+ * ```
+ */
+export function certificateRefusedAlert(): Uint8Array {
+  return alertRecord(ALERT.badCertificate, TLS12);
 }

@@ -48,6 +48,11 @@ import { type SecureContext, TLSSocket } from "node:tls";
 import { carriedOver } from "./departure.ts";
 import { closeQuietly, connReadable, connWritable } from "./io.ts";
 import { legacyHelloAlert } from "./tls_hello.ts";
+import {
+  type ClientCertRequest,
+  Tls12ClientCertGate,
+} from "./tls12_client_cert.ts";
+import type { TlsConnInfo, TlsHandshakeFacts } from "./tls_peer.ts";
 
 /**
  * Decrypted bytes a connection holds unread before it stops reading its
@@ -420,15 +425,24 @@ function ridOf(conn: Deno.Conn): number | undefined {
   return undefined;
 }
 
-/** What the engine's `initServerTls` takes, built once per context. */
+/**
+ * What the engine's `initServerTls` takes, built once per context (a
+ * context serves one client-certificate mode). Asked for a certificate, the
+ * engine refuses a client that sends none when `rejectUnauthorized`
+ * (certificate_required), and lets one that does not chain finish its
+ * handshake, with `verifyError()` saying why: the server judges that.
+ */
 const engineContexts = new WeakMap<SecureContext, object>();
-function engineContext(context: SecureContext): object {
+function engineContext(
+  context: SecureContext,
+  clientCerts?: ClientCertRequest,
+): object {
   let value = engineContexts.get(context);
   if (!value) {
     value = {
       ...(context as unknown as { context: object }).context,
-      rejectUnauthorized: false,
-      requestCert: false,
+      rejectUnauthorized: clientCerts?.mode === "required",
+      requestCert: clientCerts !== undefined,
     };
     engineContexts.set(context, value);
   }
@@ -482,8 +496,12 @@ interface Waiter {
  * TLS 1.1 gets protocol_version (as OpenSSL servers say) in a record of its
  * own version, without the engine seeing it; other refusals get the
  * engine's own alert (handshake_failure, illegal_parameter, decode_error).
+ * Asked for client certificates ({@linkcode NativeTlsConn.start}'s
+ * `clientCerts`), a TLS 1.2 client without one or with one that does not
+ * chain gets handshake_failure or unknown_ca (`tls12_client_cert.ts`), a
+ * TLS 1.3 one without one the engine's certificate_required.
  */
-export class NativeTlsConn implements Deno.TlsConn {
+export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
   /** Our address. */
   readonly localAddr: Deno.NetAddr;
   /** The peer's address. */
@@ -496,6 +514,8 @@ export class NativeTlsConn implements Deno.TlsConn {
   #settle?: { resolve(): void; reject(error: Error): void };
   /** The client's first bytes, held until they are known not to be refused. */
   #hello?: Uint8Array = new Uint8Array(0);
+  /** With client certificates: TLS 1.2's refusals, before the engine. */
+  #gate?: Tls12ClientCertGate;
   #secure = false;
   #closed = false;
   #destroyed = false;
@@ -538,6 +558,7 @@ export class NativeTlsConn implements Deno.TlsConn {
   static start(
     raw: Deno.Conn,
     context: SecureContext,
+    clientCerts?: ClientCertRequest,
   ): NativeTlsConn | undefined {
     const rt = nativeTlsRuntime(context);
     const rid = ridOf(raw);
@@ -558,14 +579,16 @@ export class NativeTlsConn implements Deno.TlsConn {
     }
     const tls = new rt.TLSWrap(1, 0);
     if (
-      tls.initServerTls(engineContext(context)) !== 0 ||
+      tls.initServerTls(engineContext(context, clientCerts)) !== 0 ||
       tls.attach(tcp) !== 0
     ) {
       tls.destroySsl();
       tcp.close();
       return undefined;
     }
-    return new NativeTlsConn(raw, rt, tcp, tls);
+    const conn = new NativeTlsConn(raw, rt, tcp, tls);
+    if (clientCerts) conn.#gate = new Tls12ClientCertGate(clientCerts);
+    return conn;
   }
 
   private constructor(
@@ -657,7 +680,7 @@ export class NativeTlsConn implements Deno.TlsConn {
         ? new Uint8Array(buffer, rt.state[rt.kArrayBufferOffset], n)
         : buffer.subarray(0, n);
       if (this.#hello) this.#onHello(bytes);
-      else this.#tls.receive(bytes);
+      else this.#receive(bytes);
       return;
     }
     if (n === 0) return;
@@ -700,17 +723,39 @@ export class NativeTlsConn implements Deno.TlsConn {
     }
     this.#hello = undefined;
     if (verdict === "tls12") {
-      this.#tls.receive(hello);
+      this.#receive(hello);
       return;
     }
+    this.#refuse(
+      verdict,
+      new Error("peer is incompatible: it offers TLS 1.1 or older only"),
+    );
+  }
+
+  /** The client's bytes to the engine: through the gate, when there is one. */
+  #receive(bytes: Uint8Array): void {
+    if (!this.#gate) {
+      this.#tls.receive(bytes);
+      return;
+    }
+    const { forward, refusal } = this.#gate.feed(bytes);
+    // Decided: the gate steps aside for the rest of the connection.
+    if (this.#gate.decided) this.#gate = undefined;
+    if (forward.byteLength > 0) this.#tls.receive(forward);
+    if (refusal) this.#refuse(refusal.alert, new Error(refusal.reason));
+  }
+
+  /**
+   * Refuses the client before the engine would: stops reading, sends
+   * `alert` (plaintext, the engine idle meanwhile), then fails the
+   * handshake with `error`.
+   */
+  #refuse(alert: Uint8Array, error: Error): void {
     this.#tcp.readStop();
     this.#reading = false;
-    const error = new Error(
-      "peer is incompatible: it offers TLS 1.1 or older only",
-    );
     let timer: ReturnType<typeof setTimeout> | undefined;
     Promise.race([
-      this.#raw.write(verdict),
+      this.#raw.write(alert),
       new Promise((resolve) =>
         timer = setTimeout(resolve, CLOSE_NOTIFY_WAIT_MS)
       ),
@@ -881,6 +926,11 @@ export class NativeTlsConn implements Deno.TlsConn {
     return this.#handshake;
   }
 
+  /** What the finished handshake settled: protocol, cipher, the client's certificate. */
+  handshakeFacts(): TlsHandshakeFacts {
+    return engineFacts(this.#tls);
+  }
+
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */
   read(p: Uint8Array): Promise<number | null> {
     if (this.#closed) {
@@ -950,6 +1000,35 @@ export class NativeTlsConn implements Deno.TlsConn {
     if (this.#closed || this.#shutdown || this.#error) return;
     this.#shutdown = true;
     this.#tls.shutdown({ oncomplete() {} });
+  }
+
+  /** Closes the socket at once, without close_notify (see `TlsConnInfo`). */
+  abort(alert?: Uint8Array): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#wakeReader();
+    const closed = new Deno.errors.BadResource("connection closed");
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(closed);
+    this.#settle?.reject(
+      new Deno.errors.ConnectionReset("closed before the TLS handshake"),
+    );
+    if (!alert) {
+      this.#destroy();
+      return;
+    }
+    // The engine stopped; the alert goes out as it is, then the cut.
+    this.#tcp.readStop();
+    this.#reading = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    Promise.race([
+      this.#raw.write(alert),
+      new Promise((resolve) =>
+        timer = setTimeout(resolve, CLOSE_NOTIFY_WAIT_MS)
+      ),
+    ]).catch(() => {}).finally(() => {
+      clearTimeout(timer);
+      this.#destroy();
+    });
   }
 
   /**
@@ -1034,4 +1113,26 @@ export class NativeTlsConn implements Deno.TlsConn {
   [Symbol.dispose](): void {
     if (!this.#closed) this.close();
   }
+}
+
+/**
+ * What the engine (a `TLSWrap`, under either adapter) says of a finished
+ * handshake: `getProtocol`, `getCipher` and `getPeerCertificate` fill or
+ * return plain objects, `verifyError` names OpenSSL's code.
+ */
+export function engineFacts(tls: Handle): TlsHandshakeFacts {
+  const protocol: { protocol?: string } = {};
+  const cipher: { name?: string } = {};
+  tls.getProtocol(protocol);
+  tls.getCipher(cipher);
+  const peer = tls.getPeerCertificate(false);
+  const verifyError = tls.verifyError();
+  return {
+    protocol: protocol.protocol ?? "",
+    cipher: cipher.name ?? "",
+    peerCertificate: peer?.raw ? new Uint8Array(peer.raw) : undefined,
+    verifyError: verifyError
+      ? String((verifyError as Error).message ?? verifyError)
+      : undefined,
+  };
 }

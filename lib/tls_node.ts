@@ -26,8 +26,13 @@ import {
 import { carriedOver } from "./departure.ts";
 import { connReadable, connWritable, writeAll } from "./io.ts";
 import { handshakeAlert } from "./tls_hello.ts";
-import { NativeTlsConn } from "./tls_native.ts";
-import type { TlsCertificate } from "./tls.ts";
+import { engineFacts, NativeTlsConn } from "./tls_native.ts";
+import type { TlsCertificate, TlsServerFiles } from "./tls.ts";
+import {
+  type ClientCertRequest,
+  Tls12ClientCertGate,
+} from "./tls12_client_cert.ts";
+import type { TlsConnInfo, TlsHandshakeFacts } from "./tls_peer.ts";
 import type { TlsEngine } from "./tls_engine.ts";
 
 const HIGH_WATER = 64 * 1024;
@@ -43,8 +48,13 @@ interface DuplexHooks {
    * stop `node:tls` reading what is under it, so backpressure goes here.
    */
   gate(): Promise<void>;
-  /** Sees each chunk read from the socket. */
-  onRead(chunk: Uint8Array): void;
+  /**
+   * Sees each chunk read from the socket; returns what `node:tls` gets of
+   * it now (all, or with client certificates on TLS 1.2 nothing until the
+   * Certificate message is whole), or `undefined` once the client is
+   * refused (nothing more is read).
+   */
+  onRead(chunk: Uint8Array): Uint8Array | undefined;
   /** The peer closed its side (the read after this is `null`). */
   onEnd(): void;
   /**
@@ -76,8 +86,10 @@ function duplexOf(conn: Deno.Conn, hooks: DuplexHooks): Duplex {
             hooks.onEnd();
             return this.push(null);
           }
-          const chunk = buffer.slice(0, n);
-          hooks.onRead(chunk);
+          const chunk = hooks.onRead(buffer.slice(0, n));
+          if (chunk === undefined) return;
+          // Held back: read on, or `node:tls` would never ask again.
+          if (chunk.byteLength === 0) return this._read(HIGH_WATER);
           this.push(chunk);
         },
         (error) => this.destroy(closed ? undefined : error),
@@ -104,10 +116,14 @@ function duplexOf(conn: Deno.Conn, hooks: DuplexHooks): Duplex {
  * const context = tlsServerContext({ cert, key });
  * ```
  */
-export function tlsServerContext(certificate: TlsCertificate): SecureContext {
+export function tlsServerContext(
+  certificate: TlsCertificate | TlsServerFiles,
+): SecureContext {
+  const clientCa = (certificate as TlsServerFiles).clientCa;
   return createSecureContext({
     cert: certificate.cert,
     key: certificate.key,
+    ...(clientCa === undefined ? {} : { ca: clientCa }),
   });
 }
 
@@ -178,7 +194,14 @@ function duplexPair(): [Duplex, Duplex] {
  * the server chose it by `tls_engine.ts`) and this Deno has what that
  * needs, else through `node:tls` ({@linkcode NodeTlsConn}). Either way
  * nothing is sent before the client's first bytes, and `close()` closes
- * the socket at once while the handshake is on.
+ * the socket at once while the handshake is on. With `clientCerts`, the
+ * client is asked for a certificate (the context holds the same CAs): on
+ * TLS 1.2 one without (when required) or one that does not chain is
+ * refused in the handshake (handshake_failure, unknown_ca:
+ * `tls12_client_cert.ts`); on TLS 1.3 the engine refuses one without
+ * (certificate_required), and whether one sent chains is for the caller
+ * to judge from `handshakeFacts()` once the handshake is done (see
+ * `tls_server.ts`).
  *
  * @example
  * ```ts ignore
@@ -189,15 +212,20 @@ function duplexPair(): [Duplex, Duplex] {
 export function startServerTls(
   conn: Deno.Conn,
   context: SecureContext,
+  clientCerts?: ClientCertRequest,
   engine: TlsEngine = "native",
-): Deno.TlsConn {
-  return (engine === "native" && NativeTlsConn.start(conn, context)) ||
-    new NodeTlsConn(conn, { server: context });
+): Deno.TlsConn & TlsConnInfo {
+  return (engine === "native" &&
+    NativeTlsConn.start(conn, context, clientCerts)) ||
+    new NodeTlsConn(conn, { server: context, clientCerts });
 }
 
-/** Which side of TLS a {@linkcode NodeTlsConn} runs. */
+/**
+ * Which side of TLS a {@linkcode NodeTlsConn} runs; a server asks for
+ * client certificates with `clientCerts` (its context holds the CAs).
+ */
 export type TlsSide =
-  | { server: SecureContext }
+  | { server: SecureContext; clientCerts?: ClientCertRequest }
   | { client: Omit<ConnectionOptions, "socket"> };
 
 /**
@@ -215,7 +243,7 @@ export type TlsSide =
  * await conn.handshake();
  * ```
  */
-export class NodeTlsConn implements Deno.TlsConn {
+export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
   /** Our address. */
   readonly localAddr: Deno.NetAddr;
   /** The peer's address. */
@@ -248,11 +276,14 @@ export class NodeTlsConn implements Deno.TlsConn {
     this.localAddr = raw.localAddr as Deno.NetAddr;
     this.remoteAddr = raw.remoteAddr as Deno.NetAddr;
     const isServer = "server" in side;
+    let gate = "server" in side && side.clientCerts
+      ? new Tls12ClientCertGate(side.clientCerts)
+      : undefined;
     if (isServer) this.#hello = new Uint8Array(0);
     this.#duplex = duplexOf(raw, {
       gate: () => this.#readGate(),
       onRead: (chunk) => {
-        if (!this.#hello || this.#secure) return;
+        if (!this.#hello || this.#secure) return chunk;
         if (this.#hello.byteLength < MAX_HELLO_BYTES) {
           const hello = new Uint8Array(
             this.#hello.byteLength + chunk.byteLength,
@@ -261,6 +292,14 @@ export class NodeTlsConn implements Deno.TlsConn {
           hello.set(chunk, this.#hello.byteLength);
           this.#hello = hello;
         }
+        if (!gate) return chunk;
+        const { forward, refusal } = gate.feed(chunk);
+        if (gate.decided) gate = undefined;
+        if (!refusal) return forward;
+        // The alert goes out as the socket closes (see #closeRaw).
+        this.#alert = refusal.alert;
+        this.#socket.destroy(new Error(refusal.reason));
+        return undefined;
       },
       onDestroy: (close) => this.#closeRaw(close),
       // `node:tls` ignores the end of the stream before the handshake is
@@ -274,6 +313,8 @@ export class NodeTlsConn implements Deno.TlsConn {
       ? new TLSSocket(this.#duplex, {
         isServer: true,
         secureContext: side.server,
+        requestCert: side.clientCerts !== undefined,
+        rejectUnauthorized: side.clientCerts?.mode === "required",
       })
       : connect({ ...side.client, socket: this.#duplex });
     this.#socket = socket;
@@ -303,7 +344,7 @@ export class NodeTlsConn implements Deno.TlsConn {
     });
     socket.on("error", (error: Error) => {
       if (isServer && !this.#secure && !this.#error) {
-        this.#alert = handshakeAlert(error, this.#hello!);
+        this.#alert ??= handshakeAlert(error, this.#hello!);
       }
       this.#error ??= error;
       this.#failWrites(error);
@@ -370,6 +411,13 @@ export class NodeTlsConn implements Deno.TlsConn {
     return this.#handshake;
   }
 
+  /** What the finished handshake settled: protocol, cipher, the peer's certificate. */
+  handshakeFacts(): TlsHandshakeFacts {
+    return engineFacts(
+      (this.#socket as unknown as { _handle: unknown })._handle,
+    );
+  }
+
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */
   async read(p: Uint8Array): Promise<number | null> {
     while (this.#chunks.length === 0) {
@@ -417,6 +465,33 @@ export class NodeTlsConn implements Deno.TlsConn {
     }
     return new Promise<void>((resolve) => {
       this.#socket.end(() => resolve());
+    });
+  }
+
+  /** Closes the socket at once, without close_notify (see `TlsConnInfo`). */
+  abort(alert?: Uint8Array): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#failWrites(new Deno.errors.BadResource("connection closed"));
+    this.#wake();
+    this.#resumeReading?.();
+    if (!alert) {
+      this.#socket.destroy();
+      this.#duplex.destroy();
+      return;
+    }
+    // The TLS socket stops; the alert goes out as it is, then the cut.
+    this.#socket.pause();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    Promise.race([
+      this.#raw.write(alert),
+      new Promise((resolve) =>
+        timer = setTimeout(resolve, CLOSE_NOTIFY_WAIT_MS)
+      ),
+    ]).catch(() => {}).finally(() => {
+      clearTimeout(timer);
+      this.#socket.destroy();
+      this.#duplex.destroy();
     });
   }
 

@@ -147,6 +147,8 @@ export interface GroupMember {
   readonly finished: Promise<void>;
   /** Stops the server gracefully. */
   shutdown(): Promise<void>;
+  /** TLS: reads its files again (see `Server.reloadTls`). */
+  reloadTls?(): Promise<boolean>;
 }
 
 /**
@@ -171,6 +173,12 @@ export function answerGroupShutdown(server: GroupMember): void {
   answered = true;
   scope.addEventListener("message", (event: MessageEvent) => {
     if (event.data?.type === "shutdown") server.shutdown();
+    // The main thread read the same files first and logs the outcome once
+    // every worker says it has its own.
+    if (event.data?.type === "reload-tls") {
+      (server.reloadTls?.() ?? Promise.resolve(false)).catch(() => false)
+        .then(() => scope.postMessage({ type: "reloaded-tls" }));
+    }
   });
   server.ready.then(
     () => scope.postMessage({ type: "ready" }),
@@ -205,6 +213,11 @@ export interface WorkerGroup {
   readonly finished: Promise<void>;
   /** Asks every worker to shut down gracefully; resolves like `finished`. */
   shutdown(): Promise<void>;
+  /**
+   * Asks every worker to read its TLS files again (SIGHUP); resolves once
+   * each has (or has gone).
+   */
+  reloadTls(): Promise<void>;
 }
 
 /**
@@ -232,6 +245,8 @@ export function spawnWorkers(
   const done: Promise<void>[] = [];
   const ready: Promise<void>[] = [];
   const workers: Worker[] = [];
+  /** A worker's answer to "reload-tls" awaited, until it has gone. */
+  const reloaded = new Map<Worker, () => void>();
   for (let index = 1; index < count; index++) {
     const worker = new Worker(module, {
       type: "module",
@@ -256,6 +271,7 @@ export function spawnWorkers(
             };
             worker.postMessage(init);
           } else if (type === "ready") listening();
+          else if (type === "reloaded-tls") reloaded.get(worker)?.();
           else if (type === "finished") resolve();
           else if (type === "failed") failed(event.data.message);
         });
@@ -263,8 +279,13 @@ export function spawnWorkers(
           event.preventDefault();
           failed(event.message);
         });
-      }).then(() => worker.terminate()),
+      }).then(() => {
+        worker.terminate();
+        reloaded.get(worker)?.();
+        reloaded.delete(worker);
+      }),
     );
+    reloaded.set(worker, () => {});
   }
   const finished = Promise.all(done).then(() => {});
   let asked = false;
@@ -277,6 +298,16 @@ export function spawnWorkers(
         for (const worker of workers) worker.postMessage({ type: "shutdown" });
       }
       return finished;
+    },
+    reloadTls() {
+      return Promise.all(
+        [...reloaded.keys()].map((worker) =>
+          new Promise<void>((resolve) => {
+            reloaded.set(worker, resolve);
+            worker.postMessage({ type: "reload-tls" });
+          })
+        ),
+      ).then(() => {});
     },
   };
 }
@@ -347,6 +378,13 @@ export function serveGroup(
     ready: Promise.all([server.ready, group.ready]).then(() => {}),
     finished,
     shutdown,
+    // This thread first: its outcome (the files read, checked) is the
+    // one logged; the workers read the same files.
+    reloadTls: () =>
+      server.reloadTls().then(async (reloaded) => {
+        if (reloaded) await group.reloadTls();
+        return reloaded;
+      }),
     [Symbol.asyncDispose]: shutdown,
   };
 }

@@ -255,7 +255,7 @@ Permissions: --allow-net=HOST:PORT for TCP; for --unix PATH,
 --unstable-net and --allow-net (replies go to any sender); for
 --unixpacket PATH, --unstable-net --allow-net --allow-read=PATH and
 --allow-write for the directory where clients bind their sockets; for
---tls, also --allow-read=CERT,KEY.`;
+--tls, also --allow-read=CERT,KEY (and the --client-ca FILE).`;
 
 if (import.meta.main) {
   await runMain(async () => {

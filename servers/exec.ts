@@ -31,6 +31,36 @@
  * `--allow-read=cert.pem,key.pem`); on a Unix socket, `--unix PATH` with
  * `--allow-net=unix:PATH --allow-read=PATH --allow-write=PATH`.
  *
+ * Client certificates (mutual TLS, stunnel's `verify = 2`): with
+ * `--client-ca ca.pem` (and `--allow-read` for it) every client must show
+ * a certificate that chains to `ca.pem`; one without is refused in the
+ * handshake (certificate_required), one of another CA right after it, one
+ * log line each, before any program starts. `--client-cert optional` lets
+ * a client without one in. The `accepted` line names the subject, and the
+ * program learns the session as Apache's mod_ssl and ucspi-ssl's
+ * `sslserver` tell theirs:
+ *
+ * | variable | value |
+ * |---|---|
+ * | `SSL_PROTOCOL` | `TLSv1.3` or `TLSv1.2` |
+ * | `SSL_CIPHER` | OpenSSL's name: `TLS_AES_256_GCM_SHA384`, `ECDHE-ECDSA-AES256-GCM-SHA384` |
+ * | `SSL_SERVER_S_DN` | our certificate's subject |
+ * | `SSL_CLIENT_VERIFY` | `SUCCESS` (a verified certificate), `NONE` (none: `--client-cert optional`, or no `--client-ca`) |
+ * | `SSL_CLIENT_S_DN`, `SSL_CLIENT_I_DN` | its subject and issuer, as stunnel writes them (its log, its `SSL_CLIENT_DN`): `C=DE, O="Example, Inc.", CN=alice` |
+ * | `SSL_CLIENT_M_SERIAL` | its serial, upper-case hex in whole bytes (`openssl x509 -serial`) |
+ * | `SSL_CLIENT_V_END` | when it expires: `Dec  9 18:12:54 2026 GMT` |
+ * | `SSL_CLIENT_CERT` | the certificate, PEM |
+ *
+ * The tools write a DN three ways: stunnel as here, mod_ssl the other way
+ * round (RFC 2253: `CN=alice,O=Example\, Inc.,C=DE`), ucspi-ssl as
+ * `/C=DE/O=Example, Inc./CN=alice` (and its serial in decimal). `--allow`
+ * and `--deny` stay address rules; to limit by certificate, give
+ * `--client-subject REGEX` (a subject that does not match is refused, one
+ * log line) or let the program decide from `SSL_CLIENT_S_DN`. SIGHUP reads
+ * `--cert`, `--key` and `--client-ca` again: new handshakes get them,
+ * connections in flight and their programs go on (renew by writing the new
+ * file beside the old, renaming it into place, then `kill -HUP`).
+ *
  * The program is run directly (no shell), its arguments exactly as given.
  * Its environment is the server's (or, with `--clear-env`, empty: not even
  * `PATH`), plus each `--env NAME=VALUE`, plus the connection's, named as
@@ -405,6 +435,7 @@ export function serveExec(options: ExecOptions): Server {
     ready: server.ready,
     finished,
     shutdown,
+    reloadTls: () => server.reloadTls?.() ?? Promise.resolve(false),
     [Symbol.asyncDispose]: shutdown,
   };
 }
@@ -502,7 +533,7 @@ that then neither reads nor writes runs until it ends (see --idle-timeout).
 Permissions: --allow-net=HOST:PORT (for --unix PATH: --allow-net=unix:PATH
 --allow-read=PATH --allow-write=PATH) and --allow-run=PROGRAM; a PROGRAM
 given by path also --allow-read=PROGRAM (checked at start); for --tls,
---allow-read=CERT,KEY.`;
+--allow-read=CERT,KEY (and the --client-ca FILE).`;
 
 if (import.meta.main) {
   await runMain(async () => {

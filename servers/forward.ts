@@ -33,6 +33,8 @@
  * | `socat UDP-LISTEN:5353,fork UDP:127.0.0.1:53` | `udp://0.0.0.0:5353 udp://127.0.0.1:53` (`--unstable-net --allow-net`: answers go to whoever asked) |
  * | `socat OPENSSL-LISTEN:8443,fork,cert=cert.pem,key=key.pem,verify=0 TCP:127.0.0.1:8080`; haproxy `bind :8443 ssl crt site.pem` | `--tls --cert cert.pem --key key.pem tcp://0.0.0.0:8443 tcp://127.0.0.1:8080` |
  * | `socat TCP-LISTEN:8080,fork OPENSSL:example.com:443` | `--to-tls tcp://127.0.0.1:8080 tcp://example.com:443` |
+ * | `socat OPENSSL-LISTEN:8443,fork,cert=cert.pem,key=key.pem,cafile=ca.pem,verify=1 TCP:127.0.0.1:8080`; haproxy `bind :8443 ssl crt site.pem verify required ca-file ca.pem` | `--tls --cert cert.pem --key key.pem --client-ca ca.pem tcp://0.0.0.0:8443 tcp://127.0.0.1:8080` (mutual TLS; `--client-cert optional` for haproxy's `verify optional`) |
+ * | `socat TCP-LISTEN:8080,fork OPENSSL:db.internal:5432,cert=client.pem,key=client.key,cafile=ca.pem`; haproxy `server s db.internal:5432 ssl crt client.pem ca-file ca.pem` | `--to-tls --ca ca.pem --to-cert client.pem --to-key client.key tcp://127.0.0.1:8080 tcp://db.internal:5432` |
  * | haproxy `server s 127.0.0.1:8080 send-proxy-v2` | `--send-proxy v2 tcp://0.0.0.0:80 tcp://127.0.0.1:8080` |
  * | haproxy `bind :80 accept-proxy` | `--accept-proxy tcp://0.0.0.0:80 tcp://127.0.0.1:8080` |
  *
@@ -150,6 +152,18 @@
  * with `--targets` also `--allow-read=FILE` and every target a reload may
  * add. Not with `--workers` (each thread would keep its own pool).
  *
+ * ## Certificates
+ *
+ * `--tls --client-ca ca.pem` takes only clients whose certificate chains
+ * to `ca.pem` (haproxy's `verify required ca-file`, stunnel's `verify =
+ * 2`); `--to-cert`/`--to-key` show the target a certificate of ours.
+ * SIGHUP reads `--cert`, `--key`, `--client-ca`, `--ca`, `--to-cert` and
+ * `--to-key` again: the connections after it get the new files, those in
+ * flight go on; a file that cannot be read or a pair that does not match
+ * is one `error:` line and the old files stay in use. A certbot renewal:
+ * write the new files beside the old, rename them into place,
+ * then `kill -HUP` (certbot's `--deploy-hook`).
+ *
  * @module
  */
 
@@ -167,6 +181,7 @@ import {
   parseEndpoint,
   positiveSecondsFlag,
   readCaFile,
+  readTlsFiles,
   runMain,
   runServers,
   serve,
@@ -251,6 +266,12 @@ export interface ForwardOptions extends ServerOptions {
   connectTimeoutMs?: number;
   /** Speak TLS to the target (a `tcp://` one). */
   targetTls?: ForwardTlsOptions;
+  /**
+   * How `reloadTls` (SIGHUP) reads `targetTls`'s files again (`--ca`,
+   * `--to-cert`, `--to-key`): connections made after it use them; throws
+   * when one cannot be read. Without it `targetTls` stays as given.
+   */
+  readTargetTls?: () => ForwardTlsOptions;
   /**
    * Write a PROXY protocol header of this version to the target first,
    * for the client (with `acceptProxy`, the one the client's own header
@@ -381,13 +402,22 @@ export function serveForward(options: ForwardOptions): ForwardServer {
     passResets: options.passResets ?? canCloseWithReset(),
     pool,
   };
+  const readTargetTls = options.readTargetTls;
   const server = serve({
     name: "forward",
     defaultPort: 0,
     // The target's socket.
     descriptorsPerConnection: 1,
     stream: (conn, context) => forwardConnection(conn, context, plan),
-  }, options);
+  }, {
+    ...options,
+    ...(readTargetTls && {
+      prepareTlsReload: () => {
+        const next = readTargetTls();
+        return () => plan.targetTls = next;
+      },
+    }),
+  });
   return balanced ? balanced.supervise(server) : server;
 }
 
@@ -437,6 +467,11 @@ const FLAGS = {
     serverName,
   ),
   insecure: flag.boolean("--to-tls: do not verify TARGET at all (warns)"),
+  "to-cert": flag.string(
+    "FILE",
+    "--to-tls: present the PEM client certificate in FILE to\nTARGET (with --to-key; needs --allow-read=FILE)",
+  ),
+  "to-key": flag.string("FILE", "--to-tls: the PEM private key of --to-cert"),
   "send-proxy": flag.custom(
     "V",
     "write a PROXY protocol header (v1 or v2) to TARGET\nfirst, carrying the client's address",
@@ -517,7 +552,8 @@ dropped until it slows down.
 Permissions: --allow-net=LISTEN_HOST:PORT,TARGET_HOST:PORT (a target by name:
 NAME:PORT). unix:PATH, to listen or to connect: --allow-net=unix:PATH
 --allow-read=PATH --allow-write=PATH. UDP: --unstable-net --allow-net
-(answers go to any client). --tls: --allow-read=CERT,KEY; --ca FILE:
+(answers go to any client). --tls: --allow-read=CERT,KEY (and the
+--client-ca FILE); --ca FILE, --to-cert FILE, --to-key FILE:
 --allow-read=FILE. Many targets: each one's HOST:PORT; --targets FILE:
 --allow-read=FILE, and every target a reload may add. To pass a side's
 reset on to the other as a reset (else it gets a FIN): --allow-ffi=LIBC
@@ -611,7 +647,15 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     throw new UsageError("--udp-session-timeout applies to udp:// only");
   }
   if (!values["to-tls"]) {
-    for (const name of ["ca", "servername", "insecure"] as const) {
+    for (
+      const name of [
+        "ca",
+        "servername",
+        "insecure",
+        "to-cert",
+        "to-key",
+      ] as const
+    ) {
       if (values[name]) throw new UsageError(`--${name} needs --to-tls`);
     }
   } else {
@@ -620,6 +664,11 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     }
     if (values.insecure && values.ca !== undefined) {
       throw new UsageError("--insecure and --ca cannot be used together");
+    }
+    if (
+      (values["to-cert"] === undefined) !== (values["to-key"] === undefined)
+    ) {
+      throw new UsageError("--to-cert and --to-key go together");
     }
   }
   // UDP: --max-connections and --per-source bound sessions (the server
@@ -656,12 +705,18 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   }
   if (udp && perSource !== undefined) options.perSource = perSource;
   if (values["to-tls"]) {
-    options.targetTls = {
+    const { ca, "to-cert": cert, "to-key": key } = values;
+    const read = (): ForwardTlsOptions => ({
       serverName: values.servername,
       insecure: values.insecure,
       // A missing or unreadable file is a runtime failure (exit 1).
-      caCerts: values.ca === undefined ? undefined : [readCaFile(values.ca)],
-    };
+      caCerts: ca === undefined ? undefined : [readCaFile(ca)],
+      ...(cert !== undefined && key !== undefined &&
+        { certificate: readTlsFiles(cert, key) }),
+    });
+    options.targetTls = read();
+    // SIGHUP reads them again, as it reads --cert, --key, --client-ca.
+    if (ca !== undefined || cert !== undefined) options.readTargetTls = read;
   }
   return options;
 }

@@ -119,6 +119,13 @@
  * wrong file is one `error: FILE:LINE: ...; keeping the running
  * configuration` log line, and what ran goes on running.
  *
+ * `--tls --cert FILE --key FILE` (with `--allow-read` for both) serves the
+ * TCP services, and `--conf`'s tcp lines, over TLS; UDP stays plain.
+ * `--client-ca FILE` asks clients for certificates as every server does
+ * (a program sees `SSL_CLIENT_S_DN`...). The same SIGHUP reads the TLS
+ * files again (new handshakes get them; a pair that does not work is one
+ * `error:` line and the old one stays), with `--conf` after the file.
+ *
  * @module
  */
 
@@ -269,7 +276,7 @@ export function serveInetd(options: InetdOptions = {}): Inetd {
         const label = `${name}/${transport}`;
         const server = serve(service, {
           dropSourcePorts: simpleLoopPorts([0, INETD_BASE, base]),
-          ...common,
+          ...withTlsOnTcp(common, transport),
           transport,
           port,
           label,
@@ -337,7 +344,7 @@ export function inetdLineStarter(
   const { quotations, ...common } = options;
   return (service: InetdService, all: readonly InetdService[]) => {
     const where = {
-      ...common,
+      ...withTlsOnTcp(common, service.transport),
       hostname: service.hostname,
       port: service.port,
       transport: service.transport,
@@ -358,6 +365,25 @@ export function inetdLineStarter(
       ...where,
     });
   };
+}
+
+/**
+ * `--tls` and its flags are for the TCP sockets: the UDP ones of the same
+ * inetd get the options without them.
+ */
+function withTlsOnTcp<T extends ServerOptions>(
+  options: T,
+  transport: "tcp" | "udp",
+): T {
+  if (transport === "tcp" || !options.tls) return options;
+  const {
+    tls: _tls,
+    readTlsFiles: _read,
+    clientCert: _mode,
+    clientSubject: _subject,
+    ...plain
+  } = options;
+  return plain as T;
 }
 
 function serviceList(text: string, name: string): SimpleServiceName[] {
@@ -418,6 +444,12 @@ const FLAGS = {
     "deny",
     "accept-proxy",
     "proxy-timeout",
+    "tls",
+    "cert",
+    "key",
+    "client-ca",
+    "client-cert",
+    "client-subject",
   ),
 };
 
@@ -444,7 +476,11 @@ and --allow-sys=uid,gid,userInfo:
 
 SIGHUP reads the file again: added lines start, removed ones stop
 listening, unchanged ones keep their socket; a wrong file is logged and
-the running services go on.`;
+the running services go on.
+
+--tls serves the TCP services (and --conf's tcp lines) over TLS, UDP
+staying plain; SIGHUP reads --cert, --key and --client-ca again too (with
+--conf, the same SIGHUP reads both).`;
 
 /** Flags that `--conf` replaces: the file says where and what. */
 const NOT_WITH_CONF = [

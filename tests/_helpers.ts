@@ -590,6 +590,15 @@ export interface TestCertificates extends AsyncDisposable {
   key: string;
   /** A CA that signed nothing here: verifying against it must fail. */
   wrongCa: string;
+  /**
+   * A client certificate `ca` signed (subject `C=DE, O=Example, Inc.,
+   * CN=alice`: a comma, which DN formats write differently), and its key.
+   */
+  clientCert: string;
+  clientKey: string;
+  /** A client certificate the wrong CA signed (`CN=mallory`), and its key. */
+  strangerCert: string;
+  strangerKey: string;
 }
 
 /**
@@ -655,8 +664,52 @@ export async function makeCertificates(): Promise<TestCertificates> {
     "-out",
     path("cert.pem"),
   ]);
+  await Deno.writeTextFile(
+    path("client.ext"),
+    "basicConstraints=critical,CA:FALSE\n" +
+      "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+  );
+  for (
+    const [name, subject, ca] of [
+      ["client", "/C=DE/O=Example, Inc./CN=alice", "ca"],
+      ["stranger", "/CN=mallory", "wrong-ca"],
+    ]
+  ) {
+    await run([
+      "req",
+      ...ec,
+      "-nodes",
+      "-keyout",
+      path(`${name}.key`),
+      "-out",
+      path(`${name}.csr`),
+      "-subj",
+      subject,
+    ]);
+    await run([
+      "x509",
+      "-req",
+      "-in",
+      path(`${name}.csr`),
+      "-days",
+      "2",
+      "-CA",
+      path(`${ca}.pem`),
+      "-CAkey",
+      path(`${ca}.key`),
+      "-CAcreateserial",
+      "-extfile",
+      path("client.ext"),
+      "-out",
+      path(`${name}.pem`),
+    ]);
+  }
   return {
     dir,
+    clientCert: path("client.pem"),
+    clientKey: path("client.key"),
+    strangerCert: path("stranger.pem"),
+    strangerKey: path("stranger.key"),
     ca: path("ca.pem"),
     cert: path("cert.pem"),
     key: path("key.pem"),
