@@ -116,6 +116,43 @@ for (const script of SCRIPTS) {
   });
 }
 
+Deno.test("deno.json's import map holds nothing from npm: a task needs no npm registry", () => {
+  const npm = Object.entries(CONFIG.imports as Record<string, string>)
+    .filter(([, target]) => target.startsWith("npm:"));
+  assertEquals(npm, [], "deno task resolves the whole import map first");
+});
+
+Deno.test("every script's task prints its --help with the npm registry unreachable and a fresh Deno cache", async () => {
+  // A cache with nothing from npm: a copy of the JSR modules at most (with
+  // a file: JSR_URL mirror, not even that), and npm pointed at a port
+  // nothing listens on, as behind a firewall that lets only JSR through.
+  const denoDir = await Deno.makeTempDir({ prefix: "pkg-no-npm-" });
+  try {
+    const info = await deno(["info", "--json"]);
+    const cached = `${JSON.parse(info.stdout).denoDir}/remote`;
+    if (!Deno.env.get("JSR_URL")?.startsWith("file:")) {
+      const copied = await runCommand("cp", ["-r", cached, `${denoDir}/`]);
+      assertEquals(copied.code, 0, copied.stderr);
+    }
+    const env = {
+      DENO_DIR: denoDir,
+      NPM_CONFIG_REGISTRY: "http://127.0.0.1:9/",
+    };
+    for (const script of SCRIPTS) {
+      const run = await deno(["task", script.name, "--help"], env);
+      assertEquals(
+        run.code,
+        0,
+        `deno task ${script.name} --help, without npm:\n${run.stderr}`,
+      );
+      assertMatch(run.stdout, /^usage: /m);
+      assertNotMatch(run.stderr, /npm|fast-check/);
+    }
+  } finally {
+    await Deno.remove(denoDir, { recursive: true });
+  }
+});
+
 /** The files a `deno doc --lint` argument list names (`dir/*.ts` globs). */
 async function expand(patterns: string[]): Promise<Set<string>> {
   const files = new Set<string>();
