@@ -62,6 +62,17 @@ Deno.test("the README and every script's module doc show their commands in sh se
   }
 });
 
+Deno.test("the README's apt-get line installs the Debian packages .ci/run installs (.ci/debian-packages)", () => {
+  const listed = Deno.readTextFileSync(repoPath(".ci/debian-packages"))
+    .split("\n").map((line) => line.trim())
+    .filter((line) => line !== "" && !line.startsWith("#"));
+  const readme = Deno.readTextFileSync(repoPath("README.md"))
+    .replace(/\s+/g, " ");
+  const lines = [...readme.matchAll(/apt-get install -y ([a-z0-9. -]+)/g)];
+  assertEquals(lines.length, 1, "the README has one apt-get install line");
+  assertEquals(lines[0][1].trim().split(" "), listed);
+});
+
 const WHY_NOT = cannotRunHere();
 if (WHY_NOT) console.error(`SKIP: doc sessions: ${WHY_NOT}`);
 const space = WHY_NOT ? undefined : await Workspace.create();
