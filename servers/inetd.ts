@@ -30,7 +30,7 @@
  * $ echo | socat - UDP:127.0.0.1:10013,sourceport=40000
  * Wed Nov 25 14:59:19 2026
  * $ rdate -p -o 10037 127.0.0.1
- * Wed Nov 25 14:59:19 2026
+ * Wed Nov 25 14:59:19 UTC 2026
  * $ deno task daytime-client 127.0.0.1
  * Wed Nov 25 14:59:19 2026
  * ```

@@ -143,8 +143,13 @@ export function strayCommands(text: string): string[] {
   return stray;
 }
 
+/**
+ * A `ctime` date (`Wed Nov 25 14:59:03 2026`), or `date`'s and rdate's,
+ * which name the zone (`Wed Nov 25 14:59:03 UTC 2026`): the zone is kept
+ * (`<date UTC>`), so a doc that shows one form matches only that form.
+ */
 const DATE =
-  /\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d( [A-Z]{3,4})? \d{4}\b/g;
+  /\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d( [A-Z]{3,5})? \d{4}\b/g;
 
 /** A line with what changes between runs replaced by a name for it. */
 export function normalize(line: string): string {
@@ -152,7 +157,7 @@ export function normalize(line: string): string {
     // deno task's colours are off (NO_COLOR); any left go too.
     .replace(new RegExp(String.fromCharCode(27) + "\\[[0-9;]*m", "g"), "")
     .replace(/\r$/, "")
-    .replace(DATE, "<date>")
+    .replace(DATE, (_, ...groups) => `<date${groups[2] ?? ""}>`)
     .replace(/\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z\b/g, "<iso time>")
     .replace(/\b\d\d:\d\d:\d\d\.\d{6}\b/g, "<clock>")
     .replace(

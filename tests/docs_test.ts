@@ -5,6 +5,7 @@
  */
 
 import {
+  assert,
   assertEquals,
   assertGreater,
   AssertionError,
@@ -115,6 +116,15 @@ Deno.test("a session's output check: shown lines must be printed, printed lines 
   assertEquals(
     normalize("Wed Nov 25 14:59:03 2026 at 127.0.0.1:43122, 12:00:01.123456"),
     "<date> at 127.0.0.1:<port>, <clock>",
+  );
+  // rdate and `date` name the zone; a ctime line does not: never the same.
+  assertEquals(
+    normalize("Mon Dec  7 16:27:51 UTC 2026"),
+    "<date UTC>",
+  );
+  assert(
+    normalize("Mon Dec  7 16:27:51 2026") !==
+      normalize("Mon Dec  7 16:27:51 UTC 2026"),
   );
   assertEquals(
     normalize("listening on 0.0.0.0:15000"),
