@@ -214,7 +214,7 @@ const SHARED_SERVER_FLAGS = {
     UNIX,
     flag.custom(
       "OCTAL",
-      "--unix/--unixpacket: socket file mode {default}",
+      "the mode of the Unix socket file it creates {default}",
       modeValue,
       {
         shown: `0${DEFAULT_UNIX_SOCKET_MODE.toString(8)}: owner only`,
@@ -495,24 +495,42 @@ export function serverOptionsFromFlags(
   return options;
 }
 
+/**
+ * The transports a script offers, read from its parsed flags: TCP, and
+ * each of `--udp`, `--unix` and `--unixpacket` that its flag table has
+ * (`parseCommandLine` gives every flag of the table a key, given or not).
+ * Messages name only these: a script never suggests a flag it lacks.
+ */
+function offeredTransports(values: ServerFlagValues): Transport[] {
+  return [
+    "tcp",
+    ...(["udp", "unix", "unixpacket"] as const).filter((t) =>
+      Object.hasOwn(values, t)
+    ),
+  ];
+}
+
 /** Refuses a given flag that means nothing for any transport in `serving`. */
 function checkFlagsApply(
   values: ServerFlagValues,
   serving: readonly Transport[],
 ): void {
   const table = serverFlags({ port: 0 });
+  const offered = offeredTransports(values);
   for (const [name, value] of Object.entries(values)) {
     if (value === undefined || value === false) continue;
     if (Array.isArray(value) && value.length === 0) continue;
     const spec = table[name as keyof ServerFlags];
     if (!spec || spec.transports.some((t) => serving.includes(t))) continue;
     const where = serving.map((t) => TRANSPORT_NAMES[t]).join(" or ");
-    const applies = spec.transports.map((t) => TRANSPORT_NAMES[t]).join(
-      " and ",
+    const ours = spec.transports.filter((t) => offered.includes(t));
+    const names = (ours.length > 0 ? ours : spec.transports).map((t) =>
+      TRANSPORT_NAMES[t]
     );
     if (name === "mode") {
-      throw new UsageError(`--mode needs --unix or --unixpacket`);
+      throw new UsageError(`--mode needs ${names.join(" or ")}`);
     }
+    const applies = names.join(" and ");
     if (name === "allow" || name === "deny") {
       throw new UsageError(
         `--allow and --deny match IP addresses; a ${where} peer has none (use the socket file's permissions)`,
