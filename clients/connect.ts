@@ -72,7 +72,7 @@
  * ...
  * $ echo x | sock-connect 127.0.0.1 15001
  * address 127.0.0.1:15001
- * error: cannot connect to 127.0.0.1:15001: requires net access to "127.0.0.1:15001": run again with --allow-net=127.0.0.1:15001
+ * error: cannot connect to 127.0.0.1:15001: requires net access to "127.0.0.1:15001": run again as: deno run --allow-net=127.0.0.1:15001 clients/connect.ts 127.0.0.1 15001
  * ```
  *
  * The same with ncat and socat:
@@ -118,6 +118,7 @@ import {
   stderrLogNow,
   UsageError,
 } from "../mod.ts";
+import { notePermission } from "../lib/main.ts";
 
 /** Options for {@linkcode connectClient} and {@linkcode runConnect}. */
 export interface ConnectOptions {
@@ -418,8 +419,13 @@ function serverName(text: string, name: string): string {
   return text;
 }
 
-/** Turns the command line into {@linkcode ConnectOptions}. */
-function optionsFromArgs(args: string[]): ConnectOptions {
+/**
+ * Turns the command line into {@linkcode ConnectOptions}, and the CA file
+ * `--ca` names (read by {@linkcode readCaOption}, once all is checked).
+ */
+function optionsFromArgs(
+  args: string[],
+): { options: ConnectOptions; caFile?: string } {
   const { values, positionals } = parseCommandLine(args, {
     usage: USAGE,
     flags: FLAGS,
@@ -447,8 +453,6 @@ function optionsFromArgs(args: string[]): ConnectOptions {
     options.tls = {
       serverName: values.servername,
       insecure: values.insecure,
-      // A missing or unreadable file is a runtime failure (exit 1).
-      caCerts: values.ca === undefined ? undefined : [readCaFile(values.ca)],
     };
   }
   if (values.unix !== undefined) {
@@ -459,7 +463,7 @@ function optionsFromArgs(args: string[]): ConnectOptions {
       throw new UsageError(`--unix PATH takes no NAME or PORT (see --help)`);
     }
     options.unix = values.unix;
-    return options;
+    return { options, caFile: values.ca };
   }
   if (positionals.length < 2) {
     throw new UsageError(
@@ -480,12 +484,30 @@ function optionsFromArgs(args: string[]): ConnectOptions {
   }
   options.port = port;
   options.udp = values.udp;
-  return options;
+  return { options, caFile: values.ca };
+}
+
+/**
+ * The CA file `--ca` names, read once the command line is known to be
+ * right (a missing or unreadable file is a runtime failure, exit 1), and
+ * after the target's permission is noted: the hint for a CA it may not
+ * read is then a whole command that also connects.
+ */
+function readCaOption(options: ConnectOptions, ca?: string): void {
+  if (ca === undefined || !options.tls) return;
+  if (options.hostname !== undefined && options.port !== undefined) {
+    notePermission(
+      "--allow-net",
+      joinHostPort(options.hostname, options.port),
+    );
+  }
+  options.tls.caCerts = [readCaFile(ca)];
 }
 
 if (import.meta.main) {
   await runMain(async () => {
-    const options = optionsFromArgs(Deno.args);
+    const { options, caFile } = optionsFromArgs(Deno.args);
+    readCaOption(options, caFile);
     await runConnect(options);
   });
 }

@@ -116,6 +116,7 @@ import {
   unmapIPv4,
   UsageError,
 } from "../mod.ts";
+import { noteListenPermissions } from "../lib/bind.ts";
 
 /** The port exec.ts listens on unless told otherwise. */
 export const EXEC_PORT = 8000;
@@ -297,6 +298,8 @@ export function serveExec(options: ExecOptions): Server {
     ratePerSecond = DEFAULT_EXEC_RATE,
     ...serverOptions
   } = options;
+  // The hint for a program it may not run gives the listen permission too.
+  noteListenPermissions({ defaultPort: EXEC_PORT }, serverOptions);
   checkProgram(program, env);
   const log = options.log ?? stderrLog;
   const running = new Set<Promise<unknown>>();

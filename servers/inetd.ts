@@ -142,6 +142,7 @@ import {
   simpleLoopPorts,
   UsageError,
 } from "../mod.ts";
+import { notePermission } from "../lib/main.ts";
 import type {
   InetdProtocol,
   InetdService,
@@ -458,6 +459,9 @@ if (import.meta.main) {
       usage: USAGE,
       flags: FLAGS,
     });
+    // What every run needs, named by any permission hint before binding.
+    notePermission("--unstable-net");
+    notePermission("--allow-net");
     if (values.conf !== undefined) {
       const given = NOT_WITH_CONF.find((name) =>
         values[name] !== undefined && values[name] !== false
