@@ -23,6 +23,7 @@ import {
   Workspace,
 } from "./_docs.ts";
 import { repoPath } from "./_helpers.ts";
+import { commonFlagsTable, serverHelps } from "../tasks/flags.ts";
 
 // DOCS_ONLY=servers/echo.ts runs the sessions of one file (while writing).
 const ONLY = Deno.env.get("DOCS_ONLY");
@@ -72,6 +73,28 @@ Deno.test("the README's apt-get line installs the Debian packages .ci/run instal
   const lines = [...readme.matchAll(/apt-get install -y ([a-z0-9. -]+)/g)];
   assertEquals(lines.length, 1, "the README has one apt-get install line");
   assertEquals(lines[0][1].trim().split(" "), listed);
+});
+
+/** A Markdown table's rows as trimmed cells (`deno fmt` pads them). */
+function tableCells(rows: string[]): string[][] {
+  return rows.map((row) =>
+    row.trim().replace(/^\||\|$/g, "").split(/(?<!\\)\|/)
+      .map((cell) => cell.trim().replace(/^:?-+:?$/, "---"))
+  );
+}
+
+Deno.test("the README's server flag table is the one tasks/flags.ts makes from the servers' --help", async () => {
+  const generated = commonFlagsTable(await serverHelps()).split("\n");
+  const readme = Deno.readTextFileSync(repoPath("README.md")).split("\n");
+  const start = readme.findIndex((line) => line.startsWith("| server flag "));
+  assertGreater(start, -1, "the README has no '| server flag |' table");
+  let end = start;
+  while (readme[end]?.startsWith("|")) end++;
+  assertEquals(
+    tableCells(readme.slice(start, end)),
+    tableCells(generated),
+    "README.md's table is not what `deno run --allow-read=. --allow-run=deno tasks/flags.ts` prints",
+  );
 });
 
 const WHY_NOT = cannotRunHere();
