@@ -15,6 +15,8 @@
  * @module
  */
 
+import { flagsHelp, parseCommandLine } from "../lib/cli.ts";
+import { runMain } from "../lib/main.ts";
 import { serverFlags } from "../lib/server_cli.ts";
 
 /** One flag as a server's `--help` shows it. */
@@ -199,6 +201,16 @@ export async function serverHelps(
   return helps;
 }
 
+const USAGE = `usage: flags.ts
+
+Prints the README's table of the server flags (Markdown), made from the
+--help of every server in servers/.
+
+${flagsHelp({})}`;
+
 if (import.meta.main) {
-  console.log(commonFlagsTable(await serverHelps()));
+  await runMain(async () => {
+    parseCommandLine(Deno.args, { usage: USAGE, flags: {} });
+    console.log(commonFlagsTable(await serverHelps()));
+  });
 }
