@@ -27,7 +27,7 @@ import { commonFlagsTable, serverHelps } from "../tasks/flags.ts";
 
 // DOCS_ONLY=servers/echo.ts runs the sessions of one file (while writing).
 const ONLY = Deno.env.get("DOCS_ONLY");
-const FILES = ["README.md"];
+const FILES = ["README.md", "bench/README.md"];
 for (const dir of ["servers", "clients", "tasks"]) {
   for (
     const entry of [...Deno.readDirSync(repoPath(dir))].sort((a, b) =>
@@ -94,6 +94,26 @@ Deno.test("the README's server flag table is the one tasks/flags.ts makes from t
     tableCells(readme.slice(start, end)),
     tableCells(generated),
     "README.md's table is not what `deno run --allow-read=. --allow-run=deno tasks/flags.ts` prints",
+  );
+});
+
+Deno.test("bench/README.md says which run bench/figures.svg draws, and exactly which groups", () => {
+  const svg = Deno.readTextFileSync(repoPath("bench/figures.svg"));
+  const texts = [...svg.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) =>
+    m[1]
+  );
+  const started = /\d{4}-\d\d-\d\dT[\d:.]+Z/.exec(texts[0] ?? "")?.[0];
+  assert(started, `the figure names no run: ${texts[0]}`);
+  const drawn = texts.map((text) => /^(.*) \([^)]*\)$/.exec(text)?.[1])
+    .filter((group): group is string => group !== undefined);
+  const readme = Deno.readTextFileSync(repoPath("bench/README.md"))
+    .replace(/\s+/g, " ");
+  assert(readme.includes(`started ${started}`), `no run started ${started}`);
+  const said = /It draws these groups: ([^.]*)\./.exec(readme)?.[1];
+  assert(said, "bench/README.md does not say which groups the figure draws");
+  assertEquals(
+    [...said.matchAll(/`([^`]+)`/g)].map((m) => m[1]),
+    drawn,
   );
 });
 
