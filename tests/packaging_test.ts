@@ -409,7 +409,7 @@ async function smokeTest(
       await hello.waitForStderr(/^listening on 127\.0\.0\.1:3500$/);
       const reply = await client("hello-client", ["hi"]);
       assertEquals(reply.code, 0, reply.stderr);
-      assertEquals(reply.stdout, "hello");
+      assertEquals(reply.stdout, "hello\n");
       const served = await hello.finished();
       assertEquals(served.code, 0, served.stderr);
       assertEquals(served.stdout, "Client with IP 127.0.0.1 connected\nhi");
@@ -419,7 +419,7 @@ async function smokeTest(
       await udp.waitForStderr(/^listening on 127\.0\.0\.1:3500$/);
       const reply = await client("udp-client", ["hi"]);
       assertEquals(reply.code, 0, reply.stderr);
-      assertEquals(reply.stdout, "hello");
+      assertEquals(reply.stdout, "hello\n");
       const served = await udp.finished();
       assertEquals(served.code, 0, served.stderr);
       assertEquals(served.stdout, "Client with IP 127.0.0.1 sent datagram\nhi");
