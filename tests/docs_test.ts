@@ -117,6 +117,55 @@ Deno.test("bench/README.md says which run bench/figures.svg draws, and exactly w
   );
 });
 
+const NO_HAPROXY = new Deno.Command("sh", {
+    args: ["-c", "command -v haproxy"],
+    stdout: "null",
+  }).outputSync().success
+  ? undefined
+  : "haproxy is not installed (.ci/run installs it)";
+if (NO_HAPROXY) {
+  console.error(`SKIP: the README's haproxy example: ${NO_HAPROXY}`);
+}
+
+Deno.test({
+  name: "the README's haproxy example passes haproxy -c without a warning",
+  ignore: NO_HAPROXY !== undefined,
+  async fn() {
+    // The README's one fenced block without a language: the configuration.
+    const blocks: string[] = [];
+    let block: string[] | undefined;
+    let fence: string | undefined;
+    for (
+      const line of Deno.readTextFileSync(repoPath("README.md")).split("\n")
+    ) {
+      if (line.startsWith("```")) {
+        if (fence === undefined) {
+          fence = line.slice(3);
+          if (fence === "") block = [];
+        } else {
+          if (block) blocks.push(block.join("\n") + "\n");
+          fence = block = undefined;
+        }
+      } else block?.push(line);
+    }
+    const config = blocks.find((text) => text.includes("send-proxy"));
+    assert(config, "the README shows no haproxy configuration");
+    const file = await Deno.makeTempFile({ suffix: ".cfg" });
+    try {
+      await Deno.writeTextFile(file, config);
+      const { code, stdout, stderr } = await new Deno.Command("haproxy", {
+        args: ["-c", "-f", file],
+      }).output();
+      const output = new TextDecoder().decode(stdout) +
+        new TextDecoder().decode(stderr);
+      assertEquals(code, 0, output);
+      assertEquals(output.match(/\[(WARNING|ALERT)\].*/g), null, output);
+    } finally {
+      await Deno.remove(file);
+    }
+  },
+});
+
 const WHY_NOT = cannotRunHere();
 if (WHY_NOT) console.error(`SKIP: doc sessions: ${WHY_NOT}`);
 const space = WHY_NOT ? undefined : await Workspace.create();
