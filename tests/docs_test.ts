@@ -166,6 +166,41 @@ Deno.test({
   },
 });
 
+Deno.test("the README's library example passes with the permission it names, and only with it", async () => {
+  const readme = Deno.readTextFileSync(repoPath("README.md"));
+  const example = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  assert(example, "the README has no ```ts example");
+  const permission = /run it with\s+`deno test (--allow-[^`\s]+)`/.exec(
+    readme.replace(/\s+/g, " "),
+  )?.[1];
+  assert(permission, "the README does not say which permission it needs");
+  // Beside mod.ts, as a user's file in the repository would be.
+  const file = await Deno.makeTempFile({
+    dir: repoPath(""),
+    prefix: ".readme-example-",
+    suffix: "_test.ts",
+  });
+  try {
+    await Deno.writeTextFile(file, example);
+    const run = (flags: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["test", ...flags, file],
+        cwd: repoPath(""),
+        env: { NO_COLOR: "1" },
+      }).output();
+    const granted = await run([permission]);
+    assertEquals(
+      granted.code,
+      0,
+      new TextDecoder().decode(granted.stdout) +
+        new TextDecoder().decode(granted.stderr),
+    );
+    assert(!(await run([])).success, "it passed with no permission at all");
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
 const WHY_NOT = cannotRunHere();
 if (WHY_NOT) console.error(`SKIP: doc sessions: ${WHY_NOT}`);
 const space = WHY_NOT ? undefined : await Workspace.create();
