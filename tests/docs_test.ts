@@ -9,6 +9,7 @@ import {
   assertEquals,
   assertGreater,
   AssertionError,
+  assertLess,
   assertThrows,
 } from "@std/assert";
 import {
@@ -199,6 +200,11 @@ Deno.test("the README's library example passes with the permission it names, and
   } finally {
     await Deno.remove(file);
   }
+});
+
+Deno.test("the README reads in one sitting: under 300 lines (the rest is in the module docs and bench/README.md)", () => {
+  const lines = Deno.readTextFileSync(repoPath("README.md")).split("\n");
+  assertLess(lines.length - 1, 300);
 });
 
 const WHY_NOT = cannotRunHere();
