@@ -76,7 +76,7 @@
  * ...
  * $ echo x | sock-connect 127.0.0.1 15001
  * address 127.0.0.1:15001
- * error: cannot connect to 127.0.0.1:15001: requires net access to "127.0.0.1:15001": run again with --allow-net=127.0.0.1:15001
+ * error: cannot connect to 127.0.0.1:15001: requires net access to "127.0.0.1:15001": run again as: deno run --allow-net=127.0.0.1:15001 clients/connect.ts 127.0.0.1 15001
  * ```
  *
  * The same with ncat and socat:
@@ -126,6 +126,7 @@ import {
   type TlsCertificate,
   UsageError,
 } from "../mod.ts";
+import { notePermission } from "../lib/main.ts";
 
 /** Options for {@linkcode connectClient} and {@linkcode runConnect}. */
 export interface ConnectOptions {
@@ -434,8 +435,17 @@ function serverName(text: string, name: string): string {
   return text;
 }
 
-/** Turns the command line into {@linkcode ConnectOptions}. */
-function optionsFromArgs(args: string[]): ConnectOptions {
+/**
+ * Turns the command line into {@linkcode ConnectOptions}, and the CA file
+ * `--ca` names (read by {@linkcode readCaOption}, once all is checked).
+ */
+function optionsFromArgs(
+  args: string[],
+): {
+  options: ConnectOptions;
+  caFile?: string;
+  certFiles?: [cert: string, key: string];
+} {
   const { values, positionals } = parseCommandLine(args, {
     usage: USAGE,
     flags: FLAGS,
@@ -468,10 +478,6 @@ function optionsFromArgs(args: string[]): ConnectOptions {
     options.tls = {
       serverName: values.servername,
       insecure: values.insecure,
-      // A missing or unreadable file is a runtime failure (exit 1).
-      caCerts: values.ca === undefined ? undefined : [readCaFile(values.ca)],
-      ...(values.cert !== undefined && values.key !== undefined &&
-        { certificate: readTlsFiles(values.cert, values.key) }),
     };
   }
   if (values.unix !== undefined) {
@@ -482,7 +488,7 @@ function optionsFromArgs(args: string[]): ConnectOptions {
       throw new UsageError(`--unix PATH takes no NAME or PORT (see --help)`);
     }
     options.unix = values.unix;
-    return options;
+    return { options, caFile: values.ca, certFiles: certFiles(values) };
   }
   if (positionals.length < 2) {
     throw new UsageError(
@@ -503,12 +509,44 @@ function optionsFromArgs(args: string[]): ConnectOptions {
   }
   options.port = port;
   options.udp = values.udp;
-  return options;
+  return { options, caFile: values.ca, certFiles: certFiles(values) };
+}
+
+/** `--cert` and `--key`, when given (they go together: checked before). */
+function certFiles(
+  values: { cert?: string; key?: string },
+): [cert: string, key: string] | undefined {
+  return values.cert !== undefined && values.key !== undefined
+    ? [values.cert, values.key]
+    : undefined;
+}
+
+/**
+ * The files `--ca`, `--cert` and `--key` name, read once the command line
+ * is known to be right (a missing or unreadable file is a runtime failure,
+ * exit 1), and after the target's permission is noted: the hint for a
+ * file it may not read is then a whole command that also connects.
+ */
+function readTlsFileOptions(
+  options: ConnectOptions,
+  ca?: string,
+  certificate?: [cert: string, key: string],
+): void {
+  if ((ca === undefined && certificate === undefined) || !options.tls) return;
+  if (options.hostname !== undefined && options.port !== undefined) {
+    notePermission(
+      "--allow-net",
+      joinHostPort(options.hostname, options.port),
+    );
+  }
+  if (ca !== undefined) options.tls.caCerts = [readCaFile(ca)];
+  if (certificate) options.tls.certificate = readTlsFiles(...certificate);
 }
 
 if (import.meta.main) {
   await runMain(async () => {
-    const options = optionsFromArgs(Deno.args);
+    const { options, caFile, certFiles } = optionsFromArgs(Deno.args);
+    readTlsFileOptions(options, caFile, certFiles);
     await runConnect(options);
   });
 }

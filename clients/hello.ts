@@ -2,7 +2,8 @@
  * Hello client, from the seed's "TCP client snippet" (the seed: the
  * classic C socket examples page this toolkit ports): connects to
  * 127.0.0.1:3500, sends `hello` (or MESSAGE), and writes the reply (up to
- * 512 bytes, or until the server closes) to stdout. The other side:
+ * 512 bytes, or until the server closes) to stdout, with a newline after
+ * it if it did not end its line. The other side:
  * `servers/hello.ts`, or any listener, e.g. `nc -l 127.0.0.1 3500`.
  *
  * ```sh
@@ -160,6 +161,13 @@ if (import.meta.main) {
       timeoutMs: values.timeout,
       message: positionals[0],
     });
-    await writeAll(Deno.stdout, reply);
+    // The reply's last line ends with a newline, so what a terminal shows
+    // next (the prompt) starts on a line of its own; the bytes before it
+    // are the reply's, as they came.
+    const ended = reply.length === 0 || reply.at(-1) === 0x0a;
+    await writeAll(
+      Deno.stdout,
+      ended ? reply : new Uint8Array([...reply, 0x0a]),
+    );
   });
 }

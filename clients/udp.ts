@@ -2,7 +2,7 @@
  * UDP hello client, the client side of the seed's "UDP server snippet"
  * (the seed: the classic C socket examples page this toolkit ports): sends
  * MESSAGE (default `hello`) to 127.0.0.1:3500 and writes the reply to
- * stdout. UDP may lose either datagram, so it sends again after each
+ * stdout (a newline after it if it did not end its line). UDP may lose either datagram, so it sends again after each
  * `--timeout` seconds without a reply (default 1), `--retries` times
  * (default 3), and when none comes fails with `error: no reply ...`, exit 1.
  *
@@ -149,6 +149,13 @@ if (import.meta.main) {
       retries: values.retries,
       log: stderrLogNow,
     });
-    await writeAll(Deno.stdout, reply);
+    // The reply's last line ends with a newline, so what a terminal shows
+    // next (the prompt) starts on a line of its own; the bytes before it
+    // are the reply's, as they came.
+    const ended = reply.length === 0 || reply.at(-1) === 0x0a;
+    await writeAll(
+      Deno.stdout,
+      ended ? reply : new Uint8Array([...reply, 0x0a]),
+    );
   });
 }

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { rerunCommand } from "./main.ts";
+import { notePermission, rerunCommand } from "./main.ts";
 import { formatAddr, joinHostPort } from "./endpoint.ts";
 import { withoutOsError } from "./os_error.ts";
 import type { ServerOptions, Service } from "./server_options.ts";
@@ -119,13 +119,49 @@ export interface Binding<T> {
 
 /** The TCP or UDP address `options` name, with the service's defaults. */
 function netAddress(
-  service: Service,
+  service: Pick<Service, "defaultHostname" | "defaultPort">,
   options: ServerOptions,
 ): { hostname: string; port: number } {
   return {
     hostname: options.hostname ?? service.defaultHostname ?? "0.0.0.0",
     port: options.port ?? service.defaultPort,
   };
+}
+
+/**
+ * Notes the permissions listening where `options` say needs (`main.ts`'s
+ * `notePermission`), so that a later permission hint gives a command
+ * that also listens. Binding notes them; a server that checks something
+ * else first (exec.ts, its program) notes them before.
+ *
+ * @example
+ * ```ts
+ * import { noteListenPermissions } from "./bind.ts";
+ *
+ * noteListenPermissions({ defaultPort: 8000 }, { transport: "tcp" });
+ * ```
+ */
+export function noteListenPermissions(
+  service: Pick<Service, "defaultHostname" | "defaultPort">,
+  options: ServerOptions,
+): void {
+  const transport = options.transport ?? "tcp";
+  if (transport === "unix" || transport === "unixpacket") {
+    if (transport === "unixpacket") notePermission("--unstable-net");
+    const path = options.path ?? "";
+    notePermission("--allow-net", `unix:${path}`);
+    notePermission("--allow-read", path);
+    notePermission("--allow-write", path);
+    return;
+  }
+  if (transport === "udp") {
+    // A UDP server answers anyone: Deno checks each reply's destination.
+    notePermission("--unstable-net");
+    notePermission("--allow-net");
+    return;
+  }
+  const { hostname, port } = netAddress(service, options);
+  notePermission("--allow-net", joinHostPort(hostname, port));
 }
 
 /**
@@ -139,6 +175,7 @@ export function bindStream(
   options: ServerOptions,
   reusePort: boolean,
 ): Binding<Deno.Listener> {
+  noteListenPermissions(service, { ...options, transport });
   if (transport === "unix") {
     if (options.tls) throw new TypeError("TLS is served over TCP only");
     return bindUnix(
@@ -194,6 +231,7 @@ export function bindDatagram(
   transport: "udp" | "unixpacket",
   options: ServerOptions,
 ): Binding<Deno.DatagramConn> {
+  noteListenPermissions(service, { ...options, transport });
   if (transport === "unixpacket") {
     return bindUnix(
       "unixpacket",

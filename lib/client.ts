@@ -16,7 +16,9 @@ import {
   formatSeconds,
   NoReplyError,
 } from "./connect_error.ts";
+import { joinHostPort } from "./endpoint.ts";
 import { closeQuietly } from "./io.ts";
+import { notePermission } from "./main.ts";
 
 /**
  * Reads once from `conn` like `conn.read(buffer)`, but gives up after
@@ -133,9 +135,12 @@ export async function requestDatagram(
   const attempts = 1 + (options.retries ?? 3);
   const server = { transport: "udp" as const, hostname, port: options.port };
   const wanted = family === "name" ? undefined : canonicalAddress(hostname);
+  const local = family === 6 ? "::" : "0.0.0.0";
+  notePermission("--unstable-net");
+  notePermission("--allow-net", joinHostPort(local, 0), target);
   const socket = Deno.listenDatagram({
     transport: "udp",
-    hostname: family === 6 ? "::" : "0.0.0.0",
+    hostname: local,
     port: 0,
   });
   const buffer = new Uint8Array(65536);

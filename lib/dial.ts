@@ -12,6 +12,7 @@
 
 import { lookup } from "node:dns/promises";
 import { parseIPv4, parseIPv6, unmapIPv4 } from "./address.ts";
+import { notePermission, permissionHint } from "./main.ts";
 import {
   checkConnectHost,
   ConnectError,
@@ -167,7 +168,9 @@ function resolveFailure(hostname: string, error: unknown): unknown {
       return new ResolveError(
         hostname,
         code,
-        `no permission to resolve ${hostname} (run with --allow-net=${hostname})`,
+        `no permission to resolve ${hostname} (${
+          permissionHint("--allow-net", [hostname])
+        })`,
         error,
       );
     case "again":
@@ -419,6 +422,7 @@ export async function dialHost<C extends Closable = Deno.TcpConn>(
   options: DialHostOptions<C> = {},
 ): Promise<C> {
   const { hostname: bare, family, target } = checkConnectHost(hostname, port);
+  notePermission("--allow-net", target);
   if (family !== "name") {
     // An IP literal: nothing to resolve, so no timer nor signal of our own
     // for resolving (a forwarder dials one per client: 3 KB less garbage each).

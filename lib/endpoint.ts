@@ -135,20 +135,55 @@ export function splitHostPort(
   return { hostname, port: parsePort(portText) };
 }
 
+/** How each transport is written as an endpoint's scheme. */
+const SCHEMES: Record<Transport, string> = {
+  tcp: "tcp://",
+  udp: "udp://",
+  unix: "unix:",
+  unixpacket: "unixpacket:",
+};
+
 /**
  * Parses an endpoint string: `tcp://host:port`, `udp://host:port` (IPv6 in
  * brackets), `unix:/path`, `unixpacket:/path`, or a bare `host:port` (TCP).
+ * `transports` are the ones the caller serves (default all): any other
+ * scheme is refused, and the message names only those, so a script never
+ * suggests one it then refuses.
  *
  * @example
  * ```ts
- * import { assertEquals } from "@std/assert";
- * import { parseEndpoint } from "./endpoint.ts";
+ * import { assertEquals, assertThrows } from "@std/assert";
+ * import { EndpointError, parseEndpoint } from "./endpoint.ts";
  *
  * assertEquals(parseEndpoint("udp://[::1]:7"), { transport: "udp", hostname: "::1", port: 7 });
  * assertEquals(parseEndpoint("unix:/tmp/echo.sock"), { transport: "unix", path: "/tmp/echo.sock" });
+ * assertThrows(
+ *   () => parseEndpoint("unixpacket:/tmp/s", ["tcp", "unix"]),
+ *   EndpointError,
+ *   "expected tcp:// or unix:",
+ * );
  * ```
  */
-export function parseEndpoint(text: string): Endpoint {
+export function parseEndpoint(
+  text: string,
+  transports: readonly Transport[] = ["tcp", "udp", "unix", "unixpacket"],
+): Endpoint {
+  const endpoint = parseKnownScheme(text);
+  if (endpoint === undefined || !transports.includes(endpoint.transport)) {
+    const names = transports.map((t) => SCHEMES[t]);
+    const expected = names.length > 1
+      ? `${names.slice(0, -1).join(", ")} or ${names.at(-1)}`
+      : names[0];
+    throw new EndpointError(
+      `unsupported scheme in '${text}': expected ${expected}`,
+      text,
+    );
+  }
+  return endpoint;
+}
+
+/** `text` as an endpoint of any transport; `undefined`: an unknown scheme. */
+function parseKnownScheme(text: string): Endpoint | undefined {
   const scheme = /^(tcp|udp):\/\/(.*)$/s.exec(text);
   if (scheme) {
     const { hostname, port } = splitHostPort(scheme[2]);
@@ -165,12 +200,7 @@ export function parseEndpoint(text: string): Endpoint {
     }
     return { transport: unix[1] as "unix" | "unixpacket", path };
   }
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
-    throw new EndpointError(
-      `unsupported scheme in '${text}': expected tcp://, udp://, unix: or unixpacket:`,
-      text,
-    );
-  }
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return undefined;
   const { hostname, port } = splitHostPort(text);
   return { transport: "tcp", hostname, port };
 }

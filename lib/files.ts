@@ -10,6 +10,7 @@
  */
 
 import { escapeControlChars } from "./escape_control_chars.ts";
+import { notePermission, permissionHint } from "./main.ts";
 import { withoutOsError } from "./os_error.ts";
 
 /** The most {@linkcode readSmallFile} reads by default: 1 MiB. */
@@ -130,6 +131,8 @@ export function readSmallFile(
 ): Uint8Array<ArrayBuffer> {
   const maxBytes = options.maxBytes ?? MAX_SMALL_FILE_BYTES;
   const prefix = `cannot read ${what} '${escapeControlChars(path)}'`;
+  const paths = options.permissionPaths ?? [path];
+  notePermission("--allow-read", ...paths);
   const refuse = (reason: FileReadFailure, detail: string) =>
     new FileReadError(`${prefix}: ${detail}`, path, reason);
   const check = (info: Deno.FileInfo, size: number) => {
@@ -161,10 +164,9 @@ export function readSmallFile(
   } catch (error) {
     if (error instanceof FileReadError) throw error;
     if (error instanceof Deno.errors.NotCapable) {
-      const paths = options.permissionPaths ?? [path];
       throw new FileReadError(
-        `${prefix}: no read permission (run with --allow-read=${
-          escapeControlChars(paths.join(","))
+        `${prefix}: no read permission (${
+          escapeControlChars(permissionHint("--allow-read", paths))
         })`,
         path,
         "permission",

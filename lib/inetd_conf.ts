@@ -16,6 +16,7 @@ import { userInfo } from "node:os";
 import { parseIPv4, parseIPv6 } from "./address.ts";
 import { escapeControlChars } from "./escape_control_chars.ts";
 import { readSmallTextFile } from "./files.ts";
+import { permissionHint } from "./main.ts";
 import { SIMPLE_SERVICE_PORTS } from "./simple.ts";
 import { checkProgram, ProgramError } from "./spawn.ts";
 
@@ -447,7 +448,9 @@ function currentUser(): string {
   } catch (error) {
     if (!(error instanceof Deno.errors.NotCapable)) throw error;
     throw new Error(
-      "cannot tell which user runs this server, to compare with the line's user: grant --allow-sys=uid,gid,userInfo",
+      `cannot tell which user runs this server, to compare with the line's user: ${
+        permissionHint("--allow-sys", ["uid", "gid", "userInfo"])
+      }`,
     );
   }
 }

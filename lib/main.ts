@@ -3,7 +3,11 @@
  * its outcome into an exit code and at most one `error:` line
  * ({@linkcode describeError}: a usage error exits 2, any other failure 1,
  * `--help` prints the usage and exits 0); {@linkcode rerunCommand} is the
- * command that runs the script again, for hints a user can paste.
+ * command that runs the script again, for hints a user can paste, and
+ * {@linkcode permissionHint} the whole command a missing permission needs:
+ * the permissions the run has used so far ({@linkcode notePermission}),
+ * with the missing one. A hint that only named the flag could not be
+ * followed from `deno task echo --port 15001`: a task takes no Deno flags.
  *
  * @module
  */
@@ -38,10 +42,70 @@ export function describeError(error: unknown): string {
     /\bDeno\.listenDatagram is not a function\b.*/,
     "UDP and Unix datagram sockets need Deno's unstable net API: run with --unstable-net",
   ).replace(
-    // Deno's NotCapable: name the flag with its value, ready to paste.
+    // Deno's NotCapable: the whole command, with the flag, ready to paste.
     /(requires (\w+) access to "([^"]+)"), run again with the --allow-\2 flag/i,
-    "$1: run again with --allow-$2=$3",
+    (_, requires, name, value) =>
+      `${requires}: ${permissionHint(`--allow-${name}`, [value])}`,
   );
+}
+
+/**
+ * The Deno flags this run has needed so far, by flag (`--allow-net`), each
+ * with its values (`0.0.0.0:15000`; `""` for the flag without a value).
+ */
+const notedPermissions = new Map<string, Set<string>>();
+
+/**
+ * Notes that this run needs the Deno flag `flag` (`--allow-net`,
+ * `--unstable-net`) with `values` (none: the flag alone), for
+ * {@linkcode permissionHint}. The toolkit notes a server's listen address,
+ * a client's target, each file it reads and each program it runs.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { notePermission, permissionHint } from "./main.ts";
+ *
+ * notePermission("--allow-net", "0.0.0.0:8000");
+ * // In a doc test, the main module is no script of the toolkit:
+ * assertEquals(permissionHint("--allow-run", ["date"]), "run with --allow-run=date");
+ * ```
+ */
+export function notePermission(flag: string, ...values: string[]): void {
+  const noted = notedPermissions.get(flag) ?? new Set<string>();
+  for (const value of values.length > 0 ? values : [""]) noted.add(value);
+  notedPermissions.set(flag, noted);
+}
+
+/**
+ * A hint for a missing permission: `run again as: deno run FLAGS SCRIPT
+ * ARGS`, with every permission noted so far and this one (a task, or an
+ * installed command, takes no Deno flags: the user needs the whole line),
+ * or `run with --allow-run=date` when the main module is no script of the
+ * toolkit.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { permissionHint } from "./main.ts";
+ *
+ * assertEquals(permissionHint("--allow-read", ["ca.pem"]), "run with --allow-read=ca.pem");
+ * ```
+ */
+export function permissionHint(
+  flag: string,
+  values: readonly string[],
+): string {
+  notePermission(flag, ...values);
+  const flags = [...notedPermissions].sort(([a], [b]) =>
+    Number(b.startsWith("--unstable")) - Number(a.startsWith("--unstable"))
+  ).map(([name, noted]) =>
+    noted.has("") ? name : `${name}=${[...noted].join(",")}`
+  );
+  const command = rerunCommand(flags, {});
+  if (command !== undefined) return `run again as: ${command}`;
+  const wanted = values.length > 0 ? `${flag}=${values.join(",")}` : flag;
+  return `run with ${wanted}`;
 }
 
 /**

@@ -17,6 +17,16 @@
  * chooses the address a server believes (the spec: a receiver must not
  * guess whether a header is there, and should let only its proxies in).
  *
+ * By hand, the line haproxy's `send-proxy` writes (`send-proxy-v2` writes
+ * version 2), to `servers/echo.ts --accept-proxy`:
+ *
+ *     $ deno run --allow-net=127.0.0.1:15000 servers/echo.ts --hostname 127.0.0.1 --accept-proxy &
+ *     listening on 127.0.0.1:15000
+ *     $ printf 'PROXY TCP4 192.0.2.1 192.0.2.80 51234 7\r\nhi\n' | socat - TCP:127.0.0.1:15000
+ *     hi
+ *     accepted 127.0.0.1:40000 for 192.0.2.1:51234 (PROXY v1)
+ *     closed 127.0.0.1:40000 (3 bytes in, 3 bytes out) for 192.0.2.1:51234 (PROXY v1)
+ *
  * @module
  */
 

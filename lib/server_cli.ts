@@ -258,7 +258,7 @@ const SHARED_SERVER_FLAGS = {
     UNIX,
     flag.custom(
       "OCTAL",
-      "--unix/--unixpacket: socket file mode {default}",
+      "the mode of the Unix socket file it creates {default}",
       modeValue,
       {
         shown: `0${DEFAULT_UNIX_SOCKET_MODE.toString(8)}: owner only`,
@@ -321,7 +321,7 @@ const SHARED_SERVER_FLAGS = {
     IP,
     flag.list(
       "CIDR",
-      "serve only peers in CIDR (repeatable; 10.0.0.0/8, ::1, fd00::/8);\nan IPv4-mapped IPv6 peer matches IPv4 blocks; with --unix, needs\n--accept-proxy (a client without an address is then refused)",
+      "serve only peers in CIDR (repeatable; 10.0.0.0/8, ::1, fd00::/8);\nan IPv4-mapped IPv6 peer matches IPv4 blocks; a Unix socket's\npeers have none, but the clients named by PROXY headers do\n(a client without an address is then refused)",
     ),
   ),
   deny: on(
@@ -593,6 +593,21 @@ const JUDGE_ADDRESSES: ReadonlySet<string> = new Set([
   "per-source",
 ]);
 
+/**
+ * The transports a script offers, read from its parsed flags: TCP, and
+ * each of `--udp`, `--unix` and `--unixpacket` that its flag table has
+ * (`parseCommandLine` gives every flag of the table a key, given or not).
+ * Messages name only these: a script never suggests a flag it lacks.
+ */
+function offeredTransports(values: ServerFlagValues): Transport[] {
+  return [
+    "tcp",
+    ...(["udp", "unix", "unixpacket"] as const).filter((t) =>
+      Object.hasOwn(values, t)
+    ),
+  ];
+}
+
 /** Refuses a given flag that means nothing for any transport in `serving`. */
 function checkFlagsApply(
   values: ServerFlagValues,
@@ -601,6 +616,7 @@ function checkFlagsApply(
   const table = serverFlags({ port: 0 });
   const headerAddresses = values["accept-proxy"] === true &&
     serving.includes("unix");
+  const offered = offeredTransports(values);
   for (const [name, value] of Object.entries(values)) {
     if (value === undefined || value === false) continue;
     if (Array.isArray(value) && value.length === 0) continue;
@@ -608,12 +624,14 @@ function checkFlagsApply(
     if (!spec || spec.transports.some((t) => serving.includes(t))) continue;
     if (headerAddresses && JUDGE_ADDRESSES.has(name)) continue;
     const where = serving.map((t) => TRANSPORT_NAMES[t]).join(" or ");
-    const applies = spec.transports.map((t) => TRANSPORT_NAMES[t]).join(
-      " and ",
+    const ours = spec.transports.filter((t) => offered.includes(t));
+    const names = (ours.length > 0 ? ours : spec.transports).map((t) =>
+      TRANSPORT_NAMES[t]
     );
     if (name === "mode") {
-      throw new UsageError(`--mode needs --unix or --unixpacket`);
+      throw new UsageError(`--mode needs ${names.join(" or ")}`);
     }
+    const applies = names.join(" and ");
     if (name === "allow" || name === "deny") {
       throw new UsageError(
         `--allow and --deny match IP addresses; a ${where} peer has none (use the socket file's permissions${

@@ -14,6 +14,7 @@ import { unmapIPv4 } from "./address.ts";
 import { type DepartureWatch, watchDeparture } from "./departure.ts";
 import { writeAll } from "./io.ts";
 import type { Log } from "./log.ts";
+import { notePermission, permissionHint } from "./main.ts";
 import type { ConnectionContext } from "./server_options.ts";
 import { checkLinesPerSecond, StderrLines } from "./stderr_lines.ts";
 import { tlsSessionEnv } from "./tls_peer.ts";
@@ -131,13 +132,17 @@ export function checkProgram(
   }
   const run = Deno.permissions.querySync({ name: "run", command: program });
   if (run.state !== "granted") {
+    // A program given by path is also read, to check it (below).
+    if (program.includes("/")) notePermission("--allow-read", program);
+    const hint = permissionHint("--allow-run", [program]);
     throw new ProgramError(
       program,
       program.includes("/")
-        ? `not allowed to run ${program}: grant --allow-run=${program}`
-        : `cannot run ${program}: not found on PATH, or not allowed (grant --allow-run=${program})`,
+        ? `not allowed to run ${program}: ${hint}`
+        : `cannot run ${program}: not found on PATH, or not allowed (${hint})`,
     );
   }
+  notePermission("--allow-run", program);
   const path = program.includes("/") ? program : findOnPath(program);
   if (path === undefined) return;
   if (
@@ -145,7 +150,9 @@ export function checkProgram(
   ) {
     throw new ProgramError(
       program,
-      `cannot check that ${path} is executable: grant --allow-read=${path}`,
+      `cannot check that ${path} is executable: ${
+        permissionHint("--allow-read", [path])
+      }`,
     );
   }
   let info: Deno.FileInfo;

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { escapeControlChars } from "./escape_control_chars.ts";
 import { stderrLog } from "./log.ts";
 
 /** One end of daylight saving time in a POSIX `TZ` rule. */
@@ -198,9 +199,10 @@ export function parsePosixTimeZone(text: string): PosixTimeZone | null {
  * `TZ` when it is a POSIX rule string that ICU does not know (ICU then
  * falls back to UTC). `null` when `Date`'s own local time is right, or when
  * `TZ` may not be read (`--allow-env=TZ` is not granted; it is never
- * prompted for). In that last case, when local time is UTC, `warn` gets one
- * line saying so (once per process; default: stderr), since a POSIX `TZ`
- * may be what became UTC.
+ * prompted for, and without it there is no telling whether TZ is set).
+ * When `TZ` is set to something neither ICU nor the POSIX rule parser can
+ * read, local time is UTC: `warn` gets one line saying so (once per
+ * process; default: stderr). A host merely on UTC gets no line.
  *
  * @example
  * ```ts
@@ -220,17 +222,22 @@ export function posixZoneDateMisses(
       Deno.permissions.querySync({ name: "env", variable: "TZ" }).state !==
         "granted"
     ) {
-      warnUnreadableTz(warn);
       return null;
     }
     tz = Deno.env.get("TZ");
   } catch {
-    warnUnreadableTz(warn);
     return null;
   }
   if (!tz || tz.startsWith(":")) return null;
   const zone = parsePosixTimeZone(tz);
-  if (!zone) return null;
+  if (!zone) {
+    // Not a rule: ICU's to read (`Europe/Paris`), or no zone at all.
+    const icu = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (icu === undefined || /^(Etc\/)?Unknown$/.test(icu)) {
+      warnUnreadableTz(tz, warn);
+    }
+    return null;
+  }
   // ICU understood it (`EST5EDT`, `JST-9`): Date is right, and knows history.
   if (Intl.DateTimeFormat().resolvedOptions().timeZone !== "UTC") return null;
   const isPlainUtc = zone.standardOffsetSeconds === 0 &&
@@ -240,17 +247,13 @@ export function posixZoneDateMisses(
 
 let warnedUnreadableTz = false;
 
-/**
- * Without `--allow-env=TZ` there is no telling a POSIX rule that ICU read
- * as UTC (`TZ=CET-1CEST,M3.5.0,M10.5.0/3`) from a host that is on UTC:
- * when local time is UTC, say once how to have the rule applied.
- */
-function warnUnreadableTz(warn: (line: string) => void): void {
+/** Says once that `TZ` names no zone, so local time is UTC. */
+function warnUnreadableTz(tz: string, warn: (line: string) => void): void {
   if (warnedUnreadableTz) return;
-  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
-  if (zone !== undefined && !/^(Etc\/)?(UTC|Unknown)$/.test(zone)) return;
   warnedUnreadableTz = true;
   warn(
-    "local time is UTC; if TZ is a POSIX rule (TZ=CET-1CEST,M3.5.0,M10.5.0/3), run with --allow-env=TZ to apply it",
+    `TZ='${
+      escapeControlChars(tz)
+    }' is neither a zone name (Europe/Paris) nor a POSIX rule (CET-1CEST,M3.5.0,M10.5.0/3): local time is UTC`,
   );
 }

@@ -12,7 +12,9 @@
  *
  * Threads rather than processes: a Worker needs no `--allow-run`, only read
  * access to the modules it loads again
- * (`--allow-read=servers/echo.ts,mod.ts,lib`).
+ * (`--allow-read=servers/echo.ts,mod.ts,lib`, and the mirror's directory
+ * where Deno's `JSR_URL` is a `file:` mirror); without it, the server
+ * stops at start with one line naming them all.
  *
  * @module
  */
@@ -313,9 +315,39 @@ export function spawnWorkers(
 }
 
 /**
+ * The JSR packages the scripts here load at run time (the others are for
+ * tests): a worker loads them again.
+ */
+const JSR_MODULES = ["@std/cli/parse-args", "@std/bytes", "@std/streams"];
+
+/**
+ * Where a worker reads the JSR packages from when they are files (Deno's
+ * `JSR_URL` is a `file:` mirror): the mirror's directory, the part of a
+ * module's path before `/@scope/name/version/`. Empty when JSR is reached
+ * over https (a worker needs no permission to load those).
+ */
+function jsrMirrorDirs(): string[] {
+  const dirs = new Set<string>();
+  for (const specifier of JSR_MODULES) {
+    let url: string;
+    try {
+      url = import.meta.resolve(specifier);
+    } catch {
+      continue; // Not in this package's import map: not loaded either.
+    }
+    if (!url.startsWith("file:")) continue;
+    const path = decodeURIComponent(new URL(url).pathname);
+    const package_ = /^(.*)\/@[^/]+\/[^/]+\/[^/]+\/[^/]+/.exec(path);
+    dirs.add(package_ ? package_[1] : path.replace(/\/[^/]*$/, ""));
+  }
+  return [...dirs];
+}
+
+/**
  * A worker loads its modules as files, under --allow-read: the script, and
- * `mod.ts` and `lib/` that scripts here import. Without that it dies later
- * with a stack trace; say it at start, in one line.
+ * `mod.ts` and `lib/` that scripts here import, and the JSR packages when
+ * they come from a `file:` mirror. Without that it dies later with a
+ * stack trace; say it at start, in one line.
  */
 function checkReadable(module: string): void {
   if (!module.startsWith("file:")) return;
@@ -323,7 +355,7 @@ function checkReadable(module: string): void {
     new URL(module).pathname,
     new URL("../mod.ts", import.meta.url).pathname,
     new URL(".", import.meta.url).pathname.replace(/\/$/, ""),
-  ].map(decodeURIComponent);
+  ].map(decodeURIComponent).concat(jsrMirrorDirs());
   const missing = paths.filter((path) =>
     Deno.permissions.querySync({ name: "read", path }).state !== "granted"
   );

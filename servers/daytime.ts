@@ -9,11 +9,10 @@
  * does, on 10013 (`deno task daytime` runs this one):
  *
  * ```sh
- * $ deno run --allow-net=0.0.0.0:10013 servers/daytime.ts --port=10013 &
+ * $ deno run --allow-net=0.0.0.0:10013 --allow-env=TZ servers/daytime.ts --port=10013 &
  * listening on 0.0.0.0:10013
  * $ socat - TCP:127.0.0.1:10013
  * Wed Nov 25 14:59:03 2026
- * local time is UTC; if TZ is a POSIX rule (TZ=CET-1CEST,M3.5.0,M10.5.0/3), run with --allow-env=TZ to apply it
  * accepted 127.0.0.1:50380
  * closed 127.0.0.1:50380 (0 bytes in, 26 bytes out)
  * $ deno task daytime-client 127.0.0.1
@@ -22,8 +21,9 @@
  *
  * The time zone is the process's: `TZ` names (`Europe/Paris`) need nothing
  * more; POSIX rule strings (`TZ=CET-1CEST,M3.5.0,M10.5.0/3`) need
- * `--allow-env=TZ` to be applied as C applies them, and without it the
- * server says so in its log (above: this host is on UTC).
+ * `--allow-env=TZ` (in the command above) to be applied as C applies them.
+ * A `TZ` that is neither is one log line (`TZ='...' is neither a zone name
+ * ... : local time is UTC`); an unset one, the host's zone, none.
  *
  * Port 13 itself needs root; as a user, the error gives the command above:
  *
@@ -42,7 +42,7 @@
  * listening on 0.0.0.0:10013
  * $ echo | socat - UDP:127.0.0.1:10013,sourceport=40000
  * Wed Nov 25 14:59:03 2026
- * $ deno install -g -f -n sock-daytime --config=deno.json --allow-net=0.0.0.0:10013 servers/daytime.ts -- --port=10013
+ * $ deno install -g -f -n sock-daytime --config=deno.json --allow-net=0.0.0.0:10013 --allow-env=TZ servers/daytime.ts -- --port=10013
  * ...
  * $ sock-daytime --help
  * usage: daytime.ts [options]

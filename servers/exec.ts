@@ -167,6 +167,7 @@ import {
   SpawnError,
   stderrLogTo,
 } from "../lib/spawn.ts";
+import { noteListenPermissions } from "../lib/bind.ts";
 
 /** The port exec.ts listens on unless told otherwise. */
 export const EXEC_PORT = 8000;
@@ -379,6 +380,8 @@ export function serveExec(options: ExecOptions): Server {
     ratePerSecond = DEFAULT_EXEC_RATE,
     ...serverOptions
   } = options;
+  // The hint for a program it may not run gives the listen permission too.
+  noteListenPermissions({ defaultPort: EXEC_PORT }, serverOptions);
   checkProgram(program, env);
   if (stderrLinesPerSecond !== undefined) {
     checkLinesPerSecond(stderrLinesPerSecond);

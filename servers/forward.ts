@@ -191,6 +191,7 @@ import {
   type ServerOptions,
   serverOptionsFromFlags,
   stderrLog,
+  type Transport,
   UsageError,
 } from "../mod.ts";
 import { workerPlace } from "../lib/workers.ts";
@@ -565,27 +566,35 @@ function listenValues(
   values: ServerFlagValues,
 ): ServerFlagValues {
   switch (listen.transport) {
+    // Every transport LISTEN can be is a key, given or not: the flags'
+    // messages then name only those (as they do for a script's own flags).
     case "tcp":
-      return { ...values, hostname: listen.hostname, port: listen.port };
+      return {
+        ...values,
+        udp: false,
+        unix: undefined,
+        hostname: listen.hostname,
+        port: listen.port,
+      };
     case "udp":
       return {
         ...values,
         udp: true,
+        unix: undefined,
         hostname: listen.hostname,
         port: listen.port,
       };
-    case "unix":
-      return { ...values, unix: listen.path };
     default:
-      throw new UsageError(
-        "LISTEN: unixpacket: is not supported (tcp://, udp:// or unix:)",
-      );
+      return { ...values, udp: false, unix: listen.path };
   }
 }
 
+/** The transports forward.ts forwards: LISTEN's and TARGET's schemes. */
+const FORWARDED: readonly Transport[] = ["tcp", "udp", "unix"];
+
 function endpointArgument(text: string, what: string): Endpoint {
   try {
-    return parseEndpoint(text);
+    return parseEndpoint(text, FORWARDED);
   } catch (error) {
     if (!(error instanceof EndpointError)) throw error;
     throw new UsageError(`${what}: ${error.message}`);
@@ -625,11 +634,6 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   if (udp !== (target.transport === "udp")) {
     throw new UsageError(
       "LISTEN and TARGET must both be udp://, or neither (UDP is forwarded to UDP only)",
-    );
-  }
-  if (target.transport === "unixpacket") {
-    throw new UsageError(
-      "TARGET: unixpacket: is not supported (tcp://, udp:// or unix:)",
     );
   }
   const streamOnly = [

@@ -30,7 +30,7 @@
  * $ echo | socat - UDP:127.0.0.1:10013,sourceport=40000
  * Wed Nov 25 14:59:19 2026
  * $ rdate -p -o 10037 127.0.0.1
- * Wed Nov 25 14:59:19 2026
+ * Wed Nov 25 14:59:19 UTC 2026
  * $ deno task daytime-client 127.0.0.1
  * Wed Nov 25 14:59:19 2026
  * ```
@@ -151,6 +151,7 @@ import {
   udpGuardHelp,
   UsageError,
 } from "../mod.ts";
+import { notePermission } from "../lib/main.ts";
 import type {
   InetdProtocol,
   InetdService,
@@ -498,6 +499,9 @@ if (import.meta.main) {
       usage: USAGE,
       flags: FLAGS,
     });
+    // What every run needs, named by any permission hint before binding.
+    notePermission("--unstable-net");
+    notePermission("--allow-net");
     if (values.conf !== undefined) {
       const given = NOT_WITH_CONF.find((name) =>
         values[name] !== undefined && values[name] !== false

@@ -18,7 +18,7 @@
  * accepted 127.0.0.1:50540
  * closed 127.0.0.1:50540 (0 bytes in, 4 bytes out)
  * $ rdate -p -o 10037 127.0.0.1
- * Wed Nov 25 14:59:13 2026
+ * Wed Nov 25 14:59:13 UTC 2026
  * $ deno task time-client 127.0.0.1
  * 2026-11-25T14:59:13Z
  * ```
@@ -30,7 +30,7 @@
  * $ deno run --unstable-net --allow-net servers/time.ts --udp --port=10037 &
  * listening on 0.0.0.0:10037
  * $ rdate -p -u -o 10037 127.0.0.1
- * Wed Nov 25 14:59:13 2026
+ * Wed Nov 25 14:59:13 UTC 2026
  * $ deno run --allow-net=0.0.0.0:37 servers/time.ts &   # as root
  * listening on 0.0.0.0:37
  * $ deno install -g -f -n sock-time --config=deno.json --allow-net=0.0.0.0:10037 servers/time.ts -- --port=10037

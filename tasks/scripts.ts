@@ -30,10 +30,20 @@
  * $ deno run --allow-read=. tasks/scripts.ts --install  # install lines
  * deno install -g -f -n sock-accept --config=deno.json --allow-net=[::]:12345,0.0.0.0:12345 servers/accept.ts
  * ...
+ * $ deno run --allow-read=. tasks/scripts.ts --help
+ * usage: scripts.ts [--install]
+ * ...
  * ```
  *
  * @module
  */
+
+import { flag, flagsHelp, parseCommandLine } from "../lib/cli.ts";
+import { runMain } from "../lib/main.ts";
+
+const FLAGS = {
+  install: flag.boolean("print the deno install lines instead of the tasks"),
+};
 
 /** One script and the command its header gives for it. */
 export interface ScriptInfo {
@@ -205,13 +215,27 @@ export function installLine(script: ScriptInfo): string {
   ].join(" ");
 }
 
+const USAGE = `usage: scripts.ts [--install]
+
+Prints each script's deno.json task (NAME, a tab, the command), the
+least-privilege command of its header comment; with --install, the
+deno install line of each, which installs it as sock-NAME:
+
+  deno run --allow-read=. tasks/scripts.ts --install | sh
+
+${flagsHelp(FLAGS)}`;
+
 if (import.meta.main) {
-  const scripts = await listScripts(new URL("../", import.meta.url));
-  for (const script of scripts) {
-    console.log(
-      Deno.args.includes("--install")
-        ? installLine(script)
-        : `${script.name}\t${script.task}`,
-    );
-  }
+  await runMain(async () => {
+    const { values } = parseCommandLine(Deno.args, {
+      usage: USAGE,
+      flags: FLAGS,
+    });
+    const scripts = await listScripts(new URL("../", import.meta.url));
+    for (const script of scripts) {
+      console.log(
+        values.install ? installLine(script) : `${script.name}\t${script.task}`,
+      );
+    }
+  });
 }

@@ -25,7 +25,8 @@
  *   with microseconds, the four bytes `od` prints of a time.
  * - A background command must not print an error the docs do not show.
  * - `npx -y deno@2.9.6` runs as `deno` (the same version: npx would need
- *   the npm registry, which a network namespace cannot reach).
+ *   the npm registry, which a network namespace cannot reach; nothing
+ *   else needs it, and the sessions' Deno cache holds nothing from npm).
  * - Where `JSR_URL` is a `file:` mirror, a `--workers` command gets the
  *   mirror added to its `--allow-read`, as the docs tell such a user to.
  *
@@ -142,8 +143,13 @@ export function strayCommands(text: string): string[] {
   return stray;
 }
 
+/**
+ * A `ctime` date (`Wed Nov 25 14:59:03 2026`), or `date`'s and rdate's,
+ * which name the zone (`Wed Nov 25 14:59:03 UTC 2026`): the zone is kept
+ * (`<date UTC>`), so a doc that shows one form matches only that form.
+ */
 const DATE =
-  /\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d( [A-Z]{3,4})? \d{4}\b/g;
+  /\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d( [A-Z]{3,5})? \d{4}\b/g;
 
 /** A line with what changes between runs replaced by a name for it. */
 export function normalize(line: string): string {
@@ -151,7 +157,7 @@ export function normalize(line: string): string {
     // deno task's colours are off (NO_COLOR); any left go too.
     .replace(new RegExp(String.fromCharCode(27) + "\\[[0-9;]*m", "g"), "")
     .replace(/\r$/, "")
-    .replace(DATE, "<date>")
+    .replace(DATE, (_, ...groups) => `<date${groups[2] ?? ""}>`)
     .replace(/\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z\b/g, "<iso time>")
     .replace(/\b\d\d:\d\d:\d\d\.\d{6}\b/g, "<clock>")
     .replace(
@@ -290,16 +296,19 @@ export class Workspace implements AsyncDisposable {
       `${space.work}/deno.json`,
       JSON.stringify(config, null, 2) + "\n",
     );
-    // The npm packages of deno.json's imports (deno task resolves them
-    // all), from this Deno's cache: a namespace reaches no registry.
-    const info = await runCommand(Deno.execPath(), ["info", "--json"]);
-    const denoDir = JSON.parse(decoder.decode(info.stdout)).denoDir as string;
+    // A Deno cache of its own, with nothing from npm (no session needs
+    // it); a namespace reaches no registry, so the JSR modules come from
+    // a file: JSR_URL mirror, or else from this Deno's cache.
     await Deno.mkdir(`${space.home}/.cache/deno`, { recursive: true });
-    await runCommand("cp", [
-      "-r",
-      `${denoDir}/npm`,
-      `${space.home}/.cache/deno/`,
-    ]);
+    if (!Deno.env.get("JSR_URL")?.startsWith("file:")) {
+      const info = await runCommand(Deno.execPath(), ["info", "--json"]);
+      const denoDir = JSON.parse(decoder.decode(info.stdout)).denoDir;
+      await runCommand("cp", [
+        "-r",
+        `${denoDir}/remote`,
+        `${space.home}/.cache/deno/`,
+      ]);
+    }
     const owned = await runCommand("chown", [
       "-R",
       `${USER}:${USER}`,

@@ -195,3 +195,74 @@ Deno.test("no --help text writes a default by hand: each comes from its constant
   }
   assertEquals(found, []);
 });
+
+/** The scripts in servers/ and clients/, as paths. */
+function scriptPaths(): string[] {
+  return ["servers", "clients"].flatMap((dir) =>
+    [...Deno.readDirSync(repoPath(dir))]
+      .filter((entry) => entry.name.endsWith(".ts"))
+      .map((entry) => `${dir}/${entry.name}`)
+  ).sort();
+}
+
+Deno.test("every script's --help names only flags that script takes (and Deno's)", async () => {
+  const stray: string[] = [];
+  for (const script of scriptPaths()) {
+    const { code, stdout } = await runScript(script, {
+      permissions: [],
+      args: ["--help"],
+    });
+    assertEquals(code, 0, script);
+    const taken = new Set(
+      [...stdout.matchAll(/^ {2}(?:-h, )?--([a-z0-9-]+)/gm)].map((m) => m[1]),
+    );
+    for (const [mention, name] of stdout.matchAll(/--([a-z][a-z0-9-]*)/g)) {
+      if (/^(allow-|unstable-)|^config$/.test(name)) continue;
+      if (!taken.has(name)) stray.push(`${script}: ${mention}`);
+    }
+  }
+  assertEquals([...new Set(stray)], []);
+});
+
+Deno.test("usage errors suggest only what the script takes: no unixpacket: from forward.ts, no --unixpacket from exec.ts", async () => {
+  const cases: [string, string[], RegExp][] = [
+    [
+      "servers/forward.ts",
+      ["http://0.0.0.0:8080", "tcp://127.0.0.1:15000"],
+      /^error: LISTEN: unsupported scheme in 'http:\/\/0\.0\.0\.0:8080': expected tcp:\/\/, udp:\/\/ or unix:$/,
+    ],
+    [
+      "servers/forward.ts",
+      ["unixpacket:/tmp/f.sock", "tcp://127.0.0.1:15000"],
+      /^error: LISTEN: unsupported scheme in 'unixpacket:\/tmp\/f\.sock': expected tcp:\/\/, udp:\/\/ or unix:$/,
+    ],
+    [
+      "servers/forward.ts",
+      ["tcp://0.0.0.0:8080", "unixpacket:/tmp/f.sock"],
+      /^error: TARGET: unsupported scheme .*expected tcp:\/\/, udp:\/\/ or unix:$/,
+    ],
+    [
+      "servers/forward.ts",
+      ["--mode", "0600", "tcp://0.0.0.0:8080", "tcp://127.0.0.1:15000"],
+      /^error: --mode needs unix:$/,
+    ],
+    [
+      "servers/forward.ts",
+      ["--udp-rate", "5", "tcp://0.0.0.0:8080", "tcp://127.0.0.1:15000"],
+      /^error: --udp-rate applies to udp:\/\/ only$/,
+    ],
+    [
+      "servers/exec.ts",
+      ["--mode", "0600", "--", "cat"],
+      /^error: --mode needs --unix$/,
+    ],
+    [
+      "servers/echo.ts",
+      ["--mode", "0600"],
+      /^error: --mode needs --unix or --unixpacket$/,
+    ],
+  ];
+  for (const [script, args, pattern] of cases) {
+    await assertUsageError(script, [], args, pattern);
+  }
+});

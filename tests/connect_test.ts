@@ -393,7 +393,7 @@ Deno.test("connect.ts: missing permission to resolve the name, exit 1", async ()
     ["--allow-net=127.0.0.1:7"],
     ["localhost", "7"],
     1,
-    "error: no permission to resolve localhost (run with --allow-net=localhost)",
+    "error: no permission to resolve localhost (run again as: deno run --allow-net=localhost:7,localhost clients/connect.ts localhost 7)",
   );
 });
 

@@ -250,3 +250,54 @@ Deno.test("parsePosixTimeZone() reads POSIX TZ strings and refuses anything else
     assertEquals(parsePosixTimeZone(bad), null, bad);
   }
 });
+
+/** Serves one daytime answer with `permissions` and `env`; its log lines. */
+async function logOfOneAnswer(
+  permissions: string[],
+  env: Record<string, string>,
+): Promise<string[]> {
+  const server = await startServer("servers/daytime.ts", {
+    permissions,
+    args: ["--hostname", "127.0.0.1", "--port", "0"],
+    env,
+  });
+  {
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    assertMatch(new TextDecoder().decode(await readAll(conn)), CTIME_LINE);
+  }
+  await server.proc.waitForStderr(/^closed /);
+  await server.proc.terminate();
+  return server.proc.stderr.split("\n");
+}
+
+Deno.test("daytime.ts says nothing of TZ when it is unset, or may not be read", async () => {
+  for (
+    const permissions of [
+      ["--allow-net=127.0.0.1:0", "--allow-env=TZ"],
+      ["--allow-net=127.0.0.1:0"],
+    ]
+  ) {
+    const lines = await logOfOneAnswer(permissions, { TZ: "" });
+    assertEquals(
+      lines.filter((line) => /\bTZ\b|local time/.test(line)),
+      [],
+      `${permissions.join(" ")}:\n${lines.join("\n")}`,
+    );
+  }
+});
+
+Deno.test("daytime.ts --allow-env=TZ: a TZ it cannot read is one log line saying local time is UTC", async () => {
+  const lines = await logOfOneAnswer(
+    ["--allow-net=127.0.0.1:0", "--allow-env=TZ"],
+    { TZ: "Nowhere/Atlantis" },
+  );
+  assertEquals(
+    lines.filter((line) => /\bTZ\b/.test(line)),
+    [
+      "TZ='Nowhere/Atlantis' is neither a zone name (Europe/Paris) nor a POSIX rule (CET-1CEST,M3.5.0,M10.5.0/3): local time is UTC",
+    ],
+  );
+});

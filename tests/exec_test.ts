@@ -687,13 +687,13 @@ Deno.test("exec.ts: a program that cannot run is one error line at start, exit 1
       "a path it may not read",
       [`--allow-run=${plain}`],
       [plain],
-      /^error: cannot check that .* is executable: grant --allow-read=/,
+      /^error: cannot check that .* is executable: run again as: deno run --allow-net=\S+ --allow-run=\S+ --allow-read=\S+ servers\/exec\.ts /,
     ],
     [
       "no --allow-run",
       [],
       ["cat"],
-      /^error: cannot run cat: .*grant --allow-run=cat/,
+      /^error: cannot run cat: .*run again as: deno run --allow-net=\S+ --allow-run=cat servers\/exec\.ts /,
     ],
     [
       "--env LD_PRELOAD=... without unrestricted --allow-run",

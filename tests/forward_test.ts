@@ -1220,7 +1220,7 @@ Deno.test("forward.ts usage errors: one line, exit 2", async () => {
     ],
     [
       ["tcp://127.0.0.1:0", "tcp://127.0.0.1:7", "--udp-rate", "5"],
-      /^error: --udp-rate applies to udp:\/\/ and unixpacket: only/,
+      /^error: --udp-rate applies to udp:\/\/ only$/,
     ],
     [
       ["http://127.0.0.1:0", "tcp://127.0.0.1:7"],

@@ -55,7 +55,8 @@ Deno.test("hello.ts server and client scripts, with their header's permissions",
     args: ["--port", String(port), "hi there"],
   });
   assertEquals(client.code, 0, client.stderr);
-  assertEquals(client.stdout, "hello");
+  // The reply, and a newline: it did not end its line.
+  assertEquals(client.stdout, "hello\n");
   assertEquals(client.stderr, "");
   const { code, stdout, stderr } = await server.proc.finished();
   assertEquals(code, 0, stderr);
@@ -71,7 +72,8 @@ Deno.test("hello.ts client sends 'hello' by default", async () => {
     args: ["--port", String(port)],
   });
   assertEquals(client.code, 0, client.stderr);
-  assertEquals(client.stdout, "hello");
+  // The reply, and a newline: it did not end its line.
+  assertEquals(client.stdout, "hello\n");
   await server.shutdown();
   assertEquals(output.text(), "Client with IP 127.0.0.1 connected\nhello");
 });
@@ -194,7 +196,7 @@ Deno.test({
       args: ["--port", String(ncPort)],
     });
     assertEquals(viaNc.code, 0, viaNc.stderr);
-    assertEquals(viaNc.stdout, "hey from nc");
+    assertEquals(viaNc.stdout, "hey from nc\n");
     assertEquals((await nc.finished()).stdout, "hello");
 
     const socatPort = freePort();
@@ -212,7 +214,7 @@ Deno.test({
       args: ["--port", String(socatPort), "echo me"],
     });
     assertEquals(viaSocat.code, 0, viaSocat.stderr);
-    assertEquals(viaSocat.stdout, "echo me");
+    assertEquals(viaSocat.stdout, "echo me\n");
   },
 });
 

@@ -499,7 +499,7 @@ Deno.test("inetd.ts --conf: a missing file, a taken port, tcp and tcp6 on one po
     assertEquals(code, 1, stderr);
     assertEquals(
       stderr,
-      `error: ${conf.path}:1: cannot read services file '/etc/services': no read permission (run with --allow-read=/etc/services)`,
+      `error: ${conf.path}:1: cannot read services file '/etc/services': no read permission (run again as: deno run --unstable-net --allow-net --allow-read=${conf.path},/etc/services servers/inetd.ts --conf ${conf.path})`,
     );
   }
   {
@@ -514,7 +514,7 @@ Deno.test("inetd.ts --conf: a missing file, a taken port, tcp and tcp6 on one po
     assertEquals(code, 1, stderr);
     assertMatch(
       stderr,
-      /^error: .*:1: cannot tell which user runs this server.*--allow-sys=uid,gid,userInfo$/,
+      /^error: .*:1: cannot tell which user runs this server.*: run again as: deno run --unstable-net --allow-net .*--allow-sys=uid,gid,userInfo servers\/inetd\.ts --conf \S+$/,
     );
   }
 });

@@ -97,10 +97,6 @@ for (const script of SCRIPTS) {
         installLine(script)
       }`,
     );
-    assert(
-      README.includes(installLine(script)),
-      `README.md lacks the install line: ${installLine(script)}`,
-    );
     const row = README.split("\n").find((line) =>
       line.startsWith(`| [\`${script.path}\`](${script.path})`)
     );
@@ -115,6 +111,53 @@ for (const script of SCRIPTS) {
     );
   });
 }
+
+Deno.test("deno.json's import map holds nothing from npm: a task needs no npm registry", () => {
+  const npm = Object.entries(CONFIG.imports as Record<string, string>)
+    .filter(([, target]) => target.startsWith("npm:"));
+  assertEquals(npm, [], "deno task resolves the whole import map first");
+});
+
+Deno.test("every script's task prints its --help with the npm registry unreachable and a fresh Deno cache", async () => {
+  // A cache with nothing from npm: a copy of the JSR modules at most (with
+  // a file: JSR_URL mirror, not even that), and npm pointed at a port
+  // nothing listens on, as behind a firewall that lets only JSR through.
+  const denoDir = await Deno.makeTempDir({ prefix: "pkg-no-npm-" });
+  try {
+    const info = await deno(["info", "--json"]);
+    const cached = `${JSON.parse(info.stdout).denoDir}/remote`;
+    if (!Deno.env.get("JSR_URL")?.startsWith("file:")) {
+      const copied = await runCommand("cp", ["-r", cached, `${denoDir}/`]);
+      assertEquals(copied.code, 0, copied.stderr);
+    }
+    const env = {
+      DENO_DIR: denoDir,
+      NPM_CONFIG_REGISTRY: "http://127.0.0.1:9/",
+    };
+    for (const script of SCRIPTS) {
+      const run = await deno(["task", script.name, "--help"], env);
+      assertEquals(
+        run.code,
+        0,
+        `deno task ${script.name} --help, without npm:\n${run.stderr}`,
+      );
+      assertMatch(run.stdout, /^usage: /m);
+      assertNotMatch(run.stderr, /npm|fast-check/);
+    }
+  } finally {
+    await Deno.remove(denoDir, { recursive: true });
+  }
+});
+
+Deno.test("the README installs every script through tasks/scripts.ts --install (whose lines the module docs show)", () => {
+  assert(
+    README.includes(
+      "$ deno run --allow-read=. tasks/scripts.ts --install | sh 2>&1 | grep -c Successfully",
+    ),
+    "README.md lacks the session that installs every script",
+  );
+  assert(README.includes(`\n${SCRIPTS.length}\n`));
+});
 
 /** The files a `deno doc --lint` argument list names (`dir/*.ts` globs). */
 async function expand(patterns: string[]): Promise<Set<string>> {
@@ -366,7 +409,7 @@ async function smokeTest(
       await hello.waitForStderr(/^listening on 127\.0\.0\.1:3500$/);
       const reply = await client("hello-client", ["hi"]);
       assertEquals(reply.code, 0, reply.stderr);
-      assertEquals(reply.stdout, "hello");
+      assertEquals(reply.stdout, "hello\n");
       const served = await hello.finished();
       assertEquals(served.code, 0, served.stderr);
       assertEquals(served.stdout, "Client with IP 127.0.0.1 connected\nhi");
@@ -376,7 +419,7 @@ async function smokeTest(
       await udp.waitForStderr(/^listening on 127\.0\.0\.1:3500$/);
       const reply = await client("udp-client", ["hi"]);
       assertEquals(reply.code, 0, reply.stderr);
-      assertEquals(reply.stdout, "hello");
+      assertEquals(reply.stdout, "hello\n");
       const served = await udp.finished();
       assertEquals(served.code, 0, served.stderr);
       assertEquals(served.stdout, "Client with IP 127.0.0.1 sent datagram\nhi");

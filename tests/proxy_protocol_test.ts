@@ -6,7 +6,7 @@
 
 import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import { concat } from "@std/bytes";
-import fc from "fast-check";
+import fc from "./_fast_check.ts";
 import { parseIPv6 } from "../mod.ts";
 import {
   crc32c,

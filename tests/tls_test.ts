@@ -412,7 +412,7 @@ Deno.test({
     assertEquals(result.code, 1, result.stderr);
     oneLine(
       result.stderr,
-      /^error: cannot read certificate file '.*cert\.pem': no read permission \(run with --allow-read=.*cert\.pem,.*key\.pem\)$/,
+      /^error: cannot read certificate file '.*cert\.pem': no read permission \(run again as: deno run --allow-read=.*cert\.pem,.*key\.pem servers\/echo\.ts .*\)$/,
     );
     // A key file that is a certificate: exit 1, naming the file.
     result = await run(

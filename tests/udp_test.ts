@@ -90,7 +90,8 @@ Deno.test("udp.ts server and client scripts, with their header's permissions", a
     args: ["--port", String(port), "--timeout", "3", "hi udp"],
   });
   assertEquals(client.code, 0, client.stderr);
-  assertEquals(client.stdout, "hello");
+  // The reply, and a newline: it did not end its line.
+  assertEquals(client.stdout, "hello\n");
   assertEquals(client.stderr, "");
   const { code, stdout, stderr } = await server.proc.finished();
   assertEquals(code, 0, stderr);
@@ -108,7 +109,8 @@ Deno.test("udp.ts over IPv6: server on ::1, client sends 'hello' by default", as
     args: ["--hostname", "::1", "--port", String(port), "--timeout", "3"],
   });
   assertEquals(client.code, 0, client.stderr);
-  assertEquals(client.stdout, "hello");
+  // The reply, and a newline: it did not end its line.
+  assertEquals(client.stdout, "hello\n");
   server.proc.kill("SIGTERM");
   const { code, stdout } = await server.proc.finished();
   assertEquals(code, 0);
@@ -219,7 +221,7 @@ Deno.test({
       args: ["--port", String(socatPort), "--timeout", "3", "echo me"],
     });
     assertEquals(viaSocat.code, 0, viaSocat.stderr);
-    assertEquals(viaSocat.stdout, "echo me");
+    assertEquals(viaSocat.stdout, "echo me\n");
 
     const ncPort = freePort();
     await using nc = spawn("nc", {
@@ -234,7 +236,7 @@ Deno.test({
       args: ["--port", String(ncPort), "--timeout", "3"],
     });
     assertEquals(viaNc.code, 0, viaNc.stderr);
-    assertEquals(viaNc.stdout, "reply from nc");
+    assertEquals(viaNc.stdout, "reply from nc\n");
     await nc.until(() => nc.stdout === "hello", "nc to print hello");
     await writer.close();
   },

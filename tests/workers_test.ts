@@ -5,7 +5,7 @@ import {
   assertMatch,
 } from "@std/assert";
 import { readExact, writeAll } from "../mod.ts";
-import { freePort, runScript, startServer } from "./_helpers.ts";
+import { freePort, runScript, spawn, startServer } from "./_helpers.ts";
 
 // Exactly the header's command: a worker loads the script, mod.ts and lib/.
 // A worker loads the script's modules again, under the script's permissions:
@@ -148,6 +148,50 @@ Deno.test("echo.ts --workers without read access to its modules: one error line,
   const lines = stderr.trim().split("\n");
   assertEquals(lines.length, 1, stderr);
   assertMatch(lines[0], /^error: --workers needs read access .*--allow-read=/);
+});
+
+const NO_FILE_MIRROR = JSR_MIRROR === ""
+  ? "JSR_URL is not a file: mirror (workers then load JSR over https)"
+  : undefined;
+if (NO_FILE_MIRROR) {
+  console.error(`SKIP: --workers and a file: mirror: ${NO_FILE_MIRROR}`);
+}
+
+Deno.test({
+  name:
+    "echo.ts --workers with a file: JSR mirror it may not read: one error line naming the mirror, exit 1",
+  ignore: NO_FILE_MIRROR !== undefined,
+  async fn() {
+    const port = freePort();
+    // Until it exits or serves: before the check, the workers died with a
+    // stack trace each and the main thread served alone.
+    await using proc = spawn("servers/echo.ts", {
+      permissions: [
+        `--allow-net=127.0.0.1:${port}`,
+        "--allow-read=servers/echo.ts,mod.ts,lib",
+      ],
+      args: [
+        "--hostname",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--workers",
+        "2",
+      ],
+    });
+    const [first] = await proc.waitForStderr(/^(error|listening on)\b.*/);
+    assertMatch(
+      first,
+      new RegExp(
+        `^error: --workers needs read access .*--allow-read=.*,${
+          JSR_MIRROR.slice(1).replace(/\/$/, "")
+        }$`,
+      ),
+    );
+    const { code, stderr } = await proc.finished();
+    assertEquals(code, 1, stderr);
+    assertEquals(stderr.trim().split("\n").length, 1, stderr);
+  },
 });
 
 Deno.test("echo.ts --workers rejects bad values and non-TCP transports (exit 2)", async () => {

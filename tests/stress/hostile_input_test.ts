@@ -7,7 +7,7 @@ import {
   assertMatch,
   assertNotMatch,
 } from "@std/assert";
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import {
   EndpointError,
   flag,
