@@ -184,11 +184,13 @@ export {
 // Text from outside in log and error lines.
 export { escapeControlChars } from "./lib/escape_control_chars.ts";
 
+// Quantities in messages.
+export { formatBytes, formatSeconds } from "./lib/units.ts";
+
 // Files and TLS material.
 export {
   FileReadError,
   type FileReadFailure,
-  formatBytes,
   MAX_SMALL_FILE_BYTES,
   readSmallFile,
   type ReadSmallFileOptions,
@@ -229,7 +231,6 @@ export {
   DialError,
   type DialFailure,
   DialTimeoutError,
-  formatSeconds,
   HostNotFoundError,
   NoReplyError,
   ResolveError,

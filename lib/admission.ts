@@ -12,7 +12,7 @@
  */
 
 import type { AccessPolicy } from "./access.ts";
-import { sourceKey } from "./datagram_guard.ts";
+import { sourceKey } from "./source_key.ts";
 
 /** Why a connection is refused; one flood log per reason. */
 export type RefusalReason = "access" | "per-source" | "full";

@@ -1,7 +1,7 @@
 /**
  * Binding a server's socket (TCP, UDP, or a Unix socket file made safely),
  * and saying why it failed in one line a user can act on: another port when
- * the address is in use, the command on port + 10000 when a port below 1024
+ * the address is in use, the command on INETD_BASE + port when a port below 1024
  * needs root, a certificate that does not fit its key.
  *
  * @module
@@ -10,6 +10,7 @@
 import { notePermission, rerunCommand } from "./main.ts";
 import { formatAddr, joinHostPort } from "./endpoint.ts";
 import { withoutOsError } from "./os_error.ts";
+import { INETD_BASE } from "./simple.ts";
 import type { ServerOptions, Service } from "./server_options.ts";
 import type { TlsCertificate } from "./tls.ts";
 import { checkTlsCertificate } from "./tls_node.ts";
@@ -54,7 +55,12 @@ export class ListenError extends Error {
  * saying what to do, except a missing permission, which keeps Deno's
  * message naming the flag.
  */
-export function bind<T>(listen: () => T, hostOrPath: string, port?: number): T {
+export function bind<T>(
+  listen: () => T,
+  hostOrPath: string,
+  port?: number,
+  transport: "tcp" | "udp" = "tcp",
+): T {
   try {
     return listen();
   } catch (error) {
@@ -73,7 +79,9 @@ export function bind<T>(listen: () => T, hostOrPath: string, port?: number): T {
       port < 1024
     ) {
       message = `permission denied listening on ${address}: ports below 1024 ` +
-        `need root or CAP_NET_BIND_SERVICE; ${userPortHint(hostOrPath, port)}`;
+        `need root or CAP_NET_BIND_SERVICE; ${
+          userPortHint(hostOrPath, port, transport)
+        }`;
     } else if (error instanceof Deno.errors.AddrNotAvailable) {
       message = `cannot listen on ${address}: no such address on this host`;
     } else if (error instanceof Deno.errors.InvalidData) {
@@ -84,14 +92,17 @@ export function bind<T>(listen: () => T, hostOrPath: string, port?: number): T {
   }
 }
 
-/** The command that runs this script on port + 10000, as inetd would. */
-function userPortHint(hostname: string, port: number): string {
-  const user = String(port + 10000);
-  const udp = Deno.args.includes("--udp");
+/** The command that runs this script where inetd.ts would put the port. */
+function userPortHint(
+  hostname: string,
+  port: number,
+  transport: "tcp" | "udp",
+): string {
+  const user = String(INETD_BASE + port);
   const command = rerunCommand(
-    udp
+    transport === "udp"
       ? ["--unstable-net", "--allow-net"]
-      : [`--allow-net=${joinHostPort(hostname, port + 10000)}`],
+      : [`--allow-net=${joinHostPort(hostname, INETD_BASE + port)}`],
     { port: user },
   );
   return command ? `as a user: ${command}` : `as a user, pick --port ${user}`;
@@ -244,6 +255,7 @@ export function bindDatagram(
     () => Deno.listenDatagram({ transport: "udp", hostname, port }),
     hostname,
     port,
+    "udp",
   );
   return {
     addr: socket.addr,

@@ -13,9 +13,9 @@ import {
   checkConnectHost,
   ConnectError,
   describeConnectFailure,
-  formatSeconds,
   NoReplyError,
 } from "./connect_error.ts";
+import { formatSeconds } from "./units.ts";
 import { joinHostPort } from "./endpoint.ts";
 import { closeQuietly } from "./io.ts";
 import { notePermission } from "./main.ts";

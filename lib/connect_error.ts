@@ -12,6 +12,7 @@ import { checkHost, stripBrackets } from "./address.ts";
 import { joinHostPort } from "./endpoint.ts";
 import { escapeControlChars } from "./escape_control_chars.ts";
 import { withoutOsError } from "./os_error.ts";
+import { formatSeconds } from "./units.ts";
 
 /** What went wrong, for callers that react differently to each. */
 export type ConnectFailure =
@@ -60,22 +61,6 @@ export class ConnectError extends Error {
     this.kind = kind;
     this.target = target;
   }
-}
-
-/**
- * Formats a duration in ms as the toolkit prints it: `2 s`, `0.5 s`.
- *
- * @example
- * ```ts
- * import { assertEquals } from "@std/assert";
- * import { formatSeconds } from "./connect_error.ts";
- *
- * assertEquals(formatSeconds(1500), "1.5 s");
- * assertEquals(formatSeconds(2000), "2 s");
- * ```
- */
-export function formatSeconds(ms: number): string {
-  return `${Number((ms / 1000).toFixed(3))} s`;
 }
 
 /** A host checked by {@linkcode checkConnectHost}. */

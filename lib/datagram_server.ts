@@ -13,12 +13,8 @@
 
 import type { AccessPolicy } from "./access.ts";
 import { bindDatagram, type Binding } from "./bind.ts";
-import {
-  LoopGuard,
-  loopRate,
-  sourceKey,
-  SourceRateLimiter,
-} from "./datagram_guard.ts";
+import { LoopGuard, loopRate, SourceRateLimiter } from "./datagram_guard.ts";
+import { sourceKey } from "./source_key.ts";
 import { formatAddr } from "./endpoint.ts";
 import { escapeControlChars } from "./escape_control_chars.ts";
 import { closeQuietly } from "./io.ts";

@@ -12,30 +12,10 @@
 import { escapeControlChars } from "./escape_control_chars.ts";
 import { notePermission, permissionHint } from "./main.ts";
 import { withoutOsError } from "./os_error.ts";
+import { formatBytes } from "./units.ts";
 
 /** The most {@linkcode readSmallFile} reads by default: 1 MiB. */
 export const MAX_SMALL_FILE_BYTES = 1024 * 1024;
-
-/**
- * Formats a byte count as the toolkit prints limits: `512 bytes`,
- * `64 KiB`, `1 MiB`, `1.5 MiB`.
- *
- * @example
- * ```ts
- * import { assertEquals } from "@std/assert";
- * import { formatBytes } from "./files.ts";
- *
- * assertEquals(formatBytes(64 * 1024), "64 KiB");
- * assertEquals(formatBytes(1.5 * 1024 * 1024), "1.5 MiB");
- * assertEquals(formatBytes(100), "100 bytes");
- * ```
- */
-export function formatBytes(bytes: number): string {
-  for (const [unit, size] of [["MiB", 1024 * 1024], ["KiB", 1024]] as const) {
-    if (bytes >= size) return `${Number((bytes / size).toFixed(2))} ${unit}`;
-  }
-  return `${bytes} bytes`;
-}
 
 /** Why {@linkcode readSmallFile} refused or failed. */
 export type FileReadFailure =

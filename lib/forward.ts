@@ -9,7 +9,8 @@
  */
 
 import type { ConnectionContext } from "./server_options.ts";
-import { describeConnectFailure, formatSeconds } from "./connect_error.ts";
+import { describeConnectFailure } from "./connect_error.ts";
+import { formatSeconds } from "./units.ts";
 import { dialHost } from "./dial.ts";
 import { type Endpoint, formatAddr } from "./endpoint.ts";
 import { writeAll } from "./io.ts";

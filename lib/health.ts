@@ -11,7 +11,8 @@
  * @module
  */
 
-import { describeConnectFailure, formatSeconds } from "./connect_error.ts";
+import { describeConnectFailure } from "./connect_error.ts";
+import { formatSeconds } from "./units.ts";
 import { closeQuietly, writeAll } from "./io.ts";
 import type { SpliceConn } from "./splice.ts";
 import { failureReason, type PoolTarget, type TargetPool } from "./targets.ts";

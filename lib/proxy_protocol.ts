@@ -31,7 +31,7 @@
  */
 
 import { parseIPv4, parseIPv6, unmapIPv4 } from "./address.ts";
-import { formatSeconds } from "./connect_error.ts";
+import { formatSeconds } from "./units.ts";
 import { crc32c } from "./crc32c.ts";
 import { escapeControlChars } from "./escape_control_chars.ts";
 import { type ByteReader, readExactInto, UnexpectedEofError } from "./io.ts";

@@ -35,7 +35,8 @@ import {
   type Server,
   type ServerOptions,
 } from "./server_options.ts";
-import { formatBytes, MAX_SMALL_FILE_BYTES } from "./files.ts";
+import { MAX_SMALL_FILE_BYTES } from "./files.ts";
+import { formatBytes } from "./units.ts";
 import { LOOP_ROUNDS, LOOP_THINK_MS } from "./datagram_guard.ts";
 import {
   INETD_BASE,

@@ -14,6 +14,7 @@ import { unmapIPv4 } from "./address.ts";
 import { type DepartureWatch, watchDeparture } from "./departure.ts";
 import { writeAll } from "./io.ts";
 import type { Log } from "./log.ts";
+import { withoutOsError } from "./os_error.ts";
 import { notePermission, permissionHint } from "./main.ts";
 import type { ConnectionContext } from "./server_options.ts";
 import { checkLinesPerSecond, StderrLines } from "./stderr_lines.ts";
@@ -164,7 +165,7 @@ export function checkProgram(
     }
     throw new ProgramError(
       program,
-      `${path}: ${(error as Error).message.replace(/ \(os error \d+\)$/, "")}`,
+      `${path}: ${withoutOsError((error as Error).message)}`,
     );
   }
   if (!info.isFile) {
@@ -654,8 +655,8 @@ class Session {
 }
 
 function describe(error: unknown): string {
-  return (error as Error).message?.replace(/ \(os error \d+\)$/, "") ??
-    String(error);
+  const message = (error as Error)?.message;
+  return message === undefined ? String(error) : withoutOsError(message);
 }
 
 /**

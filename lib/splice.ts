@@ -8,6 +8,7 @@
 
 import { type DepartureWatch, watchDeparture } from "./departure.ts";
 import type { ByteReader, ByteWriter } from "./io.ts";
+import { withoutOsError } from "./os_error.ts";
 
 // For users of this module (the `./splice` export): the types its
 // functions take.
@@ -112,7 +113,7 @@ function describeFailure(side: Side, error: unknown, writing: boolean): string {
     return `${side} dead (keepalive probes unanswered)`;
   }
   const message = error instanceof Error ? error.message : String(error);
-  return `${side}: ${message.split("\n")[0].replace(/ \(os error \d+\)$/, "")}`;
+  return `${side}: ${withoutOsError(message.split("\n")[0])}`;
 }
 
 /**

@@ -31,8 +31,8 @@ import {
   classifyConnectFailure,
   ConnectError,
   DialTimeoutError,
-  formatSeconds,
 } from "./connect_error.ts";
+import { formatSeconds } from "./units.ts";
 import { type Endpoint, formatEndpoint } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
 

@@ -17,20 +17,17 @@
  */
 
 import { unmapIPv4 } from "./address.ts";
-import { formatSeconds } from "./connect_error.ts";
+import { formatSeconds } from "./units.ts";
 import { resolveHost } from "./dial.ts";
 import { formatAddr, joinHostPort } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
 import type { AccessPolicy } from "./access.ts";
 import { ListenError } from "./bind.ts";
-import {
-  LoopGuard,
-  loopRate,
-  sourceKey,
-  SourceRateLimiter,
-} from "./datagram_guard.ts";
+import { LoopGuard, loopRate, SourceRateLimiter } from "./datagram_guard.ts";
+import { sourceKey } from "./source_key.ts";
 import { DEFAULT_UDP_RATE, type Server } from "./server_options.ts";
 import type { TargetPool } from "./targets.ts";
+import { withoutOsError } from "./os_error.ts";
 
 /** How long an idle UDP session lives unless told otherwise, in ms. */
 export const DEFAULT_UDP_SESSION_TIMEOUT_MS = 30_000;
@@ -228,7 +225,7 @@ class DatagramForwarder implements Server {
         error instanceof Deno.errors.AddrInUse
           ? `address ${address} is already in use`
           : `cannot listen on ${address}: ${
-            (error as Error).message.replace(/ \(os error \d+\)$/, "")
+            withoutOsError((error as Error).message)
           }`,
         address,
         error,

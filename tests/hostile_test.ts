@@ -26,9 +26,9 @@ import {
   MAX_LOOP_HOSTS_PER_PORT,
   MAX_LOOP_PEERS,
   MAX_RATE_SOURCES,
-  sourceKey,
   SourceRateLimiter,
 } from "../lib/datagram_guard.ts";
+import { sourceKey } from "../lib/source_key.ts";
 import {
   assertUsageError,
   closing,
