@@ -46,7 +46,13 @@ import process from "node:process";
 import { Duplex } from "node:stream";
 import { type SecureContext, TLSSocket } from "node:tls";
 import { carriedOver } from "./departure.ts";
-import { closeQuietly, connReadable, connWritable } from "./io.ts";
+import { closeQuietly } from "./io.ts";
+import {
+  CLOSE_NOTIFY_WAIT_MS,
+  sendThen,
+  TLS_HIGH_WATER,
+  TlsConnStreams,
+} from "./tls_conn.ts";
 import { legacyHelloAlert } from "./tls_hello.ts";
 import {
   type ClientCertRequest,
@@ -54,13 +60,6 @@ import {
 } from "./tls12_client_cert.ts";
 import type { TlsConnInfo, TlsHandshakeFacts } from "./tls_peer.ts";
 
-/**
- * Decrypted bytes a connection holds unread before it stops reading its
- * socket; bytes it queues behind the write on its way before `write` waits.
- */
-const HIGH_WATER = 64 * 1024;
-/** How long `close()` lets data owed, then close_notify, drain. */
-const CLOSE_NOTIFY_WAIT_MS = 1000;
 /** Largest read (and decrypted chunk) handed over at once. */
 const BUFFER_SIZE = 64 * 1024;
 /** A read into a buffer this large gets its bytes from the engine directly. */
@@ -501,7 +500,8 @@ interface Waiter {
  * chain gets handshake_failure or unknown_ca (`tls12_client_cert.ts`), a
  * TLS 1.3 one without one the engine's certificate_required.
  */
-export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
+export class NativeTlsConn extends TlsConnStreams
+  implements Deno.TlsConn, TlsConnInfo {
   /** Our address. */
   readonly localAddr: Deno.NetAddr;
   /** The peer's address. */
@@ -517,7 +517,6 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
   /** With client certificates: TLS 1.2's refusals, before the engine. */
   #gate?: Tls12ClientCertGate;
   #secure = false;
-  #closed = false;
   #destroyed = false;
   #ended = false;
   #error?: Error;
@@ -548,8 +547,6 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
       }
     },
   };
-  #readable?: ReadableStream<Uint8Array<ArrayBuffer>>;
-  #writable?: WritableStream<Uint8Array<ArrayBufferLike>>;
 
   /**
    * Starts TLS over `raw` (which this now owns), or returns `undefined`
@@ -597,6 +594,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
     tcp: Handle,
     tls: Handle,
   ) {
+    super();
     this.#raw = raw;
     // A zero-byte write must reach the socket to find a reset there.
     carriedOver(this, raw);
@@ -753,16 +751,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
   #refuse(alert: Uint8Array, error: Error): void {
     this.#tcp.readStop();
     this.#reading = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    Promise.race([
-      this.#raw.write(alert),
-      new Promise((resolve) =>
-        timer = setTimeout(resolve, CLOSE_NOTIFY_WAIT_MS)
-      ),
-    ]).catch(() => {}).finally(() => {
-      clearTimeout(timer);
-      this.#settle?.reject(error);
-    });
+    sendThen(this.#raw, alert, () => this.#settle?.reject(error));
   }
 
   #onSecure(): void {
@@ -785,7 +774,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
     const rt = this.#rt;
     const n = rt.state[rt.kReadBytesOrError];
     if (n > 0) {
-      if (this.#closed) return;
+      if (this.closed) return;
       if (this.#direct && buffer === undefined) {
         // Already in the reader's buffer (the engine never hands over more
         // than the buffer holds); what follows goes to the shared one.
@@ -826,7 +815,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
    * Whether to read the socket, after `delivered` bytes went to the reads
    * (0: a read is asking): while a read waits, and after small pieces
    * (a conversation: the next comes after our answer, and holding it costs
-   * little) until HIGH_WATER is held; after a large one, only once asked
+   * little) until TLS_HIGH_WATER is held; after a large one, only once asked
    * again, as `Deno.Conn` reads: bulk bytes stay in the kernel until a
    * read wants them (then they are decrypted straight into its buffer, not
    * held and copied twice), and a client whose bytes nobody reads is held
@@ -835,7 +824,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
   #readIfWanted(delivered = 0): void {
     const wanted = !this.#ended && !this.#error && !this.#destroyed &&
       (this.#readers.length > 0 ||
-        (delivered < DIRECT_READ_MIN && this.#held < HIGH_WATER));
+        (delivered < DIRECT_READ_MIN && this.#held < TLS_HIGH_WATER));
     if (wanted === this.#reading) return;
     this.#reading = wanted;
     if (wanted) this.#tcp.readStart();
@@ -854,7 +843,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
   /** At the end, an error or close(): every waiting read learns it. */
   #wakeReader(): void {
     for (let reader; (reader = this.#takeReader());) {
-      if (this.#closed) {
+      if (this.closed) {
         reader.reject(new Deno.errors.BadResource("connection closed"));
       } else if (this.#error) reader.reject(this.#error);
       else reader.resolve(null);
@@ -933,7 +922,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
 
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */
   read(p: Uint8Array): Promise<number | null> {
-    if (this.#closed) {
+    if (this.closed) {
       return Promise.reject(new Deno.errors.BadResource("connection closed"));
     }
     if (this.#chunks.length > 0) {
@@ -967,7 +956,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
    * once they go out).
    */
   write(p: Uint8Array): Promise<number> {
-    if (this.#closed) {
+    if (this.closed) {
       return Promise.reject(new Deno.errors.BadResource("connection closed"));
     }
     if (this.#error) return Promise.reject(this.#error);
@@ -985,7 +974,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
     }
     this.#queue.push(p.slice());
     this.#queued += n;
-    if (this.#queued <= HIGH_WATER) return Promise.resolve(n);
+    if (this.#queued <= TLS_HIGH_WATER) return Promise.resolve(n);
     return new Promise((resolve, reject) =>
       this.#waiters.push({ resolve: () => resolve(n), reject })
     );
@@ -993,19 +982,19 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
 
   /** Sends close_notify once all is written, then shuts down the TCP write side. */
   async closeWrite(): Promise<void> {
-    if (this.#closed) throw new Deno.errors.BadResource("connection closed");
+    if (this.closed) throw new Deno.errors.BadResource("connection closed");
     if (this.#shutdown) return;
     await this.#handshake;
     await this.#whenIdle();
-    if (this.#closed || this.#shutdown || this.#error) return;
+    if (this.closed || this.#shutdown || this.#error) return;
     this.#shutdown = true;
     this.#tls.shutdown({ oncomplete() {} });
   }
 
   /** Closes the socket at once, without close_notify (see `TlsConnInfo`). */
   abort(alert?: Uint8Array): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.closed) return;
+    this.closed = true;
     this.#wakeReader();
     const closed = new Deno.errors.BadResource("connection closed");
     for (const waiter of this.#waiters.splice(0)) waiter.reject(closed);
@@ -1019,16 +1008,7 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
     // The engine stopped; the alert goes out as it is, then the cut.
     this.#tcp.readStop();
     this.#reading = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    Promise.race([
-      this.#raw.write(alert),
-      new Promise((resolve) =>
-        timer = setTimeout(resolve, CLOSE_NOTIFY_WAIT_MS)
-      ),
-    ]).catch(() => {}).finally(() => {
-      clearTimeout(timer);
-      this.#destroy();
-    });
+    sendThen(this.#raw, alert, () => this.#destroy());
   }
 
   /**
@@ -1038,8 +1018,8 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
    * and for a peer still in its handshake, closes the socket at once.
    */
   close(): void {
-    if (this.#closed) throw new Deno.errors.BadResource("connection closed");
-    this.#closed = true;
+    if (this.closed) throw new Deno.errors.BadResource("connection closed");
+    this.closed = true;
     this.#wakeReader();
     const closed = new Deno.errors.BadResource("connection closed");
     for (const waiter of this.#waiters.splice(0)) waiter.reject(closed);
@@ -1097,21 +1077,6 @@ export class NativeTlsConn implements Deno.TlsConn, TlsConnInfo {
   /** Lets the event loop finish while this is open. */
   unref(): void {
     this.#tcp.unref();
-  }
-
-  /** The decrypted bytes as a stream. */
-  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
-    return this.#readable ??= connReadable(this, () => this.#closed);
-  }
-
-  /** A stream that encrypts and sends what is written to it. */
-  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
-    return this.#writable ??= connWritable(this, () => this.#closed);
-  }
-
-  /** Closes, unless already closed. */
-  [Symbol.dispose](): void {
-    if (!this.#closed) this.close();
   }
 }
 

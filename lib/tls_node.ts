@@ -24,7 +24,13 @@ import {
   TLSSocket,
 } from "node:tls";
 import { carriedOver } from "./departure.ts";
-import { connReadable, connWritable, writeAll } from "./io.ts";
+import { writeAll } from "./io.ts";
+import {
+  CLOSE_NOTIFY_WAIT_MS,
+  sendThen,
+  TLS_HIGH_WATER,
+  TlsConnStreams,
+} from "./tls_conn.ts";
 import { handshakeAlert } from "./tls_hello.ts";
 import { engineFacts, NativeTlsConn } from "./tls_native.ts";
 import type { TlsCertificate, TlsServerFiles } from "./tls.ts";
@@ -35,11 +41,8 @@ import {
 import type { TlsConnInfo, TlsHandshakeFacts } from "./tls_peer.ts";
 import type { TlsEngine } from "./tls_engine.ts";
 
-const HIGH_WATER = 64 * 1024;
 /** How much of a client's first bytes is kept to read its ClientHello. */
 const MAX_HELLO_BYTES = 16 * 1024;
-/** How long `close()` lets a close_notify (and data before it) drain. */
-const CLOSE_NOTIFY_WAIT_MS = 1000;
 
 /** What {@linkcode duplexOf} asks of the TLS connection it carries. */
 interface DuplexHooks {
@@ -66,7 +69,7 @@ interface DuplexHooks {
 
 /** A Deno.Conn as a node Duplex, so `node:tls` can run over it. */
 function duplexOf(conn: Deno.Conn, hooks: DuplexHooks): Duplex {
-  const buffer = new Uint8Array(HIGH_WATER);
+  const buffer = new Uint8Array(TLS_HIGH_WATER);
   let closed = false;
   const close = () => {
     if (closed) return;
@@ -89,7 +92,7 @@ function duplexOf(conn: Deno.Conn, hooks: DuplexHooks): Duplex {
           const chunk = hooks.onRead(buffer.slice(0, n));
           if (chunk === undefined) return;
           // Held back: read on, or `node:tls` would never ask again.
-          if (chunk.byteLength === 0) return this._read(HIGH_WATER);
+          if (chunk.byteLength === 0) return this._read(TLS_HIGH_WATER);
           this.push(chunk);
         },
         (error) => this.destroy(closed ? undefined : error),
@@ -243,7 +246,8 @@ export type TlsSide =
  * await conn.handshake();
  * ```
  */
-export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
+export class NodeTlsConn extends TlsConnStreams
+  implements Deno.TlsConn, TlsConnInfo {
   /** Our address. */
   readonly localAddr: Deno.NetAddr;
   /** The peer's address. */
@@ -259,17 +263,15 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
   #resumeReading?: () => void;
   #ended = false;
   #error?: Error;
-  #closed = false;
   #secure = false;
   /** Server side: the client's first bytes (its ClientHello), until secure. */
   #hello?: Uint8Array;
   /** Server side: the alert owed to a client refused during the handshake. */
   #alert?: Uint8Array;
-  #readable?: ReadableStream<Uint8Array<ArrayBuffer>>;
-  #writable?: WritableStream<Uint8Array<ArrayBufferLike>>;
 
   /** Starts TLS over `raw` (which this now owns). */
   constructor(raw: Deno.Conn, side: TlsSide) {
+    super();
     this.#raw = raw;
     // A zero-byte write must reach the socket to find a reset there.
     carriedOver(this, raw);
@@ -373,26 +375,19 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
       const alert = this.#alert;
       this.#hello = undefined;
       if (!alert) return close();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      Promise.race([
-        this.#raw.write(alert),
-        new Promise((resolve) =>
-          timer = setTimeout(resolve, CLOSE_NOTIFY_WAIT_MS)
-        ),
-      ]).catch(() => {}).finally(() => {
-        clearTimeout(timer);
-        close();
-      });
+      sendThen(this.#raw, alert, close);
     }, 0);
   }
 
   /**
    * Resolves when the socket may be read: at once, unless the handler has
-   * left HIGH_WATER bytes unread (then it waits until they are read, so a
+   * left TLS_HIGH_WATER bytes unread (then it waits until they are read, so a
    * client that writes and never reads stalls instead of filling memory).
    */
   #readGate(): Promise<void> {
-    if (this.#buffered < HIGH_WATER || this.#closed) return Promise.resolve();
+    if (this.#buffered < TLS_HIGH_WATER || this.closed) {
+      return Promise.resolve();
+    }
     return new Promise((resolve) => this.#resumeReading = resolve);
   }
 
@@ -421,7 +416,7 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */
   async read(p: Uint8Array): Promise<number | null> {
     while (this.#chunks.length === 0) {
-      if (this.#closed) throw new Deno.errors.BadResource("connection closed");
+      if (this.closed) throw new Deno.errors.BadResource("connection closed");
       if (this.#error) throw this.#error;
       if (this.#ended) return null;
       await new Promise<void>((resolve) => this.#waiters.add(resolve));
@@ -432,7 +427,7 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
     if (n === chunk.byteLength) this.#chunks.shift();
     else this.#chunks[0] = chunk.subarray(n);
     this.#buffered -= n;
-    if (this.#buffered < HIGH_WATER / 2 && this.#resumeReading) {
+    if (this.#buffered < TLS_HIGH_WATER / 2 && this.#resumeReading) {
       const resume = this.#resumeReading;
       this.#resumeReading = undefined;
       resume();
@@ -442,7 +437,7 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
 
   /** Encrypts and sends `p`; resolves once it is handed to the socket. */
   write(p: Uint8Array): Promise<number> {
-    if (this.#closed) {
+    if (this.closed) {
       return Promise.reject(new Deno.errors.BadResource("connection closed"));
     }
     if (this.#error) return Promise.reject(this.#error);
@@ -460,7 +455,7 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
 
   /** Sends close_notify and shuts down the write side; reading goes on. */
   closeWrite(): Promise<void> {
-    if (this.#closed) {
+    if (this.closed) {
       return Promise.reject(new Deno.errors.BadResource("connection closed"));
     }
     return new Promise<void>((resolve) => {
@@ -470,8 +465,8 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
 
   /** Closes the socket at once, without close_notify (see `TlsConnInfo`). */
   abort(alert?: Uint8Array): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.closed) return;
+    this.closed = true;
     this.#failWrites(new Deno.errors.BadResource("connection closed"));
     this.#wake();
     this.#resumeReading?.();
@@ -482,14 +477,7 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
     }
     // The TLS socket stops; the alert goes out as it is, then the cut.
     this.#socket.pause();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    Promise.race([
-      this.#raw.write(alert),
-      new Promise((resolve) =>
-        timer = setTimeout(resolve, CLOSE_NOTIFY_WAIT_MS)
-      ),
-    ]).catch(() => {}).finally(() => {
-      clearTimeout(timer);
+    sendThen(this.#raw, alert, () => {
       this.#socket.destroy();
       this.#duplex.destroy();
     });
@@ -502,8 +490,8 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
    * peer still in its handshake, closes the TCP socket at once.
    */
   close(): void {
-    if (this.#closed) throw new Deno.errors.BadResource("connection closed");
-    this.#closed = true;
+    if (this.closed) throw new Deno.errors.BadResource("connection closed");
+    this.closed = true;
     this.#failWrites(new Deno.errors.BadResource("connection closed"));
     this.#wake();
     this.#resumeReading?.();
@@ -533,20 +521,5 @@ export class NodeTlsConn implements Deno.TlsConn, TlsConnInfo {
   /** Lets the event loop finish while this is open. */
   unref(): void {
     this.#raw.unref();
-  }
-
-  /** The decrypted bytes as a stream. */
-  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
-    return this.#readable ??= connReadable(this, () => this.#closed);
-  }
-
-  /** A stream that encrypts and sends what is written to it. */
-  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
-    return this.#writable ??= connWritable(this, () => this.#closed);
-  }
-
-  /** Closes, unless already closed. */
-  [Symbol.dispose](): void {
-    if (!this.#closed) this.close();
   }
 }

@@ -451,6 +451,7 @@ const FLAGS = {
     "client-ca",
     "client-cert",
     "client-subject",
+    "tls-engine",
   ),
 };
 
