@@ -29,6 +29,14 @@ export interface Server extends AsyncDisposable {
   /** Resolves once the server has stopped and every connection is closed. */
   readonly finished: Promise<void>;
   /**
+   * Resolves once a shutdown has closed the server's socket for good (or
+   * at once when binding failed): its address may be bound again, while
+   * connections in flight may still go on. Closing is not done when
+   * `close()` returns: an `accept()` or `receive()` still pending holds
+   * the socket until it has ended, a turn of the event loop or more later.
+   */
+  readonly socketClosed: Promise<void>;
+  /**
    * Stops accepting, lets connections in flight finish within the grace
    * period (the server's, or `options.gracePeriodMs`), then closes the
    * rest; resolves like `finished`. `Infinity` waits for them however long

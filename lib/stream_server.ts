@@ -647,7 +647,12 @@ export class StreamServer extends BaseServer {
     this.#closeListener();
     clearTimeout(this.#backoffTimer);
     this.#wakeBackoff?.();
+    // The listener closes for real only once no accept is pending on it:
+    // a pending accept() holds the socket until it has been cancelled, a
+    // turn of the event loop or more after close(). Its rejection ends the
+    // loop (or the loop was between accepts, or left the listener open).
     await this.#acceptLoopDone;
+    this.socketClosedNow();
     if (this.#connections.size > 0) {
       this.log(
         Number.isFinite(gracePeriodMs)

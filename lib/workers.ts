@@ -345,6 +345,10 @@ export function serveGroup(
     addr: server.addr,
     ready: Promise.all([server.ready, group.ready]).then(() => {}),
     finished,
+    // A worker's listener is closed once that worker has finished.
+    socketClosed: Promise.all([server.socketClosed, group.finished]).then(
+      () => {},
+    ),
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };

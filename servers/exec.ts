@@ -334,6 +334,7 @@ export function serveExec(options: ExecOptions): Server {
     addr: server.addr,
     ready: server.ready,
     finished,
+    socketClosed: server.socketClosed,
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };
