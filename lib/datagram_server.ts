@@ -231,7 +231,10 @@ export class DatagramServer extends BaseServer {
       clearTimeout(graceTimer);
     }
     if (this.#socket) closeQuietly(this.#socket);
+    // A receive() still pending holds the socket until it has been
+    // cancelled: closed for real once the loop has seen that.
     await this.#loopDone;
+    this.socketClosedNow();
     const addr = this.addr;
     if ("path" in addr) {
       // Remove only the socket this server created: whatever replaced it

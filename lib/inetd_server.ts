@@ -24,6 +24,19 @@ import { reloadTlsFiles } from "./server_cli.ts";
 import type { Server } from "./server_options.ts";
 
 /**
+ * How long a reload goes on trying to bind a line whose address is in
+ * use, in ms, waiting 5 ms then twice as long each time. A removed line's
+ * socket is closed before the new lines start, but its port may stay
+ * taken a moment longer: a program started for a connection just before
+ * holds a copy of the listening socket from its fork until its exec has
+ * closed it (the server goes on as soon as the exec begins; on a busy
+ * machine the rest can take milliseconds), and another process may be
+ * letting the port go.
+ */
+export const RELOAD_BIND_RETRY_MS = 1000;
+const RELOAD_BIND_FIRST_WAIT_MS = 5;
+
+/**
  * Starts the server for one line; `all` is every line of the file being
  * started or reloaded (an internal UDP service must not answer the
  * others). Throws when it cannot bind.
@@ -59,10 +72,15 @@ export interface InetdConfServer extends Server {
    * Runs `services` instead: the removed lines stop listening (their
    * connections in flight go on until they end, as inetd's children do;
    * a shutdown then gives them the grace period), the
-   * new ones start, the unchanged ones are left alone (not rebound). Logs
-   * one line per change (`stopped listening on ...`, `listening on ...`,
-   * an `error:` line for a new one that cannot start, the others starting
-   * all the same), then `reloaded FILE: A added, R removed, U unchanged`.
+   * new ones start once those sockets are closed (so a port can move from
+   * one line to another), the unchanged ones are left alone (not
+   * rebound). A new line whose address is in use is tried again for
+   * {@linkcode RELOAD_BIND_RETRY_MS}. Logs one line per change (`stopped
+   * listening on ...`, `listening on ...`, an `error:` line for a new one
+   * that cannot start, the others starting all the same), then `reloaded
+   * FILE: A added, R removed, U unchanged`, with `, F failed` when lines
+   * could not start: they are not listening, and the next reload tries
+   * them again.
    */
   reload(services: readonly InetdService[]): Promise<void>;
 }
@@ -77,6 +95,14 @@ function serviceKey(s: InetdService): string {
     s.program ?? null,
     s.args,
   ]);
+}
+
+/** Whether `error`, or an error it was caused by, is an address in use. */
+function isAddrInUse(error: unknown): boolean {
+  for (let e = error; e instanceof Error; e = e.cause) {
+    if (e instanceof Deno.errors.AddrInUse) return true;
+  }
+  return false;
 }
 
 /**
@@ -139,6 +165,10 @@ export function serveInetdConf(
   /** Removed by a reload, their connections still going on. */
   const retiring = new Set<Server>();
   let closing = false;
+  let resolveSocketClosed!: () => void;
+  const socketClosed = new Promise<void>((resolve) =>
+    resolveSocketClosed = resolve
+  );
   let lastAddr: Deno.Addr = { transport: "tcp", hostname: "0.0.0.0", port: 0 };
 
   const start = (service: InetdService, all: readonly InetdService[]) => {
@@ -179,6 +209,10 @@ export function serveInetdConf(
   const shutdown = async () => {
     if (!closing) {
       closing = true;
+      const all = [...sockets().map(({ server }) => server), ...retiring];
+      Promise.all(all.map((server) => server.socketClosed)).then(
+        resolveSocketClosed,
+      );
       const stopping = sockets().map(({ server }) => server.shutdown());
       running.clear();
       // Retired ones get the grace period now, as the others do.
@@ -191,10 +225,45 @@ export function serveInetdConf(
     return finished;
   };
 
+  /**
+   * Starts a line added by a reload, trying again while its address is in
+   * use (for {@linkcode RELOAD_BIND_RETRY_MS}); `undefined` when a
+   * shutdown came meanwhile.
+   */
+  const startAdded = async (
+    service: InetdService,
+    all: readonly InetdService[],
+  ): Promise<Server | undefined> => {
+    for (let waitMs = RELOAD_BIND_FIRST_WAIT_MS, waitedMs = 0;; waitMs *= 2) {
+      if (closing) return undefined;
+      try {
+        const server = start(service, all);
+        await server.ready;
+        if (!closing) return server;
+        server.shutdown();
+        return undefined;
+      } catch (error) {
+        if (!isAddrInUse(error) || waitedMs >= RELOAD_BIND_RETRY_MS) {
+          throw error;
+        }
+        if (waitedMs === 0) {
+          log(
+            `${describeError(error)}; trying again for up to ${
+              RELOAD_BIND_RETRY_MS / 1000
+            } s`,
+          );
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+      waitedMs += waitMs;
+    }
+  };
+
   const reload = async (next: readonly InetdService[]) => {
     if (closing) return;
     const keys = new Map(next.map((s) => [serviceKey(s), s]));
-    let removed = 0, added = 0;
+    let removed = 0, added = 0, failed = 0;
+    const removedSockets: Promise<void>[] = [];
     for (const [key, { service, server }] of running) {
       if (keys.has(key)) continue;
       running.delete(key);
@@ -204,10 +273,13 @@ export function serveInetdConf(
       server.shutdown({ gracePeriodMs: Infinity }).finally(() =>
         retiring.delete(server)
       );
+      removedSockets.push(server.socketClosed);
     }
-    // Their listeners close a task from now: a line that now runs another
-    // program on the same port can bind it then.
-    if (removed > 0) await new Promise((resolve) => setTimeout(resolve, 0));
+    // A line that now runs something else on a removed line's port can
+    // bind it only once that socket is closed for real: not when close()
+    // returns, nor a timer tick later (an accept still pending holds it
+    // for as long as the event loop takes to cancel it).
+    await Promise.all(removedSockets);
     for (const [key, service] of keys) {
       const kept = running.get(key);
       if (kept) {
@@ -215,19 +287,24 @@ export function serveInetdConf(
         continue;
       }
       try {
-        const server = start(service, next);
-        await server.ready;
+        const server = await startAdded(service, next);
+        if (!server) return; // Shut down meanwhile: no reload line.
         running.set(key, { service, server });
         added++;
         log(listeningLine(server.addr, service.label));
       } catch (error) {
-        log(`error: ${describeError(error)}`);
+        failed++;
+        log(
+          `error: ${
+            describeError(error)
+          }; not listening (the next reload tries again)`,
+        );
       }
     }
     log(
       `reloaded ${file}: ${added} added, ${removed} removed, ${
         running.size - added
-      } unchanged`,
+      } unchanged${failed > 0 ? `, ${failed} failed` : ""}`,
     );
   };
 
@@ -242,6 +319,7 @@ export function serveInetdConf(
     },
     ready,
     finished,
+    socketClosed,
     shutdown,
     reload,
     [Symbol.asyncDispose]: shutdown,

@@ -118,6 +118,9 @@ export function combineServers(servers: Server[]): Server {
     addr: servers[0].addr,
     ready: Promise.all(servers.map((s) => s.ready)).then(() => {}),
     finished,
+    socketClosed: Promise.all(servers.map((s) => s.socketClosed)).then(
+      () => {},
+    ),
     shutdown,
     reloadTls: () =>
       Promise.all(servers.map((s) => s.reloadTls?.())).then((done) =>

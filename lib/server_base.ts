@@ -20,11 +20,13 @@ import {
 export abstract class BaseServer implements Server {
   readonly ready: Promise<void>;
   readonly finished: Promise<void>;
+  readonly socketClosed: Promise<void>;
   protected readonly log: Log;
   protected readonly prefix: string;
   protected readonly gracePeriodMs: number;
   protected closing = false;
   #resolveFinished!: () => void;
+  #resolveSocketClosed!: () => void;
   #shutdownStarted = false;
 
   constructor(options: ServerOptions, ready: Promise<void>) {
@@ -33,11 +35,15 @@ export abstract class BaseServer implements Server {
     this.prefix = options.label ? `${escapeControlChars(options.label)}: ` : "";
     this.gracePeriodMs = options.gracePeriodMs ?? DEFAULT_GRACE_MS;
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    this.socketClosed = new Promise((resolve) =>
+      this.#resolveSocketClosed = resolve
+    );
     this.ready = ready;
     // A rejected `ready` also settles `finished`; a caller that never awaits
     // `ready` must not crash on an unhandled rejection.
     ready.catch(() => {
       this.closing = true;
+      this.#resolveSocketClosed();
       this.#resolveFinished();
     });
     options.signal?.addEventListener("abort", () => this.shutdown(), {
@@ -49,9 +55,18 @@ export abstract class BaseServer implements Server {
 
   /**
    * Closes the socket and drains, giving connections in flight
-   * `gracePeriodMs` (maybe `Infinity`); resolves when all is closed.
+   * `gracePeriodMs` (maybe `Infinity`); resolves when all is closed. Calls
+   * {@linkcode BaseServer.socketClosedNow} once the socket is closed.
    */
   protected abstract stop(gracePeriodMs: number): Promise<void>;
+
+  /**
+   * For `stop()`: the socket is closed now, nothing pending on it any
+   * more (settles `socketClosed`, which `stop()` ending settles too).
+   */
+  protected socketClosedNow(): void {
+    this.#resolveSocketClosed();
+  }
 
   /**
    * A shutdown under way was asked again with a shorter grace period:
@@ -67,9 +82,10 @@ export abstract class BaseServer implements Server {
       this.#shutdownStarted = true;
       this.closing = true;
       this.#stopGraceMs = graceMs;
-      this.ready.then(() => this.stop(graceMs), () => {}).finally(() =>
-        this.#resolveFinished()
-      );
+      this.ready.then(() => this.stop(graceMs), () => {}).finally(() => {
+        this.#resolveSocketClosed();
+        this.#resolveFinished();
+      });
     } else if (graceMs < this.#stopGraceMs) {
       this.#stopGraceMs = graceMs;
       this.shortenGrace(graceMs);

@@ -3,7 +3,8 @@
  * (a name, a default port, a handler per kind of transport), the
  * {@linkcode ServerOptions} every server takes with their defaults, and the
  * {@linkcode Server} it returns, shaped like `Deno.serve`'s: `addr`,
- * `finished`, `shutdown()`, `[Symbol.asyncDispose]`. The servers themselves
+ * `finished`, `shutdown()`, `[Symbol.asyncDispose]`, and `socketClosed`
+ * for whoever binds the address again. The servers themselves
  * are in `stream_server.ts` and `datagram_server.ts`.
  *
  * @module
@@ -37,6 +38,17 @@ export interface Server extends AsyncDisposable {
   readonly ready: Promise<void>;
   /** Resolves once the server has stopped and every connection is closed. */
   readonly finished: Promise<void>;
+  /**
+   * Resolves once a shutdown has closed the server's socket for good (a
+   * Unix socket's file removed with it), or at once when binding failed:
+   * from then this process holds nothing of its address, while
+   * connections in flight may still go on. Closing is not done when
+   * `close()` returns: an `accept()` or `receive()` still pending holds
+   * the socket until it has ended, a turn of the event loop or more later.
+   * (A program this process started a moment before may still hold a copy
+   * until its exec has closed it: see `inetd_server.ts`.)
+   */
+  readonly socketClosed: Promise<void>;
   /**
    * Stops accepting, lets connections in flight finish within the grace
    * period (the server's, or `options.gracePeriodMs`), then closes the

@@ -493,7 +493,12 @@ export class StreamServer extends BaseServer {
 
   protected async stop(gracePeriodMs: number): Promise<void> {
     this.#closeListener();
+    // The listener closes for real only once no accept is pending on it:
+    // a pending accept() holds the socket until it has been cancelled, a
+    // turn of the event loop or more after close(). Its rejection ends the
+    // loop (or the loop was between accepts, or left the listener open).
     await this.#acceptLoop?.done;
+    this.socketClosedNow();
     await this.#connections.drain(gracePeriodMs);
     for (const log of Object.values(this.#refused)) log.flush();
     this.#handshakeFailed.flush();

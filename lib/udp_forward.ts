@@ -183,6 +183,7 @@ class DatagramForwarder implements Server {
   readonly addr: Deno.NetAddr;
   readonly ready: Promise<void> = Promise.resolve();
   readonly finished: Promise<void>;
+  readonly socketClosed: Promise<void>;
   readonly #socket: Deno.DatagramConn;
   readonly #options: DatagramForwardOptions;
   readonly #log: Log;
@@ -211,6 +212,7 @@ class DatagramForwarder implements Server {
   readonly #loopDone: Promise<void>;
   #closing = false;
   #resolveFinished!: () => void;
+  #resolveSocketClosed!: () => void;
   #stopping?: Promise<void>;
 
   constructor(options: DatagramForwardOptions) {
@@ -271,6 +273,9 @@ class DatagramForwarder implements Server {
     this.#refused = new FloodLog(this.#log, `${this.#prefix}refused`);
     this.#failed = new FloodLog(this.#log, `${this.#prefix}closed`);
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    this.socketClosed = new Promise((resolve) =>
+      this.#resolveSocketClosed = resolve
+    );
     // One timer for every session, as the stream servers' idle sweep.
     const tickMs = Math.max(10, Math.min(1000, this.#timeoutMs / 4));
     this.#sweep = setInterval(() => this.#expire(), tickMs);
@@ -515,7 +520,10 @@ class DatagramForwarder implements Server {
     } catch {
       // Already closed.
     }
+    // A receive() still pending holds the socket until it has been
+    // cancelled: closed for real once the loop has seen that.
     await this.#loopDone;
+    this.#resolveSocketClosed();
     // A datagram has no "in flight" to wait for: sessions end at once.
     for (const session of [...this.#sessions.values()]) {
       this.#close(session, "shutdown");

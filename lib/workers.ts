@@ -409,6 +409,10 @@ export function serveGroup(
     addr: server.addr,
     ready: Promise.all([server.ready, group.ready]).then(() => {}),
     finished,
+    // A worker's listener is closed once that worker has finished.
+    socketClosed: Promise.all([server.socketClosed, group.finished]).then(
+      () => {},
+    ),
     shutdown,
     // This thread first: its outcome (the files read, checked) is the
     // one logged; the workers read the same files.

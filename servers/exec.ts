@@ -437,6 +437,7 @@ export function serveExec(options: ExecOptions): Server {
     addr: server.addr,
     ready: server.ready,
     finished,
+    socketClosed: server.socketClosed,
     shutdown,
     reloadTls: () => server.reloadTls?.() ?? Promise.resolve(false),
     [Symbol.asyncDispose]: shutdown,

@@ -116,7 +116,13 @@
  * on until they end, as inetd's children do; SIGTERM then gives them
  * `--grace` seconds, as it gives every connection), the unchanged ones keep
  * their socket; then `reloaded FILE: A added, R removed, U unchanged`. A
- * wrong file is one `error: FILE:LINE: ...; keeping the running
+ * line that takes over a removed line's port binds it once the old socket
+ * is closed. An added line whose address is in use (a program started
+ * just before the reload holds a copy of the old socket until its exec
+ * has closed it) is tried again for up to a second (`FILE:LINE: ...;
+ * trying again for up to 1 s`), then is one `error: FILE:LINE: ...; not
+ * listening (the next reload tries again)` line, and counted: `reloaded
+ * FILE: 0 added, 0 removed, 2 unchanged, 1 failed`. A wrong file is one `error: FILE:LINE: ...; keeping the running
  * configuration` log line, and what ran goes on running.
  *
  * `--tls --cert FILE --key FILE` (with `--allow-read` for both) serves the
@@ -157,7 +163,11 @@ import type {
   InetdService,
   InternalServiceName,
 } from "../lib/inetd_conf.ts";
-import { runInetdConf, type StartInetdLine } from "../lib/inetd_server.ts";
+import {
+  RELOAD_BIND_RETRY_MS,
+  runInetdConf,
+  type StartInetdLine,
+} from "../lib/inetd_server.ts";
 import { serveExec } from "./exec.ts";
 
 export type {
@@ -455,6 +465,7 @@ const FLAGS = {
   ),
 };
 
+const RETRY_S = RELOAD_BIND_RETRY_MS / 1000;
 const USAGE = `usage: inetd.ts [options]
 
 Runs echo, discard, daytime, qotd, chargen and time on TCP and UDP at once,
@@ -478,7 +489,9 @@ and --allow-sys=uid,gid,userInfo:
 
 SIGHUP reads the file again: added lines start, removed ones stop
 listening, unchanged ones keep their socket; a wrong file is logged and
-the running services go on.
+the running services go on. An added line whose address is in use is
+tried again for up to ${RETRY_S} s, then logged and counted as failed (not
+listening; the next SIGHUP tries again).
 
 --tls serves the TCP services (and --conf's tcp lines) over TLS, UDP
 staying plain; SIGHUP reads --cert, --key and --client-ca again too (with

@@ -190,6 +190,7 @@ export async function startKeepAliveDemo(
     addr: server.addr,
     ready: server.ready,
     finished: server.finished.then(() => clientDone),
+    socketClosed: server.socketClosed,
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };

@@ -569,6 +569,108 @@ Deno.test("inetd.ts --conf on SIGHUP starts an added service and leaves the unch
   );
 });
 
+/** A client that sends a line and reads to EOF, whatever comes of it. */
+async function tryExchange(port: number): Promise<void> {
+  try {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const reading = readToEof(conn).catch(() => {});
+    await writeAll(conn, new TextEncoder().encode("racing\n")).catch(() => {});
+    await conn.closeWrite().catch(() => {});
+    await reading;
+  } catch {
+    // Refused: between the old listener and the new one.
+  }
+}
+
+Deno.test("inetd.ts --conf on SIGHUP moves a port between a program and an internal service, 100 times under traffic: every reload ends listening there, answering as the file says", async () => {
+  // A removed line's port is not free when its listener's close() returns:
+  // an accept still pending holds the socket until the event loop has
+  // cancelled it, and a program spawned for a connection just before holds
+  // a copy until its exec has closed it. Clients connecting as each SIGHUP
+  // goes out make the second likely: the reload must wait for the socket,
+  // try the bind again, and count only what listens.
+  const port = freePort();
+  const daytime =
+    `127.0.0.1:${port} stream tcp nowait nobody internal daytime\n`;
+  await using conf = new ConfFile(catLine(port));
+  await using server = await startConf(conf, ["/bin/cat"], 1);
+  for (let reload = 1; reload <= 100; reload++) {
+    const toCat = reload % 2 === 0;
+    conf.write(toCat ? catLine(port) : daytime);
+    const racing = [1, 2, 3].map(() => tryExchange(port));
+    const line = await server.hangUp();
+    const errors = server.proc.stderrLines.filter((l) => l.startsWith("error"));
+    assertEquals(
+      [line, errors],
+      [`reloaded ${conf.path}: 1 added, 1 removed, 0 unchanged`, []],
+      `reload ${reload}`,
+    );
+    const answer = decode(await exchange(port, "ping\n"));
+    if (toCat) assertEquals(answer, "ping\n", `reload ${reload}`);
+    else assertMatch(answer, CTIME, `reload ${reload}`);
+    await Promise.all(racing);
+  }
+});
+
+Deno.test("inetd.ts --conf on SIGHUP tries an added line's taken port again until it is free; one that stays taken is an error line, counted, and the next SIGHUP starts it", async () => {
+  const [echo, cat] = [freePort(), freePort()];
+  await using conf = new ConfFile(echoLine(echo));
+  await using server = await startConf(conf, ["/bin/cat"], 1);
+  const { proc } = server;
+  const reloads = () =>
+    proc.stderrLines.filter((l) => l.startsWith("reloaded "));
+  const taken = `address 127.0.0.1:${cat} is already in use`;
+
+  // Taken when the reload binds it, freed a moment later (as a program
+  // forked just before frees its copy): the reload waits for it.
+  let holder = Deno.listen({ hostname: "127.0.0.1", port: cat });
+  conf.write(echoLine(echo) + catLine(cat));
+  const reloaded = server.hangUp();
+  await proc.until(
+    () =>
+      reloads().length > 0 ||
+      proc.stderrLines.includes(
+        `${conf.path}:2: ${cat}/tcp: ${taken}; trying again for up to 1 s`,
+      ),
+    "the reload to try the taken port again",
+  );
+  holder.close();
+  assertEquals(
+    await reloaded,
+    `reloaded ${conf.path}: 1 added, 0 removed, 1 unchanged`,
+  );
+  assertEquals(decode(await exchange(cat, "waited\n")), "waited\n");
+
+  // Taken for good: one error line, counted, not listening.
+  conf.write(echoLine(echo));
+  assertEquals(
+    await server.hangUp(),
+    `reloaded ${conf.path}: 0 added, 1 removed, 1 unchanged`,
+  );
+  holder = Deno.listen({ hostname: "127.0.0.1", port: cat });
+  try {
+    conf.write(echoLine(echo) + catLine(cat));
+    assertEquals(
+      await server.hangUp(),
+      `reloaded ${conf.path}: 0 added, 0 removed, 1 unchanged, 1 failed`,
+    );
+    assertEquals(
+      proc.stderrLines.filter((l) => l.startsWith("error: ")),
+      [
+        `error: ${conf.path}:2: ${cat}/tcp: ${taken}; not listening (the next reload tries again)`,
+      ],
+    );
+  } finally {
+    holder.close();
+  }
+  // Freed: the next SIGHUP starts it, as added.
+  assertEquals(
+    await server.hangUp(),
+    `reloaded ${conf.path}: 1 added, 0 removed, 1 unchanged`,
+  );
+  assertEquals(decode(await exchange(cat, "later\n")), "later\n");
+});
+
 Deno.test("inetd.ts --conf on SIGHUP stops a removed service; its connection in flight completes, past --grace", async () => {
   const [echo, cat] = [freePort(), freePort()];
   await using conf = new ConfFile(echoLine(echo) + catLine(cat));
