@@ -48,6 +48,42 @@ export async function receiveOrNull(
 }
 
 /**
+ * Counts the datagrams `socket` receives until `windowMs` has passed since
+ * the call, or `most` have come: a total window, not a silence between
+ * replies (a reply a loaded machine delays is still counted).
+ */
+export async function countReplies(
+  socket: Deno.DatagramConn,
+  windowMs: number,
+  most = Infinity,
+): Promise<number> {
+  return (await timeReplies(socket, windowMs, most)).count;
+}
+
+/**
+ * {@linkcode countReplies}, and when the last reply came
+ * (`performance.now()`; the call's start when none came): the end of the
+ * time a rate limit had to refill in.
+ */
+export async function timeReplies(
+  socket: Deno.DatagramConn,
+  windowMs: number,
+  most = Infinity,
+): Promise<{ count: number; lastAt: number }> {
+  const started = performance.now();
+  const deadline = started + windowMs;
+  let count = 0;
+  let lastAt = started;
+  while (count < most) {
+    const left = deadline - performance.now();
+    if (left <= 0 || !(await receiveOrNull(socket, left))) break;
+    count++;
+    lastAt = performance.now();
+  }
+  return { count, lastAt };
+}
+
+/**
  * Sends `payload` to `port` and returns the reply, or `null` when none came
  * within the timeout. The socket is closed afterwards.
  */
