@@ -563,6 +563,7 @@ Deno.test("exec.ts holds 64 programs at once by default and refuses the 65th at 
 
 Deno.test("exec.ts --rate N closes the excess from one address at once, one log line for the burst", async () => {
   await using server = await startExec(["cat"], ["--rate", "2"]);
+  const started = performance.now();
   const conns = await Promise.all(
     Array.from(
       { length: 8 },
@@ -570,20 +571,32 @@ Deno.test("exec.ts --rate N closes the excess from one address at once, one log 
     ),
   );
   try {
-    const closed = await Promise.all(conns.map((c) => closedWithin(c, 500)));
+    // A refused connection is closed at once; a served one (cat) stays
+    // open: 3 s tells them apart however slow the machine is.
+    const closed = await Promise.all(conns.map((c) => closedWithin(c, 3000)));
     const refused = closed.filter(Boolean).length;
-    // 2 at once, then one each 0.5 s: 2 or 3 served however slow we are.
-    assertGreaterOrEqual(refused, 5);
-    assertLessOrEqual(refused, 6);
+    const served = 8 - refused;
+    await server.proc.until(
+      () =>
+        server.proc.stderrLines.filter((l) => l.startsWith("accepted"))
+          .length === served,
+      `${served} accepted lines`,
+    );
+    // 2 at once, then one each 0.5 s of the time the 8 took to be judged
+    // (a loaded machine stretches it; served is known once all were).
+    const seconds = (performance.now() - started) / 1000 - 3;
+    assertGreaterOrEqual(served, 2);
+    assertLessOrEqual(served, 2 + Math.ceil(Math.max(seconds, 0) * 2) + 1);
+    // One full line for the burst, the rest counted in it.
     const lines = server.proc.stderrLines.filter((l) => l.includes("--rate"));
-    assertEquals(lines.length, 1, server.proc.stderr);
     assertMatch(
-      lines[0],
+      lines[0] ?? "",
       /^refused 127\.0\.0\.1:\d+: over 2 new connections\/s from 127\.0\.0\.1 \(--rate\)$/,
     );
     assertEquals(
-      server.proc.stderrLines.filter((l) => l.startsWith("accepted")).length,
-      8 - refused,
+      lines.filter((l) => l.startsWith("refused 127.")).length,
+      1,
+      server.proc.stderr,
     );
   } finally {
     for (const conn of conns) conn.close();
