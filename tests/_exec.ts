@@ -7,7 +7,16 @@
  */
 
 import { writeAll } from "../mod.ts";
-import { readAll, repoPath, ScriptProcess, withTlsEngine } from "./_helpers.ts";
+import {
+  eventually,
+  readAll,
+  repoPath,
+  ScriptProcess,
+  withTlsEngine,
+} from "./_helpers.ts";
+
+/** Re-exported for the exec tests: the one poll helper is `_helpers.ts`'s. */
+export { eventually };
 
 /**
  * Digits this test process adds to its programs' `sleep` times (a
@@ -176,19 +185,6 @@ export function processesWith(marker: string): number[] {
     }
   }
   return found;
-}
-
-/** Waits until `predicate` holds, polling; throws after `timeoutMs`. */
-export async function eventually(
-  predicate: () => boolean,
-  what: string,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 /** Connects to `port`, sends `input`, half-closes, reads to EOF. */

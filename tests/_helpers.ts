@@ -742,3 +742,49 @@ export async function assertUsageError(
   );
   assertEquals(stdout, "", `${what}: wrote to stdout`);
 }
+
+/**
+ * Waits until `predicate` holds, polling every 20 ms: the one way the
+ * tests wait for something to happen. `timeoutMs` only stops a hang (a
+ * loaded machine is slow, not wrong); the error names `what` (a string,
+ * or a function giving the state to show). Resolves to the ms it took.
+ */
+export async function eventually(
+  predicate: () => boolean | Promise<boolean>,
+  what: string | (() => string),
+  timeoutMs = 10_000,
+): Promise<number> {
+  const started = performance.now();
+  while (!(await predicate())) {
+    if (performance.now() - started > timeoutMs) {
+      throw new Error(
+        `timed out waiting for ${typeof what === "string" ? what : what()}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return performance.now() - started;
+}
+
+/** Open file descriptors of process `pid` (Linux). */
+export function descriptorCount(pid: number): number {
+  let count = 0;
+  for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) count++;
+  return count;
+}
+
+/**
+ * Process `pid`'s descriptor count once it is back to `baseline` (closes
+ * finish a moment after what caused them), or what it is after 5 s.
+ */
+export async function settledDescriptorCount(
+  pid: number,
+  baseline: number,
+): Promise<number> {
+  await eventually(
+    () => descriptorCount(pid) === baseline,
+    "descriptors back",
+    5000,
+  ).catch(() => {});
+  return descriptorCount(pid);
+}

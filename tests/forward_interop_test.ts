@@ -19,6 +19,7 @@ import { readExact, writeAll } from "../mod.ts";
 import { startHaproxy } from "./_haproxy.ts";
 import {
   assertSameBytes,
+  descriptorCount,
   freePort,
   makeCertificates,
   missing,
@@ -26,6 +27,7 @@ import {
   readAll,
   runCommand,
   type ScriptProcess,
+  settledDescriptorCount,
   spawn,
   startServer,
 } from "./_helpers.ts";
@@ -394,22 +396,6 @@ Deno.test({
   },
 });
 
-/** Open file descriptors of a process (Linux). */
-async function fdCount(pid: number): Promise<number> {
-  let count = 0;
-  for await (const _ of Deno.readDir(`/proc/${pid}/fd`)) count++;
-  return count;
-}
-
-async function settledFdCount(pid: number, baseline: number): Promise<number> {
-  let count = await fdCount(pid);
-  for (let i = 0; i < 50 && count !== baseline; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    count = await fdCount(pid);
-  }
-  return count;
-}
-
 Deno.test({
   name:
     "forward.ts: a target that resets mid-stream (socat, linger=0) closes the client at once; descriptors back to where they were",
@@ -424,7 +410,7 @@ Deno.test({
     ]);
     await using forward = await startForward(`tcp://127.0.0.1:${port}`);
     const pid = forward.proc.child.pid;
-    const baseline = await fdCount(pid);
+    const baseline = descriptorCount(pid);
     using conn = await Deno.connect({
       hostname: "127.0.0.1",
       port: forward.port,
@@ -447,7 +433,7 @@ Deno.test({
       ))[0],
       /, target reset$/,
     );
-    assertEquals(await settledFdCount(pid, baseline), baseline);
+    assertEquals(await settledDescriptorCount(pid, baseline), baseline);
   },
 });
 
@@ -472,7 +458,7 @@ Deno.test({
       `tcp://127.0.0.1:${target.addr.port}`,
     );
     const pid = forward.proc.child.pid;
-    const baseline = await fdCount(pid);
+    const baseline = descriptorCount(pid);
     await using client = spawn("socat", {
       args: ["-u", "OPEN:/dev/zero", `TCP:127.0.0.1:${forward.port},linger=0`],
     });
@@ -486,6 +472,6 @@ Deno.test({
       (await forward.proc.waitForStderr(/^closed 127\.0\.0\.1:\d+ .*/))[0],
       /, client reset$/,
     );
-    assertEquals(await settledFdCount(pid, baseline), baseline);
+    assertEquals(await settledDescriptorCount(pid, baseline), baseline);
   },
 });

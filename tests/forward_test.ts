@@ -21,6 +21,8 @@ import {
 import {
   assertSameBytes,
   assertUsageError,
+  descriptorCount,
+  eventually,
   freePort,
   makeCertificates,
   missing,
@@ -28,6 +30,7 @@ import {
   readAll,
   runCommand,
   type ScriptProcess,
+  settledDescriptorCount,
   spawn,
   startServer,
 } from "./_helpers.ts";
@@ -271,11 +274,12 @@ Deno.test("forward.ts: a client that does not read stops the target being read (
     hostname: "127.0.0.1",
     port: forward.port,
   });
-  while (!result) await new Promise((r) => setTimeout(r, 50));
-  assert(result.blocked, `the target wrote ${result.written} bytes unhindered`);
+  await eventually(() => result !== undefined, "the target's result");
+  const { blocked, written } = result!;
+  assert(blocked, `the target wrote ${written} bytes unhindered`);
   // What is in flight is the kernels' socket buffers and one 64 KiB
   // buffer of ours: far below what the target tried to write.
-  assertLess(result.written, 48 * 1024 * 1024);
+  assertLess(written, 48 * 1024 * 1024);
   const received = await readAll(conn);
   const total = await backend.handled[0] as number;
   assertEquals(received.byteLength, total);
@@ -886,22 +890,6 @@ Deno.test("forward.ts --accept-proxy --send-proxy v2 passes the original client 
   });
 });
 
-/** Open file descriptors of a process (Linux). */
-async function fdCount(pid: number): Promise<number> {
-  let count = 0;
-  for await (const _ of Deno.readDir(`/proc/${pid}/fd`)) count++;
-  return count;
-}
-
-async function settledFdCount(pid: number, baseline: number): Promise<number> {
-  let count = await fdCount(pid);
-  for (let i = 0; i < 50 && count !== baseline; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    count = await fdCount(pid);
-  }
-  return count;
-}
-
 Deno.test("forward.ts: a client that resets mid-stream closes the target's side at once, and every descriptor is released", async () => {
   let targetSaw!: (what: string) => void;
   const seen = new Promise<string>((resolve) => targetSaw = resolve);
@@ -925,7 +913,7 @@ Deno.test("forward.ts: a client that resets mid-stream closes the target's side 
   });
   await using forward = await startForward(`tcp://${backend.address}`);
   const pid = forward.proc.child.pid;
-  const baseline = await fdCount(pid);
+  const baseline = descriptorCount(pid);
   const conn = await Deno.connect({
     hostname: "127.0.0.1",
     port: forward.port,
@@ -939,7 +927,7 @@ Deno.test("forward.ts: a client that resets mid-stream closes the target's side 
   await seen;
   assertLess(Date.now() - began, 2000);
   assertMatch(await closingLine(forward.proc, port), /, client reset$/);
-  assertEquals(await settledFdCount(pid, baseline), baseline);
+  assertEquals(await settledDescriptorCount(pid, baseline), baseline);
 });
 
 Deno.test({
@@ -955,12 +943,12 @@ Deno.test({
   });
   try {
     const pid = forward.proc.child.pid;
-    const baseline = await fdCount(pid);
+    const baseline = descriptorCount(pid);
     for (let i = 0; i < 3; i++) {
       const port = await pushThenReset(forward.proc, forward.port);
       assertMatch(await closingLine(forward.proc, port), /, client reset$/);
     }
-    assertEquals(await settledFdCount(pid, baseline), baseline);
+    assertEquals(await settledDescriptorCount(pid, baseline), baseline);
     // Every slot is free: a fourth client reaches the target.
     using fourth = await Deno.connect({
       hostname: "127.0.0.1",
@@ -991,7 +979,7 @@ Deno.test("forward.ts: a target that closes mid-stream while the client still se
   });
   await using forward = await startForward(`tcp://${backend.address}`);
   const pid = forward.proc.child.pid;
-  const baseline = await fdCount(pid);
+  const baseline = descriptorCount(pid);
   using conn = await Deno.connect({
     hostname: "127.0.0.1",
     port: forward.port,
@@ -1019,7 +1007,7 @@ Deno.test("forward.ts: a target that closes mid-stream while the client still se
     await closingLine(forward.proc, localPort(conn)),
     /\(\d+ bytes in, 7 bytes out\) .*, target reset$/,
   );
-  assertEquals(await settledFdCount(pid, baseline), baseline);
+  assertEquals(await settledDescriptorCount(pid, baseline), baseline);
 });
 
 /** A target that reads a line, answers `partial`, then resets (SO_LINGER 0). */
@@ -1120,7 +1108,7 @@ Deno.test("forward.ts on SIGTERM lets a pair in flight finish within --grace, th
   });
   await writeAll(conn, encode("still here"));
   await forward.proc.waitForStderr(/^accepted /);
-  while (backend.accepted() === 0) await new Promise((r) => setTimeout(r, 20));
+  await eventually(() => backend.accepted() > 0, "the target's accept");
   const began = Date.now();
   forward.proc.kill("SIGTERM");
   assertEquals((await forward.proc.finished()).code, 0);

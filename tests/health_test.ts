@@ -11,10 +11,11 @@ import {
   streamProbe,
 } from "../lib/health.ts";
 import { type PoolTarget, TargetPool } from "../lib/targets.ts";
+import { eventually } from "./_helpers.ts";
 
 /** Waits (polling the pool, no fixed sleep) until `done()` holds. */
-async function until(done: () => boolean): Promise<void> {
-  while (!done()) await new Promise((resolve) => setTimeout(resolve, 10));
+function until(done: () => boolean): Promise<number> {
+  return eventually(done, "the pool's state");
 }
 
 const dialTcp = (target: PoolTarget) =>

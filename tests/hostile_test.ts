@@ -32,6 +32,7 @@ import { sourceKey } from "../lib/source_key.ts";
 import {
   assertUsageError,
   closing,
+  eventually,
   makeCertificates,
   missing,
   runCommand,
@@ -205,7 +206,7 @@ Deno.test("FloodLog reports the count of a flood within an interval, without wai
   assertEquals(lines, ["refused 127.0.0.1:5000: not allowed"]);
   // The flood stops; nobody calls flush(): the interval's timer writes the
   // count (the wait's deadline only stops a hang).
-  await waitFor(() => lines.length === 2, lines);
+  await eventually(() => lines.length === 2, () => `log:\n${lines.join("\n")}`);
   assertEquals(lines, [
     "refused 127.0.0.1:5000: not allowed",
     "refused 4 more (counted, not logged one by one)",
@@ -246,7 +247,10 @@ Deno.test("refused clients of a full server are counted in the log each second, 
   });
   const { port } = server.addr as Deno.NetAddr;
   using _held = await Deno.connect({ hostname: "127.0.0.1", port });
-  await waitFor(() => lines.some((l) => l.startsWith("accepted")), lines);
+  await eventually(
+    () => lines.some((l) => l.startsWith("accepted")),
+    () => `log:\n${lines.join("\n")}`,
+  );
   // 30 refusals over at least 2.1 s: a flood that spans two intervals.
   for (let i = 0; i < 30; i++) {
     using conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -256,7 +260,11 @@ Deno.test("refused clients of a full server are counted in the log each second, 
   // Every refusal is in the log before shutdown: the first in full, the
   // rest in the counts the interval's timer writes (one more comes one
   // interval after the last refusal; the wait's deadline only stops a hang).
-  await waitFor(() => refusals(lines) === 30, lines, 15_000);
+  await eventually(
+    () => refusals(lines) === 30,
+    () => `log:\n${lines.join("\n")}`,
+    15_000,
+  );
   assertMatch(lines.find((l) => l.startsWith("refused "))!, /^refused 127/);
   // Counted each interval, not once at the end: two count lines at least.
   assert(
@@ -274,20 +282,6 @@ function refusals(lines: string[]): number {
     total += match ? Number(match[1]) : 1;
   }
   return total;
-}
-
-async function waitFor(
-  predicate: () => boolean,
-  lines: string[],
-  timeoutMs = 5000,
-): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!predicate()) {
-    if (performance.now() > deadline) {
-      throw new Error(`timed out; log:\n${lines.join("\n")}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -346,11 +340,11 @@ Deno.test("perSource: one address holds at most N connections; another address i
       assert(!(await refused(other)), "::1 was refused");
     }
     held.pop()!.close();
-    await waitFor(
+    await eventually(
       () =>
         lines.filter((l) => l.startsWith("closed [::ffff:127.0.0.1]")).length >=
           1,
-      lines,
+      () => `log:\n${lines.join("\n")}`,
     );
     using again = await Deno.connect({ hostname: "127.0.0.1", port });
     assert(!(await refused(again)), "a freed slot was not given again");
@@ -393,12 +387,12 @@ Deno.test({
     using third = await Deno.connect({ hostname: "127.0.0.1", port });
     const n = await third.read(new Uint8Array(1)).catch(() => null);
     assertEquals(n, null, "a third connection was held open");
-    await waitFor(
+    await eventually(
       () =>
         lines.some((l) =>
           /too many connections from 127\.0\.0\.1 \(max 2 per source\)/.test(l)
         ),
-      lines,
+      () => `log:\n${lines.join("\n")}`,
     );
   },
 });

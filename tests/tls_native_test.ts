@@ -12,6 +12,7 @@ import {
 import { NativeTlsConn } from "../lib/tls_native.ts";
 import { serveEcho } from "../servers/echo.ts";
 import {
+  eventually,
   makeCertificates,
   missing,
   pseudoRandomBytes,
@@ -180,9 +181,8 @@ Deno.test({
     }
     await Promise.all(silentOnes);
     // Server-side closes finish a moment after the clients'.
-    for (let i = 0; i < 50 && socketsOnPort(port) > before; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await eventually(() => socketsOnPort(port) <= before, "sockets closed")
+      .catch(() => {});
     assertEquals(socketsOnPort(port), before, "sockets left open");
     assertEquals(
       lines.filter((l) => l.startsWith("accepted")).length,

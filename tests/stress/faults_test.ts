@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertLess, assertNotMatch } from "@std/assert";
-import { pseudoRandomBytes } from "../_helpers.ts";
+import { eventually, pseudoRandomBytes } from "../_helpers.ts";
 import {
   compileRudeClient,
   countLines,
@@ -26,18 +26,6 @@ async function runRude(rude: string, args: string[]): Promise<string> {
   return text;
 }
 
-async function waitFor(
-  predicate: () => boolean,
-  timeoutMs: number,
-): Promise<number> {
-  const started = performance.now();
-  while (!predicate()) {
-    if (performance.now() - started > timeoutMs) break;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  return performance.now() - started;
-}
-
 Deno.test({
   name:
     "echo.ts survives resets, odd half-closes and vanishing clients: no crash, no leaked descriptor, others served byte-exact",
@@ -52,7 +40,11 @@ Deno.test({
       using conn = await Deno.connect(port(server));
       assert((await echoExchange(conn, data)).exact);
     }
-    await waitFor(() => countLines(server.proc, /^closed /) >= 1, 5000);
+    await eventually(
+      () => countLines(server.proc, /^closed /) >= 1,
+      "a closed line",
+      5000,
+    );
     const baseline = fdCount(server.pid);
     let peakFds = baseline;
     const sampler = setInterval(() => {
@@ -118,15 +110,17 @@ Deno.test({
     }));
     await faults;
     const faultSeconds = (performance.now() - started) / 1000;
-    const settleMs = await waitFor(
+    const settleMs = await eventually(
       () => fdCount(server.pid) <= baseline,
+      "descriptors back to the start",
       15_000,
     );
     clearInterval(sampler);
     const after = fdCount(server.pid);
     const accepted = countLines(server.proc, /^accepted /);
-    await waitFor(
+    await eventually(
       () => countLines(server.proc, /^closed /) >= accepted,
+      "a closed line for each accepted one",
       5000,
     );
     const closed = countLines(server.proc, /^closed /);
