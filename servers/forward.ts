@@ -205,6 +205,13 @@ import {
 } from "../lib/forward.ts";
 import { canCloseWithReset } from "../lib/keepalive.ts";
 import {
+  DEFAULT_PING_TIMEOUT_MS,
+  serveWebSocketBridge,
+  type WebSocketListenOptions,
+} from "../lib/websocket_bridge.ts";
+import { forwardToWebSocket } from "../lib/websocket_dial.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../lib/websocket_join.ts";
+import {
   SPLICE_BUFFER_BYTES,
   SPLICE_IDLE_BUFFER_BYTES,
 } from "../lib/splice.ts";
@@ -224,6 +231,7 @@ export type {
   Taken,
   TargetPoolOptions,
   TargetSpec,
+  WebSocketListenOptions,
 };
 export { PoolTarget, TargetPool };
 
@@ -268,6 +276,11 @@ export interface ForwardOptions extends ServerOptions {
    * is closed with a FIN.
    */
   passResets?: boolean;
+  /**
+   * Listen for WebSocket clients (`ws://` LISTEN, `wss://` with `tls`)
+   * instead of plain connections: see `lib/websocket_bridge.ts`.
+   */
+  websocket?: WebSocketListenOptions;
 }
 
 /** What {@linkcode serveForward} returns: a server, and its targets when many. */
@@ -367,6 +380,27 @@ export function serveForward(options: ForwardOptions): ForwardServer {
   if (transport === "unixpacket") {
     throw new TypeError("forwarding Unix datagram sockets is not supported");
   }
+  if (target.transport === "ws" || target.transport === "wss") {
+    if (options.websocket || pool) {
+      throw new TypeError("a ws:// target takes one plain listener");
+    }
+    const tls = options.targetTls;
+    const webSocketPlan = {
+      target,
+      dial: {
+        caCerts: tls?.caCerts,
+        serverName: tls?.serverName,
+        timeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      },
+    };
+    return serve({
+      name: "forward",
+      defaultPort: 0,
+      descriptorsPerConnection: 1,
+      stream: (conn, context) =>
+        forwardToWebSocket(conn, context, webSocketPlan),
+    }, options);
+  }
   if (target.transport !== "tcp" && target.transport !== "unix") {
     throw new TypeError(
       `a ${transport} listener forwards to a tcp:// or unix: target`,
@@ -381,6 +415,10 @@ export function serveForward(options: ForwardOptions): ForwardServer {
     passResets: options.passResets ?? canCloseWithReset(),
     pool,
   };
+  if (options.websocket) {
+    const bridge = serveWebSocketBridge(options, options.websocket, plan);
+    return balanced ? balanced.supervise(bridge) : bridge;
+  }
   const server = serve({
     name: "forward",
     defaultPort: 0,
@@ -414,6 +452,58 @@ function proxyVersion(text: string, name: string): 1 | 2 {
     `invalid value '${text}' for ${name}: expected v1 or v2`,
   );
 }
+
+function webSocketFrames(text: string, name: string): "binary" | "text" {
+  if (text === "binary" || text === "text") return text;
+  throw new UsageError(
+    `invalid value '${text}' for ${name}: expected binary or text`,
+  );
+}
+
+function pingSeconds(text: string, name: string): number {
+  if (!/^[0-9]{1,6}$/.test(text)) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected whole seconds, 0 for no pings`,
+    );
+  }
+  return Number(text) * 1000;
+}
+
+/** The largest `--max-message`: Deno's own limit on a message. */
+const MAX_MESSAGE_LIMIT_BYTES = 64 * 1024 * 1024;
+
+/** The flags only a ws:// or wss:// LISTEN takes. */
+const WEBSOCKET_LISTEN_FLAGS = {
+  origin: flag.list(
+    "ORIGIN",
+    "ws:// LISTEN: upgrade only requests whose Origin is\nORIGIN (https://example.com; repeatable); others get\n403 before the upgrade (default: any)",
+  ),
+  "ws-frames": flag.custom(
+    "KIND",
+    "ws:// LISTEN: the frames for clients that ask for no\nsubprotocol, binary or text (those offering base64 get\nbase64) {default}",
+    webSocketFrames,
+    { shown: "binary" },
+  ),
+  "max-message": flag.integer(
+    "BYTES",
+    "ws:// LISTEN: close a client whose message is larger\n(1009) {default}",
+    {
+      min: 1,
+      max: MAX_MESSAGE_LIMIT_BYTES,
+      shown: String(DEFAULT_MAX_MESSAGE_BYTES),
+    },
+  ),
+  ping: flag.custom(
+    "S",
+    "ws:// LISTEN: ping every S/2 seconds, close a client\nthat has not answered within S (whole seconds; 0: no\npings) {default}",
+    pingSeconds,
+    { shown: String(DEFAULT_PING_TIMEOUT_MS / 1000) },
+  ),
+  web: flag.string(
+    "DIR",
+    "ws:// LISTEN: serve the files under DIR to requests\nthat are not upgrades (needs --allow-read=DIR)",
+  ),
+};
 
 const FLAGS = {
   "connect-timeout": flag.custom(
@@ -449,6 +539,7 @@ const FLAGS = {
     { shown: String(DEFAULT_UDP_SESSION_TIMEOUT_MS / 1000) },
   ),
   ...BALANCE_FLAGS,
+  ...WEBSOCKET_LISTEN_FLAGS,
   ...COMMON_FLAGS,
   // The same flags, in the words of LISTEN's schemes.
   mode: {
@@ -540,6 +631,17 @@ function listenValues(
       };
     case "unix":
       return { ...values, unix: listen.path };
+    case "ws":
+    case "wss":
+      if (listen.transport === "ws" && values.tls) {
+        throw new UsageError("--tls with a ws:// LISTEN: write wss://");
+      }
+      return {
+        ...values,
+        tls: listen.transport === "wss",
+        hostname: listen.hostname,
+        port: listen.port,
+      };
     default:
       throw new UsageError(
         "LISTEN: unixpacket: is not supported (tcp://, udp:// or unix:)",
@@ -585,6 +687,8 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   const listen = endpointArgument(positionals[0], "LISTEN");
   const specs = targetArguments(positionals.slice(1), values);
   const target = specs[0].endpoint;
+  const websocket = webSocketListenOptions(listen, values);
+  checkWebSocketTarget(listen, specs, values);
   const udp = listen.transport === "udp";
   if (udp !== (target.transport === "udp")) {
     throw new UsageError(
@@ -610,7 +714,9 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   if (!udp && values["udp-session-timeout"] !== undefined) {
     throw new UsageError("--udp-session-timeout applies to udp:// only");
   }
-  if (!values["to-tls"]) {
+  if (target.transport === "wss") {
+    // Checked by checkWebSocketTarget: --ca and --servername apply.
+  } else if (!values["to-tls"]) {
     for (const name of ["ca", "servername", "insecure"] as const) {
       if (values[name]) throw new UsageError(`--${name} needs --to-tls`);
     }
@@ -635,6 +741,7 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     connectTimeoutMs: values["connect-timeout"],
     sendProxy: values["send-proxy"],
     udpSessionTimeoutMs: values["udp-session-timeout"],
+    websocket,
   };
   if (udp && maxConnections !== undefined) {
     options.maxConnections = maxConnections;
@@ -655,7 +762,7 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     refuseBalanceFlags(values);
   }
   if (udp && perSource !== undefined) options.perSource = perSource;
-  if (values["to-tls"]) {
+  if (values["to-tls"] || target.transport === "wss") {
     options.targetTls = {
       serverName: values.servername,
       insecure: values.insecure,
@@ -664,6 +771,89 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     };
   }
   return options;
+}
+
+/**
+ * A ws:// or wss:// LISTEN's options from its flags; the flags that mean
+ * nothing there (or that `Deno.serve` cannot do) refused, and its own
+ * flags refused elsewhere.
+ */
+function webSocketListenOptions(
+  listen: Endpoint,
+  values: ReturnType<typeof parseCommandLine<typeof FLAGS>>["values"],
+): WebSocketListenOptions | undefined {
+  const own = Object.keys(WEBSOCKET_LISTEN_FLAGS) as (
+    keyof typeof WEBSOCKET_LISTEN_FLAGS
+  )[];
+  if (listen.transport !== "ws" && listen.transport !== "wss") {
+    for (const name of own) {
+      if (values[name] !== undefined) {
+        throw new UsageError(`--${name} applies to a ws:// or wss:// LISTEN`);
+      }
+    }
+    return undefined;
+  }
+  const plainOnly = [
+    "accept-proxy",
+    "proxy-timeout",
+    "idle-timeout",
+    "keepalive",
+    "workers",
+  ] as const;
+  for (const name of plainOnly) {
+    if (values[name] !== undefined && values[name] !== false) {
+      throw new UsageError(
+        `--${name} does not apply to a ${listen.transport}:// LISTEN (served by Deno.serve; --ping finds dead clients)`,
+      );
+    }
+  }
+  return {
+    path: listen.resource.replace(/\?.*$/, ""),
+    origins: values.origin,
+    framing: values["ws-frames"],
+    maxMessageBytes: values["max-message"],
+    pingTimeoutMs: values.ping,
+    webRoot: values.web,
+  };
+}
+
+/** A ws:// or wss:// TARGET: one, behind a plain LISTEN, with its TLS flags. */
+function checkWebSocketTarget(
+  listen: Endpoint,
+  specs: TargetSpec[],
+  values: ReturnType<typeof parseCommandLine<typeof FLAGS>>["values"],
+): void {
+  const webSocket = specs.filter(({ endpoint }) =>
+    endpoint.transport === "ws" || endpoint.transport === "wss"
+  );
+  if (webSocket.length === 0) return;
+  if (specs.length > 1 || values.targets !== undefined) {
+    throw new UsageError(
+      "a ws:// or wss:// TARGET must be the only one (no --targets)",
+    );
+  }
+  if (listen.transport !== "tcp" && listen.transport !== "unix") {
+    throw new UsageError(
+      "a ws:// or wss:// TARGET takes a tcp:// or unix: LISTEN",
+    );
+  }
+  const target = webSocket[0].endpoint;
+  for (const name of ["to-tls", "send-proxy", "insecure"] as const) {
+    if (values[name]) {
+      throw new UsageError(
+        `--${name} does not apply to a ${target.transport}:// TARGET${
+          name === "to-tls" ? " (wss:// is TLS)" : ""
+        }`,
+      );
+    }
+  }
+  if (target.transport === "ws") {
+    for (const name of ["ca", "servername"] as const) {
+      if (values[name] !== undefined) {
+        throw new UsageError(`--${name} needs a wss:// TARGET (or --to-tls)`);
+      }
+    }
+  }
 }
 
 /**
