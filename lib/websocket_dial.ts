@@ -114,6 +114,9 @@ export async function dialWebSocket(
   const client = options.caCerts || named
     ? Deno.createHttpClient({
       caCerts: options.caCerts,
+      // A WebSocket is an HTTP/1.1 upgrade; through the TCP proxy the
+      // client otherwise insists on h2.
+      http2: false,
       ...(named && {
         proxy: {
           transport: "tcp" as const,

@@ -258,9 +258,15 @@ class Join {
   }
 
   #decode(data: ArrayBuffer | string): Uint8Array {
+    if (this.#framing === "lines") {
+      // A message is a line: printed with its newline, one it lacks added.
+      const text = typeof data === "string"
+        ? data
+        : new TextDecoder().decode(data);
+      return encoder.encode(text.endsWith("\n") ? text : `${text}\n`);
+    }
     if (typeof data !== "string") return new Uint8Array(data);
     if (this.#framing === "base64") return Uint8Array.fromBase64(data);
-    if (this.#framing === "lines") return encoder.encode(data + "\n");
     return encoder.encode(data);
   }
 
