@@ -103,6 +103,7 @@ export {
   splitHostPort,
   type Transport,
   type UnixEndpoint,
+  type WebSocketEndpoint,
 } from "./lib/endpoint.ts";
 export {
   AddressError,

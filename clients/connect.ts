@@ -113,7 +113,6 @@
  * @module
  */
 
-import type { Endpoint, WebSocketEndpoint } from "../lib/endpoint.ts";
 import { dialWebSocket } from "../lib/websocket_dial.ts";
 import { joinWebSocket } from "../lib/websocket_join.ts";
 import {
@@ -122,6 +121,7 @@ import {
   DEFAULT_ATTEMPT_DELAY_MS,
   describeConnectFailure,
   dialHost,
+  type Endpoint,
   EndpointError,
   escapeControlChars,
   flag,
@@ -147,6 +147,7 @@ import {
   startClientTls,
   stderrLogNow,
   UsageError,
+  type WebSocketEndpoint,
 } from "../mod.ts";
 
 /** Options for {@linkcode connectClient} and {@linkcode runConnect}. */
