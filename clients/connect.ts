@@ -91,9 +91,10 @@
  * each message is printed as a line. WebSocket has no half-close: when
  * stdin ends, the close frame goes once no message has come for
  * `--timeout` seconds (default 1), so the server's answer to the last
- * line is still printed. `wss://` verifies the server against Deno's
- * roots and `--ca` FILE's certificates (added to them, as Deno's
- * WebSocket client takes them), for `--servername` when given:
+ * line is still printed. `wss://` verifies the server for the URL's host
+ * against Deno's roots and `--ca` FILE's certificates (added to them, as
+ * Deno's WebSocket client takes them; it takes no other name to verify,
+ * so `--servername` is refused):
  *
  * ```sh
  * $ deno run --allow-net=0.0.0.0:8080,127.0.0.1:15000 servers/forward.ts ws://0.0.0.0:8080/ tcp://127.0.0.1:15000 &
@@ -175,8 +176,8 @@ export interface ConnectOptions {
   /** TCP: speak TLS over the connection. */
   tls?: ConnectTlsOptions;
   /**
-   * Open this WebSocket instead (`tls` gives a `wss://` one its CA
-   * certificates, added to the default roots, and the name to verify).
+   * Open this WebSocket instead (`tls.caCerts` gives a `wss://` one CA
+   * certificates, added to the default roots).
    */
   webSocket?: WebSocketEndpoint;
   /** WebSocket: a text message per line instead of binary messages. */
@@ -340,7 +341,6 @@ async function runWebSocket(
   const log = options.log ?? stderrLogNow;
   const socket = await dialWebSocket(endpoint, {
     caCerts: options.tls?.caCerts,
-    serverName: options.tls?.serverName,
     timeoutMs: options.timeoutMs,
   });
   const where = formatEndpoint(endpoint);
@@ -539,19 +539,20 @@ function webSocketOptions(
   if (endpoint.transport !== "ws" && endpoint.transport !== "wss") {
     throw new UsageError(`not a WebSocket URL: ${positionals[0]}`);
   }
-  if (
-    endpoint.transport === "ws" &&
-    (values.ca !== undefined || values.servername !== undefined)
-  ) {
-    throw new UsageError("--ca and --servername need a wss:// URL");
+  if (values.servername !== undefined) {
+    // Deno's WebSocket client verifies the URL's host and takes no other
+    // name (see dialWebSocket).
+    throw new UsageError(
+      "--servername cannot be used with a WebSocket URL: write the name in it",
+    );
+  }
+  if (endpoint.transport === "ws" && values.ca !== undefined) {
+    throw new UsageError("--ca needs a wss:// URL");
   }
   options.webSocket = endpoint;
   options.text = values.text;
-  if (values.ca !== undefined || values.servername !== undefined) {
-    options.tls = {
-      serverName: values.servername,
-      caCerts: values.ca === undefined ? undefined : [readCaFile(values.ca)],
-    };
+  if (values.ca !== undefined) {
+    options.tls = { caCerts: [readCaFile(values.ca)] };
   }
   return options;
 }

@@ -36,12 +36,6 @@ export interface WebSocketDialOptions {
    * (Deno's WebSocket client always verifies the server).
    */
   caCerts?: string[];
-  /**
-   * `wss://`: the name to verify and send as SNI (and as `Host`), the
-   * endpoint's host being only where to connect. Default: the endpoint's
-   * host.
-   */
-  serverName?: string;
   /** Give up opening (connect, TLS, upgrade) after this long, in ms. */
   timeoutMs?: number;
   /** Subprotocols to offer (`Sec-WebSocket-Protocol`). */
@@ -80,10 +74,12 @@ export class WebSocketDialError extends Error {
 
 /**
  * Opens a WebSocket to `endpoint` and resolves once it is open; every
- * failure is a {@linkcode WebSocketDialError}. With `serverName`, the URL
- * names it and the connection goes to the endpoint's host and port
- * (`Deno.createHttpClient`'s TCP proxy), so it is what the certificate is
- * checked for.
+ * failure is a {@linkcode WebSocketDialError}. The certificate of a
+ * `wss://` server is verified for the URL's host: there is no way to name
+ * another (Deno's WebSocket client takes no server name, and through
+ * `Deno.createHttpClient`'s TCP proxy, which could have carried one, Deno
+ * 2.9 sent a `wss://` upgrade in cleartext: a websockify that takes both
+ * answered it, one with `--ssl-only` refused it).
  *
  * @example
  * ```ts
@@ -106,25 +102,11 @@ export async function dialWebSocket(
   options: WebSocketDialOptions = {},
 ): Promise<WebSocket> {
   const where = formatEndpoint(endpoint);
-  const named = options.serverName !== undefined &&
-    options.serverName !== endpoint.hostname;
   const url = `${endpoint.transport}://${
-    joinHostPort(options.serverName ?? endpoint.hostname, endpoint.port)
+    joinHostPort(endpoint.hostname, endpoint.port)
   }${endpoint.resource}`;
-  const client = options.caCerts || named
-    ? Deno.createHttpClient({
-      caCerts: options.caCerts,
-      // A WebSocket is an HTTP/1.1 upgrade; through the TCP proxy the
-      // client otherwise insists on h2.
-      http2: false,
-      ...(named && {
-        proxy: {
-          transport: "tcp" as const,
-          hostname: endpoint.hostname,
-          port: endpoint.port,
-        },
-      }),
-    })
+  const client = options.caCerts
+    ? Deno.createHttpClient({ caCerts: options.caCerts })
     : undefined;
   let socket: WebSocket;
   try {

@@ -389,7 +389,6 @@ export function serveForward(options: ForwardOptions): ForwardServer {
       target,
       dial: {
         caCerts: tls?.caCerts,
-        serverName: tls?.serverName,
         timeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       },
     };
@@ -715,7 +714,7 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     throw new UsageError("--udp-session-timeout applies to udp:// only");
   }
   if (target.transport === "wss") {
-    // Checked by checkWebSocketTarget: --ca and --servername apply.
+    // Checked by checkWebSocketTarget: --ca applies.
   } else if (!values["to-tls"]) {
     for (const name of ["ca", "servername", "insecure"] as const) {
       if (values[name]) throw new UsageError(`--${name} needs --to-tls`);
@@ -847,12 +846,15 @@ function checkWebSocketTarget(
       );
     }
   }
-  if (target.transport === "ws") {
-    for (const name of ["ca", "servername"] as const) {
-      if (values[name] !== undefined) {
-        throw new UsageError(`--${name} needs a wss:// TARGET (or --to-tls)`);
-      }
-    }
+  if (values.servername !== undefined) {
+    // Deno's WebSocket client verifies the URL's host and takes no other
+    // name (see dialWebSocket).
+    throw new UsageError(
+      `--servername does not apply to a ${target.transport}:// TARGET: write the name in it (${target.transport}://NAME:PORT/..., --allow-net=NAME:PORT)`,
+    );
+  }
+  if (target.transport === "ws" && values.ca !== undefined) {
+    throw new UsageError("--ca needs a wss:// TARGET (or --to-tls)");
   }
 }
 

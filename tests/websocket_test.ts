@@ -641,7 +641,20 @@ Deno.test("forward.ts and connect.ts: WebSocket flags in the wrong place are usa
     "--ca",
     "x.pem",
     "ws://127.0.0.1:1/",
-  ], /--ca and --servername need a wss:\/\/ URL/);
+  ], /--ca needs a wss:\/\/ URL/);
+  // Deno's WebSocket client verifies the URL's host only.
+  await assertUsageError(
+    "clients/connect.ts",
+    net,
+    ["--servername", "a.example", "wss://127.0.0.1:1/"],
+    /--servername cannot be used with a WebSocket URL/,
+  );
+  await assertUsageError(
+    FORWARD,
+    net,
+    ["--servername", "a.example", "tcp://127.0.0.1:0", "wss://127.0.0.1:1/"],
+    /--servername does not apply to a wss:\/\/ TARGET: write the name in it/,
+  );
 });
 
 Deno.test("forward.ts ws:// LISTEN: a plain HTTP request without --web gets 426", async () => {
