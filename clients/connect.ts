@@ -97,6 +97,7 @@
  * so `--servername` is refused):
  *
  * ```sh
+ * $ socat TCP-LISTEN:15000,reuseaddr,fork EXEC:cat &
  * $ deno run --allow-net=0.0.0.0:8080,127.0.0.1:15000 servers/forward.ts ws://0.0.0.0:8080/ tcp://127.0.0.1:15000 &
  * $ echo ping | deno run --allow-net=127.0.0.1:8080 clients/connect.ts ws://127.0.0.1:8080/
  * connected to ws://127.0.0.1:8080/

@@ -35,6 +35,9 @@
  * | `socat TCP-LISTEN:8080,fork OPENSSL:example.com:443` | `--to-tls tcp://127.0.0.1:8080 tcp://example.com:443` |
  * | haproxy `server s 127.0.0.1:8080 send-proxy-v2` | `--send-proxy v2 tcp://0.0.0.0:80 tcp://127.0.0.1:8080` |
  * | haproxy `bind :80 accept-proxy` | `--accept-proxy tcp://0.0.0.0:80 tcp://127.0.0.1:8080` |
+ * | `websockify 8080 127.0.0.1:5900` | `ws://0.0.0.0:8080/ tcp://127.0.0.1:5900` |
+ * | `websockify --cert c.pem --key k.pem --web DIR 8443 127.0.0.1:5900` | `--tls --cert c.pem --key k.pem --web DIR wss://0.0.0.0:8443/ tcp://127.0.0.1:5900` (`--allow-read=DIR` too) |
+ * | `websocat -b tcp-l:127.0.0.1:9000 wss://host/path` | `tcp://127.0.0.1:9000 wss://host/path` (`--allow-net=...,host:443`) |
  *
  * (UDP for clients on this host only: `--allow-net=127.0.0.1,0.0.0.0:0` and
  * `udp://127.0.0.1:5353`: the session sockets bind `0.0.0.0:0`.)
@@ -71,6 +74,32 @@
  * `--udp-rate`, and a client that sends each answer straight back, round
  * after round faster than that (an echo server: a loop), is dropped by
  * the loop guard, as every UDP server here does.
+ *
+ * ## WebSocket
+ *
+ * A `ws://HOST:PORT/PATH` LISTEN (`wss://` with `--tls --cert --key`) is a
+ * WebSocket bridge, websockify's job (`lib/websocket_bridge.ts`): each
+ * browser or WebSocket client that upgrades on PATH (any path for `/`) is
+ * joined to its own connection to TARGET, bytes both ways: binary frames
+ * (`--ws-frames text` for text frames; a client offering the `base64`
+ * subprotocol, as noVNC and old websockify clients do, gets base64). Before
+ * the upgrade each request meets `--allow`/`--deny` (403), `--origin`
+ * (403 for a page of another site: without it any page a user visits can
+ * reach TARGET through the user's browser), `--per-source` and
+ * `--max-connections` (503), and a TARGET that is down is a 502. A client
+ * that answers no ping for `--ping` seconds, or sends a message larger
+ * than `--max-message`, is closed; the closing line gives the close code
+ * and reason: `closed 127.0.0.1:41234 (5 bytes in, 5 bytes out) to
+ * 127.0.0.1:5900, 2.1 s, client closed first (1000 bye)`. `--web DIR`
+ * serves the files under DIR to other requests, so a page and its socket
+ * come from one origin. It is `Deno.serve`: no `--accept-proxy`,
+ * `--idle-timeout`, `--keepalive` or `--workers` there.
+ *
+ * A `ws://` or `wss://` TARGET carries each TCP client over a WebSocket
+ * of its own, websocat's job (`lib/websocket_dial.ts`): binary messages,
+ * the server's certificate verified for the URL's host against Deno's
+ * roots and `--ca FILE`'s (added to them). WebSocket has no half-close: a
+ * client's end becomes a close frame once TARGET has been quiet for 1 s.
  *
  * ## PROXY protocol
  *
@@ -516,7 +545,7 @@ const FLAGS = {
   ),
   ca: flag.string(
     "FILE",
-    `--to-tls: trust the PEM CA certificates in FILE\ninstead of the default roots (needs --allow-read=FILE;\na regular file of at most ${
+    `--to-tls: trust the PEM CA certificates in FILE\ninstead of the default roots (wss:// TARGET: as well\nas them; needs --allow-read=FILE; a regular file of at\nmost ${
       formatBytes(MAX_SMALL_FILE_BYTES)
     })`,
   ),
@@ -572,12 +601,15 @@ const USAGE = `usage: forward.ts [options] LISTEN TARGET [TARGET...]
 Accepts clients on LISTEN and forwards each one to TARGET over a connection
 of its own, bytes both ways until both sides are done (each half-closed on
 its own). LISTEN and TARGET: tcp://HOST:PORT (IPv6 as [::1]), unix:PATH
-(a Unix stream socket), or udp://HOST:PORT (UDP to UDP: a session per
-client address). A bare HOST:PORT is TCP.
+(a Unix stream socket), udp://HOST:PORT (UDP to UDP: a session per
+client address), or ws://HOST:PORT/PATH and wss:// (a WebSocket bridge
+as LISTEN, a WebSocket per client as TARGET). A bare HOST:PORT is TCP.
 
   forward.ts tcp://0.0.0.0:8080 tcp://backend:80
   forward.ts tcp://127.0.0.1:2375 unix:/var/run/docker.sock
   forward.ts udp://0.0.0.0:5353 udp://127.0.0.1:53
+  forward.ts --web web --origin https://example.com ws://0.0.0.0:8080/ws tcp://127.0.0.1:5900
+  forward.ts tcp://127.0.0.1:9000 wss://example.com/tunnel
   forward.ts --balance leastconn tcp://0.0.0.0:80 10.0.0.1:80 10.0.0.2:80
 
 Many targets: each client goes to one (--balance), a target whose connects
@@ -609,7 +641,9 @@ NAME:PORT). unix:PATH, to listen or to connect: --allow-net=unix:PATH
 --allow-read=PATH --allow-write=PATH. UDP: --unstable-net --allow-net
 (answers go to any client). --tls: --allow-read=CERT,KEY; --ca FILE:
 --allow-read=FILE. Many targets: each one's HOST:PORT; --targets FILE:
---allow-read=FILE, and every target a reload may add. To pass a side's
+--allow-read=FILE, and every target a reload may add. --web DIR:
+--allow-read=DIR. A ws:// or wss:// TARGET: its URL's HOST:PORT (443 for
+wss:// without a port). To pass a side's
 reset on to the other as a reset (else it gets a FIN): --allow-ffi=LIBC
 (/lib/x86_64-linux-gnu/libc.so.6).`;
 
