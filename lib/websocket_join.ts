@@ -191,11 +191,17 @@ class Join {
     // the first says why.
     socket.addEventListener("close", (event) => {
       if (this.#closeCode === undefined) {
-        this.#closeCode = event.code;
+        // No close frame (the connection dropped): RFC 6455's 1006, which
+        // Deno reports as 0 on a server's socket.
+        const dropped = !event.wasClean && (event.code === 0 ||
+          event.code === 1006);
+        this.#closeCode = dropped ? 1006 : event.code;
         this.#finish(
-          `${this.#socketName} closed first (${
-            describeClose(event.code, event.reason)
-          })`,
+          dropped
+            ? `${this.#socketName} gone without a close frame (1006)`
+            : `${this.#socketName} closed first (${
+              describeClose(event.code, event.reason)
+            })`,
         );
       }
       this.#closed();

@@ -345,6 +345,17 @@ Deno.test("forward.ts ws:// LISTEN --ping closes a client that never answers a p
   );
 });
 
+Deno.test("forward.ts ws:// LISTEN: a client whose connection drops without a close frame is logged as such (1006)", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge(["ws://127.0.0.1:0/", echo.target]);
+  const { head, conn } = await rawUpgrade(bridge.port);
+  assertMatch(head, /^HTTP\/1\.1 101 /);
+  conn.close();
+  await bridge.proc.waitForStderr(
+    /^closed 127\.0\.0\.1:\d+ \(0 bytes in, 0 bytes out\) to 127\.0\.0\.1:\d+, [\d.]+ s, client gone without a close frame \(1006\)$/,
+  );
+});
+
 Deno.test("forward.ts ws:// LISTEN: a target that refuses is a 502 before the upgrade, and one log line", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
