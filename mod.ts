@@ -94,6 +94,7 @@ export {
 export {
   type Endpoint,
   EndpointError,
+  type EndpointKind,
   formatAddr,
   formatEndpoint,
   joinHostPort,
@@ -103,6 +104,7 @@ export {
   splitHostPort,
   type Transport,
   type UnixEndpoint,
+  type WebSocketEndpoint,
 } from "./lib/endpoint.ts";
 export {
   AddressError,

@@ -31,6 +31,10 @@
  * its defaults), a minimal `Deno.listenDatagram` echo, a C
  * `recvfrom`/`sendto` echo and Node's `dgram`: `deno task bench --family
  * udp`.
+ * The websocket family (`bench/websocket.ts`) puts WebSocket bridges in
+ * front of the C echo server, driven by `bench/wsloadgen.c`: ours
+ * (`servers/forward.ts ws://`), a minimal `Deno.serve` bridge, a minimal
+ * Node `ws` bridge and websockify: `deno task bench --family websocket`.
  *
  * Our servers run exactly as users run them: `deno run` with the
  * least-privilege permissions of their header, logging to a file.
@@ -50,6 +54,11 @@ import { BalanceBench } from "./balance.ts";
 import { TlsBench } from "./tls.ts";
 import { reportUdp, UDP_SCENARIOS, udpServers } from "./udp.ts";
 import { HandshakeBench } from "./tls_handshake.ts";
+import {
+  reportWebSocket,
+  WEBSOCKET_SCENARIOS,
+  webSocketServers,
+} from "./websocket.ts";
 import { plotSvg } from "./plot.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -78,11 +87,11 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nhandshake: hs-ours,hs-fwd-ours,hs-minimal,hs-node,hs-haproxy,\nhs-stunnel;\nbalance: bal-ours,bal-haproxy,bal-nginx;\nudp: udp-ours,udp-ours-defaults,udp-minimal,udp-c,udp-node",
+    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nhandshake: hs-ours,hs-fwd-ours,hs-minimal,hs-node,hs-haproxy,\nhs-stunnel;\nbalance: bal-ours,bal-haproxy,bal-nginx;\nudp: udp-ours,udp-ours-defaults,udp-minimal,udp-c,udp-node;\nwebsocket: ws-ours,ws-minimal,ws-node,ws-websockify",
   ),
   family: flag.string(
     "LIST",
-    "only these families: echo,daytime,forward,exec,tls,handshake,balance,udp",
+    "only these families: echo,daytime,forward,exec,tls,handshake,balance,\nudp,websocket",
   ),
 };
 
@@ -119,6 +128,7 @@ const families = flags.family?.split(",") ?? [
   "handshake",
   "balance",
   "udp",
+  "websocket",
 ];
 
 // Server on CPU 0, load generator on CPU 1; a 1-CPU machine pins nothing.
@@ -395,7 +405,15 @@ const EXEC_SERVERS: Record<string, Target> = {
 interface Scenario {
   /** Row key, e.g. `pingpong-100`. */
   key: string;
-  kind: "stream" | "pingpong" | "connect" | "short" | "idle" | "udp";
+  kind:
+    | "stream"
+    | "pingpong"
+    | "connect"
+    | "short"
+    | "idle"
+    | "udp"
+    | "ws-pingpong"
+    | "ws-stream";
   connections: number;
 }
 
@@ -548,6 +566,33 @@ backend b
 `;
 }
 
+/** The websocket family: the C echo target, then each bridge in front of it. */
+async function runWebSocketFamily(): Promise<void> {
+  if (!Object.keys(webSocketServers(ROOT, RESULTS, 0)).some(isSelected)) {
+    return;
+  }
+  let echo: Running;
+  try {
+    echo = await startServer("c-echo", {
+      label: "C epoll echo (the target)",
+      command: [`${BIN}/cserver`, "echo", "{PORT}"],
+      cpus: PIN ? "1" : "0",
+    }, "websocket");
+  } catch (error) {
+    console.error(`bench: websocket: ${(error as Error).message}`);
+    return;
+  }
+  try {
+    await runFamily(
+      "websocket",
+      webSocketServers(ROOT, RESULTS, echo.port),
+      WEBSOCKET_SCENARIOS,
+    );
+  } finally {
+    await echo.stop();
+  }
+}
+
 /** The forward family: the C echo target, then each forwarder in front of it. */
 async function runForwardFamily(): Promise<void> {
   const servers = forwardServers(0);
@@ -641,7 +686,9 @@ async function buildHandshakeLoadgen(): Promise<void> {
 async function build(): Promise<void> {
   Deno.mkdirSync(BIN, { recursive: true });
   Deno.mkdirSync(LOGS, { recursive: true });
-  for (const name of ["loadgen", "cserver", "daytime_iterative"]) {
+  for (
+    const name of ["loadgen", "wsloadgen", "cserver", "daytime_iterative"]
+  ) {
     const result = await run([
       "gcc",
       "-O2",
@@ -761,9 +808,13 @@ async function measure(
   server: Running,
 ): Promise<Figure> {
   const last = scenario.kind === "idle" ? String(server.pid) : String(seconds);
+  // WebSocket scenarios: bench/wsloadgen.c's `pingpong` and `stream`.
+  const [program, kind] = scenario.kind.startsWith("ws-")
+    ? ["wsloadgen", scenario.kind.slice(3)]
+    : ["loadgen", scenario.kind];
   const result = await run([
-    `${BIN}/loadgen`,
-    scenario.kind,
+    `${BIN}/${program}`,
+    kind,
     "127.0.0.1",
     String(server.port),
     String(scenario.connections),
@@ -894,7 +945,10 @@ const progress = new Progress(
     (families.includes("tls") ? tls.measurements : 0) +
     (families.includes("balance") ? balance.measurements : 0) +
     (families.includes("udp") ? measurements(UDP_SERVERS, UDP_SCENARIOS) : 0) +
-    (families.includes("handshake") ? handshake.measurements : 0)
+    (families.includes("handshake") ? handshake.measurements : 0) +
+    (families.includes("websocket")
+      ? measurements(webSocketServers(ROOT, RESULTS, 0), WEBSOCKET_SCENARIOS)
+      : 0)
   ),
 );
 
@@ -1446,6 +1500,7 @@ if (import.meta.main) {
     if (families.includes("udp")) {
       await runFamily("udp", UDP_SERVERS, UDP_SCENARIOS);
     }
+    if (families.includes("websocket")) await runWebSocketFamily();
   }
   await progress.stop();
   const loadAfter = loadAverage();
@@ -1462,6 +1517,9 @@ if (import.meta.main) {
   const handshakeTable = families.includes("handshake")
     ? handshake.report()
     : [];
+  const webSocketTable = families.includes("websocket")
+    ? reportWebSocket(results, webSocketServers(ROOT, RESULTS, 0))
+    : [];
   console.log(`load average before ${loadBefore}, after ${loadAfter}`);
   const json = {
     started: started.toISOString(),
@@ -1477,6 +1535,7 @@ if (import.meta.main) {
     forwardTable,
     execTable,
     udpTable,
+    webSocketTable,
     raw: results,
     tls: { table: tlsTable, raw: tls.results },
     balance: { table: balanceTable, raw: balance.results },

@@ -90,27 +90,58 @@
  * | `--insecure`             | `--ssl` without `--ssl-verify`              | `verify=0`                          |
  * | `--cert FILE --key FILE` | `--ssl-cert FILE --ssl-key FILE`            | `cert=FILE,key=FILE`                |
  *
+ * A WebSocket (`ws://HOST[:PORT]/PATH`, `wss://` over TLS, as websocat
+ * does): each chunk of stdin is one binary message and each message's
+ * bytes go to stdout, or with `--text` each line is one text message and
+ * each message is printed as a line. WebSocket has no half-close: when
+ * stdin ends, the close frame goes once no message has come for
+ * `--timeout` seconds (default 1), so the server's answer to the last
+ * line is still printed. `wss://` verifies the server for the URL's host
+ * against Deno's roots and `--ca` FILE's certificates (added to them, as
+ * Deno's WebSocket client takes them; it takes no other name to verify,
+ * so `--servername` is refused):
+ *
+ * ```sh
+ * $ socat TCP-LISTEN:15000,reuseaddr,fork EXEC:cat &
+ * $ deno run --allow-net=0.0.0.0:8080,127.0.0.1:15000 servers/forward.ts ws://0.0.0.0:8080/ tcp://127.0.0.1:15000 &
+ * $ echo ping | deno run --allow-net=127.0.0.1:8080 clients/connect.ts ws://127.0.0.1:8080/
+ * connected to ws://127.0.0.1:8080/
+ * ping
+ * ```
+ *
+ * | here                            | websocat                          |
+ * | ------------------------------- | --------------------------------- |
+ * | `connect.ts ws://HOST:PORT/P`   | `websocat -b ws://HOST:PORT/P`    |
+ * | `connect.ts --text ws://...`    | `websocat ws://...` (text lines)  |
+ *
  * Unlike the seed, which takes the first IPv4 address only and ignores
  * failures, every failure here is one `error:` line and exit 1.
  *
  * @module
  */
 
+import { dialWebSocket } from "../lib/websocket_dial.ts";
+import { joinWebSocket } from "../lib/websocket_join.ts";
 import {
+  ConnectError,
   connectFailureReason,
   DEFAULT_ATTEMPT_DELAY_MS,
   describeConnectFailure,
   dialHost,
+  type Endpoint,
+  EndpointError,
   escapeControlChars,
   flag,
   flagsHelp,
   formatAddr,
   formatBytes,
+  formatEndpoint,
   joinHostPort,
   type Log,
   MAX_SMALL_FILE_BYTES,
   MIN_ATTEMPT_DELAY_MS,
   parseCommandLine,
+  parseEndpoint,
   positiveSecondsFlag,
   readCaFile,
   readTlsFiles,
@@ -125,6 +156,7 @@ import {
   stderrLogNow,
   type TlsCertificate,
   UsageError,
+  type WebSocketEndpoint,
 } from "../mod.ts";
 import { notePermission } from "../lib/main.ts";
 
@@ -152,6 +184,13 @@ export interface ConnectOptions {
   log?: Log;
   /** TCP: speak TLS over the connection. */
   tls?: ConnectTlsOptions;
+  /**
+   * Open this WebSocket instead (`tls.caCerts` gives a `wss://` one CA
+   * certificates, added to the default roots).
+   */
+  webSocket?: WebSocketEndpoint;
+  /** WebSocket: a text message per line instead of binary messages. */
+  text?: boolean;
 }
 
 /** TLS settings of {@linkcode ConnectOptions}. */
@@ -293,10 +332,57 @@ export async function runConnect(
   io: RelayOptions = {},
 ): Promise<RelayResult> {
   if (options.udp) return await runDatagrams(options, io);
+  if (options.webSocket) {
+    return await runWebSocket(options.webSocket, options, io);
+  }
   using conn = await connectClient(options);
   // A reset while relaying names the peer, as a failure to connect does.
   const peer = options.unix ?? formatAddr(conn.remoteAddr);
   return await relay(conn, { peer, ...io });
+}
+
+/**
+ * Opens the WebSocket and joins stdin and stdout to it; a close by the
+ * server with a code other than normal (1000) or none (1005) is an error.
+ */
+async function runWebSocket(
+  endpoint: WebSocketEndpoint,
+  options: ConnectOptions,
+  io: RelayOptions,
+): Promise<RelayResult> {
+  const log = options.log ?? stderrLogNow;
+  const socket = await dialWebSocket(endpoint, {
+    caCerts: options.tls?.caCerts,
+    timeoutMs: options.timeoutMs,
+  });
+  const where = formatEndpoint(endpoint);
+  log(`connected to ${where}`);
+  const input = io.input ?? Deno.stdin;
+  const output = io.output ?? Deno.stdout;
+  const result = await joinWebSocket(
+    {
+      read: (buffer) => input.read(buffer),
+      write: (bytes) => output.write(bytes),
+    },
+    socket,
+    {
+      framing: options.text ? "lines" : "binary",
+      lingerMs: options.timeoutMs ?? DEFAULT_UDP_QUIET_MS,
+      streamName: "stdin",
+      socketName: "server",
+    },
+  );
+  if (
+    result.closeCode !== undefined && result.closeCode !== 1000 &&
+    result.closeCode !== 1005
+  ) {
+    throw new ConnectError(`${where}: ${result.end}`, "other", where);
+  }
+  return {
+    bytesSent: result.bytesToSocket,
+    bytesReceived: result.bytesToStream,
+    inputEnded: result.end.startsWith("stdin"),
+  };
 }
 
 async function runDatagrams(
@@ -390,16 +476,26 @@ const FLAGS = {
     "TLS: present the PEM client certificate in FILE when the\nserver asks (with --key; needs --allow-read=FILE)",
   ),
   key: flag.string("FILE", "TLS: the PEM private key of --cert"),
+  text: flag.boolean(
+    "WebSocket: a text message per line of stdin, each\nmessage printed as a line (default: binary messages)",
+  ),
 };
 
 const USAGE = `usage: connect.ts [options] NAME PORT
        connect.ts [options] --unix PATH
+       connect.ts [options] ws://HOST[:PORT]/PATH (or wss://)
 
 Connects to NAME (a host name or IP address) on PORT, trying its addresses
 in Happy Eyeballs order (RFC 8305), then relays stdin to the connection and
 the connection to stdout, like nc. Addresses and "connected to ADDRESS" are
 printed on stderr. When stdin ends, the connection is half-closed and the
-output is printed until the server closes.
+output is printed until the server closes. A WebSocket URL: stdin's chunks
+as binary messages (--text: lines as text messages); when stdin ends, the
+close frame goes once no message has come for --timeout seconds (default
+${
+  DEFAULT_UDP_QUIET_MS / 1000
+}); wss:// verifies the server (--ca adds CA certificates,
+--servername names it).
 
 ${flagsHelp(FLAGS)}
 
@@ -407,7 +503,8 @@ Permissions: --allow-net=ADDRESS:PORT for an IP address (and
 --allow-read=FILE for --ca, --cert and --key FILE); for a name also
 --allow-net=NAME (to resolve it) and each of its ADDRESS:PORT; for --unix
 PATH, --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH; for --udp,
---unstable-net and --allow-net=0.0.0.0:0 (or [::]:0 for IPv6) too.`;
+--unstable-net and --allow-net=0.0.0.0:0 (or [::]:0 for IPv6) too; for
+ws://HOST:PORT, --allow-net=HOST:PORT.`;
 
 function socketPath(text: string, name: string): string {
   if (text === "" || text.includes("\0")) {
@@ -435,9 +532,53 @@ function serverName(text: string, name: string): string {
   return text;
 }
 
+/** `connect.ts ws://...`: the URL and the flags a WebSocket takes. */
+function webSocketOptions(
+  positionals: string[],
+  values: ReturnType<typeof parseCommandLine<typeof FLAGS>>["values"],
+  options: ConnectOptions,
+): ConnectOptions {
+  if (positionals.length > 1) {
+    throw new UsageError("a ws:// or wss:// URL takes no PORT (see --help)");
+  }
+  for (
+    const name of ["unix", "udp", "tls", "insecure", "cert", "key"] as const
+  ) {
+    if (values[name]) {
+      throw new UsageError(`--${name} cannot be used with a WebSocket URL`);
+    }
+  }
+  let endpoint: Endpoint;
+  try {
+    endpoint = parseEndpoint(positionals[0]);
+  } catch (error) {
+    if (!(error instanceof EndpointError)) throw error;
+    throw new UsageError(error.message);
+  }
+  if (endpoint.transport !== "ws" && endpoint.transport !== "wss") {
+    throw new UsageError(`not a WebSocket URL: ${positionals[0]}`);
+  }
+  if (values.servername !== undefined) {
+    // Deno's WebSocket client verifies the URL's host and takes no other
+    // name (see dialWebSocket).
+    throw new UsageError(
+      "--servername cannot be used with a WebSocket URL: write the name in it",
+    );
+  }
+  if (endpoint.transport === "ws" && values.ca !== undefined) {
+    throw new UsageError("--ca needs a wss:// URL");
+  }
+  options.webSocket = endpoint;
+  options.text = values.text;
+  // --ca is read with the other TLS files, once all is checked.
+  if (values.ca !== undefined) options.tls = {};
+  return options;
+}
+
 /**
  * Turns the command line into {@linkcode ConnectOptions}, and the CA file
- * `--ca` names (read by {@linkcode readCaOption}, once all is checked).
+ * `--ca` names (read by {@linkcode readTlsFileOptions}, once all is
+ * checked).
  */
 function optionsFromArgs(
   args: string[],
@@ -457,6 +598,13 @@ function optionsFromArgs(
     timeoutMs: values.timeout,
     attemptDelayMs: values["attempt-delay"],
   };
+  if (/^wss?:\/\//i.test(positionals[0] ?? "")) {
+    return {
+      options: webSocketOptions(positionals, values, options),
+      caFile: values.ca,
+    };
+  }
+  if (values.text) throw new UsageError("--text needs a ws:// or wss:// URL");
   if (!values.tls) {
     for (
       const flag of ["ca", "servername", "insecure", "cert", "key"] as const

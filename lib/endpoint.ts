@@ -1,6 +1,6 @@
 /**
  * Endpoints as strings: `tcp://host:port`, `udp://[::1]:7`, `unix:/path`,
- * `unixpacket:/path`, and printing addresses the way the toolkit logs them
+ * `unixpacket:/path`, `ws://host:port/path` and `wss://`, and printing addresses the way the toolkit logs them
  * (`127.0.0.1:7`, `[::1]:7`, or a socket path).
  *
  * @module
@@ -29,8 +29,24 @@ export interface UnixEndpoint {
   path: string;
 }
 
+/**
+ * A WebSocket endpoint: `ws://host:port/path` or `wss://` (TLS), the
+ * browser's socket (see `lib/websocket_bridge.ts` and
+ * `lib/websocket_dial.ts`).
+ */
+export interface WebSocketEndpoint {
+  /** `ws` or `wss` (over TLS). */
+  transport: "ws" | "wss";
+  /** Host name or IP literal, IPv6 without brackets. */
+  hostname: string;
+  /** Port, 0 to 65535; 80 for `ws` and 443 for `wss` when the URL has none. */
+  port: number;
+  /** The request target: path and query, `/` at least. */
+  resource: string;
+}
+
 /** Where a server listens or a client connects. */
-export type Endpoint = NetEndpoint | UnixEndpoint;
+export type Endpoint = NetEndpoint | UnixEndpoint | WebSocketEndpoint;
 
 /**
  * A string that is not a valid endpoint, port or address.
@@ -135,20 +151,26 @@ export function splitHostPort(
   return { hostname, port: parsePort(portText) };
 }
 
-/** How each transport is written as an endpoint's scheme. */
-const SCHEMES: Record<Transport, string> = {
+/** What an endpoint string may name: a transport, or a WebSocket. */
+export type EndpointKind = Endpoint["transport"];
+
+/** How each kind of endpoint is written as a scheme. */
+const SCHEMES: Record<EndpointKind, string> = {
   tcp: "tcp://",
   udp: "udp://",
+  ws: "ws://",
+  wss: "wss://",
   unix: "unix:",
   unixpacket: "unixpacket:",
 };
 
 /**
  * Parses an endpoint string: `tcp://host:port`, `udp://host:port` (IPv6 in
- * brackets), `unix:/path`, `unixpacket:/path`, or a bare `host:port` (TCP).
- * `transports` are the ones the caller serves (default all): any other
- * scheme is refused, and the message names only those, so a script never
- * suggests one it then refuses.
+ * brackets), `ws://host[:port][/path]`, `wss://...`, `unix:/path`,
+ * `unixpacket:/path`, or a bare `host:port` (TCP). `transports` are the
+ * ones the caller serves (default all): any other scheme is refused, and
+ * the message names only those, so a script never suggests one it then
+ * refuses.
  *
  * @example
  * ```ts
@@ -162,11 +184,21 @@ const SCHEMES: Record<Transport, string> = {
  *   EndpointError,
  *   "expected tcp:// or unix:",
  * );
+ * assertEquals(parseEndpoint("wss://example.com/vnc"), {
+ *   transport: "wss", hostname: "example.com", port: 443, resource: "/vnc",
+ * });
  * ```
  */
 export function parseEndpoint(
   text: string,
-  transports: readonly Transport[] = ["tcp", "udp", "unix", "unixpacket"],
+  transports: readonly EndpointKind[] = [
+    "tcp",
+    "udp",
+    "ws",
+    "wss",
+    "unix",
+    "unixpacket",
+  ],
 ): Endpoint {
   const endpoint = parseKnownScheme(text);
   if (endpoint === undefined || !transports.includes(endpoint.transport)) {
@@ -189,6 +221,8 @@ function parseKnownScheme(text: string): Endpoint | undefined {
     const { hostname, port } = splitHostPort(scheme[2]);
     return { transport: scheme[1] as "tcp" | "udp", hostname, port };
   }
+  const webSocket = /^(wss?):\/\/([^/?#]*)(.*)$/s.exec(text);
+  if (webSocket) return parseWebSocketEndpoint(webSocket, text);
   const unix = /^(unix|unixpacket):(.*)$/s.exec(text);
   if (unix) {
     const path = unix[2].replace(/^\/\/(?=\/)/, "");
@@ -203,6 +237,41 @@ function parseKnownScheme(text: string): Endpoint | undefined {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return undefined;
   const { hostname, port } = splitHostPort(text);
   return { transport: "tcp", hostname, port };
+}
+
+/**
+ * `ws://HOST[:PORT][/PATH]`'s parts, as a WebSocket URL has them (the
+ * port its scheme's when absent); a fragment, spaces or control
+ * characters in the path are refused.
+ */
+function parseWebSocketEndpoint(
+  [, scheme, authority, resource]: RegExpExecArray,
+  text: string,
+): WebSocketEndpoint {
+  const transport = scheme as "ws" | "wss";
+  const defaultPort = transport === "ws" ? 80 : 443;
+  const bare = /^(\[[^\]]*\]|[^:]*)$/.test(authority);
+  const { hostname, port } = splitHostPort(
+    bare ? `${authority}:${defaultPort}` : authority,
+  );
+  if (resource !== "" && !/^[/?][\x21-\x7e]*$/.test(resource)) {
+    throw new EndpointError(
+      `invalid path in '${text}': expected /PATH without spaces or #`,
+      text,
+    );
+  }
+  if (resource.includes("#")) {
+    throw new EndpointError(
+      `invalid path in '${text}': a WebSocket URL has no #fragment`,
+      text,
+    );
+  }
+  return {
+    transport,
+    hostname,
+    port,
+    resource: resource.startsWith("/") ? resource : `/${resource}`,
+  };
 }
 
 /**
@@ -267,5 +336,5 @@ export function formatEndpoint(endpoint: Endpoint): string {
   if ("path" in endpoint) return `${endpoint.transport}:${endpoint.path}`;
   return `${endpoint.transport}://${
     joinHostPort(endpoint.hostname, endpoint.port)
-  }`;
+  }${"resource" in endpoint ? endpoint.resource : ""}`;
 }

@@ -184,9 +184,7 @@ export async function forwardConnection(
 ): Promise<void> {
   const began = performance.now();
   if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-  const target: DialledTarget = plan.pool
-    ? await dialFromPool(plan, plan.pool, context)
-    : await dialTarget(plan, context.remoteAddr, context.localAddr);
+  const target = await dialForClient(plan, context);
   // Returned, not awaited: a function waiting here for the pair's whole
   // life kept its generator and registers (about 240 bytes of heap a pair).
   return splice(conn, target.conn, {
@@ -202,10 +200,46 @@ export async function forwardConnection(
   });
 }
 
-/** A target dialled for a client; `release` when a pool's. */
-type DialledTarget = Awaited<ReturnType<typeof dialTarget>> & {
+/** A target dialled for a client, by {@linkcode dialForClient}. */
+export interface DialledTarget {
+  /** The connection to the target (TLS when the plan speaks it). */
+  conn: SpliceConn;
+  /** Where it went, for the closing line (with the targets tried first). */
+  address: string;
+  /** What went wrong but did not stop it (keepalive not set). */
+  warning?: string;
+  /** A pool's target: tell the pool the client has ended. */
   release?: () => void;
-};
+}
+
+/**
+ * Dials the target for one client as `plan` says: its one target, or the
+ * one its pool picks (retried on the next when a connect fails), with a
+ * PROXY header for `client.remoteAddr` when asked. What
+ * {@linkcode forwardConnection} does before it joins the two; the
+ * WebSocket bridge does the same for each of its clients.
+ *
+ * @example
+ * ```ts
+ * import { dialForClient } from "./forward.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client: Deno.NetAddr = { transport: "tcp", hostname: "127.0.0.1", port: 5000 };
+ * const target = await dialForClient({
+ *   target: { transport: "tcp", hostname: "127.0.0.1", port: listener.addr.port },
+ *   connectTimeoutMs: 1000,
+ * }, { remoteAddr: client, localAddr: listener.addr });
+ * target.conn.close();
+ * ```
+ */
+export function dialForClient(
+  plan: ForwardPlan,
+  client: { readonly remoteAddr: Deno.Addr; readonly localAddr: Deno.Addr },
+): Promise<DialledTarget> {
+  return plan.pool
+    ? dialFromPool(plan, plan.pool, client)
+    : dialTarget(plan, client.remoteAddr, client.localAddr);
+}
 
 /**
  * Dials the target `pool` picks for the client (by its address, for
@@ -215,7 +249,7 @@ type DialledTarget = Awaited<ReturnType<typeof dialTarget>> & {
 async function dialFromPool(
   plan: ForwardPlan,
   pool: TargetPool,
-  context: ConnectionContext,
+  context: { readonly remoteAddr: Deno.Addr; readonly localAddr: Deno.Addr },
 ): Promise<DialledTarget> {
   const client = "hostname" in context.remoteAddr
     ? context.remoteAddr.hostname

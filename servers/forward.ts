@@ -37,6 +37,9 @@
  * | `socat TCP-LISTEN:8080,fork OPENSSL:db.internal:5432,cert=client.pem,key=client.key,cafile=ca.pem`; haproxy `server s db.internal:5432 ssl crt client.pem ca-file ca.pem` | `--to-tls --ca ca.pem --to-cert client.pem --to-key client.key tcp://127.0.0.1:8080 tcp://db.internal:5432` |
  * | haproxy `server s 127.0.0.1:8080 send-proxy-v2` | `--send-proxy v2 tcp://0.0.0.0:80 tcp://127.0.0.1:8080` |
  * | haproxy `bind :80 accept-proxy` | `--accept-proxy tcp://0.0.0.0:80 tcp://127.0.0.1:8080` |
+ * | `websockify 8080 127.0.0.1:5900` | `ws://0.0.0.0:8080/ tcp://127.0.0.1:5900` |
+ * | `websockify --cert c.pem --key k.pem --web DIR 8443 127.0.0.1:5900` | `--tls --cert c.pem --key k.pem --web DIR wss://0.0.0.0:8443/ tcp://127.0.0.1:5900` (`--allow-read=DIR` too) |
+ * | `websocat -b tcp-l:127.0.0.1:9000 wss://host/path` | `tcp://127.0.0.1:9000 wss://host/path` (`--allow-net=...,host:443`) |
  *
  * (UDP for clients on this host only: `--allow-net=127.0.0.1,0.0.0.0:0` and
  * `udp://127.0.0.1:5353`: the session sockets bind `0.0.0.0:0`.)
@@ -73,6 +76,32 @@
  * `--udp-rate`, and a client that sends each answer straight back, round
  * after round faster than that (an echo server: a loop), is dropped by
  * the loop guard, as every UDP server here does.
+ *
+ * ## WebSocket
+ *
+ * A `ws://HOST:PORT/PATH` LISTEN (`wss://` with `--tls --cert --key`) is a
+ * WebSocket bridge, websockify's job (`lib/websocket_bridge.ts`): each
+ * browser or WebSocket client that upgrades on PATH (any path for `/`) is
+ * joined to its own connection to TARGET, bytes both ways: binary frames
+ * (`--ws-frames text` for text frames; a client offering the `base64`
+ * subprotocol, as noVNC and old websockify clients do, gets base64). Before
+ * the upgrade each request meets `--allow`/`--deny` (403), `--origin`
+ * (403 for a page of another site: without it any page a user visits can
+ * reach TARGET through the user's browser), `--per-source` and
+ * `--max-connections` (503), and a TARGET that is down is a 502. A client
+ * that answers no ping for `--ping` seconds, or sends a message larger
+ * than `--max-message`, is closed; the closing line gives the close code
+ * and reason: `closed 127.0.0.1:41234 (5 bytes in, 5 bytes out) to
+ * 127.0.0.1:5900, 2.1 s, client closed first (1000 bye)`. `--web DIR`
+ * serves the files under DIR to other requests, so a page and its socket
+ * come from one origin. It is `Deno.serve`: no `--accept-proxy`,
+ * `--idle-timeout`, `--keepalive` or `--workers` there.
+ *
+ * A `ws://` or `wss://` TARGET carries each TCP client over a WebSocket
+ * of its own, websocat's job (`lib/websocket_dial.ts`): binary messages,
+ * the server's certificate verified for the URL's host against Deno's
+ * roots and `--ca FILE`'s (added to them). WebSocket has no half-close: a
+ * client's end becomes a close frame once TARGET has been quiet for 1 s.
  *
  * ## PROXY protocol
  *
@@ -172,6 +201,7 @@ import {
   DEFAULT_UDP_RATE,
   type Endpoint,
   EndpointError,
+  type EndpointKind,
   flag,
   flagsHelp,
   formatBytes,
@@ -191,7 +221,6 @@ import {
   type ServerOptions,
   serverOptionsFromFlags,
   stderrLog,
-  type Transport,
   UsageError,
 } from "../mod.ts";
 import { workerPlace } from "../lib/workers.ts";
@@ -221,6 +250,16 @@ import {
 } from "../lib/forward.ts";
 import { canCloseWithReset } from "../lib/keepalive.ts";
 import {
+  serveWebSocketBridge,
+  type WebSocketListenOptions,
+} from "../lib/websocket_bridge.ts";
+import { forwardToWebSocket } from "../lib/websocket_dial.ts";
+import {
+  checkWebSocketTarget,
+  WEBSOCKET_LISTEN_FLAGS,
+  webSocketListenOptions,
+} from "../lib/websocket_flags.ts";
+import {
   SPLICE_BUFFER_BYTES,
   SPLICE_IDLE_BUFFER_BYTES,
 } from "../lib/splice.ts";
@@ -240,6 +279,7 @@ export type {
   Taken,
   TargetPoolOptions,
   TargetSpec,
+  WebSocketListenOptions,
 };
 export { PoolTarget, TargetPool };
 
@@ -290,6 +330,11 @@ export interface ForwardOptions extends ServerOptions {
    * is closed with a FIN.
    */
   passResets?: boolean;
+  /**
+   * Listen for WebSocket clients (`ws://` LISTEN, `wss://` with `tls`)
+   * instead of plain connections: see `lib/websocket_bridge.ts`.
+   */
+  websocket?: WebSocketListenOptions;
 }
 
 /** What {@linkcode serveForward} returns: a server, and its targets when many. */
@@ -389,6 +434,26 @@ export function serveForward(options: ForwardOptions): ForwardServer {
   if (transport === "unixpacket") {
     throw new TypeError("forwarding Unix datagram sockets is not supported");
   }
+  if (target.transport === "ws" || target.transport === "wss") {
+    if (options.websocket || pool) {
+      throw new TypeError("a ws:// target takes one plain listener");
+    }
+    const tls = options.targetTls;
+    const webSocketPlan = {
+      target,
+      dial: {
+        caCerts: tls?.caCerts,
+        timeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      },
+    };
+    return serve({
+      name: "forward",
+      defaultPort: 0,
+      descriptorsPerConnection: 1,
+      stream: (conn, context) =>
+        forwardToWebSocket(conn, context, webSocketPlan),
+    }, options);
+  }
   if (target.transport !== "tcp" && target.transport !== "unix") {
     throw new TypeError(
       `a ${transport} listener forwards to a tcp:// or unix: target`,
@@ -404,6 +469,10 @@ export function serveForward(options: ForwardOptions): ForwardServer {
     pool,
   };
   const readTargetTls = options.readTargetTls;
+  if (options.websocket) {
+    const bridge = serveWebSocketBridge(options, options.websocket, plan);
+    return balanced ? balanced.supervise(bridge) : bridge;
+  }
   const server = serve({
     name: "forward",
     defaultPort: 0,
@@ -458,7 +527,7 @@ const FLAGS = {
   ),
   ca: flag.string(
     "FILE",
-    `--to-tls: trust the PEM CA certificates in FILE\ninstead of the default roots (needs --allow-read=FILE;\na regular file of at most ${
+    `--to-tls: trust the PEM CA certificates in FILE\ninstead of the default roots (wss:// TARGET: as well\nas them; needs --allow-read=FILE; a regular file of at\nmost ${
       formatBytes(MAX_SMALL_FILE_BYTES)
     })`,
   ),
@@ -485,6 +554,7 @@ const FLAGS = {
     { shown: String(DEFAULT_UDP_SESSION_TIMEOUT_MS / 1000) },
   ),
   ...BALANCE_FLAGS,
+  ...WEBSOCKET_LISTEN_FLAGS,
   ...COMMON_FLAGS,
   // The same flags, in the words of LISTEN's schemes.
   mode: {
@@ -518,12 +588,15 @@ const USAGE = `usage: forward.ts [options] LISTEN TARGET [TARGET...]
 Accepts clients on LISTEN and forwards each one to TARGET over a connection
 of its own, bytes both ways until both sides are done (each half-closed on
 its own). LISTEN and TARGET: tcp://HOST:PORT (IPv6 as [::1]), unix:PATH
-(a Unix stream socket), or udp://HOST:PORT (UDP to UDP: a session per
-client address). A bare HOST:PORT is TCP.
+(a Unix stream socket), udp://HOST:PORT (UDP to UDP: a session per
+client address), or ws://HOST:PORT/PATH and wss:// (a WebSocket bridge
+as LISTEN, a WebSocket per client as TARGET). A bare HOST:PORT is TCP.
 
   forward.ts tcp://0.0.0.0:8080 tcp://backend:80
   forward.ts tcp://127.0.0.1:2375 unix:/var/run/docker.sock
   forward.ts udp://0.0.0.0:5353 udp://127.0.0.1:53
+  forward.ts --web clients/web --origin https://example.com ws://0.0.0.0:8080/ws tcp://127.0.0.1:5900
+  forward.ts tcp://127.0.0.1:9000 wss://example.com/tunnel
   forward.ts --balance leastconn tcp://0.0.0.0:80 10.0.0.1:80 10.0.0.2:80
 
 Many targets: each client goes to one (--balance), a target whose connects
@@ -556,7 +629,9 @@ NAME:PORT). unix:PATH, to listen or to connect: --allow-net=unix:PATH
 (answers go to any client). --tls: --allow-read=CERT,KEY (and the
 --client-ca FILE); --ca FILE, --to-cert FILE, --to-key FILE:
 --allow-read=FILE. Many targets: each one's HOST:PORT; --targets FILE:
---allow-read=FILE, and every target a reload may add. To pass a side's
+--allow-read=FILE, and every target a reload may add. --web DIR:
+--allow-read=DIR. A ws:// or wss:// TARGET: its URL's HOST:PORT (443 for
+wss:// without a port). To pass a side's
 reset on to the other as a reset (else it gets a FIN): --allow-ffi=LIBC
 (/lib/x86_64-linux-gnu/libc.so.6).`;
 
@@ -584,13 +659,26 @@ function listenValues(
         hostname: listen.hostname,
         port: listen.port,
       };
+    case "ws":
+    case "wss":
+      if (listen.transport === "ws" && values.tls) {
+        throw new UsageError("--tls with a ws:// LISTEN: write wss://");
+      }
+      return {
+        ...values,
+        udp: false,
+        unix: undefined,
+        tls: listen.transport === "wss",
+        hostname: listen.hostname,
+        port: listen.port,
+      };
     default:
       return { ...values, udp: false, unix: listen.path };
   }
 }
 
 /** The transports forward.ts forwards: LISTEN's and TARGET's schemes. */
-const FORWARDED: readonly Transport[] = ["tcp", "udp", "unix"];
+const FORWARDED: readonly EndpointKind[] = ["tcp", "udp", "ws", "wss", "unix"];
 
 function endpointArgument(text: string, what: string): Endpoint {
   try {
@@ -630,6 +718,8 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   const listen = endpointArgument(positionals[0], "LISTEN");
   const specs = targetArguments(positionals.slice(1), values);
   const target = specs[0].endpoint;
+  const websocket = webSocketListenOptions(listen, values);
+  checkWebSocketTarget(listen, specs, values);
   const udp = listen.transport === "udp";
   if (udp !== (target.transport === "udp")) {
     throw new UsageError(
@@ -650,7 +740,15 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   if (!udp && values["udp-session-timeout"] !== undefined) {
     throw new UsageError("--udp-session-timeout applies to udp:// only");
   }
-  if (!values["to-tls"]) {
+  if (target.transport === "wss") {
+    // Checked by checkWebSocketTarget: --ca applies, a certificate cannot
+    // (Deno's WebSocket client presents none).
+    for (const name of ["to-cert", "to-key"] as const) {
+      if (values[name]) {
+        throw new UsageError(`--${name} cannot be used with a wss:// TARGET`);
+      }
+    }
+  } else if (!values["to-tls"]) {
     for (
       const name of [
         "ca",
@@ -688,6 +786,7 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     connectTimeoutMs: values["connect-timeout"],
     sendProxy: values["send-proxy"],
     udpSessionTimeoutMs: values["udp-session-timeout"],
+    websocket,
   };
   if (udp && maxConnections !== undefined) {
     options.maxConnections = maxConnections;
@@ -708,7 +807,7 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     refuseBalanceFlags(values);
   }
   if (udp && perSource !== undefined) options.perSource = perSource;
-  if (values["to-tls"]) {
+  if (values["to-tls"] || target.transport === "wss") {
     const { ca, "to-cert": cert, "to-key": key } = values;
     const read = (): ForwardTlsOptions => ({
       serverName: values.servername,

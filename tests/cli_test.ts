@@ -229,17 +229,17 @@ Deno.test("usage errors suggest only what the script takes: no unixpacket: from 
     [
       "servers/forward.ts",
       ["http://0.0.0.0:8080", "tcp://127.0.0.1:15000"],
-      /^error: LISTEN: unsupported scheme in 'http:\/\/0\.0\.0\.0:8080': expected tcp:\/\/, udp:\/\/ or unix:$/,
+      /^error: LISTEN: unsupported scheme in 'http:\/\/0\.0\.0\.0:8080': expected tcp:\/\/, udp:\/\/, ws:\/\/, wss:\/\/ or unix:$/,
     ],
     [
       "servers/forward.ts",
       ["unixpacket:/tmp/f.sock", "tcp://127.0.0.1:15000"],
-      /^error: LISTEN: unsupported scheme in 'unixpacket:\/tmp\/f\.sock': expected tcp:\/\/, udp:\/\/ or unix:$/,
+      /^error: LISTEN: unsupported scheme in 'unixpacket:\/tmp\/f\.sock': expected tcp:\/\/, udp:\/\/, ws:\/\/, wss:\/\/ or unix:$/,
     ],
     [
       "servers/forward.ts",
       ["tcp://0.0.0.0:8080", "unixpacket:/tmp/f.sock"],
-      /^error: TARGET: unsupported scheme .*expected tcp:\/\/, udp:\/\/ or unix:$/,
+      /^error: TARGET: unsupported scheme .*expected tcp:\/\/, udp:\/\/, ws:\/\/, wss:\/\/ or unix:$/,
     ],
     [
       "servers/forward.ts",
