@@ -20,6 +20,7 @@ import { formatAddr } from "./endpoint.ts";
 import { escapeControlChars } from "./escape_control_chars.ts";
 import { closeQuietly } from "./io.ts";
 import { FloodLog } from "./log.ts";
+import { DatagramMetrics, serviceLabel } from "./server_metrics.ts";
 import { BaseServer } from "./server_base.ts";
 import {
   type DatagramHandler,
@@ -47,6 +48,8 @@ export class DatagramServer extends BaseServer {
   #loopDone: Promise<void> = Promise.resolve();
   /** Settles once the datagram being handled has been answered. */
   #inFlight?: Promise<void>;
+  /** What `--stats` and SIGUSR1 show. */
+  readonly #metrics: DatagramMetrics;
 
   constructor(
     service: Service,
@@ -65,6 +68,10 @@ export class DatagramServer extends BaseServer {
       options.udpRatePerSecond ?? DEFAULT_UDP_RATE,
     );
     if (options.loopGuard !== false) this.#replies = new ReplyMemory();
+    this.#metrics = new DatagramMetrics({
+      service: serviceLabel(service.name, transport, options.label),
+      transport,
+    });
     const start = (s: Deno.DatagramConn) => {
       this.#socket = s;
       if (this.closing) s.close();
@@ -91,6 +98,8 @@ export class DatagramServer extends BaseServer {
         this.log(`${this.prefix}receive failed: ${(error as Error).message}`);
         continue;
       }
+      this.#metrics.received.value++;
+      this.#metrics.bytesIn.value += data.byteLength;
       const peer = formatAddr(source);
       if (this.#drops(source, peer, data)) continue;
       let answered!: () => void;
@@ -121,22 +130,26 @@ export class DatagramServer extends BaseServer {
       this.#droppedLowPort.event(
         `datagram from ${peer}: source port below 1024`,
       );
+      this.#metrics.dropped["low-port"].value++;
       return true;
     }
     if ("port" in source && this.#dropSourcePorts.has(source.port)) {
       this.#droppedLowPort.event(
         `datagram from ${peer}: source port is a service port (loop protection)`,
       );
+      this.#metrics.dropped["low-port"].value++;
       return true;
     }
     if (this.#access && !this.#access.allows(source)) {
       this.#refusedAccess.event(`datagram from ${peer}: not allowed`);
+      this.#metrics.dropped.access.value++;
       return true;
     }
     if ("path" in source && !source.path) {
       this.#droppedRate.event(
         `datagram from an unbound Unix socket: no address to reply to`,
       );
+      this.#metrics.dropped.unbound.value++;
       return true;
     }
     if (this.#replies?.bouncedBack(peer, data)) {
@@ -145,6 +158,7 @@ export class DatagramServer extends BaseServer {
       this.#droppedLoop.event(
         `datagram from ${peer}: the reply just sent to it, bounced back (loop protection)`,
       );
+      this.#metrics.dropped.loop.value++;
       return true;
     }
     return false;
@@ -171,6 +185,7 @@ export class DatagramServer extends BaseServer {
       this.#droppedLoop.event(
         `datagram from ${peer}: ${kind}, another service's reply (loop protection)`,
       );
+      this.#metrics.dropped.loop.value++;
       return;
     }
     const from = sourceKey(source);
@@ -180,9 +195,12 @@ export class DatagramServer extends BaseServer {
           escapeControlChars(from)
         }`,
       );
+      this.#metrics.dropped.rate.value++;
       return;
     }
     await socket.send(reply, source);
+    this.#metrics.sent.value++;
+    this.#metrics.bytesOut.value += reply.byteLength;
     this.#replies?.sent(peer, reply);
   }
 

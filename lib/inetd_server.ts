@@ -21,6 +21,7 @@ import { type Log, stderrLog } from "./log.ts";
 import { describeError } from "./main.ts";
 import { listeningLine } from "./server.ts";
 import type { Server } from "./server_options.ts";
+import { dumpStats } from "./stats_dump.ts";
 
 /**
  * Starts the server for one line; `all` is every line of the file being
@@ -297,6 +298,7 @@ export async function runInetdConf(
     ["SIGINT", stop],
     ["SIGTERM", stop],
     ["SIGHUP", reload],
+    ["SIGUSR1", () => dumpStats(log)],
   ];
   for (const [signal, handler] of signals) {
     Deno.addSignalListener(signal, handler);

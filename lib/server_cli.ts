@@ -19,7 +19,7 @@ import {
   positiveSecondsFlag,
   UsageError,
 } from "./cli.ts";
-import type { Transport } from "./endpoint.ts";
+import { type Endpoint, parseEndpoint, type Transport } from "./endpoint.ts";
 import { KEEPALIVE_LIMITS, type KeepAliveConfig } from "./keepalive.ts";
 import { stderrLog } from "./log.ts";
 import {
@@ -36,6 +36,7 @@ import {
   type ServerOptions,
 } from "./server_options.ts";
 import { formatBytes, MAX_SMALL_FILE_BYTES } from "./files.ts";
+import { dumpStatsOnSignal } from "./stats_dump.ts";
 import { readTlsFiles } from "./tls.ts";
 import { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
 import { workerCount, workerPlace } from "./workers.ts";
@@ -183,6 +184,10 @@ export type ServerFlags = {
   readonly keepalive: ServerFlag<KeepAliveConfig | undefined, false>;
   /** `--workers N|auto` */
   readonly workers: ServerFlag<number, false>;
+  /** `--stats ADDR` */
+  readonly stats: ServerFlag<Endpoint, false>;
+  /** `--stats-allow CIDR`, repeatable */
+  readonly "stats-allow": ServerFlag<string[], false>;
 };
 
 /**
@@ -339,7 +344,42 @@ const SHARED_SERVER_FLAGS = {
       { shown: "1" },
     ),
   ),
+  stats: on(
+    ALL,
+    flag.custom(
+      "ADDR",
+      "serve stats at ADDR (HOST:PORT, or unix:PATH): Prometheus\n/metrics, /stats.json and a live page at /; needs\n--allow-net=HOST:PORT (unix: --allow-read/--allow-write=PATH);\nwith --allow-read=/proc/self/fd and --allow-ffi, descriptors\ntoo {default}",
+      statsAddress,
+      { shown: "off" },
+    ),
+  ),
+  "stats-allow": on(
+    ALL,
+    flag.list(
+      "CIDR",
+      "--stats: who may read them (repeatable); without it,\nloopback clients only",
+    ),
+  ),
 } as const;
+
+/** `--stats ADDR`: a TCP address or a Unix socket path. */
+function statsAddress(text: string, name: string): Endpoint {
+  let endpoint: Endpoint | undefined;
+  try {
+    endpoint = parseEndpoint(text);
+  } catch {
+    // Said below.
+  }
+  if (
+    !endpoint ||
+    (endpoint.transport !== "tcp" && endpoint.transport !== "unix")
+  ) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected HOST:PORT or unix:PATH`,
+    );
+  }
+  return endpoint;
+}
 
 /**
  * The server flags of a TCP-only server (the seed's hello and accept
@@ -370,6 +410,8 @@ export const TCP_SERVER_FLAG_NAMES = [
   "key",
   "accept-proxy",
   "proxy-timeout",
+  "stats",
+  "stats-allow",
 ] as const;
 
 /**
@@ -492,6 +534,7 @@ export function serverOptionsFromFlags(
   set("udpRatePerSecond", values["udp-rate"]);
   accessFromFlags(values, options);
   tlsFromFlags(values, options);
+  statsFromFlags(values, options);
   return options;
 }
 
@@ -564,6 +607,37 @@ function accessFromFlags(values: ServerFlagValues, options: ServerOptions) {
   options.access = new AccessList({ allow, deny });
 }
 
+function statsFromFlags(values: ServerFlagValues, options: ServerOptions) {
+  const allow = values["stats-allow"] ?? [];
+  const listen = values.stats;
+  if (listen === undefined) {
+    if (allow.length > 0) throw new UsageError("--stats-allow needs --stats");
+    return;
+  }
+  if ((values.workers ?? 1) > 1) {
+    // Each thread counts its own: one endpoint would show one thread.
+    throw new UsageError("--stats cannot be used with --workers");
+  }
+  options.stats = { listen };
+  if (allow.length === 0) return;
+  if (listen.transport === "unix") {
+    throw new UsageError(
+      "--stats-allow matches IP addresses; a unix: stats socket has none (use its file's permissions)",
+    );
+  }
+  for (const text of allow) {
+    try {
+      new AccessList({ allow: [text] });
+    } catch (error) {
+      if (!(error instanceof CidrError)) throw error;
+      throw new UsageError(
+        `invalid value '${text}' for --stats-allow: ${error.reason}`,
+      );
+    }
+  }
+  options.stats.access = new AccessList({ allow });
+}
+
 function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
   if (!values.tls) {
     for (const flag of ["cert", "key"] as const) {
@@ -582,8 +656,8 @@ function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
 /**
  * Runs servers as a script does: waits until all are bound, logs one
  * `listening on` line each (labelled when there are several), shuts all
- * down gracefully on SIGINT or SIGTERM, and resolves once all are
- * finished.
+ * down gracefully on SIGINT or SIGTERM, writes the stats to the log on
+ * SIGUSR1 (`stats_dump.ts`), and resolves once all are finished.
  *
  * @example
  * ```ts ignore
@@ -618,9 +692,11 @@ export async function runServers(
   }
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, stop);
+  const stopDumping = dumpStatsOnSignal(log);
   try {
     await Promise.all(servers.map(({ server }) => server.finished));
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
+    stopDumping();
   }
 }

@@ -27,6 +27,7 @@ import {
   setKeepAlive,
 } from "./keepalive.ts";
 import { FloodLog } from "./log.ts";
+import { serviceLabel, StreamMetrics } from "./server_metrics.ts";
 import { withoutOsError } from "./os_error.ts";
 import {
   DEFAULT_PROXY_HEADER_TIMEOUT_MS,
@@ -91,6 +92,8 @@ export class StreamServer extends BaseServer {
   readonly #tlsContext?: ReturnType<typeof tlsServerContext>;
   #acceptLoop?: AcceptLoop;
   #boundListener?: Deno.Listener;
+  /** What `--stats` and SIGUSR1 show: counted at accept, refusal and close. */
+  readonly #metrics: StreamMetrics;
 
   constructor(
     service: Service,
@@ -153,7 +156,12 @@ export class StreamServer extends BaseServer {
       access: refused(),
       "per-source": refused(),
       full: refused(),
+      rate: refused(),
     };
+    this.#metrics = new StreamMetrics({
+      service: serviceLabel(service.name, transport, options.label),
+      transport: options.tls ? "tls" : transport,
+    });
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 0;
     this.#keepAlive = keepAlive;
     this.#proxyHeaderTimeoutMs = proxyHeaderTimeoutMs;
@@ -217,11 +225,13 @@ export class StreamServer extends BaseServer {
       : this.#admission.full() ?? {};
     if (isRefusal(verdict)) {
       this.#refused[verdict.reason].event(`${connection.peer}: ${verdict.why}`);
+      this.#metrics.refused[verdict.reason].value++;
       conn.close();
       return;
     }
     connection.source = verdict.source;
     this.#connections.add(connection);
+    this.#metrics.open.value++;
     if (this.#keepAlive) this.#setKeepAlive(conn, this.#keepAlive);
     if (
       this.#proxyHeaderTimeoutMs === undefined &&
@@ -255,9 +265,13 @@ export class StreamServer extends BaseServer {
       const failure = await this.#handshake(connection);
       if (failure !== undefined) {
         // Closed by shutdown or the idle sweep: that logged already.
-        if (!connection.closed) this.#handshakeFailed.event(failure);
+        if (!connection.closed) {
+          this.#handshakeFailed.event(failure);
+          this.#metrics.refused["tls-handshake"].value++;
+        }
         return false;
       }
+      this.#countHandshake(connection.conn);
     }
     return true;
   }
@@ -279,6 +293,7 @@ export class StreamServer extends BaseServer {
     } catch (error) {
       // Closed by shutdown or the idle sweep: that logged already.
       if (!connection.closed) {
+        this.#metrics.refused["proxy-header"].value++;
         this.#badProxyHeader.event(
           `${connection.peer} (0 bytes in, 0 bytes out): ${
             escapeControlChars(withoutOsError((error as Error).message))
@@ -293,6 +308,7 @@ export class StreamServer extends BaseServer {
       const why = verdict.reason === "access" && header.command === "proxy"
         ? `${verdict.why} (the address in its PROXY header)`
         : verdict.why;
+      this.#metrics.refused[verdict.reason].value++;
       this.log(
         `${this.prefix}closed ${connection.peer} (0 bytes in, 0 bytes out)${connection.via}: ${why}`,
       );
@@ -320,6 +336,7 @@ export class StreamServer extends BaseServer {
    * the connection's whole life (about 240 bytes of heap a connection).
    */
   #run(connection: Connection): void {
+    this.#metrics.accepted.value++;
     this.log(`${this.prefix}accepted ${connection.peer}${connection.via}`);
     let running: Promise<void>;
     try {
@@ -346,6 +363,11 @@ export class StreamServer extends BaseServer {
   #ended(connection: Connection, failure: string): void {
     const cut = connection.closed;
     this.#drop(connection);
+    this.#metrics.closed(
+      connection.bytesIn,
+      connection.bytesOut,
+      connection.openedAt,
+    );
     // A handler's note may name what it was given (a target's path).
     const note = connection.note
       ? ` ${escapeControlChars(connection.note)}`
@@ -361,8 +383,19 @@ export class StreamServer extends BaseServer {
   #drop(connection: Connection): void {
     connection.close();
     if (this.#connections.delete(connection)) {
+      this.#metrics.open.value--;
       this.#admission.release(connection.source);
     }
+  }
+
+  /**
+   * Counts a TLS handshake done, by the protocol version the engine names
+   * (`unknown` where it names none) and the client certificate's result
+   * (`none` until servers ask for one: see `NO_CLIENT_CERTIFICATE`).
+   */
+  #countHandshake(conn: Deno.Conn): void {
+    const protocol = (conn as { protocol?: string }).protocol ?? "unknown";
+    this.#metrics.tlsHandshake(protocol).value++;
   }
 
   /**

@@ -619,6 +619,11 @@ export class NativeTlsConn implements Deno.TlsConn {
     return this.#handshake;
   }
 
+  /** The TLS version agreed (`TLSv1.3`), once the handshake is done: for the stats. */
+  get protocol(): string | undefined {
+    return this.#tls.getProtocol?.() ?? undefined;
+  }
+
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */
   read(p: Uint8Array): Promise<number | null> {
     if (this.#closed) {

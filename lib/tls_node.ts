@@ -367,6 +367,11 @@ export class NodeTlsConn implements Deno.TlsConn {
     return this.#handshake;
   }
 
+  /** The TLS version agreed (`TLSv1.3`), once the handshake is done: for the stats. */
+  get protocol(): string | undefined {
+    return this.#socket.getProtocol() ?? undefined;
+  }
+
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */
   async read(p: Uint8Array): Promise<number | null> {
     while (this.#chunks.length === 0) {

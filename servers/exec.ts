@@ -137,6 +137,7 @@ import {
   SpawnError,
   stderrLogTo,
 } from "../lib/spawn.ts";
+import { ProgramMetrics } from "../lib/server_metrics.ts";
 
 /** The port exec.ts listens on unless told otherwise. */
 export const EXEC_PORT = 8000;
@@ -208,6 +209,11 @@ class ConnectionRate implements AccessPolicy {
   readonly #buckets = new Map<string, { tokens: number; at: number }>();
   /** The peer and source the last call refused for its rate, if it did. */
   refused?: { peer: string; source: string };
+
+  /** Whether the last call refused for the rate (the stats' `rate`). */
+  get overRate(): boolean {
+    return this.refused !== undefined;
+  }
 
   constructor(perSecond: number, inner?: AccessPolicy) {
     this.perSecond = perSecond;
@@ -293,6 +299,10 @@ export function execService(
   const prefix = options.label ? `${options.label}: ` : "";
   const name = programName(spec.program);
   const refused = new FloodLog(log, `${prefix}refused`);
+  // The stats' service: inetd's `NAME/tcp` is `NAME`.
+  const programs = new ProgramMetrics({
+    service: options.label?.replace(/\/(tcp|unix)$/, "") ?? "exec",
+  });
   const killAfterMs = spec.killAfterMs ?? DEFAULT_KILL_AFTER_MS;
   return {
     name: "exec",
@@ -306,6 +316,7 @@ export function execService(
         spec,
         stderrLogTo((line) => log(prefix + line), context.peer, name),
         options.stop,
+        programs,
       );
       options.running?.add(run);
       try {

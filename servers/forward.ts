@@ -194,6 +194,7 @@ import {
   type TargetSpec,
 } from "../lib/targets.ts";
 import { readTargetsFile } from "../lib/targets_file.ts";
+import { withStats } from "../lib/stats_server.ts";
 import {
   forwardConnection,
   type ForwardPlan,
@@ -353,7 +354,11 @@ export function serveForward(options: ForwardOptions): ForwardServer {
       signal: options.signal,
       pool,
     });
-    return balanced ? balanced.supervise(server) : server;
+    const watched = withStats(
+      server,
+      options.stats && { log: options.log, ...options.stats },
+    );
+    return balanced ? balanced.supervise(watched) : watched;
   }
   if (transport === "unixpacket") {
     throw new TypeError("forwarding Unix datagram sockets is not supported");
