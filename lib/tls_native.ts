@@ -621,7 +621,14 @@ export class NativeTlsConn implements Deno.TlsConn {
 
   /** The TLS version agreed (`TLSv1.3`), once the handshake is done: for the stats. */
   get protocol(): string | undefined {
-    return this.#tls.getProtocol?.() ?? undefined;
+    // The engine fills in `protocol` of the object it is given.
+    const info: { protocol?: string } = {};
+    try {
+      this.#tls.getProtocol(info);
+    } catch {
+      return undefined;
+    }
+    return info.protocol;
   }
 
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */

@@ -369,7 +369,11 @@ export class NodeTlsConn implements Deno.TlsConn {
 
   /** The TLS version agreed (`TLSv1.3`), once the handshake is done: for the stats. */
   get protocol(): string | undefined {
-    return this.#socket.getProtocol() ?? undefined;
+    try {
+      return this.#socket.getProtocol() ?? undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */

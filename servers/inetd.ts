@@ -417,6 +417,8 @@ const FLAGS = {
     "deny",
     "accept-proxy",
     "proxy-timeout",
+    "stats",
+    "stats-allow",
   ),
 };
 

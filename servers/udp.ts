@@ -153,6 +153,8 @@ const FLAGS = {
     "allow",
     "deny",
     "grace",
+    "stats",
+    "stats-allow",
   ),
 };
 

@@ -1,0 +1,713 @@
+/**
+ * `--stats`: what the servers count, checked against what each test did
+ * (N connections, B bytes, R refusals of each kind), through the real
+ * endpoint of a real server process; `promtool check metrics` accepts
+ * `/metrics`; a real Prometheus scrapes it; the page loads in headless
+ * Chromium and shows the JSON's figures; SIGUSR1 writes them to the log.
+ */
+
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertMatch,
+  assertStringIncludes,
+} from "@std/assert";
+import {
+  assertUsageError,
+  closing,
+  freePort,
+  hasCommand,
+  makeCertificates,
+  readAll,
+  runCommand,
+  type ScriptProcess,
+  spawn,
+  startServer,
+} from "./_helpers.ts";
+import { startExec } from "./_exec.ts";
+
+const encoder = new TextEncoder();
+
+/** The stats port from a server's `stats on http://127.0.0.1:PORT/` line. */
+async function statsPort(proc: ScriptProcess): Promise<number> {
+  const match = await proc.waitForStderr(
+    /^stats on http:\/\/127\.0\.0\.1:(\d+)\/$/,
+  );
+  return Number(match[1]);
+}
+
+async function get(port: number, path: string): Promise<Response> {
+  return await fetch(`http://127.0.0.1:${port}${path}`);
+}
+
+/** `/metrics` as a map from series (name and labels, as written) to value. */
+async function metrics(port: number): Promise<Map<string, number>> {
+  const response = await get(port, "/metrics");
+  assertEquals(response.status, 200);
+  assertEquals(
+    response.headers.get("content-type"),
+    "text/plain; version=0.0.4; charset=utf-8",
+  );
+  const series = new Map<string, number>();
+  for (const line of (await response.text()).split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const at = line.lastIndexOf(" ");
+    series.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return series;
+}
+
+function labels(pairs: Record<string, string>): string {
+  return `{${Object.entries(pairs).map(([k, v]) => `${k}="${v}"`).join(",")}}`;
+}
+
+/** One echo exchange: sends `bytes` bytes, reads them back, closes. */
+async function echoOnce(port: number, bytes: number): Promise<void> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new Uint8Array(bytes).fill(0x61));
+  await conn.closeWrite();
+  assertEquals((await readAll(conn)).byteLength, bytes);
+}
+
+/** A connection from `source` (a loopback address) held by socat until `end()`. */
+function holdFrom(source: string, port: number): ScriptProcess {
+  return spawn("socat", {
+    args: ["STDIO", `TCP:127.0.0.1:${port},bind=${source}`],
+    stdin: true,
+  });
+}
+
+async function end(proc: ScriptProcess): Promise<void> {
+  await proc.child.stdin.close();
+  await proc.finished();
+}
+
+/** Counts the lines of `proc`'s stderr matching `pattern`. */
+function count(proc: ScriptProcess, pattern: RegExp): number {
+  return proc.stderrLines.filter((line) => pattern.test(line)).length;
+}
+
+Deno.test("--stats counts N connections, B bytes and each refusal exactly; promtool accepts /metrics; SIGUSR1 logs the same", async () => {
+  if (!hasCommand("socat")) {
+    console.log(
+      "skipped: socat is not installed (connections from other sources)",
+    );
+    return;
+  }
+  await using server = await startServer("servers/echo.ts", {
+    permissions: ["--allow-net=127.0.0.1"],
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--stats",
+      "127.0.0.1:0",
+      "--max-connections",
+      "2",
+      "--per-source",
+      "1",
+      "--deny",
+      "127.0.0.9",
+    ],
+  });
+  const { proc, port } = server;
+  const stats = await statsPort(proc);
+  const closed = () => count(proc, /^closed 127\.0\.0\.\d+:\d+ \(/);
+  // N = 3 exchanges of 5, 6 and 7 bytes: B = 18 each way.
+  for (const [i, bytes] of [5, 6, 7].entries()) {
+    await echoOnce(port, bytes);
+    await proc.until(() => closed() === i + 1, `closing line ${i + 1}`);
+  }
+  // Access: 127.0.0.9 is denied.
+  await end(holdFrom("127.0.0.9", port));
+  await proc.waitForStderr(/^refused 127\.0\.0\.9:\d+: not allowed$/);
+  // Per-source: a second connection from 127.0.0.1 while one is held.
+  const held = await Deno.connect({ hostname: "127.0.0.1", port });
+  await proc.until(
+    () => count(proc, /^accepted 127\.0\.0\.1:/) === 4,
+    "the held connection's accept",
+  );
+  const second = await Deno.connect({ hostname: "127.0.0.1", port });
+  await proc.waitForStderr(
+    /^refused 127\.0\.0\.1:\d+: too many connections from 127\.0\.0\.1/,
+  );
+  second.close();
+  // Full: a second source fills the server, a third is refused.
+  const other = holdFrom("127.0.0.2", port);
+  await proc.waitForStderr(/^accepted 127\.0\.0\.2:/);
+  await end(holdFrom("127.0.0.3", port));
+  await proc.waitForStderr(
+    /^refused 127\.0\.0\.3:\d+: too many connections \(max 2\)$/,
+  );
+  held.close();
+  await end(other);
+  await proc.until(() => closed() === 5, "the held connections' closing lines");
+
+  const service = { service: "echo", transport: "tcp" };
+  const figures = await metrics(stats);
+  const expect: [string, number][] = [
+    [`sockets_connections_accepted_total${labels(service)}`, 5],
+    [`sockets_connections_open${labels(service)}`, 0],
+    [`sockets_received_bytes_total${labels(service)}`, 18],
+    [`sockets_sent_bytes_total${labels(service)}`, 18],
+    [`sockets_connection_duration_seconds_count${labels(service)}`, 5],
+    [
+      `sockets_connection_duration_seconds_bucket${
+        labels({ ...service, le: "+Inf" })
+      }`,
+      5,
+    ],
+  ];
+  for (
+    const [reason, n] of [
+      ["access", 1],
+      ["per-source", 1],
+      ["full", 1],
+      ["rate", 0],
+      ["proxy-header", 0],
+      ["tls-handshake", 0],
+    ] as const
+  ) {
+    expect.push([
+      `sockets_connections_refused_total${labels({ ...service, reason })}`,
+      n,
+    ]);
+  }
+  for (const [series, value] of expect) {
+    assertEquals(figures.get(series), value, series);
+  }
+  assertGreaterOrEqual(figures.get("process_resident_memory_bytes")!, 1);
+  assertEquals(figures.get("sockets_log_lines_dropped_total"), 0);
+
+  // The JSON has the same figures.
+  const json = await (await get(stats, "/stats.json")).json();
+  const accepted = json.metrics.find((f: { name: string }) =>
+    f.name === "sockets_connections_accepted_total"
+  );
+  assertEquals(accepted.type, "counter");
+  assertEquals(accepted.series, [{ labels: service, value: 5 }]);
+
+  if (hasCommand("promtool")) {
+    const text = await (await get(stats, "/metrics")).text();
+    const check = new Deno.Command("promtool", {
+      args: ["check", "metrics"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const writer = check.stdin.getWriter();
+    await writer.write(encoder.encode(text));
+    await writer.close();
+    const { code, stdout, stderr } = await check.output();
+    const said = new TextDecoder().decode(stdout) +
+      new TextDecoder().decode(stderr);
+    assertEquals(code, 0, said);
+    assertEquals(said.trim(), "", "promtool's lint found something");
+  } else {
+    console.log(
+      "promtool check skipped: promtool is not installed (Debian prometheus)",
+    );
+  }
+
+  // SIGUSR1: the same figures, in the log.
+  proc.kill("SIGUSR1");
+  const [line] = await proc.waitForStderr(/^stats: echo\/tcp: .*/);
+  for (
+    const figure of [
+      "connections_accepted 5",
+      "connections_refused (access) 1",
+      "connections_refused (per-source) 1",
+      "connections_refused (full) 1",
+      "received_bytes 18",
+      "sent_bytes 18",
+    ]
+  ) {
+    assertStringIncludes(line, figure);
+  }
+  await proc.waitForStderr(
+    /^stats: process: process_resident_memory_bytes \d+/,
+  );
+  await server.proc.terminate();
+});
+
+Deno.test("--stats counts a bad PROXY header, a failed TLS handshake and a TLS handshake by version", async () => {
+  await using certs = await makeCertificates();
+  await using server = await startServer("servers/echo.ts", {
+    permissions: [
+      "--allow-net=127.0.0.1",
+      `--allow-read=${certs.cert},${certs.key}`,
+    ],
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--stats",
+      "127.0.0.1:0",
+      "--tls",
+      "--cert",
+      certs.cert,
+      "--key",
+      certs.key,
+      "--accept-proxy",
+    ],
+  });
+  const { proc, port } = server;
+  const stats = await statsPort(proc);
+  const header = "PROXY TCP4 192.0.2.1 127.0.0.1 5000 15000\r\n";
+  // A bad header.
+  {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(encoder.encode("GET / HTTP/1.0\r\n\r\n"));
+    await readAll(conn).catch(() => undefined);
+  }
+  await proc.waitForStderr(/without a valid PROXY header|PROXY/);
+  // A good header, then no TLS.
+  {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(encoder.encode(header + "not a ClientHello\r\n"));
+    await readAll(conn).catch(() => undefined);
+  }
+  await proc.waitForStderr(/^TLS handshake failed:/);
+  // A good header, then TLS: two exchanges.
+  const caCerts = [await Deno.readTextFile(certs.ca)];
+  for (let i = 0; i < 2; i++) {
+    const plain = await Deno.connect({ hostname: "127.0.0.1", port });
+    await plain.write(encoder.encode(header));
+    using conn = await Deno.startTls(plain, { hostname: "localhost", caCerts });
+    await conn.write(encoder.encode("hello"));
+    const reply = new Uint8Array(5);
+    for (let got = 0; got < 5;) {
+      got += (await conn.read(reply.subarray(got))) ?? 5;
+    }
+    assertEquals(new TextDecoder().decode(reply), "hello", proc.stderr);
+  }
+  await proc.until(
+    () => count(proc, /^closed .* \(5 bytes in, 5 bytes out\)/) === 2,
+    "two closing lines",
+  );
+  const service = { service: "echo", transport: "tls" };
+  const figures = await metrics(stats);
+  assertEquals(
+    figures.get(`sockets_connections_accepted_total${labels(service)}`),
+    2,
+  );
+  for (const reason of ["proxy-header", "tls-handshake"]) {
+    assertEquals(
+      figures.get(
+        `sockets_connections_refused_total${labels({ ...service, reason })}`,
+      ),
+      1,
+      reason,
+    );
+  }
+  assertEquals(
+    figures.get(
+      `sockets_tls_handshakes_total${
+        labels({
+          ...service,
+          protocol: "TLSv1.3",
+          client_certificate: "none",
+        })
+      }`,
+    ),
+    2,
+    [...figures.keys()].filter((k) => k.includes("tls")).join("\n"),
+  );
+  assertEquals(
+    figures.get(`sockets_received_bytes_total${labels(service)}`),
+    10,
+  );
+  await server.proc.terminate();
+});
+
+Deno.test("--stats counts datagrams in and out, and drops by the loop guard and the rate", async () => {
+  await using server = await startServer("servers/daytime.ts", {
+    permissions: ["--unstable-net", "--allow-net"],
+    args: [
+      "--udp",
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--udp-rate",
+      "1",
+      "--stats",
+      "127.0.0.1:0",
+    ],
+  });
+  const { proc, port } = server;
+  const stats = await statsPort(proc);
+  using socket = closing(Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  }));
+  const to = { transport: "udp" as const, hostname: "127.0.0.1", port };
+  // Shaped like a service's reply: the loop guard drops it.
+  await socket.send(encoder.encode("Mon Dec  7 18:00:00 2026\r\n"), to);
+  await proc.waitForStderr(/another service's reply \(loop protection\)$/);
+  // A request: answered (the source's one reply this second).
+  await socket.send(encoder.encode("x"), to);
+  const [reply] = await socket.receive();
+  assert(reply.byteLength > 0);
+  // Another: answered if a second has passed, else held back by the rate.
+  await socket.send(encoder.encode("y"), to);
+  let second = false;
+  await Promise.race([
+    socket.receive().then(() => second = true),
+    proc.waitForStderr(/over 1 replies\/s/, 30_000),
+  ]);
+  const service = { service: "daytime", transport: "udp" };
+  const figures = await metrics(stats);
+  const drops = (reason: string) =>
+    figures.get(
+      `sockets_datagrams_dropped_total${labels({ ...service, reason })}`,
+    );
+  assertEquals(
+    figures.get(`sockets_datagrams_received_total${labels(service)}`),
+    3,
+  );
+  assertEquals(
+    figures.get(`sockets_datagrams_sent_total${labels(service)}`),
+    second ? 2 : 1,
+  );
+  assertEquals(drops("loop"), 1);
+  assertEquals(drops("rate"), second ? 0 : 1);
+  assertEquals(drops("access"), 0);
+  await server.proc.terminate();
+});
+
+Deno.test("--stats counts exec's programs: started, exit statuses, signals, running, and rate refusals", async () => {
+  const sh = "/bin/sh";
+  await using server = await startExec(
+    [
+      sh,
+      "-c",
+      'read line; case "$line" in kill) kill -TERM $$;; *) exit 3;; esac',
+    ],
+    ["--stats", "127.0.0.1:0", "--rate", "2"],
+    {
+      permissions: [
+        "--allow-net=127.0.0.1",
+        `--allow-run=${sh}`,
+        `--allow-read=${sh}`,
+      ],
+    },
+  );
+  const { proc, port } = server;
+  const stats = await statsPort(proc);
+  const run = async (line: string) => {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(encoder.encode(line + "\n"));
+    await readAll(conn).catch(() => undefined);
+  };
+  await run("exit");
+  await run("kill");
+  // A third within the second: over --rate 2 (a burst of 2), unless a
+  // second passed; the log says which.
+  await run("exit");
+  await proc.until(
+    () =>
+      count(proc, /exited 3|killed by SIGTERM/) +
+          count(proc, /over 2 new connections\/s/) >= 3,
+    "three outcomes",
+  );
+  const refusedRate = count(proc, /over 2 new connections\/s/);
+  const service = { service: "exec" };
+  const figures = await metrics(stats);
+  assertEquals(
+    figures.get(`sockets_programs_started_total${labels(service)}`),
+    3 - refusedRate,
+  );
+  assertEquals(figures.get(`sockets_programs_running${labels(service)}`), 0);
+  assertEquals(
+    figures.get(
+      `sockets_program_exits_total${labels({ ...service, code: "3" })}`,
+    ),
+    2 - refusedRate,
+  );
+  assertEquals(
+    figures.get(
+      `sockets_program_signals_total${
+        labels({ ...service, signal: "SIGTERM" })
+      }`,
+    ),
+    1,
+  );
+  assertEquals(
+    figures.get(
+      `sockets_connections_refused_total${
+        labels({ service: "exec", transport: "tcp", reason: "rate" })
+      }`,
+    ),
+    refusedRate,
+  );
+});
+
+Deno.test("--stats shows forward's targets: up and down, clients, failures and checks", async () => {
+  using live = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const livePort = live.addr.port;
+  const deadPort = freePort();
+  const accepting = (async () => {
+    for await (const conn of live) {
+      conn.write(encoder.encode("hi")).then(() => conn.close(), () => {});
+    }
+  })();
+  await using server = await startServer("servers/forward.ts", {
+    permissions: ["--allow-net=127.0.0.1"],
+    args: [
+      "--stats",
+      "127.0.0.1:0",
+      "--check-interval",
+      "0.2",
+      "tcp://127.0.0.1:0",
+      `tcp://127.0.0.1:${livePort}`,
+      `tcp://127.0.0.1:${deadPort}`,
+    ],
+  });
+  const { proc, port } = server;
+  const stats = await statsPort(proc);
+  await proc.waitForStderr(
+    new RegExp(`target 127\\.0\\.0\\.1:${deadPort} down:`),
+  );
+  for (let i = 0; i < 3; i++) {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    assertEquals(new TextDecoder().decode(await readAll(conn)), "hi");
+  }
+  await proc.until(() => count(proc, /^closed /) === 3, "three closing lines");
+  const figures = await metrics(stats);
+  const target = (p: number) => ({
+    service: "forward",
+    target: `tcp://127.0.0.1:${p}`,
+  });
+  assertEquals(figures.get(`sockets_target_up${labels(target(livePort))}`), 1);
+  assertEquals(figures.get(`sockets_target_up${labels(target(deadPort))}`), 0);
+  assertEquals(
+    figures.get(`sockets_target_connections_open${labels(target(livePort))}`),
+    0,
+  );
+  const failed = figures.get(
+    `sockets_target_checks_total${
+      labels({ ...target(deadPort), result: "failed" })
+    }`,
+  )!;
+  assertGreaterOrEqual(failed, 3);
+  assertEquals(
+    figures.get(
+      `sockets_target_failures_total${
+        labels({ ...target(deadPort), source: "check" })
+      }`,
+    ),
+    failed,
+  );
+  assertEquals(
+    figures.get(
+      `sockets_connections_accepted_total${
+        labels({ service: "forward", transport: "tcp" })
+      }`,
+    ),
+    3,
+  );
+  await server.proc.terminate();
+  live.close();
+  await accepting.catch(() => {});
+});
+
+Deno.test("inetd.ts --stats labels each service and transport", async () => {
+  await using server = await startServer("servers/inetd.ts", {
+    permissions: ["--unstable-net", "--allow-net=127.0.0.1"],
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--base",
+      "0",
+      "--only",
+      "echo,discard",
+      "--stats",
+      "127.0.0.1:0",
+    ],
+  });
+  const { proc } = server;
+  const stats = await statsPort(proc);
+  await proc.until(
+    () => count(proc, /^listening on /) === 4,
+    "four listening lines",
+  );
+  const echoPort = Number(
+    proc.stderrLines.find((l) => /^listening on .* \(echo\/tcp\)$/.test(l))!
+      .match(/:(\d+) /)![1],
+  );
+  await echoOnce(echoPort, 4);
+  await proc.waitForStderr(/^echo\/tcp: closed /);
+  const figures = await metrics(stats);
+  assertEquals(
+    figures.get(
+      `sockets_connections_accepted_total${
+        labels({ service: "echo", transport: "tcp" })
+      }`,
+    ),
+    1,
+  );
+  assertEquals(
+    figures.get(
+      `sockets_connections_accepted_total${
+        labels({ service: "discard", transport: "tcp" })
+      }`,
+    ),
+    0,
+  );
+  assertEquals(
+    figures.get(
+      `sockets_datagrams_received_total${
+        labels({ service: "echo", transport: "udp" })
+      }`,
+    ),
+    0,
+  );
+  await server.proc.terminate();
+});
+
+Deno.test("--stats-allow: a client it does not name gets 403; --stats takes HOST:PORT or unix:PATH", async () => {
+  await using server = await startServer("servers/echo.ts", {
+    permissions: ["--allow-net=127.0.0.1"],
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--stats",
+      "127.0.0.1:0",
+      "--stats-allow",
+      "10.0.0.0/8",
+    ],
+  });
+  const stats = await statsPort(server.proc);
+  const response = await get(stats, "/metrics");
+  assertEquals(response.status, 403);
+  await response.body?.cancel();
+  await server.proc.terminate();
+  const script = "servers/echo.ts";
+  const net = ["--allow-net=127.0.0.1"];
+  await assertUsageError(
+    script,
+    net,
+    ["--stats-allow", "10.0.0.0/8"],
+    /^error: --stats-allow needs --stats$/,
+  );
+  await assertUsageError(
+    script,
+    net,
+    ["--stats", "udp://127.0.0.1:9"],
+    /^error: invalid value 'udp:\/\/127\.0\.0\.1:9' for --stats: expected HOST:PORT or unix:PATH$/,
+  );
+  await assertUsageError(script, net, [
+    "--stats",
+    "127.0.0.1:0",
+    "--workers",
+    "2",
+  ], /^error: --stats cannot be used with --workers$/);
+  await assertUsageError(script, net, [
+    "--stats",
+    "127.0.0.1:0",
+    "--stats-allow",
+    "nonsense",
+  ], /^error: invalid value 'nonsense' for --stats-allow/);
+});
+
+Deno.test("--stats unix:PATH serves the stats on a Unix socket", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sockets-stats-" });
+  const path = `${dir}/stats.sock`;
+  try {
+    await using server = await startServer("servers/echo.ts", {
+      permissions: [
+        `--allow-net=127.0.0.1,unix:${path}`,
+        `--allow-read=${path}`,
+        `--allow-write=${path}`,
+      ],
+      args: [
+        "--hostname",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--stats",
+        `unix:${path}`,
+      ],
+    });
+    await server.proc.waitForStderr(new RegExp(`^stats on ${path}$`));
+    const { code, stdout } = await runCommand("curl", [
+      "-s",
+      "--unix-socket",
+      path,
+      "http://localhost/metrics",
+    ]);
+    assertEquals(code, 0);
+    assertMatch(new TextDecoder().decode(stdout), /^# HELP /m);
+    await server.proc.terminate();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a real Prometheus scrapes --stats and its query API returns the connections made", async () => {
+  if (!hasCommand("prometheus")) {
+    console.log("skipped: prometheus is not installed (Debian prometheus)");
+    return;
+  }
+  await using server = await startServer("servers/echo.ts", {
+    permissions: ["--allow-net=127.0.0.1"],
+    args: ["--hostname", "127.0.0.1", "--port", "0", "--stats", "127.0.0.1:0"],
+  });
+  const stats = await statsPort(server.proc);
+  const N = 4;
+  for (let i = 0; i < N; i++) await echoOnce(server.port, 3);
+  await server.proc.until(
+    () => count(server.proc, /^closed /) === N,
+    "N closing lines",
+  );
+  const dir = await Deno.makeTempDir({ prefix: "sockets-prometheus-" });
+  const webPort = freePort();
+  await Deno.writeTextFile(
+    `${dir}/prometheus.yml`,
+    [
+      "global:",
+      "  scrape_interval: 1s",
+      "scrape_configs:",
+      "  - job_name: sockets",
+      "    static_configs:",
+      `      - targets: ["127.0.0.1:${stats}"]`,
+      "",
+    ].join("\n"),
+  );
+  await using prometheus = spawn("prometheus", {
+    args: [
+      `--config.file=${dir}/prometheus.yml`,
+      `--storage.tsdb.path=${dir}/data`,
+      `--web.listen-address=127.0.0.1:${webPort}`,
+    ],
+  });
+  try {
+    const query = encodeURIComponent(
+      'sockets_connections_accepted_total{service="echo",transport="tcp"}',
+    );
+    let value: string | undefined;
+    // Asked until a scrape has come (the deadline only guards a hang).
+    const deadline = Date.now() + 60_000;
+    while (value === undefined) {
+      if (Date.now() > deadline) throw new Error("no sample within 60 s");
+      const answer = await fetch(
+        `http://127.0.0.1:${webPort}/api/v1/query?query=${query}`,
+      ).then((r) => r.json(), () => undefined).catch(() => undefined);
+      const result = answer?.data?.result?.[0];
+      if (result) value = result.value[1];
+      else await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    assertEquals(value, String(N));
+  } finally {
+    await prometheus.terminate();
+    await Deno.remove(dir, { recursive: true });
+  }
+  await server.proc.terminate();
+});
