@@ -177,8 +177,10 @@ function renderServices(owners) {
     RATES.forEach(function (r) {
       var values = rates(owner, r[0]);
       var now = values.length ? values[values.length - 1] : 0;
-      section.appendChild(el("div", { "class": "legend" }, r[1] + ": " +
-        (r[0] === "in" || r[0] === "out" ? bytes(now) : now.toFixed(1)) + " (last 5 min)"));
+      var peak = Math.max.apply(null, values.concat([0]));
+      var show = function (v) { return r[0] === "in" || r[0] === "out" ? bytes(v) : v.toFixed(1); };
+      section.appendChild(el("div", { "class": "legend" }, r[1] + ": " + show(now) +
+        " now, " + show(peak) + " peak (last 5 min)"));
       var canvas = el("canvas", { "aria-label": r[1] });
       section.appendChild(canvas);
       draw(canvas, values, r[3]);
