@@ -65,7 +65,7 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nbalance: bal-ours,bal-haproxy,bal-nginx",
+    "only these servers: ours,ours-stats,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nbalance: bal-ours,bal-haproxy,bal-nginx",
   ),
   family: flag.string(
     "LIST",
@@ -164,6 +164,19 @@ function ours(script: string, extra: string[] = [], read = false): string[] {
   ];
 }
 
+/** `command` (from {@linkcode ours}) serving `--stats` on a free port too. */
+function withStats(command: string[]): string[] {
+  return [
+    ...command.map((arg) =>
+      arg === "--allow-net=127.0.0.1:{PORT}"
+        ? "--allow-net=127.0.0.1:{PORT},127.0.0.1:0"
+        : arg
+    ),
+    "--stats",
+    "127.0.0.1:0",
+  ];
+}
+
 /** What the runtime allows: a bare Deno server (`bench/minimal_server.ts`). */
 function minimal(mode: "echo" | "daytime"): Target {
   return {
@@ -205,6 +218,18 @@ const ECHO_SERVERS: Record<string, Target> = {
       "2",
     ], true),
   },
+  // `--stats` on: what counting costs the byte path (nothing measurable is
+  // the goal), on the scenarios that move the most bytes and round trips.
+  "ours-stats": {
+    label: "ours --stats",
+    command: withStats(ours("servers/echo.ts", [
+      "--max-connections",
+      String(idleCount + 1000),
+      "--per-source",
+      "0",
+    ])),
+    scenarios: ["stream-64", "pingpong-100"],
+  },
   minimal: minimal("echo"),
   c: { label: "C epoll", command: [`${BIN}/cserver`, "echo", "{PORT}"] },
   node: {
@@ -215,6 +240,11 @@ const ECHO_SERVERS: Record<string, Target> = {
 
 const DAYTIME_SERVERS: Record<string, Target> = {
   ours: { label: `ours (${DAYTIME_SCRIPT})`, command: ours(DAYTIME_SCRIPT) },
+  "ours-stats": {
+    label: "ours --stats",
+    command: withStats(ours(DAYTIME_SCRIPT)),
+    scenarios: ["connect-32"],
+  },
   minimal: minimal("daytime"),
   c: { label: "C epoll", command: [`${BIN}/cserver`, "daytime", "{PORT}"] },
   "c-iterative": {
@@ -1068,6 +1098,7 @@ function report(): Record<string, unknown>[] {
     "scenario",
     "unit",
     "ours",
+    "--stats",
     "2 workers",
     "minimal",
     "C epoll",
@@ -1096,6 +1127,7 @@ function report(): Record<string, unknown>[] {
       unit: row.unit,
       reference: row.reference,
       ours: ourValue,
+      ours_stats: value("ours-stats"),
       ours_2_workers: value("ours-2w"),
       minimal_deno: least,
       c_epoll: value("c"),
@@ -1117,6 +1149,7 @@ function report(): Record<string, unknown>[] {
       row.scenario,
       row.unit,
       format(ourValue),
+      format(entry.ours_stats),
       format(entry.ours_2_workers),
       format(least),
       format(entry.c_epoll),
@@ -1146,6 +1179,9 @@ function report(): Record<string, unknown>[] {
   );
   console.log(
     "CPU rows: the server's CPU time (all threads) per unit of work; lower is better, and a loaded machine moves it least.",
+  );
+  console.log(
+    "--stats: ours serving its stats too (stream-64, pingpong-100, connect-32: what counting costs).",
   );
   return table;
 }

@@ -20,8 +20,8 @@ import { formatAddr } from "./endpoint.ts";
 import { escapeControlChars } from "./escape_control_chars.ts";
 import { closeQuietly } from "./io.ts";
 import { FloodLog } from "./log.ts";
-import { DatagramMetrics, serviceLabel } from "./server_metrics.ts";
 import { BaseServer } from "./server_base.ts";
+import { DatagramMetrics, serviceLabel } from "./server_metrics.ts";
 import {
   type DatagramHandler,
   DEFAULT_UDP_RATE,

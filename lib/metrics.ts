@@ -20,6 +20,7 @@ export type Labels = Readonly<Record<string, string>>;
 
 /** One series of a counter or gauge: add to `value` (gauges: set it). */
 export interface Cell {
+  /** The count, or the gauge's level. */
   value: number;
 }
 
@@ -61,18 +62,27 @@ export type SeriesSnapshot =
 
 /** A family in a snapshot, as `/stats.json` serves it. */
 export interface FamilySnapshot {
+  /** `sockets_connections_accepted_total` */
   name: string;
+  /** What it counts, one line. */
   help: string;
+  /** Counter, gauge or histogram. */
   type: MetricType;
+  /** Its series, one per set of labels. */
   series: SeriesSnapshot[];
 }
 
 /** A value a collector reads at snapshot time. */
 export interface Sample {
+  /** The family's name. */
   name: string;
+  /** The family's help line. */
   help: string;
+  /** A counter (never goes down) or a gauge. */
   type: "counter" | "gauge";
+  /** The series' labels. */
   labels: Labels;
+  /** Its value now. */
   value: number;
 }
 

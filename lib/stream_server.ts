@@ -27,7 +27,6 @@ import {
   setKeepAlive,
 } from "./keepalive.ts";
 import { FloodLog } from "./log.ts";
-import { serviceLabel, StreamMetrics } from "./server_metrics.ts";
 import { withoutOsError } from "./os_error.ts";
 import {
   DEFAULT_PROXY_HEADER_TIMEOUT_MS,
@@ -35,6 +34,7 @@ import {
   readProxyHeader,
 } from "./proxy_protocol.ts";
 import { BaseServer } from "./server_base.ts";
+import { serviceLabel, StreamMetrics } from "./server_metrics.ts";
 import {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_MAX_CONNECTIONS,

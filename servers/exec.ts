@@ -97,6 +97,18 @@
  * seconds; no `UNIXREMOTEEUID`-style peer credentials; with `--workers`,
  * each thread has its own `--rate` table.
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:8000,127.0.0.1:9100 --allow-run=cat \
+ *     servers/exec.ts --stats 127.0.0.1:9100 -- cat &
+ * stats on http://127.0.0.1:9100/
+ * listening on 0.0.0.0:8000
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_programs_running'
+ * sockets_programs_running{service="exec"} 0
+ * ```
+ *
  * @module
  */
 

@@ -119,6 +119,19 @@
  * wrong file is one `error: FILE:LINE: ...; keeping the running
  * configuration` log line, and what ran goes on running.
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --unstable-net --allow-net servers/inetd.ts --only echo \
+ *     --stats 127.0.0.1:9100 &
+ * stats on http://127.0.0.1:9100/
+ * listening on 0.0.0.0:10007 (echo/tcp)
+ * listening on 0.0.0.0:10007 (echo/udp)
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_connections_open'
+ * sockets_connections_open{service="echo",transport="tcp"} 0
+ * ```
+ *
  * @module
  */
 
