@@ -24,7 +24,20 @@ export interface Cell {
   value: number;
 }
 
-/** One series of a histogram: counts per upper bound, their sum and count. */
+/**
+ * One series of a histogram: counts per upper bound, their sum and count.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { HistogramCell } from "./metrics.ts";
+ *
+ * const cell = new HistogramCell([0.1, 1]);
+ * cell.observe(0.05);
+ * cell.observe(5);
+ * assertEquals([cell.counts, cell.count, cell.sum], [[1, 0, 1], 2, 5.05]);
+ * ```
+ */
 export class HistogramCell {
   /** Observations at or under each bound (not cumulative), then over all. */
   readonly counts: number[];
@@ -93,7 +106,20 @@ interface Family {
   series: Map<string, { labels: Labels; cell: Cell | HistogramCell }>;
 }
 
-/** Thrown when a name is given two types or two helps. */
+/**
+ * Thrown for a metric name or label name Prometheus would refuse, or a
+ * name asked for as two types.
+ *
+ * @example
+ * ```ts
+ * import { assertThrows } from "@std/assert";
+ * import { MetricDefinitionError, MetricsRegistry } from "./metrics.ts";
+ *
+ * const registry = new MetricsRegistry();
+ * registry.counter("demo_total", "Demo.");
+ * assertThrows(() => registry.gauge("demo_total", "Demo."), MetricDefinitionError);
+ * ```
+ */
 export class MetricDefinitionError extends Error {
   /** Builds the error. */
   constructor(message: string) {

@@ -22,7 +22,7 @@
  * import { assertStringIncludes } from "@std/assert";
  * import { STATS_PAGE } from "./stats_page.ts";
  *
- * assertStringIncludes(STATS_PAGE, "/stats.json");
+ * assertStringIncludes(STATS_PAGE, `fetch("stats.json"`);
  * ```
  */
 export const STATS_PAGE: string = `<!doctype html>
