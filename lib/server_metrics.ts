@@ -41,12 +41,19 @@ export const STREAM_REFUSALS: readonly StreamRefusal[] = [
 ];
 
 /** Why a datagram was not answered. */
-export type DatagramDrop = "low-port" | "access" | "unbound" | "loop" | "rate";
+export type DatagramDrop =
+  | "low-port"
+  | "access"
+  | "full"
+  | "unbound"
+  | "loop"
+  | "rate";
 
 /** Every {@linkcode DatagramDrop}. */
 export const DATAGRAM_DROPS: readonly DatagramDrop[] = [
   "low-port",
   "access",
+  "full",
   "unbound",
   "loop",
   "rate",
@@ -228,7 +235,7 @@ export class DatagramMetrics {
     for (const reason of DATAGRAM_DROPS) {
       dropped[reason] = registry.counter(
         "sockets_datagrams_dropped_total",
-        "Datagrams not answered, by reason (rate: the reply was held back).",
+        "Datagrams not answered or forwarded, by reason (rate: the reply was held back; full: a forwarder's sessions).",
         { ...labels, reason },
       );
     }

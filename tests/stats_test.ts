@@ -20,6 +20,7 @@ import {
   hasCommand,
   makeCertificates,
   readAll,
+  receiveWithin,
   runCommand,
   type ScriptProcess,
   spawn,
@@ -514,6 +515,63 @@ Deno.test("--stats shows forward's targets: up and down, clients, failures and c
   await server.proc.terminate();
   live.close();
   await accepting.catch(() => {});
+});
+
+Deno.test("forward.ts udp:// --stats counts datagrams in and out", async () => {
+  using target = closing(Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  }));
+  const targetPort = (target.addr as Deno.NetAddr).port;
+  const echoing = (async () => {
+    for (let i = 0; i < 2; i++) {
+      const [data, from] = await target.receive();
+      await target.send(data, from);
+    }
+  })();
+  await using server = await startServer("servers/forward.ts", {
+    // Answers go to whoever asked: host-wide net, as the header says.
+    permissions: ["--unstable-net", "--allow-net"],
+    args: [
+      "--stats",
+      "127.0.0.1:0",
+      "udp://127.0.0.1:0",
+      `udp://127.0.0.1:${targetPort}`,
+    ],
+  });
+  const { proc, port } = server;
+  const stats = await statsPort(proc);
+  using client = closing(Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  }));
+  const to = { transport: "udp" as const, hostname: "127.0.0.1", port };
+  for (const text of ["one", "three"]) {
+    await client.send(encoder.encode(text), to);
+    // The deadline guards a hang only.
+    const got = await receiveWithin(client, 10_000);
+    assert(got, `no answer to ${text}; stderr:\n${proc.stderr}`);
+    assertEquals(new TextDecoder().decode(got[0]), text);
+  }
+  await echoing;
+  const service = { service: "forward", transport: "udp" };
+  const figures = await metrics(stats);
+  assertEquals(
+    figures.get(`sockets_datagrams_received_total${labels(service)}`),
+    2,
+  );
+  assertEquals(
+    figures.get(`sockets_datagrams_sent_total${labels(service)}`),
+    2,
+  );
+  assertEquals(
+    figures.get(`sockets_received_bytes_total${labels(service)}`),
+    8,
+  );
+  assertEquals(figures.get(`sockets_sent_bytes_total${labels(service)}`), 8);
+  await server.proc.terminate();
 });
 
 Deno.test("inetd.ts --stats labels each service and transport", async () => {
