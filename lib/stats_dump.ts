@@ -4,6 +4,12 @@
  * process, the same figures `/metrics` serves, with no endpoint needed.
  * Zero counts are left out, so the lines say what happened.
  *
+ * Beware: since Deno 2.9.2 SIGUSR1 also starts Deno's inspector on
+ * 127.0.0.1:9229 (as Node's does), whatever the permissions and whatever
+ * listener a program adds; anyone on the host may then connect to it and
+ * run code in the server. Send it only where no other user shares the
+ * host, or read `/metrics` (`--stats`) instead.
+ *
  * @module
  */
 

@@ -628,6 +628,74 @@ Deno.test("inetd.ts --stats labels each service and transport", async () => {
   await server.proc.terminate();
 });
 
+Deno.test("inetd.ts --conf --stats labels each line: an internal service and a program", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sockets-stats-conf-" });
+  const conf = `${dir}/inetd.conf`;
+  const [echoPort, catPort] = [freePort(), freePort()];
+  await Deno.writeTextFile(
+    conf,
+    `127.0.0.1:${echoPort} stream tcp nowait root internal echo\n` +
+      `127.0.0.1:${catPort} stream tcp nowait root /bin/cat cat\n`,
+  );
+  try {
+    await using server = await startServer("servers/inetd.ts", {
+      permissions: [
+        "--unstable-net",
+        "--allow-net",
+        `--allow-read=${conf},/etc/services,/bin/cat`,
+        "--allow-run=/bin/cat",
+        "--allow-sys=uid,gid,userInfo",
+      ],
+      args: ["--conf", conf, "--stats", "127.0.0.1:0"],
+    });
+    const { proc } = server;
+    const stats = await statsPort(proc);
+    await proc.until(
+      () => count(proc, /^listening on /) === 2,
+      "two listening lines",
+    );
+    await echoOnce(echoPort, 3);
+    await echoOnce(catPort, 4);
+    await proc.until(() => count(proc, /: closed /) === 2, "two closing lines");
+    const figures = await metrics(stats);
+    for (
+      const [service, bytes] of [[String(echoPort), 3], [
+        String(catPort),
+        4,
+      ]] as const
+    ) {
+      const line = { service, transport: "tcp" };
+      assertEquals(
+        figures.get(`sockets_connections_accepted_total${labels(line)}`),
+        1,
+        service,
+      );
+      assertEquals(
+        figures.get(`sockets_received_bytes_total${labels(line)}`),
+        bytes,
+        service,
+      );
+    }
+    assertEquals(
+      figures.get(
+        `sockets_programs_started_total${labels({ service: String(catPort) })}`,
+      ),
+      1,
+    );
+    assertEquals(
+      figures.get(
+        `sockets_program_exits_total${
+          labels({ service: String(catPort), code: "0" })
+        }`,
+      ),
+      1,
+    );
+    await server.proc.terminate();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("--stats-allow: a client it does not name gets 403; --stats takes HOST:PORT or unix:PATH", async () => {
   await using server = await startServer("servers/echo.ts", {
     permissions: ["--allow-net=127.0.0.1"],
