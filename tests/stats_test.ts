@@ -26,6 +26,7 @@ import {
   spawn,
   startServer,
 } from "./_helpers.ts";
+import { TextLineStream } from "@std/streams";
 import { startExec } from "./_exec.ts";
 
 const encoder = new TextEncoder();
@@ -693,6 +694,88 @@ Deno.test("inetd.ts --conf --stats labels each line: an internal service and a p
     await server.proc.terminate();
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--stats counts the log lines dropped while stderr is not read, as the log's own report does", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "--allow-net=127.0.0.1",
+      "servers/echo.ts",
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--stats",
+      "127.0.0.1:0",
+      // A burst holds more than 256 connections of this one source.
+      "--per-source",
+      "0",
+    ],
+    cwd: new URL("../", import.meta.url).pathname,
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream())
+    .pipeThrough(new TextLineStream()).getReader();
+  const lines: string[] = [];
+  const readLine = async () => {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`stderr ended: ${lines.join("\n")}`);
+    lines.push(value);
+    return value;
+  };
+  let port = 0;
+  let stats = 0;
+  while (port === 0 || stats === 0) {
+    const line = await readLine();
+    stats ||= Number(
+      /^stats on http:\/\/127\.0\.0\.1:(\d+)\//.exec(line)?.[1] ?? 0,
+    );
+    port ||= Number(/^listening on 127\.0\.0\.1:(\d+)$/.exec(line)?.[1] ?? 0);
+  }
+  try {
+    // stderr is not read now: 8,000 connections' lines (about 700 KB)
+    // fill the pipe, what the reader holds and the log's 256 KiB, and
+    // the rest are dropped.
+    for (let i = 0; i < 8000; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+    }
+    // Every connection accepted and closed: its lines were logged or
+    // dropped.
+    const service = labels({ service: "echo", transport: "tcp" });
+    const done = (figures: Map<string, number>) =>
+      figures.get(`sockets_connections_accepted_total${service}`) === 8000 &&
+      figures.get(`sockets_connections_open${service}`) === 0;
+    let figures = await metrics(stats);
+    const deadline = Date.now() + 60_000; // guards a hang only
+    while (!done(figures) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      figures = await metrics(stats);
+    }
+    assert(
+      done(figures),
+      `the server did not take all 8,000 connections: ${
+        [...figures].filter(([k]) => k.includes("connections")).join("; ")
+      }`,
+    );
+    const dropped = figures.get("sockets_log_lines_dropped_total")!;
+    assert(dropped > 0, "no line dropped: the test did not fill stderr");
+    // Read again: the log reports what it dropped, in one line.
+    let report: RegExpExecArray | null = null;
+    while (!report) {
+      report = /^(\d+) log lines dropped \(stderr fell behind/.exec(
+        await readLine(),
+      );
+    }
+    assertEquals(Number(report[1]), dropped);
+  } finally {
+    child.kill("SIGTERM");
+    while (!(await reader.read()).done) { /* drain */ }
+    await child.status;
   }
 });
 
