@@ -65,7 +65,7 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-stats,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nbalance: bal-ours,bal-haproxy,bal-nginx",
+    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nbalance: bal-ours,bal-haproxy,bal-nginx",
   ),
   family: flag.string(
     "LIST",

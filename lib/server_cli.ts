@@ -27,6 +27,7 @@ import {
   DEFAULT_PROXY_HEADER_TIMEOUT_MS,
 } from "./proxy_protocol.ts";
 import { listeningLine } from "./server.ts";
+import { dumpStatsOnSignal } from "./stats_dump.ts";
 import {
   DEFAULT_GRACE_MS,
   DEFAULT_MAX_CONNECTIONS,
@@ -36,7 +37,6 @@ import {
   type ServerOptions,
 } from "./server_options.ts";
 import { formatBytes, MAX_SMALL_FILE_BYTES } from "./files.ts";
-import { dumpStatsOnSignal } from "./stats_dump.ts";
 import { readTlsFiles } from "./tls.ts";
 import { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";
 import { workerCount, workerPlace } from "./workers.ts";
@@ -132,6 +132,25 @@ function modeValue(text: string, name: string): number {
   return parseInt(text, 8);
 }
 
+/** `--stats ADDR`: a TCP address or a Unix socket path. */
+function statsAddress(text: string, name: string): Endpoint {
+  let endpoint: Endpoint | undefined;
+  try {
+    endpoint = parseEndpoint(text);
+  } catch {
+    // Said below.
+  }
+  if (
+    !endpoint ||
+    (endpoint.transport !== "tcp" && endpoint.transport !== "unix")
+  ) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected HOST:PORT or unix:PATH`,
+    );
+  }
+  return endpoint;
+}
+
 function workersValue(text: string): number {
   try {
     return workerCount(text);
@@ -182,12 +201,12 @@ export type ServerFlags = {
   readonly "proxy-timeout": ServerFlag<number, false>;
   /** `--keepalive K`; `off` is `undefined` */
   readonly keepalive: ServerFlag<KeepAliveConfig | undefined, false>;
-  /** `--workers N|auto` */
-  readonly workers: ServerFlag<number, false>;
   /** `--stats ADDR` */
   readonly stats: ServerFlag<Endpoint, false>;
   /** `--stats-allow CIDR`, repeatable */
   readonly "stats-allow": ServerFlag<string[], false>;
+  /** `--workers N|auto` */
+  readonly workers: ServerFlag<number, false>;
 };
 
 /**
@@ -335,15 +354,6 @@ const SHARED_SERVER_FLAGS = {
       { shown: "off" },
     ),
   ),
-  workers: on(
-    TCP,
-    flag.custom(
-      "N",
-      "TCP: serve on N threads sharing the port {default};\nauto: one per CPU (SO_REUSEPORT, Linux; needs --allow-read=SCRIPT)",
-      workersValue,
-      { shown: "1" },
-    ),
-  ),
   stats: on(
     ALL,
     flag.custom(
@@ -360,26 +370,16 @@ const SHARED_SERVER_FLAGS = {
       "--stats: who may read them (repeatable); without it,\nloopback clients only",
     ),
   ),
+  workers: on(
+    TCP,
+    flag.custom(
+      "N",
+      "TCP: serve on N threads sharing the port {default};\nauto: one per CPU (SO_REUSEPORT, Linux; needs --allow-read=SCRIPT)",
+      workersValue,
+      { shown: "1" },
+    ),
+  ),
 } as const;
-
-/** `--stats ADDR`: a TCP address or a Unix socket path. */
-function statsAddress(text: string, name: string): Endpoint {
-  let endpoint: Endpoint | undefined;
-  try {
-    endpoint = parseEndpoint(text);
-  } catch {
-    // Said below.
-  }
-  if (
-    !endpoint ||
-    (endpoint.transport !== "tcp" && endpoint.transport !== "unix")
-  ) {
-    throw new UsageError(
-      `invalid value '${text}' for ${name}: expected HOST:PORT or unix:PATH`,
-    );
-  }
-  return endpoint;
-}
 
 /**
  * The server flags of a TCP-only server (the seed's hello and accept

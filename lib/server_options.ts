@@ -13,10 +13,10 @@ import type { AccessPolicy } from "./access.ts";
 import type { Transport } from "./endpoint.ts";
 import type { KeepAliveConfig } from "./keepalive.ts";
 import type { Log } from "./log.ts";
+import type { StatsOptions } from "./stats_server.ts";
 // deno-lint-ignore no-unused-vars -- named by `proxyHeaderTimeoutMs`'s @default
 import type { DEFAULT_PROXY_HEADER_TIMEOUT_MS } from "./proxy_protocol.ts";
 import type { ProxyHeader } from "./proxy_protocol.ts";
-import type { StatsOptions } from "./stats_server.ts";
 import type { TlsCertificate } from "./tls.ts";
 // deno-lint-ignore no-unused-vars -- named by `mode`'s @default
 import type { DEFAULT_UNIX_SOCKET_MODE } from "./unix.ts";

@@ -336,9 +336,9 @@ export class StreamServer extends BaseServer {
    * the connection's whole life (about 240 bytes of heap a connection).
    */
   #run(connection: Connection): void {
-    this.#metrics.accepted.value++;
     this.log(`${this.prefix}accepted ${connection.peer}${connection.via}`);
     let running: Promise<void>;
+    this.#metrics.accepted.value++;
     try {
       // As `await` would: a handler that returns no promise (plain JS) too.
       running = Promise.resolve(this.#handler(connection.conn, connection));

@@ -614,11 +614,6 @@ export class NativeTlsConn implements Deno.TlsConn {
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
-  /** Resolves once the handshake is done; rejects if it fails. */
-  handshake(): Promise<Deno.TlsHandshakeInfo> {
-    return this.#handshake;
-  }
-
   /** The TLS version agreed (`TLSv1.3`), once the handshake is done: for the stats. */
   get protocol(): string | undefined {
     // The engine fills in `protocol` of the object it is given.
@@ -629,6 +624,10 @@ export class NativeTlsConn implements Deno.TlsConn {
       return undefined;
     }
     return info.protocol;
+  }
+  /** Resolves once the handshake is done; rejects if it fails. */
+  handshake(): Promise<Deno.TlsHandshakeInfo> {
+    return this.#handshake;
   }
 
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */

@@ -362,11 +362,6 @@ export class NodeTlsConn implements Deno.TlsConn {
     this.#pendingWrites.clear();
   }
 
-  /** Resolves once the handshake is done; rejects if it fails. */
-  handshake(): Promise<Deno.TlsHandshakeInfo> {
-    return this.#handshake;
-  }
-
   /** The TLS version agreed (`TLSv1.3`), once the handshake is done: for the stats. */
   get protocol(): string | undefined {
     try {
@@ -374,6 +369,10 @@ export class NodeTlsConn implements Deno.TlsConn {
     } catch {
       return undefined;
     }
+  }
+  /** Resolves once the handshake is done; rejects if it fails. */
+  handshake(): Promise<Deno.TlsHandshakeInfo> {
+    return this.#handshake;
   }
 
   /** Reads decrypted bytes into `p`; `null` at the peer's close_notify or EOF. */

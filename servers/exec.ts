@@ -138,6 +138,7 @@ import {
   unmapIPv4,
   UsageError,
 } from "../mod.ts";
+import { ProgramMetrics } from "../lib/server_metrics.ts";
 import {
   checkLinesPerSecond,
   checkProgram,
@@ -149,7 +150,6 @@ import {
   SpawnError,
   stderrLogTo,
 } from "../lib/spawn.ts";
-import { ProgramMetrics } from "../lib/server_metrics.ts";
 
 /** The port exec.ts listens on unless told otherwise. */
 export const EXEC_PORT = 8000;

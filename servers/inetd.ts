@@ -420,6 +420,8 @@ const FLAGS = {
   ),
   ...pickFlags(
     serverFlags({ port: 0 }),
+    "stats",
+    "stats-allow",
     "hostname",
     "max-connections",
     "idle-timeout",
@@ -430,8 +432,6 @@ const FLAGS = {
     "deny",
     "accept-proxy",
     "proxy-timeout",
-    "stats",
-    "stats-allow",
   ),
 };
 
