@@ -116,22 +116,6 @@ function socketPath(text: string, name: string): string {
   return text;
 }
 
-function hostnameValue(text: string, name: string): string {
-  if (text === "" || /[\s\/\[\]]/.test(text)) {
-    throw new UsageError(`invalid value '${text}' for ${name}`);
-  }
-  return text;
-}
-
-function modeValue(text: string, name: string): number {
-  if (!/^0?[0-7]{3}$/.test(text)) {
-    throw new UsageError(
-      `invalid value '${text}' for ${name}: expected octal permission bits such as 0600 or 0660`,
-    );
-  }
-  return parseInt(text, 8);
-}
-
 /** `--stats ADDR`: a TCP address or a Unix socket path. */
 function statsAddress(text: string, name: string): Endpoint {
   let endpoint: Endpoint | undefined;
@@ -149,6 +133,22 @@ function statsAddress(text: string, name: string): Endpoint {
     );
   }
   return endpoint;
+}
+
+function hostnameValue(text: string, name: string): string {
+  if (text === "" || /[\s\/\[\]]/.test(text)) {
+    throw new UsageError(`invalid value '${text}' for ${name}`);
+  }
+  return text;
+}
+
+function modeValue(text: string, name: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected octal permission bits such as 0600 or 0660`,
+    );
+  }
+  return parseInt(text, 8);
 }
 
 function workersValue(text: string): number {
@@ -400,6 +400,8 @@ const SHARED_SERVER_FLAGS = {
 export const TCP_SERVER_FLAG_NAMES = [
   "hostname",
   "port",
+  "stats",
+  "stats-allow",
   "max-connections",
   "idle-timeout",
   "grace",
@@ -410,8 +412,6 @@ export const TCP_SERVER_FLAG_NAMES = [
   "key",
   "accept-proxy",
   "proxy-timeout",
-  "stats",
-  "stats-allow",
 ] as const;
 
 /**
