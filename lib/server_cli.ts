@@ -532,9 +532,9 @@ export function serverOptionsFromFlags(
   set("workers", values.workers);
   if (values["allow-low-ports"]) options.allowLowPorts = true;
   set("udpRatePerSecond", values["udp-rate"]);
+  statsFromFlags(values, options);
   accessFromFlags(values, options);
   tlsFromFlags(values, options);
-  statsFromFlags(values, options);
   return options;
 }
 
@@ -690,13 +690,13 @@ export async function runServers(
   for (const { server, label } of servers) {
     log(listeningLine(server.addr, labelled ? label : undefined));
   }
+  const stopDumping = dumpStatsOnSignal(log);
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, stop);
-  const stopDumping = dumpStatsOnSignal(log);
   try {
     await Promise.all(servers.map(({ server }) => server.finished));
   } finally {
-    for (const signal of signals) Deno.removeSignalListener(signal, stop);
     stopDumping();
+    for (const signal of signals) Deno.removeSignalListener(signal, stop);
   }
 }
