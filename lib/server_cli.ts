@@ -358,7 +358,7 @@ const SHARED_SERVER_FLAGS = {
     ALL,
     flag.custom(
       "ADDR",
-      "serve stats at ADDR (HOST:PORT, or unix:PATH): Prometheus\n/metrics, /stats.json and a live page at /; needs\n--allow-net=HOST:PORT (unix: --allow-net=unix:PATH\n--allow-read=PATH --allow-write=PATH);\nwith --allow-read=/proc/self/fd and --allow-ffi, descriptors\ntoo {default}",
+      "serve stats at ADDR (HOST:PORT, or unix:PATH): Prometheus\n/metrics, /stats.json and a live page at /; needs\n--allow-net=HOST:PORT (unix: --allow-net=unix:PATH\n--allow-read=PATH --allow-write=PATH); with --allow-ffi\nfor libc, open descriptors too {default}",
       statsAddress,
       { shown: "off" },
     ),

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { openFileLimit } from "./descriptors.ts";
+import { openDescriptorCount, openFileLimit } from "./descriptors.ts";
 import {
   type Cell,
   type HistogramCell,
@@ -346,19 +346,10 @@ export function watchTargets(
   });
 }
 
-/** Whether Deno grants `descriptor` now, without prompting. */
-function granted(descriptor: Deno.PermissionDescriptor): boolean {
-  try {
-    return Deno.permissions.querySync(descriptor).state === "granted";
-  } catch {
-    return false;
-  }
-}
-
 /**
  * The process's figures, read at each snapshot: resident memory and heap
- * (always), open descriptors (with `--allow-read=/proc/self/fd`) and
- * their limit (with `--allow-ffi`, as `descriptors.ts` reads it).
+ * (always), open descriptors and their limit (with `--allow-ffi` for
+ * libc, as `descriptors.ts` reads them).
  */
 export function processSamples(): Sample[] {
   const memory = Deno.memoryUsage();
@@ -385,33 +376,27 @@ export function processSamples(): Sample[] {
       value: memory.heapTotal,
     },
   ];
-  if (granted({ name: "read", path: "/proc/self/fd" })) {
-    try {
-      let open = 0;
-      for (const _ of Deno.readDirSync("/proc/self/fd")) open++;
-      samples.push({
-        name: "process_open_fds",
-        help: "Open file descriptors.",
-        type: "gauge",
-        labels: {},
-        // The directory's own descriptor, open while it was read.
-        value: open - 1,
-      });
-    } catch {
-      // Not Linux.
-    }
+  // Both `undefined` without FFI to libc (asked, never prompted for):
+  // Deno lists `/proc/self/fd` only with --allow-all.
+  const open = openDescriptorCount();
+  if (open !== undefined) {
+    samples.push({
+      name: "process_open_fds",
+      help: "Open file descriptors.",
+      type: "gauge",
+      labels: {},
+      value: open,
+    });
   }
-  if (granted({ name: "ffi" })) {
-    const limit = openFileLimit();
-    if (limit !== undefined) {
-      samples.push({
-        name: "process_max_fds",
-        help: "Limit on open file descriptors (soft RLIMIT_NOFILE).",
-        type: "gauge",
-        labels: {},
-        value: limit,
-      });
-    }
+  const limit = openFileLimit();
+  if (limit !== undefined) {
+    samples.push({
+      name: "process_max_fds",
+      help: "Limit on open file descriptors (soft RLIMIT_NOFILE).",
+      type: "gauge",
+      labels: {},
+      value: limit,
+    });
   }
   return samples;
 }

@@ -847,6 +847,49 @@ Deno.test("--stats counts the log lines dropped while stderr is not read, as the
   }
 });
 
+Deno.test("--stats shows open descriptors and their limit where libc is granted (--allow-ffi), and leaves them out where not", async () => {
+  const libc = "/lib/x86_64-linux-gnu/libc.so.6";
+  if (Deno.build.arch !== "x86_64" || !hasCommand("ldconfig")) {
+    console.log("skipped: the libc path granted is Debian's x86_64 one");
+    return;
+  }
+  const args = [
+    "--hostname",
+    "127.0.0.1",
+    "--port",
+    "0",
+    "--stats",
+    "127.0.0.1:0",
+  ];
+  {
+    await using server = await startServer("servers/echo.ts", {
+      permissions: [
+        "--allow-net=127.0.0.1",
+        `--allow-ffi=${libc}`,
+      ],
+      args,
+    });
+    const stats = await statsPort(server.proc);
+    const figures = await metrics(stats);
+    const limits = await Deno.readTextFile(
+      `/proc/${server.proc.child.pid}/limits`,
+    );
+    const soft = Number(/^Max open files\s+(\d+)/m.exec(limits)![1]);
+    assertEquals(figures.get("process_max_fds"), soft);
+    const open = figures.get("process_open_fds")!;
+    assert(open > 3 && open < soft, `process_open_fds ${open}`);
+    await server.proc.terminate();
+  }
+  await using server = await startServer("servers/echo.ts", {
+    permissions: ["--allow-net=127.0.0.1"],
+    args,
+  });
+  const figures = await metrics(await statsPort(server.proc));
+  assertEquals(figures.has("process_open_fds"), false);
+  assertEquals(figures.has("process_max_fds"), false);
+  await server.proc.terminate();
+});
+
 Deno.test("--stats-allow: a client it does not name gets 403; --stats takes HOST:PORT or unix:PATH", async () => {
   await using server = await startServer("servers/echo.ts", {
     permissions: ["--allow-net=127.0.0.1"],
