@@ -151,7 +151,8 @@ function draw(canvas, values, colorVar) {
   ctx.strokeStyle = style.getPropertyValue("--line");
   ctx.strokeRect(0.5, 0.5, w - 1, hgt - 1);
   var max = Math.max.apply(null, values.concat([1]));
-  var slots = KEEP_MS / POLL_MS;
+  // Until 5 minutes are in, the points there are spread over the width.
+  var slots = Math.max(15, Math.min(values.length, KEEP_MS / POLL_MS));
   ctx.strokeStyle = style.getPropertyValue(colorVar);
   ctx.lineWidth = 1.5;
   ctx.beginPath();

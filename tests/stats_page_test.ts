@@ -32,7 +32,11 @@ Deno.test({
       return;
     }
     await using server = await startServer("servers/echo.ts", {
-      permissions: ["--allow-net=127.0.0.1"],
+      // With libc: the header shows descriptors too.
+      permissions: [
+        "--allow-net=127.0.0.1",
+        "--allow-ffi=/lib/x86_64-linux-gnu/libc.so.6",
+      ],
       args: [
         "--hostname",
         "127.0.0.1",
