@@ -144,6 +144,27 @@ export {
 } from "./lib/server_options.ts";
 export { ListenError } from "./lib/bind.ts";
 export { DEFAULT_UNIX_SOCKET_MODE, UnixPathError } from "./lib/unix.ts";
+// What a running server counts (`--stats`, SIGUSR2).
+export {
+  serveStats,
+  type StatsOptions,
+  type StatsServer,
+  withStats,
+} from "./lib/stats_server.ts";
+export {
+  type Cell,
+  type FamilySnapshot,
+  HistogramCell,
+  type Labels,
+  MetricDefinitionError,
+  MetricsRegistry,
+  type MetricType,
+  processMetrics,
+  type Sample,
+  type SeriesSnapshot,
+  toPrometheusText,
+} from "./lib/metrics.ts";
+export { dumpStats } from "./lib/stats_dump.ts";
 export {
   AccessList,
   type AccessPolicy,

@@ -189,6 +189,19 @@ function ours(script: string, extra: string[] = [], read = false): string[] {
   ];
 }
 
+/** `command` (from {@linkcode ours}) serving `--stats` on a free port too. */
+function withStats(command: string[]): string[] {
+  return [
+    ...command.map((arg) =>
+      arg === "--allow-net=127.0.0.1:{PORT}"
+        ? "--allow-net=127.0.0.1:{PORT},127.0.0.1:0"
+        : arg
+    ),
+    "--stats",
+    "127.0.0.1:0",
+  ];
+}
+
 /** What the runtime allows: a bare Deno server (`bench/minimal_server.ts`). */
 function minimal(mode: "echo" | "daytime"): Target {
   return {
@@ -230,6 +243,18 @@ const ECHO_SERVERS: Record<string, Target> = {
       "2",
     ], true),
   },
+  // `--stats` on: what counting costs the byte path (nothing measurable is
+  // the goal), on the scenarios that move the most bytes and round trips.
+  "ours-stats": {
+    label: "ours --stats",
+    command: withStats(ours("servers/echo.ts", [
+      "--max-connections",
+      String(idleCount + 1000),
+      "--per-source",
+      "0",
+    ])),
+    scenarios: ["stream-64", "pingpong-100"],
+  },
   minimal: minimal("echo"),
   c: { label: "C epoll", command: [`${BIN}/cserver`, "echo", "{PORT}"] },
   node: {
@@ -240,6 +265,11 @@ const ECHO_SERVERS: Record<string, Target> = {
 
 const DAYTIME_SERVERS: Record<string, Target> = {
   ours: { label: `ours (${DAYTIME_SCRIPT})`, command: ours(DAYTIME_SCRIPT) },
+  "ours-stats": {
+    label: "ours --stats",
+    command: withStats(ours(DAYTIME_SCRIPT)),
+    scenarios: ["connect-32"],
+  },
   minimal: minimal("daytime"),
   c: { label: "C epoll", command: [`${BIN}/cserver`, "daytime", "{PORT}"] },
   "c-iterative": {
@@ -1186,6 +1216,7 @@ function report(): Record<string, unknown>[] {
     "scenario",
     "unit",
     "ours",
+    "--stats",
     "2 workers",
     "minimal",
     "C epoll",
@@ -1214,6 +1245,7 @@ function report(): Record<string, unknown>[] {
       unit: row.unit,
       reference: row.reference,
       ours: ourValue,
+      ours_stats: value("ours-stats"),
       ours_2_workers: value("ours-2w"),
       minimal_deno: least,
       c_epoll: value("c"),
@@ -1235,6 +1267,7 @@ function report(): Record<string, unknown>[] {
       row.scenario,
       row.unit,
       format(ourValue),
+      format(entry.ours_stats),
       format(entry.ours_2_workers),
       format(least),
       format(entry.c_epoll),
@@ -1264,6 +1297,9 @@ function report(): Record<string, unknown>[] {
   );
   console.log(
     "CPU rows: the server's CPU time (all threads) per unit of work; lower is better, and a loaded machine moves it least.",
+  );
+  console.log(
+    "--stats: ours serving its stats too (stream-64, pingpong-100, connect-32: what counting costs).",
   );
   return table;
 }

@@ -21,6 +21,12 @@ import {
 export interface AccessPolicy {
   /** `true` when `addr` may be served. */
   allows(addr: Deno.Addr): boolean;
+  /**
+   * Set by a policy that also limits a rate (exec's `--rate`) when its
+   * last `allows` refused for the rate, not the list: the stats count it
+   * as a `rate` refusal.
+   */
+  readonly overRate?: boolean;
 }
 
 /**

@@ -15,7 +15,7 @@ import type { AccessPolicy } from "./access.ts";
 import { sourceKey } from "./source_key.ts";
 
 /** Why a connection is refused; one flood log per reason. */
-export type RefusalReason = "access" | "per-source" | "full";
+export type RefusalReason = "access" | "per-source" | "full" | "rate";
 
 /** A refusal: its reason, and the words for its log line. */
 export interface Refusal {
@@ -88,7 +88,10 @@ export class Admission {
   ): Refusal | { readonly source?: string } {
     const rules = this.#rules;
     if (rules.access && !rules.access.allows(client)) {
-      return { reason: "access", why: "not allowed" };
+      return {
+        reason: rules.access.overRate ? "rate" : "access",
+        why: "not allowed",
+      };
     }
     // A Unix client (a LOCAL header on a Unix listener) has no address to
     // count.

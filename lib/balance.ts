@@ -21,6 +21,7 @@ import {
 } from "./health.ts";
 import type { Log } from "./log.ts";
 import type { Server } from "./server_options.ts";
+import { watchTargets } from "./server_metrics.ts";
 import {
   BALANCE_RULES,
   type BalanceRule,
@@ -193,9 +194,14 @@ export function startTargetPool(
           timeoutMs,
           probe,
         });
+      const unwatch = watchTargets(
+        options.label?.replace(/\/(tcp|udp|unix)$/, "") ?? "forward",
+        () => pool.targets,
+      );
       server.finished.finally(() => {
         checks?.stop();
         pool.flush();
+        unwatch();
       });
       return Object.assign(server, { pool });
     },

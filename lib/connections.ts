@@ -53,6 +53,8 @@ export class Connection implements ConnectionContext {
   idleSince = 0;
   bytesIn = 0;
   bytesOut = 0;
+  /** When it was accepted (`performance.now()`), for the stats' durations. */
+  readonly openedAt: number = performance.now();
   note?: string;
   closed = false;
 

@@ -20,6 +20,7 @@ import { escapeControlChars } from "./escape_control_chars.ts";
 import { closeQuietly } from "./io.ts";
 import { FloodLog } from "./log.ts";
 import { BaseServer } from "./server_base.ts";
+import { DatagramMetrics, serviceLabel } from "./server_metrics.ts";
 import {
   type DatagramHandler,
   DEFAULT_UDP_RATE,
@@ -39,6 +40,8 @@ export class DatagramServer extends BaseServer {
   readonly #rate: SourceRateLimiter;
   /** Absent when it is off. */
   readonly #loopGuard?: LoopGuard;
+  /** What `--stats` and the SIGUSR2 dump show. */
+  readonly #metrics: DatagramMetrics;
   readonly #droppedLowPort = new FloodLog(this.log, `${this.prefix}dropped`);
   readonly #droppedRate = new FloodLog(this.log, `${this.prefix}dropped`);
   readonly #droppedLoop = new FloodLog(this.log, `${this.prefix}dropped`);
@@ -70,6 +73,10 @@ export class DatagramServer extends BaseServer {
         loopRate(this.#rate.perSecond, DEFAULT_UDP_RATE),
       );
     }
+    this.#metrics = new DatagramMetrics({
+      service: serviceLabel(service.name, transport, options.label),
+      transport,
+    });
     const start = (s: Deno.DatagramConn) => {
       this.#socket = s;
       if (this.closing) s.close();
@@ -97,6 +104,8 @@ export class DatagramServer extends BaseServer {
       }
       const data = received[0];
       const source = received[1];
+      this.#metrics.received.value++;
+      this.#metrics.bytesIn.value += data.byteLength;
       this.#answering = true;
       try {
         // The synchronous part in a method of its own, which the engine
@@ -110,6 +119,8 @@ export class DatagramServer extends BaseServer {
           // the same bytes coming back count as a loop's round.
           const echoed = reply === data || sameBytes(reply, data);
           await socket.send(reply, source);
+          this.#metrics.sent.value++;
+          this.#metrics.bytesOut.value += reply.byteLength;
           this.#loopGuard?.sent(source, reply, echoed);
         }
       } catch (error) {
@@ -164,6 +175,7 @@ export class DatagramServer extends BaseServer {
       this.#droppedLowPort.event(
         `datagram from ${formatAddr(source)}: source port below 1024`,
       );
+      this.#metrics.dropped["low-port"].value++;
       return true;
     }
     if (port !== undefined && this.#dropSourcePorts.has(port)) {
@@ -172,18 +184,21 @@ export class DatagramServer extends BaseServer {
           formatAddr(source)
         }: source port is a service port (loop protection)`,
       );
+      this.#metrics.dropped["low-port"].value++;
       return true;
     }
     if (this.#access && !this.#access.allows(source)) {
       this.#refusedAccess.event(
         `datagram from ${formatAddr(source)}: not allowed`,
       );
+      this.#metrics.dropped.access.value++;
       return true;
     }
     if ("path" in source && !source.path) {
       this.#droppedRate.event(
         `datagram from an unbound Unix socket: no address to reply to`,
       );
+      this.#metrics.dropped.unbound.value++;
       return true;
     }
     if (this.#loopGuard?.isLoop(source, data)) {
@@ -194,6 +209,7 @@ export class DatagramServer extends BaseServer {
           this.#loopGuard.score(source)
         } replies came back with no think time, faster than ${this.#loopGuard.rate}/s: loop protection)`,
       );
+      this.#metrics.dropped.loop.value++;
       return true;
     }
     return false;
@@ -209,6 +225,7 @@ export class DatagramServer extends BaseServer {
         formatAddr(source)
       }: over ${this.#rate.perSecond} replies/s to ${escapeControlChars(from)}`,
     );
+    this.#metrics.dropped.rate.value++;
     return false;
   }
 

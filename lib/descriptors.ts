@@ -16,9 +16,11 @@
  * @module
  */
 
-import { openLibc } from "./libc.ts";
+import { type LibC, openLibc } from "./libc.ts";
 
 /** `RLIMIT_NOFILE` on Linux. */
+// (open(2) flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC.)
+const O_RDONLY_DIRECTORY_CLOEXEC = 0o200000 | 0o2000000;
 const RLIMIT_NOFILE = 7;
 
 /**
@@ -107,4 +109,94 @@ export function descriptorShortfall(
   } each${
     needs.what ? ` (${needs.what})` : ""
   } need up to ${needed} open files, over this process's limit of ${limit}: past ${fit} connections, new ones fail with "Too many open files"; raise the limit (ulimit -n) or lower --max-connections to ${fit}`;
+}
+
+/**
+ * `/proc/self/fd` could not be listed (not Linux, no `/proc`).
+ *
+ * @example
+ * ```ts
+ * import { DescriptorListError } from "./descriptors.ts";
+ *
+ * const error = new DescriptorListError("cannot list /proc/self/fd");
+ * if (error.name !== "DescriptorListError") throw error;
+ * ```
+ */
+export class DescriptorListError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "DescriptorListError";
+  }
+}
+
+/**
+ * This process's open descriptors, from `/proc/self/fd`, in ascending
+ * order, read a chunk at a time so a caller that stops early reads less:
+ * through libc, as Deno lets a program list `/proc/self/fd` only with
+ * `--allow-all`. Throws {@linkcode DescriptorListError} when it cannot
+ * be listed.
+ *
+ * @example
+ * ```ts ignore
+ * import { openDescriptors } from "./descriptors.ts";
+ * import { openLibc } from "./libc.ts";
+ *
+ * const fds = [...openDescriptors(openLibc("listing descriptors"))];
+ * ```
+ */
+export function* openDescriptors(c: LibC): Generator<number> {
+  const dir = c.open(
+    new TextEncoder().encode("/proc/self/fd\0"),
+    O_RDONLY_DIRECTORY_CLOEXEC,
+  );
+  if (dir < 0) {
+    throw new DescriptorListError("cannot list /proc/self/fd");
+  }
+  const buffer = new Uint8Array(16 * 1024);
+  const size = BigInt(buffer.byteLength);
+  try {
+    while (true) {
+      const n = Number(c.getdents64(dir, buffer, size));
+      if (n <= 0) break;
+      // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type,
+      // then the NUL-terminated name: here a decimal number, or . and ..
+      for (let offset = 0; offset < n;) {
+        let fd = 0;
+        let at = offset + 19;
+        for (; buffer[at] >= 0x30 && buffer[at] <= 0x39; at++) {
+          fd = fd * 10 + buffer[at] - 0x30;
+        }
+        if (at > offset + 19 && buffer[at] === 0 && fd !== dir) yield fd;
+        offset += buffer[offset + 16] | (buffer[offset + 17] << 8);
+      }
+    }
+  } finally {
+    c.close(dir);
+  }
+}
+
+/**
+ * How many descriptors this process has open, or `undefined` when they
+ * cannot be counted: not Linux, or no FFI to libc (asked, never prompted
+ * for).
+ *
+ * @example
+ * ```ts
+ * import { openDescriptorCount } from "./descriptors.ts";
+ *
+ * const open = openDescriptorCount(); // a number with --allow-ffi for libc
+ * if (open !== undefined && open < 3) throw new Error(String(open));
+ * ```
+ */
+export function openDescriptorCount(): number | undefined {
+  try {
+    let count = 0;
+    for (const _ of openDescriptors(openLibc("counting open descriptors"))) {
+      count++;
+    }
+    return count;
+  } catch {
+    return undefined;
+  }
 }

@@ -22,6 +22,7 @@ import { describeError } from "./main.ts";
 import { listeningLine } from "./server.ts";
 import { reloadTlsFiles } from "./server_cli.ts";
 import type { Server } from "./server_options.ts";
+import { dumpStats } from "./stats_dump.ts";
 
 /**
  * How long a reload goes on trying to bind a line whose address is in
@@ -379,6 +380,7 @@ export async function runInetdConf(
     ["SIGINT", stop],
     ["SIGTERM", stop],
     ["SIGHUP", reload],
+    ["SIGUSR2", () => dumpStats(log)],
   ];
   for (const [signal, handler] of signals) {
     Deno.addSignalListener(signal, handler);

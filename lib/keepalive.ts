@@ -20,6 +20,7 @@
  */
 
 import { parseIPv4, parseIPv6, stripBrackets } from "./address.ts";
+import { DescriptorListError, openDescriptors } from "./descriptors.ts";
 import { type LibC, LibcError, openLibc } from "./libc.ts";
 import { osErrorNumber } from "./os_error.ts";
 
@@ -88,7 +89,6 @@ const TCP_KEEPINTVL = 5;
 const TCP_KEEPCNT = 6;
 const AF_INET = 2;
 const AF_INET6 = 10;
-const O_RDONLY_DIRECTORY_CLOEXEC = 0o200000 | 0o2000000;
 
 /**
  * libc (see `libc.ts`), its failure as a {@linkcode KeepAliveError} with
@@ -230,41 +230,6 @@ function netEndpoint(addr: Deno.Addr): RawEndpoint | null {
   return { ip, port: addr.port, mapped };
 }
 
-/**
- * This process's open descriptors, from `/proc/self/fd`, in ascending
- * order, read a chunk at a time so a caller that stops early reads less.
- */
-function* openDescriptors(c: LibC): Generator<number> {
-  const dir = c.open(
-    new TextEncoder().encode("/proc/self/fd\0"),
-    O_RDONLY_DIRECTORY_CLOEXEC,
-  );
-  if (dir < 0) {
-    throw new KeepAliveError("not-found", "cannot list /proc/self/fd");
-  }
-  const buffer = new Uint8Array(16 * 1024);
-  const size = BigInt(buffer.byteLength);
-  try {
-    while (true) {
-      const n = Number(c.getdents64(dir, buffer, size));
-      if (n <= 0) break;
-      // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type,
-      // then the NUL-terminated name: here a decimal number, or . and ..
-      for (let offset = 0; offset < n;) {
-        let fd = 0;
-        let at = offset + 19;
-        for (; buffer[at] >= 0x30 && buffer[at] <= 0x39; at++) {
-          fd = fd * 10 + buffer[at] - 0x30;
-        }
-        if (at > offset + 19 && buffer[at] === 0 && fd !== dir) yield fd;
-        offset += buffer[offset + 16] | (buffer[offset + 17] << 8);
-      }
-    }
-  } finally {
-    c.close(dir);
-  }
-}
-
 /** Where the last search found a connection: the next is often beside it. */
 let lastFound = -1;
 
@@ -301,8 +266,13 @@ function descriptorOf(c: LibC, conn: Deno.Conn): number {
   for (const fd of [lastFound + 1, lastFound]) {
     if (fd >= 0 && matches(fd)) return lastFound = fd;
   }
-  for (const fd of openDescriptors(c)) {
-    if (matches(fd)) return lastFound = fd;
+  try {
+    for (const fd of openDescriptors(c)) {
+      if (matches(fd)) return lastFound = fd;
+    }
+  } catch (error) {
+    if (!(error instanceof DescriptorListError)) throw error;
+    throw new KeepAliveError("not-found", error.message);
   }
   throw new KeepAliveError(
     "not-found",

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { processMetrics } from "./metrics.ts";
+
 /** Takes one log line, without its newline. */
 export type Log = (line: string) => void;
 
@@ -95,6 +97,7 @@ function keep(line: string): boolean {
   const size = line.length + 1;
   if (pendingBytes + size > STDERR_LOG_BUFFER_BYTES) {
     dropped++;
+    droppedTotal.value++;
     return false;
   }
   reportDropped();
@@ -103,6 +106,11 @@ function keep(line: string): boolean {
   return true;
 }
 
+/** Every line dropped, for the stats (`dropped` restarts at each report). */
+const droppedTotal = processMetrics.counter(
+  "sockets_log_lines_dropped_total",
+  "Log lines dropped because stderr fell behind.",
+);
 const pending: string[] = [];
 let pendingBytes = 0;
 let dropped = 0;

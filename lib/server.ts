@@ -23,6 +23,7 @@ import {
   type Service,
   type ShutdownOptions,
 } from "./server_options.ts";
+import { withStats } from "./stats_server.ts";
 import { StreamServer } from "./stream_server.ts";
 import { serveGroup, workerPlace } from "./workers.ts";
 
@@ -54,6 +55,15 @@ import { serveGroup, workerPlace } from "./workers.ts";
  * ```
  */
 export function serve(service: Service, options: ServerOptions = {}): Server {
+  // A worker's figures stay in its thread: `--stats` is refused with
+  // `--workers` (see `serverOptionsFromFlags`).
+  const stats = options.stats && !workerPlace()
+    ? { log: options.log, ...options.stats }
+    : undefined;
+  return withStats(startServer(service, options), stats);
+}
+
+function startServer(service: Service, options: ServerOptions): Server {
   const transport = options.transport ?? "tcp";
   if (transport === "tcp" || transport === "unix") {
     if (!service.stream) {

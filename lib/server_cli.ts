@@ -19,7 +19,7 @@ import {
   positiveSecondsFlag,
   UsageError,
 } from "./cli.ts";
-import type { Transport } from "./endpoint.ts";
+import { type Endpoint, parseEndpoint, type Transport } from "./endpoint.ts";
 import { KEEPALIVE_LIMITS, type KeepAliveConfig } from "./keepalive.ts";
 import { stderrLog } from "./log.ts";
 import {
@@ -27,6 +27,7 @@ import {
   DEFAULT_PROXY_HEADER_TIMEOUT_MS,
 } from "./proxy_protocol.ts";
 import { listeningLine } from "./server.ts";
+import { dumpStatsOnSignal } from "./stats_dump.ts";
 import {
   DEFAULT_GRACE_MS,
   DEFAULT_MAX_CONNECTIONS,
@@ -121,6 +122,25 @@ function socketPath(text: string, name: string): string {
     throw new UsageError(`invalid socket path '${text}' for ${name}`);
   }
   return text;
+}
+
+/** `--stats ADDR`: a TCP address or a Unix socket path. */
+function statsAddress(text: string, name: string): Endpoint {
+  let endpoint: Endpoint | undefined;
+  try {
+    endpoint = parseEndpoint(text);
+  } catch {
+    // Said below.
+  }
+  if (
+    !endpoint ||
+    (endpoint.transport !== "tcp" && endpoint.transport !== "unix")
+  ) {
+    throw new UsageError(
+      `invalid value '${text}' for ${name}: expected HOST:PORT or unix:PATH`,
+    );
+  }
+  return endpoint;
 }
 
 function hostnameValue(text: string, name: string): string {
@@ -224,6 +244,10 @@ export type ServerFlags = {
   readonly "proxy-timeout": ServerFlag<number, false>;
   /** `--keepalive K`; `off` is `undefined` */
   readonly keepalive: ServerFlag<KeepAliveConfig | undefined, false>;
+  /** `--stats ADDR` */
+  readonly stats: ServerFlag<Endpoint, false>;
+  /** `--stats-allow CIDR`, repeatable */
+  readonly "stats-allow": ServerFlag<string[], false>;
   /** `--workers N|auto` */
   readonly workers: ServerFlag<number, false>;
   /** `--tls-engine auto|native|node` */
@@ -404,6 +428,22 @@ const SHARED_SERVER_FLAGS = {
       { shown: "off" },
     ),
   ),
+  stats: on(
+    ALL,
+    flag.custom(
+      "ADDR",
+      "serve stats at ADDR (HOST:PORT, or unix:PATH): Prometheus\n/metrics, /stats.json and a live page at /; needs\n--allow-net=HOST:PORT (unix: --allow-net=unix:PATH\n--allow-read=PATH --allow-write=PATH); with --allow-ffi\nfor libc, open descriptors too; SIGUSR2 logs the same\n(never SIGUSR1: Deno opens its debugger on it) {default}",
+      statsAddress,
+      { shown: "off" },
+    ),
+  ),
+  "stats-allow": on(
+    ALL,
+    flag.list(
+      "CIDR",
+      "--stats: who may read them (repeatable); without it,\nloopback clients only",
+    ),
+  ),
   workers: on(
     TCP,
     flag.custom(
@@ -443,6 +483,8 @@ const SHARED_SERVER_FLAGS = {
 export const TCP_SERVER_FLAG_NAMES = [
   "hostname",
   "port",
+  "stats",
+  "stats-allow",
   "max-connections",
   "idle-timeout",
   "grace",
@@ -577,6 +619,7 @@ export function serverOptionsFromFlags(
   set("workers", values.workers);
   if (values["allow-low-ports"]) options.allowLowPorts = true;
   set("udpRatePerSecond", values["udp-rate"]);
+  statsFromFlags(values, options);
   accessFromFlags(values, options);
   tlsFromFlags(values, options);
   tlsEngineFromFlags(values, options);
@@ -670,6 +713,37 @@ function accessFromFlags(values: ServerFlagValues, options: ServerOptions) {
   options.access = new AccessList({ allow, deny });
 }
 
+function statsFromFlags(values: ServerFlagValues, options: ServerOptions) {
+  const allow = values["stats-allow"] ?? [];
+  const listen = values.stats;
+  if (listen === undefined) {
+    if (allow.length > 0) throw new UsageError("--stats-allow needs --stats");
+    return;
+  }
+  if ((values.workers ?? 1) > 1) {
+    // Each thread counts its own: one endpoint would show one thread.
+    throw new UsageError("--stats cannot be used with --workers");
+  }
+  options.stats = { listen };
+  if (allow.length === 0) return;
+  if (listen.transport === "unix") {
+    throw new UsageError(
+      "--stats-allow matches IP addresses; a unix: stats socket has none (use its file's permissions)",
+    );
+  }
+  for (const text of allow) {
+    try {
+      new AccessList({ allow: [text] });
+    } catch (error) {
+      if (!(error instanceof CidrError)) throw error;
+      throw new UsageError(
+        `invalid value '${text}' for --stats-allow: ${error.reason}`,
+      );
+    }
+  }
+  options.stats.access = new AccessList({ allow });
+}
+
 function tlsFromFlags(values: ServerFlagValues, options: ServerOptions) {
   if (!values.tls) {
     for (
@@ -721,8 +795,8 @@ function tlsEngineFromFlags(values: ServerFlagValues, options: ServerOptions) {
 /**
  * Runs servers as a script does: waits until all are bound, logs one
  * `listening on` line each (labelled when there are several), shuts all
- * down gracefully on SIGINT or SIGTERM, and resolves once all are
- * finished.
+ * down gracefully on SIGINT or SIGTERM, writes the stats to the log on
+ * SIGUSR2 (`stats_dump.ts`), and resolves once all are finished.
  *
  * @example
  * ```ts ignore
@@ -755,6 +829,7 @@ export async function runServers(
   for (const { server, label } of servers) {
     log(listeningLine(server.addr, labelled ? label : undefined));
   }
+  const stopDumping = dumpStatsOnSignal(log);
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, stop);
   let reloading = Promise.resolve();
@@ -770,6 +845,7 @@ export async function runServers(
   try {
     await Promise.all(servers.map(({ server }) => server.finished));
   } finally {
+    stopDumping();
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
     Deno.removeSignalListener("SIGHUP", reload);
   }

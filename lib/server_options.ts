@@ -14,6 +14,7 @@ import type { AccessPolicy } from "./access.ts";
 import type { Transport } from "./endpoint.ts";
 import type { KeepAliveConfig } from "./keepalive.ts";
 import type { Log } from "./log.ts";
+import type { StatsOptions } from "./stats_server.ts";
 // deno-lint-ignore no-unused-vars -- named by `proxyHeaderTimeoutMs`'s @default
 import type { DEFAULT_PROXY_HEADER_TIMEOUT_MS } from "./proxy_protocol.ts";
 import type { ProxyHeader } from "./proxy_protocol.ts";
@@ -261,6 +262,13 @@ export interface ServerOptions {
    * so this is for scripts (`--workers N`). Default 1.
    */
   workers?: number;
+  /**
+   * Serve the process's stats (Prometheus `/metrics`, `/stats.json`, a
+   * page at `/`) here while the server runs; servers that name the same
+   * address share one endpoint (see `lib/stats_server.ts`). Off by
+   * default.
+   */
+  stats?: StatsOptions;
 }
 
 /** What a stream handler learns about its connection. */

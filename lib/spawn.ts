@@ -297,6 +297,17 @@ export class SpawnError extends Error {
   }
 }
 
+/**
+ * Told when a program starts and when it is reaped: how the stats
+ * (`ProgramMetrics` in `server_metrics.ts`) count programs.
+ */
+export interface ProgramWatch {
+  /** The program started. */
+  started(): void;
+  /** The program started was reaped, with `status`. */
+  ended(status: Deno.CommandStatus): void;
+}
+
 /** Takes one stderr line of the program with process id `pid`. */
 export type StderrLog = (line: string, pid: number) => void;
 
@@ -329,7 +340,8 @@ const LARGE_BUFFER = 64 * 1024;
  *   client with `stderrToClient`.
  *
  * Aborting `stop` ends the program as if its client had gone. Throws
- * {@linkcode SpawnError} when the program cannot be started.
+ * {@linkcode SpawnError} when the program cannot be started. `watch`, if
+ * given, hears of the start and the end.
  *
  * @example Run `cat` for one connection
  * ```ts ignore
@@ -345,6 +357,7 @@ export async function runProgram(
   spec: ProgramSpec,
   stderrLog: StderrLog,
   stop?: AbortSignal,
+  watch?: ProgramWatch,
 ): Promise<ProgramOutcome> {
   // Before the spawn: a bad limit must not leave a program running.
   if (spec.stderrLinesPerSecond !== undefined) {
@@ -379,15 +392,18 @@ export async function runProgram(
     child,
     spec.killAfterMs ?? DEFAULT_KILL_AFTER_MS,
   );
+  watch?.started();
   const onStop = () => session.stop("the server is stopping");
   stop?.addEventListener("abort", onStop, { once: true });
   if (stop?.aborted) onStop();
   try {
-    return await session.run(
+    const outcome = await session.run(
       spec.stderrToClient ?? false,
       stderrLog,
       spec.stderrLinesPerSecond,
     );
+    watch?.ended(outcome.status);
+    return outcome;
   } finally {
     stop?.removeEventListener("abort", onStop);
   }

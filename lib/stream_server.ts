@@ -35,6 +35,11 @@ import {
 } from "./proxy_protocol.ts";
 import { BaseServer } from "./server_base.ts";
 import {
+  NO_CLIENT_CERTIFICATE,
+  serviceLabel,
+  StreamMetrics,
+} from "./server_metrics.ts";
+import {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_PER_SOURCE,
@@ -101,6 +106,8 @@ export class StreamServer extends BaseServer {
   );
   #acceptLoop?: AcceptLoop;
   #boundListener?: Deno.Listener;
+  /** What `--stats` and SIGUSR2 show: counted at accept, refusal and close. */
+  readonly #metrics: StreamMetrics;
 
   constructor(
     service: Service,
@@ -173,7 +180,12 @@ export class StreamServer extends BaseServer {
       access: refused(),
       "per-source": refused(),
       full: refused(),
+      rate: refused(),
     };
+    this.#metrics = new StreamMetrics({
+      service: serviceLabel(service.name, transport, options.label),
+      transport: options.tls ? "tls" : transport,
+    });
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 0;
     this.#keepAlive = keepAlive;
     this.#proxyHeaderTimeoutMs = proxyHeaderTimeoutMs;
@@ -258,11 +270,13 @@ export class StreamServer extends BaseServer {
       : this.#admission.full() ?? {};
     if (isRefusal(verdict)) {
       this.#refused[verdict.reason].event(`${connection.peer}: ${verdict.why}`);
+      this.#metrics.refused[verdict.reason].value++;
       conn.close();
       return;
     }
     connection.source = verdict.source;
     this.#connections.add(connection);
+    this.#metrics.open.value++;
     if (this.#keepAlive) this.#setKeepAlive(conn, this.#keepAlive);
     if (
       this.#proxyHeaderTimeoutMs === undefined &&
@@ -297,7 +311,10 @@ export class StreamServer extends BaseServer {
       const failure = await this.#handshake(connection);
       if (failure !== undefined) {
         // Closed by shutdown or the idle sweep: that logged already.
-        if (!connection.closed) this.#handshakeFailed.event(failure);
+        if (!connection.closed) {
+          this.#handshakeFailed.event(failure);
+          this.#metrics.refused["tls-handshake"].value++;
+        }
         return false;
       }
       if (connection.closed) return false;
@@ -310,9 +327,15 @@ export class StreamServer extends BaseServer {
         // the refusal for a clean, empty answer (the engine can no longer
         // send an alert the session's way: a plaintext one, then the cut).
         conn.abort(certificateRefusedAlert());
+        this.#metrics.refused["client-certificate"].value++;
+        this.#countHandshake(conn.handshakeFacts().protocol, "refused");
         return false;
       }
       connection.tls = verdict.session;
+      this.#countHandshake(
+        verdict.session.protocol,
+        verdict.session.client ? "verified" : NO_CLIENT_CERTIFICATE,
+      );
     }
     return true;
   }
@@ -334,6 +357,7 @@ export class StreamServer extends BaseServer {
     } catch (error) {
       // Closed by shutdown or the idle sweep: that logged already.
       if (!connection.closed) {
+        this.#metrics.refused["proxy-header"].value++;
         this.#badProxyHeader.event(
           `${connection.peer} (0 bytes in, 0 bytes out): ${
             escapeControlChars(withoutOsError((error as Error).message))
@@ -348,6 +372,7 @@ export class StreamServer extends BaseServer {
       const why = verdict.reason === "access" && header.command === "proxy"
         ? `${verdict.why} (the address in its PROXY header)`
         : verdict.why;
+      this.#metrics.refused[verdict.reason].value++;
       this.log(
         `${this.prefix}closed ${connection.peer} (0 bytes in, 0 bytes out)${connection.via}: ${why}`,
       );
@@ -382,6 +407,7 @@ export class StreamServer extends BaseServer {
       }`,
     );
     let running: Promise<void>;
+    this.#metrics.accepted.value++;
     try {
       // As `await` would: a handler that returns no promise (plain JS) too.
       running = Promise.resolve(this.#handler(connection.conn, connection));
@@ -406,6 +432,11 @@ export class StreamServer extends BaseServer {
   #ended(connection: Connection, failure: string): void {
     const cut = connection.closed;
     this.#drop(connection);
+    this.#metrics.closed(
+      connection.bytesIn,
+      connection.bytesOut,
+      connection.openedAt,
+    );
     // A handler's note may name what it was given (a target's path).
     const note = connection.note
       ? ` ${escapeControlChars(connection.note)}`
@@ -421,8 +452,18 @@ export class StreamServer extends BaseServer {
   #drop(connection: Connection): void {
     connection.close();
     if (this.#connections.delete(connection)) {
+      this.#metrics.open.value--;
       this.#admission.release(connection.source);
     }
+  }
+
+  /**
+   * Counts a TLS handshake done, by the protocol version agreed and the
+   * client certificate's result: `verified`, `refused`, or `none` (none
+   * asked for or sent: `NO_CLIENT_CERTIFICATE`).
+   */
+  #countHandshake(protocol: string, clientCertificate: string): void {
+    this.#metrics.tlsHandshake(protocol, clientCertificate).value++;
   }
 
   /**

@@ -114,6 +114,10 @@ export class PoolTarget {
   current = 0;
   /** When it was last picked (a sequence number): leastconn's tie-breaker. */
   lastPicked = 0;
+  /** Failures seen, by source, for the stats (`server_metrics.ts`). */
+  readonly failures: Record<FailureSource, number> = { connect: 0, check: 0 };
+  /** Active checks made, for the stats. */
+  checks = 0;
 
   /** A target for `spec`, up. */
   constructor(spec: TargetSpec) {
@@ -515,6 +519,8 @@ export class TargetPool {
    * `fall`th in a row marks it down, with one log line.
    */
   failed(target: PoolTarget, reason: string, source: FailureSource): void {
+    target.failures[source]++;
+    if (source === "check") target.checks++;
     if (!target.up) {
       target.streak = 0; // a down target's successes must come in a row
       return;
@@ -536,6 +542,7 @@ export class TargetPool {
    * forgotten; a down one comes back after `rise` checks in a row.
    */
   succeeded(target: PoolTarget, source: FailureSource): void {
+    if (source === "check") target.checks++;
     if (target.up) {
       target.streak = 0;
       return;

@@ -21,6 +21,7 @@ import { formatSeconds } from "./units.ts";
 import { resolveHost } from "./dial.ts";
 import { formatAddr, joinHostPort } from "./endpoint.ts";
 import { FloodLog, type Log, stderrLog } from "./log.ts";
+import { DatagramMetrics } from "./server_metrics.ts";
 import type { AccessPolicy } from "./access.ts";
 import { ListenError } from "./bind.ts";
 import { LoopGuard, loopRate, SourceRateLimiter } from "./datagram_guard.ts";
@@ -208,6 +209,8 @@ class DatagramForwarder implements Server {
   >;
   readonly #refused: FloodLog;
   readonly #failed: FloodLog;
+  /** What `--stats` and SIGUSR2 show. */
+  readonly #metrics: DatagramMetrics;
   readonly #sweep: ReturnType<typeof setInterval>;
   readonly #loopDone: Promise<void>;
   #closing = false;
@@ -271,6 +274,10 @@ class DatagramForwarder implements Server {
       answer: dropped(),
     };
     this.#refused = new FloodLog(this.#log, `${this.#prefix}refused`);
+    this.#metrics = new DatagramMetrics({
+      service: options.label?.replace(/\/udp$/, "") ?? "forward",
+      transport: "udp",
+    });
     this.#failed = new FloodLog(this.#log, `${this.#prefix}closed`);
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.socketClosed = new Promise((resolve) =>
@@ -299,8 +306,11 @@ class DatagramForwarder implements Server {
         this.#log(`${this.#prefix}receive failed: ${(error as Error).message}`);
         continue;
       }
+      this.#metrics.received.value++;
+      this.#metrics.bytesIn.value += data.byteLength;
       const peer = formatAddr(source);
       if (source.port < 1024 && !this.#options.allowLowPorts) {
+        this.#metrics.dropped["low-port"].value++;
         // CVE-1999-0103: answers to a privileged port (echo, chargen...)
         // can start an endless loop.
         this.#dropped.lowPort.event(
@@ -313,12 +323,14 @@ class DatagramForwarder implements Server {
         (isLoopback(source.hostname) ||
           sameHost(source.hostname, this.addr.hostname))
       ) {
+        this.#metrics.dropped.loop.value++;
         this.#dropped.loop.event(
           `datagram from ${peer}: one of this forwarder's own sessions (the target leads back here: loop protection)`,
         );
         continue;
       }
       if (this.#options.access && !this.#options.access.allows(source)) {
+        this.#metrics.dropped.access.value++;
         this.#refused.event(`datagram from ${peer}: not allowed`);
         continue;
       }
@@ -335,6 +347,7 @@ class DatagramForwarder implements Server {
       let session = this.#sessions.get(peer);
       if (!session) {
         if (this.#sessions.size >= this.#maxSessions) {
+          this.#metrics.dropped.full.value++;
           this.#refused.event(
             `datagram from ${peer}: too many sessions (max ${this.#maxSessions})`,
           );
@@ -453,6 +466,7 @@ class DatagramForwarder implements Server {
       }
       session.lastActive = performance.now();
       if (!this.#rate.take(rateKey)) {
+        this.#metrics.dropped.rate.value++;
         this.#dropped.rate.event(
           `answer to ${session.peer}: over ${this.#rate.perSecond} answers/s`,
         );
@@ -462,6 +476,8 @@ class DatagramForwarder implements Server {
         await this.#socket.send(data, session.client);
         this.#loopGuard?.sent(session.client, data, true);
         session.bytesOut += data.byteLength;
+        this.#metrics.sent.value++;
+        this.#metrics.bytesOut.value += data.byteLength;
       } catch (error) {
         if (this.#closing) return;
         this.#dropped.answer.event(

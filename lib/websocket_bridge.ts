@@ -127,6 +127,7 @@ const REFUSAL_STATUS: Record<RefusalReason, number> = {
   access: 403,
   "per-source": 503,
   full: 503,
+  rate: 429,
 };
 
 /** The bridge: a `Deno.serve` server and the clients it joined to targets. */

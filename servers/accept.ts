@@ -36,6 +36,18 @@
  * dual-stack. Hence the permission for both. Without IPv6 on the host it
  * listens on `0.0.0.0` alone. `--hostname H` listens on H only.
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --allow-net=[::]:12345,0.0.0.0:12345,127.0.0.1:9100 \
+ *     servers/accept.ts --stats 127.0.0.1:9100 &
+ * stats on http://127.0.0.1:9100/
+ * listening on [::]:12345 (IPv4 and IPv6)
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_connections_open'
+ * sockets_connections_open{service="accept",transport="tcp"} 0
+ * ```
+ *
  * @module
  */
 

@@ -44,6 +44,18 @@
  * replies per source (CVE-1999-0103: chargen's UDP side was the classic
  * amplifier).
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:10019,127.0.0.1:9100 servers/chargen.ts \
+ *     --port=10019 --stats 127.0.0.1:9100 &
+ * stats on http://127.0.0.1:9100/
+ * listening on 0.0.0.0:10019
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_connections_open'
+ * sockets_connections_open{service="chargen",transport="tcp"} 0
+ * ```
+ *
  * @module
  */
 

@@ -54,6 +54,18 @@
  * the command to run as a user when port 13 needs root, and protects its
  * UDP side against loops and floods.
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:10013,127.0.0.1:9100 servers/daytime.ts \
+ *     --port=10013 --stats 127.0.0.1:9100 &
+ * stats on http://127.0.0.1:9100/
+ * listening on 0.0.0.0:10013
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_connections_open'
+ * sockets_connections_open{service="daytime",transport="tcp"} 0
+ * ```
+ *
  * @module
  */
 

@@ -103,6 +103,20 @@
  * reads, this echoes it back (`--print` prints it too), holds at most
  * `--max-connections` clients, and stops gracefully on SIGINT/SIGTERM.
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:15000,127.0.0.1:9100 servers/echo.ts \
+ *     --stats 127.0.0.1:9100 &
+ * stats on http://127.0.0.1:9100/
+ * listening on 0.0.0.0:15000
+ * $ echo hi | socat - TCP:127.0.0.1:15000
+ * hi
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_connections_accepted'
+ * sockets_connections_accepted_total{service="echo",transport="tcp"} 1
+ * ```
+ *
  * @module
  */
 

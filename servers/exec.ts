@@ -127,6 +127,18 @@
  * seconds; no `UNIXREMOTEEUID`-style peer credentials; with `--workers`,
  * each thread has its own `--rate` table.
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:8000,127.0.0.1:9100 --allow-run=cat \
+ *     servers/exec.ts --stats 127.0.0.1:9100 -- cat &
+ * stats on http://127.0.0.1:9100/
+ * listening on 0.0.0.0:8000
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_programs_running'
+ * sockets_programs_running{service="exec"} 0
+ * ```
+ *
  * @module
  */
 
@@ -156,6 +168,7 @@ import {
   unmapIPv4,
   UsageError,
 } from "../mod.ts";
+import { ProgramMetrics } from "../lib/server_metrics.ts";
 import {
   checkLinesPerSecond,
   checkProgram,
@@ -239,6 +252,11 @@ class ConnectionRate implements AccessPolicy {
   readonly #buckets = new Map<string, { tokens: number; at: number }>();
   /** The peer and source the last call refused for its rate, if it did. */
   refused?: { peer: string; source: string };
+
+  /** Whether the last call refused for the rate (the stats' `rate`). */
+  get overRate(): boolean {
+    return this.refused !== undefined;
+  }
 
   constructor(perSecond: number, inner?: AccessPolicy) {
     this.perSecond = perSecond;
@@ -324,6 +342,10 @@ export function execService(
   const prefix = options.label ? `${options.label}: ` : "";
   const name = programName(spec.program);
   const refused = new FloodLog(log, `${prefix}refused`);
+  // The stats' service: inetd's `NAME/tcp` is `NAME`.
+  const programs = new ProgramMetrics({
+    service: options.label?.replace(/\/(tcp|unix)$/, "") ?? "exec",
+  });
   const killAfterMs = spec.killAfterMs ?? DEFAULT_KILL_AFTER_MS;
   return {
     name: "exec",
@@ -337,6 +359,7 @@ export function execService(
         spec,
         stderrLogTo((line) => log(prefix + line), context.peer, name),
         options.stop,
+        programs,
       );
       options.running?.add(run);
       try {

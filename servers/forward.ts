@@ -18,6 +18,20 @@
  * ...
  * ```
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:8080,127.0.0.1:15000,127.0.0.1:15001,127.0.0.1:9100 \
+ *     servers/forward.ts --stats 127.0.0.1:9100 \
+ *     tcp://0.0.0.0:8080 tcp://127.0.0.1:15000 tcp://127.0.0.1:15001 &
+ * stats on http://127.0.0.1:9100/
+ * listening on 0.0.0.0:8080
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_target_up'
+ * sockets_target_up{service="forward",target="tcp://127.0.0.1:15000"} 1
+ * sockets_target_up{service="forward",target="tcp://127.0.0.1:15001"} 1
+ * ```
+ *
  * The permissions are exactly the listen address and the target; a target
  * by name needs only NAME:PORT (`--allow-net=0.0.0.0:8080,backend.example:80`
  * for `tcp://backend.example:80`: Deno then resolves it and races its
@@ -243,6 +257,7 @@ import {
   type TargetSpec,
 } from "../lib/targets.ts";
 import { readTargetsFile } from "../lib/targets_file.ts";
+import { withStats } from "../lib/stats_server.ts";
 import {
   forwardConnection,
   type ForwardPlan,
@@ -429,7 +444,11 @@ export function serveForward(options: ForwardOptions): ForwardServer {
       signal: options.signal,
       pool,
     });
-    return balanced ? balanced.supervise(server) : server;
+    const watched = withStats(
+      server,
+      options.stats && { log: options.log, ...options.stats },
+    );
+    return balanced ? balanced.supervise(watched) : watched;
   }
   if (transport === "unixpacket") {
     throw new TypeError("forwarding Unix datagram sockets is not supported");

@@ -37,6 +37,18 @@
  * the client, and a client on an IPv6 socket prints its own address (an
  * IPv4-mapped one dotted, as IPv4).
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --allow-net=127.0.0.1:3500,127.0.0.1:9100 servers/hello.ts \
+ *     --stats 127.0.0.1:9100 &
+ * stats on http://127.0.0.1:9100/
+ * listening on 127.0.0.1:3500
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_connections_open'
+ * sockets_connections_open{service="hello",transport="tcp"} 0
+ * ```
+ *
  * @module
  */
 

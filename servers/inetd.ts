@@ -35,6 +35,19 @@
  * Wed Nov 25 14:59:19 2026
  * ```
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --unstable-net --allow-net servers/inetd.ts --only echo \
+ *     --stats 127.0.0.1:9100 &
+ * stats on http://127.0.0.1:9100/
+ * listening on 0.0.0.0:10007 (echo/tcp)
+ * listening on 0.0.0.0:10007 (echo/udp)
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_connections_open'
+ * sockets_connections_open{service="echo",transport="tcp"} 0
+ * ```
+ *
  * `--only echo,time` and `--except chargen` choose services, `--tcp-only`
  * and `--udp-only` transports; `--qotd-file FILE` serves your quotations
  * (add `--allow-read=FILE`). UDP replies go to whoever sent, hence the
@@ -445,6 +458,8 @@ const FLAGS = {
   ),
   ...pickFlags(
     serverFlags({ port: 0 }),
+    "stats",
+    "stats-allow",
     "hostname",
     "max-connections",
     "idle-timeout",

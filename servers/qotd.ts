@@ -46,6 +46,18 @@
  * A quotation longer than 512 bytes on the wire is refused when the file is
  * loaded, not cut on the wire: RFC 865 caps the message at 512 characters.
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:10017,127.0.0.1:9100 servers/qotd.ts \
+ *     --port=10017 --stats 127.0.0.1:9100 &
+ * stats on http://127.0.0.1:9100/
+ * listening on 0.0.0.0:10017
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_connections_open'
+ * sockets_connections_open{service="qotd",transport="tcp"} 0
+ * ```
+ *
  * @module
  */
 

@@ -40,6 +40,18 @@
  * ...
  * ```
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --allow-net=0.0.0.0:10037,127.0.0.1:9100 servers/time.ts \
+ *     --port=10037 --stats 127.0.0.1:9100 &
+ * stats on http://127.0.0.1:9100/
+ * listening on 0.0.0.0:10037
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_connections_open'
+ * sockets_connections_open{service="time",transport="tcp"} 0
+ * ```
+ *
  * @module
  */
 

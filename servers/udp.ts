@@ -30,6 +30,18 @@
  * another service), at most `--udp-rate` replies per second to one
  * source, counted log lines for what it drops; and `--allow`/`--deny`.
  *
+ * The figures, for Prometheus and a live page at `/` (`--stats`: off by
+ * default, with a permission of its own; see `lib/stats_server.ts`):
+ *
+ * ```sh
+ * $ deno run --unstable-net --allow-net=127.0.0.1 servers/udp.ts \
+ *     --stats 127.0.0.1:9100 &
+ * stats on http://127.0.0.1:9100/
+ * listening on 127.0.0.1:3500
+ * $ curl -s 127.0.0.1:9100/metrics | grep '^sockets_datagrams_received_total'
+ * sockets_datagrams_received_total{service="udp",transport="udp"} 0
+ * ```
+ *
  * @module
  */
 
@@ -155,6 +167,8 @@ const FLAGS = {
     "allow",
     "deny",
     "grace",
+    "stats",
+    "stats-allow",
   ),
 };
 
