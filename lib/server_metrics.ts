@@ -144,15 +144,13 @@ export class StreamMetrics {
       "Connections open now, whatever their stage (PROXY header, TLS handshake, service).",
       labels,
     );
-    const refused = {} as Record<StreamRefusal, Cell>;
-    for (const reason of STREAM_REFUSALS) {
-      refused[reason] = registry.counter(
-        "sockets_connections_refused_total",
-        "Connections closed before the service saw them, by reason.",
-        { ...labels, reason },
-      );
-    }
-    this.refused = refused;
+    this.refused = byReason(
+      registry,
+      "sockets_connections_refused_total",
+      "Connections closed before the service saw them, by reason.",
+      labels,
+      STREAM_REFUSALS,
+    );
     this.#bytesIn = registry.counter(
       "sockets_received_bytes_total",
       BYTES_IN_HELP,
@@ -233,15 +231,13 @@ export class DatagramMetrics {
       BYTES_OUT_HELP,
       labels,
     );
-    const dropped = {} as Record<DatagramDrop, Cell>;
-    for (const reason of DATAGRAM_DROPS) {
-      dropped[reason] = registry.counter(
-        "sockets_datagrams_dropped_total",
-        "Datagrams not answered or forwarded, by reason (rate: the reply was held back; full: a forwarder's sessions).",
-        { ...labels, reason },
-      );
-    }
-    this.dropped = dropped;
+    this.dropped = byReason(
+      registry,
+      "sockets_datagrams_dropped_total",
+      "Datagrams not answered or forwarded, by reason (rate: the reply was held back; full: a forwarder's sessions).",
+      labels,
+      DATAGRAM_DROPS,
+    );
   }
 }
 
@@ -404,3 +400,18 @@ export function processSamples(): Sample[] {
 }
 
 processMetrics.collect(processSamples);
+
+/** A counter of `name` for each of `reasons`, labelled `reason`. */
+function byReason<R extends string>(
+  registry: MetricsRegistry,
+  name: string,
+  help: string,
+  labels: Labels,
+  reasons: readonly R[],
+): Record<R, Cell> {
+  const cells = {} as Record<R, Cell>;
+  for (const reason of reasons) {
+    cells[reason] = registry.counter(name, help, { ...labels, reason });
+  }
+  return cells;
+}

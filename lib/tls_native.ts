@@ -991,9 +991,8 @@ export class NativeTlsConn extends TlsConnStreams
     this.#tls.shutdown({ oncomplete() {} });
   }
 
-  /** Closes the socket at once, without close_notify (see `TlsConnInfo`). */
-  abort(alert?: Uint8Array): void {
-    if (this.closed) return;
+  /** Closed: reads and writes waiting fail, a handshake under way too. */
+  #markClosed(): void {
     this.closed = true;
     this.#wakeReader();
     const closed = new Deno.errors.BadResource("connection closed");
@@ -1001,6 +1000,12 @@ export class NativeTlsConn extends TlsConnStreams
     this.#settle?.reject(
       new Deno.errors.ConnectionReset("closed before the TLS handshake"),
     );
+  }
+
+  /** Closes the socket at once, without close_notify (see `TlsConnInfo`). */
+  abort(alert?: Uint8Array): void {
+    if (this.closed) return;
+    this.#markClosed();
     if (!alert) {
       this.#destroy();
       return;
@@ -1019,13 +1024,7 @@ export class NativeTlsConn extends TlsConnStreams
    */
   close(): void {
     if (this.closed) throw new Deno.errors.BadResource("connection closed");
-    this.closed = true;
-    this.#wakeReader();
-    const closed = new Deno.errors.BadResource("connection closed");
-    for (const waiter of this.#waiters.splice(0)) waiter.reject(closed);
-    this.#settle?.reject(
-      new Deno.errors.ConnectionReset("closed before the TLS handshake"),
-    );
+    this.#markClosed();
     if (!this.#secure || this.#error || this.#shutdown) {
       this.#destroy();
       return;
