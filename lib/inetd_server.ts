@@ -162,7 +162,6 @@ export function serveInetdConf(
 ): InetdConfServer {
   const { log = stderrLog } = options;
   const file = escapeControlChars(options.file ?? "inetd.conf");
-  const running = new Map<string, InetdConfSocket>();
   /** Removed by a reload, their connections still going on. */
   const retiring = new Set<Server>();
   let closing = false;
@@ -171,36 +170,9 @@ export function serveInetdConf(
     resolveSocketClosed = resolve
   );
   let lastAddr: Deno.Addr = { transport: "tcp", hostname: "0.0.0.0", port: 0 };
-
-  const start = (service: InetdService, all: readonly InetdService[]) => {
-    try {
-      return options.start(service, all);
-    } catch (error) {
-      if (!(error instanceof Error)) throw error;
-      // bind.ts's hints name --port, which a line of a file does not have.
-      const reason = describeError(error)
-        .replace(/ \(pick another port with --port\)$/, "")
-        .replace(/; as a user.*$/, "");
-      throw new InetdConfError(
-        file,
-        service.line,
-        `${service.label}: ${reason}${dualStackHint(service, all, error)}`,
-        error,
-      );
-    }
-  };
-
-  for (const service of services) {
-    try {
-      running.set(serviceKey(service), {
-        service,
-        server: start(service, services),
-      });
-    } catch (error) {
-      for (const { server } of running.values()) server.shutdown();
-      throw error;
-    }
-  }
+  const start: StartInetdLine = (service, all) =>
+    startLineOf(file, options.start, service, all);
+  const running = startEveryLine(services, start);
   const sockets = () => [...running.values()];
   const ready = Promise.all(sockets().map(({ server }) => server.ready))
     .then(() => {});
@@ -210,98 +182,25 @@ export function serveInetdConf(
   const shutdown = async () => {
     if (!closing) {
       closing = true;
-      const all = [...sockets().map(({ server }) => server), ...retiring];
-      Promise.all(all.map((server) => server.socketClosed)).then(
-        resolveSocketClosed,
-      );
-      const stopping = sockets().map(({ server }) => server.shutdown());
-      running.clear();
-      // Retired ones get the grace period now, as the others do.
-      await Promise.all([
-        ...stopping,
-        ...[...retiring].map((server) => server.shutdown()),
-      ]);
+      const stopped = shutdownEveryLine(running, retiring);
+      stopped.socketClosed.then(resolveSocketClosed);
+      await stopped.finished;
       resolveFinished();
     }
     return finished;
   };
 
-  /**
-   * Starts a line added by a reload, trying again while its address is in
-   * use (for {@linkcode RELOAD_BIND_RETRY_MS}); `undefined` when a
-   * shutdown came meanwhile.
-   */
-  const startAdded = async (
-    service: InetdService,
-    all: readonly InetdService[],
-  ): Promise<Server | undefined> => {
-    for (let waitMs = RELOAD_BIND_FIRST_WAIT_MS, waitedMs = 0;; waitMs *= 2) {
-      if (closing) return undefined;
-      try {
-        const server = start(service, all);
-        await server.ready;
-        if (!closing) return server;
-        server.shutdown();
-        return undefined;
-      } catch (error) {
-        if (!isAddrInUse(error) || waitedMs >= RELOAD_BIND_RETRY_MS) {
-          throw error;
-        }
-        if (waitedMs === 0) {
-          log(
-            `${describeError(error)}; trying again for up to ${
-              RELOAD_BIND_RETRY_MS / 1000
-            } s`,
-          );
-        }
-      }
-      await new Promise((resolve) => setTimeout(resolve, waitMs));
-      waitedMs += waitMs;
-    }
-  };
-
   const reload = async (next: readonly InetdService[]) => {
     if (closing) return;
     const keys = new Map(next.map((s) => [serviceKey(s), s]));
-    let removed = 0, added = 0, failed = 0;
-    const removedSockets: Promise<void>[] = [];
-    for (const [key, { service, server }] of running) {
-      if (keys.has(key)) continue;
-      running.delete(key);
-      removed++;
-      log(`stopped listening on ${formatAddr(server.addr)} (${service.label})`);
-      retiring.add(server);
-      server.shutdown({ gracePeriodMs: Infinity }).finally(() =>
-        retiring.delete(server)
-      );
-      removedSockets.push(server.socketClosed);
-    }
-    // A line that now runs something else on a removed line's port can
-    // bind it only once that socket is closed for real: not when close()
-    // returns, nor a timer tick later (an accept still pending holds it
-    // for as long as the event loop takes to cancel it).
-    await Promise.all(removedSockets);
-    for (const [key, service] of keys) {
-      const kept = running.get(key);
-      if (kept) {
-        kept.service = service;
-        continue;
-      }
-      try {
-        const server = await startAdded(service, next);
-        if (!server) return; // Shut down meanwhile: no reload line.
-        running.set(key, { service, server });
-        added++;
-        log(listeningLine(server.addr, service.label));
-      } catch (error) {
-        failed++;
-        log(
-          `error: ${
-            describeError(error)
-          }; not listening (the next reload tries again)`,
-        );
-      }
-    }
+    const removed = await retireRemovedLines(running, keys, retiring, log);
+    const started = await startAddedLines(running, keys, {
+      start: (service) =>
+        startAddedLine(service, next, start, () => closing, log),
+      log,
+    });
+    if (!started) return; // Shut down meanwhile: no reload line.
+    const { added, failed } = started;
     log(
       `reloaded ${file}: ${added} added, ${removed} removed, ${
         running.size - added
@@ -325,6 +224,187 @@ export function serveInetdConf(
     reload,
     [Symbol.asyncDispose]: shutdown,
   };
+}
+
+/**
+ * Starts `service`'s server with `start`; when it cannot, throws an
+ * {@linkcode InetdConfError} naming its line in `file`, without the hints
+ * that name flags a line does not have.
+ */
+function startLineOf(
+  file: string,
+  start: StartInetdLine,
+  service: InetdService,
+  all: readonly InetdService[],
+): Server {
+  try {
+    return start(service, all);
+  } catch (error) {
+    if (!(error instanceof Error)) throw error;
+    // bind.ts's hints name --port, which a line of a file does not have.
+    const reason = describeError(error)
+      .replace(/ \(pick another port with --port\)$/, "")
+      .replace(/; as a user.*$/, "");
+    throw new InetdConfError(
+      file,
+      service.line,
+      `${service.label}: ${reason}${dualStackHint(service, all, error)}`,
+      error,
+    );
+  }
+}
+
+/**
+ * Starts every line of `services`, by {@linkcode serviceKey}; if one
+ * cannot start, those started are shut down and its error thrown.
+ */
+function startEveryLine(
+  services: readonly InetdService[],
+  start: StartInetdLine,
+): Map<string, InetdConfSocket> {
+  const running = new Map<string, InetdConfSocket>();
+  for (const service of services) {
+    try {
+      running.set(serviceKey(service), {
+        service,
+        server: start(service, services),
+      });
+    } catch (error) {
+      for (const { server } of running.values()) server.shutdown();
+      throw error;
+    }
+  }
+  return running;
+}
+
+/**
+ * Shuts down every running line and every retired one (which get the
+ * grace period now, as the others do); `socketClosed` settles once all
+ * their sockets are closed, `finished` once all have stopped.
+ */
+function shutdownEveryLine(
+  running: Map<string, InetdConfSocket>,
+  retiring: ReadonlySet<Server>,
+): { socketClosed: Promise<unknown>; finished: Promise<unknown> } {
+  const servers = [...running.values()].map(({ server }) => server);
+  const socketClosed = Promise.all(
+    [...servers, ...retiring].map((server) => server.socketClosed),
+  );
+  const stopping = servers.map((server) => server.shutdown());
+  running.clear();
+  const finished = Promise.all([
+    ...stopping,
+    ...[...retiring].map((server) => server.shutdown()),
+  ]);
+  return { socketClosed, finished };
+}
+
+/**
+ * Stops the running lines a reload's `keys` no longer hold (one `stopped
+ * listening` line each), their connections going on in `retiring`, and
+ * resolves with how many once their sockets are closed for real: a line
+ * that now runs something else on a removed line's port can bind it only
+ * then, not when close() returns, nor a timer tick later (an accept still
+ * pending holds it for as long as the event loop takes to cancel it).
+ */
+async function retireRemovedLines(
+  running: Map<string, InetdConfSocket>,
+  keys: ReadonlyMap<string, InetdService>,
+  retiring: Set<Server>,
+  log: Log,
+): Promise<number> {
+  const removedSockets: Promise<void>[] = [];
+  for (const [key, { service, server }] of running) {
+    if (keys.has(key)) continue;
+    running.delete(key);
+    log(`stopped listening on ${formatAddr(server.addr)} (${service.label})`);
+    retiring.add(server);
+    server.shutdown({ gracePeriodMs: Infinity }).finally(() =>
+      retiring.delete(server)
+    );
+    removedSockets.push(server.socketClosed);
+  }
+  await Promise.all(removedSockets);
+  return removedSockets.length;
+}
+
+/** How a reload starts the lines it adds, and where it logs. */
+interface AddedLineStarter {
+  /** The line's server, or `undefined` when a shutdown came meanwhile. */
+  start(service: InetdService): Promise<Server | undefined>;
+  log: Log;
+}
+
+/**
+ * Starts, in the file's order, the lines of a reload's `keys` not running
+ * yet (one `listening on` or `error:` line each) and gives the unchanged
+ * ones their latest version; `undefined` when a shutdown came meanwhile.
+ */
+async function startAddedLines(
+  running: Map<string, InetdConfSocket>,
+  keys: ReadonlyMap<string, InetdService>,
+  { start, log }: AddedLineStarter,
+): Promise<{ added: number; failed: number } | undefined> {
+  let added = 0, failed = 0;
+  for (const [key, service] of keys) {
+    const kept = running.get(key);
+    if (kept) {
+      kept.service = service;
+      continue;
+    }
+    try {
+      const server = await start(service);
+      if (!server) return undefined;
+      running.set(key, { service, server });
+      added++;
+      log(listeningLine(server.addr, service.label));
+    } catch (error) {
+      failed++;
+      log(
+        `error: ${
+          describeError(error)
+        }; not listening (the next reload tries again)`,
+      );
+    }
+  }
+  return { added, failed };
+}
+
+/**
+ * Starts a line added by a reload, trying again while its address is in
+ * use (for {@linkcode RELOAD_BIND_RETRY_MS}); `undefined` when a
+ * shutdown came meanwhile (`closing`).
+ */
+async function startAddedLine(
+  service: InetdService,
+  all: readonly InetdService[],
+  start: StartInetdLine,
+  closing: () => boolean,
+  log: Log,
+): Promise<Server | undefined> {
+  for (let waitMs = RELOAD_BIND_FIRST_WAIT_MS, waitedMs = 0;; waitMs *= 2) {
+    if (closing()) return undefined;
+    try {
+      const server = start(service, all);
+      await server.ready;
+      if (!closing()) return server;
+      server.shutdown();
+      return undefined;
+    } catch (error) {
+      if (!isAddrInUse(error) || waitedMs >= RELOAD_BIND_RETRY_MS) {
+        throw error;
+      }
+      if (waitedMs === 0) {
+        log(
+          `${describeError(error)}; trying again for up to ${
+            RELOAD_BIND_RETRY_MS / 1000
+          } s`,
+        );
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+    waitedMs += waitMs;
+  }
 }
 
 /**

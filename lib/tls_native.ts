@@ -296,6 +296,7 @@ function selfTestSide(
   return side;
 }
 
+/** The runtime's proof, as {@linkcode proveNativeTls} describes it. */
 async function selfTest(context: SecureContext): Promise<void> {
   const rt = nativeTlsRuntime(context);
   if (!rt) {
@@ -303,112 +304,185 @@ async function selfTest(context: SecureContext): Promise<void> {
       "this Deno lacks the TLSWrap and TCP internals the engine is driven by",
     );
   }
-  const deadline = Date.now() + SELF_TEST_TIMEOUT_MS;
+  const progress = new SelfTestProgress();
+  const opened: SelfTestOpened = { pipes: [], sides: [] };
+  try {
+    const pair = startSelfTestPair(rt, context, opened, progress.moved);
+    await exchangeSelfTestBytes(pair, progress);
+  } finally {
+    closeSelfTest(opened);
+  }
+}
+
+/** The self-test's two engines. */
+interface SelfTestPair {
+  readonly server: SelfTestSide;
+  readonly client: SelfTestSide;
+}
+
+/** What the self-test has opened, for its end to close. */
+interface SelfTestOpened {
+  readonly pipes: Handle[];
+  readonly sides: SelfTestSide[];
+}
+
+/**
+ * Whether the self-test's engines still move: each of their callbacks
+ * calls `moved`, so a wait can tell a stall (a failure) from a slow
+ * machine, within the test's deadline.
+ */
+class SelfTestProgress {
+  readonly deadline = Date.now() + SELF_TEST_TIMEOUT_MS;
+  moves = 0;
+  movedAt = Date.now();
+  /** Told of every engine callback. */
+  readonly moved = (): void => {
+    this.moves++;
+    this.movedAt = Date.now();
+  };
+
+  /** Waits until `done`, or fails with an engine's error or saying `what` was missing. */
+  async until(
+    what: string,
+    done: () => boolean,
+    { server, client }: SelfTestPair,
+  ): Promise<void> {
+    for (let idle = 0; !done();) {
+      const failed = server.error ?? client.error;
+      if (failed) throw failed;
+      const stalled = idle >= SELF_TEST_IDLE_TURNS &&
+        Date.now() - this.movedAt >= SELF_TEST_IDLE_MS;
+      if (stalled || Date.now() > this.deadline) throw new Error(`no ${what}`);
+      const before = this.moves;
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      idle = this.moves === before ? idle + 1 : 0;
+    }
+  }
+}
+
+/**
+ * The self-test's engines, started, each writing into a pipe the other
+ * one reads; what opens goes into `opened` at once, so that a failure
+ * halfway still closes it.
+ */
+function startSelfTestPair(
+  rt: NativeTlsRuntime,
+  context: SecureContext,
+  opened: SelfTestOpened,
+  moved: () => void,
+): SelfTestPair {
   const pipes = (process as unknown as { binding(name: string): Handle })
     .binding("pipe_wrap");
-  const handles: Handle[] = [];
-  const sides: SelfTestSide[] = [];
-  let moves = 0;
-  let movedAt = Date.now();
-  const moved = () => {
-    moves++;
-    movedAt = Date.now();
-  };
   /** A pipe end as a stream handle, as a connection's socket is one. */
   const pipeEnd = (fd: number): Handle => {
     const pipe = new pipes.Pipe(0);
-    handles.push(pipe);
+    opened.pipes.push(pipe);
     if (pipe.open(fd) !== 0) throw new Error("a pipe end did not open");
     return pipe;
   };
-  try {
-    // Each engine writes into a pipe the other one reads.
-    const [toServer, fromClient] = pipes.createPipe();
-    const [toClient, fromServer] = pipes.createPipe();
-    const server = selfTestSide(
-      rt,
-      true,
-      context,
-      pipeEnd(fromServer),
-      pipeEnd(toServer),
-      moved,
-    );
-    sides.push(server);
-    const client = selfTestSide(
-      rt,
-      false,
-      context,
-      pipeEnd(fromClient),
-      pipeEnd(toClient),
-      moved,
-    );
-    sides.push(client);
-    for (const { tls } of sides) {
-      if (tls.start() !== 0) throw new Error("the engine did not start");
-      tls.readStart();
+  const [toServer, fromClient] = pipes.createPipe();
+  const [toClient, fromServer] = pipes.createPipe();
+  const server = selfTestSide(
+    rt,
+    true,
+    context,
+    pipeEnd(fromServer),
+    pipeEnd(toServer),
+    moved,
+  );
+  opened.sides.push(server);
+  const client = selfTestSide(
+    rt,
+    false,
+    context,
+    pipeEnd(fromClient),
+    pipeEnd(toClient),
+    moved,
+  );
+  opened.sides.push(client);
+  for (const { tls } of opened.sides) {
+    if (tls.start() !== 0) throw new Error("the engine did not start");
+    tls.readStart();
+  }
+  return { server, client };
+}
+
+/**
+ * The self-test's exchange: a handshake, `ping` from the client, `pong`
+ * back (its write completed), then the server's close_notify; throws
+ * what went wrong or never came.
+ */
+async function exchangeSelfTestBytes(
+  pair: SelfTestPair,
+  progress: SelfTestProgress,
+): Promise<void> {
+  const { server, client } = pair;
+  const until = (what: string, done: () => boolean) =>
+    progress.until(what, done, pair);
+  await until("handshake", () => server.secure && client.secure);
+  writeSelfTestBytes(client, SELF_TEST_PING, progress.moved);
+  await until("bytes from the client", () => server.received.length >= 4);
+  const completion = writeSelfTestBytes(server, SELF_TEST_PONG, progress.moved);
+  await until(
+    "bytes from the server",
+    () => client.received.length >= 4 && completion() !== undefined,
+  );
+  if (completion() !== 0) {
+    throw new Error(`the server's write completed with ${completion()}`);
+  }
+  if (!sameBytes(server.received, SELF_TEST_PING)) {
+    throw new Error("the server read other bytes than the client sent");
+  }
+  if (!sameBytes(client.received, SELF_TEST_PONG)) {
+    throw new Error("the client read other bytes than the server sent");
+  }
+  if (server.tls.shutdown({ oncomplete: progress.moved }) !== 0) {
+    throw new Error("the server's shutdown failed");
+  }
+  await until("close_notify", () => client.ended);
+}
+
+/**
+ * Writes `bytes` as cleartext on `side`; returns what reads the write's
+ * completion status (`undefined` until it completes).
+ */
+function writeSelfTestBytes(
+  side: SelfTestSide,
+  bytes: Uint8Array,
+  moved: () => void,
+): () => number | undefined {
+  let completed: number | undefined;
+  const status = side.tls.writeBuffer({
+    oncomplete: (status: number) => {
+      moved();
+      completed = status;
+    },
+  }, bytes);
+  if (status !== 0) throw new Error(`a write failed (${status})`);
+  return () => completed;
+}
+
+/** Whether the cleartext an engine read, `got`, is the `sent` bytes. */
+function sameBytes(got: number[], sent: Uint8Array): boolean {
+  return got.length === sent.length &&
+    got.every((byte, i) => byte === sent[i]);
+}
+
+/** Frees the self-test's engines and closes its pipes, whatever happened. */
+function closeSelfTest({ pipes, sides }: SelfTestOpened): void {
+  for (const { tls } of sides) {
+    try {
+      tls.destroySsl();
+    } catch {
+      // Its failure is not the test's.
     }
-    /** Waits until `done`, or fails saying `what` was missing. */
-    const until = async (what: string, done: () => boolean) => {
-      for (let idle = 0; !done();) {
-        const failed = server.error ?? client.error;
-        if (failed) throw failed;
-        const stalled = idle >= SELF_TEST_IDLE_TURNS &&
-          Date.now() - movedAt >= SELF_TEST_IDLE_MS;
-        if (stalled || Date.now() > deadline) throw new Error(`no ${what}`);
-        const before = moves;
-        await new Promise((resolve) => setTimeout(resolve, 0));
-        idle = moves === before ? idle + 1 : 0;
-      }
-    };
-    await until("handshake", () => server.secure && client.secure);
-    const write = (side: SelfTestSide, bytes: Uint8Array) => {
-      let completed: number | undefined;
-      const status = side.tls.writeBuffer({
-        oncomplete: (status: number) => {
-          moved();
-          completed = status;
-        },
-      }, bytes);
-      if (status !== 0) throw new Error(`a write failed (${status})`);
-      return () => completed;
-    };
-    write(client, SELF_TEST_PING);
-    await until("bytes from the client", () => server.received.length >= 4);
-    const completion = write(server, SELF_TEST_PONG);
-    await until(
-      "bytes from the server",
-      () => client.received.length >= 4 && completion() !== undefined,
-    );
-    if (completion() !== 0) {
-      throw new Error(`the server's write completed with ${completion()}`);
-    }
-    const same = (got: number[], sent: Uint8Array) =>
-      got.length === sent.length && got.every((byte, i) => byte === sent[i]);
-    if (!same(server.received, SELF_TEST_PING)) {
-      throw new Error("the server read other bytes than the client sent");
-    }
-    if (!same(client.received, SELF_TEST_PONG)) {
-      throw new Error("the client read other bytes than the server sent");
-    }
-    if (server.tls.shutdown({ oncomplete: moved }) !== 0) {
-      throw new Error("the server's shutdown failed");
-    }
-    await until("close_notify", () => client.ended);
-  } finally {
-    for (const { tls } of sides) {
-      try {
-        tls.destroySsl();
-      } catch {
-        // Its failure is not the test's.
-      }
-    }
-    for (const pipe of handles) {
-      try {
-        pipe.readStop();
-        pipe.close();
-      } catch {
-        // Closed already.
-      }
+  }
+  for (const pipe of pipes) {
+    try {
+      pipe.readStop();
+      pipe.close();
+    } catch {
+      // Closed already.
     }
   }
 }

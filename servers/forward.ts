@@ -218,6 +218,7 @@ import {
   type EndpointKind,
   flag,
   flagsHelp,
+  type FlagValues,
   formatBytes,
   formatEndpoint,
   MAX_SMALL_FILE_BYTES,
@@ -236,6 +237,7 @@ import {
   serverOptionsFromFlags,
   stderrLog,
   UsageError,
+  type WebSocketEndpoint,
 } from "../mod.ts";
 import { workerPlace } from "../lib/workers.ts";
 import {
@@ -244,6 +246,7 @@ import {
   type ForwardBalanceOptions,
   refuseBalanceFlags,
   reloadTargetsOnHangup,
+  type StartedTargetPool,
   startTargetPool,
   targetSpecs,
 } from "../lib/balance.ts";
@@ -425,59 +428,96 @@ export function serveForward(options: ForwardOptions): ForwardServer {
   const target = pool?.targets[0].endpoint ?? targetOf(options);
   const transport = options.transport ?? "tcp";
   if (transport === "udp") {
-    if (target.transport !== "udp") {
-      throw new TypeError("a udp:// listener forwards to a udp:// target");
-    }
-    const server = serveDatagramForward({
-      hostname: options.hostname,
-      port: options.port,
-      target,
-      sessionTimeoutMs: options.udpSessionTimeoutMs,
-      maxSessions: options.maxConnections,
-      maxSessionsPerSource: options.perSource,
-      access: options.access,
-      allowLowPorts: options.allowLowPorts,
-      udpRatePerSecond: options.udpRatePerSecond,
-      loopGuard: options.loopGuard,
-      log: options.log,
-      label: options.label,
-      signal: options.signal,
-      pool,
-    });
-    const watched = withStats(
-      server,
-      options.stats && { log: options.log, ...options.stats },
-    );
-    return balanced ? balanced.supervise(watched) : watched;
+    return serveUdpForward(options, target, balanced);
   }
   if (transport === "unixpacket") {
     throw new TypeError("forwarding Unix datagram sockets is not supported");
   }
   if (target.transport === "ws" || target.transport === "wss") {
-    if (options.websocket || pool) {
-      throw new TypeError("a ws:// target takes one plain listener");
-    }
-    const tls = options.targetTls;
-    const webSocketPlan = {
-      target,
-      dial: {
-        caCerts: tls?.caCerts,
-        timeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-      },
-    };
-    return serve({
-      name: "forward",
-      defaultPort: 0,
-      descriptorsPerConnection: 1,
-      stream: (conn, context) =>
-        forwardToWebSocket(conn, context, webSocketPlan),
-    }, options);
+    return serveForwardToWebSocket(options, target, pool);
   }
   if (target.transport !== "tcp" && target.transport !== "unix") {
     throw new TypeError(
       `a ${transport} listener forwards to a tcp:// or unix: target`,
     );
   }
+  return serveStreamForward(options, target, balanced);
+}
+
+/**
+ * {@linkcode serveForward} on a udp:// listener: a session per client
+ * address, each on a socket of its own to the (udp://) target.
+ */
+function serveUdpForward(
+  options: ForwardOptions,
+  target: Endpoint,
+  balanced: StartedTargetPool | undefined,
+): ForwardServer {
+  if (target.transport !== "udp") {
+    throw new TypeError("a udp:// listener forwards to a udp:// target");
+  }
+  const server = serveDatagramForward({
+    hostname: options.hostname,
+    port: options.port,
+    target,
+    sessionTimeoutMs: options.udpSessionTimeoutMs,
+    maxSessions: options.maxConnections,
+    maxSessionsPerSource: options.perSource,
+    access: options.access,
+    allowLowPorts: options.allowLowPorts,
+    udpRatePerSecond: options.udpRatePerSecond,
+    loopGuard: options.loopGuard,
+    log: options.log,
+    label: options.label,
+    signal: options.signal,
+    pool: balanced?.pool,
+  });
+  const watched = withStats(
+    server,
+    options.stats && { log: options.log, ...options.stats },
+  );
+  return balanced ? balanced.supervise(watched) : watched;
+}
+
+/**
+ * {@linkcode serveForward} to a ws:// or wss:// target: each client's
+ * bytes in WebSocket messages on a WebSocket of its own (one plain
+ * listener, no pool: the WebSocket dial is not balanced).
+ */
+function serveForwardToWebSocket(
+  options: ForwardOptions,
+  target: WebSocketEndpoint,
+  pool: TargetPool | undefined,
+): ForwardServer {
+  if (options.websocket || pool) {
+    throw new TypeError("a ws:// target takes one plain listener");
+  }
+  const tls = options.targetTls;
+  const webSocketPlan = {
+    target,
+    dial: {
+      caCerts: tls?.caCerts,
+      timeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    },
+  };
+  return serve({
+    name: "forward",
+    defaultPort: 0,
+    descriptorsPerConnection: 1,
+    stream: (conn, context) => forwardToWebSocket(conn, context, webSocketPlan),
+  }, options);
+}
+
+/**
+ * {@linkcode serveForward} from a stream listener (or a WebSocket bridge)
+ * to a tcp:// or unix: target; SIGHUP's TLS reload also reads the
+ * target's TLS files again when `readTargetTls` is given.
+ */
+function serveStreamForward(
+  options: ForwardOptions,
+  target: Endpoint,
+  balanced: StartedTargetPool | undefined,
+): ForwardServer {
   const plan: ForwardPlan = {
     target,
     connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
@@ -485,7 +525,7 @@ export function serveForward(options: ForwardOptions): ForwardServer {
     sendProxy: options.sendProxy,
     keepAlive: target.transport === "tcp" ? options.keepAlive : undefined,
     passResets: options.passResets ?? canCloseWithReset(),
-    pool,
+    pool: balanced?.pool,
   };
   const readTargetTls = options.readTargetTls;
   if (options.websocket) {
@@ -725,6 +765,9 @@ function serverOptionsFrom(values: ServerFlagValues): ServerOptions {
   }
 }
 
+/** The values of {@linkcode FLAGS}, as the command line gave them. */
+type ForwardFlagValues = FlagValues<typeof FLAGS>;
+
 /** Turns the command line into {@linkcode ForwardOptions}. */
 function optionsFromArgs(args: string[]): ForwardOptions {
   const { values, positionals } = parseCommandLine(args, {
@@ -740,6 +783,47 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   const websocket = webSocketListenOptions(listen, values);
   checkWebSocketTarget(listen, specs, values);
   const udp = listen.transport === "udp";
+  checkTransportFlags(values, udp, target);
+  checkTargetTlsFlags(values, target);
+  // UDP: --max-connections and --per-source bound sessions (the server
+  // flags give them to stream servers only).
+  const {
+    "max-connections": maxConnections,
+    "per-source": perSource,
+    ...common
+  } = values;
+  const options: ForwardOptions = {
+    ...serverOptionsFrom(listenValues(listen, udp ? common : values)),
+    target,
+    connectTimeoutMs: values["connect-timeout"],
+    sendProxy: values["send-proxy"],
+    udpSessionTimeoutMs: values["udp-session-timeout"],
+    websocket,
+  };
+  if (udp && maxConnections !== undefined) {
+    options.maxConnections = maxConnections;
+  }
+  if (values.targets !== undefined || specs.length > 1) {
+    poolOptionsFromArgs(options, specs, values, udp);
+  } else {
+    refuseBalanceFlags(values);
+  }
+  if (udp && perSource !== undefined) options.perSource = perSource;
+  if (values["to-tls"] || target.transport === "wss") {
+    targetTlsFromArgs(options, values);
+  }
+  return options;
+}
+
+/**
+ * Refuses a LISTEN and TARGET of which one only is udp:// (UDP is
+ * forwarded to UDP only), and the flags of the other kind of listener.
+ */
+function checkTransportFlags(
+  values: ForwardFlagValues,
+  udp: boolean,
+  target: Endpoint,
+): void {
   if (udp !== (target.transport === "udp")) {
     throw new UsageError(
       "LISTEN and TARGET must both be udp://, or neither (UDP is forwarded to UDP only)",
@@ -759,6 +843,17 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   if (!udp && values["udp-session-timeout"] !== undefined) {
     throw new UsageError("--udp-session-timeout applies to udp:// only");
   }
+}
+
+/**
+ * Refuses TARGET's TLS flags where they cannot apply (without --to-tls;
+ * a certificate to a wss:// TARGET; --to-tls to other than tcp://) and
+ * the ones that contradict or need each other.
+ */
+function checkTargetTlsFlags(
+  values: ForwardFlagValues,
+  target: Endpoint,
+): void {
   if (target.transport === "wss") {
     // Checked by checkWebSocketTarget: --ca applies, a certificate cannot
     // (Deno's WebSocket client presents none).
@@ -792,55 +887,51 @@ function optionsFromArgs(args: string[]): ForwardOptions {
       throw new UsageError("--to-cert and --to-key go together");
     }
   }
-  // UDP: --max-connections and --per-source bound sessions (the server
-  // flags give them to stream servers only).
-  const {
-    "max-connections": maxConnections,
-    "per-source": perSource,
-    ...common
-  } = values;
-  const options: ForwardOptions = {
-    ...serverOptionsFrom(listenValues(listen, udp ? common : values)),
-    target,
-    connectTimeoutMs: values["connect-timeout"],
-    sendProxy: values["send-proxy"],
-    udpSessionTimeoutMs: values["udp-session-timeout"],
-    websocket,
-  };
-  if (udp && maxConnections !== undefined) {
-    options.maxConnections = maxConnections;
+}
+
+/**
+ * Many targets (more than one TARGET, or --targets): `options` gets the
+ * pool's targets and --balance's rule instead of one target.
+ */
+function poolOptionsFromArgs(
+  options: ForwardOptions,
+  specs: TargetSpec[],
+  values: ForwardFlagValues,
+  udp: boolean,
+): void {
+  if ((values.workers ?? 1) > 1) {
+    // Each thread would keep its own pool and checks (and SIGHUP reaches
+    // the main thread only).
+    throw new UsageError(
+      "--workers cannot be used with more than one TARGET or --targets",
+    );
   }
-  if (values.targets !== undefined || specs.length > 1) {
-    if ((values.workers ?? 1) > 1) {
-      // Each thread would keep its own pool and checks (and SIGHUP reaches
-      // the main thread only).
-      throw new UsageError(
-        "--workers cannot be used with more than one TARGET or --targets",
-      );
-    }
-    checkMoreTargets(specs, udp, values["to-tls"]);
-    delete options.target;
-    options.targets = specs;
-    options.balancing = balancingFromFlags(values, udp);
-  } else {
-    refuseBalanceFlags(values);
-  }
-  if (udp && perSource !== undefined) options.perSource = perSource;
-  if (values["to-tls"] || target.transport === "wss") {
-    const { ca, "to-cert": cert, "to-key": key } = values;
-    const read = (): ForwardTlsOptions => ({
-      serverName: values.servername,
-      insecure: values.insecure,
-      // A missing or unreadable file is a runtime failure (exit 1).
-      caCerts: ca === undefined ? undefined : [readCaFile(ca)],
-      ...(cert !== undefined && key !== undefined &&
-        { certificate: readTlsFiles(cert, key) }),
-    });
-    options.targetTls = read();
-    // SIGHUP reads them again, as it reads --cert, --key, --client-ca.
-    if (ca !== undefined || cert !== undefined) options.readTargetTls = read;
-  }
-  return options;
+  checkMoreTargets(specs, udp, values["to-tls"]);
+  delete options.target;
+  options.targets = specs;
+  options.balancing = balancingFromFlags(values, udp);
+}
+
+/**
+ * TARGET's TLS (--to-tls, or a wss:// TARGET) in `options`: the files
+ * read now, and read again on SIGHUP when there are any.
+ */
+function targetTlsFromArgs(
+  options: ForwardOptions,
+  values: ForwardFlagValues,
+): void {
+  const { ca, "to-cert": cert, "to-key": key } = values;
+  const read = (): ForwardTlsOptions => ({
+    serverName: values.servername,
+    insecure: values.insecure,
+    // A missing or unreadable file is a runtime failure (exit 1).
+    caCerts: ca === undefined ? undefined : [readCaFile(ca)],
+    ...(cert !== undefined && key !== undefined &&
+      { certificate: readTlsFiles(cert, key) }),
+  });
+  options.targetTls = read();
+  // SIGHUP reads them again, as it reads --cert, --key, --client-ca.
+  if (ca !== undefined || cert !== undefined) options.readTargetTls = read;
 }
 
 /**
