@@ -125,6 +125,7 @@ export {
   silentLog,
   stderrLog,
   stderrLogNow,
+  stdoutAfterLog,
 } from "./lib/log.ts";
 
 // Servers.

@@ -154,6 +154,7 @@ import {
   secondsFlag,
   startClientTls,
   stderrLogNow,
+  stdoutAfterLog,
   type TlsCertificate,
   UsageError,
   type WebSocketEndpoint,
@@ -331,6 +332,8 @@ export async function runConnect(
   options: ConnectOptions,
   io: RelayOptions = {},
 ): Promise<RelayResult> {
+  // The log's `connected to` before what the server sent, on one pipe too.
+  io = { ...io, output: io.output ?? stdoutAfterLog() };
   if (options.udp) return await runDatagrams(options, io);
   if (options.webSocket) {
     return await runWebSocket(options.webSocket, options, io);

@@ -51,6 +51,7 @@ import {
   requestDatagram,
   runMain,
   stderrLogNow,
+  stdoutAfterLog,
   writeAll,
 } from "../mod.ts";
 
@@ -154,7 +155,7 @@ if (import.meta.main) {
     // are the reply's, as they came.
     const ended = reply.length === 0 || reply.at(-1) === 0x0a;
     await writeAll(
-      Deno.stdout,
+      stdoutAfterLog(),
       ended ? reply : new Uint8Array([...reply, 0x0a]),
     );
   });

@@ -247,6 +247,38 @@ export async function flushStderrLog(
 }
 
 /**
+ * `Deno.stdout` for a client that logs with {@linkcode stderrLogNow}: its
+ * first write waits until the log lines before it are written, so
+ * `connected to ...` comes before the answer it prints even through one
+ * pipe (`2>&1`) on a busy machine (the two writes run on threads of
+ * their own, and the later one could land first). Only the first: a
+ * stderr nobody reads must not slow every write.
+ *
+ * @example
+ * ```ts
+ * import { stderrLogNow, stdoutAfterLog } from "./log.ts";
+ *
+ * const stdout = stdoutAfterLog();
+ * stderrLogNow("connected to 127.0.0.1:15000");
+ * await stdout.write(new TextEncoder().encode("hi\n"));
+ * ```
+ */
+export function stdoutAfterLog(
+  out: { write(p: Uint8Array): Promise<number> } = Deno.stdout,
+): { write(p: Uint8Array): Promise<number> } {
+  let first = true;
+  return {
+    async write(p) {
+      if (first) {
+        first = false;
+        await flushStderrLog();
+      }
+      return await out.write(p);
+    },
+  };
+}
+
+/**
  * A {@linkcode Log} that drops every line, for embedding servers in tests.
  *
  * @example

@@ -100,3 +100,38 @@ Deno.test("FloodLog logs the first event after a quiet interval in full", () => 
   flood.flush();
   assertEquals(lines, ["refused a: full", "refused b: full"]);
 });
+
+Deno.test("stdoutAfterLog's first write waits for the log line before it, even when stderr is slow", async () => {
+  // stderr made slow on purpose (a busy machine's write thread): the
+  // answer written to stdout right after `connected to ...` must still
+  // come after it through one pipe, as a client's session shows them.
+  const code = `
+const { stderrLogNow, stdoutAfterLog } = await import(${
+    JSON.stringify(repoPath("lib/log.ts"))
+  });
+const write = Deno.stderr.write.bind(Deno.stderr);
+Deno.stderr.write = async (bytes) => {
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  return await write(bytes);
+};
+const stdout = Deno.args[0] === "after" ? stdoutAfterLog() : Deno.stdout;
+stderrLogNow("connected to 127.0.0.1:15000");
+await stdout.write(new TextEncoder().encode("hi\\n"));
+`;
+  const run = async (mode: string) => {
+    const output = await new Deno.Command("sh", {
+      args: [
+        "-c",
+        `exec 2>&1 "$0" eval "$1" "$2"`,
+        Deno.execPath(),
+        code,
+        mode,
+      ],
+      stdout: "piped",
+    }).output();
+    return new TextDecoder().decode(output.stdout).trim().split("\n");
+  };
+  // The control shows the race the helper closes.
+  assertEquals(await run("plain"), ["hi", "connected to 127.0.0.1:15000"]);
+  assertEquals(await run("after"), ["connected to 127.0.0.1:15000", "hi"]);
+});
