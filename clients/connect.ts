@@ -333,7 +333,7 @@ export async function runConnect(
   io: RelayOptions = {},
 ): Promise<RelayResult> {
   // The log's `connected to` before what the server sent, on one pipe too.
-  io = { ...io, output: io.output ?? stdoutAfterLog() };
+  io = { ...io, output: io.output ?? stdoutAfterLog({ firstOnly: true }) };
   if (options.udp) return await runDatagrams(options, io);
   if (options.webSocket) {
     return await runWebSocket(options.webSocket, options, io);

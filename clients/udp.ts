@@ -155,7 +155,7 @@ if (import.meta.main) {
     // are the reply's, as they came.
     const ended = reply.length === 0 || reply.at(-1) === 0x0a;
     await writeAll(
-      stdoutAfterLog(),
+      stdoutAfterLog({ firstOnly: true }),
       ended ? reply : new Uint8Array([...reply, 0x0a]),
     );
   });

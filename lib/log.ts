@@ -246,13 +246,19 @@ export async function flushStderrLog(
   }
 }
 
+/** Longest a write of {@linkcode stdoutAfterLog} waits for the log. */
+export const STDOUT_ORDER_WAIT_MS = 100;
+
 /**
- * `Deno.stdout` for a client that logs with {@linkcode stderrLogNow}: its
- * first write waits until the log lines before it are written, so
- * `connected to ...` comes before the answer it prints even through one
- * pipe (`2>&1`) on a busy machine (the two writes run on threads of
- * their own, and the later one could land first). Only the first: a
- * stderr nobody reads must not slow every write.
+ * `Deno.stdout` for a program that logs with {@linkcode stderrLogNow}: a
+ * write waits until the log lines before it are written, so `connected
+ * to ...` comes before the answer, and a server's `accepted` line before
+ * the payload it prints, even through one pipe (`2>&1`) on a busy machine
+ * (the two writes run on threads of their own, and the later one could
+ * land first). It waits only while lines are on their way, and at most
+ * {@linkcode STDOUT_ORDER_WAIT_MS} for a stderr that takes nothing; with
+ * `firstOnly` (a client, which logs before and after its output), only
+ * its first write waits.
  *
  * @example
  * ```ts
@@ -264,15 +270,19 @@ export async function flushStderrLog(
  * ```
  */
 export function stdoutAfterLog(
-  out: { write(p: Uint8Array): Promise<number> } = Deno.stdout,
+  options: {
+    firstOnly?: boolean;
+    out?: { write(p: Uint8Array): Promise<number> };
+  } = {},
 ): { write(p: Uint8Array): Promise<number> } {
-  let first = true;
+  const out = options.out ?? Deno.stdout;
+  let waits = true;
   return {
     async write(p) {
-      if (first) {
-        first = false;
-        await flushStderrLog();
+      if (waits && (writing || pending.length > 0)) {
+        await flushStderrLog(STDOUT_ORDER_WAIT_MS);
       }
+      if (options.firstOnly) waits = false;
       return await out.write(p);
     },
   };

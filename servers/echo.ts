@@ -136,6 +136,7 @@ import {
   serveSimple,
   type Service,
   stderrLogNow,
+  stdoutAfterLog,
   TOOLKIT_UDP_PORTS,
   udpGuardHelp,
   writeAll,
@@ -168,14 +169,17 @@ export function echoService(
   options: { print?: boolean; defaultPort?: number } = {},
 ): Service {
   const print = options.print ?? false;
+  // Its log lines keep their place among the payloads it prints.
+  const printed = print ? stdoutAfterLog() : Deno.stdout;
   return {
     name: "echo",
     defaultPort: options.defaultPort ?? ECHO_PORT,
-    stream: (conn, context) => echoStream(conn, context, print),
+    stream: (conn, context) =>
+      echoStream(conn, context, print ? printed : undefined),
     // Without --print, the reply at once: no promise, no turn of the loop.
     datagram: print
       ? async (data) => {
-        await writeAll(Deno.stdout, data);
+        await writeAll(printed, data);
         return data;
       }
       : (data) => data,
@@ -193,7 +197,7 @@ export function echoService(
 async function echoStream(
   conn: Deno.Conn,
   context: ConnectionContext,
-  print: boolean,
+  printed?: { write(p: Uint8Array): Promise<number> },
 ): Promise<void> {
   // An echo client waits for its bytes: send each reply at once rather than
   // let Nagle hold a small write behind an unacknowledged one (Go's default).
@@ -210,7 +214,7 @@ async function echoStream(
     if (chunk.byteLength !== n || chunk.buffer !== buffer.buffer) {
       chunk = n === buffer.byteLength ? buffer : buffer.subarray(0, n);
     }
-    if (print) await writeAll(Deno.stdout, chunk);
+    if (printed) await writeAll(printed, chunk);
     // One write nearly always takes it all; loop only when it does not.
     const written = await conn.write(chunk);
     if (written < n) await writeAll(conn, chunk.subarray(written));

@@ -66,6 +66,7 @@ import {
   serverOptionsFromFlags,
   type Service,
   stderrLogNow,
+  stdoutAfterLog,
   TCP_SERVER_FLAG_NAMES,
   unmapIPv4,
   writeAll,
@@ -112,7 +113,8 @@ export function helloService(
     onClientDone?: () => void;
   } = {},
 ): Service {
-  const output = options.output ?? Deno.stdout;
+  // Its log lines keep their place among the payloads it prints.
+  const output = options.output ?? stdoutAfterLog();
   const log = options.log ?? stderrLogNow;
   const encoder = new TextEncoder();
   return {

@@ -59,6 +59,7 @@ import {
   serverOptionsFromFlags,
   type Service,
   stderrLogNow,
+  stdoutAfterLog,
   TOOLKIT_UDP_PORTS,
   udpGuardHelp,
   unmapIPv4,
@@ -99,7 +100,8 @@ export function udpHelloService(
     onDatagram?: () => void;
   } = {},
 ): Service {
-  const output = options.output ?? Deno.stdout;
+  // Its log lines keep their place among the payloads it prints.
+  const output = options.output ?? stdoutAfterLog();
   const encoder = new TextEncoder();
   return {
     name: "udp",

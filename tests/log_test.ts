@@ -102,7 +102,8 @@ Deno.test("FloodLog logs the first event after a quiet interval in full", () => 
 });
 
 Deno.test("stdoutAfterLog's first write waits for the log line before it, even when stderr is slow", async () => {
-  // stderr made slow on purpose (a busy machine's write thread): the
+  // stderr made slow on purpose (a busy machine's write thread, 40 ms:
+  // less than STDOUT_ORDER_WAIT_MS, the most a write waits): the
   // answer written to stdout right after `connected to ...` must still
   // come after it through one pipe, as a client's session shows them.
   const code = `
@@ -111,7 +112,7 @@ const { stderrLogNow, stdoutAfterLog } = await import(${
   });
 const write = Deno.stderr.write.bind(Deno.stderr);
 Deno.stderr.write = async (bytes) => {
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  await new Promise((resolve) => setTimeout(resolve, 40));
   return await write(bytes);
 };
 const stdout = Deno.args[0] === "after" ? stdoutAfterLog() : Deno.stdout;
