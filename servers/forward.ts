@@ -156,8 +156,7 @@
  * | `server s3 10.0.0.3:80 backup`; nginx `server 10.0.0.3:80 backup;` | `10.0.0.3:80 backup` in FILE |
  * | `retries 2` + `option redispatch`; nginx `proxy_next_upstream on; proxy_next_upstream_tries 3;` | `--retries 2` (the default) |
  * | `server ... check inter 1s fall 3 rise 2`; | `--check-interval 1 --fall 3 --rise 2` |
- * | `option tcp-check` + `tcp-check send PING
-` + `tcp-check expect string PONG` | `--check-send PING --check-expect PONG` |
+ * | `option tcp-check` + `tcp-check send PING\r\n` + `tcp-check expect string PONG` | `--check-send PING --check-expect PONG` |
  * | `set server b/s1 state drain` (runtime API) | `drain` in FILE, then `kill -HUP` |
  *
  * - **Rules** (`--balance`): `roundrobin` (the default: in turn, by
