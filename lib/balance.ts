@@ -33,6 +33,8 @@ import {
   type TargetSpec,
 } from "./targets.ts";
 import { readTargetsFile } from "./targets_file.ts";
+import { RETRY_UNANSWERED_MAX_BYTES } from "./unanswered_retry.ts";
+import { formatBytes } from "./units.ts";
 
 /** With many targets: the rule, and health. */
 export interface ForwardBalanceOptions {
@@ -65,6 +67,11 @@ export interface ForwardBalanceOptions {
   checkExpect?: string;
   /** The file the targets were read from (the script's SIGHUP reads it again). */
   targetsFile?: string;
+  /**
+   * Stream targets: a request a target drops unanswered goes to the next
+   * (`ForwardPlan.retryUnanswered`). Default `false`.
+   */
+  retryUnanswered?: boolean;
 }
 
 /**
@@ -247,6 +254,16 @@ export const BALANCE_FLAGS = {
     "many targets: try a client on N other targets after a\nfailed connect {default}",
     { min: 0, max: 16, shown: String(DEFAULT_RETRIES) },
   ),
+  "retry-unanswered": flag.boolean(
+    `many targets: a target that resets or closes before its
+first byte to a client that sent something (at most
+${
+      formatBytes(RETRY_UNANSWERED_MAX_BYTES)
+    }) is a failure, and the client's bytes go to the
+next target (within --retries): the client never sees
+it. Only for requests safe to send twice: the target
+that dropped one may have acted on it`,
+  ),
   fall: flag.integer(
     "N",
     "many targets: N failed connects or checks in a row mark\na target down {default}",
@@ -279,6 +296,7 @@ export interface BalanceFlagValues {
   targets?: string;
   balance?: BalanceRule;
   retries?: number;
+  "retry-unanswered"?: boolean;
   fall?: number;
   rise?: number;
   "check-interval"?: number;
@@ -300,7 +318,8 @@ export interface BalanceFlagValues {
  */
 export function refuseBalanceFlags(values: BalanceFlagValues): void {
   for (const name of Object.keys(BALANCE_FLAGS)) {
-    if (values[name as keyof BalanceFlagValues] !== undefined) {
+    const value = values[name as keyof BalanceFlagValues];
+    if (value !== undefined && value !== false) {
       throw new UsageError(
         `--${name} needs more than one TARGET, or --targets`,
       );
@@ -336,9 +355,15 @@ export function balancingFromFlags(
       "--check-interval with udp:// targets needs --check-send (a UDP target answers only what it is sent)",
     );
   }
+  if (udp && values["retry-unanswered"]) {
+    throw new UsageError(
+      "--retry-unanswered applies to stream (tcp://, unix:) targets only",
+    );
+  }
   return {
     balance: values.balance,
     retries: values.retries,
+    retryUnanswered: values["retry-unanswered"] || undefined,
     fall: values.fall,
     rise: values.rise,
     checkIntervalMs: interval,

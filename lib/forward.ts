@@ -23,7 +23,11 @@ import { encodeProxyHeader } from "./proxy_protocol.ts";
 import { splice, type SpliceConn } from "./splice.ts";
 import type { TlsCertificate } from "./tls.ts";
 import { startClientTls } from "./tls_client.ts";
-import type { PoolTarget, TargetPool } from "./targets.ts";
+import type { PoolTarget, Taken, TargetPool } from "./targets.ts";
+import {
+  RetryingTarget as RetryingTargetClass,
+  retryUnanswered,
+} from "./unanswered_retry.ts";
 
 /** How the forwarder speaks TLS to its target (`--to-tls`). */
 export interface ForwardTlsOptions {
@@ -66,6 +70,15 @@ export interface ForwardPlan {
    * the next when its connect fails), and `target` is not used.
    */
   pool?: TargetPool;
+  /**
+   * With `pool`: a target that resets or closes before its first byte to
+   * the client, after the client sent something, counts as a failure and
+   * the client's bytes so far (at most `RETRY_UNANSWERED_MAX_BYTES`) go to
+   * the next target, within the same `retries` (see
+   * `unanswered_retry.ts`; only for requests that may be sent twice).
+   * Default `false`.
+   */
+  retryUnanswered?: boolean;
 }
 
 function closeQuietly(conn: { close(): void }): void {
@@ -78,7 +91,12 @@ function closeQuietly(conn: { close(): void }): void {
 
 /** `closeWithReset` for a spliced connection (the client's, or a TCP target's). */
 function resetQuietly(conn: SpliceConn): void {
-  if ("localAddr" in conn) closeWithReset(conn as Deno.Conn);
+  if (conn instanceof RetryingTargetClass) {
+    // The target in use is the one to reset.
+    const current = conn.current;
+    if ("localAddr" in current) closeWithReset(current as Deno.Conn);
+    closeQuietly(conn);
+  } else if ("localAddr" in conn) closeWithReset(conn as Deno.Conn);
   else closeQuietly(conn);
 }
 
@@ -184,10 +202,30 @@ export async function forwardConnection(
 ): Promise<void> {
   const began = performance.now();
   if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-  const target = await dialForClient(plan, context);
+  let target = await dialForClient(plan, context);
+  let targetConn = target.conn;
+  if (plan.retryUnanswered && plan.pool && target.taken) {
+    const pool = plan.pool;
+    targetConn = retryUnanswered(target.conn, {
+      answered: () => target.taken!.answered(),
+      redial: async (why) => {
+        const dropped = target;
+        pool.failed(dropped.taken!.target, why, "answer");
+        dropped.release?.();
+        target = await dialFromPool(plan, pool, context, {
+          ...dropped.taken!,
+          retried: [...dropped.taken!.retried, {
+            target: dropped.taken!.target,
+            reason: why,
+          }],
+        });
+        return target.conn;
+      },
+    });
+  }
   // Returned, not awaited: a function waiting here for the pair's whole
   // life kept its generator and registers (about 240 bytes of heap a pair).
-  return splice(conn, target.conn, {
+  return splice(conn, targetConn, {
     onActivity: () => context.active(),
     ...(plan.passResets && { closeWithReset: resetQuietly }),
   }).then((result) => {
@@ -210,6 +248,8 @@ export interface DialledTarget {
   warning?: string;
   /** A pool's target: tell the pool the client has ended. */
   release?: () => void;
+  /** A pool's target: what the pool handed out (for a retry after it). */
+  taken?: Taken<unknown>;
 }
 
 /**
@@ -250,6 +290,7 @@ async function dialFromPool(
   plan: ForwardPlan,
   pool: TargetPool,
   context: { readonly remoteAddr: Deno.Addr; readonly localAddr: Deno.Addr },
+  after?: Taken<unknown>,
 ): Promise<DialledTarget> {
   const client = "hostname" in context.remoteAddr
     ? context.remoteAddr.hostname
@@ -262,16 +303,18 @@ async function dialFromPool(
         context.remoteAddr,
         context.localAddr,
       ),
+    { after, answerConfirms: plan.retryUnanswered },
   );
   // A retried client's closing line says where it was tried first:
   // `to 127.0.0.3:80 (after 127.0.0.2:80: connection refused), ...`.
-  const after = taken.retried.map((r) => `${r.target.name}: ${r.reason}`);
+  const retried = taken.retried.map((r) => `${r.target.name}: ${r.reason}`);
   return {
     ...taken.value,
-    address: after.length === 0
+    address: retried.length === 0
       ? taken.value.address
-      : `${taken.value.address} (after ${after.join("; ")})`,
+      : `${taken.value.address} (after ${retried.join("; ")})`,
     release: taken.release,
+    taken,
   };
 }
 

@@ -71,8 +71,25 @@ export interface TargetSpec {
   drain?: boolean;
 }
 
-/** How a failure was seen: a client's connect, or an active check. */
-export type FailureSource = "connect" | "check";
+/**
+ * How a failure was seen: a client's connect, an active check, or a
+ * client's request dropped unanswered (`--retry-unanswered`).
+ */
+export type FailureSource = "connect" | "check" | "answer";
+
+/** Every {@linkcode FailureSource}, as the stats list them. */
+export const FAILURE_SOURCES: readonly FailureSource[] = [
+  "connect",
+  "check",
+  "answer",
+];
+
+/** How a state line counts failures of each source: `(3 connects)`. */
+const FAILURE_WORDS: Record<FailureSource, string> = {
+  connect: "connects",
+  check: "checks",
+  answer: "clients unanswered",
+};
 
 /**
  * A target in a {@linkcode TargetPool}, with its state.
@@ -115,7 +132,11 @@ export class PoolTarget {
   /** When it was last picked (a sequence number): leastconn's tie-breaker. */
   lastPicked = 0;
   /** Failures seen, by source, for the stats (`server_metrics.ts`). */
-  readonly failures: Record<FailureSource, number> = { connect: 0, check: 0 };
+  readonly failures: Record<FailureSource, number> = {
+    connect: 0,
+    check: 0,
+    answer: 0,
+  };
   /** Active checks made, for the stats. */
   checks = 0;
 
@@ -182,6 +203,21 @@ export interface TargetPoolOptions {
   random?: () => number;
 }
 
+/** Options for {@linkcode TargetPool.take}. */
+export interface TakeOptions {
+  /**
+   * The client's earlier take, whose target dropped it: the targets it
+   * tried are skipped, and its tries count against `retries`.
+   */
+  after?: Taken<unknown>;
+  /**
+   * A connect alone does not forget the target's failures, its answer
+   * does (`Taken.answered`): a target that takes connects and drops every
+   * request still goes down. Default `false`.
+   */
+  answerConfirms?: boolean;
+}
+
 /** A target taken for a client, with its connection. */
 export interface Taken<T> {
   /** What `dial` returned. */
@@ -190,6 +226,13 @@ export interface Taken<T> {
   target: PoolTarget;
   /** The targets tried before it, and why each failed (a retried client's log). */
   retried: { target: PoolTarget; reason: string }[];
+  /** Every target tried for the client, this one included. */
+  tried: ReadonlySet<PoolTarget>;
+  /**
+   * With {@linkcode TakeOptions.answerConfirms}: the target answered the
+   * client, which forgets its failures as a connect otherwise does.
+   */
+  answered(): void;
   /** Call once the client has ended: the target's count goes down. */
   release(): void;
 }
@@ -434,28 +477,33 @@ export class TargetPool {
    * failed dial counts against that target (passive health) and the client
    * is tried on the next one, up to `retries` more. Rejects with the last
    * dial's error, or {@linkcode NoTargetError} when no target could take
-   * the client (logged once a second, not once a client).
+   * the client (logged once a second, not once a client). See
+   * {@linkcode TakeOptions} for a retry after a target dropped the client.
    */
   async take<T>(
     client: string,
     dial: (target: PoolTarget) => Promise<T>,
+    options: TakeOptions = {},
   ): Promise<Taken<T>> {
-    const tried = new Set<PoolTarget>();
+    const after = options.after;
+    const tried = new Set<PoolTarget>(after?.tried);
     let lastError: unknown;
-    const retried: { target: PoolTarget; reason: string }[] = [];
-    for (let attempt = 0; attempt <= this.#retries; attempt++) {
+    const retried = [...after?.retried ?? []];
+    for (let attempt = tried.size; attempt <= this.#retries; attempt++) {
       const target = this.pick(client, tried);
       if (!target) break;
       tried.add(target);
       target.active++;
       try {
         const value = await dial(target);
-        this.succeeded(target, "connect");
+        if (!options.answerConfirms) this.succeeded(target, "connect");
         let released = false;
         return {
           value,
           target,
           retried,
+          tried,
+          answered: () => this.succeeded(target, "connect"),
           release: () => {
             if (released) return;
             released = true;
@@ -494,6 +542,8 @@ export class TargetPool {
       value: target,
       target,
       retried: [],
+      tried: new Set([target]),
+      answered: () => {},
       release: () => {
         if (released) return;
         released = true;
@@ -530,7 +580,7 @@ export class TargetPool {
       target.up = false;
       this.#log(
         `${this.#prefix}target ${target.name} down: ${reason} (${target.streak} ${
-          source === "check" ? "checks" : "connects"
+          FAILURE_WORDS[source]
         })${this.#upCount()}`,
       );
       target.streak = 0;

@@ -155,6 +155,7 @@
  * | `balance random(2)`; nginx `random two least_conn;` | `--balance random` |
  * | `server s3 10.0.0.3:80 backup`; nginx `server 10.0.0.3:80 backup;` | `10.0.0.3:80 backup` in FILE |
  * | `retries 2` + `option redispatch`; nginx `proxy_next_upstream on; proxy_next_upstream_tries 3;` | `--retries 2` (the default) |
+ * | `retry-on conn-failure empty-response` (HTTP mode only); nginx `proxy_next_upstream error non_idempotent;` (HTTP only) | `--retry-unanswered` |
  * | `server ... check inter 1s fall 3 rise 2`; | `--check-interval 1 --fall 3 --rise 2` |
  * | `option tcp-check` + `tcp-check send PING
 ` + `tcp-check expect string PONG` | `--check-send PING --check-expect PONG` |
@@ -173,6 +174,21 @@
  *   `--retries` (2) more: a dead target costs a client at most the connect
  *   timeout, never its connection. A down target is probed (a connect)
  *   every 2 s and is back after `--rise` (2) successes.
+ * - **Clients in flight** (`--retry-unanswered`, off by default): a
+ *   client already joined to a target that dies (resets, or closes) before
+ *   its first byte back is not failed: that counts against the target as
+ *   a failed connect does (`target 10.0.0.2:80 down: closed without
+ *   answering (3 clients unanswered)`), and the bytes the client sent so
+ *   far (kept until the first byte back, at most 16 KiB: a longer request
+ *   is not retried) go to the next target, within `--retries`; its line
+ *   says `to 10.0.0.3:80 (after 10.0.0.2:80: closed without answering)`.
+ *   haproxy does this for HTTP only (`retry-on empty-response`), for the
+ *   same reason this is opt-in: **a target that dropped a request may
+ *   have acted on it** (a row written, a mail sent) before it died, and
+ *   the next one acts on it again; use it for requests that may be sent
+ *   twice (reads, idempotent writes). A target that closes without an
+ *   answer on purpose (a protocol whose server only reads) counts as
+ *   failing: not for those. A client that sent nothing is never retried.
  * - **Active health**: `--check-interval S` connects to every target every
  *   S seconds (with `--to-tls`, TLS too); `--check-send LINE` writes LINE
  *   and CR LF, `--check-expect TEXT` needs TEXT in the answer within the
@@ -254,6 +270,7 @@ import {
   type BalanceRule,
   type FailureSource,
   PoolTarget,
+  type TakeOptions,
   type Taken,
   TargetPool,
   type TargetPoolOptions,
@@ -294,6 +311,7 @@ export type {
   FailureSource,
   ForwardBalanceOptions,
   ForwardTlsOptions,
+  TakeOptions,
   Taken,
   TargetPoolOptions,
   TargetSpec,
@@ -526,9 +544,13 @@ function serveStreamForward(
     keepAlive: target.transport === "tcp" ? options.keepAlive : undefined,
     passResets: options.passResets ?? canCloseWithReset(),
     pool: balanced?.pool,
+    retryUnanswered: options.balancing?.retryUnanswered,
   };
   const readTargetTls = options.readTargetTls;
   if (options.websocket) {
+    if (plan.retryUnanswered) {
+      throw new TypeError("retryUnanswered takes a tcp:// or unix: listener");
+    }
     const bridge = serveWebSocketBridge(options, options.websocket, plan);
     return balanced ? balanced.supervise(bridge) : bridge;
   }
@@ -792,6 +814,11 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     "per-source": perSource,
     ...common
   } = values;
+  if (websocket && values["retry-unanswered"]) {
+    throw new UsageError(
+      "--retry-unanswered applies to a tcp:// or unix: LISTEN",
+    );
+  }
   const options: ForwardOptions = {
     ...serverOptionsFrom(listenValues(listen, udp ? common : values)),
     target,

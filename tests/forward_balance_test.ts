@@ -21,6 +21,10 @@ import {
 } from "./_helpers.ts";
 
 const FORWARD = "servers/forward.ts";
+/** FFI to libc, least privilege, as the forwarder's help gives it. */
+const FFI = `--allow-ffi=/lib/${
+  Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"
+}-linux-gnu/libc.so.6`;
 const HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 const encode = (s: string) => new TextEncoder().encode(s);
 
@@ -791,3 +795,89 @@ Deno.test("forward.ts refuses the flags of many targets where they cannot apply,
     await assertUsageError(FORWARD, net, args, pattern);
   }
 });
+
+/** A target that drops each request unanswered (`tests/_dropping_target.ts`). */
+function startDropping(
+  host: string,
+  mode: "close" | "reset",
+): Promise<Echo> {
+  return startServer("tests/_dropping_target.ts", {
+    permissions: [`--allow-net=${host}:0`, FFI],
+    args: [host, mode],
+  });
+}
+
+/**
+ * One client: sends `request`, reads until the echo is whole or the
+ * connection ends; resolves to the echo, or how it ended (`eof`, `reset`).
+ */
+async function askOnce(port: number, request: string): Promise<string> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(conn, encode(request));
+  const buffer = new Uint8Array(request.length);
+  let length = 0;
+  try {
+    while (length < buffer.length) {
+      const n = await conn.read(buffer.subarray(length));
+      if (n === null) return length === 0 ? "eof" : "short";
+      length += n;
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.ConnectionReset) return "reset";
+    throw error;
+  }
+  return new TextDecoder().decode(buffer);
+}
+
+for (
+  const [mode, request, seen, reason] of [
+    ["reset", "ping", "reset", "reset without answering"],
+    ["close", "p", "eof", "closed without answering"],
+  ] as const
+) {
+  Deno.test(
+    `forward.ts --retry-unanswered: a target that ${
+      mode === "reset" ? "resets" : "closes"
+    } before answering costs its clients nothing; without it they see the ${seen}`,
+    async () => {
+      await using dropping = await startDropping(HOSTS[0], mode);
+      await using echo = await startEcho(HOSTS[1]);
+      const targets = [dropping.address, echo.address];
+      const args = ["tcp://127.0.0.1:0", ...targets.map((t) => `tcp://${t}`)];
+      {
+        // Without it, as ever: the first client goes to the dropping target
+        // (round robin starts there) and sees how it ended (a reset passed
+        // on as one: FFI to libc).
+        await using forward = await startForward(args, targets, [FFI]);
+        assertEquals(await askOnce(forward.port, request), seen);
+        assertEquals(await askOnce(forward.port, request), request);
+      }
+      await using forward = await startForward(
+        ["--retry-unanswered", ...args],
+        targets,
+        [FFI],
+      );
+      // Every client gets its echo: each one sent to the dropping target is
+      // sent on to the echo, until the dropped ones mark it down.
+      for (let i = 0; i < 10; i++) {
+        assertEquals(await askOnce(forward.port, request), request);
+      }
+      await forward.proc.waitForStderr(
+        new RegExp(
+          `^target ${dropping.address} down: ${reason} \\(3 clients unanswered\\), 1 of 2 up$`,
+        ),
+      );
+      const retried = forward.proc.stderrLines.filter((line) =>
+        line.includes(
+          ` to ${echo.address} (after ${dropping.address}: ${reason}), `,
+        )
+      );
+      assertEquals(retried.length, 3, forward.proc.stderr);
+      assertEquals(
+        dropping.proc.stderrLines.filter((l) => l === "dropped a request")
+          .length,
+        4,
+      );
+    },
+  );
+}
