@@ -126,6 +126,8 @@ export interface TargetPoolPlan {
   log?: Log;
   /** The server's label, for the lines' prefix. */
   label?: string;
+  /** Every target speaks TLS, whatever its spec says (`--to-tls`). */
+  tls?: boolean;
 }
 
 /** A pool and what starts its checks once its server runs. */
@@ -177,6 +179,7 @@ export function startTargetPool(
     rise: balancing.rise,
     log: options.log,
     prefix: options.label ? `${options.label}: ` : "",
+    tls: options.tls,
   });
   return {
     pool,
@@ -242,7 +245,7 @@ function balanceRule(text: string, name: string): BalanceRule {
 export const BALANCE_FLAGS = {
   targets: flag.string(
     "FILE",
-    `the targets, one a line: TARGET [weight=N] [backup]\n[drain] (weight 1 to ${MAX_WEIGHT}; # comments); SIGHUP reads\nit again: new targets start, removed ones drain\n(needs --allow-read=FILE)`,
+    `the targets, one a line: TARGET [weight=N] [backup]\n[drain] [tls] (weight 1 to ${MAX_WEIGHT}; tls: spoken to in TLS;\n# comments); SIGHUP reads it again: new targets start,\nremoved ones drain (needs --allow-read=FILE)`,
   ),
   balance: flag.custom(
     "RULE",

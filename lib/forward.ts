@@ -29,7 +29,10 @@ import {
   retryUnanswered,
 } from "./unanswered_retry.ts";
 
-/** How the forwarder speaks TLS to its target (`--to-tls`). */
+/**
+ * How the forwarder speaks TLS to its target (`--to-tls`), or to a pool's
+ * TLS targets (`PoolTarget.tls`).
+ */
 export interface ForwardTlsOptions {
   /** PEM CA certificates to trust instead of Deno's default roots. */
   caCerts?: string[];
@@ -52,7 +55,10 @@ export interface ForwardPlan {
   target: Endpoint;
   /** Dialling (resolving and TLS included) gives up after this long, in ms. */
   connectTimeoutMs: number;
-  /** Speak TLS to the target. */
+  /**
+   * Speak TLS to the target. With `pool`: how TLS is spoken to the targets
+   * marked TLS (`PoolTarget.tls`); the others are plain.
+   */
   targetTls?: ForwardTlsOptions;
   /** Write a PROXY protocol header of this version to the target first. */
   sendProxy?: 1 | 2;
@@ -299,7 +305,7 @@ async function dialFromPool(
     client,
     (target) =>
       dialTarget(
-        { ...plan, target: target.endpoint },
+        planFor(plan, target),
         context.remoteAddr,
         context.localAddr,
       ),
@@ -319,7 +325,20 @@ async function dialFromPool(
 }
 
 /**
- * Dials `target` as `plan` says, for a health check: TLS when the plan
+ * `plan` for one of its pool's targets: that target, in TLS when it is a
+ * TLS one (with the plan's TLS settings, or Deno's roots without them),
+ * plain otherwise.
+ */
+function planFor(plan: ForwardPlan, target: PoolTarget): ForwardPlan {
+  return {
+    ...plan,
+    target: target.endpoint,
+    targetTls: target.tls ? plan.targetTls ?? {} : undefined,
+  };
+}
+
+/**
+ * Dials `target` as `plan` says, for a health check: TLS when the target
  * speaks it, no PROXY header (as haproxy's checks without
  * `check-send-proxy`), giving up after `timeoutMs`.
  *
@@ -348,8 +367,7 @@ export async function dialForCheck(
   };
   const dialled = await dialTarget(
     {
-      ...plan,
-      target: target.endpoint,
+      ...planFor(plan, target),
       sendProxy: undefined,
       connectTimeoutMs: timeoutMs,
     },

@@ -69,6 +69,12 @@ export interface TargetSpec {
   backup?: boolean;
   /** Takes no new clients; its open ones go on. Default `false`. */
   drain?: boolean;
+  /**
+   * Speak TLS to it (a `tcp://` target; haproxy's `server ... ssl`), as
+   * the forwarder's `targetTls` says. Default `false`: plain, unless the
+   * pool's `tls` makes every target TLS.
+   */
+  tls?: boolean;
 }
 
 /**
@@ -119,6 +125,8 @@ export class PoolTarget {
   backup = false;
   /** Takes no new clients. */
   draining = false;
+  /** Spoken to in TLS (clients and checks). */
+  tls = false;
   /** No longer in the configuration: goes once its clients have ended. */
   removed = false;
   /** Up (takes clients) or down. */
@@ -155,6 +163,7 @@ export class PoolTarget {
     this.weight = spec.weight ?? 1;
     this.backup = spec.backup ?? false;
     this.draining = spec.drain ?? false;
+    this.tls = spec.tls ?? false;
   }
 
   /** Whether it may take a new client. */
@@ -201,6 +210,11 @@ export interface TargetPoolOptions {
   prefix?: string;
   /** A number in [0, 1), for `random` (tests give their own). Default `Math.random`. */
   random?: () => number;
+  /**
+   * Every target speaks TLS, whatever its spec says (`--to-tls`), now and
+   * after each `update`. Default `false`: each as its spec says.
+   */
+  tls?: boolean;
 }
 
 /** Options for {@linkcode TargetPool.take}. */
@@ -327,6 +341,7 @@ export class TargetPool {
   readonly #prefix: string;
   readonly #random: () => number;
   readonly #noTarget: FloodLog;
+  readonly #allTls: boolean;
   #targets: PoolTarget[] = [];
   #picks = 0;
 
@@ -347,7 +362,13 @@ export class TargetPool {
       "clients",
     );
     if (specs.length === 0) throw new RangeError("no targets");
-    this.#targets = specs.map((spec) => new PoolTarget(spec));
+    this.#allTls = options.tls ?? false;
+    this.#targets = specs.map((spec) => new PoolTarget(this.#spec(spec)));
+  }
+
+  /** `spec` as this pool takes it: TLS when the pool makes every target TLS. */
+  #spec(spec: TargetSpec): TargetSpec {
+    return this.#allTls ? { ...spec, tls: true } : spec;
   }
 
   /** The balancing rule. */
@@ -625,7 +646,8 @@ export class TargetPool {
     const byKey = new Map(this.#targets.map((t) => [t.key, t]));
     const next: PoolTarget[] = [];
     const kept = new Set<PoolTarget>();
-    for (const spec of specs) {
+    for (const given of specs) {
+      const spec = this.#spec(given);
       const key = formatEndpoint(spec.endpoint);
       const existing = byKey.get(key);
       if (existing && !kept.has(existing)) {

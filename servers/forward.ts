@@ -144,7 +144,7 @@
  * `forward.ts LISTEN TARGET TARGET...` (any mix of `tcp://` and `unix:`;
  * all `tcp://` with `--to-tls`; all `udp://` behind a `udp://` LISTEN) or
  * `--targets FILE` (one target a line, `TARGET [weight=N] [backup]
- * [drain]`, `#` comments) spreads the clients over the targets, as
+ * [drain] [tls]`, `#` comments) spreads the clients over the targets, as
  * haproxy's `backend` and nginx's `upstream` do:
  *
  * | haproxy / nginx | forward.ts |
@@ -154,6 +154,7 @@
  * | `balance source` + `hash-type consistent`; nginx `hash $remote_addr consistent;` | `--balance source` |
  * | `balance random(2)`; nginx `random two least_conn;` | `--balance random` |
  * | `server s3 10.0.0.3:80 backup`; nginx `server 10.0.0.3:80 backup;` | `10.0.0.3:80 backup` in FILE |
+ * | `server s4 10.0.0.4:443 ssl ca-file ca.pem` beside plain `server` lines | `10.0.0.4:443 tls` in FILE, `--ca ca.pem` |
  * | `retries 2` + `option redispatch`; nginx `proxy_next_upstream on; proxy_next_upstream_tries 3;` | `--retries 2` (the default) |
  * | `retry-on conn-failure empty-response` (HTTP mode only); nginx `proxy_next_upstream error non_idempotent;` (HTTP only) | `--retry-unanswered` |
  * | `server ... check inter 1s fall 3 rise 2`; | `--check-interval 1 --fall 3 --rise 2` |
@@ -195,6 +196,13 @@
  *   check's time (the interval, at most `--connect-timeout`): a service
  *   that accepts and never answers is caught. A UDP target is checked only
  *   with `--check-send` (it answers only what it is sent).
+ * - **TLS**: `--to-tls` speaks TLS to every target; to mix, mark the TLS
+ *   ones `tls` in the targets file (no `--to-tls`), as haproxy marks a
+ *   `server` line `ssl`: `--ca`, `--servername`, `--insecure`,
+ *   `--to-cert` and `--to-key` apply to those, and their checks speak TLS
+ *   too (a target whose certificate does not verify fails its checks).
+ *   A command-line TARGET has no word for it: `--to-tls` keeps meaning
+ *   every target, and a mixed pool is written in a file.
  * - **Logs**: every change of state is one line: `target 10.0.0.2:80 down:
  *   connection refused (3 connects), 2 of 3 up`, `target 10.0.0.2:80 up (2
  *   checks), 3 of 3 up`. No target up: each client is closed at once
@@ -270,8 +278,8 @@ import {
   type BalanceRule,
   type FailureSource,
   PoolTarget,
-  type TakeOptions,
   type Taken,
+  type TakeOptions,
   TargetPool,
   type TargetPoolOptions,
   type TargetSpec,
@@ -311,8 +319,8 @@ export type {
   FailureSource,
   ForwardBalanceOptions,
   ForwardTlsOptions,
-  TakeOptions,
   Taken,
+  TakeOptions,
   TargetPoolOptions,
   TargetSpec,
   WebSocketListenOptions,
@@ -341,7 +349,11 @@ export interface ForwardOptions extends ServerOptions {
    * handshake included) after this long. Default 10000 ms.
    */
   connectTimeoutMs?: number;
-  /** Speak TLS to the target (a `tcp://` one). */
+  /**
+   * Speak TLS to the target (a `tcp://` one). With `targets`: to every
+   * one, unless some are marked `tls` (a `--targets` file's `tls`): then
+   * to those only, the others plain.
+   */
   targetTls?: ForwardTlsOptions;
   /**
    * How `reloadTls` (SIGHUP) reads `targetTls`'s files again (`--ca`,
@@ -394,6 +406,8 @@ function startPoolOf(options: ForwardOptions) {
   const connectTimeoutMs = options.connectTimeoutMs ??
     DEFAULT_CONNECT_TIMEOUT_MS;
   return startTargetPool(specs, {
+    // targetTls with no target marked TLS: every one speaks it (--to-tls).
+    tls: options.targetTls !== undefined && !specs.some((spec) => spec.tls),
     balancing: options.balancing,
     plan: udp ? undefined : {
       target: specs[0].endpoint,
@@ -604,7 +618,7 @@ const FLAGS = {
     { shown: String(DEFAULT_CONNECT_TIMEOUT_MS / 1000) },
   ),
   "to-tls": flag.boolean(
-    "speak TLS to TARGET (verifies its certificate)",
+    "speak TLS to TARGET, to every one (verifies its\ncertificate); some only: tls in --targets FILE",
   ),
   ca: flag.string(
     "FILE",
@@ -806,7 +820,8 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   checkWebSocketTarget(listen, specs, values);
   const udp = listen.transport === "udp";
   checkTransportFlags(values, udp, target);
-  checkTargetTlsFlags(values, target);
+  const tlsTargets = specs.some((spec) => spec.tls);
+  checkTargetTlsFlags(values, target, tlsTargets);
   // UDP: --max-connections and --per-source bound sessions (the server
   // flags give them to stream servers only).
   const {
@@ -836,7 +851,7 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     refuseBalanceFlags(values);
   }
   if (udp && perSource !== undefined) options.perSource = perSource;
-  if (values["to-tls"] || target.transport === "wss") {
+  if (values["to-tls"] || tlsTargets || target.transport === "wss") {
     targetTlsFromArgs(options, values);
   }
   return options;
@@ -873,14 +888,21 @@ function checkTransportFlags(
 }
 
 /**
- * Refuses TARGET's TLS flags where they cannot apply (without --to-tls;
- * a certificate to a wss:// TARGET; --to-tls to other than tcp://) and
- * the ones that contradict or need each other.
+ * Refuses TARGET's TLS flags where they cannot apply (without --to-tls
+ * or a targets file's `tls` targets, `tlsTargets`; a certificate to a
+ * wss:// TARGET; --to-tls to other than tcp://) and the ones that
+ * contradict or need each other.
  */
 function checkTargetTlsFlags(
   values: ForwardFlagValues,
   target: Endpoint,
+  tlsTargets: boolean,
 ): void {
+  if (values["to-tls"] && tlsTargets) {
+    throw new UsageError(
+      "--to-tls makes every target TLS: drop it, or the targets file's tls",
+    );
+  }
   if (target.transport === "wss") {
     // Checked by checkWebSocketTarget: --ca applies, a certificate cannot
     // (Deno's WebSocket client presents none).
@@ -889,7 +911,7 @@ function checkTargetTlsFlags(
         throw new UsageError(`--${name} cannot be used with a wss:// TARGET`);
       }
     }
-  } else if (!values["to-tls"]) {
+  } else if (!values["to-tls"] && !tlsTargets) {
     for (
       const name of [
         "ca",
@@ -899,10 +921,14 @@ function checkTargetTlsFlags(
         "to-key",
       ] as const
     ) {
-      if (values[name]) throw new UsageError(`--${name} needs --to-tls`);
+      if (values[name]) {
+        throw new UsageError(
+          `--${name} needs --to-tls (or tls targets in --targets FILE)`,
+        );
+      }
     }
   } else {
-    if (target.transport !== "tcp") {
+    if (values["to-tls"] && target.transport !== "tcp") {
       throw new UsageError("--to-tls needs a tcp:// TARGET");
     }
     if (values.insecure && values.ca !== undefined) {

@@ -881,3 +881,121 @@ for (
     },
   );
 }
+
+Deno.test({
+  name:
+    "forward.ts --targets: tls marks a target spoken to in TLS beside plain ones; a TLS target whose certificate does not verify fails its checks",
+  ignore: missing("openssl"),
+  async fn() {
+    await using certs = await makeCertificates();
+    const tlsEcho = (host: string, cert: string, key: string) =>
+      startServer("servers/echo.ts", {
+        permissions: [`--allow-net=${host}:0`, `--allow-read=${cert},${key}`],
+        args: [
+          "--hostname",
+          host,
+          "--port",
+          "0",
+          "--tls",
+          "--cert",
+          cert,
+          "--key",
+          key,
+        ],
+      });
+    await using plain = await startEcho(HOSTS[0]);
+    await using tls = await tlsEcho(HOSTS[1], certs.cert, certs.key);
+    // Signed by a CA the forwarder does not trust.
+    await using stranger = await tlsEcho(
+      HOSTS[2],
+      certs.strangerCert,
+      certs.strangerKey,
+    );
+    const file = `${certs.dir}/targets.conf`;
+    await Deno.writeTextFile(
+      file,
+      `tcp://${plain.address}\n${tls.address} tls\n${stranger.address} tls # not ours\n`,
+    );
+    await using forward = await startForward(
+      [
+        "--targets",
+        file,
+        "--ca",
+        certs.ca,
+        // The certificate names localhost and 127.0.0.1, not 127.0.0.3.
+        "--servername",
+        "localhost",
+        "--check-interval",
+        "0.2",
+        "tcp://127.0.0.1:0",
+      ],
+      [plain.address, tls.address, stranger.address],
+      [`--allow-read=${file},${certs.ca}`],
+    );
+    await forward.proc.waitForStderr(
+      new RegExp(
+        `^target ${stranger.address} down: .*certificate.* \\(3 checks\\), 2 of 3 up$`,
+      ),
+    );
+    assertEquals(await manyRoundTrips(forward.port, 10, 1), 0);
+    // Five clients each (the checks' connections carry no bytes).
+    const served = (echo: Echo) =>
+      echo.proc.stderrLines.filter((line) =>
+        line.startsWith("closed ") && line.includes("(1 bytes in, 1 bytes out)")
+      ).length;
+    await plain.proc.until(() => served(plain) === 5, "five at the plain one");
+    await tls.proc.until(() => served(tls) === 5, "five at the TLS one");
+    assertEquals(served(stranger), 0);
+    // The plain target was never spoken to in TLS, nor the TLS one in plain.
+    assert(!forward.proc.stderr.includes(`target ${plain.address} down`));
+    assert(!forward.proc.stderr.includes(`target ${tls.address} down`));
+  },
+});
+
+Deno.test("forward.ts refuses --to-tls beside a targets file's tls, and --retry-unanswered where it cannot apply", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/targets.conf`;
+    await Deno.writeTextFile(file, "127.0.0.1:1 tls\n127.0.0.1:2\n");
+    const plainFile = `${dir}/plain.conf`;
+    await Deno.writeTextFile(plainFile, "127.0.0.1:1\n127.0.0.1:2\n");
+    const permissions = ["--allow-net=127.0.0.1", `--allow-read=${dir}`];
+    const cases: [string[], RegExp][] = [
+      [
+        ["--to-tls", "--targets", file, "127.0.0.1:0"],
+        /^error: --to-tls makes every target TLS: drop it, or the targets file's tls$/,
+      ],
+      [
+        ["--ca", file, "--targets", plainFile, "127.0.0.1:0"],
+        /^error: --ca needs --to-tls \(or tls targets in --targets FILE\)$/,
+      ],
+      [
+        ["--retry-unanswered", "127.0.0.1:0", "127.0.0.1:1"],
+        /^error: --retry-unanswered needs more than one TARGET, or --targets$/,
+      ],
+      [
+        [
+          "--retry-unanswered",
+          "udp://127.0.0.1:0",
+          "udp://127.0.0.1:1",
+          "udp://127.0.0.1:2",
+        ],
+        /^error: --retry-unanswered applies to stream \(tcp:\/\/, unix:\) targets only$/,
+      ],
+      [
+        [
+          "--retry-unanswered",
+          "ws://127.0.0.1:0/",
+          "127.0.0.1:1",
+          "127.0.0.1:2",
+        ],
+        /^error: --retry-unanswered applies to a tcp:\/\/ or unix: LISTEN$/,
+      ],
+    ];
+    for (const [args, pattern] of cases) {
+      await assertUsageError(FORWARD, permissions, args, pattern);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
