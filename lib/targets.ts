@@ -78,16 +78,18 @@ export interface TargetSpec {
 }
 
 /**
- * How a failure was seen: a client's connect, an active check, or a
- * client's request dropped unanswered (`--retry-unanswered`).
+ * How a failure was seen: a client's connect, an active check, a
+ * client's request dropped unanswered (`--retry-unanswered`), or a UDP
+ * session's datagram refused (ICMP port unreachable).
  */
-export type FailureSource = "connect" | "check" | "answer";
+export type FailureSource = "connect" | "check" | "answer" | "datagram";
 
 /** Every {@linkcode FailureSource}, as the stats list them. */
 export const FAILURE_SOURCES: readonly FailureSource[] = [
   "connect",
   "check",
   "answer",
+  "datagram",
 ];
 
 /** How a state line counts failures of each source: `(3 connects)`. */
@@ -95,6 +97,7 @@ const FAILURE_WORDS: Record<FailureSource, string> = {
   connect: "connects",
   check: "checks",
   answer: "clients unanswered",
+  datagram: "datagrams refused",
 };
 
 /**
@@ -144,6 +147,7 @@ export class PoolTarget {
     connect: 0,
     check: 0,
     answer: 0,
+    datagram: 0,
   };
   /** Active checks made, for the stats. */
   checks = 0;
@@ -548,11 +552,16 @@ export class TargetPool {
   }
 
   /**
-   * Takes a target for a UDP session (no dial to fail): counted until
-   * `release`. `undefined` when none is up.
+   * Takes a target for a UDP session (no dial to fail), skipping `tried`
+   * (the targets that refused its datagrams): counted until `release`;
+   * its `answered` (the target's first answer) forgets the target's
+   * failures, as a connect does. `undefined` when none is up.
    */
-  takeSession(client: string): Taken<PoolTarget> | undefined {
-    const target = this.pick(client);
+  takeSession(
+    client: string,
+    tried: ReadonlySet<PoolTarget> = new Set(),
+  ): Taken<PoolTarget> | undefined {
+    const target = this.pick(client, tried);
     if (!target) {
       this.#noTarget.event(`dropping the session of ${client}`);
       return undefined;
@@ -563,8 +572,8 @@ export class TargetPool {
       value: target,
       target,
       retried: [],
-      tried: new Set([target]),
-      answered: () => {},
+      tried: new Set([...tried, target]),
+      answered: () => this.succeeded(target, "connect"),
       release: () => {
         if (released) return;
         released = true;
@@ -586,8 +595,8 @@ export class TargetPool {
   }
 
   /**
-   * A connect or check to `target` failed because of `reason`: the
-   * `fall`th in a row marks it down, with one log line.
+   * A connect, check, request or datagram to `target` failed because of
+   * `reason`: the `fall`th in a row marks it down, with one log line.
    */
   failed(target: PoolTarget, reason: string, source: FailureSource): void {
     target.failures[source]++;

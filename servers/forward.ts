@@ -174,7 +174,16 @@
  *   down, and each such client is tried on the next target, up to
  *   `--retries` (2) more: a dead target costs a client at most the connect
  *   timeout, never its connection. A down target is probed (a connect)
- *   every 2 s and is back after `--rise` (2) successes.
+ *   every 2 s and is back after `--rise` (2) successes. UDP: a target
+ *   that answers ICMP port unreachable (nothing listens there) counts a
+ *   failure for each session that meets it (`target 10.0.0.2:53 down:
+ *   port unreachable (3 datagrams refused)`), and the session's next
+ *   datagram, the one that found it out, goes to another target (the
+ *   datagram refused is lost, as UDP loses datagrams; the client's retry
+ *   is answered). Deno's UDP sockets never hear of it: the sessions'
+ *   sockets are connected to their target through libc for it, which
+ *   takes `--allow-ffi` for libc (without it, one line says that only
+ *   active checks notice).
  * - **Clients in flight** (`--retry-unanswered`, off by default): a
  *   client already joined to a target that dies (resets, or closes) before
  *   its first byte back is not failed: that counts against the target as
@@ -727,8 +736,9 @@ NAME:PORT). unix:PATH, to listen or to connect: --allow-net=unix:PATH
 --allow-read=FILE, and every target a reload may add. --web DIR:
 --allow-read=DIR. A ws:// or wss:// TARGET: its URL's HOST:PORT (443 for
 wss:// without a port). To pass a side's
-reset on to the other as a reset (else it gets a FIN): --allow-ffi=LIBC
-(/lib/x86_64-linux-gnu/libc.so.6).`;
+reset on to the other as a reset (else it gets a FIN), and for udp://
+targets to go down when their sessions meet port unreachable:
+--allow-ffi=LIBC (/lib/x86_64-linux-gnu/libc.so.6).`;
 
 /** The transports LISTEN can be, as server flags name them. */
 function listenValues(
