@@ -24,10 +24,7 @@ import { splice, type SpliceConn } from "./splice.ts";
 import type { TlsCertificate } from "./tls.ts";
 import { startClientTls } from "./tls_client.ts";
 import type { PoolTarget, Taken, TargetPool } from "./targets.ts";
-import {
-  RetryingTarget as RetryingTargetClass,
-  retryUnanswered,
-} from "./unanswered_retry.ts";
+import { RetryingTarget, retryUnanswered } from "./unanswered_retry.ts";
 
 /**
  * How the forwarder speaks TLS to its target (`--to-tls`), or to a pool's
@@ -97,7 +94,7 @@ function closeQuietly(conn: { close(): void }): void {
 
 /** `closeWithReset` for a spliced connection (the client's, or a TCP target's). */
 function resetQuietly(conn: SpliceConn): void {
-  if (conn instanceof RetryingTargetClass) {
+  if (conn instanceof RetryingTarget) {
     // The target in use is the one to reset.
     const current = conn.current;
     if ("localAddr" in current) closeWithReset(current as Deno.Conn);
@@ -209,26 +206,9 @@ export async function forwardConnection(
   const began = performance.now();
   if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
   let target = await dialForClient(plan, context);
-  let targetConn = target.conn;
-  if (plan.retryUnanswered && plan.pool && target.taken) {
-    const pool = plan.pool;
-    targetConn = retryUnanswered(target.conn, {
-      answered: () => target.taken!.answered(),
-      redial: async (why) => {
-        const dropped = target;
-        pool.failed(dropped.taken!.target, why, "answer");
-        dropped.release?.();
-        target = await dialFromPool(plan, pool, context, {
-          ...dropped.taken!,
-          retried: [...dropped.taken!.retried, {
-            target: dropped.taken!.target,
-            reason: why,
-          }],
-        });
-        return target.conn;
-      },
-    });
-  }
+  const targetConn = plan.retryUnanswered
+    ? retryingTarget(plan, context, target, (next) => target = next)
+    : target.conn;
   // Returned, not awaited: a function waiting here for the pair's whole
   // life kept its generator and registers (about 240 bytes of heap a pair).
   return splice(conn, targetConn, {
@@ -241,6 +221,37 @@ export async function forwardConnection(
     context.note = `to ${target.address}, ${
       formatSeconds(performance.now() - began)
     }, ${result.end}${target.warning ? ` ${target.warning}` : ""}`;
+  });
+}
+
+/**
+ * `first`'s connection, replaced by the next target of the plan's pool
+ * when it drops the client's request unanswered (`retryUnanswered`): the
+ * drop counts against its target, and `replaced` gets the new one (its
+ * address, with the dropped ones, for the closing line).
+ */
+function retryingTarget(
+  plan: ForwardPlan,
+  context: { readonly remoteAddr: Deno.Addr; readonly localAddr: Deno.Addr },
+  first: DialledTarget,
+  replaced: (next: DialledTarget) => void,
+): SpliceConn {
+  const pool = plan.pool;
+  if (!pool || !first.taken) return first.conn;
+  let current = first;
+  return retryUnanswered(first.conn, {
+    answered: () => current.taken!.answered(),
+    redial: async (why) => {
+      const dropped = current.taken!;
+      pool.failed(dropped.target, why, "answer");
+      current.release?.();
+      current = await dialFromPool(plan, pool, context, {
+        ...dropped,
+        retried: [...dropped.retried, { target: dropped.target, reason: why }],
+      });
+      replaced(current);
+      return current.conn;
+    },
   });
 }
 
