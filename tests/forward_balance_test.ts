@@ -348,12 +348,16 @@ Deno.test("forward.ts: a target killed mid-run costs no later client anything, a
         `^target ${victim.address} down: connection refused \\(3 connects\\), 2 of 3 up$`,
       ),
     );
+    // Each client's closing line comes once it has gone: all 180.
+    const closed = () =>
+      forward.proc.stderrLines.filter((line) => line.startsWith("closed "));
+    await forward.proc.until(() => closed().length === 180, "180 lines");
     const refused = forward.proc.stderrLines.filter((line) =>
       line.startsWith("closed") && !line.includes("client closed first")
     );
     assertEquals(refused, []);
     // The three clients sent to it were retried, and their lines say so.
-    const retried = forward.proc.stderrLines.filter((line) =>
+    const retried = closed().filter((line) =>
       line.includes(` (after ${victim.address}: connection refused), `)
     );
     assertEquals(retried.length, 3, forward.proc.stderr);
@@ -852,6 +856,15 @@ for (
         assertEquals(await askOnce(forward.port, request), seen);
         assertEquals(await askOnce(forward.port, request), request);
       }
+      {
+        // --retries bounds it: with none left, the client sees the drop.
+        await using forward = await startForward(
+          ["--retry-unanswered", "--retries", "0", ...args],
+          targets,
+          [FFI],
+        );
+        assertEquals(await askOnce(forward.port, request), seen);
+      }
       await using forward = await startForward(
         ["--retry-unanswered", ...args],
         targets,
@@ -867,17 +880,20 @@ for (
           `^target ${dropping.address} down: ${reason} \\(3 clients unanswered\\), 1 of 2 up$`,
         ),
       );
-      const retried = forward.proc.stderrLines.filter((line) =>
+      // Each client's closing line comes once it has gone: all ten.
+      const closed = () =>
+        forward.proc.stderrLines.filter((line) => line.startsWith("closed "));
+      await forward.proc.until(() => closed().length === 10, "ten lines");
+      const retried = closed().filter((line) =>
         line.includes(
           ` to ${echo.address} (after ${dropping.address}: ${reason}), `,
         )
       );
       assertEquals(retried.length, 3, forward.proc.stderr);
-      assertEquals(
-        dropping.proc.stderrLines.filter((l) => l === "dropped a request")
-          .length,
-        4,
-      );
+      const drops = () =>
+        dropping.proc.stderrLines.filter((l) => l === "dropped a request");
+      await dropping.proc.until(() => drops().length >= 5, "five drops");
+      assertEquals(drops().length, 5);
     },
   );
 }
