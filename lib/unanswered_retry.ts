@@ -21,6 +21,7 @@
  * @module
  */
 
+import { carriedOver, carrierOf } from "./departure.ts";
 import { closeQuietly, writeAll } from "./io.ts";
 import { withoutOsError } from "./os_error.ts";
 import type { SpliceConn } from "./splice.ts";
@@ -132,6 +133,9 @@ export class RetryingTarget implements SpliceConn {
   /** Use {@linkcode retryUnanswered}. */
   constructor(target: SpliceConn, options: UnansweredRetryOptions) {
     this.#conn = target;
+    // The splice's departure checks (zero-byte writes) go to the socket
+    // under the target in use, a TLS one's included.
+    carriedOver(this, { write: (bytes) => carrierOf(this.#conn).write(bytes) });
     this.#redial = options.redial;
     this.#answered = options.answered;
     this.#maxBytes = options.maxBytes ?? RETRY_UNANSWERED_MAX_BYTES;
