@@ -18,9 +18,10 @@
  * process; one target is killed; the figure is the time from the kill to
  * the last client that saw an error (a refused or reset connection, a
  * wrong echo), and how many did. A client in flight on the killed target
- * when it dies is reset whatever the forwarder does: what differs is
- * whether later clients see errors. Measured for ours with passive health
- * only and with `--check-interval 1`, for haproxy with and without
+ * when it dies is reset (or sees its end) unless the forwarder sends its
+ * request on to another target, as ours does with `--retry-unanswered`
+ * (haproxy does that for HTTP only). Measured for ours with passive health
+ * only, with `--check-interval 1` and with `--retry-unanswered`, for haproxy with and without
  * `check inter 1s`, and for nginx (passive: `max_fails`, and
  * `proxy_next_upstream`, its default).
  *
@@ -79,6 +80,7 @@ const TARGETS = 4;
 const FAILOVER_RUNS = [
   { key: "bal-ours", label: "ours, passive only" },
   { key: "bal-ours-check", label: "ours --check-interval 1" },
+  { key: "bal-ours-retry", label: "ours --retry-unanswered" },
   { key: "bal-haproxy-passive", label: "haproxy, no check" },
   { key: "bal-haproxy", label: "haproxy check inter 1s" },
   { key: "bal-nginx", label: "nginx (passive)" },
@@ -221,7 +223,7 @@ export class BalanceBench {
       .filter((name) => this.#selected(name)).length * SCENARIOS.length;
     const failovers =
       FAILOVER_RUNS.filter((run) =>
-        this.#selected(run.key.replace(/-(check|passive)$/, ""))
+        this.#selected(run.key.replace(/-(check|passive|retry)$/, ""))
       ).length;
     return rates + failovers;
   }
@@ -282,6 +284,7 @@ ${
     return {
       "bal-ours": ours([]),
       "bal-ours-check": ours(["--check-interval", "1"]),
+      "bal-ours-retry": ours(["--retry-unanswered"]),
       "bal-haproxy": haproxy(true),
       "bal-haproxy-passive": haproxy(false),
       "bal-nginx": {
@@ -340,7 +343,9 @@ ${targets.map((target) => `    server ${target};\n`).join("")}  }
     Deno.mkdirSync(this.#dir, { recursive: true });
     await this.#rates();
     for (const run of FAILOVER_RUNS) {
-      if (!this.#selected(run.key.replace(/-(check|passive)$/, ""))) continue;
+      if (!this.#selected(run.key.replace(/-(check|passive|retry)$/, ""))) {
+        continue;
+      }
       await this.#failover(run.key);
     }
   }

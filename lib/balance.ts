@@ -33,6 +33,8 @@ import {
   type TargetSpec,
 } from "./targets.ts";
 import { readTargetsFile } from "./targets_file.ts";
+import { RETRY_UNANSWERED_MAX_BYTES } from "./unanswered_retry.ts";
+import { formatBytes } from "./units.ts";
 
 /** With many targets: the rule, and health. */
 export interface ForwardBalanceOptions {
@@ -65,6 +67,11 @@ export interface ForwardBalanceOptions {
   checkExpect?: string;
   /** The file the targets were read from (the script's SIGHUP reads it again). */
   targetsFile?: string;
+  /**
+   * Stream targets: a request a target drops unanswered goes to the next
+   * (`ForwardPlan.retryUnanswered`). Default `false`.
+   */
+  retryUnanswered?: boolean;
 }
 
 /**
@@ -119,6 +126,8 @@ export interface TargetPoolPlan {
   log?: Log;
   /** The server's label, for the lines' prefix. */
   label?: string;
+  /** Every target speaks TLS, whatever its spec says (`--to-tls`). */
+  tls?: boolean;
 }
 
 /** A pool and what starts its checks once its server runs. */
@@ -170,6 +179,7 @@ export function startTargetPool(
     rise: balancing.rise,
     log: options.log,
     prefix: options.label ? `${options.label}: ` : "",
+    tls: options.tls,
   });
   return {
     pool,
@@ -235,7 +245,7 @@ function balanceRule(text: string, name: string): BalanceRule {
 export const BALANCE_FLAGS = {
   targets: flag.string(
     "FILE",
-    `the targets, one a line: TARGET [weight=N] [backup]\n[drain] (weight 1 to ${MAX_WEIGHT}; # comments); SIGHUP reads\nit again: new targets start, removed ones drain\n(needs --allow-read=FILE)`,
+    `the targets, one a line: TARGET [weight=N] [backup]\n[drain] [tls] (weight 1 to ${MAX_WEIGHT}; tls: spoken to in TLS;\n# comments); SIGHUP reads it again: new targets start,\nremoved ones drain (needs --allow-read=FILE)`,
   ),
   balance: flag.custom(
     "RULE",
@@ -246,6 +256,16 @@ export const BALANCE_FLAGS = {
     "N",
     "many targets: try a client on N other targets after a\nfailed connect {default}",
     { min: 0, max: 16, shown: String(DEFAULT_RETRIES) },
+  ),
+  "retry-unanswered": flag.boolean(
+    `many targets: a target that resets or closes before its
+first byte to a client that sent something (at most
+${
+      formatBytes(RETRY_UNANSWERED_MAX_BYTES)
+    }) is a failure, and the client's bytes go to the
+next target (within --retries): the client never sees
+it. Only for requests safe to send twice: the target
+that dropped one may have acted on it`,
   ),
   fall: flag.integer(
     "N",
@@ -279,6 +299,7 @@ export interface BalanceFlagValues {
   targets?: string;
   balance?: BalanceRule;
   retries?: number;
+  "retry-unanswered"?: boolean;
   fall?: number;
   rise?: number;
   "check-interval"?: number;
@@ -300,7 +321,8 @@ export interface BalanceFlagValues {
  */
 export function refuseBalanceFlags(values: BalanceFlagValues): void {
   for (const name of Object.keys(BALANCE_FLAGS)) {
-    if (values[name as keyof BalanceFlagValues] !== undefined) {
+    const value = values[name as keyof BalanceFlagValues];
+    if (value !== undefined && value !== false) {
       throw new UsageError(
         `--${name} needs more than one TARGET, or --targets`,
       );
@@ -336,9 +358,15 @@ export function balancingFromFlags(
       "--check-interval with udp:// targets needs --check-send (a UDP target answers only what it is sent)",
     );
   }
+  if (udp && values["retry-unanswered"]) {
+    throw new UsageError(
+      "--retry-unanswered applies to stream (tcp://, unix:) targets only",
+    );
+  }
   return {
     balance: values.balance,
     retries: values.retries,
+    retryUnanswered: values["retry-unanswered"] || undefined,
     fall: values.fall,
     rise: values.rise,
     checkIntervalMs: interval,

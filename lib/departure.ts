@@ -64,6 +64,26 @@ export function carriedOver(wrapper: object, socket: ByteWriter): void {
   sockets.set(wrapper, socket);
 }
 
+/**
+ * What a {@linkcode watchDeparture} on `conn` writes its checks to: the
+ * socket {@linkcode carriedOver} named for it, or `conn` itself. For a
+ * wrapper whose connection changes (`unanswered_retry.ts`), to name the
+ * socket under the one in use.
+ *
+ * @example
+ * ```ts
+ * import { carriedOver, carrierOf } from "./departure.ts";
+ *
+ * const socket = { write: (p: Uint8Array) => Promise.resolve(p.byteLength) };
+ * const wrapper = { write: (p: Uint8Array) => Promise.resolve(p.byteLength) };
+ * carriedOver(wrapper, socket);
+ * if (carrierOf(wrapper) !== socket || carrierOf(socket) !== socket) throw new Error();
+ * ```
+ */
+export function carrierOf(conn: ByteWriter): ByteWriter {
+  return sockets.get(conn) ?? conn;
+}
+
 class Watch implements DepartureWatch {
   readonly socket: ByteWriter;
   readonly onGone: (error: Error) => void;

@@ -23,9 +23,13 @@ import { encodeProxyHeader } from "./proxy_protocol.ts";
 import { splice, type SpliceConn } from "./splice.ts";
 import type { TlsCertificate } from "./tls.ts";
 import { startClientTls } from "./tls_client.ts";
-import type { PoolTarget, TargetPool } from "./targets.ts";
+import type { PoolTarget, Taken, TargetPool } from "./targets.ts";
+import { RetryingTarget, retryUnanswered } from "./unanswered_retry.ts";
 
-/** How the forwarder speaks TLS to its target (`--to-tls`). */
+/**
+ * How the forwarder speaks TLS to its target (`--to-tls`), or to a pool's
+ * TLS targets (`PoolTarget.tls`).
+ */
 export interface ForwardTlsOptions {
   /** PEM CA certificates to trust instead of Deno's default roots. */
   caCerts?: string[];
@@ -48,7 +52,10 @@ export interface ForwardPlan {
   target: Endpoint;
   /** Dialling (resolving and TLS included) gives up after this long, in ms. */
   connectTimeoutMs: number;
-  /** Speak TLS to the target. */
+  /**
+   * Speak TLS to the target. With `pool`: how TLS is spoken to the targets
+   * marked TLS (`PoolTarget.tls`); the others are plain.
+   */
   targetTls?: ForwardTlsOptions;
   /** Write a PROXY protocol header of this version to the target first. */
   sendProxy?: 1 | 2;
@@ -66,6 +73,15 @@ export interface ForwardPlan {
    * the next when its connect fails), and `target` is not used.
    */
   pool?: TargetPool;
+  /**
+   * With `pool`: a target that resets or closes before its first byte to
+   * the client, after the client sent something, counts as a failure and
+   * the client's bytes so far (at most `RETRY_UNANSWERED_MAX_BYTES`) go to
+   * the next target, within the same `retries` (see
+   * `unanswered_retry.ts`; only for requests that may be sent twice).
+   * Default `false`.
+   */
+  retryUnanswered?: boolean;
 }
 
 function closeQuietly(conn: { close(): void }): void {
@@ -78,7 +94,12 @@ function closeQuietly(conn: { close(): void }): void {
 
 /** `closeWithReset` for a spliced connection (the client's, or a TCP target's). */
 function resetQuietly(conn: SpliceConn): void {
-  if ("localAddr" in conn) closeWithReset(conn as Deno.Conn);
+  if (conn instanceof RetryingTarget) {
+    // The target in use is the one to reset.
+    const current = conn.current;
+    if ("localAddr" in current) closeWithReset(current as Deno.Conn);
+    closeQuietly(conn);
+  } else if ("localAddr" in conn) closeWithReset(conn as Deno.Conn);
   else closeQuietly(conn);
 }
 
@@ -184,10 +205,13 @@ export async function forwardConnection(
 ): Promise<void> {
   const began = performance.now();
   if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-  const target = await dialForClient(plan, context);
+  let target = await dialForClient(plan, context);
+  const targetConn = plan.retryUnanswered
+    ? retryingTarget(plan, context, target, (next) => target = next)
+    : target.conn;
   // Returned, not awaited: a function waiting here for the pair's whole
   // life kept its generator and registers (about 240 bytes of heap a pair).
-  return splice(conn, target.conn, {
+  return splice(conn, targetConn, {
     onActivity: () => context.active(),
     ...(plan.passResets && { closeWithReset: resetQuietly }),
   }).then((result) => {
@@ -197,6 +221,37 @@ export async function forwardConnection(
     context.note = `to ${target.address}, ${
       formatSeconds(performance.now() - began)
     }, ${result.end}${target.warning ? ` ${target.warning}` : ""}`;
+  });
+}
+
+/**
+ * `first`'s connection, replaced by the next target of the plan's pool
+ * when it drops the client's request unanswered (`retryUnanswered`): the
+ * drop counts against its target, and `replaced` gets the new one (its
+ * address, with the dropped ones, for the closing line).
+ */
+function retryingTarget(
+  plan: ForwardPlan,
+  context: { readonly remoteAddr: Deno.Addr; readonly localAddr: Deno.Addr },
+  first: DialledTarget,
+  replaced: (next: DialledTarget) => void,
+): SpliceConn {
+  const pool = plan.pool;
+  if (!pool || !first.taken) return first.conn;
+  let current = first;
+  return retryUnanswered(first.conn, {
+    answered: () => current.taken!.answered(),
+    redial: async (why) => {
+      const dropped = current.taken!;
+      pool.failed(dropped.target, why, "answer");
+      current.release?.();
+      current = await dialFromPool(plan, pool, context, {
+        ...dropped,
+        retried: [...dropped.retried, { target: dropped.target, reason: why }],
+      });
+      replaced(current);
+      return current.conn;
+    },
   });
 }
 
@@ -210,6 +265,8 @@ export interface DialledTarget {
   warning?: string;
   /** A pool's target: tell the pool the client has ended. */
   release?: () => void;
+  /** A pool's target: what the pool handed out (for a retry after it). */
+  taken?: Taken<unknown>;
 }
 
 /**
@@ -250,6 +307,7 @@ async function dialFromPool(
   plan: ForwardPlan,
   pool: TargetPool,
   context: { readonly remoteAddr: Deno.Addr; readonly localAddr: Deno.Addr },
+  after?: Taken<unknown>,
 ): Promise<DialledTarget> {
   const client = "hostname" in context.remoteAddr
     ? context.remoteAddr.hostname
@@ -258,25 +316,40 @@ async function dialFromPool(
     client,
     (target) =>
       dialTarget(
-        { ...plan, target: target.endpoint },
+        planFor(plan, target),
         context.remoteAddr,
         context.localAddr,
       ),
+    { after, answerConfirms: plan.retryUnanswered },
   );
   // A retried client's closing line says where it was tried first:
   // `to 127.0.0.3:80 (after 127.0.0.2:80: connection refused), ...`.
-  const after = taken.retried.map((r) => `${r.target.name}: ${r.reason}`);
+  const retried = taken.retried.map((r) => `${r.target.name}: ${r.reason}`);
   return {
     ...taken.value,
-    address: after.length === 0
+    address: retried.length === 0
       ? taken.value.address
-      : `${taken.value.address} (after ${after.join("; ")})`,
+      : `${taken.value.address} (after ${retried.join("; ")})`,
     release: taken.release,
+    taken,
   };
 }
 
 /**
- * Dials `target` as `plan` says, for a health check: TLS when the plan
+ * `plan` for one of its pool's targets: that target, in TLS when it is a
+ * TLS one (with the plan's TLS settings, or Deno's roots without them),
+ * plain otherwise.
+ */
+function planFor(plan: ForwardPlan, target: PoolTarget): ForwardPlan {
+  return {
+    ...plan,
+    target: target.endpoint,
+    targetTls: target.tls ? plan.targetTls ?? {} : undefined,
+  };
+}
+
+/**
+ * Dials `target` as `plan` says, for a health check: TLS when the target
  * speaks it, no PROXY header (as haproxy's checks without
  * `check-send-proxy`), giving up after `timeoutMs`.
  *
@@ -305,8 +378,7 @@ export async function dialForCheck(
   };
   const dialled = await dialTarget(
     {
-      ...plan,
-      target: target.endpoint,
+      ...planFor(plan, target),
       sendProxy: undefined,
       connectTimeoutMs: timeoutMs,
     },

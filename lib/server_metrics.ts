@@ -19,7 +19,7 @@ import {
   processMetrics,
   type Sample,
 } from "./metrics.ts";
-import type { PoolTarget } from "./targets.ts";
+import { FAILURE_SOURCES, type PoolTarget } from "./targets.ts";
 
 /** Why a stream connection was closed before its handler ran. */
 export type StreamRefusal =
@@ -319,10 +319,11 @@ export function watchTargets(
           value: target.active,
         },
       );
-      for (const source of ["connect", "check"] as const) {
+      for (const source of FAILURE_SOURCES) {
         samples.push({
           name: "sockets_target_failures_total",
-          help: "A target's failures: clients' connects and active checks.",
+          help:
+            "A target's failures: clients' connects, active checks, clients' requests dropped unanswered.",
           type: "counter",
           labels: { ...labels, source },
           value: target.failures[source],

@@ -69,10 +69,36 @@ export interface TargetSpec {
   backup?: boolean;
   /** Takes no new clients; its open ones go on. Default `false`. */
   drain?: boolean;
+  /**
+   * Speak TLS to it (a `tcp://` target; haproxy's `server ... ssl`), as
+   * the forwarder's `targetTls` says. Default `false`: plain, unless the
+   * pool's `tls` makes every target TLS.
+   */
+  tls?: boolean;
 }
 
-/** How a failure was seen: a client's connect, or an active check. */
-export type FailureSource = "connect" | "check";
+/**
+ * How a failure was seen: a client's connect, an active check, a
+ * client's request dropped unanswered (`--retry-unanswered`), or a UDP
+ * session's datagram refused (ICMP port unreachable).
+ */
+export type FailureSource = "connect" | "check" | "answer" | "datagram";
+
+/** Every {@linkcode FailureSource}, as the stats list them. */
+export const FAILURE_SOURCES: readonly FailureSource[] = [
+  "connect",
+  "check",
+  "answer",
+  "datagram",
+];
+
+/** How a state line counts failures of each source: `(3 connects)`. */
+const FAILURE_WORDS: Record<FailureSource, string> = {
+  connect: "connects",
+  check: "checks",
+  answer: "clients unanswered",
+  datagram: "datagrams refused",
+};
 
 /**
  * A target in a {@linkcode TargetPool}, with its state.
@@ -102,6 +128,8 @@ export class PoolTarget {
   backup = false;
   /** Takes no new clients. */
   draining = false;
+  /** Spoken to in TLS (clients and checks). */
+  tls = false;
   /** No longer in the configuration: goes once its clients have ended. */
   removed = false;
   /** Up (takes clients) or down. */
@@ -115,7 +143,12 @@ export class PoolTarget {
   /** When it was last picked (a sequence number): leastconn's tie-breaker. */
   lastPicked = 0;
   /** Failures seen, by source, for the stats (`server_metrics.ts`). */
-  readonly failures: Record<FailureSource, number> = { connect: 0, check: 0 };
+  readonly failures: Record<FailureSource, number> = {
+    connect: 0,
+    check: 0,
+    answer: 0,
+    datagram: 0,
+  };
   /** Active checks made, for the stats. */
   checks = 0;
 
@@ -134,6 +167,7 @@ export class PoolTarget {
     this.weight = spec.weight ?? 1;
     this.backup = spec.backup ?? false;
     this.draining = spec.drain ?? false;
+    this.tls = spec.tls ?? false;
   }
 
   /** Whether it may take a new client. */
@@ -180,6 +214,26 @@ export interface TargetPoolOptions {
   prefix?: string;
   /** A number in [0, 1), for `random` (tests give their own). Default `Math.random`. */
   random?: () => number;
+  /**
+   * Every target speaks TLS, whatever its spec says (`--to-tls`), now and
+   * after each `update`. Default `false`: each as its spec says.
+   */
+  tls?: boolean;
+}
+
+/** Options for {@linkcode TargetPool.take}. */
+export interface TakeOptions {
+  /**
+   * The client's earlier take, whose target dropped it: the targets it
+   * tried are skipped, and its tries count against `retries`.
+   */
+  after?: Taken<unknown>;
+  /**
+   * A connect alone does not forget the target's failures, its answer
+   * does (`Taken.answered`): a target that takes connects and drops every
+   * request still goes down. Default `false`.
+   */
+  answerConfirms?: boolean;
 }
 
 /** A target taken for a client, with its connection. */
@@ -190,6 +244,13 @@ export interface Taken<T> {
   target: PoolTarget;
   /** The targets tried before it, and why each failed (a retried client's log). */
   retried: { target: PoolTarget; reason: string }[];
+  /** Every target tried for the client, this one included. */
+  tried: ReadonlySet<PoolTarget>;
+  /**
+   * With {@linkcode TakeOptions.answerConfirms}: the target answered the
+   * client, which forgets its failures as a connect otherwise does.
+   */
+  answered(): void;
   /** Call once the client has ended: the target's count goes down. */
   release(): void;
 }
@@ -284,6 +345,7 @@ export class TargetPool {
   readonly #prefix: string;
   readonly #random: () => number;
   readonly #noTarget: FloodLog;
+  readonly #allTls: boolean;
   #targets: PoolTarget[] = [];
   #picks = 0;
 
@@ -304,7 +366,13 @@ export class TargetPool {
       "clients",
     );
     if (specs.length === 0) throw new RangeError("no targets");
-    this.#targets = specs.map((spec) => new PoolTarget(spec));
+    this.#allTls = options.tls ?? false;
+    this.#targets = specs.map((spec) => new PoolTarget(this.#spec(spec)));
+  }
+
+  /** `spec` as this pool takes it: TLS when the pool makes every target TLS. */
+  #spec(spec: TargetSpec): TargetSpec {
+    return this.#allTls ? { ...spec, tls: true } : spec;
   }
 
   /** The balancing rule. */
@@ -434,28 +502,33 @@ export class TargetPool {
    * failed dial counts against that target (passive health) and the client
    * is tried on the next one, up to `retries` more. Rejects with the last
    * dial's error, or {@linkcode NoTargetError} when no target could take
-   * the client (logged once a second, not once a client).
+   * the client (logged once a second, not once a client). See
+   * {@linkcode TakeOptions} for a retry after a target dropped the client.
    */
   async take<T>(
     client: string,
     dial: (target: PoolTarget) => Promise<T>,
+    options: TakeOptions = {},
   ): Promise<Taken<T>> {
-    const tried = new Set<PoolTarget>();
+    const after = options.after;
+    const tried = new Set<PoolTarget>(after?.tried);
     let lastError: unknown;
-    const retried: { target: PoolTarget; reason: string }[] = [];
-    for (let attempt = 0; attempt <= this.#retries; attempt++) {
+    const retried = [...after?.retried ?? []];
+    for (let attempt = tried.size; attempt <= this.#retries; attempt++) {
       const target = this.pick(client, tried);
       if (!target) break;
       tried.add(target);
       target.active++;
       try {
         const value = await dial(target);
-        this.succeeded(target, "connect");
+        if (!options.answerConfirms) this.succeeded(target, "connect");
         let released = false;
         return {
           value,
           target,
           retried,
+          tried,
+          answered: () => this.succeeded(target, "connect"),
           release: () => {
             if (released) return;
             released = true;
@@ -479,11 +552,16 @@ export class TargetPool {
   }
 
   /**
-   * Takes a target for a UDP session (no dial to fail): counted until
-   * `release`. `undefined` when none is up.
+   * Takes a target for a UDP session (no dial to fail), skipping `tried`
+   * (the targets that refused its datagrams): counted until `release`;
+   * its `answered` (the target's first answer) forgets the target's
+   * failures, as a connect does. `undefined` when none is up.
    */
-  takeSession(client: string): Taken<PoolTarget> | undefined {
-    const target = this.pick(client);
+  takeSession(
+    client: string,
+    tried: ReadonlySet<PoolTarget> = new Set(),
+  ): Taken<PoolTarget> | undefined {
+    const target = this.pick(client, tried);
     if (!target) {
       this.#noTarget.event(`dropping the session of ${client}`);
       return undefined;
@@ -494,6 +572,8 @@ export class TargetPool {
       value: target,
       target,
       retried: [],
+      tried: new Set([...tried, target]),
+      answered: () => this.succeeded(target, "connect"),
       release: () => {
         if (released) return;
         released = true;
@@ -515,8 +595,8 @@ export class TargetPool {
   }
 
   /**
-   * A connect or check to `target` failed because of `reason`: the
-   * `fall`th in a row marks it down, with one log line.
+   * A connect, check, request or datagram to `target` failed because of
+   * `reason`: the `fall`th in a row marks it down, with one log line.
    */
   failed(target: PoolTarget, reason: string, source: FailureSource): void {
     target.failures[source]++;
@@ -530,7 +610,7 @@ export class TargetPool {
       target.up = false;
       this.#log(
         `${this.#prefix}target ${target.name} down: ${reason} (${target.streak} ${
-          source === "check" ? "checks" : "connects"
+          FAILURE_WORDS[source]
         })${this.#upCount()}`,
       );
       target.streak = 0;
@@ -575,7 +655,8 @@ export class TargetPool {
     const byKey = new Map(this.#targets.map((t) => [t.key, t]));
     const next: PoolTarget[] = [];
     const kept = new Set<PoolTarget>();
-    for (const spec of specs) {
+    for (const given of specs) {
+      const spec = this.#spec(given);
       const key = formatEndpoint(spec.endpoint);
       const existing = byKey.get(key);
       if (existing && !kept.has(existing)) {

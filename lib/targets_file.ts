@@ -8,13 +8,16 @@
  * tcp://10.0.0.1:80 weight=3
  * tcp://10.0.0.2:80
  * tcp://10.0.0.3:80 drain     # being taken out: no new clients
+ * tcp://10.0.0.4:443 tls      # spoken to in TLS
  * unix:/run/spare.sock backup # only when no other is up
  * ```
  *
- * `weight=N` (1 to 256, default 1), `backup`, `drain`; `#` starts a
+ * `weight=N` (1 to 256, default 1), `backup`, `drain`, `tls` (a `tcp://`
+ * target spoken to in TLS, haproxy's `ssl` on a `server` line, with
+ * `--ca`, `--servername`, `--to-cert` and `--to-key`); `#` starts a
  * comment; blank lines are skipped. Every mistake is one line naming the
  * file and line: `targets.conf:3: unknown option 'wieght=2' (expected
- * weight=N, backup or drain)`.
+ * weight=N, backup, drain or tls)`.
  *
  * @module
  */
@@ -54,8 +57,8 @@ export class TargetsFileError extends Error {
  * import { parseTargetsFile } from "./targets_file.ts";
  *
  * assertEquals(parseTargetsFile("tcp://10.0.0.1:80 weight=3\nunix:/run/b.sock backup # spare\n"), [
- *   { endpoint: { transport: "tcp", hostname: "10.0.0.1", port: 80 }, weight: 3, backup: false, drain: false },
- *   { endpoint: { transport: "unix", path: "/run/b.sock" }, weight: 1, backup: true, drain: false },
+ *   { endpoint: { transport: "tcp", hostname: "10.0.0.1", port: 80 }, weight: 3, backup: false, drain: false, tls: false },
+ *   { endpoint: { transport: "unix", path: "/run/b.sock" }, weight: 1, backup: true, drain: false, tls: false },
  * ]);
  * ```
  */
@@ -87,7 +90,13 @@ export function parseTargetsFile(
         `${where}: unixpacket: is not supported (tcp://, udp:// or unix:)`,
       );
     }
-    const spec = { endpoint, weight: 1, backup: false, drain: false };
+    const spec = {
+      endpoint,
+      weight: 1,
+      backup: false,
+      drain: false,
+      tls: false,
+    };
     for (const option of options) {
       const weight = /^weight=(.*)$/.exec(option);
       if (weight) {
@@ -106,11 +115,18 @@ export function parseTargetsFile(
         spec.backup = true;
       } else if (option === "drain") {
         spec.drain = true;
+      } else if (option === "tls") {
+        if (endpoint.transport !== "tcp") {
+          throw new TargetsFileError(
+            `${where}: tls needs a tcp:// target, not ${address}`,
+          );
+        }
+        spec.tls = true;
       } else {
         throw new TargetsFileError(
           `${where}: unknown option '${
             escapeControlChars(option)
-          }' (expected weight=N, backup or drain)`,
+          }' (expected weight=N, backup, drain or tls)`,
         );
       }
     }

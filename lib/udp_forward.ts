@@ -27,8 +27,10 @@ import { ListenError } from "./bind.ts";
 import { LoopGuard, loopRate, SourceRateLimiter } from "./datagram_guard.ts";
 import { sourceKey } from "./source_key.ts";
 import { DEFAULT_UDP_RATE, type Server } from "./server_options.ts";
-import type { TargetPool } from "./targets.ts";
+import type { PoolTarget, Taken, TargetPool } from "./targets.ts";
 import { withoutOsError } from "./os_error.ts";
+import { canConnectDatagram, connectDatagram } from "./udp_connect.ts";
+import { ffiFlag } from "./libc.ts";
 
 /** How long an idle UDP session lives unless told otherwise, in ms. */
 export const DEFAULT_UDP_SESSION_TIMEOUT_MS = 30_000;
@@ -105,6 +107,12 @@ export interface DatagramForwardOptions {
   /**
    * Many targets: each session goes to the one the pool picks when it
    * starts (`target` is then not used); no target up drops the session.
+   * A target that answers ICMP port unreachable (nothing listens there)
+   * counts as a failure for the pool (its `fall`th in a row marks it
+   * down), and the session's next datagram goes to another target: the
+   * session sockets are connected to their target for that, through libc
+   * (FFI access to it; without, only active checks notice, and one line
+   * says so).
    */
   pool?: TargetPool;
 }
@@ -129,6 +137,12 @@ class Session {
   targetText?: string;
   /** Tells the pool the session has ended. */
   release?: () => void;
+  /** A pool's target for it. */
+  taken?: Taken<PoolTarget>;
+  /** The targets that refused its datagrams, and why (its closing line). */
+  readonly refusedBy: PoolTarget[] = [];
+  /** Its target has answered it (once: the pool forgets the target's failures). */
+  answered = false;
 
   constructor(client: Deno.NetAddr) {
     this.client = client;
@@ -213,6 +227,8 @@ class DatagramForwarder implements Server {
   readonly #metrics: DatagramMetrics;
   readonly #sweep: ReturnType<typeof setInterval>;
   readonly #loopDone: Promise<void>;
+  /** A pool's session sockets are connected, to hear port unreachable. */
+  readonly #connectSessions: boolean;
   #closing = false;
   #resolveFinished!: () => void;
   #resolveSocketClosed!: () => void;
@@ -279,6 +295,12 @@ class DatagramForwarder implements Server {
       transport: "udp",
     });
     this.#failed = new FloodLog(this.#log, `${this.#prefix}closed`);
+    this.#connectSessions = options.pool !== undefined && canConnectDatagram();
+    if (options.pool && !this.#connectSessions) {
+      this.#log(
+        `${this.#prefix}note: a target that answers port unreachable is noticed by active checks only (to notice it from the sessions' datagrams: ${ffiFlag()})`,
+      );
+    }
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.socketClosed = new Promise((resolve) =>
       this.#resolveSocketClosed = resolve
@@ -383,10 +405,15 @@ class DatagramForwarder implements Server {
   }
 
   async #send(session: Session, data: Uint8Array): Promise<void> {
+    const socket = session.socket!;
     try {
-      await session.socket!.send(data, session.target!);
+      await socket.send(data, session.target!);
     } catch (error) {
-      if (!session.closed) {
+      if (error instanceof Deno.errors.ConnectionRefused && session.taken) {
+        // An earlier datagram met port unreachable: this one goes on to
+        // the next target.
+        this.#moveSession(session, socket, data);
+      } else if (!session.closed && session.socket === socket) {
         this.#dropped.send.event(
           `datagram from ${session.peer} to ${formatAddr(session.target!)}: ${
             (error as Error).message
@@ -400,9 +427,13 @@ class DatagramForwarder implements Server {
   async #open(session: Session): Promise<void> {
     let where = this.#target;
     if (this.#options.pool) {
-      const taken = this.#options.pool.takeSession(session.client.hostname);
+      const taken = this.#options.pool.takeSession(
+        session.client.hostname,
+        new Set(session.refusedBy),
+      );
       if (!taken) return this.#close(session, "no target up", true);
       where = taken.target.endpoint as { hostname: string; port: number };
+      session.taken = taken;
       session.release = taken.release;
       session.targetText = taken.target.name;
     }
@@ -427,6 +458,7 @@ class DatagramForwarder implements Server {
         port: where.port,
       };
       this.#ownPorts.add((socket.addr as Deno.NetAddr).port);
+      if (this.#connectSessions) connectDatagram(socket, session.target);
     } catch (error) {
       this.#close(session, (error as Error).message, true);
       return;
@@ -451,6 +483,11 @@ class DatagramForwarder implements Server {
         data = received;
         from = source as Deno.NetAddr;
       } catch (error) {
+        if (session.socket !== socket) return; // moved to another target
+        if (error instanceof Deno.errors.ConnectionRefused && session.taken) {
+          this.#moveSession(session, socket);
+          return;
+        }
         if (!session.closed) this.#close(session, (error as Error).message);
         return;
       }
@@ -465,6 +502,10 @@ class DatagramForwarder implements Server {
         continue;
       }
       session.lastActive = performance.now();
+      if (!session.answered) {
+        session.answered = true;
+        session.taken?.answered();
+      }
       if (!this.#rate.take(rateKey)) {
         this.#metrics.dropped.rate.value++;
         this.#dropped.rate.event(
@@ -485,6 +526,35 @@ class DatagramForwarder implements Server {
         );
       }
     }
+  }
+
+  /**
+   * The session's target answered port unreachable (on `socket`, unless
+   * the session has moved since): a failure for the pool, and the session
+   * goes on to another target, `refused` (the datagram whose send found
+   * it out) first.
+   */
+  #moveSession(
+    session: Session,
+    socket: Deno.DatagramConn,
+    refused?: Uint8Array,
+  ): void {
+    if (session.closed || session.socket !== socket || !session.taken) return;
+    const { target, release } = session.taken;
+    this.#options.pool!.failed(target, "port unreachable", "datagram");
+    session.refusedBy.push(target);
+    release();
+    session.taken = session.release = undefined;
+    session.answered = false;
+    this.#ownPorts.delete((socket.addr as Deno.NetAddr).port);
+    session.socket = session.target = undefined;
+    try {
+      socket.close();
+    } catch {
+      // Already closed.
+    }
+    if (refused) session.pending.unshift(refused.slice());
+    this.#open(session);
   }
 
   #expire(): void {
@@ -513,12 +583,19 @@ class DatagramForwarder implements Server {
         // Already closed.
       }
     }
+    // A session moved on, as a retried client's line: `to B (after A:
+    // port unreachable)`.
+    const after = session.refusedBy.length === 0
+      ? ""
+      : ` (after ${
+        session.refusedBy.map((t) => `${t.name}: port unreachable`).join("; ")
+      })`;
     const line =
       `${session.peer} (${session.bytesIn} bytes in, ${session.bytesOut} bytes out) to ${
         session.target
           ? formatAddr(session.target)
           : session.targetText ?? this.#targetText
-      }, ${formatSeconds(performance.now() - session.began)}, ${why}`;
+      }${after}, ${formatSeconds(performance.now() - session.began)}, ${why}`;
     if (failed) this.#failed.event(line);
     else this.#log(`${this.#prefix}closed ${line}`);
   }

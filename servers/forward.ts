@@ -144,7 +144,7 @@
  * `forward.ts LISTEN TARGET TARGET...` (any mix of `tcp://` and `unix:`;
  * all `tcp://` with `--to-tls`; all `udp://` behind a `udp://` LISTEN) or
  * `--targets FILE` (one target a line, `TARGET [weight=N] [backup]
- * [drain]`, `#` comments) spreads the clients over the targets, as
+ * [drain] [tls]`, `#` comments) spreads the clients over the targets, as
  * haproxy's `backend` and nginx's `upstream` do:
  *
  * | haproxy / nginx | forward.ts |
@@ -154,7 +154,9 @@
  * | `balance source` + `hash-type consistent`; nginx `hash $remote_addr consistent;` | `--balance source` |
  * | `balance random(2)`; nginx `random two least_conn;` | `--balance random` |
  * | `server s3 10.0.0.3:80 backup`; nginx `server 10.0.0.3:80 backup;` | `10.0.0.3:80 backup` in FILE |
+ * | `server s4 10.0.0.4:443 ssl ca-file ca.pem` beside plain `server` lines | `10.0.0.4:443 tls` in FILE, `--ca ca.pem` |
  * | `retries 2` + `option redispatch`; nginx `proxy_next_upstream on; proxy_next_upstream_tries 3;` | `--retries 2` (the default) |
+ * | `retry-on conn-failure empty-response` (HTTP mode only); nginx `proxy_next_upstream error non_idempotent;` (HTTP only) | `--retry-unanswered` |
  * | `server ... check inter 1s fall 3 rise 2`; | `--check-interval 1 --fall 3 --rise 2` |
  * | `option tcp-check` + `tcp-check send PING\r\n` + `tcp-check expect string PONG` | `--check-send PING --check-expect PONG` |
  * | `set server b/s1 state drain` (runtime API) | `drain` in FILE, then `kill -HUP` |
@@ -171,13 +173,44 @@
  *   down, and each such client is tried on the next target, up to
  *   `--retries` (2) more: a dead target costs a client at most the connect
  *   timeout, never its connection. A down target is probed (a connect)
- *   every 2 s and is back after `--rise` (2) successes.
+ *   every 2 s and is back after `--rise` (2) successes. UDP: a target
+ *   that answers ICMP port unreachable (nothing listens there) counts a
+ *   failure for each session that meets it (`target 10.0.0.2:53 down:
+ *   port unreachable (3 datagrams refused)`), and the session's next
+ *   datagram, the one that found it out, goes to another target (the
+ *   datagram refused is lost, as UDP loses datagrams; the client's retry
+ *   is answered). Deno's UDP sockets never hear of it: the sessions'
+ *   sockets are connected to their target through libc for it, which
+ *   takes `--allow-ffi` for libc (without it, one line says that only
+ *   active checks notice).
+ * - **Clients in flight** (`--retry-unanswered`, off by default): a
+ *   client already joined to a target that dies (resets, or closes) before
+ *   its first byte back is not failed: that counts against the target as
+ *   a failed connect does (`target 10.0.0.2:80 down: closed without
+ *   answering (3 clients unanswered)`), and the bytes the client sent so
+ *   far (kept until the first byte back, at most 16 KiB: a longer request
+ *   is not retried) go to the next target, within `--retries`; its line
+ *   says `to 10.0.0.3:80 (after 10.0.0.2:80: closed without answering)`.
+ *   haproxy does this for HTTP only (`retry-on empty-response`), for the
+ *   same reason this is opt-in: **a target that dropped a request may
+ *   have acted on it** (a row written, a mail sent) before it died, and
+ *   the next one acts on it again; use it for requests that may be sent
+ *   twice (reads, idempotent writes). A target that closes without an
+ *   answer on purpose (a protocol whose server only reads) counts as
+ *   failing: not for those. A client that sent nothing is never retried.
  * - **Active health**: `--check-interval S` connects to every target every
  *   S seconds (with `--to-tls`, TLS too); `--check-send LINE` writes LINE
  *   and CR LF, `--check-expect TEXT` needs TEXT in the answer within the
  *   check's time (the interval, at most `--connect-timeout`): a service
  *   that accepts and never answers is caught. A UDP target is checked only
  *   with `--check-send` (it answers only what it is sent).
+ * - **TLS**: `--to-tls` speaks TLS to every target; to mix, mark the TLS
+ *   ones `tls` in the targets file (no `--to-tls`), as haproxy marks a
+ *   `server` line `ssl`: `--ca`, `--servername`, `--insecure`,
+ *   `--to-cert` and `--to-key` apply to those, and their checks speak TLS
+ *   too (a target whose certificate does not verify fails its checks).
+ *   A command-line TARGET has no word for it: `--to-tls` keeps meaning
+ *   every target, and a mixed pool is written in a file.
  * - **Logs**: every change of state is one line: `target 10.0.0.2:80 down:
  *   connection refused (3 connects), 2 of 3 up`, `target 10.0.0.2:80 up (2
  *   checks), 3 of 3 up`. No target up: each client is closed at once
@@ -254,6 +287,7 @@ import {
   type FailureSource,
   PoolTarget,
   type Taken,
+  type TakeOptions,
   TargetPool,
   type TargetPoolOptions,
   type TargetSpec,
@@ -294,6 +328,7 @@ export type {
   ForwardBalanceOptions,
   ForwardTlsOptions,
   Taken,
+  TakeOptions,
   TargetPoolOptions,
   TargetSpec,
   WebSocketListenOptions,
@@ -322,7 +357,11 @@ export interface ForwardOptions extends ServerOptions {
    * handshake included) after this long. Default 10000 ms.
    */
   connectTimeoutMs?: number;
-  /** Speak TLS to the target (a `tcp://` one). */
+  /**
+   * Speak TLS to the target (a `tcp://` one). With `targets`: to every
+   * one, unless some are marked `tls` (a `--targets` file's `tls`): then
+   * to those only, the others plain.
+   */
   targetTls?: ForwardTlsOptions;
   /**
    * How `reloadTls` (SIGHUP) reads `targetTls`'s files again (`--ca`,
@@ -375,6 +414,8 @@ function startPoolOf(options: ForwardOptions) {
   const connectTimeoutMs = options.connectTimeoutMs ??
     DEFAULT_CONNECT_TIMEOUT_MS;
   return startTargetPool(specs, {
+    // targetTls with no target marked TLS: every one speaks it (--to-tls).
+    tls: options.targetTls !== undefined && !specs.some((spec) => spec.tls),
     balancing: options.balancing,
     plan: udp ? undefined : {
       target: specs[0].endpoint,
@@ -525,9 +566,13 @@ function serveStreamForward(
     keepAlive: target.transport === "tcp" ? options.keepAlive : undefined,
     passResets: options.passResets ?? canCloseWithReset(),
     pool: balanced?.pool,
+    retryUnanswered: options.balancing?.retryUnanswered,
   };
   const readTargetTls = options.readTargetTls;
   if (options.websocket) {
+    if (plan.retryUnanswered) {
+      throw new TypeError("retryUnanswered takes a tcp:// or unix: listener");
+    }
     const bridge = serveWebSocketBridge(options, options.websocket, plan);
     return balanced ? balanced.supervise(bridge) : bridge;
   }
@@ -581,7 +626,7 @@ const FLAGS = {
     { shown: String(DEFAULT_CONNECT_TIMEOUT_MS / 1000) },
   ),
   "to-tls": flag.boolean(
-    "speak TLS to TARGET (verifies its certificate)",
+    "speak TLS to TARGET, to every one (verifies its\ncertificate); some only: tls in --targets FILE",
   ),
   ca: flag.string(
     "FILE",
@@ -690,8 +735,9 @@ NAME:PORT). unix:PATH, to listen or to connect: --allow-net=unix:PATH
 --allow-read=FILE, and every target a reload may add. --web DIR:
 --allow-read=DIR. A ws:// or wss:// TARGET: its URL's HOST:PORT (443 for
 wss:// without a port). To pass a side's
-reset on to the other as a reset (else it gets a FIN): --allow-ffi=LIBC
-(/lib/x86_64-linux-gnu/libc.so.6).`;
+reset on to the other as a reset (else it gets a FIN), and for udp://
+targets to go down when their sessions meet port unreachable:
+--allow-ffi=LIBC (/lib/x86_64-linux-gnu/libc.so.6).`;
 
 /** The transports LISTEN can be, as server flags name them. */
 function listenValues(
@@ -783,7 +829,8 @@ function optionsFromArgs(args: string[]): ForwardOptions {
   checkWebSocketTarget(listen, specs, values);
   const udp = listen.transport === "udp";
   checkTransportFlags(values, udp, target);
-  checkTargetTlsFlags(values, target);
+  const tlsTargets = specs.some((spec) => spec.tls);
+  checkTargetTlsFlags(values, target, tlsTargets);
   // UDP: --max-connections and --per-source bound sessions (the server
   // flags give them to stream servers only).
   const {
@@ -791,6 +838,11 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     "per-source": perSource,
     ...common
   } = values;
+  if (websocket && values["retry-unanswered"]) {
+    throw new UsageError(
+      "--retry-unanswered applies to a tcp:// or unix: LISTEN",
+    );
+  }
   const options: ForwardOptions = {
     ...serverOptionsFrom(listenValues(listen, udp ? common : values)),
     target,
@@ -808,7 +860,7 @@ function optionsFromArgs(args: string[]): ForwardOptions {
     refuseBalanceFlags(values);
   }
   if (udp && perSource !== undefined) options.perSource = perSource;
-  if (values["to-tls"] || target.transport === "wss") {
+  if (values["to-tls"] || tlsTargets || target.transport === "wss") {
     targetTlsFromArgs(options, values);
   }
   return options;
@@ -845,14 +897,21 @@ function checkTransportFlags(
 }
 
 /**
- * Refuses TARGET's TLS flags where they cannot apply (without --to-tls;
- * a certificate to a wss:// TARGET; --to-tls to other than tcp://) and
- * the ones that contradict or need each other.
+ * Refuses TARGET's TLS flags where they cannot apply (without --to-tls
+ * or a targets file's `tls` targets, `tlsTargets`; a certificate to a
+ * wss:// TARGET; --to-tls to other than tcp://) and the ones that
+ * contradict or need each other.
  */
 function checkTargetTlsFlags(
   values: ForwardFlagValues,
   target: Endpoint,
+  tlsTargets: boolean,
 ): void {
+  if (values["to-tls"] && tlsTargets) {
+    throw new UsageError(
+      "--to-tls makes every target TLS: drop it, or the targets file's tls",
+    );
+  }
   if (target.transport === "wss") {
     // Checked by checkWebSocketTarget: --ca applies, a certificate cannot
     // (Deno's WebSocket client presents none).
@@ -861,7 +920,7 @@ function checkTargetTlsFlags(
         throw new UsageError(`--${name} cannot be used with a wss:// TARGET`);
       }
     }
-  } else if (!values["to-tls"]) {
+  } else if (!values["to-tls"] && !tlsTargets) {
     for (
       const name of [
         "ca",
@@ -871,10 +930,14 @@ function checkTargetTlsFlags(
         "to-key",
       ] as const
     ) {
-      if (values[name]) throw new UsageError(`--${name} needs --to-tls`);
+      if (values[name]) {
+        throw new UsageError(
+          `--${name} needs --to-tls (or tls targets in --targets FILE)`,
+        );
+      }
     }
   } else {
-    if (target.transport !== "tcp") {
+    if (values["to-tls"] && target.transport !== "tcp") {
       throw new UsageError("--to-tls needs a tcp:// TARGET");
     }
     if (values.insecure && values.ca !== undefined) {

@@ -21,6 +21,10 @@ import {
 } from "./_helpers.ts";
 
 const FORWARD = "servers/forward.ts";
+/** FFI to libc, least privilege, as the forwarder's help gives it. */
+const FFI = `--allow-ffi=/lib/${
+  Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"
+}-linux-gnu/libc.so.6`;
 const HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 const encode = (s: string) => new TextEncoder().encode(s);
 
@@ -344,12 +348,16 @@ Deno.test("forward.ts: a target killed mid-run costs no later client anything, a
         `^target ${victim.address} down: connection refused \\(3 connects\\), 2 of 3 up$`,
       ),
     );
+    // Each client's closing line comes once it has gone: all 180.
+    const closed = () =>
+      forward.proc.stderrLines.filter((line) => line.startsWith("closed "));
+    await forward.proc.until(() => closed().length === 180, "180 lines");
     const refused = forward.proc.stderrLines.filter((line) =>
       line.startsWith("closed") && !line.includes("client closed first")
     );
     assertEquals(refused, []);
     // The three clients sent to it were retried, and their lines say so.
-    const retried = forward.proc.stderrLines.filter((line) =>
+    const retried = closed().filter((line) =>
       line.includes(` (after ${victim.address}: connection refused), `)
     );
     assertEquals(retried.length, 3, forward.proc.stderr);
@@ -789,5 +797,221 @@ Deno.test("forward.ts refuses the flags of many targets where they cannot apply,
   ];
   for (const [args, pattern] of cases) {
     await assertUsageError(FORWARD, net, args, pattern);
+  }
+});
+
+/** A target that drops each request unanswered (`tests/_dropping_target.ts`). */
+function startDropping(
+  host: string,
+  mode: "close" | "reset",
+): Promise<Echo> {
+  return startServer("tests/_dropping_target.ts", {
+    permissions: [`--allow-net=${host}:0`, FFI],
+    args: [host, mode],
+  });
+}
+
+/**
+ * One client: sends `request`, reads until the echo is whole or the
+ * connection ends; resolves to the echo, or how it ended (`eof`, `reset`).
+ */
+async function askOnce(port: number, request: string): Promise<string> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(conn, encode(request));
+  const buffer = new Uint8Array(request.length);
+  let length = 0;
+  try {
+    while (length < buffer.length) {
+      const n = await conn.read(buffer.subarray(length));
+      if (n === null) return length === 0 ? "eof" : "short";
+      length += n;
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.ConnectionReset) return "reset";
+    throw error;
+  }
+  return new TextDecoder().decode(buffer);
+}
+
+for (
+  const [mode, request, seen, reason] of [
+    ["reset", "ping", "reset", "reset without answering"],
+    ["close", "p", "eof", "closed without answering"],
+  ] as const
+) {
+  Deno.test(
+    `forward.ts --retry-unanswered: a target that ${
+      mode === "reset" ? "resets" : "closes"
+    } before answering costs its clients nothing; without it they see the ${seen}`,
+    async () => {
+      await using dropping = await startDropping(HOSTS[0], mode);
+      await using echo = await startEcho(HOSTS[1]);
+      const targets = [dropping.address, echo.address];
+      const args = ["tcp://127.0.0.1:0", ...targets.map((t) => `tcp://${t}`)];
+      {
+        // Without it, as ever: the first client goes to the dropping target
+        // (round robin starts there) and sees how it ended (a reset passed
+        // on as one: FFI to libc).
+        await using forward = await startForward(args, targets, [FFI]);
+        assertEquals(await askOnce(forward.port, request), seen);
+        assertEquals(await askOnce(forward.port, request), request);
+      }
+      {
+        // --retries bounds it: with none left, the client sees the drop.
+        await using forward = await startForward(
+          ["--retry-unanswered", "--retries", "0", ...args],
+          targets,
+          [FFI],
+        );
+        assertEquals(await askOnce(forward.port, request), seen);
+      }
+      await using forward = await startForward(
+        ["--retry-unanswered", ...args],
+        targets,
+        [FFI],
+      );
+      // Every client gets its echo: each one sent to the dropping target is
+      // sent on to the echo, until the dropped ones mark it down.
+      for (let i = 0; i < 10; i++) {
+        assertEquals(await askOnce(forward.port, request), request);
+      }
+      await forward.proc.waitForStderr(
+        new RegExp(
+          `^target ${dropping.address} down: ${reason} \\(3 clients unanswered\\), 1 of 2 up$`,
+        ),
+      );
+      // Each client's closing line comes once it has gone: all ten.
+      const closed = () =>
+        forward.proc.stderrLines.filter((line) => line.startsWith("closed "));
+      await forward.proc.until(() => closed().length === 10, "ten lines");
+      const retried = closed().filter((line) =>
+        line.includes(
+          ` to ${echo.address} (after ${dropping.address}: ${reason}), `,
+        )
+      );
+      assertEquals(retried.length, 3, forward.proc.stderr);
+      const drops = () =>
+        dropping.proc.stderrLines.filter((l) => l === "dropped a request");
+      await dropping.proc.until(() => drops().length >= 5, "five drops");
+      assertEquals(drops().length, 5);
+    },
+  );
+}
+
+Deno.test({
+  name:
+    "forward.ts --targets: tls marks a target spoken to in TLS beside plain ones; a TLS target whose certificate does not verify fails its checks",
+  ignore: missing("openssl"),
+  async fn() {
+    await using certs = await makeCertificates();
+    const tlsEcho = (host: string, cert: string, key: string) =>
+      startServer("servers/echo.ts", {
+        permissions: [`--allow-net=${host}:0`, `--allow-read=${cert},${key}`],
+        args: [
+          "--hostname",
+          host,
+          "--port",
+          "0",
+          "--tls",
+          "--cert",
+          cert,
+          "--key",
+          key,
+        ],
+      });
+    await using plain = await startEcho(HOSTS[0]);
+    await using tls = await tlsEcho(HOSTS[1], certs.cert, certs.key);
+    // Signed by a CA the forwarder does not trust.
+    await using stranger = await tlsEcho(
+      HOSTS[2],
+      certs.strangerCert,
+      certs.strangerKey,
+    );
+    const file = `${certs.dir}/targets.conf`;
+    await Deno.writeTextFile(
+      file,
+      `tcp://${plain.address}\n${tls.address} tls\n${stranger.address} tls # not ours\n`,
+    );
+    await using forward = await startForward(
+      [
+        "--targets",
+        file,
+        "--ca",
+        certs.ca,
+        // The certificate names localhost and 127.0.0.1, not 127.0.0.3.
+        "--servername",
+        "localhost",
+        "--check-interval",
+        "0.2",
+        "tcp://127.0.0.1:0",
+      ],
+      [plain.address, tls.address, stranger.address],
+      [`--allow-read=${file},${certs.ca}`],
+    );
+    await forward.proc.waitForStderr(
+      new RegExp(
+        `^target ${stranger.address} down: .*certificate.* \\(3 checks\\), 2 of 3 up$`,
+      ),
+    );
+    assertEquals(await manyRoundTrips(forward.port, 10, 1), 0);
+    // Five clients each (the checks' connections carry no bytes).
+    const served = (echo: Echo) =>
+      echo.proc.stderrLines.filter((line) =>
+        line.startsWith("closed ") && line.includes("(1 bytes in, 1 bytes out)")
+      ).length;
+    await plain.proc.until(() => served(plain) === 5, "five at the plain one");
+    await tls.proc.until(() => served(tls) === 5, "five at the TLS one");
+    assertEquals(served(stranger), 0);
+    // The plain target was never spoken to in TLS, nor the TLS one in plain.
+    assert(!forward.proc.stderr.includes(`target ${plain.address} down`));
+    assert(!forward.proc.stderr.includes(`target ${tls.address} down`));
+  },
+});
+
+Deno.test("forward.ts refuses --to-tls beside a targets file's tls, and --retry-unanswered where it cannot apply", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/targets.conf`;
+    await Deno.writeTextFile(file, "127.0.0.1:1 tls\n127.0.0.1:2\n");
+    const plainFile = `${dir}/plain.conf`;
+    await Deno.writeTextFile(plainFile, "127.0.0.1:1\n127.0.0.1:2\n");
+    const permissions = ["--allow-net=127.0.0.1", `--allow-read=${dir}`];
+    const cases: [string[], RegExp][] = [
+      [
+        ["--to-tls", "--targets", file, "127.0.0.1:0"],
+        /^error: --to-tls makes every target TLS: drop it, or the targets file's tls$/,
+      ],
+      [
+        ["--ca", file, "--targets", plainFile, "127.0.0.1:0"],
+        /^error: --ca needs --to-tls \(or tls targets in --targets FILE\)$/,
+      ],
+      [
+        ["--retry-unanswered", "127.0.0.1:0", "127.0.0.1:1"],
+        /^error: --retry-unanswered needs more than one TARGET, or --targets$/,
+      ],
+      [
+        [
+          "--retry-unanswered",
+          "udp://127.0.0.1:0",
+          "udp://127.0.0.1:1",
+          "udp://127.0.0.1:2",
+        ],
+        /^error: --retry-unanswered applies to stream \(tcp:\/\/, unix:\) targets only$/,
+      ],
+      [
+        [
+          "--retry-unanswered",
+          "ws://127.0.0.1:0/",
+          "127.0.0.1:1",
+          "127.0.0.1:2",
+        ],
+        /^error: --retry-unanswered applies to a tcp:\/\/ or unix: LISTEN$/,
+      ],
+    ];
+    for (const [args, pattern] of cases) {
+      await assertUsageError(FORWARD, permissions, args, pattern);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -1192,7 +1192,7 @@ Deno.test("forward.ts usage errors: one line, exit 2", async () => {
     ],
     [
       ["tcp://127.0.0.1:0", "tcp://127.0.0.1:7", "--ca", "ca.pem"],
-      /^error: --ca needs --to-tls/,
+      /^error: --ca needs --to-tls \(or tls targets in --targets FILE\)$/,
     ],
     [
       ["tcp://127.0.0.1:0", "tcp://127.0.0.1:7", "--send-proxy", "v3"],

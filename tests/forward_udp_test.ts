@@ -333,3 +333,93 @@ Deno.test("forward.ts udp:// --udp-rate 0: a client that sends every answer stra
   assert(bounced >= 100, `${bounced}: no loop to stop`);
   assertLessOrEqual(bounced, 600);
 });
+
+/** FFI to libc, least privilege, as the forwarder's help gives it. */
+const FFI = `--allow-ffi=/lib/${
+  Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"
+}-linux-gnu/libc.so.6`;
+
+/**
+ * Sends `text` and waits up to `ms` for its echo (other datagrams, late
+ * echoes of earlier ones, are skipped): the echo, or `null` when none came.
+ */
+async function echoWithin(
+  socket: Deno.DatagramConn,
+  port: number,
+  text: string,
+  ms: number,
+): Promise<string | null> {
+  await socket.send(encode(text), to(port));
+  const deadline = performance.now() + ms;
+  while (true) {
+    const got = await receiveWithin(socket, deadline - performance.now());
+    if (!got) return null;
+    if (decode(got[0]) === text) return text;
+  }
+}
+
+Deno.test("forward.ts udp:// with many targets: a target that answers port unreachable goes down after --fall sessions, and each session's next datagram goes to a live one", async () => {
+  const dead = `127.0.0.1:${freePort("127.0.0.1")}`; // nothing listens
+  await using echo = await startServer("servers/echo.ts", {
+    permissions: ["--unstable-net", "--allow-net=127.0.0.1"],
+    args: ["--udp", "--hostname", "127.0.0.1", "--port", "0"],
+  });
+  await using forward = await startServer(FORWARD, {
+    permissions: [...PERMISSIONS, FFI],
+    // Sessions end (and log where they went) once idle for 2 s.
+    args: [
+      "--udp-session-timeout",
+      "2",
+      "udp://127.0.0.1:0",
+      `udp://${dead}`,
+      `udp://${echo.address}`,
+    ],
+  });
+  const down = new RegExp(
+    `^target ${dead} down: port unreachable \\(3 datagrams refused\\), 1 of 2 up$`,
+  );
+  // Sessions one after another, each a client that asks, and asks again
+  // until answered, as a DNS client does. A datagram sent to the dead
+  // target is lost (the port unreachable comes after it); what tells a
+  // UDP client so is no answer within its wait (300 ms here). The next
+  // one finds the refusal and goes on to the echo.
+  let sessions = 0;
+  for (; sessions < 20 && !lines(forward.proc, down).length; sessions++) {
+    using socket = client();
+    const text = `q${sessions}`;
+    let answer = await echoWithin(socket, forward.port, text, 300);
+    for (let tries = 1; answer === null && tries < 30; tries++) {
+      answer = await echoWithin(socket, forward.port, text, 300);
+    }
+    assertEquals(answer, text);
+  }
+  await forward.proc.waitForStderr(down);
+  // From then on every session's first datagram is answered (10 s: a
+  // guard against hanging only).
+  for (let i = 0; i < 4; i++, sessions++) {
+    using socket = client();
+    assertEquals(
+      await echoWithin(socket, forward.port, `after ${i}`, 10_000),
+      `after ${i}`,
+    );
+  }
+  // Each session's line, once idle: the ones that met the dead target (as
+  // many as --fall) say so, and went on to the echo.
+  const closed = () => lines(forward.proc, /^closed /);
+  await forward.proc.until(() => closed().length === sessions, "every line");
+  const moved = closed().filter((line) =>
+    line.includes(` to ${echo.address} (after ${dead}: port unreachable), `)
+  );
+  assertEquals(moved.length, 3, forward.proc.stderr);
+  assert(!forward.proc.stderr.includes("note: "), forward.proc.stderr);
+});
+
+Deno.test("forward.ts udp:// with many targets and no FFI says, in one line, that port unreachable goes unnoticed", async () => {
+  await using forward = await startServer(FORWARD, {
+    permissions: PERMISSIONS,
+    args: ["udp://127.0.0.1:0", "udp://127.0.0.1:1", "udp://127.0.0.1:2"],
+  });
+  await forward.proc.waitForStderr(
+    /^note: a target that answers port unreachable is noticed by active checks only \(to notice it from the sessions' datagrams: --allow-ffi=/,
+  );
+});

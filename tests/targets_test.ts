@@ -317,10 +317,10 @@ Deno.test("a drain target takes no new clients; its open ones end as they will",
   ]);
 });
 
-Deno.test("parseTargetsFile() reads targets, weights, backup and drain, and names a bad line", () => {
+Deno.test("parseTargetsFile() reads targets, weights, backup, drain and tls, and names a bad line", () => {
   assertEquals(
     parseTargetsFile(
-      "# backends\n\ntcp://10.0.0.1:80 weight=3\n[::1]:80 drain\nunix:/run/b.sock backup  # spare\n",
+      "# backends\n\ntcp://10.0.0.1:80 weight=3\n[::1]:80 drain\nunix:/run/b.sock backup  # spare\n10.0.0.2:443 tls\n",
       "t.conf",
     ),
     [
@@ -329,20 +329,35 @@ Deno.test("parseTargetsFile() reads targets, weights, backup and drain, and name
         weight: 3,
         backup: false,
         drain: false,
+        tls: false,
       },
-      { endpoint: tcp("::1", 80), weight: 1, backup: false, drain: true },
+      {
+        endpoint: tcp("::1", 80),
+        weight: 1,
+        backup: false,
+        drain: true,
+        tls: false,
+      },
       {
         endpoint: { transport: "unix", path: "/run/b.sock" },
         weight: 1,
         backup: true,
         drain: false,
+        tls: false,
+      },
+      {
+        endpoint: tcp("10.0.0.2", 443),
+        weight: 1,
+        backup: false,
+        drain: false,
+        tls: true,
       },
     ],
   );
   const cases: [string, string][] = [
     [
       "10.0.0.1:80 wieght=2",
-      "t.conf:1: unknown option 'wieght=2' (expected weight=N, backup or drain)",
+      "t.conf:1: unknown option 'wieght=2' (expected weight=N, backup, drain or tls)",
     ],
     [
       "10.0.0.1:80\n10.0.0.1:80 weight=0",
@@ -355,6 +370,10 @@ Deno.test("parseTargetsFile() reads targets, weights, backup and drain, and name
     ["10.0.0.1", "t.conf:1: "],
     ["# nothing\n", "t.conf: no targets in it"],
     ["unixpacket:/x", "t.conf:1: unixpacket: is not supported"],
+    [
+      "unix:/run/b.sock tls",
+      "t.conf:1: tls needs a tcp:// target, not unix:/run/b.sock",
+    ],
   ];
   for (const [text, message] of cases) {
     assertThrows(
