@@ -344,16 +344,47 @@ export function bindable(hostname: string, port: number): boolean {
   }
 }
 
+/** Where {@linkcode freePort} looks: above every port a test or task names. */
+const FREE_PORT_LOW = 20000;
+
 /**
- * A port that was free a moment ago on `hostname` (TCP and UDP):
- * `getAvailablePort` finds one free on TCP (on every IPv4 address), and it
- * must also be {@linkcode bindable} on `hostname`, UDP included (a UDP
- * service or an IPv6-only listener may hold it).
+ * The lowest port the kernel hands out by itself (to a `port: 0` bind and
+ * to every outgoing connection's source port): the first number of
+ * `/proc/sys/net/ipv4/ip_local_port_range`, 32768 where it cannot be read.
+ */
+function ephemeralLow(): number {
+  try {
+    const low = Number(
+      Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range")
+        .trim().split(/\s+/)[0],
+    );
+    if (Number.isInteger(low) && low > FREE_PORT_LOW + 1000) return low;
+  } catch {
+    // Not Linux, or not readable: Linux's default.
+  }
+  return 32768;
+}
+
+/**
+ * A port that was free a moment ago on `hostname` (TCP and UDP), for a
+ * test that must name its port before a server binds it. It is drawn at
+ * random from below the kernel's ephemeral range (see
+ * {@linkcode ephemeralLow}), never from it: a port the kernel picked for a
+ * `port: 0` bind could be handed out again as the source port of any
+ * connection a test running beside this one makes before the server binds
+ * it, and was (CI: "already in use" once in some hundred runs). Drawn from
+ * below it, only another `freePort` can take it first, one chance in some
+ * thousands a pair. `getAvailablePort` (`@std/net`) checks TCP on every
+ * IPv4 address; it must also be {@linkcode bindable} on `hostname`, UDP
+ * included (a UDP service or an IPv6-only listener may hold it).
  */
 export function freePort(hostname = "127.0.0.1"): number {
+  const span = ephemeralLow() - FREE_PORT_LOW;
   for (let i = 0; i < 50; i++) {
-    const port = getAvailablePort();
-    if (bindable(hostname, port)) return port;
+    const preferredPort = FREE_PORT_LOW + Math.floor(Math.random() * span);
+    // It falls back to a port of the kernel's when the preferred one is taken.
+    const port = getAvailablePort({ preferredPort });
+    if (port === preferredPort && bindable(hostname, port)) return port;
   }
   throw new Error("no free port found");
 }

@@ -1,4 +1,4 @@
-import { assertEquals, AssertionError, assertThrows } from "@std/assert";
+import { assert, assertEquals, AssertionError, assertThrows } from "@std/assert";
 import {
   assertSameBytes,
   bindable,
@@ -36,6 +36,21 @@ Deno.test("freePort() gives a port bindable on TCP and UDP", () => {
     const port = freePort(hostname);
     assertEquals(bindable(hostname, port), true, `${hostname} port ${port}`);
   }
+});
+
+Deno.test("freePort() draws from below the kernel's ephemeral range, where no port-0 bind or outgoing connection lands", () => {
+  const low = Number(
+    Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").split(
+      /\s+/,
+    )[0],
+  );
+  const ports = new Set<number>();
+  for (let i = 0; i < 20; i++) {
+    const port = freePort();
+    assert(port >= 20000 && port < low, `${port} not in [20000, ${low})`);
+    ports.add(port);
+  }
+  assert(ports.size > 1, "always the same port");
 });
 
 Deno.test("withTlsEngine() puts --tls-engine right after a server's --tls, and nowhere else", () => {
