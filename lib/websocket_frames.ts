@@ -71,8 +71,14 @@ export type FrameEvent =
 export interface FrameReaderOptions {
   /** Largest message, in payload bytes; a larger one is a 1009. */
   maxMessageBytes: number;
-  /** Bytes read at most at once. Default 64 KiB. */
+  /**
+   * The buffer's size to start with: a read that fills it earns one of
+   * `maxBufferBytes` (an idle client holds the small one). Default 256,
+   * room for any header and control frame.
+   */
   bufferBytes?: number;
+  /** Bytes read at most at once. Default 64 KiB. */
+  maxBufferBytes?: number;
 }
 
 const decodeUtf8 = new TextDecoder("utf-8", { fatal: true });
@@ -291,6 +297,7 @@ export function parseClosePayload(
 export class FrameReader {
   readonly #conn: ByteReader;
   readonly #maxMessageBytes: number;
+  readonly #maxBufferBytes: number;
   #buffer: Uint8Array;
   #start = 0;
   #end = 0;
@@ -316,8 +323,9 @@ export class FrameReader {
   ) {
     this.#conn = conn;
     this.#maxMessageBytes = options.maxMessageBytes;
+    this.#maxBufferBytes = Math.max(options.maxBufferBytes ?? 64 * 1024, 256);
     this.#buffer = new Uint8Array(
-      Math.max(options.bufferBytes ?? 64 * 1024, 256, leftover?.length ?? 0),
+      Math.max(options.bufferBytes ?? 256, 256, leftover?.length ?? 0),
     );
     if (leftover) {
       this.#buffer.set(leftover);
@@ -344,6 +352,17 @@ export class FrameReader {
 
   /** Reads more bytes after the ones held; false at the end. */
   async #fill(): Promise<boolean> {
+    if (
+      this.#end === this.#buffer.length &&
+      this.#buffer.length < this.#maxBufferBytes
+    ) {
+      // The last read filled it: a busy client gets the large buffer.
+      const larger = new Uint8Array(this.#maxBufferBytes);
+      larger.set(this.#buffer.subarray(this.#start, this.#end));
+      this.#buffer = larger;
+      this.#end -= this.#start;
+      this.#start = 0;
+    }
     if (this.#start === this.#end) {
       this.#start = this.#end = 0;
     } else if (this.#end === this.#buffer.length) {
