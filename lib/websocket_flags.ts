@@ -48,7 +48,10 @@ function pingSeconds(text: string, name: string): number {
   return Number(text) * 1000;
 }
 
-/** The largest `--max-message`: Deno's own limit on a message. */
+/**
+ * The largest `--max-message`: 64 MiB, Deno's own WebSocket limit (and a
+ * base64 message is held whole until decoded).
+ */
 const MAX_MESSAGE_LIMIT_BYTES = 64 * 1024 * 1024;
 
 /**

@@ -10,36 +10,9 @@
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { concat } from "@std/bytes";
 import { pseudoRandomBytes, startServer } from "./_helpers.ts";
+import { echoBackend } from "./_echo_backend.ts";
 
 const encode = (s: string) => new TextEncoder().encode(s);
-
-/** An echo in this process. */
-function echoBackend() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const loop = (async () => {
-    for await (const conn of listener) {
-      conns.add(conn);
-      conn.readable.pipeTo(conn.writable).catch(() => {}).finally(() =>
-        conns.delete(conn)
-      );
-    }
-  })().catch(() => {});
-  return {
-    target: `tcp://127.0.0.1:${listener.addr.port}`,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      for (const conn of conns) {
-        try {
-          conn.close();
-        } catch {
-          // Closed by its pipe.
-        }
-      }
-      await loop;
-    },
-  };
-}
 
 /** A client frame: masked unless told otherwise, final unless told. */
 function clientFrame(

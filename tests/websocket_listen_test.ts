@@ -17,37 +17,10 @@ import {
   startServer,
 } from "./_helpers.ts";
 import { startHaproxy } from "./_haproxy.ts";
+import { echoBackend } from "./_echo_backend.ts";
 
 const encode = (s: string) => new TextEncoder().encode(s);
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-
-/** An echo in this process. */
-function echoBackend() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const loop = (async () => {
-    for await (const conn of listener) {
-      conns.add(conn);
-      conn.readable.pipeTo(conn.writable).catch(() => {}).finally(() =>
-        conns.delete(conn)
-      );
-    }
-  })().catch(() => {});
-  return {
-    target: `tcp://127.0.0.1:${listener.addr.port}`,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      for (const conn of conns) {
-        try {
-          conn.close();
-        } catch {
-          // Closed by its pipe.
-        }
-      }
-      await loop;
-    },
-  };
-}
 
 const UPGRADE = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n" +
   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +

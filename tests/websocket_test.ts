@@ -23,41 +23,10 @@ import {
   startServer,
 } from "./_helpers.ts";
 import { runClient, text } from "./_connect.ts";
+import { echoBackend } from "./_echo_backend.ts";
 
 const FORWARD = "servers/forward.ts";
 const encode = (s: string) => new TextEncoder().encode(s);
-
-/** An echo backend in this process, counting the connections it took. */
-function echoBackend() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  let accepted = 0;
-  const conns = new Set<Deno.Conn>();
-  const loop = (async () => {
-    for await (const conn of listener) {
-      accepted++;
-      conns.add(conn);
-      conn.readable.pipeTo(conn.writable).catch(() => {}).finally(() =>
-        conns.delete(conn)
-      );
-    }
-  })().catch(() => {});
-  return {
-    port: listener.addr.port,
-    target: `tcp://127.0.0.1:${listener.addr.port}`,
-    accepted: () => accepted,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      for (const conn of conns) {
-        try {
-          conn.close();
-        } catch {
-          // Closed by its pipe.
-        }
-      }
-      await loop;
-    },
-  };
-}
 
 /** Starts forward.ts with a ws:// LISTEN on a free port before `args`' TARGET. */
 function startBridge(args: string[], permissions = ["--allow-net=127.0.0.1"]) {
