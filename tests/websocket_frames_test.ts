@@ -11,6 +11,7 @@ import { assert, assertEquals, assertMatch } from "@std/assert";
 import { concat } from "@std/bytes";
 import { pseudoRandomBytes, startServer } from "./_helpers.ts";
 import { echoBackend } from "./_echo_backend.ts";
+import { unmask } from "../lib/websocket_frames.ts";
 
 const encode = (s: string) => new TextEncoder().encode(s);
 
@@ -351,4 +352,29 @@ Deno.test("forward.ts ws:// LISTEN: bad requests get their status before any upg
   await bridge.proc.waitForStderr(
     /: bad request: a request head over 8192 bytes \(431\)$/,
   );
+});
+
+Deno.test("unmask() equals a byte-at-a-time XOR at every alignment, length and key offset", () => {
+  const key = new Uint8Array([0x9c, 0x01, 0xfe, 0x42]);
+  const source = pseudoRandomBytes(300, 5);
+  for (let align = 0; align < 4; align++) {
+    for (const length of [0, 1, 3, 4, 5, 31, 32, 33, 64, 67, 100, 257]) {
+      for (let offset = 0; offset < 4; offset++) {
+        const bytes = new Uint8Array(length + 8).subarray(
+          align,
+          align + length,
+        );
+        bytes.set(source.subarray(0, length));
+        unmask(bytes, key, offset);
+        const expected = source.subarray(0, length).map((b, i) =>
+          b ^ key[(offset + i) & 3]
+        );
+        assertEquals(
+          bytes,
+          expected,
+          `align ${align}, length ${length}, offset ${offset}`,
+        );
+      }
+    }
+  }
 });
