@@ -36,6 +36,7 @@
  */
 
 import type { RefusalReason } from "./admission.ts";
+import { escapeControlChars } from "./escape_control_chars.ts";
 import {
   dialForClient,
   type DialledTarget,
@@ -391,7 +392,7 @@ export function serveWebSocketBridge(
     websocket,
     plan,
     log: options.log ?? stderrLog,
-    prefix: options.label ? `${options.label}: ` : "",
+    prefix: options.label ? `${escapeControlChars(options.label)}: ` : "",
   };
   return serve({
     name: "forward",

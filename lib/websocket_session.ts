@@ -327,11 +327,12 @@ export class WebSocketSession {
           encoder.encode(payload.subarray(0, n).toBase64()),
         );
       } else {
+        // A character cut by the read waits for its other bytes.
         const decoded = text!.decode(payload.subarray(0, n), { stream: true });
         frame = encodeFrame(Opcode.text, encoder.encode(decoded));
       }
       try {
-        await this.#send(frame);
+        if (frame.length > 2) await this.#send(frame);
       } catch {
         // The client's side ends it (its read fails too).
         return;

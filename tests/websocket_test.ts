@@ -360,6 +360,11 @@ Deno.test("forward.ts ws:// LISTEN --web DIR serves its files beside the socket,
     const page = await fetch(`${base}/`);
     assertEquals([page.status, await page.text()], [200, "<p>page</p>"]);
     assertEquals(page.headers.get("content-type"), "text/html; charset=utf-8");
+    const head = await fetch(`${base}/index.html`, { method: "HEAD" });
+    assertEquals(
+      [head.status, head.headers.get("content-length"), await head.text()],
+      [200, "11", ""],
+    );
     for (
       const path of [
         "/.hidden",
