@@ -14,11 +14,11 @@
  */
 
 import { concat } from "@std/bytes";
-import { escapeControlChars } from "./escape_control_chars.ts";
 import { closeQuietly, writeAll } from "./io.ts";
 // One buffer per direction, as a forwarded pair's: small while idle, the
 // large one once a read has filled the small one.
 import {
+  describeFailure,
   SPLICE_BUFFER_BYTES,
   SPLICE_IDLE_BUFFER_BYTES,
   type SpliceConn,
@@ -110,8 +110,10 @@ export class WebSocketSession {
       );
     }
     this.done = Promise.all([this.#fromClient(), this.#fromTarget()]).then(
-      () => {
+      async () => {
         this.#finish();
+        // The last frame out before the server closes the connection.
+        await this.#writing;
         return {
           bytesToTarget: this.#bytesToTarget,
           bytesToClient: this.#bytesToClient,
@@ -155,8 +157,13 @@ export class WebSocketSession {
     clearInterval(this.#pingTimer);
     clearTimeout(this.#closeTimer);
     closeQuietly(this.#target);
-    // After what is being written: a close frame goes out before the end.
-    this.#writing.then(() => closeQuietly(this.#client));
+    // After what is being written (a close frame goes out before the
+    // end), or once a client that does not read has had its time.
+    const cut = setTimeout(() => closeQuietly(this.#client), CLOSE_WAIT_MS);
+    this.#writing.then(() => {
+      clearTimeout(cut);
+      closeQuietly(this.#client);
+    });
   }
 
   #ping(): void {
@@ -198,9 +205,7 @@ export class WebSocketSession {
           );
           await this.#discardClient();
         } else if (!this.#finished) {
-          this.#end ??= `client failed: ${
-            escapeControlChars((error as Error).message)
-          }`;
+          this.#end ??= describeFailure("client", error, false);
         }
         break;
       }
@@ -241,7 +246,7 @@ export class WebSocketSession {
         this.#close(
           1011,
           "target failed",
-          `target failed: ${escapeControlChars((error as Error).message)}`,
+          describeFailure("target", error, true),
         );
         continue;
       }
@@ -311,7 +316,7 @@ export class WebSocketSession {
           this.#close(
             1011,
             "target failed",
-            `target failed: ${escapeControlChars((error as Error).message)}`,
+            describeFailure("target", error, false),
           );
         }
         return;
