@@ -1,6 +1,6 @@
 /**
  * One bridged WebSocket client, once upgraded: its frames
- * (`websocket_frames.ts`) read from its connection and their payload
+ * (`websocket_frame_reader.ts`) read from its connection and their payload
  * written to its target connection, the target's bytes sent back in
  * frames, as websockify does. Each side is read only once the other has
  * taken the last bytes read (backpressure both ways, no queue). Pings go
@@ -23,11 +23,10 @@ import {
   SPLICE_IDLE_BUFFER_BYTES,
   type SpliceConn,
 } from "./splice.ts";
+import { type FrameEvent, FrameReader } from "./websocket_frame_reader.ts";
 import {
   closePayload,
   encodeFrame,
-  type FrameEvent,
-  FrameReader,
   Opcode,
   parseClosePayload,
   WebSocketProtocolError,
@@ -73,8 +72,41 @@ export interface SessionResult {
 
 /**
  * Bridges the upgraded `client` and `target` until both are done (see the
- * module doc); closes neither (their owners do) but ends both reads.
+ * module doc), then closes both (the client once its last frame is out).
  * `stop()` closes the client with 1001 (a server shutting down).
+ *
+ * @example A masked frame's payload reaches the target; its end, a close frame
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { WebSocketSession } from "./websocket_session.ts";
+ *
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const pair = async () => {
+ *   const [outside, inside] = await Promise.all([
+ *     Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+ *     listener.accept(),
+ *   ]);
+ *   return { outside, inside };
+ * };
+ * const client = await pair();
+ * const target = await pair();
+ * const session = new WebSocketSession(client.inside, target.inside, {
+ *   framing: "binary",
+ *   maxMessageBytes: 1024,
+ *   pingTimeoutMs: 0,
+ * });
+ * // "hi", masked with the key 0, 0, 0, 0.
+ * await client.outside.write(new Uint8Array([0x82, 0x82, 0, 0, 0, 0, 104, 105]));
+ * const got = new Uint8Array(2);
+ * await target.outside.read(got);
+ * target.outside.close();
+ * const close = new Uint8Array(64);
+ * const n = await client.outside.read(close);
+ * assertEquals([...close.subarray(0, 4)], [0x88, n! - 2, 0x03, 0xe8]);
+ * client.outside.close();
+ * const result = await session.done;
+ * assertEquals([new TextDecoder().decode(got), result.end], ["hi", "target closed first"]);
+ * ```
  */
 export class WebSocketSession {
   /** Settles once both sides are done; never rejects. */
