@@ -282,3 +282,28 @@ Deno.test("forward.ts ws:// LISTEN --idle-timeout closes an upgraded client that
     /^idle timeout: closing 127\.0\.0\.1:\d+ after 1 s$/,
   );
 });
+
+Deno.test({
+  name:
+    "forward.ts ws:// LISTEN --keepalive on: an upgraded client's socket has keepalive, as ss sees it",
+  ignore: missing("ss"),
+  async fn() {
+    await using echo = echoBackend();
+    await using bridge = await startServer("servers/forward.ts", {
+      permissions: ["--allow-net=127.0.0.1"],
+      args: ["--keepalive", "on", "ws://127.0.0.1:0/", echo.target],
+    });
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: bridge.port,
+    });
+    assertMatch(await askHead(conn, UPGRADE), /^HTTP\/1\.1 101 /);
+    const ss = await runCommand("ss", [
+      "-tnoH",
+      "state",
+      "established",
+      `( sport = :${bridge.port} )`,
+    ]);
+    assertMatch(decode(ss.stdout), /timer:\(keepalive,/);
+  },
+});
