@@ -122,6 +122,8 @@ export class WebSocketSession {
   #finished = false;
   /** Writes to the client, one after another (frames must not interleave). */
   #writing: Promise<void> = Promise.resolve();
+  /** Writes to the client under way or queued. */
+  #inFlight = 0;
   #pingTimer?: ReturnType<typeof setInterval>;
   #pongDue = false;
   #closeTimer?: ReturnType<typeof setTimeout>;
@@ -162,10 +164,19 @@ export class WebSocketSession {
 
   /** Sends `bytes` to the client after what was sent before. */
   #send(bytes: Uint8Array): Promise<void> {
-    const write = this.#writing.then(() => writeAll(this.#client, bytes));
-    this.#writing = write.catch(() => {});
+    // Nothing in flight (nearly always): written at once, not a turn of
+    // the microtask queue later.
+    const write = this.#inFlight === 0
+      ? writeAll(this.#client, bytes)
+      : this.#writing.then(() => writeAll(this.#client, bytes));
+    this.#inFlight++;
+    this.#writing = write.then(this.#wrote, this.#wrote);
     return write;
   }
+
+  readonly #wrote = (): void => {
+    this.#inFlight--;
+  };
 
   /**
    * Sends a close frame (once) and says why it ends (the first reason
