@@ -143,6 +143,7 @@ export {
   type ShutdownOptions,
   type StreamHandler,
 } from "./lib/server_options.ts";
+export type { RefusalReason } from "./lib/admission.ts";
 export { ListenError } from "./lib/bind.ts";
 export { DEFAULT_UNIX_SOCKET_MODE, UnixPathError } from "./lib/unix.ts";
 // What a running server counts (`--stats`, SIGUSR2).

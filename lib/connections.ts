@@ -56,6 +56,7 @@ export class Connection implements ConnectionContext {
   /** When it was accepted (`performance.now()`), for the stats' durations. */
   readonly openedAt: number = performance.now();
   note?: string;
+  declare onShutdown?: () => void;
   closed = false;
 
   /** Wraps an accepted `conn`. */
@@ -195,6 +196,23 @@ export class ConnectionTable {
     }
   }
 
+  /**
+   * Whether `drained` settles within `HANDLER_STOP_MS`: a handler blocked
+   * on something other than its connection (a full stdout pipe, say)
+   * would hold the exit forever, so a stop waits a moment only.
+   */
+  async #settled(drained: Promise<void>): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const settled = await Promise.race([
+      drained.then(() => true),
+      new Promise<boolean>((resolve) =>
+        timer = setTimeout(() => resolve(false), HANDLER_STOP_MS)
+      ),
+    ]);
+    clearTimeout(timer);
+    return settled;
+  }
+
   /** A drain under way gives connections `gracePeriodMs` from now. */
   shortenGrace(gracePeriodMs: number): void {
     this.#startGrace?.(gracePeriodMs);
@@ -223,17 +241,21 @@ export class ConnectionTable {
     clearTimeout(graceTimer);
     if (!cut) return;
     const count = this.#connections.size;
-    for (const connection of this.#connections) connection.close();
-    // A handler blocked on something other than its connection (a full
-    // stdout pipe, say) would hold the exit forever: wait a moment only.
-    let stuckTimer: ReturnType<typeof setTimeout> | undefined;
-    const stuck = await Promise.race([
-      drained.then(() => false),
-      new Promise<boolean>((resolve) =>
-        stuckTimer = setTimeout(() => resolve(true), HANDLER_STOP_MS)
-      ),
-    ]);
-    clearTimeout(stuckTimer);
+    let goodbyes = 0;
+    for (const connection of this.#connections) {
+      // A protocol's goodbye first where the handler has one (a WebSocket
+      // close frame); the connection is cut if it has not ended a moment
+      // later.
+      if (connection.onShutdown) {
+        goodbyes++;
+        connection.onShutdown();
+      } else connection.close();
+    }
+    let stuck = !(await this.#settled(drained));
+    if (stuck && goodbyes > 0) {
+      for (const connection of this.#connections) connection.close();
+      stuck = !(await this.#settled(drained));
+    }
     this.#log(
       `${prefix}grace period over: closed ${count} connection(s) still in flight`,
     );

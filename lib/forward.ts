@@ -218,9 +218,7 @@ export async function forwardConnection(
     target.release?.();
     context.bytesIn = result.bytesToTarget;
     context.bytesOut = result.bytesToClient;
-    context.note = `to ${target.address}, ${
-      formatSeconds(performance.now() - began)
-    }, ${result.end}${target.warning ? ` ${target.warning}` : ""}`;
+    context.note = forwardNote(target, began, result.end);
   });
 }
 
@@ -253,6 +251,29 @@ function retryingTarget(
       return current.conn;
     },
   });
+}
+
+/**
+ * A forwarded client's closing note: `to TARGET, DURATION, WHY`, and what
+ * went wrong on the way that did not stop it.
+ *
+ * @example
+ * ```ts
+ * import { assertMatch } from "@std/assert";
+ * import { forwardNote } from "./forward.ts";
+ *
+ * const note = forwardNote({ address: "127.0.0.1:80" }, performance.now(), "client closed first");
+ * assertMatch(note, /^to 127\.0\.0\.1:80, [\d.]+ s, client closed first$/);
+ * ```
+ */
+export function forwardNote(
+  target: Pick<DialledTarget, "address" | "warning">,
+  began: number,
+  end: string,
+): string {
+  return `to ${target.address}, ${
+    formatSeconds(performance.now() - began)
+  }, ${end}${target.warning ? ` ${target.warning}` : ""}`;
 }
 
 /** A target dialled for a client, by {@linkcode dialForClient}. */

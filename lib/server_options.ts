@@ -11,6 +11,7 @@
  */
 
 import type { AccessPolicy } from "./access.ts";
+import type { RefusalReason } from "./admission.ts";
 import type { Transport } from "./endpoint.ts";
 import type { KeepAliveConfig } from "./keepalive.ts";
 import type { Log } from "./log.ts";
@@ -307,6 +308,13 @@ export interface ConnectionContext {
    * alone knows (a forwarder's target, duration and why it ended).
    */
   note?: string;
+  /**
+   * What the server does, once a shutdown's grace period is over, instead
+   * of cutting the connection: the protocol's goodbye (a WebSocket close
+   * frame, 1001), after which the handler ends soon; the connection is
+   * cut if it has not within a moment.
+   */
+  onShutdown?: () => void;
 }
 
 /** Serves one accepted connection; the server closes it afterwards. */
@@ -341,6 +349,13 @@ export interface Service {
    * Default 0.
    */
   descriptorsPerConnection?: number;
+  /**
+   * What a client the stream server refuses before reading from it
+   * (`access`, `perSource`, `maxConnections`) is told before it is
+   * closed: an HTTP `403`/`503` from a WebSocket bridge. Not over TLS
+   * (refused before the handshake). Default: nothing.
+   */
+  refusal?: (reason: RefusalReason) => Uint8Array;
   /** Handler for `udp` and `unixpacket`. */
   datagram?: DatagramHandler;
 }

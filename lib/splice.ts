@@ -92,8 +92,24 @@ function closeQuietly(conn: SpliceConn): void {
   }
 }
 
-/** The words for a failure of `side`'s connection. */
-function describeFailure(side: Side, error: unknown, writing: boolean): string {
+/**
+ * The words for a failure of `side`'s connection, as a closing line says
+ * them: `cut by the server`, `client reset`, `target dead (keepalive
+ * probes unanswered)`, `client: REASON`; `writing` when a write failed.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { describeFailure } from "./splice.ts";
+ *
+ * assertEquals(describeFailure("client", new Deno.errors.ConnectionReset("reset"), false), "client reset");
+ * ```
+ */
+export function describeFailure(
+  side: "client" | "target",
+  error: unknown,
+  writing: boolean,
+): string {
   if (
     error instanceof Deno.errors.BadResource ||
     error instanceof Deno.errors.Interrupted

@@ -19,7 +19,7 @@ import { type Binding, bindStream } from "./bind.ts";
 import { Connection, ConnectionTable } from "./connections.ts";
 import { formatAddr } from "./endpoint.ts";
 import { escapeControlChars } from "./escape_control_chars.ts";
-import { closeQuietly } from "./io.ts";
+import { closeQuietly, writeAll } from "./io.ts";
 import {
   checkKeepAlive,
   isKeepAliveTimeout,
@@ -73,6 +73,7 @@ function keepAliveConfig(
 /** A server of connections: TCP (with or without TLS) or a Unix stream socket. */
 export class StreamServer extends BaseServer {
   readonly #handler: StreamHandler;
+  readonly #refusal?: (reason: RefusalReason) => Uint8Array;
   readonly #binding: Binding<Deno.Listener>;
   readonly #connections: ConnectionTable;
   readonly #admission: Admission;
@@ -169,6 +170,7 @@ export class StreamServer extends BaseServer {
     );
     this.#binding = binding;
     this.#handler = handler;
+    this.#refusal = service.refusal;
     this.#admission = new Admission({
       access: options.access,
       perSource,
@@ -271,7 +273,7 @@ export class StreamServer extends BaseServer {
     if (isRefusal(verdict)) {
       this.#refused[verdict.reason].event(`${connection.peer}: ${verdict.why}`);
       this.#metrics.refused[verdict.reason].value++;
-      conn.close();
+      this.#refuse(conn, verdict.reason);
       return;
     }
     connection.source = verdict.source;
@@ -376,10 +378,26 @@ export class StreamServer extends BaseServer {
       this.log(
         `${this.prefix}closed ${connection.peer} (0 bytes in, 0 bytes out)${connection.via}: ${why}`,
       );
+      const answer = this.#tls ? undefined : this.#refusal?.(verdict.reason);
+      if (answer) await writeAll(connection.conn, answer).catch(() => {});
       return false;
     }
     connection.source = verdict.source;
     return true;
+  }
+
+  /**
+   * Closes a refused connection, telling it why first where the service
+   * says how (an HTTP status; never over TLS, which has not started).
+   */
+  #refuse(conn: Deno.Conn, reason: RefusalReason): void {
+    const answer = this.#tls ? undefined : this.#refusal?.(reason);
+    if (!answer) {
+      conn.close();
+      return;
+    }
+    // One small write to a fresh socket: it fits the send buffer.
+    conn.write(answer).catch(() => {}).finally(() => closeQuietly(conn));
   }
 
   #setKeepAlive(conn: Deno.Conn, config: KeepAliveConfig): void {

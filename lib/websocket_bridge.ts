@@ -1,59 +1,72 @@
 /**
  * The WebSocket bridge (websockify's job): `forward.ts ws://0.0.0.0:8080/PATH
- * tcp://127.0.0.1:5900` serves WebSocket clients with `Deno.serve` and
- * `Deno.upgradeWebSocket` and joins each to a connection of its own to the
- * target (`joinWebSocket`), bytes both ways. Before the upgrade, each
- * request goes through what the stream server judges a connection by:
- * the access list (403), then the admission pipeline's per-source and
- * server limits (503, `admission.ts`), plus the `Origin` allow-list (403:
- * a page on another site must not reach a private TCP service through
- * its visitor's browser) and the path (404). The target is dialled before
- * the upgrade too, so a target that is down is a 502 the client can read,
- * not an open socket that closes at once.
+ * tcp://127.0.0.1:5900` serves WebSocket clients on the stream server
+ * (`stream_server.ts`, as every server here: access list, per-source and
+ * server limits, `acceptProxy`, TLS with client certificates, idle
+ * timeout, keepalive, stats) and joins each to a connection of its own to
+ * the target, bytes both ways, with its own RFC 6455 server: the request
+ * head read within limits (`http_head.ts`), the upgrade checked here, the
+ * frames by `websocket_session.ts`. A client the stream server refuses
+ * before anything is read gets a plain `403` (access) or `503` (limits)
+ * first, unless it speaks TLS (refused before the handshake: no byte).
+ *
+ * Before the upgrade each request meets the path (404), the `Origin`
+ * allow-list (403: a page on another site must not reach a private TCP
+ * service through its visitor's browser), and a request that is not a
+ * proper upgrade (400; 426 for a version other than 13). The target is
+ * dialled before the 101, so a target that is down is a 502 the client
+ * can read, not an open socket that closes at once.
  *
  * Frames: binary by default (`framing: "text"` for text frames); a client
  * that offers the `binary` subprotocol gets it, and one that offers only
  * `base64` (old websockify clients, noVNC's choice) gets base64 text
- * frames, as websockify does. Pings go out every half `pingTimeoutMs` and
+ * frames, as websockify does. Pings go out every half `pingTimeoutMs`;
  * a client that has not answered within it is closed (1001); a message
  * larger than `maxMessageBytes` closes it (1009). Each client logs one
- * line when upgraded and one when it ends, with the close code and reason:
- * `closed 127.0.0.1:41234 (5 bytes in, 5 bytes out) to 127.0.0.1:15000,
- * 0.004 s, client closed first (1000 bye)`.
+ * line when upgraded (`upgraded 127.0.0.1:41234 (WebSocket /vnc,
+ * binary)`) and its closing line says how it ended, with the close code
+ * and reason: `closed 127.0.0.1:41234 (5 bytes in, 5 bytes out) to
+ * 127.0.0.1:15000, 0.004 s, client closed first (1000 bye)`.
  *
  * With `webRoot`, other requests get the files under it
- * (`static_files.ts`), so a page and its socket come from one origin.
+ * (`static_files.ts`), so a page and its socket come from one origin;
+ * without it they get 426. One request a connection.
  *
  * @module
  */
 
-import type { AccessPolicy } from "./access.ts";
-import { Admission, isRefusal, type RefusalReason } from "./admission.ts";
-import { formatSeconds } from "./units.ts";
-import { formatAddr } from "./endpoint.ts";
+import type { RefusalReason } from "./admission.ts";
 import { escapeControlChars } from "./escape_control_chars.ts";
 import {
   dialForClient,
   type DialledTarget,
+  forwardNote,
   type ForwardPlan,
 } from "./forward.ts";
-import { FloodLog } from "./log.ts";
-import { withoutOsError } from "./os_error.ts";
-import { BaseServer } from "./server_base.ts";
 import {
-  DEFAULT_MAX_CONNECTIONS,
-  DEFAULT_PER_SOURCE,
-  type Server,
-  type ServerOptions,
+  HttpRequestError,
+  plainResponse,
+  readRequestHead,
+  type RequestHead,
+  responseHead,
+  writeResponse,
+} from "./http_head.ts";
+import { writeAll } from "./io.ts";
+import { type Log, stderrLog } from "./log.ts";
+import { serve } from "./server.ts";
+import type {
+  ConnectionContext,
+  Server,
+  ServerOptions,
 } from "./server_options.ts";
 import { serveStaticFile } from "./static_files.ts";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
-  joinWebSocket,
   type WebSocketFraming,
 } from "./websocket_join.ts";
+import { WebSocketSession } from "./websocket_session.ts";
 
-/** The default {@linkcode WebSocketListenOptions.pingTimeoutMs}: 30 s, Deno's own. */
+/** The default {@linkcode WebSocketListenOptions.pingTimeoutMs}: 30 s. */
 export const DEFAULT_PING_TIMEOUT_MS = 30_000;
 
 /** What makes a listener a WebSocket bridge. */
@@ -86,12 +99,16 @@ export interface WebSocketListenOptions {
   webRoot?: string;
 }
 
-/** A client being bridged: its socket, its target, when it ends. */
-interface Bridged {
-  socket: WebSocket;
-  target: DialledTarget;
-  done: Promise<void>;
-}
+/** RFC 6455 §1.3: what a client's key is hashed with. */
+const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/** What a stream server's refusal at accept is answered with. */
+const REFUSAL_STATUS: Record<RefusalReason, [number, string]> = {
+  access: [403, "forbidden"],
+  "per-source": [503, "too many connections from your address"],
+  full: [503, "too many connections"],
+  rate: [429, "too many requests"],
+};
 
 /**
  * The subprotocol and framing for a client that offers `offered`
@@ -100,8 +117,8 @@ interface Bridged {
  */
 function chooseFraming(
   offered: string | null,
-  fallback: WebSocketFraming,
-): { protocol?: string; framing: WebSocketFraming } {
+  fallback: "binary" | "text",
+): { protocol?: string; framing: Exclude<WebSocketFraming, "lines"> } {
   const protocols = (offered ?? "").split(",").map((p) => p.trim());
   if (protocols.includes("binary")) {
     return { protocol: "binary", framing: "binary" };
@@ -112,238 +129,217 @@ function chooseFraming(
   return { framing: fallback };
 }
 
-function plainResponse(
-  status: number,
-  text: string,
-  headers: Record<string, string> = {},
-): Response {
-  return new Response(`${text}\n`, {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
+/**
+ * `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key` (RFC 6455
+ * §4.2.2): the key and the protocol's GUID, SHA-1, base64.
+ *
+ * @example The RFC's own example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { webSocketAccept } from "./websocket_bridge.ts";
+ *
+ * assertEquals(await webSocketAccept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+ * ```
+ */
+export async function webSocketAccept(key: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-1",
+    new TextEncoder().encode(key + ACCEPT_GUID),
+  );
+  return new Uint8Array(digest).toBase64();
+}
+
+/** Whether a header's comma-separated tokens include `token` (any case). */
+function hasToken(value: string | null, token: string): boolean {
+  return (value ?? "").split(",").some((t) => t.trim().toLowerCase() === token);
+}
+
+/**
+ * The checks an upgrade request meets (see the module doc), in order;
+ * each refusal a {@linkcode HttpRequestError} with its status.
+ */
+function checkUpgrade(head: RequestHead, websocket: WebSocketListenOptions): {
+  key: string;
+  pathname: string;
+} {
+  const headers = head.headers;
+  if (head.method !== "GET") {
+    throw new HttpRequestError(400, `an upgrade by ${head.method}, not GET`);
+  }
+  if (!hasToken(headers.get("connection"), "upgrade")) {
+    throw new HttpRequestError(400, "an upgrade without Connection: upgrade");
+  }
+  const version = headers.get("sec-websocket-version");
+  if (version !== "13") {
+    throw new HttpRequestError(
+      426,
+      `WebSocket version ${version ?? "missing"}, not 13`,
+      { "sec-websocket-version": "13" },
+    );
+  }
+  const key = headers.get("sec-websocket-key") ?? "";
+  if (!/^[A-Za-z0-9+/]{21}[AQgw]==$/.test(key)) {
+    throw new HttpRequestError(
+      400,
+      "not a WebSocket upgrade (no valid Sec-WebSocket-Key)",
+    );
+  }
+  const pathname = head.target.replace(/\?.*$/s, "");
+  const path = websocket.path;
+  if (path !== undefined && path !== "/" && pathname !== path) {
+    throw new HttpRequestError(404, `path ${pathname} is not ${path}`);
+  }
+  const origin = headers.get("origin");
+  const origins = websocket.origins;
+  if (origins !== undefined && (origin === null || !origins.includes(origin))) {
+    throw new HttpRequestError(
+      403,
+      `Origin ${origin === null ? "missing" : `'${origin}'`} not allowed`,
+    );
+  }
+  return { key, pathname };
+}
+
+/** Answers `status` in plain text, as far as the client still listens. */
+async function answer(conn: Deno.Conn, error: HttpRequestError): Promise<void> {
+  const words: Record<number, string> = {
+    403: "forbidden",
+    404: "not found",
+    426: "this is a WebSocket endpoint",
+    502: "target unreachable",
+  };
+  try {
+    await writeAll(
+      conn,
+      plainResponse(
+        error.status,
+        words[error.status] ?? "bad request",
+        error.headers,
+      ),
+    );
+  } catch {
+    // Gone already: the closing line says why it was refused.
+  }
+}
+
+/** What each client of one bridge is served by. */
+interface Bridge {
+  websocket: WebSocketListenOptions;
+  plan: ForwardPlan;
+  log: Log;
+  prefix: string;
+}
+
+/**
+ * Serves one connection of the bridge: reads its request, answers it
+ * (files, 426, a refusal) or upgrades it and joins it to its target;
+ * sets the byte counts and the closing line's note. Throws the one-line
+ * reason of a refusal, after its answer.
+ */
+async function serveBridgeClient(
+  conn: Deno.Conn,
+  context: ConnectionContext,
+  bridge: Bridge,
+): Promise<void> {
+  if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+  let head: RequestHead | null;
+  try {
+    head = await readRequestHead(conn);
+  } catch (error) {
+    if (!(error instanceof HttpRequestError)) throw error;
+    await answer(conn, error);
+    throw new Error(`bad request: ${error.message} (${error.status})`);
+  }
+  if (head === null) {
+    context.note = "no request";
+    return;
+  }
+  if (!hasToken(head.headers.get("upgrade"), "websocket")) {
+    return await serveOtherRequest(conn, context, head, bridge.websocket);
+  }
+  let key: string;
+  let pathname: string;
+  try {
+    ({ key, pathname } = checkUpgrade(head, bridge.websocket));
+  } catch (error) {
+    if (!(error instanceof HttpRequestError)) throw error;
+    await answer(conn, error);
+    throw new Error(`${error.message} (${error.status})`);
+  }
+  const began = performance.now();
+  let target: DialledTarget;
+  try {
+    target = await dialForClient(bridge.plan, context);
+  } catch (error) {
+    await answer(conn, new HttpRequestError(502, ""));
+    throw error;
+  }
+  const { protocol, framing } = chooseFraming(
+    head.headers.get("sec-websocket-protocol"),
+    bridge.websocket.framing ?? "binary",
+  );
+  try {
+    await writeAll(
+      conn,
+      responseHead(101, {
+        upgrade: "websocket",
+        connection: "Upgrade",
+        "sec-websocket-accept": await webSocketAccept(key),
+        ...(protocol && { "sec-websocket-protocol": protocol }),
+      }, false),
+    );
+  } catch (error) {
+    target.conn.close();
+    target.release?.();
+    throw error;
+  }
+  bridge.log(
+    `${bridge.prefix}upgraded ${context.peer} (WebSocket ${pathname}, ${framing})`,
+  );
+  const session = new WebSocketSession(conn, target.conn, {
+    framing,
+    maxMessageBytes: bridge.websocket.maxMessageBytes ??
+      DEFAULT_MAX_MESSAGE_BYTES,
+    pingTimeoutMs: bridge.websocket.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
+    leftover: head.rest.length > 0 ? head.rest : undefined,
+    onActivity: () => context.active(),
+  });
+  context.onShutdown = () => session.stop();
+  // Returned, not awaited: as forwardConnection, no suspended function
+  // for the client's whole life.
+  return session.done.then((result) => {
+    target.release?.();
+    context.bytesIn = result.bytesToTarget;
+    context.bytesOut = result.bytesToClient;
+    context.note = forwardNote(target, began, result.end);
   });
 }
 
-const REFUSAL_STATUS: Record<RefusalReason, number> = {
-  access: 403,
-  "per-source": 503,
-  full: 503,
-  rate: 429,
-};
-
-/** The bridge: a `Deno.serve` server and the clients it joined to targets. */
-class WebSocketBridge extends BaseServer {
-  readonly #http: Deno.HttpServer<Deno.NetAddr>;
-  readonly #plan: ForwardPlan;
-  readonly #websocket: WebSocketListenOptions;
-  readonly #access?: AccessPolicy;
-  readonly #admission: Admission;
-  readonly #bridged = new Set<Bridged>();
-  /** Upgrades under way (the target being dialled): they hold a slot. */
-  #opening = 0;
-  readonly #refused = new FloodLog(this.log, `${this.prefix}refused`);
-
-  constructor(
-    options: ServerOptions,
-    websocket: WebSocketListenOptions,
-    plan: ForwardPlan,
-  ) {
-    super(options, Promise.resolve());
-    this.#plan = plan;
-    this.#websocket = websocket;
-    this.#access = options.access;
-    this.#admission = new Admission({
-      access: options.access,
-      perSource: options.perSource ?? DEFAULT_PER_SOURCE,
-      maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
-      open: () => this.#bridged.size + this.#opening,
-    });
-    this.#http = Deno.serve({
-      hostname: options.hostname ?? "0.0.0.0",
-      port: options.port ?? 0,
-      ...(options.tls && { cert: options.tls.cert, key: options.tls.key }),
-      onListen: () => {},
-      onError: (error) => {
-        this.log(
-          `${this.prefix}error: ${
-            escapeControlChars(withoutOsError((error as Error).message))
-          }`,
-        );
-        return plainResponse(500, "internal error");
-      },
-    }, (request, info) => this.#request(request, info.remoteAddr));
-  }
-
-  get addr(): Deno.Addr {
-    return this.#http.addr;
-  }
-
-  async #request(request: Request, client: Deno.NetAddr): Promise<Response> {
-    const peer = formatAddr(client);
-    if (this.#access && !this.#access.allows(client)) {
-      this.#refused.event(`${peer}: not allowed`);
-      return plainResponse(403, "forbidden");
-    }
-    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      if (this.#websocket.webRoot !== undefined) {
-        return await serveStaticFile(this.#websocket.webRoot, request);
-      }
-      return plainResponse(426, "this is a WebSocket endpoint", {
-        upgrade: "websocket",
-      });
-    }
-    if (!request.headers.has("sec-websocket-key")) {
-      this.#refused.event(`${peer}: not a WebSocket upgrade (no key)`);
-      return plainResponse(400, "bad WebSocket upgrade");
-    }
-    const url = new URL(request.url);
-    const path = this.#websocket.path;
-    if (path !== undefined && path !== "/" && url.pathname !== path) {
-      this.#refused.event(
-        `${peer}: path ${escapeControlChars(url.pathname)} is not ${path}`,
-      );
-      return plainResponse(404, "not found");
-    }
-    const origin = request.headers.get("origin");
-    const origins = this.#websocket.origins;
-    if (
-      origins !== undefined && (origin === null || !origins.includes(origin))
-    ) {
-      this.#refused.event(
-        `${peer}: Origin ${
-          origin === null ? "missing" : `'${escapeControlChars(origin)}'`
-        } not allowed`,
-      );
-      return plainResponse(403, "origin not allowed");
-    }
-    if (this.closing) return plainResponse(503, "shutting down");
-    const verdict = this.#admission.admit(client);
-    if (isRefusal(verdict)) {
-      this.#refused.event(`${peer}: ${verdict.why}`);
-      return plainResponse(REFUSAL_STATUS[verdict.reason], verdict.why);
-    }
-    this.#opening++;
-    try {
-      return await this.#upgrade(request, client, peer, verdict.source);
-    } finally {
-      this.#opening--;
-    }
-  }
-
-  /**
-   * Dials the target for an admitted client, then upgrades it and joins
-   * the two; the closing line when the join ends.
-   */
-  async #upgrade(
-    request: Request,
-    client: Deno.NetAddr,
-    peer: string,
-    source: string | undefined,
-  ): Promise<Response> {
-    const began = performance.now();
-    const { protocol, framing } = chooseFraming(
-      request.headers.get("sec-websocket-protocol"),
-      this.#websocket.framing ?? "binary",
+/** A request that is not an upgrade: a file under `webRoot`, or 426. */
+async function serveOtherRequest(
+  conn: Deno.Conn,
+  context: ConnectionContext,
+  head: RequestHead,
+  websocket: WebSocketListenOptions,
+): Promise<void> {
+  let status: number;
+  if (websocket.webRoot === undefined || !head.target.startsWith("/")) {
+    status = 426;
+    await answer(
+      conn,
+      new HttpRequestError(426, "", { upgrade: "websocket" }),
     );
-    let target: DialledTarget;
-    try {
-      target = await dialForClient(this.#plan, {
-        remoteAddr: client,
-        localAddr: this.#http.addr,
-      });
-    } catch (error) {
-      this.#admission.release(source);
-      this.log(
-        `${this.prefix}closed ${peer} (0 bytes in, 0 bytes out): ${
-          escapeControlChars((error as Error).message)
-        }`,
-      );
-      return plainResponse(502, "target unreachable");
-    }
-    let upgrade: Deno.WebSocketUpgrade;
-    try {
-      upgrade = Deno.upgradeWebSocket(request, {
-        protocol,
-        idleTimeout: (this.#websocket.pingTimeoutMs ??
-          DEFAULT_PING_TIMEOUT_MS) / 1000,
-      });
-    } catch (error) {
-      target.conn.close();
-      target.release?.();
-      this.#admission.release(source);
-      this.#refused.event(
-        `${peer}: not a WebSocket upgrade: ${
-          escapeControlChars((error as Error).message)
-        }`,
-      );
-      return plainResponse(400, "bad WebSocket upgrade");
-    }
-    const socket = upgrade.socket;
-    this.log(
-      `${this.prefix}accepted ${peer} (WebSocket ${
-        escapeControlChars(url(request))
-      }, ${framing})`,
+  } else {
+    const response = await serveStaticFile(
+      websocket.webRoot,
+      new Request(`http://localhost${head.target}`, {
+        method: head.method === "HEAD" ? "HEAD" : head.method,
+      }),
     );
-    const bridged: Bridged = {
-      socket,
-      target,
-      done: joinWebSocket(target.conn, socket, {
-        framing,
-        maxMessageBytes: this.#websocket.maxMessageBytes ??
-          DEFAULT_MAX_MESSAGE_BYTES,
-        streamName: "target",
-        socketName: "client",
-      }).then((result) => {
-        try {
-          target.conn.close();
-        } catch {
-          // Closed by a failure already.
-        }
-        target.release?.();
-        this.#bridged.delete(bridged);
-        this.#admission.release(source);
-        this.log(
-          `${this.prefix}closed ${peer} (${result.bytesToStream} bytes in, ${result.bytesToSocket} bytes out) to ${
-            escapeControlChars(target.address)
-          }, ${formatSeconds(performance.now() - began)}, ${result.end}${
-            target.warning ? ` ${target.warning}` : ""
-          }`,
-        );
-      }),
-    };
-    this.#bridged.add(bridged);
-    return upgrade.response;
+    status = response.status;
+    await writeResponse(conn, response, head.method !== "HEAD");
   }
-
-  protected async stop(gracePeriodMs: number): Promise<void> {
-    const stopped = this.#http.shutdown();
-    const all = () => Promise.all([...this.#bridged].map((b) => b.done));
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      all(),
-      new Promise((resolve) => {
-        if (Number.isFinite(gracePeriodMs)) {
-          timer = setTimeout(resolve, gracePeriodMs);
-        }
-      }),
-    ]);
-    clearTimeout(timer);
-    for (const { socket } of this.#bridged) {
-      try {
-        socket.close(1001, "server shutting down");
-      } catch {
-        // Already closing.
-      }
-    }
-    await all();
-    await stopped;
-    this.#refused.flush();
-  }
-}
-
-/** The request's path and query, as logged. */
-function url(request: Request): string {
-  const { pathname, search } = new URL(request.url);
-  return pathname + search;
+  context.note = `HTTP ${head.method} ${head.target.slice(0, 200)} ${status}`;
 }
 
 /**
@@ -386,21 +382,27 @@ export function serveWebSocketBridge(
   if ((options.transport ?? "tcp") !== "tcp") {
     throw new TypeError("a WebSocket bridge listens on TCP");
   }
-  for (
-    const name of ["acceptProxy", "idleTimeoutMs", "keepAlive"] as const
-  ) {
-    if (options[name]) {
-      throw new TypeError(`${name} does not apply to a WebSocket bridge`);
-    }
-  }
-  if ((options.workers ?? 1) > 1) {
-    throw new TypeError("workers does not apply to a WebSocket bridge");
-  }
   const pingMs = websocket.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS;
   if (!(Number.isInteger(pingMs / 1000) && pingMs >= 0)) {
     throw new RangeError(
       `pingTimeoutMs must be whole seconds, 0 or more: ${pingMs}`,
     );
   }
-  return new WebSocketBridge(options, websocket, plan);
+  const bridge: Bridge = {
+    websocket,
+    plan,
+    log: options.log ?? stderrLog,
+    prefix: options.label ? `${escapeControlChars(options.label)}: ` : "",
+  };
+  return serve({
+    name: "forward",
+    defaultPort: 0,
+    // The target's socket.
+    descriptorsPerConnection: 1,
+    stream: (conn, context) => serveBridgeClient(conn, context, bridge),
+    refusal: (reason) => {
+      const [status, text] = REFUSAL_STATUS[reason];
+      return plainResponse(status, text);
+    },
+  }, options);
 }

@@ -23,10 +23,6 @@ export interface WebSocketFlagValues {
   "max-message"?: number;
   ping?: number;
   web?: string;
-  "accept-proxy"?: boolean;
-  "proxy-timeout"?: number;
-  "idle-timeout"?: number;
-  keepalive?: unknown;
   workers?: number;
   "to-tls"?: boolean;
   "send-proxy"?: unknown;
@@ -52,7 +48,10 @@ function pingSeconds(text: string, name: string): number {
   return Number(text) * 1000;
 }
 
-/** The largest `--max-message`: Deno's own limit on a message. */
+/**
+ * The largest `--max-message`: 64 MiB, Deno's own WebSocket limit (and a
+ * base64 message is held whole until decoded).
+ */
 const MAX_MESSAGE_LIMIT_BYTES = 64 * 1024 * 1024;
 
 /**
@@ -101,9 +100,8 @@ export const WEBSOCKET_LISTEN_FLAGS = {
 };
 
 /**
- * A ws:// or wss:// LISTEN's options from its flags; the flags that mean
- * nothing there (or that `Deno.serve` cannot do) refused, and its own
- * flags refused elsewhere.
+ * A ws:// or wss:// LISTEN's options from its flags; `--workers` refused
+ * there, and its own flags refused elsewhere.
  *
  * @example
  * ```ts
@@ -136,19 +134,10 @@ export function webSocketListenOptions(
     }
     return undefined;
   }
-  const plainOnly = [
-    "accept-proxy",
-    "proxy-timeout",
-    "idle-timeout",
-    "keepalive",
-    "workers",
-  ] as const;
-  for (const name of plainOnly) {
-    if (values[name] !== undefined && values[name] !== false) {
-      throw new UsageError(
-        `--${name} does not apply to a ${listen.transport}:// LISTEN (served by Deno.serve; --ping finds dead clients)`,
-      );
-    }
+  if ((values.workers ?? 1) > 1) {
+    throw new UsageError(
+      `--workers does not apply to a ${listen.transport}:// LISTEN`,
+    );
   }
   return {
     path: listen.resource.replace(/\?.*$/, ""),

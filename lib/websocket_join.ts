@@ -1,8 +1,9 @@
 /**
  * Joining a byte stream (a TCP or Unix connection, stdin and stdout) with
- * an open {@linkcode WebSocket}, bytes both ways, as websockify and
- * websocat do: the one pump the WebSocket bridge (`websocket_bridge.ts`),
- * the forwarder's `ws://` targets and `clients/connect.ts` share.
+ * an open {@linkcode WebSocket} (Deno's client), bytes both ways, as
+ * websocat does: the pump the forwarder's `ws://` targets and
+ * `clients/connect.ts` share. (The bridge, websockify's job, serves
+ * WebSocket clients with its own server: `websocket_session.ts`.)
  *
  * A WebSocket carries messages, not bytes: each chunk read from the stream
  * becomes one message and each message's bytes are written to the stream,
@@ -96,8 +97,18 @@ const READ_BUFFER_BYTES = 64 * 1024;
 /** A read of at most this many bytes is copied out of the buffer. */
 const COPY_BELOW_BYTES = 4096;
 
-/** A close code and reason as logged: `1000`, `1001 going away`. */
-function describeClose(code: number, reason: string): string {
+/**
+ * A close code and reason as logged: `1000`, `1001 going away`.
+ *
+ * @example
+ * ```ts
+ * import { assertEquals } from "@std/assert";
+ * import { describeClose } from "./websocket_join.ts";
+ *
+ * assertEquals(describeClose(1000, "bye"), "1000 bye");
+ * ```
+ */
+export function describeClose(code: number, reason: string): string {
   return reason ? `${code} ${escapeControlChars(reason)}` : `${code}`;
 }
 

@@ -94,22 +94,25 @@
  * ## WebSocket
  *
  * A `ws://HOST:PORT/PATH` LISTEN (`wss://` with `--tls --cert --key`) is a
- * WebSocket bridge, websockify's job (`lib/websocket_bridge.ts`): each
+ * WebSocket bridge, websockify's job (`lib/websocket_bridge.ts`, its own
+ * RFC 6455 server on the stream server every listener here uses): each
  * browser or WebSocket client that upgrades on PATH (any path for `/`) is
  * joined to its own connection to TARGET, bytes both ways: binary frames
  * (`--ws-frames text` for text frames; a client offering the `base64`
- * subprotocol, as noVNC and old websockify clients do, gets base64). Before
- * the upgrade each request meets `--allow`/`--deny` (403), `--origin`
- * (403 for a page of another site: without it any page a user visits can
- * reach TARGET through the user's browser), `--per-source` and
- * `--max-connections` (503), and a TARGET that is down is a 502. A client
- * that answers no ping for `--ping` seconds, or sends a message larger
- * than `--max-message`, is closed; the closing line gives the close code
- * and reason: `closed 127.0.0.1:41234 (5 bytes in, 5 bytes out) to
- * 127.0.0.1:5900, 2.1 s, client closed first (1000 bye)`. `--web DIR`
- * serves the files under DIR to other requests, so a page and its socket
- * come from one origin. It is `Deno.serve`: no `--accept-proxy`,
- * `--idle-timeout`, `--keepalive` or `--workers` there.
+ * subprotocol, as noVNC and old websockify clients do, gets base64). The
+ * common flags apply as to a tcp:// LISTEN: `--allow`/`--deny` (a refused
+ * client gets 403), `--per-source` and `--max-connections` (503), all
+ * before anything is read (over TLS: closed before the handshake, as any
+ * TLS listener does), `--accept-proxy`, `--client-ca` with `wss://`,
+ * `--idle-timeout`, `--keepalive`, `--stats`. Then each request meets
+ * `--origin` (403 for a page of another site: without it any page a user
+ * visits can reach TARGET through the user's browser), and a TARGET that
+ * is down is a 502. A client that answers no ping for `--ping` seconds,
+ * or sends a message larger than `--max-message`, is closed; the closing
+ * line gives the close code and reason: `closed 127.0.0.1:41234 (5 bytes
+ * in, 5 bytes out) to 127.0.0.1:5900, 2.1 s, client closed first (1000
+ * bye)`. `--web DIR` serves the files under DIR to other requests, so a
+ * page and its socket come from one origin. `--workers` does not apply.
  *
  * A `ws://` or `wss://` TARGET carries each TCP client over a WebSocket
  * of its own, websocat's job (`lib/websocket_dial.ts`): binary messages,
@@ -300,6 +303,10 @@ import {
   type ForwardTlsOptions,
 } from "../lib/forward.ts";
 import { canCloseWithReset } from "../lib/keepalive.ts";
+import {
+  DEFAULT_MAX_REQUEST_HEAD_BYTES,
+  DEFAULT_REQUEST_HEAD_TIMEOUT_MS,
+} from "../lib/http_head.ts";
 import {
   serveWebSocketBridge,
   type WebSocketListenOptions,
@@ -569,20 +576,10 @@ function serveStreamForward(
     retryUnanswered: options.balancing?.retryUnanswered,
   };
   const readTargetTls = options.readTargetTls;
-  if (options.websocket) {
-    if (plan.retryUnanswered) {
-      throw new TypeError("retryUnanswered takes a tcp:// or unix: listener");
-    }
-    const bridge = serveWebSocketBridge(options, options.websocket, plan);
-    return balanced ? balanced.supervise(bridge) : bridge;
+  if (options.websocket && plan.retryUnanswered) {
+    throw new TypeError("retryUnanswered takes a tcp:// or unix: listener");
   }
-  const server = serve({
-    name: "forward",
-    defaultPort: 0,
-    // The target's socket.
-    descriptorsPerConnection: 1,
-    stream: (conn, context) => forwardConnection(conn, context, plan),
-  }, {
+  const serverOptions: ServerOptions = {
     ...options,
     ...(readTargetTls && {
       prepareTlsReload: () => {
@@ -590,7 +587,16 @@ function serveStreamForward(
         return () => plan.targetTls = next;
       },
     }),
-  });
+  };
+  const server = options.websocket
+    ? serveWebSocketBridge(serverOptions, options.websocket, plan)
+    : serve({
+      name: "forward",
+      defaultPort: 0,
+      // The target's socket.
+      descriptorsPerConnection: 1,
+      stream: (conn, context) => forwardConnection(conn, context, plan),
+    }, serverOptions);
   return balanced ? balanced.supervise(server) : server;
 }
 
@@ -715,7 +721,12 @@ idle, ${SPLICE_BUFFER_BYTES / 1024} KiB once busy: at most ${
   (2 * SPLICE_BUFFER_BYTES) / 1024
 } KiB a pair, plus the kernel's socket
 buffers, and with --tls up to 64 KiB of decrypted bytes more); a side that
-does not read is not read for (no queue grows). UDP: at most
+does not read is not read for (no queue grows). A ws:// LISTEN: a request
+head of at most ${DEFAULT_MAX_REQUEST_HEAD_BYTES / 1024} KiB, whole within ${
+  DEFAULT_REQUEST_HEAD_TIMEOUT_MS / 1000
+} s, then the same two buffers (the
+bytes of a message passed on as they come; a base64 one held whole, up to
+--max-message). UDP: at most
 --max-connections sessions (default ${DEFAULT_UDP_SESSIONS}), --per-source from one
 address (default ${DEFAULT_UDP_SESSIONS_PER_SOURCE}), each with a socket and a ${
   MAX_DATAGRAM_BYTES / 1024

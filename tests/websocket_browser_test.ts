@@ -95,7 +95,7 @@ Deno.test({
         await page.screenshot({ path: "clients/web/screenshot.png" });
       }
       await bridge.proc.waitForStderr(
-        /^accepted 127\.0\.0\.1:\d+ \(WebSocket \/ws, binary\)$/,
+        /^upgraded 127\.0\.0\.1:\d+ \(WebSocket \/ws, binary\)$/,
       );
     } finally {
       await browser.close();

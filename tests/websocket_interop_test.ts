@@ -136,7 +136,7 @@ Deno.test({
     );
     assertEquals(mine.code, 0, mine.stderr);
     assertSameBytes(mine.stdout, input);
-    await ours.proc.waitForStderr(/^accepted .*\(WebSocket \/, base64\)$/);
+    await ours.proc.waitForStderr(/^upgraded .*\(WebSocket \/, base64\)$/);
     // websockify 0.10 chooses `binary` or no subprotocol at all
     // (CompatibleWebSocket.select_subprotocol), and refuses a client that
     // offers only others.
@@ -179,7 +179,7 @@ Deno.test({
     );
     assertEquals([wrong.code, wrong.stderr.trim()], [3, "status 403"]);
     await ours.proc.waitForStderr(
-      /^refused 127\.0\.0\.1:\d+: Origin 'https:\/\/evil\.example' not allowed$/,
+      /^closed 127\.0\.0\.1:\d+ \(0 bytes in, 0 bytes out\): Origin 'https:\/\/evil\.example' not allowed \(403\)$/,
     );
     // Refused before the upgrade: echo.ts never saw a connection.
     assertEquals(

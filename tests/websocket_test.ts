@@ -23,41 +23,10 @@ import {
   startServer,
 } from "./_helpers.ts";
 import { runClient, text } from "./_connect.ts";
+import { echoBackend } from "./_echo_backend.ts";
 
 const FORWARD = "servers/forward.ts";
 const encode = (s: string) => new TextEncoder().encode(s);
-
-/** An echo backend in this process, counting the connections it took. */
-function echoBackend() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  let accepted = 0;
-  const conns = new Set<Deno.Conn>();
-  const loop = (async () => {
-    for await (const conn of listener) {
-      accepted++;
-      conns.add(conn);
-      conn.readable.pipeTo(conn.writable).catch(() => {}).finally(() =>
-        conns.delete(conn)
-      );
-    }
-  })().catch(() => {});
-  return {
-    port: listener.addr.port,
-    target: `tcp://127.0.0.1:${listener.addr.port}`,
-    accepted: () => accepted,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      for (const conn of conns) {
-        try {
-          conn.close();
-        } catch {
-          // Closed by its pipe.
-        }
-      }
-      await loop;
-    },
-  };
-}
 
 /** Starts forward.ts with a ws:// LISTEN on a free port before `args`' TARGET. */
 function startBridge(args: string[], permissions = ["--allow-net=127.0.0.1"]) {
@@ -179,7 +148,7 @@ Deno.test("forward.ts ws:// LISTEN joins each WebSocket client to a target conne
   );
   assert(closing);
   await bridge.proc.waitForStderr(
-    /^accepted 127\.0\.0\.1:\d+ \(WebSocket \/echo, binary\)$/,
+    /^upgraded 127\.0\.0\.1:\d+ \(WebSocket \/echo, binary\)$/,
   );
 });
 
@@ -250,7 +219,7 @@ Deno.test("forward.ts ws:// LISTEN --origin refuses another Origin with 403 befo
   none.conn.close();
   assertMatch(none.head, /^HTTP\/1\.1 403 /);
   await bridge.proc.waitForStderr(
-    /^refused 127\.0\.0\.1:\d+: Origin 'https:\/\/evil\.example' not allowed$/,
+    /^closed 127\.0\.0\.1:\d+ \(0 bytes in, 0 bytes out\): Origin 'https:\/\/evil\.example' not allowed \(403\)$/,
   );
   assertEquals(echo.accepted(), 0);
   const allowed = await rawUpgrade(bridge.port, {
@@ -341,7 +310,7 @@ Deno.test("forward.ts ws:// LISTEN --ping closes a client that never answers a p
   assertNotEquals(close, -1);
   assertEquals((rest[close + 2] << 8) | rest[close + 3], 1001);
   await bridge.proc.waitForStderr(
-    /^closed 127\.0\.0\.1:\d+ \(0 bytes in, 0 bytes out\) to .*client closed first \(1001 No response from ping frame\.\)$/,
+    /^closed 127\.0\.0\.1:\d+ \(0 bytes in, 0 bytes out\) to .*client did not answer a ping within 1 s \(1001\)$/,
   );
 });
 
@@ -391,6 +360,11 @@ Deno.test("forward.ts ws:// LISTEN --web DIR serves its files beside the socket,
     const page = await fetch(`${base}/`);
     assertEquals([page.status, await page.text()], [200, "<p>page</p>"]);
     assertEquals(page.headers.get("content-type"), "text/html; charset=utf-8");
+    const head = await fetch(`${base}/index.html`, { method: "HEAD" });
+    assertEquals(
+      [head.status, head.headers.get("content-length"), await head.text()],
+      [200, "11", ""],
+    );
     for (
       const path of [
         "/.hidden",
@@ -615,10 +589,11 @@ Deno.test("forward.ts and connect.ts: WebSocket flags in the wrong place are usa
     "tcp://127.0.0.1:1",
   ], /--origin applies to a ws:\/\/ or wss:\/\/ LISTEN/);
   await assertUsageError(FORWARD, net, [
-    "--accept-proxy",
+    "--workers",
+    "2",
     "ws://127.0.0.1:0/",
     "tcp://127.0.0.1:1",
-  ], /--accept-proxy does not apply to a ws:\/\/ LISTEN/);
+  ], /--workers does not apply to a ws:\/\/ LISTEN/);
   await assertUsageError(FORWARD, net, [
     "--tls",
     "ws://127.0.0.1:0/",
