@@ -13,7 +13,7 @@ import { describeConnectFailure } from "./connect_error.ts";
 import { formatSeconds } from "./units.ts";
 import { dialHost } from "./dial.ts";
 import { type Endpoint, formatAddr } from "./endpoint.ts";
-import { writeAll } from "./io.ts";
+import { closeQuietly, writeAll } from "./io.ts";
 import {
   closeWithReset,
   type KeepAliveConfig,
@@ -66,14 +66,6 @@ export interface ForwardPlan {
    * the next when its connect fails), and `target` is not used.
    */
   pool?: TargetPool;
-}
-
-function closeQuietly(conn: { close(): void }): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
 }
 
 /** `closeWithReset` for a spliced connection (the client's, or a TCP target's). */

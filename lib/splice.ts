@@ -7,7 +7,7 @@
  */
 
 import { type DepartureWatch, watchDeparture } from "./departure.ts";
-import type { ByteReader, ByteWriter } from "./io.ts";
+import { type ByteReader, type ByteWriter, closeQuietly } from "./io.ts";
 import { withoutOsError } from "./os_error.ts";
 
 // For users of this module (the `./splice` export): the types its
@@ -83,14 +83,6 @@ export const SPLICE_IDLE_BUFFER_BYTES = 256;
 export const SPLICE_BUFFER_BYTES = 64 * 1024;
 
 type Side = "client" | "target";
-
-function closeQuietly(conn: SpliceConn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
-}
 
 /** The words for a failure of `side`'s connection. */
 function describeFailure(side: Side, error: unknown, writing: boolean): string {
