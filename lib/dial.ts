@@ -71,6 +71,8 @@ export function happyEyeballsOrder(
   addresses: readonly string[],
   firstFamilyCount = 1,
 ): string[] {
+  // One address (an IP literal, a forwarder's target): nothing to order.
+  if (addresses.length === 1) return [addresses[0]];
   const unique = [...new Set(addresses)];
   const v6 = unique.filter((a) => addressFamily(a) === 6);
   const other = unique.filter((a) => addressFamily(a) !== 6);
