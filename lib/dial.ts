@@ -12,6 +12,7 @@
 
 import { lookup } from "node:dns/promises";
 import { parseIPv4, parseIPv6, unmapIPv4 } from "./address.ts";
+import { type Deadline, setDeadline } from "./deadlines.ts";
 import { notePermission, permissionHint } from "./main.ts";
 import {
   checkConnectHost,
@@ -302,7 +303,7 @@ export function dialHappyEyeballs<C extends Closable = Deno.TcpConn>(
     let next = 0;
     let settled = false;
     let delayTimer: ReturnType<typeof setTimeout> | undefined;
-    let timeoutTimer: ReturnType<typeof setTimeout> | undefined;
+    let timeout: Deadline | undefined;
 
     // Ends the race: stops timers, aborts every attempt still running, and
     // settles once they all have (so no connect is left in flight).
@@ -310,7 +311,7 @@ export function dialHappyEyeballs<C extends Closable = Deno.TcpConn>(
       if (settled) return;
       settled = true;
       clearTimeout(delayTimer);
-      clearTimeout(timeoutTimer);
+      timeout?.cancel();
       options.signal?.removeEventListener("abort", onAbort);
       for (const controller of controllers) controller.abort();
       Promise.allSettled(running).then(outcome);
@@ -369,12 +370,13 @@ export function dialHappyEyeballs<C extends Closable = Deno.TcpConn>(
     }
     options.signal?.addEventListener("abort", onAbort, { once: true });
     if (options.timeoutMs !== undefined && options.timeoutMs > 0) {
-      timeoutTimer = setTimeout(
+      // A deadline, not a timer: most dials end long before it.
+      timeout = setDeadline(
+        options.timeoutMs,
         () =>
           finish(() =>
             reject(new DialTimeoutError(options.timeoutMs!, options.target))
           ),
-        options.timeoutMs,
       );
     }
     startNext();
