@@ -1269,3 +1269,26 @@ Deno.test("serveForward() closes each socket of a pair once (a second close thro
   assertMatch(await closed.promise, /client closed first$/);
   assertEquals(counted.secondCloses, 0);
 });
+
+Deno.test("serveForward(): clients one after another each get exactly their own bytes back (pairs that ended lend their buffers to the next)", async () => {
+  await using backend = listenBackend(echoHandler);
+  await using server = serveForward({
+    hostname: "127.0.0.1",
+    port: 0,
+    target: `tcp://${backend.address}`,
+    log: () => {},
+  });
+  const port = (server.addr as Deno.NetAddr).port;
+  // Long ones first, then shorter: a reused buffer still holding an
+  // earlier client's bytes past the new ones would show.
+  for (const length of [1000, 300, 256, 255, 100, 7, 1]) {
+    for (let i = 0; i < 20; i++) {
+      const data = pseudoRandomBytes(length, length * 100 + i);
+      using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const reading = readAll(conn);
+      await writeAll(conn, data);
+      await conn.closeWrite();
+      assertSameBytes(await reading, data);
+    }
+  }
+});
