@@ -574,7 +574,7 @@ ${targets.map((target) => `    server ${target};\n`).join("")}  }
     }
     if (table.length > 0) {
       console.log(
-        "Forwarders on CPU 0, the four C echo targets and the load generator on CPU 1. Failover: 32 clients of short connections in the bench process; 'errors after' counts clients that failed after the kill (those in flight on the killed target included).",
+        "Forwarders on CPU 0, the four C echo targets and the load generator on CPU 1. Minimal Deno: bench/minimal_forward.ts taking the four in turn, no limits, logs or health (what the runtime allows). Failover: 32 clients of short connections in the bench process; 'errors after' counts clients that failed after the kill (those in flight on the killed target included).",
       );
     }
     return table;
