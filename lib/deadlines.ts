@@ -32,6 +32,9 @@ class Entry implements Deadline {
   }
 }
 
+/** The longest delay a timer takes: 2^31 - 1 ms, about 24.8 days. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Past this many spent entries at its head, a queue drops them. */
 const COMPACT_AT = 1024;
 
@@ -67,9 +70,12 @@ class Queue {
   }
 
   #arm(at: number): void {
+    // A longer delay than a timer holds would fire it at once (Deno, as
+    // Node, sets it to 1 ms): it fires at the most, finds nothing due and
+    // is armed again.
     this.#timer = setTimeout(
       () => this.#fire(),
-      Math.max(0, Math.ceil(at - performance.now())),
+      Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(at - performance.now()))),
     );
   }
 
@@ -119,8 +125,9 @@ class Queue {
 const queues = new Map<number, Queue>();
 
 /**
- * Calls `onExpired` once `ms` milliseconds have passed (never before),
- * unless the returned deadline is cancelled first. As `setTimeout`, and
+ * Calls `onExpired` once `ms` milliseconds have passed (never before,
+ * however long: past a timer's 24.8 days too), unless the returned
+ * deadline is cancelled first. As `setTimeout`, and
  * as cheap to set and cancel as a push and a mark when many deadlines of
  * one length are set: those share one timer. A pending deadline keeps the
  * process alive, a cancelled one does not.

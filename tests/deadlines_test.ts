@@ -71,3 +71,14 @@ ${cancel ? "deadline.cancel();" : ""}`,
   assertEquals(await run(true), "");
   assertEquals(await run(false), "fired\n");
 });
+
+Deno.test("setDeadline() longer than a timer holds (30 days) does not fire at once", async () => {
+  // setTimeout sets a delay past 2^31 - 1 ms to 1 ms: a 30-day connect
+  // timeout fired at once.
+  let fired = false;
+  const deadline = setDeadline(30 * 86_400_000, () => fired = true);
+  // Elapsed time is what is tested: an overflowed timer fires within 1 ms.
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  deadline.cancel();
+  assertEquals(fired, false);
+});
