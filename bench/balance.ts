@@ -9,7 +9,10 @@
  *   check inter 1s`, `retries 2` and `option redispatch`;
  * - `bal-nginx`: nginx's `stream` module, one process (`master_process
  *   off`, so its CPU is the PID's), an `upstream` of the four
- *   (Debian: `nginx` and `libnginx-mod-stream`).
+ *   (Debian: `nginx` and `libnginx-mod-stream`);
+ * - `bal-minimal`: what the runtime allows, `bench/minimal_forward.ts`
+ *   with the four ports (round robin, no limits, no logs, no health):
+ *   the rates only.
  *
  * Rates: ping-pong with 100 connections and short connections (connect,
  * one 64-byte round trip, close) 32 at a time, as the echo family's.
@@ -75,6 +78,9 @@ const SCENARIOS: Scenario[] = [
 
 /** The targets a forwarder spreads over. */
 const TARGETS = 4;
+
+/** The forwarders whose rates are measured, in the table's order. */
+const RATE_FORWARDERS = ["bal-ours", "bal-haproxy", "bal-nginx", "bal-minimal"];
 
 /** The failover runs: a forwarder, with or without active checks. */
 const FAILOVER_RUNS = [
@@ -219,7 +225,7 @@ export class BalanceBench {
 
   /** Measurements a round takes. */
   get measurements(): number {
-    const rates = ["bal-ours", "bal-haproxy", "bal-nginx"]
+    const rates = RATE_FORWARDERS
       .filter((name) => this.#selected(name)).length * SCENARIOS.length;
     const failovers =
       FAILOVER_RUNS.filter((run) =>
@@ -282,6 +288,18 @@ ${
     };
     const nginxConfig = `${this.#dir}/nginx.conf`;
     return {
+      "bal-minimal": {
+        label: "minimal Deno (bench/minimal_forward.ts)",
+        command: [
+          Deno.execPath(),
+          "run",
+          "--quiet",
+          `--allow-net=127.0.0.1:{PORT},${targets.join(",")}`,
+          "bench/minimal_forward.ts",
+          "{PORT}",
+          ...ports.map(String),
+        ],
+      },
       "bal-ours": ours([]),
       "bal-ours-check": ours(["--check-interval", "1"]),
       "bal-ours-retry": ours(["--retry-unanswered"]),
@@ -361,7 +379,7 @@ ${targets.map((target) => `    server ${target};\n`).join("")}  }
     }
     try {
       const forwarders = this.#forwarders(targets.map((t) => t.port));
-      for (const name of ["bal-ours", "bal-haproxy", "bal-nginx"]) {
+      for (const name of RATE_FORWARDERS) {
         if (!this.#selected(name)) continue;
         const forwarder = forwarders[name];
         if (forwarder.missing) {
@@ -479,8 +497,10 @@ ${targets.map((target) => `    server ${target};\n`).join("")}  }
         "ours",
         "haproxy",
         "nginx",
+        "minimal Deno",
         "ours/haproxy",
         "ours/nginx",
+        "ours/minimal",
         "target",
       ]];
       for (const row of ROWS) {
@@ -489,6 +509,7 @@ ${targets.map((target) => `    server ${target};\n`).join("")}  }
         const ours = value("bal-ours");
         const haproxy = value("bal-haproxy");
         const nginx = value("bal-nginx");
+        const minimal = value("bal-minimal");
         const ratio = (other: number | null) =>
           ours !== null && other ? ours / other : null;
         const verdicts = [
@@ -503,8 +524,10 @@ ${targets.map((target) => `    server ${target};\n`).join("")}  }
           ours,
           haproxy,
           nginx,
+          minimal_deno: minimal,
           ours_vs_haproxy: ratio(haproxy),
           ours_vs_nginx: ratio(nginx),
+          ours_vs_minimal: ratio(minimal),
           target: verdicts,
         });
         lines.push([
@@ -513,8 +536,10 @@ ${targets.map((target) => `    server ${target};\n`).join("")}  }
           format(ours),
           format(haproxy),
           format(nginx),
+          format(minimal),
           ratio(haproxy)?.toFixed(2) ?? "-",
           ratio(nginx)?.toFixed(2) ?? "-",
+          ratio(minimal)?.toFixed(2) ?? "-",
           verdicts,
         ]);
       }
@@ -554,14 +579,16 @@ ${targets.map((target) => `    server ${target};\n`).join("")}  }
     }
     if (table.length > 0) {
       console.log(
-        "Forwarders on CPU 0, the four C echo targets and the load generator on CPU 1. Failover: 32 clients of short connections in the bench process; 'errors after' counts clients that failed after the kill (those in flight on the killed target included).",
+        "Forwarders on CPU 0, the four C echo targets and the load generator on CPU 1. Minimal Deno: bench/minimal_forward.ts taking the four in turn, no limits, logs or health (what the runtime allows). Failover: 32 clients of short connections in the bench process; 'errors after' counts clients that failed after the kill (those in flight on the killed target included).",
       );
     }
     return table;
   }
 }
 
+/** Prints `lines` in columns: figures to the right, words (the first and a `target` column) to the left. */
 function printTable(lines: string[][]): void {
+  const words = lines[0].map((header, i) => i === 0 || header === "target");
   const widths = lines[0].map((_, i) =>
     Math.max(...lines.map((line) => line[i].length))
   );
@@ -569,9 +596,7 @@ function printTable(lines: string[][]): void {
   for (const line of lines) {
     console.log(
       line.map((cell, i) =>
-        i === 0 || i === line.length - 1 && i === 7
-          ? cell.padEnd(widths[i])
-          : cell.padStart(widths[i])
+        words[i] ? cell.padEnd(widths[i]) : cell.padStart(widths[i])
       ).join("  ").trimEnd(),
     );
   }

@@ -23,9 +23,9 @@
  * and socat (a process per connection), and prints a table of its own.
  *
  * The balance family (`bench/balance.ts`, `--family balance`) puts
- * forwarders with four targets (ours, haproxy, nginx's `stream`) in front of
- * four C echo servers: their rates, and the failover time when one target
- * is killed.
+ * forwarders with four targets (ours, haproxy, nginx's `stream`, and the
+ * minimal Deno one taking the four in turn) in front of four C echo
+ * servers: their rates, and the failover time when one target is killed.
  * The udp family (`bench/udp.ts`) is a 64-byte UDP ping-pong from 1 and 32
  * sockets against `servers/echo.ts --udp` (with `--udp-rate 0` and with
  * its defaults), a minimal `Deno.listenDatagram` echo, a C
@@ -87,7 +87,7 @@ const FLAGS = {
   }),
   only: flag.string(
     "LIST",
-    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nhandshake: hs-ours,hs-fwd-ours,hs-minimal,hs-node,hs-haproxy,\nhs-stunnel;\nbalance: bal-ours,bal-haproxy,bal-nginx;\nudp: udp-ours,udp-ours-defaults,udp-minimal,udp-c,udp-node;\nwebsocket: ws-ours,ws-minimal,ws-node,ws-websockify",
+    "only these servers: ours,ours-2w,minimal,c,c-iterative,node;\nforward: fwd-ours,fwd-minimal,fwd-haproxy,fwd-socat;\nexec: ours,deno-loop,tcpserver,xinetd,ncat,socat;\ntls: tls-ours,tls-minimal,tls-node,tls-fwd-ours,tls-fwd-haproxy,\ntls-client;\nhandshake: hs-ours,hs-fwd-ours,hs-minimal,hs-node,hs-haproxy,\nhs-stunnel;\nbalance: bal-ours,bal-haproxy,bal-nginx,bal-minimal;\nudp: udp-ours,udp-ours-defaults,udp-minimal,udp-c,udp-node;\nwebsocket: ws-ours,ws-minimal,ws-node,ws-websockify",
   ),
   family: flag.string(
     "LIST",

@@ -1,15 +1,18 @@
 /**
  * The least a Deno forwarder can be, for `deno task bench`: accept, connect
- * to the target, then two read/write loops over one buffer each, half-close
- * on EOF, close both when done. No limits, no logging, no errors handled
- * beyond closing: the floor that `servers/forward.ts` is measured against.
+ * to the target (the next of several in turn: round robin), then two
+ * read/write loops over one buffer each, half-close on EOF, close both when
+ * done. No limits, no logging, no errors handled beyond closing: the floor
+ * that `servers/forward.ts` is measured against, with one target (the
+ * forward family) or four (the balance family).
  *
  *     deno run --allow-net=127.0.0.1:8080,127.0.0.1:15000 bench/minimal_forward.ts 8080 15000
+ *     deno run --allow-net=127.0.0.1 bench/minimal_forward.ts 8080 15000 15001 15002 15003
  *
  * @module
  */
 
-const [listenPort, targetPort] = Deno.args.map(Number);
+const [listenPort, ...targetPorts] = Deno.args.map(Number);
 const listener = Deno.listen({ hostname: "127.0.0.1", port: listenPort });
 console.error(`listening on 127.0.0.1:${listener.addr.port}`);
 
@@ -28,10 +31,14 @@ async function pump(from: Deno.TcpConn, to: Deno.TcpConn): Promise<void> {
   }
 }
 
+let next = 0;
+
 async function forward(client: Deno.TcpConn): Promise<void> {
+  const port = targetPorts[next];
+  next = (next + 1) % targetPorts.length;
   let target: Deno.TcpConn;
   try {
-    target = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+    target = await Deno.connect({ hostname: "127.0.0.1", port });
   } catch {
     client.close();
     return;

@@ -59,18 +59,38 @@ export class AddressError extends Error {
  * ```
  */
 export function parseIPv4(text: string): Uint8Array | null {
-  const parts = text.split(".");
-  if (parts.length !== 4) return null;
+  // One pass over the characters: a forwarder parses its target's address
+  // for each client it dials, and splitting with a RegExp per part took
+  // about 1 µs a call (three calls a short connection).
   const bytes = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const part = parts[i];
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(part) || Number(part) > 255) {
+  let part = 0;
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code === DOT) {
+      if (digits === 0 || part === 3) return null;
+      bytes[part++] = value;
+      value = 0;
+      digits = 0;
+    } else if (code >= ZERO && code <= NINE) {
+      // A leading zero (`01`, `00`): octal to some parsers, refused here.
+      if (digits > 0 && value === 0) return null;
+      value = value * 10 + code - ZERO;
+      if (value > 255) return null;
+      digits++;
+    } else {
       return null;
     }
-    bytes[i] = Number(part);
   }
+  if (part !== 3 || digits === 0) return null;
+  bytes[3] = value;
   return bytes;
 }
+
+const DOT = 0x2e;
+const ZERO = 0x30;
+const NINE = 0x39;
 
 /**
  * Parses an IPv6 literal (no brackets, no zone; an embedded dotted IPv4 tail

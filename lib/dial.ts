@@ -12,6 +12,7 @@
 
 import { lookup } from "node:dns/promises";
 import { parseIPv4, parseIPv6, unmapIPv4 } from "./address.ts";
+import { type Deadline, setDeadline } from "./deadlines.ts";
 import { notePermission, permissionHint } from "./main.ts";
 import {
   checkConnectHost,
@@ -71,6 +72,8 @@ export function happyEyeballsOrder(
   addresses: readonly string[],
   firstFamilyCount = 1,
 ): string[] {
+  // One address (an IP literal, a forwarder's target): nothing to order.
+  if (addresses.length === 1) return [addresses[0]];
   const unique = [...new Set(addresses)];
   const v6 = unique.filter((a) => addressFamily(a) === 6);
   const other = unique.filter((a) => addressFamily(a) !== 6);
@@ -300,7 +303,7 @@ export function dialHappyEyeballs<C extends Closable = Deno.TcpConn>(
     let next = 0;
     let settled = false;
     let delayTimer: ReturnType<typeof setTimeout> | undefined;
-    let timeoutTimer: ReturnType<typeof setTimeout> | undefined;
+    let timeout: Deadline | undefined;
 
     // Ends the race: stops timers, aborts every attempt still running, and
     // settles once they all have (so no connect is left in flight).
@@ -308,7 +311,7 @@ export function dialHappyEyeballs<C extends Closable = Deno.TcpConn>(
       if (settled) return;
       settled = true;
       clearTimeout(delayTimer);
-      clearTimeout(timeoutTimer);
+      timeout?.cancel();
       options.signal?.removeEventListener("abort", onAbort);
       for (const controller of controllers) controller.abort();
       Promise.allSettled(running).then(outcome);
@@ -367,12 +370,13 @@ export function dialHappyEyeballs<C extends Closable = Deno.TcpConn>(
     }
     options.signal?.addEventListener("abort", onAbort, { once: true });
     if (options.timeoutMs !== undefined && options.timeoutMs > 0) {
-      timeoutTimer = setTimeout(
+      // A deadline, not a timer: most dials end long before it.
+      timeout = setDeadline(
+        options.timeoutMs,
         () =>
           finish(() =>
             reject(new DialTimeoutError(options.timeoutMs!, options.target))
           ),
-        options.timeoutMs,
       );
     }
     startNext();

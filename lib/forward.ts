@@ -13,7 +13,7 @@ import { describeConnectFailure } from "./connect_error.ts";
 import { formatSeconds } from "./units.ts";
 import { dialHost } from "./dial.ts";
 import { type Endpoint, formatAddr } from "./endpoint.ts";
-import { writeAll } from "./io.ts";
+import { closeQuietly, writeAll } from "./io.ts";
 import {
   closeWithReset,
   type KeepAliveConfig,
@@ -82,14 +82,6 @@ export interface ForwardPlan {
    * Default `false`.
    */
   retryUnanswered?: boolean;
-}
-
-function closeQuietly(conn: { close(): void }): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
 }
 
 /** `closeWithReset` for a spliced connection (the client's, or a TCP target's). */

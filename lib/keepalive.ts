@@ -21,6 +21,7 @@
 
 import { parseIPv4, parseIPv6, stripBrackets } from "./address.ts";
 import { DescriptorListError, openDescriptors } from "./descriptors.ts";
+import { closeQuietly } from "./io.ts";
 import { type LibC, LibcError, openLibc } from "./libc.ts";
 import { osErrorNumber } from "./os_error.ts";
 
@@ -504,10 +505,6 @@ export function closeWithReset(conn: Deno.Conn): boolean {
   } catch {
     // No FFI, not TCP, or the socket is gone: a plain close it is.
   }
-  try {
-    conn.close();
-  } catch {
-    // Closed already.
-  }
+  closeQuietly(conn);
   return reset;
 }

@@ -28,6 +28,41 @@ Deno.test("parseIPv4() takes dotted quads only, as inet_pton does", () => {
   }
 });
 
+Deno.test("parseIPv4() agrees with its definition (four parts of 0 to 255, no leading zero) on near-miss strings", () => {
+  const byDefinition = (text: string) => {
+    const parts = text.split(".");
+    return parts.length === 4 &&
+      parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && Number(p) <= 255);
+  };
+  // Three to five parts, each a good one or a near miss; a fixed seed, so
+  // a failure can be repeated.
+  const parts = [
+    ..."0 1 9 10 42 99 100 199 200 249 250 255".split(" "),
+    ..."00 01 007 256 260 300 999 1000 0255 -1 +1 x 1x 1e2".split(" "),
+    "",
+    " 1",
+    "\u0664",
+  ];
+  let seed = 7;
+  const pick = (n: number) =>
+    ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 16) % n;
+  let valid = 0;
+  for (let i = 0; i < 20_000; i++) {
+    const text = Array.from(
+      { length: 3 + pick(3) },
+      () => parts[pick(parts.length)],
+    )
+      .join(".");
+    const parsed = parseIPv4(text);
+    assertEquals(parsed !== null, byDefinition(text), JSON.stringify(text));
+    if (parsed) {
+      assertEquals([...parsed], text.split(".").map(Number), text);
+      valid++;
+    }
+  }
+  assert(valid >= 100, `only ${valid} valid addresses made`);
+});
+
 Deno.test("parseIPv6() reads every spelling and refuses malformed ones", () => {
   assertEquals([...parseIPv6("::")!], [0, 0, 0, 0, 0, 0, 0, 0]);
   assertEquals([...parseIPv6("::1")!], [0, 0, 0, 0, 0, 0, 0, 1]);

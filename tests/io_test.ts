@@ -7,6 +7,7 @@ import {
 } from "@std/assert";
 import {
   type ByteReader,
+  closeQuietly,
   LineReader,
   LineTooLongError,
   readExact,
@@ -96,6 +97,26 @@ Deno.test("writeAll() loops over partial writes and loses no byte", async () => 
   await writeAll(writer, data);
   assertEquals(written, [...data]);
   assertEquals(calls, 7);
+});
+
+Deno.test("closeQuietly() closes a resource once, however often it is called", () => {
+  let closes = 0;
+  const resource = {
+    close() {
+      if (++closes > 1) throw new Deno.errors.BadResource("closed twice");
+    },
+  };
+  closeQuietly(resource);
+  closeQuietly(resource);
+  closeQuietly(resource);
+  assertEquals(closes, 1);
+});
+
+Deno.test("closeQuietly() ignores a real listener closed already", () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  listener.close();
+  closeQuietly(listener);
+  closeQuietly(listener);
 });
 
 Deno.test("LineReader splits LF and CRLF lines across chunk borders", async () => {
