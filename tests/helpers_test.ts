@@ -1,4 +1,9 @@
-import { assert, assertEquals, AssertionError, assertThrows } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  AssertionError,
+  assertThrows,
+} from "@std/assert";
 import {
   assertSameBytes,
   bindable,
