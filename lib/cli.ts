@@ -95,8 +95,12 @@ export type FlagValues<F extends FlagTable> = {
 
 /** A non-negative decimal: digits, with an optional fraction. */
 const DECIMAL = /^[0-9]+(\.[0-9]+)?$/;
-/** The longest duration a flag takes: a year. */
-const MAX_SECONDS = 86_400 * 365;
+/**
+ * The longest duration a flag takes, 2,147,483 s (24.8 days): the longest
+ * a timer waits. `setTimeout` and `setInterval` turn a longer delay into
+ * 1 ms (a `--check-interval` of a month checked every millisecond).
+ */
+const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
 /**
  * Parses an integer flag value in `[min, max]`, or throws
@@ -133,18 +137,21 @@ export function integerFlag(
  *
  * @example
  * ```ts
- * import { assertEquals } from "@std/assert";
- * import { secondsFlag } from "./cli.ts";
+ * import { assertEquals, assertThrows } from "@std/assert";
+ * import { secondsFlag, UsageError } from "./cli.ts";
  *
  * assertEquals(secondsFlag("--timeout", "1.5"), 1500);
  * assertEquals(secondsFlag("--timeout", "0.0004"), 1);
  * assertEquals(secondsFlag("--timeout", "0"), 0);
+ * assertThrows(() => secondsFlag("--check-interval", "2592000"), UsageError, "at most 2147483");
  * ```
  */
 export function secondsFlag(name: string, text: string): number {
   if (!DECIMAL.test(text) || Number(text) > MAX_SECONDS) {
     throw new UsageError(
-      `invalid value '${text}' for ${name}: expected a number of seconds`,
+      `invalid value '${text}' for ${name}: expected a number of seconds${
+        DECIMAL.test(text) ? `, at most ${MAX_SECONDS} (24.8 days)` : ""
+      }`,
     );
   }
   const seconds = Number(text);

@@ -147,6 +147,18 @@ Deno.test("scripts: inapplicable, repeated and empty flags exit 2 with one line"
       /'echo' named twice/,
     ],
     ["servers/qotd.ts", ["--allow-net"], ["--file", ""], /--file/],
+    // Longer than a timer waits: setInterval would check every 1 ms.
+    ["servers/forward.ts", ["--allow-net"], [
+      "--check-interval",
+      "2592000",
+      "tcp://127.0.0.1:0",
+      "tcp://127.0.0.1:1",
+      "tcp://127.0.0.1:2",
+    ], /--check-interval: expected a number of seconds, at most 2147483/],
+    ["servers/echo.ts", ["--allow-net"], [
+      "--grace",
+      "2147484",
+    ], /--grace: expected a number of seconds, at most 2147483/],
     ["servers/keepalive.ts", ["--allow-net"], [""], /ADDRESS is empty/],
     ["clients/daytime.ts", ["--allow-net"], [], /missing argument ADDRESS/],
   ];
