@@ -261,7 +261,24 @@ export class RetryingTarget implements SpliceConn {
   ): Promise<boolean> {
     if (this.#swap) return this.#swap;
     if (failed !== this.#conn) return Promise.resolve(!this.#closed);
-    if (!this.#canRetry(error, writing)) return Promise.resolve(false);
+    if (this.#canRetry(error, writing)) return this.#startRetry(failed, error);
+    // The target's end (or reset) can be read before the write of the
+    // client's first bytes to it has been counted: the request is then on
+    // its way, and judged once that write is over (a killed target's
+    // clients were passed its end with their 64 bytes already sent).
+    const pending = this.#writing;
+    if (!pending || this.#keptBytes > 0) return Promise.resolve(false);
+    return pending.then(() => {}, () => {}).then(() => {
+      if (this.#swap) return this.#swap;
+      if (failed !== this.#conn) return !this.#closed;
+      return this.#canRetry(error, writing)
+        ? this.#startRetry(failed, error)
+        : false;
+    });
+  }
+
+  /** Starts replacing `failed`, which failed with `error`. */
+  #startRetry(failed: SpliceConn, error: unknown): Promise<boolean> {
     const why = error === undefined
       ? "closed without answering"
       : unansweredReason(error);

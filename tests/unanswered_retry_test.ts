@@ -134,3 +134,41 @@ Deno.test("retryUnanswered() keeps nothing once the answer has begun: a later en
   await first.served;
   assertEquals(redials, 0);
 });
+
+Deno.test("retryUnanswered() retries a target whose end is read while the client's first write to it is still on its way", async () => {
+  // A killed target: it closed before it read anything.
+  const first = listenOnce((conn) => Promise.resolve(conn.close()));
+  const second = listenOnce(echoing);
+  const raw = await first.dial();
+  // The write lands only once the target's end has been read: the order a
+  // busy forwarder saw (its clients got the end with their bytes sent).
+  let endRead!: () => void;
+  const ended = new Promise<void>((resolve) => endRead = resolve);
+  const slow = {
+    read: async (p: Uint8Array) => {
+      const n = await raw.read(p);
+      if (n === null) endRead();
+      return n;
+    },
+    write: async (p: Uint8Array) => {
+      await ended;
+      return await raw.write(p);
+    },
+    closeWrite: () => raw.closeWrite(),
+    close: () => raw.close(),
+  };
+  const reasons: string[] = [];
+  const target = retryUnanswered(slow, {
+    redial: (why) => {
+      reasons.push(why);
+      return second.dial();
+    },
+  });
+  const reading = readAll(target);
+  await target.write(encode("ping"));
+  await target.closeWrite();
+  assertEquals(await reading, "ping");
+  target.close();
+  await Promise.all([first.served, second.served]);
+  assertEquals(reasons.length, 1);
+});
