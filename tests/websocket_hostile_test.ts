@@ -1,0 +1,152 @@
+/**
+ * Hostile WebSocket clients against servers/forward.ts's ws:// LISTEN,
+ * run as a subprocess with the permissions a user gives: a raw TCP client
+ * that sends what no browser would (a base64 message in a million 1-byte
+ * fragments, a flood of pings it never reads the pongs of), with the
+ * server's memory read from /proc where memory is the point. Each has a control that passes on the good path.
+ */
+
+import { assert, assertMatch } from "@std/assert";
+import { concat } from "@std/bytes";
+import { eventually, startServer } from "./_helpers.ts";
+import { echoBackend } from "./_echo_backend.ts";
+import { clientFrame, RawClient } from "./_raw_websocket.ts";
+
+const encode = (s: string) => new TextEncoder().encode(s);
+const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** An upgrade request's head, with `extra` header lines (each ending in CRLF). */
+function upgradeRequest(requestLine = "GET / HTTP/1.1", extra = ""): string {
+  return `${requestLine}\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+    `${extra}\r\n`;
+}
+
+/** A process's resident memory now and at its peak, in KiB (Linux). */
+function memoryKib(pid: number): { now: number; peak: number } {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const field = (name: string) =>
+    Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)![1]);
+  return { now: field("VmRSS"), peak: field("VmHWM") };
+}
+
+/** Bytes the kernel holds unread on the TCP socket from `localPort` to `remotePort`. */
+function unreadBytes(localPort: number, remotePort: number): number {
+  const hex = (port: number) =>
+    port.toString(16).toUpperCase().padStart(4, "0");
+  for (const line of Deno.readTextFileSync("/proc/net/tcp").split("\n")) {
+    const fields = line.trim().split(/\s+/);
+    if (
+      fields[1]?.endsWith(`:${hex(localPort)}`) &&
+      fields[2]?.endsWith(`:${hex(remotePort)}`)
+    ) {
+      return parseInt(fields[4].split(":")[1], 16);
+    }
+  }
+  return 0;
+}
+
+/** Starts forward.ts with a ws:// LISTEN in front of `target`, after `flags`. */
+function startBridge(target: string, flags: string[] = []) {
+  return startServer("servers/forward.ts", {
+    permissions: ["--allow-net=127.0.0.1"],
+    args: [...flags, "ws://127.0.0.1:0/", target],
+  });
+}
+
+Deno.test("forward.ts ws:// LISTEN: a base64 message in a million 1-byte fragments holds about its size, not a copy a fragment", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge(echo.target);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: bridge.port });
+  const client = new RawClient(conn);
+  await client.send(encode(
+    upgradeRequest("GET / HTTP/1.1", "Sec-WebSocket-Protocol: base64\r\n"),
+  ));
+  try {
+    assertMatch(await client.head(), /^HTTP\/1\.1 101 /);
+    const pid = bridge.proc.child.pid;
+    const before = memoryKib(pid).now;
+    // "QUJD" (base64 of "ABC") a byte a fragment: 1,000,000 bytes of
+    // text, 750,000 decoded, under the default --max-message (1 MiB).
+    const text = "QUJD".repeat(250_000);
+    await client.send(clientFrame(0x1, encode(text[0]), { fin: false }));
+    const batch = (from: number) =>
+      concat(
+        Array.from(
+          { length: 10_000 },
+          (_, i) =>
+            clientFrame(0x0, encode(text[from + i]), {
+              fin: from + i === text.length - 1,
+            }),
+        ),
+      );
+    for (let at = 1; at < text.length; at += 10_000) {
+      await client.send(
+        batch(at).subarray(
+          0,
+          Math.min(10_000, text.length - at) * 7,
+        ),
+      );
+    }
+    // The echo, in base64 text frames (each its own base64).
+    let echoed = 0;
+    while (echoed < 750_000) {
+      const frame = await client.frame();
+      assert(frame !== null, `ended after ${echoed} bytes echoed`);
+      if (frame.opcode === 0x1) {
+        echoed += Uint8Array.fromBase64(decode(frame.payload)).length;
+      }
+    }
+    const grown = memoryKib(pid).peak - before;
+    // A copy a fragment (as before): 290 MB; one buffer: a few MB.
+    assert(grown < 48 * 1024, `the server grew by ${grown} KiB`);
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("forward.ts ws:// LISTEN: a client that floods pings and reads no pong is not read either; each ping earns its pong", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge(echo.target, ["--ping", "0"]);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: bridge.port });
+  const client = new RawClient(conn);
+  await client.send(encode(upgradeRequest()));
+  try {
+    assertMatch(await client.head(), /^HTTP\/1\.1 101 /);
+    const pid = bridge.proc.child.pid;
+    const before = memoryKib(pid).now;
+    const pings = 300_000;
+    const batch = concat(
+      Array.from({ length: 1000 }, () => clientFrame(0x9, new Uint8Array(125))),
+    );
+    let written = false;
+    const writing = (async () => {
+      for (let sent = 0; sent < pings; sent += 1000) await client.send(batch);
+      written = true;
+    })();
+    // Awaited below; a failure then is the test's, not an uncaught one.
+    writing.catch(() => {});
+    // No pong is read until all pings are out, or the server has stopped
+    // reading them (64 KiB unread on its side): else the test would hang
+    // where the kernel's buffers are smaller than the flood.
+    await eventually(
+      () =>
+        written ||
+        unreadBytes(bridge.port, conn.localAddr.port) > 64 * 1024,
+      "the flood written, or the server no longer reading it",
+      60_000,
+    );
+    let pongs = 0;
+    while (pongs < pings) {
+      const frame = await client.frame();
+      assert(frame !== null, `ended after ${pongs} pongs`);
+      if (frame.opcode === 0xa) pongs++;
+    }
+    await writing;
+    const grown = memoryKib(pid).peak - before;
+    // Pongs queued for it, as before: 67 MB for 200,000 pings.
+    assert(grown < 24 * 1024, `the server grew by ${grown} KiB`);
+  } finally {
+    client.close();
+  }
+});
