@@ -13,7 +13,8 @@
  * Before the upgrade each request meets the path (404), the `Origin`
  * allow-list (403: a page on another site must not reach a private TCP
  * service through its visitor's browser), and a request that is not a
- * proper upgrade (400; 426 for a version other than 13). The target is
+ * proper upgrade (400, as is one that declares a body: its bytes are
+ * never taken for frames; 426 for a version other than 13). The target is
  * dialled before the 101, so a target that is down is a 502 the client
  * can read, not an open socket that closes at once.
  *
@@ -28,9 +29,11 @@
  * and reason: `closed 127.0.0.1:41234 (5 bytes in, 5 bytes out) to
  * 127.0.0.1:15000, 0.004 s, client closed first (1000 bye)`.
  *
- * With `webRoot`, other requests get the files under it
- * (`static_files.ts`), so a page and its socket come from one origin;
- * without it they get 426. One request a connection.
+ * With `webRoot`, other GET and HEAD requests get the files under it
+ * (`static_files.ts`), so a page and its socket come from one origin,
+ * other methods 405; without it they get 426. One request a connection.
+ * What a client sends that ends up in a log line (its path, its close
+ * reason, a refused Origin) is escaped there (`escape_control_chars.ts`).
  *
  * @module
  */
@@ -177,6 +180,24 @@ function checkUpgrade(head: RequestHead, websocket: WebSocketListenOptions): {
       { "sec-websocket-version": "13" },
     );
   }
+  // A GET has no body; one declared here is refused rather than its
+  // bytes taken for the client's first frames (what a proxy in front
+  // would frame as a body, we would read as frames: request smuggling).
+  const transferEncoding = headers.get("transfer-encoding");
+  const contentLength = headers.get("content-length");
+  if (
+    transferEncoding !== null ||
+    (contentLength !== null && contentLength !== "0")
+  ) {
+    throw new HttpRequestError(
+      400,
+      `an upgrade request with a body (${
+        transferEncoding !== null
+          ? `Transfer-Encoding: ${transferEncoding}`
+          : `Content-Length: ${contentLength}`
+      })`,
+    );
+  }
   const key = headers.get("sec-websocket-key") ?? "";
   if (!/^[A-Za-z0-9+/]{21}[AQgw]==$/.test(key)) {
     throw new HttpRequestError(
@@ -204,6 +225,7 @@ function checkUpgrade(head: RequestHead, websocket: WebSocketListenOptions): {
 async function answer(conn: Deno.Conn, error: HttpRequestError): Promise<void> {
   const words: Record<number, string> = {
     403: "forbidden",
+    405: "method not allowed",
     404: "not found",
     426: "this is a WebSocket endpoint",
     502: "target unreachable",
@@ -294,7 +316,9 @@ async function serveBridgeClient(
     throw error;
   }
   bridge.log(
-    `${bridge.prefix}upgraded ${context.peer} (WebSocket ${pathname}, ${framing})`,
+    `${bridge.prefix}upgraded ${context.peer} (WebSocket ${
+      escapeControlChars(pathname)
+    }, ${framing})`,
   );
   const session = new WebSocketSession(conn, target.conn, {
     framing,
@@ -329,12 +353,15 @@ async function serveOtherRequest(
       conn,
       new HttpRequestError(426, "", { upgrade: "websocket" }),
     );
+  } else if (head.method !== "GET" && head.method !== "HEAD") {
+    // Before a Request is made: fetch throws for TRACE, TRACK and
+    // CONNECT, which left the client unanswered.
+    status = 405;
+    await answer(conn, new HttpRequestError(405, "", { allow: "GET, HEAD" }));
   } else {
     const response = await serveStaticFile(
       websocket.webRoot,
-      new Request(`http://localhost${head.target}`, {
-        method: head.method === "HEAD" ? "HEAD" : head.method,
-      }),
+      new Request(`http://localhost${head.target}`, { method: head.method }),
     );
     status = response.status;
     await writeResponse(conn, response, head.method !== "HEAD");

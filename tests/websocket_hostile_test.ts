@@ -2,11 +2,13 @@
  * Hostile WebSocket clients against servers/forward.ts's ws:// LISTEN,
  * run as a subprocess with the permissions a user gives: a raw TCP client
  * that sends what no browser would (a base64 message in a million 1-byte
- * fragments, a flood of pings it never reads the pongs of), with the
- * server's memory read from /proc where memory is the point. Each has a control that passes on the good path.
+ * fragments, a flood of pings it never reads the pongs of, control
+ * characters in its path, a body on its upgrade, a method the fetch API
+ * forbids), with the server's memory read from /proc where memory is the
+ * point. Each has a control that passes on the good path.
  */
 
-import { assert, assertMatch } from "@std/assert";
+import { assert, assertEquals, assertMatch } from "@std/assert";
 import { concat } from "@std/bytes";
 import { eventually, startServer } from "./_helpers.ts";
 import { echoBackend } from "./_echo_backend.ts";
@@ -44,6 +46,13 @@ function unreadBytes(localPort: number, remotePort: number): number {
     }
   }
   return 0;
+}
+
+/** Sends `request` on a new connection; the whole answer, as text. */
+async function ask(port: number, request: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(encode(request));
+  return decode(await new Response(conn.readable).bytes());
 }
 
 /** Starts forward.ts with a ws:// LISTEN in front of `target`, after `flags`. */
@@ -146,6 +155,89 @@ Deno.test("forward.ts ws:// LISTEN: a client that floods pings and reads no pong
     const grown = memoryKib(pid).peak - before;
     // Pongs queued for it, as before: 67 MB for 200,000 pings.
     assert(grown < 24 * 1024, `the server grew by ${grown} KiB`);
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("forward.ts ws:// LISTEN: control characters in an upgraded client's path reach its log line escaped", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge(echo.target);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: bridge.port });
+  const client = new RawClient(conn);
+  // ESC and DEL; a byte from 0x80 is read as windows-1252 (a printable
+  // character), as HTTP's "latin1" is.
+  await client.send(
+    Uint8Array.from(
+      upgradeRequest("GET /\x1b[31mred\x7f HTTP/1.1"),
+      (c) => c.charCodeAt(0),
+    ),
+  );
+  try {
+    assertMatch(await client.head(), /^HTTP\/1\.1 101 /);
+    const { input } = await bridge.proc.waitForStderr(/^upgraded /);
+    assertEquals(
+      input!.replace(/:\d+/, ":PORT"),
+      "upgraded 127.0.0.1:PORT (WebSocket /\\x1b[31mred\\x7f, binary)",
+    );
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("forward.ts ws:// LISTEN --web: a method fetch forbids (TRACE, TRACK) is a 405, not a connection closed unanswered", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${root}/index.html`, "<p>hi</p>");
+    await using echo = echoBackend();
+    await using bridge = await startServer("servers/forward.ts", {
+      permissions: ["--allow-net=127.0.0.1", `--allow-read=${root}`],
+      args: ["--web", root, "ws://127.0.0.1:0/", echo.target],
+    });
+    for (const method of ["TRACE", "TRACK", "POST"]) {
+      const answer = await ask(bridge.port, `${method} / HTTP/1.1\r\n\r\n`);
+      assertMatch(answer, /^HTTP\/1\.1 405 Method Not Allowed\r\n/, method);
+      await bridge.proc.waitForStderr(
+        new RegExp(`^closed 127\\.0\\.0\\.1:\\d+ .* HTTP ${method} / 405$`),
+      );
+    }
+    // The control: GET still gets the page.
+    assertMatch(await ask(bridge.port, "GET / HTTP/1.1\r\n\r\n"), /<p>hi<\/p>/);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("forward.ts ws:// LISTEN: an upgrade request with a body (Content-Length, Transfer-Encoding) is a 400, its body never taken for frames", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge(echo.target);
+  const body = "5\r\nhello\r\n0\r\n\r\n";
+  for (
+    const [header, line] of [
+      ["Content-Length: 5\r\n", "hello"],
+      ["Transfer-Encoding: chunked\r\n", body],
+    ]
+  ) {
+    const answer = await ask(
+      bridge.port,
+      upgradeRequest("GET / HTTP/1.1", header) + line,
+    );
+    assertMatch(answer, /^HTTP\/1\.1 400 Bad Request\r\n/, header);
+  }
+  await bridge.proc.waitForStderr(
+    /: an upgrade request with a body \(Content-Length: 5\) \(400\)$/,
+  );
+  await bridge.proc.waitForStderr(
+    /: an upgrade request with a body \(Transfer-Encoding: chunked\) \(400\)$/,
+  );
+  // The control: Content-Length: 0 is no body, and upgrades.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: bridge.port });
+  const client = new RawClient(conn);
+  try {
+    await client.send(
+      encode(upgradeRequest("GET / HTTP/1.1", "Content-Length: 0\r\n")),
+    );
+    assertMatch(await client.head(), /^HTTP\/1\.1 101 /);
   } finally {
     client.close();
   }
