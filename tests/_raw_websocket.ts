@@ -17,10 +17,21 @@ const encode = (s: string) => new TextEncoder().encode(s);
 export function clientFrame(
   opcode: number,
   payload: Uint8Array,
-  options: { fin?: boolean; masked?: boolean; rsv?: number; long?: boolean } =
-    {},
+  options: {
+    fin?: boolean;
+    masked?: boolean;
+    rsv?: number;
+    long?: boolean;
+    key?: Uint8Array;
+  } = {},
 ): Uint8Array {
-  const { fin = true, masked = true, rsv = 0, long = false } = options;
+  const {
+    fin = true,
+    masked = true,
+    rsv = 0,
+    long = false,
+    key = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]),
+  } = options;
   const length = payload.length;
   const header: number[] = [(fin ? 0x80 : 0) | rsv | opcode];
   const maskBit = masked ? 0x80 : 0;
@@ -34,7 +45,6 @@ export function clientFrame(
     header.push(maskBit | length);
   }
   if (!masked) return concat([new Uint8Array(header), payload]);
-  const key = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]);
   const body = payload.map((byte, i) => byte ^ key[i & 3]);
   return concat([new Uint8Array(header), key, body]);
 }
