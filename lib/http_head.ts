@@ -109,6 +109,21 @@ function headEnd(bytes: Uint8Array, from: number): number {
   return -1;
 }
 
+/**
+ * `bytes` as ISO-8859-1, a character each, as HTTP/1.1 reads a field's
+ * obs-text. Not `TextDecoder("latin1")`: that is windows-1252 (WHATWG),
+ * which makes 0x80-0x9f other characters, and `Headers` refused a value
+ * holding one (a UTF-8 "€" in a User-Agent was a 400).
+ */
+function isoLatin1(bytes: Uint8Array): string {
+  let text = "";
+  // In slices: a spread of the whole head could pass the call's argument limit.
+  for (let at = 0; at < bytes.length; at += 4096) {
+    text += String.fromCharCode(...bytes.subarray(at, at + 4096));
+  }
+  return text;
+}
+
 /** The head's text (ISO-8859-1, as HTTP/1.1 fields are) parsed. */
 function parseHead(text: string): Omit<RequestHead, "rest"> {
   const lines = text.split("\r\n");
@@ -130,7 +145,9 @@ function parseHead(text: string): Omit<RequestHead, "rest"> {
       throw new HttpRequestError(400, "a malformed header field");
     }
     try {
-      headers.append(name, line.slice(colon + 1).trim());
+      // Headers strips the value's spaces and tabs itself (HTTP's OWS);
+      // trim() took an obs-text NBSP (0xa0) from its ends too.
+      headers.append(name, line.slice(colon + 1));
     } catch {
       throw new HttpRequestError(400, "a malformed header field");
     }
@@ -202,9 +219,7 @@ export async function readRequestHead(
         );
       }
       if (end !== -1) {
-        const text = new TextDecoder("latin1").decode(
-          buffer.subarray(0, end - 4),
-        );
+        const text = isoLatin1(buffer.subarray(0, end - 4));
         return { ...parseHead(text), rest: buffer.slice(end, held) };
       }
     }

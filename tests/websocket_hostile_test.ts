@@ -165,11 +165,10 @@ Deno.test("forward.ts ws:// LISTEN: control characters in an upgraded client's p
   await using bridge = await startBridge(echo.target);
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: bridge.port });
   const client = new RawClient(conn);
-  // ESC and DEL; a byte from 0x80 is read as windows-1252 (a printable
-  // character), as HTTP's "latin1" is.
+  // ESC, DEL and NEL (0x85, a C1 line break), one byte each on the wire.
   await client.send(
     Uint8Array.from(
-      upgradeRequest("GET /\x1b[31mred\x7f HTTP/1.1"),
+      upgradeRequest("GET /\x1b[31mred\x7f\x85 HTTP/1.1"),
       (c) => c.charCodeAt(0),
     ),
   );
@@ -178,7 +177,7 @@ Deno.test("forward.ts ws:// LISTEN: control characters in an upgraded client's p
     const { input } = await bridge.proc.waitForStderr(/^upgraded /);
     assertEquals(
       input!.replace(/:\d+/, ":PORT"),
-      "upgraded 127.0.0.1:PORT (WebSocket /\\x1b[31mred\\x7f, binary)",
+      "upgraded 127.0.0.1:PORT (WebSocket /\\x1b[31mred\\x7f\\x85, binary)",
     );
   } finally {
     client.close();
