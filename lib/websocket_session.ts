@@ -4,8 +4,9 @@
  * written to its target connection, the target's bytes sent back in
  * frames, as websockify does. Each side is read only once the other has
  * taken the last bytes read (backpressure both ways, no queue). Pings go
- * out every half `pingTimeoutMs`; a client that has not answered one by
- * the next is closed (1001). Any end is a close frame and one reason for
+ * out every half `pingTimeoutMs`, each with a random payload; a client
+ * that has not answered one by the next (with a pong carrying that
+ * payload: one sent unasked does not count) is closed (1001). Any end is a close frame and one reason for
  * the closing line: `client closed first (1000 bye)`, `target closed
  * first`, `client gone without a close frame (1006)`, `a message of 2000
  * bytes, more than 1000 (1009)`...
@@ -13,7 +14,7 @@
  * @module
  */
 
-import { closeQuietly, writeAll } from "./io.ts";
+import { closeQuietly, sameBytes, writeAll } from "./io.ts";
 // One buffer per direction, as a forwarded pair's: small while idle, the
 // large one once a read has filled the small one.
 import {
@@ -168,6 +169,12 @@ export class WebSocketSession {
   #inFlight = 0;
   #pingTimer?: ReturnType<typeof setInterval>;
   #pongDue = false;
+  /**
+   * The last ping's payload, random: only a pong that carries it answers
+   * it (RFC 6455 §5.5.3), so a client that sends pongs unasked and never
+   * reads cannot pass for one that answers.
+   */
+  readonly #pingPayload = new Uint8Array(8);
   #closeTimer?: ReturnType<typeof setTimeout>;
 
   /** Starts bridging `client` (upgraded) and `target`. */
@@ -265,7 +272,8 @@ export class WebSocketSession {
       return;
     }
     this.#pongDue = true;
-    this.#send(encodeFrame(Opcode.ping, new Uint8Array(0))).catch(() => {});
+    crypto.getRandomValues(this.#pingPayload);
+    this.#send(encodeFrame(Opcode.ping, this.#pingPayload)).catch(() => {});
   }
 
   /** Reads the client's frames until its close frame or its end. */
@@ -307,7 +315,7 @@ export class WebSocketSession {
             () => {},
           );
         } else if (event.opcode === Opcode.pong) {
-          this.#pongDue = false;
+          if (sameBytes(event.bytes, this.#pingPayload)) this.#pongDue = false;
         } else {
           this.#closeReceived(event.bytes);
           break;

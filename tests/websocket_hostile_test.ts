@@ -241,3 +241,166 @@ Deno.test("forward.ts ws:// LISTEN: an upgrade request with a body (Content-Leng
     client.close();
   }
 });
+
+/** Opens a raw client on the bridge at `port`, upgraded. */
+async function openRaw(port: number): Promise<RawClient> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const client = new RawClient(conn);
+  await client.send(encode(upgradeRequest()));
+  assertMatch(await client.head(), /^HTTP\/1\.1 101 /);
+  return client;
+}
+
+for (
+  const [what, payload, code, line] of [
+    [
+      "a close payload of one byte",
+      new Uint8Array([3]),
+      1002,
+      /a close frame of one byte \(1002\)/,
+    ],
+    ...[0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000].map((c) =>
+      [
+        `close code ${c}`,
+        new Uint8Array([c >> 8, c & 0xff]),
+        1002,
+        new RegExp(`a close code of ${c} \\(1002\\)`),
+      ] as const
+    ),
+    [
+      "a close reason not UTF-8",
+      new Uint8Array([3, 232, 0xc3, 0x28]),
+      1007,
+      /a close reason not UTF-8 \(1007\)/,
+    ],
+  ] as const
+) {
+  Deno.test(`forward.ts ws:// LISTEN: ${what} is answered with ${code}`, async () => {
+    await using echo = echoBackend();
+    await using bridge = await startBridge(echo.target);
+    const client = await openRaw(bridge.port);
+    try {
+      await client.send(clientFrame(0x8, payload));
+      assertEquals(await client.closeCode(), code);
+      assert(await client.ended());
+    } finally {
+      client.close();
+    }
+    const { input } = await bridge.proc.waitForStderr(/^closed 127\.0\.0\.1:/);
+    assertMatch(input!, line);
+  });
+}
+
+Deno.test("forward.ts ws:// LISTEN: the codes a client may send (1000-1003, 1007-1014, 3000-4999) close cleanly, echoed back", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge(echo.target);
+  for (const code of [1000, 1003, 1007, 1014, 3000, 4999]) {
+    const client = await openRaw(bridge.port);
+    try {
+      await client.send(
+        clientFrame(0x8, new Uint8Array([code >> 8, code & 0xff])),
+      );
+      assertEquals(await client.closeCode(), code);
+      assert(await client.ended());
+    } finally {
+      client.close();
+    }
+    await bridge.proc.waitForStderr(
+      new RegExp(`client closed first \\(${code}\\)$`),
+    );
+  }
+});
+
+Deno.test("forward.ts ws:// LISTEN: after the client's close frame, its data frames and a second close are not taken", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge(echo.target);
+  const client = await openRaw(bridge.port);
+  try {
+    await client.send(concat([
+      clientFrame(0x2, encode("before")),
+      clientFrame(0x8, new Uint8Array([3, 232])),
+      clientFrame(0x2, encode("after")),
+      clientFrame(0x8, new Uint8Array([3, 233])),
+    ]));
+    assertEquals(await client.closeCode(), 1000);
+    assert(await client.ended());
+  } finally {
+    client.close();
+  }
+  await bridge.proc.waitForStderr(
+    /^closed 127\.0\.0\.1:\d+ \(6 bytes in, \d+ bytes out\).*client closed first \(1000\)$/,
+  );
+});
+
+Deno.test("forward.ts ws:// LISTEN: a client that never answers the server's close frame is cut after the wait, keeping its TCP open", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  await using bridge = await startBridge(
+    `tcp://127.0.0.1:${listener.addr.port}`,
+  );
+  const client = await openRaw(bridge.port);
+  try {
+    // The target closes at once: the server's close frame goes out.
+    const target = await listener.accept();
+    target.close();
+    assertEquals(await client.closeCode(), 1000);
+    // No answer: the server ends the connection on its own.
+    assert(await client.ended());
+  } finally {
+    client.close();
+    listener.close();
+  }
+  await bridge.proc.waitForStderr(/target closed first$/);
+});
+
+for (const pongs of [false, true]) {
+  Deno.test(
+    `forward.ts ws:// LISTEN: a client that never reads while its target streams holds bounded memory, and is cut by the ping timeout${
+      pongs ? ", though it sends pongs unasked" : ""
+    }`,
+    async () => {
+      // A target that writes as fast as it can, forever.
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const streaming = (async () => {
+        const conn = await listener.accept();
+        const chunk = new Uint8Array(65536);
+        try {
+          for (;;) await conn.write(chunk);
+        } catch {
+          // The bridge closed it.
+        } finally {
+          conn.close();
+        }
+      })();
+      await using bridge = await startBridge(
+        `tcp://127.0.0.1:${listener.addr.port}`,
+        ["--ping", "2"],
+      );
+      const pid = bridge.proc.child.pid;
+      const before = memoryKib(pid).now;
+      const client = await openRaw(bridge.port);
+      // Pongs with no ping read (it never reads): empty, as a blind
+      // heartbeat is, until the server has cut it.
+      let cut = false;
+      const beating = pongs &&
+        (async () => {
+          while (!cut) {
+            await client.send(clientFrame(0xa, new Uint8Array(0)));
+            await new Promise((resolve) => setTimeout(resolve, 200));
+          }
+        })().catch(() => {});
+      try {
+        await bridge.proc.waitForStderr(
+          /client did not answer a ping within 2 s \(1001\)$/,
+        );
+        const grown = memoryKib(pid).peak - before;
+        assert(grown < 24 * 1024, `the server grew by ${grown} KiB`);
+      } finally {
+        cut = true;
+        await beating;
+        client.close();
+        listener.close();
+        await streaming;
+      }
+    },
+  );
+}
