@@ -404,3 +404,56 @@ for (const pongs of [false, true]) {
     },
   );
 }
+
+Deno.test("forward.ts ws:// LISTEN: slowloris clients, a head's byte a second, hold only their --max-connections slots and are cut at the head's 10 s deadline, a line each", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge(echo.target, [
+    "--max-connections",
+    "3",
+  ]);
+  const request = encode(upgradeRequest());
+  const slow = await Promise.all(
+    [0, 1, 2].map(() =>
+      Deno.connect({ hostname: "127.0.0.1", port: bridge.port })
+    ),
+  );
+  const trickling = slow.map(async (conn) => {
+    try {
+      for (const byte of request) {
+        await conn.write(new Uint8Array([byte]));
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    } catch {
+      // Cut by the server, or closed by the test.
+    }
+  });
+  try {
+    await eventually(
+      () =>
+        bridge.proc.stderrLines.filter((l) => l.startsWith("accepted"))
+          .length ===
+          3,
+      "three slow clients accepted",
+    );
+    // The server is full: a fourth client is refused, not queued.
+    assertMatch(
+      await ask(bridge.port, upgradeRequest()),
+      /^HTTP\/1\.1 503 Service Unavailable\r\n/,
+    );
+    await eventually(
+      () =>
+        bridge.proc.stderrLines.filter((l) =>
+          /^closed 127\.0\.0\.1:\d+ \(0 bytes in, 0 bytes out\): bad request: no whole request head within 10 s \(408\)$/
+            .test(l)
+        ).length === 3,
+      () => `three 408 lines; stderr:\n${bridge.proc.stderr}`,
+      30_000,
+    );
+    // Their slots are free again: a client is upgraded.
+    const client = await openRaw(bridge.port);
+    client.close();
+  } finally {
+    for (const conn of slow) conn.close();
+    await Promise.all(trickling);
+  }
+});
