@@ -72,8 +72,10 @@ export class HttpRequestError extends Error {
 export interface RequestHead {
   /** `GET`, `HEAD`... as sent. */
   method: string;
-  /** The request target as sent: `/path?query`. */
+  /** The request target as sent: `/path?query` (or absolute: `http://host/path`). */
   target: string;
+  /** The HTTP version: `1.1` or `1.0`. */
+  version: "1.1" | "1.0";
   /** Its header fields. */
   headers: Headers;
   /** Bytes that came after the head (a client's first frames). */
@@ -152,7 +154,7 @@ function parseHead(text: string): Omit<RequestHead, "rest"> {
       throw new HttpRequestError(400, "a malformed header field");
     }
   }
-  return { method, target, headers };
+  return { method, target, version, headers };
 }
 
 /**

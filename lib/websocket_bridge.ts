@@ -158,6 +158,21 @@ function hasToken(value: string | null, token: string): boolean {
 }
 
 /**
+ * A request target in origin form (`/vnc?x`): as sent, or an absolute
+ * one's path and query (`http://host/vnc?x`: a server must take that
+ * form too, RFC 9112 §3.2.2); `undefined` for anything else (`*`,
+ * `host:port`).
+ */
+function originForm(target: string): string | undefined {
+  if (target.startsWith("/")) return target;
+  if (!/^(?:https?|wss?):\/\//i.test(target) || !URL.canParse(target)) {
+    return undefined;
+  }
+  const url = new URL(target);
+  return url.pathname + url.search;
+}
+
+/**
  * The checks an upgrade request meets (see the module doc), in order;
  * each refusal a {@linkcode HttpRequestError} with its status.
  */
@@ -168,6 +183,11 @@ function checkUpgrade(head: RequestHead, websocket: WebSocketListenOptions): {
   const headers = head.headers;
   if (head.method !== "GET") {
     throw new HttpRequestError(400, `an upgrade by ${head.method}, not GET`);
+  }
+  // RFC 6455 §4.1: the handshake is an HTTP/1.1 request; 1.0 has no
+  // Upgrade.
+  if (head.version !== "1.1") {
+    throw new HttpRequestError(400, `an upgrade over HTTP/${head.version}`);
   }
   if (!hasToken(headers.get("connection"), "upgrade")) {
     throw new HttpRequestError(400, "an upgrade without Connection: upgrade");
@@ -205,7 +225,11 @@ function checkUpgrade(head: RequestHead, websocket: WebSocketListenOptions): {
       "not a WebSocket upgrade (no valid Sec-WebSocket-Key)",
     );
   }
-  const pathname = head.target.replace(/\?.*$/s, "");
+  const form = originForm(head.target);
+  if (form === undefined) {
+    throw new HttpRequestError(400, "a request target that is not a path");
+  }
+  const pathname = form.replace(/\?.*$/s, "");
   const path = websocket.path;
   if (path !== undefined && path !== "/" && pathname !== path) {
     throw new HttpRequestError(404, `path ${pathname} is not ${path}`);
@@ -347,7 +371,8 @@ async function serveOtherRequest(
   websocket: WebSocketListenOptions,
 ): Promise<void> {
   let status: number;
-  if (websocket.webRoot === undefined || !head.target.startsWith("/")) {
+  const form = originForm(head.target);
+  if (websocket.webRoot === undefined || form === undefined) {
     status = 426;
     await answer(
       conn,
@@ -361,7 +386,7 @@ async function serveOtherRequest(
   } else {
     const response = await serveStaticFile(
       websocket.webRoot,
-      new Request(`http://localhost${head.target}`, { method: head.method }),
+      new Request(`http://localhost${form}`, { method: head.method }),
     );
     status = response.status;
     await writeResponse(conn, response, head.method !== "HEAD");

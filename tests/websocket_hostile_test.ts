@@ -457,3 +457,122 @@ Deno.test("forward.ts ws:// LISTEN: slowloris clients, a head's byte a second, h
     await Promise.all(trickling);
   }
 });
+
+Deno.test("forward.ts ws:// LISTEN: an HTTP/1.0 upgrade is a 400; an absolute-form target is taken by its path, for an upgrade and a file", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${root}/index.html`, "<p>hi</p>");
+    await using echo = echoBackend();
+    await using bridge = await startServer("servers/forward.ts", {
+      permissions: ["--allow-net=127.0.0.1", `--allow-read=${root}`],
+      args: ["--web", root, "ws://127.0.0.1:0/only", echo.target],
+    });
+    assertMatch(
+      await ask(bridge.port, upgradeRequest("GET /only HTTP/1.0")),
+      /^HTTP\/1\.1 400 Bad Request\r\n/,
+    );
+    await bridge.proc.waitForStderr(/: an upgrade over HTTP\/1\.0 \(400\)$/);
+    const conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: bridge.port,
+    });
+    const client = new RawClient(conn);
+    try {
+      await client.send(
+        encode(upgradeRequest("GET http://x/only?q HTTP/1.1")),
+      );
+      assertMatch(await client.head(), /^HTTP\/1\.1 101 /);
+      await bridge.proc.waitForStderr(/^upgraded .*\(WebSocket \/only, /);
+    } finally {
+      client.close();
+    }
+    assertMatch(
+      await ask(bridge.port, "GET http://x/index.html HTTP/1.1\r\n\r\n"),
+      /^HTTP\/1\.1 200 OK\r\n[^]*<p>hi<\/p>/,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("forward.ts ws:// LISTEN: control characters in a refused Origin and in a close reason reach the log escaped", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startServer("servers/forward.ts", {
+    permissions: ["--allow-net=127.0.0.1"],
+    args: ["--origin", "https://a.example", "ws://127.0.0.1:0/", echo.target],
+  });
+  assertMatch(
+    await ask(
+      bridge.port,
+      upgradeRequest("GET / HTTP/1.1", "Origin: https://\x1b[2Jevil\r\n"),
+    ),
+    /^HTTP\/1\.1 403 /,
+  );
+  await bridge.proc.waitForStderr(
+    /: Origin 'https:\/\/\\x1b\[2Jevil' not allowed \(403\)$/,
+  );
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: bridge.port });
+  const client = new RawClient(conn);
+  try {
+    await client.send(encode(
+      upgradeRequest("GET / HTTP/1.1", "Origin: https://a.example\r\n"),
+    ));
+    assertMatch(await client.head(), /^HTTP\/1\.1 101 /);
+    await client.send(
+      clientFrame(
+        0x8,
+        concat([new Uint8Array([3, 232]), encode("bye\n\x1b[31mforged")]),
+      ),
+    );
+    assertEquals(await client.closeCode(), 1000);
+  } finally {
+    client.close();
+  }
+  await bridge.proc.waitForStderr(
+    /client closed first \(1000 bye\\n\\x1b\[31mforged\)$/,
+  );
+});
+
+Deno.test("forward.ts ws:// LISTEN --web: a symbolic link out of the folder, a path of 10 KB, a folder without index.html are refused; a link inside is served, Range ignored", async () => {
+  const root = await Deno.makeTempDir();
+  const outside = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${outside}/secret.txt`, "secret");
+    await Deno.writeTextFile(`${root}/page.txt`, "page");
+    await Deno.mkdir(`${root}/empty`);
+    await Deno.symlink(`${outside}/secret.txt`, `${root}/out.txt`);
+    await Deno.symlink(`${root}/page.txt`, `${root}/in.txt`);
+    await using echo = echoBackend();
+    await using bridge = await startServer("servers/forward.ts", {
+      permissions: ["--allow-net=127.0.0.1", `--allow-read=${root}`],
+      args: ["--web", root, "ws://127.0.0.1:0/", echo.target],
+    });
+    const get = (path: string, extra = "") =>
+      ask(bridge.port, `GET ${path} HTTP/1.1\r\n${extra}\r\n`);
+    for (
+      const path of [
+        "/out.txt",
+        "/empty/",
+        "/empty",
+        "/%2e%2e/",
+        "/a%2f..%2f..%2fetc",
+      ]
+    ) {
+      const answer = await get(path);
+      assertMatch(answer, /^HTTP\/1\.1 404 Not Found\r\n/, path);
+      assert(!answer.includes("secret"), path);
+    }
+    assertMatch(
+      await get(`/${"a".repeat(10_000)}`),
+      /^HTTP\/1\.1 431 /,
+    );
+    const linked = await get("/in.txt", "Range: bytes=1-2\r\n");
+    assertMatch(
+      linked,
+      /^HTTP\/1\.1 200 OK\r\n[^]*content-length: 4\r\n[^]*\r\n\r\npage$/,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+    await Deno.remove(outside, { recursive: true });
+  }
+});
