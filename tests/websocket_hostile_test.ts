@@ -10,7 +10,12 @@
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { concat } from "@std/bytes";
-import { eventually, startServer } from "./_helpers.ts";
+import {
+  descriptorCount,
+  eventually,
+  settledDescriptorCount,
+  startServer,
+} from "./_helpers.ts";
 import { echoBackend } from "./_echo_backend.ts";
 import { clientFrame, RawClient } from "./_raw_websocket.ts";
 
@@ -575,4 +580,56 @@ Deno.test("forward.ts ws:// LISTEN --web: a symbolic link out of the folder, a p
     await Deno.remove(root, { recursive: true });
     await Deno.remove(outside, { recursive: true });
   }
+});
+
+Deno.test("forward.ts ws:// LISTEN: clients that break the protocol and then sit silent, TCP open, give back every descriptor once cut", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge(echo.target);
+  const pid = bridge.proc.child.pid;
+  const baseline = descriptorCount(pid);
+  const clients = await Promise.all(
+    Array.from({ length: 20 }, () => openRaw(bridge.port)),
+  );
+  try {
+    // Each: a frame with a reserved bit, then nothing, never its close.
+    await Promise.all(
+      clients.map((c) => c.send(clientFrame(0x2, encode("x"), { rsv: 0x40 }))),
+    );
+    for (const client of clients) {
+      assertEquals(await client.closeCode(), 1002);
+      assert(await client.ended());
+    }
+    assertEquals(await settledDescriptorCount(pid, baseline), baseline);
+  } finally {
+    for (const client of clients) client.close();
+  }
+});
+
+Deno.test("forward.ts ws:// LISTEN: a base64 client's message that is not base64 is closed with 1007; a text message cut inside a character across fragments is taken", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge(echo.target);
+  // "é" (0xc3 0xa9) split between two fragments: valid UTF-8 as a whole.
+  const text = await openRaw(bridge.port);
+  try {
+    await text.send(concat([
+      clientFrame(0x1, new Uint8Array([0x61, 0xc3]), { fin: false }),
+      clientFrame(0x0, new Uint8Array([0xa9])),
+    ]));
+    assertEquals(decode(await text.data(3)), "aé");
+  } finally {
+    text.close();
+  }
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: bridge.port });
+  const client = new RawClient(conn);
+  try {
+    await client.send(encode(
+      upgradeRequest("GET / HTTP/1.1", "Sec-WebSocket-Protocol: base64\r\n"),
+    ));
+    assertMatch(await client.head(), /\r\nsec-websocket-protocol: base64\r\n/);
+    await client.send(clientFrame(0x1, encode("not base64!")));
+    assertEquals(await client.closeCode(), 1007);
+  } finally {
+    client.close();
+  }
+  await bridge.proc.waitForStderr(/a message not base64 \(1007\)$/);
 });
