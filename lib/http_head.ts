@@ -291,7 +291,7 @@ export function plainResponse(
 /**
  * Writes `response` to `conn` (its body only when `withBody`: not for
  * HEAD), with its length, and `connection: close`: the connection ends
- * after it.
+ * after it. A body longer than its `content-length` is cut there.
  *
  * @example
  * ```ts
@@ -330,5 +330,12 @@ export async function writeResponse(
     return;
   }
   if (!response.body) return;
-  for await (const chunk of response.body) await writeAll(conn, chunk);
+  // No more than the length said: a file that grew after its size was
+  // taken would else send bytes past the response's end.
+  let left = Number(headers.get("content-length"));
+  for await (const chunk of response.body) {
+    await writeAll(conn, chunk.subarray(0, left));
+    left -= Math.min(left, chunk.length);
+    if (left === 0) break;
+  }
 }

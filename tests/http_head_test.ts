@@ -5,7 +5,11 @@
 
 import { assert, assertEquals, assertRejects } from "@std/assert";
 import { concat } from "@std/bytes";
-import { HttpRequestError, readRequestHead } from "../lib/http_head.ts";
+import {
+  HttpRequestError,
+  readRequestHead,
+  writeResponse,
+} from "../lib/http_head.ts";
 import fc from "./_fast_check.ts";
 import { chunkedReader } from "./_helpers.ts";
 
@@ -183,4 +187,29 @@ Deno.test("readRequestHead() takes a field's bytes from 0x80 as ISO-8859-1: a UT
     head?.headers.get("user-agent"),
     "agent \xe2\x82\xac\xc2\xa0",
   );
+});
+
+Deno.test("writeResponse() sends no byte past its content-length: a file that grew after its size was taken is cut there", async () => {
+  const written: Uint8Array[] = [];
+  const conn = {
+    write: (bytes: Uint8Array) => {
+      written.push(bytes.slice());
+      return Promise.resolve(bytes.length);
+    },
+  };
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(new TextEncoder().encode("hel"));
+      controller.enqueue(new TextEncoder().encode("lo, and more"));
+      controller.enqueue(new TextEncoder().encode(" and more"));
+      controller.close();
+    },
+  });
+  await writeResponse(
+    conn,
+    new Response(body, { headers: { "content-length": "5" } }),
+    true,
+  );
+  const text = new TextDecoder().decode(concat(written));
+  assertEquals(text.slice(text.indexOf("\r\n\r\n") + 4), "hello");
 });
