@@ -18,6 +18,7 @@ import {
 } from "./_helpers.ts";
 import { echoBackend } from "./_echo_backend.ts";
 import { clientFrame, RawClient } from "./_raw_websocket.ts";
+import { MAX_STATIC_FILE_BYTES } from "../lib/static_files.ts";
 
 const encode = (s: string) => new TextEncoder().encode(s);
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -655,4 +656,56 @@ Deno.test("forward.ts ws:// LISTEN: a base64 client's message that is not base64
     client.close();
   }
   await bridge.proc.waitForStderr(/a message not base64 \(1007\)$/);
+});
+
+Deno.test("forward.ts ws:// LISTEN --web: a 16 MiB file to a client that does not read is streamed, not held; a larger one is not served", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    // Sparse: no time spent writing them.
+    await Deno.writeFile(`${root}/big.bin`, new Uint8Array(0));
+    await Deno.truncate(`${root}/big.bin`, MAX_STATIC_FILE_BYTES);
+    await Deno.writeFile(`${root}/huge.bin`, new Uint8Array(0));
+    await Deno.truncate(`${root}/huge.bin`, MAX_STATIC_FILE_BYTES + 1);
+    await using echo = echoBackend();
+    await using bridge = await startWebBridge(root, echo.target);
+    assertMatch(
+      await ask(bridge.port, "GET /huge.bin HTTP/1.1\r\n\r\n"),
+      /^HTTP\/1\.1 404 /,
+    );
+    const pid = bridge.proc.child.pid;
+    const before = memoryKib(pid).now;
+    const conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: bridge.port,
+    });
+    try {
+      await conn.write(encode("GET /big.bin HTTP/1.1\r\n\r\n"));
+      // The kernel's buffers fill on our side; the server waits on them.
+      await eventually(
+        () => unreadBytes(conn.localAddr.port, bridge.port) > 64 * 1024,
+        "the file's first 64 KiB unread on the client's side",
+      );
+      assertPeakGrowthBelow(pid, before, 8 * 1024);
+      // Then read whole: every byte the length said.
+      const all = await new Response(conn.readable).bytes();
+      const text = decode(all.subarray(0, 200));
+      assertMatch(
+        text,
+        /^HTTP\/1\.1 200 OK\r\n[^]*content-length: 16777216\r\n/,
+      );
+      assertEquals(
+        all.length - (text.indexOf("\r\n\r\n") + 4),
+        MAX_STATIC_FILE_BYTES,
+      );
+    } catch (error) {
+      try {
+        conn.close();
+      } catch {
+        // Closed by its readable.
+      }
+      throw error;
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
