@@ -17,7 +17,7 @@ import { LoopGuard, loopRate, SourceRateLimiter } from "./datagram_guard.ts";
 import { sourceKey } from "./source_key.ts";
 import { formatAddr } from "./endpoint.ts";
 import { escapeControlChars } from "./escape_control_chars.ts";
-import { closeQuietly } from "./io.ts";
+import { closeQuietly, sameBytes } from "./io.ts";
 import { FloodLog } from "./log.ts";
 import { BaseServer } from "./server_base.ts";
 import { DatagramMetrics, serviceLabel } from "./server_metrics.ts";
@@ -269,15 +269,4 @@ export class DatagramServer extends BaseServer {
     this.#droppedLoop.flush();
     this.#refusedAccess.flush();
   }
-}
-
-/**
- * `@std/bytes`' `equals`, which lib/ cannot import: `deno install` and
- * `deno compile` run the scripts without deno.json's import map.
- */
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a === b) return true;
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

@@ -72,8 +72,10 @@ export class HttpRequestError extends Error {
 export interface RequestHead {
   /** `GET`, `HEAD`... as sent. */
   method: string;
-  /** The request target as sent: `/path?query`. */
+  /** The request target as sent: `/path?query` (or absolute: `http://host/path`). */
   target: string;
+  /** The HTTP version: `1.1` or `1.0`. */
+  version: "1.1" | "1.0";
   /** Its header fields. */
   headers: Headers;
   /** Bytes that came after the head (a client's first frames). */
@@ -109,6 +111,21 @@ function headEnd(bytes: Uint8Array, from: number): number {
   return -1;
 }
 
+/**
+ * `bytes` as ISO-8859-1, a character each, as HTTP/1.1 reads a field's
+ * obs-text. Not `TextDecoder("latin1")`: that is windows-1252 (WHATWG),
+ * which makes 0x80-0x9f other characters, and `Headers` refused a value
+ * holding one (a UTF-8 "€" in a User-Agent was a 400).
+ */
+function isoLatin1(bytes: Uint8Array): string {
+  let text = "";
+  // In slices: a spread of the whole head could pass the call's argument limit.
+  for (let at = 0; at < bytes.length; at += 4096) {
+    text += String.fromCharCode(...bytes.subarray(at, at + 4096));
+  }
+  return text;
+}
+
 /** The head's text (ISO-8859-1, as HTTP/1.1 fields are) parsed. */
 function parseHead(text: string): Omit<RequestHead, "rest"> {
   const lines = text.split("\r\n");
@@ -130,12 +147,14 @@ function parseHead(text: string): Omit<RequestHead, "rest"> {
       throw new HttpRequestError(400, "a malformed header field");
     }
     try {
-      headers.append(name, line.slice(colon + 1).trim());
+      // Headers strips the value's spaces and tabs itself (HTTP's OWS);
+      // trim() took an obs-text NBSP (0xa0) from its ends too.
+      headers.append(name, line.slice(colon + 1));
     } catch {
       throw new HttpRequestError(400, "a malformed header field");
     }
   }
-  return { method, target, headers };
+  return { method, target, version, headers };
 }
 
 /**
@@ -202,9 +221,7 @@ export async function readRequestHead(
         );
       }
       if (end !== -1) {
-        const text = new TextDecoder("latin1").decode(
-          buffer.subarray(0, end - 4),
-        );
+        const text = isoLatin1(buffer.subarray(0, end - 4));
         return { ...parseHead(text), rest: buffer.slice(end, held) };
       }
     }
@@ -274,7 +291,7 @@ export function plainResponse(
 /**
  * Writes `response` to `conn` (its body only when `withBody`: not for
  * HEAD), with its length, and `connection: close`: the connection ends
- * after it.
+ * after it. A body longer than its `content-length` is cut there.
  *
  * @example
  * ```ts
@@ -313,5 +330,12 @@ export async function writeResponse(
     return;
   }
   if (!response.body) return;
-  for await (const chunk of response.body) await writeAll(conn, chunk);
+  // No more than the length said: a file that grew after its size was
+  // taken would else send bytes past the response's end.
+  let left = Number(headers.get("content-length"));
+  for await (const chunk of response.body) {
+    await writeAll(conn, chunk.subarray(0, left));
+    left -= Math.min(left, chunk.length);
+    if (left === 0) break;
+  }
 }

@@ -446,3 +446,24 @@ export function connWritable(
     },
   });
 }
+
+/**
+ * Whether `a` and `b` hold the same bytes: `@std/bytes`' `equals`, which
+ * lib/ cannot import (`deno install` and `deno compile` run the scripts
+ * without deno.json's import map).
+ *
+ * @example
+ * ```ts
+ * import { assert } from "@std/assert";
+ * import { sameBytes } from "./io.ts";
+ *
+ * assert(sameBytes(new Uint8Array([1, 2]), new Uint8Array([1, 2])));
+ * assert(!sameBytes(new Uint8Array([1, 2]), new Uint8Array([1])));
+ * ```
+ */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a === b) return true;
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

@@ -13,7 +13,8 @@
  * Before the upgrade each request meets the path (404), the `Origin`
  * allow-list (403: a page on another site must not reach a private TCP
  * service through its visitor's browser), and a request that is not a
- * proper upgrade (400; 426 for a version other than 13). The target is
+ * proper upgrade (400, as is one that declares a body: its bytes are
+ * never taken for frames; 426 for a version other than 13). The target is
  * dialled before the 101, so a target that is down is a 502 the client
  * can read, not an open socket that closes at once.
  *
@@ -28,9 +29,11 @@
  * and reason: `closed 127.0.0.1:41234 (5 bytes in, 5 bytes out) to
  * 127.0.0.1:15000, 0.004 s, client closed first (1000 bye)`.
  *
- * With `webRoot`, other requests get the files under it
- * (`static_files.ts`), so a page and its socket come from one origin;
- * without it they get 426. One request a connection.
+ * With `webRoot`, other GET and HEAD requests get the files under it
+ * (`static_files.ts`), so a page and its socket come from one origin,
+ * other methods 405; without it they get 426. One request a connection.
+ * What a client sends that ends up in a log line (its path, its close
+ * reason, a refused Origin) is escaped there (`escape_control_chars.ts`).
  *
  * @module
  */
@@ -155,6 +158,21 @@ function hasToken(value: string | null, token: string): boolean {
 }
 
 /**
+ * A request target in origin form (`/vnc?x`): as sent, or an absolute
+ * one's path and query (`http://host/vnc?x`: a server must take that
+ * form too, RFC 9112 §3.2.2); `undefined` for anything else (`*`,
+ * `host:port`).
+ */
+function originForm(target: string): string | undefined {
+  if (target.startsWith("/")) return target;
+  if (!/^(?:https?|wss?):\/\//i.test(target) || !URL.canParse(target)) {
+    return undefined;
+  }
+  const url = new URL(target);
+  return url.pathname + url.search;
+}
+
+/**
  * The checks an upgrade request meets (see the module doc), in order;
  * each refusal a {@linkcode HttpRequestError} with its status.
  */
@@ -165,6 +183,11 @@ function checkUpgrade(head: RequestHead, websocket: WebSocketListenOptions): {
   const headers = head.headers;
   if (head.method !== "GET") {
     throw new HttpRequestError(400, `an upgrade by ${head.method}, not GET`);
+  }
+  // RFC 6455 §4.1: the handshake is an HTTP/1.1 request; 1.0 has no
+  // Upgrade.
+  if (head.version !== "1.1") {
+    throw new HttpRequestError(400, `an upgrade over HTTP/${head.version}`);
   }
   if (!hasToken(headers.get("connection"), "upgrade")) {
     throw new HttpRequestError(400, "an upgrade without Connection: upgrade");
@@ -177,6 +200,24 @@ function checkUpgrade(head: RequestHead, websocket: WebSocketListenOptions): {
       { "sec-websocket-version": "13" },
     );
   }
+  // A GET has no body; one declared here is refused rather than its
+  // bytes taken for the client's first frames (what a proxy in front
+  // would frame as a body, we would read as frames: request smuggling).
+  const transferEncoding = headers.get("transfer-encoding");
+  const contentLength = headers.get("content-length");
+  if (
+    transferEncoding !== null ||
+    (contentLength !== null && contentLength !== "0")
+  ) {
+    throw new HttpRequestError(
+      400,
+      `an upgrade request with a body (${
+        transferEncoding !== null
+          ? `Transfer-Encoding: ${transferEncoding}`
+          : `Content-Length: ${contentLength}`
+      })`,
+    );
+  }
   const key = headers.get("sec-websocket-key") ?? "";
   if (!/^[A-Za-z0-9+/]{21}[AQgw]==$/.test(key)) {
     throw new HttpRequestError(
@@ -184,7 +225,11 @@ function checkUpgrade(head: RequestHead, websocket: WebSocketListenOptions): {
       "not a WebSocket upgrade (no valid Sec-WebSocket-Key)",
     );
   }
-  const pathname = head.target.replace(/\?.*$/s, "");
+  const form = originForm(head.target);
+  if (form === undefined) {
+    throw new HttpRequestError(400, "a request target that is not a path");
+  }
+  const pathname = form.replace(/\?.*$/s, "");
   const path = websocket.path;
   if (path !== undefined && path !== "/" && pathname !== path) {
     throw new HttpRequestError(404, `path ${pathname} is not ${path}`);
@@ -204,6 +249,7 @@ function checkUpgrade(head: RequestHead, websocket: WebSocketListenOptions): {
 async function answer(conn: Deno.Conn, error: HttpRequestError): Promise<void> {
   const words: Record<number, string> = {
     403: "forbidden",
+    405: "method not allowed",
     404: "not found",
     426: "this is a WebSocket endpoint",
     502: "target unreachable",
@@ -294,7 +340,9 @@ async function serveBridgeClient(
     throw error;
   }
   bridge.log(
-    `${bridge.prefix}upgraded ${context.peer} (WebSocket ${pathname}, ${framing})`,
+    `${bridge.prefix}upgraded ${context.peer} (WebSocket ${
+      escapeControlChars(pathname)
+    }, ${framing})`,
   );
   const session = new WebSocketSession(conn, target.conn, {
     framing,
@@ -323,18 +371,22 @@ async function serveOtherRequest(
   websocket: WebSocketListenOptions,
 ): Promise<void> {
   let status: number;
-  if (websocket.webRoot === undefined || !head.target.startsWith("/")) {
+  const form = originForm(head.target);
+  if (websocket.webRoot === undefined || form === undefined) {
     status = 426;
     await answer(
       conn,
       new HttpRequestError(426, "", { upgrade: "websocket" }),
     );
+  } else if (head.method !== "GET" && head.method !== "HEAD") {
+    // Before a Request is made: fetch throws for TRACE, TRACK and
+    // CONNECT, which left the client unanswered.
+    status = 405;
+    await answer(conn, new HttpRequestError(405, "", { allow: "GET, HEAD" }));
   } else {
     const response = await serveStaticFile(
       websocket.webRoot,
-      new Request(`http://localhost${head.target}`, {
-        method: head.method === "HEAD" ? "HEAD" : head.method,
-      }),
+      new Request(`http://localhost${form}`, { method: head.method }),
     );
     status = response.status;
     await writeResponse(conn, response, head.method !== "HEAD");

@@ -4,8 +4,9 @@
  * written to its target connection, the target's bytes sent back in
  * frames, as websockify does. Each side is read only once the other has
  * taken the last bytes read (backpressure both ways, no queue). Pings go
- * out every half `pingTimeoutMs`; a client that has not answered one by
- * the next is closed (1001). Any end is a close frame and one reason for
+ * out every half `pingTimeoutMs`, each with a random payload; a client
+ * that has not answered one by the next (with a pong carrying that
+ * payload: one sent unasked does not count) is closed (1001). Any end is a close frame and one reason for
  * the closing line: `client closed first (1000 bye)`, `target closed
  * first`, `client gone without a close frame (1006)`, `a message of 2000
  * bytes, more than 1000 (1009)`...
@@ -13,8 +14,7 @@
  * @module
  */
 
-import { concat } from "@std/bytes";
-import { closeQuietly, writeAll } from "./io.ts";
+import { closeQuietly, sameBytes, writeAll } from "./io.ts";
 // One buffer per direction, as a forwarded pair's: small while idle, the
 // large one once a read has filled the small one.
 import {
@@ -68,6 +68,49 @@ export interface SessionResult {
   bytesToClient: number;
   /** Why it ended, for the closing line. */
   end: string;
+}
+
+/**
+ * A message's bytes gathered from its fragments into one buffer that
+ * doubles as it fills, up to the message limit: a copy kept for each
+ * fragment cost some 300 bytes of heap apiece (a 1 MiB message in 1-byte
+ * fragments took the server 500 MB at its peak).
+ */
+class MessageBytes {
+  readonly #maxBytes: number;
+  #buffer = new Uint8Array(0);
+  #length = 0;
+
+  /** Gathers messages of at most `maxBytes` (the reader's limit). */
+  constructor(maxBytes: number) {
+    this.#maxBytes = maxBytes;
+  }
+
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Adds `bytes` (copied: the reader reuses its buffer). */
+  append(bytes: Uint8Array): void {
+    const needed = this.#length + bytes.length;
+    if (needed > this.#buffer.length) {
+      const larger = new Uint8Array(
+        Math.max(needed, Math.min(2 * this.#buffer.length, this.#maxBytes)),
+      );
+      larger.set(this.#buffer.subarray(0, this.#length));
+      this.#buffer = larger;
+    }
+    this.#buffer.set(bytes, this.#length);
+    this.#length = needed;
+  }
+
+  /** The bytes gathered; the buffer is let go (an idle client holds none). */
+  take(): Uint8Array {
+    const bytes = this.#buffer.subarray(0, this.#length);
+    this.#buffer = new Uint8Array(0);
+    this.#length = 0;
+    return bytes;
+  }
 }
 
 /**
@@ -126,6 +169,12 @@ export class WebSocketSession {
   #inFlight = 0;
   #pingTimer?: ReturnType<typeof setInterval>;
   #pongDue = false;
+  /**
+   * The last ping's payload, random: only a pong that carries it answers
+   * it (RFC 6455 §5.5.3), so a client that sends pongs unasked and never
+   * reads cannot pass for one that answers.
+   */
+  readonly #pingPayload = new Uint8Array(8);
   #closeTimer?: ReturnType<typeof setTimeout>;
 
   /** Starts bridging `client` (upgraded) and `target`. */
@@ -223,7 +272,8 @@ export class WebSocketSession {
       return;
     }
     this.#pongDue = true;
-    this.#send(encodeFrame(Opcode.ping, new Uint8Array(0))).catch(() => {});
+    crypto.getRandomValues(this.#pingPayload);
+    this.#send(encodeFrame(Opcode.ping, this.#pingPayload)).catch(() => {});
   }
 
   /** Reads the client's frames until its close frame or its end. */
@@ -233,8 +283,8 @@ export class WebSocketSession {
       bufferBytes: SPLICE_IDLE_BUFFER_BYTES,
       maxBufferBytes: SPLICE_BUFFER_BYTES,
     }, this.#options.leftover);
-    /** base64: the message's text so far. */
-    let pending: Uint8Array[] = [];
+    /** base64: the message's text so far (fragments of it). */
+    const pending = new MessageBytes(this.#options.maxMessageBytes);
     for (;;) {
       let event: FrameEvent | null;
       try {
@@ -258,9 +308,14 @@ export class WebSocketSession {
       }
       if (event.kind === "control") {
         if (event.opcode === Opcode.ping) {
-          this.#send(encodeFrame(Opcode.pong, event.bytes)).catch(() => {});
+          // Awaited: a client that pings and does not read is not read
+          // either, instead of a queue of pongs growing for it (300,000
+          // pings of 125 bytes took the server 300 MB at its peak).
+          await this.#send(encodeFrame(Opcode.pong, event.bytes)).catch(
+            () => {},
+          );
         } else if (event.opcode === Opcode.pong) {
-          this.#pongDue = false;
+          if (sameBytes(event.bytes, this.#pingPayload)) this.#pongDue = false;
         } else {
           this.#closeReceived(event.bytes);
           break;
@@ -270,17 +325,17 @@ export class WebSocketSession {
       if (this.#closeSent) continue;
       let bytes = event.bytes;
       if (this.#options.framing === "base64" && event.opcode === Opcode.text) {
-        pending.push(bytes.slice());
-        if (!event.last) continue;
+        if (!event.last || pending.length > 0) {
+          pending.append(bytes);
+          if (!event.last) continue;
+          bytes = pending.take();
+        }
         try {
-          bytes = Uint8Array.fromBase64(
-            decoder.decode(pending.length === 1 ? pending[0] : concat(pending)),
-          );
+          bytes = Uint8Array.fromBase64(decoder.decode(bytes));
         } catch {
           this.#close(1007, "not base64", "a message not base64 (1007)");
           continue;
         }
-        pending = [];
       }
       if (bytes.length === 0) continue;
       try {

@@ -819,3 +819,29 @@ export async function settledDescriptorCount(
   ).catch(() => {});
   return descriptorCount(pid);
 }
+
+/**
+ * A reader that hands out `bytes` in reads of the given sizes, in turn
+ * (all at once when none are given), counting what it gave: how a
+ * property test delivers a stream split at every point it likes.
+ */
+export function chunkedReader(
+  bytes: Uint8Array,
+  sizes: number[],
+): { readonly consumed: number; read(p: Uint8Array): Promise<number | null> } {
+  let at = 0;
+  let i = 0;
+  return {
+    get consumed() {
+      return at;
+    },
+    read(p: Uint8Array): Promise<number | null> {
+      if (at >= bytes.byteLength) return Promise.resolve(null);
+      const size = sizes.length ? sizes[i++ % sizes.length] : bytes.byteLength;
+      const n = Math.min(size, p.byteLength, bytes.byteLength - at);
+      p.set(bytes.subarray(at, at + n));
+      at += n;
+      return Promise.resolve(n);
+    },
+  };
+}

@@ -7,6 +7,7 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import { concat } from "@std/bytes";
 import fc from "./_fast_check.ts";
+import { chunkedReader } from "./_helpers.ts";
 import { parseIPv6 } from "../mod.ts";
 import {
   crc32c,
@@ -332,25 +333,6 @@ Deno.test("parseProxyHeader() takes every part of a valid header as unfinished, 
     { numRuns: 200 },
   );
 });
-
-/** A reader that hands out `bytes` in the given chunk sizes, counting what it gave. */
-function chunkedReader(bytes: Uint8Array, sizes: number[]) {
-  let at = 0;
-  let i = 0;
-  return {
-    get consumed() {
-      return at;
-    },
-    read(p: Uint8Array): Promise<number | null> {
-      if (at >= bytes.byteLength) return Promise.resolve(null);
-      const size = sizes.length ? sizes[i++ % sizes.length] : bytes.byteLength;
-      const n = Math.min(size, p.byteLength, bytes.byteLength - at);
-      p.set(bytes.subarray(at, at + n));
-      at += n;
-      return Promise.resolve(n);
-    },
-  };
-}
 
 Deno.test("readProxyHeader() reads exactly the header, however the bytes arrive, never one byte past it (property)", async () => {
   await fc.assert(

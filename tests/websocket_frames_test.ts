@@ -9,165 +9,14 @@
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { concat } from "@std/bytes";
-import { pseudoRandomBytes, startServer } from "./_helpers.ts";
+import { chunkedReader, pseudoRandomBytes, startServer } from "./_helpers.ts";
+import fc from "./_fast_check.ts";
+import { FrameReader } from "../lib/websocket_frame_reader.ts";
 import { echoBackend } from "./_echo_backend.ts";
-import { unmask } from "../lib/websocket_frames.ts";
+import { unmask, WebSocketProtocolError } from "../lib/websocket_frames.ts";
+import { clientFrame, RawClient, type ServerFrame } from "./_raw_websocket.ts";
 
 const encode = (s: string) => new TextEncoder().encode(s);
-
-/** A client frame: masked unless told otherwise, final unless told. */
-function clientFrame(
-  opcode: number,
-  payload: Uint8Array,
-  options: { fin?: boolean; masked?: boolean; rsv?: number; long?: boolean } =
-    {},
-): Uint8Array {
-  const { fin = true, masked = true, rsv = 0, long = false } = options;
-  const length = payload.length;
-  const header: number[] = [(fin ? 0x80 : 0) | rsv | opcode];
-  const maskBit = masked ? 0x80 : 0;
-  if (long || length >= 0x10000) {
-    header.push(maskBit | 127, 0, 0, 0, 0);
-    header.push(length >>> 24, (length >>> 16) & 0xff, (length >>> 8) & 0xff);
-    header.push(length & 0xff);
-  } else if (length >= 126) {
-    header.push(maskBit | 126, length >>> 8, length & 0xff);
-  } else {
-    header.push(maskBit | length);
-  }
-  if (!masked) return concat([new Uint8Array(header), payload]);
-  const key = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]);
-  const body = payload.map((byte, i) => byte ^ key[i & 3]);
-  return concat([new Uint8Array(header), key, body]);
-}
-
-/** A server frame as read: its first byte's parts and its payload. */
-interface ServerFrame {
-  fin: boolean;
-  opcode: number;
-  payload: Uint8Array;
-}
-
-/** A raw client, upgraded: writes bytes, reads the server's frames. */
-class RawClient {
-  #held = new Uint8Array(0);
-
-  constructor(readonly conn: Deno.TcpConn) {}
-
-  static async open(port: number, path = "/"): Promise<RawClient> {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    await conn.write(encode(
-      `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-        "Sec-WebSocket-Version: 13\r\n\r\n",
-    ));
-    const client = new RawClient(conn);
-    const head = await client.#readHead();
-    assertMatch(head, /^HTTP\/1\.1 101 /);
-    assertMatch(
-      head,
-      /\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n/i,
-    );
-    return client;
-  }
-
-  async #more(): Promise<boolean> {
-    const buffer = new Uint8Array(65536);
-    const n = await this.conn.read(buffer).catch(() => null);
-    if (n === null) return false;
-    this.#held = concat([this.#held, buffer.subarray(0, n)]);
-    return true;
-  }
-
-  async #readHead(): Promise<string> {
-    for (;;) {
-      const text = new TextDecoder().decode(this.#held);
-      const end = text.indexOf("\r\n\r\n");
-      if (end !== -1) {
-        this.#held = this.#held.subarray(end + 4);
-        return text.slice(0, end + 4);
-      }
-      if (!(await this.#more())) return text;
-    }
-  }
-
-  /** The next frame, or `null` at the end. */
-  async frame(): Promise<ServerFrame | null> {
-    for (;;) {
-      const held = this.#held;
-      if (held.length >= 2) {
-        assertEquals(held[1] & 0x80, 0, "a server frame is never masked");
-        let length = held[1] & 0x7f;
-        let header = 2;
-        if (length === 126) {
-          header = 4;
-          if (held.length >= 4) length = held[2] << 8 | held[3];
-        } else if (length === 127) {
-          header = 10;
-          if (held.length >= 10) {
-            length = Number(new DataView(held.buffer, held.byteOffset + 2, 8)
-              .getBigUint64(0));
-          }
-        }
-        if (held.length >= header + length) {
-          this.#held = held.subarray(header + length);
-          return {
-            fin: (held[0] & 0x80) !== 0,
-            opcode: held[0] & 0x0f,
-            payload: held.slice(header, header + length),
-          };
-        }
-      }
-      if (!(await this.#more())) return null;
-    }
-  }
-
-  /** Data frames' payloads until `length` bytes came; other frames kept. */
-  async data(length: number, others: ServerFrame[] = []): Promise<Uint8Array> {
-    const chunks: Uint8Array[] = [];
-    let got = 0;
-    while (got < length) {
-      const frame = await this.frame();
-      if (frame === null) throw new Error(`ended after ${got} bytes`);
-      if (frame.opcode === 0x2 || frame.opcode === 0x0) {
-        chunks.push(frame.payload);
-        got += frame.payload.length;
-      } else others.push(frame);
-    }
-    return concat(chunks);
-  }
-
-  /** The close frame's code, after any other frames; then the end. */
-  async closeCode(): Promise<number> {
-    for (;;) {
-      const frame = await this.frame();
-      if (frame === null) throw new Error("ended without a close frame");
-      if (frame.opcode === 0x8) {
-        return frame.payload[0] << 8 | frame.payload[1];
-      }
-    }
-  }
-
-  /** Whether the server ends the connection (after the frames held). */
-  async ended(): Promise<boolean> {
-    while (await this.frame() !== null) {
-      // Frames after a close frame are not expected, but not this test's.
-    }
-    return true;
-  }
-
-  send(bytes: Uint8Array): Promise<number> {
-    return this.conn.write(bytes);
-  }
-
-  close(): void {
-    try {
-      this.conn.close();
-    } catch {
-      // Closed.
-    }
-  }
-}
 
 function startBridge(args: string[]) {
   return startServer("servers/forward.ts", {
@@ -377,4 +226,298 @@ Deno.test("unmask() equals a byte-at-a-time XOR at every alignment, length and k
       }
     }
   }
+});
+
+// ---------------------------------------------------------------------------
+// FrameReader against a model: what a client sends, as frames split into
+// reads at any points, gives exactly what a simple decoder would.
+
+/** What a valid stream holds: messages in fragments, control frames among them. */
+type Sent =
+  | { kind: "message"; opcode: 1 | 2; fragments: Uint8Array[] }
+  | { kind: "control"; opcode: 9 | 10; payload: Uint8Array };
+
+/** What the reader gave: whole messages and control frames, in order. */
+type Got = { kind: "message" | "control"; opcode: number; bytes: number[] };
+
+/** Payload sizes with the length encodings' edges among them. */
+const payloadSize = fc.oneof(
+  { weight: 4, arbitrary: fc.integer({ min: 0, max: 300 }) },
+  { weight: 1, arbitrary: fc.constantFrom(125, 126, 127, 65535, 65536) },
+);
+
+/** A message's bytes, split into fragments at arbitrary points (inside a UTF-8 character too). */
+const message = fc.oneof(
+  fc.tuple(
+    fc.string({ unit: "grapheme", maxLength: 80 }),
+    fc.array(
+      fc.nat(),
+      { maxLength: 4 },
+    ),
+  ).map(([text, cuts]) => ({ opcode: 1 as const, bytes: encode(text), cuts })),
+  fc.tuple(payloadSize, fc.array(fc.nat(), { maxLength: 4 })).map((
+    [size, cuts],
+  ) => ({ opcode: 2 as const, bytes: pseudoRandomBytes(size, size), cuts })),
+).map(({ opcode, bytes, cuts }) => {
+  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))]
+    .sort((a, b) => a - b);
+  const fragments = [0, ...points].map((from, i) =>
+    bytes.subarray(from, [...points, bytes.length][i])
+  );
+  return { kind: "message" as const, opcode, fragments };
+});
+
+const control = fc.tuple(
+  fc.constantFrom(9 as const, 10 as const),
+  fc.integer({ min: 0, max: 125 }),
+).map(([opcode, size]) => ({
+  kind: "control" as const,
+  opcode,
+  payload: pseudoRandomBytes(size, size + 7),
+}));
+
+/** The stream's frames (control frames may fall between a message's fragments), and what a decoder gives. */
+function framesOf(
+  sent: { message: Sent & { kind: "message" }; controls: Sent[] }[],
+  keys: Uint8Array[],
+): { bytes: Uint8Array; expected: Got[] } {
+  const frames: Uint8Array[] = [];
+  const expected: Got[] = [];
+  let k = 0;
+  const key = () => keys[k++ % keys.length];
+  for (const { message, controls } of sent) {
+    const { fragments } = message;
+    const sendControls = () => {
+      for (const c of controls) {
+        if (c.kind !== "control") continue;
+        frames.push(clientFrame(c.opcode, c.payload, { key: key() }));
+        expected.push({
+          kind: "control",
+          opcode: c.opcode,
+          bytes: [...c.payload],
+        });
+      }
+    };
+    // Between the first fragment and the next; before a message whole.
+    if (fragments.length === 1) sendControls();
+    fragments.forEach((fragment, i) => {
+      frames.push(clientFrame(i === 0 ? message.opcode : 0, fragment, {
+        fin: i === fragments.length - 1,
+        key: key(),
+      }));
+      if (i === 0 && fragments.length > 1) sendControls();
+    });
+    expected.push({
+      kind: "message",
+      opcode: message.opcode,
+      bytes: [...concat(fragments)],
+    });
+  }
+  return { bytes: concat(frames), expected };
+}
+
+/** Reads `reader` to its end: messages reassembled, control frames as they come. */
+async function readAllFrames(
+  reader: FrameReader,
+  maxPieceBytes: number,
+): Promise<Got[]> {
+  const got: Got[] = [];
+  let pieces: Uint8Array[] = [];
+  for (;;) {
+    const event = await reader.next();
+    if (event === null) return got;
+    assert(event.bytes.length <= maxPieceBytes, "a piece over the buffer");
+    if (event.kind === "control") {
+      got.push({
+        kind: "control",
+        opcode: event.opcode,
+        bytes: [...event.bytes],
+      });
+      continue;
+    }
+    // Copied: a piece is valid until the next read.
+    pieces.push(event.bytes.slice());
+    if (event.last) {
+      got.push({
+        kind: "message",
+        opcode: event.opcode,
+        bytes: [...concat(pieces)],
+      });
+      pieces = [];
+    }
+  }
+}
+
+const readSizes = fc.oneof(
+  fc.constant([1]),
+  fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 6 }),
+);
+
+Deno.test("FrameReader gives what a simple decoder gives for any valid frames, split into reads anywhere (property)", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(
+        fc.record({ message, controls: fc.array(control, { maxLength: 2 }) }),
+        { minLength: 1, maxLength: 5 },
+      ),
+      fc.array(fc.uint8Array({ minLength: 4, maxLength: 4 }), {
+        minLength: 1,
+        maxLength: 3,
+      }),
+      readSizes,
+      async (sent, keys, sizes) => {
+        const { bytes, expected } = framesOf(sent, keys);
+        // A byte at a time only for streams that stay short.
+        if (sizes[0] === 1 && bytes.length > 20_000) sizes = [7];
+        const reader = new FrameReader(chunkedReader(bytes, sizes), {
+          maxMessageBytes: 1 << 20,
+          maxBufferBytes: 64 * 1024,
+        });
+        assertEquals(await readAllFrames(reader, 64 * 1024), expected);
+      },
+    ),
+    { numRuns: 150 },
+  );
+});
+
+/** Frames as a hostile client may write them: any header bits, any length field. */
+const hostileFrame = fc.record({
+  first: fc.integer({ min: 0, max: 255 }),
+  masked: fc.oneof(
+    { weight: 9, arbitrary: fc.constant(true) },
+    { weight: 1, arbitrary: fc.constant(false) },
+  ),
+  length: fc.oneof(
+    fc.integer({ min: 0, max: 200 }),
+    fc.constantFrom(126, 65535, 65536, 2 ** 32, 2 ** 53 - 1),
+    fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+  ),
+  payload: fc.uint8Array({ maxLength: 200 }),
+}).map(({ first, masked, length, payload }) => {
+  const header: number[] = [first];
+  const mask = masked ? 0x80 : 0;
+  const big = BigInt(length);
+  if (big < 126n) header.push(mask | Number(big));
+  else if (big < 65536n) {
+    header.push(mask | 126, Number(big >> 8n), Number(big & 0xffn));
+  } else {
+    header.push(mask | 127);
+    for (let shift = 56n; shift >= 0n; shift -= 8n) {
+      header.push(Number((big >> shift) & 0xffn));
+    }
+  }
+  if (masked) header.push(1, 2, 3, 4);
+  return concat([new Uint8Array(header), payload]);
+});
+
+Deno.test("FrameReader on garbage and hostile headers: never a throw but a close code (1002, 1007, 1009), never a piece past its limits (property)", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 400 }),
+        fc.array(hostileFrame, { minLength: 1, maxLength: 6 }).map((f) =>
+          concat(f)
+        ),
+      ),
+      readSizes,
+      async (bytes, sizes) => {
+        const maxMessageBytes = 1000;
+        const reader = new FrameReader(chunkedReader(bytes, sizes), {
+          maxMessageBytes,
+          maxBufferBytes: 4096,
+        });
+        let messageBytes = 0;
+        try {
+          for (;;) {
+            const event = await reader.next();
+            if (event === null) break;
+            assert(event.bytes.length <= 4096, "a piece over the buffer");
+            if (event.kind === "data") {
+              messageBytes += event.bytes.length;
+              assert(
+                messageBytes <= maxMessageBytes,
+                "a message over its limit",
+              );
+              if (event.last) messageBytes = 0;
+            }
+          }
+        } catch (error) {
+          assert(error instanceof WebSocketProtocolError, String(error));
+          assert([1002, 1007, 1009].includes(error.code), error.message);
+        }
+      },
+    ),
+    { numRuns: 1000 },
+  );
+});
+
+Deno.test("FrameReader: a 64-bit length with its top bit set is 1002, 2^63-1 is 1009, before any payload is read or held", async () => {
+  for (
+    const [high, code] of [[0x80000000, 1002], [0x7fffffff, 1009], [1, 1009]]
+  ) {
+    const header = new Uint8Array([
+      0x82,
+      0x80 | 127,
+      0,
+      0,
+      0,
+      0,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      1,
+      2,
+      3,
+      4,
+    ]);
+    new DataView(header.buffer).setUint32(2, high);
+    const reader = chunkedReader(header, [1]);
+    const frames = new FrameReader(reader, { maxMessageBytes: 1 << 20 });
+    const error = await frames.next().catch((e) => e);
+    assert(error instanceof WebSocketProtocolError, String(error));
+    assertEquals(error.code, code);
+    assertEquals(reader.consumed, header.length);
+  }
+});
+
+Deno.test("FrameReader: the limit counts the whole message: fragments each under it, together one byte over, are 1009 at the fragment that passes it", async () => {
+  const fragments = Array.from(
+    { length: 11 },
+    (_, i) =>
+      clientFrame(i === 0 ? 2 : 0, new Uint8Array(i < 10 ? 100 : 1), {
+        fin: i === 10,
+      }),
+  );
+  const reader = new FrameReader(chunkedReader(concat(fragments), [50]), {
+    maxMessageBytes: 1000,
+  });
+  let delivered = 0;
+  const error = await (async () => {
+    for (;;) {
+      const event = await reader.next();
+      if (event === null) return null;
+      delivered += event.bytes.length;
+    }
+  })().catch((e) => e);
+  assert(error instanceof WebSocketProtocolError, String(error));
+  assertEquals([error.code, delivered], [1009, 1000]);
+});
+
+Deno.test("FrameReader: a message of 100,000 1-byte fragments is 100,000 pieces handed on as they come, nothing gathered", async () => {
+  const fragments = Array.from(
+    { length: 100_000 },
+    (_, i) => clientFrame(i === 0 ? 1 : 0, encode("a"), { fin: i === 99_999 }),
+  );
+  const reader = new FrameReader(chunkedReader(concat(fragments), [65536]), {
+    maxMessageBytes: 1 << 20,
+  });
+  let pieces = 0;
+  let last = false;
+  while (!last) {
+    const event = (await reader.next())!;
+    pieces++;
+    last = event.kind === "data" && event.last;
+  }
+  assertEquals(pieces, 100_000);
 });
