@@ -398,13 +398,26 @@ export class WebSocketSession {
     }
   }
 
+  /** The target sent bytes that text frames cannot carry. */
+  #notText(): void {
+    this.#close(
+      1011,
+      "target sent bytes that are not UTF-8",
+      "target sent bytes that are not UTF-8, which text frames cannot carry (1011)",
+    );
+  }
+
   /** Reads the target into frames for the client until it ends. */
   async #fromTarget(): Promise<void> {
     // Small while idle; a read that fills it earns the large one.
     let buffer = new Uint8Array(HEADROOM + SPLICE_IDLE_BUFFER_BYTES);
     let payload = buffer.subarray(HEADROOM);
     const framing = this.#options.framing;
-    const text = framing === "text" ? new TextDecoder() : undefined;
+    // Fatal: text frames carry text only, and a byte turned into U+FFFD
+    // would be a byte lost without a word.
+    const text = framing === "text"
+      ? new TextDecoder("utf-8", { fatal: true })
+      : undefined;
     for (;;) {
       let n: number | null;
       try {
@@ -431,7 +444,12 @@ export class WebSocketSession {
         );
       } else {
         // A character cut by the read waits for its other bytes.
-        const decoded = text!.decode(payload.subarray(0, n), { stream: true });
+        let decoded: string;
+        try {
+          decoded = text!.decode(payload.subarray(0, n), { stream: true });
+        } catch {
+          return this.#notText();
+        }
         frame = encodeFrame(Opcode.text, encoder.encode(decoded));
       }
       try {
@@ -448,7 +466,12 @@ export class WebSocketSession {
       }
     }
     if (this.#finished || this.#closeSent) return;
-    const rest = text?.decode();
+    let rest: string | undefined;
+    try {
+      rest = text?.decode();
+    } catch {
+      return this.#notText();
+    }
     if (rest) {
       await this.#send(encodeFrame(Opcode.text, encoder.encode(rest))).catch(
         () => {},

@@ -202,6 +202,30 @@ Deno.test("forward.ts ws:// LISTEN --ws-frames text sends text frames; text fram
   await received.closeEvent();
 });
 
+Deno.test("forward.ts ws:// LISTEN --ws-frames text: bytes from the target that are not UTF-8 close the client with 1011, never a U+FFFD in their place", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge([
+    "--ws-frames",
+    "text",
+    "ws://127.0.0.1:0/",
+    echo.target,
+  ]);
+  const socket = await openSocket(`ws://127.0.0.1:${bridge.port}/`);
+  const received = collect(socket);
+  // A binary message's bytes go to the target as they are; the echo sends
+  // them back, and text frames cannot carry them.
+  socket.send(new Uint8Array([0x6f, 0x6b, 0xff, 0xfe]));
+  const closed = await received.closeEvent();
+  assertEquals(closed.code, 1011);
+  assert(
+    received.messages.every((m) =>
+      typeof m !== "string" || !m.includes("\ufffd")
+    ),
+    `a replacement character was sent: ${JSON.stringify(received.messages)}`,
+  );
+  await bridge.proc.waitForStderr(/not UTF-8/);
+});
+
 Deno.test("forward.ts ws:// LISTEN --origin refuses another Origin with 403 before the upgrade; the target is never dialled", async () => {
   await using echo = echoBackend();
   await using bridge = await startBridge([
