@@ -42,6 +42,28 @@ export interface Running {
   stop(): Promise<void>;
 }
 
+/** What a command run by `bench.ts` left: its exit code and output. */
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** What bench.ts lends a family that lives in a module of its own. */
+export interface FamilyContext {
+  root: string;
+  results: string;
+  seconds: number;
+  only?: string[];
+  /** haproxy's `mode tcp` configuration in front of the echo on `echoPort`. */
+  haproxyConfig(echoPort: number, bind: string): string;
+  /** Runs `command` (on CPU `cpu`, if given). */
+  run(command: string[], options?: { cpu?: number }): Promise<RunResult>;
+  startServer(name: string, target: Target, family: string): Promise<Running>;
+  /** Counts one measurement done (the progress bar). */
+  step(what: string): void;
+}
+
 /** Whether `command` is on the PATH (`sh -c 'command -v …'`). */
 export function hasCommand(command: string): boolean {
   try {

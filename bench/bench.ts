@@ -571,45 +571,20 @@ async function runWebSocketFamily(): Promise<void> {
   if (!Object.keys(webSocketServers(ROOT, RESULTS, 0)).some(isSelected)) {
     return;
   }
-  let echo: Running;
-  try {
-    echo = await startServer("c-echo", {
-      label: "C epoll echo (the target)",
-      command: [`${BIN}/cserver`, "echo", "{PORT}"],
-      cpus: PIN ? "1" : "0",
-    }, "websocket");
-  } catch (error) {
-    console.error(`bench: websocket: ${(error as Error).message}`);
-    return;
-  }
-  try {
-    await runFamily(
+  await behindCEcho("websocket", (echoPort) =>
+    runFamily(
       "websocket",
-      webSocketServers(ROOT, RESULTS, echo.port),
+      webSocketServers(ROOT, RESULTS, echoPort),
       WEBSOCKET_SCENARIOS,
-    );
-  } finally {
-    await echo.stop();
-  }
+    ));
 }
 
 /** The forward family: the C echo target, then each forwarder in front of it. */
 async function runForwardFamily(): Promise<void> {
   const servers = forwardServers(0);
   if (!Object.keys(servers).some(isSelected)) return;
-  let echo: Running;
-  try {
-    echo = await startServer("c-echo", {
-      label: "C epoll echo (the target)",
-      command: [`${BIN}/cserver`, "echo", "{PORT}"],
-      cpus: PIN ? "1" : "0",
-    }, "forward");
-  } catch (error) {
-    console.error(`bench: forward: ${(error as Error).message}`);
-    return;
-  }
-  try {
-    const family = forwardServers(echo.port);
+  await behindCEcho("forward", async (echoPort) => {
+    const family = forwardServers(echoPort);
     for (
       const [name, peer] of [["fwd-haproxy", "haproxy"], ["fwd-socat", "socat"]]
     ) {
@@ -618,8 +593,33 @@ async function runForwardFamily(): Promise<void> {
         delete family[name];
       }
     }
-    if (family["fwd-haproxy"]) writeHaproxyConfig(echo.port);
+    if (family["fwd-haproxy"]) writeHaproxyConfig(echoPort);
     await runFamily("forward", family, FORWARD_SCENARIOS);
+  });
+}
+
+/**
+ * Runs `body` with the C echo server, the target of the family's
+ * forwarders, on the load generator's CPU; a target that does not start
+ * is reported and the family skipped.
+ */
+async function behindCEcho(
+  family: string,
+  body: (echoPort: number) => Promise<void>,
+): Promise<void> {
+  let echo: Running;
+  try {
+    echo = await startServer("c-echo", {
+      label: "C epoll echo (the target)",
+      command: [`${BIN}/cserver`, "echo", "{PORT}"],
+      cpus: PIN ? "1" : "0",
+    }, family);
+  } catch (error) {
+    console.error(`bench: ${family}: ${(error as Error).message}`);
+    return;
+  }
+  try {
+    await body(echo.port);
   } finally {
     await echo.stop();
   }

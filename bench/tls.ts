@@ -28,6 +28,7 @@
 
 import { makeClientInput, measureClient } from "./tls_client.ts";
 import {
+  type FamilyContext,
   type Figure,
   format,
   median,
@@ -43,25 +44,9 @@ interface Scenario {
 }
 
 /** What bench.ts lends this part. */
-export interface TlsBenchContext {
-  root: string;
-  results: string;
-  seconds: number;
+export interface TlsBenchContext extends FamilyContext {
   /** Smaller counts (the client scenario sends 10 MB, not 100). */
   quick: boolean;
-  only?: string[];
-  /** haproxy's `mode tcp` configuration in front of the echo on `echoPort`. */
-  haproxyConfig(echoPort: number, bind: string): string;
-  run(
-    command: string[],
-    options?: { cpu?: number },
-  ): Promise<{ code: number; stdout: string; stderr: string }>;
-  startServer(
-    name: string,
-    target: Target,
-    family: string,
-  ): Promise<{ pid: number; port: number; stop(): Promise<void> }>;
-  step(what: string): void;
 }
 
 const SCENARIOS: Scenario[] = [

@@ -35,6 +35,7 @@ import {
   oursTlsForward,
 } from "./tls.ts";
 import {
+  type FamilyContext,
   type Figure,
   format,
   printTable,
@@ -45,25 +46,9 @@ import {
 } from "./_shared.ts";
 
 /** What bench.ts lends this family. */
-export interface HandshakeBenchContext {
-  root: string;
-  results: string;
-  seconds: number;
-  only?: string[];
+export interface HandshakeBenchContext extends FamilyContext {
   /** The load generator, or why it could not be built. */
   loadgen: { path: string } | { missing: string };
-  /** haproxy's `mode tcp` configuration in front of the echo on `echoPort`. */
-  haproxyConfig(echoPort: number, bind: string): string;
-  run(
-    command: string[],
-    options?: { cpu?: number },
-  ): Promise<{ code: number; stdout: string; stderr: string }>;
-  startServer(
-    name: string,
-    target: Target,
-    family: string,
-  ): Promise<{ pid: number; port: number; stop(): Promise<void> }>;
-  step(what: string): void;
 }
 
 interface Scenario {
