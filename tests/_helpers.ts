@@ -327,6 +327,18 @@ export async function startServer(
   }
 }
 
+/**
+ * Starts servers/forward.ts with `args` (a ws:// or wss:// LISTEN and its
+ * TARGET, flags before them) and exactly `permissions`, and waits for its
+ * `listening on` line.
+ */
+export function startWebSocketBridge(
+  args: string[],
+  permissions: string[] = ["--allow-net=127.0.0.1"],
+): Promise<StartedServer & AsyncDisposable> {
+  return startServer("servers/forward.ts", { permissions, args });
+}
+
 /** Runs `ip` with `args` (a network namespace's set-up), failing with its stderr. */
 export async function ip(...args: string[]): Promise<void> {
   const { code, stderr } = await runCommand("ip", args);
