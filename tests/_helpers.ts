@@ -328,6 +328,39 @@ export async function startServer(
 }
 
 /**
+ * Starts servers/echo.ts with `--tls` (`--cert` and `--key` from `files`,
+ * a {@linkcode TestCertificates}' server pair or another) on 127.0.0.1, a
+ * free port, `extra` after; run with exactly its header's permissions,
+ * plus `morePermissions`, under `prefix` if given.
+ */
+export function startTlsEcho(
+  files: { cert: string; key: string },
+  extra: string[] = [],
+  options: { morePermissions?: string[]; prefix?: string[] } = {},
+): Promise<StartedServer & AsyncDisposable> {
+  return startServer("servers/echo.ts", {
+    ...(options.prefix && { prefix: options.prefix }),
+    permissions: [
+      "--allow-net=127.0.0.1:0",
+      `--allow-read=${files.cert},${files.key}`,
+      ...(options.morePermissions ?? []),
+    ],
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--tls",
+      "--cert",
+      files.cert,
+      "--key",
+      files.key,
+      ...extra,
+    ],
+  });
+}
+
+/**
  * Starts servers/forward.ts with `args` (a ws:// or wss:// LISTEN and its
  * TARGET, flags before them) and exactly `permissions`, and waits for its
  * `listening on` line.
