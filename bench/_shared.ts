@@ -64,6 +64,25 @@ export interface FamilyContext {
   step(what: string): void;
 }
 
+/**
+ * The figure a load generator printed (its JSON on stdout), with `cpu_us`:
+ * the server's CPU time (`server_cpu_ms`) per unit of `work`, the figure a
+ * loaded machine disturbs least; `{ error }` when it failed.
+ */
+export function loadgenFigure(
+  result: RunResult,
+  work: (figure: Figure) => Figure[string] | undefined,
+): Figure {
+  if (result.code !== 0) {
+    return { error: result.stderr.trim() || `exit ${result.code}` };
+  }
+  const figure: Figure = JSON.parse(result.stdout);
+  const cpuMs = figure.server_cpu_ms as number | undefined;
+  const units = work(figure) as number | undefined;
+  if (cpuMs !== undefined && units) figure.cpu_us = cpuMs * 1000 / units;
+  return figure;
+}
+
 /** Whether `command` is on the PATH (`sh -c 'command -v …'`). */
 export function hasCommand(command: string): boolean {
   try {

@@ -64,6 +64,7 @@ import {
   type Figure,
   format,
   hasCommand,
+  loadgenFigure,
   median,
   printTable,
   type Running,
@@ -815,16 +816,12 @@ async function measure(
     last,
     String(server.pid),
   ], { cpu: 1 });
-  if (result.code !== 0) {
-    return { error: result.stderr.trim() || `exit ${result.code}` };
-  }
-  const figure: Figure = JSON.parse(result.stdout);
-  // Server CPU per unit of work: what a loaded machine disturbs least.
-  const cpuMs = figure.server_cpu_ms as number | undefined;
-  const work = (figure.round_trips ?? figure.completed ??
-    (figure.bytes as number) / 1e6) as number | undefined;
-  if (cpuMs !== undefined && work) figure.cpu_us = cpuMs * 1000 / work;
-  return figure;
+  // Work: a round trip, a connection, or a MB.
+  return loadgenFigure(
+    result,
+    (figure) =>
+      figure.round_trips ?? figure.completed ?? (figure.bytes as number) / 1e6,
+  );
 }
 
 /**

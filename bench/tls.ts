@@ -31,6 +31,7 @@ import {
   type FamilyContext,
   type Figure,
   format,
+  loadgenFigure,
   median,
   printTable,
   type Target,
@@ -416,15 +417,10 @@ export class TlsBench {
       `${this.#dir}/ca.pem`,
       String(server.pid),
     ], { cpu: 1 });
-    if (result.code !== 0) {
-      return { error: result.stderr.trim() || `exit ${result.code}` };
-    }
-    const figure: Figure = JSON.parse(result.stdout);
-    const cpuMs = figure.server_cpu_ms as number | undefined;
-    const work = (figure.round_trips ??
-      (figure.bytes as number) / 1e6) as number | undefined;
-    if (cpuMs !== undefined && work) figure.cpu_us = cpuMs * 1000 / work;
-    return figure;
+    return loadgenFigure(
+      result,
+      (figure) => figure.round_trips ?? (figure.bytes as number) / 1e6,
+    );
   }
 
   /** Whether a measurement failed (a wrong byte, a refused connection). */

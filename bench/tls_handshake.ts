@@ -38,6 +38,7 @@ import {
   type FamilyContext,
   type Figure,
   format,
+  loadgenFigure,
   printTable,
   type Spread,
   spread,
@@ -366,16 +367,7 @@ export class HandshakeBench {
         ? [`${dir}/client.pem`, `${dir}/client.key`]
         : []),
     ], { cpu: 1 });
-    if (result.code !== 0) {
-      return { error: result.stderr.trim() || `exit ${result.code}` };
-    }
-    const figure: Figure = JSON.parse(result.stdout);
-    const cpuMs = figure.server_cpu_ms as number | undefined;
-    const handshakes = figure.handshakes as number;
-    if (cpuMs !== undefined && handshakes > 0) {
-      figure.cpu_us = cpuMs * 1000 / handshakes;
-    }
-    return figure;
+    return loadgenFigure(result, (figure) => figure.handshakes);
   }
 
   async #has(program: string): Promise<boolean> {
