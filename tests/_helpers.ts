@@ -605,6 +605,25 @@ export function closing<T extends { close(): void }>(
   });
 }
 
+/**
+ * An `output` for a server that writes what it receives (hello.ts and
+ * udp.ts print each client's message): it keeps every chunk; `text()`
+ * is all of them.
+ */
+export function memoryOutput(): {
+  write(p: Uint8Array): Promise<number>;
+  text(): string;
+} {
+  const chunks: Uint8Array[] = [];
+  return {
+    write(p) {
+      chunks.push(p.slice());
+      return Promise.resolve(p.byteLength);
+    },
+    text: () => chunks.map((c) => decoder.decode(c)).join(""),
+  };
+}
+
 /** The next datagram on `socket`, or `null` when none comes within `ms`. */
 export async function receiveWithin(
   socket: Deno.DatagramConn,
