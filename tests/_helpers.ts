@@ -372,6 +372,45 @@ export function startWebSocketBridge(
   return startServer("servers/forward.ts", { permissions, args });
 }
 
+/** The local port of `conn` (the client's side, as a server logs it). */
+export function localPort(conn: Deno.Conn): number {
+  return (conn.localAddr as Deno.NetAddr).port;
+}
+
+/** Resolves true once `conn` is closed by its peer (EOF or reset), false after `ms`. */
+export async function closedWithin(
+  conn: Deno.Conn,
+  ms: number,
+): Promise<boolean> {
+  const buffer = new Uint8Array(64 * 1024);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) =>
+    timer = setTimeout(() => resolve(false), ms)
+  );
+  const closed = (async () => {
+    try {
+      while ((await conn.read(buffer)) !== null) { /* drain */ }
+    } catch {
+      // A reset: closed too.
+    }
+    return true;
+  })();
+  try {
+    return await Promise.race([closed, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A script's permissions to listen on, and own, the Unix socket `path`. */
+export function unixPermissions(path: string): string[] {
+  return [
+    `--allow-net=unix:${path}`,
+    `--allow-read=${path}`,
+    `--allow-write=${path}`,
+  ];
+}
+
 /** Runs `ip` with `args` (a network namespace's set-up), failing with its stderr. */
 export async function ip(...args: string[]): Promise<void> {
   const { code, stderr } = await runCommand("ip", args);

@@ -21,6 +21,7 @@ import {
   assertSameBytes,
   descriptorCount,
   freePort,
+  localPort,
   makeCertificates,
   missing,
   pseudoRandomBytes,
@@ -89,10 +90,6 @@ function echoTarget() {
       await Promise.allSettled(handlers);
     },
   };
-}
-
-function localPort(conn: Deno.Conn): number {
-  return (conn.localAddr as Deno.NetAddr).port;
 }
 
 Deno.test({

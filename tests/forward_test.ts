@@ -21,9 +21,11 @@ import {
 import {
   assertSameBytes,
   assertUsageError,
+  closedWithin,
   descriptorCount,
   eventually,
   freePort,
+  localPort,
   makeCertificates,
   missing,
   pseudoRandomBytes,
@@ -141,32 +143,6 @@ async function closingLine(
 /** A TCP connection to `port` on 127.0.0.1. */
 function dial(port: number): Promise<Deno.TcpConn> {
   return Deno.connect({ hostname: "127.0.0.1", port });
-}
-
-function localPort(conn: Deno.Conn): number {
-  return (conn.localAddr as Deno.NetAddr).port;
-}
-
-/** Resolves true once `conn` is closed by its peer (EOF or reset), false after `ms`. */
-async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
-  const buffer = new Uint8Array(64 * 1024);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) =>
-    timer = setTimeout(() => resolve(false), ms)
-  );
-  const closed = (async () => {
-    try {
-      while ((await conn.read(buffer)) !== null) { /* drain */ }
-    } catch {
-      // A reset: closed too.
-    }
-    return true;
-  })();
-  try {
-    return await Promise.race([closed, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 Deno.test("forward.ts forwards 4 MiB each way byte-exact and logs one closing line: client, bytes, target, duration, why", async () => {
