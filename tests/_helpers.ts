@@ -372,6 +372,33 @@ export function startWebSocketBridge(
   return startServer("servers/forward.ts", { permissions, args });
 }
 
+/**
+ * Starts servers/forward.ts from `listen` (default `tcp://127.0.0.1:0`) to
+ * `target`, `args` before them, with exactly the header's permissions for
+ * the two (or `permissions`).
+ */
+export function startForward(
+  target: string,
+  options: { args?: string[]; listen?: string; permissions?: string[] } = {},
+): Promise<StartedServer & AsyncDisposable> {
+  const listen = options.listen ?? "tcp://127.0.0.1:0";
+  const grant = (endpoint: string) => endpoint.replace(/^tcp:\/\//, "");
+  return startServer("servers/forward.ts", {
+    permissions: options.permissions ??
+      [`--allow-net=${grant(listen)},${grant(target)}`],
+    args: [...(options.args ?? []), listen, target],
+  });
+}
+
+/** A TLS connection to `port` on 127.0.0.1, trusting only the CA in the file `ca`. */
+export function connectTls(port: number, ca: string): Promise<Deno.TlsConn> {
+  return Deno.connectTls({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [Deno.readTextFileSync(ca)],
+  });
+}
+
 /** The local port of `conn` (the client's side, as a server logs it). */
 export function localPort(conn: Deno.Conn): number {
   return (conn.localAddr as Deno.NetAddr).port;

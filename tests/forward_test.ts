@@ -34,7 +34,7 @@ import {
   type ScriptProcess,
   settledDescriptorCount,
   spawn,
-  startServer,
+  startForward,
 } from "./_helpers.ts";
 import { pushThenReset } from "./_reset_client.ts";
 import { serveForward } from "../servers/forward.ts";
@@ -112,21 +112,6 @@ async function echoHandler(conn: Deno.Conn): Promise<number> {
   }
   await conn.closeWrite();
   return total;
-}
-
-/** forward.ts LISTEN TARGET, with the header's permissions for them. */
-function startForward(
-  target: string,
-  options: { args?: string[]; listen?: string; permissions?: string[] } = {},
-) {
-  const listen = options.listen ?? "tcp://127.0.0.1:0";
-  const grant = (endpoint: string) =>
-    endpoint.replace(/^tcp:\/\//, "").replace(/^unix:/, "unix:");
-  return startServer(FORWARD, {
-    permissions: options.permissions ??
-      [`--allow-net=${grant(listen)},${grant(target)}`],
-    args: [...(options.args ?? []), listen, target],
-  });
 }
 
 /** Waits for the closing line of the connection from local port `port`. */

@@ -17,6 +17,7 @@ import {
 import { serveEcho } from "../servers/echo.ts";
 import {
   assertSameBytes,
+  connectTls,
   freePort,
   makeCertificates,
   missing,
@@ -32,15 +33,6 @@ import {
 } from "./_helpers.ts";
 
 const noOpenssl = missing("openssl");
-
-/** A Deno TLS client trusting only `ca` (the certificate names 127.0.0.1). */
-function connectTls(port: number, ca: string): Promise<Deno.TlsConn> {
-  return Deno.connectTls({
-    hostname: "127.0.0.1",
-    port,
-    caCerts: [Deno.readTextFileSync(ca)],
-  });
-}
 
 function tlsOf(certs: TestCertificates): TlsCertificate {
   return readTlsFiles(certs.cert, certs.key);
