@@ -31,32 +31,27 @@
  * @module
  */
 
-/** One measurement: what the load generator printed. */
-type Figure = Record<string, number | string | boolean>;
+import {
+  type Figure,
+  format,
+  hasCommand,
+  median,
+  printTable,
+  type Running,
+  type Target,
+  verdict,
+} from "./_shared.ts";
 
-interface Target {
-  /** Command line; `{PORT}` is replaced. */
-  command: string[];
-  /** Shown in the table. */
-  label: string;
-  /** CPUs it may use (`taskset -c`). Default `0`. */
-  cpus?: string;
-  /** Ready once its log matches this, or once it accepts. */
-  ready?: RegExp | "connect";
-  /** Runs before it starts (writes a config file for `port`). */
-  before?: (port: number) => void;
-}
+/** A forwarder or target: what this family sets of bench.ts's `Target`. */
+type BalanceTarget = Pick<
+  Target,
+  "command" | "label" | "cpus" | "ready" | "before"
+>;
 
 interface Scenario {
   key: string;
   kind: "pingpong" | "short";
   connections: number;
-}
-
-interface Running {
-  pid: number;
-  port: number;
-  stop(): Promise<void>;
 }
 
 /** What bench.ts lends this part. */
@@ -66,7 +61,11 @@ export interface BalanceBenchContext {
   /** Seconds of each failover run (the kill comes a third of the way in). */
   failoverSeconds: number;
   only?: string[];
-  startServer(name: string, target: Target, family: string): Promise<Running>;
+  startServer(
+    name: string,
+    target: BalanceTarget,
+    family: string,
+  ): Promise<Running>;
   measure(scenario: Scenario, server: Running): Promise<Figure>;
   step(what: string): void;
 }
@@ -134,18 +133,6 @@ const ROWS: Row[] = [
   },
 ];
 
-function hasCommand(command: string): boolean {
-  try {
-    return new Deno.Command("sh", {
-      args: ["-c", `command -v ${command}`],
-      stdout: "null",
-      stderr: "null",
-    }).outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
 /** Where Debian's `libnginx-mod-stream` puts the module. */
 const NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
@@ -181,29 +168,6 @@ async function shortConnection(port: number, message: Uint8Array) {
   }
 }
 
-function median(figures: Figure[] | undefined, metric: string): number | null {
-  const values = (figures ?? [])
-    .map((f) => f[metric])
-    .filter((v): v is number => typeof v === "number")
-    .sort((a, b) => a - b);
-  return values.length === 0 ? null : values[Math.floor(values.length / 2)];
-}
-
-function format(value: number | null): string {
-  if (value === null) return "-";
-  return value >= 100 ? Math.round(value).toString() : value.toFixed(1);
-}
-
-function verdict(
-  ratio: number | null,
-  target: number | undefined,
-  higherIsBetter: boolean,
-): string {
-  if (ratio === null || target === undefined) return "";
-  const met = higherIsBetter ? ratio >= target : ratio <= target;
-  return `${met ? "met" : "MISSED"} (${higherIsBetter ? ">=" : "<="}${target})`;
-}
-
 /** The balancing forwarders, rates and failover, one round at a time. */
 export class BalanceBench {
   readonly #context: BalanceBenchContext;
@@ -235,9 +199,11 @@ export class BalanceBench {
   }
 
   /** The forwarders in front of `ports`, by name. */
-  #forwarders(ports: number[]): Record<string, Target & { missing?: string }> {
+  #forwarders(
+    ports: number[],
+  ): Record<string, BalanceTarget & { missing?: string }> {
     const targets = ports.map((port) => `127.0.0.1:${port}`);
-    const ours = (extra: string[]): Target => ({
+    const ours = (extra: string[]): BalanceTarget => ({
       label: "ours (servers/forward.ts)",
       command: [
         Deno.execPath(),
@@ -255,7 +221,9 @@ export class BalanceBench {
         ...targets,
       ],
     });
-    const haproxy = (check: boolean): Target & { missing?: string } => {
+    const haproxy = (
+      check: boolean,
+    ): BalanceTarget & { missing?: string } => {
       const config = `${this.#dir}/haproxy${check ? "" : "-passive"}.cfg`;
       return {
         label: `haproxy (nbthread 1${check ? ", check inter 1s" : ""})`,
@@ -543,7 +511,7 @@ ${targets.map((target) => `    server ${target};\n`).join("")}  }
           verdicts,
         ]);
       }
-      printTable(lines);
+      printWordsAndFigures(lines);
     }
     const failover = this.results["bal-failover"];
     if (failover) {
@@ -575,7 +543,7 @@ ${targets.map((target) => `    server ${target};\n`).join("")}  }
           `${format(value("last_error_ms"))} ms`,
         ]);
       }
-      printTable(lines);
+      printWordsAndFigures(lines);
     }
     if (table.length > 0) {
       console.log(
@@ -587,17 +555,7 @@ ${targets.map((target) => `    server ${target};\n`).join("")}  }
 }
 
 /** Prints `lines` in columns: figures to the right, words (the first and a `target` column) to the left. */
-function printTable(lines: string[][]): void {
-  const words = lines[0].map((header, i) => i === 0 || header === "target");
-  const widths = lines[0].map((_, i) =>
-    Math.max(...lines.map((line) => line[i].length))
-  );
+function printWordsAndFigures(lines: string[][]): void {
   console.log("");
-  for (const line of lines) {
-    console.log(
-      line.map((cell, i) =>
-        words[i] ? cell.padEnd(widths[i]) : cell.padStart(widths[i])
-      ).join("  ").trimEnd(),
-    );
-  }
+  printTable(lines, (i) => i === 0 || lines[0][i] === "target");
 }

@@ -60,6 +60,17 @@ import {
   webSocketServers,
 } from "./websocket.ts";
 import { plotSvg } from "./plot.ts";
+import {
+  type Figure,
+  format,
+  hasCommand,
+  loadgenFigure,
+  median,
+  printTable,
+  type Running,
+  type Target,
+  verdict as targetVerdict,
+} from "./_shared.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const RESULTS = `${ROOT}bench/results`;
@@ -133,34 +144,6 @@ const families = flags.family?.split(",") ?? [
 
 // Server on CPU 0, load generator on CPU 1; a 1-CPU machine pins nothing.
 const PIN = navigator.hardwareConcurrency >= 2;
-
-/** One measurement: what the load generator printed. */
-type Figure = Record<string, number | string | boolean>;
-
-interface Target {
-  /** Command line; `{PORT}` is replaced. */
-  command: string[];
-  /** Shown in the table. */
-  label: string;
-  /** CPUs the server may use (`taskset -c`). Default `0`. */
-  cpus?: string;
-  /** Ready once its log matches this, or once it accepts. Default `/listening on/`. */
-  ready?: RegExp | "connect";
-  /** Runs before it starts (writes a config file for `port`). */
-  before?: (port: number) => void;
-  /** Why it cannot run here, if it cannot (a missing peer, not root). */
-  missing?: () => string | undefined;
-  /** Not ours: its failures are reported, never fail the run. */
-  peer?: boolean;
-  /**
-   * Start it with an environment of `PATH` alone, so that every server's
-   * programs start alike (xinetd passes none of its own; a program that
-   * finds LANG set loads locale files: printf here started 30% slower).
-   */
-  cleanEnv?: boolean;
-  /** Only these scenarios (by key). Default: all of the family's. */
-  scenarios?: string[];
-}
 
 // Each server kind, by scenario family.
 const DAYTIME_SCRIPT = existsSync(`${ROOT}servers/daytime.ts`)
@@ -471,18 +454,6 @@ function isRoot(): boolean {
   return new TextDecoder().decode(stdout).trim() === "0";
 }
 
-function hasCommand(command: string): boolean {
-  try {
-    return new Deno.Command("sh", {
-      args: ["-c", `command -v ${command}`],
-      stdout: "null",
-      stderr: "null",
-    }).outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
 // Forwarding: forwarders in front of the C echo server (`{ECHO}`, on the
 // load generator's CPU), each forwarder alone on CPU 0.
 
@@ -601,45 +572,20 @@ async function runWebSocketFamily(): Promise<void> {
   if (!Object.keys(webSocketServers(ROOT, RESULTS, 0)).some(isSelected)) {
     return;
   }
-  let echo: Running;
-  try {
-    echo = await startServer("c-echo", {
-      label: "C epoll echo (the target)",
-      command: [`${BIN}/cserver`, "echo", "{PORT}"],
-      cpus: PIN ? "1" : "0",
-    }, "websocket");
-  } catch (error) {
-    console.error(`bench: websocket: ${(error as Error).message}`);
-    return;
-  }
-  try {
-    await runFamily(
+  await behindCEcho("websocket", (echoPort) =>
+    runFamily(
       "websocket",
-      webSocketServers(ROOT, RESULTS, echo.port),
+      webSocketServers(ROOT, RESULTS, echoPort),
       WEBSOCKET_SCENARIOS,
-    );
-  } finally {
-    await echo.stop();
-  }
+    ));
 }
 
 /** The forward family: the C echo target, then each forwarder in front of it. */
 async function runForwardFamily(): Promise<void> {
   const servers = forwardServers(0);
   if (!Object.keys(servers).some(isSelected)) return;
-  let echo: Running;
-  try {
-    echo = await startServer("c-echo", {
-      label: "C epoll echo (the target)",
-      command: [`${BIN}/cserver`, "echo", "{PORT}"],
-      cpus: PIN ? "1" : "0",
-    }, "forward");
-  } catch (error) {
-    console.error(`bench: forward: ${(error as Error).message}`);
-    return;
-  }
-  try {
-    const family = forwardServers(echo.port);
+  await behindCEcho("forward", async (echoPort) => {
+    const family = forwardServers(echoPort);
     for (
       const [name, peer] of [["fwd-haproxy", "haproxy"], ["fwd-socat", "socat"]]
     ) {
@@ -648,8 +594,33 @@ async function runForwardFamily(): Promise<void> {
         delete family[name];
       }
     }
-    if (family["fwd-haproxy"]) writeHaproxyConfig(echo.port);
+    if (family["fwd-haproxy"]) writeHaproxyConfig(echoPort);
     await runFamily("forward", family, FORWARD_SCENARIOS);
+  });
+}
+
+/**
+ * Runs `body` with the C echo server, the target of the family's
+ * forwarders, on the load generator's CPU; a target that does not start
+ * is reported and the family skipped.
+ */
+async function behindCEcho(
+  family: string,
+  body: (echoPort: number) => Promise<void>,
+): Promise<void> {
+  let echo: Running;
+  try {
+    echo = await startServer("c-echo", {
+      label: "C epoll echo (the target)",
+      command: [`${BIN}/cserver`, "echo", "{PORT}"],
+      cpus: PIN ? "1" : "0",
+    }, family);
+  } catch (error) {
+    console.error(`bench: ${family}: ${(error as Error).message}`);
+    return;
+  }
+  try {
+    await body(echo.port);
   } finally {
     await echo.stop();
   }
@@ -751,12 +722,6 @@ async function accepts(port: number): Promise<boolean> {
   }
 }
 
-interface Running {
-  pid: number;
-  port: number;
-  stop(): Promise<void>;
-}
-
 /** Starts a server on CPU 0, stderr to a log file; waits for `listening on`. */
 async function startServer(
   name: string,
@@ -851,16 +816,12 @@ async function measure(
     last,
     String(server.pid),
   ], { cpu: 1 });
-  if (result.code !== 0) {
-    return { error: result.stderr.trim() || `exit ${result.code}` };
-  }
-  const figure: Figure = JSON.parse(result.stdout);
-  // Server CPU per unit of work: what a loaded machine disturbs least.
-  const cpuMs = figure.server_cpu_ms as number | undefined;
-  const work = (figure.round_trips ?? figure.completed ??
-    (figure.bytes as number) / 1e6) as number | undefined;
-  if (cpuMs !== undefined && work) figure.cpu_us = cpuMs * 1000 / work;
-  return figure;
+  // Work: a round trip, a connection, or a MB.
+  return loadgenFigure(
+    result,
+    (figure) =>
+      figure.round_trips ?? figure.completed ?? (figure.bytes as number) / 1e6,
+  );
 }
 
 /**
@@ -1182,32 +1143,17 @@ const ROWS: Row[] = [
   },
 ];
 
-function median(figures: Figure[] | undefined, metric: string): number | null {
-  const values = (figures ?? [])
-    .map((f) => f[metric])
-    .filter((v): v is number => typeof v === "number")
-    .sort((a, b) => a - b);
-  if (values.length === 0) return null;
-  return values[Math.floor(values.length / 2)];
-}
-
 function verdict(
   ratio: number | null,
   target: number | undefined,
   higherIsBetter: boolean,
 ): string {
-  if (ratio === null || target === undefined) return "";
   // A few hundred idle connections move RSS less than the GC does: a
   // negative or zero figure is noise, not a result to judge.
-  if (!(ratio > 0)) return "noise (too small to judge)";
-  const met = higherIsBetter ? ratio >= target : ratio <= target;
-  return `${met ? "met" : "MISSED"} (${higherIsBetter ? ">=" : "<="}${target})`;
-}
-
-function format(value: number | null): string {
-  if (value === null) return "-";
-  if (value >= 100) return Math.round(value).toString();
-  return value.toFixed(1);
+  if (ratio !== null && target !== undefined && !(ratio > 0)) {
+    return "noise (too small to judge)";
+  }
+  return targetVerdict(ratio, target, higherIsBetter);
 }
 
 function report(): Record<string, unknown>[] {
@@ -1281,17 +1227,7 @@ function report(): Record<string, unknown>[] {
       entry.target_vs_node,
     ]);
   }
-  const widths = lines[0].map((_, i) =>
-    Math.max(...lines.map((line) => line[i].length))
-  );
-  for (const line of lines) {
-    console.log(
-      line.map((cell, i) =>
-        i < 2 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])
-      )
-        .join("  ").trimEnd(),
-    );
-  }
+  printTable(lines, (i) => i < 2);
   console.log(
     "ours/C compares with C epoll, except connect rows: the seed's iterative C server.",
   );
@@ -1418,19 +1354,8 @@ function reportForward(): Record<string, unknown>[] {
       verdicts,
     ]);
   }
-  const widths = lines[0].map((_, i) =>
-    Math.max(...lines.map((line) => line[i].length))
-  );
   console.log("");
-  for (const line of lines) {
-    console.log(
-      line.map((cell, i) =>
-        i < 2 || i === line.length - 1
-          ? cell.padEnd(widths[i])
-          : cell.padStart(widths[i])
-      ).join("  ").trimEnd(),
-    );
-  }
+  printTable(lines, (i) => i < 2 || i === lines[0].length - 1);
   console.log(
     "Forwarders on CPU 0, the C echo target and the load generator on CPU 1; socat forks a process per connection, so its CPU and memory are not measured.",
   );
@@ -1483,16 +1408,7 @@ function reportExec(): Record<string, unknown>[] {
       ...ratios,
     ]);
   }
-  const widths = lines[0].map((_, i) =>
-    Math.max(...lines.map((line) => line[i].length))
-  );
-  for (const line of lines) {
-    console.log(
-      line.map((cell, i) =>
-        i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])
-      ).join("  ").trimEnd(),
-    );
-  }
+  printTable(lines, (i) => i === 0);
   console.log(
     `exec: a program per connection (${
       LINE_PROGRAM.join(" ")

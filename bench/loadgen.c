@@ -18,62 +18,16 @@
  * figure a loaded machine disturbs far less than throughput.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <dirent.h>
-#include <errno.h>
+#define LOADGEN "loadgen"
+#include "loadgen.h"
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
-#define PERIOD 251            /* prime: a shifted or lost byte is caught */
 #define CHUNK 65536
-#define WINDOW (256 * 1024)   /* bytes in flight per stream connection */
-#define MSG 64
 
-static struct sockaddr_in server;
-static int server_pid;
-
-/* Seconds on CPU of every thread of the server (schedstat: nanoseconds). */
-static double server_cpu(void) {
-  char path[320];
-  if (server_pid <= 0) return 0;
-  snprintf(path, sizeof path, "/proc/%d/task", server_pid);
-  DIR *dir = opendir(path);
-  if (!dir) return 0;
-  double total = 0;
-  for (struct dirent *e; (e = readdir(dir));) {
-    if (e->d_name[0] == '.') continue;
-    snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", server_pid, e->d_name);
-    FILE *f = fopen(path, "r");
-    unsigned long long ns;
-    if (f && fscanf(f, "%llu", &ns) == 1) total += ns / 1e9;
-    if (f) fclose(f);
-  }
-  closedir(dir);
-  return total;
-}
 static uint8_t pattern[PERIOD + CHUNK];
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "loadgen: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
 
 static int open_conn(int blocking) {
   int fd = socket(AF_INET, SOCK_STREAM | (blocking ? 0 : SOCK_NONBLOCK), 0);
@@ -94,10 +48,7 @@ struct conn {
 };
 
 static void watch(int ep, struct conn *c, int out) {
-  struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
-  if (epoll_ctl(ep, c->want_out == -1 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->fd, &ev) < 0)
-    die("epoll_ctl");
-  c->want_out = out;
+  epoll_watch(ep, c->fd, c, &c->want_out, out);
 }
 
 static int stream(int conns, double seconds) {
@@ -157,11 +108,6 @@ static int stream(int conns, double seconds) {
   return 0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
 static int pingpong(int conns, double seconds) {
   int ep = epoll_create1(0);
   struct conn *cs = calloc(conns, sizeof *cs);
@@ -218,8 +164,8 @@ static int pingpong(int conns, double seconds) {
   }
   double elapsed = now() - start;
   cpu = server_cpu() - cpu;
-  qsort(lat, count, sizeof *lat, cmp_double);
-  double p50 = count ? lat[count / 2] : 0, p99 = count ? lat[(size_t)(count * 0.99)] : 0;
+  double p50, p99;
+  percentiles(lat, count, &p50, &p99);
   printf("{\"scenario\":\"pingpong\",\"connections\":%d,\"seconds\":%.3f,"
          "\"round_trips\":%llu,\"per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
          "\"server_cpu_ms\":%.1f}\n",
@@ -314,8 +260,8 @@ static int udp_pingpong(int socks, double seconds) {
 #undef FILL
   double elapsed = now() - start;
   cpu = server_cpu() - cpu;
-  qsort(lat, count, sizeof *lat, cmp_double);
-  double p50 = count ? lat[count / 2] : 0, p99 = count ? lat[(size_t)(count * 0.99)] : 0;
+  double p50, p99;
+  percentiles(lat, count, &p50, &p99);
   printf("{\"scenario\":\"udp\",\"sockets\":%d,\"seconds\":%.3f,"
          "\"round_trips\":%llu,\"per_s\":%.0f,\"lost\":%llu,\"late\":%llu,"
          "\"p50_us\":%.1f,\"p99_us\":%.1f,\"server_cpu_ms\":%.1f}\n",
@@ -475,23 +421,11 @@ static int idle(int conns, int pid) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 6 && argc != 7) {
-    fprintf(stderr, "usage: loadgen stream|pingpong|connect|short|idle|udp HOST PORT CONNS SECONDS|PID [SERVER_PID]\n");
-    return 2;
-  }
-  server.sin_family = AF_INET;
-  server.sin_port = htons(atoi(argv[3]));
-  if (inet_pton(AF_INET, argv[2], &server.sin_addr) != 1) {
-    fprintf(stderr, "loadgen: bad address %s\n", argv[2]);
-    return 2;
-  }
-  struct rlimit rl;
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl);
+  int code = start(argc, argv,
+                   "usage: loadgen stream|pingpong|connect|short|idle|udp HOST PORT CONNS SECONDS|PID [SERVER_PID]");
+  if (code != 0) return code;
   for (size_t i = 0; i < sizeof pattern; i++) pattern[i] = (i % PERIOD) * 7 + 3;
   int conns = atoi(argv[4]);
-  if (argc == 7) server_pid = atoi(argv[6]);
   if (!strcmp(argv[1], "stream")) return stream(conns, atof(argv[5]));
   if (!strcmp(argv[1], "pingpong")) return pingpong(conns, atof(argv[5]));
   if (!strcmp(argv[1], "connect")) return connect_bench(conns, atof(argv[5]));

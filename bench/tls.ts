@@ -27,20 +27,16 @@
  */
 
 import { makeClientInput, measureClient } from "./tls_client.ts";
-
-/** One measurement: what the load generator printed. */
-type Figure = Record<string, number | string | boolean>;
-
-interface Target {
-  /** Command line; `{PORT}` is replaced. */
-  command: string[];
-  /** Shown in the table. */
-  label: string;
-  /** CPUs it may use (`taskset -c`). Default `0`. */
-  cpus?: string;
-  /** Ready once its log matches this, or once it accepts. */
-  ready?: RegExp | "connect";
-}
+import {
+  type FamilyContext,
+  type Figure,
+  format,
+  loadgenFigure,
+  median,
+  printTable,
+  type Target,
+  verdict,
+} from "./_shared.ts";
 
 interface Scenario {
   key: string;
@@ -49,25 +45,9 @@ interface Scenario {
 }
 
 /** What bench.ts lends this part. */
-export interface TlsBenchContext {
-  root: string;
-  results: string;
-  seconds: number;
+export interface TlsBenchContext extends FamilyContext {
   /** Smaller counts (the client scenario sends 10 MB, not 100). */
   quick: boolean;
-  only?: string[];
-  /** haproxy's `mode tcp` configuration in front of the echo on `echoPort`. */
-  haproxyConfig(echoPort: number, bind: string): string;
-  run(
-    command: string[],
-    options?: { cpu?: number },
-  ): Promise<{ code: number; stdout: string; stderr: string }>;
-  startServer(
-    name: string,
-    target: Target,
-    family: string,
-  ): Promise<{ pid: number; port: number; stop(): Promise<void> }>;
-  step(what: string): void;
 }
 
 const SCENARIOS: Scenario[] = [
@@ -203,20 +183,7 @@ export class TlsBench {
     // Named apart from the plain servers: `--only tls-ours,tls-minimal,tls-node`
     // runs this part alone.
     const servers: Record<string, Target> = {
-      "tls-ours": {
-        label: "ours (servers/echo.ts --tls)",
-        command: deno("servers/echo.ts", [
-          "--hostname",
-          "127.0.0.1",
-          "--port",
-          "{PORT}",
-          "--tls",
-          "--cert",
-          cert,
-          "--key",
-          key,
-        ]),
-      },
+      "tls-ours": oursTlsEcho(cert, key),
       "tls-minimal": {
         label: "minimal Deno.listenTls",
         command: deno("bench/tls_echo_deno.ts", ["{PORT}", cert, key]),
@@ -351,23 +318,11 @@ export class TlsBench {
         context.haproxyConfig(echo.port, `ssl crt ${dir}/cert+key.pem`),
       );
       const forwarders: Record<string, Target> = {
-        "tls-fwd-ours": {
-          label: "ours (servers/forward.ts --tls)",
-          command: denoRun(
-            "servers/forward.ts",
-            `127.0.0.1:{PORT},${target}`,
-            `${dir}/cert.pem,${dir}/key.pem`,
-            [
-              "--tls",
-              "--cert",
-              `${dir}/cert.pem`,
-              "--key",
-              `${dir}/key.pem`,
-              "tcp://127.0.0.1:{PORT}",
-              `tcp://${target}`,
-            ],
-          ),
-        },
+        "tls-fwd-ours": oursTlsForward(
+          `${dir}/cert.pem`,
+          `${dir}/key.pem`,
+          target,
+        ),
         "tls-fwd-haproxy": {
           label: "haproxy (nbthread 1, bind ssl)",
           command: ["env", "FWD_PORT={PORT}", "haproxy", "-db", "-f", config],
@@ -462,15 +417,10 @@ export class TlsBench {
       `${this.#dir}/ca.pem`,
       String(server.pid),
     ], { cpu: 1 });
-    if (result.code !== 0) {
-      return { error: result.stderr.trim() || `exit ${result.code}` };
-    }
-    const figure: Figure = JSON.parse(result.stdout);
-    const cpuMs = figure.server_cpu_ms as number | undefined;
-    const work = (figure.round_trips ??
-      (figure.bytes as number) / 1e6) as number | undefined;
-    if (cpuMs !== undefined && work) figure.cpu_us = cpuMs * 1000 / work;
-    return figure;
+    return loadgenFigure(
+      result,
+      (figure) => figure.round_trips ?? (figure.bytes as number) / 1e6,
+    );
   }
 
   /** Whether a measurement failed (a wrong byte, a refused connection). */
@@ -535,16 +485,7 @@ export class TlsBench {
         entry.target_vs_node,
       ]);
     }
-    const widths = lines[0].map((_, i) =>
-      Math.max(...lines.map((line) => line[i].length))
-    );
-    for (const line of lines) {
-      console.log(
-        line.map((cell, i) =>
-          i < 2 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])
-        ).join("  ").trimEnd(),
-      );
-    }
+    printTable(lines, (i) => i < 2);
     console.log(
       "TLS rows: P-256 certificate, Node's TLS client as load generator; ours/Deno compares with a bare Deno.listenTls echo loop.",
     );
@@ -630,18 +571,65 @@ export async function makeBenchCertificates(
   );
 }
 
-function median(figures: Figure[] | undefined, metric: string): number | null {
-  const values = (figures ?? [])
-    .map((f) => f[metric])
-    .filter((v): v is number => typeof v === "number")
-    .sort((a, b) => a - b);
-  if (values.length === 0) return null;
-  return values[Math.floor(values.length / 2)];
+/**
+ * `servers/echo.ts --tls` on 127.0.0.1 with `cert` and `key`, and with a
+ * `clientCa`, verifying client certificates (`--client-ca`).
+ */
+export function oursTlsEcho(
+  cert: string,
+  key: string,
+  clientCa?: string,
+): Target {
+  return {
+    label: "ours (servers/echo.ts --tls)",
+    command: denoRun(
+      "servers/echo.ts",
+      "127.0.0.1:{PORT}",
+      [cert, key, ...(clientCa ? [clientCa] : [])].join(","),
+      [
+        "--hostname",
+        "127.0.0.1",
+        "--port",
+        "{PORT}",
+        "--tls",
+        "--cert",
+        cert,
+        "--key",
+        key,
+        ...(clientCa ? ["--client-ca", clientCa] : []),
+      ],
+    ),
+  };
 }
 
-function verdict(ratio: number | null, target: number | undefined): string {
-  if (ratio === null || target === undefined) return "";
-  return `${ratio >= target ? "met" : "MISSED"} (>=${target})`;
+/**
+ * `servers/forward.ts --tls` from 127.0.0.1 to `target` (`host:port`), as
+ * {@linkcode oursTlsEcho} takes its certificate.
+ */
+export function oursTlsForward(
+  cert: string,
+  key: string,
+  target: string,
+  clientCa?: string,
+): Target {
+  return {
+    label: "ours (servers/forward.ts --tls)",
+    command: denoRun(
+      "servers/forward.ts",
+      `127.0.0.1:{PORT},${target}`,
+      [cert, key, ...(clientCa ? [clientCa] : [])].join(","),
+      [
+        "--tls",
+        "--cert",
+        cert,
+        "--key",
+        key,
+        ...(clientCa ? ["--client-ca", clientCa] : []),
+        "tcp://127.0.0.1:{PORT}",
+        `tcp://${target}`,
+      ],
+    ),
+  };
 }
 
 /** `deno run` of one of our scripts with exactly these permissions. */
@@ -660,10 +648,4 @@ export function denoRun(
     script,
     ...args,
   ];
-}
-
-function format(value: number | null): string {
-  if (value === null) return "-";
-  if (value >= 100) return Math.round(value).toString();
-  return value.toFixed(1);
 }

@@ -7,8 +7,7 @@
  * @module
  */
 
-/** One measurement, or `{ error }`. */
-type Figure = Record<string, number | string | boolean>;
+import type { Figure } from "./_shared.ts";
 
 /** How bench.ts runs a command (on a CPU of its choice). */
 type Run = (

@@ -28,43 +28,28 @@
  * @module
  */
 
-import { denoRun, makeBenchCertificates } from "./tls.ts";
-
-/** One measurement: what the load generator printed. */
-type Figure = Record<string, number | string | boolean>;
-
-/** A server as `bench.ts` starts it (`{PORT}` is replaced). */
-interface Target {
-  command: string[];
-  label: string;
-  /** CPUs it may use (`taskset -c`). Default `0`. */
-  cpus?: string;
-  /** Ready once its log matches this, or once it accepts. */
-  ready?: RegExp | "connect";
-  /** Runs before it starts (writes a configuration for `port`). */
-  before?: (port: number) => void;
-}
+import {
+  denoRun,
+  makeBenchCertificates,
+  oursTlsEcho,
+  oursTlsForward,
+} from "./tls.ts";
+import {
+  type FamilyContext,
+  type Figure,
+  format,
+  loadgenFigure,
+  printTable,
+  type Spread,
+  spread,
+  type Target,
+  verdict,
+} from "./_shared.ts";
 
 /** What bench.ts lends this family. */
-export interface HandshakeBenchContext {
-  root: string;
-  results: string;
-  seconds: number;
-  only?: string[];
+export interface HandshakeBenchContext extends FamilyContext {
   /** The load generator, or why it could not be built. */
   loadgen: { path: string } | { missing: string };
-  /** haproxy's `mode tcp` configuration in front of the echo on `echoPort`. */
-  haproxyConfig(echoPort: number, bind: string): string;
-  run(
-    command: string[],
-    options?: { cpu?: number },
-  ): Promise<{ code: number; stdout: string; stderr: string }>;
-  startServer(
-    name: string,
-    target: Target,
-    family: string,
-  ): Promise<{ pid: number; port: number; stop(): Promise<void> }>;
-  step(what: string): void;
 }
 
 interface Scenario {
@@ -153,44 +138,10 @@ export class HandshakeBench {
     const cert = `${dir}/cert.pem`;
     const key = `${dir}/key.pem`;
     const ca = `${dir}/ca.pem`;
-    const ours = (clientCa: boolean): Target => ({
-      label: "ours (servers/echo.ts --tls)",
-      command: denoRun(
-        "servers/echo.ts",
-        "127.0.0.1:{PORT}",
-        clientCa ? `${cert},${key},${ca}` : `${cert},${key}`,
-        [
-          "--hostname",
-          "127.0.0.1",
-          "--port",
-          "{PORT}",
-          "--tls",
-          "--cert",
-          cert,
-          "--key",
-          key,
-          ...(clientCa ? ["--client-ca", ca] : []),
-        ],
-      ),
-    });
-    const forward = (clientCa: boolean): Target => ({
-      label: "ours (servers/forward.ts --tls)",
-      command: denoRun(
-        "servers/forward.ts",
-        "127.0.0.1:{PORT},127.0.0.1:{ECHO}",
-        clientCa ? `${cert},${key},${ca}` : `${cert},${key}`,
-        [
-          "--tls",
-          "--cert",
-          cert,
-          "--key",
-          key,
-          ...(clientCa ? ["--client-ca", ca] : []),
-          "tcp://127.0.0.1:{PORT}",
-          "tcp://127.0.0.1:{ECHO}",
-        ],
-      ),
-    });
+    const ours = (clientCa: boolean): Target =>
+      oursTlsEcho(cert, key, clientCa ? ca : undefined);
+    const forward = (clientCa: boolean): Target =>
+      oursTlsForward(cert, key, "127.0.0.1:{ECHO}", clientCa ? ca : undefined);
     const node = (verify: boolean): Target => ({
       label: "Node tls",
       command: [
@@ -416,16 +367,7 @@ export class HandshakeBench {
         ? [`${dir}/client.pem`, `${dir}/client.key`]
         : []),
     ], { cpu: 1 });
-    if (result.code !== 0) {
-      return { error: result.stderr.trim() || `exit ${result.code}` };
-    }
-    const figure: Figure = JSON.parse(result.stdout);
-    const cpuMs = figure.server_cpu_ms as number | undefined;
-    const handshakes = figure.handshakes as number;
-    if (cpuMs !== undefined && handshakes > 0) {
-      figure.cpu_us = cpuMs * 1000 / handshakes;
-    }
-    return figure;
+    return loadgenFigure(result, (figure) => figure.handshakes);
   }
 
   async #has(program: string): Promise<boolean> {
@@ -502,16 +444,7 @@ export class HandshakeBench {
         entry.target_vs_haproxy,
       ]);
     }
-    const widths = lines[0].map((_, i) =>
-      Math.max(...lines.map((line) => line[i].length))
-    );
-    for (const line of lines) {
-      console.log(
-        line.map((cell, i) =>
-          i < 2 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])
-        ).join("  ").trimEnd(),
-      );
-    }
+    printTable(lines, (i) => i < 2);
     console.log(
       "hs rows: full TLS handshakes (connect, handshake, 1 byte each way, close; no resumption), 1 and 8 at a time, by a C OpenSSL client on CPU 1; servers on CPU 0; median (min-max) of the rounds. hs-mtls: the client presents a certificate the server verifies (Deno.listenTls cannot ask for one). ours fwd (servers/forward.ts --tls), haproxy and stunnel forward each connection to the C echo on CPU 1.",
     );
@@ -535,38 +468,8 @@ function oursTakesClientCa(root: string): boolean {
   }
 }
 
-/** The median and range of `metric` over the rounds' figures. */
-interface Spread {
-  median: number;
-  min: number;
-  max: number;
-}
-
-function spread(figures: Figure[] | undefined, metric: string): Spread | null {
-  const values = (figures ?? [])
-    .map((f) => f[metric])
-    .filter((v): v is number => typeof v === "number")
-    .sort((a, b) => a - b);
-  if (values.length === 0) return null;
-  return {
-    median: values[Math.floor(values.length / 2)],
-    min: values[0],
-    max: values[values.length - 1],
-  };
-}
-
 function formatSpread(value: Spread | null): string {
   if (value === null) return "-";
   if (value.min === value.max) return format(value.median);
   return `${format(value.median)} (${format(value.min)}-${format(value.max)})`;
-}
-
-function format(value: number): string {
-  if (value >= 100) return Math.round(value).toString();
-  return value.toFixed(1);
-}
-
-function verdict(ratio: number | null, target: number | undefined): string {
-  if (ratio === null || target === undefined) return "";
-  return `${ratio >= target ? "met" : "MISSED"} (>=${target})`;
 }

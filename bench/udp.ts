@@ -18,14 +18,14 @@
  * @module
  */
 
-/** One measurement: what the load generator printed. */
-type Figure = Record<string, number | string | boolean>;
-
-/** A server of the family (the shape of bench.ts's `Target`). */
-interface UdpTarget {
-  label: string;
-  command: string[];
-}
+import {
+  type Figure,
+  formatGrouped,
+  printTable,
+  spread,
+  type Target,
+  verdict,
+} from "./_shared.ts";
 
 /** A ping-pong from this many sockets (the shape of bench.ts's `Scenario`). */
 interface UdpScenario {
@@ -47,7 +47,7 @@ const TARGET_VS_MINIMAL = 0.95;
 export function udpServers(
   root: string,
   bin: string,
-): Record<string, UdpTarget> {
+): Record<string, Target> {
   const deno = (script: string, args: string[]) => [
     Deno.execPath(),
     "run",
@@ -99,7 +99,7 @@ export function udpServers(
  */
 export function reportUdp(
   results: Record<string, Record<string, Figure[]>>,
-  servers: Record<string, UdpTarget>,
+  servers: Record<string, Target>,
 ): Record<string, unknown>[] {
   if (!UDP_SCENARIOS.some((scenario) => results[scenario.key])) return [];
   const table: Record<string, unknown>[] = [];
@@ -115,7 +115,7 @@ export function reportUdp(
     ]),
   ]];
   const minimal = (key: string) =>
-    stats(results[key]?.["udp-minimal"], "per_s")?.median ?? null;
+    spread(results[key]?.["udp-minimal"], "per_s")?.median ?? null;
   for (const [name, server] of Object.entries(servers)) {
     const entry: Record<string, unknown> = {
       server: name,
@@ -125,14 +125,14 @@ export function reportUdp(
     let any = false;
     for (const scenario of UDP_SCENARIOS) {
       const figures = results[scenario.key]?.[name];
-      const trips = stats(figures, "per_s");
-      const lost = stats(
+      const trips = spread(figures, "per_s");
+      const lost = spread(
         figures?.map((f) => ({
           lost_per_s: (f.lost as number) / (f.seconds as number),
         })),
         "lost_per_s",
       );
-      const cpu = stats(figures, "cpu_us");
+      const cpu = spread(figures, "cpu_us");
       const least = minimal(scenario.key);
       const ratio = trips && least ? trips.median / least : null;
       any ||= trips !== null;
@@ -143,38 +143,27 @@ export function reportUdp(
         vs_minimal: ratio,
         cpu_us_per_trip: cpu?.median ?? null,
         lost_per_s: lost?.median ?? null,
-        target_vs_minimal: name === "udp-ours" && ratio !== null
-          ? `${
-            ratio >= TARGET_VS_MINIMAL ? "met" : "MISSED"
-          } (>=${TARGET_VS_MINIMAL})`
+        target_vs_minimal: name === "udp-ours"
+          ? verdict(ratio, TARGET_VS_MINIMAL)
           : "",
       };
       cells.push(
         trips
-          ? `${format(trips.median)} (${format(trips.min)}-${
-            format(trips.max)
+          ? `${formatGrouped(trips.median)} (${formatGrouped(trips.min)}-${
+            formatGrouped(trips.max)
           })`
           : "-",
         ratio === null ? "-" : ratio.toFixed(2),
         cpu ? cpu.median.toFixed(1) : "-",
-        lost ? format(lost.median) : "-",
+        lost ? formatGrouped(lost.median) : "-",
       );
     }
     if (!any) continue;
     table.push(entry);
     lines.push(cells);
   }
-  const widths = lines[0].map((_, i) =>
-    Math.max(...lines.map((line) => line[i].length))
-  );
   console.log("");
-  for (const line of lines) {
-    console.log(
-      line.map((cell, i) =>
-        i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])
-      ).join("  ").trimEnd(),
-    );
-  }
+  printTable(lines, (i) => i === 0);
   const ours = table.find((row) => row.server === "udp-ours");
   if (ours) {
     console.log(
@@ -192,26 +181,4 @@ export function reportUdp(
     "UDP: servers on CPU 0, the load generator (one address, every datagram different) on CPU 1; a datagram not answered within 20 ms is lost and replaced; CPU µs/trip is the server's CPU time a round trip (median over rounds), which a loaded machine disturbs least. With its defaults ours answers one address 100 times a second after a burst of 100 (--udp-rate): a load test from one host measures the rate limit, not the server.",
   );
   return table;
-}
-
-/** Median, least and most of `metric` over rounds; `null` when none. */
-function stats(
-  figures: Record<string, unknown>[] | undefined,
-  metric: string,
-): { median: number; min: number; max: number } | null {
-  const values = (figures ?? [])
-    .map((f) => f[metric])
-    .filter((v): v is number => typeof v === "number" && Number.isFinite(v))
-    .sort((a, b) => a - b);
-  if (values.length === 0) return null;
-  return {
-    median: values[Math.floor(values.length / 2)],
-    min: values[0],
-    max: values[values.length - 1],
-  };
-}
-
-function format(value: number): string {
-  if (value >= 100) return Math.round(value).toLocaleString("en-US");
-  return value.toFixed(1);
 }

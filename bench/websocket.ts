@@ -13,17 +13,14 @@
  * @module
  */
 
-/** One measurement: what the load generator printed. */
-type Figure = Record<string, number | string | boolean>;
-
-/** A server of the family (the shape of bench.ts's `Target`). */
-interface WebSocketTarget {
-  label: string;
-  command: string[];
-  ready?: "connect";
-  missing?: () => string | undefined;
-  peer?: boolean;
-}
+import {
+  type Figure,
+  formatGrouped,
+  hasCommand,
+  printTable,
+  spread,
+  type Target,
+} from "./_shared.ts";
 
 /** A measurement of the family (the shape of bench.ts's `Scenario`). */
 interface WebSocketScenario {
@@ -43,18 +40,6 @@ const GOALS = { "ws-minimal": 0.95, "ws-node": 1.0 } as const;
 
 /** The `ws` version the Node bridge runs with. */
 const NODE_WS_VERSION = "8.23.1";
-
-function installed(command: string): boolean {
-  try {
-    return new Deno.Command("sh", {
-      args: ["-c", `command -v ${command}`],
-      stdout: "null",
-      stderr: "null",
-    }).outputSync().success;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Installs `ws` for the Node bridge beside a copy of it under `results`
@@ -89,7 +74,7 @@ export function webSocketServers(
   root: string,
   results: string,
   echoPort: number,
-): Record<string, WebSocketTarget> {
+): Record<string, Target> {
   const echo = `127.0.0.1:${echoPort}`;
   let node: string | Error | undefined;
   const nodeScript = () => node ??= nodeBridge(root, results);
@@ -131,7 +116,7 @@ export function webSocketServers(
         String(echoPort),
       ],
       missing: () => {
-        if (!installed("node")) return "node not installed";
+        if (!hasCommand("node")) return "node not installed";
         const script = nodeScript();
         return script instanceof Error
           ? `ws not installed: ${script.message}`
@@ -144,7 +129,7 @@ export function webSocketServers(
       command: ["websockify", "127.0.0.1:{PORT}", echo],
       ready: "connect",
       missing: () =>
-        installed("websockify") ? undefined : "websockify not installed",
+        hasCommand("websockify") ? undefined : "websockify not installed",
       peer: true,
     },
   };
@@ -157,7 +142,7 @@ export function webSocketServers(
  */
 export function reportWebSocket(
   results: Record<string, Record<string, Figure[]>>,
-  servers: Record<string, WebSocketTarget>,
+  servers: Record<string, Target>,
 ): Record<string, unknown>[] {
   if (!WEBSOCKET_SCENARIOS.some((s) => results[s.key])) return [];
   const metricOf = (s: WebSocketScenario) =>
@@ -179,8 +164,8 @@ export function reportWebSocket(
     let any = false;
     for (const scenario of WEBSOCKET_SCENARIOS) {
       const figures = results[scenario.key]?.[name];
-      const rate = stats(figures, metricOf(scenario));
-      const cpu = stats(figures, "cpu_us");
+      const rate = spread(figures, metricOf(scenario));
+      const cpu = spread(figures, "cpu_us");
       any ||= rate !== null;
       entry[scenario.key] = {
         median: rate?.median ?? null,
@@ -191,7 +176,9 @@ export function reportWebSocket(
       };
       cells.push(
         rate
-          ? `${format(rate.median)} (${format(rate.min)}-${format(rate.max)})`
+          ? `${formatGrouped(rate.median)} (${formatGrouped(rate.min)}-${
+            formatGrouped(rate.max)
+          })`
           : figures?.some((f) => f.error)
           ? "failed"
           : "-",
@@ -202,19 +189,10 @@ export function reportWebSocket(
     table.push(entry);
     lines.push(cells);
   }
-  const widths = lines[0].map((_, i) =>
-    Math.max(...lines.map((line) => line[i].length))
-  );
   console.log("");
-  for (const line of lines) {
-    console.log(
-      line.map((cell, i) =>
-        i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])
-      ).join("  ").trimEnd(),
-    );
-  }
+  printTable(lines, (i) => i === 0);
   const median = (key: string, name: string, metric: string) =>
-    stats(results[key]?.[name], metric)?.median ?? null;
+    spread(results[key]?.[name], metric)?.median ?? null;
   const verdicts: string[] = [];
   for (const scenario of WEBSOCKET_SCENARIOS) {
     const ours = median(scenario.key, "ws-ours", metricOf(scenario));
@@ -244,26 +222,4 @@ export function reportWebSocket(
     "WebSocket: each bridge on CPU 0, the load generator (bench/wsloadgen.c) and the C echo on CPU 1; every byte verified; CPU µs is the bridge's CPU time a trip or a MB (websockify's: its parent process only, each client has a process of its own).",
   );
   return table;
-}
-
-/** Median, least and most of `metric` over rounds; `null` when none. */
-function stats(
-  figures: Record<string, unknown>[] | undefined,
-  metric: string,
-): { median: number; min: number; max: number } | null {
-  const values = (figures ?? [])
-    .map((f) => f[metric])
-    .filter((v): v is number => typeof v === "number" && Number.isFinite(v))
-    .sort((a, b) => a - b);
-  if (values.length === 0) return null;
-  return {
-    median: values[Math.floor(values.length / 2)],
-    min: values[0],
-    max: values[values.length - 1],
-  };
-}
-
-function format(value: number): string {
-  if (value >= 100) return Math.round(value).toLocaleString("en-US");
-  return value.toFixed(1);
 }

@@ -14,14 +14,17 @@ import { AccessList, CidrError } from "./access.ts";
 import {
   type Flag,
   flag,
+  type FlagTable,
   type FlagValues,
   integerFlag,
+  parseCommandLine,
   positiveSecondsFlag,
   UsageError,
 } from "./cli.ts";
 import { type Endpoint, parseEndpoint, type Transport } from "./endpoint.ts";
 import { KEEPALIVE_LIMITS, type KeepAliveConfig } from "./keepalive.ts";
 import { stderrLog } from "./log.ts";
+import { runMain } from "./main.ts";
 import {
   DEFAULT_MAX_PROXY_HEADER_BYTES,
   DEFAULT_PROXY_HEADER_TIMEOUT_MS,
@@ -849,6 +852,33 @@ export async function runServers(
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
     Deno.removeSignalListener("SIGHUP", reload);
   }
+}
+
+/**
+ * The whole of a script that serves one server: parses `Deno.args` against
+ * `flags` (`--help` prints `usage`), starts the server `start` makes of
+ * the values, and runs it as {@linkcode runServers} does; exits as
+ * `runMain` does (0, 1 on a failure, 2 on a usage error).
+ *
+ * @example
+ * ```ts ignore
+ * import { runServerScript, serverFlags, serverOptionsFromFlags } from "./server_cli.ts";
+ * import { serveEcho } from "../servers/echo.ts";
+ *
+ * const FLAGS = serverFlags({ port: 15000 });
+ * await runServerScript("usage: echo.ts [options]", FLAGS, (values) =>
+ *   serveEcho(serverOptionsFromFlags(values)));
+ * ```
+ */
+export function runServerScript<F extends FlagTable>(
+  usage: string,
+  flags: F,
+  start: (values: FlagValues<F>) => Server | Promise<Server>,
+): Promise<never> {
+  return runMain(async () => {
+    const { values } = parseCommandLine(Deno.args, { usage, flags });
+    await runServers([{ server: await start(values) }]);
+  });
 }
 
 /**

@@ -64,9 +64,6 @@ import {
   type ConnectionContext,
   flagsHelp,
   MAX_SIMPLE_DATAGRAM,
-  parseCommandLine,
-  runMain,
-  runServers,
   type Server,
   serverFlags,
   type ServerOptions,
@@ -78,6 +75,7 @@ import {
   userPortHelp,
   writeAll,
 } from "../mod.ts";
+import { runServerScript } from "../lib/server_cli.ts";
 
 /** Characters in each line before its CRLF (RFC 864). */
 export const CHARGEN_LINE_LENGTH = 72;
@@ -231,13 +229,9 @@ Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
 --allow-net (replies go to any sender).`;
 
 if (import.meta.main) {
-  await runMain(async () => {
-    const { values } = parseCommandLine(Deno.args, {
-      usage: USAGE,
-      flags: FLAGS,
-    });
-    await runServers([{
-      server: serveChargen(serverOptionsFromFlags(values)),
-    }]);
-  });
+  await runServerScript(
+    USAGE,
+    FLAGS,
+    (values) => serveChargen(serverOptionsFromFlags(values)),
+  );
 }

@@ -71,12 +71,9 @@
 
 import {
   flagsHelp,
-  parseCommandLine,
   type PosixTimeZone,
   posixZoneDateMisses,
   replyService,
-  runMain,
-  runServers,
   type Server,
   serverFlags,
   type ServerOptions,
@@ -87,6 +84,7 @@ import {
   udpGuardHelp,
   userPortHelp,
 } from "../mod.ts";
+import { runServerScript } from "../lib/server_cli.ts";
 
 const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 const MONTHS = [
@@ -231,13 +229,9 @@ more; POSIX rule strings (TZ=CET-1CEST,M3.5.0,M10.5.0/3) need
 --allow-env=TZ, or they are read as UTC.`;
 
 if (import.meta.main) {
-  await runMain(async () => {
-    const { values } = parseCommandLine(Deno.args, {
-      usage: USAGE,
-      flags: FLAGS,
-    });
-    await runServers([{
-      server: serveDaytime(serverOptionsFromFlags(values)),
-    }]);
-  });
+  await runServerScript(
+    USAGE,
+    FLAGS,
+    (values) => serveDaytime(serverOptionsFromFlags(values)),
+  );
 }

@@ -50,9 +50,6 @@
 import {
   type ConnectionContext,
   flagsHelp,
-  parseCommandLine,
-  runMain,
-  runServers,
   type Server,
   serverFlags,
   type ServerOptions,
@@ -62,6 +59,7 @@ import {
   SIMPLE_SERVICE_PORTS,
   userPortHelp,
 } from "../mod.ts";
+import { runServerScript } from "../lib/server_cli.ts";
 
 /**
  * The RFC 863 discard service, for {@linkcode serveSimple} or an inetd.
@@ -134,13 +132,9 @@ ${userPortHelp("discard")}
 Permissions: --allow-net=HOST:PORT (TCP), plus --unstable-net for --udp.`;
 
 if (import.meta.main) {
-  await runMain(async () => {
-    const { values } = parseCommandLine(Deno.args, {
-      usage: USAGE,
-      flags: FLAGS,
-    });
-    await runServers([{
-      server: serveDiscard(serverOptionsFromFlags(values)),
-    }]);
-  });
+  await runServerScript(
+    USAGE,
+    FLAGS,
+    (values) => serveDiscard(serverOptionsFromFlags(values)),
+  );
 }

@@ -126,9 +126,6 @@ import {
   DEFAULT_UDP_RATE,
   flag,
   flagsHelp,
-  parseCommandLine,
-  runMain,
-  runServers,
   type Server,
   serverFlags,
   type ServerOptions,
@@ -141,6 +138,7 @@ import {
   udpGuardHelp,
   writeAll,
 } from "../mod.ts";
+import { runServerScript } from "../lib/server_cli.ts";
 
 /** Options for {@linkcode serveEcho}. */
 export interface EchoOptions extends ServerOptions {
@@ -276,19 +274,11 @@ Permissions: --allow-net=HOST:PORT for TCP; for --unix PATH,
 --tls, also --allow-read=CERT,KEY (and the --client-ca FILE).`;
 
 if (import.meta.main) {
-  await runMain(async () => {
-    const { values } = parseCommandLine(Deno.args, {
-      usage: USAGE,
-      flags: FLAGS,
-    });
-    const options = serverOptionsFromFlags(values);
-    await runServers([{
-      server: serveEcho({
-        ...options,
-        print: values.print,
-        // Printed, the data and the log lines keep their order.
-        ...(values.print && { log: stderrLogNow }),
-      }),
-    }]);
-  });
+  await runServerScript(USAGE, FLAGS, (values) =>
+    serveEcho({
+      ...serverOptionsFromFlags(values),
+      print: values.print,
+      // Printed, the data and the log lines keep their order.
+      ...(values.print && { log: stderrLogNow }),
+    }));
 }

@@ -55,10 +55,7 @@
 import {
   flag,
   flagsHelp,
-  parseCommandLine,
   pickFlags,
-  runMain,
-  runServers,
   serve,
   type Server,
   serverFlags,
@@ -71,6 +68,7 @@ import {
   unmapIPv4,
   writeAll,
 } from "../mod.ts";
+import { runServerScript } from "../lib/server_cli.ts";
 
 /** The snippet's port. */
 export const HELLO_PORT = 3500;
@@ -209,14 +207,10 @@ ${flagsHelp(FLAGS)}
 Permissions: --allow-net=HOST:PORT (default ${HELLO_HOSTNAME}:${HELLO_PORT}).`;
 
 if (import.meta.main) {
-  await runMain(async () => {
-    const { values } = parseCommandLine(Deno.args, {
-      usage: USAGE,
-      flags: FLAGS,
-    });
-    const options = serverOptionsFromFlags(values);
-    await runServers([{
-      server: serveHello({ ...options, once: values.once }),
-    }]);
-  });
+  await runServerScript(
+    USAGE,
+    FLAGS,
+    (values) =>
+      serveHello({ ...serverOptionsFromFlags(values), once: values.once }),
+  );
 }

@@ -68,11 +68,8 @@ import {
   formatBytes,
   MAX_SIMPLE_DATAGRAM,
   MAX_SMALL_FILE_BYTES,
-  parseCommandLine,
   readSmallTextFile,
   replyService,
-  runMain,
-  runServers,
   type Server,
   serverFlags,
   type ServerOptions,
@@ -83,6 +80,7 @@ import {
   udpGuardHelp,
   userPortHelp,
 } from "../mod.ts";
+import { runServerScript } from "../lib/server_cli.ts";
 
 /** The quotations served when no file is given (all in the public domain). */
 export const DEFAULT_QUOTATIONS: readonly string[] = Object.freeze([
@@ -287,15 +285,11 @@ Permissions: --allow-net=HOST:PORT for TCP (plus --allow-read=FILE with
 --file); for --udp, --unstable-net and --allow-net (replies go to any sender).`;
 
 if (import.meta.main) {
-  await runMain(async () => {
-    const { values } = parseCommandLine(Deno.args, {
-      usage: USAGE,
-      flags: FLAGS,
-    });
+  await runServerScript(USAGE, FLAGS, async (values) => {
     const options = serverOptionsFromFlags(values);
     const quotations = values.file === undefined
       ? undefined
       : await loadQuotations(values.file);
-    await runServers([{ server: serveQotd({ ...options, quotations }) }]);
+    return serveQotd({ ...options, quotations });
   });
 }

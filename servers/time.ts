@@ -58,10 +58,7 @@
 import {
   encodeRfc868,
   flagsHelp,
-  parseCommandLine,
   replyService,
-  runMain,
-  runServers,
   type Server,
   serverFlags,
   type ServerOptions,
@@ -72,6 +69,7 @@ import {
   udpGuardHelp,
   userPortHelp,
 } from "../mod.ts";
+import { runServerScript } from "../lib/server_cli.ts";
 
 /**
  * The RFC 868 time service, for {@linkcode serveSimple} or an inetd. `now`
@@ -140,11 +138,9 @@ Permissions: --allow-net=HOST:PORT for TCP; for --udp, --unstable-net and
 --allow-net (replies go to any sender).`;
 
 if (import.meta.main) {
-  await runMain(async () => {
-    const { values } = parseCommandLine(Deno.args, {
-      usage: USAGE,
-      flags: FLAGS,
-    });
-    await runServers([{ server: serveTime(serverOptionsFromFlags(values)) }]);
-  });
+  await runServerScript(
+    USAGE,
+    FLAGS,
+    (values) => serveTime(serverOptionsFromFlags(values)),
+  );
 }

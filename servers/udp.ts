@@ -48,10 +48,7 @@
 import {
   flag,
   flagsHelp,
-  parseCommandLine,
   pickFlags,
-  runMain,
-  runServers,
   serve,
   type Server,
   serverFlags,
@@ -65,6 +62,7 @@ import {
   unmapIPv4,
   writeAll,
 } from "../mod.ts";
+import { runServerScript } from "../lib/server_cli.ts";
 
 /** The snippet's port. */
 export const UDP_HELLO_PORT: number = TOOLKIT_UDP_PORTS.udpHello;
@@ -187,14 +185,9 @@ Permissions: --unstable-net --allow-net=HOST (replies go to any port there;
 default ${UDP_HELLO_HOSTNAME}).`;
 
 if (import.meta.main) {
-  await runMain(async () => {
-    const { values } = parseCommandLine(Deno.args, {
-      usage: USAGE,
-      flags: FLAGS,
-    });
-    const options = serverOptionsFromFlags({ ...values, udp: true });
-    await runServers([{
-      server: serveUdpHello({ ...options, once: values.once }),
-    }]);
-  });
+  await runServerScript(USAGE, FLAGS, (values) =>
+    serveUdpHello({
+      ...serverOptionsFromFlags({ ...values, udp: true }),
+      once: values.once,
+    }));
 }

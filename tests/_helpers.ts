@@ -327,6 +327,117 @@ export async function startServer(
   }
 }
 
+/**
+ * Starts servers/echo.ts with `--tls` (`--cert` and `--key` from `files`,
+ * a {@linkcode TestCertificates}' server pair or another) on 127.0.0.1, a
+ * free port, `extra` after; run with exactly its header's permissions,
+ * plus `morePermissions`, under `prefix` if given.
+ */
+export function startTlsEcho(
+  files: { cert: string; key: string },
+  extra: string[] = [],
+  options: { morePermissions?: string[]; prefix?: string[] } = {},
+): Promise<StartedServer & AsyncDisposable> {
+  return startServer("servers/echo.ts", {
+    ...(options.prefix && { prefix: options.prefix }),
+    permissions: [
+      "--allow-net=127.0.0.1:0",
+      `--allow-read=${files.cert},${files.key}`,
+      ...(options.morePermissions ?? []),
+    ],
+    args: [
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--tls",
+      "--cert",
+      files.cert,
+      "--key",
+      files.key,
+      ...extra,
+    ],
+  });
+}
+
+/**
+ * Starts servers/forward.ts with `args` (a ws:// or wss:// LISTEN and its
+ * TARGET, flags before them) and exactly `permissions`, and waits for its
+ * `listening on` line.
+ */
+export function startWebSocketBridge(
+  args: string[],
+  permissions: string[] = ["--allow-net=127.0.0.1"],
+): Promise<StartedServer & AsyncDisposable> {
+  return startServer("servers/forward.ts", { permissions, args });
+}
+
+/**
+ * Starts servers/forward.ts from `listen` (default `tcp://127.0.0.1:0`) to
+ * `target`, `args` before them, with exactly the header's permissions for
+ * the two (or `permissions`).
+ */
+export function startForward(
+  target: string,
+  options: { args?: string[]; listen?: string; permissions?: string[] } = {},
+): Promise<StartedServer & AsyncDisposable> {
+  const listen = options.listen ?? "tcp://127.0.0.1:0";
+  const grant = (endpoint: string) => endpoint.replace(/^tcp:\/\//, "");
+  return startServer("servers/forward.ts", {
+    permissions: options.permissions ??
+      [`--allow-net=${grant(listen)},${grant(target)}`],
+    args: [...(options.args ?? []), listen, target],
+  });
+}
+
+/** A TLS connection to `port` on 127.0.0.1, trusting only the CA in the file `ca`. */
+export function connectTls(port: number, ca: string): Promise<Deno.TlsConn> {
+  return Deno.connectTls({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [Deno.readTextFileSync(ca)],
+  });
+}
+
+/** The local port of `conn` (the client's side, as a server logs it). */
+export function localPort(conn: Deno.Conn): number {
+  return (conn.localAddr as Deno.NetAddr).port;
+}
+
+/** Resolves true once `conn` is closed by its peer (EOF or reset), false after `ms`. */
+export async function closedWithin(
+  conn: Deno.Conn,
+  ms: number,
+): Promise<boolean> {
+  const buffer = new Uint8Array(64 * 1024);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) =>
+    timer = setTimeout(() => resolve(false), ms)
+  );
+  const closed = (async () => {
+    try {
+      while ((await conn.read(buffer)) !== null) { /* drain */ }
+    } catch {
+      // A reset: closed too.
+    }
+    return true;
+  })();
+  try {
+    return await Promise.race([closed, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A script's permissions to listen on, and own, the Unix socket `path`. */
+export function unixPermissions(path: string): string[] {
+  return [
+    `--allow-net=unix:${path}`,
+    `--allow-read=${path}`,
+    `--allow-write=${path}`,
+  ];
+}
+
 /** Runs `ip` with `args` (a network namespace's set-up), failing with its stderr. */
 export async function ip(...args: string[]): Promise<void> {
   const { code, stderr } = await runCommand("ip", args);
@@ -558,6 +669,25 @@ export function closing<T extends { close(): void }>(
       }
     },
   });
+}
+
+/**
+ * An `output` for a server that writes what it receives (hello.ts and
+ * udp.ts print each client's message): it keeps every chunk; `text()`
+ * is all of them.
+ */
+export function memoryOutput(): {
+  write(p: Uint8Array): Promise<number>;
+  text(): string;
+} {
+  const chunks: Uint8Array[] = [];
+  return {
+    write(p) {
+      chunks.push(p.slice());
+      return Promise.resolve(p.byteLength);
+    },
+    text: () => chunks.map((c) => decoder.decode(c)).join(""),
+  };
 }
 
 /** The next datagram on `socket`, or `null` when none comes within `ms`. */

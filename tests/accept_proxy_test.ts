@@ -27,6 +27,7 @@ import {
   assertSameBytes,
   assertUsageError,
   freePort,
+  localPort,
   missing,
   pseudoRandomBytes,
   readAll,
@@ -73,10 +74,6 @@ async function connectWith(
   conn.setNoDelay(true);
   await writeAll(conn, bytes);
   return conn;
-}
-
-function localPort(conn: Deno.Conn): number {
-  return (conn.localAddr as Deno.NetAddr).port;
 }
 
 /**

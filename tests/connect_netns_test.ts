@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals, assertLess } from "@std/assert";
-import { missing, runCommand, startServer } from "./_helpers.ts";
+import { ip, missing, runCommand, startServer } from "./_helpers.ts";
 import { runClient, text } from "./_connect.ts";
 
 const NETNS = `seed3b-he${Deno.pid % 100000}`;
@@ -19,11 +19,6 @@ function netnsMissing(): boolean {
   }
   if (missing("ip")) return true;
   return false;
-}
-
-async function ip(...args: string[]): Promise<void> {
-  const { code, stderr } = await runCommand("ip", args);
-  if (code !== 0) throw new Error(`ip ${args.join(" ")}: ${stderr}`);
 }
 
 /**

@@ -11,6 +11,7 @@ import {
   assertSameBytes,
   assertUsageError,
   freePort,
+  ip,
   missing,
   pseudoRandomBytes,
   repoPath,
@@ -248,10 +249,6 @@ function netnsUnavailable(): boolean {
 }
 
 async function withNetns(body: () => Promise<void>): Promise<void> {
-  const ip = async (...args: string[]) => {
-    const { code, stderr } = await runCommand("ip", args);
-    if (code !== 0) throw new Error(`ip ${args.join(" ")}: ${stderr}`);
-  };
   await ip("netns", "add", NETNS);
   try {
     await ip("-n", NETNS, "link", "set", "lo", "up");

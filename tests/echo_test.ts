@@ -23,6 +23,7 @@ import {
   runScript,
   spawn,
   startServer,
+  unixPermissions,
 } from "./_helpers.ts";
 
 const TCP_PERMISSIONS = ["--allow-net=127.0.0.1:0"];
@@ -42,14 +43,6 @@ async function roundTrip(port: number, data: Uint8Array): Promise<Uint8Array> {
 function unixPaths(): { dir: string; path: string } {
   const dir = Deno.makeTempDirSync({ prefix: "sockets-echo-" });
   return { dir, path: `${dir}/echo.sock` };
-}
-
-function unixPermissions(path: string): string[] {
-  return [
-    `--allow-net=unix:${path}`,
-    `--allow-read=${path}`,
-    `--allow-write=${path}`,
-  ];
 }
 
 Deno.test("serveEcho() echoes bytes back exactly, in process", async () => {

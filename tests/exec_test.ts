@@ -19,6 +19,7 @@ import { serveExec } from "../servers/exec.ts";
 import {
   assertSameBytes,
   assertUsageError,
+  closedWithin,
   makeCertificates,
   missing,
   pseudoRandomBytes,
@@ -53,20 +54,6 @@ function parseEnv(text: string): Record<string, string> {
     env[line.slice(0, at)] = line.slice(at + 1);
   }
   return env;
-}
-
-/** Whether the server closed `conn` (EOF or reset) within `ms`. */
-async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) =>
-    timer = setTimeout(() => resolve(false), ms)
-  );
-  const eof = readAll(conn).then(() => true, () => true);
-  try {
-    return await Promise.race([eof, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function hasIPv6Loopback(): boolean {

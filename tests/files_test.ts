@@ -25,7 +25,7 @@ import {
   runCommand,
   runScript,
   spawn,
-  startServer,
+  startTlsEcho,
 } from "./_helpers.ts";
 
 const noOpenssl = missing("openssl");
@@ -265,26 +265,7 @@ Deno.test({
   ignore: noOpenssl,
   async fn() {
     await using certs = await makeCertificates();
-    await using server = await startServer(
-      "servers/echo.ts",
-      {
-        permissions: [
-          "--allow-net=127.0.0.1:0",
-          `--allow-read=${certs.cert},${certs.key}`,
-        ],
-        args: [
-          "--hostname",
-          "127.0.0.1",
-          "--port",
-          "0",
-          "--tls",
-          "--cert",
-          certs.cert,
-          "--key",
-          certs.key,
-        ],
-      },
-    );
+    await using server = await startTlsEcho(certs);
     const run = await runScript("clients/connect.ts", {
       permissions: [
         `--allow-net=127.0.0.1:${server.port}`,
@@ -300,26 +281,10 @@ Deno.test({
     ]);
     assertNotMatch(run.stderr, /UnknownIssuer|\w+\(\w+\(/);
     // A CA certificate presented as the server's own: no `Other(OtherError(...))`.
-    await using selfSigned = await startServer(
-      "servers/echo.ts",
-      {
-        permissions: [
-          "--allow-net=127.0.0.1:0",
-          `--allow-read=${certs.ca},${certs.dir}/ca.key`,
-        ],
-        args: [
-          "--hostname",
-          "127.0.0.1",
-          "--port",
-          "0",
-          "--tls",
-          "--cert",
-          certs.ca,
-          "--key",
-          `${certs.dir}/ca.key`,
-        ],
-      },
-    );
+    await using selfSigned = await startTlsEcho({
+      cert: certs.ca,
+      key: `${certs.dir}/ca.key`,
+    });
     const own = await runScript("clients/connect.ts", {
       permissions: [
         `--allow-net=127.0.0.1:${selfSigned.port}`,

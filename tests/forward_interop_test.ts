@@ -21,6 +21,7 @@ import {
   assertSameBytes,
   descriptorCount,
   freePort,
+  localPort,
   makeCertificates,
   missing,
   pseudoRandomBytes,
@@ -29,26 +30,12 @@ import {
   type ScriptProcess,
   settledDescriptorCount,
   spawn,
+  startForward,
   startServer,
 } from "./_helpers.ts";
 
-const FORWARD = "servers/forward.ts";
 const encode = (s: string) => new TextEncoder().encode(s);
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-
-/** forward.ts LISTEN TARGET with exactly the header's permissions. */
-function startForward(
-  target: string,
-  options: { args?: string[]; listen?: string; permissions?: string[] } = {},
-) {
-  const listen = options.listen ?? "tcp://127.0.0.1:0";
-  const grant = (endpoint: string) => endpoint.replace(/^tcp:\/\//, "");
-  return startServer(FORWARD, {
-    permissions: options.permissions ??
-      [`--allow-net=${grant(listen)},${grant(target)}`],
-    args: [...(options.args ?? []), listen, target],
-  });
-}
 
 /** A socat listener (`-d -d` says when it listens). */
 async function socatListener(
@@ -89,10 +76,6 @@ function echoTarget() {
       await Promise.allSettled(handlers);
     },
   };
-}
-
-function localPort(conn: Deno.Conn): number {
-  return (conn.localAddr as Deno.NetAddr).port;
 }
 
 Deno.test({

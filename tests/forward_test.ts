@@ -21,9 +21,11 @@ import {
 import {
   assertSameBytes,
   assertUsageError,
+  closedWithin,
   descriptorCount,
   eventually,
   freePort,
+  localPort,
   makeCertificates,
   missing,
   pseudoRandomBytes,
@@ -32,7 +34,7 @@ import {
   type ScriptProcess,
   settledDescriptorCount,
   spawn,
-  startServer,
+  startForward,
 } from "./_helpers.ts";
 import { pushThenReset } from "./_reset_client.ts";
 import { serveForward } from "../servers/forward.ts";
@@ -112,21 +114,6 @@ async function echoHandler(conn: Deno.Conn): Promise<number> {
   return total;
 }
 
-/** forward.ts LISTEN TARGET, with the header's permissions for them. */
-function startForward(
-  target: string,
-  options: { args?: string[]; listen?: string; permissions?: string[] } = {},
-) {
-  const listen = options.listen ?? "tcp://127.0.0.1:0";
-  const grant = (endpoint: string) =>
-    endpoint.replace(/^tcp:\/\//, "").replace(/^unix:/, "unix:");
-  return startServer(FORWARD, {
-    permissions: options.permissions ??
-      [`--allow-net=${grant(listen)},${grant(target)}`],
-    args: [...(options.args ?? []), listen, target],
-  });
-}
-
 /** Waits for the closing line of the connection from local port `port`. */
 async function closingLine(
   proc: ScriptProcess,
@@ -138,39 +125,15 @@ async function closingLine(
   return match[0];
 }
 
-function localPort(conn: Deno.Conn): number {
-  return (conn.localAddr as Deno.NetAddr).port;
-}
-
-/** Resolves true once `conn` is closed by its peer (EOF or reset), false after `ms`. */
-async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
-  const buffer = new Uint8Array(64 * 1024);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) =>
-    timer = setTimeout(() => resolve(false), ms)
-  );
-  const closed = (async () => {
-    try {
-      while ((await conn.read(buffer)) !== null) { /* drain */ }
-    } catch {
-      // A reset: closed too.
-    }
-    return true;
-  })();
-  try {
-    return await Promise.race([closed, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** A TCP connection to `port` on 127.0.0.1. */
+function dial(port: number): Promise<Deno.TcpConn> {
+  return Deno.connect({ hostname: "127.0.0.1", port });
 }
 
 Deno.test("forward.ts forwards 4 MiB each way byte-exact and logs one closing line: client, bytes, target, duration, why", async () => {
   await using backend = listenBackend(echoHandler);
   await using forward = await startForward(`tcp://${backend.address}`);
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   const data = pseudoRandomBytes(4 * 1024 * 1024, 11);
   const reading = readAll(conn);
   await writeAll(conn, data);
@@ -200,10 +163,7 @@ Deno.test("forward.ts: a client that half-closes still gets the target's whole a
     return decode(request);
   });
   await using forward = await startForward(`tcp://${backend.address}`);
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   await writeAll(conn, encode("GET everything\n"));
   await conn.closeWrite();
   assertSameBytes(await readAll(conn), answer);
@@ -221,10 +181,7 @@ Deno.test("forward.ts: a target that half-closes first still gets all the client
     return (await readAll(conn)).byteLength;
   });
   await using forward = await startForward(`tcp://${backend.address}`);
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   assertEquals(decode(await readAll(conn)), "banner\n"); // then EOF
   const upload = pseudoRandomBytes(2 * 1024 * 1024, 8);
   await writeAll(conn, upload);
@@ -271,10 +228,7 @@ Deno.test("forward.ts: a client that does not read stops the target being read (
     return result.written + chunk.byteLength;
   });
   await using forward = await startForward(`tcp://${backend.address}`);
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   await eventually(() => result !== undefined, "the target's result");
   const { blocked, written } = result!;
   assert(blocked, `the target wrote ${written} bytes unhindered`);
@@ -301,10 +255,7 @@ Deno.test("forward.ts: a target that does not read stops the client being read (
     return (await readAll(conn)).byteLength;
   });
   await using forward = await startForward(`tcp://${backend.address}`);
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   const chunk = pseudoRandomBytes(256 * 1024, 6);
   const { written, blocked } = await writeUntilBlocked(
     conn,
@@ -323,10 +274,7 @@ Deno.test("forward.ts: a target that refuses closes that client with one line, a
   const port = freePort();
   await using forward = await startForward(`tcp://127.0.0.1:${port}`);
   {
-    using conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: forward.port,
-    });
+    using conn = await dial(forward.port);
     assert(await closedWithin(conn, 5000), "the client was not closed");
     assertMatch(
       await closingLine(forward.proc, localPort(conn)),
@@ -336,10 +284,7 @@ Deno.test("forward.ts: a target that refuses closes that client with one line, a
     );
   }
   await using _backend = listenBackend(echoHandler, port);
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   const reading = readAll(conn);
   await writeAll(conn, encode("back again"));
   await conn.closeWrite();
@@ -354,10 +299,7 @@ Deno.test("forward.ts: a target that does not answer is given up after --connect
   try {
     while (true) {
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const connecting = Deno.connect({
-        hostname: "127.0.0.1",
-        port: silent.addr.port,
-      });
+      const connecting = dial(silent.addr.port);
       const conn = await Promise.race([
         connecting,
         new Promise<null>((r) => timer = setTimeout(() => r(null), 200)),
@@ -374,10 +316,7 @@ Deno.test("forward.ts: a target that does not answer is given up after --connect
       `tcp://127.0.0.1:${silent.addr.port}`,
       { args: ["--connect-timeout", "0.5"] },
     );
-    using conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: forward.port,
-    });
+    using conn = await dial(forward.port);
     const began = Date.now();
     assert(await closedWithin(conn, 5000), "the client was not closed");
     assertLess(Date.now() - began, 3000);
@@ -399,10 +338,7 @@ Deno.test("forward.ts --deny refuses a client before dialling the target", async
   await using forward = await startForward(`tcp://${backend.address}`, {
     args: ["--deny", "127.0.0.0/8"],
   });
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   assert(await closedWithin(conn, 5000));
   await forward.proc.waitForStderr(
     new RegExp(`refused 127\\.0\\.0\\.1:${localPort(conn)}: not allowed`),
@@ -420,10 +356,7 @@ Deno.test("forward.ts --idle-timeout closes an idle pair, the target's side too"
   await using forward = await startForward(`tcp://${backend.address}`, {
     args: ["--idle-timeout", "0.3"],
   });
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   assert(await closedWithin(conn, 5000), "the idle client was not closed");
   await closed;
   await forward.proc.waitForStderr(/idle timeout: closing 127\.0\.0\.1:\d+/);
@@ -438,16 +371,10 @@ Deno.test("forward.ts --max-connections 1 closes a second client while the first
   await using forward = await startForward(`tcp://${backend.address}`, {
     args: ["--max-connections", "1"],
   });
-  using first = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using first = await dial(forward.port);
   await writeAll(first, encode("one"));
   assertEquals(decode(await readExact(first, 3)), "one");
-  using second = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using second = await dial(forward.port);
   assert(await closedWithin(second, 5000));
   await forward.proc.waitForStderr(/too many connections \(max 1\)/);
   await first.closeWrite();
@@ -470,10 +397,7 @@ Deno.test("forward.ts to a unix: target whose path holds a line break: the closi
         `--allow-write=${path}`,
       ],
     });
-    using conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: forward.port,
-    });
+    using conn = await dial(forward.port);
     await writeAll(conn, encode("hi"));
     await conn.closeWrite();
     assertEquals(decode(await readAll(conn)), "hi");
@@ -516,10 +440,7 @@ Deno.test("forward.ts tcp:// to unix: and unix: to tcp://, with the header's per
           `--allow-write=${backendPath}`,
         ],
       });
-      using conn = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: forward.port,
-      });
+      using conn = await dial(forward.port);
       const data = pseudoRandomBytes(512 * 1024, 2);
       const reading = readAll(conn);
       await writeAll(conn, data);
@@ -602,10 +523,7 @@ Deno.test({
         args: ["--to-tls", "--ca", certs.ca, "--servername", "localhost"],
         permissions,
       });
-      using conn = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: forward.port,
-      });
+      using conn = await dial(forward.port);
       const reading = readAll(conn);
       await writeAll(conn, encode("over TLS"));
       await conn.closeWrite();
@@ -616,10 +534,7 @@ Deno.test({
         args: ["--to-tls", "--ca", certs.wrongCa],
         permissions,
       });
-      using conn = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: forward.port,
-      });
+      using conn = await dial(forward.port);
       assert(await closedWithin(conn, 5000));
       assertMatch(
         await closingLine(forward.proc, localPort(conn)),
@@ -646,10 +561,7 @@ for (const version of [1, 2] as const) {
     await using forward = await startForward(`tcp://${backend.address}`, {
       args: ["--send-proxy", `v${version}`],
     });
-    using conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: forward.port,
-    });
+    using conn = await dial(forward.port);
     const reading = readAll(conn);
     await writeAll(conn, encode("payload"));
     await conn.closeWrite();
@@ -680,10 +592,7 @@ Deno.test("forward.ts --accept-proxy --send-proxy v2 refuses a header for a UDP 
       destination: { transport, hostname: "198.51.100.7", port: 53 },
     });
   {
-    using conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: forward.port,
-    });
+    using conn = await dial(forward.port);
     await writeAll(conn, concat([header("udp", "192.0.2.1"), encode("dgram")]));
     // (Were it passed on, the target echoes "dgram" and ends at this EOF.)
     await conn.closeWrite().catch(() => {});
@@ -696,10 +605,7 @@ Deno.test("forward.ts --accept-proxy --send-proxy v2 refuses a header for a UDP 
     );
   }
   // The next client, with a TCP header, is the first the target sees.
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   await writeAll(conn, concat([header("tcp", "192.0.2.2"), encode("stream")]));
   await conn.closeWrite();
   assertEquals(decode(await readAll(conn)), "stream");
@@ -718,10 +624,7 @@ Deno.test("forward.ts --accept-proxy takes the client's address from the header:
   await using forward = await startForward(`tcp://${backend.address}`, {
     args: ["--accept-proxy"],
   });
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   await writeAll(
     conn,
     concat([
@@ -753,10 +656,7 @@ Deno.test("forward.ts --accept-proxy: --allow and --deny judge the address in th
     ],
   });
   const send = async (source: string) => {
-    const conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: forward.port,
-    });
+    const conn = await dial(forward.port);
     await writeAll(
       conn,
       encodeProxyHeader(2, {
@@ -790,7 +690,7 @@ Deno.test("forward.ts --accept-proxy: --allow and --deny judge the address in th
   await using outer = await startForward(`tcp://${backend.address}`, {
     args: ["--accept-proxy", "--allow", "203.0.113.0/24"],
   });
-  using conn = await Deno.connect({ hostname: "127.0.0.1", port: outer.port });
+  using conn = await dial(outer.port);
   await writeAll(
     conn,
     encodeProxyHeader(1, {
@@ -807,10 +707,7 @@ Deno.test("forward.ts --accept-proxy closes a client that sends no valid header,
   await using forward = await startForward(`tcp://${backend.address}`, {
     args: ["--accept-proxy"],
   });
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   await writeAll(conn, encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
   const began = Date.now();
   assert(await closedWithin(conn, 5000));
@@ -828,10 +725,7 @@ Deno.test("forward.ts --accept-proxy closes a client that sends nothing after 5 
   await using forward = await startForward(`tcp://${backend.address}`, {
     args: ["--accept-proxy"],
   });
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   await writeAll(conn, encode("PROXY TCP4 "));
   const began = Date.now();
   assert(await closedWithin(conn, 10_000));
@@ -861,7 +755,7 @@ Deno.test("forward.ts --accept-proxy --send-proxy v2 passes the original client 
       `--allow-read=${certs.cert},${certs.key}`,
     ],
   });
-  const raw = await Deno.connect({ hostname: "127.0.0.1", port: forward.port });
+  const raw = await dial(forward.port);
   await writeAll(
     raw,
     encodeProxyHeader(1, {
@@ -915,10 +809,7 @@ Deno.test("forward.ts: a client that resets mid-stream closes the target's side 
   await using forward = await startForward(`tcp://${backend.address}`);
   const pid = forward.proc.child.pid;
   const baseline = descriptorCount(pid);
-  const conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  const conn = await dial(forward.port);
   const port = localPort(conn);
   await writeAll(conn, pseudoRandomBytes(100_000, 1));
   await readExact(conn, 1000); // data is flowing both ways
@@ -951,10 +842,7 @@ Deno.test({
     }
     assertEquals(await settledDescriptorCount(pid, baseline), baseline);
     // Every slot is free: a fourth client reaches the target.
-    using fourth = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: forward.port,
-    });
+    using fourth = await dial(forward.port);
     await forward.proc.until(
       () => backend.accepted() === 4,
       `client ${localPort(fourth)} at the target`,
@@ -981,10 +869,7 @@ Deno.test("forward.ts: a target that closes mid-stream while the client still se
   await using forward = await startForward(`tcp://${backend.address}`);
   const pid = forward.proc.child.pid;
   const baseline = descriptorCount(pid);
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   const chunk = pseudoRandomBytes(16 * 1024, 2);
   let sentAfter = 0;
   let partialAt = 0;
@@ -1053,10 +938,7 @@ for (const ffi of [true, false]) {
         ...(ffi ? [FFI] : []),
       ],
     });
-    using conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: forward.port,
-    });
+    using conn = await dial(forward.port);
     await writeAll(conn, encode("hello\n"));
     assertEquals(decode(await readExact(conn, 8)), "partial\n");
     // The target resets once the forwarder passes on one more byte.
@@ -1078,10 +960,7 @@ Deno.test("forward.ts dials a target by name with only NAME:PORT granted, and lo
   await using forward = await startForward(`tcp://localhost:${backend.port}`, {
     permissions: [`--allow-net=127.0.0.1:0,localhost:${backend.port}`],
   });
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   const reading = readAll(conn);
   await writeAll(conn, encode("by name"));
   await conn.closeWrite();
@@ -1103,10 +982,7 @@ Deno.test("forward.ts on SIGTERM lets a pair in flight finish within --grace, th
   await using forward = await startForward(`tcp://${backend.address}`, {
     args: ["--grace", "0.3"],
   });
-  using conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: forward.port,
-  });
+  using conn = await dial(forward.port);
   await writeAll(conn, encode("still here"));
   await forward.proc.waitForStderr(/^accepted /);
   await eventually(() => backend.accepted() > 0, "the target's accept");
@@ -1134,7 +1010,7 @@ Deno.test("forward.ts --workers 2 forwards from both threads", async () => {
     ],
   });
   for (let i = 0; i < 16; i++) {
-    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    using conn = await dial(port);
     const reading = readAll(conn);
     await writeAll(conn, encode(`${i}`));
     await conn.closeWrite();
@@ -1160,10 +1036,7 @@ Deno.test({
     await using forward = await startForward(`tcp://${backend.address}`, {
       args: ["--keepalive", "on"],
     });
-    using conn = await Deno.connect({
-      hostname: "127.0.0.1",
-      port: forward.port,
-    });
+    using conn = await dial(forward.port);
     await writeAll(conn, encode("x"));
     assertEquals(decode(await readExact(conn, 1)), "x");
     // `ss -o` shows a keepalive timer on a socket with SO_KEEPALIVE.
@@ -1261,7 +1134,7 @@ Deno.test("serveForward() closes each socket of a pair once (a second close thro
     log: (line) => line.startsWith("closed") && closed.resolve(line),
   });
   const port = (server.addr as Deno.NetAddr).port;
-  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  using conn = await dial(port);
   using counted = countSecondCloses(conn);
   await writeAll(conn, new TextEncoder().encode("hi"));
   await conn.closeWrite();
@@ -1284,7 +1157,7 @@ Deno.test("serveForward(): clients one after another each get exactly their own 
   for (const length of [1000, 300, 256, 255, 100, 7, 1]) {
     for (let i = 0; i < 20; i++) {
       const data = pseudoRandomBytes(length, length * 100 + i);
-      using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      using conn = await dial(port);
       const reading = readAll(conn);
       await writeAll(conn, data);
       await conn.closeWrite();

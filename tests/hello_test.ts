@@ -5,6 +5,7 @@ import { sayHello } from "../clients/hello.ts";
 import {
   assertUsageError,
   freePort,
+  memoryOutput,
   missing,
   pseudoRandomBytes,
   readAll,
@@ -17,21 +18,6 @@ import {
 const SERVER = "servers/hello.ts";
 const CLIENT = "clients/hello.ts";
 const decoder = new TextDecoder();
-
-/** Collects what a server writes to its "stdout". */
-function memoryOutput(): {
-  write(p: Uint8Array): Promise<number>;
-  text(): string;
-} {
-  const chunks: Uint8Array[] = [];
-  return {
-    write(p) {
-      chunks.push(p.slice());
-      return Promise.resolve(p.byteLength);
-    },
-    text: () => chunks.map((c) => decoder.decode(c)).join(""),
-  };
-}
 
 Deno.test("serveHello() and sayHello() talk in process; --once stops the server", async () => {
   const output = memoryOutput();

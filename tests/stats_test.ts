@@ -24,6 +24,8 @@ import {
   runCommand,
   type ScriptProcess,
   spawn,
+  type SpawnOptions,
+  type StartedServer,
   startServer,
 } from "./_helpers.ts";
 import { TextLineStream } from "@std/streams";
@@ -37,6 +39,23 @@ async function statsPort(proc: ScriptProcess): Promise<number> {
     /^stats on http:\/\/127\.0\.0\.1:(\d+)\/$/,
   );
   return Number(match[1]);
+}
+
+/**
+ * Starts `script` as `startServer` does, then waits for its `stats on`
+ * line too; the server, with its stats port.
+ */
+async function startWithStats(
+  script: string,
+  options: SpawnOptions,
+): Promise<StartedServer & AsyncDisposable & { stats: number }> {
+  const server = await startServer(script, options);
+  try {
+    return Object.assign(server, { stats: await statsPort(server.proc) });
+  } catch (error) {
+    await server[Symbol.asyncDispose]();
+    throw error;
+  }
 }
 
 async function get(port: number, path: string): Promise<Response> {
@@ -97,7 +116,7 @@ Deno.test("--stats counts N connections, B bytes and each refusal exactly; promt
     );
     return;
   }
-  await using server = await startServer("servers/echo.ts", {
+  await using server = await startWithStats("servers/echo.ts", {
     permissions: ["--allow-net=127.0.0.1"],
     args: [
       "--hostname",
@@ -114,8 +133,7 @@ Deno.test("--stats counts N connections, B bytes and each refusal exactly; promt
       "127.0.0.9",
     ],
   });
-  const { proc, port } = server;
-  const stats = await statsPort(proc);
+  const { proc, port, stats } = server;
   const closed = () => count(proc, /^closed 127\.0\.0\.\d+:\d+ \(/);
   // N = 3 exchanges of 5, 6 and 7 bytes: B = 18 each way.
   for (const [i, bytes] of [5, 6, 7].entries()) {
@@ -236,7 +254,7 @@ Deno.test("--stats counts N connections, B bytes and each refusal exactly; promt
 
 Deno.test("--stats counts a bad PROXY header, a failed TLS handshake and a TLS handshake by version", async () => {
   await using certs = await makeCertificates();
-  await using server = await startServer("servers/echo.ts", {
+  await using server = await startWithStats("servers/echo.ts", {
     permissions: [
       "--allow-net=127.0.0.1",
       `--allow-read=${certs.cert},${certs.key}`,
@@ -256,8 +274,7 @@ Deno.test("--stats counts a bad PROXY header, a failed TLS handshake and a TLS h
       "--accept-proxy",
     ],
   });
-  const { proc, port } = server;
-  const stats = await statsPort(proc);
+  const { proc, port, stats } = server;
   const header = "PROXY TCP4 192.0.2.1 127.0.0.1 5000 15000\r\n";
   // A bad header.
   {
@@ -326,7 +343,7 @@ Deno.test("--stats counts a bad PROXY header, a failed TLS handshake and a TLS h
 });
 
 Deno.test("--stats counts datagrams in and out, and drops by access and the rate", async () => {
-  await using server = await startServer("servers/daytime.ts", {
+  await using server = await startWithStats("servers/daytime.ts", {
     permissions: ["--unstable-net", "--allow-net"],
     args: [
       "--udp",
@@ -342,8 +359,7 @@ Deno.test("--stats counts datagrams in and out, and drops by access and the rate
       "127.0.0.1:0",
     ],
   });
-  const { proc, port } = server;
-  const stats = await statsPort(proc);
+  const { proc, port, stats } = server;
   const to = { transport: "udp" as const, hostname: "127.0.0.1", port };
   // From a denied address: dropped.
   {
@@ -396,7 +412,7 @@ Deno.test("--stats counts datagrams in and out, and drops by access and the rate
 
 Deno.test("--stats counts a datagram loop guard's drop: forward.ts udp:// to itself", async () => {
   const port = freePort();
-  await using server = await startServer("servers/forward.ts", {
+  await using server = await startWithStats("servers/forward.ts", {
     permissions: ["--unstable-net", "--allow-net"],
     args: [
       "--stats",
@@ -405,8 +421,7 @@ Deno.test("--stats counts a datagram loop guard's drop: forward.ts udp:// to its
       `udp://127.0.0.1:${port}`,
     ],
   });
-  const { proc } = server;
-  const stats = await statsPort(proc);
+  const { proc, stats } = server;
   using client = closing(Deno.listenDatagram({
     transport: "udp",
     hostname: "127.0.0.1",
@@ -515,7 +530,7 @@ Deno.test("--stats shows forward's targets: up and down, clients, failures and c
       conn.write(encoder.encode("hi")).then(() => conn.close(), () => {});
     }
   })();
-  await using server = await startServer("servers/forward.ts", {
+  await using server = await startWithStats("servers/forward.ts", {
     permissions: ["--allow-net=127.0.0.1"],
     args: [
       "--stats",
@@ -527,8 +542,7 @@ Deno.test("--stats shows forward's targets: up and down, clients, failures and c
       `tcp://127.0.0.1:${deadPort}`,
     ],
   });
-  const { proc, port } = server;
-  const stats = await statsPort(proc);
+  const { proc, port, stats } = server;
   await proc.waitForStderr(
     new RegExp(`target 127\\.0\\.0\\.1:${deadPort} down:`),
   );
@@ -588,7 +602,7 @@ Deno.test("forward.ts udp:// --stats counts datagrams in and out", async () => {
       await target.send(data, from);
     }
   })();
-  await using server = await startServer("servers/forward.ts", {
+  await using server = await startWithStats("servers/forward.ts", {
     // Answers go to whoever asked: host-wide net, as the header says.
     permissions: ["--unstable-net", "--allow-net"],
     args: [
@@ -598,8 +612,7 @@ Deno.test("forward.ts udp:// --stats counts datagrams in and out", async () => {
       `udp://127.0.0.1:${targetPort}`,
     ],
   });
-  const { proc, port } = server;
-  const stats = await statsPort(proc);
+  const { proc, port, stats } = server;
   using client = closing(Deno.listenDatagram({
     transport: "udp",
     hostname: "127.0.0.1",
@@ -633,7 +646,7 @@ Deno.test("forward.ts udp:// --stats counts datagrams in and out", async () => {
 });
 
 Deno.test("inetd.ts --stats labels each service and transport", async () => {
-  await using server = await startServer("servers/inetd.ts", {
+  await using server = await startWithStats("servers/inetd.ts", {
     permissions: ["--unstable-net", "--allow-net=127.0.0.1"],
     args: [
       "--hostname",
@@ -646,8 +659,7 @@ Deno.test("inetd.ts --stats labels each service and transport", async () => {
       "127.0.0.1:0",
     ],
   });
-  const { proc } = server;
-  const stats = await statsPort(proc);
+  const { proc, stats } = server;
   await proc.until(
     () => count(proc, /^listening on /) === 4,
     "four listening lines",
@@ -696,7 +708,7 @@ Deno.test("inetd.ts --conf --stats labels each line: an internal service and a p
       `127.0.0.1:${catPort} stream tcp nowait root /bin/cat cat\n`,
   );
   try {
-    await using server = await startServer("servers/inetd.ts", {
+    await using server = await startWithStats("servers/inetd.ts", {
       permissions: [
         "--unstable-net",
         "--allow-net",
@@ -706,8 +718,7 @@ Deno.test("inetd.ts --conf --stats labels each line: an internal service and a p
       ],
       args: ["--conf", conf, "--stats", "127.0.0.1:0"],
     });
-    const { proc } = server;
-    const stats = await statsPort(proc);
+    const { proc, stats } = server;
     await proc.until(
       () => count(proc, /^listening on /) === 2,
       "two listening lines",
@@ -862,14 +873,14 @@ Deno.test("--stats shows open descriptors and their limit where libc is granted 
     "127.0.0.1:0",
   ];
   {
-    await using server = await startServer("servers/echo.ts", {
+    await using server = await startWithStats("servers/echo.ts", {
       permissions: [
         "--allow-net=127.0.0.1",
         `--allow-ffi=${libc}`,
       ],
       args,
     });
-    const stats = await statsPort(server.proc);
+    const { stats } = server;
     const figures = await metrics(stats);
     const limits = await Deno.readTextFile(
       `/proc/${server.proc.child.pid}/limits`,
@@ -880,18 +891,18 @@ Deno.test("--stats shows open descriptors and their limit where libc is granted 
     assert(open > 3 && open < soft, `process_open_fds ${open}`);
     await server.proc.terminate();
   }
-  await using server = await startServer("servers/echo.ts", {
+  await using server = await startWithStats("servers/echo.ts", {
     permissions: ["--allow-net=127.0.0.1"],
     args,
   });
-  const figures = await metrics(await statsPort(server.proc));
+  const figures = await metrics(server.stats);
   assertEquals(figures.has("process_open_fds"), false);
   assertEquals(figures.has("process_max_fds"), false);
   await server.proc.terminate();
 });
 
 Deno.test("--stats-allow: a client it does not name gets 403; --stats takes HOST:PORT or unix:PATH", async () => {
-  await using server = await startServer("servers/echo.ts", {
+  await using server = await startWithStats("servers/echo.ts", {
     permissions: ["--allow-net=127.0.0.1"],
     args: [
       "--hostname",
@@ -904,7 +915,7 @@ Deno.test("--stats-allow: a client it does not name gets 403; --stats takes HOST
       "10.0.0.0/8",
     ],
   });
-  const stats = await statsPort(server.proc);
+  const { stats } = server;
   const response = await get(stats, "/metrics");
   assertEquals(response.status, 403);
   await response.body?.cancel();
@@ -976,11 +987,11 @@ Deno.test("a real Prometheus scrapes --stats and its query API returns the conne
     console.log("skipped: prometheus is not installed (Debian prometheus)");
     return;
   }
-  await using server = await startServer("servers/echo.ts", {
+  await using server = await startWithStats("servers/echo.ts", {
     permissions: ["--allow-net=127.0.0.1"],
     args: ["--hostname", "127.0.0.1", "--port", "0", "--stats", "127.0.0.1:0"],
   });
-  const stats = await statsPort(server.proc);
+  const { stats } = server;
   const N = 4;
   for (let i = 0; i < N; i++) await echoOnce(server.port, 3);
   await server.proc.until(

@@ -435,16 +435,65 @@ async function servedSerial(port: number): Promise<string> {
   return new TextDecoder().decode((await child.output()).stdout).trim();
 }
 
+/**
+ * The server's certificate and key copied into `live/` under the
+ * certificates' directory, where a test renews them; that directory.
+ */
+async function liveServerFiles(certs: TestCertificates): Promise<string> {
+  const dir = `${certs.dir}/live`;
+  await Deno.mkdir(dir);
+  await Deno.copyFile(certs.cert, `${dir}/cert.pem`);
+  await Deno.copyFile(certs.key, `${dir}/key.pem`);
+  return dir;
+}
+
+/**
+ * Renews the server's certificate in `dir` as certbot does: the same key,
+ * a new certificate (serial `serial`) written beside, renamed into place.
+ */
+async function renewServerCertificate(
+  certs: TestCertificates,
+  dir: string,
+  serial: number,
+): Promise<void> {
+  const renewed = await runCommand("openssl", [
+    "x509",
+    "-req",
+    "-in",
+    `${certs.dir}/server.csr`,
+    "-extfile",
+    `${certs.dir}/server.ext`,
+    "-days",
+    "2",
+    "-CA",
+    certs.ca,
+    "-CAkey",
+    `${certs.dir}/ca.key`,
+    "-set_serial",
+    String(serial),
+    "-out",
+    `${dir}/cert.pem.new`,
+  ]);
+  assertEquals(renewed.code, 0, renewed.stderr);
+  await Deno.rename(`${dir}/cert.pem.new`, `${dir}/cert.pem`);
+}
+
+/** Sends `hi\n` through `port`; what came back first ("" for nothing or a reset). */
+async function exchangeHi(port: number): Promise<string> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode("hi\n"));
+  const buffer = new Uint8Array(16);
+  const n = await conn.read(buffer).catch(() => null);
+  return n === null ? "" : new TextDecoder().decode(buffer.subarray(0, n));
+}
+
 Deno.test({
   name:
     "SIGHUP: new handshakes get the certificate renamed into place, connections in flight go on; a mismatched pair is one error line and the old stays",
   ignore: noOpenssl,
   async fn() {
     await using certs = await makeCertificates();
-    const dir = `${certs.dir}/live`;
-    await Deno.mkdir(dir);
-    await Deno.copyFile(certs.cert, `${dir}/cert.pem`);
-    await Deno.copyFile(certs.key, `${dir}/key.pem`);
+    const dir = await liveServerFiles(certs);
     await using server = await startServer("servers/echo.ts", {
       permissions: ["--allow-net=127.0.0.1:0", `--allow-read=${dir}`],
       args: [
@@ -469,26 +518,7 @@ Deno.test({
     await inFlight.handshake();
     // certbot's way: a new certificate (same key, new serial) written
     // beside, renamed into place, then HUP.
-    const renewed = await runCommand("openssl", [
-      "x509",
-      "-req",
-      "-in",
-      `${certs.dir}/server.csr`,
-      "-extfile",
-      `${certs.dir}/server.ext`,
-      "-days",
-      "2",
-      "-CA",
-      certs.ca,
-      "-CAkey",
-      `${certs.dir}/ca.key`,
-      "-set_serial",
-      "4242",
-      "-out",
-      `${dir}/cert.pem.new`,
-    ]);
-    assertEquals(renewed.code, 0, renewed.stderr);
-    await Deno.rename(`${dir}/cert.pem.new`, `${dir}/cert.pem`);
+    await renewServerCertificate(certs, dir, 4242);
     Deno.kill(server.proc.child.pid, "SIGHUP");
     await server.proc.waitForStderr(/SIGHUP: TLS files reloaded/);
     assertEquals(await servedSerial(server.port), "serial=1092");
@@ -534,13 +564,6 @@ Deno.test({
           ...extra,
         ],
       });
-    const exchange = async (port: number) => {
-      using conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await conn.write(new TextEncoder().encode("hi\n"));
-      const buffer = new Uint8Array(16);
-      const n = await conn.read(buffer).catch(() => null);
-      return n === null ? "" : new TextDecoder().decode(buffer.subarray(0, n));
-    };
     {
       await using withCert = await forward(
         "--to-cert",
@@ -549,14 +572,14 @@ Deno.test({
         certs.clientKey,
       );
       assertEquals(
-        await exchange(withCert.port),
+        await exchangeHi(withCert.port),
         "hi\n",
         withCert.proc.stderrLines.join("\n"),
       );
     }
     {
       await using without = await forward();
-      assertEquals(await exchange(without.port), "");
+      assertEquals(await exchangeHi(without.port), "");
     }
 
     // stunnel's client side, presenting alice's certificate to echo.ts.
@@ -569,7 +592,7 @@ Deno.test({
       stunnelPort,
       `client = yes\nconnect = 127.0.0.1:${echo.port}\ncert = ${certs.clientCert}\nkey = ${certs.clientKey}\nCAfile = ${certs.ca}\nverify = 2`,
     );
-    assertEquals(await exchange(stunnelPort), "hi\n");
+    assertEquals(await exchangeHi(stunnelPort), "hi\n");
     await echo.proc.waitForStderr(
       /accepted 127\.0\.0\.1:\d+ \(certificate C=DE, O="Example, Inc\.", CN=alice\)/,
     );
@@ -582,10 +605,7 @@ Deno.test({
   ignore: noOpenssl,
   async fn() {
     await using certs = await makeCertificates();
-    const dir = `${certs.dir}/live`;
-    await Deno.mkdir(dir);
-    await Deno.copyFile(certs.cert, `${dir}/cert.pem`);
-    await Deno.copyFile(certs.key, `${dir}/key.pem`);
+    const dir = await liveServerFiles(certs);
     const [first, second] = [freePort(), freePort()];
     const conf = `${certs.dir}/inetd.conf`;
     const line = (port: number) =>
@@ -609,26 +629,7 @@ Deno.test({
       ],
     });
     const before = await servedSerial(first);
-    const renewed = await runCommand("openssl", [
-      "x509",
-      "-req",
-      "-in",
-      `${certs.dir}/server.csr`,
-      "-extfile",
-      `${certs.dir}/server.ext`,
-      "-days",
-      "2",
-      "-CA",
-      certs.ca,
-      "-CAkey",
-      `${certs.dir}/ca.key`,
-      "-set_serial",
-      "4243",
-      "-out",
-      `${dir}/cert.pem.new`,
-    ]);
-    assertEquals(renewed.code, 0, renewed.stderr);
-    await Deno.rename(`${dir}/cert.pem.new`, `${dir}/cert.pem`);
+    await renewServerCertificate(certs, dir, 4243);
     await Deno.writeTextFile(conf, line(first) + line(second));
     Deno.kill(inetd.proc.child.pid, "SIGHUP");
     await inetd.proc.waitForStderr(/reloaded .*: 1 added, 0 removed/);
@@ -645,10 +646,7 @@ Deno.test({
   ignore: noOpenssl,
   async fn() {
     await using certs = await makeCertificates();
-    const dir = `${certs.dir}/live`;
-    await Deno.mkdir(dir);
-    await Deno.copyFile(certs.cert, `${dir}/cert.pem`);
-    await Deno.copyFile(certs.key, `${dir}/key.pem`);
+    const dir = await liveServerFiles(certs);
     const mirror = Deno.env.get("JSR_URL")?.startsWith("file:")
       ? `,${new URL(Deno.env.get("JSR_URL")!).pathname}`
       : "";
@@ -672,26 +670,7 @@ Deno.test({
         `${dir}/key.pem`,
       ],
     });
-    const renewed = await runCommand("openssl", [
-      "x509",
-      "-req",
-      "-in",
-      `${certs.dir}/server.csr`,
-      "-extfile",
-      `${certs.dir}/server.ext`,
-      "-days",
-      "2",
-      "-CA",
-      certs.ca,
-      "-CAkey",
-      `${certs.dir}/ca.key`,
-      "-set_serial",
-      "4244",
-      "-out",
-      `${dir}/cert.pem.new`,
-    ]);
-    assertEquals(renewed.code, 0, renewed.stderr);
-    await Deno.rename(`${dir}/cert.pem.new`, `${dir}/cert.pem`);
+    await renewServerCertificate(certs, dir, 4244);
     Deno.kill(server.proc.child.pid, "SIGHUP");
     await server.proc.waitForStderr(/SIGHUP: TLS files reloaded/);
     // The kernel spreads connections over both threads' sockets: each
@@ -730,17 +709,7 @@ Deno.test({
         `${dir}/client.key`,
       ],
     });
-    const exchange = async () => {
-      using conn = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: forward.port,
-      });
-      await conn.write(new TextEncoder().encode("hi\n"));
-      const buffer = new Uint8Array(16);
-      const n = await conn.read(buffer).catch(() => null);
-      return n === null ? "" : new TextDecoder().decode(buffer.subarray(0, n));
-    };
-    assertEquals(await exchange(), "");
+    assertEquals(await exchangeHi(forward.port), "");
     // Key first, then certificate: a HUP in between would find them
     // mismatched and keep the old pair (one error line).
     await Deno.copyFile(certs.clientKey, `${dir}/client.key.new`);
@@ -749,7 +718,7 @@ Deno.test({
     await Deno.rename(`${dir}/client.pem.new`, `${dir}/client.pem`);
     Deno.kill(forward.proc.child.pid, "SIGHUP");
     await forward.proc.waitForStderr(/SIGHUP: TLS files reloaded/);
-    assertEquals(await exchange(), "hi\n");
+    assertEquals(await exchangeHi(forward.port), "hi\n");
   },
 });
 

@@ -12,6 +12,7 @@ import {
 import { NativeTlsConn } from "../lib/tls_native.ts";
 import { serveEcho } from "../servers/echo.ts";
 import {
+  connectTls,
   eventually,
   makeCertificates,
   missing,
@@ -24,14 +25,6 @@ const noOpenssl = missing("openssl");
 
 function contextOf(certs: TestCertificates) {
   return tlsServerContext(readTlsFiles(certs.cert, certs.key));
-}
-
-function connectTls(port: number, ca: string): Promise<Deno.TlsConn> {
-  return Deno.connectTls({
-    hostname: "127.0.0.1",
-    port,
-    caCerts: [Deno.readTextFileSync(ca)],
-  });
 }
 
 /**

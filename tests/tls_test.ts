@@ -17,6 +17,7 @@ import {
 import { serveEcho } from "../servers/echo.ts";
 import {
   assertSameBytes,
+  connectTls,
   freePort,
   makeCertificates,
   missing,
@@ -26,43 +27,12 @@ import {
   runCommand,
   runScript,
   spawn,
-  startServer,
+  startTlsEcho,
   type TestCertificates,
   tlsEngineOption,
 } from "./_helpers.ts";
 
 const noOpenssl = missing("openssl");
-
-/** echo.ts with `--tls`, run with exactly its header's permissions. */
-function startTlsEcho(certs: TestCertificates, extra: string[] = []) {
-  return startServer("servers/echo.ts", {
-    permissions: [
-      "--allow-net=127.0.0.1:0",
-      `--allow-read=${certs.cert},${certs.key}`,
-    ],
-    args: [
-      "--hostname",
-      "127.0.0.1",
-      "--port",
-      "0",
-      "--tls",
-      "--cert",
-      certs.cert,
-      "--key",
-      certs.key,
-      ...extra,
-    ],
-  });
-}
-
-/** A Deno TLS client trusting only `ca` (the certificate names 127.0.0.1). */
-function connectTls(port: number, ca: string): Promise<Deno.TlsConn> {
-  return Deno.connectTls({
-    hostname: "127.0.0.1",
-    port,
-    caCerts: [Deno.readTextFileSync(ca)],
-  });
-}
 
 function tlsOf(certs: TestCertificates): TlsCertificate {
   return readTlsFiles(certs.cert, certs.key);
@@ -102,24 +72,9 @@ Deno.test({
     const ffi = `--allow-ffi=/lib/${
       Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"
     }-linux-gnu/libc.so.6`;
-    await using server = await startServer("servers/echo.ts", {
+    await using server = await startTlsEcho(certs, [], {
       prefix: ["sh", "-c", 'ulimit -n 1024 && exec "$@"', "sh"],
-      permissions: [
-        "--allow-net=127.0.0.1:0",
-        `--allow-read=${certs.cert},${certs.key}`,
-        ffi,
-      ],
-      args: [
-        "--hostname",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--tls",
-        "--cert",
-        certs.cert,
-        "--key",
-        certs.key,
-      ],
+      morePermissions: [ffi],
     });
     assertEquals(
       server.proc.stderrLines.filter((line) => line.startsWith("descriptors:")),

@@ -45,6 +45,19 @@ async function startChargen(args: string[] = []) {
   });
 }
 
+/**
+ * inetd.ts on 127.0.0.1 at a free base, with `more` (`--only`,
+ * `--udp-only`); the server, with its base.
+ */
+async function startInetd(more: string[]) {
+  const base = freeBase();
+  const server = await startServer("servers/inetd.ts", {
+    permissions: UDP_PERMISSIONS,
+    args: ["--hostname", "127.0.0.1", "--base", String(base), ...more],
+  });
+  return Object.assign(server, { base });
+}
+
 const asRoot = Deno.uid() === 0;
 
 Deno.test({
@@ -110,18 +123,8 @@ Deno.test({
 });
 
 Deno.test("inetd.ts never answers a datagram from one of its own services' ports elsewhere", async () => {
-  const base = freeBase();
-  await using server = await startServer("servers/inetd.ts", {
-    permissions: UDP_PERMISSIONS,
-    args: [
-      "--hostname",
-      "127.0.0.1",
-      "--base",
-      String(base),
-      "--only",
-      "echo,chargen",
-    ],
-  });
+  await using server = await startInetd(["--only", "echo,chargen"]);
+  const { base } = server;
   await server.proc.waitForStderr(/\(chargen\/udp\)/);
   // Another inetd's echo at the same base on another address (127.0.0.2)
   // talking to ours: each would answer the other forever.
@@ -300,19 +303,12 @@ Deno.test("echo.ts --udp answers a fixed 64-byte payload from 32 sockets at full
 });
 
 Deno.test("daytime, time, qotd and chargen over UDP answer any datagram, CRLF-ended text included (RFC 867, 868)", async () => {
-  const base = freeBase();
-  await using server = await startServer("servers/inetd.ts", {
-    permissions: UDP_PERMISSIONS,
-    args: [
-      "--hostname",
-      "127.0.0.1",
-      "--base",
-      String(base),
-      "--udp-only",
-      "--only",
-      "daytime,time,qotd,chargen",
-    ],
-  });
+  await using server = await startInetd([
+    "--udp-only",
+    "--only",
+    "daytime,time,qotd,chargen",
+  ]);
+  const { base } = server;
   await server.proc.waitForStderr(/\(time\/udp\)/);
   const unanswered: string[] = [];
   for (
@@ -356,19 +352,8 @@ Deno.test({
 });
 
 Deno.test("inetd.ts's echo never answers a datagram forged from echo.ts's port", async () => {
-  const base = freeBase();
-  await using server = await startServer("servers/inetd.ts", {
-    permissions: UDP_PERMISSIONS,
-    args: [
-      "--hostname",
-      "127.0.0.1",
-      "--base",
-      String(base),
-      "--udp-only",
-      "--only",
-      "echo",
-    ],
-  });
+  await using server = await startInetd(["--udp-only", "--only", "echo"]);
+  const { base } = server;
   // echo.ts elsewhere (127.0.0.2:15000), which would answer back forever.
   const from = { sourceHostname: "127.0.0.2", sourcePort: ECHO_PORT };
   if (!bindable(from.sourceHostname, from.sourcePort)) {

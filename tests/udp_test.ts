@@ -11,7 +11,9 @@ import { timeReplies } from "./_simple.ts";
 import {
   assertUsageError,
   freePort,
+  memoryOutput,
   missing,
+  receiveWithin,
   runCommand,
   runScript,
   spawn,
@@ -34,36 +36,6 @@ function clientPermissions(port: number, v6 = false): string[] {
       ? `--allow-net=[::]:0,[::1]:${port}`
       : `--allow-net=0.0.0.0:0,127.0.0.1:${port}`,
   ];
-}
-
-function memoryOutput(): {
-  write(p: Uint8Array): Promise<number>;
-  text(): string;
-} {
-  const chunks: Uint8Array[] = [];
-  return {
-    write(p) {
-      chunks.push(p.slice());
-      return Promise.resolve(p.byteLength);
-    },
-    text: () => chunks.map((c) => decoder.decode(c)).join(""),
-  };
-}
-
-/** Receives one datagram on `socket`, or `null` after `ms`. */
-async function receiveWithin(
-  socket: Deno.DatagramConn,
-  ms: number,
-): Promise<[Uint8Array, Deno.Addr] | null> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const receiving = socket.receive();
-  receiving.catch(() => {});
-  const result = await Promise.race([
-    receiving,
-    new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), ms)),
-  ]);
-  clearTimeout(timer);
-  return result;
 }
 
 Deno.test("serveUdpHello() and sendUdpHello() talk in process; --once stops after one datagram", async () => {

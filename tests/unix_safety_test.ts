@@ -1,15 +1,6 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import { readExact, writeAll } from "../mod.ts";
-import { runScript, startServer } from "./_helpers.ts";
-
-/** The permissions echo.ts's header gives for `--unix PATH`. */
-function unixPermissions(path: string): string[] {
-  return [
-    `--allow-net=unix:${path}`,
-    `--allow-read=${path}`,
-    `--allow-write=${path}`,
-  ];
-}
+import { runScript, startServer, unixPermissions } from "./_helpers.ts";
 
 async function echoes(path: string): Promise<boolean> {
   using conn = await Deno.connect({ transport: "unix", path });

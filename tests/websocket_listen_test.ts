@@ -14,7 +14,7 @@ import {
   missing,
   readAll,
   runCommand,
-  startServer,
+  startWebSocketBridge,
 } from "./_helpers.ts";
 import { startHaproxy } from "./_haproxy.ts";
 import { echoBackend } from "./_echo_backend.ts";
@@ -73,10 +73,11 @@ Deno.test({
   ignore: missing("haproxy"),
   async fn() {
     await using echo = echoBackend();
-    await using bridge = await startServer("servers/forward.ts", {
-      permissions: ["--allow-net=127.0.0.1"],
-      args: ["--accept-proxy", "ws://127.0.0.1:0/", echo.target],
-    });
+    await using bridge = await startWebSocketBridge([
+      "--accept-proxy",
+      "ws://127.0.0.1:0/",
+      echo.target,
+    ]);
     const front = freePort();
     await using _haproxy = await startHaproxy(
       front,
@@ -97,16 +98,13 @@ Deno.test({
 
 Deno.test("forward.ts ws:// LISTEN --accept-proxy --deny judges the header's client: refused with 403, another served", async () => {
   await using echo = echoBackend();
-  await using bridge = await startServer("servers/forward.ts", {
-    permissions: ["--allow-net=127.0.0.1"],
-    args: [
-      "--accept-proxy",
-      "--deny",
-      "203.0.113.0/24",
-      "ws://127.0.0.1:0/",
-      echo.target,
-    ],
-  });
+  await using bridge = await startWebSocketBridge([
+    "--accept-proxy",
+    "--deny",
+    "203.0.113.0/24",
+    "ws://127.0.0.1:0/",
+    echo.target,
+  ]);
   const port = bridge.port;
   {
     using conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -139,9 +137,8 @@ Deno.test("forward.ts ws:// LISTEN --accept-proxy --deny judges the header's cli
 Deno.test("forward.ts wss:// LISTEN --client-ca: a client certificate the CA signed is upgraded and named; none, or a stranger's, is refused", async () => {
   await using echo = echoBackend();
   await using certs = await makeCertificates();
-  await using bridge = await startServer("servers/forward.ts", {
-    permissions: ["--allow-net=127.0.0.1", `--allow-read=${certs.dir}`],
-    args: [
+  await using bridge = await startWebSocketBridge(
+    [
       "--tls",
       "--cert",
       certs.cert,
@@ -152,7 +149,8 @@ Deno.test("forward.ts wss:// LISTEN --client-ca: a client certificate the CA sig
       "wss://127.0.0.1:0/",
       echo.target,
     ],
-  });
+    ["--allow-net=127.0.0.1", `--allow-read=${certs.dir}`],
+  );
   const caCerts = [await Deno.readTextFile(certs.ca)];
   const connect = async (cert?: string, key?: string) =>
     await Deno.connectTls({
@@ -215,17 +213,14 @@ Deno.test({
   ignore: missing("socat"),
   async fn() {
     await using echo = echoBackend();
-    await using bridge = await startServer("servers/forward.ts", {
-      permissions: ["--allow-net=127.0.0.1"],
-      args: [
-        "--stats",
-        "127.0.0.1:0",
-        "--deny",
-        "127.0.0.9",
-        "ws://127.0.0.1:0/",
-        echo.target,
-      ],
-    });
+    await using bridge = await startWebSocketBridge([
+      "--stats",
+      "127.0.0.1:0",
+      "--deny",
+      "127.0.0.9",
+      "ws://127.0.0.1:0/",
+      echo.target,
+    ]);
     const [, statsPort] = await bridge.proc.waitForStderr(
       /^stats on http:\/\/127\.0\.0\.1:(\d+)\/$/,
     );
@@ -263,17 +258,14 @@ Deno.test({
 
 Deno.test("forward.ts ws:// LISTEN --idle-timeout closes an upgraded client that sends nothing", async () => {
   await using echo = echoBackend();
-  await using bridge = await startServer("servers/forward.ts", {
-    permissions: ["--allow-net=127.0.0.1"],
-    args: [
-      "--idle-timeout",
-      "1",
-      "--ping",
-      "0",
-      "ws://127.0.0.1:0/",
-      echo.target,
-    ],
-  });
+  await using bridge = await startWebSocketBridge([
+    "--idle-timeout",
+    "1",
+    "--ping",
+    "0",
+    "ws://127.0.0.1:0/",
+    echo.target,
+  ]);
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: bridge.port });
   assertMatch(await askHead(conn, UPGRADE), /^HTTP\/1\.1 101 /);
   // The server ends it: the read ends without a byte from us.
@@ -289,10 +281,12 @@ Deno.test({
   ignore: missing("ss"),
   async fn() {
     await using echo = echoBackend();
-    await using bridge = await startServer("servers/forward.ts", {
-      permissions: ["--allow-net=127.0.0.1"],
-      args: ["--keepalive", "on", "ws://127.0.0.1:0/", echo.target],
-    });
+    await using bridge = await startWebSocketBridge([
+      "--keepalive",
+      "on",
+      "ws://127.0.0.1:0/",
+      echo.target,
+    ]);
     using conn = await Deno.connect({
       hostname: "127.0.0.1",
       port: bridge.port,

@@ -21,17 +21,13 @@ import {
   pseudoRandomBytes,
   readAll,
   startServer,
+  startWebSocketBridge,
 } from "./_helpers.ts";
 import { runClient, text } from "./_connect.ts";
 import { echoBackend } from "./_echo_backend.ts";
 
 const FORWARD = "servers/forward.ts";
 const encode = (s: string) => new TextEncoder().encode(s);
-
-/** Starts forward.ts with a ws:// LISTEN on a free port before `args`' TARGET. */
-function startBridge(args: string[], permissions = ["--allow-net=127.0.0.1"]) {
-  return startServer(FORWARD, { permissions, args });
-}
 
 /** Opens a WebSocket and waits until it is open. */
 async function openSocket(
@@ -118,7 +114,7 @@ async function rawUpgrade(
 
 Deno.test("forward.ts ws:// LISTEN joins each WebSocket client to a target connection of its own, binary frames both ways", async () => {
   await using echo = echoBackend();
-  await using bridge = await startBridge([
+  await using bridge = await startWebSocketBridge([
     "ws://127.0.0.1:0/echo",
     echo.target,
   ]);
@@ -154,7 +150,10 @@ Deno.test("forward.ts ws:// LISTEN joins each WebSocket client to a target conne
 
 Deno.test("forward.ts ws:// LISTEN: a client offering base64 gets base64 text frames; one offering binary too gets binary", async () => {
   await using echo = echoBackend();
-  await using bridge = await startBridge(["ws://127.0.0.1:0/", echo.target]);
+  await using bridge = await startWebSocketBridge([
+    "ws://127.0.0.1:0/",
+    echo.target,
+  ]);
   const url = `ws://127.0.0.1:${bridge.port}/`;
   const old = await openSocket(url, { protocols: ["base64"] });
   assertEquals(old.protocol, "base64");
@@ -184,7 +183,7 @@ Deno.test("forward.ts ws:// LISTEN: a client offering base64 gets base64 text fr
 
 Deno.test("forward.ts ws:// LISTEN --ws-frames text sends text frames; text frames from a client are taken as UTF-8", async () => {
   await using echo = echoBackend();
-  await using bridge = await startBridge([
+  await using bridge = await startWebSocketBridge([
     "--ws-frames",
     "text",
     "ws://127.0.0.1:0/",
@@ -228,7 +227,7 @@ Deno.test("forward.ts ws:// LISTEN --ws-frames text: bytes from the target that 
 
 Deno.test("forward.ts ws:// LISTEN --origin refuses another Origin with 403 before the upgrade; the target is never dialled", async () => {
   await using echo = echoBackend();
-  await using bridge = await startBridge([
+  await using bridge = await startWebSocketBridge([
     "--origin",
     "https://good.example",
     "ws://127.0.0.1:0/",
@@ -256,7 +255,7 @@ Deno.test("forward.ts ws:// LISTEN --origin refuses another Origin with 403 befo
 Deno.test("forward.ts ws:// LISTEN: --deny answers 403, --per-source and --max-connections 503, before the upgrade", async () => {
   await using echo = echoBackend();
   {
-    await using bridge = await startBridge([
+    await using bridge = await startWebSocketBridge([
       "--deny",
       "127.0.0.0/8",
       "ws://127.0.0.1:0/",
@@ -268,7 +267,7 @@ Deno.test("forward.ts ws:// LISTEN: --deny answers 403, --per-source and --max-c
     await bridge.proc.waitForStderr(/^refused 127\.0\.0\.1:\d+: not allowed$/);
   }
   for (const flag of ["--per-source", "--max-connections"]) {
-    await using bridge = await startBridge([
+    await using bridge = await startWebSocketBridge([
       flag,
       "1",
       "ws://127.0.0.1:0/",
@@ -297,7 +296,7 @@ Deno.test("forward.ts ws:// LISTEN: --deny answers 403, --per-source and --max-c
 
 Deno.test("forward.ts ws:// LISTEN --max-message closes a client whose message is larger with 1009", async () => {
   await using echo = echoBackend();
-  await using bridge = await startBridge([
+  await using bridge = await startWebSocketBridge([
     "--max-message",
     "1000",
     "ws://127.0.0.1:0/",
@@ -317,7 +316,7 @@ Deno.test("forward.ts ws:// LISTEN --max-message closes a client whose message i
 
 Deno.test("forward.ts ws:// LISTEN --ping closes a client that never answers a ping", async () => {
   await using echo = echoBackend();
-  await using bridge = await startBridge([
+  await using bridge = await startWebSocketBridge([
     "--ping",
     "1",
     "ws://127.0.0.1:0/",
@@ -340,7 +339,10 @@ Deno.test("forward.ts ws:// LISTEN --ping closes a client that never answers a p
 
 Deno.test("forward.ts ws:// LISTEN: a client whose connection drops without a close frame is logged as such (1006)", async () => {
   await using echo = echoBackend();
-  await using bridge = await startBridge(["ws://127.0.0.1:0/", echo.target]);
+  await using bridge = await startWebSocketBridge([
+    "ws://127.0.0.1:0/",
+    echo.target,
+  ]);
   const { head, conn } = await rawUpgrade(bridge.port);
   assertMatch(head, /^HTTP\/1\.1 101 /);
   conn.close();
@@ -353,7 +355,7 @@ Deno.test("forward.ts ws:// LISTEN: a target that refuses is a 502 before the up
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
   listener.close();
-  await using bridge = await startBridge([
+  await using bridge = await startWebSocketBridge([
     "ws://127.0.0.1:0/",
     `tcp://127.0.0.1:${port}`,
   ]);
@@ -376,7 +378,7 @@ Deno.test("forward.ts ws:// LISTEN --web DIR serves its files beside the socket,
     await Deno.writeTextFile(`${root}/.hidden`, "hidden");
     await Deno.writeTextFile(`${outside}/secret.txt`, "secret");
     await Deno.symlink(`${outside}/secret.txt`, `${root}/link.txt`);
-    await using bridge = await startBridge(
+    await using bridge = await startWebSocketBridge(
       ["--web", root, "ws://127.0.0.1:0/socket", echo.target],
       ["--allow-net=127.0.0.1", `--allow-read=${root}`],
     );
@@ -431,7 +433,7 @@ Deno.test("forward.ts ws:// LISTEN --web DIR serves its files beside the socket,
 Deno.test("forward.ts wss:// LISTEN --tls serves WebSocket clients over TLS", async () => {
   await using echo = echoBackend();
   await using certs = await makeCertificates();
-  await using bridge = await startBridge(
+  await using bridge = await startWebSocketBridge(
     [
       "--tls",
       "--cert",
@@ -460,7 +462,7 @@ Deno.test("forward.ts wss:// LISTEN --tls serves WebSocket clients over TLS", as
 Deno.test("forward.ts ws:// LISTEN with several targets spreads the WebSocket clients over them", async () => {
   await using first = echoBackend();
   await using second = echoBackend();
-  await using bridge = await startBridge([
+  await using bridge = await startWebSocketBridge([
     "ws://127.0.0.1:0/",
     first.target,
     second.target,
@@ -669,7 +671,10 @@ Deno.test("forward.ts and connect.ts: WebSocket flags in the wrong place are usa
 
 Deno.test("forward.ts ws:// LISTEN: a plain HTTP request without --web gets 426", async () => {
   await using echo = echoBackend();
-  await using bridge = await startBridge(["ws://127.0.0.1:0/", echo.target]);
+  await using bridge = await startWebSocketBridge([
+    "ws://127.0.0.1:0/",
+    echo.target,
+  ]);
   const response = await fetch(`http://127.0.0.1:${bridge.port}/`);
   assertStringIncludes(await response.text(), "WebSocket endpoint");
   assertEquals(response.status, 426);
@@ -682,7 +687,7 @@ Deno.test("forward.ts ws:// LISTEN: a plain HTTP request without --web gets 426"
 
 Deno.test("forward.ts ws:// LISTEN: shutdown closes open WebSocket clients with 1001 after the grace period", async () => {
   await using echo = echoBackend();
-  await using bridge = await startBridge([
+  await using bridge = await startWebSocketBridge([
     "--grace",
     "0.2",
     "ws://127.0.0.1:0/",

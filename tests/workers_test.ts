@@ -5,7 +5,13 @@ import {
   assertMatch,
 } from "@std/assert";
 import { readExact, writeAll } from "../mod.ts";
-import { freePort, runScript, spawn, startServer } from "./_helpers.ts";
+import {
+  closedWithin,
+  freePort,
+  runScript,
+  spawn,
+  startServer,
+} from "./_helpers.ts";
 
 // Exactly the header's command: a worker loads the script, mod.ts and lib/.
 // A worker loads the script's modules again, under the script's permissions:
@@ -43,28 +49,6 @@ async function echoedConnection(
     text,
   );
   return conn;
-}
-
-/** Resolves true when the server closes `conn`, false on timeout. */
-async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
-  const buffer = new Uint8Array(16);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) =>
-    timer = setTimeout(() => resolve(false), ms)
-  );
-  const eof = (async () => {
-    try {
-      while ((await conn.read(buffer)) !== null) { /* drain */ }
-    } catch {
-      // Reset: closed too.
-    }
-    return true;
-  })();
-  try {
-    return await Promise.race([eof, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 Deno.test("echo.ts --workers 2 spreads connections over both workers and one SIGTERM stops all", async () => {
