@@ -144,6 +144,8 @@ export {
   type StreamHandler,
 } from "./lib/server_options.ts";
 export type { RefusalReason } from "./lib/admission.ts";
+// What a client's PROXY header said (`ConnectionContext.proxyHeader`).
+export type { ProxyHeader, ProxyTlv } from "./lib/proxy_protocol.ts";
 export { ListenError } from "./lib/bind.ts";
 export { DEFAULT_UNIX_SOCKET_MODE, UnixPathError } from "./lib/unix.ts";
 // What a running server counts (`--stats`, SIGUSR2).

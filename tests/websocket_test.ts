@@ -203,7 +203,7 @@ Deno.test("forward.ts ws:// LISTEN --ws-frames text sends text frames; text fram
 
 Deno.test("forward.ts ws:// LISTEN --ws-frames text: bytes from the target that are not UTF-8 close the client with 1011, never a U+FFFD in their place", async () => {
   await using echo = echoBackend();
-  await using bridge = await startBridge([
+  await using bridge = await startWebSocketBridge([
     "--ws-frames",
     "text",
     "ws://127.0.0.1:0/",
