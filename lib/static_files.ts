@@ -13,6 +13,7 @@
  */
 
 import { escapeControlChars } from "./escape_control_chars.ts";
+import { formatBytes } from "./units.ts";
 
 /** Content types by file extension; anything else is `application/octet-stream`. */
 const CONTENT_TYPES: Record<string, string> = {
@@ -70,8 +71,9 @@ function safeRelativePath(pathname: string): string[] | undefined {
 
 /**
  * Answers `request` from the files under `root` (see the module doc): 200
- * with the file, 404 for anything not served, 405 for a method other than
- * GET and HEAD.
+ * with the file, 404 for anything not served, 403 for a file larger than
+ * {@linkcode MAX_STATIC_FILE_BYTES}, 405 for a method other than GET and
+ * HEAD.
  *
  * @example
  * ```ts
@@ -109,7 +111,10 @@ export async function serveStaticFile(
     if (!info.isFile || !real.startsWith(`${realRoot}/`)) {
       return status(404, "not found");
     }
-    if (info.size > MAX_STATIC_FILE_BYTES) return status(404, "not found");
+    if (info.size > MAX_STATIC_FILE_BYTES) {
+      // There, but refused: a 404 would send its owner looking for a typo.
+      return status(403, `larger than ${formatBytes(MAX_STATIC_FILE_BYTES)}`);
+    }
     const extension = /\.([a-z0-9]+)$/i.exec(real)?.[1].toLowerCase() ?? "";
     const headers = {
       "content-type": CONTENT_TYPES[extension] ?? "application/octet-stream",

@@ -670,7 +670,7 @@ Deno.test("forward.ts ws:// LISTEN --web: a 16 MiB file to a client that does no
     await using bridge = await startWebBridge(root, echo.target);
     assertMatch(
       await ask(bridge.port, "GET /huge.bin HTTP/1.1\r\n\r\n"),
-      /^HTTP\/1\.1 404 /,
+      /^HTTP\/1\.1 403 [^]*\r\n\r\nlarger than 16 MiB\n$/,
     );
     const pid = bridge.proc.child.pid;
     const before = memoryKib(pid).now;
