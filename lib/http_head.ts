@@ -260,7 +260,8 @@ export function responseHead(
 
 /**
  * A short plain-text answer (`403 origin not allowed`), head and body in
- * one buffer.
+ * one buffer; the head alone when not `withBody` (the answer to a HEAD,
+ * which says the body's length but does not send it).
  *
  * @example
  * ```ts
@@ -275,6 +276,7 @@ export function plainResponse(
   status: number,
   text: string,
   headers: Record<string, string> = {},
+  withBody = true,
 ): Uint8Array {
   const body = new TextEncoder().encode(`${text}\n`);
   const head = responseHead(status, {
@@ -282,6 +284,7 @@ export function plainResponse(
     "content-length": String(body.length),
     ...headers,
   });
+  if (!withBody) return head;
   const bytes = new Uint8Array(head.length + body.length);
   bytes.set(head);
   bytes.set(body, head.length);

@@ -246,7 +246,11 @@ function checkUpgrade(head: RequestHead, websocket: WebSocketListenOptions): {
 }
 
 /** Answers `status` in plain text, as far as the client still listens. */
-async function answer(conn: Deno.Conn, error: HttpRequestError): Promise<void> {
+async function answer(
+  conn: Deno.Conn,
+  error: HttpRequestError,
+  withBody = true,
+): Promise<void> {
   const words: Record<number, string> = {
     403: "forbidden",
     405: "method not allowed",
@@ -261,6 +265,7 @@ async function answer(conn: Deno.Conn, error: HttpRequestError): Promise<void> {
         error.status,
         words[error.status] ?? "bad request",
         error.headers,
+        withBody,
       ),
     );
   } catch {
@@ -377,6 +382,7 @@ async function serveOtherRequest(
     await answer(
       conn,
       new HttpRequestError(426, "", { upgrade: "websocket" }),
+      head.method !== "HEAD",
     );
   } else if (head.method !== "GET" && head.method !== "HEAD") {
     // Before a Request is made: fetch throws for TRACE, TRACK and

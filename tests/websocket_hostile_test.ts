@@ -709,3 +709,13 @@ Deno.test("forward.ts ws:// LISTEN --web: a 16 MiB file to a client that does no
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("forward.ts ws:// LISTEN without --web: a HEAD gets the 426's head and no body (a GET gets both)", async () => {
+  await using echo = echoBackend();
+  await using bridge = await startBridge(echo.target);
+  const head = await ask(bridge.port, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+  assertMatch(head, /^HTTP\/1\.1 426 [^]*content-length: \d+\r\n/);
+  assertEquals(head.slice(head.indexOf("\r\n\r\n") + 4), "");
+  const get = await ask(bridge.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  assertMatch(get, /\r\n\r\nthis is a WebSocket endpoint\n$/);
+});
