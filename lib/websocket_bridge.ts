@@ -57,6 +57,7 @@ import {
 import { writeAll } from "./io.ts";
 import { type Log, stderrLog } from "./log.ts";
 import { serve } from "./server.ts";
+import { workerLabel } from "./workers.ts";
 import type {
   ConnectionContext,
   Server,
@@ -446,11 +447,15 @@ export function serveWebSocketBridge(
       `pingTimeoutMs must be whole seconds, 0 or more: ${pingMs}`,
     );
   }
+  // The upgraded lines name the thread as the server's own lines do.
+  const label = (options.workers ?? 1) > 1
+    ? workerLabel(options.label)
+    : options.label;
   const bridge: Bridge = {
     websocket,
     plan,
     log: options.log ?? stderrLog,
-    prefix: options.label ? `${escapeControlChars(options.label)}: ` : "",
+    prefix: label ? `${escapeControlChars(label)}: ` : "",
   };
   return serve({
     name: "forward",

@@ -23,7 +23,6 @@ export interface WebSocketFlagValues {
   "max-message"?: number;
   ping?: number;
   web?: string;
-  workers?: number;
   "to-tls"?: boolean;
   "send-proxy"?: unknown;
   insecure?: boolean;
@@ -100,8 +99,8 @@ export const WEBSOCKET_LISTEN_FLAGS = {
 };
 
 /**
- * A ws:// or wss:// LISTEN's options from its flags; `--workers` refused
- * there, and its own flags refused elsewhere.
+ * A ws:// or wss:// LISTEN's options from its flags; its own flags
+ * refused elsewhere.
  *
  * @example
  * ```ts
@@ -133,11 +132,6 @@ export function webSocketListenOptions(
       }
     }
     return undefined;
-  }
-  if ((values.workers ?? 1) > 1) {
-    throw new UsageError(
-      `--workers does not apply to a ${listen.transport}:// LISTEN`,
-    );
   }
   return {
     path: listen.resource.replace(/\?.*$/, ""),

@@ -112,7 +112,8 @@
  * line gives the close code and reason: `closed 127.0.0.1:41234 (5 bytes
  * in, 5 bytes out) to 127.0.0.1:5900, 2.1 s, client closed first (1000
  * bye)`. `--web DIR` serves the files under DIR to other requests, so a
- * page and its socket come from one origin. `--workers` does not apply.
+ * page and its socket come from one origin. `--workers N` serves it on N
+ * threads, as any TCP listener (one TARGET only).
  *
  * A `ws://` or `wss://` TARGET carries each TCP client over a WebSocket
  * of its own, websocat's job (`lib/websocket_dial.ts`): binary messages,

@@ -301,3 +301,48 @@ Deno.test({
     assertMatch(decode(ss.stdout), /timer:\(keepalive,/);
   },
 });
+
+/** Deno's `JSR_URL`, when a `file:` mirror, which each worker reads too. */
+const JSR_MIRROR = Deno.env.get("JSR_URL")?.startsWith("file:")
+  ? `,${new URL(Deno.env.get("JSR_URL")!).pathname}`
+  : "";
+
+const NO_FILE_MIRROR = JSR_MIRROR === ""
+  ? "JSR_URL is not a file: mirror (workers then load JSR over https)"
+  : undefined;
+if (NO_FILE_MIRROR) console.error(`SKIP: ws:// --workers: ${NO_FILE_MIRROR}`);
+
+Deno.test({
+  name:
+    "forward.ts ws:// LISTEN --workers 2: the bridge on two threads, each upgraded line named by the thread that accepted its client",
+  ignore: NO_FILE_MIRROR !== undefined,
+}, async () => {
+  await using echo = echoBackend();
+  await using bridge = await startWebSocketBridge(
+    ["--workers", "2", "ws://127.0.0.1:0/", echo.target],
+    [
+      "--allow-net=127.0.0.1",
+      `--allow-read=servers/forward.ts,mod.ts,lib${JSR_MIRROR}`,
+    ],
+  );
+  const url = `ws://127.0.0.1:${bridge.port}/`;
+  for (let i = 0; i < 8; i++) {
+    assertEquals(await echoThrough(url, `hi ${i}`), `hi ${i}`);
+  }
+  await bridge.proc.until(
+    () =>
+      bridge.proc.stderrLines.filter((l) => / closed 127\.0\.0\.1:/.test(l))
+        .length === 8,
+    "eight closing lines",
+  );
+  const upgraded = bridge.proc.stderrLines.filter((l) => / upgraded /.test(l));
+  assertEquals(upgraded.length, 8);
+  for (const line of upgraded) {
+    const [, worker, peer] = /^worker (\d): upgraded (\S+) /.exec(line) ?? [];
+    assert(worker !== undefined, `not named by its thread: ${line}`);
+    assert(
+      bridge.proc.stderrLines.includes(`worker ${worker}: accepted ${peer}`),
+      `${line}: accepted by another thread`,
+    );
+  }
+});

@@ -615,12 +615,6 @@ Deno.test("forward.ts and connect.ts: WebSocket flags in the wrong place are usa
     "tcp://127.0.0.1:1",
   ], /--origin applies to a ws:\/\/ or wss:\/\/ LISTEN/);
   await assertUsageError(FORWARD, net, [
-    "--workers",
-    "2",
-    "ws://127.0.0.1:0/",
-    "tcp://127.0.0.1:1",
-  ], /--workers does not apply to a ws:\/\/ LISTEN/);
-  await assertUsageError(FORWARD, net, [
     "--tls",
     "ws://127.0.0.1:0/",
     "tcp://127.0.0.1:1",
