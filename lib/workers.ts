@@ -397,7 +397,6 @@ export function serveGroup(
   options: ServerOptions,
 ): Server {
   const place = workerPlace();
-  const index = place?.index ?? 0;
   const connections = place ? undefined : new Int32Array(
     new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT),
   );
