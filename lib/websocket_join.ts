@@ -183,8 +183,9 @@ class Join {
   #wakeReader?: () => void;
   /** `lines`: a line read in part. */
   #partialLine = "";
-  readonly #lineDecoder = new TextDecoder();
-  readonly #textDecoder = new TextDecoder();
+  // Fatal: a byte turned into U+FFFD would be lost without a word.
+  readonly #lineDecoder = new TextDecoder("utf-8", { fatal: true });
+  readonly #textDecoder = new TextDecoder("utf-8", { fatal: true });
 
   constructor(stream: ByteStream, socket: WebSocket, options: JoinOptions) {
     this.#stream = stream;
@@ -231,7 +232,14 @@ class Join {
     this.#closeCode ??= code;
     if (code !== 1000) this.#discarding = true;
     try {
-      this.#socket.close(code, reason);
+      // The WebSocket API closes with 1000 or 3000-4999 only, and throws
+      // for RFC 6455's own codes (1007, 1009, 1011...), which left the
+      // socket open: those go as 4000 plus their last digits, a
+      // private-use code, and `end` says which was meant.
+      const sent = code === 1000 || (code >= 3000 && code <= 4999)
+        ? code
+        : 4000 + code % 1000;
+      this.#socket.close(sent, reason);
     } catch {
       // Already closing.
     }
@@ -295,6 +303,27 @@ class Join {
     return encoder.encode(data);
   }
 
+  /**
+   * `bytes` as text, or `undefined` (and the socket closed with 1011) when
+   * they are not UTF-8: text messages cannot carry them.
+   */
+  #text(
+    decoder: TextDecoder,
+    bytes: Uint8Array,
+    end: boolean,
+  ): string | undefined {
+    try {
+      return decoder.decode(bytes, { stream: !end });
+    } catch {
+      this.#close(
+        1011,
+        `${this.#streamName} sent bytes that are not UTF-8`,
+        `${this.#streamName} sent bytes that are not UTF-8, which text messages cannot carry (1011)`,
+      );
+      return undefined;
+    }
+  }
+
   /** Sends `bytes` as the framing says; false once the socket is not open. */
   #send(bytes: Uint8Array, end = false): boolean {
     if (this.#socket.readyState !== WebSocket.OPEN) return false;
@@ -306,13 +335,15 @@ class Join {
         this.#socket.send(bytes.toBase64());
         return true;
       case "text": {
-        const text = this.#textDecoder.decode(bytes, { stream: !end });
+        const text = this.#text(this.#textDecoder, bytes, end);
+        if (text === undefined) return false;
         if (text) this.#socket.send(text);
         return true;
       }
       case "lines": {
-        const lines = (this.#partialLine +
-          this.#lineDecoder.decode(bytes, { stream: !end })).split("\n");
+        const text = this.#text(this.#lineDecoder, bytes, end);
+        if (text === undefined) return false;
+        const lines = (this.#partialLine + text).split("\n");
         this.#partialLine = lines.pop()!;
         if (end && this.#partialLine) lines.push(this.#partialLine);
         for (const line of lines) this.#socket.send(line.replace(/\r$/, ""));

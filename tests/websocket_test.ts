@@ -90,7 +90,7 @@ async function rawUpgrade(
   port: number,
   headers: Record<string, string> = {},
   path = "/",
-): Promise<{ head: string; conn: Deno.TcpConn }> {
+): Promise<{ head: string; after: Uint8Array; conn: Deno.TcpConn }> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const lines = [
     `GET ${path} HTTP/1.1`,
@@ -102,14 +102,26 @@ async function rawUpgrade(
     ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
   ];
   await conn.write(encode(lines.join("\r\n") + "\r\n\r\n"));
-  let head = "";
+  // Bytes, not text: a busy test may read the first frames with the head
+  // (a ping sent 0.5 s after the 101 came in the same read once).
+  let got = new Uint8Array(0);
   const buffer = new Uint8Array(4096);
-  while (!head.includes("\r\n\r\n")) {
+  let end = -1;
+  while (end < 0) {
     const n = await conn.read(buffer);
     if (n === null) break;
-    head += new TextDecoder().decode(buffer.subarray(0, n));
+    const more = new Uint8Array(got.length + n);
+    more.set(got);
+    more.set(buffer.subarray(0, n), got.length);
+    got = more;
+    end = new TextDecoder("latin1").decode(got).indexOf("\r\n\r\n");
   }
-  return { head, conn };
+  const headLength = end < 0 ? got.length : end + 4;
+  return {
+    head: new TextDecoder().decode(got.subarray(0, headLength)),
+    after: got.subarray(headLength),
+    conn,
+  };
 }
 
 Deno.test("forward.ts ws:// LISTEN joins each WebSocket client to a target connection of its own, binary frames both ways", async () => {
@@ -323,9 +335,9 @@ Deno.test("forward.ts ws:// LISTEN --ping closes a client that never answers a p
     echo.target,
   ]);
   // A raw client: it upgrades, then reads and never answers.
-  const { head, conn } = await rawUpgrade(bridge.port);
+  const { head, after, conn } = await rawUpgrade(bridge.port);
   assertMatch(head, /^HTTP\/1\.1 101 /);
-  const rest = await readAll(conn);
+  const rest = new Uint8Array([...after, ...await readAll(conn)]);
   conn.close();
   // A ping (0x89), then a close frame (0x88) with 1001.
   assertEquals(rest[0], 0x89);
@@ -583,6 +595,35 @@ Deno.test("connect.ts --text ws:// URL: a text message per line, each message pr
   assertEquals(run.code, 0, run.stderr);
   assertEquals(seen, ["one", "two", "three"]);
   assertEquals(text(run.stdout), "ONE\nTWO\nTHREE\n");
+});
+
+Deno.test("connect.ts --text ws:// URL: stdin bytes that are not UTF-8 are an error line and exit 1 (the socket closed with 4011), never U+FFFD sent", async () => {
+  const seen: string[] = [];
+  let code = 0;
+  await using server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen() {},
+  }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    socket.onmessage = (event) => seen.push(event.data);
+    socket.onclose = (event) => code = event.code;
+    return response;
+  });
+  const port = server.addr.port;
+  const run = await runClient(
+    [`--allow-net=127.0.0.1:${port}`],
+    ["--text", `ws://127.0.0.1:${port}/`],
+    [new Uint8Array([0x6f, 0x6b, 0x0a]), new Uint8Array([0xff, 0xfe, 0x0a])],
+    { pauseMs: 200 },
+  );
+  assertEquals(run.code, 1, run.stderr);
+  assertEquals(
+    run.lines.at(-1),
+    `error: ws://127.0.0.1:${port}/: stdin sent bytes that are not UTF-8, which text messages cannot carry (1011)`,
+  );
+  assertEquals(seen, ["ok"]);
+  assertEquals(code, 4011);
 });
 
 Deno.test("connect.ts ws:// URL: a server that closes with an error code is an error line and exit 1", async () => {
