@@ -464,6 +464,13 @@ const FREE_PORT_LOW = 20000;
  * `/proc/sys/net/ipv4/ip_local_port_range`, 32768 where it cannot be read.
  */
 function ephemeralLow(): number {
+  return ephemeralLowSeen ??= readEphemeralLow();
+}
+
+let ephemeralLowSeen: number | undefined;
+
+/** Reads {@linkcode ephemeralLow}'s number, once a run. */
+function readEphemeralLow(): number {
   try {
     const low = Number(
       Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range")

@@ -124,6 +124,35 @@ async function rawUpgrade(
   };
 }
 
+/**
+ * An echo target, a bridge to it with `flags` before its endpoints, and one
+ * client of the bridge with what it receives; disposing ends all three.
+ */
+async function bridgedClient(flags: string[]) {
+  const echo = echoBackend();
+  try {
+    const bridge = await startWebSocketBridge([
+      ...flags,
+      "ws://127.0.0.1:0/",
+      echo.target,
+    ]);
+    const socket = await openSocket(`ws://127.0.0.1:${bridge.port}/`);
+    return {
+      echo,
+      bridge,
+      socket,
+      received: collect(socket),
+      async [Symbol.asyncDispose]() {
+        await bridge[Symbol.asyncDispose]();
+        await echo[Symbol.asyncDispose]();
+      },
+    };
+  } catch (error) {
+    await echo[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
 Deno.test("forward.ts ws:// LISTEN joins each WebSocket client to a target connection of its own, binary frames both ways", async () => {
   await using echo = echoBackend();
   await using bridge = await startWebSocketBridge([
@@ -194,15 +223,8 @@ Deno.test("forward.ts ws:// LISTEN: a client offering base64 gets base64 text fr
 });
 
 Deno.test("forward.ts ws:// LISTEN --ws-frames text sends text frames; text frames from a client are taken as UTF-8", async () => {
-  await using echo = echoBackend();
-  await using bridge = await startWebSocketBridge([
-    "--ws-frames",
-    "text",
-    "ws://127.0.0.1:0/",
-    echo.target,
-  ]);
-  const socket = await openSocket(`ws://127.0.0.1:${bridge.port}/`);
-  const received = collect(socket);
+  await using client = await bridgedClient(["--ws-frames", "text"]);
+  const { socket, received } = client;
   socket.send("héllo\n");
   await received.until(
     () => received.messages.join("") === "héllo\n",
@@ -214,15 +236,8 @@ Deno.test("forward.ts ws:// LISTEN --ws-frames text sends text frames; text fram
 });
 
 Deno.test("forward.ts ws:// LISTEN --ws-frames text: bytes from the target that are not UTF-8 close the client with 1011, never a U+FFFD in their place", async () => {
-  await using echo = echoBackend();
-  await using bridge = await startWebSocketBridge([
-    "--ws-frames",
-    "text",
-    "ws://127.0.0.1:0/",
-    echo.target,
-  ]);
-  const socket = await openSocket(`ws://127.0.0.1:${bridge.port}/`);
-  const received = collect(socket);
+  await using client = await bridgedClient(["--ws-frames", "text"]);
+  const { bridge, socket, received } = client;
   // A binary message's bytes go to the target as they are; the echo sends
   // them back, and text frames cannot carry them.
   socket.send(new Uint8Array([0x6f, 0x6b, 0xff, 0xfe]));
@@ -307,15 +322,8 @@ Deno.test("forward.ts ws:// LISTEN: --deny answers 403, --per-source and --max-c
 });
 
 Deno.test("forward.ts ws:// LISTEN --max-message closes a client whose message is larger with 1009", async () => {
-  await using echo = echoBackend();
-  await using bridge = await startWebSocketBridge([
-    "--max-message",
-    "1000",
-    "ws://127.0.0.1:0/",
-    echo.target,
-  ]);
-  const socket = await openSocket(`ws://127.0.0.1:${bridge.port}/`);
-  const received = collect(socket);
+  await using client = await bridgedClient(["--max-message", "1000"]);
+  const { bridge, socket, received } = client;
   socket.send(new Uint8Array(1000));
   await received.until(() => received.bytes().length === 1000, "the echo");
   socket.send(new Uint8Array(1001));
@@ -721,15 +729,8 @@ Deno.test("forward.ts ws:// LISTEN: a plain HTTP request without --web gets 426"
 });
 
 Deno.test("forward.ts ws:// LISTEN: shutdown closes open WebSocket clients with 1001 after the grace period", async () => {
-  await using echo = echoBackend();
-  await using bridge = await startWebSocketBridge([
-    "--grace",
-    "0.2",
-    "ws://127.0.0.1:0/",
-    echo.target,
-  ]);
-  const socket = await openSocket(`ws://127.0.0.1:${bridge.port}/`);
-  const received = collect(socket);
+  await using client = await bridgedClient(["--grace", "0.2"]);
+  const { bridge, received } = client;
   bridge.proc.kill("SIGTERM");
   const closed = await received.closeEvent();
   assertEquals(closed.code, 1001);
