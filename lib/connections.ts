@@ -59,8 +59,14 @@ export class Connection implements ConnectionContext {
   declare onShutdown?: () => void;
   closed = false;
 
-  /** Wraps an accepted `conn`. */
-  constructor(conn: Deno.Conn) {
+  /**
+   * Wraps an accepted `conn`; `log` writes a line with the server's label
+   * (see `ConnectionContext.log`).
+   */
+  constructor(
+    conn: Deno.Conn,
+    readonly log: (line: string) => void = () => {},
+  ) {
     this.conn = conn;
     this.peer = formatAddr(conn.remoteAddr);
   }

@@ -299,6 +299,12 @@ export interface ConnectionContext {
   readonly tls?: TlsSession;
   /** Call after moving data, so the idle timeout starts again. */
   active(): void;
+  /**
+   * Logs one line about the connection, between its `accepted` and
+   * `closed` lines, after the server's label as its own lines are (`web:`,
+   * `worker 1:`): what only the handler sees (a WebSocket upgrade).
+   */
+  log(line: string): void;
   /** Bytes received, for the closing log line; handlers add to it. */
   bytesIn: number;
   /** Bytes sent, for the closing log line; handlers add to it. */

@@ -257,6 +257,10 @@ export class StreamServer extends BaseServer {
     return true;
   }
 
+  /** A connection's own lines (`ConnectionContext.log`), one for all. */
+  readonly #logAbout = (line: string): void =>
+    this.log(`${this.prefix}${line}`);
+
   /**
    * A connection the loop accepted. Without `acceptProxy` its peer is the
    * client, judged now by the admission pipeline, before any byte is read
@@ -266,7 +270,7 @@ export class StreamServer extends BaseServer {
    * the client the header names.
    */
   #accepted(conn: Deno.Conn): void {
-    const connection = new Connection(conn);
+    const connection = new Connection(conn, this.#logAbout);
     const verdict = this.#proxyHeaderTimeoutMs === undefined
       ? this.#admission.admit(conn.remoteAddr)
       : this.#admission.full() ?? {};

@@ -55,9 +55,7 @@ import {
   writeResponse,
 } from "./http_head.ts";
 import { writeAll } from "./io.ts";
-import { type Log, stderrLog } from "./log.ts";
 import { serve } from "./server.ts";
-import { workerLabel } from "./workers.ts";
 import type {
   ConnectionContext,
   Server,
@@ -278,8 +276,6 @@ async function answer(
 interface Bridge {
   websocket: WebSocketListenOptions;
   plan: ForwardPlan;
-  log: Log;
-  prefix: string;
 }
 
 /**
@@ -345,8 +341,8 @@ async function serveBridgeClient(
     target.release?.();
     throw error;
   }
-  bridge.log(
-    `${bridge.prefix}upgraded ${context.peer} (WebSocket ${
+  context.log(
+    `upgraded ${context.peer} (WebSocket ${
       escapeControlChars(pathname)
     }, ${framing})`,
   );
@@ -447,16 +443,7 @@ export function serveWebSocketBridge(
       `pingTimeoutMs must be whole seconds, 0 or more: ${pingMs}`,
     );
   }
-  // The upgraded lines name the thread as the server's own lines do.
-  const label = (options.workers ?? 1) > 1
-    ? workerLabel(options.label)
-    : options.label;
-  const bridge: Bridge = {
-    websocket,
-    plan,
-    log: options.log ?? stderrLog,
-    prefix: label ? `${escapeControlChars(label)}: ` : "",
-  };
+  const bridge: Bridge = { websocket, plan };
   return serve({
     name: "forward",
     defaultPort: 0,

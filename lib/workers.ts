@@ -47,24 +47,6 @@ function workerName(place: WorkerPlace): string {
   return `${WORKER_NAME} ${place.index}/${place.count} port ${place.port}`;
 }
 
-/**
- * The label of this thread's server in a worker group, for its log lines:
- * `worker N` after the server's own `label`, N being 0 in the main
- * thread. A handler that logs lines of its own puts it first too.
- *
- * @example
- * ```ts
- * import { assertEquals } from "@std/assert";
- * import { workerLabel } from "./workers.ts";
- *
- * assertEquals(workerLabel(undefined), "worker 0"); // the main thread
- * assertEquals(workerLabel("web"), "web worker 0");
- * ```
- */
-export function workerLabel(label: string | undefined): string {
-  return `${label ? `${label} ` : ""}worker ${workerPlace()?.index ?? 0}`;
-}
-
 /** The main thread's answer to a worker's `join`. */
 interface InitMessage {
   type: "init";
@@ -400,7 +382,9 @@ export function serveGroup(
   const connections = place ? undefined : new Int32Array(
     new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT),
   );
-  const label = workerLabel(options.label);
+  const label = `${options.label ? `${options.label} ` : ""}worker ${
+    place?.index ?? 0
+  }`;
   const server = new StreamServer(service, handler, "tcp", {
     ...options,
     label,
