@@ -7,32 +7,17 @@
  */
 
 import { assertEquals } from "@std/assert";
+import { chromiumMissing, launchChromium } from "./_chromium.ts";
 import { freePort, startServer } from "./_helpers.ts";
-
-const CHROMIUM = "/usr/bin/chromium";
-
-function hasChromium(): boolean {
-  try {
-    return Deno.statSync(CHROMIUM).isFile;
-  } catch {
-    return false;
-  }
-}
 
 Deno.test({
   name:
     "clients/web/index.html in headless Chromium echoes a typed line through the ws:// bridge to echo.ts, with no console error",
-  ignore: !hasChromium() &&
-    (console.error(`SKIP: ${CHROMIUM} not installed (.ci/run installs it)`),
-      true),
+  ignore: chromiumMissing(),
   // puppeteer keeps timers and a pipe of its own past close().
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    // Only this test needs a browser driver: imported here, not in
-    // deno.json's imports.
-    // deno-lint-ignore no-import-prefix
-    const { default: puppeteer } = await import("npm:puppeteer-core@24.43.1");
     await using echo = await startServer("servers/echo.ts", {
       permissions: ["--allow-net=127.0.0.1"],
       args: ["--hostname", "127.0.0.1", "--port", "0"],
@@ -54,52 +39,34 @@ Deno.test({
         `tcp://127.0.0.1:${echo.port}`,
       ],
     });
-    const profile = await Deno.makeTempDir({ prefix: "sockets-chromium-" });
-    const browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      userDataDir: profile,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
+    await using chromium = await launchChromium();
+    const browser = chromium.browser;
+    const page = await browser.newPage();
+    await page.setViewport({ width: 720, height: 420 });
+    const problems: string[] = [];
+    page.on("console", (message) => {
+      if (message.type() === "error") problems.push(message.text());
     });
-    try {
-      const page = await browser.newPage();
-      await page.setViewport({ width: 720, height: 420 });
-      const problems: string[] = [];
-      page.on("console", (message) => {
-        if (message.type() === "error") problems.push(message.text());
-      });
-      page.on("pageerror", (error) => problems.push(String(error)));
-      await page.goto(`${origin}/`);
-      // A string: this file is checked without the DOM's types.
-      await page.waitForFunction(
-        'document.getElementById("status").textContent.startsWith("connected")',
-      );
-      await page.type("#line", "hello from the browser");
-      await page.keyboard.press("Enter");
-      await page.waitForSelector("#log .received");
-      const received = await page.$$eval(
-        "#log .received",
-        (nodes) => nodes.map((node) => node.textContent),
-      );
-      assertEquals(received, ["← hello from the browser"]);
-      assertEquals(problems, []);
-      if (Deno.env.get("SAVE_SCREENSHOT") === "1") {
-        await page.screenshot({ path: "clients/web/screenshot.png" });
-      }
-      await bridge.proc.waitForStderr(
-        /^upgraded 127\.0\.0\.1:\d+ \(WebSocket \/ws, binary\)$/,
-      );
-    } finally {
-      await browser.close();
-      await Deno.remove(profile, { recursive: true });
+    page.on("pageerror", (error) => problems.push(String(error)));
+    await page.goto(`${origin}/`);
+    // A string: this file is checked without the DOM's types.
+    await page.waitForFunction(
+      'document.getElementById("status").textContent.startsWith("connected")',
+    );
+    await page.type("#line", "hello from the browser");
+    await page.keyboard.press("Enter");
+    await page.waitForSelector("#log .received");
+    const received = await page.$$eval(
+      "#log .received",
+      (nodes) => nodes.map((node) => node.textContent),
+    );
+    assertEquals(received, ["← hello from the browser"]);
+    assertEquals(problems, []);
+    if (Deno.env.get("SAVE_SCREENSHOT") === "1") {
+      await page.screenshot({ path: "clients/web/screenshot.png" });
     }
+    await bridge.proc.waitForStderr(
+      /^upgraded 127\.0\.0\.1:\d+ \(WebSocket \/ws, binary\)$/,
+    );
   },
 });
