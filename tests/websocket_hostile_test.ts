@@ -15,6 +15,7 @@ import {
   eventually,
   settledDescriptorCount,
   startServer,
+  startWebSocketBridge,
 } from "./_helpers.ts";
 import { echoBackend } from "./_echo_backend.ts";
 import { clientFrame, RawClient } from "./_raw_websocket.ts";
@@ -129,10 +130,7 @@ function startWebBridge(
 
 /** Starts forward.ts with a ws:// LISTEN in front of `target`, after `flags`. */
 function startBridge(target: string, flags: string[] = []) {
-  return startServer("servers/forward.ts", {
-    permissions: ["--allow-net=127.0.0.1"],
-    args: [...flags, "ws://127.0.0.1:0/", target],
-  });
+  return startWebSocketBridge([...flags, "ws://127.0.0.1:0/", target]);
 }
 
 Deno.test("forward.ts ws:// LISTEN: a base64 message in a million 1-byte fragments holds about its size, not a copy a fragment", async () => {
@@ -532,10 +530,12 @@ Deno.test("forward.ts ws:// LISTEN: an HTTP/1.0 upgrade is a 400; an absolute-fo
 
 Deno.test("forward.ts ws:// LISTEN: control characters in a refused Origin and in a close reason reach the log escaped", async () => {
   await using echo = echoBackend();
-  await using bridge = await startServer("servers/forward.ts", {
-    permissions: ["--allow-net=127.0.0.1"],
-    args: ["--origin", "https://a.example", "ws://127.0.0.1:0/", echo.target],
-  });
+  await using bridge = await startWebSocketBridge([
+    "--origin",
+    "https://a.example",
+    "ws://127.0.0.1:0/",
+    echo.target,
+  ]);
   assertMatch(
     await ask(
       bridge.port,

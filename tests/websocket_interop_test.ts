@@ -20,6 +20,7 @@ import {
   runCommand,
   spawn,
   startServer,
+  startWebSocketBridge,
   waitListening,
 } from "./_helpers.ts";
 import { runClient } from "./_connect.ts";
@@ -91,10 +92,10 @@ Deno.test({
   ignore: !haveWebsockify,
   async fn() {
     await using peers = await echoBehindWebsockify();
-    await using ours = await startServer("servers/forward.ts", {
-      permissions: ["--allow-net=127.0.0.1"],
-      args: ["ws://127.0.0.1:0/", `tcp://127.0.0.1:${peers.echo.port}`],
-    });
+    await using ours = await startWebSocketBridge([
+      "ws://127.0.0.1:0/",
+      `tcp://127.0.0.1:${peers.echo.port}`,
+    ]);
     const input = pseudoRandomBytes(60_000, 7);
     // websockify's own client class (websockify.websocket.WebSocket) cannot
     // send in 0.10: its masking adds an int to bytes (TypeError).
@@ -123,10 +124,10 @@ Deno.test({
   ignore: !haveWebsockify,
   async fn() {
     await using peers = await echoBehindWebsockify();
-    await using ours = await startServer("servers/forward.ts", {
-      permissions: ["--allow-net=127.0.0.1"],
-      args: ["ws://127.0.0.1:0/", `tcp://127.0.0.1:${peers.echo.port}`],
-    });
+    await using ours = await startWebSocketBridge([
+      "ws://127.0.0.1:0/",
+      `tcp://127.0.0.1:${peers.echo.port}`,
+    ]);
     const input = pseudoRandomBytes(20_000, 8);
     const mine = await pythonClient(
       "websockets",
@@ -159,15 +160,12 @@ Deno.test({
       permissions: ["--allow-net=127.0.0.1"],
       args: ["--hostname", "127.0.0.1", "--port", "0"],
     });
-    await using ours = await startServer("servers/forward.ts", {
-      permissions: ["--allow-net=127.0.0.1"],
-      args: [
-        "--origin",
-        "https://app.example",
-        "ws://127.0.0.1:0/",
-        `tcp://127.0.0.1:${echo.port}`,
-      ],
-    });
+    await using ours = await startWebSocketBridge([
+      "--origin",
+      "https://app.example",
+      "ws://127.0.0.1:0/",
+      `tcp://127.0.0.1:${echo.port}`,
+    ]);
     const url = `ws://127.0.0.1:${ours.port}/`;
     const input = new TextEncoder().encode("hello\n");
     const wrong = await pythonClient(
